@@ -1,0 +1,55 @@
+"""lazyslurm: lazy task graphs, submitted to Slurm as whole DAGs of array jobs.
+
+Names are imported on first use (PEP 562), so ``python -m lazyslurm.runner`` on a compute
+node loads only the runner, the store and the errors.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "Cluster": "lazyslurm.cluster",
+    "Job": "lazyslurm.graph.core",
+    "JobArray": "lazyslurm.graph.core",
+    "JobView": "lazyslurm.graph.core",
+    "Plan": "lazyslurm.planning.planner",
+    "Run": "lazyslurm.compute",
+    "Task": "lazyslurm.graph.core",
+    "compute": "lazyslurm.compute",
+    "current_cluster": "lazyslurm.cluster",
+    "errors": "lazyslurm.errors",
+    "plan": "lazyslurm.compute",
+    "submit": "lazyslurm.compute",
+    "task": "lazyslurm.graph.core",
+    "visualize": "lazyslurm.visualize",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        msg = f"module 'lazyslurm' has no attribute {name!r}"
+        raise AttributeError(msg)
+    mod = importlib.import_module(module)
+    value = mod if name == "errors" else getattr(mod, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+if TYPE_CHECKING:
+    from lazyslurm import errors
+    from lazyslurm.cluster import Cluster, current_cluster
+    from lazyslurm.compute import Run, compute, plan, submit
+    from lazyslurm.graph.core import Job, JobArray, JobView, Task, task
+    from lazyslurm.planning.planner import Plan
+    from lazyslurm.visualize import visualize

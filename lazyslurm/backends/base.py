@@ -1,0 +1,144 @@
+"""The backend protocol: what ``compute`` needs from a place that runs array jobs.
+
+A backend is thin. ``compute`` owns the one loop (stage, submit, poll, gather); a backend
+only starts a run from its files, reports element states, and reads files back.
+
+Element states are Slurm-like strings: PENDING, RUNNING, DONE, FAILED, CANCELLED.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import attrs
+
+from lazyslurm.graph.resources import Resources
+
+__all__ = [
+    "CANCELLED",
+    "DONE",
+    "FAILED",
+    "PENDING",
+    "RUNNING",
+    "TERMINAL",
+    "ArrayJobInfo",
+    "Backend",
+    "ElementFailure",
+    "RunHandle",
+    "Snapshot",
+]
+
+PENDING = "PENDING"
+RUNNING = "RUNNING"
+DONE = "DONE"
+FAILED = "FAILED"
+CANCELLED = "CANCELLED"
+TERMINAL = frozenset({DONE, FAILED, CANCELLED})
+
+
+@attrs.frozen
+class ArrayJobInfo:
+    """What a backend needs to know of one array job (from the manifest)."""
+
+    id: str
+    name: str
+    keys: tuple[str, ...]
+    dependencies: tuple[tuple[str, str], ...]  # (kind, upstream array job id)
+    resources: Resources = attrs.field(factory=Resources)
+
+    @property
+    def size(self) -> int:
+        return len(self.keys)
+
+    @property
+    def throttle(self) -> int | None:
+        return self.resources.max_concurrent
+
+    @classmethod
+    def from_manifest(cls, entry: Mapping[str, Any]) -> ArrayJobInfo:
+        return cls(
+            id=entry["id"],
+            name=entry["name"],
+            keys=tuple(entry["keys"]),
+            dependencies=tuple((k, u) for k, u in entry["dependencies"]),
+            resources=Resources.from_options(**entry["resources"]),
+        )
+
+
+@attrs.frozen
+class RunHandle:
+    """A started run: enough to poll, cancel and read it back (also after re-attach)."""
+
+    run_id: str
+    array_jobs: tuple[ArrayJobInfo, ...]
+    job_ids: Mapping[str, str] = attrs.field(factory=dict)  # array job id -> Slurm job id
+
+
+@attrs.frozen
+class ElementFailure:
+    """Why an element did not complete, as the scheduler saw it."""
+
+    state: str  # Slurm's word: FAILED, TIMEOUT, OUT_OF_MEMORY, CANCELLED, NODE_FAIL, ...
+    exit_code: str = ""
+    job_id: str = ""
+    reason: str = ""
+
+
+@attrs.frozen
+class Snapshot:
+    """Element states of a run at one poll: ``states[array_job_id][index]``."""
+
+    states: Mapping[str, Sequence[str]]
+    failures: Mapping[tuple[str, int], ElementFailure] = attrs.field(factory=dict)
+
+    @property
+    def finished(self) -> bool:
+        return all(s in TERMINAL for states in self.states.values() for s in states)
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Per array job: state -> number of elements."""
+        out: dict[str, dict[str, int]] = {}
+        for aj, states in self.states.items():
+            c: dict[str, int] = {}
+            for s in states:
+                c[s] = c.get(s, 0) + 1
+            out[aj] = c
+        return out
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A place to run array jobs. Implementations: local, sync, slurm (subprocess/SSH), fake."""
+
+    name: str
+
+    def max_array_size(self) -> int:
+        """Largest array (elements per array job) the scheduler accepts."""
+
+    def start(
+        self, run_id: str, array_jobs: Sequence[ArrayJobInfo], files: Mapping[str, bytes]
+    ) -> RunHandle:
+        """Stage ``files`` into the run directory and submit every array job, all or nothing."""
+
+    def poll(self, handle: RunHandle) -> Snapshot:
+        """Current element states of the run (one status query for the whole run)."""
+
+    def wait_for_change(self, handle: RunHandle, timeout_s: float) -> None:
+        """Block up to ``timeout_s`` or until something may have changed."""
+
+    def cancel(self, handle: RunHandle) -> None:
+        """Cancel every unfinished element of the run."""
+
+    def read_files(self, paths: Sequence[str]) -> dict[str, bytes]:
+        """Read files under the work directory (relative paths) in one transfer; missing
+        files are left out."""
+
+    def close(self) -> None:
+        """Release processes and connections."""
+
+
+def sleep_until_change(timeout_s: float) -> None:
+    """Default ``wait_for_change``: a plain sleep (Slurm tells us nothing sooner)."""
+    time.sleep(timeout_s)

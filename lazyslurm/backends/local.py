@@ -1,0 +1,385 @@
+"""The embedded backends: no Slurm needed.
+
+``LocalBackend`` runs elements on a pool of ``max_workers`` runner processes
+(``python -m lazyslurm.runner --serve``), through the same runner and run-directory
+layout as Slurm, with Slurm's semantics: ``afterok``/``aftercorr`` ordering, array
+throttles, and ``--kill-on-invalid-dep=yes`` (dependents of a failure are cancelled).
+
+``SyncBackend`` runs every element in the calling thread, in plan order: set a
+``breakpoint()`` in a task and debug it with pdb.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import subprocess
+import sys
+import threading
+import weakref
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from lazyslurm.backends.base import (
+    CANCELLED,
+    DONE,
+    FAILED,
+    PENDING,
+    RUNNING,
+    TERMINAL,
+    ArrayJobInfo,
+    ElementFailure,
+    RunHandle,
+    Snapshot,
+)
+from lazyslurm.errors import BackendError
+from lazyslurm.planning.planner import AFTERCORR, DEFAULT_MAX_ARRAY_SIZE
+from lazyslurm.store import RunPaths, atomic_write
+
+__all__ = ["LocalBackend", "SyncBackend"]
+
+
+def write_run_files(workdir: Path, run_id: str, files: Mapping[str, bytes]) -> RunPaths:
+    """Create the private run directory and write the staged files into it."""
+    paths = RunPaths(workdir / "runs" / run_id)
+    paths.make_dirs()
+    for rel, data in files.items():
+        atomic_write(paths.root / rel, data)
+    return paths
+
+
+def read_local_files(workdir: Path, paths: Sequence[str]) -> dict[str, bytes]:
+    out = {}
+    for rel in paths:
+        try:
+            out[rel] = (workdir / rel).read_bytes()
+        except FileNotFoundError:
+            pass
+    return out
+
+
+class _RunState:
+    """Slurm-like element state machine of one run (guarded by the backend's lock)."""
+
+    def __init__(self, run_id: str, paths: RunPaths, array_jobs: Sequence[ArrayJobInfo]) -> None:
+        self.run_id = run_id
+        self.paths = paths
+        self.ajs = list(array_jobs)
+        self.index = {aj.id: n for n, aj in enumerate(self.ajs)}
+        self.states = [[PENDING] * aj.size for aj in self.ajs]
+        self.done = [0] * len(self.ajs)
+        self.active = [0] * len(self.ajs)  # queued or running (for throttles)
+        self.failures: dict[tuple[str, int], ElementFailure] = {}
+        self.deps = [[(k, self.index[u]) for k, u in aj.dependencies] for aj in self.ajs]
+        self.dependents: list[list[tuple[str, int]]] = [[] for _ in self.ajs]
+        for n, deps in enumerate(self.deps):
+            for kind, up in deps:
+                self.dependents[up].append((kind, n))
+        self.procs: dict[tuple[int, int], subprocess.Popen[str]] = {}
+
+    def ready(self, n: int, i: int) -> bool:
+        for kind, up in self.deps[n]:
+            if kind == AFTERCORR:
+                if self.states[up][i] != DONE:
+                    return False
+            elif self.done[up] != self.ajs[up].size:
+                return False
+        return True
+
+    def runnable(self, candidates: list[int] | None = None) -> list[tuple[int, int]]:
+        """Elements that may start now, respecting dependencies and throttles."""
+        out = []
+        for n in candidates if candidates is not None else range(len(self.ajs)):
+            limit = self.ajs[n].throttle or self.ajs[n].size
+            for i, s in enumerate(self.states[n]):
+                if self.active[n] >= limit:
+                    break
+                if s == PENDING and (n, i) not in self.procs and self.ready(n, i):
+                    self.procs[(n, i)] = None  # type: ignore[assignment]  # queued
+                    self.active[n] += 1
+                    out.append((n, i))
+        return out
+
+    def finish(self, n: int, i: int, state: str, failure: ElementFailure | None) -> list[int]:
+        """Record an end state; cancel dependents of failures. Returns array jobs to recheck."""
+        self.procs.pop((n, i), None)
+        self.active[n] -= 1
+        if self.states[n][i] in TERMINAL:
+            return [n]
+        self.states[n][i] = state
+        if state == DONE:
+            self.done[n] += 1
+            return [n] + [d for _, d in self.dependents[n]]
+        if failure is not None:
+            self.failures[(self.ajs[n].id, i)] = failure
+        self._cancel_dependents(n, i)
+        return [n]
+
+    def _cancel_dependents(self, n: int, i: int) -> None:
+        stack = [(n, i)]
+        while stack:
+            up, ui = stack.pop()
+            for kind, d in self.dependents[up]:
+                targets = [ui] if kind == AFTERCORR else range(self.ajs[d].size)
+                for j in targets:
+                    if self.states[d][j] == PENDING and (d, j) not in self.procs:
+                        self.states[d][j] = CANCELLED
+                        self.failures[(self.ajs[d].id, j)] = ElementFailure(
+                            state=CANCELLED, reason="DependencyNeverSatisfied"
+                        )
+                        stack.append((d, j))
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(
+            states={aj.id: list(st) for aj, st in zip(self.ajs, self.states)},
+            failures=dict(self.failures),
+        )
+
+
+class _Worker:
+    """One runner process in serve mode, fed one element at a time."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "lazyslurm.runner", "--serve"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=dict(env),
+            text=True,
+            bufsize=1,
+        )
+
+    def run(self, run_dir: str, array_job: str, index: int) -> int | None:
+        """Exit code of the element, or None if the process died."""
+        try:
+            assert self.proc.stdin is not None and self.proc.stdout is not None
+            self.proc.stdin.write(f"{run_dir}\t{array_job}\t{index}\n")
+            self.proc.stdin.flush()
+            line = self.proc.stdout.readline()
+        except (BrokenPipeError, OSError):
+            return None
+        return int(line) if line.strip() else None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                assert self.proc.stdin is not None
+                self.proc.stdin.close()
+                self.proc.wait(timeout=2)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+
+
+def _worker_env() -> dict[str, str]:
+    env = dict(os.environ)
+    path = [p or os.getcwd() for p in sys.path]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(path))
+    return env
+
+
+class LocalBackend:
+    """Runs plans on a local pool of runner processes, with Slurm's semantics."""
+
+    name = "local"
+
+    def __init__(
+        self,
+        workdir: str | os.PathLike[str],
+        max_workers: int | None = None,
+        max_array_size: int = DEFAULT_MAX_ARRAY_SIZE,
+    ) -> None:
+        self.workdir = Path(workdir)
+        self.max_workers = max_workers or os.cpu_count() or 1
+        self._max_array_size = max_array_size
+        self._cond = threading.Condition()
+        self._version = 0
+        self._runs: dict[str, _RunState] = {}
+        self._queue: queue.SimpleQueue[tuple[_RunState, int, int] | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._workers: list[_Worker | None] = []
+        self._closed = False
+        self._finalizer = weakref.finalize(self, _shutdown, self._queue, self._workers)
+
+    def max_array_size(self) -> int:
+        return self._max_array_size
+
+    # -- worker pool (started on first use, kept for the session)
+    def _ensure_pool(self) -> None:
+        if self._threads:
+            return
+        env = _worker_env()
+        for slot in range(self.max_workers):
+            self._workers.append(None)
+            t = threading.Thread(
+                target=self._work, args=(slot, env), name=f"lazyslurm-local-{slot}", daemon=True
+            )
+            t.start()
+            self._threads.append(t)
+
+    def _work(self, slot: int, env: Mapping[str, str]) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            run, n, i = item
+            with self._cond:
+                if run.states[n][i] != PENDING:  # cancelled while queued
+                    run.finish(n, i, CANCELLED, None)
+                    continue
+                run.states[n][i] = RUNNING
+                self._bump()
+            worker = self._workers[slot]
+            if worker is None or worker.proc.poll() is not None:
+                worker = self._workers[slot] = _Worker(env)
+            with self._cond:
+                run.procs[(n, i)] = worker.proc
+            code = worker.run(str(run.paths.root), run.ajs[n].id, i)
+            failure = None
+            if code is None:
+                rc = worker.proc.wait()
+                self._workers[slot] = None
+                failure = ElementFailure(state=FAILED, exit_code=_exit_code(rc))
+                state = FAILED
+            elif code == 0:
+                state = DONE
+            else:
+                state = FAILED
+                failure = ElementFailure(state=FAILED, exit_code=f"{code}:0")
+            with self._cond:
+                recheck = run.finish(n, i, state, failure)
+                self._dispatch(run, recheck)
+                self._bump()
+
+    def _bump(self) -> None:
+        self._version += 1
+        self._cond.notify_all()
+
+    def _dispatch(self, run: _RunState, candidates: list[int] | None = None) -> None:
+        for n, i in run.runnable(candidates):
+            self._queue.put((run, n, i))
+
+    # -- protocol
+    def start(
+        self, run_id: str, array_jobs: Sequence[ArrayJobInfo], files: Mapping[str, bytes]
+    ) -> RunHandle:
+        if self._closed:
+            msg = "this local backend is closed"
+            raise BackendError(msg)
+        paths = write_run_files(self.workdir, run_id, files)
+        run = _RunState(run_id, paths, array_jobs)
+        self._ensure_pool()
+        with self._cond:
+            self._runs[run_id] = run
+            self._dispatch(run)
+        return RunHandle(run_id=run_id, array_jobs=tuple(array_jobs))
+
+    def _run(self, handle: RunHandle) -> _RunState:
+        try:
+            return self._runs[handle.run_id]
+        except KeyError:
+            msg = f"run {handle.run_id} is not known to this local backend (it ran elsewhere)"
+            raise BackendError(msg) from None
+
+    def poll(self, handle: RunHandle) -> Snapshot:
+        run = self._run(handle)
+        with self._cond:
+            return run.snapshot()
+
+    def wait_for_change(self, handle: RunHandle, timeout_s: float) -> None:
+        with self._cond:
+            version = self._version
+            self._cond.wait_for(lambda: self._version != version, timeout=timeout_s)
+
+    def cancel(self, handle: RunHandle) -> None:
+        run = self._run(handle)
+        with self._cond:
+            for n, states in enumerate(run.states):
+                for i, s in enumerate(states):
+                    if s == PENDING:
+                        states[i] = CANCELLED
+                        run.failures[(run.ajs[n].id, i)] = ElementFailure(state=CANCELLED)
+            running = [p for p in run.procs.values() if p is not None]
+            for (n, i), proc in list(run.procs.items()):
+                if proc is not None:
+                    run.states[n][i] = CANCELLED
+                    run.failures[(run.ajs[n].id, i)] = ElementFailure(state=CANCELLED)
+            self._bump()
+        for proc in running:
+            proc.kill()
+
+    def read_files(self, paths: Sequence[str]) -> dict[str, bytes]:
+        return read_local_files(self.workdir, paths)
+
+    def close(self) -> None:
+        self._closed = True
+        self._finalizer()
+
+
+def _exit_code(returncode: int) -> str:
+    """Slurm's ``exit:signal`` form of a process return code."""
+    return f"0:{-returncode}" if returncode < 0 else f"{returncode}:0"
+
+
+def _shutdown(q: queue.SimpleQueue, workers: list[_Worker | None]) -> None:
+    for _ in range(len(workers)):
+        q.put(None)
+    for w in workers:
+        if w is not None:
+            w.stop()
+
+
+class SyncBackend:
+    """Runs every element in the calling thread, in plan order (for pdb and tests)."""
+
+    name = "sync"
+
+    def __init__(
+        self, workdir: str | os.PathLike[str], max_array_size: int = DEFAULT_MAX_ARRAY_SIZE
+    ) -> None:
+        self.workdir = Path(workdir)
+        self._max_array_size = max_array_size
+        self._runs: dict[str, _RunState] = {}
+
+    def max_array_size(self) -> int:
+        return self._max_array_size
+
+    def start(
+        self, run_id: str, array_jobs: Sequence[ArrayJobInfo], files: Mapping[str, bytes]
+    ) -> RunHandle:
+        from lazyslurm.runner import run_element
+
+        paths = write_run_files(self.workdir, run_id, files)
+        run = self._runs[run_id] = _RunState(run_id, paths, array_jobs)
+        old = os.environ.get("SLURM_ARRAY_TASK_ID")
+        try:
+            for n, aj in enumerate(run.ajs):  # plan order is topological
+                for i in range(aj.size):
+                    if run.states[n][i] != PENDING:
+                        continue
+                    os.environ["SLURM_ARRAY_TASK_ID"] = str(i)
+                    run.active[n] += 1
+                    code = run_element(str(paths.root), aj.id, i)
+                    failure = None if code == 0 else ElementFailure(FAILED, f"{code}:0")
+                    run.finish(n, i, DONE if code == 0 else FAILED, failure)
+        finally:
+            if old is None:
+                os.environ.pop("SLURM_ARRAY_TASK_ID", None)
+            else:
+                os.environ["SLURM_ARRAY_TASK_ID"] = old
+        return RunHandle(run_id=run_id, array_jobs=tuple(array_jobs))
+
+    def poll(self, handle: RunHandle) -> Snapshot:
+        return self._runs[handle.run_id].snapshot()
+
+    def wait_for_change(self, handle: RunHandle, timeout_s: float) -> None:
+        return None
+
+    def cancel(self, handle: RunHandle) -> None:
+        return None
+
+    def read_files(self, paths: Sequence[str]) -> dict[str, bytes]:
+        return read_local_files(self.workdir, paths)
+
+    def close(self) -> None:
+        return None

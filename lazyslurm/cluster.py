@@ -1,0 +1,142 @@
+"""``Cluster``: where graphs run, and the session memory of what already ran there.
+
+``with cluster:`` makes a cluster active for the current context (a ``contextvars``
+variable, so threads and asyncio tasks each see their own). Without one, ``compute`` uses a
+process-wide embedded local cluster, created on first use.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lazyslurm.backends.base import Backend
+from lazyslurm.errors import ClusterConfigError
+
+__all__ = ["Cluster", "current_cluster"]
+
+_ACTIVE: contextvars.ContextVar[Cluster | None] = contextvars.ContextVar(
+    "lazyslurm_active_cluster", default=None
+)
+BACKENDS = ("local", "sync", "slurm", "ssh")
+
+
+def default_workdir() -> Path:
+    return Path(os.environ.get("LAZYSLURM_WORKDIR") or Path.home() / ".lazyslurm")
+
+
+class Cluster:
+    """A place to run graphs, plus what this session already computed there.
+
+    ``backend`` is ``"local"`` (default: a pool of local processes), ``"sync"`` (in the
+    calling thread), ``"slurm"`` (sbatch on this host), ``"ssh"`` (sbatch over SSH), or a
+    :class:`~lazyslurm.backends.base.Backend` object (such as the public fake).
+
+    Within one cluster session a node computed once is never run again: later graphs
+    that need it read its stored result.
+    """
+
+    def __init__(
+        self,
+        backend: str | Backend = "local",
+        *,
+        workdir: str | os.PathLike[str] | None = None,
+        max_workers: int | None = None,
+        max_array_size: int | None = None,
+        poll_min_s: float = 0.2,
+        poll_max_s: float = 5.0,
+        **backend_options: Any,
+    ) -> None:
+        if isinstance(backend, str) and backend not in BACKENDS:
+            msg = f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}"
+            raise ClusterConfigError(msg)
+        if max_workers is not None and (not isinstance(max_workers, int) or max_workers < 1):
+            msg = f"max_workers must be a positive int, got {max_workers!r}"
+            raise ClusterConfigError(msg)
+        if not 0 < poll_min_s <= poll_max_s:
+            msg = f"need 0 < poll_min_s <= poll_max_s, got {poll_min_s}, {poll_max_s}"
+            raise ClusterConfigError(msg)
+        self._spec = backend
+        self._backend: Backend | None = None if isinstance(backend, str) else backend
+        self.backend_name = backend if isinstance(backend, str) else backend.name
+        self.workdir = (
+            Path(workdir).expanduser() if workdir is not None
+            else None
+        )
+        self.max_workers = max_workers
+        self._max_array_size = max_array_size
+        self.poll_min_s = poll_min_s
+        self.poll_max_s = poll_max_s
+        self.backend_options = backend_options
+        self._tokens: list[contextvars.Token[Cluster | None]] = []
+        # session memory
+        self.computed: dict[str, str] = {}  # node key -> run id holding its result
+        self.where: dict[str, tuple[str, str, int]] = {}  # key -> (run id, array job, index)
+        self.values: dict[str, Any] = {}  # results already fetched to this process
+
+    def __repr__(self) -> str:
+        return f"Cluster(backend={self.backend_name!r})"
+
+    @property
+    def backend(self) -> Backend:
+        """The backend, created on first use."""
+        if self._backend is None:
+            self._backend = self._make_backend()
+        return self._backend
+
+    def _make_backend(self) -> Backend:
+        from lazyslurm.backends.local import LocalBackend, SyncBackend
+
+        workdir = self.workdir or default_workdir()
+        size = {} if self._max_array_size is None else {"max_array_size": self._max_array_size}
+        if self._spec == "local":
+            return LocalBackend(workdir, max_workers=self.max_workers, **size)
+        if self._spec == "sync":
+            return SyncBackend(workdir, **size)
+        from lazyslurm.backends.slurm import make_slurm_backend
+
+        return make_slurm_backend(
+            str(self._spec), workdir=self.workdir, max_array_size=self._max_array_size,
+            **self.backend_options,
+        )
+
+    def max_array_size(self) -> int:
+        return self.backend.max_array_size()
+
+    def close(self) -> None:
+        """Stop worker processes and connections (the session memory is kept)."""
+        if self._backend is not None and isinstance(self._spec, str):
+            self._backend.close()
+            self._backend = None
+
+    def __enter__(self) -> Cluster:
+        self._tokens.append(_ACTIVE.set(self))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _ACTIVE.reset(self._tokens.pop())
+        if not self._tokens:
+            self.close()
+
+    def record(self, run_id: str, keys: Sequence[str]) -> None:
+        for key in keys:
+            self.computed[key] = run_id
+
+
+def current_cluster() -> Cluster | None:
+    """The cluster made active by ``with cluster:`` in this context, if any."""
+    return _ACTIVE.get()
+
+
+@functools.cache
+def default_cluster() -> Cluster:
+    """The embedded local cluster used when none is given or active."""
+    return Cluster("local")
+
+
+def resolve_cluster(cluster: Cluster | None) -> Cluster:
+    return cluster or _ACTIVE.get() or default_cluster()

@@ -1,0 +1,211 @@
+"""Every error lazyslurm raises, in one place.
+
+Each error subclasses the builtin a caller would naturally catch (``ValueError`` for bad
+options, ``TimeoutError`` for a Slurm TIMEOUT, ...) as well as :class:`LazySlurmError`.
+
+A task that fails on a worker is re-raised on the client with its *original* type: see
+:func:`remote_error`, which builds (once per type) a subclass of both the original
+exception type and :class:`TaskError`, so ``except ValueError`` still catches a remote
+``ValueError`` and ``except TaskError`` catches every task failure.
+
+This module imports nothing from the package: the runner imports it on every compute node.
+"""
+
+from __future__ import annotations
+
+import functools
+
+__all__ = [
+    "BackendError",
+    "ClusterConfigError",
+    "DependencyNeverSatisfiedError",
+    "InvalidOptionError",
+    "JobCancelledError",
+    "JobFailedError",
+    "JobOutOfMemoryError",
+    "JobTimeoutError",
+    "LazySlurmError",
+    "NodeFailError",
+    "OptionTypeError",
+    "SSHHostKeyError",
+    "SerializationError",
+    "SubmissionError",
+    "TaskCancelledError",
+    "TaskError",
+    "UnknownLengthError",
+    "remote_error",
+]
+
+
+class LazySlurmError(Exception):
+    """Base class of every lazyslurm error."""
+
+
+# --------------------------------------------------------------------------- building graphs
+
+
+class InvalidOptionError(LazySlurmError, ValueError):
+    """A task or cluster option has a value of the right type but a bad form."""
+
+
+class OptionTypeError(LazySlurmError, TypeError):
+    """A task or cluster option has a value of the wrong type."""
+
+
+class UnknownLengthError(LazySlurmError, TypeError):
+    """Iterating, mapping over or taking ``len()`` of a lazy value of unknown length."""
+
+
+class SerializationError(LazySlurmError, TypeError):
+    """A function or argument cannot be pickled for shipping to a worker."""
+
+
+class ClusterConfigError(LazySlurmError, ValueError):
+    """A cluster profile or cluster option is invalid."""
+
+
+# --------------------------------------------------------------------------- talking to Slurm
+
+
+class BackendError(LazySlurmError, RuntimeError):
+    """A backend command (sbatch, squeue, ssh, ...) failed for reasons other than the task."""
+
+
+class SubmissionError(BackendError):
+    """Slurm refused part of a DAG; nothing of the run was left in the queue."""
+
+
+class SSHHostKeyError(BackendError):
+    """The SSH server's host key is unknown or does not match ``known_hosts``."""
+
+
+# --------------------------------------------------------------------------- task outcomes
+
+
+class TaskError(LazySlurmError):
+    """A task raised on a worker.
+
+    Instances raised by ``compute`` are also instances of the original exception type.
+    Attributes: ``task`` (task name), ``key`` (node key), ``remote_traceback`` (text).
+    """
+
+    task: str = ""
+    key: str = ""
+    remote_traceback: str = ""
+
+
+class JobFailedError(LazySlurmError, RuntimeError):
+    """A Slurm job element ended badly without a Python exception from the task.
+
+    Attributes: ``job_id``, ``array_index``, ``state``, ``exit_code``, ``stderr_tail``, ``key``.
+    """
+
+    def __init__(
+        self,
+        msg: str,
+        *,
+        job_id: str = "",
+        array_index: int | None = None,
+        state: str = "",
+        exit_code: str = "",
+        stderr_tail: str = "",
+        key: str = "",
+    ) -> None:
+        super().__init__(msg)
+        self.job_id = job_id
+        self.array_index = array_index
+        self.state = state
+        self.exit_code = exit_code
+        self.stderr_tail = stderr_tail
+        self.key = key
+
+
+class JobTimeoutError(JobFailedError, TimeoutError):
+    """The element ran over its ``time`` limit (Slurm state TIMEOUT or DEADLINE)."""
+
+
+class JobOutOfMemoryError(JobFailedError, MemoryError):
+    """The element ran over its ``mem`` limit (Slurm state OUT_OF_MEMORY)."""
+
+
+class NodeFailError(JobFailedError):
+    """The node running the element failed (NODE_FAIL, BOOT_FAIL) or it was preempted."""
+
+
+class JobCancelledError(JobFailedError):
+    """The element was cancelled by a user or an administrator (scancel)."""
+
+
+class DependencyNeverSatisfiedError(JobFailedError):
+    """Slurm will never start the element: a dependency failed."""
+
+
+class TaskCancelledError(LazySlurmError, RuntimeError):
+    """A task never ran because a task it depends on failed.
+
+    ``cause_key`` names the failed node that caused it.
+    """
+
+    def __init__(self, msg: str, *, key: str = "", cause_key: str = "") -> None:
+        super().__init__(msg)
+        self.key = key
+        self.cause_key = cause_key
+
+
+def _message_str(self: BaseException) -> str:
+    return str(self.args[0]) if self.args else ""
+
+
+@functools.cache
+def _remote_type(original: type[BaseException]) -> type[TaskError]:
+    """The subclass of ``original`` and :class:`TaskError` used to re-raise remote errors."""
+    if issubclass(original, TaskError):
+        return original
+    try:
+        return type(
+            f"Remote{original.__name__}",
+            (original, TaskError),
+            {
+                "__module__": __name__,
+                "__qualname__": f"Remote{original.__name__}",
+                # the original type's __str__ may read fields we never set (UnicodeError)
+                # or quote its argument (KeyError): always show our message as is
+                "__str__": _message_str,
+            },
+        )
+    except TypeError:  # final types or incompatible instance layouts
+        return TaskError
+
+
+def remote_error(
+    original: BaseException | None,
+    *,
+    type_name: str,
+    message: str,
+    task: str,
+    key: str,
+    remote_traceback: str,
+) -> TaskError:
+    """Build the exception that re-raises a task's failure on the client.
+
+    ``original`` is the unpickled exception, or ``None`` when it could not be pickled or
+    unpickled on the client (then a plain :class:`TaskError` carries its type name).
+
+    >>> err = remote_error(ValueError("bad"), type_name="ValueError", message="bad",
+    ...                    task="f", key="f-1", remote_traceback="Traceback ...")
+    >>> isinstance(err, ValueError) and isinstance(err, TaskError)
+    True
+    """
+    cls = _remote_type(type(original)) if isinstance(original, Exception) else TaskError
+    text = (
+        f"task {task!r} (key {key}) raised {type_name}: {message}\n"
+        f"--- remote traceback ---\n{remote_traceback.rstrip()}"
+    )
+    err = cls.__new__(cls)
+    if original is not None:
+        err.__dict__.update(getattr(original, "__dict__", {}))
+    Exception.__init__(err, text)
+    err.task = task
+    err.key = key
+    err.remote_traceback = remote_traceback
+    return err

@@ -1,0 +1,250 @@
+"""Task options: parsed and validated once, when the decorator runs.
+
+Every value is normalised to one form with its unit in its name (``timeout_min``,
+``mem_mb``), so two tasks asking for the same thing in different spellings compare equal
+and can share an array job.
+
+>>> r = Resources.from_options(time="00:03:00", mem="256M", cpus_per_task=1)
+>>> (r.timeout_min, r.mem_mb, r.cpus_per_task)
+(3, 256, 1)
+>>> parse_time("1-00:00:00"), parse_mem("4G")
+(1440, 4096)
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from lazyslurm.errors import InvalidOptionError, OptionTypeError
+
+__all__ = ["OPTION_NAMES", "Resources", "parse_mem", "parse_time"]
+
+_TIME_FORMS = (
+    '"MM:SS", "HH:MM:SS", "D-HH:MM:SS" (also "D-HH", "D-HH:MM"), '
+    "an int of minutes or a datetime.timedelta"
+)
+_MEM_FORMS = '"256M", "4G", "1T", "512K" (binary units) or an int of megabytes'
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.+\-]+$")
+
+
+def _bad(option: str, value: object, forms: str) -> InvalidOptionError:
+    msg = f"invalid {option}={value!r}: accepted forms are {forms}"
+    return InvalidOptionError(msg)
+
+
+def _wrong_type(option: str, value: object, forms: str) -> OptionTypeError:
+    msg = f"invalid type for {option}={value!r} ({type(value).__name__}): expected {forms}"
+    return OptionTypeError(msg)
+
+
+def parse_time(value: object, option: str = "time") -> int:
+    """Parse a Slurm time limit into whole minutes (rounded up, at least 1).
+
+    >>> [parse_time(v) for v in ("30:00", "01:30:00", "2-00:00:00", 5, "0:30")]
+    [30, 90, 2880, 5, 1]
+    """
+    if isinstance(value, bool):
+        raise _wrong_type(option, value, _TIME_FORMS)
+    if isinstance(value, _dt.timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, int):
+        seconds = value * 60
+    elif isinstance(value, str):
+        seconds = _parse_time_str(value.strip(), option)
+    else:
+        raise _wrong_type(option, value, _TIME_FORMS)
+    if seconds <= 0:
+        raise _bad(option, value, _TIME_FORMS + " (greater than zero)")
+    return max(1, math.ceil(seconds / 60))
+
+
+def _parse_time_str(text: str, option: str) -> float:
+    days = 0
+    rest = text
+    if "-" in text:
+        day_part, rest = text.split("-", 1)
+        if not day_part.isdigit():
+            raise _bad(option, text, _TIME_FORMS)
+        days = int(day_part)
+    parts = rest.split(":")
+    if not all(p.isdigit() for p in parts) or not 1 <= len(parts) <= 3:
+        raise _bad(option, text, _TIME_FORMS)
+    nums = [int(p) for p in parts]
+    if "-" in text:  # D-HH, D-HH:MM, D-HH:MM:SS
+        nums += [0] * (3 - len(nums))
+        hours, minutes, seconds = nums
+    elif len(nums) == 3:
+        hours, minutes, seconds = nums
+    elif len(nums) == 2:  # MM:SS
+        hours, (minutes, seconds) = 0, nums
+    else:  # bare minutes, as Slurm reads it
+        hours, minutes, seconds = 0, nums[0], 0
+    if minutes >= 60 and (hours or days) or seconds >= 60:
+        raise _bad(option, text, _TIME_FORMS)
+    return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+
+
+_MEM_UNITS = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
+
+
+def parse_mem(value: object, option: str = "mem") -> int:
+    """Parse a memory size into whole megabytes (rounded up).
+
+    >>> [parse_mem(v) for v in ("256M", "4G", "1.5G", 512, "100MB")]
+    [256, 4096, 1536, 512, 100]
+    """
+    if isinstance(value, bool):
+        raise _wrong_type(option, value, _MEM_FORMS)
+    if isinstance(value, int):
+        mb: float = value
+    elif isinstance(value, str):
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT])(?:i?B)?\s*", value, re.IGNORECASE)
+        if not m:
+            raise _bad(option, value, _MEM_FORMS)
+        mb = float(m.group(1)) * _MEM_UNITS[m.group(2).upper()]
+    else:
+        raise _wrong_type(option, value, _MEM_FORMS)
+    if mb <= 0:
+        raise _bad(option, value, _MEM_FORMS + " (greater than zero)")
+    return math.ceil(mb)
+
+
+def _positive_int(option: str, value: object, *, zero_ok: bool = False) -> int:
+    forms = "a non-negative int" if zero_ok else "a positive int"
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _wrong_type(option, value, forms)
+    if value < 0 or (value == 0 and not zero_ok):
+        raise _bad(option, value, forms)
+    return value
+
+
+def _name(option: str, value: object) -> str:
+    forms = "a non-empty string of letters, digits and _ . + -"
+    if not isinstance(value, str):
+        raise _wrong_type(option, value, forms)
+    if not _NAME_RE.match(value):
+        raise _bad(option, value, forms)
+    return value
+
+
+def _free_text(option: str, value: object) -> str:
+    forms = "a non-empty string without newlines"
+    if not isinstance(value, str):
+        raise _wrong_type(option, value, forms)
+    if not value.strip() or "\n" in value or "\r" in value or "\0" in value:
+        raise _bad(option, value, forms)
+    return value
+
+
+def _gpus(value: object) -> str:
+    forms = 'an int count or "TYPE:COUNT" (for example "a100:2")'
+    if isinstance(value, bool):
+        raise _wrong_type("gpus", value, forms)
+    if isinstance(value, int):
+        if value < 0:
+            raise _bad("gpus", value, forms)
+        return str(value)
+    if isinstance(value, str) and re.fullmatch(r"([A-Za-z0-9_\-.]+:)?\d+", value):
+        return value
+    if isinstance(value, str):
+        raise _bad("gpus", value, forms)
+    raise _wrong_type("gpus", value, forms)
+
+
+def _extra_sbatch(value: object) -> tuple[str, ...]:
+    forms = 'a list of raw sbatch flags such as ["--exclusive", "--mail-type=END"]'
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise _wrong_type("extra_sbatch", value, forms)
+    for flag in value:
+        if not isinstance(flag, str):
+            raise _wrong_type("extra_sbatch", flag, forms)
+        if not flag.startswith("-") or "\n" in flag or "\0" in flag:
+            raise _bad("extra_sbatch", flag, forms)
+    return tuple(value)
+
+
+@attrs.frozen
+class Resources:
+    """Normalised Slurm resources of a task. Two equal ``Resources`` share array jobs."""
+
+    timeout_min: int | None = None
+    mem_mb: int | None = None
+    cpus_per_task: int | None = None
+    gpus: str | None = None
+    gres: str | None = None
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    nodes: int | None = None
+    ntasks: int | None = None
+    constraint: str | None = None
+    job_name: str | None = None
+    max_concurrent: int | None = None
+    extra_sbatch: tuple[str, ...] = ()
+    retries: int = 0
+
+    @classmethod
+    def from_options(cls, **options: Any) -> Resources:
+        """Validate decorator options (``time="1:00:00"``, ``mem="4G"``, ...)."""
+        unknown = sorted(set(options) - set(OPTION_NAMES))
+        if unknown:
+            msg = f"unknown task option(s) {', '.join(unknown)}; known: {', '.join(OPTION_NAMES)}"
+            raise OptionTypeError(msg)
+        out: dict[str, Any] = {}
+        for name, value in options.items():
+            if value is None or name == "pure":
+                continue
+            out.update(_PARSERS[name](value))
+        return cls(**out)
+
+    def as_options(self) -> dict[str, Any]:
+        """The options that rebuild these resources (for ``task.options``)."""
+        out: dict[str, Any] = {}
+        for field in attrs.fields(Resources):
+            value = getattr(self, field.name)
+            if value is None or value == () or (field.name == "retries" and value == 0):
+                continue
+            name = _FIELD_TO_OPTION.get(field.name, field.name)
+            out[name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    def describe(self) -> Mapping[str, str]:
+        """Short human labels (for pictures and tables)."""
+        out = {}
+        if self.timeout_min is not None:
+            out["time"] = f"{self.timeout_min}min"
+        if self.mem_mb is not None:
+            out["mem"] = f"{self.mem_mb}M"
+        for name in ("cpus_per_task", "gpus", "gres", "partition", "account", "qos"):
+            value = getattr(self, name)
+            if value is not None:
+                out["cpus" if name == "cpus_per_task" else name] = str(value)
+        return out
+
+
+_PARSERS: dict[str, Any] = {
+    "time": lambda v: {"timeout_min": parse_time(v)},
+    "mem": lambda v: {"mem_mb": parse_mem(v)},
+    "cpus_per_task": lambda v: {"cpus_per_task": _positive_int("cpus_per_task", v)},
+    "gpus": lambda v: {"gpus": _gpus(v)},
+    "gres": lambda v: {"gres": _free_text("gres", v)},
+    "partition": lambda v: {"partition": _name("partition", v)},
+    "account": lambda v: {"account": _name("account", v)},
+    "qos": lambda v: {"qos": _name("qos", v)},
+    "nodes": lambda v: {"nodes": _positive_int("nodes", v)},
+    "ntasks": lambda v: {"ntasks": _positive_int("ntasks", v)},
+    "constraint": lambda v: {"constraint": _free_text("constraint", v)},
+    "job_name": lambda v: {"job_name": _name("job_name", v)},
+    "max_concurrent": lambda v: {"max_concurrent": _positive_int("max_concurrent", v)},
+    "extra_sbatch": lambda v: {"extra_sbatch": _extra_sbatch(v)},
+    "retries": lambda v: {"retries": _positive_int("retries", v, zero_ok=True)},
+    "pure": lambda v: {},
+}
+OPTION_NAMES: tuple[str, ...] = tuple(_PARSERS)
+_FIELD_TO_OPTION = {"timeout_min": "time", "mem_mb": "mem"}

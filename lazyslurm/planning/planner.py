@@ -1,0 +1,198 @@
+"""Graph -> stages -> array jobs -> dependency kinds. Pure functions, no I/O.
+
+>>> from lazyslurm.graph import task
+>>> @task
+... def f(x): return x
+>>> @task
+... def g(xs): return xs
+>>> a = f.map(range(4))
+>>> b = f.options(mem="1G").map(a)   # element-wise over a, other resources
+>>> p = make_plan([g(b)])
+>>> [(aj.name, aj.size, [(k, u.id) for k, u in aj.dependencies]) for aj in p.array_jobs]
+[('f', 4, []), ('f', 4, [('aftercorr', 'aj0')]), ('g', 1, [('afterok', 'aj1')])]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from lazyslurm.graph.core import Job, Task
+from lazyslurm.graph.resources import Resources
+from lazyslurm.graph.traverse import collect
+
+__all__ = ["AFTERCORR", "AFTEROK", "DEFAULT_MAX_ARRAY_SIZE", "ArrayJob", "Plan", "make_plan"]
+
+AFTEROK = "afterok"
+AFTERCORR = "aftercorr"
+DEFAULT_MAX_ARRAY_SIZE = 1001  # Slurm's default MaxArraySize: indices 0..1000
+
+
+@attrs.frozen(eq=False)
+class ArrayJob:
+    """One Slurm array job: elements of one task with one set of resources, one stage."""
+
+    id: str
+    task: Task[Any]
+    resources: Resources
+    elements: tuple[Job, ...]
+    stage: int
+    chunk: int = 0
+    nchunks: int = 1
+    dependencies: tuple[tuple[str, ArrayJob], ...] = ()
+    after: tuple[ArrayJob, ...] = ()  # the subset of dependencies that is ordering only
+
+    @property
+    def name(self) -> str:
+        """The task's name."""
+        return self.task.name
+
+    @property
+    def size(self) -> int:
+        return len(self.elements)
+
+    @property
+    def throttle(self) -> int | None:
+        return self.resources.max_concurrent
+
+    def __repr__(self) -> str:
+        deps = ", ".join(f"{k}:{u.id}" for k, u in self.dependencies)
+        return f"ArrayJob({self.id} {self.name}[{self.size}] stage={self.stage} deps=[{deps}])"
+
+
+@attrs.frozen(eq=False)
+class Plan:
+    """What ``compute`` will submit: array jobs in submission (topological) order.
+
+    ``location`` maps a node key to ``(array_job, index)``; ``external`` maps keys that
+    are already computed (and referenced by this plan) to the run holding their result.
+    """
+
+    array_jobs: tuple[ArrayJob, ...]
+    location: Mapping[str, tuple[ArrayJob, int]]
+    external: Mapping[str, str | None]
+    max_array_size: int
+
+    @property
+    def stages(self) -> tuple[tuple[ArrayJob, ...], ...]:
+        by_stage: dict[int, list[ArrayJob]] = {}
+        for aj in self.array_jobs:
+            by_stage.setdefault(aj.stage, []).append(aj)
+        return tuple(tuple(by_stage[s]) for s in sorted(by_stage))
+
+    @property
+    def nodes(self) -> int:
+        return len(self.location)
+
+    def describe(self) -> list[str]:
+        """One line per array job, for printing."""
+        lines = []
+        for aj in self.array_jobs:
+            deps = ", ".join(f"{k} {u.id}" for k, u in aj.dependencies) or "none"
+            res = " ".join(f"{k}={v}" for k, v in aj.resources.describe().items())
+            chunk = f" chunk {aj.chunk + 1}/{aj.nchunks}" if aj.nchunks > 1 else ""
+            lines.append(
+                f"{aj.id}: {aj.name} x{aj.size}{chunk} (stage {aj.stage}) {res} after: {deps}"
+            )
+        return lines
+
+
+def _stages(nodes: Sequence[Job], done: Mapping[str, Any]) -> dict[str, int]:
+    """Stage of each node: 0 for sources, else one more than its latest dependency."""
+    stage: dict[str, int] = {}
+    for job in nodes:
+        s = 0
+        for dep in job._deps + job._order:
+            ds = stage.get(dep.key)
+            if ds is not None and ds >= s:
+                s = ds + 1
+        stage[job.key] = s
+    return stage
+
+
+def make_plan(
+    roots: Iterable[Job],
+    *,
+    done: Mapping[str, str | None] | None = None,
+    max_array_size: int = DEFAULT_MAX_ARRAY_SIZE,
+) -> Plan:
+    """Plan everything ``roots`` need that is not in ``done`` (key -> run holding it).
+
+    Sibling calls of one task with equal resources in the same stage share an array job
+    (a Python loop of calls plans like ``task.map``); arrays over ``max_array_size`` are
+    split into chunks. An edge is ``aftercorr`` when element i needs exactly element i of
+    an upstream array of the same size, else ``afterok`` on the whole upstream array.
+    Dependencies on ``done`` nodes are dropped (their results are read from the store).
+    """
+    if max_array_size < 1:
+        msg = f"max_array_size must be at least 1, got {max_array_size}"
+        raise ValueError(msg)
+    done = done or {}
+    nodes = collect(roots, done)
+    stage = _stages(nodes, done)
+
+    # sibling merging: (stage, function, resources) -> elements, in first-seen order
+    groups: dict[tuple[int, str, str, Resources], list[Job]] = {}
+    for job in nodes:
+        t = job._task
+        groups.setdefault((stage[job.key], t._token, t._name, t._resources), []).append(job)
+
+    # chunking; stage-major order keeps submission order topological
+    pending: list[tuple[int, Task[Any], Resources, tuple[Job, ...], int, int]] = []
+    for (s, _, _, res), jobs in sorted(groups.items(), key=lambda kv: kv[0][0]):
+        nchunks = -(-len(jobs) // max_array_size)
+        for c in range(nchunks):
+            part = tuple(jobs[c * max_array_size : (c + 1) * max_array_size])
+            pending.append((s, part[0]._task, res, part, c, nchunks))
+
+    ids = [f"aj{i}" for i in range(len(pending))]
+    where: dict[str, tuple[int, int]] = {}
+    for i, (_, _, _, part, _, _) in enumerate(pending):
+        for idx, job in enumerate(part):
+            where[job.key] = (i, idx)
+
+    external: dict[str, str | None] = {}
+    built: list[ArrayJob] = []
+    for i, (s, t, res, part, c, nchunks) in enumerate(pending):
+        touch: dict[int, dict[int, set[int]]] = {}  # upstream -> element -> its indices
+        data_up: set[int] = set()
+        for idx, job in enumerate(part):
+            for is_data, deps_of in ((True, job._deps), (False, job._order)):
+                for dep in deps_of:
+                    loc = where.get(dep.key)
+                    if loc is None:
+                        external[dep.key] = done.get(dep.key)
+                        continue
+                    touch.setdefault(loc[0], {}).setdefault(idx, set()).add(loc[1])
+                    if is_data:
+                        data_up.add(loc[0])
+        deps = []
+        for up in sorted(touch):
+            by_element = touch[up]
+            elementwise = (
+                len(pending[up][3]) == len(part) == len(by_element)
+                and all(ixs == {idx} for idx, ixs in by_element.items())
+            )
+            deps.append((AFTERCORR if elementwise else AFTEROK, built[up]))
+        built.append(
+            ArrayJob(
+                id=ids[i],
+                task=t,
+                resources=res,
+                elements=part,
+                stage=s,
+                chunk=c,
+                nchunks=nchunks,
+                dependencies=tuple(deps),
+                after=tuple(built[u] for u in sorted(touch) if u not in data_up),
+            )
+        )
+    location = {key: (built[i], idx) for key, (i, idx) in where.items()}
+    return Plan(
+        array_jobs=tuple(built),
+        location=location,
+        external=external,
+        max_array_size=max_array_size,
+    )
