@@ -161,14 +161,15 @@ class _Worker:
         return int(line) if line.strip() else None
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                assert self.proc.stdin is not None
-                self.proc.stdin.close()
-                self.proc.wait(timeout=2)
-            except (OSError, subprocess.TimeoutExpired):
-                self.proc.kill()
-                self.proc.wait()
+        try:
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()  # the serve loop ends at EOF
+            self.proc.wait(timeout=2)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 def _worker_env() -> dict[str, str]:
@@ -231,6 +232,8 @@ class LocalBackend:
                 self._bump()
             worker = self._workers[slot]
             if worker is None or worker.proc.poll() is not None:
+                if worker is not None:
+                    worker.stop()
                 worker = self._workers[slot] = _Worker(env)
             with self._cond:
                 run.procs[(n, i)] = worker.proc
@@ -238,6 +241,7 @@ class LocalBackend:
             failure = None
             if code is None:
                 rc = worker.proc.wait()
+                worker.stop()
                 self._workers[slot] = None
                 failure = ElementFailure(state=FAILED, exit_code=_exit_code(rc))
                 state = FAILED

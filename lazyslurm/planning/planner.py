@@ -123,7 +123,8 @@ def make_plan(
     Sibling calls of one task with equal resources in the same stage share an array job
     (a Python loop of calls plans like ``task.map``); arrays over ``max_array_size`` are
     split into chunks. An edge is ``aftercorr`` when element i needs exactly element i of
-    an upstream array of the same size, else ``afterok`` on the whole upstream array.
+    an upstream array of the same size (more than one element: for single jobs the two are
+    the same and ``afterok`` reads plainer), else ``afterok`` on the whole upstream array.
     Dependencies on ``done`` nodes are dropped (their results are read from the store).
     """
     if max_array_size < 1:
@@ -172,7 +173,7 @@ def make_plan(
         for up in sorted(touch):
             by_element = touch[up]
             elementwise = (
-                len(pending[up][3]) == len(part) == len(by_element)
+                1 < len(pending[up][3]) == len(part) == len(by_element)
                 and all(ixs == {idx} for idx, ixs in by_element.items())
             )
             deps.append((AFTERCORR if elementwise else AFTEROK, built[up]))

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Install everything the tests need, start the real test Slurm cluster (as root), run all tests.
+# Usage: tests/run.sh [pytest args...]        (README's test command; .ci/run calls it)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv || { echo "run.sh: cannot create .venv with $PY" >&2; exit 1; }
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' \
+  || { echo "run.sh: pip install failed" >&2; exit 1; }
+if [ "$(id -u)" = 0 ]; then
+  # apt-installs Slurm, munge, MariaDB, sshd, graphviz if missing, then starts the clusters
+  bash tests/cluster/start.sh || echo "run.sh: test cluster did not start: Slurm tests will be skipped (see output above)" >&2
+else
+  echo "run.sh: not root: cannot start the test cluster; Slurm tests will be skipped" >&2
+fi
+STATE=${LAZYSLURM_TEST_CLUSTER_DIR:-/tmp/lazyslurm-test-cluster}
+# shellcheck disable=SC1091
+[ -f "$STATE/env.sh" ] && . "$STATE/env.sh"
+.venv/bin/python -m pytest "$@"
+rc=$?
+if [ $rc = 5 ]; then echo "run.sh: pytest collected no tests" >&2; exit 1; fi
+exit $rc

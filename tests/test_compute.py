@@ -1,0 +1,281 @@
+"""compute/submit on the embedded backends: results, errors, session memory, events."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+
+from lazyslurm import Cluster, compute, plan, submit, task
+from lazyslurm.errors import (
+    JobFailedError,
+    SerializationError,
+    TaskError,
+)
+
+
+@task
+def inc(x):
+    return x + 1
+
+
+@task
+def add(x, y):
+    return x + y
+
+
+@task
+def total(xs):
+    return sum(xs)
+
+
+@task
+def fail_on(x, bad):
+    if x == bad:
+        msg = f"bad value {x}"
+        raise ValueError(msg)
+    return x
+
+
+class CustomError(Exception):
+    """An exception type of the user's own."""
+
+
+@task
+def raise_custom():
+    raise CustomError("custom")
+
+
+@task
+def stamp(path, i):
+    """Record start/end times of element i to a file (for throttle checks)."""
+    t0 = time.time()
+    time.sleep(0.05)
+    with open(os.path.join(path, f"{i}"), "w") as fh:
+        fh.write(f"{t0} {time.time()}")
+    return i
+
+
+def test_compute_returns_tuple_and_rebuilds_containers(cluster):
+    """compute returns a tuple; containers come back with results in place."""
+    a = inc(1)
+    assert compute(a, [inc(a), {"k": a}], 7) == (2, [3, {"k": 2}], 7)
+
+
+def test_expr_compute_returns_one_result(cluster):
+    """expr.compute() returns the value itself."""
+    assert add(inc(1), 10).compute() == 12
+
+
+def test_job_array_and_fan_in(cluster):
+    """A JobArray computes to a list; as an argument it is the list of its results."""
+    arr = inc.map(range(5))
+    assert arr.compute() == [1, 2, 3, 4, 5]
+    assert total(arr).compute() == 15
+
+
+def test_views_resolve_inside_consumer(cluster):
+    """job[i] and job["k"] are resolved in the consumer and add no array job."""
+
+    @task
+    def pair():
+        return {"a": [10, 20]}
+
+    p = pair()
+    expr = add(p["a"][0], p["a"][1])
+    assert len(plan(expr).array_jobs) == 2
+    assert expr.compute() == 30
+
+
+def test_nout_maps_lazily(cluster):
+    """A task called with nout=N can be mapped over, items unpacked at run time."""
+
+    @task
+    def split(n):
+        return [{"x": i, "y": 10 * i} for i in range(n)]
+
+    s = split(3, nout=3)
+    assert total(add.map(s)).compute() == 0 + 11 + 22
+
+
+def test_nested_jobs_in_containers_are_dependencies(cluster):
+    """Jobs inside lists, tuples, dicts and sets are resolved to their results."""
+
+    @task
+    def show(obj):
+        return obj
+
+    a, b = inc(1), inc(2)
+    assert show({"l": [a], "t": (b,), "s": {a, b}}).compute() == {"l": [2], "t": (3,), "s": {2, 3}}
+
+
+def test_remote_error_keeps_type_and_traceback(cluster):
+    """A task's exception re-raises with its original type, task name, key, traceback."""
+    job = fail_on(2, bad=2)
+    with pytest.raises(ValueError, match="bad value 2") as info:
+        job.compute()
+    err = info.value
+    assert isinstance(err, TaskError)
+    assert err.task == "fail_on" and err.key == job.key
+    assert "Traceback" in err.remote_traceback and "fail_on" in str(err)
+
+
+def test_custom_exception_type_is_kept(cluster):
+    """A user-defined exception type is kept too."""
+    with pytest.raises(CustomError):
+        raise_custom().compute()
+
+
+def test_dependents_of_failure_are_cancelled(cluster):
+    """Dependents of a failed task never run; the error names the failure and them."""
+    a = fail_on.map([(i, 1) for i in range(3)])
+    b = inc.map(a)
+    with pytest.raises(ValueError, match="dependent task") as info:
+        total(b).compute()
+    assert info.value.key == a[1].key
+    # elements that did not depend on the failure completed and are remembered
+    assert a[0].key in cluster.computed and b[0].key in cluster.computed
+    assert b[1].key not in cluster.computed
+
+
+def test_unpicklable_argument_fails_before_anything_runs(cluster):
+    """A non-picklable argument raises SerializationError naming it; nothing runs."""
+    lock = threading.Lock()
+    with pytest.raises(SerializationError, match="keyword argument 'y'.*lock"):
+        add(inc(1), y=lock).compute()
+    runs = cluster.workdir / "runs"
+    assert not runs.exists() or not any(runs.iterdir())
+
+
+def test_session_memory_runs_each_node_once(cluster, tmp_path):
+    """After wait(), later graphs reuse stored results: nothing is planned twice."""
+    a = inc.map(range(3))
+    a.wait()
+    assert plan(a).array_jobs == ()
+    assert plan(total(a)).array_jobs[0].dependencies == ()
+    assert total(a).compute() == 6
+    assert a.get_results() == [1, 2, 3]
+
+
+def test_after_ordering_dependency(cluster):
+    """.after() adds an ordering edge without passing data."""
+    first = inc(0)
+    second = inc.after(first)(100)
+    p = plan(second)
+    assert [aj.name for aj in p.array_jobs] == ["inc", "inc"]
+    assert p.array_jobs[1].dependencies[0][0] == "afterok"
+    assert second.compute() == 101
+
+
+def test_callbacks_receive_events(cluster):
+    """on_submit, on_state and on_done are called with the run and state changes."""
+    events = []
+
+    class Recorder:
+        def on_submit(self, run):
+            events.append(("submit", run.id))
+
+        def on_state(self, node, old, new):
+            events.append(("state", node, new))
+
+        def on_done(self, run):
+            events.append(("done", run.id))
+
+    job = inc(41)
+    assert compute(job, callbacks=[Recorder()]) == (42,)
+    assert events[0][0] == "submit" and events[-1][0] == "done"
+    assert ("state", job.key, "DONE") in events
+
+
+def test_submit_returns_run_at_once(cluster):
+    """submit() returns a Run; result() waits and returns the outputs."""
+    run = submit(inc(1), inc(2))
+    assert run.id
+    assert run.result() == (2, 3)
+    assert run.status() == {"aj0": {"DONE": 2}}
+
+
+def test_cluster_context_is_per_context(tmp_path):
+    """with cluster: makes it active only inside the block."""
+    from lazyslurm import current_cluster
+
+    c = Cluster("sync", workdir=tmp_path)
+    assert current_cluster() is None
+    with c:
+        assert current_cluster() is c
+    assert current_cluster() is None
+
+
+def test_unknown_backend_is_rejected():
+    """An unknown backend name is a clear ValueError."""
+    with pytest.raises(ValueError, match="unknown backend 'nope'"):
+        Cluster("nope")
+
+
+def test_default_cluster_is_used_without_one():
+    """Without a cluster, compute uses the embedded default."""
+    assert inc(1).compute() == 2
+
+
+def test_logs_of_an_element(cluster):
+    """job.logs() returns what the element printed."""
+
+    @task
+    def chatty(x):
+        print(f"hello {x}")
+        return x
+
+    job = chatty(5)
+    job.compute()
+    if cluster.backend_name == "local":
+        out, _ = job.logs()
+        assert "hello 5" in out
+
+
+def test_retries_rerun_a_failing_task(cluster, tmp_path):
+    """retries=N runs a failing task again, up to N more times."""
+
+    @task(retries=2)
+    def flaky(path):
+        n = len(os.listdir(path))
+        with open(os.path.join(path, str(n)), "w"):
+            pass
+        if n < 2:
+            raise RuntimeError("not yet")
+        return n
+
+    d = tmp_path / "flaky"
+    d.mkdir()
+    assert flaky(str(d)).compute() == 2
+
+
+def test_worker_crash_is_a_job_failure(tmp_path):
+    """A task that kills its process fails the element with its exit code."""
+
+    @task
+    def die():
+        os._exit(3)
+
+    with Cluster("local", workdir=tmp_path, max_workers=1), pytest.raises(JobFailedError, match="exit code 3"):
+        die().compute()
+
+
+def test_throttle_limits_concurrency(tmp_path):
+    """max_concurrent=1 runs an array's elements one at a time."""
+    d = tmp_path / "stamps"
+    d.mkdir()
+    throttled = stamp.options(max_concurrent=1)
+    with Cluster("local", workdir=tmp_path / "w", max_workers=2):
+        throttled.map([(str(d), i) for i in range(4)]).compute()
+    spans = sorted(tuple(map(float, (d / str(i)).read_text().split())) for i in range(4))
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
+
+
+def test_run_directory_is_private(cluster):
+    """Run directories are created with mode 0700."""
+    run = submit(inc(3))
+    run.result()
+    mode = (cluster.workdir / "runs" / run.id).stat().st_mode & 0o777
+    assert mode == 0o700

@@ -1,0 +1,91 @@
+"""The seed's three patterns (examples/parallelization_patterns.py) on the embedded backends."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from examples import parallelization_patterns as pp
+from lazyslurm import Cluster, compute, plan
+
+EXPECTED_PIPELINE = [f"final_transform_{i}(preprocessed_data_{i + 1})" for i in range(3)]
+
+
+def best_of_sweep() -> dict:
+    """The sweep's best config, computed directly (same formula, same seeds)."""
+    results = []
+    for c in pp.sweep_configs():
+        random.seed(c["seed"])
+        results.append({**c, "accuracy": 0.5 + (c["lr"] * 10) * random.random()})
+    return max(results, key=lambda r: r["accuracy"])
+
+
+@pytest.fixture(params=["local", "sync"])
+def fresh(request, tmp_path):
+    return Cluster(request.param, workdir=tmp_path, max_workers=2)
+
+
+def test_fan_out_fan_in_seed_style(fresh):
+    """Pattern 1 as written: 5 chunks, 500 items, total sum 124750."""
+    final = pp.fan_out_fan_in(fresh)
+    assert final["total_chunks"] == 5
+    assert final["total_items"] == 500
+    assert final["total_sum"] == 124750 == sum(range(500))
+
+
+def test_fan_out_fan_in_lazy(fresh):
+    """Pattern 1 as one graph: split (nout=5) -> 5-element array -> merge, afterok chain."""
+    expr = pp.fan_out_fan_in_graph()
+    with fresh:
+        p = plan(expr)
+        assert [(aj.name, aj.size) for aj in p.array_jobs] == [
+            ("split_dataset", 1), ("process_chunk", 5), ("merge_results", 1)
+        ]
+        assert [k for aj in p.array_jobs for k, _ in aj.dependencies] == ["afterok", "afterok"]
+        (final,) = compute(expr)
+    assert final["total_sum"] == 124750 and final["total_items"] == 500
+
+
+def test_pipeline_seed_style(fresh):
+    """Pattern 2 as written: Job objects inside map items become dependencies."""
+    assert pp.pipeline(fresh) == EXPECTED_PIPELINE
+
+
+def test_pipeline_lazy_is_elementwise(fresh):
+    """Pattern 2 as one graph is chained element-wise (aftercorr) and gives the same values."""
+    expr = pp.pipeline_graph()
+    with fresh:
+        kinds = [[k for k, _ in aj.dependencies] for aj in plan(expr).array_jobs]
+        assert kinds == [[], ["aftercorr"], ["aftercorr"]]
+        assert expr.compute() == EXPECTED_PIPELINE
+
+
+def test_parameter_sweep_seed_style(fresh, capsys):
+    """Pattern 3 as written: the best config equals the max computed directly."""
+    assert pp.parameter_sweep(fresh) == best_of_sweep()
+    assert "Best: lr=" in capsys.readouterr().out
+
+
+def test_parameter_sweep_lazy(fresh):
+    """Pattern 3 as one graph: 12 trainings in one array, then the selection."""
+    expr = pp.parameter_sweep_graph()
+    with fresh:
+        assert [(aj.name, aj.size) for aj in plan(expr).array_jobs] == [
+            ("train_model", 12), ("select_best_model", 1)
+        ]
+        assert expr.compute() == best_of_sweep()
+
+
+def test_command_line_runs_all_patterns(tmp_path, capsys):
+    """The example's command line accepts the seed's flags and prints results and plans."""
+    argv = ["--pattern", "all", "--backend", "sync", "--workdir", str(tmp_path),
+            "--packaging", "container", "--packaging-registry", "registry:5000/patterns",
+            "--packaging-platform", "linux/amd64", "--packaging-tls-verify", "false",
+            "--hostname", "h", "--username", "u", "--partition", "debug"]
+    assert pp.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "accepted but not used" in out and "--packaging" in out
+    assert "'total_sum': 124750" in out
+    assert "aftercorr aj0" in out
+    assert out.count("final_transform_2(preprocessed_data_3)") == 2
