@@ -1,0 +1,138 @@
+"""sbatch flags, job scripts and the submission script: rendered text and shell safety."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from examples import parallelization_patterns as pp
+from lazyslurm.graph.resources import Resources
+from lazyslurm.planning import make_plan
+from lazyslurm.planning.sbatch import SbatchJob, job_script, sbatch_flags, submit_script
+
+DATA = Path(__file__).parent / "data"
+RUN_ID = "20261124-120000-abcdef"
+RUN_DIR = "/home/u/.lazyslurm/runs/" + RUN_ID
+
+
+def pipeline_jobs() -> list[SbatchJob]:
+    p = make_plan(list(pp.pipeline_graph().jobs) + [pp.fan_out_fan_in_graph()])
+    return [
+        SbatchJob(aj.id, aj.name, aj.size, tuple((k, u.id) for k, u in aj.dependencies), aj.resources)
+        for aj in p.array_jobs
+    ]
+
+
+def render_all(run_dir: str = RUN_DIR) -> tuple[dict[str, list[str]], str]:
+    jobs = pipeline_jobs()
+    flags = {j.id: sbatch_flags(j, run_id=RUN_ID, run_dir=run_dir) for j in jobs}
+    return flags, submit_script(jobs, run_id=RUN_ID, run_dir=run_dir, flags=flags)
+
+
+def test_submit_script_matches_recorded_file():
+    """The submission script for the seed's lazy pipeline + fan-out is the recorded text."""
+    _, text = render_all()
+    assert text == (DATA / "submit_patterns.sh").read_text()
+
+
+def test_job_script_matches_recorded_file():
+    """A job script is setup lines then the runner, quoted."""
+    job = pipeline_jobs()[0]
+    text = job_script(job, run_id=RUN_ID, run_dir=RUN_DIR, python="/opt/venv/bin/python",
+                      setup=["module load python/3.11", "source /opt/venv/bin/activate"])
+    assert text == (DATA / "job_aj0.sh").read_text()
+
+
+def test_flags_carry_resources_and_defaults():
+    """Every resource becomes its sbatch flag; cluster defaults fill unset ones."""
+    r = Resources.from_options(time="1-00:00:00", mem="4G", cpus_per_task=8, gpus="a100:2",
+                               gres="shard:1", account="acc", qos="high", nodes=2, ntasks=4,
+                               constraint="ib&v100", max_concurrent=3,
+                               extra_sbatch=["--exclusive"])
+    job = SbatchJob("aj3", "train", 10, (), r)
+    flags = sbatch_flags(job, run_id="r", run_dir="/d", defaults=Resources(partition="gpu"))
+    assert flags == [
+        "--job-name=lz-r-aj3-train", "--array=0-9%3", "--output=/d/logs/aj3_%a.out",
+        "--error=/d/logs/aj3_%a.err", "--kill-on-invalid-dep=yes", "--time=1440",
+        "--mem=4096M", "--cpus-per-task=8", "--gpus=a100:2", "--gres=shard:1",
+        "--partition=gpu", "--account=acc", "--qos=high", "--nodes=2", "--ntasks=4",
+        "--constraint=ib&v100", "--exclusive",
+    ]
+
+
+NASTY = "/tmp/we ird $(touch pwned) `id`; 'q' \"dq\" &|<>*?"
+
+
+def fake_slurm(tmp_path: Path, fail_on: str | None = None) -> dict[str, str]:
+    """sbatch/scontrol/scancel stand-ins that record their argv, one line per call."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "calls.log"
+    for name in ("sbatch", "scontrol", "scancel"):
+        fail = f'case "$*" in *{fail_on}*) echo "sbatch: error: Invalid partition name specified" >&2; exit 1;; esac' if (name == "sbatch" and fail_on) else ""
+        (bin_dir / name).write_text(
+            "#!/bin/bash\n"
+            f'printf "%s" {name} >> {shlex.quote(str(log))}\n'
+            f'for a in "$@"; do printf " [%s]" "$a" >> {shlex.quote(str(log))}; done\n'
+            f'echo >> {shlex.quote(str(log))}\n'
+            f"{fail}\n"
+            'n=$(wc -l < ' + shlex.quote(str(log)) + '); echo "$((100 + n))"\n'
+        )
+        (bin_dir / name).chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "LOG": str(log)}
+
+
+def run_submit(tmp_path: Path, run_dir: str, fail_on: str | None = None) -> subprocess.CompletedProcess:
+    env = fake_slurm(tmp_path, fail_on)
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    _, text = render_all(run_dir)
+    return subprocess.run(["bash", "-c", text], env=env, capture_output=True, text=True)
+
+
+def test_submit_script_is_safe_with_shell_metacharacters(tmp_path):
+    """A run dir full of metacharacters reaches sbatch verbatim and runs nothing."""
+    run_dir = str(tmp_path / NASTY.strip("/"))
+    res = run_submit(tmp_path, run_dir)
+    assert res.returncode == 0, res.stderr
+    assert not (Path.cwd() / "pwned").exists() and not (tmp_path / "pwned").exists()
+    calls = (tmp_path / "calls.log").read_text().splitlines()
+    sbatch = [c for c in calls if c.startswith("sbatch")]
+    assert len(sbatch) == 6
+    assert f"[--output={run_dir}/logs/aj0_%a.out]" in sbatch[0]
+    assert f"[{run_dir}/jobs/aj0.sh]" in sbatch[0]
+    assert "[--dependency=aftercorr:101]" in sbatch[2]
+    assert calls[-1].startswith("scontrol [release]")
+    assert "LAZYSLURM-IDS aj0=101" in res.stdout
+    assert (Path(run_dir) / "jobids").read_text().startswith("aj0=101 ")
+
+
+def test_submit_failure_cancels_what_was_submitted(tmp_path):
+    """When one sbatch fails, the script cancels earlier jobs and exits 3 naming the job."""
+    res = run_submit(tmp_path, str(tmp_path / "run"), fail_on="stage3_finalize")
+    assert res.returncode == 3
+    assert "LAZYSLURM-SUBMIT-FAILED aj" in res.stderr
+    assert "Invalid partition name" in res.stderr
+    calls = (tmp_path / "calls.log").read_text().splitlines()
+    cancel = [c for c in calls if c.startswith("scancel")]
+    assert len(cancel) == 1 and cancel[0].count("[") == len([c for c in calls if c.startswith("sbatch")]) - 1
+    assert not any(c.startswith("scontrol") for c in calls)
+
+
+@pytest.mark.parametrize("name", ["aj0", "aj5"])
+def test_dependencies_use_ids_already_returned(name):
+    """Dependencies reference shell variables set by earlier sbatch calls only."""
+    _, text = render_all()
+    lines = text.splitlines()
+    defined = set()
+    for line in lines:
+        if line.startswith("out=$(sbatch"):
+            for dep in line.split("--dependency=")[1:]:
+                for part in dep.split('"')[0].split(","):
+                    assert part.split(":${")[1].rstrip("}") in defined
+        if "=${out%%;*}" in line:
+            defined.add(line.split("=")[0])
+    assert name in defined
