@@ -11,6 +11,12 @@ import pytest
 def pytest_configure(config: pytest.Config) -> None:
     # compute() without a cluster uses ~/.lazyslurm: keep test runs out of the home directory
     os.environ.setdefault("LAZYSLURM_WORKDIR", tempfile.mkdtemp(prefix="lazyslurm-tests-"))
+    # hypothesis imports libcst to report a failing example; that import warns
+    # (mypy_extensions.TypedDict), and filterwarnings=error would turn the warning into an
+    # INTERNALERROR that hides the real failure
+    config.addinivalue_line(
+        "filterwarnings", "ignore:mypy_extensions.TypedDict is deprecated:DeprecationWarning"
+    )
 
 
 @pytest.fixture(params=["local", "sync"])
