@@ -69,6 +69,15 @@ def function_token(func: Callable[..., Any]) -> str:
         _code_token(code, parts)
         parts.append(repr(getattr(func, "__defaults__", None)))
         parts.append(repr(sorted((getattr(func, "__kwdefaults__", None) or {}).items())))
+        # closures made by one factory share their code: their captured values tell them apart
+        for cell in getattr(func, "__closure__", None) or ():
+            try:
+                parts.append(_opaque_token(cell.cell_contents))
+            except ValueError:  # an empty cell
+                parts.append("<empty>")
+        owner = getattr(func, "__self__", None)  # bound methods: the instance
+        if owner is not None:
+            parts.append(_opaque_token(owner))
     else:  # builtins, callable objects
         try:
             parts.append(hashlib.sha1(cloudpickle.dumps(func)).hexdigest())
@@ -137,7 +146,7 @@ def _lift(obj: Any, deps: list[Job], parts: list[str]) -> Any:
             xp: list[str] = []
             entries.append((_lift(x, deps, xp), "".join(xp)))
         entries.sort(key=lambda e: e[1])
-        parts.append("{" + ",".join(e[1] for e in entries) + "}")
+        parts.append(("{" if t is set else "frozenset{") + ",".join(e[1] for e in entries) + "}")
         return obj if len(deps) == n else t(e[0] for e in entries)
     if isinstance(obj, (Task, JobArray, Job, JobView)):
         msg = f"cannot use {obj!r} as an argument here"
@@ -146,9 +155,11 @@ def _lift(obj: Any, deps: list[Job], parts: list[str]) -> Any:
     return obj
 
 
-def _make_key(name: str, token: str, parts: list[str], pure: bool) -> str:
+def _make_key(name: str, token: str, parts: list[str], pure: bool, after: tuple[Job, ...]) -> str:
     h = hashlib.sha1(token.encode())
     h.update("\x00".join(parts).encode())
+    if after:  # ordering edges are part of the node: equal keys must mean equal jobs
+        h.update(("\x00after:" + ",".join(j.key for j in after)).encode())
     if not pure:
         h.update(uuid.uuid4().bytes)
     return f"{name}-{h.hexdigest()[:24]}"
@@ -269,7 +280,7 @@ class Task(Generic[R]):
         if nout is not None and (isinstance(nout, bool) or not isinstance(nout, int) or nout < 0):
             msg = f"nout must be a non-negative int, got {nout!r}"
             raise OptionTypeError(msg)
-        key = _make_key(self._name, self._token, parts, self._pure)
+        key = _make_key(self._name, self._token, parts, self._pure, self._after)
         return Job(key, self, targs, tkwargs, _unique(deps), self._after, nout)
 
     def map(self, items: Iterable[Any] | JobArray | Job) -> JobArray:
@@ -313,7 +324,7 @@ class Task(Generic[R]):
                 deps, parts = [], []
                 targs = (_lift(item, deps, parts),)
                 tkwargs = {}
-            key = _make_key(name, token, parts, pure)
+            key = _make_key(name, token, parts, pure, after)
             jobs.append(Job(key, self, targs, tkwargs, _unique(deps), after, None))
         return JobArray(tuple(jobs))
 
