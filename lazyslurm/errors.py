@@ -19,6 +19,7 @@ __all__ = [
     "BackendError",
     "ClusterConfigError",
     "DependencyNeverSatisfiedError",
+    "GraphvizNotFoundError",
     "InvalidOptionError",
     "JobCancelledError",
     "JobFailedError",
@@ -209,3 +210,26 @@ def remote_error(
     err.key = key
     err.remote_traceback = remote_traceback
     return err
+
+
+# --------------------------------------------------------------------------- pictures
+
+
+class GraphvizNotFoundError(LazySlurmError, RuntimeError):
+    """Rendering a picture needs graphviz's ``dot`` program, which is not on ``PATH``.
+
+    The message always says how to install it; ``context`` (what was being rendered) is
+    put in front.
+    """
+
+    def __init__(self, context: str = "") -> None:
+        hint = (
+            "graphviz's `dot` program was not found on PATH; it is needed to render "
+            "pictures (the DOT text is still available as `.source`). Install it with "
+            "`apt-get install graphviz`, `conda install graphviz` or `brew install graphviz`"
+        )
+        super().__init__(f"{context}: {hint}" if context else hint)
+        self.context = context
+
+    def __reduce__(self) -> tuple[type[GraphvizNotFoundError], tuple[str]]:
+        return (type(self), (self.context,))

@@ -1,0 +1,540 @@
+"""Pictures of a graph and of its plan: ``visualize(*exprs)`` returns a ``graphviz.Digraph``.
+
+Two levels:
+
+``level="tasks"``
+    The graph as written: one node per task call, except that the elements of one mapped
+    array (one planned array job) are collapsed into a single node such as
+    ``process_chunk [0-4]``; a 10,000-element sweep is one node. Lazy views (``job[i]``)
+    are not nodes. Ordering-only edges (``task.after``) are dashed.
+``level="jobs"``
+    What Slurm will get: one node per planned array job with its element count, resources
+    and throttle; stages are ranks; edges are labelled with their dependency kind
+    (``afterok``, ``aftercorr`` or ``ordering``). Already computed inputs that the plan
+    reads from the store are drawn as grey ``cached`` nodes.
+
+Nodes are coloured by state when ``states`` (node key -> PENDING, RUNNING, DONE, FAILED or
+CANCELLED) or a ``run`` is given, with a legend; nodes already computed in the cluster
+session (or listed in ``cached``) are greyed and labelled ``cached``. A collapsed node
+shows its counts (``3 done · 2 running``) and takes the colour of its most pressing state.
+
+Only the graph and the plan are read: nothing is submitted, and no backend is started.
+graphviz is imported when drawing, never when lazyslurm is imported.
+
+>>> from lazyslurm import task
+>>> @task
+... def f(x): return x
+>>> @task
+... def total(xs): return sum(xs)
+>>> dot = visualize(total(f.map(range(5))))
+>>> "f [0-4]" in dot.source and "total" in dot.source
+True
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lazyslurm.backends.base import CANCELLED, DONE, FAILED, PENDING, RUNNING
+from lazyslurm.errors import GraphvizNotFoundError, InvalidOptionError, OptionTypeError
+from lazyslurm.graph.core import Job, JobArray, JobView
+from lazyslurm.graph.traverse import lift_outputs
+from lazyslurm.planning.planner import (
+    DEFAULT_MAX_ARRAY_SIZE,
+    ArrayJob,
+    Plan,
+    make_plan,
+)
+
+if TYPE_CHECKING:
+    import graphviz
+
+    from lazyslurm.cluster import Cluster
+
+__all__ = ["visualize"]
+
+LEVELS = ("tasks", "jobs")
+RANKDIRS = ("TB", "LR", "BT", "RL")
+SOURCE_FORMATS = ("dot", "gv")
+DEFAULT_FORMAT = "svg"
+
+STATES = (PENDING, RUNNING, DONE, FAILED, CANCELLED)
+# classes of a node beside the backend's states
+CACHED = "cached"  # already computed: its result is read from the store
+TO_RUN = "to run"  # will run (no state known)
+NOT_NEEDED = "not needed"  # not computed, but only cached nodes need it: will not run
+
+# most pressing first: a collapsed node takes the colour of the first class it holds
+_PRIORITY = (FAILED, CANCELLED, RUNNING, PENDING, TO_RUN, DONE, CACHED, NOT_NEEDED)
+_COUNT_ORDER = (DONE, RUNNING, PENDING, FAILED, CANCELLED, CACHED, TO_RUN, NOT_NEEDED)
+
+_GREY_TEXT = "#868e96"
+_STYLE: dict[str, dict[str, str]] = {
+    PENDING: {"fillcolor": "#fff3bf"},
+    RUNNING: {"fillcolor": "#a5d8ff"},
+    DONE: {"fillcolor": "#b2f2bb"},
+    FAILED: {"fillcolor": "#ffa8a8", "penwidth": "2"},
+    CANCELLED: {"fillcolor": "#ffd8a8"},
+    CACHED: {"fillcolor": "#e9ecef", "fontcolor": _GREY_TEXT, "color": "#adb5bd"},
+    TO_RUN: {"fillcolor": "white"},
+    NOT_NEEDED: {
+        "fillcolor": "white",
+        "fontcolor": "#adb5bd",
+        "color": "#adb5bd",
+        "extra_style": "dotted",
+    },
+}
+_FONT = "Helvetica"
+
+
+def _word(cls: str) -> str:
+    return cls.lower()
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _keys(items: Iterable[Any] | None, what: str) -> set[str]:
+    """Node keys from strings, jobs (a view stands for its job) and job arrays."""
+    out: set[str] = set()
+    if items is None:
+        return out
+    if isinstance(items, (str, Job, JobView, JobArray)):
+        items = [items]
+    for item in items:
+        if isinstance(item, str):
+            out.add(item)
+        elif isinstance(item, Job):
+            out.add(item.key)
+        elif isinstance(item, JobView):
+            out.add(item.base.key)
+        elif isinstance(item, JobArray):
+            out.update(item.keys)
+        else:
+            msg = f"{what} takes node keys, Job or JobArray objects, got {type(item).__name__}"
+            raise OptionTypeError(msg)
+    return out
+
+
+def _normalise_states(states: Mapping[Any, str] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    if states is None:
+        return out
+    if not isinstance(states, Mapping):
+        msg = f"states must be a mapping of node key -> state, got {type(states).__name__}"
+        raise OptionTypeError(msg)
+    for node, state in states.items():
+        word = state.upper() if isinstance(state, str) else state
+        if word not in STATES:
+            msg = f"invalid state {state!r} for {node!r}: expected one of {', '.join(STATES)}"
+            raise InvalidOptionError(msg)
+        for key in _keys([node], "states"):
+            out[key] = word
+    return out
+
+
+def _session(cluster: Cluster | None) -> Cluster | None:
+    """The cluster whose session memory the picture reflects, without creating one."""
+    from lazyslurm.cluster import current_cluster, default_cluster
+
+    if cluster is not None:
+        return cluster
+    active = current_cluster()
+    if active is not None:
+        return active
+    if default_cluster.cache_info().currsize:  # compute() without a cluster ran already
+        return default_cluster()
+    return None
+
+
+def _max_array_size(cluster: Cluster | None) -> int:
+    """The cluster's limit if known without starting a backend, else Slurm's default."""
+    if cluster is None:
+        return DEFAULT_MAX_ARRAY_SIZE
+    if cluster._backend is not None:
+        return cluster.max_array_size()
+    return cluster._max_array_size or DEFAULT_MAX_ARRAY_SIZE
+
+
+def _run_states(run: Any) -> dict[str, str]:
+    """Node key -> state from a run's last snapshot (PENDING if never polled)."""
+    out: dict[str, str] = {}
+    snap = getattr(run, "_last", None)
+    for aj in run.plan.array_jobs:
+        if snap is not None:
+            states = snap.states.get(aj.id, ())
+        elif getattr(run, "handle", None) is not None:
+            states = [PENDING] * aj.size
+        else:
+            states = ()
+        for job, state in zip(aj.elements, states, strict=False):
+            out[job.key] = state
+    return out
+
+
+# --------------------------------------------------------------------------- model
+
+
+class _Model:
+    """What is drawn, independent of the level: roots, the plan, and each node's class."""
+
+    def __init__(
+        self,
+        roots: list[Job],
+        plan: Plan,
+        done: Mapping[str, str | None],
+        states: Mapping[str, str],
+    ) -> None:
+        self.roots = roots
+        self.plan = plan
+        self.done = done
+        self.states = states
+
+    def cls(self, key: str) -> str:
+        state = self.states.get(key)
+        if state is not None:
+            return state
+        if key in self.done:
+            return CACHED
+        if key in self.plan.location:
+            return TO_RUN
+        return NOT_NEEDED
+
+    def counts(self, keys: Iterable[str]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for key in keys:
+            c = self.cls(key)
+            out[c] = out.get(c, 0) + 1
+        return out
+
+
+def _status_line(counts: Mapping[str, int], n: int) -> str:
+    """``""`` for a plain node; else the state word (one node) or the counts (array)."""
+    if set(counts) <= {TO_RUN}:
+        return ""
+    if n == 1:
+        return _word(next(iter(counts)))
+    return " · ".join(f"{counts[c]} {_word(c)}" for c in _COUNT_ORDER if counts.get(c))
+
+
+def _main_class(counts: Mapping[str, int]) -> str:
+    return next((c for c in _PRIORITY if counts.get(c)), TO_RUN)
+
+
+def _label(lines: Iterable[str]) -> str:
+    """A DOT label of plain lines: backslashes kept literal, lines centred."""
+    return "\\n".join(line.replace("\\", "\\\\") for line in lines if line)
+
+
+def _node_attrs(cls: str, shape_style: str) -> dict[str, str]:
+    attrs = dict(_STYLE[cls])
+    extra = attrs.pop("extra_style", "")
+    attrs["style"] = ",".join(s for s in (shape_style, "filled", extra) if s)
+    if cls == CACHED:
+        attrs["style"] += ",dashed"
+    return attrs
+
+
+def _index_range(n: int, offset: int = 0) -> str:
+    return f"[{offset}]" if n == 1 else f"[{offset}-{offset + n - 1}]"
+
+
+# --------------------------------------------------------------------------- levels
+
+
+def _draw_tasks(dot: graphviz.Digraph, model: _Model) -> set[str]:
+    """One node per task call, one per mapped array; returns the classes drawn."""
+    # the whole graph, planned as if nothing were done and without chunking: its array
+    # jobs are the collapsed nodes (the same grouping compute uses)
+    full = make_plan(model.roots, done={}, max_array_size=sys.maxsize)
+    node_of: dict[str, str] = {}
+    drawn: set[str] = set()
+    for i, aj in enumerate(full.array_jobs):
+        nid = f"t{i}"
+        keys = [j.key for j in aj.elements]
+        for key in keys:
+            node_of[key] = nid
+        counts = model.counts(keys)
+        drawn.update(counts)
+        title = aj.name if aj.size == 1 else f"{aj.name} {_index_range(aj.size)}"
+        tooltip = f"{aj.size} node(s): " + ", ".join(keys[:5]) + (" ..." if aj.size > 5 else "")
+        dot.node(
+            nid,
+            _label([title, _status_line(counts, aj.size)]),
+            tooltip=tooltip,
+            **_node_attrs(_main_class(counts), "rounded"),
+        )
+    edges: dict[tuple[str, str], bool] = {}  # (up, down) -> carries data
+    for aj in full.array_jobs:
+        for job in aj.elements:
+            down = node_of[job.key]
+            for dep in job._deps:
+                edges[(node_of[dep.key], down)] = True
+            for dep in job._order:
+                edges.setdefault((node_of[dep.key], down), False)
+    for (up, down), data in edges.items():
+        if data:
+            dot.edge(up, down)
+        else:
+            dot.edge(up, down, style="dashed", tooltip="ordering only (.after)")
+    return drawn
+
+
+def _aj_label(aj: ArrayJob, model: _Model, offset: int) -> tuple[list[str], dict[str, int]]:
+    keys = [j.key for j in aj.elements]
+    counts = model.counts(keys)
+    title = aj.name if aj.size == 1 and aj.nchunks == 1 else f"{aj.name} {_index_range(aj.size)}"
+    size = "1 element" if aj.size == 1 else f"{aj.size} elements"
+    lines = [title, f"{aj.id} · {size}"]
+    if aj.nchunks > 1:
+        lines.append(
+            f"chunk {aj.chunk + 1}/{aj.nchunks} (elements {offset}-{offset + aj.size - 1})"
+        )
+    res = aj.resources.describe()
+    lines.append(" · ".join(f"{k} {v}" for k, v in res.items()) or "default resources")
+    if aj.throttle:
+        lines.append(f"throttle {aj.throttle} at a time")
+    status = _status_line(counts, aj.size)
+    lines.append(status)
+    return lines, counts
+
+
+def _draw_jobs(dot: graphviz.Digraph, model: _Model) -> set[str]:
+    """One node per planned array job, stages as ranks; returns the classes drawn."""
+    plan = model.plan
+    drawn: set[str] = set()
+    node_of: dict[str, str] = {}
+    offsets: dict[tuple[str, Any], int] = {}
+    prev_stage: str | None = None
+    for stage in plan.stages:
+        s = stage[0].stage
+        with dot.subgraph(name=f"stage{s}") as sg:
+            sg.attr(rank="same")
+            sid = f"stage_label{s}"
+            sg.node(sid, f"stage {s}", shape="plaintext", fontcolor=_GREY_TEXT, fontsize="11")
+            if prev_stage is not None:
+                dot.edge(prev_stage, sid, style="invis")
+            prev_stage = sid
+            for aj in stage:
+                group = (aj.task.token, aj.name, aj.resources, aj.stage)
+                offset = offsets.get(group, 0)
+                offsets[group] = offset + aj.size
+                lines, counts = _aj_label(aj, model, offset)
+                drawn.update(counts)
+                keys = [j.key for j in aj.elements]
+                for key in keys:
+                    node_of[key] = aj.id
+                sg.node(
+                    aj.id,
+                    _label(lines),
+                    tooltip=f"{aj.id}: " + ", ".join(keys[:5]) + (" ..." if aj.size > 5 else ""),
+                    **_node_attrs(_main_class(counts), ""),
+                )
+    for aj in plan.array_jobs:
+        ordering = {id(u) for u in aj.after}
+        for kind, up in aj.dependencies:
+            if id(up) in ordering:
+                dot.edge(
+                    up.id,
+                    aj.id,
+                    label="ordering",
+                    style="dashed",
+                    tooltip=f"ordering only (.after), submitted as {kind}",
+                )
+            else:
+                dot.edge(up.id, aj.id, label=kind)
+
+    # inputs already computed: grey nodes the plan reads from the store
+    cached: dict[tuple[Any, ...], list[Job]] = {}
+    consumers: dict[tuple[Any, ...], dict[str, None]] = {}
+    seen: set[str] = set()
+
+    def add(job: Job, consumer: str | None) -> None:
+        group = (job.task.token, job.task.name, job.task.resources)
+        if job.key not in seen:
+            seen.add(job.key)
+            cached.setdefault(group, []).append(job)
+        if consumer is not None:
+            consumers.setdefault(group, {})[consumer] = None
+
+    for aj in plan.array_jobs:
+        for job in aj.elements:
+            for dep in job._deps + job._order:
+                if dep.key not in node_of:
+                    add(dep, aj.id)
+    for root in model.roots:
+        if root.key not in node_of:
+            add(root, None)
+    for i, (group, jobs) in enumerate(cached.items()):
+        nid = f"c{i}"
+        counts = model.counts(j.key for j in jobs)
+        drawn.update(counts)
+        name = group[1] if len(jobs) == 1 else f"{group[1]} \N{MULTIPLICATION SIGN}{len(jobs)}"
+        dot.node(
+            nid,
+            _label([name, _status_line(counts, len(jobs))]),
+            **_node_attrs(_main_class(counts), "rounded"),
+        )
+        for consumer in consumers.get(group, ()):
+            dot.edge(
+                nid, consumer, style="dashed", color="#adb5bd", tooltip="result read from the store"
+            )
+    return drawn
+
+
+def _draw_legend(dot: graphviz.Digraph, drawn: set[str], rankdir: str) -> None:
+    """A small boxed legend of the colours used; none for a plain picture.
+
+    One row across a top-to-bottom picture (one column across a left-to-right one), so
+    that it never makes a rank taller or wider than a node.
+    """
+    if drawn <= {TO_RUN}:
+        return
+    entries = list(STATES) if drawn & set(STATES) else []
+    entries += [c for c in (CACHED, TO_RUN, NOT_NEEDED) if c in drawn]
+    cells = []
+    for cls in entries:
+        style = _STYLE[cls]
+        border = {CACHED: ' style="dashed"', NOT_NEEDED: ' style="dotted"'}.get(cls, "")
+        cells.append(
+            f'<td bgcolor="{style["fillcolor"]}" color="{style.get("color", "black")}"'
+            f'{border} border="1" cellpadding="3">'
+            f'<font color="{style.get("fontcolor", "black")}">{_word(cls)}</font></td>'
+        )
+    if rankdir in ("TB", "BT"):
+        rows = "<tr>" + "".join(cells) + "</tr>"
+    else:
+        rows = "".join(f"<tr>{c}</tr>" for c in cells)
+    table = f'<table border="0" cellspacing="3">{rows}</table>'
+    with dot.subgraph(name="cluster_legend") as lg:
+        lg.attr(
+            label="legend", fontsize="10", fontcolor=_GREY_TEXT, color="#ced4da", style="rounded"
+        )
+        lg.node("legend", f"<{table}>", shape="plaintext", fontsize="10", margin="0")
+
+
+# --------------------------------------------------------------------------- output
+
+
+def _target(filename: str | Path, format: str | None) -> tuple[Path, str]:
+    import graphviz
+
+    path = Path(filename)
+    suffix = path.suffix[1:].lower()
+    if format is not None:
+        fmt = format.lower()
+    elif suffix in graphviz.FORMATS:
+        fmt = suffix
+    elif not suffix:
+        fmt = DEFAULT_FORMAT
+        path = path.with_name(path.name + "." + fmt)
+    else:
+        msg = (
+            f"cannot tell the picture format from {path.name!r}: use a suffix such as "
+            f".svg, .png, .pdf or .dot, or pass format="
+        )
+        raise InvalidOptionError(msg)
+    if fmt not in graphviz.FORMATS:
+        msg = f"unknown picture format {fmt!r}: use svg, png, pdf or dot (or another of dot's)"
+        raise InvalidOptionError(msg)
+    return path, fmt
+
+
+def _render(dot: graphviz.Digraph, path: Path, fmt: str) -> None:
+    import graphviz
+
+    if fmt in SOURCE_FORMATS:
+        path.write_text(dot.source, encoding="utf-8")
+        return
+    try:
+        data = dot.pipe(format=fmt)
+    except graphviz.ExecutableNotFound as exc:
+        raise GraphvizNotFoundError(f"cannot render {path} as {fmt}") from exc
+    path.write_bytes(data)
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def visualize(
+    *exprs: Any,
+    filename: str | Path | None = None,
+    format: str | None = None,
+    rankdir: str = "TB",
+    level: str = "tasks",
+    cluster: Cluster | None = None,
+    states: Mapping[Any, str] | None = None,
+    cached: Iterable[Any] | None = None,
+    run: Any = None,
+) -> graphviz.Digraph:
+    """Draw what ``compute(*exprs)`` would run, as a ``graphviz.Digraph``.
+
+    ``level="tasks"`` draws the graph (a mapped array is one node, ``name [0-N]``);
+    ``level="jobs"`` draws the planned Slurm array jobs with their resources, stages as
+    ranks and dependency kinds on the edges.
+
+    ``filename`` also renders to that file, in the format of its suffix (svg, png, pdf;
+    dot writes the DOT text) or ``format``; without a suffix, ``.svg`` is added. Rendering
+    needs graphviz's ``dot`` program (:class:`~lazyslurm.errors.GraphvizNotFoundError`
+    if missing); building the graph and its ``.source`` does not.
+
+    ``cluster`` (default: the active one) supplies what this session already computed
+    (drawn greyed, ``cached``) and, if its backend is running, the array size limit; no
+    backend is started. ``cached`` adds node keys (or jobs) to treat as computed.
+    ``states`` maps node keys (or jobs) to PENDING, RUNNING, DONE, FAILED or CANCELLED;
+    ``run`` (a :class:`~lazyslurm.compute.Run`, also accepted among ``exprs``) draws that
+    run's plan coloured by its last poll.
+    """
+    if level not in LEVELS:
+        msg = f"invalid level={level!r}: expected one of {', '.join(LEVELS)}"
+        raise InvalidOptionError(msg)
+    if rankdir not in RANKDIRS:
+        msg = f"invalid rankdir={rankdir!r}: expected one of {', '.join(RANKDIRS)}"
+        raise InvalidOptionError(msg)
+    plain: list[Any] = []
+    for expr in exprs:
+        if isinstance(getattr(expr, "plan", None), Plan) and hasattr(expr, "_last"):
+            if run is not None and run is not expr:
+                msg = "visualize takes one run at a time"
+                raise InvalidOptionError(msg)
+            run = expr
+        else:
+            plain.append(expr)
+    target = _target(filename, format) if filename is not None else None
+    extra_cached = _keys(cached, "cached")
+    explicit = _normalise_states(states)
+
+    _, roots = lift_outputs(plain)
+    if run is not None:
+        plan: Plan = run.plan
+        if not roots:
+            roots = [job for aj in plan.array_jobs for job in aj.elements]
+        # done = whatever the run did not compute itself: read from the store
+        session = getattr(getattr(run, "cluster", None), "computed", {})
+        done: dict[str, str | None] = {k: v for k, v in session.items() if k not in plan.location}
+        done.update(plan.external)
+        done.update((key, None) for key in extra_cached if key not in done)
+        node_states = _run_states(run)
+    else:
+        cl = _session(cluster)
+        done = dict(cl.computed) if cl is not None else {}
+        done.update((key, None) for key in extra_cached if key not in done)
+        plan = make_plan(roots, done=done, max_array_size=_max_array_size(cl))
+        node_states = {}
+    node_states.update(explicit)
+
+    import graphviz
+
+    dot = graphviz.Digraph(name="lazyslurm")
+    dot.attr(rankdir=rankdir, fontname=_FONT, nodesep="0.3", ranksep="0.45")
+    dot.attr("node", shape="box", fontname=_FONT, fontsize="12", margin="0.15,0.06")
+    dot.attr("edge", fontname=_FONT, fontsize="10", color="#495057", arrowsize="0.7")
+    model = _Model(roots, plan, done, node_states)
+    drawn = _draw_tasks(dot, model) if level == "tasks" else _draw_jobs(dot, model)
+    _draw_legend(dot, drawn, rankdir)
+    if target is not None:
+        _render(dot, *target)
+    return dot
