@@ -178,7 +178,14 @@ class Run:
         self.cluster.record(self.id, done)
         _emit(self._callbacks, "on_done", self)
 
+    def visualize(self, **kwargs: Any) -> Any:
+        """Draw this run's plan, coloured by the states of the last poll."""
+        from lazyslurm.visualize import visualize
+
+        return visualize(run=self, **kwargs)
+
     def cancel(self) -> None:
+        """Cancel every unfinished element of the run."""
         if self.handle is not None:
             self.cluster.backend.cancel(self.handle)
 
