@@ -266,6 +266,18 @@ def test_siblings_with_other_resources_get_their_own_array() -> None:
     ]
 
 
+def test_closures_from_one_factory_do_not_share_an_array() -> None:
+    """Tasks made by one factory with other captured values are other tasks: own arrays."""
+
+    def make(k: int) -> Any:
+        return task(lambda x: x + k)
+
+    plan = make_plan([make(1)(5), make(2)(6), make(1)(7)])
+    assert sorted(aj.size for aj in plan.array_jobs) == [1, 2]
+    for aj in plan.array_jobs:
+        assert all(j.task.unwrapped(0) == aj.task.unwrapped(0) for j in aj.elements)
+
+
 def test_siblings_in_different_stages_do_not_merge() -> None:
     """A call that depends on a sibling is in a later stage and a separate array job."""
     a = inc(1)

@@ -1,0 +1,463 @@
+"""Lazy nodes: Task, Job, JobArray, JobView and their keys (lazyslurm.graph.core)."""
+
+from __future__ import annotations
+
+import copy
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+import pytest
+from hypothesis import given, settings
+from strategies import plain_values
+
+import lazyslurm
+from lazyslurm.errors import OptionTypeError, UnknownLengthError
+from lazyslurm.graph import Job, JobArray, JobView, Task, function_token, task
+from lazyslurm.store import MapItem, Ref, RefList
+
+REPO = Path(lazyslurm.__file__).resolve().parent.parent
+
+
+@task
+def f(*args: Any, **kwargs: Any) -> Any:
+    return args, kwargs
+
+
+@task(mem="1G")
+def g(*args: Any, **kwargs: Any) -> Any:
+    return args, kwargs
+
+
+impure = f.options(pure=False)
+
+
+def run_python(code: str, **env: str) -> str:
+    """Run ``code`` in a fresh interpreter with the repository importable; its stdout."""
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), **env}
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True, text=True, env=full_env, check=True, cwd=env.get("CWD"),
+    )
+    return out.stdout
+
+
+# --------------------------------------------------------------------------- laziness
+
+
+def test_building_submits_nothing(tmp_path: Path) -> None:
+    """Calls, .map and .after build a graph without loading compute/backends or writing."""
+    out = run_python(
+        """
+        import os, sys
+        from lazyslurm import task
+        @task
+        def inc(x): return x + 1
+        a = inc(1)
+        arr = inc.map(range(3))
+        b = inc.after(arr).map(arr)
+        c = inc([a, *b])
+        bad = [m for m in sys.modules if m.startswith(("lazyslurm.compute",
+               "lazyslurm.backends", "lazyslurm.cluster", "lazyslurm.planning"))]
+        print(bad, os.listdir("."))
+        """,
+        CWD=str(tmp_path),
+        LAZYSLURM_WORKDIR=str(tmp_path / "work"),
+    )
+    assert out.strip() == "[] []"
+
+
+def test_calls_return_jobs_and_maps_return_job_arrays() -> None:
+    """Calling a task returns a Job; task.map returns a JobArray of element Jobs."""
+    j = f(1)
+    arr = f.map([1, 2])
+    assert type(j) is Job and type(arr) is JobArray
+    assert all(type(x) is Job for x in arr)
+    assert j.task is f and j.args == (1,) and j.kwargs == {} and j.deps == () and j.nout is None
+
+
+def test_jobs_are_immutable() -> None:
+    """Setting an attribute, an item or deleting an item of a lazy value raises TypeError."""
+    j = f(1)
+    for obj in (j, f.map([1]), j[0]):
+        with pytest.raises(TypeError, match="immutable"):
+            obj.x = 1
+        with pytest.raises(TypeError, match="immutable"):
+            obj[0] = 1
+        with pytest.raises(TypeError, match="immutable"):
+            del obj[0]
+    j.kwargs["x"] = 1  # a copy: the job is unchanged
+    assert j.kwargs == {}
+
+
+def test_jobs_are_hashable_and_equal_by_key() -> None:
+    """Jobs hash and compare by key: building the same call twice gives equal jobs."""
+    a, b = f(1, k="v"), f(1, k="v")
+    assert a is not b and a == b and hash(a) == hash(b) and len({a, b}) == 1
+    assert a != f(2) and a != a.key
+    arr1, arr2 = f.map([1, 2]), f.map([1, 2])
+    assert arr1 == arr2 and hash(arr1) == hash(arr2)
+    assert a[0] == b[0] and hash(a[0]) == hash(b[0]) and a[0] != a[1]
+
+
+@pytest.mark.parametrize("make", [lambda: f(1), lambda: f.map([1]), lambda: f(1)[0]])
+def test_truth_value_is_refused(make: Any) -> None:
+    """bool() of a Job, JobArray or JobView raises TypeError, as dask's Delayed does."""
+    with pytest.raises(TypeError, match="truth value"):
+        bool(make())
+
+
+def test_jobs_cannot_be_pickled() -> None:
+    """Pickling a Job or JobArray raises a TypeError saying to pass it as an argument."""
+    for obj in (f(1), f.map([1])):
+        with pytest.raises(TypeError, match="argument"):
+            pickle.dumps(obj)
+
+
+def test_a_task_is_not_an_argument() -> None:
+    """Passing a Task itself as an argument raises TypeError."""
+    with pytest.raises(TypeError, match="cannot use"):
+        f(g)
+
+
+# --------------------------------------------------------------------------- keys
+
+
+@settings(max_examples=150, deadline=None)
+@given(plain_values(), plain_values())
+def test_keys_are_deterministic_and_follow_arguments(a: Any, b: Any) -> None:
+    """Same arguments (even a copy) give the same key; different arguments another one."""
+    assert f(a).key == f(copy.deepcopy(a)).key
+    assert (f(a).key == f(b).key) == (repr(a) == repr(b))
+    assert f(a).key != g(a).key
+    assert f(x=a).key != f(a).key
+
+
+def test_key_starts_with_the_task_name() -> None:
+    """A key reads NAME-HASH."""
+    assert f(1).key.startswith("f-")
+    assert task(lambda x: x)(1).key.startswith("lambda-")
+
+
+def test_key_changes_with_argument_types_and_structure() -> None:
+    """1, 1.0, True and "1" differ; so do [1, 2] vs [[1], 2], set vs frozenset, arg order."""
+    keys = [
+        f(1).key, f(1.0).key, f(True).key, f("1").key, f([1, 2]).key, f([[1], 2]).key,
+        f((1, 2)).key, f({1, 2}).key, f(frozenset({1, 2})).key, f(2, 1).key, f(1, 2).key,
+        f(a=1, b=2).key, f(a=2, b=1).key, f({"a": 1}).key, f(a=1).key,
+    ]
+    assert len(set(keys)) == len(keys)
+    assert f({3, 1, 2}).key == f({2, 3, 1}).key
+    assert f(a=1, b=2).key == f(b=2, a=1).key
+
+
+def _defined(source: str) -> Any:
+    namespace: dict[str, Any] = {"__name__": "user_module"}
+    exec(textwrap.dedent(source), namespace)
+    return namespace["work"]
+
+
+def test_key_changes_when_the_functions_code_changes() -> None:
+    """Editing the function's body, constants or defaults changes the key; the same code
+    gives the same key."""
+    v1 = _defined("def work(x):\n    return x + 1\n")
+    v1_again = _defined("def work(x):\n    return x + 1\n")
+    v2 = _defined("def work(x):\n    return x + 2\n")
+    v3 = _defined("def work(x):\n    return x - 1\n")
+    v4 = _defined("def work(x, y=1):\n    return x + y\n")
+    v5 = _defined("def work(x, y=2):\n    return x + y\n")
+    v6 = _defined("def work(x):\n    def inner():\n        return x * 3\n    return inner()\n")
+    v7 = _defined("def work(x):\n    def inner():\n        return x * 4\n    return inner()\n")
+    keys = [task(fn)(1).key for fn in (v1, v2, v3, v4, v5, v6, v7)]
+    assert len(set(keys)) == len(keys)
+    assert task(v1)(1).key == task(v1_again)(1).key
+    assert function_token(v1) == function_token(v1_again) != function_token(v2)
+
+
+def test_key_changes_with_closure_values() -> None:
+    """Tasks made by one factory differ by their captured values (so do their keys)."""
+
+    def make(k: int) -> Task[int]:
+        return task(lambda x: x + k)
+
+    assert make(1)(5).key != make(2)(5).key
+    assert make(1)(5).key == make(1)(5).key
+
+
+class Scaler:
+    def __init__(self, factor: int) -> None:
+        self.factor = factor
+
+    def scale(self, x: int) -> int:
+        return x * self.factor
+
+
+def test_key_changes_with_the_bound_methods_instance() -> None:
+    """task(obj.method) keys differ between instances with different state."""
+    assert task(Scaler(2).scale)(1).key != task(Scaler(3).scale)(1).key
+    assert task(Scaler(2).scale)(1).key == task(Scaler(2).scale)(1).key
+
+
+def test_options_keep_the_key_pure_false_gives_fresh_keys() -> None:
+    """Resources do not change a key; pure=False gives a fresh key on every call and map."""
+    assert f.options(mem="8G")(1).key == f(1).key
+    assert impure(1).key != impure(1).key
+    assert impure.map([1, 1])[0].key != impure.map([1, 1])[1].key
+    assert task(pure=False)(f.unwrapped)(1).key != f(1).key
+
+
+def test_after_is_part_of_the_key() -> None:
+    """f.after(a)(x) is a different node from f(x); the same .after gives the same key."""
+    a = g(0)
+    assert f.after(a)(1).key != f(1).key
+    assert f.after(a)(1).key == f.after(a)(1).key
+    assert f.after(a).map([1])[0].key != f.map([1])[0].key
+    assert f.after(a)(1).key != f.after(g(9))(1).key
+
+
+def test_keys_are_stable_across_interpreters(tmp_path: Path) -> None:
+    """The same call gives the same key in two interpreters with different hash seeds."""
+    (tmp_path / "stable_mod.py").write_text(
+        textwrap.dedent(
+            """
+            from lazyslurm.graph import task
+
+            @task
+            def work(*args, **kwargs):
+                return args
+
+            KEY = work(1, "s", [1.5, None], {"b": {"x", "y", "z"}}, k=(b"x", True)).key
+            """
+        )
+    )
+    code = "import stable_mod; print(stable_mod.KEY)"
+    env = {"PYTHONPATH": f"{REPO}{os.pathsep}{tmp_path}"}
+    k1 = run_python(code, PYTHONHASHSEED="1", **env)
+    k2 = run_python(code, PYTHONHASHSEED="2", **env)
+    assert k1 == k2 and k1.startswith("work-")
+
+
+def test_map_keys_equal_call_keys() -> None:
+    """f.map([x])[0] is the same node as f(x) for each item form."""
+    arr = f.map([1, (1, 2), {"a": 1}, [1, 2]])
+    assert arr.keys == (f(1).key, f(1, 2).key, f(a=1).key, f([1, 2]).key)
+
+
+# --------------------------------------------------------------------------- map items
+
+
+def test_map_item_rules() -> None:
+    """A dict item is kwargs, a tuple positional args, anything else the single argument."""
+    d, t, s, lst, none = f.map([{"x": 1, "y": 2}, (1, 2), "s", [1, 2], None])
+    assert (d.args, d.kwargs) == ((), {"x": 1, "y": 2})
+    assert (t.args, t.kwargs) == ((1, 2), {})
+    assert (s.args, lst.args, none.args) == (("s",), ([1, 2],), (None,))
+
+
+def test_map_accepts_any_iterable() -> None:
+    """map takes ranges and generators as well as lists; an empty iterable gives no jobs."""
+    assert f.map(range(3)).keys == f.map(x for x in range(3)).keys == f.map([0, 1, 2]).keys
+    assert len(f.map([])) == 0
+
+
+def test_map_items_holding_jobs_depend_on_them() -> None:
+    """Jobs inside dict or tuple items become deps and Ref placeholders (seed pipeline)."""
+    a = f(1)
+    d, t = f.map([{"data": a, "k": 1}, (a, 2)])
+    assert d.kwargs == {"data": Ref(a.key), "k": 1} and d.deps == (a,)
+    assert t.args == (Ref(a.key), 2) and t.deps == (a,)
+
+
+def test_map_over_a_job_array_is_element_wise() -> None:
+    """g.map(arr): element i takes element i of arr (unpacked at run time by the same rule)."""
+    arr = f.map([1, 2, 3])
+    out = g.map(arr)
+    assert len(out) == 3
+    for src, job in zip(arr, out, strict=True):
+        assert job.deps == (src,)
+        assert job.args == (MapItem(Ref(src.key)),) and job.kwargs == {}
+    assert g.map(list(arr)).keys == out.keys  # a list of jobs maps the same way
+    assert g.map(arr).keys != g(arr).key  # and differs from a fan-in
+
+
+def test_map_over_a_slice_is_element_wise_over_the_slice() -> None:
+    """arr[1:] is a JobArray; mapping over it pairs with its elements."""
+    arr = f.map(range(4))
+    assert [j.deps for j in g.map(arr[1:])] == [(x,) for x in arr.jobs[1:]]
+
+
+# --------------------------------------------------------------------------- jobs as args
+
+
+def test_jobs_nested_in_containers_are_dependencies() -> None:
+    """Jobs in lists, tuples, dicts, sets and frozensets (nested) are deps and Refs."""
+    a, b, c, d, e = (f(i) for i in range(5))
+    j = g([a, (b, {"k": c})], s={d}, fs=frozenset({e}), plain=[1, 2])
+    assert set(j.deps) == {a, b, c, d, e} and len(j.deps) == 5
+    assert j.args == ([Ref(a.key), (Ref(b.key), {"k": Ref(c.key)})],)
+    assert j.kwargs["s"] == {Ref(d.key)} and type(j.kwargs["s"]) is set
+    assert j.kwargs["fs"] == frozenset({Ref(e.key)}) and type(j.kwargs["fs"]) is frozenset
+    assert j.kwargs["plain"] == [1, 2]
+
+
+def test_containers_without_jobs_are_kept_as_is() -> None:
+    """Arguments holding no lazy value are stored unchanged (not copied)."""
+    data = {"big": list(range(10))}
+    assert f(data).args[0] is data
+
+
+def test_repeated_dependencies_are_listed_once() -> None:
+    """f(a, [a], {"k": a}) depends on a once."""
+    a = g(1)
+    assert f(a, [a], {"k": a}).deps == (a,)
+
+
+def test_job_array_argument_is_a_fan_in() -> None:
+    """A JobArray argument becomes RefList(keys) and depends on every element."""
+    arr = f.map(range(3))
+    j = g(arr)
+    assert j.args == (RefList(arr.keys),)
+    assert j.deps == arr.jobs
+
+
+def test_large_fan_in_builds_in_linear_time() -> None:
+    """A fan-in over 50,000 jobs builds fast (dask's grows quadratically)."""
+    arr = f.map(range(50_000))
+    start = time.perf_counter()
+    j = g(arr)
+    k = g(list(arr))
+    assert time.perf_counter() - start < 2.0
+    assert len(j.deps) == len(k.deps) == 50_000
+
+
+# --------------------------------------------------------------------------- views
+
+
+def test_indexing_and_attributes_give_views() -> None:
+    """job[i], job["k"] and job.attr return JobViews (chainable), never Jobs."""
+    a = f(1)
+    v = a["k"][0].attr
+    assert type(a[0]) is type(a["k"]) is type(a.attr) is type(v) is JobView
+    assert not isinstance(v, Job)
+    assert v.base is a and v.path == (("item", "k"), ("item", 0), ("attr", "attr"))
+    assert repr(v) == f"JobView({a.key}['k'][0].attr)"
+
+
+def test_private_attributes_are_not_views() -> None:
+    """job._x raises AttributeError (so copy/pickle protocols are not fooled)."""
+    with pytest.raises(AttributeError):
+        _ = f(1)._missing
+    with pytest.raises(AttributeError):
+        _ = f(1)[0]._missing
+
+
+def test_views_as_arguments_depend_on_the_base_job() -> None:
+    """A view argument is Ref(base key, path) and a dependency on the base only."""
+    a = f(1)
+    j = g(a[0], x=a.attr)
+    assert j.deps == (a,)
+    assert j.args == (Ref(a.key, (("item", 0),)),)
+    assert j.kwargs == {"x": Ref(a.key, (("attr", "attr"),))}
+    assert g(a[0]).key != g(a[1]).key != g(a).key
+
+
+def test_after_accepts_jobs_arrays_and_views() -> None:
+    """.after(job, array, view) orders after the job, every element, and the view's base."""
+    a, b = f(1), f(2)
+    arr = f.map([3, 4])
+    bound = g.after(a, arr, b[0])
+    assert isinstance(bound, Task) and bound is not g
+    j = bound(5)
+    assert j.order == (a, *arr.jobs, b) and j.deps == ()
+    assert g.after(a).after(b)(5).order == (a, b)
+    assert all(x.order == (a,) for x in g.after(a).map([1, 2]))
+    with pytest.raises(TypeError, match="after"):
+        g.after(5)
+
+
+# --------------------------------------------------------------------------- nout & length
+
+
+def test_nout_allows_iteration_len_and_mapping() -> None:
+    """A job called with nout=N iterates to N views, has len N, and maps element-wise."""
+    a = f(1, nout=3)
+    views = list(a)
+    assert len(a) == 3 and a.nout == 3
+    assert [v.path for v in views] == [(("item", i),) for i in range(3)]
+    arr = g.map(a)
+    assert len(arr) == 3
+    assert [j.args for j in arr] == [(MapItem(Ref(a.key, (("item", i),))),) for i in range(3)]
+    assert all(j.deps == (a,) for j in arr)
+    assert f(1, nout=3).key == a.key
+    assert len(g.map(f(1, nout=0))) == 0
+
+
+@pytest.mark.parametrize("nout", [-1, 1.5, "3", True])
+def test_bad_nout_is_rejected(nout: Any) -> None:
+    """nout must be a non-negative int."""
+    with pytest.raises(OptionTypeError, match="nout"):
+        f(1, nout=nout)
+
+
+def test_mapping_over_unknown_length_says_how_to_give_it() -> None:
+    """Mapping over a Job without nout (or a view) raises UnknownLengthError, a TypeError
+    whose message shows nout=N."""
+    a = f(1)
+    for src in (a, a[0]):
+        with pytest.raises(TypeError) as info:
+            g.map(src)
+        assert isinstance(info.value, UnknownLengthError)
+        assert "nout=" in str(info.value) and "length is unknown" in str(info.value)
+
+
+def test_len_and_iter_of_unknown_length_raise_type_error() -> None:
+    """len() and iter() of a Job without nout, or of any view, raise a TypeError."""
+    a = f(1)
+    for obj in (a, a[0]):
+        with pytest.raises(UnknownLengthError):
+            len(obj)
+        with pytest.raises(UnknownLengthError):
+            iter(obj)
+    with pytest.raises(TypeError, match="nout="):
+        list(a)
+
+
+# --------------------------------------------------------------------------- JobArray
+
+
+def test_job_array_is_a_sequence_of_jobs() -> None:
+    """len, iteration, indexing, slicing and keys of a JobArray."""
+    arr = f.map(range(4))
+    assert len(arr) == 4 and list(arr) == list(arr.jobs)
+    assert arr[1] == f(1) and arr[-1] == f(3)
+    assert type(arr[1:3]) is JobArray and arr[1:3].jobs == arr.jobs[1:3]
+    assert arr.keys == tuple(j.key for j in arr)
+    assert repr(arr) == "JobArray(f[4])" and repr(f.map([])) == "JobArray(empty[0])"
+
+
+# --------------------------------------------------------------------------- Task
+
+
+def test_task_pickles_by_function_resources_and_token() -> None:
+    """A Task survives (cloud)pickling with its function, resources, purity and token."""
+    t = pickle.loads(cloudpickle.dumps(g))
+    assert t.unwrapped(1) == g.unwrapped(1) and t.resources == g.resources
+    assert t.token == g.token and t(1).key == g(1).key
+
+
+def test_task_names_are_safe() -> None:
+    """A task's name keeps letters, digits and _ only (it names Slurm jobs and files)."""
+    assert task(lambda x: x).name == "lambda"
+    assert repr(f) == "Task(f)"
+
+
+def test_function_token_of_callables_without_code() -> None:
+    """Builtins and callable objects get a token too (stable for the same object)."""
+    assert function_token(len) == function_token(len) != function_token(abs)
+    assert task(len)([1]).key == task(len)([1]).key
