@@ -1,0 +1,159 @@
+"""Error types and remote re-raising (lazyslurm.errors)."""
+
+from __future__ import annotations
+
+import pytest
+
+from lazyslurm import errors
+from lazyslurm.errors import (
+    InvalidOptionError,
+    JobFailedError,
+    JobOutOfMemoryError,
+    JobTimeoutError,
+    LazySlurmError,
+    OptionTypeError,
+    SerializationError,
+    TaskCancelledError,
+    TaskError,
+    UnknownLengthError,
+    remote_error,
+)
+
+TB = 'Traceback (most recent call last):\n  File "w.py", line 3, in work\nValueError: bad\n'
+
+
+def make(original: BaseException | None, type_name: str = "ValueError") -> TaskError:
+    return remote_error(
+        original, type_name=type_name, message=str(original), task="work", key="work-abc123",
+        remote_traceback=TB,
+    )
+
+
+def test_all_is_sorted_and_every_error_is_a_lazyslurm_error() -> None:
+    """errors.__all__ is sorted; every exported class subclasses LazySlurmError."""
+    assert errors.__all__ == sorted(errors.__all__)
+    for name in errors.__all__:
+        obj = getattr(errors, name)
+        if isinstance(obj, type):
+            assert issubclass(obj, LazySlurmError), name
+
+
+@pytest.mark.parametrize(
+    ("cls", "builtin"),
+    [
+        (InvalidOptionError, ValueError),
+        (OptionTypeError, TypeError),
+        (UnknownLengthError, TypeError),
+        (SerializationError, TypeError),
+        (errors.ClusterConfigError, ValueError),
+        (errors.BackendError, RuntimeError),
+        (errors.SubmissionError, RuntimeError),
+        (errors.SSHHostKeyError, RuntimeError),
+        (JobFailedError, RuntimeError),
+        (JobTimeoutError, TimeoutError),
+        (JobOutOfMemoryError, MemoryError),
+        (errors.NodeFailError, JobFailedError),
+        (errors.JobCancelledError, JobFailedError),
+        (errors.DependencyNeverSatisfiedError, JobFailedError),
+        (TaskCancelledError, RuntimeError),
+    ],
+)
+def test_errors_subclass_the_builtin_a_caller_would_catch(
+    cls: type[Exception], builtin: type[Exception]
+) -> None:
+    """Each error is catchable as the natural builtin."""
+    assert issubclass(cls, builtin) and issubclass(cls, LazySlurmError)
+
+
+def test_remote_error_keeps_the_original_type() -> None:
+    """remote_error builds an instance of both the original type and TaskError."""
+    err = make(ValueError("bad"))
+    assert isinstance(err, ValueError) and isinstance(err, TaskError)
+    assert type(err).__name__ == "RemoteValueError"
+    with pytest.raises(ValueError, match="bad"):
+        raise err
+
+
+def test_remote_error_message_carries_task_key_and_traceback() -> None:
+    """The message names the task, the node key, the type and holds the remote traceback."""
+    err = make(ValueError("bad"))
+    text = str(err)
+    assert "'work'" in text and "work-abc123" in text and "ValueError: bad" in text
+    assert "remote traceback" in text and 'File "w.py", line 3' in text
+    assert (err.task, err.key, err.remote_traceback) == ("work", "work-abc123", TB)
+
+
+def test_remote_types_are_cached_per_original_type() -> None:
+    """Two remote ValueErrors share one class; a TaskError subclass is used as is."""
+    assert type(make(ValueError("a"))) is type(make(ValueError("b")))
+    assert type(make(KeyError("a"))) is not type(make(ValueError("a")))
+
+    class Mine(TaskError):
+        pass
+
+    assert type(make(Mine("x"), "Mine")) is Mine
+
+
+def test_remote_key_error_message_is_not_quoted() -> None:
+    """str() of a remote KeyError is the message itself, not its repr."""
+    err = make(KeyError("missing"), "KeyError")
+    assert isinstance(err, KeyError)
+    assert str(err).startswith("task 'work' (key work-abc123) raised KeyError")
+
+
+def test_remote_error_keeps_the_originals_attributes() -> None:
+    """Attributes a custom exception sets survive on the remote error."""
+
+    class Custom(Exception):
+        def __init__(self, msg: str, code: int) -> None:
+            super().__init__(msg)
+            self.code = code
+
+    err = make(Custom("boom", 7), "Custom")
+    assert isinstance(err, Custom) and isinstance(err, TaskError) and err.code == 7
+
+
+@pytest.mark.parametrize(
+    "original",
+    [UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"), OSError(2, "gone")],
+)
+def test_remote_error_of_builtin_types_with_special_layouts(original: Exception) -> None:
+    """Types with their own fields and __str__ still give a readable remote error."""
+    err = make(original, type(original).__name__)
+    assert isinstance(err, type(original)) and isinstance(err, TaskError)
+    assert str(err).startswith("task 'work'")
+
+
+def test_remote_error_without_original_is_a_plain_task_error() -> None:
+    """When the exception could not be unpickled, a TaskError carries its type name."""
+    err = make(None, "weird.ModuleError")
+    assert type(err) is TaskError
+    assert "weird.ModuleError" in str(err) and err.key == "work-abc123"
+
+
+def test_base_exceptions_are_not_subclassed() -> None:
+    """A remote KeyboardInterrupt-like BaseException is reported as a TaskError only."""
+    err = make(KeyboardInterrupt(), "KeyboardInterrupt")
+    assert type(err) is TaskError and not isinstance(err, KeyboardInterrupt)
+
+
+def test_job_failed_and_cancelled_errors_carry_their_fields() -> None:
+    """JobFailedError and TaskCancelledError keep their keyword fields."""
+    e = JobTimeoutError("late", job_id="12", array_index=3, state="TIMEOUT", exit_code="0:15",
+                        stderr_tail="...", key="k")
+    assert (e.job_id, e.array_index, e.state, e.exit_code, e.key) == ("12", 3, "TIMEOUT",
+                                                                      "0:15", "k")
+    c = TaskCancelledError("never ran", key="k2", cause_key="k")
+    assert (c.key, c.cause_key, str(c)) == ("k2", "k", "never ran")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="remote_error copies only __dict__: OSError's errno/strerror/filename (C-level "
+    "fields) are lost, so a remote FileNotFoundError has errno None",
+)
+def test_remote_os_error_keeps_errno_and_filename() -> None:
+    """A remote FileNotFoundError keeps errno, strerror and filename."""
+    err = make(FileNotFoundError(2, "No such file or directory", "/data/x"), "FileNotFoundError")
+    assert isinstance(err, FileNotFoundError)
+    assert (err.errno, err.strerror, err.filename) == (2, "No such file or directory", "/data/x")

@@ -1,0 +1,175 @@
+"""Run directory layout, placeholders, atomic writes and spec files (lazyslurm.store)."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import stat
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from strategies import plain_values
+
+from lazyslurm.store import (
+    MANIFEST,
+    MapItem,
+    Ref,
+    RefList,
+    RunPaths,
+    atomic_write,
+    encode_spec,
+    read_element,
+    read_json,
+    read_pickle,
+    write_json,
+    write_spec,
+)
+
+# --------------------------------------------------------------------------- placeholders
+
+
+def test_placeholders_compare_hash_and_pickle_by_value() -> None:
+    """Ref, RefList and MapItem are value objects that survive pickling."""
+    items = [Ref("a"), Ref("a", (("item", 0), ("attr", "x"))), RefList(("a", "b")),
+             MapItem(Ref("a", (("item", 1),)))]
+    for obj in items:
+        copy = pickle.loads(pickle.dumps(obj))
+        assert copy == obj and hash(copy) == hash(obj) and type(copy) is type(obj)
+    assert Ref("a") != Ref("b") != Ref("a", (("item", 0),))
+    assert RefList(("a",)) != RefList(("a", "b")) and MapItem(Ref("a")) != Ref("a")
+    assert repr(Ref("a")) == "Ref('a')" and repr(RefList(("a", "b"))) == "RefList(<2 keys>)"
+
+
+# --------------------------------------------------------------------------- layout
+
+
+def test_run_paths_layout() -> None:
+    """RunPaths places manifest, specs, results, errors and logs under the run directory;
+    a result of another run lives in a sibling run directory."""
+    p = RunPaths("/w/runs/r1")
+    assert p.manifest == Path("/w/runs/r1") / MANIFEST
+    assert p.spec("aj2") == Path("/w/runs/r1/specs/aj2.spec")
+    assert p.result("f-0a") == Path("/w/runs/r1/results/f-0a.pkl")
+    assert p.result("f-0a", run="r0") == Path("/w/runs/r0/results/f-0a.pkl")
+    assert p.error("f-0a") == Path("/w/runs/r1/errors/f-0a.pkl")
+    assert p.log("aj0", 7, "out") == Path("/w/runs/r1/logs/aj0_7.out")
+    assert p.log("aj0", 7, "err") == Path("/w/runs/r1/logs/aj0_7.err")
+
+
+def test_make_dirs_is_private_0700_and_idempotent(tmp_path: Path) -> None:
+    """make_dirs creates the run directory and its sub-directories with mode 0700."""
+    p = RunPaths(tmp_path / "work" / "runs" / "r1")
+    old = os.umask(0o022)
+    try:
+        p.make_dirs()
+        p.make_dirs()
+    finally:
+        os.umask(old)
+    for d in (p.root, *(p.root / s for s in ("specs", "results", "errors", "logs"))):
+        assert d.is_dir()
+        assert stat.S_IMODE(d.stat().st_mode) == 0o700, d
+
+
+def test_make_dirs_tightens_an_existing_run_directory(tmp_path: Path) -> None:
+    """A run directory that already exists with looser permissions becomes 0700."""
+    root = tmp_path / "r1"
+    root.mkdir(mode=0o755)
+    RunPaths(root).make_dirs()
+    assert stat.S_IMODE(root.stat().st_mode) == 0o700
+
+
+# --------------------------------------------------------------------------- atomic writes
+
+
+def test_atomic_write_replaces_content_and_leaves_no_temp_file(tmp_path: Path) -> None:
+    """atomic_write writes via a temporary file renamed into place; nothing else remains."""
+    target = tmp_path / "results" / "k.pkl"
+    target.parent.mkdir()
+    atomic_write(target, b"first")
+    atomic_write(target, b"second")
+    assert target.read_bytes() == b"second"
+    assert os.listdir(target.parent) == ["k.pkl"]
+
+
+def test_atomic_write_failure_keeps_old_content_and_cleans_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If the rename fails, the old file is untouched and the temporary file is removed."""
+    target = tmp_path / "k.pkl"
+    target.write_bytes(b"old")
+
+    def broken_replace(src: Any, dst: Any) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(target, b"new")
+    assert target.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["k.pkl"]
+
+
+def test_pickle_and_json_helpers_round_trip(tmp_path: Path) -> None:
+    """read_pickle reads cloudpickled files; write_json/read_json round-trip."""
+    (tmp_path / "r.pkl").write_bytes(cloudpickle.dumps({"a": [1, 2]}))
+    assert read_pickle(tmp_path / "r.pkl") == {"a": [1, 2]}
+    write_json(tmp_path / "m.json", {"b": 1, "a": [None]})
+    assert read_json(tmp_path / "m.json") == {"a": [None], "b": 1}
+
+
+# --------------------------------------------------------------------------- spec files
+
+
+def _element(key: str, value: Any) -> bytes:
+    return pickle.dumps((key, (value, Ref("up")), {"kw": MapItem(Ref("x"))}), protocol=5)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(plain_values(max_leaves=4), max_size=8))
+def test_spec_round_trip_reads_each_element(values: list[Any]) -> None:
+    """encode_spec then read_element(i) gives back the header and exactly element i."""
+    header = {"func": len, "task": "t", "retries": 1, "external": {"k": "r0"}}
+    blob = encode_spec(header, [_element(f"k{i}", v) for i, v in enumerate(values)])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "aj0.spec"
+        path.write_bytes(blob)
+        check_elements(path, header, values)
+
+
+def check_elements(path: Path, header: dict[str, Any], values: list[Any]) -> None:
+    for i, value in enumerate(values):
+        h, (key, args, kwargs) = read_element(path, i)
+        assert h == header
+        assert key == f"k{i}" and repr(args[0]) == repr(value) and args[1] == Ref("up")
+        assert kwargs == {"kw": MapItem(Ref("x"))}
+
+
+def test_write_spec_and_out_of_range(tmp_path: Path) -> None:
+    """write_spec writes atomically; an index outside the array raises IndexError."""
+    path = tmp_path / "aj1.spec"
+    write_spec(path, {"task": "t"}, (_element(f"k{i}", i) for i in range(3)))
+    assert read_element(path, 2)[1][0] == "k2"
+    for bad in (-1, 3):
+        with pytest.raises(IndexError, match="out of range"):
+            read_element(path, bad)
+    assert os.listdir(tmp_path) == ["aj1.spec"]
+
+
+def test_reading_a_non_spec_file_raises(tmp_path: Path) -> None:
+    """A file without the spec magic raises ValueError naming it."""
+    path = tmp_path / "bogus.spec"
+    path.write_bytes(b"not a spec at all")
+    with pytest.raises(ValueError, match="not a lazyslurm spec"):
+        read_element(path, 0)
+
+
+def test_empty_spec_has_no_elements(tmp_path: Path) -> None:
+    """A spec with only a header has no element 0."""
+    path = tmp_path / "e.spec"
+    path.write_bytes(encode_spec({"task": "t"}, []))
+    with pytest.raises(IndexError):
+        read_element(path, 0)
