@@ -1,0 +1,159 @@
+"""Import layering: errors <- graph <- planning <- backends <- compute; the runner apart.
+
+Each check runs in a fresh interpreter and reads ``sys.modules``.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import lazyslurm
+from lazyslurm.graph import task
+from lazyslurm.planning.encode import encode_run
+from lazyslurm.planning.planner import make_plan
+from lazyslurm.store import RunPaths, atomic_write
+
+PKG = Path(lazyslurm.__file__).resolve().parent
+REPO = PKG.parent
+HEAVY = ("paramiko", "networkx", "graphviz", "attrs")
+UPPER = ("lazyslurm.planning", "lazyslurm.backends", "lazyslurm.compute", "lazyslurm.cluster",
+         "lazyslurm.visualize")
+
+
+def loaded_after(code: str, **env: str) -> set[str]:
+    """The modules a fresh interpreter holds after running ``code``."""
+    script = f"{code}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), **env}
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=full_env, cwd=REPO
+    )
+    assert out.returncode == 0, out.stderr
+    return set(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def offenders(modules: set[str], prefixes: tuple[str, ...]) -> list[str]:
+    return sorted(m for m in modules if any(m == p or m.startswith(p + ".") for p in prefixes))
+
+
+# --------------------------------------------------------------------------- runner
+
+
+def test_importing_the_runner_stays_light() -> None:
+    """`import lazyslurm.runner` loads no paramiko, networkx, graphviz, attrs, graph or
+    planning code."""
+    mods = loaded_after("import lazyslurm.runner, lazyslurm.runner.__main__")
+    assert offenders(mods, (*HEAVY, "lazyslurm.graph", *UPPER)) == []
+
+
+@task
+def add(x: int, y: int = 0) -> int:
+    return x + y
+
+
+@task
+def boom(x: int) -> int:
+    raise KeyError(x)
+
+
+@pytest.mark.parametrize("fails", [False, True], ids=["ok", "failing"])
+def test_running_an_element_stays_light(tmp_path: Path, fails: bool) -> None:
+    """Running an element (placeholders, map items, a failure record) through the runner's
+    main loads no paramiko, networkx, graphviz, attrs, graph or planning code."""
+    a = add.map([(1, 2)])
+    job = (boom if fails else add).map(a)[0]
+    plan = make_plan([job], done={a[0].key: None})
+    paths = RunPaths(tmp_path / "runs" / "r1")
+    paths.make_dirs()
+    for rel, data in encode_run(plan, run_id="r1", outputs=[], by_value=True).items():
+        atomic_write(paths.root / rel, data)
+    atomic_write(paths.result(a[0].key), b"\x80\x05K\x03.")  # pickle of 3
+    code = (
+        "import sys\n"
+        "from lazyslurm.runner.__main__ import main\n"
+        f"code = main([{str(paths.root)!r}, 'aj0'])\n"
+        f"assert code == {int(fails)}, code\n"
+    )
+    mods = loaded_after(code, SLURM_ARRAY_TASK_ID="0")
+    assert offenders(mods, (*HEAVY, "lazyslurm.graph", *UPPER)) == []
+    assert (paths.error(job.key) if fails else paths.result(job.key)).exists()
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module a source file imports, at any level (function bodies too)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"{path}: relative import"
+            names.add(node.module or "")
+    return names
+
+
+@pytest.mark.parametrize(
+    "source", ["store.py", "errors.py", "runner/__init__.py", "runner/__main__.py"]
+)
+def test_runner_side_sources_import_only_stdlib_cloudpickle_store_errors(source: str) -> None:
+    """The runner, store and errors import (even lazily) only the standard library,
+    cloudpickle, lazyslurm.store, lazyslurm.errors and the runner itself."""
+    allowed_pkg = {"lazyslurm.store", "lazyslurm.errors", "lazyslurm.runner"}
+    for name in _imports(PKG / source):
+        top = name.split(".")[0]
+        if top == "lazyslurm":
+            assert name in allowed_pkg, f"{source} imports {name}"
+        else:
+            assert top in sys.stdlib_module_names or top == "cloudpickle", f"{source}: {name}"
+
+
+# --------------------------------------------------------------------------- layers
+
+
+def test_package_import_loads_no_submodule() -> None:
+    """`import lazyslurm` alone loads none of its submodules (names resolve on first use)."""
+    mods = loaded_after("import lazyslurm")
+    assert offenders(mods, ("lazyslurm",)) == ["lazyslurm"]
+
+
+def test_errors_import_nothing_from_the_package() -> None:
+    """`import lazyslurm.errors` loads only the package shell and the errors module."""
+    mods = loaded_after("import lazyslurm.errors")
+    assert offenders(mods, ("lazyslurm",)) == ["lazyslurm", "lazyslurm.errors"]
+    assert not any(n.split(".")[0] == "lazyslurm" for n in _imports(PKG / "errors.py"))
+
+
+def test_graph_does_not_import_planning_backends_or_compute() -> None:
+    """`import lazyslurm.graph` (and building a graph) loads no planning, backends, compute,
+    cluster, paramiko, networkx or graphviz."""
+    code = (
+        "import lazyslurm.graph\n"
+        "from lazyslurm.graph import task\n"
+        "t = task(mem='1G')(lambda x: x)\n"
+        "t.after(t(0)).map(t.map([1, 2]))\n"
+    )
+    mods = loaded_after(code)
+    assert offenders(mods, (*UPPER, "paramiko", "networkx", "graphviz")) == []
+
+
+def test_planning_does_not_import_backends_compute_or_paramiko() -> None:
+    """`import lazyslurm.planning` (planner, encode, sbatch) loads no backends, compute,
+    cluster, paramiko or graphviz."""
+    code = "import lazyslurm.planning, lazyslurm.planning.encode\n"
+    if (PKG / "planning" / "sbatch.py").exists():
+        code += "import lazyslurm.planning.sbatch\n"
+    mods = loaded_after(code)
+    prefixes = ("lazyslurm.backends", "lazyslurm.compute", "lazyslurm.cluster",
+                "lazyslurm.visualize", "paramiko", "graphviz")
+    assert offenders(mods, prefixes) == []
+
+
+def test_store_is_runner_side() -> None:
+    """`import lazyslurm.store` loads no graph, planning or heavy dependency."""
+    mods = loaded_after("import lazyslurm.store")
+    assert offenders(mods, (*HEAVY, "lazyslurm.graph", *UPPER)) == []
