@@ -8,7 +8,7 @@ from collections import defaultdict
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from strategies import Dag, dags
 
@@ -22,7 +22,7 @@ from lazyslurm.planning.planner import (
     make_plan,
 )
 
-PROPS = settings(max_examples=150, deadline=None)
+PROPS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 # --------------------------------------------------------------------------- helpers

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from strategies import Dag, dags
 
 from lazyslurm.graph import task
@@ -51,7 +51,7 @@ def test_collect_handles_deep_pipelines_without_recursion() -> None:
     assert keys(collect([j])) == keys(chain)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(dags())
 def test_collect_is_a_topological_order_of_exactly_the_needed_jobs(dag: Dag) -> None:
     """On random graphs, collect returns each needed job once, dependencies first."""
