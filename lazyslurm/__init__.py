@@ -17,15 +17,15 @@ _EXPORTS = {
     "JobArray": "lazyslurm.graph.core",
     "JobView": "lazyslurm.graph.core",
     "Plan": "lazyslurm.planning.planner",
-    "Run": "lazyslurm.compute",
+    "Run": "lazyslurm.execute",
     "Task": "lazyslurm.graph.core",
-    "compute": "lazyslurm.compute",
+    "compute": "lazyslurm.execute",
     "current_cluster": "lazyslurm.cluster",
     "errors": "lazyslurm.errors",
-    "plan": "lazyslurm.compute",
-    "submit": "lazyslurm.compute",
+    "plan": "lazyslurm.execute",
+    "submit": "lazyslurm.execute",
     "task": "lazyslurm.graph.core",
-    "visualize": "lazyslurm.visualize",
+    "visualize": "lazyslurm.draw",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -49,7 +49,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from lazyslurm import errors
     from lazyslurm.cluster import Cluster, current_cluster
-    from lazyslurm.compute import Run, compute, plan, submit
+    from lazyslurm.execute import Run, compute, plan, submit
     from lazyslurm.graph.core import Job, JobArray, JobView, Task, task
     from lazyslurm.planning.planner import Plan
-    from lazyslurm.visualize import visualize
+    from lazyslurm.draw import visualize

@@ -205,6 +205,9 @@ def remote_error(
     err = cls.__new__(cls)
     if original is not None:
         err.__dict__.update(getattr(original, "__dict__", {}))
+        if isinstance(original, OSError) and isinstance(err, OSError):  # C-level fields
+            err.errno, err.strerror = original.errno, original.strerror
+            err.filename, err.filename2 = original.filename, original.filename2
     Exception.__init__(err, text)
     err.task = task
     err.key = key

@@ -147,11 +147,6 @@ def test_job_failed_and_cancelled_errors_carry_their_fields() -> None:
     assert (c.key, c.cause_key, str(c)) == ("k2", "k", "never ran")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="remote_error copies only __dict__: OSError's errno/strerror/filename (C-level "
-    "fields) are lost, so a remote FileNotFoundError has errno None",
-)
 def test_remote_os_error_keeps_errno_and_filename() -> None:
     """A remote FileNotFoundError keeps errno, strerror and filename."""
     err = make(FileNotFoundError(2, "No such file or directory", "/data/x"), "FileNotFoundError")

@@ -63,7 +63,7 @@ def test_building_submits_nothing(tmp_path: Path) -> None:
         arr = inc.map(range(3))
         b = inc.after(arr).map(arr)
         c = inc([a, *b])
-        bad = [m for m in sys.modules if m.startswith(("lazyslurm.compute",
+        bad = [m for m in sys.modules if m.startswith(("lazyslurm.execute",
                "lazyslurm.backends", "lazyslurm.cluster", "lazyslurm.planning"))]
         print(bad, os.listdir("."))
         """,

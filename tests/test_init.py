@@ -46,23 +46,13 @@ def test_every_public_name_resolves() -> None:
     )
 
 
-SHADOWED = pytest.mark.xfail(
-    strict=True,
-    reason="lazyslurm/__init__.py: once the submodule lazyslurm.compute (or .visualize) is "
-    "imported -- by `from lazyslurm import plan`/`Run`, or by job.compute() -- the package "
-    "attribute is the module, PEP 562 __getattr__ never runs, and lazyslurm.compute is a "
-    "module instead of the function",
-)
-
-
-@SHADOWED
 @pytest.mark.parametrize(
     "code",
     [
         "from lazyslurm import plan, compute",
         "from lazyslurm import Run, submit, compute",
-        "import lazyslurm.compute\nfrom lazyslurm import compute",
-        "import lazyslurm.visualize\nfrom lazyslurm import visualize",
+        "import lazyslurm.execute\nfrom lazyslurm import compute",
+        "import lazyslurm.draw\nfrom lazyslurm import visualize",
     ],
 )
 def test_names_shadowed_by_submodules_still_resolve_to_functions(code: str) -> None:

@@ -23,8 +23,8 @@ from lazyslurm.store import RunPaths, atomic_write
 PKG = Path(lazyslurm.__file__).resolve().parent
 REPO = PKG.parent
 HEAVY = ("paramiko", "networkx", "graphviz", "attrs")
-UPPER = ("lazyslurm.planning", "lazyslurm.backends", "lazyslurm.compute", "lazyslurm.cluster",
-         "lazyslurm.visualize")
+UPPER = ("lazyslurm.planning", "lazyslurm.backends", "lazyslurm.execute", "lazyslurm.cluster",
+         "lazyslurm.draw")
 
 
 def loaded_after(code: str, **env: str) -> set[str]:
@@ -148,8 +148,8 @@ def test_planning_does_not_import_backends_compute_or_paramiko() -> None:
     if (PKG / "planning" / "sbatch.py").exists():
         code += "import lazyslurm.planning.sbatch\n"
     mods = loaded_after(code)
-    prefixes = ("lazyslurm.backends", "lazyslurm.compute", "lazyslurm.cluster",
-                "lazyslurm.visualize", "paramiko", "graphviz")
+    prefixes = ("lazyslurm.backends", "lazyslurm.execute", "lazyslurm.cluster",
+                "lazyslurm.draw", "paramiko", "graphviz")
     assert offenders(mods, prefixes) == []
 
 

@@ -411,9 +411,9 @@ def test_visualize_is_exported_and_the_error_listed():
 
 
 def test_importing_lazyslurm_does_not_import_graphviz():
-    """graphviz is imported when drawing, not when lazyslurm.visualize is imported."""
+    """graphviz is imported when drawing, not when lazyslurm.draw is imported."""
     code = (
-        "import sys, lazyslurm, lazyslurm.visualize; "
+        "import sys, lazyslurm, lazyslurm.draw; "
         "from lazyslurm import visualize; "
         "assert 'graphviz' not in sys.modules, 'graphviz imported'"
     )

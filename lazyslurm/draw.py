@@ -485,7 +485,7 @@ def visualize(
     (drawn greyed, ``cached``) and, if its backend is running, the array size limit; no
     backend is started. ``cached`` adds node keys (or jobs) to treat as computed.
     ``states`` maps node keys (or jobs) to PENDING, RUNNING, DONE, FAILED or CANCELLED;
-    ``run`` (a :class:`~lazyslurm.compute.Run`, also accepted among ``exprs``) draws that
+    ``run`` (a :class:`~lazyslurm.execute.Run`, also accepted among ``exprs``) draws that
     run's plan coloured by its last poll.
     """
     if level not in LEVELS:

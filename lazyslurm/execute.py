@@ -180,7 +180,7 @@ class Run:
 
     def visualize(self, **kwargs: Any) -> Any:
         """Draw this run's plan, coloured by the states of the last poll."""
-        from lazyslurm.visualize import visualize
+        from lazyslurm.draw import visualize
 
         return visualize(run=self, **kwargs)
 
