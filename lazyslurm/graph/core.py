@@ -380,18 +380,18 @@ class _Lazy:
 
     def compute(self, *, cluster: Any = None, **kwargs: Any) -> Any:
         """Run what this value needs and return its result."""
-        from lazyslurm.compute import compute
+        from lazyslurm.execute import compute
 
         return compute(self, cluster=cluster, **kwargs)[0]
 
     def wait(self, *, cluster: Any = None) -> None:
         """Compute what this value needs (seed style); results stay in the session."""
-        from lazyslurm.compute import compute
+        from lazyslurm.execute import compute
 
         compute(self, cluster=cluster, fetch=False)
 
     def visualize(self, **kwargs: Any) -> Any:
-        from lazyslurm.visualize import visualize
+        from lazyslurm.draw import visualize
 
         return visualize(self, **kwargs)
 
@@ -498,7 +498,7 @@ class Job(_Lazy):
 
     def logs(self, *, cluster: Any = None) -> tuple[str, str]:
         """``(stdout, stderr)`` of this job's last run in the session."""
-        from lazyslurm.compute import job_logs
+        from lazyslurm.execute import job_logs
 
         return job_logs(self, cluster=cluster)
 
