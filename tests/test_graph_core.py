@@ -164,8 +164,7 @@ def _defined(source: str) -> Any:
 
 
 def test_key_changes_when_the_functions_code_changes() -> None:
-    """Editing the function's body, constants or defaults changes the key; the same code
-    gives the same key."""
+    """Editing a function's body, constants or defaults changes the key; same code, same key."""
     v1 = _defined("def work(x):\n    return x + 1\n")
     v1_again = _defined("def work(x):\n    return x + 1\n")
     v2 = _defined("def work(x):\n    return x + 2\n")
@@ -406,8 +405,7 @@ def test_bad_nout_is_rejected(nout: Any) -> None:
 
 
 def test_mapping_over_unknown_length_says_how_to_give_it() -> None:
-    """Mapping over a Job without nout (or a view) raises UnknownLengthError, a TypeError
-    whose message shows nout=N."""
+    """Mapping over a Job without nout raises UnknownLengthError (TypeError) showing nout=N."""
     a = f(1)
     for src in (a, a[0]):
         with pytest.raises(TypeError) as info:

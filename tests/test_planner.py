@@ -98,8 +98,7 @@ def test_every_needed_node_is_planned_exactly_once(dag: Dag) -> None:
 @PROPS
 @given(dags())
 def test_every_data_and_ordering_edge_is_respected(dag: Dag) -> None:
-    """An upstream node runs in an earlier array job that its consumer's array job depends
-    on (aftercorr only to the same index), unless it is done."""
+    """Upstreams run in earlier array jobs their consumers depend on, unless done."""
     plan = plan_of(dag)
     pos = {aj.id: n for n, aj in enumerate(plan.array_jobs)}
     for c, p in dag.data | dag.order:
@@ -146,8 +145,7 @@ def test_no_array_job_mixes_tasks_resources_or_stages(dag: Dag) -> None:
 @PROPS
 @given(dags())
 def test_aftercorr_only_when_truly_element_wise(dag: Dag) -> None:
-    """A dependency is aftercorr exactly when element i needs only element i of an upstream
-    array of the same size (above 1: for single jobs afterok says the same); else afterok."""
+    """aftercorr exactly when element i needs only element i of an equal-size (>1) array."""
     plan = plan_of(dag)
     for aj in plan.array_jobs:
         for kind, up in aj.dependencies:
@@ -160,8 +158,7 @@ def test_aftercorr_only_when_truly_element_wise(dag: Dag) -> None:
 @PROPS
 @given(dags())
 def test_dependencies_are_real_earlier_and_after_is_ordering_only(dag: Dag) -> None:
-    """Every dependency comes from at least one edge, points to an earlier array job, and
-    ``after`` lists exactly the upstreams reached only through ordering edges."""
+    """Dependencies come from edges, point back, and `after` lists ordering-only ones."""
     plan = plan_of(dag)
     order_of = {aj.id: n for n, aj in enumerate(plan.array_jobs)}
     data_ups = defaultdict(set)

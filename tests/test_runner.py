@@ -143,8 +143,7 @@ def result(paths: RunPaths, job: Job) -> Any:
 
 
 def test_runs_a_plan_end_to_end_in_subprocesses(tmp_path: Path) -> None:
-    """Each element runs via `python -m lazyslurm.runner`: map items unpack by the map rule,
-    fan-ins get lists, views resolve in the consumer; results land under results/KEY.pkl."""
+    """A plan runs element by element via `python -m lazyslurm.runner`; results stored."""
     items = make_item.map([0, 1, 2])  # {"x": 0, "y": 1}, (1, 2), 2
     sums = add.map(items)  # add(x=0, y=1), add(1, 2), add(2)
     grand = total(sums)
@@ -162,8 +161,7 @@ def test_runs_a_plan_end_to_end_in_subprocesses(tmp_path: Path) -> None:
 
 
 def test_a_raising_task_writes_an_error_record_and_exits_1(tmp_path: Path) -> None:
-    """A task's exception is stored in errors/KEY.pkl (type, message, traceback, pickled
-    exception, task, key); the process exits 1 and writes no result."""
+    """A raising task writes errors/KEY.pkl (type, message, traceback) and exits 1."""
     job = fail("broken input")
     plan = make_plan([job])
     paths = write_run(tmp_path / "r1", plan)
@@ -258,8 +256,7 @@ def test_an_unpicklable_result_is_a_task_error(tmp_path: Path) -> None:
 
 
 def test_an_unpicklable_exception_keeps_type_name_and_message(tmp_path: Path) -> None:
-    """If the exception cannot be pickled, the record still has its type, message and
-    traceback (exception None)."""
+    """An unpicklable exception is recorded by type name, message and traceback."""
     job = fail_unpicklable()
     paths = write_run(tmp_path / "r1", make_plan([job]))
     assert run_element(str(paths.root), "aj0", 0) == EXIT_TASK_FAILED

@@ -49,8 +49,7 @@ def test_placeholders_compare_hash_and_pickle_by_value() -> None:
 
 
 def test_run_paths_layout() -> None:
-    """RunPaths places manifest, specs, results, errors and logs under the run directory;
-    a result of another run lives in a sibling run directory."""
+    """RunPaths lays out manifest, specs, results, errors and logs; other runs are siblings."""
     p = RunPaths("/w/runs/r1")
     assert p.manifest == Path("/w/runs/r1") / MANIFEST
     assert p.spec("aj2") == Path("/w/runs/r1/specs/aj2.spec")
