@@ -1,0 +1,931 @@
+"""Shells: run a bash script and move files, on this host (subprocess) or over SSH (paramiko).
+
+The Slurm backend talks to a cluster only through this small protocol, so the same code
+drives ``sbatch`` on a login node (:class:`LocalShell`) and from a laptop
+(:class:`SSHShell`). Every call is one *round trip*, counted in ``round_trips``:
+
+===================  ==============================  ==================================
+call                 :class:`LocalShell`             :class:`SSHShell`
+===================  ==============================  ==================================
+``run``              1 (one ``bash -c``)             1 (one exec)
+``put_files``        1, +1 with ``then``             2: one SFTP upload + one exec that
+                                                     unpacks and runs ``then``
+``read_files``       1 (direct reads)                1 (one exec streaming a tar)
+``home``             0                               1 the first time, then cached
+===================  ==============================  ==================================
+
+Conventions shared by both shells:
+
+- Scripts run with ``bash``; their stdin is ``input`` (or empty), never a terminal.
+  ``SSHShell`` starts in the remote home directory, ``LocalShell`` in the current one.
+- ``root`` arguments may start with ``~`` or ``~/`` (the home directory on that side).
+  Inside a script, quote paths with :func:`shell_path` (which keeps ``~`` working) or
+  :func:`shlex.quote`: everything that reaches a shell must be quoted.
+- File paths given to ``put_files``/``read_files`` are relative to ``root`` and may not be
+  absolute or contain ``..``. Directories are created mode 0700, files mode 0600.
+- A non-zero exit status is a result, not an error. :class:`~lazyslurm.errors.BackendError`
+  means the transport failed (cannot connect, connection lost, timeout, cannot write);
+  :class:`~lazyslurm.errors.SSHHostKeyError` means the server's host key is unknown or
+  changed. No password or key material ever goes into a script or an error message.
+"""
+
+from __future__ import annotations
+
+import base64
+import getpass
+import hashlib
+import io
+import logging
+import os
+import posixpath
+import re
+import secrets
+import select
+import shlex
+import signal
+import socket
+import subprocess
+import tarfile
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import attrs
+
+from lazyslurm.errors import BackendError, SSHHostKeyError
+from lazyslurm.store import atomic_write
+
+if TYPE_CHECKING:
+    import paramiko
+
+__all__ = ["CommandResult", "LocalShell", "SSHShell", "Shell", "shell_path"]
+
+log = logging.getLogger(__name__)
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_STAGE_PREFIX = ".lazyslurm-stage-"
+_SFTP_IDLE_TIMEOUT_S = 120.0  # longest wait for one SFTP reply before giving up
+_GZIP_LEVEL = 1  # fast: staged specs are small, and pickled arrays barely compress
+_MAX_ARG_BYTES = 64 * 1024  # longer local scripts go on stdin (see LocalShell.run)
+
+
+@attrs.frozen
+class CommandResult:
+    """Exit status and decoded output of one script (undecodable bytes become U+FFFD)."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    def check(self, what: str = "command") -> CommandResult:
+        """Return ``self`` if it succeeded, else raise :class:`BackendError` with its stderr.
+
+        >>> CommandResult(0, "1234\\n", "").check("sbatch").stdout
+        '1234\\n'
+        """
+        if self.returncode != 0:
+            detail = (self.stderr.strip() or self.stdout.strip())[-2000:] or "(no output)"
+            msg = f"{what} failed with exit status {self.returncode}: {detail}"
+            raise BackendError(msg)
+        return self
+
+
+@runtime_checkable
+class Shell(Protocol):
+    """Somewhere to run bash scripts and keep files: this host, or a cluster over SSH."""
+
+    round_trips: int
+
+    def run(
+        self, script: str, *, input: bytes | None = None, timeout_s: float | None = None
+    ) -> CommandResult:
+        """Run a bash script (one round trip).
+
+        Never raises on a non-zero exit; raises :class:`BackendError` if the transport
+        fails or ``timeout_s`` passes.
+        """
+
+    def put_files(
+        self, root: str, files: Mapping[str, bytes], *, then: str | None = None
+    ) -> CommandResult | None:
+        """Create ``root`` (0700, with parents) and write ``files`` into it in one transfer.
+
+        Sub-directories are created 0700 and files 0600. If ``then`` is given, run that
+        script afterwards (in the same round trip as the unpacking where possible) and
+        return its result; otherwise return ``None``.
+        """
+
+    def read_files(self, root: str, paths: Sequence[str]) -> dict[str, bytes]:
+        """Read the files (relative to ``root``) that exist, in one round trip.
+
+        Missing (or unreadable, or non-regular) files are left out.
+        """
+
+    def home(self) -> str:
+        """The absolute home directory on that side (cached)."""
+
+    def close(self) -> None:
+        """Release processes and connections (the shell reconnects if used again)."""
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def shell_path(path: str) -> str:
+    """Quote ``path`` for bash, keeping a leading ``~`` or ``~/`` meaning the home directory.
+
+    >>> shell_path("~/runs/a b")
+    '"$HOME"/\\'runs/a b\\''
+    >>> shell_path("/tmp/$(x)")
+    "'/tmp/$(x)'"
+    """
+    if path == "~":
+        return '"$HOME"'
+    if path.startswith("~/"):
+        rest = path[2:]
+        return '"$HOME"/' + (shlex.quote(rest) if rest else "")
+    return shlex.quote(path)
+
+
+def _check_root(root: str) -> str:
+    root = os.fspath(root)
+    if not root or "\0" in root:
+        msg = f"root must be a non-empty path without NUL bytes, got {root!r}"
+        raise ValueError(msg)
+    return root
+
+
+def _relative(path: str) -> str:
+    """Validate a path relative to a root and return it normalized (``a/./b`` -> ``a/b``)."""
+    if not isinstance(path, str):
+        msg = f"file paths must be str, got {type(path).__name__}"
+        raise TypeError(msg)
+    norm = posixpath.normpath(path) if path else ""
+    if (
+        not path
+        or "\0" in path
+        or path.startswith("/")
+        or norm in (".", "")
+        or ".." in norm.split("/")
+    ):
+        msg = f"file paths must be relative to the root, without '..': got {path!r}"
+        raise ValueError(msg)
+    return norm
+
+
+def _validated_files(files: Mapping[str, bytes]) -> list[tuple[str, bytes]]:
+    out: dict[str, bytes] = {}
+    for path, data in files.items():
+        rel = _relative(path)
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            msg = f"file contents must be bytes, got {type(data).__name__} for {path!r}"
+            raise TypeError(msg)
+        if rel in out:
+            msg = f"two file paths name the same file: {path!r}"
+            raise ValueError(msg)
+        out[rel] = bytes(data)
+    for rel in out:
+        parent = posixpath.dirname(rel)
+        while parent:
+            if parent in out:
+                msg = f"{parent!r} is both a file and a directory"
+                raise ValueError(msg)
+            parent = posixpath.dirname(parent)
+    return list(out.items())
+
+
+def _check_env(env: Mapping[str, str] | None) -> dict[str, str]:
+    env = dict(env or {})
+    for name, value in env.items():
+        if not isinstance(name, str) or not _ENV_NAME.match(name):
+            msg = f"environment variable names must be shell identifiers, got {name!r}"
+            raise ValueError(msg)
+        if not isinstance(value, str) or "\0" in value:
+            msg = f"environment variable {name} must be a str without NUL bytes"
+            raise ValueError(msg)
+    return env
+
+
+def _decode(data: bytes) -> str:
+    return data.decode("utf-8", errors="replace")
+
+
+def _tar_gz(files: Sequence[tuple[str, bytes]]) -> bytes:
+    """An in-memory tar.gz of ``files``: directories 0700, files 0600."""
+    now = int(time.time())
+    dirs: set[str] = set()
+    for rel, _ in files:
+        parent = posixpath.dirname(rel)
+        while parent:
+            dirs.add(parent)
+            parent = posixpath.dirname(parent)
+    buf = io.BytesIO()
+    with tarfile.open(
+        fileobj=buf, mode="w:gz", compresslevel=_GZIP_LEVEL, format=tarfile.PAX_FORMAT
+    ) as tf:
+        for d in sorted(dirs):
+            info = tarfile.TarInfo(d)
+            info.type = tarfile.DIRTYPE
+            info.mode = 0o700
+            info.mtime = now
+            tf.addfile(info)
+        for rel, data in files:
+            info = tarfile.TarInfo(rel)
+            info.size = len(data)
+            info.mode = 0o600
+            info.mtime = now
+            tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _untar(blob: bytes, wanted: Mapping[str, Sequence[str]]) -> dict[str, bytes]:
+    """Members of the tar ``blob`` that are regular files, under the names asked for."""
+    out: dict[str, bytes] = {}
+    with tarfile.open(fileobj=io.BytesIO(blob), mode="r:") as tf:
+        for member in tf:
+            names = wanted.get(posixpath.normpath(member.name))
+            if not names or not member.isfile():
+                continue
+            fh = tf.extractfile(member)
+            assert fh is not None
+            data = fh.read()
+            for name in names:
+                out[name] = data
+    return out
+
+
+def _make_private_dirs(path: Path) -> None:
+    """``mkdir -p`` with mode 0700 for every directory created (existing ones are kept)."""
+    missing = []
+    p = path
+    while not p.is_dir():
+        missing.append(p)
+        if p.parent == p:
+            break
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, 0o700)
+        except FileExistsError:
+            if not d.is_dir():
+                raise
+
+
+# --------------------------------------------------------------------------- local
+
+
+class LocalShell:
+    """Runs scripts with ``bash`` on this host and reads/writes files directly.
+
+    ``env`` is merged over ``os.environ`` for every script (e.g. ``SLURM_CONF``). A
+    script runs as ``bash -c SCRIPT``; one over 64 KiB is read from stdin ahead of
+    ``input`` instead (Linux limits one argument to 128 KiB).
+    ``round_trips`` counts every call (``run``, ``put_files``, ``read_files``), and a
+    ``put_files`` with ``then`` counts 2, as over SSH.
+    """
+
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+        self.env = _check_env(env)
+        self.round_trips = 0
+
+    def __repr__(self) -> str:
+        return f"LocalShell(env={sorted(self.env)})"
+
+    def __enter__(self) -> LocalShell:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def run(
+        self, script: str, *, input: bytes | None = None, timeout_s: float | None = None
+    ) -> CommandResult:
+        self.round_trips += 1
+        env = {**os.environ, **self.env}
+        body = script.encode()
+        if len(body) > _MAX_ARG_BYTES:  # one argv string is limited to 128 KiB on Linux
+            argv = ["bash", "-c", f'eval "$(head -c {len(body)})"']
+            input = body + (input or b"")
+        else:
+            argv = ["bash", "-c", script]
+        try:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE if input else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env,
+                start_new_session=True,  # so a timeout can kill the whole process group
+            )
+        except OSError as exc:
+            msg = f"cannot start bash: {exc}"
+            raise BackendError(msg) from exc
+        try:
+            out, err = proc.communicate(input or None, timeout=timeout_s)
+        except subprocess.TimeoutExpired as exc:
+            _kill_group(proc)
+            msg = f"local command timed out after {timeout_s} s"
+            raise BackendError(msg) from exc
+        except BaseException:  # KeyboardInterrupt: do what the terminal would have done
+            _kill_group(proc)
+            raise
+        return CommandResult(proc.returncode, _decode(out), _decode(err))
+
+    def put_files(
+        self, root: str, files: Mapping[str, bytes], *, then: str | None = None
+    ) -> CommandResult | None:
+        items = _validated_files(files)
+        base = Path(os.path.expanduser(_check_root(root)))
+        self.round_trips += 1
+        try:
+            _make_private_dirs(base)
+            for rel, data in items:
+                target = base / rel
+                _make_private_dirs(target.parent)
+                atomic_write(target, data)  # temp file (0600) + rename
+        except OSError as exc:
+            msg = f"cannot write files into {root}: {exc}"
+            raise BackendError(msg) from exc
+        return None if then is None else self.run(then)
+
+    def read_files(self, root: str, paths: Sequence[str]) -> dict[str, bytes]:
+        wanted = [(p, _relative(p)) for p in paths]
+        base = Path(os.path.expanduser(_check_root(root)))
+        self.round_trips += 1
+        out = {}
+        for name, rel in wanted:
+            try:
+                out[name] = (base / rel).read_bytes()
+            except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError):
+                pass
+            except OSError as exc:
+                msg = f"cannot read {base / rel}: {exc}"
+                raise BackendError(msg) from exc
+        return out
+
+    def home(self) -> str:
+        return os.path.expanduser("~")
+
+    def close(self) -> None:
+        pass
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        proc.communicate(timeout=5)
+    except subprocess.TimeoutExpired:  # a grandchild escaped the group and holds a pipe
+        for fh in (proc.stdout, proc.stderr):
+            if fh is not None:
+                fh.close()
+        proc.wait()
+
+
+# --------------------------------------------------------------------------- SSH
+
+
+class SSHShell:
+    """Runs scripts and moves files on a remote host over one paramiko connection.
+
+    - **Host keys** are checked against ``known_hosts`` (a path or a list of paths; by
+      default ``~/.ssh/known_hosts`` and ``/etc/ssh/ssh_known_hosts``). An unknown host
+      raises :class:`~lazyslurm.errors.SSHHostKeyError` saying how to trust it; a changed
+      key always does. ``allow_unknown_hosts=True`` trusts an unknown key for the life of
+      this object only (it is never written to a file); after the first connection the
+      key is pinned, so a reconnect to a different key is refused.
+    - **Authentication**: ``key_filename`` (a path or list of paths) first, then the
+      ssh-agent (``allow_agent``); the default ``~/.ssh/id_*`` keys are tried only when no
+      key file is given. ``~/.ssh/config`` is not read.
+    - **Connection**: opened on first use, kept alive every ``keepalive_s`` seconds, and
+      re-opened transparently if it dropped between actions (or if opening a channel
+      fails once). A command that was running when the connection died is never retried:
+      that raises :class:`~lazyslurm.errors.BackendError`.
+    - **Scripts** are sent on the command's stdin (ahead of ``input``) and run by the
+      remote ``bash`` whatever the login shell is, with ``env`` exported first; there is no
+      command-line length limit. Output printed by the login shell's startup files is
+      discarded. Commands run without a terminal, so when ``timeout_s`` passes the
+      channel is closed but the remote process is not signalled: keep remote scripts
+      bounded (or wrap them in ``timeout``). Several threads may run commands at once
+      over the one connection.
+    - **Latency**: the socket has ``TCP_NODELAY`` set. Without it, Nagle's algorithm and
+      delayed ACKs cost ~40 ms per exec (measured on loopback: 50 ms -> 5 ms).
+    - **Files** go up as one tar.gz over SFTP into a private (0700) staging directory in
+      the remote home, unpacked by the exec that then runs ``then``; they come back as a
+      tar streamed by one exec. ``round_trips`` counts each exec and each SFTP upload;
+      ``connects`` counts connections opened.
+    """
+
+    def __init__(
+        self,
+        hostname: str,
+        port: int = 22,
+        username: str | None = None,
+        key_filename: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
+        known_hosts: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
+        allow_unknown_hosts: bool = False,
+        connect_timeout_s: float = 10,
+        keepalive_s: float = 30,
+        env: Mapping[str, str] | None = None,
+        *,
+        allow_agent: bool = True,
+    ) -> None:
+        if not hostname:
+            msg = "hostname must be a non-empty string"
+            raise ValueError(msg)
+        self.hostname = hostname
+        self.port = int(port)
+        self.username = username or getpass.getuser()
+        self.key_filenames = _paths(key_filename)
+        self._default_known_hosts = known_hosts is None
+        self.known_hosts = (
+            [os.path.expanduser("~/.ssh/known_hosts"), "/etc/ssh/ssh_known_hosts"]
+            if known_hosts is None
+            else _paths(known_hosts)
+        )
+        self.allow_unknown_hosts = bool(allow_unknown_hosts)
+        self.allow_agent = bool(allow_agent)
+        self.connect_timeout_s = float(connect_timeout_s)
+        self.keepalive_s = float(keepalive_s)
+        self.env = _check_env(env)
+        self.round_trips = 0
+        self.connects = 0
+        self._exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in self.env.items())
+        self._mark = f"lazyslurm{secrets.token_hex(8)}mark"
+        self._lock = threading.RLock()
+        self._client: paramiko.SSHClient | None = None
+        self._sftp: paramiko.SFTPClient | None = None
+        self._sftp_home: str | None = None
+        self._home: str | None = None
+        self._pinned: paramiko.PKey | None = None
+
+    # -- identity, context manager
+    @property
+    def _where(self) -> str:
+        return f"{self.username}@{self.hostname}:{self.port}"
+
+    @property
+    def _host_key_name(self) -> str:
+        return self.hostname if self.port == 22 else f"[{self.hostname}]:{self.port}"
+
+    def __repr__(self) -> str:
+        return f"SSHShell({self._where})"
+
+    def __enter__(self) -> SSHShell:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the protocol
+    def run(
+        self, script: str, *, input: bytes | None = None, timeout_s: float | None = None
+    ) -> CommandResult:
+        code, out, err = self._exec(script, input, timeout_s)
+        return CommandResult(code, _decode(out), _decode(err))
+
+    def put_files(
+        self, root: str, files: Mapping[str, bytes], *, then: str | None = None
+    ) -> CommandResult | None:
+        items = _validated_files(files)
+        qroot = shell_path(_check_root(root))
+        stage = self._upload(_tar_gz(items)) if items else None
+        fail = f"{self._mark}unpack"
+        lines = ["__lz_err=$( ( umask 077 && mkdir -p -- " + qroot]
+        if stage is not None:
+            qstage = shlex.quote(stage)
+            lines[0] += f" && tar --no-same-owner -xzf {qstage}/files.tar.gz -C {qroot}"
+        lines[0] += " ) 2>&1 ); __lz_rc=$?"
+        if stage is not None:
+            lines.append(f"rm -rf -- {qstage}")
+            # leftovers of uploads whose unpacking never ran (connection lost in between)
+            base = shlex.quote(posixpath.dirname(stage))
+            lines.append(
+                f"find {base} -maxdepth 1 -name '{_STAGE_PREFIX}*' -mmin +1440 "
+                "-exec rm -rf -- {} + 2>/dev/null"
+            )
+        lines += [
+            'if [ "$__lz_rc" -ne 0 ]; then',
+            f"""  printf '%s\\n%s\\n' {fail} "$__lz_err" >&2; exit 1""",
+            "fi",
+            "unset __lz_err __lz_rc",
+            then or "",
+        ]
+        res = self.run("\n".join(lines))
+        if res.returncode == 1 and res.stderr.startswith(fail):
+            detail = res.stderr[len(fail) :].strip() or "(no message)"
+            msg = f"could not create {root} or unpack files into it on {self._where}: {detail}"
+            raise BackendError(msg)
+        if then is None:
+            if res.returncode != 0:
+                msg = f"unpacking files into {root} on {self._where} failed: {res.stderr.strip()}"
+                raise BackendError(msg)
+            return None
+        return res
+
+    def read_files(self, root: str, paths: Sequence[str]) -> dict[str, bytes]:
+        wanted: dict[str, list[str]] = {}
+        for p in paths:
+            wanted.setdefault(_relative(p), []).append(p)
+        qroot = shell_path(_check_root(root))
+        if not wanted:
+            return {}
+        script = (
+            f"cd -- {qroot} 2>/dev/null || exit 0\n"
+            "while IFS= read -r -d '' f; do\n"
+            """  [ -f "$f" ] && [ -r "$f" ] && printf './%s\\0' "$f"\n"""
+            "done |\n"
+            "  tar -chf - --ignore-failed-read --null --no-unquote -T - 2>/dev/null\n"
+            "exit 0\n"
+        )
+        listing = b"".join(rel.encode() + b"\0" for rel in wanted)
+        _, out, err = self._exec(script, listing, None)
+        if not out:
+            return {}
+        try:
+            return _untar(out, wanted)
+        except tarfile.TarError as exc:
+            msg = f"could not read files from {root} on {self._where}: {exc}; {_decode(err)[-500:]}"
+            raise BackendError(msg) from exc
+
+    def home(self) -> str:
+        if self._home is None:
+            res = self.run('printf "%s" "$HOME"')
+            home = res.stdout.strip()
+            if res.returncode != 0 or not home.startswith("/"):
+                msg = f"cannot find the home directory on {self._where}: {res.stderr.strip()}"
+                raise BackendError(msg)
+            self._home = home
+        return self._home
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop_connection()
+
+    # -- connection
+    def _drop_connection(self) -> None:
+        sftp, client = self._sftp, self._client
+        self._sftp = self._client = None
+        for thing in (sftp, client):
+            if thing is not None:
+                try:
+                    thing.close()
+                except Exception:  # closing a dead connection: nothing left to release
+                    log.debug("error closing %r", thing, exc_info=True)
+
+    def _transport(self) -> paramiko.Transport:
+        """The live transport, connecting (again) if there is none."""
+        with self._lock:
+            client = self._client
+            transport = client.get_transport() if client is not None else None
+            if transport is None or not transport.is_active():
+                self._drop_connection()
+                client = self._connect()
+                self._client = client
+                transport = client.get_transport()
+                assert transport is not None
+            return transport
+
+    def _connect(self) -> paramiko.SSHClient:
+        import paramiko
+
+        t0 = time.perf_counter()
+        client = paramiko.SSHClient()
+        missing_files = []
+        for path in self.known_hosts:
+            try:
+                client.load_system_host_keys(path)  # read-only: never rewritten by paramiko
+            except FileNotFoundError:
+                missing_files.append(path)
+            except (OSError, paramiko.SSHException) as exc:
+                client.close()
+                msg = f"cannot read known_hosts file {path}: {exc}"
+                raise BackendError(msg) from exc
+        if self._pinned is not None:  # the key seen on the first connection of this object
+            client.get_host_keys().add(self._host_key_name, self._pinned.get_name(), self._pinned)
+        client.set_missing_host_key_policy(_missing_host_key_policy(self, missing_files))
+        t = self.connect_timeout_s
+        sock = None
+        try:
+            sock = socket.create_connection((self.hostname, self.port), timeout=t)
+            # without this, Nagle's algorithm and delayed ACKs add ~40 ms to every exec
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            client.connect(
+                self.hostname,
+                port=self.port,
+                username=self.username,
+                key_filename=self.key_filenames or None,
+                allow_agent=self.allow_agent,
+                look_for_keys=not self.key_filenames,
+                timeout=t,
+                banner_timeout=t,
+                auth_timeout=t,
+                sock=sock,
+            )
+        except BaseException as exc:
+            client.close()
+            if sock is not None:
+                sock.close()
+            if isinstance(exc, SSHHostKeyError) or not isinstance(exc, Exception):
+                raise
+            raise self._connect_error(exc) from exc
+        transport = client.get_transport()
+        assert transport is not None
+        if self.keepalive_s > 0:
+            transport.set_keepalive(max(1, round(self.keepalive_s)))
+        self._pinned = transport.get_remote_server_key()
+        self.connects += 1
+        log.debug("connected to %s in %.3f s", self._where, time.perf_counter() - t0)
+        return client
+
+    def _connect_error(self, exc: Exception) -> BackendError:
+        """The error to raise for a failed connect (never showing key material)."""
+        import paramiko
+
+        if isinstance(exc, paramiko.BadHostKeyException):
+            return SSHHostKeyError(self._changed_key_message(exc.key, exc.expected_key))
+        if isinstance(exc, paramiko.PasswordRequiredException):
+            msg = (
+                f"cannot log in to {self._where}: the key file is encrypted with a passphrase; "
+                "load it into ssh-agent (ssh-add) and leave key_filename unset"
+            )
+            return BackendError(msg)
+        if isinstance(exc, paramiko.AuthenticationException):
+            return BackendError(self._auth_failed_message())
+        if isinstance(exc, paramiko.SSHException):
+            msg = f"SSH connection to {self._where} failed: {type(exc).__name__}: {exc}"
+            return BackendError(msg)
+        if isinstance(exc, FileNotFoundError) and exc.filename:  # a key file
+            return BackendError(
+                f"cannot log in to {self._where}: key file not found: {exc.filename}"
+            )
+        if isinstance(exc, (OSError, EOFError)):
+            reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+            return BackendError(f"cannot connect to {self._where}: {reason}")
+        return BackendError(f"SSH connection to {self._where} failed: {type(exc).__name__}")
+
+    def _unknown_host_message(self, key: paramiko.PKey, missing_files: Sequence[str]) -> str:
+        files = [f for f in self.known_hosts if f not in missing_files]
+        where = ", ".join(files) if files else "no known_hosts file (none of them exist)"
+        if self._default_known_hosts or len(self.known_hosts) != 1:
+            target = "~/.ssh/known_hosts"
+        else:
+            target = shlex.quote(self.known_hosts[0])
+        port = f"-p {self.port} " if self.port != 22 else ""
+        host = shlex.quote(self.hostname)
+        return (
+            f"SSH host key of {self._host_key_name} is unknown (checked {where}); the "
+            f"server offered a {key.get_name()} key with fingerprint {_fingerprint(key)}. "
+            f"To trust it, first check that fingerprint with the cluster's admins, then add "
+            f"it to known_hosts, e.g. `ssh-keyscan {port}{host} >> {target}` (or log in once "
+            f"with `ssh {port}{shlex.quote(self.username)}@{host}`), or pass known_hosts=... "
+            "naming a file that has it, or pass allow_unknown_hosts=True to trust whatever "
+            "key the server presents (for this session only; not recommended)"
+        )
+
+    def _changed_key_message(self, got: paramiko.PKey, expected: paramiko.PKey) -> str:
+        return (
+            f"SSH host key of {self._host_key_name} does NOT match the one in known_hosts "
+            f"(expected {expected.get_name()} {_fingerprint(expected)}, got {got.get_name()} "
+            f"{_fingerprint(got)}). Someone may be intercepting the connection, or the host "
+            "was reinstalled. If the change is expected, remove the old entry with "
+            f"`ssh-keygen -R {shlex.quote(self._host_key_name)}` and add the new key"
+        )
+
+    def _auth_failed_message(self) -> str:
+        tried = []
+        if self.key_filenames:
+            tried.append("key file " + ", ".join(self.key_filenames))
+        if self.allow_agent:
+            tried.append("ssh-agent")
+        if not self.key_filenames:
+            tried.append("default keys in ~/.ssh")
+        return (
+            f"SSH authentication failed for {self._where} (tried {' then '.join(tried)}); "
+            "check username= and key_filename=, and that the public key is in the remote "
+            "~/.ssh/authorized_keys"
+        )
+
+    def _open_channel(self) -> paramiko.Channel:
+        """A new session channel; on failure, reconnect once and try again."""
+        import paramiko
+
+        for attempt in (1, 2):
+            transport = self._transport()
+            try:
+                return transport.open_session(timeout=self.connect_timeout_s)
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                if attempt == 2:
+                    msg = f"cannot open an SSH channel to {self._where}: {exc}"
+                    raise BackendError(msg) from exc
+                log.debug("channel open failed (%s); reconnecting", exc)
+                with self._lock:
+                    self._drop_connection()
+        raise AssertionError("unreachable")
+
+    # -- commands
+    def _exec(
+        self, script: str, input: bytes | None, timeout_s: float | None
+    ) -> tuple[int, bytes, bytes]:
+        """Run ``script`` with bash; return (exit status, stdout, stderr) as bytes.
+
+        The command line is fixed and short (``bash -c '...'``, valid in any login shell);
+        the script itself travels on stdin ahead of ``input``, read with ``head -c``.
+        Both output streams start with a marker, and what comes before it (printed by the
+        login shell's startup files) is dropped.
+        """
+        body = (self._exports + script).encode()
+        m = self._mark
+        inner = f'printf %s {m}; printf %s {m} >&2; eval "$(head -c {len(body)})"'
+        command = "bash -c " + shlex.quote(inner)
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        chan = self._open_channel()
+        with self._lock:
+            self.round_trips += 1
+        try:
+            try:
+                chan.exec_command(command)
+            except Exception as exc:
+                msg = f"cannot start a command on {self._where}: {exc}"
+                raise BackendError(msg) from exc
+            writer = _Writer(chan, body + (input or b""))
+            writer.start()
+            out, err = bytearray(), bytearray()
+            while True:
+                got = False
+                while chan.recv_ready():
+                    out += chan.recv(1 << 16)
+                    got = True
+                while chan.recv_stderr_ready():
+                    err += chan.recv_stderr(1 << 16)
+                    got = True
+                if got:
+                    continue
+                if chan.eof_received or chan.closed:
+                    break
+                select.select([chan], [], [], _remaining(deadline, timeout_s, self._where))
+            while chan.recv_ready():  # arrived between the checks above and the EOF
+                out += chan.recv(1 << 16)
+            while chan.recv_stderr_ready():
+                err += chan.recv_stderr(1 << 16)
+            if not chan.status_event.wait(_remaining(deadline, timeout_s, self._where)):
+                _remaining(deadline, timeout_s, self._where, final=True)
+            code = chan.recv_exit_status()
+            transport = chan.get_transport()
+            if code == -1 and (transport is None or not transport.is_active()):
+                msg = (
+                    f"the connection to {self._where} was lost while a command ran; "
+                    "it may or may not have completed"
+                )
+                raise BackendError(msg)
+            writer.join(1)
+        finally:
+            chan.close()
+        return code, _after_mark(bytes(out), m), _after_mark(bytes(err), m)
+
+    # -- files
+    def _sftp_client(self) -> paramiko.SFTPClient:
+        import paramiko
+
+        with self._lock:
+            transport = self._transport()
+            sftp = self._sftp
+            if sftp is not None and not sftp.get_channel().closed:
+                return sftp
+            for attempt in (1, 2):
+                try:
+                    sftp = paramiko.SFTPClient.from_transport(transport)
+                    if sftp is None:
+                        raise paramiko.SSHException("the server refused the SFTP subsystem")
+                    break
+                except (paramiko.SSHException, EOFError, OSError) as exc:
+                    if attempt == 2:
+                        msg = f"cannot open SFTP to {self._where}: {exc}"
+                        raise BackendError(msg) from exc
+                    self._drop_connection()
+                    transport = self._transport()
+            sftp.get_channel().settimeout(_SFTP_IDLE_TIMEOUT_S)
+            self._sftp = sftp
+            return sftp
+
+    def _upload(self, blob: bytes) -> str:
+        """Upload ``blob`` into a new private staging directory; return its absolute path.
+
+        One SFTP transfer (counted as one round trip). An upload is idempotent, so a
+        connection lost during it is retried once on a new connection.
+        """
+        import paramiko
+
+        for attempt in (1, 2):
+            sftp = self._sftp_client()
+            with self._lock:
+                self.round_trips += 1
+            stage = None
+            try:
+                if self._sftp_home is None:
+                    self._sftp_home = sftp.normalize(".")
+                stage = posixpath.join(self._sftp_home, _STAGE_PREFIX + secrets.token_hex(8))
+                sftp.mkdir(stage, mode=0o700)
+                with sftp.open(f"{stage}/files.tar.gz", "wb") as fh:
+                    fh.set_pipelined(True)
+                    fh.write(blob)
+                return stage
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                self._remove_stage(sftp, stage)
+                transport = sftp.get_channel().get_transport()
+                lost = not transport.is_active() or sftp.get_channel().closed
+                if attempt == 2 or not lost:
+                    msg = f"uploading files to {self._where} over SFTP failed: {exc}"
+                    raise BackendError(msg) from exc
+                log.debug("upload failed (%s); reconnecting", exc)
+                with self._lock:
+                    self._drop_connection()
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _remove_stage(sftp: paramiko.SFTPClient, stage: str | None) -> None:
+        if stage is None:
+            return
+        for op, path in ((sftp.remove, f"{stage}/files.tar.gz"), (sftp.rmdir, stage)):
+            try:
+                op(path)
+            except Exception:  # best effort: old stages are swept by the next put_files
+                log.debug("could not remove %s", path, exc_info=True)
+
+
+class _Writer(threading.Thread):
+    """Feeds a channel's stdin, then sends EOF (in a thread, so output is read meanwhile)."""
+
+    def __init__(self, chan: paramiko.Channel, data: bytes) -> None:
+        super().__init__(daemon=True, name="lazyslurm-ssh-stdin")
+        self.chan = chan
+        self.data = data
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            if self.data:
+                self.chan.sendall(self.data)
+            self.chan.shutdown_write()
+        except Exception as exc:  # the command exited without reading all of its input
+            self.error = exc
+
+
+def _remaining(
+    deadline: float | None, timeout_s: float | None, where: str, final: bool = False
+) -> float | None:
+    if deadline is None:
+        return None
+    left = deadline - time.monotonic()
+    if left <= 0 or final:
+        msg = f"remote command on {where} timed out after {timeout_s} s"
+        raise BackendError(msg)
+    return left
+
+
+def _after_mark(data: bytes, mark: str) -> bytes:
+    i = data.find(mark.encode())
+    return data if i < 0 else data[i + len(mark) :]
+
+
+def _fingerprint(key: paramiko.PKey) -> str:
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def _paths(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, (str, os.PathLike)):
+        value = [value]
+    return [os.path.expanduser(os.fspath(v)) for v in value]
+
+
+def _missing_host_key_policy(shell: SSHShell, missing_files: Sequence[str]) -> Any:
+    """Reject unknown host keys with a helpful message, or accept them in memory if allowed."""
+    import paramiko
+
+    class _Policy(paramiko.MissingHostKeyPolicy):
+        def missing_host_key(
+            self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
+        ) -> None:
+            if shell.allow_unknown_hosts:
+                log.warning(
+                    "trusting unknown SSH host key %s %s of %s (allow_unknown_hosts=True)",
+                    key.get_name(),
+                    _fingerprint(key),
+                    hostname,
+                )
+                client.get_host_keys().add(hostname, key.get_name(), key)
+                return
+            raise SSHHostKeyError(shell._unknown_host_message(key, missing_files))
+
+    return _Policy()
