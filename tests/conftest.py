@@ -6,6 +6,7 @@ import os
 import tempfile
 
 import pytest
+from fixtures_cluster import cluster_env  # noqa: F401 - the real test cluster, as a fixture
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -1,0 +1,479 @@
+"""Slurm, on this host (subprocess) or over SSH (paramiko): one backend over a ``Shell``.
+
+Slurm does all the scheduling. Per action, one round trip:
+- start: one transfer of the spec files, job scripts and submission script, whose
+  execution submits every array job ``--hold`` and releases them together;
+- poll: one command for the whole run: ``sacct`` (or ``squeue`` on clusters without
+  accounting) plus a listing of the run's result and error files, which are the first
+  truth for finished elements (sacct lags by seconds);
+- read_files: one transfer; cancel: one ``scancel``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from lazyslurm.backends.base import (
+    CANCELLED,
+    DONE,
+    FAILED,
+    PENDING,
+    RUNNING,
+    ArrayJobInfo,
+    ElementFailure,
+    RunHandle,
+    Snapshot,
+    sleep_until_change,
+)
+from lazyslurm.backends.shell import LocalShell, Shell, SSHShell
+from lazyslurm.errors import BackendError, ClusterConfigError, SubmissionError
+from lazyslurm.graph.resources import Resources
+from lazyslurm.planning.planner import AFTERCORR, DEFAULT_MAX_ARRAY_SIZE
+from lazyslurm.planning.sbatch import (
+    IDS_MARKER,
+    SUBMIT_FAILED_MARKER,
+    SbatchJob,
+    job_script,
+    sbatch_flags,
+    submit_script,
+)
+
+__all__ = ["SlurmBackend", "make_slurm_backend", "parse_array_ids", "parse_status"]
+
+# Slurm states grouped by what they mean for us. Anything else is treated as a terminal
+# failure, so that waiting never loops forever on a state we do not know.
+_ACTIVE = {
+    "PENDING": PENDING,
+    "REQUEUED": PENDING,
+    "REQUEUE_HOLD": PENDING,
+    "REQUEUE_FED": PENDING,
+    "RESV_DEL_HOLD": PENDING,
+    "RUNNING": RUNNING,
+    "CONFIGURING": RUNNING,
+    "COMPLETING": RUNNING,
+    "SUSPENDED": RUNNING,
+    "STOPPED": RUNNING,
+    "SIGNALING": RUNNING,
+    "STAGE_OUT": RUNNING,
+    "RESIZING": RUNNING,
+    "UPDATE_DB": RUNNING,
+    "POWER_UP_NODE": PENDING,
+}
+_COMPLETED = "COMPLETED"
+_NO_RESULT_GRACE_S = 15.0  # COMPLETED in Slurm but no result file yet (shared FS lag)
+_NEVER_SATISFIED = "DependencyNeverSatisfied"
+_SACCT_FORMAT = "JobID,State,ExitCode"
+_SQUEUE_FORMAT = "%i|%T|%r"
+
+
+def parse_array_ids(text: str) -> tuple[str, list[int] | None]:
+    """Split a Slurm job id into (array master id, element indices or None).
+
+    >>> parse_array_ids("101_3"), parse_array_ids("101_[0-2,5%2]"), parse_array_ids("102")
+    (('101', [3]), ('101', [0, 1, 2, 5]), ('102', None))
+    """
+    master, sep, rest = text.partition("_")
+    if not sep:
+        return master, None
+    rest = rest.strip("[]").split("%")[0]
+    indices: list[int] = []
+    for part in rest.split(","):
+        if "-" in part:
+            lo, hi = part.split("-")
+            indices.extend(range(int(lo), int(hi) + 1))
+        elif part.isdigit():
+            indices.append(int(part))
+    return master, indices
+
+
+@attrs.frozen
+class _Row:
+    state: str
+    exit_code: str = ""
+    reason: str = ""
+
+
+def parse_status(text: str, squeue: bool) -> dict[tuple[str, int | None], _Row]:
+    """Rows of ``sacct -X -n -P -o JobID,State,ExitCode`` or
+    ``squeue -h -o '%i|%T|%r'``, keyed by (master id, index or None).
+
+    >>> rows = parse_status("101_0|COMPLETED|0:0\\n101_[1-2]|PENDING|0:0\\n", squeue=False)
+    >>> sorted((k, v.state) for k, v in rows.items())
+    [(('101', 0), 'COMPLETED'), (('101', 1), 'PENDING'), (('101', 2), 'PENDING')]
+    """
+    rows: dict[tuple[str, int | None], _Row] = {}
+    for line in text.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) < 3 or not parts[0]:
+            continue
+        job_id, state, third = parts[0], parts[1], parts[2]
+        if "." in job_id:  # a step (sacct without -X)
+            continue
+        state = state.split()[0] if state else "UNKNOWN"  # "CANCELLED by 0" -> CANCELLED
+        row = _Row(state, reason=third) if squeue else _Row(state, exit_code=third)
+        master, indices = parse_array_ids(job_id)
+        if indices is None:
+            rows[(master, None)] = row
+        else:
+            for i in indices:
+                rows[(master, i)] = row
+    return rows
+
+
+class _Watch:
+    """Per-run memory of the backend (what sacct cannot tell us twice)."""
+
+    def __init__(self) -> None:
+        self.completed_since: dict[tuple[str, int], float] = {}
+        self.final: dict[tuple[str, int], tuple[str, ElementFailure | None]] = {}
+
+
+class SlurmBackend:
+    """Runs plans on Slurm through a :class:`~lazyslurm.backends.shell.Shell`."""
+
+    def __init__(
+        self,
+        shell: Shell,
+        *,
+        name: str = "slurm",
+        workdir: str | None = None,
+        python: str | None = None,
+        setup: Sequence[str] = (),
+        defaults: Resources | None = None,
+        max_array_size: int | None = None,
+        status: str = "auto",
+        check_python: bool = False,
+    ) -> None:
+        if status not in ("auto", "sacct", "squeue"):
+            msg = f"status must be 'auto', 'sacct' or 'squeue', got {status!r}"
+            raise ClusterConfigError(msg)
+        self.name = name
+        self.shell = shell
+        self._workdir = workdir
+        self.python = python or sys.executable
+        self.setup = tuple(setup)
+        self.defaults = defaults or Resources()
+        self._max_array_size = max_array_size
+        self._status = status
+        self._check_python = check_python
+        self._probed = False
+        self._watches: dict[str, _Watch] = {}
+        self.ships_by_value = True
+        self.stats = {"sbatch": 0, "polls": 0, "submits": 0}
+
+    # -- one probe per session: limits, accounting, interpreter
+    def _probe(self) -> None:
+        if self._probed:
+            return
+        q = shlex.quote
+        script = [
+            "scontrol show config 2>&1 | grep -E '^(MaxArraySize|AccountingStorageType) '",
+            "echo LZ-HOME=$HOME",
+        ]
+        if self._check_python:  # in a subshell, after the user's setup lines
+            script.append(
+                "( " + "; ".join([*self.setup, f"{q(self.python)} -c "
+                "'import lazyslurm.runner, cloudpickle'"]) + " ) 2>&1 "
+                "&& echo LZ-PYTHON=ok || echo LZ-PYTHON=missing"
+            )
+        res = self.shell.run("\n".join(script))
+        config = dict(re.findall(r"^(\w+)\s*=\s*(\S+)", res.stdout, re.MULTILINE))
+        if "MaxArraySize" not in config:
+            msg = f"cannot read Slurm's configuration (scontrol show config): {res.stdout}{res.stderr}"
+            raise BackendError(msg.strip())
+        if self._max_array_size is None:
+            self._max_array_size = min(int(config["MaxArraySize"]), 10**6)
+        if self._status == "auto":
+            none = config.get("AccountingStorageType", "").endswith("/none")
+            self._status = "squeue" if none else "sacct"
+        home = re.search(r"^LZ-HOME=(/.*)$", res.stdout, re.MULTILINE)
+        if self._workdir is None or self._workdir.startswith("~"):
+            if home is None:
+                msg = f"cannot find the home directory on the cluster: {res.stdout!r}"
+                raise BackendError(msg)
+            rest = (self._workdir or "~/.lazyslurm")[1:].lstrip("/")
+            self._workdir = f"{home.group(1)}/{rest}"
+        if self._check_python and "LZ-PYTHON=ok" not in res.stdout:
+            detail = res.stdout.split("LZ-HOME=")[-1].split("\n", 1)[-1].strip()
+            msg = (
+                f"python {self.python!r} on the cluster cannot import lazyslurm and "
+                f"cloudpickle: install them there (pip install lazyslurm) or pass "
+                f"python=... / setup=[...] to the Cluster. Output: {detail}"
+            )
+            raise ClusterConfigError(msg)
+        self._probed = True
+
+    @property
+    def workdir(self) -> str:
+        self._probe()
+        assert self._workdir is not None
+        return self._workdir
+
+    @property
+    def status_source(self) -> str:
+        self._probe()
+        return self._status
+
+    def max_array_size(self) -> int:
+        self._probe()
+        assert self._max_array_size is not None
+        return self._max_array_size
+
+    # -- submission
+    def start(
+        self, run_id: str, array_jobs: Sequence[ArrayJobInfo], files: Mapping[str, bytes]
+    ) -> RunHandle:
+        run_dir = f"{self.workdir}/runs/{run_id}"
+        jobs = [SbatchJob(aj.id, aj.name, aj.size, aj.dependencies, aj.resources) for aj in array_jobs]
+        flags = {j.id: sbatch_flags(j, run_id=run_id, run_dir=run_dir, defaults=self.defaults) for j in jobs}
+        staged = dict(files)
+        for j in jobs:
+            staged[f"jobs/{j.id}.sh"] = job_script(
+                j, run_id=run_id, run_dir=run_dir, python=self.python, setup=self.setup
+            ).encode()
+        staged["submit.sh"] = submit_script(jobs, run_id=run_id, run_dir=run_dir, flags=flags).encode()
+        for sub in ("results", "errors", "logs"):
+            staged[f"{sub}/.keep"] = b""
+        q = shlex.quote
+        try:
+            res = self.shell.put_files(run_dir, staged, then=f"bash {q(run_dir + '/submit.sh')}")
+        except BaseException:  # interrupted or lost mid-submission: leave nothing held
+            self._cancel_run_by_name(run_id)
+            raise
+        assert res is not None
+        self.stats["submits"] += 1
+        if res.returncode != 0 or IDS_MARKER not in res.stdout:
+            raise _submission_error(res.stdout, res.stderr, flags)
+        self.stats["sbatch"] += len(jobs)
+        line = next(ln for ln in res.stdout.splitlines() if ln.startswith(IDS_MARKER))
+        ids = dict(pair.split("=", 1) for pair in line.split()[1:])
+        self._watches[run_id] = _Watch()
+        return RunHandle(run_id=run_id, array_jobs=tuple(array_jobs), job_ids=ids)
+
+    # -- watching
+    def poll(self, handle: RunHandle) -> Snapshot:
+        q = shlex.quote
+        ids = ",".join(handle.job_ids[aj.id] for aj in handle.array_jobs)
+        run_dir = f"{self.workdir}/runs/{handle.run_id}"
+        if self.status_source == "sacct":
+            status_cmd = f"sacct -X -n -P -j {q(ids)} -o {_SACCT_FORMAT}"
+        else:
+            status_cmd = f"squeue -h -t all -j {q(ids)} -o {q(_SQUEUE_FORMAT)}"
+        script = (
+            f"{status_cmd}\necho LZ-STATUS-RC=$?\n"
+            f"cd {q(run_dir)} && echo LZ-FILES && ls -1 -f results errors"
+        )
+        res = self.shell.run(script)
+        self.stats["polls"] += 1
+        status_text, _, rest = res.stdout.partition("LZ-STATUS-RC=")
+        if not rest.startswith("0"):
+            msg = f"status query failed: {res.stderr.strip() or res.stdout.strip()}"
+            raise BackendError(msg)
+        files = rest.split("LZ-FILES", 1)[-1]
+        results, errors = _listing(files)
+        rows = parse_status(status_text, squeue=self.status_source == "squeue")
+        watch = self._watches.setdefault(handle.run_id, _Watch())
+        return self._snapshot(handle, rows, results, errors, watch)
+
+    def _snapshot(
+        self,
+        handle: RunHandle,
+        rows: Mapping[tuple[str, int | None], _Row],
+        results: set[str],
+        errors: set[str],
+        watch: _Watch,
+    ) -> Snapshot:
+        now = time.monotonic()
+        states: dict[str, list[str]] = {}
+        failures: dict[tuple[str, int], ElementFailure] = {}
+        for aj in handle.array_jobs:
+            job_id = handle.job_ids[aj.id]
+            row_states = []
+            for i, key in enumerate(aj.keys):
+                final = watch.final.get((aj.id, i))
+                if final is not None:
+                    state, failure = final
+                elif key in results:
+                    state, failure = DONE, None
+                else:
+                    row = rows.get((job_id, i))
+                    if row is None and aj.size == 1:
+                        # sacct first records an array as its bare master id, which
+                        # stands for one (unknown) element: usable only for size 1
+                        row = rows.get((job_id, None))
+                    state, failure = _element_state(row, key in errors, job_id, i, aj, watch, now)
+                if state in (DONE, FAILED, CANCELLED):
+                    watch.final[(aj.id, i)] = (state, failure)
+                if failure is not None:
+                    failures[(aj.id, i)] = failure
+                row_states.append(state)
+            states[aj.id] = row_states
+        _mark_dependency_cancels(handle, states, failures)
+        return Snapshot(states=states, failures=failures)
+
+    def wait_for_change(self, handle: RunHandle, timeout_s: float) -> None:
+        sleep_until_change(timeout_s)
+
+    def cancel(self, handle: RunHandle) -> None:
+        ids = " ".join(shlex.quote(handle.job_ids[aj.id]) for aj in handle.array_jobs)
+        if ids:
+            self.shell.run(f"scancel {ids}")
+
+    def _cancel_run_by_name(self, run_id: str) -> None:
+        """Cancel every job whose name carries ``run_id`` (ids may never have reached us)."""
+        prefix = shlex.quote(f"lz-{run_id}-")
+        script = (
+            f"squeue -h -o '%i %j' | while read -r id name; do "
+            f'case "$name" in {prefix}*) echo "$id";; esac; done | xargs -r scancel'
+        )
+        try:
+            self.shell.run(script, timeout_s=30)
+        except Exception:  # best effort: the original error is what matters
+            pass
+
+    def read_files(self, paths: Sequence[str]) -> dict[str, bytes]:
+        return self.shell.read_files(self.workdir, paths)
+
+    def close(self) -> None:
+        self.shell.close()
+
+
+def _listing(text: str) -> tuple[set[str], set[str]]:
+    """Keys with result / error files, from ``ls -1 -f results errors``."""
+    results: set[str] = set()
+    errors: set[str] = set()
+    current = results
+    for line in text.splitlines():
+        line = line.strip()
+        if line == "results:":
+            current = results
+        elif line == "errors:":
+            current = errors
+        elif line.endswith(".pkl") and not line.startswith("."):
+            current.add(line[:-4])
+    return results, errors
+
+
+def _element_state(
+    row: _Row | None,
+    has_error: bool,
+    job_id: str,
+    index: int,
+    aj: ArrayJobInfo,
+    watch: _Watch,
+    now: float,
+) -> tuple[str, ElementFailure | None]:
+    if row is None:  # not (yet) in accounting: the runner's files are the only truth
+        if has_error:
+            return FAILED, ElementFailure(state="FAILED", job_id=job_id)
+        return PENDING, None
+    slurm_state = row.state
+    if slurm_state in _ACTIVE:
+        if slurm_state == "PENDING" and _NEVER_SATISFIED in row.reason:
+            return CANCELLED, ElementFailure(
+                state="CANCELLED", job_id=job_id, reason=_NEVER_SATISFIED
+            )
+        return _ACTIVE[slurm_state], None
+    if slurm_state == _COMPLETED:
+        if has_error:
+            return FAILED, ElementFailure(state="FAILED", exit_code=row.exit_code, job_id=job_id)
+        first = watch.completed_since.setdefault((aj.id, index), now)
+        if now - first < _NO_RESULT_GRACE_S:
+            return RUNNING, None  # its result file is on its way
+        return FAILED, ElementFailure(
+            state="COMPLETED", exit_code=row.exit_code, job_id=job_id,
+            reason="completed without a result file",
+        )
+    kind = CANCELLED if slurm_state == "CANCELLED" else FAILED
+    return kind, ElementFailure(
+        state=slurm_state, exit_code=row.exit_code, job_id=job_id, reason=row.reason
+    )
+
+
+def _mark_dependency_cancels(
+    handle: RunHandle,
+    states: Mapping[str, list[str]],
+    failures: dict[tuple[str, int], ElementFailure],
+) -> None:
+    """A cancelled element whose upstream failed was cancelled by Slurm for it
+    (``--kill-on-invalid-dep``), not by a user: say so."""
+    for aj in handle.array_jobs:
+        for i, state in enumerate(states[aj.id]):
+            if state != CANCELLED or _NEVER_SATISFIED in failures[(aj.id, i)].reason:
+                continue
+            for kind, up in aj.dependencies:
+                ups = [states[up][i]] if kind == AFTERCORR else states[up]
+                if any(s in (FAILED, CANCELLED) for s in ups):
+                    f = failures[(aj.id, i)]
+                    failures[(aj.id, i)] = attrs.evolve(f, reason=_NEVER_SATISFIED)
+                    break
+
+
+def _submission_error(stdout: str, stderr: str, flags: Mapping[str, Sequence[str]]) -> SubmissionError:
+    m = re.search(rf"{SUBMIT_FAILED_MARKER} (\S+)", stderr)
+    which = m.group(1) if m else "?"
+    slurm_msg = stderr.split("\n", 1)[1].strip() if m else (stderr or stdout).strip()
+    opts = " ".join(flags.get(which, []))
+    msg = (
+        f"Slurm refused array job {which}: {slurm_msg}\n"
+        f"its options: {opts}\n"
+        f"every job of this run already submitted was cancelled; nothing is left in the queue"
+    )
+    return SubmissionError(msg)
+
+
+_SHELL_OPTIONS = {"hostname", "port", "username", "key_filename", "known_hosts",
+                  "allow_unknown_hosts", "connect_timeout_s", "keepalive_s"}
+_DEFAULT_OPTIONS = {"partition", "account", "qos", "time", "mem", "cpus_per_task",
+                    "constraint", "extra_sbatch"}
+
+
+def make_slurm_backend(
+    kind: str,
+    *,
+    workdir: Any = None,
+    max_array_size: int | None = None,
+    python: str | None = None,
+    setup: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    status: str = "auto",
+    **options: Any,
+) -> SlurmBackend:
+    """Build the ``slurm`` (subprocess) or ``ssh`` (paramiko) backend from Cluster options.
+
+    Task defaults for the whole cluster (``partition``, ``account``, ...) apply where a
+    task leaves them unset.
+    """
+    unknown = set(options) - _SHELL_OPTIONS - _DEFAULT_OPTIONS
+    if unknown:
+        msg = f"unknown Cluster option(s) for backend {kind!r}: {', '.join(sorted(unknown))}"
+        raise ClusterConfigError(msg)
+    defaults = Resources.from_options(**{k: v for k, v in options.items() if k in _DEFAULT_OPTIONS})
+    shell_opts = {k: v for k, v in options.items() if k in _SHELL_OPTIONS}
+    wd = None if workdir is None else str(workdir)
+    if kind == "slurm":
+        if shell_opts:
+            msg = f"option(s) {', '.join(sorted(shell_opts))} only apply to backend='ssh'"
+            raise ClusterConfigError(msg)
+        shell: Shell = LocalShell(env=env)
+        wd = wd or os.path.expanduser("~/.lazyslurm")
+        return SlurmBackend(
+            shell, name="slurm", workdir=wd, python=python or sys.executable, setup=setup,
+            defaults=defaults, max_array_size=max_array_size, status=status,
+        )
+    if "hostname" not in shell_opts:
+        msg = "backend='ssh' needs hostname=..."
+        raise ClusterConfigError(msg)
+    shell = SSHShell(env=env, **shell_opts)
+    return SlurmBackend(
+        shell, name="ssh", workdir=wd, python=python or "python3", setup=setup,
+        defaults=defaults, max_array_size=max_array_size, status=status, check_python=True,
+    )

@@ -1,0 +1,420 @@
+"""The Slurm backend: status parsing, and everything end to end on the real test cluster.
+
+Real-cluster tests (marker ``slurm``) run on ``tests/cluster/start.sh``'s clusters: one with
+slurmdbd accounting (``sacct``), one without (``squeue``), through the ``slurm`` backend
+(subprocess) and the ``ssh`` backend (paramiko to a non-root user on loopback).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shlex
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from examples import parallelization_patterns as pp
+from lazyslurm import Cluster, compute, plan, submit, task
+from lazyslurm.backends.base import CANCELLED, DONE, FAILED, PENDING, RUNNING
+from lazyslurm.backends.slurm import parse_array_ids, parse_status
+from lazyslurm.errors import (
+    ClusterConfigError,
+    JobCancelledError,
+    JobOutOfMemoryError,
+    JobTimeoutError,
+    SSHHostKeyError,
+    SubmissionError,
+    TaskError,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+EXPECTED_PIPELINE = [f"final_transform_{i}(preprocessed_data_{i + 1})" for i in range(3)]
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def test_parse_array_ids_ranges_and_throttles():
+    """Array ids expand ranges, lists and throttle suffixes."""
+    assert parse_array_ids("7_[1-3,9%2]") == ("7", [1, 2, 3, 9])
+    assert parse_array_ids("7_4") == ("7", [4])
+    assert parse_array_ids("7") == ("7", None)
+
+
+def test_parse_status_sacct_and_squeue():
+    """sacct rows carry exit codes, squeue rows reasons; 'CANCELLED by 0' is CANCELLED."""
+    rows = parse_status("5_0|CANCELLED by 0|0:15\n5_1|TIMEOUT|0:0\n5_2.batch|FAILED|1:0\n", False)
+    assert rows[("5", 0)].state == "CANCELLED" and rows[("5", 1)].exit_code == "0:0"
+    assert ("5", 2) not in rows
+    rows = parse_status("6_[0-1]|PENDING|DependencyNeverSatisfied\n", True)
+    assert rows[("6", 1)].reason == "DependencyNeverSatisfied"
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def env(cluster_env):
+    return cluster_env
+
+
+def slurm_cluster(env, tmp_path, accounting=True, **kw) -> Cluster:
+    conf = env["LAZYSLURM_TEST_SLURM_CONF" if accounting else "LAZYSLURM_TEST_SLURM_CONF_NOACCT"]
+    return Cluster("slurm", workdir=tmp_path / "work", env={"SLURM_CONF": conf},
+                   poll_max_s=0.5, **kw)
+
+
+@pytest.fixture(scope="module")
+def remote_site(env):
+    """lazyslurm + cloudpickle + attrs copied for the SSH user (as a user would install them)."""
+    import attr
+    import attrs
+    import cloudpickle
+
+    from lazyslurm.backends.shell import SSHShell
+
+    files: dict[str, bytes] = {}
+    for pkg in (REPO / "lazyslurm", Path(cloudpickle.__file__).parent,
+                Path(attr.__file__).parent, Path(attrs.__file__).parent):
+        for path in pkg.rglob("*"):
+            if path.is_file() and "__pycache__" not in path.parts:
+                files[f"{pkg.name}/{path.relative_to(pkg)}"] = path.read_bytes()
+    shell = SSHShell(env["LAZYSLURM_TEST_SSH_HOST"], port=int(env["LAZYSLURM_TEST_SSH_PORT"]),
+                     username=env["LAZYSLURM_TEST_SSH_USER"],
+                     key_filename=env["LAZYSLURM_TEST_SSH_KEY"],
+                     known_hosts=env["LAZYSLURM_TEST_SSH_KNOWN_HOSTS"])
+    with shell:
+        shell.put_files("~/lazyslurm-test-site", files)
+        return f"{shell.home()}/lazyslurm-test-site"
+
+
+def ssh_options(env) -> dict:
+    return dict(
+        hostname=env["LAZYSLURM_TEST_SSH_HOST"],
+        port=int(env["LAZYSLURM_TEST_SSH_PORT"]),
+        username=env["LAZYSLURM_TEST_SSH_USER"],
+        key_filename=env["LAZYSLURM_TEST_SSH_KEY"],
+        known_hosts=env["LAZYSLURM_TEST_SSH_KNOWN_HOSTS"],
+    )
+
+
+def ssh_cluster(env, remote_site, **kw) -> Cluster:
+    return Cluster("ssh", python="/usr/bin/python3",
+                   setup=[f"export PYTHONPATH={shlex.quote(remote_site)}"],
+                   poll_max_s=0.5, **ssh_options(env), **kw)
+
+
+@pytest.fixture(params=["slurm", "slurm-noacct", "ssh"])
+def any_cluster(request, env, tmp_path):
+    """The same tests through each way of reaching Slurm."""
+    if request.param == "ssh":
+        c = ssh_cluster(env, request.getfixturevalue("remote_site"))
+    else:
+        c = slurm_cluster(env, tmp_path, accounting=request.param == "slurm")
+    yield c
+    c.close()
+
+
+def conf_of(cluster: Cluster, env) -> str:
+    """The slurm.conf a test cluster talks to (the SSH user's is the accounting one)."""
+    return cluster.backend_options.get("env", {}).get(
+        "SLURM_CONF", env["LAZYSLURM_TEST_SLURM_CONF"]
+    )
+
+
+def squeue(conf: str, *args: str) -> str:
+    return subprocess.run(["squeue", "-h", *args], env={**os.environ, "SLURM_CONF": conf},
+                          capture_output=True, text=True, check=True).stdout
+
+
+def live_jobs_of_run(conf: str, run_id: str) -> list[str]:
+    """Jobs of a run still pending or running (by the run id in their names)."""
+    out = squeue(conf, "-t", "PENDING,RUNNING,CONFIGURING,COMPLETING", "-o", "%i|%j|%T|%r")
+    return [line for line in out.splitlines() if run_id in line]
+
+
+def best_of_sweep() -> dict:
+    results = []
+    for c in pp.sweep_configs():
+        random.seed(c["seed"])
+        results.append({**c, "accuracy": 0.5 + (c["lr"] * 10) * random.random()})
+    return max(results, key=lambda r: r["accuracy"])
+
+
+# --------------------------------------------------------------------------- slow job first
+
+
+@task(time=1)
+def sleeper(seconds):
+    import time
+
+    time.sleep(seconds)
+    return seconds
+
+
+@pytest.fixture(scope="module")
+def timeout_run(env, tmp_path_factory):
+    """Submitted when the module starts (Slurm enforces limits in whole minutes, checked
+    every 30 s): the TIMEOUT test at the end of the module collects it."""
+    c = slurm_cluster(env, tmp_path_factory.mktemp("timeout"))
+    run = submit(sleeper(600), cluster=c)
+    yield run
+    run.cancel()
+
+
+@pytest.mark.slurm
+def test_starts_timeout_job_early(timeout_run):
+    """(Submits the TIMEOUT job now; test_timeout collects it at the end.)"""
+    assert timeout_run.id
+
+
+# --------------------------------------------------------------------------- seed patterns
+
+
+@pytest.mark.slurm
+def test_seed_fan_out_fan_in(any_cluster):
+    """Pattern 1 as the seed writes it: 500 items summed to 124750."""
+    final = pp.fan_out_fan_in(any_cluster)
+    assert (final["total_chunks"], final["total_items"], final["total_sum"]) == (5, 500, 124750)
+
+
+@pytest.mark.slurm
+def test_seed_pipeline(any_cluster):
+    """Pattern 2 as the seed writes it, Job objects inside map items."""
+    assert pp.pipeline(any_cluster) == EXPECTED_PIPELINE
+
+
+@pytest.mark.slurm
+def test_seed_parameter_sweep(any_cluster):
+    """Pattern 3 as the seed writes it: the best config equals the max computed directly."""
+    assert pp.parameter_sweep(any_cluster) == best_of_sweep()
+
+
+@pytest.mark.slurm
+def test_lazy_patterns_in_one_compute(any_cluster):
+    """All three patterns fully lazy, in one compute: one submission, one sbatch per array."""
+    exprs = (pp.fan_out_fan_in_graph(), pp.pipeline_graph(), pp.parameter_sweep_graph())
+    with any_cluster:
+        p = plan(*exprs)
+        fan, pipe, best = compute(*exprs)
+        stats = any_cluster.backend.stats
+    assert fan["total_sum"] == 124750 and pipe == EXPECTED_PIPELINE and best == best_of_sweep()
+    assert stats["submits"] == 1 and stats["sbatch"] == len(p.array_jobs) == 8
+
+
+@pytest.mark.slurm
+def test_lazy_pipeline_is_one_submission_round(env, tmp_path):
+    """The 4-stage pipeline is submitted at once, element-wise: every job is in the queue
+    before the first one ends, and results come back in one transfer."""
+
+    @task
+    def step(x):
+        return x + 1
+
+    arr = step.map(range(5))
+    for _ in range(3):
+        arr = step.map(arr)
+    c = slurm_cluster(env, tmp_path)
+    with c:
+        p = plan(arr)
+        assert [k for aj in p.array_jobs for k, _ in aj.dependencies] == ["aftercorr"] * 3
+        trips = c.backend.shell.round_trips
+        run = submit(arr)
+        assert c.backend.shell.round_trips - trips <= 2  # staging + the submission script
+        (values,) = run.result()
+        assert c.backend.stats["sbatch"] == 4
+    assert values == [4, 5, 6, 7, 8]
+    ids = ",".join(run.handle.job_ids.values())
+    out = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "-j", ids, "-o", "JobID,Submit,Start,End"],
+        env={**os.environ, "SLURM_CONF": env["LAZYSLURM_TEST_SLURM_CONF"]},
+        capture_output=True, text=True, check=True,
+    ).stdout
+    rows = [line.split("|") for line in out.splitlines() if line]
+    assert max(r[1] for r in rows) <= min(r[3] for r in rows)
+
+
+# --------------------------------------------------------------------------- failures
+
+
+@task
+def maybe_fail(i):
+    if i == 1:
+        msg = f"element {i} is bad"
+        raise KeyError(msg)
+    return i
+
+
+@pytest.mark.slurm
+def test_task_error_cancels_dependents_and_leaves_nothing(any_cluster, env):
+    """A raising task re-raises with its type; its dependents are cancelled by Slurm."""
+    a = maybe_fail.map(range(3))
+    b = pp.stage3_finalize.map(a)
+    with any_cluster:
+        run = submit(pp.merge_results(b))
+        with pytest.raises(KeyError, match="element 1 is bad") as info:
+            run.result()
+    assert isinstance(info.value, TaskError) and "dependent task" in str(info.value)
+    snap = run._last
+    assert snap.states["aj1"][1] == CANCELLED and snap.states["aj2"] == [CANCELLED]
+    assert live_jobs_of_run(conf_of(any_cluster, env), run.id) == []
+
+
+@task(mem="50M")
+def hog():
+    data = bytearray(400 * 1024 * 1024)
+    for i in range(0, len(data), 4096):
+        data[i] = 1
+    return len(data)
+
+
+@pytest.mark.slurm
+def test_out_of_memory(env, tmp_path):
+    """Going over mem= ends OUT_OF_MEMORY: a MemoryError with the Slurm details."""
+    with slurm_cluster(env, tmp_path), pytest.raises(JobOutOfMemoryError) as info:
+        hog().compute()
+    err = info.value
+    assert isinstance(err, MemoryError)
+    assert err.state == "OUT_OF_MEMORY" and err.array_index == 0 and err.job_id
+
+
+@pytest.mark.slurm
+def test_scancel_of_a_running_element(env, tmp_path):
+    """scancel of one running element: JobCancelledError naming the element."""
+    c = slurm_cluster(env, tmp_path)
+    with c:
+        run = submit(sleeper.map([0, 60]))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            snap = run.poll()
+            if snap.states["aj0"][1] == RUNNING:
+                break
+            time.sleep(0.2)
+        job_id = run.handle.job_ids["aj0"]
+        subprocess.run(["scancel", f"{job_id}_1"], check=True,
+                       env={**os.environ, "SLURM_CONF": env["LAZYSLURM_TEST_SLURM_CONF"]})
+        with pytest.raises(JobCancelledError) as info:
+            run.result()
+    assert info.value.array_index == 1 and info.value.state == "CANCELLED"
+    assert run._last.states["aj0"] == [DONE, CANCELLED]
+
+
+@pytest.mark.slurm
+def test_bad_partition_is_refused_and_leaves_nothing(env, tmp_path):
+    """A bad partition fails submission with Slurm's message and nothing left queued."""
+    bad = pp.stage3_finalize.options(partition="nosuchpart")
+    good = pp.stage1_preprocess.map(["x", "y"])
+    c = slurm_cluster(env, tmp_path)
+    with c, pytest.raises(SubmissionError, match="(?s)Invalid partition.*--partition=nosuchpart"):
+        compute(bad.map(good))
+    runs = list((tmp_path / "work" / "runs").iterdir())
+    assert len(runs) == 1
+    assert live_jobs_of_run(conf_of(c, env), runs[0].name) == []
+
+
+@pytest.mark.slurm
+def test_array_larger_than_max_array_size_is_chunked(env, tmp_path):
+    """MaxArraySize is read from the cluster (100 here): 150 elements go in 2 chunks."""
+    c = slurm_cluster(env, tmp_path, accounting=False)
+    with c:
+        arr = pp.stage1_preprocess.map([f"d{i}" for i in range(150)])
+        p = plan(arr)
+        assert c.max_array_size() == 100
+        assert [aj.size for aj in p.array_jobs] == [100, 50]
+        assert arr.compute() == [f"preprocessed_d{i}" for i in range(150)]
+
+
+@pytest.mark.slurm
+def test_ctrl_c_cancels_the_run(env, tmp_path):
+    """KeyboardInterrupt during compute cancels the run's jobs with one scancel."""
+
+    class Interrupt:
+        def on_submit(self, run):
+            self.run = run
+
+        def on_state(self, node, old, new):
+            if new == RUNNING:
+                raise KeyboardInterrupt
+
+    cb = Interrupt()
+    c = slurm_cluster(env, tmp_path)
+    with c, pytest.raises(KeyboardInterrupt):
+        compute(sleeper.map([30, 30]), callbacks=[cb])
+    time.sleep(1.0)
+    assert live_jobs_of_run(conf_of(c, env), cb.run.id) == []
+
+
+@pytest.mark.slurm
+def test_logs_of_an_element(any_cluster):
+    """job.logs() returns one element's stdout and stderr from the cluster."""
+
+    @task
+    def chatty(x):
+        import sys
+
+        print(f"out {x}")
+        print(f"err {x}", file=sys.stderr)
+        return x
+
+    job = chatty.map([1, 2])[1]
+    with any_cluster:
+        assert job.compute() == 2
+        out, err = job.logs()
+    assert "out 2" in out and "err 2" in err
+
+
+# --------------------------------------------------------------------------- SSH specifics
+
+
+@pytest.mark.slurm
+def test_ssh_unknown_host_key_is_rejected(env, tmp_path):
+    """An unknown host key is refused before anything runs, saying how to trust it."""
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    opts = {**ssh_options(env), "known_hosts": str(empty)}
+    with Cluster("ssh", **opts), pytest.raises(SSHHostKeyError, match="known_hosts"):
+        pp.stage1_preprocess("x").compute()
+
+
+@pytest.mark.slurm
+def test_ssh_python_without_lazyslurm_is_a_clear_error(env):
+    """The cluster's python must import lazyslurm and cloudpickle: else a clear error."""
+    with Cluster("ssh", python="/usr/bin/python3", **ssh_options(env)), pytest.raises(
+        ClusterConfigError, match="cannot import lazyslurm and cloudpickle"
+    ):
+        pp.stage1_preprocess("x").compute()
+
+
+@pytest.mark.slurm
+def test_ssh_round_trips_per_action(env, remote_site):
+    """Over SSH: submission is 2 round trips (upload + submit), a poll 1, results 1."""
+    c = ssh_cluster(env, remote_site)
+    with c:
+        c.max_array_size()  # the session's one probe
+        shell = c.backend.shell
+        before = shell.round_trips
+        run = submit(pp.pipeline_graph())
+        assert shell.round_trips - before == 2
+        run.wait()
+        polls = c.backend.stats["polls"]
+        before = shell.round_trips
+        assert run.result() == (EXPECTED_PIPELINE,)
+        assert shell.round_trips - before == 1 + (c.backend.stats["polls"] - polls)
+
+
+# --------------------------------------------------------------------------- slow job last
+
+
+@pytest.mark.slurm
+def test_timeout(timeout_run):
+    """A task over its time limit ends TIMEOUT: a TimeoutError with the Slurm details."""
+    with pytest.raises(JobTimeoutError) as info:
+        timeout_run.result()
+    err = info.value
+    assert isinstance(err, TimeoutError)
+    assert err.state == "TIMEOUT" and err.array_index == 0
+    assert timeout_run._last.states["aj0"] == [FAILED]
+    assert PENDING not in timeout_run._last.states["aj0"]
