@@ -18,16 +18,20 @@ _EXPORTS = {
     "JobView": "lazyslurm.graph.core",
     "Plan": "lazyslurm.planning.planner",
     "Run": "lazyslurm.execute",
+    "RunStatus": "lazyslurm.execute",
     "Task": "lazyslurm.graph.core",
+    "cache": "lazyslurm.cache",
     "compute": "lazyslurm.execute",
     "current_cluster": "lazyslurm.cluster",
     "errors": "lazyslurm.errors",
     "plan": "lazyslurm.execute",
+    "runs": "lazyslurm.execute",
     "submit": "lazyslurm.execute",
     "task": "lazyslurm.graph.core",
     "visualize": "lazyslurm.draw",
 }
 
+_MODULES = frozenset({"cache", "errors"})
 __all__ = sorted(_EXPORTS)
 
 
@@ -37,7 +41,7 @@ def __getattr__(name: str) -> Any:
         msg = f"module 'lazyslurm' has no attribute {name!r}"
         raise AttributeError(msg)
     mod = importlib.import_module(module)
-    value = mod if name == "errors" else getattr(mod, name)
+    value = mod if name in _MODULES else getattr(mod, name)
     globals()[name] = value
     return value
 
@@ -47,9 +51,9 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from lazyslurm import errors
+    from lazyslurm import cache, errors
     from lazyslurm.cluster import Cluster, current_cluster
-    from lazyslurm.execute import Run, compute, plan, submit
+    from lazyslurm.execute import Run, RunStatus, compute, plan, runs, submit
     from lazyslurm.graph.core import Job, JobArray, JobView, Task, task
     from lazyslurm.planning.planner import Plan
     from lazyslurm.draw import visualize

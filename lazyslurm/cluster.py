@@ -37,7 +37,8 @@ class Cluster:
     :class:`~lazyslurm.backends.base.Backend` object (such as the public fake).
 
     Within one cluster session a node computed once is never run again: later graphs
-    that need it read its stored result.
+    that need it read its stored result. With ``cache=True`` that holds across sessions
+    too: results already in the cluster's store are not computed again.
     """
 
     def __init__(
@@ -49,6 +50,7 @@ class Cluster:
         max_array_size: int | None = None,
         poll_min_s: float = 0.2,
         poll_max_s: float = 5.0,
+        cache: bool = False,
         **backend_options: Any,
     ) -> None:
         if isinstance(backend, str) and backend not in BACKENDS:
@@ -71,11 +73,11 @@ class Cluster:
         self._max_array_size = max_array_size
         self.poll_min_s = poll_min_s
         self.poll_max_s = poll_max_s
+        self.cache = cache
         self.backend_options = backend_options
         self._tokens: list[contextvars.Token[Cluster | None]] = []
         # session memory
         self.computed: dict[str, str] = {}  # node key -> run id holding its result
-        self.where: dict[str, tuple[str, str, int]] = {}  # key -> (run id, array job, index)
         self.values: dict[str, Any] = {}  # results already fetched to this process
 
     def __repr__(self) -> str:

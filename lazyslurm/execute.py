@@ -10,24 +10,29 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
+import attrs
 import cloudpickle
 
 from lazyslurm.backends.base import (
     CANCELLED,
     DONE,
+    FAILED,
     PENDING,
+    RUNNING,
     ArrayJobInfo,
     ElementFailure,
     RunHandle,
     Snapshot,
 )
+from lazyslurm.cache import RunSummary, list_runs, lookup
 from lazyslurm.cluster import Cluster, resolve_cluster
 from lazyslurm.errors import (
     DependencyNeverSatisfiedError,
@@ -39,12 +44,13 @@ from lazyslurm.errors import (
     remote_error,
 )
 from lazyslurm.graph.core import Job
-from lazyslurm.graph.traverse import lift_outputs
+from lazyslurm.graph.traverse import collect, lift_outputs
 from lazyslurm.planning.encode import encode_run
 from lazyslurm.planning.planner import Plan, make_plan
 from lazyslurm.runner import resolve
+from lazyslurm.store import JOBIDS, MANIFEST, OUTPUTS, Ref
 
-__all__ = ["Callback", "Run", "compute", "job_logs", "plan", "submit"]
+__all__ = ["Callback", "Run", "RunStatus", "compute", "job_logs", "plan", "runs", "submit"]
 
 log = logging.getLogger("lazyslurm")
 
@@ -55,6 +61,7 @@ class Callback(Protocol):
     def on_submit(self, run: Run) -> None: ...
     def on_state(self, node: str, old: str, new: str) -> None: ...
     def on_done(self, run: Run) -> None: ...
+    def on_poll(self, run: Run, snapshot: Snapshot) -> None: ...
 
 
 def _emit(callbacks: Sequence[Any], event: str, *args: Any) -> None:
@@ -68,11 +75,25 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
 
 
-def plan(*exprs: Any, cluster: Cluster | None = None) -> Plan:
-    """The plan ``compute(*exprs)`` would submit now, as data (submits nothing)."""
+def plan(*exprs: Any, cluster: Cluster | None = None, cache: bool | None = None) -> Plan:
+    """The plan ``compute(*exprs)`` would submit now, as data (submits nothing).
+
+    With caching on, ``plan.cached`` holds the keys found in the store (not run again).
+    """
     cl = resolve_cluster(cluster)
     _, roots = lift_outputs(exprs)
-    return make_plan(roots, done=cl.computed, max_array_size=cl.max_array_size())
+    return _make_plan(cl, roots, cache)[0]
+
+
+def _make_plan(cl: Cluster, roots: list[Job], cache: bool | None) -> tuple[Plan, dict[str, str]]:
+    """The plan of ``roots`` given the session's memory and, with caching, the store."""
+    done: dict[str, str | None] = dict(cl.computed)
+    found: dict[str, str] = {}
+    if cache if cache is not None else cl.cache:
+        found = lookup(cl, [j.key for j in collect(roots, done) if j.task.pure])
+        done.update(found)
+    p = make_plan(roots, done=done, max_array_size=cl.max_array_size())
+    return attrs.evolve(p, cached=frozenset(found)), found
 
 
 _FAILURE_TYPES: dict[str, type[JobFailedError]] = {
@@ -86,57 +107,135 @@ _FAILURE_TYPES: dict[str, type[JobFailedError]] = {
 }
 
 
+@attrs.frozen
+class RunStatus:
+    """Element counts of a run: overall ``state``, ``counts`` per state, and per array job
+    ``array_jobs[id] = (task name, counts)``."""
+
+    run_id: str
+    state: str
+    counts: dict[str, int]
+    array_jobs: dict[str, tuple[str, dict[str, int]]]
+
+    def __str__(self) -> str:
+        lines = [f"run {self.run_id}: {self.state} {_fmt_counts(self.counts)}"]
+        for aj, (name, counts) in self.array_jobs.items():
+            lines.append(f"  {aj} {name}: {_fmt_counts(counts)}")
+        return "\n".join(lines)
+
+
+def _fmt_counts(counts: Mapping[str, int]) -> str:
+    order = (DONE, RUNNING, PENDING, FAILED, CANCELLED)
+    return " ".join(f"{s.lower()}={counts[s]}" for s in order if counts.get(s))
+
+
+def _overall(counts: Mapping[str, int]) -> str:
+    if counts.get(RUNNING) or counts.get(PENDING):
+        return RUNNING if counts.get(RUNNING) or counts.get(DONE) else PENDING
+    if counts.get(FAILED):
+        return FAILED
+    if counts.get(CANCELLED):
+        return CANCELLED
+    return DONE
+
+
 class Run:
-    """A submitted graph. ``compute(...)`` is ``submit(...).result()``."""
+    """A submitted graph. ``compute(...)`` is ``submit(...).result()``.
+
+    Everything a run needs lives in its run directory, so :meth:`attach` rebuilds it in
+    another process, even after its jobs have left Slurm's memory.
+    """
 
     def __init__(
         self,
         cluster: Cluster,
-        plan: Plan,
         handle: RunHandle | None,
         templates: list[Any],
         callbacks: Sequence[Any] = (),
+        plan: Plan | None = None,
     ) -> None:
         self.cluster = cluster
-        self.plan = plan
         self.handle = handle
+        self.plan = plan
         self.id = handle.run_id if handle else ""
         self._templates = templates
         self._callbacks = list(callbacks)
         self._last: Snapshot | None = None
-        self.polls = 0
+        self._finished = False
 
     def __repr__(self) -> str:
-        return f"Run({self.id or 'nothing to run'}, {len(self.plan.array_jobs)} array jobs)"
+        n = len(self.handle.array_jobs) if self.handle else 0
+        return f"Run({self.id or 'nothing to run'}, {n} array jobs)"
+
+    @property
+    def array_jobs(self) -> tuple[ArrayJobInfo, ...]:
+        return self.handle.array_jobs if self.handle else ()
+
+    @classmethod
+    def attach(cls, run_id: str, cluster: Cluster | None = None, callbacks: Sequence[Any] = ()) -> Run:
+        """Re-attach to a run from its run directory (from any process)."""
+        cl = resolve_cluster(cluster)
+        base = f"runs/{run_id}"
+        names = [f"{base}/{MANIFEST}", f"{base}/{OUTPUTS}", f"{base}/{JOBIDS}"]
+        files = cl.backend.read_files(names)
+        if names[0] not in files:
+            msg = f"no run {run_id!r} in {cl.backend_name} work directory {cl.backend.workdir}"
+            raise KeyError(msg)
+        manifest = json.loads(files[names[0]])
+        job_ids = dict(
+            pair.split("=", 1) for pair in files.get(names[2], b"").decode().split() if "=" in pair
+        )
+        handle = RunHandle(
+            run_id=run_id,
+            array_jobs=tuple(ArrayJobInfo.from_manifest(e) for e in manifest["array_jobs"]),
+            job_ids=job_ids,
+        )
+        for key, run in manifest.get("external", {}).items():
+            if run is not None:
+                cl.computed.setdefault(key, run)
+        templates = cloudpickle.loads(files[names[1]]) if names[1] in files else [
+            Ref(k) for k in manifest.get("outputs", [])
+        ]
+        return cls(cl, handle, templates, callbacks)
 
     # -- watching
     def poll(self) -> Snapshot | None:
+        """Query the backend once (one status command for the whole run)."""
         if self.handle is None:
             return None
         snap = self.cluster.backend.poll(self.handle)
-        self.polls += 1
         self._notify(snap)
         self._last = snap
         return snap
 
     def _notify(self, snap: Snapshot) -> None:
+        _emit(self._callbacks, "on_poll", self, snap)
         if not (self._callbacks or log.isEnabledFor(logging.DEBUG)):
             return
         old = self._last
-        for aj in self.plan.array_jobs:
+        for aj in self.array_jobs:
             after = snap.states[aj.id]
             before = old.states[aj.id] if old else [PENDING] * aj.size
             if before == after:
                 continue
-            for job, b, a in zip(aj.elements, before, after):
+            for key, b, a in zip(aj.keys, before, after):
                 if a != b:
-                    log.debug("%s: %s -> %s", job.key, b, a)
-                    _emit(self._callbacks, "on_state", job.key, b, a)
+                    log.debug("%s: %s -> %s", key, b, a)
+                    _emit(self._callbacks, "on_state", key, b, a)
 
-    def status(self) -> dict[str, dict[str, int]]:
-        """Element counts per state, per array job (polls once)."""
+    def status(self) -> RunStatus:
+        """Counts per state, overall and per array job (polls once)."""
         snap = self.poll()
-        return snap.counts() if snap else {}
+        total: dict[str, int] = {}
+        per: dict[str, tuple[str, dict[str, int]]] = {}
+        if snap is not None:
+            for aj in self.array_jobs:
+                counts: dict[str, int] = {}
+                for s in snap.states[aj.id]:
+                    counts[s] = counts.get(s, 0) + 1
+                    total[s] = total.get(s, 0) + 1
+                per[aj.id] = (aj.name, counts)
+        return RunStatus(self.id, _overall(total), total, per)
 
     def wait(self, timeout: float | None = None) -> Snapshot | None:
         """Poll until every element is in an end state (adaptive delay); Ctrl-C cancels."""
@@ -169,13 +268,17 @@ class Run:
         return snap
 
     def _finish(self, snap: Snapshot) -> None:
+        if self._finished:
+            return
+        self._finished = True
         done = [
-            job.key
-            for aj in self.plan.array_jobs
-            for job, s in zip(aj.elements, snap.states[aj.id])
+            key
+            for aj in self.array_jobs
+            for key, s in zip(aj.keys, snap.states[aj.id])
             if s == DONE
         ]
         self.cluster.record(self.id, done)
+        log.info("run %s finished: %s", self.id, _fmt_counts(snap.counts_total()))
         _emit(self._callbacks, "on_done", self)
 
     def visualize(self, **kwargs: Any) -> Any:
@@ -189,20 +292,36 @@ class Run:
         if self.handle is not None:
             self.cluster.backend.cancel(self.handle)
 
+    def _locate(self, node: Any) -> tuple[ArrayJobInfo, int]:
+        key = node.key if hasattr(node, "key") and not isinstance(node, str) else str(node)
+        for aj in self.array_jobs:
+            if key in aj.keys:
+                return aj, aj.keys.index(key)
+        msg = f"{node!r} is not a node of run {self.id}"
+        raise KeyError(msg)
+
+    def logs(self, node: Any) -> tuple[str, str]:
+        """``(stdout, stderr)`` of one node (a Job or its key), in one transfer."""
+        aj, idx = self._locate(node)
+        paths = [f"runs/{self.id}/logs/{aj.id}_{idx}.{s}" for s in ("out", "err")]
+        files = self.cluster.backend.read_files(paths)
+        out, err = (files.get(p, b"").decode(errors="replace") for p in paths)
+        return out, err
+
     # -- outcome
     def raise_failures(self, snap: Snapshot) -> None:
         """Raise the first failure that is not a consequence of another one."""
-        roots: list[tuple[Job, str, int, ElementFailure | None]] = []
+        roots: list[tuple[ArrayJobInfo, int, ElementFailure | None]] = []
         cancelled: list[str] = []
-        for aj in self.plan.array_jobs:
-            for idx, (job, s) in enumerate(zip(aj.elements, snap.states[aj.id])):
+        for aj in self.array_jobs:
+            for idx, s in enumerate(snap.states[aj.id]):
                 if s == DONE:
                     continue
                 failure = snap.failures.get((aj.id, idx))
                 if s == CANCELLED and failure is not None and "Dependency" in failure.reason:
-                    cancelled.append(job.key)
+                    cancelled.append(aj.keys[idx])
                 else:
-                    roots.append((job, aj.id, idx, failure))
+                    roots.append((aj, idx, failure))
         if not roots and not cancelled:
             return
         if not roots:
@@ -212,11 +331,9 @@ class Run:
                 f"failed (first: {job_key})"
             )
             raise DependencyNeverSatisfiedError(msg, key=job_key, state="CANCELLED")
-        job, aj_id, idx, failure = roots[0]
-        paths = [
-            f"runs/{self.id}/errors/{job.key}.pkl",
-            f"runs/{self.id}/logs/{aj_id}_{idx}.err",
-        ]
+        aj, idx, failure = roots[0]
+        key = aj.keys[idx]
+        paths = [f"runs/{self.id}/errors/{key}.pkl", f"runs/{self.id}/logs/{aj.id}_{idx}.err"]
         files = self.cluster.backend.read_files(paths)
         note = ""
         if cancelled:
@@ -239,8 +356,8 @@ class Run:
                 original,
                 type_name=data["type_name"],
                 message=data["message"] + note,
-                task=job.task.name,
-                key=job.key,
+                task=aj.name,
+                key=key,
                 remote_traceback=data["traceback"],
             )
         stderr = files.get(paths[1], b"").decode(errors="replace")
@@ -249,7 +366,7 @@ class Run:
         cls = _FAILURE_TYPES.get(state.split()[0], JobFailedError)
         job_id = f"{failure.job_id}_{idx}" if failure and failure.job_id else ""
         msg = (
-            f"task {job.task.name!r} (key {job.key}, array job {aj_id} index {idx}"
+            f"task {aj.name!r} (key {key}, array job {aj.id} index {idx}"
             f"{', Slurm job ' + job_id if job_id else ''}) ended {state}"
             f"{' exit code ' + failure.exit_code if failure and failure.exit_code else ''}"
             f"{': ' + failure.reason if failure and failure.reason else ''}{note}"
@@ -262,7 +379,7 @@ class Run:
             state=state,
             exit_code=failure.exit_code if failure else "",
             stderr_tail=tail,
-            key=job.key,
+            key=key,
         )
 
     def result(self, *, fetch: bool = True) -> tuple[Any, ...] | None:
@@ -317,19 +434,26 @@ def submit(
     cluster: Cluster | None = None,
     callbacks: Sequence[Any] = (),
     label: str = "",
+    cache: bool | None = None,
+    progress: bool | None = None,
 ) -> Run:
-    """Plan ``exprs`` and submit the whole DAG at once; return a :class:`Run` at once."""
+    """Plan ``exprs`` and submit the whole DAG at once; return a :class:`Run` at once.
+
+    With ``cache=True`` (or ``Cluster(cache=True)``), nodes whose results are already in
+    the cluster's store (from any earlier run) are not submitted again.
+    """
     cl = resolve_cluster(cluster)
     templates, roots = lift_outputs(exprs)
-    p = make_plan(roots, done=cl.computed, max_array_size=cl.max_array_size())
+    callbacks = [*callbacks, *_progress_callbacks(progress)]
+    p, found = _make_plan(cl, roots, cache)
+    cl.computed.update(found)
     if not p.array_jobs:
-        return Run(cl, p, None, templates, callbacks)
+        return Run(cl, None, templates, callbacks, plan=p)
     run_id = new_run_id()
-    outputs = _template_keys(templates)
     files = encode_run(
         p,
         run_id=run_id,
-        outputs=outputs,
+        outputs=_template_keys(templates),
         meta={
             "created": time.time(),
             "label": label,
@@ -337,6 +461,7 @@ def submit(
             "backend": cl.backend_name,
         },
         by_value=getattr(cl.backend, "ships_by_value", False),
+        templates=templates,
     )
     infos = [
         ArrayJobInfo(
@@ -349,13 +474,20 @@ def submit(
         for aj in p.array_jobs
     ]
     handle = cl.backend.start(run_id, infos, files)
-    for aj in p.array_jobs:
-        for idx, job in enumerate(aj.elements):
-            cl.where[job.key] = (run_id, aj.id, idx)
-    run = Run(cl, p, handle, templates, callbacks)
+    run = Run(cl, handle, templates, callbacks, plan=p)
     log.info("submitted run %s: %d array jobs, %d tasks", run_id, len(p.array_jobs), p.nodes)
-    _emit(callbacks, "on_submit", run)
+    _emit(run._callbacks, "on_submit", run)
     return run
+
+
+def _progress_callbacks(progress: bool | None) -> list[Any]:
+    """The live progress display, when wanted and possible (a terminal, rich installed)."""
+    if progress is False:
+        return []
+    from lazyslurm.progress import make_progress
+
+    display = make_progress(force=bool(progress))
+    return [display] if display is not None else []
 
 
 def compute(
@@ -363,6 +495,8 @@ def compute(
     cluster: Cluster | None = None,
     callbacks: Sequence[Any] = (),
     fetch: bool = True,
+    cache: bool | None = None,
+    progress: bool | None = None,
 ) -> tuple[Any, ...]:
     """Run everything ``exprs`` need and return their results, as a tuple.
 
@@ -370,20 +504,23 @@ def compute(
     rebuilt with results in place; anything else is returned as is. A failed task
     re-raises with its original exception type.
     """
-    run = submit(*exprs, cluster=cluster, callbacks=callbacks)
+    run = submit(*exprs, cluster=cluster, callbacks=callbacks, cache=cache, progress=progress)
     out = run.result(fetch=fetch)
     return out if out is not None else ()
 
 
 def job_logs(job: Job, cluster: Cluster | None = None) -> tuple[str, str]:
-    """``(stdout, stderr)`` of the element that ran ``job`` in this session."""
+    """``(stdout, stderr)`` of the element that ran ``job`` (in this session, or found in
+    the store with ``cache``)."""
     cl = resolve_cluster(cluster)
-    try:
-        run_id, aj, idx = cl.where[job.key]
-    except KeyError:
+    run_id = cl.computed.get(job.key)
+    if run_id is None:
         msg = f"{job!r} has not run in this cluster session"
-        raise KeyError(msg) from None
-    paths = [f"runs/{run_id}/logs/{aj}_{idx}.{s}" for s in ("out", "err")]
-    files = cl.backend.read_files(paths)
-    out, err = (files.get(p, b"").decode(errors="replace") for p in paths)
-    return out, err
+        raise KeyError(msg)
+    return Run.attach(run_id, cl).logs(job)
+
+
+def runs(cluster: Cluster | None = None) -> list[RunSummary]:
+    """Runs in the cluster's store, newest first (one command, also over SSH)."""
+    cl = resolve_cluster(cluster)
+    return list_runs(cl.backend.shell, str(cl.backend.workdir))

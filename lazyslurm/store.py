@@ -6,6 +6,9 @@ Imported by the runner on every compute node: it depends only on the standard li
 Layout of one run (``WORKDIR/runs/RUN_ID``, mode 0700)::
 
     manifest.json          the plan as data (written by the client)
+    summary.json           id, created, label, task count (for listing runs)
+    outputs.pkl            what compute() returns, with placeholders (for re-attach)
+    jobids                 Slurm job id of each array job (written at submission)
     specs/AJ.spec          one per array job: function + per-element arguments (indexed)
     results/KEY.pkl        one per finished node, written atomically
     errors/KEY.pkl         one per failed node: exception, type name, traceback text
@@ -41,6 +44,9 @@ __all__ = [
 ]
 
 MANIFEST = "manifest.json"
+SUMMARY = "summary.json"  # small: id, created, label, task count (for listing runs)
+OUTPUTS = "outputs.pkl"  # what compute() returns, with placeholders (for re-attach)
+JOBIDS = "jobids"  # array job id -> Slurm job id, written by the submission script
 SPEC_MAGIC = b"LZSPEC1\n"
 
 

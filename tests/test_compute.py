@@ -194,7 +194,10 @@ def test_submit_returns_run_at_once(cluster):
     run = submit(inc(1), inc(2))
     assert run.id
     assert run.result() == (2, 3)
-    assert run.status() == {"aj0": {"DONE": 2}}
+    status = run.status()
+    assert (status.state, status.counts, status.array_jobs) == (
+        "DONE", {"DONE": 2}, {"aj0": ("inc", {"DONE": 2})}
+    )
 
 
 def test_cluster_context_is_per_context(tmp_path):

@@ -8,6 +8,7 @@ Element states are Slurm-like strings: PENDING, RUNNING, DONE, FAILED, CANCELLED
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
@@ -28,6 +29,9 @@ __all__ = [
     "ElementFailure",
     "RunHandle",
     "Snapshot",
+    "outcome_keys",
+    "sleep_until_change",
+    "snapshot_from_files",
 ]
 
 PENDING = "PENDING"
@@ -97,6 +101,14 @@ class Snapshot:
     def finished(self) -> bool:
         return all(s in TERMINAL for states in self.states.values() for s in states)
 
+    def counts_total(self) -> dict[str, int]:
+        """State -> number of elements, over the whole run."""
+        out: dict[str, int] = {}
+        for states in self.states.values():
+            for s in states:
+                out[s] = out.get(s, 0) + 1
+        return out
+
     def counts(self) -> dict[str, dict[str, int]]:
         """Per array job: state -> number of elements."""
         out: dict[str, dict[str, int]] = {}
@@ -142,3 +154,41 @@ class Backend(Protocol):
 def sleep_until_change(timeout_s: float) -> None:
     """Default ``wait_for_change``: a plain sleep (Slurm tells us nothing sooner)."""
     time.sleep(timeout_s)
+
+
+LOST = ElementFailure(state="CANCELLED", reason="lost: the process that ran this run is gone")
+
+
+def snapshot_from_files(
+    handle: RunHandle, results: set[str], errors: set[str], *, unfinished: str = CANCELLED
+) -> Snapshot:
+    """States of a run known only from its store: result files are DONE, error files
+    FAILED, anything else ``unfinished`` (a local run whose client died is lost)."""
+    states: dict[str, list[str]] = {}
+    failures: dict[tuple[str, int], ElementFailure] = {}
+    for aj in handle.array_jobs:
+        row = []
+        for i, key in enumerate(aj.keys):
+            if key in results:
+                row.append(DONE)
+            elif key in errors:
+                row.append(FAILED)
+                failures[(aj.id, i)] = ElementFailure(state=FAILED)
+            else:
+                row.append(unfinished)
+                if unfinished == CANCELLED:
+                    failures[(aj.id, i)] = LOST
+        states[aj.id] = row
+    return Snapshot(states=states, failures=failures)
+
+
+def outcome_keys(run_dir: str | os.PathLike[str]) -> tuple[set[str], set[str]]:
+    """Keys with a result file and keys with an error file in a local run directory."""
+    out: list[set[str]] = []
+    for sub in ("results", "errors"):
+        try:
+            names = os.listdir(os.path.join(run_dir, sub))
+        except FileNotFoundError:
+            names = []
+        out.append({n[:-4] for n in names if n.endswith(".pkl") and not n.startswith(".")})
+    return out[0], out[1]

@@ -31,7 +31,10 @@ from lazyslurm.backends.base import (
     ElementFailure,
     RunHandle,
     Snapshot,
+    outcome_keys,
+    snapshot_from_files,
 )
+from lazyslurm.backends.shell import LocalShell
 from lazyslurm.errors import BackendError
 from lazyslurm.planning.planner import AFTERCORR, DEFAULT_MAX_ARRAY_SIZE
 from lazyslurm.store import RunPaths, atomic_write
@@ -200,6 +203,7 @@ class LocalBackend:
         self._threads: list[threading.Thread] = []
         self._workers: list[_Worker | None] = []
         self._closed = False
+        self.shell = LocalShell()  # for store queries (runs, cache) shared with Slurm
         self._finalizer = weakref.finalize(self, _shutdown, self._queue, self._workers)
 
     def max_array_size(self) -> int:
@@ -278,15 +282,10 @@ class LocalBackend:
             self._dispatch(run)
         return RunHandle(run_id=run_id, array_jobs=tuple(array_jobs))
 
-    def _run(self, handle: RunHandle) -> _RunState:
-        try:
-            return self._runs[handle.run_id]
-        except KeyError:
-            msg = f"run {handle.run_id} is not known to this local backend (it ran elsewhere)"
-            raise BackendError(msg) from None
-
     def poll(self, handle: RunHandle) -> Snapshot:
-        run = self._run(handle)
+        run = self._runs.get(handle.run_id)
+        if run is None:  # attached from elsewhere: its store is all there is
+            return _files_snapshot(self.workdir, handle)
         with self._cond:
             return run.snapshot()
 
@@ -296,7 +295,9 @@ class LocalBackend:
             self._cond.wait_for(lambda: self._version != version, timeout=timeout_s)
 
     def cancel(self, handle: RunHandle) -> None:
-        run = self._run(handle)
+        run = self._runs.get(handle.run_id)
+        if run is None:
+            return
         with self._cond:
             for n, states in enumerate(run.states):
                 for i, s in enumerate(states):
@@ -318,6 +319,10 @@ class LocalBackend:
     def close(self) -> None:
         self._closed = True
         self._finalizer()
+
+
+def _files_snapshot(workdir: Path, handle: RunHandle) -> Snapshot:
+    return snapshot_from_files(handle, *outcome_keys(workdir / "runs" / handle.run_id))
 
 
 def _exit_code(returncode: int) -> str:
@@ -344,6 +349,7 @@ class SyncBackend:
         self.workdir = Path(workdir)
         self._max_array_size = max_array_size
         self._runs: dict[str, _RunState] = {}
+        self.shell = LocalShell()
 
     def max_array_size(self) -> int:
         return self._max_array_size
@@ -374,7 +380,8 @@ class SyncBackend:
         return RunHandle(run_id=run_id, array_jobs=tuple(array_jobs))
 
     def poll(self, handle: RunHandle) -> Snapshot:
-        return self._runs[handle.run_id].snapshot()
+        run = self._runs.get(handle.run_id)
+        return _files_snapshot(self.workdir, handle) if run is None else run.snapshot()
 
     def wait_for_change(self, handle: RunHandle, timeout_s: float) -> None:
         return None

@@ -19,7 +19,7 @@ import cloudpickle
 from lazyslurm.errors import SerializationError
 from lazyslurm.graph.core import Job
 from lazyslurm.planning.planner import ArrayJob, Plan
-from lazyslurm.store import MANIFEST, encode_spec
+from lazyslurm.store import MANIFEST, OUTPUTS, SUMMARY, encode_spec
 
 __all__ = ["encode_run", "manifest"]
 
@@ -107,11 +107,13 @@ def encode_run(
     outputs: list[str],
     meta: Mapping[str, Any] | None = None,
     by_value: bool = False,
+    templates: list[Any] | None = None,
 ) -> dict[str, bytes]:
     """All files of a new run directory, relative path -> bytes.
 
     ``by_value`` ships the functions' own (non-installed) modules by value, for clusters
-    that do not share the client's file system.
+    that do not share the client's file system. ``templates`` (what ``compute`` returns,
+    with placeholders) are kept so that a re-attached run can give the same result.
     """
     files: dict[str, bytes] = {}
     for aj in plan.array_jobs:
@@ -136,4 +138,17 @@ def encode_run(
                 cloudpickle.unregister_pickle_by_value(mod)
     data = manifest(plan, run_id=run_id, outputs=outputs, meta=meta or {})
     files[MANIFEST] = json.dumps(data, sort_keys=True).encode()
+    summary = {
+        "run_id": run_id,
+        **(meta or {}),
+        "tasks": plan.nodes,
+        "array_jobs": len(plan.array_jobs),
+    }
+    files[SUMMARY] = json.dumps(summary, sort_keys=True).encode()
+    if templates is not None:
+        try:
+            files[OUTPUTS] = cloudpickle.dumps(templates)
+        except Exception as exc:
+            msg = f"the values passed to compute/submit cannot be pickled: {exc}"
+            raise SerializationError(msg) from exc
     return files

@@ -15,11 +15,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import repeat
+from operator import attrgetter
 from typing import Any
 
 import attrs
 
-from lazyslurm.graph.core import Job, Task
+from lazyslurm.graph.core import Job, Task, _gc_paused
 from lazyslurm.graph.resources import Resources
 from lazyslurm.graph.traverse import collect
 
@@ -28,6 +30,7 @@ __all__ = ["AFTERCORR", "AFTEROK", "DEFAULT_MAX_ARRAY_SIZE", "ArrayJob", "Plan",
 AFTEROK = "afterok"
 AFTERCORR = "aftercorr"
 DEFAULT_MAX_ARRAY_SIZE = 1001  # Slurm's default MaxArraySize: indices 0..1000
+_key = attrgetter("key")
 
 
 @attrs.frozen(eq=False)
@@ -74,6 +77,7 @@ class Plan:
     location: Mapping[str, tuple[ArrayJob, int]]
     external: Mapping[str, str | None]
     max_array_size: int
+    cached: frozenset[str] = frozenset()  # keys found in the store, not run again
 
     @property
     def stages(self) -> tuple[tuple[ArrayJob, ...], ...]:
@@ -102,16 +106,22 @@ class Plan:
 def _stages(nodes: Sequence[Job], done: Mapping[str, Any]) -> dict[str, int]:
     """Stage of each node: 0 for sources, else one more than its latest dependency."""
     stage: dict[str, int] = {}
+    get = stage.get
     for job in nodes:
+        deps, order = job._deps, job._order
+        if not deps and not order:  # most nodes of a sweep: skip building a tuple
+            stage[job.key] = 0
+            continue
         s = 0
-        for dep in job._deps + job._order:
-            ds = stage.get(dep.key)
+        for dep in (deps + order) if order else deps:
+            ds = get(dep.key)
             if ds is not None and ds >= s:
                 s = ds + 1
         stage[job.key] = s
     return stage
 
 
+@_gc_paused()  # planning builds O(nodes) objects, none of them cyclic garbage
 def make_plan(
     roots: Iterable[Job],
     *,
@@ -134,15 +144,28 @@ def make_plan(
     nodes = collect(roots, done)
     stage = _stages(nodes, done)
 
-    # sibling merging: (stage, function, resources) -> elements, in first-seen order
-    groups: dict[tuple[int, str, str, Resources], list[Job]] = {}
+    # sibling merging: (stage, function, resources) -> elements, in first-seen order.
+    # Each distinct (function, name, resources) is numbered once per Task object, so the
+    # (attrs) Resources hash runs once per task, not once per node.
+    kinds: dict[tuple[str, str, Resources], int] = {}
+    kind_of_task: dict[int, int] = {}  # id(Task) -> kind; the tasks outlive this loop
+    groups: dict[tuple[int, int], list[Job]] = {}
     for job in nodes:
         t = job._task
-        groups.setdefault((stage[job.key], t._token, t._name, t._resources), []).append(job)
+        kind = kind_of_task.get(id(t))
+        if kind is None:
+            kind = kinds.setdefault((t._token, t._name, t._resources), len(kinds))
+            kind_of_task[id(t)] = kind
+        group = groups.get((stage[job.key], kind))
+        if group is None:
+            groups[(stage[job.key], kind)] = [job]
+        else:
+            group.append(job)
 
     # chunking; stage-major order keeps submission order topological
     pending: list[tuple[int, Task[Any], Resources, tuple[Job, ...], int, int]] = []
-    for (s, _, _, res), jobs in sorted(groups.items(), key=lambda kv: kv[0][0]):
+    for (s, _), jobs in sorted(groups.items(), key=lambda kv: kv[0][0]):
+        res = jobs[0]._task._resources  # the group's first-seen resources
         nchunks = -(-len(jobs) // max_array_size)
         for c in range(nchunks):
             part = tuple(jobs[c * max_array_size : (c + 1) * max_array_size])
@@ -150,9 +173,11 @@ def make_plan(
 
     ids = [f"aj{i}" for i in range(len(pending))]
     where: dict[str, tuple[int, int]] = {}
+    keys_of: list[list[str]] = []
     for i, (_, _, _, part, _, _) in enumerate(pending):
-        for idx, job in enumerate(part):
-            where[job.key] = (i, idx)
+        keys = list(map(_key, part))
+        keys_of.append(keys)
+        where.update(zip(keys, zip(repeat(i), range(len(keys))), strict=True))
 
     external: dict[str, str | None] = {}
     built: list[ArrayJob] = []
@@ -160,6 +185,8 @@ def make_plan(
         touch: dict[int, dict[int, set[int]]] = {}  # upstream -> element -> its indices
         data_up: set[int] = set()
         for idx, job in enumerate(part):
+            if not job._deps and not job._order:
+                continue
             for is_data, deps_of in ((True, job._deps), (False, job._order)):
                 for dep in deps_of:
                     loc = where.get(dep.key)
@@ -174,7 +201,7 @@ def make_plan(
             by_element = touch[up]
             elementwise = (
                 1 < len(pending[up][3]) == len(part) == len(by_element)
-                and all(ixs == {idx} for idx, ixs in by_element.items())
+                and all(len(ixs) == 1 and idx in ixs for idx, ixs in by_element.items())
             )
             deps.append((AFTERCORR if elementwise else AFTEROK, built[up]))
         built.append(
@@ -190,7 +217,9 @@ def make_plan(
                 after=tuple(built[u] for u in sorted(touch) if u not in data_up),
             )
         )
-    location = {key: (built[i], idx) for key, (i, idx) in where.items()}
+    location: dict[str, tuple[ArrayJob, int]] = {}
+    for aj, keys in zip(built, keys_of, strict=True):
+        location.update(zip(keys, zip(repeat(aj), range(len(keys))), strict=True))
     return Plan(
         array_jobs=tuple(built),
         location=location,
