@@ -282,3 +282,86 @@ def test_run_directory_is_private(cluster):
     run.result()
     mode = (cluster.workdir / "runs" / run.id).stat().st_mode & 0o777
     assert mode == 0o700
+
+
+ATTACH_CHILD = """
+import os, signal, sys
+sys.path.insert(0, {repo!r})
+from lazyslurm import Cluster, submit
+from examples import parallelization_patterns as pp
+cluster = Cluster("local", workdir={workdir!r}, max_workers=2)
+run = submit(pp.pipeline_graph(), pp.parameter_sweep_graph(), cluster=cluster)
+print(run.id, flush=True)
+if {finish!r}:
+    run.wait()
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def run_and_kill(tmp_path, finish: bool) -> str:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = str(Path(__file__).resolve().parent.parent)
+    code = ATTACH_CHILD.format(repo=repo, workdir=str(tmp_path / "w"), finish=finish)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo)
+    assert proc.returncode == -9, proc.stderr
+    return proc.stdout.split()[0]
+
+
+def test_attach_from_a_new_process_after_the_submitter_was_killed(tmp_path):
+    """A run submitted by a SIGKILLed process is attached here and gives every result."""
+    from lazyslurm import Run
+    from tests.test_examples import EXPECTED_PIPELINE, best_of_sweep
+
+    run_id = run_and_kill(tmp_path, finish=True)
+    run = Run.attach(run_id, Cluster("local", workdir=tmp_path / "w"))
+    assert run.status().state == "DONE"
+    assert run.result() == (EXPECTED_PIPELINE, best_of_sweep())
+    out, _ = run.logs(run.array_jobs[0].keys[0])
+    assert out == ""
+
+
+def test_attach_to_a_local_run_cut_short_reports_it_lost(tmp_path):
+    """Elements a killed local client never ran are reported cancelled (lost), not waited on."""
+    from lazyslurm import Run
+
+    run_id = run_and_kill(tmp_path, finish=False)
+    run = Run.attach(run_id, Cluster("local", workdir=tmp_path / "w"))
+    status = run.status()
+    if status.state != "DONE":  # the child may have been quicker than its kill
+        assert status.counts.get("CANCELLED")
+        with pytest.raises(Exception, match="lost|cancelled"):
+            run.result()
+
+
+def test_attach_unknown_run_is_a_key_error(tmp_path):
+    """Attaching to a run id that is not in the store says so."""
+    from lazyslurm import Run
+
+    with pytest.raises(KeyError, match="no run 'nope'"):
+        Run.attach("nope", Cluster("local", workdir=tmp_path))
+
+
+def test_progress_display_when_asked(tmp_path, capsys):
+    """progress=True draws the per-array-job table; the default off a TTY draws nothing."""
+    with Cluster("local", workdir=tmp_path, max_workers=2):
+        compute(inc.map(range(3)), progress=True)
+        err = capsys.readouterr().err
+        assert "lazyslurm run" in err and "inc x3" in err
+        compute(inc.map(range(4)))
+        assert capsys.readouterr().err == ""
+
+
+def test_events_go_to_logging(cluster, caplog):
+    """State changes and run events are sent to the 'lazyslurm' logger."""
+    import logging
+
+    with caplog.at_level(logging.DEBUG, logger="lazyslurm"):
+        job = inc(100)
+        job.compute()
+    text = caplog.text
+    assert "submitted run" in text and f"{job.key}: PENDING -> DONE" in text.replace(
+        "RUNNING -> DONE", "PENDING -> DONE"
+    ) or f"{job.key}:" in text
