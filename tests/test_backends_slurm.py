@@ -136,9 +136,9 @@ def live_jobs_of_run(conf: str, run_id: str) -> list[str]:
     return [line for line in out.splitlines() if run_id in line]
 
 
-def best_of_sweep() -> dict:
+def best_of_sweep(configs: list[dict] | None = None) -> dict:
     results = []
-    for c in pp.sweep_configs():
+    for c in configs or pp.sweep_configs():
         random.seed(c["seed"])
         results.append({**c, "accuracy": 0.5 + (c["lr"] * 10) * random.random()})
     return max(results, key=lambda r: r["accuracy"])
@@ -403,6 +403,64 @@ def test_ssh_round_trips_per_action(env, remote_site):
         before = shell.round_trips
         assert run.result() == (EXPECTED_PIPELINE,)
         assert shell.round_trips - before == 1 + (c.backend.stats["polls"] - polls)
+
+
+# --------------------------------------------------------------------------- detached runs
+
+SSH_CHILD = """
+import json, os, signal, sys
+sys.path.insert(0, {repo!r})
+from lazyslurm import Cluster, submit, task
+from examples import parallelization_patterns as pp
+opts = json.loads({opts!r})
+cluster = Cluster("ssh", **opts)
+run = submit(pp.pipeline_graph(), pp.parameter_sweep_graph(), cluster=cluster, label="killed")
+print(run.id, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.slurm
+def test_ssh_attach_after_the_submitter_was_killed(env, remote_site):
+    """A process submits over SSH and is SIGKILLed at once; another process attaches and
+    collects every result (Slurm ran the DAG without any client)."""
+    import json
+    import sys
+
+    from lazyslurm import Run, runs
+
+    opts = {**ssh_options(env), "python": "/usr/bin/python3",
+            "setup": [f"export PYTHONPATH={shlex.quote(remote_site)}"]}
+    code = SSH_CHILD.format(repo=str(REPO), opts=json.dumps(opts))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == -9, proc.stderr
+    run_id = proc.stdout.split()[0]
+    c = ssh_cluster(env, remote_site)
+    with c:
+        run = Run.attach(run_id, c)
+        assert set(run.handle.job_ids) == {aj.id for aj in run.array_jobs}
+        assert run.result() == (EXPECTED_PIPELINE, best_of_sweep())
+        assert run.status().state == "DONE"
+        listed = {r.id: r for r in runs(c)}
+    assert listed[run_id].label == "killed" and listed[run_id].state == "DONE"
+
+
+@pytest.mark.slurm
+def test_ssh_cache_across_sessions(env, remote_site):
+    """cache=True over SSH: a new session resubmits only the changed element."""
+    configs = pp.sweep_configs()
+    with ssh_cluster(env, remote_site):
+        compute(pp.select_best_model(pp.train_model.map(configs)))
+    configs[0] = {**configs[0], "seed": 99}
+    c = ssh_cluster(env, remote_site, cache=True)
+    with c:
+        p = plan(pp.select_best_model(pp.train_model.map(configs)))
+        assert [(aj.name, aj.size) for aj in p.array_jobs] == [
+            ("train_model", 1), ("select_best_model", 1)
+        ]
+        (best,) = compute(pp.select_best_model(pp.train_model.map(configs)))
+        assert c.backend.stats["sbatch"] == 2
+    assert best == best_of_sweep(configs)
 
 
 # --------------------------------------------------------------------------- slow job last
