@@ -448,11 +448,14 @@ def test_ssh_attach_after_the_submitter_was_killed(env, remote_site):
 @pytest.mark.slurm
 def test_ssh_cache_across_sessions(env, remote_site):
     """cache=True over SSH: a new session resubmits only the changed element."""
+    import uuid
+
     configs = pp.sweep_configs()
-    with ssh_cluster(env, remote_site):
+    store = f"~/lazyslurm-tests/{uuid.uuid4().hex}"  # a store of this test's own
+    with ssh_cluster(env, remote_site, workdir=store):
         compute(pp.select_best_model(pp.train_model.map(configs)))
     configs[0] = {**configs[0], "seed": 99}
-    c = ssh_cluster(env, remote_site, cache=True)
+    c = ssh_cluster(env, remote_site, cache=True, workdir=store)
     with c:
         p = plan(pp.select_best_model(pp.train_model.map(configs)))
         assert [(aj.name, aj.size) for aj in p.array_jobs] == [
