@@ -65,9 +65,11 @@ class Cluster:
         self._spec = backend
         self._backend: Backend | None = None if isinstance(backend, str) else backend
         self.backend_name = backend if isinstance(backend, str) else backend.name
-        self.workdir = (
-            Path(workdir).expanduser() if workdir is not None
-            else None
+        # a local path, except for ssh, where it lives (and "~" means home) on the cluster
+        self.workdir: Path | str | None = (
+            None if workdir is None
+            else str(workdir) if backend == "ssh"
+            else Path(workdir).expanduser()
         )
         self.max_workers = max_workers
         self._max_array_size = max_array_size
