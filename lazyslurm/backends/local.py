@@ -357,27 +357,30 @@ class SyncBackend:
     def start(
         self, run_id: str, array_jobs: Sequence[ArrayJobInfo], files: Mapping[str, bytes]
     ) -> RunHandle:
-        from lazyslurm.runner import run_element
-
         paths = write_run_files(self.workdir, run_id, files)
         run = self._runs[run_id] = _RunState(run_id, paths, array_jobs)
         old = os.environ.get("SLURM_ARRAY_TASK_ID")
         try:
             for n, aj in enumerate(run.ajs):  # plan order is topological
                 for i in range(aj.size):
-                    if run.states[n][i] != PENDING:
-                        continue
-                    os.environ["SLURM_ARRAY_TASK_ID"] = str(i)
-                    run.active[n] += 1
-                    code = run_element(str(paths.root), aj.id, i)
-                    failure = None if code == 0 else ElementFailure(FAILED, f"{code}:0")
-                    run.finish(n, i, DONE if code == 0 else FAILED, failure)
+                    if run.states[n][i] == PENDING:
+                        self._run_one(run, n, i)
         finally:
             if old is None:
                 os.environ.pop("SLURM_ARRAY_TASK_ID", None)
             else:
                 os.environ["SLURM_ARRAY_TASK_ID"] = old
         return RunHandle(run_id=run_id, array_jobs=tuple(array_jobs))
+
+    def _run_one(self, run: _RunState, n: int, i: int) -> None:
+        """Run element ``i`` of array job ``n`` here, through the runner."""
+        from lazyslurm.runner import run_element
+
+        os.environ["SLURM_ARRAY_TASK_ID"] = str(i)
+        run.active[n] += 1
+        code = run_element(str(run.paths.root), run.ajs[n].id, i)
+        failure = None if code == 0 else ElementFailure(FAILED, f"{code}:0")
+        run.finish(n, i, DONE if code == 0 else FAILED, failure)
 
     def poll(self, handle: RunHandle) -> Snapshot:
         run = self._runs.get(handle.run_id)
