@@ -237,6 +237,26 @@ def test_lazy_pipeline_is_one_submission_round(env, tmp_path):
     assert max(r[1] for r in rows) <= min(r[3] for r in rows)
 
 
+NASTY = "we ird $(touch PWNED) `touch PWNED2`; 'q' \"dq\" &|<>*?{a,b}"
+
+
+@pytest.mark.slurm
+def test_shell_metacharacters_reach_slurm_verbatim(env, tmp_path, monkeypatch):
+    """A work dir, arguments and a job name full of shell metacharacters run as given and
+    execute nothing."""
+    monkeypatch.chdir(tmp_path)
+    tagged = pp.stage2_transform.options(job_name="x.y+z-1")
+    c = Cluster("slurm", workdir=tmp_path / NASTY, env={"SLURM_CONF": env["LAZYSLURM_TEST_SLURM_CONF"]},
+                poll_max_s=0.5)
+    with c:
+        out = tagged.map([{"data": NASTY, "transform_type": NASTY}]).compute()
+        job = tagged.map([{"data": NASTY, "transform_type": NASTY}])[0]
+        assert job.logs() == ("", "")
+    assert out == [f"{NASTY}({NASTY})"]
+    assert not list(tmp_path.rglob("PWNED*")) and not Path("PWNED").exists()
+    assert (tmp_path / NASTY / "runs").is_dir()
+
+
 # --------------------------------------------------------------------------- failures
 
 

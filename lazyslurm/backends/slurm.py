@@ -17,6 +17,7 @@ import shlex
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -465,8 +466,12 @@ def make_slurm_backend(
             raise ClusterConfigError(msg)
         shell: Shell = LocalShell(env=env)
         wd = wd or os.path.expanduser("~/.lazyslurm")
+        # a shared file system: jobs run the very lazyslurm this client runs
+        here = str(Path(__file__).resolve().parents[2])  # the directory holding lazyslurm/
+        path_line = f"export PYTHONPATH={shlex.quote(here)}${{PYTHONPATH:+:$PYTHONPATH}}"
         return SlurmBackend(
-            shell, name="slurm", workdir=wd, python=python or sys.executable, setup=setup,
+            shell, name="slurm", workdir=wd, python=python or sys.executable,
+            setup=(path_line, *setup),
             defaults=defaults, max_array_size=max_array_size, status=status,
         )
     if "hostname" not in shell_opts:
