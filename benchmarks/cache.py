@@ -19,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from examples import parallelization_patterns as pp  # noqa: E402
-from lazyslurm import Cluster, plan, submit  # noqa: E402
+from examples import parallelization_patterns as pp
+from lazyslurm import Cluster, plan, submit
 
 
 def sweep(configs):
@@ -62,9 +62,11 @@ def main() -> None:
     for name, (nodes, arrays, secs) in rows:
         print(f"{name:<44}{nodes:>9}{arrays:>8}{secs:>9.2f}")
     cached, peer = rows[2][1], rows[3][1]
-    print(f"changed config: {cached[0]} of {peer[0]} elements resubmitted "
-          f"({cached[0] - 1} training element + the selection); "
-          f"time ratio cache/no-cache {cached[2] / peer[2]:.2f}")
+    print(
+        f"changed config: {cached[0]} of {peer[0]} elements resubmitted "
+        f"({cached[0] - 1} training element + the selection); "
+        f"time ratio cache/no-cache {cached[2] / peer[2]:.2f}"
+    )
 
 
 if __name__ == "__main__":

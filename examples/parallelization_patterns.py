@@ -63,7 +63,7 @@ def merge_results(results: List[Dict[str, Any]]) -> Dict[str, Any]:  # noqa: UP0
 
     total_items = sum(r["items_processed"] for r in results)
     total_sum = sum(r["sum"] for r in results)
-    hosts_used = set(r["processed_on"] for r in results)  # noqa: C401
+    hosts_used = set(r["processed_on"] for r in results)
 
     return {
         "total_chunks": len(results),
@@ -134,8 +134,7 @@ def pipeline(cluster: Cluster) -> List[str]:  # noqa: UP006
         # Stage 2: Transform in parallel with Job dependencies
         # Pass Job objects directly - SDK tracks dependencies automatically
         transform_configs = [
-            {"data": job, "transform_type": f"transform_{i}"}
-            for i, job in enumerate(stage1_jobs)
+            {"data": job, "transform_type": f"transform_{i}"} for i, job in enumerate(stage1_jobs)
         ]
         stage2_jobs = stage2_transform.map(transform_configs)
         stage2_jobs.wait()
@@ -247,8 +246,12 @@ def make_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--pattern", choices=["all", *PATTERNS], default="all")
     p.add_argument("--backend", choices=["local", "sync", "slurm", "ssh"], default="local")
-    p.add_argument("--style", choices=["both", "seed", "lazy"], default="both",
-                   help="seed: as the tutorial writes it (.wait() per stage); lazy: one compute()")
+    p.add_argument(
+        "--style",
+        choices=["both", "seed", "lazy"],
+        default="both",
+        help="seed: as the tutorial writes it (.wait() per stage); lazy: one compute()",
+    )
     p.add_argument("--workdir", default=None, help="run directories (default ~/.lazyslurm)")
     p.add_argument("--hostname", help="SSH host of the cluster's login node (--backend ssh)")
     p.add_argument("--port", type=int, default=22, help="SSH port (--backend ssh)")
@@ -285,13 +288,18 @@ def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     unused = [
         f"--{name.replace('_', '-')}"
-        for name in ("packaging", "packaging_registry", "packaging_platform",
-                     "packaging_tls_verify")
+        for name in (
+            "packaging",
+            "packaging_registry",
+            "packaging_platform",
+            "packaging_tls_verify",
+        )
         if getattr(args, name) is not None
     ]
     if args.backend in ("local", "sync"):
-        unused += [f"--{n}" for n in ("hostname", "username", "partition", "python")
-                   if getattr(args, n)]
+        unused += [
+            f"--{n}" for n in ("hostname", "username", "partition", "python") if getattr(args, n)
+        ]
     if unused:
         print(f"note: {', '.join(unused)} accepted but not used with --backend {args.backend}")
     names = list(PATTERNS) if args.pattern == "all" else [args.pattern]

@@ -53,7 +53,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from lazyslurm import cache, errors
     from lazyslurm.cluster import Cluster, current_cluster
+    from lazyslurm.draw import visualize
     from lazyslurm.execute import Run, RunStatus, compute, plan, runs, submit
     from lazyslurm.graph.core import Job, JobArray, JobView, Task, task
     from lazyslurm.planning.planner import Plan
-    from lazyslurm.draw import visualize

@@ -55,7 +55,7 @@ def list_runs(shell: Shell, workdir: str) -> list[RunSummary]:
     q = shlex.quote
     script = (
         f"cd {q(workdir)}/runs 2>/dev/null || exit 0\n"
-        "for d in */; do d=${d%/}; [ -f \"$d/summary.json\" ] || continue\n"
+        'for d in */; do d=${d%/}; [ -f "$d/summary.json" ] || continue\n'
         '  r=$(ls -f "$d/results" 2>/dev/null | grep -c "\\.pkl$")\n'
         '  e=$(ls -f "$d/errors" 2>/dev/null | grep -c "\\.pkl$")\n'
         '  printf "LZRUN %s %s " "$r" "$e"; tr -d "\\n" < "$d/summary.json"; echo\n'
@@ -76,11 +76,18 @@ def list_runs(shell: Shell, workdir: str) -> list[RunSummary]:
             continue
         done, failed, tasks = int(r), int(e), int(info.get("tasks", 0))
         state = "FAILED" if failed else "DONE" if done >= tasks else "INCOMPLETE"
-        out.append(RunSummary(
-            id=info["run_id"], created=float(info.get("created", 0)), state=state,
-            tasks=tasks, done=done, failed=failed, label=info.get("label", ""),
-            backend=info.get("backend", ""),
-        ))
+        out.append(
+            RunSummary(
+                id=info["run_id"],
+                created=float(info.get("created", 0)),
+                state=state,
+                tasks=tasks,
+                done=done,
+                failed=failed,
+                label=info.get("label", ""),
+                backend=info.get("backend", ""),
+            )
+        )
     return sorted(out, key=lambda r: r.created, reverse=True)
 
 
@@ -135,8 +142,8 @@ def clear(cluster: Cluster | None = None, older_than: Any = 0) -> list[str]:
         f"cd {shlex.quote(str(backend.workdir))}/runs 2>/dev/null || exit 0\n"
         f"find . -mindepth 1 -maxdepth 1 -type d -mmin +{minutes} -print | while read -r d; do "
         'rm -rf -- "$d" && echo "${d#./}"; done'
-        if minutes > 0 else
-        f"cd {shlex.quote(str(backend.workdir))}/runs 2>/dev/null || exit 0\n"
+        if minutes > 0
+        else f"cd {shlex.quote(str(backend.workdir))}/runs 2>/dev/null || exit 0\n"
         'for d in */; do rm -rf -- "$d" && echo "${d%/}"; done'
     )
     removed = [line for line in res.stdout.splitlines() if line]

@@ -82,6 +82,19 @@ class Cluster:
         self.computed: dict[str, str] = {}  # node key -> run id holding its result
         self.values: dict[str, Any] = {}  # results already fetched to this process
 
+    @classmethod
+    def from_profile(cls, name: str | None = None, **overrides: Any) -> Cluster:
+        """The cluster of profile ``name`` (default: ``$LAZYSLURM_PROFILE``); ``overrides``
+        win over the profile's keys.
+
+        Profiles are ``[tool.lazyslurm.profiles.NAME]`` tables of the nearest
+        ``pyproject.toml`` or ``[profiles.NAME]`` of ``lazyslurm.toml`` (then
+        ``~/.config/lazyslurm/lazyslurm.toml``): see :mod:`lazyslurm.profiles`.
+        """
+        from lazyslurm.profiles import load_profile
+
+        return cls(**{**load_profile(name).options, **overrides})
+
     def __repr__(self) -> str:
         return f"Cluster(backend={self.backend_name!r})"
 
@@ -138,7 +151,10 @@ def current_cluster() -> Cluster | None:
 
 @functools.cache
 def default_cluster() -> Cluster:
-    """The embedded local cluster used when none is given or active."""
+    """The cluster used when none is given or active: the profile named by
+    ``$LAZYSLURM_PROFILE`` if set, else the embedded local cluster."""
+    if os.environ.get("LAZYSLURM_PROFILE"):
+        return Cluster.from_profile()
     return Cluster("local")
 
 

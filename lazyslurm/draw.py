@@ -385,6 +385,82 @@ def _draw_jobs(dot: graphviz.Digraph, model: _Model) -> set[str]:
     return drawn
 
 
+def _draw_attached(
+    dot: graphviz.Digraph, run: Any, level: str, explicit: Mapping[str, str]
+) -> set[str]:
+    """A run re-attached from its store (``Run.attach``: no graph and no plan in this
+    process), drawn from its array jobs and its last poll. ``level="jobs"``: one node per
+    array job; ``level="tasks"``: the array jobs of one task, resources and stage (chunks
+    of one array) as one node. Ordering-only edges cannot be told apart here."""
+    snap = getattr(run, "_last", None)
+    states: dict[str, str] = {}
+    stage: dict[str, int] = {}
+    for aj in run.array_jobs:  # submission order is topological
+        stage[aj.id] = 1 + max((stage[up] for _, up in aj.dependencies), default=-1)
+        row = snap.states.get(aj.id, ()) if snap is not None else [PENDING] * aj.size
+        states.update(zip(aj.keys, row, strict=False))
+    states.update(explicit)
+    model = _Model([], Plan((), {}, {}, 0), {}, states)
+    group_of = {aj.id: (aj.name, aj.resources, stage[aj.id]) for aj in run.array_jobs}
+    groups: dict[tuple[Any, ...], list[Any]] = {}
+    for aj in run.array_jobs:
+        groups.setdefault(group_of[aj.id], []).append(aj)
+    drawn: set[str] = set()
+    if level == "tasks":
+        nid = {g: f"t{i}" for i, g in enumerate(groups)}
+        for g, ajs in groups.items():
+            keys = [k for aj in ajs for k in aj.keys]
+            counts = model.counts(keys)
+            drawn.update(counts)
+            title = g[0] if len(keys) == 1 else f"{g[0]} {_index_range(len(keys))}"
+            dot.node(
+                nid[g], _label([title, _status_line(counts, len(keys))]),
+                **_node_attrs(_main_class(counts), "rounded"),
+            )
+        edges = {
+            (nid[group_of[up]], nid[group_of[aj.id]])
+            for aj in run.array_jobs for _, up in aj.dependencies
+        }
+        for up, down in sorted(edges):
+            dot.edge(up, down)
+        return drawn
+    offsets: dict[str, int] = {}
+    for g, ajs in groups.items():
+        offset = 0
+        for aj in ajs:
+            offsets[aj.id] = offset
+            offset += aj.size
+    for s in sorted(set(stage.values())):
+        with dot.subgraph(name=f"stage{s}") as sg:
+            sg.attr(rank="same")
+            sg.node(f"stage_label{s}", f"stage {s}", shape="plaintext", fontcolor=_GREY_TEXT,
+                    fontsize="11")
+            if s:
+                dot.edge(f"stage_label{s - 1}", f"stage_label{s}", style="invis")
+            for aj in run.array_jobs:
+                if stage[aj.id] != s:
+                    continue
+                counts = model.counts(aj.keys)
+                drawn.update(counts)
+                n, offset = len(groups[group_of[aj.id]]), offsets[aj.id]
+                title = aj.name if aj.size == 1 and n == 1 else (
+                    f"{aj.name} {_index_range(aj.size, offset)}"
+                )
+                res = aj.resources.describe()
+                lines = [
+                    title,
+                    f"{aj.id} · {'1 element' if aj.size == 1 else f'{aj.size} elements'}",
+                    " · ".join(f"{k} {v}" for k, v in res.items()) or "default resources",
+                    f"throttle {aj.throttle} at a time" if aj.throttle else "",
+                    _status_line(counts, aj.size),
+                ]
+                sg.node(aj.id, _label(lines), **_node_attrs(_main_class(counts), ""))
+    for aj in run.array_jobs:
+        for kind, up in aj.dependencies:
+            dot.edge(up, aj.id, label=kind)
+    return drawn
+
+
 def _draw_legend(dot: graphviz.Digraph, drawn: set[str], rankdir: str) -> None:
     """A small boxed legend of the colours used; none for a plain picture.
 
@@ -486,7 +562,8 @@ def visualize(
     backend is started. ``cached`` adds node keys (or jobs) to treat as computed.
     ``states`` maps node keys (or jobs) to PENDING, RUNNING, DONE, FAILED or CANCELLED;
     ``run`` (a :class:`~lazyslurm.execute.Run`, also accepted among ``exprs``) draws that
-    run's plan coloured by its last poll.
+    run's plan coloured by its last poll (a run re-attached with ``Run.attach`` has no plan
+    in this process: its array jobs are drawn instead).
     """
     if level not in LEVELS:
         msg = f"invalid level={level!r}: expected one of {', '.join(LEVELS)}"
@@ -496,7 +573,9 @@ def visualize(
         raise InvalidOptionError(msg)
     plain: list[Any] = []
     for expr in exprs:
-        if isinstance(getattr(expr, "plan", None), Plan) and hasattr(expr, "_last"):
+        if hasattr(expr, "_last") and (
+            isinstance(getattr(expr, "plan", None), Plan) or hasattr(expr, "array_jobs")
+        ):
             if run is not None and run is not expr:
                 msg = "visualize takes one run at a time"
                 raise InvalidOptionError(msg)
@@ -508,8 +587,11 @@ def visualize(
     explicit = _normalise_states(states)
 
     _, roots = lift_outputs(plain)
-    if run is not None:
-        plan: Plan = run.plan
+    attached = run is not None and run.plan is None
+    if attached:  # re-attached: only its array jobs and states are known
+        plan, done, node_states = Plan((), {}, {}, 0), {}, {}
+    elif run is not None:
+        plan = run.plan
         if not roots:
             roots = [job for aj in plan.array_jobs for job in aj.elements]
         # done = whatever the run did not compute itself: read from the store
@@ -533,7 +615,10 @@ def visualize(
     dot.attr("node", shape="box", fontname=_FONT, fontsize="12", margin="0.15,0.06")
     dot.attr("edge", fontname=_FONT, fontsize="10", color="#495057", arrowsize="0.7")
     model = _Model(roots, plan, done, node_states)
-    drawn = _draw_tasks(dot, model) if level == "tasks" else _draw_jobs(dot, model)
+    if attached:
+        drawn = _draw_attached(dot, run, level, explicit)
+    else:
+        drawn = _draw_tasks(dot, model) if level == "tasks" else _draw_jobs(dot, model)
     _draw_legend(dot, drawn, rankdir)
     if target is not None:
         _render(dot, *target)

@@ -172,7 +172,9 @@ class Run:
         return self.handle.array_jobs if self.handle else ()
 
     @classmethod
-    def attach(cls, run_id: str, cluster: Cluster | None = None, callbacks: Sequence[Any] = ()) -> Run:
+    def attach(
+        cls, run_id: str, cluster: Cluster | None = None, callbacks: Sequence[Any] = ()
+    ) -> Run:
         """Re-attach to a run from its run directory (from any process)."""
         cl = resolve_cluster(cluster)
         base = f"runs/{run_id}"
@@ -193,9 +195,11 @@ class Run:
         for key, run in manifest.get("external", {}).items():
             if run is not None:
                 cl.computed.setdefault(key, run)
-        templates = cloudpickle.loads(files[names[1]]) if names[1] in files else [
-            Ref(k) for k in manifest.get("outputs", [])
-        ]
+        templates = (
+            cloudpickle.loads(files[names[1]])
+            if names[1] in files
+            else [Ref(k) for k in manifest.get("outputs", [])]
+        )
         return cls(cl, handle, templates, callbacks)
 
     # -- watching
@@ -218,7 +222,7 @@ class Run:
             before = old.states[aj.id] if old else [PENDING] * aj.size
             if before == after:
                 continue
-            for key, b, a in zip(aj.keys, before, after):
+            for key, b, a in zip(aj.keys, before, after, strict=True):
                 if a != b:
                     log.debug("%s: %s -> %s", key, b, a)
                     _emit(self._callbacks, "on_state", key, b, a)
@@ -255,8 +259,10 @@ class Run:
                     msg = f"run {self.id} not finished after {timeout} s"
                     raise TimeoutError(msg)
                 progressed = before is None or before.states != snap.states
-                delay = self.cluster.poll_min_s if progressed else min(
-                    delay * 1.5, self.cluster.poll_max_s
+                delay = (
+                    self.cluster.poll_min_s
+                    if progressed
+                    else min(delay * 1.5, self.cluster.poll_max_s)
                 )
                 wait_s = delay if deadline is None else min(delay, deadline - time.monotonic())
                 backend.wait_for_change(self.handle, max(wait_s, 0.0))
@@ -274,7 +280,7 @@ class Run:
         done = [
             key
             for aj in self.array_jobs
-            for key, s in zip(aj.keys, snap.states[aj.id])
+            for key, s in zip(aj.keys, snap.states[aj.id], strict=True)
             if s == DONE
         ]
         self.cluster.record(self.id, done)

@@ -37,8 +37,12 @@ class RichProgress:
     def _table(self, run: Any, snap: Any) -> Any:
         from rich.table import Table
 
-        table = Table(title=f"lazyslurm run {run.id}  {time.monotonic() - self._t0:6.1f} s",
-                      title_justify="left", box=None, pad_edge=False)
+        table = Table(
+            title=f"lazyslurm run {run.id}  {time.monotonic() - self._t0:6.1f} s",
+            title_justify="left",
+            box=None,
+            pad_edge=False,
+        )
         for col in ("array job", "task", "done", "running", "pending", "failed", "cancelled"):
             table.add_column(col, justify="left" if col in ("array job", "task") else "right")
         for aj in run.array_jobs:
@@ -46,9 +50,12 @@ class RichProgress:
             for s in snap.states[aj.id]:
                 counts[s] = counts.get(s, 0) + 1
             table.add_row(
-                aj.id, f"{aj.name} x{aj.size}",
-                *(str(counts.get(s, 0)) for s in ("DONE", "RUNNING", "PENDING", "FAILED",
-                                                   "CANCELLED")),
+                aj.id,
+                f"{aj.name} x{aj.size}",
+                *(
+                    str(counts.get(s, 0))
+                    for s in ("DONE", "RUNNING", "PENDING", "FAILED", "CANCELLED")
+                ),
             )
         return table
 

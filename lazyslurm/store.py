@@ -208,7 +208,9 @@ def encode_spec(header: dict[str, Any], element_blobs: Sequence[bytes]) -> bytes
     return buf.getvalue()
 
 
-def write_spec(path: str | os.PathLike[str], header: dict[str, Any], elements: Iterable[bytes]) -> None:
+def write_spec(
+    path: str | os.PathLike[str], header: dict[str, Any], elements: Iterable[bytes]
+) -> None:
     atomic_write(path, encode_spec(header, list(elements)))
 
 

@@ -58,6 +58,6 @@ def test_fake_records_submissions_and_polls(tmp_path):
     with Cluster(fake):
         run = submit(total(ident.map(range(4))))
         assert run.result() == (6,)
-    (run_id, ajs), = fake.started
+    ((run_id, ajs),) = fake.started
     assert run_id == run.id and [(aj.name, aj.size) for aj in ajs] == [("ident", 4), ("total", 1)]
     assert fake.polls >= 1

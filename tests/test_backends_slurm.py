@@ -63,8 +63,9 @@ def env(cluster_env):
 
 def slurm_cluster(env, tmp_path, accounting=True, **kw) -> Cluster:
     conf = env["LAZYSLURM_TEST_SLURM_CONF" if accounting else "LAZYSLURM_TEST_SLURM_CONF_NOACCT"]
-    return Cluster("slurm", workdir=tmp_path / "work", env={"SLURM_CONF": conf},
-                   poll_max_s=0.5, **kw)
+    return Cluster(
+        "slurm", workdir=tmp_path / "work", env={"SLURM_CONF": conf}, poll_max_s=0.5, **kw
+    )
 
 
 @pytest.fixture(scope="module")
@@ -77,15 +78,22 @@ def remote_site(env):
     from lazyslurm.backends.shell import SSHShell
 
     files: dict[str, bytes] = {}
-    for pkg in (REPO / "lazyslurm", Path(cloudpickle.__file__).parent,
-                Path(attr.__file__).parent, Path(attrs.__file__).parent):
+    for pkg in (
+        REPO / "lazyslurm",
+        Path(cloudpickle.__file__).parent,
+        Path(attr.__file__).parent,
+        Path(attrs.__file__).parent,
+    ):
         for path in pkg.rglob("*"):
             if path.is_file() and "__pycache__" not in path.parts:
                 files[f"{pkg.name}/{path.relative_to(pkg)}"] = path.read_bytes()
-    shell = SSHShell(env["LAZYSLURM_TEST_SSH_HOST"], port=int(env["LAZYSLURM_TEST_SSH_PORT"]),
-                     username=env["LAZYSLURM_TEST_SSH_USER"],
-                     key_filename=env["LAZYSLURM_TEST_SSH_KEY"],
-                     known_hosts=env["LAZYSLURM_TEST_SSH_KNOWN_HOSTS"])
+    shell = SSHShell(
+        env["LAZYSLURM_TEST_SSH_HOST"],
+        port=int(env["LAZYSLURM_TEST_SSH_PORT"]),
+        username=env["LAZYSLURM_TEST_SSH_USER"],
+        key_filename=env["LAZYSLURM_TEST_SSH_KEY"],
+        known_hosts=env["LAZYSLURM_TEST_SSH_KNOWN_HOSTS"],
+    )
     with shell:
         shell.put_files("~/lazyslurm-test-site", files)
         return f"{shell.home()}/lazyslurm-test-site"
@@ -102,9 +110,14 @@ def ssh_options(env) -> dict:
 
 
 def ssh_cluster(env, remote_site, **kw) -> Cluster:
-    return Cluster("ssh", python="/usr/bin/python3",
-                   setup=[f"export PYTHONPATH={shlex.quote(remote_site)}"],
-                   poll_max_s=0.5, **ssh_options(env), **kw)
+    return Cluster(
+        "ssh",
+        python="/usr/bin/python3",
+        setup=[f"export PYTHONPATH={shlex.quote(remote_site)}"],
+        poll_max_s=0.5,
+        **ssh_options(env),
+        **kw,
+    )
 
 
 @pytest.fixture(params=["slurm", "slurm-noacct", "ssh"])
@@ -126,8 +139,13 @@ def conf_of(cluster: Cluster, env) -> str:
 
 
 def squeue(conf: str, *args: str) -> str:
-    return subprocess.run(["squeue", "-h", *args], env={**os.environ, "SLURM_CONF": conf},
-                          capture_output=True, text=True, check=True).stdout
+    return subprocess.run(
+        ["squeue", "-h", *args],
+        env={**os.environ, "SLURM_CONF": conf},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
 
 
 def live_jobs_of_run(conf: str, run_id: str) -> list[str]:
@@ -231,7 +249,9 @@ def test_lazy_pipeline_is_one_submission_round(env, tmp_path):
     out = subprocess.run(
         ["sacct", "-X", "-n", "-P", "-j", ids, "-o", "JobID,Submit,Start,End"],
         env={**os.environ, "SLURM_CONF": env["LAZYSLURM_TEST_SLURM_CONF"]},
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     rows = [line.split("|") for line in out.splitlines() if line]
     assert max(r[1] for r in rows) <= min(r[3] for r in rows)
@@ -246,8 +266,12 @@ def test_shell_metacharacters_reach_slurm_verbatim(env, tmp_path, monkeypatch):
     execute nothing."""
     monkeypatch.chdir(tmp_path)
     tagged = pp.stage2_transform.options(job_name="x.y+z-1")
-    c = Cluster("slurm", workdir=tmp_path / NASTY, env={"SLURM_CONF": env["LAZYSLURM_TEST_SLURM_CONF"]},
-                poll_max_s=0.5)
+    c = Cluster(
+        "slurm",
+        workdir=tmp_path / NASTY,
+        env={"SLURM_CONF": env["LAZYSLURM_TEST_SLURM_CONF"]},
+        poll_max_s=0.5,
+    )
     with c:
         out = tagged.map([{"data": NASTY, "transform_type": NASTY}]).compute()
         job = tagged.map([{"data": NASTY, "transform_type": NASTY}])[0]
@@ -314,8 +338,11 @@ def test_scancel_of_a_running_element(env, tmp_path):
                 break
             time.sleep(0.2)
         job_id = run.handle.job_ids["aj0"]
-        subprocess.run(["scancel", f"{job_id}_1"], check=True,
-                       env={**os.environ, "SLURM_CONF": env["LAZYSLURM_TEST_SLURM_CONF"]})
+        subprocess.run(
+            ["scancel", f"{job_id}_1"],
+            check=True,
+            env={**os.environ, "SLURM_CONF": env["LAZYSLURM_TEST_SLURM_CONF"]},
+        )
         with pytest.raises(JobCancelledError) as info:
             run.result()
     assert info.value.array_index == 1 and info.value.state == "CANCELLED"
@@ -328,7 +355,7 @@ def test_bad_partition_is_refused_and_leaves_nothing(env, tmp_path):
     bad = pp.stage3_finalize.options(partition="nosuchpart")
     good = pp.stage1_preprocess.map(["x", "y"])
     c = slurm_cluster(env, tmp_path)
-    with c, pytest.raises(SubmissionError, match="(?s)Invalid partition.*--partition=nosuchpart"):
+    with c, pytest.raises(SubmissionError, match=r"(?s)Invalid partition.*--partition=nosuchpart"):
         compute(bad.map(good))
     runs = list((tmp_path / "work" / "runs").iterdir())
     assert len(runs) == 1
@@ -402,8 +429,9 @@ def test_ssh_unknown_host_key_is_rejected(env, tmp_path):
 @pytest.mark.slurm
 def test_ssh_python_without_lazyslurm_is_a_clear_error(env):
     """The cluster's python must import lazyslurm and cloudpickle: else a clear error."""
-    with Cluster("ssh", python="/usr/bin/python3", **ssh_options(env)), pytest.raises(
-        ClusterConfigError, match="cannot import lazyslurm and cloudpickle"
+    with (
+        Cluster("ssh", python="/usr/bin/python3", **ssh_options(env)),
+        pytest.raises(ClusterConfigError, match="cannot import lazyslurm and cloudpickle"),
     ):
         pp.stage1_preprocess("x").compute()
 
@@ -449,8 +477,11 @@ def test_ssh_attach_after_the_submitter_was_killed(env, remote_site):
 
     from lazyslurm import Run, runs
 
-    opts = {**ssh_options(env), "python": "/usr/bin/python3",
-            "setup": [f"export PYTHONPATH={shlex.quote(remote_site)}"]}
+    opts = {
+        **ssh_options(env),
+        "python": "/usr/bin/python3",
+        "setup": [f"export PYTHONPATH={shlex.quote(remote_site)}"],
+    }
     code = SSH_CHILD.format(repo=str(REPO), opts=json.dumps(opts))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == -9, proc.stderr
@@ -479,7 +510,8 @@ def test_ssh_cache_across_sessions(env, remote_site):
     with c:
         p = plan(pp.select_best_model(pp.train_model.map(configs)))
         assert [(aj.name, aj.size) for aj in p.array_jobs] == [
-            ("train_model", 1), ("select_best_model", 1)
+            ("train_model", 1),
+            ("select_best_model", 1),
         ]
         (best,) = compute(pp.select_best_model(pp.train_model.map(configs)))
         assert c.backend.stats["sbatch"] == 2

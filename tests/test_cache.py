@@ -52,7 +52,8 @@ def test_changed_argument_resubmits_exactly_that_element(tmp_path):
     with session(tmp_path, cache=True):
         p = plan(pp.select_best_model(pp.train_model.map(configs)))
         assert [(aj.name, aj.size) for aj in p.array_jobs] == [
-            ("train_model", 1), ("select_best_model", 1)
+            ("train_model", 1),
+            ("select_best_model", 1),
         ]
         assert p.array_jobs[1].dependencies[0][0] == "afterok"  # only on the new element
         assert len(p.cached) == 11
@@ -61,13 +62,15 @@ def test_changed_argument_resubmits_exactly_that_element(tmp_path):
 def load_task(tmp_path, name: str, body: str):
     """A task named `work` defined in a module file of its own (a new code version)."""
     path = tmp_path / f"{name}.py"
-    path.write_text(textwrap.dedent(f"""
+    path.write_text(
+        textwrap.dedent(f"""
         from lazyslurm import task
 
         @task
         def work(x):
             {body}
-    """))
+    """)
+    )
     spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

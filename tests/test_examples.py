@@ -40,7 +40,9 @@ def test_fan_out_fan_in_lazy(fresh):
     with fresh:
         p = plan(expr)
         assert [(aj.name, aj.size) for aj in p.array_jobs] == [
-            ("split_dataset", 1), ("process_chunk", 5), ("merge_results", 1)
+            ("split_dataset", 1),
+            ("process_chunk", 5),
+            ("merge_results", 1),
         ]
         assert [k for aj in p.array_jobs for k, _ in aj.dependencies] == ["afterok", "afterok"]
         (final,) = compute(expr)
@@ -72,17 +74,36 @@ def test_parameter_sweep_lazy(fresh):
     expr = pp.parameter_sweep_graph()
     with fresh:
         assert [(aj.name, aj.size) for aj in plan(expr).array_jobs] == [
-            ("train_model", 12), ("select_best_model", 1)
+            ("train_model", 12),
+            ("select_best_model", 1),
         ]
         assert expr.compute() == best_of_sweep()
 
 
 def test_command_line_runs_all_patterns(tmp_path, capsys):
     """The example's command line accepts the seed's flags and prints results and plans."""
-    argv = ["--pattern", "all", "--backend", "sync", "--workdir", str(tmp_path),
-            "--packaging", "container", "--packaging-registry", "registry:5000/patterns",
-            "--packaging-platform", "linux/amd64", "--packaging-tls-verify", "false",
-            "--hostname", "h", "--username", "u", "--partition", "debug"]
+    argv = [
+        "--pattern",
+        "all",
+        "--backend",
+        "sync",
+        "--workdir",
+        str(tmp_path),
+        "--packaging",
+        "container",
+        "--packaging-registry",
+        "registry:5000/patterns",
+        "--packaging-platform",
+        "linux/amd64",
+        "--packaging-tls-verify",
+        "false",
+        "--hostname",
+        "h",
+        "--username",
+        "u",
+        "--partition",
+        "debug",
+    ]
     assert pp.main(argv) == 0
     out = capsys.readouterr().out
     assert "accepted but not used" in out and "--packaging" in out

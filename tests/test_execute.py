@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
@@ -143,7 +144,7 @@ def test_dependents_of_failure_are_cancelled(cluster):
 def test_unpicklable_argument_fails_before_anything_runs(cluster):
     """A non-picklable argument raises SerializationError naming it; nothing runs."""
     lock = threading.Lock()
-    with pytest.raises(SerializationError, match="keyword argument 'y'.*lock"):
+    with pytest.raises(SerializationError, match=r"keyword argument 'y'.*lock"):
         add(inc(1), y=lock).compute()
     runs = cluster.workdir / "runs"
     assert not runs.exists() or not any(runs.iterdir())
@@ -196,7 +197,9 @@ def test_submit_returns_run_at_once(cluster):
     assert run.result() == (2, 3)
     status = run.status()
     assert (status.state, status.counts, status.array_jobs) == (
-        "DONE", {"DONE": 2}, {"aj0": ("inc", {"DONE": 2})}
+        "DONE",
+        {"DONE": 2},
+        {"aj0": ("inc", {"DONE": 2})},
     )
 
 
@@ -261,7 +264,10 @@ def test_worker_crash_is_a_job_failure(tmp_path):
     def die():
         os._exit(3)
 
-    with Cluster("local", workdir=tmp_path, max_workers=1), pytest.raises(JobFailedError, match="exit code 3"):
+    with (
+        Cluster("local", workdir=tmp_path, max_workers=1),
+        pytest.raises(JobFailedError, match="exit code 3"),
+    ):
         die().compute()
 
 
@@ -273,7 +279,7 @@ def test_throttle_limits_concurrency(tmp_path):
     with Cluster("local", workdir=tmp_path / "w", max_workers=2):
         throttled.map([(str(d), i) for i in range(4)]).compute()
     spans = sorted(tuple(map(float, (d / str(i)).read_text().split())) for i in range(4))
-    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans))
 
 
 def test_run_directory_is_private(cluster):
@@ -332,7 +338,7 @@ def test_attach_to_a_local_run_cut_short_reports_it_lost(tmp_path):
     status = run.status()
     if status.state != "DONE":  # the child may have been quicker than its kill
         assert status.counts.get("CANCELLED")
-        with pytest.raises(Exception, match="lost|cancelled"):
+        with pytest.raises(Exception, match=r"lost|cancelled"):
             run.result()
 
 
@@ -362,6 +368,7 @@ def test_events_go_to_logging(cluster, caplog):
         job = inc(100)
         job.compute()
     text = caplog.text
-    assert "submitted run" in text and f"{job.key}: PENDING -> DONE" in text.replace(
-        "RUNNING -> DONE", "PENDING -> DONE"
+    assert (
+        "submitted run" in text
+        and f"{job.key}: PENDING -> DONE" in text.replace("RUNNING -> DONE", "PENDING -> DONE")
     ) or f"{job.key}:" in text

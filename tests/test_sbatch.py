@@ -20,9 +20,11 @@ RUN_DIR = "/home/u/.lazyslurm/runs/" + RUN_ID
 
 
 def pipeline_jobs() -> list[SbatchJob]:
-    p = make_plan(list(pp.pipeline_graph().jobs) + [pp.fan_out_fan_in_graph()])
+    p = make_plan([*pp.pipeline_graph().jobs, pp.fan_out_fan_in_graph()])
     return [
-        SbatchJob(aj.id, aj.name, aj.size, tuple((k, u.id) for k, u in aj.dependencies), aj.resources)
+        SbatchJob(
+            aj.id, aj.name, aj.size, tuple((k, u.id) for k, u in aj.dependencies), aj.resources
+        )
         for aj in p.array_jobs
     ]
 
@@ -42,25 +44,52 @@ def test_submit_script_matches_recorded_file():
 def test_job_script_matches_recorded_file():
     """A job script is setup lines then the runner, quoted."""
     job = pipeline_jobs()[0]
-    text = job_script(job, run_id=RUN_ID, run_dir=RUN_DIR, python="/opt/venv/bin/python",
-                      setup=["module load python/3.11", "source /opt/venv/bin/activate"])
+    text = job_script(
+        job,
+        run_id=RUN_ID,
+        run_dir=RUN_DIR,
+        python="/opt/venv/bin/python",
+        setup=["module load python/3.11", "source /opt/venv/bin/activate"],
+    )
     assert text == (DATA / "job_aj0.sh").read_text()
 
 
 def test_flags_carry_resources_and_defaults():
     """Every resource becomes its sbatch flag; cluster defaults fill unset ones."""
-    r = Resources.from_options(time="1-00:00:00", mem="4G", cpus_per_task=8, gpus="a100:2",
-                               gres="shard:1", account="acc", qos="high", nodes=2, ntasks=4,
-                               constraint="ib&v100", max_concurrent=3,
-                               extra_sbatch=["--exclusive"])
+    r = Resources.from_options(
+        time="1-00:00:00",
+        mem="4G",
+        cpus_per_task=8,
+        gpus="a100:2",
+        gres="shard:1",
+        account="acc",
+        qos="high",
+        nodes=2,
+        ntasks=4,
+        constraint="ib&v100",
+        max_concurrent=3,
+        extra_sbatch=["--exclusive"],
+    )
     job = SbatchJob("aj3", "train", 10, (), r)
     flags = sbatch_flags(job, run_id="r", run_dir="/d", defaults=Resources(partition="gpu"))
     assert flags == [
-        "--job-name=lz-r-aj3-train", "--array=0-9%3", "--output=/d/logs/aj3_%a.out",
-        "--error=/d/logs/aj3_%a.err", "--kill-on-invalid-dep=yes", "--time=1440",
-        "--mem=4096M", "--cpus-per-task=8", "--gpus=a100:2", "--gres=shard:1",
-        "--partition=gpu", "--account=acc", "--qos=high", "--nodes=2", "--ntasks=4",
-        "--constraint=ib&v100", "--exclusive",
+        "--job-name=lz-r-aj3-train",
+        "--array=0-9%3",
+        "--output=/d/logs/aj3_%a.out",
+        "--error=/d/logs/aj3_%a.err",
+        "--kill-on-invalid-dep=yes",
+        "--time=1440",
+        "--mem=4096M",
+        "--cpus-per-task=8",
+        "--gpus=a100:2",
+        "--gres=shard:1",
+        "--partition=gpu",
+        "--account=acc",
+        "--qos=high",
+        "--nodes=2",
+        "--ntasks=4",
+        "--constraint=ib&v100",
+        "--exclusive",
     ]
 
 
@@ -73,20 +102,27 @@ def fake_slurm(tmp_path: Path, fail_on: str | None = None) -> dict[str, str]:
     bin_dir.mkdir()
     log = tmp_path / "calls.log"
     for name in ("sbatch", "scontrol", "scancel"):
-        fail = f'case "$*" in *{fail_on}*) echo "sbatch: error: Invalid partition name specified" >&2; exit 1;; esac' if (name == "sbatch" and fail_on) else ""
+        fail = (
+            f'case "$*" in *{fail_on}*) '
+            'echo "sbatch: error: Invalid partition name specified" >&2; exit 1;; esac'
+            if (name == "sbatch" and fail_on)
+            else ""
+        )
         (bin_dir / name).write_text(
             "#!/bin/bash\n"
             f'printf "%s" {name} >> {shlex.quote(str(log))}\n'
             f'for a in "$@"; do printf " [%s]" "$a" >> {shlex.quote(str(log))}; done\n'
-            f'echo >> {shlex.quote(str(log))}\n'
+            f"echo >> {shlex.quote(str(log))}\n"
             f"{fail}\n"
-            'n=$(wc -l < ' + shlex.quote(str(log)) + '); echo "$((100 + n))"\n'
+            "n=$(wc -l < " + shlex.quote(str(log)) + '); echo "$((100 + n))"\n'
         )
         (bin_dir / name).chmod(0o755)
     return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "LOG": str(log)}
 
 
-def run_submit(tmp_path: Path, run_dir: str, fail_on: str | None = None) -> subprocess.CompletedProcess:
+def run_submit(
+    tmp_path: Path, run_dir: str, fail_on: str | None = None
+) -> subprocess.CompletedProcess:
     env = fake_slurm(tmp_path, fail_on)
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     _, text = render_all(run_dir)
@@ -118,7 +154,10 @@ def test_submit_failure_cancels_what_was_submitted(tmp_path):
     assert "Invalid partition name" in res.stderr
     calls = (tmp_path / "calls.log").read_text().splitlines()
     cancel = [c for c in calls if c.startswith("scancel")]
-    assert len(cancel) == 1 and cancel[0].count("[") == len([c for c in calls if c.startswith("sbatch")]) - 1
+    assert (
+        len(cancel) == 1
+        and cancel[0].count("[") == len([c for c in calls if c.startswith("sbatch")]) - 1
+    )
     assert not any(c.startswith("scontrol") for c in calls)
 
 

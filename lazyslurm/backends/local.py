@@ -134,7 +134,7 @@ class _RunState:
 
     def snapshot(self) -> Snapshot:
         return Snapshot(
-            states={aj.id: list(st) for aj, st in zip(self.ajs, self.states)},
+            states={aj.id: list(st) for aj, st in zip(self.ajs, self.states, strict=True)},
             failures=dict(self.failures),
         )
 

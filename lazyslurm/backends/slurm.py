@@ -37,7 +37,7 @@ from lazyslurm.backends.base import (
 from lazyslurm.backends.shell import LocalShell, Shell, SSHShell
 from lazyslurm.errors import BackendError, ClusterConfigError, SubmissionError
 from lazyslurm.graph.resources import Resources
-from lazyslurm.planning.planner import AFTERCORR, DEFAULT_MAX_ARRAY_SIZE
+from lazyslurm.planning.planner import AFTERCORR
 from lazyslurm.planning.sbatch import (
     IDS_MARKER,
     SUBMIT_FAILED_MARKER,
@@ -181,15 +181,19 @@ class SlurmBackend:
         ]
         if self._check_python:  # in a subshell, after the user's setup lines
             script.append(
-                "( " + "; ".join([*self.setup, f"{q(self.python)} -c "
-                "'import lazyslurm.runner, cloudpickle'"]) + " ) 2>&1 "
+                "( "
+                + "; ".join(
+                    [*self.setup, f"{q(self.python)} -c 'import lazyslurm.runner, cloudpickle'"]
+                )
+                + " ) 2>&1 "
                 "&& echo LZ-PYTHON=ok || echo LZ-PYTHON=missing"
             )
         res = self.shell.run("\n".join(script))
         config = dict(re.findall(r"^(\w+)\s*=\s*(\S+)", res.stdout, re.MULTILINE))
         if "MaxArraySize" not in config:
-            msg = f"cannot read Slurm's configuration (scontrol show config): {res.stdout}{res.stderr}"
-            raise BackendError(msg.strip())
+            detail = (res.stdout + res.stderr).strip()
+            msg = f"cannot read Slurm's configuration (scontrol show config): {detail}"
+            raise BackendError(msg)
         if self._max_array_size is None:
             self._max_array_size = min(int(config["MaxArraySize"]), 10**6)
         if self._status == "auto":
@@ -233,14 +237,21 @@ class SlurmBackend:
         self, run_id: str, array_jobs: Sequence[ArrayJobInfo], files: Mapping[str, bytes]
     ) -> RunHandle:
         run_dir = f"{self.workdir}/runs/{run_id}"
-        jobs = [SbatchJob(aj.id, aj.name, aj.size, aj.dependencies, aj.resources) for aj in array_jobs]
-        flags = {j.id: sbatch_flags(j, run_id=run_id, run_dir=run_dir, defaults=self.defaults) for j in jobs}
+        jobs = [
+            SbatchJob(aj.id, aj.name, aj.size, aj.dependencies, aj.resources) for aj in array_jobs
+        ]
+        flags = {
+            j.id: sbatch_flags(j, run_id=run_id, run_dir=run_dir, defaults=self.defaults)
+            for j in jobs
+        }
         staged = dict(files)
         for j in jobs:
             staged[f"jobs/{j.id}.sh"] = job_script(
                 j, run_id=run_id, run_dir=run_dir, python=self.python, setup=self.setup
             ).encode()
-        staged["submit.sh"] = submit_script(jobs, run_id=run_id, run_dir=run_dir, flags=flags).encode()
+        staged["submit.sh"] = submit_script(
+            jobs, run_id=run_id, run_dir=run_dir, flags=flags
+        ).encode()
         for sub in ("results", "errors", "logs"):
             staged[f"{sub}/.keep"] = b""
         q = shlex.quote
@@ -390,7 +401,9 @@ def _element_state(
         if now - first < _NO_RESULT_GRACE_S:
             return RUNNING, None  # its result file is on its way
         return FAILED, ElementFailure(
-            state="COMPLETED", exit_code=row.exit_code, job_id=job_id,
+            state="COMPLETED",
+            exit_code=row.exit_code,
+            job_id=job_id,
             reason="completed without a result file",
         )
     kind = CANCELLED if slurm_state == "CANCELLED" else FAILED
@@ -418,7 +431,9 @@ def _mark_dependency_cancels(
                     break
 
 
-def _submission_error(stdout: str, stderr: str, flags: Mapping[str, Sequence[str]]) -> SubmissionError:
+def _submission_error(
+    stdout: str, stderr: str, flags: Mapping[str, Sequence[str]]
+) -> SubmissionError:
     m = re.search(rf"{SUBMIT_FAILED_MARKER} (\S+)", stderr)
     which = m.group(1) if m else "?"
     slurm_msg = stderr.split("\n", 1)[1].strip() if m else (stderr or stdout).strip()
@@ -431,10 +446,26 @@ def _submission_error(stdout: str, stderr: str, flags: Mapping[str, Sequence[str
     return SubmissionError(msg)
 
 
-_SHELL_OPTIONS = {"hostname", "port", "username", "key_filename", "known_hosts",
-                  "allow_unknown_hosts", "connect_timeout_s", "keepalive_s"}
-_DEFAULT_OPTIONS = {"partition", "account", "qos", "time", "mem", "cpus_per_task",
-                    "constraint", "extra_sbatch"}
+_SHELL_OPTIONS = {
+    "hostname",
+    "port",
+    "username",
+    "key_filename",
+    "known_hosts",
+    "allow_unknown_hosts",
+    "connect_timeout_s",
+    "keepalive_s",
+}
+_DEFAULT_OPTIONS = {
+    "partition",
+    "account",
+    "qos",
+    "time",
+    "mem",
+    "cpus_per_task",
+    "constraint",
+    "extra_sbatch",
+}
 
 
 def make_slurm_backend(
@@ -470,15 +501,27 @@ def make_slurm_backend(
         here = str(Path(__file__).resolve().parents[2])  # the directory holding lazyslurm/
         path_line = f"export PYTHONPATH={shlex.quote(here)}${{PYTHONPATH:+:$PYTHONPATH}}"
         return SlurmBackend(
-            shell, name="slurm", workdir=wd, python=python or sys.executable,
+            shell,
+            name="slurm",
+            workdir=wd,
+            python=python or sys.executable,
             setup=(path_line, *setup),
-            defaults=defaults, max_array_size=max_array_size, status=status,
+            defaults=defaults,
+            max_array_size=max_array_size,
+            status=status,
         )
     if "hostname" not in shell_opts:
         msg = "backend='ssh' needs hostname=..."
         raise ClusterConfigError(msg)
     shell = SSHShell(env=env, **shell_opts)
     return SlurmBackend(
-        shell, name="ssh", workdir=wd, python=python or "python3", setup=setup,
-        defaults=defaults, max_array_size=max_array_size, status=status, check_python=True,
+        shell,
+        name="ssh",
+        workdir=wd,
+        python=python or "python3",
+        setup=setup,
+        defaults=defaults,
+        max_array_size=max_array_size,
+        status=status,
+        check_python=True,
     )

@@ -85,7 +85,7 @@ def _parse_time_str(text: str, option: str) -> float:
         hours, (minutes, seconds) = 0, nums
     else:  # bare minutes, as Slurm reads it
         hours, minutes, seconds = 0, nums[0], 0
-    if minutes >= 60 and (hours or days) or seconds >= 60:
+    if (minutes >= 60 and (hours or days)) or seconds >= 60:
         raise _bad(option, text, _TIME_FORMS)
     return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
 

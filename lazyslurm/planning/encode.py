@@ -18,13 +18,17 @@ import cloudpickle
 
 from lazyslurm.errors import SerializationError
 from lazyslurm.graph.core import Job
-from lazyslurm.planning.planner import ArrayJob, Plan
+from lazyslurm.planning.planner import Plan
 from lazyslurm.store import MANIFEST, OUTPUTS, SUMMARY, encode_spec
 
 __all__ = ["encode_run", "manifest"]
 
 _STDLIB_PREFIXES = tuple(
-    {sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    {
+        sysconfig.get_paths()["stdlib"],
+        sysconfig.get_paths()["purelib"],
+        sysconfig.get_paths()["platlib"],
+    }
 )
 
 
@@ -123,7 +127,12 @@ def encode_run(
             for dep in job._deps:
                 if dep.key in plan.external:
                     external[dep.key] = plan.external[dep.key]
-        header = {"func": func, "task": aj.name, "retries": aj.resources.retries, "external": external}
+        header = {
+            "func": func,
+            "task": aj.name,
+            "retries": aj.resources.retries,
+            "external": external,
+        }
         blobs = [_dump_element(job) for job in aj.elements]
         mods = _by_value_modules(func) if by_value else []
         for mod in mods:

@@ -141,7 +141,7 @@ def submit_script(
         f"run_dir={q(run_dir)}",
         "ids=()",
         "fail() {",
-        f'  printf \'%s %s\\n\' {SUBMIT_FAILED_MARKER} "$1" >&2',
+        f"  printf '%s %s\\n' {SUBMIT_FAILED_MARKER} \"$1\" >&2",
         '  cat "$run_dir/submit.err" >&2',
         '  if [ ${#ids[@]} -gt 0 ]; then scancel "${ids[@]}" >&2; fi',
         "  exit 3",
@@ -152,7 +152,7 @@ def submit_script(
         args = " ".join(q(f) for f in ["--parsable", "--hold", *flags[job.id]])
         dep_arg = f' "--dependency={dep}"' if dep else ""
         out += [
-            f"out=$(sbatch {args}{dep_arg} -- \"$run_dir/jobs/{job.id}.sh\" "
+            f'out=$(sbatch {args}{dep_arg} -- "$run_dir/jobs/{job.id}.sh" '
             f'2>"$run_dir/submit.err") || fail {q(job.id)}',
             f'{job.id}=${{out%%;*}}; ids+=("${job.id}")',
         ]

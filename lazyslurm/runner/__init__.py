@@ -127,8 +127,12 @@ def serve(stdin: Any, proto_fd: int) -> None:
         index = int(index_s)
         paths = RunPaths(run_dir)
         os.environ["SLURM_ARRAY_TASK_ID"] = index_s
-        out = os.open(paths.log(array_job, index, "out"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        err = os.open(paths.log(array_job, index, "err"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        out = os.open(
+            paths.log(array_job, index, "out"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600
+        )
+        err = os.open(
+            paths.log(array_job, index, "err"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600
+        )
         os.dup2(out, 1)
         os.dup2(err, 2)
         os.close(out)
