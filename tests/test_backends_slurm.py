@@ -413,6 +413,20 @@ def test_logs_of_an_element(any_cluster):
     assert "out 2" in out and "err 2" in err
 
 
+@pytest.mark.slurm
+def test_visualize_a_finished_and_a_failed_run(any_cluster):
+    """After a real run, its picture colours nodes by state (done, failed, cancelled)."""
+    a = maybe_fail.map(range(3))
+    with any_cluster:
+        run = submit(pp.stage3_finalize.map(a))
+        with pytest.raises(KeyError):
+            run.result()
+        svg = run.visualize(level="jobs").pipe(format="svg").decode()
+    assert "maybe_fail" in svg and "stage3_finalize" in svg and "aftercorr" in svg
+    for colour in ("#b2f2bb", "#ffa8a8", "#ffd8a8"):  # done, failed, cancelled
+        assert colour in svg
+
+
 # --------------------------------------------------------------------------- SSH specifics
 
 
