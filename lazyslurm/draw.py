@@ -414,18 +414,20 @@ def _draw_attached(
             drawn.update(counts)
             title = g[0] if len(keys) == 1 else f"{g[0]} {_index_range(len(keys))}"
             dot.node(
-                nid[g], _label([title, _status_line(counts, len(keys))]),
+                nid[g],
+                _label([title, _status_line(counts, len(keys))]),
                 **_node_attrs(_main_class(counts), "rounded"),
             )
         edges = {
             (nid[group_of[up]], nid[group_of[aj.id]])
-            for aj in run.array_jobs for _, up in aj.dependencies
+            for aj in run.array_jobs
+            for _, up in aj.dependencies
         }
         for up, down in sorted(edges):
             dot.edge(up, down)
         return drawn
     offsets: dict[str, int] = {}
-    for g, ajs in groups.items():
+    for ajs in groups.values():
         offset = 0
         for aj in ajs:
             offsets[aj.id] = offset
@@ -433,8 +435,13 @@ def _draw_attached(
     for s in sorted(set(stage.values())):
         with dot.subgraph(name=f"stage{s}") as sg:
             sg.attr(rank="same")
-            sg.node(f"stage_label{s}", f"stage {s}", shape="plaintext", fontcolor=_GREY_TEXT,
-                    fontsize="11")
+            sg.node(
+                f"stage_label{s}",
+                f"stage {s}",
+                shape="plaintext",
+                fontcolor=_GREY_TEXT,
+                fontsize="11",
+            )
             if s:
                 dot.edge(f"stage_label{s - 1}", f"stage_label{s}", style="invis")
             for aj in run.array_jobs:
@@ -443,8 +450,10 @@ def _draw_attached(
                 counts = model.counts(aj.keys)
                 drawn.update(counts)
                 n, offset = len(groups[group_of[aj.id]]), offsets[aj.id]
-                title = aj.name if aj.size == 1 and n == 1 else (
-                    f"{aj.name} {_index_range(aj.size, offset)}"
+                title = (
+                    aj.name
+                    if aj.size == 1 and n == 1
+                    else (f"{aj.name} {_index_range(aj.size, offset)}")
                 )
                 res = aj.resources.describe()
                 lines = [

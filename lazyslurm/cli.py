@@ -1,0 +1,398 @@
+"""The ``lazyslurm`` command: list, inspect, cancel, draw and clean runs in a cluster's store.
+
+::
+
+    lazyslurm runs                          runs in the store, newest first
+    lazyslurm status RUN                    element counts per array job; exit 1 if it failed
+    lazyslurm logs RUN NODE [--stderr] [--tail N]
+    lazyslurm cancel RUN
+    lazyslurm viz RUN -o run.svg [--level tasks|jobs]
+    lazyslurm clean --older-than 7d
+
+Every command takes ``--cluster PROFILE`` (default: ``$LAZYSLURM_PROFILE``, else the
+embedded local cluster and its work directory, ``$LAZYSLURM_WORKDIR`` or ``~/.lazyslurm``).
+Also ``python -m lazyslurm``.
+
+Exit codes: 0 ok; 1 ``status`` of a run that failed or was cancelled; 2 usage errors and
+errors (unknown run, bad profile, backend failure), reported in one line.
+
+This module imports only the standard library at import time: each command imports what
+it needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lazyslurm.cluster import Cluster
+    from lazyslurm.execute import Run
+
+__all__ = ["main"]
+
+PROG = "lazyslurm"
+EXIT_OK = 0
+EXIT_RUN_FAILED = 1
+EXIT_ERROR = 2
+MAX_FAILURES_SHOWN = 10
+_COUNT_COLUMNS = ("DONE", "RUNNING", "PENDING", "FAILED", "CANCELLED")
+
+
+# --------------------------------------------------------------------------- output helpers
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], right: Sequence[int] = ()) -> str:
+    """Plain text columns, two spaces apart; columns in ``right`` are right-aligned."""
+    cells = [[str(c) for c in headers], *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = []
+    for row in cells:
+        parts = [
+            cell.rjust(widths[i]) if i in right else cell.ljust(widths[i])
+            for i, cell in enumerate(row)
+        ]
+        lines.append("  ".join(parts).rstrip())
+    return "\n".join(lines)
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""
+
+
+# --------------------------------------------------------------------------- cluster
+
+
+def _open_cluster(args: argparse.Namespace) -> tuple[Cluster, bool]:
+    """The cluster to use, and whether this command owns it (and closes it)."""
+    from lazyslurm.cluster import Cluster, default_cluster
+    from lazyslurm.profiles import PROFILE_ENV
+
+    name = args.cluster or os.environ.get(PROFILE_ENV) or None
+    if name is not None:
+        return Cluster.from_profile(name), True
+    return default_cluster(), False
+
+
+def _attach(args: argparse.Namespace, cluster: Cluster) -> Run:
+    from lazyslurm.execute import Run
+
+    return Run.attach(args.run, cluster)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_runs(args: argparse.Namespace, cluster: Cluster) -> int:
+    from lazyslurm.execute import runs
+
+    items = runs(cluster)
+    if not items:
+        print(f"no runs in {cluster.backend.workdir}")
+        return EXIT_OK
+    rows = [
+        (r.id, r.started.strftime("%Y-%m-%d %H:%M:%S"), r.state, r.tasks, r.done, r.failed, r.label)
+        for r in items
+    ]
+    print(
+        _table(
+            ("RUN", "STARTED", "STATE", "TASKS", "DONE", "FAILED", "LABEL"), rows, right=(3, 4, 5)
+        )
+    )
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace, cluster: Cluster) -> int:
+    from lazyslurm.backends.base import CANCELLED, DONE, FAILED, PENDING, RUNNING
+
+    run = _attach(args, cluster)
+    status = run.status()
+    total = sum(status.counts.values())
+    print(f"run {status.run_id}: {status.state}, {status.counts.get(DONE, 0)}/{total} done")
+    order = (DONE, RUNNING, PENDING, FAILED, CANCELLED)
+    rows = [
+        (aj, name, sum(counts.values()), *(counts.get(s, 0) for s in order))
+        for aj, (name, counts) in status.array_jobs.items()
+    ]
+    if rows:
+        print(
+            _table(
+                ("ARRAY JOB", "TASK", "ELEMENTS", *_COUNT_COLUMNS),
+                rows,
+                right=range(2, 3 + len(order)),
+            )
+        )
+    _print_failures(run)
+    return EXIT_RUN_FAILED if status.state in (FAILED, CANCELLED) else EXIT_OK
+
+
+def _print_failures(run: Run) -> None:
+    """The failed elements of the last poll, with their error (one transfer)."""
+    from lazyslurm.backends.base import FAILED
+
+    snap = getattr(run, "_last", None)
+    if snap is None:
+        return
+    failed = [
+        (aj, i, key)
+        for aj in run.array_jobs
+        for i, (key, state) in enumerate(zip(aj.keys, snap.states.get(aj.id, ()), strict=False))
+        if state == FAILED
+    ]
+    if not failed:
+        return
+    shown = failed[:MAX_FAILURES_SHOWN]
+    paths = {key: f"runs/{run.id}/errors/{key}.pkl" for _, _, key in shown}
+    records = run.cluster.backend.read_files(list(paths.values()))
+    rows = [
+        (f"{aj.id}:{i}", key, _failure_text(records.get(paths[key]), snap.failures.get((aj.id, i))))
+        for aj, i, key in shown
+    ]
+    print(f"failed ({len(failed)}):")
+    for line in _table(("ELEMENT", "NODE", "ERROR"), rows).splitlines():
+        print(f"  {line}")
+    if len(failed) > len(shown):
+        print(f"  ... and {len(failed) - len(shown)} more")
+    print(f"see a log with: {PROG} logs {run.id} {shown[0][2]} --stderr")
+
+
+def _failure_text(record: bytes | None, failure: Any) -> str:
+    """``ValueError: message`` from an error record, else the scheduler's view."""
+    if record is not None:
+        try:
+            import cloudpickle
+
+            data = cloudpickle.loads(record)
+            return f"{data['type_name']}: {_first_line(data['message'])}"
+        except Exception:  # a damaged record: fall back on the scheduler's view
+            pass
+    if failure is None:
+        return "failed"
+    parts = [failure.state]
+    if failure.exit_code:
+        parts.append(f"exit code {failure.exit_code}")
+    if failure.reason:
+        parts.append(failure.reason)
+    return " ".join(parts)
+
+
+def resolve_node(run: Run, node: str) -> str:
+    """The node key meant by ``node``: a key, ``ARRAYJOB:INDEX`` or a unique key prefix."""
+    keys = [key for aj in run.array_jobs for key in aj.keys]
+    if node in keys:
+        return node
+    head, sep, tail = node.rpartition(":")
+    by_id = {aj.id: aj for aj in run.array_jobs}
+    if sep and head in by_id:
+        aj = by_id[head]
+        if not tail.isdigit() or int(tail) >= aj.size:
+            msg = (
+                f"array job {aj.id} ({aj.name}) of run {run.id} has elements 0-{aj.size - 1}, "
+                f"not {tail!r}"
+            )
+            raise KeyError(msg)
+        return aj.keys[int(tail)]
+    matches = [key for key in keys if key.startswith(node)]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        some = ", ".join(matches[:3]) + (", ..." if len(matches) > 3 else "")
+        msg = (
+            f"{node!r} matches {len(matches)} nodes of run {run.id} ({some}): give more of "
+            "the key, or ARRAYJOB:INDEX"
+        )
+        raise KeyError(msg)
+    jobs = ", ".join(f"{aj.id} {aj.name} [{aj.size}]" for aj in run.array_jobs)
+    msg = (
+        f"no node {node!r} in run {run.id}: give a node key, a unique prefix of one, or "
+        f"ARRAYJOB:INDEX (array jobs: {jobs})"
+    )
+    raise KeyError(msg)
+
+
+def cmd_logs(args: argparse.Namespace, cluster: Cluster) -> int:
+    run = _attach(args, cluster)
+    key = resolve_node(run, args.node)
+    out, err = run.logs(key)
+    text = err if args.stderr else out
+    if args.tail is not None:
+        text = "".join(text.splitlines(keepends=True)[-args.tail :] if args.tail else [])
+    if text:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    else:
+        stream = "stderr" if args.stderr else "stdout"
+        print(f"({key}: no {stream} output)", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_cancel(args: argparse.Namespace, cluster: Cluster) -> int:
+    from lazyslurm.backends.base import PENDING, RUNNING
+
+    run = _attach(args, cluster)
+    before = run.status()
+    unfinished = before.counts.get(PENDING, 0) + before.counts.get(RUNNING, 0)
+    total = sum(before.counts.values())
+    if not unfinished:
+        print(f"run {run.id} has already ended ({before.state}): nothing to cancel")
+        return EXIT_OK
+    run.cancel()
+    print(f"cancelled run {run.id}: {unfinished} of {total} elements had not finished")
+    return EXIT_OK
+
+
+def cmd_viz(args: argparse.Namespace, cluster: Cluster) -> int:
+    from lazyslurm.draw import visualize
+
+    run = _attach(args, cluster)
+    run.poll()  # colour by the current states
+    path = Path(args.output)
+    if not path.suffix:
+        path = path.with_name(path.name + ".svg")  # as visualize() does
+    visualize(run=run, filename=path, level=args.level)
+    print(f"wrote {path}")
+    return EXIT_OK
+
+
+def cmd_clean(args: argparse.Namespace, cluster: Cluster) -> int:
+    from lazyslurm.cache import clear
+
+    removed = clear(cluster, older_than=args.older_than)
+    where = cluster.backend.workdir
+    if not removed:
+        print(f"no runs older than {args.older_than} in {where}")
+        return EXIT_OK
+    print(f"removed {len(removed)} run(s) older than {args.older_than} from {where}:")
+    for run_id in sorted(removed):
+        print(f"  {run_id}")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        msg = f"expected a whole number of lines (0 or more), got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _age(text: str) -> str:
+    from lazyslurm.cache import parse_age
+    from lazyslurm.errors import ClusterConfigError
+
+    try:
+        seconds = parse_age(text)
+    except ClusterConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    if 0 < seconds < 60:
+        # lazyslurm.cache.clear works in whole minutes and treats 0 as "every run"
+        msg = f"{text!r}: ages under a minute are not supported (use 1m, or 0s for every run)"
+        raise argparse.ArgumentTypeError(msg)
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from lazyslurm import __version__
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--cluster",
+        metavar="PROFILE",
+        help="cluster profile from [tool.lazyslurm.profiles.PROFILE] in pyproject.toml or "
+        "[profiles.PROFILE] in lazyslurm.toml (default: $LAZYSLURM_PROFILE, else the "
+        "embedded local cluster in $LAZYSLURM_WORKDIR or ~/.lazyslurm)",
+    )
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Inspect and manage lazyslurm runs in a cluster's store.",
+        epilog="exit codes: 0 ok, 1 `status` of a failed or cancelled run, 2 errors",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name: str, handler: Callable[..., int], help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=help, description=help)
+        p.set_defaults(handler=handler)
+        return p
+
+    add("runs", cmd_runs, "list the runs in the cluster's store, newest first")
+
+    p = add("status", cmd_status, "element counts of a run, per array job (exit 1 if it failed)")
+    p.add_argument("run", metavar="RUN", help="run id")
+
+    p = add("logs", cmd_logs, "print the stdout (or stderr) of one node of a run")
+    p.add_argument("run", metavar="RUN", help="run id")
+    p.add_argument(
+        "node",
+        metavar="NODE",
+        help="node key, a prefix unique within the run, or ARRAYJOB:INDEX (e.g. aj1:3)",
+    )
+    p.add_argument("--stderr", action="store_true", help="print stderr instead of stdout")
+    p.add_argument("--tail", metavar="N", type=_non_negative_int, help="only the last N lines")
+
+    p = add("cancel", cmd_cancel, "cancel every unfinished element of a run")
+    p.add_argument("run", metavar="RUN", help="run id")
+
+    p = add("viz", cmd_viz, "draw a run, coloured by state, to a picture file")
+    p.add_argument("run", metavar="RUN", help="run id")
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        required=True,
+        help="picture file; its suffix gives the format: svg, png, pdf or dot",
+    )
+    p.add_argument(
+        "--level",
+        choices=("tasks", "jobs"),
+        default="tasks",
+        help="tasks: one node per task or mapped array (default); jobs: one per array job",
+    )
+
+    p = add("clean", cmd_clean, "delete runs (and their cached results) older than an age")
+    p.add_argument(
+        "--older-than",
+        metavar="AGE",
+        type=_age,
+        required=True,
+        help="for example 30m, 12h, 7d or 2w (0s: every run)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (the console script exits with it)."""
+    from lazyslurm.errors import LazySlurmError
+
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, usage errors
+        return exc.code if isinstance(exc.code, int) else EXIT_ERROR
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_ERROR
+    cluster = None
+    owned = False
+    try:
+        cluster, owned = _open_cluster(args)
+        return args.handler(args, cluster)
+    except (LazySlurmError, KeyError, OSError) as exc:
+        text = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        message = " ".join(str(text).split()) or type(exc).__name__
+        print(f"{PROG} {args.command}: error: {message}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if cluster is not None and owned:
+            cluster.close()

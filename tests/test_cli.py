@@ -1,0 +1,440 @@
+"""The ``lazyslurm`` command line, on runs made by the local backend.
+
+Runs are made first with ``lazyslurm.submit`` on a local cluster; the command line then
+finds them through a cluster profile (in a project's pyproject.toml) pointing at that work
+directory, as a user's later shell session would.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import lazyslurm
+from lazyslurm import Cluster, Run, submit, task
+from lazyslurm.cli import main
+
+needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="graphviz dot not installed")
+ROOT = Path(lazyslurm.__file__).resolve().parents[1]
+
+
+@task
+def inc(x):
+    return x + 1
+
+
+@task
+def total(xs):
+    return sum(xs)
+
+
+@task
+def noisy(n):
+    for i in range(n):
+        print(f"out line {i}")
+        print(f"err line {i}", file=sys.stderr)
+    msg = f"noisy failed after {n} lines"
+    raise ValueError(msg)
+
+
+@task
+def sleepy(seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+class Store:
+    """A work directory holding one finished and one failed run."""
+
+    def __init__(self, workdir: Path, done: str, failed: str) -> None:
+        self.workdir = workdir
+        self.done = done
+        self.failed = failed
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Store:
+    workdir = tmp_path_factory.mktemp("store") / "work"
+    with Cluster("local", workdir=workdir, max_workers=2) as cl:
+        done = submit(total(inc.map(range(3))), cluster=cl, label="sweep", progress=False)
+        done.wait()
+        failed = submit(noisy(5), cluster=cl, progress=False)
+        failed.wait()
+    return Store(workdir, done.id, failed.id)
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch) -> Path:
+    """A private home (no user profiles) and no profile selected."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    monkeypatch.delenv("LAZYSLURM_PROFILE", raising=False)
+    return home
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch, store) -> Path:
+    """A project directory (the current directory) whose profile ``work`` reads the store."""
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "pyproject.toml").write_text(
+        textwrap.dedent(f"""
+        [project]
+        name = "demo"
+
+        [tool.lazyslurm.profiles.work]
+        backend = "local"
+        workdir = "{store.workdir}"
+
+        [tool.lazyslurm.profiles.scratch]
+        workdir = "scratch"
+
+        [tool.lazyslurm.profiles.broken]
+        backend = "local"
+        max_workers = "four"
+    """)
+    )
+    monkeypatch.chdir(root)
+    return root
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def test_runs_lists_the_store_newest_first(project, store, capsys):
+    code, out, err = run_cli(capsys, "runs", "--cluster", "work")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].split() == ["RUN", "STARTED", "STATE", "TASKS", "DONE", "FAILED", "LABEL"]
+    assert [line.split()[0] for line in lines[1:]] == [store.failed, store.done]
+    assert lines[1].split()[3:6] == ["FAILED", "1", "0"]
+    assert lines[2].split()[3:] == ["DONE", "4", "4", "0", "sweep"]
+    # aligned: the STATE column starts at the same offset on every line
+    starts = [lines[0].index("STATE")] + [
+        line.index(w) for line, w in zip(lines[1:], ("FAILED", "DONE"), strict=True)
+    ]
+    assert len(set(starts)) == 1
+
+
+def test_runs_of_an_empty_store(project, capsys):
+    code, out, _ = run_cli(capsys, "runs", "--cluster", "scratch")
+    assert code == 0
+    assert out.strip() == f"no runs in {project / 'scratch'}"
+
+
+def test_python_m_lazyslurm_runs(project, store, isolated):
+    """The entry point works as a program, from the project directory."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    res = subprocess.run(
+        [sys.executable, "-m", "lazyslurm", "runs", "--cluster", "work"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr
+    assert store.done in res.stdout and store.failed in res.stdout
+    assert "sweep" in res.stdout
+
+
+# --------------------------------------------------------------------------- status
+
+
+def test_status_of_a_finished_run(project, store, capsys):
+    code, out, err = run_cli(capsys, "status", store.done, "--cluster", "work")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == f"run {store.done}: DONE, 4/4 done"
+    assert lines[1].split() == [
+        "ARRAY",
+        "JOB",
+        "TASK",
+        "ELEMENTS",
+        "DONE",
+        "RUNNING",
+        "PENDING",
+        "FAILED",
+        "CANCELLED",
+    ]
+    assert lines[2].split() == ["aj0", "inc", "3", "3", "0", "0", "0", "0"]
+    assert lines[3].split() == ["aj1", "total", "1", "1", "0", "0", "0", "0"]
+    assert "failed" not in out
+
+
+def test_status_of_a_failed_run_exits_1_and_shows_the_error(project, store, capsys):
+    code, out, _ = run_cli(capsys, "status", store.failed, "--cluster", "work")
+    assert code == 1
+    assert out.startswith(f"run {store.failed}: FAILED, 0/1 done")
+    assert "failed (1):" in out
+    assert "aj0:0" in out and "ValueError: noisy failed after 5 lines" in out
+    assert f"lazyslurm logs {store.failed} noisy-" in out
+
+
+def test_an_unknown_run_is_one_line_without_a_traceback(project, capsys):
+    code, out, err = run_cli(capsys, "status", "20990101-000000-abcdef", "--cluster", "work")
+    assert code == 2
+    assert out == ""
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("lazyslurm status: error: no run '20990101-000000-abcdef'")
+
+
+# --------------------------------------------------------------------------- logs
+
+
+def test_logs_by_prefix_array_index_and_key(project, store, capsys):
+    code, out, err = run_cli(capsys, "logs", store.failed, "noisy", "--cluster", "work")
+    assert code == 0, err
+    assert out == "".join(f"out line {i}\n" for i in range(5))
+    key = Run.attach(store.failed, Cluster.from_profile("work")).array_jobs[0].keys[0]
+    for node in ("aj0:0", key, key[:8]):
+        assert run_cli(capsys, "logs", store.failed, node, "--cluster", "work")[1] == out
+
+
+def test_logs_stderr_and_tail(project, store, capsys):
+    code, err_log, _ = run_cli(
+        capsys, "logs", store.failed, "aj0:0", "--stderr", "--cluster", "work"
+    )
+    assert code == 0
+    assert "err line 0" in err_log and "ValueError: noisy failed after 5 lines" in err_log
+    assert "out line" not in err_log
+    code, out, _ = run_cli(
+        capsys, "logs", store.failed, "aj0:0", "--tail", "2", "--cluster", "work"
+    )
+    assert out == "out line 3\nout line 4\n"
+    code, out, _ = run_cli(
+        capsys, "logs", store.failed, "aj0:0", "--stderr", "--tail", "1", "--cluster", "work"
+    )
+    assert out == err_log.splitlines(keepends=True)[-1]
+    code, out, err = run_cli(
+        capsys, "logs", store.failed, "aj0:0", "--tail", "0", "--cluster", "work"
+    )
+    assert (code, out) == (0, "")
+    assert "no stdout output" in err
+
+
+def test_logs_of_an_element_without_output(project, store, capsys):
+    code, out, err = run_cli(capsys, "logs", store.done, "aj1:0", "--cluster", "work")
+    assert (code, out) == (0, "")
+    assert "total-" in err and "no stdout output" in err
+
+
+@pytest.mark.parametrize(
+    ("node", "words"),
+    [
+        ("inc", "'inc' matches 3 nodes"),  # ambiguous prefix
+        ("nothing", "no node 'nothing'"),
+        ("aj0:7", "array job aj0 (inc) of run"),
+        ("aj0:x", "has elements 0-2, not 'x'"),
+    ],
+)
+def test_logs_of_a_node_that_is_not_one(project, store, capsys, node, words):
+    code, out, err = run_cli(capsys, "logs", store.done, node, "--cluster", "work")
+    assert code == 2 and out == ""
+    assert words in err and err.count("\n") == 1
+
+
+# --------------------------------------------------------------------------- cancel
+
+
+def test_cancel_stops_a_running_run(tmp_path, capsys):
+    """Without a profile the command line uses the default cluster (here: the one this
+    process submitted to, so its local workers can be stopped)."""
+    run = submit(total(sleepy.map([30, 31])), progress=False)
+    deadline = time.monotonic() + 30
+    while run.status().counts.get("RUNNING", 0) == 0:
+        assert time.monotonic() < deadline, "the run never started"
+        time.sleep(0.05)
+    code, out, err = run_cli(capsys, "cancel", run.id)
+    assert code == 0, err
+    assert out.strip() == f"cancelled run {run.id}: 3 of 3 elements had not finished"
+    t0 = time.monotonic()
+    snap = run.wait(timeout=20)
+    assert time.monotonic() - t0 < 10
+    assert snap is not None and snap.counts_total() == {"CANCELLED": 3}
+    code, out, _ = run_cli(capsys, "status", run.id)
+    assert code == 1 and f"run {run.id}: CANCELLED" in out
+    code, out, _ = run_cli(capsys, "cancel", run.id)
+    assert code == 0 and "already ended (CANCELLED): nothing to cancel" in out
+
+
+def test_cancel_of_a_finished_run(project, store, capsys):
+    code, out, _ = run_cli(capsys, "cancel", store.done, "--cluster", "work")
+    assert code == 0
+    assert out.strip() == f"run {store.done} has already ended (DONE): nothing to cancel"
+    assert run_cli(capsys, "status", store.done, "--cluster", "work")[0] == 0
+
+
+# --------------------------------------------------------------------------- viz
+
+
+@needs_dot
+def test_viz_draws_the_run_to_svg(project, store, tmp_path, capsys):
+    path = tmp_path / "run.svg"
+    code, out, err = run_cli(capsys, "viz", store.done, "-o", str(path), "--cluster", "work")
+    assert code == 0, err
+    assert out.strip() == f"wrote {path}"
+    svg = path.read_text()
+    assert svg.lstrip().startswith("<?xml") and "<svg" in svg
+    assert "inc [0&#45;2]" in svg or "inc [0-2]" in svg
+    assert "total" in svg and "3 done" in svg
+
+    jobs = tmp_path / "jobs"  # no suffix: svg
+    code, out, _ = run_cli(
+        capsys, "viz", store.failed, "-o", str(jobs), "--level", "jobs", "--cluster", "work"
+    )
+    assert code == 0 and out.strip() == f"wrote {jobs}.svg"
+    svg = Path(f"{jobs}.svg").read_text()
+    assert "noisy" in svg and "aj0 · 1 element" in svg and "failed" in svg
+
+
+def test_viz_errors(project, store, tmp_path, capsys):
+    code, _, err = run_cli(
+        capsys, "viz", store.done, "-o", str(tmp_path / "x.nope"), "--cluster", "work"
+    )
+    assert code == 2 and "cannot tell the picture format" in err
+    code, _, err = run_cli(
+        capsys, "viz", store.done, "-o", str(tmp_path / "no" / "x.dot"), "--cluster", "work"
+    )
+    assert code == 2 and "No such file or directory" in err and "Traceback" not in err
+    assert run_cli(capsys, "viz", store.done, "--cluster", "work")[0] == 2  # -o is required
+
+
+def test_an_attached_run_is_drawn_from_its_array_jobs(tmp_path):
+    """visualize(run=Run.attach(...)): no plan in this process; chunks of one array are one
+    node at level tasks and keep their element ranges at level jobs."""
+    workdir = tmp_path / "work"
+    with Cluster("local", workdir=workdir, max_workers=2, max_array_size=2) as cl:
+        run = submit(total(inc.map(range(5))), cluster=cl, progress=False)
+        run.wait()
+    attached = Run.attach(run.id, Cluster("local", workdir=workdir))
+    assert attached.plan is None
+    pending = lazyslurm.visualize(run=attached).source  # never polled
+    assert "inc [0-4]\\n5 pending" in pending
+    attached.poll()
+    tasks = lazyslurm.visualize(attached).source  # a Run among the arguments
+    assert "inc [0-4]\\n5 done" in tasks and "total\\ndone" in tasks
+    assert tasks.count("->") == 1
+    jobs = attached.visualize(level="jobs").source
+    for label in (
+        "inc [0-1]\\naj0 · 2 elements",
+        "inc [2-3]\\naj1",
+        "inc [4]\\naj2 · 1 element",
+        "total\\naj3 · 1 element",
+    ):
+        assert label in jobs
+    assert jobs.count("[label=afterok]") == 3 and "stage 1" in jobs
+    coloured = lazyslurm.visualize(run=attached, states={attached.array_jobs[3].keys[0]: "failed"})
+    assert "total\\nfailed" in coloured.source
+
+
+# --------------------------------------------------------------------------- clean
+
+
+def test_clean_removes_only_runs_older_than_the_age(project, capsys):
+    workdir = project / "scratch"
+    with Cluster("local", workdir=workdir, max_workers=1) as cl:
+        old = submit(inc(1), cluster=cl, progress=False)
+        new = submit(inc(2), cluster=cl, progress=False)
+        old.wait()
+        new.wait()
+    ten_days_ago = time.time() - 10 * 86400
+    os.utime(workdir / "runs" / old.id, (ten_days_ago, ten_days_ago))
+
+    code, out, err = run_cli(capsys, "clean", "--older-than", "7d", "--cluster", "scratch")
+    assert code == 0, err
+    assert out.splitlines() == [f"removed 1 run(s) older than 7d from {workdir}:", f"  {old.id}"]
+    assert sorted(p.name for p in (workdir / "runs").iterdir()) == [new.id]
+    code, out, _ = run_cli(capsys, "clean", "--older-than", "7d", "--cluster", "scratch")
+    assert (code, out.strip()) == (0, f"no runs older than 7d in {workdir}")
+    code, out, _ = run_cli(capsys, "runs", "--cluster", "scratch")
+    assert new.id in out and old.id not in out
+
+
+@pytest.mark.parametrize(
+    ("age", "words"),
+    [("soon", "invalid age 'soon'"), ("30s", "ages under a minute are not supported")],
+)
+def test_clean_rejects_bad_ages_before_touching_anything(project, capsys, age, words):
+    code, out, err = run_cli(capsys, "clean", "--older-than", age, "--cluster", "scratch")
+    assert code == 2 and out == "" and words in err
+    assert run_cli(capsys, "clean", "--cluster", "scratch")[0] == 2  # the age is required
+
+
+# --------------------------------------------------------------------------- profiles
+
+
+def test_lazyslurm_profile_selects_the_cluster(project, store, monkeypatch, capsys):
+    monkeypatch.setenv("LAZYSLURM_PROFILE", "work")
+    code, out, _ = run_cli(capsys, "runs")
+    assert code == 0 and store.done in out
+    assert run_cli(capsys, "status", store.failed)[0] == 1
+    code, out, _ = run_cli(capsys, "runs", "--cluster", "scratch")  # --cluster wins
+    assert code == 0 and out.startswith("no runs in")
+
+
+def test_a_bad_profile_is_reported_with_its_file_and_key(project, capsys):
+    code, out, err = run_cli(capsys, "runs", "--cluster", "broken")
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert str(project / "pyproject.toml") in err
+    assert "'broken'" in err and "key 'max_workers' must be an integer" in err
+
+
+def test_an_unknown_profile_lists_the_others(project, capsys):
+    code, _, err = run_cli(capsys, "status", "x", "--cluster", "gpu")
+    assert code == 2
+    assert "unknown cluster profile 'gpu'" in err
+    assert "available profiles: broken, scratch, work" in err
+    assert str(project / "pyproject.toml") in err
+
+
+# --------------------------------------------------------------------------- usage
+
+
+def test_usage_errors_exit_2(capsys):
+    assert main([]) == 2  # no command: help on stderr
+    assert "COMMAND" in capsys.readouterr().err
+    assert main(["nope"]) == 2
+    assert main(["logs", "only-a-run"]) == 2
+    assert main(["logs", "r", "n", "--tail", "-1"]) == 2
+    assert main(["viz", "r", "-o", "x.svg", "--level", "stages"]) == 2
+    assert "invalid choice" in capsys.readouterr().err
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"lazyslurm {lazyslurm.__version__}"
+    assert main(["status", "--help"]) == 0
+    assert "--cluster PROFILE" in capsys.readouterr().out
+
+
+def test_the_cli_module_imports_only_the_standard_library():
+    """``lazyslurm --help`` must be quick: the heavy modules load inside the commands."""
+    code = (
+        "import sys, lazyslurm.cli as c; c.build_parser(); "
+        "heavy = {'cloudpickle', 'networkx', 'graphviz', 'paramiko', 'rich', 'attrs', "
+        "'lazyslurm.execute', 'lazyslurm.cluster'}; "
+        "print(sorted(heavy & set(sys.modules)))"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert res.stdout.strip() == "[]"
