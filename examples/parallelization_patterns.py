@@ -259,6 +259,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--key-filename", help="SSH private key (--backend ssh)")
     p.add_argument("--known-hosts", help="known_hosts file (--backend ssh)")
     p.add_argument("--python", help="interpreter on the cluster (slurm/ssh)")
+    p.add_argument("--setup", action="append", default=[], metavar="LINE",
+                   help="shell line run before the runner on the cluster (repeatable)")
     p.add_argument("--partition", help="default Slurm partition (slurm/ssh)")
     p.add_argument("--packaging", default=None, help="not used yet: code travels by cloudpickle")
     p.add_argument("--packaging-registry", default=None, help="not used yet")
@@ -270,7 +272,7 @@ def make_parser() -> argparse.ArgumentParser:
 def make_cluster(args: argparse.Namespace) -> Cluster:
     options: dict[str, Any] = {}
     if args.backend in ("slurm", "ssh"):
-        for name in ("partition", "python"):
+        for name in ("partition", "python", "setup"):
             if getattr(args, name):
                 options[name] = getattr(args, name)
     if args.backend == "ssh":
@@ -298,7 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if args.backend in ("local", "sync"):
         unused += [
-            f"--{n}" for n in ("hostname", "username", "partition", "python") if getattr(args, n)
+            f"--{n}"
+            for n in ("hostname", "username", "partition", "python", "setup")
+            if getattr(args, n)
         ]
     if unused:
         print(f"note: {', '.join(unused)} accepted but not used with --backend {args.backend}")

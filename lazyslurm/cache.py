@@ -11,6 +11,7 @@ import datetime as _dt
 import json
 import re
 import shlex
+import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -136,15 +137,12 @@ def clear(cluster: Cluster | None = None, older_than: Any = 0) -> list[str]:
     from lazyslurm.cluster import resolve_cluster
 
     cl = resolve_cluster(cluster)
-    minutes = int(parse_age(older_than) // 60)
+    cutoff = time.time() - parse_age(older_than)
     backend = cl.backend
     res = backend.shell.run(
         f"cd {shlex.quote(str(backend.workdir))}/runs 2>/dev/null || exit 0\n"
-        f"find . -mindepth 1 -maxdepth 1 -type d -mmin +{minutes} -print | while read -r d; do "
-        'rm -rf -- "$d" && echo "${d#./}"; done'
-        if minutes > 0
-        else f"cd {shlex.quote(str(backend.workdir))}/runs 2>/dev/null || exit 0\n"
-        'for d in */; do rm -rf -- "$d" && echo "${d%/}"; done'
+        f"find . -mindepth 1 -maxdepth 1 -type d ! -newermt @{cutoff:.3f} -print | "
+        'while read -r d; do rm -rf -- "$d" && echo "${d#./}"; done'
     )
     removed = [line for line in res.stdout.splitlines() if line]
     for key, run in list(cl.computed.items()):

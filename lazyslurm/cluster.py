@@ -16,6 +16,7 @@ from typing import Any
 
 from lazyslurm.backends.base import Backend
 from lazyslurm.errors import ClusterConfigError
+from lazyslurm.store import default_workdir
 
 __all__ = ["Cluster", "current_cluster"]
 
@@ -23,10 +24,6 @@ _ACTIVE: contextvars.ContextVar[Cluster | None] = contextvars.ContextVar(
     "lazyslurm_active_cluster", default=None
 )
 BACKENDS = ("local", "sync", "slurm", "ssh")
-
-
-def default_workdir() -> Path:
-    return Path(os.environ.get("LAZYSLURM_WORKDIR") or Path.home() / ".lazyslurm")
 
 
 class Cluster:
@@ -62,6 +59,13 @@ class Cluster:
         if not 0 < poll_min_s <= poll_max_s:
             msg = f"need 0 < poll_min_s <= poll_max_s, got {poll_min_s}, {poll_max_s}"
             raise ClusterConfigError(msg)
+        if backend in ("local", "sync") and backend_options:
+            names = ", ".join(sorted(backend_options))
+            msg = f"option(s) {names} do not apply to backend {backend!r} (only to slurm/ssh)"
+            raise ClusterConfigError(msg)
+        if backend in ("slurm", "ssh") and max_workers is not None:
+            msg = f"max_workers applies to backend='local' only; Slurm decides for {backend!r}"
+            raise ClusterConfigError(msg)
         self._spec = backend
         self._backend: Backend | None = None if isinstance(backend, str) else backend
         self.backend_name = backend if isinstance(backend, str) else backend.name
@@ -80,6 +84,7 @@ class Cluster:
         self._tokens: list[contextvars.Token[Cluster | None]] = []
         # session memory
         self.computed: dict[str, str] = {}  # node key -> run id holding its result
+        self.ran: dict[str, str] = {}  # node key -> run id it last ran in (any outcome)
         self.values: dict[str, Any] = {}  # results already fetched to this process
 
     @classmethod

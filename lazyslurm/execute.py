@@ -41,6 +41,7 @@ from lazyslurm.errors import (
     JobOutOfMemoryError,
     JobTimeoutError,
     NodeFailError,
+    TaskCancelledError,
     remote_error,
 )
 from lazyslurm.graph.core import Job
@@ -284,6 +285,8 @@ class Run:
             if s == DONE
         ]
         self.cluster.record(self.id, done)
+        for aj in self.array_jobs:
+            self.cluster.ran.update(dict.fromkeys(aj.keys, self.id))
         log.info("run %s finished: %s", self.id, _fmt_counts(snap.counts_total()))
         _emit(self._callbacks, "on_done", self)
 
@@ -358,7 +361,7 @@ class Run:
                     original = cloudpickle.loads(data["exception"])
                 except Exception:
                     original = None
-            raise remote_error(
+            err: Exception = remote_error(
                 original,
                 type_name=data["type_name"],
                 message=data["message"] + note,
@@ -366,6 +369,7 @@ class Run:
                 key=key,
                 remote_traceback=data["traceback"],
             )
+            raise _with_cancelled(err, cancelled, key, len(roots))
         stderr = files.get(paths[1], b"").decode(errors="replace")
         tail = "\n".join(stderr.splitlines()[-20:])
         state = failure.state if failure else "UNKNOWN"
@@ -378,7 +382,7 @@ class Run:
             f"{': ' + failure.reason if failure and failure.reason else ''}{note}"
             f"\n--- stderr tail ---\n{tail}"
         )
-        raise cls(
+        err = cls(
             msg,
             job_id=failure.job_id if failure else "",
             array_index=idx,
@@ -387,6 +391,7 @@ class Run:
             stderr_tail=tail,
             key=key,
         )
+        raise _with_cancelled(err, cancelled, key, len(roots))
 
     def result(self, *, fetch: bool = True) -> tuple[Any, ...] | None:
         """Wait, raise the first failure, then return the outputs (fetched in one read)."""
@@ -396,6 +401,16 @@ class Run:
         if not fetch:
             return None
         return fetch_outputs(self.cluster, self._templates)
+
+
+def _with_cancelled(err: Exception, cancelled: list[str], cause: str, failures: int) -> Exception:
+    """Attach ``err.cancelled``: a :class:`TaskCancelledError` per dependent that never ran."""
+    why = cause if failures == 1 else f"{cause} (or one of {failures - 1} other failed tasks)"
+    err.cancelled = [  # type: ignore[attr-defined]
+        TaskCancelledError(f"task {k} was cancelled because {why} failed", key=k, cause_key=cause)
+        for k in cancelled
+    ]
+    return err
 
 
 def fetch_outputs(cluster: Cluster, templates: list[Any]) -> tuple[Any, ...]:
@@ -519,7 +534,7 @@ def job_logs(job: Job, cluster: Cluster | None = None) -> tuple[str, str]:
     """``(stdout, stderr)`` of the element that ran ``job`` (in this session, or found in
     the store with ``cache``)."""
     cl = resolve_cluster(cluster)
-    run_id = cl.computed.get(job.key)
+    run_id = cl.ran.get(job.key) or cl.computed.get(job.key)
     if run_id is None:
         msg = f"{job!r} has not run in this cluster session"
         raise KeyError(msg)

@@ -36,11 +36,10 @@ import difflib
 import json
 import os
 import re
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from lazyslurm.cluster import BACKENDS
 from lazyslurm.errors import ClusterConfigError, InvalidOptionError, OptionTypeError

@@ -165,6 +165,11 @@ class RunPaths:
             (self.root / sub).mkdir(mode=0o700, exist_ok=True)
 
 
+def default_workdir() -> Path:
+    """Where runs are kept by default: ``$LAZYSLURM_WORKDIR`` or ``~/.lazyslurm``."""
+    return Path(os.environ.get("LAZYSLURM_WORKDIR") or Path.home() / ".lazyslurm")
+
+
 def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to a temporary file beside ``path``, then rename it into place."""
     path = Path(path)

@@ -122,3 +122,12 @@ def test_parse_age_rejects_nonsense():
     assert parse_age("2w") == 14 * 86400
     with pytest.raises(ValueError, match="invalid age"):
         parse_age("soon")
+
+
+def test_clear_keeps_runs_younger_than_the_age(tmp_path):
+    """Ages under a minute are honoured: a fresh run survives clear(older_than='30s')."""
+    c = session(tmp_path)
+    with c:
+        compute(pp.stage1_preprocess("x"))
+    assert lazyslurm.cache.clear(c, older_than="30s") == []
+    assert len(lazyslurm.runs(c)) == 1

@@ -13,6 +13,7 @@ from lazyslurm import Cluster, compute, plan, submit, task
 from lazyslurm.errors import (
     JobFailedError,
     SerializationError,
+    TaskCancelledError,
     TaskError,
 )
 
@@ -136,6 +137,11 @@ def test_dependents_of_failure_are_cancelled(cluster):
     with pytest.raises(ValueError, match="dependent task") as info:
         total(b).compute()
     assert info.value.key == a[1].key
+    cancelled = info.value.cancelled
+    assert {c.key for c in cancelled} == {b[1].key, total(b).key}
+    assert all(isinstance(c, TaskCancelledError) and c.cause_key == a[1].key for c in cancelled)
+    if cluster.backend_name == "local":  # logs of a failed node are still at hand
+        assert "bad value 1" in a[1].logs()[1]
     # elements that did not depend on the failure completed and are remembered
     assert a[0].key in cluster.computed and b[0].key in cluster.computed
     assert b[1].key not in cluster.computed
@@ -372,3 +378,29 @@ def test_events_go_to_logging(cluster, caplog):
         "submitted run" in text
         and f"{job.key}: PENDING -> DONE" in text.replace("RUNNING -> DONE", "PENDING -> DONE")
     ) or f"{job.key}:" in text
+
+
+def test_options_that_do_not_apply_are_refused():
+    """Slurm options on an embedded cluster, or max_workers on Slurm, are clear errors."""
+    with pytest.raises(ValueError, match="partition do not apply to backend 'local'"):
+        Cluster("local", partition="debug")
+    with pytest.raises(ValueError, match="max_workers applies to backend='local' only"):
+        Cluster("slurm", max_workers=3)
+
+
+def test_attach_to_a_live_local_run_waits_for_it(tmp_path):
+    """Attached from another session while its submitter lives, a local run is pending,
+    not lost, and its results arrive."""
+    from lazyslurm import Run
+
+    @task
+    def nap(x):
+        time.sleep(0.5)
+        return x
+
+    with Cluster("local", workdir=tmp_path, max_workers=2):
+        run = submit(nap.map([1, 2]))
+        other = Run.attach(run.id, Cluster("local", workdir=tmp_path))
+        assert "CANCELLED" not in other.status().counts
+        assert other.result() == ([1, 2],)
+        assert run.result() == ([1, 2],)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import queue
+import socket
 import subprocess
 import sys
 import threading
@@ -274,7 +275,7 @@ class LocalBackend:
         if self._closed:
             msg = "this local backend is closed"
             raise BackendError(msg)
-        paths = write_run_files(self.workdir, run_id, files)
+        paths = write_run_files(self.workdir, run_id, {**files, CLIENT_PID: _client_id()})
         run = _RunState(run_id, paths, array_jobs)
         self._ensure_pool()
         with self._cond:
@@ -321,8 +322,29 @@ class LocalBackend:
         self._finalizer()
 
 
+CLIENT_PID = "client.pid"  # host and pid of the process running a local run
+
+
+def _client_id() -> bytes:
+    return f"{socket.gethostname()} {os.getpid()}".encode()
+
+
+def _client_alive(run_dir: Path) -> bool:
+    """Whether the process that runs this local run is still alive (on this host)."""
+    try:
+        host, pid = (run_dir / CLIENT_PID).read_text().split()
+        os.kill(int(pid), 0)
+    except (OSError, ValueError):
+        return False
+    return host == socket.gethostname()
+
+
 def _files_snapshot(workdir: Path, handle: RunHandle) -> Snapshot:
-    return snapshot_from_files(handle, *outcome_keys(workdir / "runs" / handle.run_id))
+    """A run of another process: from its store; unfinished elements are pending while
+    that process lives, and lost once it is gone."""
+    run_dir = workdir / "runs" / handle.run_id
+    unfinished = PENDING if _client_alive(run_dir) else CANCELLED
+    return snapshot_from_files(handle, *outcome_keys(run_dir), unfinished=unfinished)
 
 
 def _exit_code(returncode: int) -> str:

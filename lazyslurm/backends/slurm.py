@@ -11,7 +11,6 @@ Slurm does all the scheduling. Per action, one round trip:
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import sys
@@ -46,6 +45,7 @@ from lazyslurm.planning.sbatch import (
     sbatch_flags,
     submit_script,
 )
+from lazyslurm.store import default_workdir
 
 __all__ = ["SlurmBackend", "make_slurm_backend", "parse_array_ids", "parse_status"]
 
@@ -210,8 +210,9 @@ class SlurmBackend:
             detail = res.stdout.split("LZ-HOME=")[-1].split("\n", 1)[-1].strip()
             msg = (
                 f"python {self.python!r} on the cluster cannot import lazyslurm and "
-                f"cloudpickle: install them there (pip install lazyslurm) or pass "
-                f"python=... / setup=[...] to the Cluster. Output: {detail}"
+                f"cloudpickle: install this lazyslurm there (e.g. `pip install "
+                f"lazyslurm-*.whl` built with `pip wheel --no-deps .`, and cloudpickle) or "
+                f"pass python=... / setup=[...] to the Cluster. Output: {detail}"
             )
             raise ClusterConfigError(msg)
         self._probed = True
@@ -496,7 +497,7 @@ def make_slurm_backend(
             msg = f"option(s) {', '.join(sorted(shell_opts))} only apply to backend='ssh'"
             raise ClusterConfigError(msg)
         shell: Shell = LocalShell(env=env)
-        wd = wd or os.path.expanduser("~/.lazyslurm")
+        wd = wd or str(default_workdir())
         # a shared file system: jobs run the very lazyslurm this client runs
         here = str(Path(__file__).resolve().parents[2])  # the directory holding lazyslurm/
         path_line = f"export PYTHONPATH={shlex.quote(here)}${{PYTHONPATH:+:$PYTHONPATH}}"
