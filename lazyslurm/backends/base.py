@@ -11,11 +11,14 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import attrs
 
 from lazyslurm.graph.resources import Resources
+
+if TYPE_CHECKING:
+    from lazyslurm.backends.shell import Shell
 
 __all__ = [
     "CANCELLED",
@@ -122,9 +125,15 @@ class Snapshot:
 
 @runtime_checkable
 class Backend(Protocol):
-    """A place to run array jobs. Implementations: local, sync, slurm (subprocess/SSH), fake."""
+    """A place to run array jobs. Implementations: local, sync, slurm (subprocess/SSH), fake.
+
+    ``shell`` and ``workdir`` are where the store lives: listing runs, the cross-run cache
+    and clearing old runs are shell commands there (one each, also over SSH).
+    """
 
     name: str
+    shell: Shell
+    workdir: Any  # a local Path, or a path on the cluster (str)
 
     def max_array_size(self) -> int:
         """Largest array (elements per array job) the scheduler accepts."""
