@@ -41,6 +41,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lazyslurm.backends.slurm import DEFAULT_OPTIONS
 from lazyslurm.cluster import BACKENDS
 from lazyslurm.errors import ClusterConfigError, InvalidOptionError, OptionTypeError
 
@@ -146,16 +147,6 @@ SSH_KEYS: dict[str, _Check] = {
     "keepalive_s": _NUMBER,
 }
 KEYS: dict[str, _Check] = {**CLUSTER_KEYS, **SLURM_KEYS, **SSH_KEYS}
-_RESOURCE_KEYS = (
-    "partition",
-    "account",
-    "qos",
-    "time",
-    "mem",
-    "cpus_per_task",
-    "constraint",
-    "extra_sbatch",
-)
 _POSITIVE = (
     "max_workers",
     "max_array_size",
@@ -359,7 +350,7 @@ def _validate(name: str, source: _Source) -> Profile:
         raise fail(f"key 'status' must be one of {', '.join(STATUS_SOURCES)}, got {status!r}")
     if backend == "ssh" and "hostname" not in data:
         raise fail("backend \"ssh\" needs a 'hostname' key")
-    defaults = {k: data[k] for k in _RESOURCE_KEYS if k in data}
+    defaults = {k: data[k] for k in DEFAULT_OPTIONS if k in data}
     if defaults:
         from lazyslurm.graph.resources import Resources
 

@@ -375,3 +375,12 @@ def test_only_the_profile_asked_for_is_validated(project):
     assert Cluster.from_profile("good").max_workers == 2
     with pytest.raises(ClusterConfigError, match="'broken'"):
         Cluster.from_profile("broken")
+
+
+def test_profile_keys_follow_the_backend_options():
+    """Profiles accept exactly the ssh options and cluster defaults the backend knows."""
+    from lazyslurm import profiles
+    from lazyslurm.backends.slurm import DEFAULT_OPTIONS, SSH_OPTIONS
+
+    assert set(profiles.SSH_KEYS) == SSH_OPTIONS
+    assert set(profiles.SLURM_KEYS) == DEFAULT_OPTIONS | {"python", "setup", "env", "status"}

@@ -47,7 +47,7 @@ from lazyslurm.planning.sbatch import (
 )
 from lazyslurm.store import default_workdir
 
-__all__ = ["SlurmBackend", "make_slurm_backend", "parse_array_ids", "parse_status"]
+__all__ = ["DEFAULT_OPTIONS", "SSH_OPTIONS", "SlurmBackend", "make_slurm_backend", "parse_array_ids", "parse_status"]
 
 # Slurm states grouped by what they mean for us. Anything else is treated as a terminal
 # failure, so that waiting never loops forever on a state we do not know.
@@ -447,7 +447,7 @@ def _submission_error(
     return SubmissionError(msg)
 
 
-_SHELL_OPTIONS = {
+SSH_OPTIONS = {  # SSHShell options (backend="ssh")
     "hostname",
     "port",
     "username",
@@ -457,7 +457,7 @@ _SHELL_OPTIONS = {
     "connect_timeout_s",
     "keepalive_s",
 }
-_DEFAULT_OPTIONS = {
+DEFAULT_OPTIONS = {  # task resources a cluster can default
     "partition",
     "account",
     "qos",
@@ -485,12 +485,12 @@ def make_slurm_backend(
     Task defaults for the whole cluster (``partition``, ``account``, ...) apply where a
     task leaves them unset.
     """
-    unknown = set(options) - _SHELL_OPTIONS - _DEFAULT_OPTIONS
+    unknown = set(options) - SSH_OPTIONS - DEFAULT_OPTIONS
     if unknown:
         msg = f"unknown Cluster option(s) for backend {kind!r}: {', '.join(sorted(unknown))}"
         raise ClusterConfigError(msg)
-    defaults = Resources.from_options(**{k: v for k, v in options.items() if k in _DEFAULT_OPTIONS})
-    shell_opts = {k: v for k, v in options.items() if k in _SHELL_OPTIONS}
+    defaults = Resources.from_options(**{k: v for k, v in options.items() if k in DEFAULT_OPTIONS})
+    shell_opts = {k: v for k, v in options.items() if k in SSH_OPTIONS}
     wd = None if workdir is None else str(workdir)
     if kind == "slurm":
         if shell_opts:
