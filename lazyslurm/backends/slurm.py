@@ -47,7 +47,14 @@ from lazyslurm.planning.sbatch import (
 )
 from lazyslurm.store import default_workdir
 
-__all__ = ["DEFAULT_OPTIONS", "SSH_OPTIONS", "SlurmBackend", "make_slurm_backend", "parse_array_ids", "parse_status"]
+__all__ = [
+    "DEFAULT_OPTIONS",
+    "SSH_OPTIONS",
+    "SlurmBackend",
+    "make_slurm_backend",
+    "parse_array_ids",
+    "parse_status",
+]
 
 # Slurm states grouped by what they mean for us. Anything else is treated as a terminal
 # failure, so that waiting never loops forever on a state we do not know.
