@@ -18,6 +18,7 @@ fi
 STATE=${LAZYSLURM_TEST_CLUSTER_DIR:-/tmp/lazyslurm-test-cluster}
 # shellcheck disable=SC1091
 [ -f "$STATE/env.sh" ] && . "$STATE/env.sh"
+.venv/bin/python -m ruff check lazyslurm tests || { echo "run.sh: ruff found problems" >&2; exit 1; }
 .venv/bin/python -m pytest "$@"
 rc=$?
 if [ $rc = 5 ]; then echo "run.sh: pytest collected no tests" >&2; exit 1; fi
