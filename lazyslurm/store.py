@@ -124,6 +124,28 @@ class MapItem:
 ElementSpec = tuple  # (key, args, kwargs): what one array element runs
 
 
+class FunctionRef:
+    """A task's function by import path, for workers that can import the user's code
+    (shared file system): tracebacks then show real file names and source lines."""
+
+    __slots__ = ("module", "qualname")
+
+    def __init__(self, module: str, qualname: str) -> None:
+        self.module = module
+        self.qualname = qualname
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (FunctionRef, (self.module, self.qualname))
+
+    def load(self) -> Any:
+        import importlib
+
+        obj: Any = importlib.import_module(self.module)
+        for part in self.qualname.split("."):
+            obj = getattr(obj, part)
+        return getattr(obj, "unwrapped", obj)  # a Task stands at that name
+
+
 class RunPaths:
     """Paths inside one run directory. Pure path arithmetic, no I/O.
 

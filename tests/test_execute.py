@@ -404,3 +404,13 @@ def test_attach_to_a_live_local_run_waits_for_it(tmp_path):
         assert "CANCELLED" not in other.status().counts
         assert other.result() == ([1, 2],)
         assert run.result() == ([1, 2],)
+
+
+def test_remote_traceback_shows_the_real_source(cluster):
+    """An importable task is shipped by reference: its traceback names its file and line."""
+    from examples import parallelization_patterns as pp
+
+    with pytest.raises(TypeError) as info:
+        pp.train_model(lr="x", batch_size=1, epochs=1, seed=0).compute()
+    tb = info.value.remote_traceback
+    assert "parallelization_patterns.py" in tb and "accuracy = 0.5" in tb

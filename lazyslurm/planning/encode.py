@@ -19,7 +19,7 @@ import cloudpickle
 from lazyslurm.errors import SerializationError
 from lazyslurm.graph.core import Job
 from lazyslurm.planning.planner import Plan
-from lazyslurm.store import MANIFEST, OUTPUTS, SUMMARY, encode_spec
+from lazyslurm.store import MANIFEST, OUTPUTS, SUMMARY, FunctionRef, encode_spec
 
 __all__ = ["encode_run", "manifest"]
 
@@ -42,6 +42,20 @@ def _by_value_modules(func: Any) -> list[types.ModuleType]:
     if not path or path.startswith(_STDLIB_PREFIXES):
         return []
     return [mod]
+
+
+def _by_reference(task: Any) -> FunctionRef | None:
+    """The task's import path, when importing it there gives this very task."""
+    module, qualname = task.__module__, task.__qualname__
+    mod = sys.modules.get(module or "")
+    if mod is None or module == "__main__" or "<" in qualname:
+        return None
+    obj: Any = mod
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+    if obj is not task and getattr(obj, "unwrapped", None) is not task.unwrapped:
+        return None
+    return FunctionRef(module, qualname)
 
 
 def _dump_element(job: Job) -> bytes:
@@ -122,13 +136,14 @@ def encode_run(
     files: dict[str, bytes] = {}
     for aj in plan.array_jobs:
         func = aj.task.unwrapped
+        shipped: Any = func if by_value else _by_reference(aj.task) or func
         external = {}
         for job in aj.elements:
             for dep in job._deps:
                 if dep.key in plan.external:
                     external[dep.key] = plan.external[dep.key]
         header = {
-            "func": func,
+            "func": shipped,
             "task": aj.name,
             "retries": aj.resources.retries,
             "external": external,

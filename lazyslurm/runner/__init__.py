@@ -14,7 +14,15 @@ from typing import Any
 
 import cloudpickle
 
-from lazyslurm.store import MapItem, Ref, RefList, RunPaths, atomic_write, read_element
+from lazyslurm.store import (
+    FunctionRef,
+    MapItem,
+    Ref,
+    RefList,
+    RunPaths,
+    atomic_write,
+    read_element,
+)
 
 __all__ = ["EXIT_OK", "EXIT_TASK_FAILED", "resolve", "run_element"]
 
@@ -97,11 +105,14 @@ def run_element(run_dir: str, array_job: str, index: int) -> int:
     paths = RunPaths(run_dir)
     header, (key, args, kwargs) = read_element(paths.spec(array_job), index)
     load = _loader(paths, header.get("external", {}))
+    func = header["func"]
+    if type(func) is FunctionRef:
+        func = func.load()
     attempts = 1 + int(header.get("retries", 0))
     for attempt in range(attempts):
         try:
             fargs, fkwargs = call_args(args, kwargs, load)
-            result = header["func"](*fargs, **fkwargs)
+            result = func(*fargs, **fkwargs)
             data = cloudpickle.dumps(result)
         except Exception as exc:  # the task's own failure: recorded, re-raised on the client
             if attempt + 1 < attempts:
