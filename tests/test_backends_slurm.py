@@ -363,6 +363,20 @@ def test_bad_partition_is_refused_and_leaves_nothing(env, tmp_path):
 
 
 @pytest.mark.slurm
+def test_over_a_partition_time_limit_is_refused_before_submission(env, tmp_path):
+    """time= over the partition's MaxTime would pend forever: refused, nothing submitted."""
+    too_long = pp.stage1_preprocess.options(partition="short", time="00:10:00")
+    c = slurm_cluster(env, tmp_path)
+    with c, pytest.raises(SubmissionError, match="allows at most 5 min"):
+        too_long.map(["a"]).compute()
+    assert not (tmp_path / "work" / "runs").exists()
+    with c:  # within the limit it runs
+        assert pp.stage1_preprocess.options(partition="short", time=5).map(["a"]).compute() == [
+            "preprocessed_a"
+        ]
+
+
+@pytest.mark.slurm
 def test_array_larger_than_max_array_size_is_chunked(env, tmp_path):
     """MaxArraySize is read from the cluster (100 here): 150 elements go in 2 chunks."""
     c = slurm_cluster(env, tmp_path, accounting=False)

@@ -35,7 +35,7 @@ from lazyslurm.backends.base import (
 )
 from lazyslurm.backends.shell import LocalShell, Shell, SSHShell
 from lazyslurm.errors import BackendError, ClusterConfigError, SubmissionError
-from lazyslurm.graph.resources import Resources
+from lazyslurm.graph.resources import Resources, parse_time
 from lazyslurm.planning.planner import AFTERCORR
 from lazyslurm.planning.sbatch import (
     IDS_MARKER,
@@ -50,9 +50,11 @@ from lazyslurm.store import default_workdir
 __all__ = [
     "DEFAULT_OPTIONS",
     "SSH_OPTIONS",
+    "Partition",
     "SlurmBackend",
     "make_slurm_backend",
     "parse_array_ids",
+    "parse_partitions",
     "parse_status",
 ]
 
@@ -136,6 +138,40 @@ def parse_status(text: str, squeue: bool) -> dict[tuple[str, int | None], _Row]:
     return rows
 
 
+@attrs.frozen
+class Partition:
+    """What we read of a Slurm partition (``scontrol show partition -o``)."""
+
+    name: str
+    default: bool
+    max_time_min: int | None  # None: unlimited
+
+
+def parse_partitions(text: str) -> dict[str, Partition]:
+    r"""Partitions from ``LZ-PART``-prefixed ``scontrol show partition -o`` lines.
+
+    >>> p = parse_partitions("LZ-PART PartitionName=a Default=YES MaxTime=UNLIMITED\n"
+    ...                      "LZ-PART PartitionName=b Default=NO MaxTime=1-00:00:00\n")
+    >>> p["a"].default, p["a"].max_time_min, p["b"].max_time_min
+    (True, None, 1440)
+    """
+    out = {}
+    for line in text.splitlines():
+        if not line.startswith("LZ-PART "):
+            continue
+        fields = dict(f.split("=", 1) for f in line[8:].split() if "=" in f)
+        name = fields.get("PartitionName")
+        if not name:
+            continue
+        max_time = fields.get("MaxTime", "UNLIMITED")
+        try:
+            minutes = None if max_time in ("UNLIMITED", "INFINITE") else parse_time(max_time)
+        except ValueError:
+            minutes = None
+        out[name] = Partition(name, fields.get("Default") == "YES", minutes)
+    return out
+
+
 class _Watch:
     """Per-run memory of the backend (what sacct cannot tell us twice)."""
 
@@ -173,6 +209,7 @@ class SlurmBackend:
         self._status = status
         self._check_python = check_python
         self._probed = False
+        self.partitions: dict[str, Partition] = {}
         self._watches: dict[str, _Watch] = {}
         self.ships_by_value = True
         self.stats = {"sbatch": 0, "polls": 0, "submits": 0}
@@ -184,6 +221,7 @@ class SlurmBackend:
         q = shlex.quote
         script = [
             "scontrol show config 2>&1 | grep -E '^(MaxArraySize|AccountingStorageType) '",
+            "scontrol show partition -o 2>/dev/null | sed 's/^/LZ-PART /'",
             "echo LZ-HOME=$HOME",
         ]
         if self._check_python:  # in a subshell, after the user's setup lines
@@ -203,6 +241,7 @@ class SlurmBackend:
             raise BackendError(msg)
         if self._max_array_size is None:
             self._max_array_size = min(int(config["MaxArraySize"]), 10**6)
+        self.partitions = parse_partitions(res.stdout)
         if self._status == "auto":
             none = config.get("AccountingStorageType", "").endswith("/none")
             self._status = "squeue" if none else "sacct"
@@ -241,9 +280,33 @@ class SlurmBackend:
         return self._max_array_size
 
     # -- submission
+    def check_limits(self, array_jobs: Sequence[ArrayJobInfo]) -> None:
+        """Refuse, before anything is submitted, what Slurm would accept but never start:
+        a time limit over the partition's MaxTime stays pending forever. (What Slurm
+        refuses, such as an unknown partition, it refuses in the all-or-nothing
+        submission, with its own message.)"""
+        self._probe()
+        if not self.partitions:
+            return
+        default = next((p for p in self.partitions.values() if p.default), None)
+        for aj in array_jobs:
+            name = aj.resources.partition or self.defaults.partition
+            part = self.partitions.get(name) if name else default
+            if part is None:
+                continue
+            limit = aj.resources.timeout_min or self.defaults.timeout_min
+            if limit is not None and part.max_time_min is not None and limit > part.max_time_min:
+                msg = (
+                    f"array job {aj.id} ({aj.name}) asks for time={limit} min but partition "
+                    f"{part.name!r} allows at most {part.max_time_min} min: Slurm would keep it "
+                    f"pending forever (PartitionTimeLimit); nothing was submitted"
+                )
+                raise SubmissionError(msg)
+
     def start(
         self, run_id: str, array_jobs: Sequence[ArrayJobInfo], files: Mapping[str, bytes]
     ) -> RunHandle:
+        self.check_limits(array_jobs)
         run_dir = f"{self.workdir}/runs/{run_id}"
         jobs = [
             SbatchJob(aj.id, aj.name, aj.size, aj.dependencies, aj.resources) for aj in array_jobs

@@ -173,6 +173,7 @@ EOF
 NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEM State=UNKNOWN
 PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
 PartitionName=other Nodes=$NODE Default=NO MaxTime=INFINITE State=UP
+PartitionName=short Nodes=$NODE Default=NO MaxTime=5 State=UP
 EOF
   } > "$conf.new"
   cat > "$d/etc/cgroup.conf.new" <<'EOF'
