@@ -559,3 +559,18 @@ def test_timeout(timeout_run):
     assert err.state == "TIMEOUT" and err.array_index == 0
     assert timeout_run._last.states["aj0"] == [FAILED]
     assert PENDING not in timeout_run._last.states["aj0"]
+
+
+def test_an_element_slurm_never_heard_of_ends_after_a_grace(monkeypatch):
+    """An element neither Slurm nor the store knows is not waited on forever."""
+    from lazyslurm.backends import slurm
+    from lazyslurm.backends.base import ArrayJobInfo, RunHandle
+
+    handle = RunHandle("r", (ArrayJobInfo("aj0", "f", ("k0",), ()),), {"aj0": "77"})
+    backend = slurm.SlurmBackend.__new__(slurm.SlurmBackend)
+    watch = slurm._Watch()
+    clock = iter([0.0, 61.0])
+    monkeypatch.setattr(slurm.time, "monotonic", lambda: next(clock))
+    assert backend._snapshot(handle, {}, set(), set(), watch).states["aj0"] == [PENDING]
+    late = backend._snapshot(handle, {}, set(), set(), watch)
+    assert late.states["aj0"] == [FAILED] and late.failures[("aj0", 0)].state == "UNKNOWN"

@@ -79,6 +79,7 @@ _ACTIVE = {
 }
 _COMPLETED = "COMPLETED"
 _NO_RESULT_GRACE_S = 15.0  # COMPLETED in Slurm but no result file yet (shared FS lag)
+_UNLISTED_GRACE_S = 60.0  # neither squeue/sacct nor the store knows the element
 _NEVER_SATISFIED = "DependencyNeverSatisfied"
 _SACCT_FORMAT = "JobID,State,ExitCode"
 _SQUEUE_FORMAT = "%i|%T|%r"
@@ -177,6 +178,7 @@ class _Watch:
 
     def __init__(self) -> None:
         self.completed_since: dict[tuple[str, int], float] = {}
+        self.unlisted_since: dict[tuple[str, int], float] = {}
         self.final: dict[tuple[str, int], tuple[str, ElementFailure | None]] = {}
 
 
@@ -457,7 +459,15 @@ def _element_state(
     if row is None:  # not (yet) in accounting: the runner's files are the only truth
         if has_error:
             return FAILED, ElementFailure(state="FAILED", job_id=job_id)
-        return PENDING, None
+        first = watch.unlisted_since.setdefault((aj.id, index), now)
+        if now - first < _UNLISTED_GRACE_S:  # sacct records new jobs within about a second
+            return PENDING, None
+        return FAILED, ElementFailure(
+            state="UNKNOWN",
+            job_id=job_id,
+            reason=f"Slurm has no record of it for {_UNLISTED_GRACE_S:.0f} s and it left no "
+            "result (it may have left Slurm's memory)",
+        )
     slurm_state = row.state
     if slurm_state in _ACTIVE:
         if slurm_state == "PENDING" and _NEVER_SATISFIED in row.reason:
