@@ -61,8 +61,12 @@ class Cluster:
             raise ClusterConfigError(msg)
         if backend in ("local", "sync") and backend_options:
             names = ", ".join(sorted(backend_options))
-            msg = f"option(s) {names} do not apply to backend {backend!r} (only to slurm/ssh)"
+            msg = f"option(s) {names} do not apply to backend {backend!r} (only to slurm or ssh)"
             raise ClusterConfigError(msg)
+        if backend in ("slurm", "ssh"):
+            from lazyslurm.backends.slurm import check_options
+
+            check_options(backend, backend_options)  # typos show now, not at first use
         if backend in ("slurm", "ssh") and max_workers is not None:
             msg = f"max_workers applies to backend='local' only; Slurm decides for {backend!r}"
             raise ClusterConfigError(msg)
@@ -71,8 +75,10 @@ class Cluster:
         self.backend_name = backend if isinstance(backend, str) else backend.name
         # a local path, except for ssh, where it lives (and "~" means home) on the cluster
         self.workdir: Path | str | None = (
-            None if workdir is None
-            else str(workdir) if backend == "ssh"
+            None
+            if workdir is None
+            else str(workdir)
+            if backend == "ssh"
             else Path(workdir).expanduser()
         )
         self.max_workers = max_workers
@@ -122,7 +128,9 @@ class Cluster:
         from lazyslurm.backends.slurm import make_slurm_backend
 
         return make_slurm_backend(
-            str(self._spec), workdir=self.workdir, max_array_size=self._max_array_size,
+            str(self._spec),
+            workdir=self.workdir,
+            max_array_size=self._max_array_size,
             **self.backend_options,
         )
 

@@ -339,7 +339,8 @@ class Run:
                 f"{len(cancelled)} task(s) were cancelled by Slurm because a dependency "
                 f"failed (first: {job_key})"
             )
-            raise DependencyNeverSatisfiedError(msg, key=job_key, state="CANCELLED")
+            err = DependencyNeverSatisfiedError(msg, key=job_key, state="CANCELLED")
+            raise _with_cancelled(err, cancelled[1:], job_key, 1)
         aj, idx, failure = roots[0]
         key = aj.keys[idx]
         paths = [f"runs/{self.id}/errors/{key}.pkl", f"runs/{self.id}/logs/{aj.id}_{idx}.err"]

@@ -345,6 +345,11 @@ def _validate(name: str, source: _Source) -> Profile:
                 f'key {key!r} only applies to backend "ssh" (this profile\'s backend is '
                 f"{backend!r})"
             )
+    if "max_workers" in data and backend != "local":
+        raise fail(
+            f"key 'max_workers' only applies to backend \"local\" "
+            f"(this profile's backend is {backend!r})"
+        )
     status = data.get("status", "auto")
     if status not in STATUS_SOURCES:
         raise fail(f"key 'status' must be one of {', '.join(STATUS_SOURCES)}, got {status!r}")

@@ -60,17 +60,22 @@ class RichProgress:
         return table
 
     def on_submit(self, run: Any) -> None:
-        from rich.live import Live
-
         self._t0 = time.monotonic()
-        self._live = Live(console=self._console, refresh_per_second=4, transient=False)
-        self._live.start()
 
     def on_poll(self, run: Any, snap: Any) -> None:
+        # shown from the first poll, so a run submitted and never waited on leaves no
+        # display running (and the terminal's cursor as it was)
+        if self._live is None and not snap.finished:
+            from rich.live import Live
+
+            self._live = Live(console=self._console, refresh_per_second=4, transient=False)
+            self._live.start()
         if self._live is not None:
             self._live.update(self._table(run, snap))
 
     def on_done(self, run: Any) -> None:
+        if self._live is None and run._last is not None:  # finished before a poll saw it run
+            self._console.print(self._table(run, run._last))
         if self._live is not None:
             if run._last is not None:
                 self._live.update(self._table(run, run._last))

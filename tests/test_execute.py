@@ -414,3 +414,40 @@ def test_remote_traceback_shows_the_real_source(cluster):
         pp.train_model(lr="x", batch_size=1, epochs=1, seed=0).compute()
     tb = info.value.remote_traceback
     assert "parallelization_patterns.py" in tb and "accuracy = 0.5" in tb
+
+
+CANCEL_CHILD = """
+import sys, time
+sys.path.insert(0, {repo!r})
+from lazyslurm import Cluster, submit, task
+from lazyslurm.errors import JobCancelledError
+
+@task
+def nap(x):
+    time.sleep(30)
+    return x
+
+run = submit(nap.map([1, 2]), cluster=Cluster("local", workdir={workdir!r}, max_workers=2))
+print(run.id, flush=True)
+try:
+    run.result()
+except JobCancelledError:
+    print("cancelled", flush=True)
+"""
+
+
+def test_cancel_a_local_run_from_another_process(tmp_path):
+    """Run.cancel() from another process stops a local run (its owner honours the request)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from lazyslurm import Run
+
+    repo = str(Path(__file__).resolve().parent.parent)
+    code = CANCEL_CHILD.format(repo=repo, workdir=str(tmp_path))
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    run_id = child.stdout.readline().strip()
+    Run.attach(run_id, Cluster("local", workdir=tmp_path)).cancel()
+    out, _ = child.communicate(timeout=20)
+    assert out.strip() == "cancelled"

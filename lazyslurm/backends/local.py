@@ -160,7 +160,7 @@ class _Worker:
             self.proc.stdin.write(f"{run_dir}\t{array_job}\t{index}\n")
             self.proc.stdin.flush()
             line = self.proc.stdout.readline()
-        except (BrokenPipeError, OSError):
+        except (OSError, ValueError):  # broken pipe, or closed at interpreter exit
             return None
         return int(line) if line.strip() else None
 
@@ -287,6 +287,8 @@ class LocalBackend:
         run = self._runs.get(handle.run_id)
         if run is None:  # attached from elsewhere: its store is all there is
             return _files_snapshot(self.workdir, handle)
+        if (run.paths.root / CANCEL_REQUEST).exists():  # asked by another process
+            self.cancel(handle)
         with self._cond:
             return run.snapshot()
 
@@ -297,7 +299,10 @@ class LocalBackend:
 
     def cancel(self, handle: RunHandle) -> None:
         run = self._runs.get(handle.run_id)
-        if run is None:
+        if run is None:  # another process runs it: leave a request its next poll honours
+            run_dir = self.workdir / "runs" / handle.run_id
+            if _client_alive(run_dir):
+                atomic_write(run_dir / CANCEL_REQUEST, b"")
             return
         with self._cond:
             for n, states in enumerate(run.states):
@@ -323,6 +328,7 @@ class LocalBackend:
 
 
 CLIENT_PID = "client.pid"  # host and pid of the process running a local run
+CANCEL_REQUEST = "cancel.request"  # another process asks the runner of a local run to stop
 
 
 def _client_id() -> bytes:

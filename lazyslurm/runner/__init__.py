@@ -158,4 +158,7 @@ def serve(stdin: Any, proto_fd: int) -> None:
             sys.stderr.flush()
             os.dup2(saved[0], 1)
             os.dup2(saved[1], 2)
-        os.write(proto_fd, f"{code}\n".encode())
+        try:
+            os.write(proto_fd, f"{code}\n".encode())
+        except BrokenPipeError:  # the client is gone: nobody to serve
+            return
