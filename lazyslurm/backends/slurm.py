@@ -52,6 +52,7 @@ __all__ = [
     "SSH_OPTIONS",
     "Partition",
     "SlurmBackend",
+    "check_options",
     "make_slurm_backend",
     "parse_array_ids",
     "parse_partitions",
@@ -549,6 +550,28 @@ DEFAULT_OPTIONS = {  # task resources a cluster can default
 }
 
 
+def check_options(kind: str, options: Mapping[str, Any]) -> tuple[Resources, dict[str, Any]]:
+    """Validate Slurm/SSH cluster options (no connection made): returns the task defaults
+    and the SSH options. Called when the ``Cluster`` is made, so typos show at once."""
+    unknown = set(options) - SSH_OPTIONS - DEFAULT_OPTIONS - {"python", "setup", "env", "status"}
+    if unknown:
+        known = ", ".join(sorted(SSH_OPTIONS | DEFAULT_OPTIONS))
+        msg = (
+            f"unknown Cluster option(s) for backend {kind!r}: {', '.join(sorted(unknown))} "
+            f"(known: python, setup, env, status, {known})"
+        )
+        raise ClusterConfigError(msg)
+    defaults = Resources.from_options(**{k: v for k, v in options.items() if k in DEFAULT_OPTIONS})
+    shell_opts = {k: v for k, v in options.items() if k in SSH_OPTIONS}
+    if kind == "slurm" and shell_opts:
+        msg = f"option(s) {', '.join(sorted(shell_opts))} only apply to backend='ssh'"
+        raise ClusterConfigError(msg)
+    if kind == "ssh" and "hostname" not in shell_opts:
+        msg = "backend='ssh' needs hostname=..."
+        raise ClusterConfigError(msg)
+    return defaults, shell_opts
+
+
 def make_slurm_backend(
     kind: str,
     *,
@@ -565,17 +588,9 @@ def make_slurm_backend(
     Task defaults for the whole cluster (``partition``, ``account``, ...) apply where a
     task leaves them unset.
     """
-    unknown = set(options) - SSH_OPTIONS - DEFAULT_OPTIONS
-    if unknown:
-        msg = f"unknown Cluster option(s) for backend {kind!r}: {', '.join(sorted(unknown))}"
-        raise ClusterConfigError(msg)
-    defaults = Resources.from_options(**{k: v for k, v in options.items() if k in DEFAULT_OPTIONS})
-    shell_opts = {k: v for k, v in options.items() if k in SSH_OPTIONS}
+    defaults, shell_opts = check_options(kind, options)
     wd = None if workdir is None else str(workdir)
     if kind == "slurm":
-        if shell_opts:
-            msg = f"option(s) {', '.join(sorted(shell_opts))} only apply to backend='ssh'"
-            raise ClusterConfigError(msg)
         shell: Shell = LocalShell(env=env)
         wd = wd or str(default_workdir())
         # a shared file system: jobs run the very lazyslurm this client runs
@@ -591,9 +606,6 @@ def make_slurm_backend(
             max_array_size=max_array_size,
             status=status,
         )
-    if "hostname" not in shell_opts:
-        msg = "backend='ssh' needs hostname=..."
-        raise ClusterConfigError(msg)
     shell = SSHShell(env=env, **shell_opts)
     return SlurmBackend(
         shell,
