@@ -49,7 +49,7 @@ from lazyslurm.graph.traverse import collect, lift_outputs
 from lazyslurm.planning.encode import encode_run
 from lazyslurm.planning.planner import Plan, make_plan
 from lazyslurm.runner import resolve
-from lazyslurm.store import JOBIDS, MANIFEST, OUTPUTS, Ref
+from lazyslurm.store import JOBIDS, MANIFEST, OUTPUTS, Ref, RefList
 
 __all__ = ["Callback", "Run", "RunStatus", "compute", "job_logs", "plan", "runs", "submit"]
 
@@ -433,8 +433,7 @@ def fetch_outputs(cluster: Cluster, templates: list[Any]) -> tuple[Any, ...]:
 
 
 def _template_keys(templates: Iterable[Any]) -> list[str]:
-    from lazyslurm.store import Ref, RefList
-
+    """Node keys the output templates refer to, each once, in first-seen order."""
     keys: list[str] = []
     stack = list(templates)
     while stack:
