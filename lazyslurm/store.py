@@ -1,7 +1,8 @@
 """The run directory: its layout, placeholders, and atomic reads and writes.
 
 Imported by the runner on every compute node: it depends only on the standard library,
-:mod:`lazyslurm.errors` and cloudpickle.
+:mod:`lazyslurm.errors` and, only when a payload was pickled by value, cloudpickle (plain
+:mod:`pickle` reads what cloudpickle writes and imports it on demand).
 
 Layout of one run (``WORKDIR/runs/RUN_ID``, mode 0700)::
 
@@ -23,13 +24,12 @@ from __future__ import annotations
 import io
 import json
 import os
+import pickle
 import struct
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
-
-import cloudpickle
 
 __all__ = [
     "ElementSpec",
@@ -208,9 +208,19 @@ def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
         raise
 
 
+def dumps(obj: Any) -> bytes:
+    """Pickle with the standard library; fall back to cloudpickle (lambdas, closures, ...)."""
+    try:
+        return pickle.dumps(obj, protocol=5)
+    except Exception:
+        import cloudpickle
+
+        return cloudpickle.dumps(obj)
+
+
 def read_pickle(path: str | os.PathLike[str]) -> Any:
     with open(path, "rb") as fh:
-        return cloudpickle.load(fh)
+        return pickle.load(fh)
 
 
 # --------------------------------------------------------------------------- spec files
@@ -221,6 +231,8 @@ def read_pickle(path: str | os.PathLike[str]) -> Any:
 
 def encode_spec(header: dict[str, Any], element_blobs: Sequence[bytes]) -> bytes:
     """Pack a pickled header and already-pickled element blobs into one spec file."""
+    import cloudpickle  # client side only: the runner never needs it to read
+
     header_blob = cloudpickle.dumps(header)
     blobs = [header_blob, *element_blobs]
     offsets = [0]
@@ -253,9 +265,9 @@ def read_element(path: str | os.PathLike[str], index: int) -> tuple[dict[str, An
             raise IndexError(msg)
         offsets = struct.unpack(f"<{count + 1}Q", fh.read(8 * (count + 1)))
         base = fh.tell()
-        header = cloudpickle.loads(fh.read(offsets[1]))
+        header = pickle.loads(fh.read(offsets[1]))
         fh.seek(base + offsets[index + 1])
-        element = cloudpickle.loads(fh.read(offsets[index + 2] - offsets[index + 1]))
+        element = pickle.loads(fh.read(offsets[index + 2] - offsets[index + 1]))
     return header, element
 
 

@@ -2,17 +2,17 @@
 
 ``python -m lazyslurm.runner RUN_DIR ARRAY_JOB`` runs element ``$SLURM_ARRAY_TASK_ID``.
 Imports only the standard library, :mod:`lazyslurm.store`, :mod:`lazyslurm.errors` and
-cloudpickle: this module starts once per task on every compute node.
+cloudpickle (only if a payload needs it): this module starts once per task on every
+compute node.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import sys
 import traceback
 from typing import Any
-
-import cloudpickle
 
 from lazyslurm.store import (
     FunctionRef,
@@ -21,6 +21,7 @@ from lazyslurm.store import (
     RefList,
     RunPaths,
     atomic_write,
+    dumps,
     read_element,
 )
 
@@ -65,7 +66,7 @@ def _loader(paths: RunPaths, external: dict[str, str | None]) -> Any:
         except KeyError:
             pass
         with open(paths.result(key, run=external.get(key)), "rb") as fh:
-            value = cache[key] = cloudpickle.load(fh)
+            value = cache[key] = pickle.load(fh)
         return value
 
     return load
@@ -94,10 +95,10 @@ def _error_record(exc: BaseException, header: dict[str, Any], key: str) -> bytes
         "exception": None,
     }
     try:
-        record["exception"] = cloudpickle.dumps(exc)
+        record["exception"] = dumps(exc)
     except Exception:
         pass
-    return cloudpickle.dumps(record)
+    return dumps(record)
 
 
 def run_element(run_dir: str, array_job: str, index: int) -> int:
@@ -113,7 +114,7 @@ def run_element(run_dir: str, array_job: str, index: int) -> int:
         try:
             fargs, fkwargs = call_args(args, kwargs, load)
             result = func(*fargs, **fkwargs)
-            data = cloudpickle.dumps(result)
+            data = dumps(result)
         except Exception as exc:  # the task's own failure: recorded, re-raised on the client
             if attempt + 1 < attempts:
                 print(f"lazyslurm: attempt {attempt + 1} of {key} failed: {exc!r}", file=sys.stderr)
