@@ -13,56 +13,22 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from lazyslurm import JobArray, task, visualize
+from examples.parallelization_patterns import (  # the seed's tasks, one definition
+    merge_results,
+    process_chunk,
+    select_best_model,
+    split_dataset,
+    stage1_preprocess,
+    stage2_transform,
+    stage3_finalize,
+    train_model,
+)
+from lazyslurm import JobArray, visualize
 
 IMG = Path(__file__).parent / "img"
 
 
 # --------------------------------------------------------------------------- the seed's tasks
-
-
-@task(time="00:03:00", mem="256M")
-def split_dataset(dataset_path: str, num_chunks: int) -> list[dict[str, Any]]:
-    """Split a dataset into chunks for parallel processing."""
-    return [
-        {"chunk_id": i, "start_idx": i * 100, "end_idx": (i + 1) * 100, "source": dataset_path}
-        for i in range(num_chunks)
-    ]
-
-
-@task(time="00:03:00", mem="256M", cpus_per_task=1)
-def process_chunk(chunk_id: int, start_idx: int, end_idx: int, source: str) -> dict[str, Any]:
-    return {"chunk_id": chunk_id, "sum": sum(range(start_idx, end_idx))}
-
-
-@task(time="00:03:00", mem="256M")
-def merge_results(results: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"total_chunks": len(results), "total_sum": sum(r["sum"] for r in results)}
-
-
-@task(time="00:03:00", mem="256M", cpus_per_task=1)
-def stage1_preprocess(raw_data: str) -> str:
-    return f"preprocessed_{raw_data}"
-
-
-@task(time="00:03:00", mem="256M", cpus_per_task=1)
-def stage2_transform(data: str, transform_type: str) -> str:
-    return f"{transform_type}({data})"
-
-
-@task(time="00:03:00", mem="256M", cpus_per_task=1)
-def stage3_finalize(transformed: str) -> str:
-    return f"final_{transformed}"
-
-
-@task(time="00:03:00", mem="256M", cpus_per_task=1)
-def train_model(lr: float, batch_size: int, epochs: int, seed: int) -> dict[str, Any]:
-    return {"lr": lr, "batch_size": batch_size, "epochs": epochs, "seed": seed}
-
-
-@task(time="00:03:00", mem="256M")
-def select_best_model(results: list[dict[str, Any]]) -> dict[str, Any]:
-    return max(results, key=lambda r: r.get("accuracy", 0))
 
 
 # --------------------------------------------------------------------------- the patterns

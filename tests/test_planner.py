@@ -12,6 +12,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from strategies import Dag, dags
 
+from examples.parallelization_patterns import (  # the seed's tasks, one definition
+    merge_results,
+    process_chunk,
+    select_best_model,
+    split_dataset,
+    stage1_preprocess,
+    stage2_transform,
+    stage3_finalize,
+    train_model,
+)
 from lazyslurm.graph import task
 from lazyslurm.planning.planner import (
     AFTERCORR,
@@ -69,15 +79,11 @@ def index_deps(aj: ArrayJob, up: ArrayJob, dag: Dag) -> dict[int, set[int]]:
     """For each element of ``aj``: the indices of ``up`` it runs after."""
     ups = _ups(dag)
     pos = {j.key: i for i, j in enumerate(up.elements)}
-    return {
-        i: {pos[p] for p in ups[job.key] if p in pos} for i, job in enumerate(aj.elements)
-    }
+    return {i: {pos[p] for p in ups[job.key] if p in pos} for i, job in enumerate(aj.elements)}
 
 
 def kinds(plan: Plan) -> list[tuple[str, int, list[tuple[str, str]]]]:
-    return [
-        (aj.name, aj.size, [(k, u.id) for k, u in aj.dependencies]) for aj in plan.array_jobs
-    ]
+    return [(aj.name, aj.size, [(k, u.id) for k, u in aj.dependencies]) for aj in plan.array_jobs]
 
 
 # --------------------------------------------------------------------------- properties
@@ -379,49 +385,6 @@ def test_describe_has_one_line_per_array_job() -> None:
 
 
 # --------------------------------------------------------------------------- seed patterns
-
-
-@task(time="00:03:00", mem="256M")
-def split_dataset(dataset_path: str, num_chunks: int) -> list[dict[str, Any]]:
-    return [
-        {"chunk_id": i, "start_idx": i * 100, "end_idx": (i + 1) * 100, "source": dataset_path}
-        for i in range(num_chunks)
-    ]
-
-
-@task(time="00:03:00", mem="256M", cpus_per_task=1)
-def process_chunk(chunk_id: int, start_idx: int, end_idx: int, source: str) -> dict[str, Any]:
-    return {"chunk_id": chunk_id, "items_processed": end_idx - start_idx}
-
-
-@task(time="00:03:00", mem="256M")
-def merge_results(results: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"total_chunks": len(results)}
-
-
-@task(time="00:03:00", mem="256M", cpus_per_task=1)
-def stage1_preprocess(raw_data: str) -> str:
-    return f"preprocessed_{raw_data}"
-
-
-@task(time="00:03:00", mem="256M", cpus_per_task=1)
-def stage2_transform(data: str, transform_type: str) -> str:
-    return f"{transform_type}({data})"
-
-
-@task(time="00:03:00", mem="256M", cpus_per_task=1)
-def stage3_finalize(transformed: str) -> str:
-    return f"final_{transformed}"
-
-
-@task(time="00:03:00", mem="256M", cpus_per_task=1)
-def train_model(lr: float, batch_size: int, epochs: int, seed: int) -> dict[str, Any]:
-    return {"lr": lr, "accuracy": lr}
-
-
-@task(time="00:03:00", mem="256M")
-def select_best_model(results: list[dict[str, Any]]) -> dict[str, Any]:
-    return max(results, key=lambda r: r["accuracy"])
 
 
 def test_seed_fan_out_fan_in_as_written() -> None:
