@@ -85,6 +85,7 @@ _COMPLETED = "COMPLETED"
 _NO_RESULT_GRACE_S = 15.0  # COMPLETED in Slurm but no result file yet (shared FS lag)
 _UNLISTED_GRACE_S = 60.0  # neither squeue/sacct nor the store knows the element
 _NEVER_SATISFIED = "DependencyNeverSatisfied"
+_WATCH_TICK_S_REMOTE = 0.05  # over SSH: how often the poll's wait looks at the store
 _WATCH_TICK_S = 0.02  # local runs: how often wait_for_change looks at the store's directories
 _SACCT_FORMAT = "JobID,State,ExitCode"
 _SQUEUE_FORMAT = "%i|%T|%r"
@@ -184,6 +185,9 @@ class _Watch:
     def __init__(self) -> None:
         self.completed_since: dict[tuple[str, int], float] = {}
         self.unlisted_since: dict[tuple[str, int], float] = {}
+        # remote runs: files seen by the last poll, and a wait the next poll does there
+        self.files_seen: int | None = None
+        self.deferred_wait_s = 0.0
         self.final: dict[tuple[str, int], tuple[str, ElementFailure | None]] = {}
         # local runs: mtimes of results/ and errors/ just before the last poll listed them
         self.stamp: tuple[int, int] | None = None
@@ -362,13 +366,24 @@ class SlurmBackend:
         # when every element already has its result file (the first truth), the status
         # command (sacct: ~0.1 s) has nothing to add: the run's last poll skips it
         total = sum(aj.size for aj in handle.array_jobs)
-        script = (
+        watch = self._watches.setdefault(handle.run_id, _Watch())
+        wait = ""
+        if watch.deferred_wait_s > 0 and watch.files_seen is not None:
+            # over SSH the wait between polls happens on the cluster, inside this one
+            # round trip: it ends as soon as a result or error file lands
+            ticks = max(1, round(watch.deferred_wait_s / _WATCH_TICK_S_REMOTE))
+            wait = (
+                f"i=0; while [ $(ls -1 -f {q(run_dir)}/results {q(run_dir)}/errors 2>/dev/null"
+                f" | grep -c '[.]pkl$') -le {watch.files_seen} ] && [ $i -lt {ticks} ]; "
+                f"do sleep {_WATCH_TICK_S_REMOTE}; i=$((i+1)); done\n"
+            )
+            watch.deferred_wait_s = 0.0
+        script = wait + (
             f"n=$(cd {q(run_dir)} 2>/dev/null && ls -1 -f results | grep -c '[.]pkl$')\n"
             f'if [ "${{n:-0}}" -ge {total} ]; then echo LZ-STATUS-RC=0; else\n'
             f"{status_cmd}\necho LZ-STATUS-RC=$?\nfi\n"
             f"cd {q(run_dir)} && echo LZ-FILES && ls -1 -f results errors"
         )
-        watch = self._watches.setdefault(handle.run_id, _Watch())
         if isinstance(self.shell, LocalShell):  # taken before the listing: no change is missed
             watch.stamp = _dir_stamp(run_dir)
         res = self.shell.run(script)
@@ -379,6 +394,7 @@ class SlurmBackend:
             raise BackendError(msg)
         files = rest.split("LZ-FILES", 1)[-1]
         results, errors = _listing(files)
+        watch.files_seen = len(results) + len(errors)
         rows = parse_status(status_text, squeue=self.status_source == "squeue")
         return self._snapshot(handle, rows, results, errors, watch)
 
@@ -419,10 +435,14 @@ class SlurmBackend:
         return Snapshot(states=states, failures=failures)
 
     def wait_for_change(self, handle: RunHandle, timeout_s: float) -> None:
-        """Sleep up to ``timeout_s``. On this host (the store is local) wake up as soon as a
-        result or error file lands, so the next poll follows at once instead of after the
-        rest of the delay; over SSH a plain sleep."""
+        """Wait up to ``timeout_s``, waking as soon as a result or error file lands so the
+        next poll follows at once. On this host the store's directories are watched here;
+        over SSH the wait is folded into the next poll's one round trip, on the cluster."""
         watch = self._watches.get(handle.run_id)
+        if watch is not None and not isinstance(self.shell, LocalShell):
+            if watch.files_seen is not None:
+                watch.deferred_wait_s = timeout_s
+                return
         if watch is None or watch.stamp is None or not isinstance(self.shell, LocalShell):
             sleep_until_change(timeout_s)
             return
