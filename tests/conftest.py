@@ -28,3 +28,14 @@ def cluster(request: pytest.FixtureRequest, tmp_path):
     c = Cluster(request.param, workdir=tmp_path / "work", max_workers=2)
     with c:
         yield c
+
+
+@pytest.fixture
+def private_home(tmp_path, monkeypatch):
+    """A private home directory (no user profiles), no profile selected, no XDG override."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    monkeypatch.delenv("LAZYSLURM_PROFILE", raising=False)
+    return home

@@ -74,14 +74,9 @@ def store(tmp_path_factory) -> Store:
 
 
 @pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch) -> Path:
-    """A private home (no user profiles) and no profile selected."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
-    monkeypatch.delenv("LAZYSLURM_PROFILE", raising=False)
-    return home
+def isolated(private_home) -> Path:
+    """Every test here runs with a private home and no profile selected."""
+    return private_home
 
 
 @pytest.fixture

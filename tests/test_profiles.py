@@ -14,14 +14,9 @@ from lazyslurm.profiles import available_profiles, find_project_file, load_profi
 
 
 @pytest.fixture(autouse=True)
-def home(tmp_path, monkeypatch) -> Path:
-    """A private home directory (for ~/.config), no profile selected, no XDG override."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
-    monkeypatch.delenv("LAZYSLURM_PROFILE", raising=False)
-    return home
+def home(private_home) -> Path:
+    """Every test here runs with a private home (for ~/.config) and no profile selected."""
+    return private_home
 
 
 @pytest.fixture
