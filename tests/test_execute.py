@@ -451,3 +451,38 @@ def test_cancel_a_local_run_from_another_process(tmp_path):
     Run.attach(run_id, Cluster("local", workdir=tmp_path)).cancel()
     out, _ = child.communicate(timeout=20)
     assert out.strip() == "cancelled"
+
+
+def test_cancel_while_a_worker_is_starting(tmp_path):
+    """An element whose worker is still starting when the run is cancelled never runs."""
+    from lazyslurm.backends import local
+
+    started = threading.Event()
+    release = threading.Event()
+    real = local._Worker
+
+    class SlowStart(real):  # a worker that takes its time to start, like a busy machine
+        def __init__(self, env):
+            started.set()
+            release.wait(10)
+            super().__init__(env)
+
+    @task
+    def long(x):
+        time.sleep(30)
+        return x
+
+    backend = local.LocalBackend(tmp_path, max_workers=1)
+    local._Worker = SlowStart
+    try:
+        with Cluster(backend):
+            run = submit(long(1), progress=False)
+            assert started.wait(10)
+            run.cancel()
+            release.set()
+            snap = run.wait(timeout=10)
+        assert snap.states["aj0"] == ["CANCELLED"]
+    finally:
+        local._Worker = real
+        release.set()
+        backend.close()

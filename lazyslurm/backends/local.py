@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -205,7 +206,9 @@ class LocalBackend:
         self._workers: list[_Worker | None] = []
         self._closed = False
         self.shell = LocalShell()  # for store queries (runs, cache) shared with Slurm
-        self._finalizer = weakref.finalize(self, _shutdown, self._queue, self._workers)
+        self._finalizer = weakref.finalize(
+            self, _shutdown, self._queue, self._workers, self._threads
+        )
 
     def max_array_size(self) -> int:
         return self._max_array_size
@@ -241,6 +244,10 @@ class LocalBackend:
                     worker.stop()
                 worker = self._workers[slot] = _Worker(env)
             with self._cond:
+                if run.states[n][i] != RUNNING:  # cancelled while its worker was starting
+                    run.finish(n, i, CANCELLED, None)
+                    self._bump()
+                    continue
                 run.procs[(n, i)] = worker.proc
             code = worker.run(str(run.paths.root), run.ajs[n].id, i)
             failure = None
@@ -304,19 +311,18 @@ class LocalBackend:
             if _client_alive(run_dir):
                 atomic_write(run_dir / CANCEL_REQUEST, b"")
             return
-        with self._cond:
+        running = []
+        with self._cond:  # pending, queued, starting or running: all end CANCELLED
             for n, states in enumerate(run.states):
                 for i, s in enumerate(states):
-                    if s == PENDING:
+                    if s in (PENDING, RUNNING):
                         states[i] = CANCELLED
                         run.failures[(run.ajs[n].id, i)] = ElementFailure(state=CANCELLED)
-            running = [p for p in run.procs.values() if p is not None]
-            for (n, i), proc in list(run.procs.items()):
-                if proc is not None:
-                    run.states[n][i] = CANCELLED
-                    run.failures[(run.ajs[n].id, i)] = ElementFailure(state=CANCELLED)
+                        proc = run.procs.get((n, i))
+                        if proc is not None:
+                            running.append(proc)
             self._bump()
-        for proc in running:
+        for proc in running:  # its worker thread sees the end of the pipe and moves on
             proc.kill()
 
     def read_files(self, paths: Sequence[str]) -> dict[str, bytes]:
@@ -358,9 +364,16 @@ def _exit_code(returncode: int) -> str:
     return f"0:{-returncode}" if returncode < 0 else f"{returncode}:0"
 
 
-def _shutdown(q: queue.SimpleQueue, workers: list[_Worker | None]) -> None:
+def _shutdown(
+    q: queue.SimpleQueue, workers: list[_Worker | None], threads: list[threading.Thread]
+) -> None:
     for _ in range(len(workers)):
         q.put(None)
+    current = threading.current_thread()
+    deadline = time.monotonic() + 2.0  # let them finish starting or running (briefly)
+    for t in threads:
+        if t is not current:
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
     for w in workers:
         if w is not None:
             w.stop()
