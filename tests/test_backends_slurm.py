@@ -546,6 +546,59 @@ def test_ssh_cache_across_sessions(env, remote_site):
     assert best == best_of_sweep(configs)
 
 
+@pytest.mark.slurm
+def test_example_command_line_on_slurm(env, monkeypatch, capsys, tmp_path):
+    """The example's command line runs the seed's pipeline on Slurm (--backend slurm)."""
+    monkeypatch.setenv("SLURM_CONF", env["LAZYSLURM_TEST_SLURM_CONF"])
+    argv = [
+        "--backend",
+        "slurm",
+        "--pattern",
+        "pipeline",
+        "--partition",
+        "debug",
+        "--workdir",
+        str(tmp_path),
+    ]
+    assert pp.main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.count("final_transform_2(preprocessed_data_3)") == 2
+    assert "aftercorr aj0" in out
+
+
+@pytest.mark.slurm
+def test_command_line_over_ssh(env, remote_site, tmp_path, monkeypatch, capsys, private_home):
+    """The lazyslurm command, through an ssh profile: runs, status, logs, viz of a real run."""
+    from lazyslurm.cli import main
+
+    store = f"~/lazyslurm-tests/cli-{tmp_path.name}"
+    opts = ssh_options(env)
+    (tmp_path / "lazyslurm.toml").write_text(
+        "[profiles.lab]\n"
+        'backend = "ssh"\n'
+        f'hostname = "{opts["hostname"]}"\nport = {opts["port"]}\n'
+        f'username = "{opts["username"]}"\nkey_filename = "{opts["key_filename"]}"\n'
+        f'known_hosts = "{opts["known_hosts"]}"\npython = "/usr/bin/python3"\n'
+        f'setup = ["export PYTHONPATH={remote_site}"]\nworkdir = "{store}"\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    with Cluster.from_profile("lab") as c:
+        run = submit(maybe_fail.map(range(3)), progress=False)
+        with pytest.raises(KeyError):
+            run.result()
+        c.close()
+    capsys.readouterr()
+    assert main(["runs", "--cluster", "lab"]) == 0
+    assert run.id in capsys.readouterr().out
+    assert main(["status", run.id, "--cluster", "lab"]) == 1
+    assert "FAILED" in capsys.readouterr().out
+    bad = run.array_jobs[0].keys[1]
+    assert main(["logs", run.id, bad, "--stderr", "--cluster", "lab"]) == 0
+    assert "element 1 is bad" in capsys.readouterr().out
+    assert main(["viz", run.id, "-o", str(tmp_path / "run.svg"), "--cluster", "lab"]) == 0
+    assert "maybe_fail" in (tmp_path / "run.svg").read_text()
+
+
 # --------------------------------------------------------------------------- slow job last
 
 
