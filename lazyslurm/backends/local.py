@@ -63,6 +63,9 @@ def read_local_files(workdir: Path, paths: Sequence[str]) -> dict[str, bytes]:
     return out
 
 
+Candidate = tuple[int, int | None]  # (array job, element) or (array job, None): all of it
+
+
 class _RunState:
     """Slurm-like element state machine of one run (guarded by the backend's lock)."""
 
@@ -81,6 +84,9 @@ class _RunState:
             for kind, up in deps:
                 self.dependents[up].append((kind, n))
         self.procs: dict[tuple[int, int], subprocess.Popen[str]] = {}
+        # per array job: elements not yet queued, in order (a completion rechecks only
+        # what it can unblock, never whole arrays: O(1) per completion, not O(size))
+        self.waiting = [dict.fromkeys(range(aj.size)) for aj in self.ajs]
 
     def ready(self, n: int, i: int) -> bool:
         for kind, up in self.deps[n]:
@@ -91,43 +97,66 @@ class _RunState:
                 return False
         return True
 
-    def runnable(self, candidates: list[int] | None = None) -> list[tuple[int, int]]:
-        """Elements that may start now, respecting dependencies and throttles."""
+    def everything(self) -> list[Candidate]:
+        return [(n, None) for n in range(len(self.ajs))]
+
+    def runnable(self, candidates: list[Candidate]) -> list[tuple[int, int]]:
+        """Elements that may start now, respecting dependencies and throttles.
+
+        A candidate is ``(array job, index)``, or ``(array job, None)`` for all of it.
+        """
         out = []
-        for n in candidates if candidates is not None else range(len(self.ajs)):
+        for n, only in candidates:
+            waiting = self.waiting[n]
             limit = self.ajs[n].throttle or self.ajs[n].size
-            for i, s in enumerate(self.states[n]):
+            for i in list(waiting) if only is None else [only]:
                 if self.active[n] >= limit:
                     break
-                if s == PENDING and (n, i) not in self.procs and self.ready(n, i):
+                if i not in waiting:
+                    continue
+                if self.states[n][i] != PENDING:  # cancelled meanwhile
+                    del waiting[i]
+                elif self.ready(n, i):
+                    del waiting[i]
                     self.procs[(n, i)] = None  # type: ignore[assignment]  # queued
                     self.active[n] += 1
                     out.append((n, i))
         return out
 
-    def finish(self, n: int, i: int, state: str, failure: ElementFailure | None) -> list[int]:
-        """Record an end state; cancel dependents of failures. Returns array jobs to recheck."""
+    def finish(self, n: int, i: int, state: str, failure: ElementFailure | None) -> list[Candidate]:
+        """Record an end state; cancel dependents of failures. Returns what to recheck."""
         self.procs.pop((n, i), None)
         self.active[n] -= 1
+        again: list[Candidate] = [(n, None)] if self.ajs[n].throttle else []  # a freed slot
         if self.states[n][i] in TERMINAL:
-            return [n]
+            return again
         self.states[n][i] = state
         if state == DONE:
             self.done[n] += 1
-            return [n] + [d for _, d in self.dependents[n]]
+            for kind, d in self.dependents[n]:
+                if kind == AFTERCORR:
+                    again.append((d, i))
+                elif self.done[n] == self.ajs[n].size:
+                    again.append((d, None))
+            return again
         if failure is not None:
             self.failures[(self.ajs[n].id, i)] = failure
         self._cancel_dependents(n, i)
-        return [n]
+        return again
 
     def _cancel_dependents(self, n: int, i: int) -> None:
         stack = [(n, i)]
         while stack:
             up, ui = stack.pop()
             for kind, d in self.dependents[up]:
-                targets = [ui] if kind == AFTERCORR else range(self.ajs[d].size)
+                waiting = self.waiting[d]
+                if kind == AFTERCORR:
+                    targets = [ui] if ui in waiting else []
+                else:
+                    targets = list(waiting)
                 for j in targets:
-                    if self.states[d][j] == PENDING and (d, j) not in self.procs:
+                    del waiting[j]
+                    if self.states[d][j] == PENDING:
                         self.states[d][j] = CANCELLED
                         self.failures[(self.ajs[d].id, j)] = ElementFailure(
                             state=CANCELLED, reason="DependencyNeverSatisfied"
@@ -271,8 +300,8 @@ class LocalBackend:
         self._version += 1
         self._cond.notify_all()
 
-    def _dispatch(self, run: _RunState, candidates: list[int] | None = None) -> None:
-        for n, i in run.runnable(candidates):
+    def _dispatch(self, run: _RunState, candidates: list[Candidate] | None = None) -> None:
+        for n, i in run.runnable(run.everything() if candidates is None else candidates):
             self._queue.put((run, n, i))
 
     # -- protocol
