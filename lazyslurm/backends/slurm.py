@@ -558,13 +558,14 @@ def _mark_dependency_cancels(
 ) -> None:
     """A cancelled element whose upstream failed was cancelled by Slurm for it
     (``--kill-on-invalid-dep``), not by a user: say so."""
+    bad = (FAILED, CANCELLED)
+    any_bad = {aj: any(s in bad for s in row) for aj, row in states.items()}  # once per array
     for aj in handle.array_jobs:
         for i, state in enumerate(states[aj.id]):
             if state != CANCELLED or _NEVER_SATISFIED in failures[(aj.id, i)].reason:
                 continue
             for kind, up in aj.dependencies:
-                ups = [states[up][i]] if kind == AFTERCORR else states[up]
-                if any(s in (FAILED, CANCELLED) for s in ups):
+                if (states[up][i] in bad) if kind == AFTERCORR else any_bad[up]:
                     f = failures[(aj.id, i)]
                     failures[(aj.id, i)] = attrs.evolve(f, reason=_NEVER_SATISFIED)
                     break
