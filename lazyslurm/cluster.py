@@ -90,7 +90,8 @@ class Cluster:
         self._tokens: list[contextvars.Token[Cluster | None]] = []
         # session memory
         self.computed: dict[str, str] = {}  # node key -> run id holding its result
-        self.ran: dict[str, str] = {}  # node key -> run id it last ran in (any outcome)
+        # node key -> (run id, array job, index) where it last ran, whatever the outcome
+        self.ran: dict[str, tuple[str, str, int]] = {}
         self.values: dict[str, Any] = {}  # results already fetched to this process
 
     @classmethod

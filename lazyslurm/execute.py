@@ -286,7 +286,8 @@ class Run:
         ]
         self.cluster.record(self.id, done)
         for aj in self.array_jobs:
-            self.cluster.ran.update(dict.fromkeys(aj.keys, self.id))
+            for idx, key in enumerate(aj.keys):
+                self.cluster.ran[key] = (self.id, aj.id, idx)
         log.info("run %s finished: %s", self.id, _fmt_counts(snap.counts_total()))
         _emit(self._callbacks, "on_done", self)
 
@@ -312,10 +313,7 @@ class Run:
     def logs(self, node: Any) -> tuple[str, str]:
         """``(stdout, stderr)`` of one node (a Job or its key), in one transfer."""
         aj, idx = self._locate(node)
-        paths = [f"runs/{self.id}/logs/{aj.id}_{idx}.{s}" for s in ("out", "err")]
-        files = self.cluster.backend.read_files(paths)
-        out, err = (files.get(p, b"").decode(errors="replace") for p in paths)
-        return out, err
+        return read_logs(self.cluster, self.id, aj.id, idx)
 
     # -- outcome
     def raise_failures(self, snap: Snapshot) -> None:
@@ -534,11 +532,22 @@ def job_logs(job: Job, cluster: Cluster | None = None) -> tuple[str, str]:
     """``(stdout, stderr)`` of the element that ran ``job`` (in this session, or found in
     the store with ``cache``)."""
     cl = resolve_cluster(cluster)
-    run_id = cl.ran.get(job.key) or cl.computed.get(job.key)
+    where = cl.ran.get(job.key)
+    if where is not None:
+        return read_logs(cl, *where)
+    run_id = cl.computed.get(job.key)  # a cache hit from a run of another session
     if run_id is None:
         msg = f"{job!r} has not run in this cluster session"
         raise KeyError(msg)
     return Run.attach(run_id, cl).logs(job)
+
+
+def read_logs(cluster: Cluster, run_id: str, array_job: str, index: int) -> tuple[str, str]:
+    """``(stdout, stderr)`` of one element, in one transfer."""
+    paths = [f"runs/{run_id}/logs/{array_job}_{index}.{s}" for s in ("out", "err")]
+    files = cluster.backend.read_files(paths)
+    out, err = (files.get(p, b"").decode(errors="replace") for p in paths)
+    return out, err
 
 
 def runs(cluster: Cluster | None = None) -> list[RunSummary]:
