@@ -136,7 +136,14 @@ class Cluster:
         )
 
     def max_array_size(self) -> int:
+        """The array size limit (starts the backend: on Slurm, asks the cluster once)."""
         return self.backend.max_array_size()
+
+    def known_max_array_size(self) -> int | None:
+        """The array size limit if known without starting anything, else None."""
+        if self._backend is not None:
+            return self._backend.max_array_size()
+        return self._max_array_size
 
     def close(self) -> None:
         """Stop worker processes and connections (the session memory is kept)."""

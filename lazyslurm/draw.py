@@ -152,11 +152,8 @@ def _session(cluster: Cluster | None) -> Cluster | None:
 
 def _max_array_size(cluster: Cluster | None) -> int:
     """The cluster's limit if known without starting a backend, else Slurm's default."""
-    if cluster is None:
-        return DEFAULT_MAX_ARRAY_SIZE
-    if cluster._backend is not None:
-        return cluster.max_array_size()
-    return cluster._max_array_size or DEFAULT_MAX_ARRAY_SIZE
+    known = cluster.known_max_array_size() if cluster is not None else None
+    return known or DEFAULT_MAX_ARRAY_SIZE
 
 
 def _run_states(run: Any) -> dict[str, str]:
