@@ -486,14 +486,9 @@ class Job(_Lazy):
         order: tuple[Job, ...],
         nout: int | None,
     ) -> None:
-        put = object.__setattr__
-        put(self, "key", key)
-        put(self, "_task", task)
-        put(self, "_args", args)
-        put(self, "_kwargs", kwargs)
-        put(self, "_deps", deps)
-        put(self, "_order", order)
-        put(self, "_nout", nout)
+        values = (key, task, args, kwargs, deps, order, nout)
+        for setter, value in zip(_JOB_SLOT_SETTERS, values, strict=True):
+            setter(self, value)
 
     # -- graph data
     @property
