@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from lazyslurm import registry
+
 __version__ = "0.1.0"
 
 _EXPORTS = {
@@ -33,6 +35,13 @@ _EXPORTS = {
 
 _MODULES = frozenset({"cache", "errors"})
 __all__ = sorted(_EXPORTS)
+
+
+def _load_executor() -> Any:
+    return importlib.import_module("lazyslurm.execute").EXECUTOR
+
+
+registry.register(_load_executor)  # how job.compute() reaches the executor (see registry)
 
 
 def __getattr__(name: str) -> Any:

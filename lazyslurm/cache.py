@@ -18,14 +18,13 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from lazyslurm.errors import BackendError, ClusterConfigError
+from lazyslurm.store import INSIDE, RunLayout
 
 if TYPE_CHECKING:
     from lazyslurm.backends.shell import Shell
     from lazyslurm.cluster import Cluster
 
 __all__ = ["RunSummary", "clear", "list_runs", "lookup", "parse_age"]
-
-_RESULT_PATH = re.compile(r"^\./([^/]+)/results/([^/]+)\.pkl$")
 
 
 @attrs.frozen
@@ -54,12 +53,13 @@ class RunSummary:
 def list_runs(shell: Shell, workdir: str) -> list[RunSummary]:
     """Every run under ``workdir/runs``, newest first, in one command."""
     q = shlex.quote
+    grep = q(RunLayout.OUTCOME_GREP)
     script = (
-        f"cd {q(workdir)}/runs 2>/dev/null || exit 0\n"
-        'for d in */; do d=${d%/}; [ -f "$d/summary.json" ] || continue\n'
-        '  r=$(ls -f "$d/results" 2>/dev/null | grep -c "\\.pkl$")\n'
-        '  e=$(ls -f "$d/errors" 2>/dev/null | grep -c "\\.pkl$")\n'
-        '  printf "LZRUN %s %s " "$r" "$e"; tr -d "\\n" < "$d/summary.json"; echo\n'
+        f"cd {q(RunLayout.runs_dir(workdir))} 2>/dev/null || exit 0\n"
+        f'for d in */; do d=${{d%/}}; [ -f "$d/{INSIDE.summary}" ] || continue\n'
+        f'  r=$(ls -f "$d/{INSIDE.subdir("results")}" 2>/dev/null | grep -c {grep})\n'
+        f'  e=$(ls -f "$d/{INSIDE.subdir("errors")}" 2>/dev/null | grep -c {grep})\n'
+        f'  printf "LZRUN %s %s " "$r" "$e"; tr -d "\\n" < "$d/{INSIDE.summary}"; echo\n'
         "done\n"
     )
     res = shell.run(script)
@@ -99,12 +99,12 @@ def lookup(cluster: Cluster, keys: Iterable[str]) -> dict[str, str]:
         return {}
     backend = cluster.backend
     res = backend.shell.run(
-        f"cd {shlex.quote(str(backend.workdir))}/runs 2>/dev/null || exit 0\n"
-        "find . -mindepth 3 -maxdepth 3 -path './*/results/*.pkl' -print"
+        f"cd {shlex.quote(RunLayout.runs_dir(backend.workdir))} 2>/dev/null || exit 0\n"
+        f"find . -mindepth 3 -maxdepth 3 -path {shlex.quote(RunLayout.RESULTS_FIND)} -print"
     )
     found: dict[str, str] = {}
     for line in res.stdout.splitlines():
-        m = _RESULT_PATH.match(line.strip())
+        m = RunLayout.RESULT_PATH.match(line.strip())
         if m and m.group(2) in wanted:
             found.setdefault(m.group(2), m.group(1))
     return found
@@ -140,7 +140,7 @@ def clear(cluster: Cluster | None = None, older_than: Any = 0) -> list[str]:
     cutoff = time.time() - parse_age(older_than)
     backend = cl.backend
     res = backend.shell.run(
-        f"cd {shlex.quote(str(backend.workdir))}/runs 2>/dev/null || exit 0\n"
+        f"cd {shlex.quote(RunLayout.runs_dir(backend.workdir))} 2>/dev/null || exit 0\n"
         f"find . -mindepth 1 -maxdepth 1 -type d ! -newermt @{cutoff:.3f} -print | "
         'while read -r d; do rm -rf -- "$d" && echo "${d#./}"; done'
     )

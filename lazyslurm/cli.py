@@ -133,8 +133,9 @@ def cmd_status(args: argparse.Namespace, cluster: Cluster) -> int:
 def _print_failures(run: Run) -> None:
     """The failed elements of the last poll, with their error (one transfer)."""
     from lazyslurm.backends.base import FAILED
+    from lazyslurm.store import RunLayout
 
-    snap = getattr(run, "_last", None)
+    snap = run.last_snapshot
     if snap is None:
         return
     failed = [
@@ -146,7 +147,8 @@ def _print_failures(run: Run) -> None:
     if not failed:
         return
     shown = failed[:MAX_FAILURES_SHOWN]
-    paths = {key: f"runs/{run.id}/errors/{key}.pkl" for _, _, key in shown}
+    layout = RunLayout.of(run.id)
+    paths = {key: layout.error(key) for _, _, key in shown}
     records = run.cluster.backend.read_files(list(paths.values()))
     rows = [
         (f"{aj.id}:{i}", key, _failure_text(records.get(paths[key]), snap.failures.get((aj.id, i))))

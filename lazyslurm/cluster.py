@@ -16,6 +16,8 @@ from typing import Any
 
 from lazyslurm.backends.base import Backend
 from lazyslurm.errors import ClusterConfigError
+from lazyslurm.options import BACKENDS
+from lazyslurm.options import check as check_options
 from lazyslurm.store import default_workdir
 
 __all__ = ["Cluster", "current_cluster"]
@@ -23,7 +25,6 @@ __all__ = ["Cluster", "current_cluster"]
 _ACTIVE: contextvars.ContextVar[Cluster | None] = contextvars.ContextVar(
     "lazyslurm_active_cluster", default=None
 )
-BACKENDS = ("local", "sync", "slurm", "ssh")
 
 
 class Cluster:
@@ -50,25 +51,18 @@ class Cluster:
         cache: bool = False,
         **backend_options: Any,
     ) -> None:
-        if isinstance(backend, str) and backend not in BACKENDS:
-            msg = f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}"
-            raise ClusterConfigError(msg)
-        if max_workers is not None and (not isinstance(max_workers, int) or max_workers < 1):
-            msg = f"max_workers must be a positive int, got {max_workers!r}"
-            raise ClusterConfigError(msg)
+        if isinstance(backend, str):
+            if backend not in BACKENDS:
+                msg = f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}"
+                raise ClusterConfigError(msg)
+            given = {"workdir": workdir, "max_workers": max_workers,
+                     "max_array_size": max_array_size, "poll_min_s": poll_min_s,
+                     "poll_max_s": poll_max_s, "cache": cache}  # fmt: skip
+            # every option is declared once, by its backend: typos show now, not at first use
+            check_options(backend, {**{k: v for k, v in given.items() if v is not None},
+                                    **backend_options})  # fmt: skip
         if not 0 < poll_min_s <= poll_max_s:
             msg = f"need 0 < poll_min_s <= poll_max_s, got {poll_min_s}, {poll_max_s}"
-            raise ClusterConfigError(msg)
-        if backend in ("local", "sync") and backend_options:
-            names = ", ".join(sorted(backend_options))
-            msg = f"option(s) {names} do not apply to backend {backend!r} (only to slurm or ssh)"
-            raise ClusterConfigError(msg)
-        if backend in ("slurm", "ssh"):
-            from lazyslurm.backends.slurm import check_options
-
-            check_options(backend, backend_options)  # typos show now, not at first use
-        if backend in ("slurm", "ssh") and max_workers is not None:
-            msg = f"max_workers applies to backend='local' only; Slurm decides for {backend!r}"
             raise ClusterConfigError(msg)
         self._spec = backend
         self._backend: Backend | None = None if isinstance(backend, str) else backend

@@ -34,7 +34,7 @@ True
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +47,7 @@ from lazyslurm.planning.planner import (
     ArrayJob,
     Plan,
     make_plan,
+    stages_of,
 )
 
 if TYPE_CHECKING:
@@ -156,19 +157,25 @@ def _max_array_size(cluster: Cluster | None) -> int:
     return known or DEFAULT_MAX_ARRAY_SIZE
 
 
-def _run_states(run: Any) -> dict[str, str]:
-    """Node key -> state from a run's last snapshot (PENDING if never polled)."""
+def _is_run(obj: Any) -> bool:
+    """A submitted run (duck-typed: pictures never import the executor)."""
+    if isinstance(obj, (Job, JobArray, JobView)):  # their attributes are lazy views
+        return False
+    return all(hasattr(obj, a) for a in ("last_snapshot", "array_jobs", "plan", "handle"))
+
+
+def _snapshot_states(run: Any) -> dict[str, str]:
+    """Node key -> state from a run's last poll (PENDING if never polled)."""
     out: dict[str, str] = {}
-    snap = getattr(run, "_last", None)
-    for aj in run.plan.array_jobs:
+    snap = run.last_snapshot
+    for aj in run.array_jobs:
         if snap is not None:
             states = snap.states.get(aj.id, ())
-        elif getattr(run, "handle", None) is not None:
+        elif run.handle is not None:
             states = [PENDING] * aj.size
         else:
             states = ()
-        for job, state in zip(aj.elements, states, strict=False):
-            out[job.key] = state
+        out.update(zip(aj.keys, states, strict=False))
     return out
 
 
@@ -181,7 +188,7 @@ class _Model:
     def __init__(
         self,
         roots: list[Job],
-        plan: Plan,
+        plan: Plan | None,
         done: Mapping[str, str | None],
         states: Mapping[str, str],
     ) -> None:
@@ -196,7 +203,7 @@ class _Model:
             return state
         if key in self.done:
             return CACHED
-        if key in self.plan.location:
+        if self.plan is None or key in self.plan.location:
             return TO_RUN
         return NOT_NEEDED
 
@@ -242,36 +249,39 @@ def _index_range(n: int, offset: int = 0) -> str:
 # --------------------------------------------------------------------------- levels
 
 
-def _draw_tasks(dot: graphviz.Digraph, model: _Model) -> set[str]:
-    """One node per task call, one per mapped array; returns the classes drawn."""
-    # the whole graph, planned as if nothing were done and without chunking: its array
-    # jobs are the collapsed nodes (the same grouping compute uses)
-    full = make_plan(model.roots, done={}, max_array_size=sys.maxsize)
-    node_of: dict[str, str] = {}
+def _group_of(aj: ArrayJob) -> tuple[Any, ...]:
+    """Array jobs of one task, resources and stage: the chunks of one array (one node at
+    the tasks level; one index range at the jobs level)."""
+    return (aj.name, aj.resources, aj.stage)
+
+
+def _draw_tasks(dot: graphviz.Digraph, model: _Model, array_jobs: Sequence[ArrayJob]) -> set[str]:
+    """One node per task call, one per mapped array (the chunks of an array together);
+    ordering-only edges dashed. Returns the classes drawn."""
+    groups: dict[tuple[Any, ...], list[ArrayJob]] = {}
+    for aj in array_jobs:
+        groups.setdefault(_group_of(aj), []).append(aj)
+    nid = {g: f"t{i}" for i, g in enumerate(groups)}
     drawn: set[str] = set()
-    for i, aj in enumerate(full.array_jobs):
-        nid = f"t{i}"
-        keys = [j.key for j in aj.elements]
-        for key in keys:
-            node_of[key] = nid
+    for g, ajs in groups.items():
+        keys = [k for aj in ajs for k in aj.keys]
         counts = model.counts(keys)
         drawn.update(counts)
-        title = aj.name if aj.size == 1 else f"{aj.name} {_index_range(aj.size)}"
-        tooltip = f"{aj.size} node(s): " + ", ".join(keys[:5]) + (" ..." if aj.size > 5 else "")
+        title = g[0] if len(keys) == 1 else f"{g[0]} {_index_range(len(keys))}"
+        tooltip = f"{len(keys)} node(s): " + ", ".join(keys[:5]) + (" ..." if len(keys) > 5 else "")
         dot.node(
-            nid,
-            _label([title, _status_line(counts, aj.size)]),
+            nid[g],
+            _label([title, _status_line(counts, len(keys))]),
             tooltip=tooltip,
             **_node_attrs(_main_class(counts), "rounded"),
         )
+    by_id = {aj.id: aj for aj in array_jobs}
     edges: dict[tuple[str, str], bool] = {}  # (up, down) -> carries data
-    for aj in full.array_jobs:
-        for job in aj.elements:
-            down = node_of[job.key]
-            for dep in job._deps:
-                edges[(node_of[dep.key], down)] = True
-            for dep in job._order:
-                edges.setdefault((node_of[dep.key], down), False)
+    for aj in array_jobs:
+        down = nid[_group_of(aj)]
+        for _, up in aj.dependencies:
+            edge = (nid[_group_of(by_id[up])], down)
+            edges[edge] = edges.get(edge, False) or up not in aj.after
     for (up, down), data in edges.items():
         if data:
             dot.edge(up, down)
@@ -280,33 +290,43 @@ def _draw_tasks(dot: graphviz.Digraph, model: _Model) -> set[str]:
     return drawn
 
 
-def _aj_label(aj: ArrayJob, model: _Model, offset: int) -> tuple[list[str], dict[str, int]]:
-    keys = [j.key for j in aj.elements]
-    counts = model.counts(keys)
-    title = aj.name if aj.size == 1 and aj.nchunks == 1 else f"{aj.name} {_index_range(aj.size)}"
+def _aj_label(
+    aj: ArrayJob, model: _Model, offset: int, chunks: int
+) -> tuple[list[str], dict[str, int]]:
+    counts = model.counts(aj.keys)
+    title = (
+        aj.name if aj.size == 1 and chunks == 1 else f"{aj.name} {_index_range(aj.size, offset)}"
+    )
     size = "1 element" if aj.size == 1 else f"{aj.size} elements"
     lines = [title, f"{aj.id} · {size}"]
     if aj.nchunks > 1:
-        lines.append(
-            f"chunk {aj.chunk + 1}/{aj.nchunks} (elements {offset}-{offset + aj.size - 1})"
-        )
+        last = offset + aj.size - 1
+        lines.append(f"chunk {aj.chunk + 1}/{aj.nchunks} (elements {offset}-{last})")
     res = aj.resources.describe()
     lines.append(" · ".join(f"{k} {v}" for k, v in res.items()) or "default resources")
     if aj.throttle:
         lines.append(f"throttle {aj.throttle} at a time")
-    status = _status_line(counts, aj.size)
-    lines.append(status)
+    lines.append(_status_line(counts, aj.size))
     return lines, counts
 
 
-def _draw_jobs(dot: graphviz.Digraph, model: _Model) -> set[str]:
-    """One node per planned array job, stages as ranks; returns the classes drawn."""
-    plan = model.plan
+def _draw_jobs(
+    dot: graphviz.Digraph, model: _Model, array_jobs: Sequence[ArrayJob], plan: Plan | None
+) -> set[str]:
+    """One node per array job, stages as ranks, edges labelled with their dependency kind;
+    with the ``plan`` (a live graph), inputs already computed as grey nodes. The same
+    drawing serves a plan and a run re-attached from its manifest."""
     drawn: set[str] = set()
-    node_of: dict[str, str] = {}
-    offsets: dict[tuple[str, Any], int] = {}
+    offsets: dict[str, int] = {}  # first index of each chunk within its array
+    chunks: dict[tuple[Any, ...], int] = {}
+    filled: dict[tuple[Any, ...], int] = {}
+    for aj in array_jobs:
+        group = _group_of(aj)
+        chunks[group] = chunks.get(group, 0) + 1
+        offsets[aj.id] = filled.get(group, 0)
+        filled[group] = offsets[aj.id] + aj.size
     prev_stage: str | None = None
-    for stage in plan.stages:
+    for stage in stages_of(array_jobs):
         s = stage[0].stage
         with dot.subgraph(name=f"stage{s}") as sg:
             sg.attr(rank="same")
@@ -316,35 +336,34 @@ def _draw_jobs(dot: graphviz.Digraph, model: _Model) -> set[str]:
                 dot.edge(prev_stage, sid, style="invis")
             prev_stage = sid
             for aj in stage:
-                group = (aj.task.token, aj.name, aj.resources, aj.stage)
-                offset = offsets.get(group, 0)
-                offsets[group] = offset + aj.size
-                lines, counts = _aj_label(aj, model, offset)
+                lines, counts = _aj_label(aj, model, offsets[aj.id], chunks[_group_of(aj)])
                 drawn.update(counts)
-                keys = [j.key for j in aj.elements]
-                for key in keys:
-                    node_of[key] = aj.id
                 sg.node(
                     aj.id,
                     _label(lines),
-                    tooltip=f"{aj.id}: " + ", ".join(keys[:5]) + (" ..." if aj.size > 5 else ""),
+                    tooltip=f"{aj.id}: " + ", ".join(aj.keys[:5]) + (" ..." if aj.size > 5 else ""),
                     **_node_attrs(_main_class(counts), ""),
                 )
-    for aj in plan.array_jobs:
-        ordering = {id(u) for u in aj.after}
+    for aj in array_jobs:
         for kind, up in aj.dependencies:
-            if id(up) in ordering:
+            if up in aj.after:
                 dot.edge(
-                    up.id,
+                    up,
                     aj.id,
                     label="ordering",
                     style="dashed",
                     tooltip=f"ordering only (.after), submitted as {kind}",
                 )
             else:
-                dot.edge(up.id, aj.id, label=kind)
+                dot.edge(up, aj.id, label=kind)
+    if plan is not None:
+        drawn |= _draw_cached_inputs(dot, model, plan)
+    return drawn
 
-    # inputs already computed: grey nodes the plan reads from the store
+
+def _draw_cached_inputs(dot: graphviz.Digraph, model: _Model, plan: Plan) -> set[str]:
+    """Inputs already computed: grey nodes the plan reads from the store."""
+    drawn: set[str] = set()
     cached: dict[tuple[Any, ...], list[Job]] = {}
     consumers: dict[tuple[Any, ...], dict[str, None]] = {}
     seen: set[str] = set()
@@ -358,12 +377,12 @@ def _draw_jobs(dot: graphviz.Digraph, model: _Model) -> set[str]:
             consumers.setdefault(group, {})[consumer] = None
 
     for aj in plan.array_jobs:
-        for job in aj.elements:
-            for dep in job._deps + job._order:
-                if dep.key not in node_of:
+        for job in plan.elements(aj):
+            for dep in job.deps + job.order:
+                if dep.key not in plan.location:
                     add(dep, aj.id)
     for root in model.roots:
-        if root.key not in node_of:
+        if root.key not in plan.location:
             add(root, None)
     for i, (group, jobs) in enumerate(cached.items()):
         nid = f"c{i}"
@@ -379,91 +398,6 @@ def _draw_jobs(dot: graphviz.Digraph, model: _Model) -> set[str]:
             dot.edge(
                 nid, consumer, style="dashed", color="#adb5bd", tooltip="result read from the store"
             )
-    return drawn
-
-
-def _draw_attached(
-    dot: graphviz.Digraph, run: Any, level: str, explicit: Mapping[str, str]
-) -> set[str]:
-    """A run re-attached from its store (``Run.attach``: no graph and no plan in this
-    process), drawn from its array jobs and its last poll. ``level="jobs"``: one node per
-    array job; ``level="tasks"``: the array jobs of one task, resources and stage (chunks
-    of one array) as one node. Ordering-only edges cannot be told apart here."""
-    snap = getattr(run, "_last", None)
-    states: dict[str, str] = {}
-    stage: dict[str, int] = {}
-    for aj in run.array_jobs:  # submission order is topological
-        stage[aj.id] = 1 + max((stage[up] for _, up in aj.dependencies), default=-1)
-        row = snap.states.get(aj.id, ()) if snap is not None else [PENDING] * aj.size
-        states.update(zip(aj.keys, row, strict=False))
-    states.update(explicit)
-    model = _Model([], Plan((), {}, {}, 0), {}, states)
-    group_of = {aj.id: (aj.name, aj.resources, stage[aj.id]) for aj in run.array_jobs}
-    groups: dict[tuple[Any, ...], list[Any]] = {}
-    for aj in run.array_jobs:
-        groups.setdefault(group_of[aj.id], []).append(aj)
-    drawn: set[str] = set()
-    if level == "tasks":
-        nid = {g: f"t{i}" for i, g in enumerate(groups)}
-        for g, ajs in groups.items():
-            keys = [k for aj in ajs for k in aj.keys]
-            counts = model.counts(keys)
-            drawn.update(counts)
-            title = g[0] if len(keys) == 1 else f"{g[0]} {_index_range(len(keys))}"
-            dot.node(
-                nid[g],
-                _label([title, _status_line(counts, len(keys))]),
-                **_node_attrs(_main_class(counts), "rounded"),
-            )
-        edges = {
-            (nid[group_of[up]], nid[group_of[aj.id]])
-            for aj in run.array_jobs
-            for _, up in aj.dependencies
-        }
-        for up, down in sorted(edges):
-            dot.edge(up, down)
-        return drawn
-    offsets: dict[str, int] = {}
-    for ajs in groups.values():
-        offset = 0
-        for aj in ajs:
-            offsets[aj.id] = offset
-            offset += aj.size
-    for s in sorted(set(stage.values())):
-        with dot.subgraph(name=f"stage{s}") as sg:
-            sg.attr(rank="same")
-            sg.node(
-                f"stage_label{s}",
-                f"stage {s}",
-                shape="plaintext",
-                fontcolor=_GREY_TEXT,
-                fontsize="11",
-            )
-            if s:
-                dot.edge(f"stage_label{s - 1}", f"stage_label{s}", style="invis")
-            for aj in run.array_jobs:
-                if stage[aj.id] != s:
-                    continue
-                counts = model.counts(aj.keys)
-                drawn.update(counts)
-                n, offset = len(groups[group_of[aj.id]]), offsets[aj.id]
-                title = (
-                    aj.name
-                    if aj.size == 1 and n == 1
-                    else (f"{aj.name} {_index_range(aj.size, offset)}")
-                )
-                res = aj.resources.describe()
-                lines = [
-                    title,
-                    f"{aj.id} · {'1 element' if aj.size == 1 else f'{aj.size} elements'}",
-                    " · ".join(f"{k} {v}" for k, v in res.items()) or "default resources",
-                    f"throttle {aj.throttle} at a time" if aj.throttle else "",
-                    _status_line(counts, aj.size),
-                ]
-                sg.node(aj.id, _label(lines), **_node_attrs(_main_class(counts), ""))
-    for aj in run.array_jobs:
-        for kind, up in aj.dependencies:
-            dot.edge(up, aj.id, label=kind)
     return drawn
 
 
@@ -579,9 +513,7 @@ def visualize(
         raise InvalidOptionError(msg)
     plain: list[Any] = []
     for expr in exprs:
-        if hasattr(expr, "_last") and (
-            isinstance(getattr(expr, "plan", None), Plan) or hasattr(expr, "array_jobs")
-        ):
+        if _is_run(expr):
             if run is not None and run is not expr:
                 msg = "visualize takes one run at a time"
                 raise InvalidOptionError(msg)
@@ -593,25 +525,31 @@ def visualize(
     explicit = _normalise_states(states)
 
     _, roots = lift_outputs(plain)
-    attached = run is not None and run.plan is None
-    if attached:  # re-attached: only its array jobs and states are known
-        plan, done, node_states = Plan((), {}, {}, 0), {}, {}
+    plan: Plan | None
+    if run is not None and run.plan is None:  # re-attached: its manifest's records only
+        plan, done, node_states = None, {}, _snapshot_states(run)
+        array_jobs = full = tuple(run.array_jobs)
     elif run is not None:
         plan = run.plan
         if not roots:
-            roots = [job for aj in plan.array_jobs for job in aj.elements]
+            roots = [job for aj in plan.array_jobs for job in plan.elements(aj)]
         # done = whatever the run did not compute itself: read from the store
         session = getattr(getattr(run, "cluster", None), "computed", {})
         done: dict[str, str | None] = {k: v for k, v in session.items() if k not in plan.location}
         done.update(plan.external)
         done.update((key, None) for key in extra_cached if key not in done)
-        node_states = _run_states(run)
+        node_states = _snapshot_states(run)
     else:
         cl = _session(cluster)
         done = dict(cl.computed) if cl is not None else {}
         done.update((key, None) for key in extra_cached if key not in done)
         plan = make_plan(roots, done=done, max_array_size=_max_array_size(cl))
         node_states = {}
+    if plan is not None:
+        array_jobs = plan.array_jobs
+        # the whole graph, planned as if nothing were done and without chunking: its
+        # array jobs are the tasks level's nodes (the same grouping compute uses)
+        full = make_plan(roots, done={}, max_array_size=sys.maxsize).array_jobs
     node_states.update(explicit)
 
     import graphviz
@@ -621,10 +559,10 @@ def visualize(
     dot.attr("node", shape="box", fontname=_FONT, fontsize="12", margin="0.15,0.06")
     dot.attr("edge", fontname=_FONT, fontsize="10", color="#495057", arrowsize="0.7")
     model = _Model(roots, plan, done, node_states)
-    if attached:
-        drawn = _draw_attached(dot, run, level, explicit)
+    if level == "tasks":
+        drawn = _draw_tasks(dot, model, full)
     else:
-        drawn = _draw_tasks(dot, model) if level == "tasks" else _draw_jobs(dot, model)
+        drawn = _draw_jobs(dot, model, array_jobs, plan)
     _draw_legend(dot, drawn, rankdir)
     if target is not None:
         _render(dot, *target)

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import secrets
@@ -27,7 +26,6 @@ from lazyslurm.backends.base import (
     FAILED,
     PENDING,
     RUNNING,
-    ArrayJobInfo,
     ElementFailure,
     RunHandle,
     Snapshot,
@@ -46,12 +44,23 @@ from lazyslurm.errors import (
 )
 from lazyslurm.graph.core import Job
 from lazyslurm.graph.traverse import collect, lift_outputs
-from lazyslurm.planning.encode import encode_run
-from lazyslurm.planning.planner import Plan, make_plan
+from lazyslurm.planning import rules
+from lazyslurm.planning.encode import encode_run, read_manifest
+from lazyslurm.planning.planner import ArrayJob, Plan, make_plan
 from lazyslurm.runner import resolve
-from lazyslurm.store import JOBIDS, MANIFEST, OUTPUTS, Ref, RefList
+from lazyslurm.store import Ref, RefList, RunLayout
 
-__all__ = ["Callback", "Run", "RunStatus", "compute", "job_logs", "plan", "runs", "submit"]
+__all__ = [
+    "EXECUTOR",
+    "Callback",
+    "Run",
+    "RunStatus",
+    "compute",
+    "job_logs",
+    "plan",
+    "runs",
+    "submit",
+]
 
 log = logging.getLogger("lazyslurm")
 
@@ -169,8 +178,13 @@ class Run:
         return f"Run({self.id or 'nothing to run'}, {n} array jobs)"
 
     @property
-    def array_jobs(self) -> tuple[ArrayJobInfo, ...]:
+    def array_jobs(self) -> tuple[ArrayJob, ...]:
         return self.handle.array_jobs if self.handle else ()
+
+    @property
+    def last_snapshot(self) -> Snapshot | None:
+        """The element states seen by the last poll (None before the first)."""
+        return self._last
 
     @classmethod
     def attach(
@@ -178,21 +192,17 @@ class Run:
     ) -> Run:
         """Re-attach to a run from its run directory (from any process)."""
         cl = resolve_cluster(cluster)
-        base = f"runs/{run_id}"
-        names = [f"{base}/{MANIFEST}", f"{base}/{OUTPUTS}", f"{base}/{JOBIDS}"]
+        layout = RunLayout.of(run_id)
+        names = [layout.manifest, layout.outputs, layout.jobids]
         files = cl.backend.read_files(names)
         if names[0] not in files:
             msg = f"no run {run_id!r} in {cl.backend_name} work directory {cl.backend.workdir}"
             raise KeyError(msg)
-        manifest = json.loads(files[names[0]])
+        manifest, array_jobs = read_manifest(files[names[0]])
         job_ids = dict(
             pair.split("=", 1) for pair in files.get(names[2], b"").decode().split() if "=" in pair
         )
-        handle = RunHandle(
-            run_id=run_id,
-            array_jobs=tuple(ArrayJobInfo.from_manifest(e) for e in manifest["array_jobs"]),
-            job_ids=job_ids,
-        )
+        handle = RunHandle(run_id=run_id, array_jobs=array_jobs, job_ids=job_ids)
         for key, run in manifest.get("external", {}).items():
             if run is not None:
                 cl.computed.setdefault(key, run)
@@ -302,7 +312,7 @@ class Run:
         if self.handle is not None:
             self.cluster.backend.cancel(self.handle)
 
-    def _locate(self, node: Any) -> tuple[ArrayJobInfo, int]:
+    def _locate(self, node: Any) -> tuple[ArrayJob, int]:
         key = node.key if hasattr(node, "key") and not isinstance(node, str) else str(node)
         for aj in self.array_jobs:
             if key in aj.keys:
@@ -318,17 +328,18 @@ class Run:
     # -- outcome
     def raise_failures(self, snap: Snapshot) -> None:
         """Raise the first failure that is not a consequence of another one."""
-        roots: list[tuple[ArrayJobInfo, int, ElementFailure | None]] = []
+        roots: list[tuple[ArrayJob, int, ElementFailure | None]] = []
         cancelled: list[str] = []
-        for aj in self.array_jobs:
+        ajs = self.array_jobs
+        caused = rules.causes(rules.Edges(ajs), [snap.states[aj.id] for aj in ajs])
+        for n, aj in enumerate(ajs):
             for idx, s in enumerate(snap.states[aj.id]):
                 if s == DONE:
                     continue
-                failure = snap.failures.get((aj.id, idx))
-                if s == CANCELLED and failure is not None and "Dependency" in failure.reason:
+                if (n, idx) in caused:
                     cancelled.append(aj.keys[idx])
                 else:
-                    roots.append((aj, idx, failure))
+                    roots.append((aj, idx, snap.failures.get((aj.id, idx))))
         if not roots and not cancelled:
             return
         if not roots:
@@ -341,7 +352,8 @@ class Run:
             raise _with_cancelled(err, cancelled[1:], job_key, 1)
         aj, idx, failure = roots[0]
         key = aj.keys[idx]
-        paths = [f"runs/{self.id}/errors/{key}.pkl", f"runs/{self.id}/logs/{aj.id}_{idx}.err"]
+        layout = RunLayout.of(self.id)
+        paths = [layout.error(key), layout.log(aj.id, idx, "err")]
         files = self.cluster.backend.read_files(paths)
         note = ""
         if cancelled:
@@ -419,7 +431,7 @@ def fetch_outputs(cluster: Cluster, templates: list[Any]) -> tuple[Any, ...]:
         if key not in cluster.values:
             needed.append(key)
     if needed:
-        paths = {f"runs/{cluster.computed[k]}/results/{k}.pkl": k for k in needed}
+        paths = {RunLayout.of(cluster.computed[k]).result(k): k for k in needed}
         files = cluster.backend.read_files(list(paths))
         missing = [k for p, k in paths.items() if p not in files]
         if missing:
@@ -482,17 +494,7 @@ def submit(
         by_value=getattr(cl.backend, "ships_by_value", False),
         templates=templates,
     )
-    infos = [
-        ArrayJobInfo(
-            id=aj.id,
-            name=aj.name,
-            keys=tuple(j.key for j in aj.elements),
-            dependencies=tuple((k, u.id) for k, u in aj.dependencies),
-            resources=aj.resources,
-        )
-        for aj in p.array_jobs
-    ]
-    handle = cl.backend.start(run_id, infos, files)
+    handle = cl.backend.start(run_id, p.array_jobs, files)
     run = Run(cl, handle, templates, callbacks, plan=p)
     log.info("submitted run %s: %d array jobs, %d tasks", run_id, len(p.array_jobs), p.nodes)
     _emit(run._callbacks, "on_submit", run)
@@ -544,7 +546,8 @@ def job_logs(job: Job, cluster: Cluster | None = None) -> tuple[str, str]:
 
 def read_logs(cluster: Cluster, run_id: str, array_job: str, index: int) -> tuple[str, str]:
     """``(stdout, stderr)`` of one element, in one transfer."""
-    paths = [f"runs/{run_id}/logs/{array_job}_{index}.{s}" for s in ("out", "err")]
+    layout = RunLayout.of(run_id)
+    paths = [layout.log(array_job, index, s) for s in ("out", "err")]
     files = cluster.backend.read_files(paths)
     out, err = (files.get(p, b"").decode(errors="replace") for p in paths)
     return out, err
@@ -554,3 +557,21 @@ def runs(cluster: Cluster | None = None) -> list[RunSummary]:
     """Runs in the cluster's store, newest first (one command, also over SSH)."""
     cl = resolve_cluster(cluster)
     return list_runs(cl.backend.shell, str(cl.backend.workdir))
+
+
+class _Executor:
+    """What lazy values reach through :mod:`lazyslurm.registry` (``job.compute()``, ...)."""
+
+    def compute(self, *exprs: Any, **kwargs: Any) -> tuple[Any, ...]:
+        return compute(*exprs, **kwargs)
+
+    def visualize(self, *exprs: Any, **kwargs: Any) -> Any:
+        from lazyslurm.draw import visualize
+
+        return visualize(*exprs, **kwargs)
+
+    def job_logs(self, job: Any, cluster: Any = None) -> tuple[str, str]:
+        return job_logs(job, cluster=cluster)
+
+
+EXECUTOR = _Executor()

@@ -32,18 +32,17 @@ key.
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import re
 import tomllib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lazyslurm.backends.slurm import DEFAULT_OPTIONS
-from lazyslurm.cluster import BACKENDS
+from lazyslurm.backends.option import kind_of as _kind
+from lazyslurm.backends.slurm import TASK_DEFAULTS
 from lazyslurm.errors import ClusterConfigError, InvalidOptionError, OptionTypeError
+from lazyslurm.options import OPTIONS, did_you_mean
 
 __all__ = [
     "PROFILE_ENV",
@@ -56,106 +55,6 @@ __all__ = [
 
 PROFILE_ENV = "LAZYSLURM_PROFILE"
 PROJECT_FILES = ("lazyslurm.toml", "pyproject.toml")  # in each directory, in this order
-
-STATUS_SOURCES = ("auto", "sacct", "squeue")
-
-
-# --------------------------------------------------------------------------- value checks
-# Each check returns an error text ("must be ...") or None.
-
-
-def _kind(value: Any) -> str:
-    """How TOML calls the type of ``value``."""
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a float"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "a table"
-    return f"a {type(value).__name__}"  # dates and times
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _is_str_list(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(v, str) for v in value)
-
-
-_Check = tuple[str, Callable[[Any], bool]]  # (expected type, in words; test)
-
-_STR: _Check = ("a string", lambda v: isinstance(v, str))
-_INT: _Check = ("an integer", _is_int)
-_NUMBER: _Check = ("a number", _is_number)
-_BOOL: _Check = ("a boolean (true or false)", lambda v: isinstance(v, bool))
-_STR_LIST: _Check = ("an array of strings", _is_str_list)
-_PATHS: _Check = (
-    "a string or an array of strings",
-    lambda v: isinstance(v, str) or _is_str_list(v),
-)
-_STR_OR_INT: _Check = ("a string or an integer", lambda v: isinstance(v, str) or _is_int(v))
-_ENV: _Check = (
-    'a table of strings (NAME = "value")',
-    lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
-)
-
-# Cluster keyword options, for every backend
-CLUSTER_KEYS: dict[str, _Check] = {
-    "backend": _STR,
-    "workdir": _STR,
-    "max_workers": _INT,
-    "max_array_size": _INT,
-    "poll_min_s": _NUMBER,
-    "poll_max_s": _NUMBER,
-    "cache": _BOOL,
-}
-# options of the slurm and ssh backends (see lazyslurm.backends.slurm.make_slurm_backend)
-SLURM_KEYS: dict[str, _Check] = {
-    "python": _STR,
-    "setup": _STR_LIST,
-    "env": _ENV,
-    "status": _STR,
-    # task defaults for the whole cluster
-    "partition": _STR,
-    "account": _STR,
-    "qos": _STR,
-    "time": _STR_OR_INT,
-    "mem": _STR_OR_INT,
-    "cpus_per_task": _INT,
-    "constraint": _STR,
-    "extra_sbatch": _STR_LIST,
-}
-SSH_KEYS: dict[str, _Check] = {
-    "hostname": _STR,
-    "port": _INT,
-    "username": _STR,
-    "key_filename": _PATHS,
-    "known_hosts": _PATHS,
-    "allow_unknown_hosts": _BOOL,
-    "connect_timeout_s": _NUMBER,
-    "keepalive_s": _NUMBER,
-}
-KEYS: dict[str, _Check] = {**CLUSTER_KEYS, **SLURM_KEYS, **SSH_KEYS}
-_POSITIVE = (
-    "max_workers",
-    "max_array_size",
-    "port",
-    "poll_min_s",
-    "poll_max_s",
-    "connect_timeout_s",
-    "keepalive_s",
-)
 
 
 # --------------------------------------------------------------------------- files
@@ -321,41 +220,21 @@ def _validate(name: str, source: _Source) -> Profile:
     if not isinstance(data, dict):
         raise fail(f"must be a table of Cluster options, got {_kind(data)}")
     for key, value in data.items():
-        if key not in KEYS:
-            close = difflib.get_close_matches(key, KEYS, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise fail(f"unknown key {key!r}{hint} (valid keys: {', '.join(KEYS)})")
-        expected, ok = KEYS[key]
-        if not ok(value):
-            raise fail(f"key {key!r} must be {expected}, got {_kind(value)} ({value!r})")
-        if key in _POSITIVE and value <= 0:
-            raise fail(f"key {key!r} must be greater than zero, got {value!r}")
-
+        opt = OPTIONS.get(key)
+        if opt is None:
+            known = ", ".join(OPTIONS)
+            raise fail(f"unknown key {key!r}{did_you_mean(key, OPTIONS)} (valid keys: {known})")
+        wrong = opt.problem(value)
+        if wrong is not None:
+            raise fail(f"key {key!r} {wrong}")
     backend = data.get("backend", "local")
-    if backend not in BACKENDS:
-        raise fail(f"key 'backend' must be one of {', '.join(BACKENDS)}, got {backend!r}")
     for key in data:
-        if key in SLURM_KEYS and backend not in ("slurm", "ssh"):
-            raise fail(
-                f'key {key!r} only applies to backend "slurm" or "ssh" '
-                f"(this profile's backend is {backend!r})"
-            )
-        if key in SSH_KEYS and backend != "ssh":
-            raise fail(
-                f'key {key!r} only applies to backend "ssh" (this profile\'s backend is '
-                f"{backend!r})"
-            )
-    if "max_workers" in data and backend != "local":
-        raise fail(
-            f"key 'max_workers' only applies to backend \"local\" "
-            f"(this profile's backend is {backend!r})"
-        )
-    status = data.get("status", "auto")
-    if status not in STATUS_SOURCES:
-        raise fail(f"key 'status' must be one of {', '.join(STATUS_SOURCES)}, got {status!r}")
+        wrong = OPTIONS[key].applies_to(backend)
+        if wrong is not None:
+            raise fail(f"key {key!r} {wrong} (this profile's backend is {backend!r})")
     if backend == "ssh" and "hostname" not in data:
         raise fail("backend \"ssh\" needs a 'hostname' key")
-    defaults = {k: data[k] for k in DEFAULT_OPTIONS if k in data}
+    defaults = {k: data[k] for k in TASK_DEFAULTS if k in data}
     if defaults:
         from lazyslurm.graph.resources import Resources
 

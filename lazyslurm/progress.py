@@ -74,10 +74,11 @@ class RichProgress:
             self._live.update(self._table(run, snap))
 
     def on_done(self, run: Any) -> None:
-        if self._live is None and run._last is not None:  # finished before a poll saw it run
-            self._console.print(self._table(run, run._last))
+        # finished before a poll saw it run
+        if self._live is None and run.last_snapshot is not None:
+            self._console.print(self._table(run, run.last_snapshot))
         if self._live is not None:
-            if run._last is not None:
-                self._live.update(self._table(run, run._last))
+            if run.last_snapshot is not None:
+                self._live.update(self._table(run, run.last_snapshot))
             self._live.stop()
             self._live = None

@@ -4,13 +4,17 @@ Imported by the runner on every compute node: it depends only on the standard li
 :mod:`lazyslurm.errors` and, only when a payload was pickled by value, cloudpickle (plain
 :mod:`pickle` reads what cloudpickle writes and imports it on demand).
 
-Layout of one run (``WORKDIR/runs/RUN_ID``, mode 0700)::
+Layout of one run (``WORKDIR/runs/RUN_ID``, mode 0700), known only to :class:`RunLayout`::
 
-    manifest.json          the plan as data (written by the client)
+    manifest.json          the plan as data: one record per array job (written by the client)
     summary.json           id, created, label, task count (for listing runs)
     outputs.pkl            what compute() returns, with placeholders (for re-attach)
     jobids                 Slurm job id of each array job (written at submission)
+    submit.sh, submit.err  the all-or-nothing submission script and its stderr (Slurm)
+    client.pid             host and pid of the owner of a local run
+    cancel.request         another process asks that owner to cancel (local runs)
     specs/AJ.spec          one per array job: function + per-element arguments (indexed)
+    jobs/AJ.sh             one batch script per array job (Slurm)
     results/KEY.pkl        one per finished node, written atomically
     errors/KEY.pkl         one per failed node: exception, type name, traceback text
     logs/AJ_INDEX.out|err  stdout/stderr of one element
@@ -25,6 +29,7 @@ import io
 import json
 import os
 import pickle
+import re
 import struct
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -36,17 +41,13 @@ __all__ = [
     "MapItem",
     "Ref",
     "RefList",
-    "RunPaths",
+    "RunLayout",
     "atomic_write",
     "read_element",
     "read_pickle",
     "write_spec",
 ]
 
-MANIFEST = "manifest.json"
-SUMMARY = "summary.json"  # small: id, created, label, task count (for listing runs)
-OUTPUTS = "outputs.pkl"  # what compute() returns, with placeholders (for re-attach)
-JOBIDS = "jobids"  # array job id -> Slurm job id, written by the submission script
 SPEC_MAGIC = b"LZSPEC1\n"
 
 
@@ -146,45 +147,134 @@ class FunctionRef:
         return getattr(obj, "unwrapped", obj)  # a Task stands at that name
 
 
-class RunPaths:
-    """Paths inside one run directory. Pure path arithmetic, no I/O.
+class RunLayout:
+    """Every path of one run directory: the one place that knows the layout.
 
-    >>> p = RunPaths("/w/runs/r1")
-    >>> str(p.result("f-0a1b")), str(p.log("aj0", 3, "err"))
-    ('/w/runs/r1/results/f-0a1b.pkl', '/w/runs/r1/logs/aj0_3.err')
-    >>> str(p.result("g-1", run="r0"))
-    '/w/runs/r0/results/g-1.pkl'
+    Pure string arithmetic (no I/O but :meth:`make_dirs`), so it serves local paths,
+    paths on a cluster over SSH, and paths relative to the work directory alike.
+
+    >>> lay = RunLayout.of("r1", "/w")
+    >>> lay.result("f-0a1b"), lay.log("aj0", 3, "err"), lay.result("g-1", run="r0")
+    ('/w/runs/r1/results/f-0a1b.pkl', '/w/runs/r1/logs/aj0_3.err', '/w/runs/r0/results/g-1.pkl')
+    >>> RunLayout.of("r1").manifest, RunLayout.of("r1", "/w/50%").log_pattern("aj0", "out")
+    ('runs/r1/manifest.json', '/w/50%%/runs/r1/logs/aj0_%a.out')
+    >>> RunLayout.key_of(".f-1.pkl.tmp"), RunLayout.key_of("f-1.pkl"), INSIDE.spec("aj0")
+    (None, 'f-1', 'specs/aj0.spec')
     """
 
     __slots__ = ("root",)
 
+    RUNS = "runs"  # under the work directory: one directory per run
+    SUBDIRS = ("specs", "jobs", "results", "errors", "logs")
+    OUTCOME_DIRS = ("results", "errors")
+    SUFFIX = ".pkl"  # of result and error files, named by node key
+    # shell (grep/find) patterns over outcome files, for the one-command listings
+    OUTCOME_GREP = "[.]pkl$"
+    RESULTS_FIND = "./*/results/*.pkl"  # from WORKDIR/runs: every result of every run
+    RESULT_PATH = re.compile(r"^\./([^/]+)/results/([^/]+)\.pkl$")
+
     def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.root = Path(root)
+        self.root = os.fspath(root)
+
+    @classmethod
+    def of(cls, run_id: str, workdir: str | os.PathLike[str] = "") -> RunLayout:
+        """The run ``run_id`` under ``workdir`` (relative to the work directory if empty)."""
+        base = os.fspath(workdir)
+        return cls(f"{base}/{cls.RUNS}/{run_id}" if base else f"{cls.RUNS}/{run_id}")
+
+    @classmethod
+    def runs_dir(cls, workdir: str | os.PathLike[str]) -> str:
+        return f"{os.fspath(workdir)}/{cls.RUNS}"
+
+    @classmethod
+    def key_of(cls, name: str) -> str | None:
+        """The node key of an outcome file name, or None (temporary files, others)."""
+        if name.endswith(cls.SUFFIX) and not name.startswith("."):
+            return name[: -len(cls.SUFFIX)]
+        return None
+
+    def _at(self, rel: str) -> str:
+        return f"{self.root}/{rel}" if self.root else rel
+
+    # -- files of the run
+    @property
+    def manifest(self) -> str:
+        """The plan as data (written by the client)."""
+        return self._at("manifest.json")
 
     @property
-    def manifest(self) -> Path:
-        return self.root / MANIFEST
+    def summary(self) -> str:
+        """Id, created, label, task count (small: for listing runs)."""
+        return self._at("summary.json")
 
-    def spec(self, array_job: str) -> Path:
-        return self.root / "specs" / f"{array_job}.spec"
+    @property
+    def outputs(self) -> str:
+        """What compute() returns, with placeholders (for re-attach)."""
+        return self._at("outputs.pkl")
 
-    def result(self, key: str, run: str | None = None) -> Path:
-        root = self.root if run is None else self.root.parent / run
-        return root / "results" / f"{key}.pkl"
+    @property
+    def jobids(self) -> str:
+        """Slurm job id of each array job (written at submission)."""
+        return self._at("jobids")
 
-    def error(self, key: str) -> Path:
-        return self.root / "errors" / f"{key}.pkl"
+    @property
+    def client_pid(self) -> str:
+        """Host and pid of the process running a local run."""
+        return self._at("client.pid")
 
-    def log(self, array_job: str, index: int, stream: str) -> Path:
-        return self.root / "logs" / f"{array_job}_{index}.{stream}"
+    @property
+    def cancel_request(self) -> str:
+        """Another process asks the owner of a local run to cancel it."""
+        return self._at("cancel.request")
+
+    @property
+    def submit_script(self) -> str:
+        return self._at("submit.sh")
+
+    @property
+    def submit_err(self) -> str:
+        return self._at("submit.err")
+
+    def spec(self, array_job: str) -> str:
+        return self._at(f"specs/{array_job}.spec")
+
+    def job_script(self, array_job: str) -> str:
+        return self._at(f"jobs/{array_job}.sh")
+
+    def result(self, key: str, run: str | None = None) -> str:
+        root = self.root if run is None else f"{self.root.rsplit('/', 1)[0]}/{run}"
+        return f"{root}/results/{key}{self.SUFFIX}"
+
+    def error(self, key: str) -> str:
+        return self._at(f"errors/{key}{self.SUFFIX}")
+
+    def log(self, array_job: str, index: int, stream: str) -> str:
+        return self._at(f"logs/{array_job}_{index}.{stream}")
+
+    def log_pattern(self, array_job: str, stream: str) -> str:
+        """sbatch's ``--output``/``--error`` pattern (a ``%`` in the path is escaped)."""
+        return f"{self.root.replace('%', '%%')}/logs/{array_job}_%a.{stream}"
+
+    def subdir(self, name: str) -> str:
+        return self._at(name)
 
     def make_dirs(self) -> None:
         """Create the run directory (0700) and its sub-directories."""
-        self.root.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.root.mkdir(mode=0o700, exist_ok=True)
+        parent = self.root.rsplit("/", 1)[0]
+        os.makedirs(parent, mode=0o700, exist_ok=True)
+        try:
+            os.mkdir(self.root, 0o700)
+        except FileExistsError:
+            pass
         os.chmod(self.root, 0o700)
-        for sub in ("specs", "results", "errors", "logs"):
-            (self.root / sub).mkdir(mode=0o700, exist_ok=True)
+        for sub in self.SUBDIRS:
+            try:
+                os.mkdir(self._at(sub), 0o700)
+            except FileExistsError:
+                pass
+
+
+INSIDE = RunLayout("")  # paths relative to the run directory (files staged into it)
 
 
 def default_workdir() -> Path:

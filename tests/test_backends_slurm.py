@@ -302,7 +302,7 @@ def test_task_error_cancels_dependents_and_leaves_nothing(any_cluster, env):
         with pytest.raises(KeyError, match="element 1 is bad") as info:
             run.result()
     assert isinstance(info.value, TaskError) and "dependent task" in str(info.value)
-    snap = run._last
+    snap = run.last_snapshot
     assert snap.states["aj1"][1] == CANCELLED and snap.states["aj2"] == [CANCELLED]
     assert live_jobs_of_run(conf_of(any_cluster, env), run.id) == []
 
@@ -346,7 +346,7 @@ def test_scancel_of_a_running_element(env, tmp_path):
         with pytest.raises(JobCancelledError) as info:
             run.result()
     assert info.value.array_index == 1 and info.value.state == "CANCELLED"
-    assert run._last.states["aj0"] == [DONE, CANCELLED]
+    assert run.last_snapshot.states["aj0"] == [DONE, CANCELLED]
 
 
 @pytest.mark.slurm
@@ -610,16 +610,16 @@ def test_timeout(timeout_run):
     err = info.value
     assert isinstance(err, TimeoutError)
     assert err.state == "TIMEOUT" and err.array_index == 0
-    assert timeout_run._last.states["aj0"] == [FAILED]
-    assert PENDING not in timeout_run._last.states["aj0"]
+    assert timeout_run.last_snapshot.states["aj0"] == [FAILED]
+    assert PENDING not in timeout_run.last_snapshot.states["aj0"]
 
 
 def test_an_element_slurm_never_heard_of_ends_after_a_grace(monkeypatch):
     """An element neither Slurm nor the store knows is not waited on forever."""
     from lazyslurm.backends import slurm
-    from lazyslurm.backends.base import ArrayJobInfo, RunHandle
+    from lazyslurm.backends.base import ArrayJob, RunHandle
 
-    handle = RunHandle("r", (ArrayJobInfo("aj0", "f", ("k0",), ()),), {"aj0": "77"})
+    handle = RunHandle("r", (ArrayJob("aj0", "f", ("k0",)),), {"aj0": "77"})
     backend = slurm.SlurmBackend.__new__(slurm.SlurmBackend)
     watch = slurm._Watch()
     clock = iter([0.0, 61.0])

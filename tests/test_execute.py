@@ -382,9 +382,11 @@ def test_events_go_to_logging(cluster, caplog):
 
 def test_options_that_do_not_apply_are_refused():
     """Slurm options on an embedded cluster, or max_workers on Slurm, are clear errors."""
-    with pytest.raises(ValueError, match="partition do not apply to backend 'local'"):
+    only = "'partition' only applies to backend \"slurm\" or \"ssh\""
+    with pytest.raises(ValueError, match=only):
         Cluster("local", partition="debug")
-    with pytest.raises(ValueError, match="max_workers applies to backend='local' only"):
+    only = "'max_workers' only applies to backend \"local\" or \"sync\""
+    with pytest.raises(ValueError, match=only):
         Cluster("slurm", max_workers=3)
 
 

@@ -18,7 +18,7 @@ import lazyslurm
 from lazyslurm.graph import task
 from lazyslurm.planning.encode import encode_run
 from lazyslurm.planning.planner import make_plan
-from lazyslurm.store import RunPaths, atomic_write
+from lazyslurm.store import RunLayout, atomic_write
 
 PKG = Path(lazyslurm.__file__).resolve().parent
 REPO = PKG.parent
@@ -67,10 +67,10 @@ def test_running_an_element_stays_light(tmp_path: Path, fails: bool) -> None:
     a = add.map([(1, 2)])
     job = (boom if fails else add).map(a)[0]
     plan = make_plan([job], done={a[0].key: None})
-    paths = RunPaths(tmp_path / "runs" / "r1")
+    paths = RunLayout.of("r1", tmp_path)
     paths.make_dirs()
     for rel, data in encode_run(plan, run_id="r1", outputs=[], by_value=True).items():
-        atomic_write(paths.root / rel, data)
+        atomic_write(f"{paths.root}/{rel}", data)
     atomic_write(paths.result(a[0].key), b"\x80\x05K\x03.")  # pickle of 3
     code = (
         "import sys\n"
@@ -80,7 +80,7 @@ def test_running_an_element_stays_light(tmp_path: Path, fails: bool) -> None:
     )
     mods = loaded_after(code, SLURM_ARRAY_TASK_ID="0")
     assert offenders(mods, (*HEAVY, "lazyslurm.graph", *UPPER)) == []
-    assert (paths.error(job.key) if fails else paths.result(job.key)).exists()
+    assert os.path.exists(paths.error(job.key) if fails else paths.result(job.key))
 
 
 def _imports(path: Path) -> set[str]:
@@ -113,15 +113,18 @@ def test_runner_side_sources_import_only_stdlib_cloudpickle_store_errors(source:
 
 
 def test_package_import_loads_no_submodule() -> None:
-    """`import lazyslurm` alone loads none of its submodules (names resolve on first use)."""
+    """`import lazyslurm` alone loads none of its submodules (names resolve on first use)
+    but the registry, which imports nothing (lazy values reach the executor through it)."""
     mods = loaded_after("import lazyslurm")
-    assert offenders(mods, ("lazyslurm",)) == ["lazyslurm"]
+    assert offenders(mods, ("lazyslurm",)) == ["lazyslurm", "lazyslurm.registry"]
 
 
 def test_errors_import_nothing_from_the_package() -> None:
-    """`import lazyslurm.errors` loads only the package shell and the errors module."""
+    """`import lazyslurm.errors` loads only the package shell (and its import-free
+    registry) and the errors module."""
     mods = loaded_after("import lazyslurm.errors")
-    assert offenders(mods, ("lazyslurm",)) == ["lazyslurm", "lazyslurm.errors"]
+    expected = ["lazyslurm", "lazyslurm.errors", "lazyslurm.registry"]
+    assert offenders(mods, ("lazyslurm",)) == expected
     assert not any(n.split(".")[0] == "lazyslurm" for n in _imports(PKG / "errors.py"))
 
 
@@ -152,3 +155,50 @@ def test_store_is_runner_side() -> None:
     """`import lazyslurm.store` loads no graph, planning or heavy dependency."""
     mods = loaded_after("import lazyslurm.store")
     assert offenders(mods, (*HEAVY, "lazyslurm.graph", *UPPER)) == []
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _targets(path: Path) -> set[str]:
+    """lazyslurm modules a source file imports, at any level (function bodies too):
+    ``from pkg import mod`` counts as importing ``pkg.mod`` when that is a module."""
+    modules = {_module_name(p) for p in PKG.rglob("*.py")}
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            names = [base] + [f"{base}.{a.name}" for a in node.names]
+        else:
+            continue
+        out |= {n for n in names if n in modules}
+    return out
+
+
+def test_the_import_graph_has_no_cycles() -> None:
+    """No cycle among lazyslurm's modules, counting imports made inside functions: the
+    layers point one way (graph -> planning -> backends -> execute)."""
+    import networkx as nx
+
+    g = nx.DiGraph()
+    for path in PKG.rglob("*.py"):
+        me = _module_name(path)
+        g.add_node(me)
+        g.add_edges_from((me, t) for t in _targets(path) if t != me)
+    # a package re-exporting its modules is not a cycle of ours: drop package -> child
+    g.remove_edges_from([(a, b) for a, b in list(g.edges) if b.startswith(a + ".")])
+    assert sorted(nx.simple_cycles(g)) == []
+
+
+def test_graph_imports_nothing_above_it() -> None:
+    """graph/ imports only errors, store and the registry of lazyslurm, even in functions."""
+    allowed = {"lazyslurm.errors", "lazyslurm.store", "lazyslurm.registry"}
+    for path in (PKG / "graph").rglob("*.py"):
+        above = {t for t in _targets(path) if not t.startswith("lazyslurm.graph")} - allowed
+        assert above == set(), path

@@ -373,9 +373,11 @@ def test_only_the_profile_asked_for_is_validated(project):
 
 
 def test_profile_keys_follow_the_backend_options():
-    """Profiles accept exactly the ssh options and cluster defaults the backend knows."""
-    from lazyslurm import profiles
-    from lazyslurm.backends.slurm import DEFAULT_OPTIONS, SSH_OPTIONS
+    """Profiles accept exactly the options the backends declare, each for its backends."""
+    from lazyslurm.backends import local, slurm
+    from lazyslurm.backends.shell import ssh
+    from lazyslurm.options import OPTIONS
 
-    assert set(profiles.SSH_KEYS) == SSH_OPTIONS
-    assert set(profiles.SLURM_KEYS) == DEFAULT_OPTIONS | {"python", "setup", "env", "status"}
+    for module, backend in ((ssh, "ssh"), (slurm, "slurm"), (local, "local")):
+        for opt in module.OPTIONS:
+            assert OPTIONS[opt.name] is opt and backend in opt.backends

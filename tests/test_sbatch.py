@@ -11,28 +11,25 @@ import pytest
 
 from examples import parallelization_patterns as pp
 from lazyslurm.graph.resources import Resources
-from lazyslurm.planning import make_plan
-from lazyslurm.planning.sbatch import SbatchJob, job_script, sbatch_flags, submit_script
+from lazyslurm.planning import ArrayJob, make_plan
+from lazyslurm.planning.sbatch import job_script, sbatch_flags, submit_script
+from lazyslurm.store import RunLayout
 
 DATA = Path(__file__).parent / "data"
 RUN_ID = "20261124-120000-abcdef"
 RUN_DIR = "/home/u/.lazyslurm/runs/" + RUN_ID
 
 
-def pipeline_jobs() -> list[SbatchJob]:
+def pipeline_jobs() -> list[ArrayJob]:
     p = make_plan([*pp.pipeline_graph().jobs, pp.fan_out_fan_in_graph()])
-    return [
-        SbatchJob(
-            aj.id, aj.name, aj.size, tuple((k, u.id) for k, u in aj.dependencies), aj.resources
-        )
-        for aj in p.array_jobs
-    ]
+    return list(p.array_jobs)
 
 
 def render_all(run_dir: str = RUN_DIR) -> tuple[dict[str, list[str]], str]:
     jobs = pipeline_jobs()
-    flags = {j.id: sbatch_flags(j, run_id=RUN_ID, run_dir=run_dir) for j in jobs}
-    return flags, submit_script(jobs, run_id=RUN_ID, run_dir=run_dir, flags=flags)
+    layout = RunLayout(run_dir)
+    flags = {j.id: sbatch_flags(j, run_id=RUN_ID, layout=layout) for j in jobs}
+    return flags, submit_script(jobs, run_id=RUN_ID, layout=layout, flags=flags)
 
 
 def test_submit_script_matches_recorded_file():
@@ -47,7 +44,7 @@ def test_job_script_matches_recorded_file():
     text = job_script(
         job,
         run_id=RUN_ID,
-        run_dir=RUN_DIR,
+        layout=RunLayout(RUN_DIR),
         python="/opt/venv/bin/python",
         setup=["module load python/3.11", "source /opt/venv/bin/activate"],
     )
@@ -70,8 +67,10 @@ def test_flags_carry_resources_and_defaults():
         max_concurrent=3,
         extra_sbatch=["--exclusive"],
     )
-    job = SbatchJob("aj3", "train", 10, (), r)
-    flags = sbatch_flags(job, run_id="r", run_dir="/d", defaults=Resources(partition="gpu"))
+    job = ArrayJob("aj3", "train", tuple(f"k{i}" for i in range(10)), r)
+    flags = sbatch_flags(
+        job, run_id="r", layout=RunLayout("/d"), defaults=Resources(partition="gpu")
+    )
     assert flags == [
         "--job-name=lz-r-aj3-train",
         "--array=0-9%3",

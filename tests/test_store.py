@@ -16,11 +16,11 @@ from hypothesis import strategies as st
 from strategies import plain_values
 
 from lazyslurm.store import (
-    MANIFEST,
+    INSIDE,
     MapItem,
     Ref,
     RefList,
-    RunPaths,
+    RunLayout,
     atomic_write,
     encode_spec,
     read_element,
@@ -48,28 +48,49 @@ def test_placeholders_compare_hash_and_pickle_by_value() -> None:
 # --------------------------------------------------------------------------- layout
 
 
-def test_run_paths_layout() -> None:
-    """RunPaths lays out manifest, specs, results, errors and logs; other runs are siblings."""
-    p = RunPaths("/w/runs/r1")
-    assert p.manifest == Path("/w/runs/r1") / MANIFEST
-    assert p.spec("aj2") == Path("/w/runs/r1/specs/aj2.spec")
-    assert p.result("f-0a") == Path("/w/runs/r1/results/f-0a.pkl")
-    assert p.result("f-0a", run="r0") == Path("/w/runs/r0/results/f-0a.pkl")
-    assert p.error("f-0a") == Path("/w/runs/r1/errors/f-0a.pkl")
-    assert p.log("aj0", 7, "out") == Path("/w/runs/r1/logs/aj0_7.out")
-    assert p.log("aj0", 7, "err") == Path("/w/runs/r1/logs/aj0_7.err")
+def test_run_layout() -> None:
+    """RunLayout lays out manifest, specs, results, errors and logs; other runs are siblings."""
+    p = RunLayout.of("r1", "/w")
+    assert p.root == "/w/runs/r1" and RunLayout("/w/runs/r1").manifest == p.manifest
+    assert p.manifest == "/w/runs/r1/" + INSIDE.manifest
+    assert p.spec("aj2") == "/w/runs/r1/specs/aj2.spec"
+    assert p.result("f-0a") == "/w/runs/r1/results/f-0a.pkl"
+    assert p.result("f-0a", run="r0") == "/w/runs/r0/results/f-0a.pkl"
+    assert p.error("f-0a") == "/w/runs/r1/errors/f-0a.pkl"
+    assert p.log("aj0", 7, "out") == "/w/runs/r1/logs/aj0_7.out"
+    assert p.log("aj0", 7, "err") == "/w/runs/r1/logs/aj0_7.err"
+
+
+def test_run_layout_relative_and_patterns() -> None:
+    """The same layout gives paths relative to the work directory or to the run, and the
+    patterns the shell listings use."""
+    rel = RunLayout.of("r1")
+    assert (rel.manifest, rel.jobids, rel.log("aj0", 1, "out")) == (
+        "runs/r1/manifest.json",
+        "runs/r1/jobids",
+        "runs/r1/logs/aj0_1.out",
+    )
+    assert INSIDE.job_script("aj0") == "jobs/aj0.sh" and INSIDE.submit_script == "submit.sh"
+    assert RunLayout.RESULT_PATH.match("./r1/results/f-1.pkl").groups() == ("r1", "f-1")
+    assert [RunLayout.key_of(n) for n in ("f-1.pkl", ".f-1.pkl.x1.tmp", ".keep")] == [
+        "f-1",
+        None,
+        None,
+    ]
+    assert RunLayout.of("r1", "/w").log_pattern("aj0", "err") == "/w/runs/r1/logs/aj0_%a.err"
 
 
 def test_make_dirs_is_private_0700_and_idempotent(tmp_path: Path) -> None:
     """make_dirs creates the run directory and its sub-directories with mode 0700."""
-    p = RunPaths(tmp_path / "work" / "runs" / "r1")
+    p = RunLayout.of("r1", tmp_path / "work")
     old = os.umask(0o022)
     try:
         p.make_dirs()
         p.make_dirs()
     finally:
         os.umask(old)
-    for d in (p.root, *(p.root / s for s in ("specs", "results", "errors", "logs"))):
+    root = Path(p.root)
+    for d in (root, *(root / s for s in ("specs", "results", "errors", "logs"))):
         assert d.is_dir()
         assert stat.S_IMODE(d.stat().st_mode) == 0o700, d
 
@@ -78,7 +99,7 @@ def test_make_dirs_tightens_an_existing_run_directory(tmp_path: Path) -> None:
     """A run directory that already exists with looser permissions becomes 0700."""
     root = tmp_path / "r1"
     root.mkdir(mode=0o755)
-    RunPaths(root).make_dirs()
+    RunLayout(root).make_dirs()
     assert stat.S_IMODE(root.stat().st_mode) == 0o700
 
 

@@ -3,7 +3,10 @@
 A backend is thin. ``compute`` owns the one loop (stage, submit, poll, gather); a backend
 only starts a run from its files, reports element states, and reads files back.
 
-Element states are Slurm-like strings: PENDING, RUNNING, DONE, FAILED, CANCELLED.
+Element states are Slurm-like strings: PENDING, RUNNING, DONE, FAILED, CANCELLED (defined
+with the dependency rules in :mod:`lazyslurm.planning.rules`). A backend reports raw
+states; :func:`lazyslurm.planning.rules.causes` explains which cancellations follow from
+which failure.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import attrs
 
-from lazyslurm.graph.resources import Resources
+from lazyslurm.planning.planner import ArrayJob
+from lazyslurm.planning.rules import CANCELLED, DONE, FAILED, PENDING, RUNNING, TERMINAL
+from lazyslurm.store import RunLayout
 
 if TYPE_CHECKING:
     from lazyslurm.backends.shell import Shell
@@ -27,7 +32,7 @@ __all__ = [
     "PENDING",
     "RUNNING",
     "TERMINAL",
-    "ArrayJobInfo",
+    "ArrayJob",
     "Backend",
     "ElementFailure",
     "RunHandle",
@@ -37,49 +42,13 @@ __all__ = [
     "snapshot_from_files",
 ]
 
-PENDING = "PENDING"
-RUNNING = "RUNNING"
-DONE = "DONE"
-FAILED = "FAILED"
-CANCELLED = "CANCELLED"
-TERMINAL = frozenset({DONE, FAILED, CANCELLED})
-
-
-@attrs.frozen
-class ArrayJobInfo:
-    """What a backend needs to know of one array job (from the manifest)."""
-
-    id: str
-    name: str
-    keys: tuple[str, ...]
-    dependencies: tuple[tuple[str, str], ...]  # (kind, upstream array job id)
-    resources: Resources = attrs.field(factory=Resources)
-
-    @property
-    def size(self) -> int:
-        return len(self.keys)
-
-    @property
-    def throttle(self) -> int | None:
-        return self.resources.max_concurrent
-
-    @classmethod
-    def from_manifest(cls, entry: Mapping[str, Any]) -> ArrayJobInfo:
-        return cls(
-            id=entry["id"],
-            name=entry["name"],
-            keys=tuple(entry["keys"]),
-            dependencies=tuple((k, u) for k, u in entry["dependencies"]),
-            resources=Resources.from_options(**entry["resources"]),
-        )
-
 
 @attrs.frozen
 class RunHandle:
     """A started run: enough to poll, cancel and read it back (also after re-attach)."""
 
     run_id: str
-    array_jobs: tuple[ArrayJobInfo, ...]
+    array_jobs: tuple[ArrayJob, ...]
     job_ids: Mapping[str, str] = attrs.field(factory=dict)  # array job id -> Slurm job id
 
 
@@ -139,7 +108,7 @@ class Backend(Protocol):
         """Largest array (elements per array job) the scheduler accepts."""
 
     def start(
-        self, run_id: str, array_jobs: Sequence[ArrayJobInfo], files: Mapping[str, bytes]
+        self, run_id: str, array_jobs: Sequence[ArrayJob], files: Mapping[str, bytes]
     ) -> RunHandle:
         """Stage ``files`` into the run directory and submit every array job, all or nothing."""
 
@@ -193,11 +162,12 @@ def snapshot_from_files(
 
 def outcome_keys(run_dir: str | os.PathLike[str]) -> tuple[set[str], set[str]]:
     """Keys with a result file and keys with an error file in a local run directory."""
+    layout = RunLayout(run_dir)
     out: list[set[str]] = []
-    for sub in ("results", "errors"):
+    for sub in layout.OUTCOME_DIRS:
         try:
-            names = os.listdir(os.path.join(run_dir, sub))
+            names = os.listdir(layout.subdir(sub))
         except FileNotFoundError:
             names = []
-        out.append({n[:-4] for n in names if n.endswith(".pkl") and not n.startswith(".")})
+        out.append({k for k in map(layout.key_of, names) if k is not None})
     return out[0], out[1]

@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from lazyslurm.backends.base import (
@@ -29,28 +29,50 @@ from lazyslurm.backends.base import (
     PENDING,
     RUNNING,
     TERMINAL,
-    ArrayJobInfo,
+    ArrayJob,
     ElementFailure,
     RunHandle,
     Snapshot,
     outcome_keys,
     snapshot_from_files,
 )
+from lazyslurm.backends.option import Option
 from lazyslurm.backends.shell import LocalShell
 from lazyslurm.errors import BackendError
-from lazyslurm.planning.planner import AFTERCORR, DEFAULT_MAX_ARRAY_SIZE
-from lazyslurm.store import RunPaths, atomic_write
+from lazyslurm.planning import rules
+from lazyslurm.planning.planner import DEFAULT_MAX_ARRAY_SIZE
+from lazyslurm.store import INSIDE, RunLayout, atomic_write
 
-__all__ = ["LocalBackend", "SyncBackend"]
+__all__ = [
+    "OPTIONS",
+    "LocalBackend",
+    "RunState",
+    "SyncBackend",
+    "run_element_here",
+    "run_in_process",
+    "write_run_files",
+]
 
 
-def write_run_files(workdir: Path, run_id: str, files: Mapping[str, bytes]) -> RunPaths:
+OPTIONS = (  # sync runs one element at a time in the caller and ignores max_workers
+    Option(
+        "max_workers",
+        "int",
+        None,
+        "worker processes (default: one per CPU)",
+        ("local", "sync"),
+        positive=True,
+    ),
+)
+
+
+def write_run_files(workdir: Path, run_id: str, files: Mapping[str, bytes]) -> RunLayout:
     """Create the private run directory and write the staged files into it."""
-    paths = RunPaths(workdir / "runs" / run_id)
-    paths.make_dirs()
+    layout = RunLayout.of(run_id, workdir)
+    layout.make_dirs()
     for rel, data in files.items():
-        atomic_write(paths.root / rel, data)
-    return paths
+        atomic_write(f"{layout.root}/{rel}", data)
+    return layout
 
 
 def read_local_files(workdir: Path, paths: Sequence[str]) -> dict[str, bytes]:
@@ -66,36 +88,23 @@ def read_local_files(workdir: Path, paths: Sequence[str]) -> dict[str, bytes]:
 Candidate = tuple[int, int | None]  # (array job, element) or (array job, None): all of it
 
 
-class _RunState:
-    """Slurm-like element state machine of one run (guarded by the backend's lock)."""
+class RunState:
+    """Slurm-like element state machine of one run, driven by the dependency rules
+    (:mod:`lazyslurm.planning.rules`). Not thread-safe: its owner holds a lock."""
 
-    def __init__(self, run_id: str, paths: RunPaths, array_jobs: Sequence[ArrayJobInfo]) -> None:
+    def __init__(self, run_id: str, layout: RunLayout, array_jobs: Sequence[ArrayJob]) -> None:
         self.run_id = run_id
-        self.paths = paths
+        self.layout = layout
         self.ajs = list(array_jobs)
-        self.index = {aj.id: n for n, aj in enumerate(self.ajs)}
+        self.edges = rules.Edges(self.ajs)
         self.states = [[PENDING] * aj.size for aj in self.ajs]
         self.done = [0] * len(self.ajs)
         self.active = [0] * len(self.ajs)  # queued or running (for throttles)
         self.failures: dict[tuple[str, int], ElementFailure] = {}
-        self.deps = [[(k, self.index[u]) for k, u in aj.dependencies] for aj in self.ajs]
-        self.dependents: list[list[tuple[str, int]]] = [[] for _ in self.ajs]
-        for n, deps in enumerate(self.deps):
-            for kind, up in deps:
-                self.dependents[up].append((kind, n))
-        self.procs: dict[tuple[int, int], subprocess.Popen[str]] = {}
+        self.procs: dict[tuple[int, int], subprocess.Popen[str] | None] = {}
         # per array job: elements not yet queued, in order (a completion rechecks only
         # what it can unblock, never whole arrays: O(1) per completion, not O(size))
         self.waiting = [dict.fromkeys(range(aj.size)) for aj in self.ajs]
-
-    def ready(self, n: int, i: int) -> bool:
-        for kind, up in self.deps[n]:
-            if kind == AFTERCORR:
-                if self.states[up][i] != DONE:
-                    return False
-            elif self.done[up] != self.ajs[up].size:
-                return False
-        return True
 
     def everything(self) -> list[Candidate]:
         return [(n, None) for n in range(len(self.ajs))]
@@ -116,12 +125,17 @@ class _RunState:
                     continue
                 if self.states[n][i] != PENDING:  # cancelled meanwhile
                     del waiting[i]
-                elif self.ready(n, i):
+                elif rules.ready(self.edges, n, i, self.states, self.done):
                     del waiting[i]
-                    self.procs[(n, i)] = None  # type: ignore[assignment]  # queued
+                    self.procs[(n, i)] = None  # queued
                     self.active[n] += 1
                     out.append((n, i))
         return out
+
+    def start(self, n: int, i: int) -> None:
+        """Count an element started outside :meth:`runnable` (in-process backends)."""
+        self.waiting[n].pop(i, None)
+        self.active[n] += 1
 
     def finish(self, n: int, i: int, state: str, failure: ElementFailure | None) -> list[Candidate]:
         """Record an end state; cancel dependents of failures. Returns what to recheck."""
@@ -133,35 +147,17 @@ class _RunState:
         self.states[n][i] = state
         if state == DONE:
             self.done[n] += 1
-            for kind, d in self.dependents[n]:
-                if kind == AFTERCORR:
-                    again.append((d, i))
-                elif self.done[n] == self.ajs[n].size:
-                    again.append((d, None))
-            return again
+            return again + rules.unblocked_by(self.edges, n, i, self.done)
         if failure is not None:
             self.failures[(self.ajs[n].id, i)] = failure
-        self._cancel_dependents(n, i)
+        for d, j in rules.cancelled_by(self.edges, n, i, self.waiting.__getitem__):
+            del self.waiting[d][j]
+            if self.states[d][j] == PENDING:
+                self.states[d][j] = CANCELLED
+                self.failures[(self.ajs[d].id, j)] = ElementFailure(
+                    state=CANCELLED, reason="DependencyNeverSatisfied"
+                )
         return again
-
-    def _cancel_dependents(self, n: int, i: int) -> None:
-        stack = [(n, i)]
-        while stack:
-            up, ui = stack.pop()
-            for kind, d in self.dependents[up]:
-                waiting = self.waiting[d]
-                if kind == AFTERCORR:
-                    targets = [ui] if ui in waiting else []
-                else:
-                    targets = list(waiting)
-                for j in targets:
-                    del waiting[j]
-                    if self.states[d][j] == PENDING:
-                        self.states[d][j] = CANCELLED
-                        self.failures[(self.ajs[d].id, j)] = ElementFailure(
-                            state=CANCELLED, reason="DependencyNeverSatisfied"
-                        )
-                        stack.append((d, j))
 
     def snapshot(self) -> Snapshot:
         return Snapshot(
@@ -229,8 +225,8 @@ class LocalBackend:
         self._max_array_size = max_array_size
         self._cond = threading.Condition()
         self._version = 0
-        self._runs: dict[str, _RunState] = {}
-        self._queue: queue.SimpleQueue[tuple[_RunState, int, int] | None] = queue.SimpleQueue()
+        self._runs: dict[str, RunState] = {}
+        self._queue: queue.SimpleQueue[tuple[RunState, int, int] | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._workers: list[_Worker | None] = []
         self._closed = False
@@ -278,7 +274,7 @@ class LocalBackend:
                     self._bump()
                     continue
                 run.procs[(n, i)] = worker.proc
-            code = worker.run(str(run.paths.root), run.ajs[n].id, i)
+            code = worker.run(run.layout.root, run.ajs[n].id, i)
             failure = None
             if code is None:
                 rc = worker.proc.wait()
@@ -300,19 +296,19 @@ class LocalBackend:
         self._version += 1
         self._cond.notify_all()
 
-    def _dispatch(self, run: _RunState, candidates: list[Candidate] | None = None) -> None:
+    def _dispatch(self, run: RunState, candidates: list[Candidate] | None = None) -> None:
         for n, i in run.runnable(run.everything() if candidates is None else candidates):
             self._queue.put((run, n, i))
 
     # -- protocol
     def start(
-        self, run_id: str, array_jobs: Sequence[ArrayJobInfo], files: Mapping[str, bytes]
+        self, run_id: str, array_jobs: Sequence[ArrayJob], files: Mapping[str, bytes]
     ) -> RunHandle:
         if self._closed:
             msg = "this local backend is closed"
             raise BackendError(msg)
-        paths = write_run_files(self.workdir, run_id, {**files, CLIENT_PID: _client_id()})
-        run = _RunState(run_id, paths, array_jobs)
+        layout = write_run_files(self.workdir, run_id, {**files, INSIDE.client_pid: _client_id()})
+        run = RunState(run_id, layout, array_jobs)
         self._ensure_pool()
         with self._cond:
             self._runs[run_id] = run
@@ -323,7 +319,7 @@ class LocalBackend:
         run = self._runs.get(handle.run_id)
         if run is None:  # attached from elsewhere: its store is all there is
             return _files_snapshot(self.workdir, handle)
-        if (run.paths.root / CANCEL_REQUEST).exists():  # asked by another process
+        if os.path.exists(run.layout.cancel_request):  # asked by another process
             self.cancel(handle)
         with self._cond:
             return run.snapshot()
@@ -336,9 +332,9 @@ class LocalBackend:
     def cancel(self, handle: RunHandle) -> None:
         run = self._runs.get(handle.run_id)
         if run is None:  # another process runs it: leave a request its next poll honours
-            run_dir = self.workdir / "runs" / handle.run_id
-            if _client_alive(run_dir):
-                atomic_write(run_dir / CANCEL_REQUEST, b"")
+            layout = RunLayout.of(handle.run_id, self.workdir)
+            if _client_alive(layout):
+                atomic_write(layout.cancel_request, b"")
             return
         running = []
         with self._cond:  # pending, queued, starting or running: all end CANCELLED
@@ -362,18 +358,15 @@ class LocalBackend:
         self._finalizer()
 
 
-CLIENT_PID = "client.pid"  # host and pid of the process running a local run
-CANCEL_REQUEST = "cancel.request"  # another process asks the runner of a local run to stop
-
-
 def _client_id() -> bytes:
     return f"{socket.gethostname()} {os.getpid()}".encode()
 
 
-def _client_alive(run_dir: Path) -> bool:
+def _client_alive(layout: RunLayout) -> bool:
     """Whether the process that runs this local run is still alive (on this host)."""
     try:
-        host, pid = (run_dir / CLIENT_PID).read_text().split()
+        with open(layout.client_pid) as fh:
+            host, pid = fh.read().split()
         os.kill(int(pid), 0)
     except (OSError, ValueError):
         return False
@@ -383,9 +376,9 @@ def _client_alive(run_dir: Path) -> bool:
 def _files_snapshot(workdir: Path, handle: RunHandle) -> Snapshot:
     """A run of another process: from its store; unfinished elements are pending while
     that process lives, and lost once it is gone."""
-    run_dir = workdir / "runs" / handle.run_id
-    unfinished = PENDING if _client_alive(run_dir) else CANCELLED
-    return snapshot_from_files(handle, *outcome_keys(run_dir), unfinished=unfinished)
+    layout = RunLayout.of(handle.run_id, workdir)
+    unfinished = PENDING if _client_alive(layout) else CANCELLED
+    return snapshot_from_files(handle, *outcome_keys(layout.root), unfinished=unfinished)
 
 
 def _exit_code(returncode: int) -> str:
@@ -408,6 +401,34 @@ def _shutdown(
             w.stop()
 
 
+def run_in_process(run: RunState, run_one: Callable[[RunState, int, int], None]) -> None:
+    """Run every element of ``run`` in this thread, in plan order (which is topological),
+    skipping what a failure cancelled. ``run_one(run, n, i)`` runs one element and
+    records its end with ``run.finish``."""
+    old = os.environ.get("SLURM_ARRAY_TASK_ID")
+    try:
+        for n, aj in enumerate(run.ajs):
+            for i in range(aj.size):
+                if run.states[n][i] == PENDING:
+                    run.start(n, i)
+                    run_one(run, n, i)
+    finally:
+        if old is None:
+            os.environ.pop("SLURM_ARRAY_TASK_ID", None)
+        else:
+            os.environ["SLURM_ARRAY_TASK_ID"] = old
+
+
+def run_element_here(run: RunState, n: int, i: int) -> None:
+    """Run element ``i`` of array job ``n`` in this process, through the runner."""
+    from lazyslurm.runner import run_element
+
+    os.environ["SLURM_ARRAY_TASK_ID"] = str(i)
+    code = run_element(run.layout.root, run.ajs[n].id, i)
+    failure = None if code == 0 else ElementFailure(FAILED, f"{code}:0")
+    run.finish(n, i, DONE if code == 0 else FAILED, failure)
+
+
 class SyncBackend:
     """Runs every element in the calling thread, in plan order (for pdb and tests)."""
 
@@ -418,39 +439,19 @@ class SyncBackend:
     ) -> None:
         self.workdir = Path(workdir)
         self._max_array_size = max_array_size
-        self._runs: dict[str, _RunState] = {}
+        self._runs: dict[str, RunState] = {}
         self.shell = LocalShell()
 
     def max_array_size(self) -> int:
         return self._max_array_size
 
     def start(
-        self, run_id: str, array_jobs: Sequence[ArrayJobInfo], files: Mapping[str, bytes]
+        self, run_id: str, array_jobs: Sequence[ArrayJob], files: Mapping[str, bytes]
     ) -> RunHandle:
-        paths = write_run_files(self.workdir, run_id, files)
-        run = self._runs[run_id] = _RunState(run_id, paths, array_jobs)
-        old = os.environ.get("SLURM_ARRAY_TASK_ID")
-        try:
-            for n, aj in enumerate(run.ajs):  # plan order is topological
-                for i in range(aj.size):
-                    if run.states[n][i] == PENDING:
-                        self._run_one(run, n, i)
-        finally:
-            if old is None:
-                os.environ.pop("SLURM_ARRAY_TASK_ID", None)
-            else:
-                os.environ["SLURM_ARRAY_TASK_ID"] = old
+        layout = write_run_files(self.workdir, run_id, files)
+        run = self._runs[run_id] = RunState(run_id, layout, array_jobs)
+        run_in_process(run, run_element_here)
         return RunHandle(run_id=run_id, array_jobs=tuple(array_jobs))
-
-    def _run_one(self, run: _RunState, n: int, i: int) -> None:
-        """Run element ``i`` of array job ``n`` here, through the runner."""
-        from lazyslurm.runner import run_element
-
-        os.environ["SLURM_ARRAY_TASK_ID"] = str(i)
-        run.active[n] += 1
-        code = run_element(str(run.paths.root), run.ajs[n].id, i)
-        failure = None if code == 0 else ElementFailure(FAILED, f"{code}:0")
-        run.finish(n, i, DONE if code == 0 else FAILED, failure)
 
     def poll(self, handle: RunHandle) -> Snapshot:
         run = self._runs.get(handle.run_id)

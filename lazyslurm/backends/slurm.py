@@ -30,32 +30,30 @@ from lazyslurm.backends.base import (
     FAILED,
     PENDING,
     RUNNING,
-    ArrayJobInfo,
+    ArrayJob,
     ElementFailure,
     RunHandle,
     Snapshot,
     sleep_until_change,
 )
+from lazyslurm.backends.option import Option
 from lazyslurm.backends.shell import LocalShell, Shell, SSHShell
 from lazyslurm.errors import BackendError, ClusterConfigError, SubmissionError
 from lazyslurm.graph.resources import Resources, parse_time
-from lazyslurm.planning.planner import AFTERCORR
 from lazyslurm.planning.sbatch import (
     IDS_MARKER,
     SUBMIT_FAILED_MARKER,
-    SbatchJob,
     job_script,
     sbatch_flags,
     submit_script,
 )
-from lazyslurm.store import default_workdir
+from lazyslurm.store import INSIDE, RunLayout, default_workdir
 
 __all__ = [
-    "DEFAULT_OPTIONS",
-    "SSH_OPTIONS",
+    "OPTIONS",
+    "TASK_DEFAULTS",
     "Partition",
     "SlurmBackend",
-    "check_options",
     "make_slurm_backend",
     "parse_array_ids",
     "parse_partitions",
@@ -190,7 +188,7 @@ class _Watch:
         self.deferred_wait_s = 0.0
         self.final: dict[tuple[str, int], tuple[str, ElementFailure | None]] = {}
         # local runs: mtimes of results/ and errors/ just before the last poll listed them
-        self.stamp: tuple[int, int] | None = None
+        self.stamp: tuple[int, ...] | None = None
 
 
 class SlurmBackend:
@@ -293,7 +291,7 @@ class SlurmBackend:
         return self._max_array_size
 
     # -- submission
-    def check_limits(self, array_jobs: Sequence[ArrayJobInfo]) -> None:
+    def check_limits(self, array_jobs: Sequence[ArrayJob]) -> None:
         """Refuse, before anything is submitted, what Slurm would accept but never start:
         a time limit over the partition's MaxTime stays pending forever. (What Slurm
         refuses, such as an unknown partition, it refuses in the all-or-nothing
@@ -317,30 +315,27 @@ class SlurmBackend:
                 raise SubmissionError(msg)
 
     def start(
-        self, run_id: str, array_jobs: Sequence[ArrayJobInfo], files: Mapping[str, bytes]
+        self, run_id: str, array_jobs: Sequence[ArrayJob], files: Mapping[str, bytes]
     ) -> RunHandle:
         self.check_limits(array_jobs)
-        run_dir = f"{self.workdir}/runs/{run_id}"
-        jobs = [
-            SbatchJob(aj.id, aj.name, aj.size, aj.dependencies, aj.resources) for aj in array_jobs
-        ]
+        layout = RunLayout.of(run_id, self.workdir)
         flags = {
-            j.id: sbatch_flags(j, run_id=run_id, run_dir=run_dir, defaults=self.defaults)
-            for j in jobs
+            aj.id: sbatch_flags(aj, run_id=run_id, layout=layout, defaults=self.defaults)
+            for aj in array_jobs
         }
         staged = dict(files)
-        for j in jobs:
-            staged[f"jobs/{j.id}.sh"] = job_script(
-                j, run_id=run_id, run_dir=run_dir, python=self.python, setup=self.setup
+        for aj in array_jobs:
+            staged[INSIDE.job_script(aj.id)] = job_script(
+                aj, run_id=run_id, layout=layout, python=self.python, setup=self.setup
             ).encode()
-        staged["submit.sh"] = submit_script(
-            jobs, run_id=run_id, run_dir=run_dir, flags=flags
+        staged[INSIDE.submit_script] = submit_script(
+            array_jobs, run_id=run_id, layout=layout, flags=flags
         ).encode()
-        for sub in ("results", "errors", "logs"):
-            staged[f"{sub}/.keep"] = b""
+        for sub in layout.SUBDIRS:
+            staged[f"{INSIDE.subdir(sub)}/.keep"] = b""
         q = shlex.quote
         try:
-            res = self.shell.put_files(run_dir, staged, then=f"bash {q(run_dir + '/submit.sh')}")
+            res = self.shell.put_files(layout.root, staged, then=f"bash {q(layout.submit_script)}")
         except BaseException:  # interrupted or lost mid-submission: leave nothing held
             self._cancel_run_by_name(run_id)
             raise
@@ -348,7 +343,7 @@ class SlurmBackend:
         self.stats["submits"] += 1
         if res.returncode != 0 or IDS_MARKER not in res.stdout:
             raise _submission_error(res.stdout, res.stderr, flags)
-        self.stats["sbatch"] += len(jobs)
+        self.stats["sbatch"] += len(array_jobs)
         line = next(ln for ln in res.stdout.splitlines() if ln.startswith(IDS_MARKER))
         ids = dict(pair.split("=", 1) for pair in line.split()[1:])
         self._watches[run_id] = _Watch()
@@ -358,7 +353,10 @@ class SlurmBackend:
     def poll(self, handle: RunHandle) -> Snapshot:
         q = shlex.quote
         ids = ",".join(handle.job_ids[aj.id] for aj in handle.array_jobs)
-        run_dir = f"{self.workdir}/runs/{handle.run_id}"
+        layout = RunLayout.of(handle.run_id, self.workdir)
+        run_dir = layout.root
+        results, errors = (q(layout.subdir(d)) for d in layout.OUTCOME_DIRS)
+        grep = q(layout.OUTCOME_GREP)
         if self.status_source == "sacct":
             status_cmd = f"sacct -X -n -P -j {q(ids)} -o {_SACCT_FORMAT}"
         else:
@@ -373,19 +371,19 @@ class SlurmBackend:
             # round trip: it ends as soon as a result or error file lands
             ticks = max(1, round(watch.deferred_wait_s / _WATCH_TICK_S_REMOTE))
             wait = (
-                f"i=0; while [ $(ls -1 -f {q(run_dir)}/results {q(run_dir)}/errors 2>/dev/null"
-                f" | grep -c '[.]pkl$') -le {watch.files_seen} ] && [ $i -lt {ticks} ]; "
+                f"i=0; while [ $(ls -1 -f {results} {errors} 2>/dev/null"
+                f" | grep -c {grep}) -le {watch.files_seen} ] && [ $i -lt {ticks} ]; "
                 f"do sleep {_WATCH_TICK_S_REMOTE}; i=$((i+1)); done\n"
             )
             watch.deferred_wait_s = 0.0
         script = wait + (
-            f"n=$(cd {q(run_dir)} 2>/dev/null && ls -1 -f results | grep -c '[.]pkl$')\n"
+            f"n=$(ls -1 -f {results} 2>/dev/null | grep -c {grep})\n"
             f'if [ "${{n:-0}}" -ge {total} ]; then echo LZ-STATUS-RC=0; else\n'
             f"{status_cmd}\necho LZ-STATUS-RC=$?\nfi\n"
-            f"cd {q(run_dir)} && echo LZ-FILES && ls -1 -f results errors"
+            f"cd {q(run_dir)} && echo LZ-FILES && ls -1 -f {' '.join(layout.OUTCOME_DIRS)}"
         )
-        if isinstance(self.shell, LocalShell):  # taken before the listing: no change is missed
-            watch.stamp = _dir_stamp(run_dir)
+        if self.shell.local_files:  # taken before the listing: no change is missed
+            watch.stamp = _dir_stamp(layout)
         res = self.shell.run(script)
         self.stats["polls"] += 1
         status_text, _, rest = res.stdout.partition("LZ-STATUS-RC=")
@@ -431,7 +429,6 @@ class SlurmBackend:
                     failures[(aj.id, i)] = failure
                 row_states.append(state)
             states[aj.id] = row_states
-        _mark_dependency_cancels(handle, states, failures)
         return Snapshot(states=states, failures=failures)
 
     def wait_for_change(self, handle: RunHandle, timeout_s: float) -> None:
@@ -439,18 +436,18 @@ class SlurmBackend:
         next poll follows at once. On this host the store's directories are watched here;
         over SSH the wait is folded into the next poll's one round trip, on the cluster."""
         watch = self._watches.get(handle.run_id)
-        if watch is not None and not isinstance(self.shell, LocalShell):
-            if watch.files_seen is not None:
-                watch.deferred_wait_s = timeout_s
-                return
-        if watch is None or watch.stamp is None or not isinstance(self.shell, LocalShell):
+        local = self.shell.local_files
+        if watch is not None and not local and watch.files_seen is not None:
+            watch.deferred_wait_s = timeout_s
+            return
+        if watch is None or watch.stamp is None or not local:
             sleep_until_change(timeout_s)
             return
-        run_dir = f"{self.workdir}/runs/{handle.run_id}"
+        layout = RunLayout.of(handle.run_id, self.workdir)
         deadline = time.monotonic() + timeout_s
         while True:
             left = deadline - time.monotonic()
-            if left <= 0 or _dir_stamp(run_dir) != watch.stamp:
+            if left <= 0 or _dir_stamp(layout) != watch.stamp:
                 return
             time.sleep(min(_WATCH_TICK_S, left))
 
@@ -478,30 +475,30 @@ class SlurmBackend:
         self.shell.close()
 
 
-def _dir_stamp(run_dir: str) -> tuple[int, int]:
-    """Modification times of a local run's results/ and errors/ (a file landing changes them)."""
+def _dir_stamp(layout: RunLayout) -> tuple[int, ...]:
+    """Modification times of a local run's outcome directories (a file landing changes them)."""
     stamp = []
-    for sub in ("results", "errors"):
+    for sub in layout.OUTCOME_DIRS:
         try:
-            stamp.append(os.stat(f"{run_dir}/{sub}").st_mtime_ns)
+            stamp.append(os.stat(layout.subdir(sub)).st_mtime_ns)
         except OSError:
             stamp.append(-1)
-    return stamp[0], stamp[1]
+    return tuple(stamp)
 
 
 def _listing(text: str) -> tuple[set[str], set[str]]:
     """Keys with result / error files, from ``ls -1 -f results errors``."""
-    results: set[str] = set()
-    errors: set[str] = set()
-    current = results
+    found: dict[str, set[str]] = {d: set() for d in RunLayout.OUTCOME_DIRS}
+    current = found[RunLayout.OUTCOME_DIRS[0]]
     for line in text.splitlines():
         line = line.strip()
-        if line == "results:":
-            current = results
-        elif line == "errors:":
-            current = errors
-        elif line.endswith(".pkl") and not line.startswith("."):
-            current.add(line[:-4])
+        if line.endswith(":") and line[:-1] in found:
+            current = found[line[:-1]]
+            continue
+        key = RunLayout.key_of(line)
+        if key is not None:
+            current.add(key)
+    results, errors = (found[d] for d in RunLayout.OUTCOME_DIRS)
     return results, errors
 
 
@@ -510,7 +507,7 @@ def _element_state(
     has_error: bool,
     job_id: str,
     index: int,
-    aj: ArrayJobInfo,
+    aj: ArrayJob,
     watch: _Watch,
     now: float,
 ) -> tuple[str, ElementFailure | None]:
@@ -551,26 +548,6 @@ def _element_state(
     )
 
 
-def _mark_dependency_cancels(
-    handle: RunHandle,
-    states: Mapping[str, list[str]],
-    failures: dict[tuple[str, int], ElementFailure],
-) -> None:
-    """A cancelled element whose upstream failed was cancelled by Slurm for it
-    (``--kill-on-invalid-dep``), not by a user: say so."""
-    bad = (FAILED, CANCELLED)
-    any_bad = {aj: any(s in bad for s in row) for aj, row in states.items()}  # once per array
-    for aj in handle.array_jobs:
-        for i, state in enumerate(states[aj.id]):
-            if state != CANCELLED or _NEVER_SATISFIED in failures[(aj.id, i)].reason:
-                continue
-            for kind, up in aj.dependencies:
-                if (states[up][i] in bad) if kind == AFTERCORR else any_bad[up]:
-                    f = failures[(aj.id, i)]
-                    failures[(aj.id, i)] = attrs.evolve(f, reason=_NEVER_SATISFIED)
-                    break
-
-
 def _submission_error(
     stdout: str, stderr: str, flags: Mapping[str, Sequence[str]]
 ) -> SubmissionError:
@@ -586,48 +563,36 @@ def _submission_error(
     return SubmissionError(msg)
 
 
-SSH_OPTIONS = {  # SSHShell options (backend="ssh")
-    "hostname",
-    "port",
-    "username",
-    "key_filename",
-    "known_hosts",
-    "allow_unknown_hosts",
-    "connect_timeout_s",
-    "keepalive_s",
-}
-DEFAULT_OPTIONS = {  # task resources a cluster can default
-    "partition",
-    "account",
-    "qos",
-    "time",
-    "mem",
-    "cpus_per_task",
-    "constraint",
-    "extra_sbatch",
-}
-
-
-def check_options(kind: str, options: Mapping[str, Any]) -> tuple[Resources, dict[str, Any]]:
-    """Validate Slurm/SSH cluster options (no connection made): returns the task defaults
-    and the SSH options. Called when the ``Cluster`` is made, so typos show at once."""
-    unknown = set(options) - SSH_OPTIONS - DEFAULT_OPTIONS - {"python", "setup", "env", "status"}
-    if unknown:
-        known = ", ".join(sorted(SSH_OPTIONS | DEFAULT_OPTIONS))
-        msg = (
-            f"unknown Cluster option(s) for backend {kind!r}: {', '.join(sorted(unknown))} "
-            f"(known: python, setup, env, status, {known})"
+_SLURM = ("slurm", "ssh")
+OPTIONS = (  # Cluster("slurm" | "ssh", ...) options of this backend
+    Option("python", "str", None, "interpreter on the cluster (slurm: this one)", _SLURM),
+    Option("setup", "str_list", (), "shell lines run before each task (module load ...)", _SLURM),
+    Option("env", "env", None, "environment variables for every Slurm command", _SLURM),
+    Option(
+        "status",
+        "str",
+        "auto",
+        "status source: sacct, squeue, or auto (sacct if accounting)",
+        _SLURM,
+        choices=("auto", "sacct", "squeue"),
+    ),
+    *(
+        Option(
+            name, kind, None, f"default {help} for tasks that set none", _SLURM, task_default=True
         )
-        raise ClusterConfigError(msg)
-    defaults = Resources.from_options(**{k: v for k, v in options.items() if k in DEFAULT_OPTIONS})
-    shell_opts = {k: v for k, v in options.items() if k in SSH_OPTIONS}
-    if kind == "slurm" and shell_opts:
-        msg = f"option(s) {', '.join(sorted(shell_opts))} only apply to backend='ssh'"
-        raise ClusterConfigError(msg)
-    if kind == "ssh" and "hostname" not in shell_opts:
-        msg = "backend='ssh' needs hostname=..."
-        raise ClusterConfigError(msg)
-    return defaults, shell_opts
+        for name, kind, help in (
+            ("partition", "str", "partition"),
+            ("account", "str", "account"),
+            ("qos", "str", "QOS"),
+            ("time", "str_or_int", "time limit"),
+            ("mem", "str_or_int", "memory"),
+            ("cpus_per_task", "int", "CPUs per task"),
+            ("constraint", "str", "node constraint"),
+            ("extra_sbatch", "str_list", "raw sbatch flags"),
+        )
+    ),
+)
+TASK_DEFAULTS = tuple(o.name for o in OPTIONS if o.task_default)
 
 
 def make_slurm_backend(
@@ -646,7 +611,8 @@ def make_slurm_backend(
     Task defaults for the whole cluster (``partition``, ``account``, ...) apply where a
     task leaves them unset.
     """
-    defaults, shell_opts = check_options(kind, options)
+    defaults = Resources.from_options(**{k: v for k, v in options.items() if k in TASK_DEFAULTS})
+    shell_opts = {k: v for k, v in options.items() if k not in TASK_DEFAULTS}
     wd = None if workdir is None else str(workdir)
     if kind == "slurm":
         shell: Shell = LocalShell(env=env)

@@ -34,6 +34,7 @@ import cloudpickle
 
 from lazyslurm.errors import OptionTypeError, UnknownLengthError
 from lazyslurm.graph.resources import Resources
+from lazyslurm.registry import executor
 from lazyslurm.store import MapItem, Ref, RefList
 
 __all__ = ["Job", "JobArray", "JobView", "Task", "task"]
@@ -289,7 +290,10 @@ class Task(Generic[R]):
         opts = {**self._resources.as_options(), "pure": self._pure, **overrides}
         pure = opts.pop("pure")
         return Task(
-            self._func, Resources.from_options(**opts), pure=pure, after=self._after,
+            self._func,
+            Resources.from_options(**opts),
+            pure=pure,
+            after=self._after,
             token=self._token,
         )
 
@@ -344,7 +348,7 @@ class Task(Generic[R]):
         jobs = []
         name, base, pure, after = self._name, self._hbase, self._pure, self._after
         after_token = self._after_token
-        with _gc_paused():  # nothing here is cyclic garbage: collect once, at the end
+        with gc_paused():  # nothing here is cyclic garbage: collect once, at the end
             for item in items.jobs if isinstance(items, JobArray) else items:
                 t = type(item)
                 if t is Job or t is JobView:
@@ -385,7 +389,7 @@ def _lift_kwargs(kwargs: dict[str, Any], deps: list[Job], parts: list[str]) -> d
 
 
 @contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
+def gc_paused() -> Iterator[None]:
     """Pause the cyclic garbage collector during a bulk build (``task.map``, planning).
 
     Building N jobs allocates O(N) long-lived objects, and each time the collector's
@@ -436,8 +440,7 @@ class _Lazy:
 
     def __bool__(self) -> bool:
         msg = (
-            f"truth value of lazy {self!r} is not known until it is computed; "
-            f"call .compute() first"
+            f"truth value of lazy {self!r} is not known until it is computed; call .compute() first"
         )
         raise TypeError(msg)
 
@@ -455,20 +458,14 @@ class _Lazy:
 
     def compute(self, *, cluster: Any = None, **kwargs: Any) -> Any:
         """Run what this value needs and return its result."""
-        from lazyslurm.execute import compute
-
-        return compute(self, cluster=cluster, **kwargs)[0]
+        return executor().compute(self, cluster=cluster, **kwargs)[0]
 
     def wait(self, *, cluster: Any = None) -> None:
         """Compute what this value needs (seed style); results stay in the session."""
-        from lazyslurm.execute import compute
-
-        compute(self, cluster=cluster, fetch=False)
+        executor().compute(self, cluster=cluster, fetch=False)
 
     def visualize(self, **kwargs: Any) -> Any:
-        from lazyslurm.draw import visualize
-
-        return visualize(self, **kwargs)
+        return executor().visualize(self, **kwargs)
 
 
 class Job(_Lazy):
@@ -568,9 +565,7 @@ class Job(_Lazy):
 
     def logs(self, *, cluster: Any = None) -> tuple[str, str]:
         """``(stdout, stderr)`` of this job's last run in the session."""
-        from lazyslurm.execute import job_logs
-
-        return job_logs(self, cluster=cluster)
+        return executor().job_logs(self, cluster=cluster)
 
 
 _JOB_SLOT_SETTERS = tuple(

@@ -36,7 +36,7 @@ def collect(roots: Iterable[Job], done: Container[str] = frozenset()) -> list[Jo
             continue
         seen.add(key)
         stack.append((job, True))
-        for dep in reversed(job._deps + job._order):
+        for dep in reversed(job.deps + job.order):
             if dep.key not in seen and dep.key not in done:
                 stack.append((dep, False))
     return order

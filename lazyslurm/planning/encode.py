@@ -18,10 +18,10 @@ import cloudpickle
 
 from lazyslurm.errors import SerializationError
 from lazyslurm.graph.core import Job
-from lazyslurm.planning.planner import Plan
-from lazyslurm.store import MANIFEST, OUTPUTS, SUMMARY, FunctionRef, encode_spec
+from lazyslurm.planning.planner import ArrayJob, Plan
+from lazyslurm.store import INSIDE, FunctionRef, encode_spec
 
-__all__ = ["encode_run", "manifest"]
+__all__ = ["encode_run", "manifest", "read_manifest"]
 
 _STDLIB_PREFIXES = tuple(
     {
@@ -59,7 +59,7 @@ def _by_reference(task: Any) -> FunctionRef | None:
 
 
 def _dump_element(job: Job) -> bytes:
-    payload = (job.key, job._args, job._kwargs)
+    payload = (job.key, job.args, job.kwargs)
     try:
         return pickle.dumps(payload, protocol=5)
     except Exception:
@@ -71,8 +71,8 @@ def _dump_element(job: Job) -> bytes:
 
 
 def _name_unpicklable(job: Job, exc: Exception) -> SerializationError:
-    candidates = [(f"positional argument {i}", a) for i, a in enumerate(job._args)]
-    candidates += [(f"keyword argument {k!r}", v) for k, v in job._kwargs.items()]
+    candidates = [(f"positional argument {i}", a) for i, a in enumerate(job.args)]
+    candidates += [(f"keyword argument {k!r}", v) for k, v in job.kwargs.items()]
     for label, value in candidates:
         try:
             cloudpickle.dumps(value)
@@ -94,28 +94,19 @@ def _short(value: Any) -> str:
 def manifest(plan: Plan, *, run_id: str, outputs: list[str], meta: Mapping[str, Any]) -> dict:
     """The plan as JSON-able data: enough to re-attach, show status and draw it."""
     return {
-        "version": 1,
+        "version": 2,
         "run_id": run_id,
         **meta,
         "outputs": outputs,
         "external": dict(plan.external),
-        "array_jobs": [
-            {
-                "id": aj.id,
-                "name": aj.name,
-                "size": aj.size,
-                "stage": aj.stage,
-                "chunk": aj.chunk,
-                "nchunks": aj.nchunks,
-                "throttle": aj.throttle,
-                "resources": aj.resources.as_options(),
-                "dependencies": [[kind, up.id] for kind, up in aj.dependencies],
-                "after": [up.id for up in aj.after],
-                "keys": [j.key for j in aj.elements],
-            }
-            for aj in plan.array_jobs
-        ],
+        "array_jobs": [aj.to_manifest() for aj in plan.array_jobs],
     }
+
+
+def read_manifest(data: bytes) -> tuple[dict[str, Any], tuple[ArrayJob, ...]]:
+    """The manifest's fields and its array jobs, as written by :func:`manifest`."""
+    fields = json.loads(data)
+    return fields, tuple(ArrayJob.from_manifest(e) for e in fields["array_jobs"])
 
 
 def encode_run(
@@ -135,11 +126,12 @@ def encode_run(
     """
     files: dict[str, bytes] = {}
     for aj in plan.array_jobs:
-        func = aj.task.unwrapped
-        shipped: Any = func if by_value else _by_reference(aj.task) or func
+        task, elements = plan.task(aj), plan.elements(aj)
+        func = task.unwrapped
+        shipped: Any = func if by_value else _by_reference(task) or func
         external = {}
-        for job in aj.elements:
-            for dep in job._deps:
+        for job in elements:
+            for dep in job.deps:
                 if dep.key in plan.external:
                     external[dep.key] = plan.external[dep.key]
         header = {
@@ -148,12 +140,12 @@ def encode_run(
             "retries": aj.resources.retries,
             "external": external,
         }
-        blobs = [_dump_element(job) for job in aj.elements]
+        blobs = [_dump_element(job) for job in elements]
         mods = _by_value_modules(func) if by_value else []
         for mod in mods:
             cloudpickle.register_pickle_by_value(mod)
         try:
-            files[f"specs/{aj.id}.spec"] = encode_spec(header, blobs)
+            files[INSIDE.spec(aj.id)] = encode_spec(header, blobs)
         except Exception as exc:
             msg = f"the function of task {aj.name!r} cannot be pickled: {exc}"
             raise SerializationError(msg) from exc
@@ -161,17 +153,17 @@ def encode_run(
             for mod in mods:
                 cloudpickle.unregister_pickle_by_value(mod)
     data = manifest(plan, run_id=run_id, outputs=outputs, meta=meta or {})
-    files[MANIFEST] = json.dumps(data, sort_keys=True).encode()
+    files[INSIDE.manifest] = json.dumps(data, sort_keys=True).encode()
     summary = {
         "run_id": run_id,
         **(meta or {}),
         "tasks": plan.nodes,
         "array_jobs": len(plan.array_jobs),
     }
-    files[SUMMARY] = json.dumps(summary, sort_keys=True).encode()
+    files[INSIDE.summary] = json.dumps(summary, sort_keys=True).encode()
     if templates is not None:
         try:
-            files[OUTPUTS] = cloudpickle.dumps(templates)
+            files[INSIDE.outputs] = cloudpickle.dumps(templates)
         except Exception as exc:
             msg = f"the values passed to compute/submit cannot be pickled: {exc}"
             raise SerializationError(msg) from exc

@@ -8,7 +8,7 @@
 >>> a = f.map(range(4))
 >>> b = f.options(mem="1G").map(a)   # element-wise over a, other resources
 >>> p = make_plan([g(b)])
->>> [(aj.name, aj.size, [(k, u.id) for k, u in aj.dependencies]) for aj in p.array_jobs]
+>>> [(aj.name, aj.size, list(aj.dependencies)) for aj in p.array_jobs]
 [('f', 4, []), ('f', 4, [('aftercorr', 'aj0')]), ('g', 1, [('afterok', 'aj1')])]
 """
 
@@ -21,59 +21,106 @@ from typing import Any
 
 import attrs
 
-from lazyslurm.graph.core import Job, Task, _gc_paused
+from lazyslurm.graph.core import Job, Task, gc_paused
 from lazyslurm.graph.resources import Resources
 from lazyslurm.graph.traverse import collect
+from lazyslurm.planning.rules import AFTERCORR, AFTEROK, edge_kind
 
-__all__ = ["AFTERCORR", "AFTEROK", "DEFAULT_MAX_ARRAY_SIZE", "ArrayJob", "Plan", "make_plan"]
+__all__ = [
+    "AFTERCORR",
+    "AFTEROK",
+    "DEFAULT_MAX_ARRAY_SIZE",
+    "ArrayJob",
+    "Plan",
+    "make_plan",
+    "stages_of",
+]
 
-AFTEROK = "afterok"
-AFTERCORR = "aftercorr"
 DEFAULT_MAX_ARRAY_SIZE = 1001  # Slurm's default MaxArraySize: indices 0..1000
 _key = attrgetter("key")
 
 
-@attrs.frozen(eq=False)
+@attrs.frozen
 class ArrayJob:
-    """One Slurm array job: elements of one task with one set of resources, one stage."""
+    """One Slurm array job: elements of one task with one set of resources, in one stage.
+
+    Plain data, and the only form an array job takes: the planner makes it, the backends
+    submit and watch it, the manifest stores it (:meth:`to_manifest`) and a re-attached
+    run reads it back unchanged (:meth:`from_manifest`). Element ``i`` computes node
+    ``keys[i]``.
+    """
 
     id: str
-    task: Task[Any]
-    resources: Resources
-    elements: tuple[Job, ...]
-    stage: int
+    name: str  # the task's name
+    keys: tuple[str, ...]
+    resources: Resources = attrs.field(factory=Resources)
+    stage: int = 0
     chunk: int = 0
     nchunks: int = 1
-    dependencies: tuple[tuple[str, ArrayJob], ...] = ()
-    after: tuple[ArrayJob, ...] = ()  # the subset of dependencies that is ordering only
-
-    @property
-    def name(self) -> str:
-        """The task's name."""
-        return self.task.name
+    dependencies: tuple[tuple[str, str], ...] = ()  # (kind, upstream array job id)
+    after: tuple[str, ...] = ()  # upstream ids whose edges are ordering only (.after)
 
     @property
     def size(self) -> int:
-        return len(self.elements)
+        return len(self.keys)
 
     @property
     def throttle(self) -> int | None:
         return self.resources.max_concurrent
 
+    def to_manifest(self) -> dict[str, Any]:
+        """JSON-able data that :meth:`from_manifest` turns back into an equal record."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "keys": list(self.keys),
+            "resources": self.resources.as_options(),
+            "stage": self.stage,
+            "chunk": self.chunk,
+            "nchunks": self.nchunks,
+            "dependencies": [[kind, up] for kind, up in self.dependencies],
+            "after": list(self.after),
+        }
+
+    @classmethod
+    def from_manifest(cls, entry: Mapping[str, Any]) -> ArrayJob:
+        return cls(
+            id=entry["id"],
+            name=entry["name"],
+            keys=tuple(entry["keys"]),
+            resources=Resources.from_options(**entry["resources"]),
+            stage=int(entry["stage"]),
+            chunk=int(entry.get("chunk", 0)),
+            nchunks=int(entry.get("nchunks", 1)),
+            dependencies=tuple((k, u) for k, u in entry["dependencies"]),
+            after=tuple(entry.get("after", ())),
+        )
+
     def __repr__(self) -> str:
-        deps = ", ".join(f"{k}:{u.id}" for k, u in self.dependencies)
+        deps = ", ".join(f"{k}:{u}" for k, u in self.dependencies)
         return f"ArrayJob({self.id} {self.name}[{self.size}] stage={self.stage} deps=[{deps}])"
+
+
+def stages_of(array_jobs: Iterable[ArrayJob]) -> tuple[tuple[ArrayJob, ...], ...]:
+    """Array jobs grouped by stage, in stage order (a live plan and a re-attached run)."""
+    by_stage: dict[int, list[ArrayJob]] = {}
+    for aj in array_jobs:
+        by_stage.setdefault(aj.stage, []).append(aj)
+    return tuple(tuple(by_stage[s]) for s in sorted(by_stage))
 
 
 @attrs.frozen(eq=False)
 class Plan:
     """What ``compute`` will submit: array jobs in submission (topological) order.
 
-    ``location`` maps a node key to ``(array_job, index)``; ``external`` maps keys that
-    are already computed (and referenced by this plan) to the run holding their result.
+    ``members`` maps an array job id to the graph's jobs it runs (element order); it is
+    the graph side of the plan and is not written to the manifest. ``location`` maps a
+    node key to ``(array_job, index)``; ``external`` maps keys that are already computed
+    (and referenced by this plan) to the run holding their result.
     """
 
     array_jobs: tuple[ArrayJob, ...]
+    members: Mapping[str, tuple[Job, ...]]
     location: Mapping[str, tuple[ArrayJob, int]]
     external: Mapping[str, str | None]
     max_array_size: int
@@ -81,20 +128,25 @@ class Plan:
 
     @property
     def stages(self) -> tuple[tuple[ArrayJob, ...], ...]:
-        by_stage: dict[int, list[ArrayJob]] = {}
-        for aj in self.array_jobs:
-            by_stage.setdefault(aj.stage, []).append(aj)
-        return tuple(tuple(by_stage[s]) for s in sorted(by_stage))
+        return stages_of(self.array_jobs)
 
     @property
     def nodes(self) -> int:
         return len(self.location)
 
+    def elements(self, array_job: ArrayJob | str) -> tuple[Job, ...]:
+        """The graph's jobs that ``array_job`` runs, in element order."""
+        return self.members[array_job if isinstance(array_job, str) else array_job.id]
+
+    def task(self, array_job: ArrayJob | str) -> Task[Any]:
+        """The task every element of ``array_job`` calls."""
+        return self.elements(array_job)[0].task
+
     def describe(self) -> list[str]:
         """One line per array job, for printing."""
         lines = []
         for aj in self.array_jobs:
-            deps = ", ".join(f"{k} {u.id}" for k, u in aj.dependencies) or "none"
+            deps = ", ".join(f"{k} {u}" for k, u in aj.dependencies) or "none"
             res = " ".join(f"{k}={v}" for k, v in aj.resources.describe().items())
             chunk = f" chunk {aj.chunk + 1}/{aj.nchunks}" if aj.nchunks > 1 else ""
             lines.append(
@@ -102,13 +154,35 @@ class Plan:
             )
         return lines
 
+    def to_networkx(self) -> Any:
+        """The plan as a ``networkx.DiGraph``: one node per array job (attributes: name,
+        size, stage, chunk, resources, throttle), one edge per dependency (attributes:
+        ``kind`` = afterok/aftercorr, ``ordering`` = True for ``.after`` edges)."""
+        import networkx as nx
+
+        g = nx.DiGraph()
+        for aj in self.array_jobs:
+            g.add_node(
+                aj.id,
+                name=aj.name,
+                size=aj.size,
+                stage=aj.stage,
+                chunk=aj.chunk,
+                nchunks=aj.nchunks,
+                resources=aj.resources.as_options(),
+                throttle=aj.throttle,
+            )
+            for kind, up in aj.dependencies:
+                g.add_edge(up, aj.id, kind=kind, ordering=up in aj.after)
+        return g
+
 
 def _stages(nodes: Sequence[Job], done: Mapping[str, Any]) -> dict[str, int]:
     """Stage of each node: 0 for sources, else one more than its latest dependency."""
     stage: dict[str, int] = {}
     get = stage.get
     for job in nodes:
-        deps, order = job._deps, job._order
+        deps, order = job.deps, job.order
         if not deps and not order:  # most nodes of a sweep: skip building a tuple
             stage[job.key] = 0
             continue
@@ -121,7 +195,7 @@ def _stages(nodes: Sequence[Job], done: Mapping[str, Any]) -> dict[str, int]:
     return stage
 
 
-@_gc_paused()  # planning builds O(nodes) objects, none of them cyclic garbage
+@gc_paused()  # planning builds O(nodes) objects, none of them cyclic garbage
 def make_plan(
     roots: Iterable[Job],
     *,
@@ -132,9 +206,7 @@ def make_plan(
 
     Sibling calls of one task with equal resources in the same stage share an array job
     (a Python loop of calls plans like ``task.map``); arrays over ``max_array_size`` are
-    split into chunks. An edge is ``aftercorr`` when element i needs exactly element i of
-    an upstream array of the same size (more than one element: for single jobs the two are
-    the same and ``afterok`` reads plainer), else ``afterok`` on the whole upstream array.
+    split into chunks. Each edge's kind is :func:`~lazyslurm.planning.rules.edge_kind`.
     Dependencies on ``done`` nodes are dropped (their results are read from the store).
     """
     if max_array_size < 1:
@@ -151,10 +223,10 @@ def make_plan(
     kind_of_task: dict[int, int] = {}  # id(Task) -> kind; the tasks outlive this loop
     groups: dict[tuple[int, int], list[Job]] = {}
     for job in nodes:
-        t = job._task
+        t = job.task
         kind = kind_of_task.get(id(t))
         if kind is None:
-            kind = kinds.setdefault((t._token, t._name, t._resources), len(kinds))
+            kind = kinds.setdefault((t.token, t.name, t.resources), len(kinds))
             kind_of_task[id(t)] = kind
         group = groups.get((stage[job.key], kind))
         if group is None:
@@ -165,11 +237,11 @@ def make_plan(
     # chunking; stage-major order keeps submission order topological
     pending: list[tuple[int, Task[Any], Resources, tuple[Job, ...], int, int]] = []
     for (s, _), jobs in sorted(groups.items(), key=lambda kv: kv[0][0]):
-        res = jobs[0]._task._resources  # the group's first-seen resources
+        res = jobs[0].task.resources  # the group's first-seen resources
         nchunks = -(-len(jobs) // max_array_size)
         for c in range(nchunks):
             part = tuple(jobs[c * max_array_size : (c + 1) * max_array_size])
-            pending.append((s, part[0]._task, res, part, c, nchunks))
+            pending.append((s, part[0].task, res, part, c, nchunks))
 
     ids = [f"aj{i}" for i in range(len(pending))]
     where: dict[str, tuple[int, int]] = {}
@@ -185,9 +257,10 @@ def make_plan(
         touch: dict[int, dict[int, set[int]]] = {}  # upstream -> element -> its indices
         data_up: set[int] = set()
         for idx, job in enumerate(part):
-            if not job._deps and not job._order:
+            deps, order = job.deps, job.order
+            if not deps and not order:
                 continue
-            for is_data, deps_of in ((True, job._deps), (False, job._order)):
+            for is_data, deps_of in ((True, deps), (False, order)):
                 for dep in deps_of:
                     loc = where.get(dep.key)
                     if loc is None:
@@ -196,25 +269,20 @@ def make_plan(
                     touch.setdefault(loc[0], {}).setdefault(idx, set()).add(loc[1])
                     if is_data:
                         data_up.add(loc[0])
-        deps = []
-        for up in sorted(touch):
-            by_element = touch[up]
-            elementwise = (
-                1 < len(pending[up][3]) == len(part) == len(by_element)
-                and all(len(ixs) == 1 and idx in ixs for idx, ixs in by_element.items())
-            )
-            deps.append((AFTERCORR if elementwise else AFTEROK, built[up]))
         built.append(
             ArrayJob(
                 id=ids[i],
-                task=t,
+                name=t.name,
+                keys=tuple(keys_of[i]),
                 resources=res,
-                elements=part,
                 stage=s,
                 chunk=c,
                 nchunks=nchunks,
-                dependencies=tuple(deps),
-                after=tuple(built[u] for u in sorted(touch) if u not in data_up),
+                dependencies=tuple(
+                    (edge_kind(len(pending[up][3]), len(part), touch[up]), ids[up])
+                    for up in sorted(touch)
+                ),
+                after=tuple(ids[u] for u in sorted(touch) if u not in data_up),
             )
         )
     location: dict[str, tuple[ArrayJob, int]] = {}
@@ -222,6 +290,7 @@ def make_plan(
         location.update(zip(keys, zip(repeat(aj), range(len(keys))), strict=True))
     return Plan(
         array_jobs=tuple(built),
+        members={ids[i]: p[3] for i, p in enumerate(pending)},
         location=location,
         external=external,
         max_array_size=max_array_size,

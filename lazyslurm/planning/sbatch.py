@@ -8,8 +8,9 @@ then releases all jobs at once and prints the id map:
     LAZYSLURM-IDS aj0=101 aj1=102
 
 >>> from lazyslurm.graph.resources import Resources
->>> aj = SbatchJob("aj1", "train", 4, (("aftercorr", "aj0"),), Resources(timeout_min=3))
->>> sbatch_flags(aj, run_id="r1", run_dir="/w/runs/r1")[:3]
+>>> aj = ArrayJob("aj1", "train", ("k0", "k1", "k2", "k3"), Resources(timeout_min=3),
+...               dependencies=(("aftercorr", "aj0"),))
+>>> sbatch_flags(aj, run_id="r1", layout=RunLayout("/w/runs/r1"))[:3]
 ['--job-name=lz-r1-aj1-train', '--array=0-3', '--output=/w/runs/r1/logs/aj1_%a.out']
 """
 
@@ -18,14 +19,13 @@ from __future__ import annotations
 import shlex
 from collections.abc import Mapping, Sequence
 
-import attrs
-
 from lazyslurm.graph.resources import Resources
+from lazyslurm.planning.planner import ArrayJob
+from lazyslurm.store import RunLayout
 
 __all__ = [
     "IDS_MARKER",
     "SUBMIT_FAILED_MARKER",
-    "SbatchJob",
     "job_script",
     "sbatch_flags",
     "submit_script",
@@ -35,22 +35,11 @@ IDS_MARKER = "LAZYSLURM-IDS"
 SUBMIT_FAILED_MARKER = "LAZYSLURM-SUBMIT-FAILED"
 
 
-@attrs.frozen
-class SbatchJob:
-    """What Slurm needs of one array job."""
-
-    id: str
-    name: str
-    size: int
-    dependencies: tuple[tuple[str, str], ...]  # (kind, upstream array job id)
-    resources: Resources
-
-
 def sbatch_flags(
-    job: SbatchJob,
+    job: ArrayJob,
     *,
     run_id: str,
-    run_dir: str,
+    layout: RunLayout,
     defaults: Resources | None = None,
 ) -> list[str]:
     """sbatch options of one array job (unquoted; dependencies are added at submit time).
@@ -72,8 +61,8 @@ def sbatch_flags(
     flags = [
         f"--job-name=lz-{run_id}-{job.id}-{name}",
         f"--array={array}",
-        f"--output={run_dir}/logs/{job.id}_%a.out",
-        f"--error={run_dir}/logs/{job.id}_%a.err",
+        f"--output={layout.log_pattern(job.id, 'out')}",
+        f"--error={layout.log_pattern(job.id, 'err')}",
         "--kill-on-invalid-dep=yes",
     ]
     simple = (
@@ -99,10 +88,10 @@ def sbatch_flags(
 
 
 def job_script(
-    job: SbatchJob,
+    job: ArrayJob,
     *,
     run_id: str,
-    run_dir: str,
+    layout: RunLayout,
     python: str,
     setup: Sequence[str] = (),
 ) -> str:
@@ -113,7 +102,7 @@ def job_script(
         "#!/bin/bash",
         f"# lazyslurm run {run_id}, array job {job.id} ({job.name} x{job.size})",
         *setup,
-        f"exec {shlex.quote(python)} -m lazyslurm.runner {shlex.quote(run_dir)} "
+        f"exec {shlex.quote(python)} -m lazyslurm.runner {shlex.quote(layout.root)} "
         f"{shlex.quote(job.id)}",
         "",
     ]
@@ -121,28 +110,32 @@ def job_script(
 
 
 def submit_script(
-    jobs: Sequence[SbatchJob],
+    jobs: Sequence[ArrayJob],
     *,
     run_id: str,
-    run_dir: str,
+    layout: RunLayout,
     flags: Mapping[str, Sequence[str]],
 ) -> str:
     """The one script that submits a whole run, all or nothing.
 
     ``flags`` maps array job id -> its :func:`sbatch_flags`; the job script of each is
-    ``RUN_DIR/jobs/ID.sh``. Exit status 3 and a ``LAZYSLURM-SUBMIT-FAILED ID`` line on
+    ``layout.job_script(ID)``. Exit status 3 and a ``LAZYSLURM-SUBMIT-FAILED ID`` line on
     stderr mean nothing of the run is left in the queue.
     """
     q = shlex.quote
+
+    def rel(path: str) -> str:  # a path of the run, as "$run_dir/..." in the script
+        return f'"$run_dir{path[len(layout.root) :]}"'
+
     out = [
         "#!/bin/bash",
         f"# lazyslurm run {run_id}: submit every array job held, then release them all",
         "set -u",
-        f"run_dir={q(run_dir)}",
+        f"run_dir={q(layout.root)}",
         "ids=()",
         "fail() {",
         f"  printf '%s %s\\n' {SUBMIT_FAILED_MARKER} \"$1\" >&2",
-        '  cat "$run_dir/submit.err" >&2',
+        f"  cat {rel(layout.submit_err)} >&2",
         '  if [ ${#ids[@]} -gt 0 ]; then scancel "${ids[@]}" >&2; fi',
         "  exit 3",
         "}",
@@ -152,14 +145,14 @@ def submit_script(
         args = " ".join(q(f) for f in ["--parsable", "--hold", *flags[job.id]])
         dep_arg = f' "--dependency={dep}"' if dep else ""
         out += [
-            f'out=$(sbatch {args}{dep_arg} -- "$run_dir/jobs/{job.id}.sh" '
-            f'2>"$run_dir/submit.err") || fail {q(job.id)}',
+            f"out=$(sbatch {args}{dep_arg} -- {rel(layout.job_script(job.id))} "
+            f"2>{rel(layout.submit_err)}) || fail {q(job.id)}",
             f'{job.id}=${{out%%;*}}; ids+=("${job.id}")',
         ]
     pairs = " ".join(f"{job.id}=${{{job.id}}}" for job in jobs)
     out += [
-        f'printf \'%s\\n\' "{pairs}" > "$run_dir/jobids"',
-        'scontrol release "${ids[@]}" 2>"$run_dir/submit.err" || fail release',
+        f"printf '%s\\n' \"{pairs}\" > {rel(layout.jobids)}",
+        f'scontrol release "${{ids[@]}}" 2>{rel(layout.submit_err)} || fail release',
         f'echo "{IDS_MARKER} {pairs}"',
         "",
     ]

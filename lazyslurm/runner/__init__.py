@@ -19,7 +19,7 @@ from lazyslurm.store import (
     MapItem,
     Ref,
     RefList,
-    RunPaths,
+    RunLayout,
     atomic_write,
     dumps,
     read_element,
@@ -57,7 +57,7 @@ def resolve(obj: Any, load: Any) -> Any:
     return obj
 
 
-def _loader(paths: RunPaths, external: dict[str, str | None]) -> Any:
+def _loader(paths: RunLayout, external: dict[str, str | None]) -> Any:
     cache: dict[str, Any] = {}
 
     def load(key: str) -> Any:
@@ -103,7 +103,7 @@ def _error_record(exc: BaseException, header: dict[str, Any], key: str) -> bytes
 
 def run_element(run_dir: str, array_job: str, index: int) -> int:
     """Run one element; write its result or error file. Returns the process exit code."""
-    paths = RunPaths(run_dir)
+    paths = RunLayout(run_dir)
     header, (key, args, kwargs) = read_element(paths.spec(array_job), index)
     load = _loader(paths, header.get("external", {}))
     func = header["func"]
@@ -137,7 +137,7 @@ def serve(stdin: Any, proto_fd: int) -> None:
     for line in stdin:
         run_dir, array_job, index_s = line.rstrip("\n").split("\t")
         index = int(index_s)
-        paths = RunPaths(run_dir)
+        paths = RunLayout(run_dir)
         os.environ["SLURM_ARRAY_TASK_ID"] = index_s
         out = os.open(
             paths.log(array_job, index, "out"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600

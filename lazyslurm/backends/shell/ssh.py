@@ -1,396 +1,60 @@
-"""Shells: run a bash script and move files, on this host (subprocess) or over SSH (paramiko).
-
-The Slurm backend talks to a cluster only through this small protocol, so the same code
-drives ``sbatch`` on a login node (:class:`LocalShell`) and from a laptop
-(:class:`SSHShell`). Every call is one *round trip*, counted in ``round_trips``:
-
-===================  ==============================  ==================================
-call                 :class:`LocalShell`             :class:`SSHShell`
-===================  ==============================  ==================================
-``run``              1 (one ``bash -c``)             1 (one exec)
-``put_files``        1, +1 with ``then``             2: one SFTP upload + one exec that
-                                                     unpacks and runs ``then``
-``read_files``       1 (direct reads)                1 (one exec streaming a tar)
-``home``             0                               1 the first time, then cached
-===================  ==============================  ==================================
-
-Conventions shared by both shells:
-
-- Scripts run with ``bash``; their stdin is ``input`` (or empty), never a terminal.
-  ``SSHShell`` starts in the remote home directory, ``LocalShell`` in the current one.
-- ``root`` arguments may start with ``~`` or ``~/`` (the home directory on that side).
-  Inside a script, quote paths with :func:`shell_path` (which keeps ``~`` working) or
-  :func:`shlex.quote`: everything that reaches a shell must be quoted.
-- File paths given to ``put_files``/``read_files`` are relative to ``root`` and may not be
-  absolute or contain ``..``. Directories are created mode 0700, files mode 0600.
-- A non-zero exit status is a result, not an error. :class:`~lazyslurm.errors.BackendError`
-  means the transport failed (cannot connect, connection lost, timeout, cannot write);
-  :class:`~lazyslurm.errors.SSHHostKeyError` means the server's host key is unknown or
-  changed. No password or key material ever goes into a script or an error message.
-"""
+"""A shell on a remote host over SSH (paramiko): one connection, one exec per round trip,
+files up as one SFTP transfer and back as one streamed tar. paramiko is imported when a
+connection is first made, never at import."""
 
 from __future__ import annotations
 
 import base64
 import getpass
 import hashlib
-import io
 import logging
 import os
 import posixpath
-import re
 import secrets
 import select
 import shlex
-import signal
 import socket
-import subprocess
 import tarfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any
 
-import attrs
-
+from lazyslurm.backends.option import Option
+from lazyslurm.backends.shell.base import (
+    CommandResult,
+    check_env,
+    check_root,
+    decode,
+    relative,
+    shell_path,
+    tar_gz,
+    untar,
+    validated_files,
+)
 from lazyslurm.errors import BackendError, SSHHostKeyError
-from lazyslurm.store import atomic_write
 
 if TYPE_CHECKING:
     import paramiko
 
-__all__ = ["CommandResult", "LocalShell", "SSHShell", "Shell", "shell_path"]
+__all__ = ["OPTIONS", "SSHShell"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("lazyslurm.backends.shell")
 
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _STAGE_PREFIX = ".lazyslurm-stage-"
 _SFTP_IDLE_TIMEOUT_S = 120.0  # longest wait for one SFTP reply before giving up
-_GZIP_LEVEL = 1  # fast: staged specs are small, and pickled arrays barely compress
-_MAX_ARG_BYTES = 64 * 1024  # longer local scripts go on stdin (see LocalShell.run)
 
-
-@attrs.frozen
-class CommandResult:
-    """Exit status and decoded output of one script (undecodable bytes become U+FFFD)."""
-
-    returncode: int
-    stdout: str
-    stderr: str
-
-    @property
-    def ok(self) -> bool:
-        return self.returncode == 0
-
-    def check(self, what: str = "command") -> CommandResult:
-        """Return ``self`` if it succeeded, else raise :class:`BackendError` with its stderr.
-
-        >>> CommandResult(0, "1234\\n", "").check("sbatch").stdout
-        '1234\\n'
-        """
-        if self.returncode != 0:
-            detail = (self.stderr.strip() or self.stdout.strip())[-2000:] or "(no output)"
-            msg = f"{what} failed with exit status {self.returncode}: {detail}"
-            raise BackendError(msg)
-        return self
-
-
-@runtime_checkable
-class Shell(Protocol):
-    """Somewhere to run bash scripts and keep files: this host, or a cluster over SSH."""
-
-    round_trips: int
-
-    def run(
-        self, script: str, *, input: bytes | None = None, timeout_s: float | None = None
-    ) -> CommandResult:
-        """Run a bash script (one round trip).
-
-        Never raises on a non-zero exit; raises :class:`BackendError` if the transport
-        fails or ``timeout_s`` passes.
-        """
-
-    def put_files(
-        self, root: str, files: Mapping[str, bytes], *, then: str | None = None
-    ) -> CommandResult | None:
-        """Create ``root`` (0700, with parents) and write ``files`` into it in one transfer.
-
-        Sub-directories are created 0700 and files 0600. If ``then`` is given, run that
-        script afterwards (in the same round trip as the unpacking where possible) and
-        return its result; otherwise return ``None``.
-        """
-
-    def read_files(self, root: str, paths: Sequence[str]) -> dict[str, bytes]:
-        """Read the files (relative to ``root``) that exist, in one round trip.
-
-        Missing (or unreadable, or non-regular) files are left out.
-        """
-
-    def home(self) -> str:
-        """The absolute home directory on that side (cached)."""
-
-    def close(self) -> None:
-        """Release processes and connections (the shell reconnects if used again)."""
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def shell_path(path: str) -> str:
-    """Quote ``path`` for bash, keeping a leading ``~`` or ``~/`` meaning the home directory.
-
-    >>> shell_path("~/runs/a b")
-    '"$HOME"/\\'runs/a b\\''
-    >>> shell_path("/tmp/$(x)")
-    "'/tmp/$(x)'"
-    """
-    if path == "~":
-        return '"$HOME"'
-    if path.startswith("~/"):
-        rest = path[2:]
-        return '"$HOME"/' + (shlex.quote(rest) if rest else "")
-    return shlex.quote(path)
-
-
-def _check_root(root: str) -> str:
-    root = os.fspath(root)
-    if not root or "\0" in root:
-        msg = f"root must be a non-empty path without NUL bytes, got {root!r}"
-        raise ValueError(msg)
-    return root
-
-
-def _relative(path: str) -> str:
-    """Validate a path relative to a root and return it normalized (``a/./b`` -> ``a/b``)."""
-    if not isinstance(path, str):
-        msg = f"file paths must be str, got {type(path).__name__}"
-        raise TypeError(msg)
-    norm = posixpath.normpath(path) if path else ""
-    if (
-        not path
-        or "\0" in path
-        or path.startswith("/")
-        or norm in (".", "")
-        or ".." in norm.split("/")
-    ):
-        msg = f"file paths must be relative to the root, without '..': got {path!r}"
-        raise ValueError(msg)
-    return norm
-
-
-def _validated_files(files: Mapping[str, bytes]) -> list[tuple[str, bytes]]:
-    out: dict[str, bytes] = {}
-    for path, data in files.items():
-        rel = _relative(path)
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            msg = f"file contents must be bytes, got {type(data).__name__} for {path!r}"
-            raise TypeError(msg)
-        if rel in out:
-            msg = f"two file paths name the same file: {path!r}"
-            raise ValueError(msg)
-        out[rel] = bytes(data)
-    for rel in out:
-        parent = posixpath.dirname(rel)
-        while parent:
-            if parent in out:
-                msg = f"{parent!r} is both a file and a directory"
-                raise ValueError(msg)
-            parent = posixpath.dirname(parent)
-    return list(out.items())
-
-
-def _check_env(env: Mapping[str, str] | None) -> dict[str, str]:
-    env = dict(env or {})
-    for name, value in env.items():
-        if not isinstance(name, str) or not _ENV_NAME.match(name):
-            msg = f"environment variable names must be shell identifiers, got {name!r}"
-            raise ValueError(msg)
-        if not isinstance(value, str) or "\0" in value:
-            msg = f"environment variable {name} must be a str without NUL bytes"
-            raise ValueError(msg)
-    return env
-
-
-def _decode(data: bytes) -> str:
-    return data.decode("utf-8", errors="replace")
-
-
-def _tar_gz(files: Sequence[tuple[str, bytes]]) -> bytes:
-    """An in-memory tar.gz of ``files``: directories 0700, files 0600."""
-    now = int(time.time())
-    dirs: set[str] = set()
-    for rel, _ in files:
-        parent = posixpath.dirname(rel)
-        while parent:
-            dirs.add(parent)
-            parent = posixpath.dirname(parent)
-    buf = io.BytesIO()
-    with tarfile.open(
-        fileobj=buf, mode="w:gz", compresslevel=_GZIP_LEVEL, format=tarfile.PAX_FORMAT
-    ) as tf:
-        for d in sorted(dirs):
-            info = tarfile.TarInfo(d)
-            info.type = tarfile.DIRTYPE
-            info.mode = 0o700
-            info.mtime = now
-            tf.addfile(info)
-        for rel, data in files:
-            info = tarfile.TarInfo(rel)
-            info.size = len(data)
-            info.mode = 0o600
-            info.mtime = now
-            tf.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
-def _untar(blob: bytes, wanted: Mapping[str, Sequence[str]]) -> dict[str, bytes]:
-    """Members of the tar ``blob`` that are regular files, under the names asked for."""
-    out: dict[str, bytes] = {}
-    with tarfile.open(fileobj=io.BytesIO(blob), mode="r:") as tf:
-        for member in tf:
-            names = wanted.get(posixpath.normpath(member.name))
-            if not names or not member.isfile():
-                continue
-            fh = tf.extractfile(member)
-            assert fh is not None
-            data = fh.read()
-            for name in names:
-                out[name] = data
-    return out
-
-
-def _make_private_dirs(path: Path) -> None:
-    """``mkdir -p`` with mode 0700 for every directory created (existing ones are kept)."""
-    missing = []
-    p = path
-    while not p.is_dir():
-        missing.append(p)
-        if p.parent == p:
-            break
-        p = p.parent
-    for d in reversed(missing):
-        try:
-            os.mkdir(d, 0o700)
-        except FileExistsError:
-            if not d.is_dir():
-                raise
-
-
-# --------------------------------------------------------------------------- local
-
-
-class LocalShell:
-    """Runs scripts with ``bash`` on this host and reads/writes files directly.
-
-    ``env`` is merged over ``os.environ`` for every script (e.g. ``SLURM_CONF``). A
-    script runs as ``bash -c SCRIPT``; one over 64 KiB is read from stdin ahead of
-    ``input`` instead (Linux limits one argument to 128 KiB).
-    ``round_trips`` counts every call (``run``, ``put_files``, ``read_files``), and a
-    ``put_files`` with ``then`` counts 2, as over SSH.
-    """
-
-    def __init__(self, env: Mapping[str, str] | None = None) -> None:
-        self.env = _check_env(env)
-        self.round_trips = 0
-
-    def __repr__(self) -> str:
-        return f"LocalShell(env={sorted(self.env)})"
-
-    def __enter__(self) -> LocalShell:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def run(
-        self, script: str, *, input: bytes | None = None, timeout_s: float | None = None
-    ) -> CommandResult:
-        self.round_trips += 1
-        env = {**os.environ, **self.env}
-        body = script.encode()
-        if len(body) > _MAX_ARG_BYTES:  # one argv string is limited to 128 KiB on Linux
-            argv = ["bash", "-c", f'eval "$(head -c {len(body)})"']
-            input = body + (input or b"")
-        else:
-            argv = ["bash", "-c", script]
-        try:
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.PIPE if input else subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=env,
-                start_new_session=True,  # so a timeout can kill the whole process group
-            )
-        except OSError as exc:
-            msg = f"cannot start bash: {exc}"
-            raise BackendError(msg) from exc
-        try:
-            out, err = proc.communicate(input or None, timeout=timeout_s)
-        except subprocess.TimeoutExpired as exc:
-            _kill_group(proc)
-            msg = f"local command timed out after {timeout_s} s"
-            raise BackendError(msg) from exc
-        except BaseException:  # KeyboardInterrupt: do what the terminal would have done
-            _kill_group(proc)
-            raise
-        return CommandResult(proc.returncode, _decode(out), _decode(err))
-
-    def put_files(
-        self, root: str, files: Mapping[str, bytes], *, then: str | None = None
-    ) -> CommandResult | None:
-        items = _validated_files(files)
-        base = Path(os.path.expanduser(_check_root(root)))
-        self.round_trips += 1
-        try:
-            _make_private_dirs(base)
-            for rel, data in items:
-                target = base / rel
-                _make_private_dirs(target.parent)
-                atomic_write(target, data)  # temp file (0600) + rename
-        except OSError as exc:
-            msg = f"cannot write files into {root}: {exc}"
-            raise BackendError(msg) from exc
-        return None if then is None else self.run(then)
-
-    def read_files(self, root: str, paths: Sequence[str]) -> dict[str, bytes]:
-        wanted = [(p, _relative(p)) for p in paths]
-        base = Path(os.path.expanduser(_check_root(root)))
-        self.round_trips += 1
-        out = {}
-        for name, rel in wanted:
-            try:
-                out[name] = (base / rel).read_bytes()
-            except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError):
-                pass
-            except OSError as exc:
-                msg = f"cannot read {base / rel}: {exc}"
-                raise BackendError(msg) from exc
-        return out
-
-    def home(self) -> str:
-        return os.path.expanduser("~")
-
-    def close(self) -> None:
-        pass
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
-        proc.communicate(timeout=5)
-    except subprocess.TimeoutExpired:  # a grandchild escaped the group and holds a pipe
-        for fh in (proc.stdout, proc.stderr):
-            if fh is not None:
-                fh.close()
-        proc.wait()
-
-
-# --------------------------------------------------------------------------- SSH
+_SSH = ("ssh",)
+OPTIONS = (  # keyword arguments of SSHShell, as Cluster("ssh", ...) options
+    Option("hostname", "str", None, "login node to reach (required)", _SSH),
+    Option("port", "int", 22, "SSH port", _SSH, positive=True),
+    Option("username", "str", None, "user on the cluster (default: yours here)", _SSH),
+    Option("key_filename", "paths", None, "private key file(s), tried before the agent", _SSH),
+    Option("known_hosts", "paths", None, "known_hosts file(s) (default: ~/.ssh/known_hosts)", _SSH),
+    Option("allow_unknown_hosts", "bool", False, "trust an unknown host key (this session)", _SSH),
+    Option("connect_timeout_s", "number", 10, "connection timeout", _SSH, positive=True),
+    Option("keepalive_s", "number", 30, "keepalive interval", _SSH, positive=True),
+)
 
 
 class SSHShell:
@@ -424,6 +88,8 @@ class SSHShell:
       ``connects`` counts connections opened.
     """
 
+    local_files = False
+
     def __init__(
         self,
         hostname: str,
@@ -455,7 +121,7 @@ class SSHShell:
         self.allow_agent = bool(allow_agent)
         self.connect_timeout_s = float(connect_timeout_s)
         self.keepalive_s = float(keepalive_s)
-        self.env = _check_env(env)
+        self.env = check_env(env)
         self.round_trips = 0
         self.connects = 0
         self._exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in self.env.items())
@@ -490,14 +156,14 @@ class SSHShell:
         self, script: str, *, input: bytes | None = None, timeout_s: float | None = None
     ) -> CommandResult:
         code, out, err = self._exec(script, input, timeout_s)
-        return CommandResult(code, _decode(out), _decode(err))
+        return CommandResult(code, decode(out), decode(err))
 
     def put_files(
         self, root: str, files: Mapping[str, bytes], *, then: str | None = None
     ) -> CommandResult | None:
-        items = _validated_files(files)
-        qroot = shell_path(_check_root(root))
-        stage = self._upload(_tar_gz(items)) if items else None
+        items = validated_files(files)
+        qroot = shell_path(check_root(root))
+        stage = self._upload(tar_gz(items)) if items else None
         fail = f"{self._mark}unpack"
         lines = ["__lz_err=$( ( umask 077 && mkdir -p -- " + qroot]
         if stage is not None:
@@ -534,8 +200,8 @@ class SSHShell:
     def read_files(self, root: str, paths: Sequence[str]) -> dict[str, bytes]:
         wanted: dict[str, list[str]] = {}
         for p in paths:
-            wanted.setdefault(_relative(p), []).append(p)
-        qroot = shell_path(_check_root(root))
+            wanted.setdefault(relative(p), []).append(p)
+        qroot = shell_path(check_root(root))
         if not wanted:
             return {}
         script = (
@@ -551,9 +217,9 @@ class SSHShell:
         if not out:
             return {}
         try:
-            return _untar(out, wanted)
+            return untar(out, wanted)
         except tarfile.TarError as exc:
-            msg = f"could not read files from {root} on {self._where}: {exc}; {_decode(err)[-500:]}"
+            msg = f"could not read files from {root} on {self._where}: {exc}; {decode(err)[-500:]}"
             raise BackendError(msg) from exc
 
     def home(self) -> str:
