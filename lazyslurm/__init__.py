@@ -30,6 +30,7 @@ _EXPORTS = {
     "runs": "lazyslurm.execute",
     "submit": "lazyslurm.execute",
     "task": "lazyslurm.graph.core",
+    "to_networkx": "lazyslurm.graph.traverse",
     "visualize": "lazyslurm.draw",
 }
 
@@ -65,4 +66,5 @@ if TYPE_CHECKING:
     from lazyslurm.draw import visualize
     from lazyslurm.execute import Run, RunStatus, compute, plan, runs, submit
     from lazyslurm.graph.core import Job, JobArray, JobView, Task, task
+    from lazyslurm.graph.traverse import to_networkx
     from lazyslurm.planning.planner import Plan

@@ -19,6 +19,10 @@ __all__ = [
     "BackendError",
     "ClusterConfigError",
     "DependencyNeverSatisfiedError",
+    "ElementCancelledError",
+    "ElementFailedError",
+    "ElementOutOfMemoryError",
+    "ElementTimeoutError",
     "GraphvizNotFoundError",
     "InvalidOptionError",
     "JobCancelledError",
@@ -95,8 +99,9 @@ class TaskError(LazySlurmError):
     remote_traceback: str = ""
 
 
-class JobFailedError(LazySlurmError, RuntimeError):
-    """A Slurm job element ended badly without a Python exception from the task.
+class ElementFailedError(LazySlurmError, RuntimeError):
+    """An element (one index of an array job) ended badly without a Python exception from
+    the task: Slurm ended it (TIMEOUT, OUT_OF_MEMORY, ...) or it left no result.
 
     Attributes: ``job_id``, ``array_index``, ``state``, ``exit_code``, ``stderr_tail``, ``key``.
     """
@@ -121,24 +126,32 @@ class JobFailedError(LazySlurmError, RuntimeError):
         self.key = key
 
 
-class JobTimeoutError(JobFailedError, TimeoutError):
+class ElementTimeoutError(ElementFailedError, TimeoutError):
     """The element ran over its ``time`` limit (Slurm state TIMEOUT or DEADLINE)."""
 
 
-class JobOutOfMemoryError(JobFailedError, MemoryError):
+class ElementOutOfMemoryError(ElementFailedError, MemoryError):
     """The element ran over its ``mem`` limit (Slurm state OUT_OF_MEMORY)."""
 
 
-class NodeFailError(JobFailedError):
+class NodeFailError(ElementFailedError):
     """The node running the element failed (NODE_FAIL, BOOT_FAIL) or it was preempted."""
 
 
-class JobCancelledError(JobFailedError):
+class ElementCancelledError(ElementFailedError):
     """The element was cancelled by a user or an administrator (scancel)."""
 
 
-class DependencyNeverSatisfiedError(JobFailedError):
+class DependencyNeverSatisfiedError(ElementFailedError):
     """Slurm will never start the element: a dependency failed."""
+
+
+# the names these errors had before "element" became the one word for an index of an
+# array job; kept so that code written against them still catches the same errors
+JobFailedError = ElementFailedError
+JobTimeoutError = ElementTimeoutError
+JobOutOfMemoryError = ElementOutOfMemoryError
+JobCancelledError = ElementCancelledError
 
 
 class TaskCancelledError(LazySlurmError, RuntimeError):

@@ -34,10 +34,10 @@ from lazyslurm.cache import RunSummary, list_runs, lookup
 from lazyslurm.cluster import Cluster, resolve_cluster
 from lazyslurm.errors import (
     DependencyNeverSatisfiedError,
-    JobCancelledError,
-    JobFailedError,
-    JobOutOfMemoryError,
-    JobTimeoutError,
+    ElementCancelledError,
+    ElementFailedError,
+    ElementOutOfMemoryError,
+    ElementTimeoutError,
     NodeFailError,
     TaskCancelledError,
     remote_error,
@@ -106,14 +106,14 @@ def _make_plan(cl: Cluster, roots: list[Job], cache: bool | None) -> tuple[Plan,
     return attrs.evolve(p, cached=frozenset(found)), found
 
 
-_FAILURE_TYPES: dict[str, type[JobFailedError]] = {
-    "TIMEOUT": JobTimeoutError,
-    "DEADLINE": JobTimeoutError,
-    "OUT_OF_MEMORY": JobOutOfMemoryError,
+_FAILURE_TYPES: dict[str, type[ElementFailedError]] = {
+    "TIMEOUT": ElementTimeoutError,
+    "DEADLINE": ElementTimeoutError,
+    "OUT_OF_MEMORY": ElementOutOfMemoryError,
     "NODE_FAIL": NodeFailError,
     "BOOT_FAIL": NodeFailError,
     "PREEMPTED": NodeFailError,
-    "CANCELLED": JobCancelledError,
+    "CANCELLED": ElementCancelledError,
 }
 
 
@@ -384,7 +384,7 @@ class Run:
         stderr = files.get(paths[1], b"").decode(errors="replace")
         tail = "\n".join(stderr.splitlines()[-20:])
         state = failure.state if failure else "UNKNOWN"
-        cls = _FAILURE_TYPES.get(state.split()[0], JobFailedError)
+        cls = _FAILURE_TYPES.get(state.split()[0], ElementFailedError)
         job_id = f"{failure.job_id}_{idx}" if failure and failure.job_id else ""
         msg = (
             f"task {aj.name!r} (key {key}, array job {aj.id} index {idx}"
@@ -436,7 +436,7 @@ def fetch_outputs(cluster: Cluster, templates: list[Any]) -> tuple[Any, ...]:
         missing = [k for p, k in paths.items() if p not in files]
         if missing:
             msg = f"results missing from the store for {len(missing)} node(s), e.g. {missing[0]}"
-            raise JobFailedError(msg, key=missing[0])
+            raise ElementFailedError(msg, key=missing[0])
         for p, k in paths.items():
             cluster.values[k] = cloudpickle.loads(files[p])
     return tuple(resolve(t, cluster.values.__getitem__) for t in templates)

@@ -7,10 +7,10 @@ import pytest
 from lazyslurm import Cluster, compute, submit, task
 from lazyslurm.backends.fake import FakeBackend
 from lazyslurm.errors import (
-    JobCancelledError,
-    JobFailedError,
-    JobOutOfMemoryError,
-    JobTimeoutError,
+    ElementCancelledError,
+    ElementFailedError,
+    ElementOutOfMemoryError,
+    ElementTimeoutError,
     NodeFailError,
 )
 
@@ -28,14 +28,14 @@ def total(xs):
 @pytest.mark.parametrize(
     ("state", "error", "builtin"),
     [
-        ("TIMEOUT", JobTimeoutError, TimeoutError),
-        ("DEADLINE", JobTimeoutError, TimeoutError),
-        ("OUT_OF_MEMORY", JobOutOfMemoryError, MemoryError),
+        ("TIMEOUT", ElementTimeoutError, TimeoutError),
+        ("DEADLINE", ElementTimeoutError, TimeoutError),
+        ("OUT_OF_MEMORY", ElementOutOfMemoryError, MemoryError),
         ("NODE_FAIL", NodeFailError, RuntimeError),
         ("BOOT_FAIL", NodeFailError, RuntimeError),
         ("PREEMPTED", NodeFailError, RuntimeError),
-        ("CANCELLED", JobCancelledError, RuntimeError),
-        ("SOMETHING_NEW", JobFailedError, RuntimeError),
+        ("CANCELLED", ElementCancelledError, RuntimeError),
+        ("SOMETHING_NEW", ElementFailedError, RuntimeError),
     ],
 )
 def test_every_end_state_maps_to_its_error(tmp_path, state, error, builtin):

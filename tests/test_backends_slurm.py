@@ -22,9 +22,9 @@ from lazyslurm.backends.base import CANCELLED, DONE, FAILED, PENDING, RUNNING
 from lazyslurm.backends.slurm import parse_array_ids, parse_status
 from lazyslurm.errors import (
     ClusterConfigError,
-    JobCancelledError,
-    JobOutOfMemoryError,
-    JobTimeoutError,
+    ElementCancelledError,
+    ElementOutOfMemoryError,
+    ElementTimeoutError,
     SSHHostKeyError,
     SubmissionError,
     TaskError,
@@ -318,7 +318,7 @@ def hog():
 @pytest.mark.slurm
 def test_out_of_memory(env, tmp_path):
     """Going over mem= ends OUT_OF_MEMORY: a MemoryError with the Slurm details."""
-    with slurm_cluster(env, tmp_path), pytest.raises(JobOutOfMemoryError) as info:
+    with slurm_cluster(env, tmp_path), pytest.raises(ElementOutOfMemoryError) as info:
         hog().compute()
     err = info.value
     assert isinstance(err, MemoryError)
@@ -327,7 +327,7 @@ def test_out_of_memory(env, tmp_path):
 
 @pytest.mark.slurm
 def test_scancel_of_a_running_element(env, tmp_path):
-    """scancel of one running element: JobCancelledError naming the element."""
+    """scancel of one running element: ElementCancelledError naming the element."""
     c = slurm_cluster(env, tmp_path)
     with c:
         run = submit(sleeper.map([0, 60]))
@@ -343,7 +343,7 @@ def test_scancel_of_a_running_element(env, tmp_path):
             check=True,
             env={**os.environ, "SLURM_CONF": env["LAZYSLURM_TEST_SLURM_CONF"]},
         )
-        with pytest.raises(JobCancelledError) as info:
+        with pytest.raises(ElementCancelledError) as info:
             run.result()
     assert info.value.array_index == 1 and info.value.state == "CANCELLED"
     assert run.last_snapshot.states["aj0"] == [DONE, CANCELLED]
@@ -605,7 +605,7 @@ def test_command_line_over_ssh(env, remote_site, tmp_path, monkeypatch, capsys, 
 @pytest.mark.slurm
 def test_timeout(timeout_run):
     """A task over its time limit ends TIMEOUT: a TimeoutError with the Slurm details."""
-    with pytest.raises(JobTimeoutError) as info:
+    with pytest.raises(ElementTimeoutError) as info:
         timeout_run.result()
     err = info.value
     assert isinstance(err, TimeoutError)

@@ -6,10 +6,10 @@ import pytest
 
 from lazyslurm import errors
 from lazyslurm.errors import (
+    ElementFailedError,
+    ElementOutOfMemoryError,
+    ElementTimeoutError,
     InvalidOptionError,
-    JobFailedError,
-    JobOutOfMemoryError,
-    JobTimeoutError,
     LazySlurmError,
     OptionTypeError,
     SerializationError,
@@ -24,7 +24,11 @@ TB = 'Traceback (most recent call last):\n  File "w.py", line 3, in work\nValueE
 
 def make(original: BaseException | None, type_name: str = "ValueError") -> TaskError:
     return remote_error(
-        original, type_name=type_name, message=str(original), task="work", key="work-abc123",
+        original,
+        type_name=type_name,
+        message=str(original),
+        task="work",
+        key="work-abc123",
         remote_traceback=TB,
     )
 
@@ -49,12 +53,12 @@ def test_all_is_sorted_and_every_error_is_a_lazyslurm_error() -> None:
         (errors.BackendError, RuntimeError),
         (errors.SubmissionError, RuntimeError),
         (errors.SSHHostKeyError, RuntimeError),
-        (JobFailedError, RuntimeError),
-        (JobTimeoutError, TimeoutError),
-        (JobOutOfMemoryError, MemoryError),
-        (errors.NodeFailError, JobFailedError),
-        (errors.JobCancelledError, JobFailedError),
-        (errors.DependencyNeverSatisfiedError, JobFailedError),
+        (ElementFailedError, RuntimeError),
+        (ElementTimeoutError, TimeoutError),
+        (ElementOutOfMemoryError, MemoryError),
+        (errors.NodeFailError, ElementFailedError),
+        (errors.ElementCancelledError, ElementFailedError),
+        (errors.DependencyNeverSatisfiedError, ElementFailedError),
         (TaskCancelledError, RuntimeError),
     ],
 )
@@ -138,11 +142,23 @@ def test_base_exceptions_are_not_subclassed() -> None:
 
 
 def test_job_failed_and_cancelled_errors_carry_their_fields() -> None:
-    """JobFailedError and TaskCancelledError keep their keyword fields."""
-    e = JobTimeoutError("late", job_id="12", array_index=3, state="TIMEOUT", exit_code="0:15",
-                        stderr_tail="...", key="k")
-    assert (e.job_id, e.array_index, e.state, e.exit_code, e.key) == ("12", 3, "TIMEOUT",
-                                                                      "0:15", "k")
+    """ElementFailedError and TaskCancelledError keep their keyword fields."""
+    e = ElementTimeoutError(
+        "late",
+        job_id="12",
+        array_index=3,
+        state="TIMEOUT",
+        exit_code="0:15",
+        stderr_tail="...",
+        key="k",
+    )
+    assert (e.job_id, e.array_index, e.state, e.exit_code, e.key) == (
+        "12",
+        3,
+        "TIMEOUT",
+        "0:15",
+        "k",
+    )
     c = TaskCancelledError("never ran", key="k2", cause_key="k")
     assert (c.key, c.cause_key, str(c)) == ("k2", "k", "never ran")
 
@@ -152,3 +168,11 @@ def test_remote_os_error_keeps_errno_and_filename() -> None:
     err = make(FileNotFoundError(2, "No such file or directory", "/data/x"), "FileNotFoundError")
     assert isinstance(err, FileNotFoundError)
     assert (err.errno, err.strerror, err.filename) == (2, "No such file or directory", "/data/x")
+
+
+def test_old_job_error_names_are_the_element_errors() -> None:
+    """The errors of an element keep their earlier Job* names as aliases."""
+    assert errors.JobFailedError is errors.ElementFailedError
+    assert errors.JobTimeoutError is errors.ElementTimeoutError
+    assert errors.JobOutOfMemoryError is errors.ElementOutOfMemoryError
+    assert errors.JobCancelledError is errors.ElementCancelledError

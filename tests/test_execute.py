@@ -11,7 +11,7 @@ import pytest
 
 from lazyslurm import Cluster, compute, plan, submit, task
 from lazyslurm.errors import (
-    JobFailedError,
+    ElementFailedError,
     SerializationError,
     TaskCancelledError,
     TaskError,
@@ -272,7 +272,7 @@ def test_worker_crash_is_a_job_failure(tmp_path):
 
     with (
         Cluster("local", workdir=tmp_path, max_workers=1),
-        pytest.raises(JobFailedError, match="exit code 3"),
+        pytest.raises(ElementFailedError, match="exit code 3"),
     ):
         die().compute()
 
@@ -422,7 +422,7 @@ CANCEL_CHILD = """
 import sys, time
 sys.path.insert(0, {repo!r})
 from lazyslurm import Cluster, submit, task
-from lazyslurm.errors import JobCancelledError
+from lazyslurm.errors import ElementCancelledError
 
 @task
 def nap(x):
@@ -433,7 +433,7 @@ run = submit(nap.map([1, 2]), cluster=Cluster("local", workdir={workdir!r}, max_
 print(run.id, flush=True)
 try:
     run.result()
-except JobCancelledError:
+except ElementCancelledError:
     print("cancelled", flush=True)
 """
 

@@ -224,9 +224,7 @@ def test_plan_is_deterministic(dag: Dag) -> None:
     """Planning the same graph twice gives the same array jobs, in the same order."""
     a, b = plan_of(dag), plan_of(dag)
     assert kinds(a) == kinds(b)
-    assert [list(aj.keys) for aj in a.array_jobs] == [
-        list(aj.keys) for aj in b.array_jobs
-    ]
+    assert [list(aj.keys) for aj in a.array_jobs] == [list(aj.keys) for aj in b.array_jobs]
 
 
 @PROPS
@@ -467,3 +465,28 @@ def test_chunked_pipeline_is_aftercorr_chunk_to_chunk(n: int, max_size: int) -> 
         [(kind, up)] = upstreams(plan, aj)
         assert up.chunk == aj.chunk and up.size == aj.size
         assert kind == (AFTERCORR if aj.size > 1 else AFTEROK)
+
+
+def test_plan_to_networkx_has_array_jobs_and_dependency_kinds() -> None:
+    """plan.to_networkx(): one node per array job (size, stage, resources), edges by kind."""
+    import networkx as nx
+
+    a = inc.map(range(3))
+    plan = make_plan([total(inc.map(a))])
+    g = plan.to_networkx()
+    assert list(nx.topological_sort(g)) == [aj.id for aj in plan.array_jobs]
+    assert [g.nodes[n]["size"] for n in g] == [3, 3, 1]
+    assert [g.edges[e]["kind"] for e in g.edges] == ["aftercorr", "afterok"]
+
+
+def test_array_job_records_round_trip_through_the_manifest() -> None:
+    """An array job written to the manifest reads back equal, stage and after included."""
+    from lazyslurm.planning import ArrayJob
+
+    a = inc(1)
+    plan = make_plan(
+        list(total.after(a).map(inc.options(mem="2G").map(range(250)))), max_array_size=100
+    )
+    for aj in plan.array_jobs:
+        assert ArrayJob.from_manifest(aj.to_manifest()) == aj
+    assert any(aj.after for aj in plan.array_jobs) and any(aj.nchunks > 1 for aj in plan.array_jobs)

@@ -70,6 +70,26 @@ def test_lift_outputs_templates_and_roots() -> None:
     a, b = f(1), f(2)
     arr = f.map([3, 4])
     templates, roots = lift_outputs([a, {"k": b[0]}, arr, 5, [a]])
-    assert templates == [Ref(a.key), {"k": Ref(b.key, (("item", 0),))}, RefList(arr.keys), 5,
-                         [Ref(a.key)]]
+    assert templates == [
+        Ref(a.key),
+        {"k": Ref(b.key, (("item", 0),))},
+        RefList(arr.keys),
+        5,
+        [Ref(a.key)],
+    ]
     assert roots == [a, b, *arr.jobs]
+
+
+def test_to_networkx_exports_jobs_and_dependency_kinds() -> None:
+    """The lazy graph exports to networkx with task, resources and edge kinds."""
+    from lazyslurm.graph import task as mk
+    from lazyslurm.graph.traverse import to_networkx
+
+    inc = mk(mem="1G")(lambda x: x + 1)
+    a = inc.map([1, 2])
+    b = inc.after(a[0])(a[1])
+    g = to_networkx(b)
+    assert set(g.nodes) == {a[0].key, a[1].key, b.key}
+    assert g.nodes[b.key]["resources"] == {"mem": 1024} and g.nodes[b.key]["job"] == b
+    assert g.edges[a[1].key, b.key]["kind"] == "data"
+    assert g.edges[a[0].key, b.key]["kind"] == "ordering"

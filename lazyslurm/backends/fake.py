@@ -1,7 +1,7 @@
 """A public fake backend for tests: runs in-process and ends chosen nodes in any Slurm state.
 
 >>> from lazyslurm import Cluster, task
->>> from lazyslurm.errors import JobTimeoutError
+>>> from lazyslurm.errors import ElementTimeoutError
 >>> @task
 ... def slow(x): return x
 >>> fake = FakeBackend(getfixture("tmp_path"), states={slow(2).key: "TIMEOUT"})
@@ -9,7 +9,7 @@
 ...     slow.map([1, 2]).compute()
 Traceback (most recent call last):
 ...
-lazyslurm.errors.JobTimeoutError: task 'slow' (key slow-...) ended TIMEOUT ...
+lazyslurm.errors.ElementTimeoutError: task 'slow' (key slow-...) ended TIMEOUT ...
 >>> [r for r, _ in fake.started]
 ['...']
 """

@@ -7,7 +7,7 @@ from typing import Any
 
 from lazyslurm.graph.core import Job, _lift
 
-__all__ = ["collect", "lift_outputs"]
+__all__ = ["collect", "lift_outputs", "to_networkx"]
 
 
 def collect(roots: Iterable[Job], done: Container[str] = frozenset()) -> list[Job]:
@@ -54,3 +54,32 @@ def lift_outputs(exprs: Iterable[Any]) -> tuple[list[Any], list[Job]]:
     roots: list[Job] = []
     templates = [_lift(expr, roots, []) for expr in exprs]
     return templates, list(dict.fromkeys(roots))
+
+
+def to_networkx(*exprs: Any) -> Any:
+    """The graph behind ``exprs`` as a ``networkx.DiGraph`` (for embedding and analysis).
+
+    One node per job, named by its key, with attributes ``task`` (name), ``resources``
+    (the task's options), ``nout`` and ``job`` (the :class:`Job`); one edge per
+    dependency, upstream to consumer, with ``kind`` ``"data"`` (its result is an
+    argument) or ``"ordering"`` (``.after``). networkx is imported here, on first use.
+
+    >>> from lazyslurm.graph.core import task
+    >>> f = task(lambda x: x)
+    >>> a = f(1)
+    >>> g = to_networkx(f.after(a)([a, f(2)]))
+    >>> g.number_of_nodes(), sorted(k for _, _, k in g.edges(data="kind"))
+    (3, ['data', 'data'])
+    """
+    import networkx as nx
+
+    _, roots = lift_outputs(exprs)
+    g = nx.DiGraph()
+    for job in collect(roots):
+        t = job.task
+        g.add_node(job.key, task=t.name, resources=t.resources.as_options(), nout=job.nout, job=job)
+        for dep in job.order:
+            g.add_edge(dep.key, job.key, kind="ordering")
+        for dep in job.deps:  # data wins where a dependency is both
+            g.add_edge(dep.key, job.key, kind="data")
+    return g

@@ -53,7 +53,7 @@ OPTIONS = (  # keyword arguments of SSHShell, as Cluster("ssh", ...) options
     Option("known_hosts", "paths", None, "known_hosts file(s) (default: ~/.ssh/known_hosts)", _SSH),
     Option("allow_unknown_hosts", "bool", False, "trust an unknown host key (this session)", _SSH),
     Option("connect_timeout_s", "number", 10, "connection timeout", _SSH, positive=True),
-    Option("keepalive_s", "number", 30, "keepalive interval", _SSH, positive=True),
+    Option("keepalive_s", "number", 30, "keepalive interval (0: off)", _SSH),
 )
 
 
