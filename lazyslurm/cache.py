@@ -57,8 +57,8 @@ def list_runs(shell: Shell, workdir: str) -> list[RunSummary]:
     script = (
         f"cd {q(RunLayout.runs_dir(workdir))} 2>/dev/null || exit 0\n"
         f'for d in */; do d=${{d%/}}; [ -f "$d/{INSIDE.summary}" ] || continue\n'
-        f'  r=$(ls -f "$d/{INSIDE.subdir("results")}" 2>/dev/null | grep -c {grep})\n'
-        f'  e=$(ls -f "$d/{INSIDE.subdir("errors")}" 2>/dev/null | grep -c {grep})\n'
+        f'  r=$(ls -f "$d/{INSIDE.results_dir}" 2>/dev/null | grep -c {grep})\n'
+        f'  e=$(ls -f "$d/{INSIDE.errors_dir}" 2>/dev/null | grep -c {grep})\n'
         f'  printf "LZRUN %s %s " "$r" "$e"; tr -d "\\n" < "$d/{INSIDE.summary}"; echo\n'
         "done\n"
     )

@@ -258,6 +258,14 @@ class RunLayout:
     def subdir(self, name: str) -> str:
         return self._at(name)
 
+    @property
+    def results_dir(self) -> str:
+        return self._at(self.OUTCOME_DIRS[0])
+
+    @property
+    def errors_dir(self) -> str:
+        return self._at(self.OUTCOME_DIRS[1])
+
     def make_dirs(self) -> None:
         """Create the run directory (0700) and its sub-directories."""
         parent = self.root.rsplit("/", 1)[0]
