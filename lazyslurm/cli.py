@@ -151,7 +151,11 @@ def _print_failures(run: Run) -> None:
     paths = {key: layout.error(key) for _, _, key in shown}
     records = run.cluster.backend.read_files(list(paths.values()))
     rows = [
-        (f"{aj.id}:{i}", key, _failure_text(records.get(paths[key]), snap.failures.get((aj.id, i))))
+        (
+            f"{aj.id}:{i}",
+            key,
+            _failure_text(records.get(paths[key]), key, snap.failures.get((aj.id, i))),
+        )
         for aj, i, key in shown
     ]
     print(f"failed ({len(failed)}):")
@@ -162,13 +166,15 @@ def _print_failures(run: Run) -> None:
     print(f"see a log with: {PROG} logs {run.id} {shown[0][2]} --stderr")
 
 
-def _failure_text(record: bytes | None, failure: Any) -> str:
+def _failure_text(record: bytes | None, key: str, failure: Any) -> str:
     """``ValueError: message`` from an error record, else the scheduler's view."""
     if record is not None:
         try:
             import cloudpickle
 
-            data = cloudpickle.loads(record)
+            from lazyslurm.store import decode_outcome
+
+            data = cloudpickle.loads(decode_outcome(record, key=key, path=key)[1])
             return f"{data['type_name']}: {_first_line(data['message'])}"
         except Exception:  # a damaged record: fall back on the scheduler's view
             pass

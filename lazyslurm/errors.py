@@ -18,6 +18,7 @@ import functools
 __all__ = [
     "BackendError",
     "ClusterConfigError",
+    "CorruptResultError",
     "DependencyNeverSatisfiedError",
     "ElementCancelledError",
     "ElementFailedError",
@@ -38,6 +39,7 @@ __all__ = [
     "TaskCancelledError",
     "TaskError",
     "UnknownLengthError",
+    "UntrustedStoreError",
     "remote_error",
 ]
 
@@ -82,6 +84,29 @@ class SubmissionError(BackendError):
 
 class SSHHostKeyError(BackendError):
     """The SSH server's host key is unknown or does not match ``known_hosts``."""
+
+
+# --------------------------------------------------------------------------- the store
+
+
+class UntrustedStoreError(LazySlurmError, PermissionError):
+    """A directory or file of the store is not private to this user (another owner,
+    group- or world-writable, or a symlink): lazyslurm refuses to use it.
+    ``path`` names it."""
+
+    def __init__(self, msg: str, *, path: str = "") -> None:
+        super().__init__(msg)
+        self.path = path
+
+
+class CorruptResultError(LazySlurmError, ValueError):
+    """A result or error record failed verification (header, length, checksum, or the
+    key and element that wrote it): it is never unpickled. ``key`` and ``path`` name it."""
+
+    def __init__(self, msg: str, *, key: str = "", path: str = "") -> None:
+        super().__init__(msg)
+        self.key = key
+        self.path = path
 
 
 # --------------------------------------------------------------------------- task outcomes

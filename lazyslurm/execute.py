@@ -48,7 +48,7 @@ from lazyslurm.planning import rules
 from lazyslurm.planning.encode import encode_run, read_manifest
 from lazyslurm.planning.planner import ArrayJob, Plan, make_plan
 from lazyslurm.runner import resolve
-from lazyslurm.store import Ref, RefList, RunLayout
+from lazyslurm.store import Ref, RefList, RunLayout, decode_outcome
 
 __all__ = [
     "EXECUTOR",
@@ -365,7 +365,8 @@ class Run:
             note += f"\n({len(roots) - 1} other task(s) failed too)"
         record = files.get(paths[0])
         if record is not None:
-            data = cloudpickle.loads(record)
+            _, payload = decode_outcome(record, key=key, path=paths[0], run=self.id)
+            data = cloudpickle.loads(payload)
             original = None
             if data["exception"] is not None:
                 try:
@@ -438,7 +439,9 @@ def fetch_outputs(cluster: Cluster, templates: list[Any]) -> tuple[Any, ...]:
             msg = f"results missing from the store for {len(missing)} node(s), e.g. {missing[0]}"
             raise ElementFailedError(msg, key=missing[0])
         for p, k in paths.items():
-            cluster.values[k] = cloudpickle.loads(files[p])
+            run = cluster.computed[k]
+            _, payload = decode_outcome(files[p], key=k, path=p, run=run)
+            cluster.values[k] = cloudpickle.loads(payload)
     return tuple(resolve(t, cluster.values.__getitem__) for t in templates)
 
 

@@ -25,16 +25,20 @@ names that run (``external`` in the spec header).
 
 from __future__ import annotations
 
+import binascii
 import io
 import json
 import os
 import pickle
 import re
+import stat
 import struct
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+from lazyslurm.errors import CorruptResultError, UntrustedStoreError
 
 __all__ = [
     "ElementSpec",
@@ -43,8 +47,12 @@ __all__ = [
     "RefList",
     "RunLayout",
     "atomic_write",
+    "check_private_dir",
+    "decode_outcome",
+    "encode_outcome",
     "read_element",
     "read_pickle",
+    "read_private",
     "write_spec",
 ]
 
@@ -267,19 +275,143 @@ class RunLayout:
         return self._at(self.OUTCOME_DIRS[1])
 
     def make_dirs(self) -> None:
-        """Create the run directory (0700) and its sub-directories."""
+        """Create the run directory (0700) and its sub-directories (0700).
+
+        The directory of runs and the run directory must be private to this user
+        (:func:`check_private_dir`) if they exist: nothing is written into a directory
+        another user could write to.
+        """
         parent = self.root.rsplit("/", 1)[0]
-        os.makedirs(parent, mode=0o700, exist_ok=True)
+        if os.path.lexists(parent):
+            check_private_dir(parent)
+        else:
+            os.makedirs(parent, mode=0o700, exist_ok=True)
+            os.chmod(parent, 0o700)  # makedirs' mode is masked by the umask
         try:
             os.mkdir(self.root, 0o700)
         except FileExistsError:
-            pass
+            check_private_dir(self.root)
         os.chmod(self.root, 0o700)
         for sub in self.SUBDIRS:
+            path = self._at(sub)
             try:
-                os.mkdir(self._at(sub), 0o700)
+                os.mkdir(path, 0o700)
             except FileExistsError:
-                pass
+                check_private_dir(path)
+            os.chmod(path, 0o700)
+
+
+def check_private_dir(path: str | os.PathLike[str]) -> None:
+    """Refuse a store directory that another user could write into: a symlink, one owned
+    by someone else, or one that is group- or world-writable.
+
+    Planting a file there (a forged result, a spec) would make us unpickle or run it.
+    """
+    path = os.fspath(path)
+    st = os.lstat(path)
+    why = ""
+    if stat.S_ISLNK(st.st_mode):
+        why = "is a symbolic link"
+    elif not stat.S_ISDIR(st.st_mode):
+        return  # not a directory at all: creating or writing into it fails on its own
+    elif st.st_uid != os.getuid():
+        why = f"is owned by uid {st.st_uid}, not by you (uid {os.getuid()})"
+    elif st.st_mode & 0o022:
+        why = f"is writable by others (mode {stat.S_IMODE(st.st_mode):o})"
+    if why:
+        msg = (
+            f"store directory {path} {why}: another user could plant results there that "
+            f"lazyslurm would unpickle. Use a private work directory (workdir=... or "
+            f"$LAZYSLURM_WORKDIR), or make this one yours and private: `chmod 700 {path}`"
+        )
+        raise UntrustedStoreError(msg, path=path)
+
+
+def read_private(path: str | os.PathLike[str]) -> bytes:
+    """Read a store file, checked on the open file: a regular file owned by this user,
+    never through a symbolic link (:class:`~lazyslurm.errors.UntrustedStoreError`)."""
+    path = os.fspath(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == 40:  # ELOOP: the last component is a symbolic link
+            msg = f"store file {path} is a symbolic link: refused (not written by lazyslurm)"
+            raise UntrustedStoreError(msg, path=path) from exc
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise IsADirectoryError(21, "not a regular file", path)
+        if st.st_uid != os.getuid():
+            msg = (
+                f"store file {path} is owned by uid {st.st_uid}, not by you (uid "
+                f"{os.getuid()}): refused; use a private work directory"
+            )
+            raise UntrustedStoreError(msg, path=path)
+        chunks = []
+        while True:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------- outcome records
+# results/KEY.pkl and errors/KEY.pkl: a header the client verifies before unpickling
+# (magic, payload length, CRC-32, the node key, and the element that wrote it).
+
+OUTCOME_MAGIC = b"LZOUT1\n"
+_OUTCOME_HEAD = struct.Struct("<QIH")  # payload length, crc32 of the payload, text length
+
+
+def encode_outcome(payload: bytes, *, key: str, writer: str) -> bytes:
+    """A verifiable outcome record around ``payload`` (a pickle).
+
+    >>> data = encode_outcome(b"x", key="f-1", writer="r1/aj0/0")
+    >>> decode_outcome(data, key="f-1", path="p", run="r1")
+    ('r1/aj0/0', b'x')
+    """
+    text = f"{key}\n{writer}".encode()
+    head = _OUTCOME_HEAD.pack(len(payload), binascii.crc32(payload), len(text))
+    return OUTCOME_MAGIC + head + text + payload
+
+
+def decode_outcome(
+    data: bytes, *, key: str, path: str, run: str | None = None
+) -> tuple[str, bytes]:
+    """``(writer, payload)`` of a verified outcome record; else
+    :class:`~lazyslurm.errors.CorruptResultError` naming the key and the path. ``run``
+    (the run directory it was found in) must be the run that wrote it.
+
+    >>> decode_outcome(b"junk", key="f-1", path="r1/results/f-1.pkl")
+    Traceback (most recent call last):
+    ...
+    lazyslurm.errors.CorruptResultError: the outcome record of node f-1 (r1/results/f-1.pkl) ...
+    """
+
+    def bad(why: str) -> CorruptResultError:
+        msg = f"the outcome record of node {key} ({path}) {why}: it was not unpickled"
+        return CorruptResultError(msg, key=key, path=path)
+
+    start = len(OUTCOME_MAGIC) + _OUTCOME_HEAD.size
+    if not data.startswith(OUTCOME_MAGIC):
+        raise bad("has no lazyslurm header")
+    if len(data) < start:
+        raise bad("is truncated")
+    length, crc, tlen = _OUTCOME_HEAD.unpack_from(data, len(OUTCOME_MAGIC))
+    payload = data[start + tlen :]
+    if len(payload) != length:
+        raise bad(f"is truncated ({len(payload)} of {length} bytes)")
+    if binascii.crc32(payload) != crc:
+        raise bad("fails its checksum")
+    rec_key, _, writer = data[start : start + tlen].decode(errors="replace").partition("\n")
+    if rec_key != key:
+        raise bad(f"is the record of node {rec_key}")
+    if run is not None and not writer.startswith(f"{run}/"):
+        raise bad(f"was written by {writer}, not by run {run}")
+    return writer, payload
 
 
 INSIDE = RunLayout("")  # paths relative to the run directory (files staged into it)
@@ -317,8 +449,13 @@ def dumps(obj: Any) -> bytes:
 
 
 def read_pickle(path: str | os.PathLike[str]) -> Any:
-    with open(path, "rb") as fh:
-        return pickle.load(fh)
+    """Unpickle an outcome record (verified first) or another store file we wrote."""
+    path = os.fspath(path)
+    data = read_private(path)
+    if data.startswith(OUTCOME_MAGIC):
+        name = os.path.basename(path)
+        data = decode_outcome(data, key=name[: -len(RunLayout.SUFFIX)], path=path)[1]
+    return pickle.loads(data)
 
 
 # --------------------------------------------------------------------------- spec files
@@ -352,8 +489,13 @@ def write_spec(
 
 
 def read_element(path: str | os.PathLike[str], index: int) -> tuple[dict[str, Any], ElementSpec]:
-    """Read the header and element ``index`` of a spec file."""
-    with open(path, "rb") as fh:
+    """Read the header and element ``index`` of a spec file (ours: checked on the open file)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    if os.fstat(fd).st_uid != os.getuid():
+        os.close(fd)
+        msg = f"spec file {path} is not owned by you: refused"
+        raise UntrustedStoreError(msg, path=os.fspath(path))
+    with os.fdopen(fd, "rb") as fh:
         if fh.read(len(SPEC_MAGIC)) != SPEC_MAGIC:
             msg = f"{path} is not a lazyslurm spec file"
             raise ValueError(msg)

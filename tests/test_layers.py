@@ -18,13 +18,18 @@ import lazyslurm
 from lazyslurm.graph import task
 from lazyslurm.planning.encode import encode_run
 from lazyslurm.planning.planner import make_plan
-from lazyslurm.store import RunLayout, atomic_write
+from lazyslurm.store import RunLayout, atomic_write, encode_outcome
 
 PKG = Path(lazyslurm.__file__).resolve().parent
 REPO = PKG.parent
 HEAVY = ("paramiko", "networkx", "graphviz", "attrs")
-UPPER = ("lazyslurm.planning", "lazyslurm.backends", "lazyslurm.execute", "lazyslurm.cluster",
-         "lazyslurm.draw")
+UPPER = (
+    "lazyslurm.planning",
+    "lazyslurm.backends",
+    "lazyslurm.execute",
+    "lazyslurm.cluster",
+    "lazyslurm.draw",
+)
 
 
 def loaded_after(code: str, **env: str) -> set[str]:
@@ -71,7 +76,8 @@ def test_running_an_element_stays_light(tmp_path: Path, fails: bool) -> None:
     paths.make_dirs()
     for rel, data in encode_run(plan, run_id="r1", outputs=[], by_value=True).items():
         atomic_write(f"{paths.root}/{rel}", data)
-    atomic_write(paths.result(a[0].key), b"\x80\x05K\x03.")  # pickle of 3
+    record = encode_outcome(b"\x80\x05K\x03.", key=a[0].key, writer="r1/aj9/0")  # 3
+    atomic_write(paths.result(a[0].key), record)
     code = (
         "import sys\n"
         "from lazyslurm.runner.__main__ import main\n"
@@ -146,8 +152,14 @@ def test_planning_does_not_import_backends_compute_or_paramiko() -> None:
     if (PKG / "planning" / "sbatch.py").exists():
         code += "import lazyslurm.planning.sbatch\n"
     mods = loaded_after(code)
-    prefixes = ("lazyslurm.backends", "lazyslurm.execute", "lazyslurm.cluster",
-                "lazyslurm.draw", "paramiko", "graphviz")
+    prefixes = (
+        "lazyslurm.backends",
+        "lazyslurm.execute",
+        "lazyslurm.cluster",
+        "lazyslurm.draw",
+        "paramiko",
+        "graphviz",
+    )
     assert offenders(mods, prefixes) == []
 
 

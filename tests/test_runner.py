@@ -25,7 +25,15 @@ from lazyslurm.runner import (
     run_element,
 )
 from lazyslurm.runner.__main__ import main
-from lazyslurm.store import MapItem, Ref, RefList, RunLayout, atomic_write, read_pickle
+from lazyslurm.store import (
+    MapItem,
+    Ref,
+    RefList,
+    RunLayout,
+    atomic_write,
+    encode_outcome,
+    read_pickle,
+)
 
 REPO = Path(lazyslurm.__file__).resolve().parent.parent
 
@@ -123,7 +131,10 @@ def runner(run_dir: Path | str, array_job: str, index: int | None, *extra: str) 
         env["SLURM_ARRAY_TASK_ID"] = str(index)
     return subprocess.run(
         [sys.executable, "-m", "lazyslurm.runner", str(run_dir), array_job, *extra],
-        capture_output=True, text=True, env=env, cwd=Path(run_dir).parent,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=Path(run_dir).parent,
     )
 
 
@@ -207,7 +218,9 @@ def test_results_of_earlier_runs_are_read_from_their_run(tmp_path: Path) -> None
     plan = make_plan([b], done={a.key: "r0"})
     old = RunLayout(tmp_path / "runs" / "r0")
     old.make_dirs()
-    atomic_write(old.result(a.key), cloudpickle.dumps(40))
+    atomic_write(
+        old.result(a.key), encode_outcome(cloudpickle.dumps(40), key=a.key, writer="r0/x/0")
+    )
     paths = write_run(tmp_path / "runs" / "r1", plan)
     assert runner(paths.root, "aj0", 0).returncode == EXIT_OK
     assert result(paths, b) == 45
@@ -279,7 +292,13 @@ def test_resolve_replaces_placeholders_everywhere() -> None:
         "plain",
     ]
     assert resolve(template, values.__getitem__) == [
-        5, 20, 3, ([5, 5], {"x": 5}), {5}, frozenset({5}), "plain",
+        5,
+        20,
+        3,
+        ([5, 5], {"x": 5}),
+        {5},
+        frozenset({5}),
+        "plain",
     ]
 
 

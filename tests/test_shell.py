@@ -29,7 +29,7 @@ from lazyslurm.backends.shell import (
     SSHShell,
     shell_path,
 )
-from lazyslurm.errors import BackendError, SSHHostKeyError
+from lazyslurm.errors import BackendError, SSHHostKeyError, UntrustedStoreError
 
 # strings that break anything left unquoted on its way to a shell
 NASTY = [
@@ -312,10 +312,19 @@ def test_read_files_of_missing_root(shell: Shell, root: str) -> None:
     assert shell.read_files(root, []) == {}
 
 
-def test_read_files_follows_symlinks(shell: Shell, root: str) -> None:
-    """A symlink to a file is read as the file's contents."""
+def test_read_files_never_follows_a_symlink(shell: Shell, root: str) -> None:
+    """A symlink in the store is refused with UntrustedStoreError, never read through."""
     shell.put_files(root, {"target": b"T"}, then=f"ln -s target {shell_path(root + '/link')}")
-    assert shell.read_files(root, ["link"]) == {"link": b"T"}
+    with pytest.raises(UntrustedStoreError, match="link"):
+        shell.read_files(root, ["link"])
+    assert shell.read_files(root, ["target"]) == {"target": b"T"}
+
+
+def test_put_files_refuses_a_directory_others_can_write(shell: Shell, root: str) -> None:
+    """Files are never written into a root (or its parent) that others can write to."""
+    shell.put_files(root, {"a": b"1"}, then=f"chmod 777 {shell_path(root)}")
+    with pytest.raises(UntrustedStoreError, match="chmod 700"):
+        shell.put_files(root, {"b": b"2"})
 
 
 def test_read_many_files_in_one_round_trip(shell: Shell, root: str) -> None:

@@ -75,16 +75,6 @@ def write_run_files(workdir: Path, run_id: str, files: Mapping[str, bytes]) -> R
     return layout
 
 
-def read_local_files(workdir: Path, paths: Sequence[str]) -> dict[str, bytes]:
-    out = {}
-    for rel in paths:
-        try:
-            out[rel] = (workdir / rel).read_bytes()
-        except FileNotFoundError:
-            pass
-    return out
-
-
 Candidate = tuple[int, int | None]  # (array job, element) or (array job, None): all of it
 
 
@@ -351,7 +341,7 @@ class LocalBackend:
             proc.kill()
 
     def read_files(self, paths: Sequence[str]) -> dict[str, bytes]:
-        return read_local_files(self.workdir, paths)
+        return self.shell.read_files(str(self.workdir), paths)
 
     def close(self) -> None:
         self._closed = True
@@ -464,7 +454,7 @@ class SyncBackend:
         return None
 
     def read_files(self, paths: Sequence[str]) -> dict[str, bytes]:
-        return read_local_files(self.workdir, paths)
+        return self.shell.read_files(str(self.workdir), paths)
 
     def close(self) -> None:
         return None

@@ -21,8 +21,11 @@ from lazyslurm.store import (
     RefList,
     RunLayout,
     atomic_write,
+    decode_outcome,
     dumps,
+    encode_outcome,
     read_element,
+    read_private,
 )
 
 __all__ = ["EXIT_OK", "EXIT_TASK_FAILED", "resolve", "run_element"]
@@ -58,15 +61,20 @@ def resolve(obj: Any, load: Any) -> Any:
 
 
 def _loader(paths: RunLayout, external: dict[str, str | None]) -> Any:
+    """``load(key)``: an upstream result, verified before it is unpickled (a corrupt or
+    foreign record raises CorruptResultError naming that input, its key and path)."""
     cache: dict[str, Any] = {}
+    here = paths.root.rsplit("/", 1)[-1]
 
     def load(key: str) -> Any:
         try:
             return cache[key]
         except KeyError:
             pass
-        with open(paths.result(key, run=external.get(key)), "rb") as fh:
-            value = cache[key] = pickle.load(fh)
+        run = external.get(key)
+        path = paths.result(key, run=run)
+        _, payload = decode_outcome(read_private(path), key=key, path=path, run=run or here)
+        value = cache[key] = pickle.loads(payload)
         return value
 
     return load
@@ -88,7 +96,11 @@ def _error_record(exc: BaseException, header: dict[str, Any], key: str) -> bytes
     record = {
         "type_name": type(exc).__qualname__,
         "module": type(exc).__module__,
-        "message": str(exc),
+        "message": (
+            f"the task called sys.exit({exc.code!r}) instead of returning a value"
+            if isinstance(exc, SystemExit)
+            else str(exc)
+        ),
         "traceback": "".join(traceback.format_exception(exc)),
         "task": header.get("task", ""),
         "key": key,
@@ -101,28 +113,51 @@ def _error_record(exc: BaseException, header: dict[str, Any], key: str) -> bytes
     return dumps(record)
 
 
+def _writer(run_dir: str, array_job: str, index: int) -> str:
+    """Who writes an outcome record: run/array job/element, and the Slurm job if any."""
+    env = os.environ
+    slurm = env.get("SLURM_ARRAY_JOB_ID")
+    where = f"@{slurm}_{env.get('SLURM_ARRAY_TASK_ID', '')}" if slurm else ""
+    return f"{run_dir.rsplit('/', 1)[-1]}/{array_job}/{index}{where}"
+
+
+def _load_function(func: Any, task: str) -> Any:
+    """The task's function; a module that cannot be imported here says what to do."""
+    if type(func) is not FunctionRef:
+        return func
+    try:
+        return func.load()
+    except ImportError as exc:
+        msg = (
+            f"task {task!r}: its module {func.module!r} is not importable where the task "
+            f"runs ({type(exc).__name__}: {exc}); install it there, or ship the code with "
+            f"packaging='by-value' (or 'wheel'/'container')"
+        )
+        raise type(exc)(msg) from exc
+
+
 def run_element(run_dir: str, array_job: str, index: int) -> int:
-    """Run one element; write its result or error file. Returns the process exit code."""
+    """Run one element; write its result or error record. Returns the process exit code."""
     paths = RunLayout(run_dir)
     header, (key, args, kwargs) = read_element(paths.spec(array_job), index)
     load = _loader(paths, header.get("external", {}))
-    func = header["func"]
-    if type(func) is FunctionRef:
-        func = func.load()
+    writer = _writer(paths.root, array_job, index)
     attempts = 1 + int(header.get("retries", 0))
     for attempt in range(attempts):
         try:
+            func = _load_function(header["func"], header.get("task", ""))
             fargs, fkwargs = call_args(args, kwargs, load)
             result = func(*fargs, **fkwargs)
             data = dumps(result)
-        except Exception as exc:  # the task's own failure: recorded, re-raised on the client
+        except (Exception, SystemExit) as exc:  # the task's own failure, or sys.exit()
             if attempt + 1 < attempts:
                 print(f"lazyslurm: attempt {attempt + 1} of {key} failed: {exc!r}", file=sys.stderr)
                 continue
             traceback.print_exc()
-            atomic_write(paths.error(key), _error_record(exc, header, key))
+            record = encode_outcome(_error_record(exc, header, key), key=key, writer=writer)
+            atomic_write(paths.error(key), record)
             return EXIT_TASK_FAILED
-        atomic_write(paths.result(key), data)
+        atomic_write(paths.result(key), encode_outcome(data, key=key, writer=writer))
         return EXIT_OK
     return EXIT_TASK_FAILED  # pragma: no cover - the loop always returns
 

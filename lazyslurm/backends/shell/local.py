@@ -17,8 +17,8 @@ from lazyslurm.backends.shell.base import (
     relative,
     validated_files,
 )
-from lazyslurm.errors import BackendError
-from lazyslurm.store import atomic_write
+from lazyslurm.errors import BackendError, UntrustedStoreError
+from lazyslurm.store import atomic_write, check_private_dir, read_private
 
 __all__ = ["LocalShell"]
 
@@ -90,6 +90,9 @@ class LocalShell:
         items = validated_files(files)
         base = Path(os.path.expanduser(check_root(root)))
         self.round_trips += 1
+        for d in (base.parent, base):  # never write into a directory others can write to
+            if os.path.lexists(d):
+                check_private_dir(d)
         try:
             make_private_dirs(base)
             for rel, data in items:
@@ -108,7 +111,9 @@ class LocalShell:
         out = {}
         for name, rel in wanted:
             try:
-                out[name] = (base / rel).read_bytes()
+                out[name] = read_private(base / rel)  # ours, regular, not through a symlink
+            except UntrustedStoreError:
+                raise
             except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError):
                 pass
             except OSError as exc:

@@ -32,7 +32,7 @@ from lazyslurm.backends.shell.base import (
     untar,
     validated_files,
 )
-from lazyslurm.errors import BackendError, SSHHostKeyError
+from lazyslurm.errors import BackendError, SSHHostKeyError, UntrustedStoreError
 
 if TYPE_CHECKING:
     import paramiko
@@ -165,11 +165,21 @@ class SSHShell:
         qroot = shell_path(check_root(root))
         stage = self._upload(tar_gz(items)) if items else None
         fail = f"{self._mark}unpack"
-        lines = ["__lz_err=$( ( umask 077 && mkdir -p -- " + qroot]
+        untrusted = f"{self._mark}untrusted"
+        lines = [
+            # never unpack into a directory another user could write to (root, its parent)
+            f"for __lz_d in \"$(dirname -- {qroot})\" {qroot}; do",
+            '  if [ -L "$__lz_d" ] || { [ -e "$__lz_d" ] && { ! [ -O "$__lz_d" ] || '
+            '[ -n "$(find "$__lz_d" -maxdepth 0 -perm /022)" ]; }; }; then',
+            f"""    printf '%s\\n%s\\n' {untrusted} "$__lz_d" >&2; exit 1""",
+            "  fi",
+            "done",
+            "__lz_err=$( ( umask 077 && mkdir -p -- " + qroot,
+        ]
         if stage is not None:
             qstage = shlex.quote(stage)
-            lines[0] += f" && tar --no-same-owner -xzf {qstage}/files.tar.gz -C {qroot}"
-        lines[0] += " ) 2>&1 ); __lz_rc=$?"
+            lines[-1] += f" && tar --no-same-owner -xzf {qstage}/files.tar.gz -C {qroot}"
+        lines[-1] += " ) 2>&1 ); __lz_rc=$?"
         if stage is not None:
             lines.append(f"rm -rf -- {qstage}")
             # leftovers of uploads whose unpacking never ran (connection lost in between)
@@ -186,6 +196,14 @@ class SSHShell:
             then or "",
         ]
         res = self.run("\n".join(lines))
+        if res.returncode == 1 and res.stderr.startswith(untrusted):
+            path = res.stderr[len(untrusted) :].strip()
+            msg = (
+                f"store directory {path} on {self._where} is a symbolic link, not yours, or "
+                f"writable by others: another user could plant files there. Use a private "
+                f"workdir, or make it yours and private: `chmod 700 {path}`"
+            )
+            raise UntrustedStoreError(msg, path=path)
         if res.returncode == 1 and res.stderr.startswith(fail):
             detail = res.stderr[len(fail) :].strip() or "(no message)"
             msg = f"could not create {root} or unpack files into it on {self._where}: {detail}"
@@ -207,13 +225,23 @@ class SSHShell:
         script = (
             f"cd -- {qroot} 2>/dev/null || exit 0\n"
             "while IFS= read -r -d '' f; do\n"
-            """  [ -f "$f" ] && [ -r "$f" ] && printf './%s\\0' "$f"\n"""
+            # ours, regular and not a symlink (checked here, on the cluster), else named
+            """  if [ -L "$f" ] || { [ -e "$f" ] && ! [ -O "$f" ]; }; then"""
+            """ printf 'LZ-UNTRUSTED %s\\n' "$f" >&2;\n"""
+            """  elif [ -f "$f" ] && [ -r "$f" ]; then printf './%s\\0' "$f"; fi\n"""
             "done |\n"
-            "  tar -chf - --ignore-failed-read --null --no-unquote -T - 2>/dev/null\n"
+            "  tar -cf - --ignore-failed-read --null --no-unquote -T - 2>/dev/null\n"
             "exit 0\n"
         )
         listing = b"".join(rel.encode() + b"\0" for rel in wanted)
         _, out, err = self._exec(script, listing, None)
+        refused = [ln[13:] for ln in decode(err).splitlines() if ln.startswith("LZ-UNTRUSTED ")]
+        if refused:
+            msg = (
+                f"store file {refused[0]} under {root} on {self._where} is a symbolic link or "
+                f"not yours: refused (use a private workdir)"
+            )
+            raise UntrustedStoreError(msg, path=refused[0])
         if not out:
             return {}
         try:
