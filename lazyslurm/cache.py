@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from lazyslurm.errors import BackendError, ClusterConfigError
+from lazyslurm.errors import BackendError, ClusterConfigError, UntrustedStoreError
 from lazyslurm.store import INSIDE, RunLayout
 
 if TYPE_CHECKING:
@@ -50,27 +50,66 @@ class RunSummary:
         return f"{self.id}  {when}  {self.state:<10} {self.done}/{self.tasks} done{label}"
 
 
+def _guarded(workdir: str, body: str) -> str:
+    """A script that runs ``body`` in ``WORKDIR/runs`` only if that directory is private to
+    this user (else prints ``LZ-UNTRUSTED``), after printing ``LZ-BAD RUN`` for each entry
+    there that is a symlink, not ours, or writable by others (callers skip those)."""
+    runs = shlex.quote(RunLayout.runs_dir(workdir))
+    return (
+        f"runs={runs}\n"
+        '[ -e "$runs" ] || [ -L "$runs" ] || exit 0\n'
+        'if [ -L "$runs" ] || ! [ -O "$runs" ] || '
+        '[ -n "$(find "$runs" -maxdepth 0 -perm /022)" ]; then\n'
+        '  echo "LZ-UNTRUSTED $runs"; exit 0\nfi\n'
+        'cd -- "$runs" || exit 0\n'
+        "me=$(id -u)\n"
+        "find . -mindepth 1 -maxdepth 1 \\( -type l -o ! -user \"$me\" -o -perm /022 \\) "
+        "-printf 'LZ-BAD %f\\n'\n" + body
+    )
+
+
+def _run_guarded(shell: Shell, workdir: str, body: str, what: str) -> tuple[set[str], list[str]]:
+    """Run :func:`_guarded`; return the run ids to skip and the other output lines."""
+    res = shell.run(_guarded(workdir, body))
+    if res.returncode != 0:
+        msg = f"cannot {what} in {workdir}: {res.stderr.strip()}"
+        raise BackendError(msg)
+    bad: set[str] = set()
+    lines = []
+    for line in res.stdout.splitlines():
+        if line.startswith("LZ-UNTRUSTED "):
+            path = line[13:]
+            msg = (
+                f"the directory of runs {path} is a symbolic link, not yours, or writable by "
+                f"others: another user could plant results there. Use a private workdir, or "
+                f"make it yours and private: `chmod 700 {path}`"
+            )
+            raise UntrustedStoreError(msg, path=path)
+        if line.startswith("LZ-BAD "):
+            bad.add(line[7:])
+        else:
+            lines.append(line)
+    return bad, lines
+
+
 def list_runs(shell: Shell, workdir: str) -> list[RunSummary]:
     """Every run under ``workdir/runs``, newest first, in one command."""
-    q = shlex.quote
-    grep = q(RunLayout.OUTCOME_GREP)
-    script = (
-        f"cd {q(RunLayout.runs_dir(workdir))} 2>/dev/null || exit 0\n"
+    grep = shlex.quote(RunLayout.OUTCOME_GREP)
+    body = (
         f'for d in */; do d=${{d%/}}; [ -f "$d/{INSIDE.summary}" ] || continue\n'
         f'  r=$(ls -f "$d/{INSIDE.results_dir}" 2>/dev/null | grep -c {grep})\n'
         f'  e=$(ls -f "$d/{INSIDE.errors_dir}" 2>/dev/null | grep -c {grep})\n'
-        f'  printf "LZRUN %s %s " "$r" "$e"; tr -d "\\n" < "$d/{INSIDE.summary}"; echo\n'
+        f'  printf "LZRUN %s %s %s " "$d" "$r" "$e"; tr -d "\\n" < "$d/{INSIDE.summary}"; echo\n'
         "done\n"
     )
-    res = shell.run(script)
-    if res.returncode != 0:
-        msg = f"cannot list runs in {workdir}: {res.stderr.strip()}"
-        raise BackendError(msg)
+    bad, lines = _run_guarded(shell, workdir, body, "list runs")
     out = []
-    for line in res.stdout.splitlines():
+    for line in lines:
         if not line.startswith("LZRUN "):
             continue
-        _, r, e, data = line.split(" ", 3)
+        _, d, r, e, data = line.split(" ", 4)
+        if d in bad:
+            continue
         try:
             info = json.loads(data)
         except ValueError:
@@ -93,19 +132,24 @@ def list_runs(shell: Shell, workdir: str) -> list[RunSummary]:
 
 
 def lookup(cluster: Cluster, keys: Iterable[str]) -> dict[str, str]:
-    """Which of ``keys`` already have a result in the cluster's store: key -> run id."""
+    """Which of ``keys`` already have a result in the cluster's store: key -> run id.
+
+    Only runs private to this user count (a result planted in a shared work directory is
+    never found), and each result is verified again when it is read.
+    """
     wanted = set(keys)
     if not wanted:
         return {}
     backend = cluster.backend
-    res = backend.shell.run(
-        f"cd {shlex.quote(RunLayout.runs_dir(backend.workdir))} 2>/dev/null || exit 0\n"
-        f"find . -mindepth 3 -maxdepth 3 -path {shlex.quote(RunLayout.RESULTS_FIND)} -print"
+    body = (
+        f"find . -mindepth 3 -maxdepth 3 -path {shlex.quote(RunLayout.RESULTS_FIND)} "
+        '-type f -user "$me" -print\n'
     )
+    bad, lines = _run_guarded(backend.shell, str(backend.workdir), body, "look up results")
     found: dict[str, str] = {}
-    for line in res.stdout.splitlines():
+    for line in lines:
         m = RunLayout.RESULT_PATH.match(line.strip())
-        if m and m.group(2) in wanted:
+        if m and m.group(2) in wanted and m.group(1) not in bad:
             found.setdefault(m.group(2), m.group(1))
     return found
 
@@ -129,24 +173,34 @@ def parse_age(value: Any) -> float:
     raise ClusterConfigError(msg)
 
 
-def clear(cluster: Cluster | None = None, older_than: Any = 0) -> list[str]:
+def clear(
+    cluster: Cluster | None = None, older_than: Any = 0, *, dry_run: bool = False
+) -> list[str]:
     """Delete runs (and so their cached results) older than ``older_than``; returns their ids.
 
-    Age is taken from the run directory's modification time.
+    Only directories that are runs are touched: named like a run id, holding a run
+    manifest, owned by this user and not symlinks; a directory of runs that is a symlink
+    or not private is refused. Age is taken from the run directory's modification time.
+    ``dry_run`` deletes nothing and returns what would be deleted.
     """
     from lazyslurm.cluster import resolve_cluster
 
     cl = resolve_cluster(cluster)
     cutoff = time.time() - parse_age(older_than)
     backend = cl.backend
-    res = backend.shell.run(
-        f"cd {shlex.quote(RunLayout.runs_dir(backend.workdir))} 2>/dev/null || exit 0\n"
-        f"find . -mindepth 1 -maxdepth 1 -type d ! -newermt @{cutoff:.3f} -print | "
-        'while read -r d; do rm -rf -- "$d" && echo "${d#./}"; done'
+    act = 'echo "$d"' if dry_run else 'rm -rf -- "./$d" && echo "$d"'
+    name = shlex.quote(RunLayout.RUN_ID_GLOB)
+    body = (
+        f"find . -mindepth 1 -maxdepth 1 -type d -user \"$me\" -name {name} "
+        f"! -newermt @{cutoff:.3f} -printf '%f\\n' | while read -r d; do\n"
+        f'  if [ -f "$d/{INSIDE.manifest}" ] && ! [ -L "$d/{INSIDE.manifest}" ]; then {act}; fi\n'
+        "done\n"
     )
-    removed = [line for line in res.stdout.splitlines() if line]
-    for key, run in list(cl.computed.items()):
-        if run in removed:
-            del cl.computed[key]
-            cl.values.pop(key, None)
+    bad, lines = _run_guarded(backend.shell, str(backend.workdir), body, "clean runs")
+    removed = [line for line in lines if line and line not in bad]
+    if not dry_run:
+        for key, run in list(cl.computed.items()):
+            if run in removed:
+                del cl.computed[key]
+                cl.values.pop(key, None)
     return removed

@@ -7,7 +7,7 @@
     lazyslurm logs RUN NODE [--stderr] [--tail N]
     lazyslurm cancel RUN
     lazyslurm viz RUN -o run.svg [--level tasks|jobs]
-    lazyslurm clean --older-than 7d
+    lazyslurm clean --older-than 7d [--dry-run]
 
 Every command takes ``--cluster PROFILE`` (default: ``$LAZYSLURM_PROFILE``, else the
 embedded local cluster and its work directory, ``$LAZYSLURM_WORKDIR`` or ``~/.lazyslurm``).
@@ -268,12 +268,13 @@ def cmd_viz(args: argparse.Namespace, cluster: Cluster) -> int:
 def cmd_clean(args: argparse.Namespace, cluster: Cluster) -> int:
     from lazyslurm.cache import clear
 
-    removed = clear(cluster, older_than=args.older_than)
+    removed = clear(cluster, older_than=args.older_than, dry_run=args.dry_run)
     where = cluster.backend.workdir
     if not removed:
         print(f"no runs older than {args.older_than} in {where}")
         return EXIT_OK
-    print(f"removed {len(removed)} run(s) older than {args.older_than} from {where}:")
+    verb = "would remove" if args.dry_run else "removed"
+    print(f"{verb} {len(removed)} run(s) older than {args.older_than} from {where}:")
     for run_id in sorted(removed):
         print(f"  {run_id}")
     return EXIT_OK
@@ -373,6 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=_age,
         required=True,
         help="for example 30m, 12h, 7d or 2w (0s: every run)",
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="list the runs that would be removed; remove none"
     )
     return parser
 

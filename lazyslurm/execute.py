@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
@@ -79,10 +78,6 @@ def _emit(callbacks: Sequence[Any], event: str, *args: Any) -> None:
         fn = getattr(cb, event, None)
         if fn is not None:
             fn(*args)
-
-
-def new_run_id() -> str:
-    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
 
 
 def plan(*exprs: Any, cluster: Cluster | None = None, cache: bool | None = None) -> Plan:
@@ -483,7 +478,7 @@ def submit(
     cl.computed.update(found)
     if not p.array_jobs:
         return Run(cl, None, templates, callbacks, plan=p)
-    run_id = new_run_id()
+    run_id = RunLayout.new_run_id()
     files = encode_run(
         p,
         run_id=run_id,

@@ -180,6 +180,8 @@ class RunLayout:
     OUTCOME_GREP = "[.]pkl$"
     RESULTS_FIND = "./*/results/*.pkl"  # from WORKDIR/runs: every result of every run
     RESULT_PATH = re.compile(r"^\./([^/]+)/results/([^/]+)\.pkl$")
+    RUN_ID = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$")  # see new_run_id
+    RUN_ID_GLOB = "[0-9]" * 8 + "-" + "[0-9]" * 6 + "-" + "[0-9a-f]" * 6  # find -name
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = os.fspath(root)
@@ -189,6 +191,14 @@ class RunLayout:
         """The run ``run_id`` under ``workdir`` (relative to the work directory if empty)."""
         base = os.fspath(workdir)
         return cls(f"{base}/{cls.RUNS}/{run_id}" if base else f"{cls.RUNS}/{run_id}")
+
+    @staticmethod
+    def new_run_id() -> str:
+        """A new run id: ``YYYYmmdd-HHMMSS-xxxxxx`` (time, then 24 random bits)."""
+        import secrets
+        import time
+
+        return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
 
     @classmethod
     def runs_dir(cls, workdir: str | os.PathLike[str]) -> str:

@@ -131,3 +131,79 @@ def test_clear_keeps_runs_younger_than_the_age(tmp_path):
         compute(pp.stage1_preprocess("x"))
     assert lazyslurm.cache.clear(c, older_than="30s") == []
     assert len(lazyslurm.runs(c)) == 1
+
+
+# --------------------------------------------------------------------------- trust
+
+
+OTHER_UID = 65534  # nobody: "another user" (chown needs root)
+needs_root = pytest.mark.skipif(
+    __import__("os").geteuid() != 0, reason="planting files as another user needs root"
+)
+
+
+@needs_root
+def test_a_result_planted_by_another_user_is_never_found(tmp_path):
+    """In a shared work directory, another user's run directory is skipped by the cache,
+    and a group-writable directory of runs is refused with the chmod fix."""
+    import os
+
+    from lazyslurm.store import RunLayout, encode_outcome
+
+    with session(tmp_path):
+        compute(pp.select_best_model(pp.train_model.map(pp.sweep_configs()[:2])))
+    victim = pp.train_model(lr=0.5, batch_size=1, epochs=1, seed=1)
+    evil = RunLayout.of("20991231-000000-abcdef", tmp_path / "store")
+    os.makedirs(evil.results_dir)
+    payload = b"cos\nsystem\n(S'touch PWNED'\ntR."  # runs a command when unpickled
+    with open(evil.result(victim.key), "wb") as fh:
+        fh.write(encode_outcome(payload, key=victim.key, writer="20991231-000000-abcdef/a/0"))
+    for path in (evil.root, evil.results_dir, evil.result(victim.key)):
+        os.chown(path, OTHER_UID, OTHER_UID)
+    with session(tmp_path, cache=True):
+        p = plan(victim)
+        assert len(p.array_jobs) == 1 and not p.cached  # the planted result is not used
+        assert "20991231-000000-abcdef" not in [r.id for r in lazyslurm.runs()]
+    os.chmod(tmp_path / "store" / "runs", 0o777)
+    with session(tmp_path, cache=True):
+        with pytest.raises(lazyslurm.errors.UntrustedStoreError, match="chmod 700"):
+            plan(victim)
+        with pytest.raises(PermissionError):  # UntrustedStoreError is a PermissionError
+            compute(victim)
+    assert not os.path.exists("PWNED")
+
+
+def test_clean_deletes_only_runs(tmp_path):
+    """clean removes run directories only: not notes, not look-alikes without a manifest;
+    --dry-run removes nothing and says what it would remove."""
+    import os
+
+    with session(tmp_path):
+        compute(pp.pipeline_graph())
+    runs = tmp_path / "store" / "runs"
+    (runs / "my-experiment-notes").mkdir()
+    (runs / "my-experiment-notes" / "keep.txt").write_text("data")
+    (runs / "20200101-000000-aaaaaa").mkdir()  # named like a run, but no manifest
+    real = [d for d in os.listdir(runs) if d.startswith("2026") or d.startswith("2027")]
+    assert len(real) == 1
+    with session(tmp_path) as c:
+        assert lazyslurm.cache.clear(c, dry_run=True) == real
+        assert sorted(os.listdir(runs)) == sorted([*real, "my-experiment-notes",
+                                                   "20200101-000000-aaaaaa"])  # fmt: skip
+        assert lazyslurm.cache.clear(c) == real
+    assert sorted(os.listdir(runs)) == ["20200101-000000-aaaaaa", "my-experiment-notes"]
+
+
+def test_clean_refuses_a_symlinked_directory_of_runs(tmp_path):
+    """A directory of runs that is a symlink is refused; what it points to is untouched."""
+    import os
+
+    elsewhere = tmp_path / "elsewhere"
+    with Cluster("local", workdir=elsewhere, max_workers=1):
+        compute(pp.pipeline_graph())
+    (tmp_path / "store").mkdir()
+    os.symlink(elsewhere / "runs", tmp_path / "store" / "runs")
+    with session(tmp_path) as c:
+        with pytest.raises(lazyslurm.errors.UntrustedStoreError, match="symbolic link"):
+            lazyslurm.cache.clear(c)
+    assert len(os.listdir(elsewhere / "runs")) == 1

@@ -322,3 +322,62 @@ def test_call_args_without_map_item_resolves_templates() -> None:
     """Ordinary arguments are resolved as templates, positional and keyword alike."""
     load = {"a": 1, "b": 2}.__getitem__
     assert call_args((Ref("a"), [Ref("b")]), {"k": Ref("a")}, load) == ((1, [2]), {"k": 1})
+
+
+# --------------------------------------------------------------------------- what it is
+
+
+@task
+def exits(code: int) -> int:
+    sys.exit(code)
+
+
+@pytest.mark.parametrize("code", [0, 3])
+def test_sys_exit_in_a_task_is_reported_as_what_it_is(tmp_path: Path, code: int) -> None:
+    """A task that calls sys.exit(N) fails with an error record saying so (not a lost result)."""
+    job = exits(code)
+    paths = write_run(tmp_path / "r1", make_plan([job]))
+    assert runner(paths.root, "aj0", 0).returncode == EXIT_TASK_FAILED
+    record = read_pickle(paths.error(job.key))
+    assert record["type_name"] == "SystemExit"
+    assert (
+        f"called sys.exit({code})" in record["message"]
+        and "instead of returning" in record["message"]
+    )
+
+
+def test_a_module_missing_on_the_cluster_is_named_with_the_fix(tmp_path: Path) -> None:
+    """A function whose module cannot be imported where it runs: the error names the module
+    and the packaging that ships it."""
+    import pickle
+
+    from lazyslurm.store import FunctionRef, encode_spec, read_element
+
+    job = add(1, 2)
+    paths = write_run(tmp_path / "r1", make_plan([job]))
+    header, element = read_element(paths.spec("aj0"), 0)
+    header["func"] = FunctionRef("only_on_the_client_mod", "add")
+    atomic_write(paths.spec("aj0"), encode_spec(header, [pickle.dumps(element, protocol=5)]))
+    assert runner(paths.root, "aj0", 0).returncode == EXIT_TASK_FAILED
+    record = read_pickle(paths.error(job.key))
+    assert record["type_name"] == "ModuleNotFoundError"
+    assert "'only_on_the_client_mod' is not importable" in record["message"]
+    assert "packaging='by-value'" in record["message"]
+
+
+def test_a_truncated_upstream_result_is_named_not_blamed_on_the_consumer(tmp_path: Path) -> None:
+    """A corrupt input fails its consumer with CorruptResultError naming that input's key
+    and path."""
+    a = add(1, 1)
+    b = add(a, 5)
+    plan = make_plan([b], done={a.key: "r0"})
+    old = RunLayout(tmp_path / "runs" / "r0")
+    old.make_dirs()
+    good = encode_outcome(cloudpickle.dumps(40), key=a.key, writer="r0/x/0")
+    atomic_write(old.result(a.key), good[:-2])
+    paths = write_run(tmp_path / "runs" / "r1", plan)
+    assert runner(paths.root, "aj0", 0).returncode == EXIT_TASK_FAILED
+    record = read_pickle(paths.error(b.key))
+    assert record["type_name"] == "CorruptResultError"
+    assert a.key in record["message"] and old.result(a.key) in record["message"]
+    assert "truncated" in record["message"]

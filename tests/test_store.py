@@ -193,3 +193,69 @@ def test_empty_spec_has_no_elements(tmp_path: Path) -> None:
     path.write_bytes(encode_spec({"task": "t"}, []))
     with pytest.raises(IndexError):
         read_element(path, 0)
+
+
+# --------------------------------------------------------------------------- trust
+
+
+def test_outcome_records_are_verified_before_unpickling() -> None:
+    """Garbage, truncation, a flipped byte, another node's record or another run's writer
+    each raise CorruptResultError naming the key and the path."""
+    from lazyslurm.errors import CorruptResultError
+    from lazyslurm.store import decode_outcome, encode_outcome
+
+    good = encode_outcome(pickle.dumps([1, 2]), key="f-1", writer="r1/aj0/3@77_3")
+    assert decode_outcome(good, key="f-1", path="p", run="r1") == (
+        "r1/aj0/3@77_3",
+        pickle.dumps([1, 2]),
+    )
+    flipped = good[:-2] + bytes([good[-2] ^ 1]) + good[-1:]
+    for data, words in [
+        (b"\x80\x05K\x03.", "no lazyslurm header"),
+        (good[:-3], "truncated"),
+        (flipped, "checksum"),
+    ]:
+        with pytest.raises(CorruptResultError, match=words) as err:
+            decode_outcome(data, key="f-1", path="/w/runs/r1/results/f-1.pkl")
+        assert err.value.key == "f-1" and "/w/runs/r1/results/f-1.pkl" in str(err.value)
+    with pytest.raises(CorruptResultError, match="record of node g-2"):
+        decode_outcome(good, key="g-2", path="p")
+    with pytest.raises(CorruptResultError, match="not by run r2"):
+        decode_outcome(good, key="f-1", path="p", run="r2")
+
+
+def test_store_files_are_read_only_when_ours_and_never_through_symlinks(tmp_path: Path) -> None:
+    """read_private refuses a symlink (checked on open, O_NOFOLLOW) and reads our files."""
+    from lazyslurm.errors import UntrustedStoreError
+    from lazyslurm.store import read_private
+
+    (tmp_path / "f").write_bytes(b"mine")
+    os.symlink(tmp_path / "f", tmp_path / "link")
+    assert read_private(tmp_path / "f") == b"mine"
+    with pytest.raises(UntrustedStoreError, match="symbolic link"):
+        read_private(tmp_path / "link")
+
+
+def test_a_store_directory_others_can_write_is_refused(tmp_path: Path) -> None:
+    """make_dirs refuses a directory of runs that is writable by others, or a symlink."""
+    from lazyslurm.errors import UntrustedStoreError
+
+    runs = tmp_path / "w" / "runs"
+    runs.mkdir(parents=True)
+    os.chmod(runs, 0o777)
+    with pytest.raises(UntrustedStoreError, match=f"chmod 700 {runs}"):
+        RunLayout.of("r1", tmp_path / "w").make_dirs()
+    os.chmod(runs, 0o700)
+    os.symlink(runs, tmp_path / "w2")
+    with pytest.raises(UntrustedStoreError, match="symbolic link"):
+        RunLayout(tmp_path / "w2" / "r1").make_dirs()
+    RunLayout.of("r1", tmp_path / "w").make_dirs()  # private: fine
+
+
+def test_make_dirs_corrects_the_modes_of_our_own_directories(tmp_path: Path) -> None:
+    """Sub-directories of a run that exist with loose modes are made 0700 again."""
+    lay = RunLayout.of("r1", tmp_path)
+    lay.make_dirs()
+    os.chmod(lay.results_dir, 0o755)
+    lay.make_dirs()
+    assert stat.S_IMODE(os.stat(lay.results_dir).st_mode) == 0o700
