@@ -1,8 +1,10 @@
 """``Cluster``: where graphs run, and the session memory of what already ran there.
 
 ``with cluster:`` makes a cluster active for the current context (a ``contextvars``
-variable, so threads and asyncio tasks each see their own). Without one, ``compute`` uses a
-process-wide embedded local cluster, created on first use.
+variable, so threads and asyncio tasks that enter their own each see their own). A thread
+started inside ``with cluster:`` (threads do not inherit context variables) uses the
+cluster whose block was entered last and is still open, never silently the local default.
+Without any, ``compute`` uses a process-wide embedded local cluster, created on first use.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ __all__ = ["Cluster", "current_cluster"]
 _ACTIVE: contextvars.ContextVar[Cluster | None] = contextvars.ContextVar(
     "lazyslurm_active_cluster", default=None
 )
+# clusters inside an open ``with`` block, in any thread: a thread started inside
+# ``with cluster:`` (new threads do not inherit context variables) uses the latest
+_OPEN: list[Cluster] = []
 
 
 class Cluster:
@@ -147,10 +152,15 @@ class Cluster:
 
     def __enter__(self) -> Cluster:
         self._tokens.append(_ACTIVE.set(self))
+        _OPEN.append(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
         _ACTIVE.reset(self._tokens.pop())
+        for i in range(len(_OPEN) - 1, -1, -1):  # this block's entry (blocks may interleave)
+            if _OPEN[i] is self:
+                del _OPEN[i]
+                break
         if not self._tokens:
             self.close()
 
@@ -160,8 +170,12 @@ class Cluster:
 
 
 def current_cluster() -> Cluster | None:
-    """The cluster made active by ``with cluster:`` in this context, if any."""
-    return _ACTIVE.get()
+    """The cluster made active by ``with cluster:`` in this context; in a thread with none
+    of its own, the one whose ``with`` block was entered last and is still open."""
+    active = _ACTIVE.get()
+    if active is None and _OPEN:
+        return _OPEN[-1]
+    return active
 
 
 @functools.cache
@@ -174,4 +188,4 @@ def default_cluster() -> Cluster:
 
 
 def resolve_cluster(cluster: Cluster | None) -> Cluster:
-    return cluster or _ACTIVE.get() or default_cluster()
+    return cluster or current_cluster() or default_cluster()

@@ -25,6 +25,7 @@ __all__ = [
     "ElementOutOfMemoryError",
     "ElementTimeoutError",
     "GraphvizNotFoundError",
+    "InvalidArgumentError",
     "InvalidOptionError",
     "JobCancelledError",
     "JobFailedError",
@@ -61,6 +62,11 @@ class OptionTypeError(LazySlurmError, TypeError):
 
 class UnknownLengthError(LazySlurmError, TypeError):
     """Iterating, mapping over or taking ``len()`` of a lazy value of unknown length."""
+
+
+class InvalidArgumentError(LazySlurmError, ValueError):
+    """A task argument cannot be used: an open file (pass its path), or a container that
+    contains itself."""
 
 
 class SerializationError(LazySlurmError, TypeError):

@@ -73,6 +73,9 @@ def _read_toml(path: Path) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         msg = f"{path}: invalid TOML: {exc}"
         raise ClusterConfigError(msg) from exc
+    except UnicodeDecodeError as exc:  # a binary file, or another encoding
+        msg = f"{path}: invalid TOML: not UTF-8 text ({exc.reason} at byte {exc.start})"
+        raise ClusterConfigError(msg) from exc
     except OSError as exc:
         msg = f"{path}: cannot read: {exc.strerror or exc}"
         raise ClusterConfigError(msg) from exc

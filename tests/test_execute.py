@@ -488,3 +488,28 @@ def test_cancel_while_a_worker_is_starting(tmp_path):
         local._Worker = real
         release.set()
         backend.close()
+
+
+def test_a_thread_started_inside_with_cluster_uses_that_cluster(tmp_path):
+    """Threads do not inherit context variables: they still compute on the open cluster,
+    not silently on the local default; a thread's own `with` wins."""
+    from examples import parallelization_patterns as pp
+    from lazyslurm.cluster import current_cluster
+
+    outer = Cluster("sync", workdir=tmp_path / "a")
+    own = Cluster("sync", workdir=tmp_path / "b")
+    seen = {}
+
+    def work():
+        seen["compute"] = pp.stage1_preprocess("t").compute()
+        seen["cluster"] = current_cluster()
+        with own:
+            seen["own"] = current_cluster()
+
+    with outer:
+        t = threading.Thread(target=work)
+        t.start()
+        t.join()
+    assert seen == {"compute": "preprocessed_t", "cluster": outer, "own": own}
+    assert pp.stage1_preprocess("t").key in outer.computed
+    assert current_cluster() is None

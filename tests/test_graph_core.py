@@ -459,3 +459,33 @@ def test_function_token_of_callables_without_code() -> None:
     """Builtins and callable objects get a token too (stable for the same object)."""
     assert function_token(len) == function_token(len) != function_token(abs)
     assert task(len)([1]).key == task(len)([1]).key
+
+
+def test_an_open_file_argument_is_refused_with_the_fix(tmp_path) -> None:
+    """An open file is not shipped as a silent snapshot: refused, saying to pass a path."""
+    from lazyslurm.errors import InvalidArgumentError
+
+    @task
+    def count(fh):
+        return len(fh.read())
+
+    path = tmp_path / "data.txt"
+    path.write_text("abc")
+    with open(path) as fh, pytest.raises(InvalidArgumentError, match="pass its path"):
+        count(fh)
+    with open(path, "rb") as fh, pytest.raises(ValueError, match="open file"):
+        count.map([fh])
+
+
+def test_a_recursive_argument_names_the_argument() -> None:
+    """A list that contains itself gets a clear error naming it, not a RecursionError."""
+    from lazyslurm.errors import InvalidArgumentError
+
+    @task
+    def f(a, b=None):
+        return a
+
+    loop: list = [1]
+    loop.append(loop)
+    with pytest.raises(InvalidArgumentError, match="argument 'b' of task 'f' contains itself"):
+        f(1, b=loop)

@@ -381,3 +381,12 @@ def test_profile_keys_follow_the_backend_options():
     for module, backend in ((ssh, "ssh"), (slurm, "slurm"), (local, "local")):
         for opt in module.OPTIONS:
             assert OPTIONS[opt.name] is opt and backend in opt.backends
+
+
+def test_a_binary_profile_file_is_a_one_line_error(project):
+    """A file that is not UTF-8 text is invalid TOML, named, not a traceback."""
+    path = project / "lazyslurm.toml"
+    path.write_bytes(b"\xff\xfe\x00binary\x80")
+    with pytest.raises(ClusterConfigError, match="not UTF-8") as err:
+        Cluster.from_profile("p")
+    assert str(path) in str(err.value)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import hashlib
+import io
 import operator
 import pickle
 import re
@@ -32,7 +33,7 @@ from typing import Any, Generic, TypeVar, overload
 
 import cloudpickle
 
-from lazyslurm.errors import OptionTypeError, UnknownLengthError
+from lazyslurm.errors import InvalidArgumentError, OptionTypeError, UnknownLengthError
 from lazyslurm.graph.resources import Resources
 from lazyslurm.registry import executor
 from lazyslurm.store import MapItem, Ref, RefList
@@ -155,6 +156,13 @@ def _lift(obj: Any, deps: list[Job], parts: list[str]) -> Any:
     if isinstance(obj, (Task, JobArray, Job, JobView)):
         msg = f"cannot use {obj!r} as an argument here"
         raise TypeError(msg)
+    if isinstance(obj, io.IOBase):  # its contents would be shipped as a snapshot, silently
+        name = getattr(obj, "name", None)
+        msg = (
+            f"an open file ({type(obj).__name__}{f' {name!r}' if name else ''}) cannot be a "
+            f"task argument: pass its path and open it inside the task"
+        )
+        raise InvalidArgumentError(msg)
     parts.append(_opaque_token(obj))
     return obj
 
@@ -317,12 +325,15 @@ class Task(Generic[R]):
     def __call__(self, *args: Any, nout: int | None = None, **kwargs: Any) -> Job:
         deps: list[Job] = []
         parts: list[str] = []
-        targs = tuple(_lift_all(args, deps, parts)) if args else ()
-        if kwargs:
-            parts.append("|")
-            tkwargs = _lift_kwargs(kwargs, deps, parts)
-        else:
-            tkwargs = {}
+        try:
+            targs = tuple(_lift_all(args, deps, parts)) if args else ()
+            if kwargs:
+                parts.append("|")
+                tkwargs = _lift_kwargs(kwargs, deps, parts)
+            else:
+                tkwargs = {}
+        except RecursionError:
+            raise _recursive_argument(self._name, args, kwargs) from None
         if nout is not None and (isinstance(nout, bool) or not isinstance(nout, int) or nout < 0):
             msg = f"nout must be a non-negative int, got {nout!r}"
             raise OptionTypeError(msg)
@@ -348,7 +359,7 @@ class Task(Generic[R]):
         jobs = []
         name, base, pure, after = self._name, self._hbase, self._pure, self._after
         after_token = self._after_token
-        with gc_paused():  # nothing here is cyclic garbage: collect once, at the end
+        with gc_paused(), _naming_recursion(self._name):  # no cyclic garbage made here
             for item in items.jobs if isinstance(items, JobArray) else items:
                 t = type(item)
                 if t is Job or t is JobView:
@@ -372,6 +383,32 @@ class Task(Generic[R]):
                 key = _key_from(name, base, parts, pure, after_token)
                 jobs.append(_new_job(key, self, targs, tkwargs, _unique(deps), after, None))
         return JobArray(tuple(jobs))
+
+
+@contextlib.contextmanager
+def _naming_recursion(task: str) -> Iterator[None]:
+    """A map item that contains itself: a clear error instead of a RecursionError."""
+    try:
+        yield
+    except RecursionError:
+        msg = f"a map item of task {task!r} contains itself (or is nested too deeply to walk)"
+        raise InvalidArgumentError(msg) from None
+
+
+def _recursive_argument(task: str, args: Any, kwargs: dict[str, Any]) -> InvalidArgumentError:
+    """The error for an argument lazyslurm cannot walk: name which one."""
+    which = "an argument"
+    for label, value in [*enumerate(args), *kwargs.items()]:
+        try:
+            _lift(value, [], [])
+        except RecursionError:
+            which = f"argument {label!r}" if isinstance(label, str) else f"argument {label}"
+            break
+    msg = (
+        f"{which} of task {task!r} contains itself (or is nested too deeply to walk): "
+        f"lazyslurm cannot find the jobs in it; pass a structure without cycles"
+    )
+    return InvalidArgumentError(msg)
 
 
 def _lift_kwargs(kwargs: dict[str, Any], deps: list[Job], parts: list[str]) -> dict[str, Any]:
