@@ -489,3 +489,17 @@ def test_a_recursive_argument_names_the_argument() -> None:
     loop.append(loop)
     with pytest.raises(InvalidArgumentError, match="argument 'b' of task 'f' contains itself"):
         f(1, b=loop)
+
+
+def test_long_string_and_bytes_arguments_are_hashed_into_keys() -> None:
+    """A large str/bytes argument enters the key as a digest (not a 4x repr), still
+    telling values apart; short ones keep their plain form."""
+
+    @task
+    def f(x):
+        return x
+
+    big = b"\x00" * 100_000
+    assert f(big).key == f(bytes(big)).key != f(big + b"1").key
+    assert f("a" * 5000).key != f("a" * 5001).key
+    assert f("short").key == f("short").key != f("shorT").key

@@ -42,6 +42,13 @@ __all__ = ["Job", "JobArray", "JobView", "Task", "task"]
 
 R = TypeVar("R")
 _ATOMS = frozenset({str, int, float, bool, type(None), bytes, complex})
+_LONG = frozenset({str, bytes})  # long ones are hashed into keys, not repr'd (4x their size)
+_LONG_AT = 4096
+
+
+def _long_token(value: str | bytes) -> str:
+    data = value.encode("utf-8", "surrogatepass") if isinstance(value, str) else value
+    return f"{type(value).__name__}#{len(data)}#{hashlib.sha1(data).hexdigest()}"
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_]+")
 
 
@@ -112,7 +119,7 @@ def _lift(obj: Any, deps: list[Job], parts: list[str]) -> Any:
     """
     t = type(obj)
     if t in _ATOMS:
-        parts.append(repr(obj))
+        parts.append(repr(obj) if t not in _LONG or len(obj) < _LONG_AT else _long_token(obj))
         return obj
     if t is Job:
         deps.append(obj)
@@ -174,7 +181,7 @@ def _lift_all(values: Iterable[Any], deps: list[Job], parts: list[str]) -> list[
     for v in values:
         t = type(v)
         if t in _ATOMS:
-            parts.append(repr(v))
+            parts.append(repr(v) if t not in _LONG or len(v) < _LONG_AT else _long_token(v))
             out.append(v)
         elif t is Job:
             deps.append(v)
@@ -417,8 +424,9 @@ def _lift_kwargs(kwargs: dict[str, Any], deps: list[Job], parts: list[str]) -> d
     for k in sorted(kwargs):
         parts.append(k)
         v = kwargs[k]
-        if type(v) in _ATOMS:
-            parts.append(repr(v))
+        t = type(v)
+        if t in _ATOMS:
+            parts.append(repr(v) if t not in _LONG or len(v) < _LONG_AT else _long_token(v))
             out[k] = v
         else:
             out[k] = _lift(v, deps, parts)
