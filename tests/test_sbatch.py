@@ -174,3 +174,14 @@ def test_dependencies_use_ids_already_returned(name):
         if "=${out%%;*}" in line:
             defined.add(line.split("=")[0])
     assert name in defined
+
+
+def test_a_percent_in_the_work_directory_is_escaped_for_slurm():
+    """sbatch expands %j etc. in --output: a % in the run directory is doubled there, and
+    the runner still gets the real path."""
+    job = pipeline_jobs()[0]
+    layout = RunLayout("/w/100%done/runs/r")
+    flags = sbatch_flags(job, run_id="r", layout=layout)
+    assert "--output=/w/100%%done/runs/r/logs/aj0_%a.out" in flags
+    text = job_script(job, run_id="r", layout=layout, python="python3")
+    assert "'/w/100%done/runs/r'" in text
