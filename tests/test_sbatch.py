@@ -184,4 +184,4 @@ def test_a_percent_in_the_work_directory_is_escaped_for_slurm():
     flags = sbatch_flags(job, run_id="r", layout=layout)
     assert "--output=/w/100%%done/runs/r/logs/aj0_%a.out" in flags
     text = job_script(job, run_id="r", layout=layout, python="python3")
-    assert "'/w/100%done/runs/r'" in text
+    assert " /w/100%done/runs/r aj0" in text
