@@ -175,3 +175,59 @@ def test_dependencies_use_ids_already_returned(name):
         if "=${out%%;*}" in line:
             defined.add(line.split("=")[0])
     assert name in defined
+
+
+# --------------------------------------------------------------------------- many ranks
+
+GPU_SETUP = ["module load cuda/12.2", "source /opt/venv/bin/activate"]
+
+
+def two_nodes_four_gpus(**extra: object) -> SbatchJob:
+    r = Resources.from_options(
+        time="02:00:00", mem="64G", nodes=2, ntasks_per_node=4, gpus_per_node=4,
+        cpus_per_task=8, partition="gpu", **extra,
+    )
+    return SbatchJob("aj0", "train", 1, (), r)
+
+
+def test_ranks_script_for_two_nodes_of_four_gpus_matches_recorded_file():
+    """A 2-node x 4-GPU task runs the runner on every rank with srun, then gathers once."""
+    text = job_script(
+        two_nodes_four_gpus(), run_id=RUN_ID, run_dir=RUN_DIR, python="/opt/venv/bin/python",
+        setup=GPU_SETUP,
+    )
+    assert text == (DATA / "job_ranks_2x4gpu.sh").read_text()
+
+
+def test_ranks_flags_for_two_nodes_of_four_gpus():
+    """The task layout and GPUs go to sbatch as Slurm spells them."""
+    flags = sbatch_flags(two_nodes_four_gpus(), run_id=RUN_ID, run_dir=RUN_DIR)
+    assert flags[5:] == [
+        "--time=120", "--mem=65536M", "--cpus-per-task=8", "--partition=gpu", "--nodes=2",
+        "--ntasks-per-node=4", "--gpus-per-node=4",
+    ]
+
+
+def test_gpus_per_task_goes_to_sbatch_and_srun():
+    """Per-task GPUs are asked of sbatch and bound per rank by srun."""
+    job = SbatchJob("aj0", "t", 2, (), Resources.from_options(ntasks=4, gpus_per_task="a100:1"))
+    assert "--gpus-per-task=a100:1" in sbatch_flags(job, run_id=RUN_ID, run_dir=RUN_DIR)
+    text = job_script(job, run_id=RUN_ID, run_dir=RUN_DIR, python="python3")
+    assert "srun --kill-on-bad-exit=1 --gpus-per-task=a100:1 python3 -m lazyslurm.runner" in text
+    assert text.splitlines()[-1] == f"exec python3 -m lazyslurm.runner --gather {RUN_DIR} aj0 4"
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"nodes": 2}, {"ntasks": 1}, {"gpus": 2, "gres": "gpu:2"}, {"nodes": 2, "gpus": 8}],
+    ids=["plain", "nodes-only", "one-task", "gpus", "nodes-and-gpus"],
+)
+def test_one_process_script_is_unchanged(options):
+    """A one-process task's job script is byte-identical to before: no srun, one exec."""
+    job = SbatchJob("aj0", "stage1_preprocess", 3, (), Resources.from_options(**options))
+    text = job_script(
+        job, run_id=RUN_ID, run_dir=RUN_DIR, python="/opt/venv/bin/python",
+        setup=["module load python/3.11", "source /opt/venv/bin/activate"],
+    )
+    assert text == (DATA / "job_aj0.sh").read_text()
+    assert "srun" not in text

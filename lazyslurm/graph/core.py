@@ -416,8 +416,11 @@ def task(func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     """Turn a function into a lazy task. Options are validated here, at decoration time.
 
     Options: ``time``, ``mem``, ``cpus_per_task``, ``gpus``, ``gres``, ``partition``,
-    ``account``, ``qos``, ``nodes``, ``ntasks``, ``constraint``, ``job_name``,
-    ``max_concurrent`` (array throttle), ``extra_sbatch``, ``retries``, ``pure``.
+    ``account``, ``qos``, ``nodes``, ``ntasks``, ``ntasks_per_node``, ``gpus_per_node``,
+    ``gpus_per_task``, ``gather`` (``"all"``: every rank's value), ``constraint``,
+    ``job_name``, ``max_concurrent`` (array throttle), ``extra_sbatch``, ``retries``,
+    ``pure``. A parameter annotated ``JobContext`` or named ``job`` that the call leaves
+    out receives the job's :class:`~lazyslurm.context.JobContext` (see docs/distributed.md).
     """
     pure = options.get("pure", True)
     resources = Resources.from_options(**options)
