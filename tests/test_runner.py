@@ -1,20 +1,318 @@
-"""The runner: one launch per rank (srun) and the gather step, here and on the real Slurm."""
+"""The compute-node entry point: `python -m lazyslurm.runner RUN_DIR ARRAY_JOB`, and one
+launch per rank (srun) with its gather step, here and on the real Slurm."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import threading
 import time
+import types
 from pathlib import Path
+from typing import Any
 
+import cloudpickle
 import pytest
 
-from lazyslurm import Cluster, submit, task
+import lazyslurm
+from lazyslurm import Cluster, submit
 from lazyslurm.context import JobContext
 from lazyslurm.errors import JobFailedError, TaskError
+from lazyslurm.graph import Job, task
 from lazyslurm.planning.encode import encode_run
-from lazyslurm.planning.planner import make_plan
-from lazyslurm.runner import gather, run_element, run_rank
-from lazyslurm.store import RunPaths, atomic_write, read_pickle
+from lazyslurm.planning.planner import Plan, make_plan
+from lazyslurm.runner import (
+    EXIT_OK,
+    EXIT_TASK_FAILED,
+    call_args,
+    gather,
+    resolve,
+    run_element,
+    run_rank,
+)
+from lazyslurm.runner.__main__ import main
+from lazyslurm.store import MapItem, Ref, RefList, RunPaths, atomic_write, read_pickle
+
+REPO = Path(lazyslurm.__file__).resolve().parent.parent
+
+
+# --------------------------------------------------------------------------- tasks
+
+
+@task
+def make_item(i: int) -> Any:
+    return [{"x": i, "y": 1}, (i, 2)][i] if i < 2 else i
+
+
+@task
+def add(x: int, y: int = 100) -> int:
+    return x + y
+
+
+@task
+def total(xs: list[int]) -> int:
+    return sum(xs)
+
+
+@task
+def split(n: int) -> tuple[int, dict[str, list[int]]]:
+    return n, {"k": [n + 2]}
+
+
+@task
+def namespace(value: int) -> types.SimpleNamespace:
+    return types.SimpleNamespace(value=value)
+
+
+@task
+def combine(*parts: Any, **named: Any) -> list[Any]:
+    return [*parts, sorted(named.items())]
+
+
+@task
+def fail(msg: str) -> None:
+    raise ValueError(msg)
+
+
+@task
+def flaky(counter: str, fail_times: int) -> int:
+    path = Path(counter)
+    n = int(path.read_text()) if path.exists() else 0
+    path.write_text(str(n + 1))
+    if n < fail_times:
+        msg = f"attempt {n} failed"
+        raise RuntimeError(msg)
+    return n
+
+
+@task
+def unpicklable_result() -> Any:
+    return threading.Lock()
+
+
+class Unpicklable(Exception):
+    def __reduce__(self) -> Any:
+        msg = "no pickling"
+        raise TypeError(msg)
+
+
+@task
+def fail_unpicklable() -> None:
+    raise Unpicklable("custom failure")
+
+
+@task
+def chatty(x: int) -> int:
+    print(f"hello from {x}")
+    print(f"warning about {x}", file=sys.stderr)
+    return x
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def write_run(run_dir: Path, plan: Plan) -> RunPaths:
+    """Create a run directory holding the plan's manifest and spec files."""
+    paths = RunPaths(run_dir)
+    paths.make_dirs()
+    files = encode_run(plan, run_id=run_dir.name, outputs=[], by_value=True)
+    for rel, data in files.items():
+        atomic_write(run_dir / rel, data)
+    return paths
+
+
+def runner(run_dir: Path, array_job: str, index: int | None, *extra: str) -> Any:
+    """Run `python -m lazyslurm.runner RUN_DIR AJ` with SLURM_ARRAY_TASK_ID=index."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("SLURM_ARRAY_TASK_ID", None)
+    if index is not None:
+        env["SLURM_ARRAY_TASK_ID"] = str(index)
+    return subprocess.run(
+        [sys.executable, "-m", "lazyslurm.runner", str(run_dir), array_job, *extra],
+        capture_output=True, text=True, env=env, cwd=run_dir.parent,
+    )
+
+
+def run_all(paths: RunPaths, plan: Plan) -> None:
+    """Run every element of the plan in submission order, each in its own process."""
+    for aj in plan.array_jobs:
+        for i in range(aj.size):
+            out = runner(paths.root, aj.id, i)
+            assert out.returncode == EXIT_OK, out.stderr
+
+
+def result(paths: RunPaths, job: Job) -> Any:
+    return read_pickle(paths.result(job.key))
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def test_runs_a_plan_end_to_end_in_subprocesses(tmp_path: Path) -> None:
+    """A plan runs element by element via `python -m lazyslurm.runner`; results stored."""
+    items = make_item.map([0, 1, 2])  # {"x": 0, "y": 1}, (1, 2), 2
+    sums = add.map(items)  # add(x=0, y=1), add(1, 2), add(2)
+    grand = total(sums)
+    pair = split(5, nout=2)
+    ns = namespace(3)
+    out = combine(pair[0], pair[1]["k"][0], ns.value, fan={sums[0], sums[1]}, total=grand)
+    plan = make_plan([out])
+    paths = write_run(tmp_path / "runs" / "r1", plan)
+    run_all(paths, plan)
+    assert [result(paths, j) for j in items] == [{"x": 0, "y": 1}, (1, 2), 2]
+    assert [result(paths, j) for j in sums] == [1, 3, 102]
+    assert result(paths, grand) == 106
+    assert result(paths, out) == [5, 7, 3, [("fan", {1, 3}), ("total", 106)]]
+    assert os.listdir(paths.root / "errors") == []
+
+
+def test_a_raising_task_writes_an_error_record_and_exits_1(tmp_path: Path) -> None:
+    """A raising task writes errors/KEY.pkl (type, message, traceback) and exits 1."""
+    job = fail("broken input")
+    plan = make_plan([job])
+    paths = write_run(tmp_path / "r1", plan)
+    out = runner(paths.root, "aj0", 0)
+    assert out.returncode == EXIT_TASK_FAILED == 1
+    assert "ValueError: broken input" in out.stderr
+    record = read_pickle(paths.error(job.key))
+    assert record["type_name"] == "ValueError" and record["module"] == "builtins"
+    assert record["message"] == "broken input"
+    assert record["task"] == "fail" and record["key"] == job.key
+    assert "in fail" in record["traceback"] and "ValueError: broken input" in record["traceback"]
+    exc = cloudpickle.loads(record["exception"])
+    assert type(exc) is ValueError and exc.args == ("broken input",)
+    assert not paths.result(job.key).exists()
+
+
+def test_retries_rerun_the_task(tmp_path: Path) -> None:
+    """retries=N runs a failing task up to N more times; it succeeds if an attempt does."""
+    counter = tmp_path / "count"
+    ok = flaky.options(retries=2)(str(counter), 2)
+    plan = make_plan([ok])
+    paths = write_run(tmp_path / "r1", plan)
+    out = runner(paths.root, "aj0", 0)
+    assert out.returncode == EXIT_OK, out.stderr
+    assert counter.read_text() == "3" and result(paths, ok) == 2
+    assert "attempt 1 of" in out.stderr and "attempt 2 of" in out.stderr
+
+
+def test_retries_exhausted_record_the_last_failure(tmp_path: Path) -> None:
+    """When every attempt fails, the last failure is recorded and the exit code is 1."""
+    counter = tmp_path / "count"
+    bad = flaky.options(retries=1)(str(counter), 5)
+    paths = write_run(tmp_path / "r1", make_plan([bad]))
+    assert runner(paths.root, "aj0", 0).returncode == EXIT_TASK_FAILED
+    assert counter.read_text() == "2"
+    assert read_pickle(paths.error(bad.key))["message"] == "attempt 1 failed"
+
+
+def test_results_of_earlier_runs_are_read_from_their_run(tmp_path: Path) -> None:
+    """A dependency done in an earlier run is read from that run's results directory."""
+    a = add(1, 1)
+    b = add(a, 5)
+    plan = make_plan([b], done={a.key: "r0"})
+    old = RunPaths(tmp_path / "runs" / "r0")
+    old.make_dirs()
+    atomic_write(old.result(a.key), cloudpickle.dumps(40))
+    paths = write_run(tmp_path / "runs" / "r1", plan)
+    assert runner(paths.root, "aj0", 0).returncode == EXIT_OK
+    assert result(paths, b) == 45
+
+
+def test_element_index_comes_from_slurm_array_task_id(tmp_path: Path) -> None:
+    """The runner runs element $SLURM_ARRAY_TASK_ID of the array job, and only it."""
+    arr = add.map([(i, 0) for i in range(3)])
+    paths = write_run(tmp_path / "r1", make_plan(list(arr)))
+    assert runner(paths.root, "aj0", 2).returncode == EXIT_OK
+    assert [paths.result(j.key).exists() for j in arr] == [False, False, True]
+    assert result(paths, arr[2]) == 2
+
+
+def test_usage_errors_exit_2(tmp_path: Path) -> None:
+    """Without SLURM_ARRAY_TASK_ID, or with the wrong arguments, the runner exits 2."""
+    paths = write_run(tmp_path / "r1", make_plan([add(1)]))
+    out = runner(paths.root, "aj0", None)
+    assert out.returncode == 2 and "SLURM_ARRAY_TASK_ID" in out.stderr
+    out = runner(paths.root, "aj0", 0, "extra")
+    assert out.returncode == 2 and "usage" in out.stderr
+    assert main([]) == 2
+
+
+# --------------------------------------------------------------------------- in process
+
+
+def test_run_element_in_process(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """run_element writes the result and returns 0; the task's prints reach stdout/stderr."""
+    job = chatty(4)
+    paths = write_run(tmp_path / "r1", make_plan([job]))
+    assert run_element(str(paths.root), "aj0", 0) == EXIT_OK
+    assert result(paths, job) == 4
+    out, err = capfd.readouterr()
+    assert "hello from 4" in out and "warning about 4" in err
+
+
+def test_an_unpicklable_result_is_a_task_error(tmp_path: Path) -> None:
+    """A result that cannot be pickled is recorded as the task's error (exit 1)."""
+    job = unpicklable_result()
+    paths = write_run(tmp_path / "r1", make_plan([job]))
+    assert run_element(str(paths.root), "aj0", 0) == EXIT_TASK_FAILED
+    record = read_pickle(paths.error(job.key))
+    assert record["type_name"] == "TypeError" and "lock" in record["message"]
+    assert not paths.result(job.key).exists()
+
+
+def test_an_unpicklable_exception_keeps_type_name_and_message(tmp_path: Path) -> None:
+    """An unpicklable exception is recorded by type name, message and traceback."""
+    job = fail_unpicklable()
+    paths = write_run(tmp_path / "r1", make_plan([job]))
+    assert run_element(str(paths.root), "aj0", 0) == EXIT_TASK_FAILED
+    record = read_pickle(paths.error(job.key))
+    assert record["exception"] is None
+    assert record["type_name"] == "Unpicklable" and record["message"] == "custom failure"
+    assert "custom failure" in record["traceback"]
+
+
+def test_resolve_replaces_placeholders_everywhere() -> None:
+    """resolve swaps Ref (with item/attr paths) and RefList in nested containers."""
+    values = {"a": {"k": [10, 20]}, "b": types.SimpleNamespace(v=3), "c": 5}
+    template = [
+        Ref("c"),
+        Ref("a", (("item", "k"), ("item", 1))),
+        Ref("b", (("attr", "v"),)),
+        (RefList(("c", "c")), {"x": Ref("c")}),
+        {Ref("c")},
+        frozenset({Ref("c")}),
+        "plain",
+    ]
+    assert resolve(template, values.__getitem__) == [
+        5, 20, 3, ([5, 5], {"x": 5}), {5}, frozenset({5}), "plain",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ({"x": 1, "y": 2}, ((), {"x": 1, "y": 2})),
+        ((1, 2), ((1, 2), {})),
+        ([1, 2], (([1, 2],), {})),
+        (7, ((7,), {})),
+        (None, ((None,), {})),
+    ],
+)
+def test_map_items_unpack_at_run_time_by_the_map_rule(value: Any, expected: Any) -> None:
+    """A MapItem resolves to kwargs (dict), positional args (tuple) or the single argument."""
+    load = {"up": value}.__getitem__
+    assert call_args((MapItem(Ref("up")),), {}, load) == expected
+
+
+def test_call_args_without_map_item_resolves_templates() -> None:
+    """Ordinary arguments are resolved as templates, positional and keyword alike."""
+    load = {"a": 1, "b": 2}.__getitem__
+    assert call_args((Ref("a"), [Ref("b")]), {"k": Ref("a")}, load) == ((1, [2]), {"k": 1})
+
+
+# --------------------------------------------------------------------------- one launch per rank
 
 
 @task(ntasks=4)
@@ -34,7 +332,7 @@ def rank_two_fails(x, *, job):
     return x
 
 
-def written(tmp_path: Path, job) -> RunPaths:
+def written(tmp_path: Path, job: Job) -> RunPaths:
     """The run directory of a one-job plan, as the client writes it."""
     paths = RunPaths(tmp_path / "runs" / "r1")
     paths.make_dirs()
