@@ -84,6 +84,23 @@ def _expand_one(item: str) -> list[str]:
     return [n + rest for n in names for rest in _expand_one(tail)]
 
 
+def _hosts(nodelist: str, parse: Callable[[str], tuple[str, ...]]) -> tuple[str, ...]:
+    """The pure parser; ``scontrol show hostnames`` only for a list it cannot read."""
+    try:
+        return parse(nodelist)
+    except ValueError:
+        import subprocess
+
+        try:
+            out = subprocess.run(
+                ["scontrol", "show", "hostnames", nodelist],
+                capture_output=True, text=True, timeout=30, check=True,
+            ).stdout
+        except (OSError, subprocess.SubprocessError):
+            return (nodelist,)
+        return tuple(out.split()) or (nodelist,)
+
+
 def tasks_per_node(text: str) -> tuple[int, ...]:
     """Expand ``SLURM_TASKS_PER_NODE`` (``"4(x2),3"``) into one count per node.
 
@@ -219,7 +236,7 @@ class JobContext:
         """
         job_id = env.get("SLURM_JOB_ID") or None
         nodelist = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST") or ""
-        hosts = hostnames(nodelist) if nodelist else ()
+        hosts = _hosts(nodelist, hostnames) if nodelist else ()
         if not hosts:
             hosts = (socket.gethostname(),)
         num_nodes = _int(env, "SLURM_JOB_NUM_NODES", _int(env, "SLURM_NNODES", len(hosts)))

@@ -14,6 +14,8 @@ Layout of one run (``WORKDIR/runs/RUN_ID``, mode 0700)::
     results/KEY.pkl        one per finished node, written atomically
     errors/KEY.pkl         one per failed node: exception, type name, traceback text
     logs/AJ_INDEX.out|err  stdout/stderr of one element
+    shared/                a directory every element and rank may write to (JobContext)
+    ranks/KEY/             a multi-rank element's per-rank outcomes, until gathered
 
 Results are addressed by node key; a reference to a node finished in an earlier run
 names that run (``external`` in the spec header).

@@ -188,3 +188,22 @@ def test_a_job_argument_given_by_the_call_is_passed_as_is(tmp_path):
         assert uses_job(1, job=7).compute() == (1, 7)
         got = uses_job(2).compute()
     assert got[0] == 2 and isinstance(got[1], JobContext)
+
+
+def refuse(text: str) -> tuple[str, ...]:
+    raise ValueError(text)
+
+
+@pytest.mark.slurm
+def test_a_node_list_the_parser_cannot_read_goes_to_scontrol(cluster_env, monkeypatch):
+    """Only a node list the pure parser refuses is expanded by `scontrol show hostnames`."""
+    monkeypatch.setenv("SLURM_CONF", cluster_env["LAZYSLURM_TEST_SLURM_CONF"])
+    env = {"SLURM_JOB_ID": "5", "SLURM_JOB_NODELIST": "vm[1-2]"}
+    ctx = JobContext.from_env(env, hostnames=refuse, **WHERE)
+    assert ctx.hostnames == ("vm1", "vm2")
+
+
+def test_an_unreadable_node_list_is_kept_whole():
+    """A node list neither the parser nor scontrol reads is kept as the one host name."""
+    env = {"SLURM_JOB_ID": "5", "SLURM_JOB_NODELIST": "n[a-b]"}
+    assert JobContext.from_env(env, **WHERE).hostnames == ("n[a-b]",)

@@ -254,6 +254,8 @@ class Resources:
             value = getattr(self, name)
             if value is not None:
                 out["cpus" if name == "cpus_per_task" else name] = str(value)
+        if self.ranks > 1:
+            out["ranks"] = str(self.ranks)
         return out
 
 
