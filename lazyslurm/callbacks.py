@@ -371,14 +371,13 @@ class SdkAdapter:
             | (skipped & set(HOOKS))
         )
         if dropped:
-            why = "; ".join(
-                f"{h}: {NOT_HONOURED.get(h, 'mapped to the runner only, and callbacks run on the client')}"  # noqa: E501
-                for h in dropped
-            )
+            runner_only = "mapped to the runner only, and callbacks run on the client"
+            why = "; ".join(f"{h}: {NOT_HONOURED.get(h, runner_only)}" for h in dropped)
             msg = f"{type(callback).__name__}: hook(s) lazyslurm cannot honour, never called: {why}"
             warnings.warn(msg, CallbackWarning, stacklevel=4)
         self._where: dict[str, tuple[Any, str, int]] = {}  # key -> (array job, Slurm id, index)
         self._run: Any = None
+        self._snapshot: Any = None
         self._submitted = 0.0
 
     def __repr__(self) -> str:
