@@ -1,6 +1,8 @@
 """The compute-node entry point: run one array element and store its outcome.
 
 ``python -m lazyslurm.runner RUN_DIR ARRAY_JOB`` runs element ``$SLURM_ARRAY_TASK_ID``.
+A multi-rank task runs ``--rank`` on every rank (srun), then ``--gather`` once
+(:func:`run_rank`, :func:`gather`).
 Imports only the standard library, :mod:`lazyslurm.store`, :mod:`lazyslurm.errors` and
 cloudpickle (only if a payload needs it): this module starts once per task on every
 compute node.
