@@ -459,3 +459,15 @@ def test_function_token_of_callables_without_code() -> None:
     """Builtins and callable objects get a token too (stable for the same object)."""
     assert function_token(len) == function_token(len) != function_token(abs)
     assert task(len)([1]).key == task(len)([1]).key
+
+
+def test_gather_all_is_part_of_the_key_other_resources_are_not():
+    """gather="all" changes the result's shape, so it changes the key; mem does not."""
+
+    @task(ntasks=2)
+    def ranked(x):
+        return x
+
+    assert ranked.options(gather="all")(1).key != ranked(1).key
+    assert ranked.options(mem="1G")(1).key == ranked(1).key
+    assert ranked.options(gather="rank0")(1).key == ranked(1).key

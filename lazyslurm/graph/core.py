@@ -244,7 +244,9 @@ class Task(Generic[R]):
         put(self, "_after", after)
         put(self, "_name", _SAFE_NAME.sub("_", name).strip("_") or "task")
         put(self, "_token", token or function_token(func))
-        put(self, "_hbase", hashlib.sha1(self._token.encode()))  # copied per key
+        # gather="all" changes what the task returns (a list per rank): part of its keys
+        gather = "" if resources.gather is None else f"\x00gather:{resources.gather}"
+        put(self, "_hbase", hashlib.sha1((self._token + gather).encode()))  # copied per key
         put(self, "_after_token", _after_token(after))
         put(self, "__name__", name)
         put(self, "__qualname__", getattr(func, "__qualname__", name))
