@@ -94,9 +94,15 @@ def remote_site(env):
         key_filename=env["LAZYSLURM_TEST_SSH_KEY"],
         known_hosts=env["LAZYSLURM_TEST_SSH_KNOWN_HOSTS"],
     )
+    # one site per test session: concurrent sessions (other checkouts) must not overwrite
+    # each other's copy of lazyslurm while their jobs import it
+    site = f"lazyslurm-test-site-{os.getpid()}-{random.randrange(16**8):08x}"
     with shell:
-        shell.put_files("~/lazyslurm-test-site", files)
-        return f"{shell.home()}/lazyslurm-test-site"
+        shell.put_files(f"~/{site}", files)
+        home = shell.home()
+    yield f"{home}/{site}"
+    with shell:
+        shell.run(f"rm -rf -- ~/{shlex.quote(site)}")
 
 
 def ssh_options(env) -> dict:
