@@ -207,3 +207,23 @@ def test_an_unreadable_node_list_is_kept_whole():
     """A node list neither the parser nor scontrol reads is kept as the one host name."""
     env = {"SLURM_JOB_ID": "5", "SLURM_JOB_NODELIST": "n[a-b]"}
     assert JobContext.from_env(env, **WHERE).hostnames == ("n[a-b]",)
+
+
+@task(mem="200M", time="00:03:00")
+def slurm_whoami(x, job: JobContext):
+    mode = stat.S_IMODE(os.stat(job.shared_dir).st_mode)
+    return job.as_dict(), mode, os.path.exists(job.stdout_path)
+
+
+@pytest.mark.slurm
+def test_a_one_process_slurm_element_sees_its_own_job(cluster_env, tmp_path):
+    """On the real Slurm: the element's job ids, index, host, paths and a 0700 shared dir."""
+    conf = cluster_env["LAZYSLURM_TEST_SLURM_CONF"]
+    with Cluster("slurm", workdir=tmp_path, env={"SLURM_CONF": conf}, poll_max_s=0.5):
+        results = slurm_whoami.map([1, 2]).compute()
+    (a, mode_a, out_a), (b, _, _) = results
+    assert a["job_id"].isdigit() and a["array_job_id"] == b["array_job_id"]
+    assert (a["array_task_id"], b["array_task_id"]) == (0, 1)
+    assert (a["rank"], a["world_size"], a["num_nodes"]) == (0, 1, 1)
+    assert a["hostnames"] == (a["master_addr"],) and a["master_port"] != b["master_port"]
+    assert mode_a == 0o700 and out_a and a["run_dir"].startswith(str(tmp_path))
