@@ -17,6 +17,7 @@ _EXPORTS = {
     "Cluster": "lazyslurm.cluster",
     "Job": "lazyslurm.graph.core",
     "JobArray": "lazyslurm.graph.core",
+    "JobContext": "lazyslurm.context",
     "JobView": "lazyslurm.graph.core",
     "Plan": "lazyslurm.planning.planner",
     "Run": "lazyslurm.execute",
@@ -63,6 +64,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from lazyslurm import cache, errors
     from lazyslurm.cluster import Cluster, current_cluster
+    from lazyslurm.context import JobContext
     from lazyslurm.draw import visualize
     from lazyslurm.execute import Run, RunStatus, compute, plan, runs, submit
     from lazyslurm.graph.core import Job, JobArray, JobView, Task, task

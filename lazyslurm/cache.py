@@ -63,7 +63,7 @@ def _guarded(workdir: str, body: str) -> str:
         '  echo "LZ-UNTRUSTED $runs"; exit 0\nfi\n'
         'cd -- "$runs" || exit 0\n'
         "me=$(id -u)\n"
-        "find . -mindepth 1 -maxdepth 1 \\( -type l -o ! -user \"$me\" -o -perm /022 \\) "
+        'find . -mindepth 1 -maxdepth 1 \\( -type l -o ! -user "$me" -o -perm /022 \\) '
         "-printf 'LZ-BAD %f\\n'\n" + body
     )
 
@@ -191,7 +191,7 @@ def clear(
     act = 'echo "$d"' if dry_run else 'rm -rf -- "./$d" && echo "$d"'
     name = shlex.quote(RunLayout.RUN_ID_GLOB)
     body = (
-        f"find . -mindepth 1 -maxdepth 1 -type d -user \"$me\" -name {name} "
+        f'find . -mindepth 1 -maxdepth 1 -type d -user "$me" -name {name} '
         f"! -newermt @{cutoff:.3f} -printf '%f\\n' | while read -r d; do\n"
         f'  if [ -f "$d/{INSIDE.manifest}" ] && ! [ -L "$d/{INSIDE.manifest}" ]; then {act}; fi\n'
         "done\n"

@@ -54,6 +54,7 @@ class Cluster:
         poll_min_s: float = 0.2,
         poll_max_s: float = 5.0,
         cache: bool = False,
+        callbacks: Sequence[Any] = (),
         **backend_options: Any,
     ) -> None:
         if isinstance(backend, str):
@@ -85,6 +86,11 @@ class Cluster:
         self.poll_min_s = poll_min_s
         self.poll_max_s = poll_max_s
         self.cache = cache
+        self.callbacks: list[Any] = []  # called for every run of this cluster
+        if callbacks:
+            from lazyslurm.callbacks import adapt
+
+            self.callbacks = adapt(callbacks)  # slurm-sdk callbacks: warns of unusable hooks
         self.backend_options = backend_options
         self._tokens: list[contextvars.Token[Cluster | None]] = []
         # session memory

@@ -17,6 +17,7 @@ import functools
 
 __all__ = [
     "BackendError",
+    "CallbackWarning",
     "ClusterConfigError",
     "CorruptResultError",
     "DependencyNeverSatisfiedError",
@@ -71,6 +72,12 @@ class InvalidArgumentError(LazySlurmError, ValueError):
 
 class SerializationError(LazySlurmError, TypeError):
     """A function or argument cannot be pickled for shipping to a worker."""
+
+
+class CallbackWarning(LazySlurmError, UserWarning):
+    """A callback declares hooks lazyslurm cannot honour (named in the message); issued
+    when the callback is registered (``Cluster(callbacks=...)``, ``compute(callbacks=...)``).
+    """
 
 
 class ClusterConfigError(LazySlurmError, ValueError):

@@ -206,7 +206,7 @@ class Run:
             if names[1] in files
             else [Ref(k) for k in manifest.get("outputs", [])]
         )
-        return cls(cl, handle, templates, callbacks)
+        return cls(cl, handle, templates, [*cl.callbacks, *_adapt(callbacks)])
 
     # -- watching
     def poll(self) -> Snapshot | None:
@@ -473,7 +473,7 @@ def submit(
     """
     cl = resolve_cluster(cluster)
     templates, roots = lift_outputs(exprs)
-    callbacks = [*callbacks, *_progress_callbacks(progress)]
+    callbacks = [*cl.callbacks, *_adapt(callbacks), *_progress_callbacks(progress)]
     p, found = _make_plan(cl, roots, cache)
     cl.computed.update(found)
     if not p.array_jobs:
@@ -497,6 +497,15 @@ def submit(
     log.info("submitted run %s: %d array jobs, %d tasks", run_id, len(p.array_jobs), p.nodes)
     _emit(run._callbacks, "on_submit", run)
     return run
+
+
+def _adapt(callbacks: Sequence[Any]) -> list[Any]:
+    """slurm-sdk style callbacks wrapped onto these events (see :mod:`lazyslurm.callbacks`)."""
+    if not callbacks:
+        return []
+    from lazyslurm.callbacks import adapt
+
+    return adapt(callbacks)
 
 
 def _progress_callbacks(progress: bool | None) -> list[Any]:

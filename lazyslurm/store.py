@@ -18,6 +18,10 @@ Layout of one run (``WORKDIR/runs/RUN_ID``, mode 0700), known only to :class:`Ru
     results/KEY.pkl        one per finished node, written atomically
     errors/KEY.pkl         one per failed node: exception, type name, traceback text
     logs/AJ_INDEX.out|err  stdout/stderr of one element
+    shared/                a directory every element may write to (JobContext.shared_dir)
+    ranks/KEY/             outcomes of the ranks of a multi-process element, until gathered
+    shared/                a directory every element and rank may write to (JobContext)
+    ranks/KEY/             a multi-rank element's per-rank outcomes, until gathered
 
 Results are addressed by node key; a reference to a node finished in an earlier run
 names that run (``external`` in the spec header).
@@ -275,6 +279,15 @@ class RunLayout:
 
     def subdir(self, name: str) -> str:
         return self._at(name)
+
+    @property
+    def shared_dir(self) -> str:
+        """A directory every element of the run may write to (JobContext.shared_dir)."""
+        return self._at("shared")
+
+    def rank_dir(self, key: str) -> str:
+        """Where the ranks of a multi-process element leave their outcomes for the gather."""
+        return self._at(f"ranks/{key}")
 
     @property
     def results_dir(self) -> str:

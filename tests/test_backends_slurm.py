@@ -94,9 +94,15 @@ def remote_site(env):
         key_filename=env["LAZYSLURM_TEST_SSH_KEY"],
         known_hosts=env["LAZYSLURM_TEST_SSH_KNOWN_HOSTS"],
     )
+    # one site per test session: concurrent sessions (other checkouts) must not overwrite
+    # each other's copy of lazyslurm while their jobs import it
+    site = f"lazyslurm-test-site-{os.getpid()}-{random.randrange(16**8):08x}"
     with shell:
-        shell.put_files("~/lazyslurm-test-site", files)
-        return f"{shell.home()}/lazyslurm-test-site"
+        shell.put_files(f"~/{site}", files)
+        home = shell.home()
+    yield f"{home}/{site}"
+    with shell:
+        shell.run(f"rm -rf -- ~/{shlex.quote(site)}")
 
 
 def ssh_options(env) -> dict:
@@ -627,3 +633,18 @@ def test_an_element_slurm_never_heard_of_ends_after_a_grace(monkeypatch):
     assert backend._snapshot(handle, {}, set(), set(), watch).states["aj0"] == [PENDING]
     late = backend._snapshot(handle, {}, set(), set(), watch)
     assert late.states["aj0"] == [FAILED] and late.failures[("aj0", 0)].state == "UNKNOWN"
+
+
+# --------------------------------------------------------------------------- many ranks
+
+
+@task(ntasks=2, mem="200M", time="00:03:00", gather="all")
+def ranks_over_ssh(x, *, job):
+    return x, job.rank, job.world_size, job.job_id is not None, os.path.isdir(job.shared_dir)
+
+
+@pytest.mark.slurm
+def test_ssh_runs_a_multi_rank_task_on_every_rank(env, remote_site):
+    """Over SSH too, ntasks=2 runs the function on both ranks, each with its JobContext."""
+    with ssh_cluster(env, remote_site):
+        assert ranks_over_ssh(1).compute() == [(1, 0, 2, True, True), (1, 1, 2, True, True)]

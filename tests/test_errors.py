@@ -60,6 +60,7 @@ def test_all_is_sorted_and_every_error_is_a_lazyslurm_error() -> None:
         (errors.ElementCancelledError, ElementFailedError),
         (errors.DependencyNeverSatisfiedError, ElementFailedError),
         (TaskCancelledError, RuntimeError),
+        (errors.CallbackWarning, UserWarning),
     ],
 )
 def test_errors_subclass_the_builtin_a_caller_would_catch(

@@ -110,3 +110,29 @@ def test_command_line_runs_all_patterns(tmp_path, capsys):
     assert "'total_sum': 124750" in out
     assert "aftercorr aj0" in out
     assert out.count("final_transform_2(preprocessed_data_3)") == 2
+
+
+# --------------------------------------------------------------------------- distributed_sum
+
+
+def test_distributed_sum_on_one_process_backends(fresh):
+    """examples/distributed_sum.py locally: each configuration is one rank with the total."""
+    from examples import distributed_sum as ds
+
+    results = ds.run(fresh)
+    assert [r["total"] for r in results] == [ds.expected_total(**c) for c in ds.CONFIGS]
+    assert {r["world_size"] for r in results} == {1}
+
+
+@pytest.mark.slurm
+def test_distributed_sum_on_the_real_slurm_uses_two_ranks(cluster_env, tmp_path):
+    """On Slurm, every configuration runs on two ranks; rank 0 returns the total."""
+    from examples import distributed_sum as ds
+
+    conf = cluster_env["LAZYSLURM_TEST_SLURM_CONF"]
+    cluster = Cluster("slurm", workdir=tmp_path, env={"SLURM_CONF": conf}, poll_max_s=0.5)
+    results = ds.run(cluster)
+    assert [r["total"] for r in results] == [ds.expected_total(**c) for c in ds.CONFIGS]
+    assert [len(r["partials"]) for r in results] == [2, 2, 2]
+    assert all(r["world_size"] == 2 for r in results)
+    assert all(a != b for a, b in (r["partials"] for r in results))  # each rank its stride

@@ -503,3 +503,13 @@ def test_long_string_and_bytes_arguments_are_hashed_into_keys() -> None:
     assert f(big).key == f(bytes(big)).key != f(big + b"1").key
     assert f("a" * 5000).key != f("a" * 5001).key
     assert f("short").key == f("short").key != f("shorT").key
+def test_gather_all_is_part_of_the_key_other_resources_are_not():
+    """gather="all" changes the result's shape, so it changes the key; mem does not."""
+
+    @task(ntasks=2)
+    def ranked(x):
+        return x
+
+    assert ranked.options(gather="all")(1).key != ranked(1).key
+    assert ranked.options(mem="1G")(1).key == ranked(1).key
+    assert ranked.options(gather="rank0")(1).key == ranked(1).key

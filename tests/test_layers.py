@@ -68,7 +68,8 @@ def boom(x: int) -> int:
 
 @pytest.mark.parametrize("fails", [False, True], ids=["ok", "failing"])
 def test_running_an_element_stays_light(tmp_path: Path, fails: bool) -> None:
-    """Running an element loads no heavy dependency, graph or planning code."""
+    """Running an element loads no heavy dependency, graph or planning code, and a task
+    without a JobContext parameter does not load the context module either."""
     a = add.map([(1, 2)])
     job = (boom if fails else add).map(a)[0]
     plan = make_plan([job], done={a[0].key: None})
@@ -85,7 +86,7 @@ def test_running_an_element_stays_light(tmp_path: Path, fails: bool) -> None:
         f"assert code == {int(fails)}, code\n"
     )
     mods = loaded_after(code, SLURM_ARRAY_TASK_ID="0")
-    assert offenders(mods, (*HEAVY, "lazyslurm.graph", *UPPER)) == []
+    assert offenders(mods, (*HEAVY, "lazyslurm.graph", "lazyslurm.context", *UPPER)) == []
     assert os.path.exists(paths.error(job.key) if fails else paths.result(job.key))
 
 
@@ -102,11 +103,12 @@ def _imports(path: Path) -> set[str]:
 
 
 @pytest.mark.parametrize(
-    "source", ["store.py", "errors.py", "runner/__init__.py", "runner/__main__.py"]
+    "source", ["store.py", "errors.py", "context.py", "runner/__init__.py", "runner/__main__.py"]
 )
 def test_runner_side_sources_import_only_stdlib_cloudpickle_store_errors(source: str) -> None:
-    """Runner, store and errors import (even lazily) only stdlib, cloudpickle, store, errors."""
-    allowed_pkg = {"lazyslurm.store", "lazyslurm.errors", "lazyslurm.runner"}
+    """Runner, store, errors and context import (even lazily) only stdlib, cloudpickle and
+    each other."""
+    allowed_pkg = {"lazyslurm.store", "lazyslurm.errors", "lazyslurm.runner", "lazyslurm.context"}
     for name in _imports(PKG / source):
         top = name.split(".")[0]
         if top == "lazyslurm":

@@ -167,6 +167,11 @@ def test_wrong_mem_types_raise_type_error(value: Any) -> None:
         ("gpus", -1, InvalidOptionError),
         ("gpus", "a100:x", InvalidOptionError),
         ("gpus", 1.5, OptionTypeError),
+        ("ntasks_per_node", 0, InvalidOptionError),
+        ("gpus_per_node", "x:y", InvalidOptionError),
+        ("gpus_per_task", 1.0, OptionTypeError),
+        ("gather", "first", InvalidOptionError),
+        ("gather", 0, OptionTypeError),
         ("partition", "has space", InvalidOptionError),
         ("partition", "", InvalidOptionError),
         ("partition", 3, OptionTypeError),
@@ -255,6 +260,10 @@ def test_resources_are_frozen_and_hashable() -> None:
             "max_concurrent": st.integers(1, 10),
             "extra_sbatch": st.lists(st.sampled_from(["--exclusive", "--requeue"]), max_size=2),
             "retries": st.integers(0, 3),
+            "ntasks_per_node": st.integers(1, 8),
+            "gpus_per_node": st.sampled_from([1, "a100:4"]),
+            "gpus_per_task": st.integers(0, 2),
+            "gather": st.sampled_from(["rank0", "all"]),
         },
     )
 )
@@ -322,3 +331,18 @@ def test_task_is_immutable() -> None:
     t = task(body)
     with pytest.raises(TypeError, match=r"options\("):
         t.time = 5  # type: ignore[attr-defined]
+
+
+def test_ranks_counts_the_processes_that_run_the_function() -> None:
+    """ranks is ntasks, else nodes x ntasks_per_node, else 1 (nodes alone stay one process)."""
+    assert Resources.from_options(ntasks=4).ranks == 4
+    assert Resources.from_options(nodes=2, ntasks_per_node=4).ranks == 8
+    assert Resources.from_options(ntasks_per_node=2).ranks == 2
+    assert Resources.from_options(nodes=3).ranks == 1
+    assert Resources().ranks == 1
+
+
+def test_gather_rank0_is_the_default_spelling() -> None:
+    """gather="rank0" normalises to the default, so such tasks share array jobs."""
+    assert Resources.from_options(gather="rank0") == Resources()
+    assert Resources.from_options(gather="all").gather == "all"

@@ -185,3 +185,80 @@ def test_a_percent_in_the_work_directory_is_escaped_for_slurm():
     assert "--output=/w/100%%done/runs/r/logs/aj0_%a.out" in flags
     text = job_script(job, run_id="r", layout=layout, python="python3")
     assert " /w/100%done/runs/r aj0" in text
+
+
+# --------------------------------------------------------------------------- many ranks
+
+GPU_SETUP = ["module load cuda/12.2", "source /opt/venv/bin/activate"]
+
+
+def two_nodes_four_gpus(**extra: object) -> ArrayJob:
+    r = Resources.from_options(
+        time="02:00:00",
+        mem="64G",
+        nodes=2,
+        ntasks_per_node=4,
+        gpus_per_node=4,
+        cpus_per_task=8,
+        partition="gpu",
+        **extra,
+    )
+    return ArrayJob("aj0", "train", ("k0",), r)
+
+
+def test_ranks_script_for_two_nodes_of_four_gpus_matches_recorded_file():
+    """A 2-node x 4-GPU task runs the runner on every rank with srun, then gathers once."""
+    text = job_script(
+        two_nodes_four_gpus(),
+        run_id=RUN_ID,
+        layout=RunLayout(RUN_DIR),
+        python="/opt/venv/bin/python",
+        setup=GPU_SETUP,
+    )
+    assert text == (DATA / "job_ranks_2x4gpu.sh").read_text()
+
+
+def test_ranks_flags_for_two_nodes_of_four_gpus():
+    """The task layout and GPUs go to sbatch as Slurm spells them."""
+    flags = sbatch_flags(two_nodes_four_gpus(), run_id=RUN_ID, layout=RunLayout(RUN_DIR))
+    assert flags[5:] == [
+        "--time=120",
+        "--mem=65536M",
+        "--cpus-per-task=8",
+        "--partition=gpu",
+        "--nodes=2",
+        "--ntasks-per-node=4",
+        "--gpus-per-node=4",
+    ]
+
+
+def test_gpus_per_task_goes_to_sbatch_and_srun():
+    """Per-task GPUs are asked of sbatch and bound per rank by srun."""
+    job = ArrayJob(
+        "aj0", "t", ("k0", "k1"), Resources.from_options(ntasks=4, gpus_per_task="a100:1")
+    )
+    assert "--gpus-per-task=a100:1" in sbatch_flags(job, run_id=RUN_ID, layout=RunLayout(RUN_DIR))
+    text = job_script(job, run_id=RUN_ID, layout=RunLayout(RUN_DIR), python="python3")
+    assert "srun --kill-on-bad-exit=1 --gpus-per-task=a100:1 python3 -m lazyslurm.runner" in text
+    assert text.splitlines()[-1] == f"exec python3 -m lazyslurm.runner --gather {RUN_DIR} aj0 4"
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"nodes": 2}, {"ntasks": 1}, {"gpus": 2, "gres": "gpu:2"}, {"nodes": 2, "gpus": 8}],
+    ids=["plain", "nodes-only", "one-task", "gpus", "nodes-and-gpus"],
+)
+def test_one_process_script_is_unchanged(options):
+    """A one-process task's job script is byte-identical to before: no srun, one exec."""
+    job = ArrayJob(
+        "aj0", "stage1_preprocess", ("k0", "k1", "k2"), Resources.from_options(**options)
+    )
+    text = job_script(
+        job,
+        run_id=RUN_ID,
+        layout=RunLayout(RUN_DIR),
+        python="/opt/venv/bin/python",
+        setup=["module load python/3.11", "source /opt/venv/bin/activate"],
+    )
+    assert text == (DATA / "job_aj0.sh").read_text()
+    assert "srun" not in text

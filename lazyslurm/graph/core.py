@@ -49,6 +49,8 @@ _LONG_AT = 4096
 def _long_token(value: str | bytes) -> str:
     data = value.encode("utf-8", "surrogatepass") if isinstance(value, str) else value
     return f"{type(value).__name__}#{len(data)}#{hashlib.sha1(data).hexdigest()}"
+
+
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_]+")
 
 
@@ -260,7 +262,9 @@ class Task(Generic[R]):
         put(self, "_after", after)
         put(self, "_name", _SAFE_NAME.sub("_", name).strip("_") or "task")
         put(self, "_token", token or function_token(func))
-        put(self, "_hbase", hashlib.sha1(self._token.encode()))  # copied per key
+        # gather="all" changes what the task returns (a list per rank): part of its keys
+        gather = "" if resources.gather is None else f"\x00gather:{resources.gather}"
+        put(self, "_hbase", hashlib.sha1((self._token + gather).encode()))  # copied per key
         put(self, "_after_token", _after_token(after))
         put(self, "__name__", name)
         put(self, "__qualname__", getattr(func, "__qualname__", name))
@@ -465,8 +469,11 @@ def task(func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     """Turn a function into a lazy task. Options are validated here, at decoration time.
 
     Options: ``time``, ``mem``, ``cpus_per_task``, ``gpus``, ``gres``, ``partition``,
-    ``account``, ``qos``, ``nodes``, ``ntasks``, ``constraint``, ``job_name``,
-    ``max_concurrent`` (array throttle), ``extra_sbatch``, ``retries``, ``pure``.
+    ``account``, ``qos``, ``nodes``, ``ntasks``, ``ntasks_per_node``, ``gpus_per_node``,
+    ``gpus_per_task``, ``gather`` (``"all"``: every rank's value), ``constraint``,
+    ``job_name``, ``max_concurrent`` (array throttle), ``extra_sbatch``, ``retries``,
+    ``pure``. A parameter annotated ``JobContext`` or named ``job`` that the call leaves
+    out receives the job's :class:`~lazyslurm.context.JobContext` (see docs/distributed.md).
     """
     pure = options.get("pure", True)
     resources = Resources.from_options(**options)

@@ -142,19 +142,28 @@ def _free_text(option: str, value: object) -> str:
     return value
 
 
-def _gpus(value: object) -> str:
+def _gpus(value: object, option: str = "gpus") -> str:
     forms = 'an int count or "TYPE:COUNT" (for example "a100:2")'
     if isinstance(value, bool):
-        raise _wrong_type("gpus", value, forms)
+        raise _wrong_type(option, value, forms)
     if isinstance(value, int):
         if value < 0:
-            raise _bad("gpus", value, forms)
+            raise _bad(option, value, forms)
         return str(value)
     if isinstance(value, str) and re.fullmatch(r"([A-Za-z0-9_\-.]+:)?\d+", value):
         return value
     if isinstance(value, str):
-        raise _bad("gpus", value, forms)
-    raise _wrong_type("gpus", value, forms)
+        raise _bad(option, value, forms)
+    raise _wrong_type(option, value, forms)
+
+
+def _gather(value: object) -> str | None:
+    forms = '"rank0" (rank 0\'s return value, the default) or "all" (a list, one per rank)'
+    if not isinstance(value, str):
+        raise _wrong_type("gather", value, forms)
+    if value not in ("rank0", "all"):
+        raise _bad("gather", value, forms)
+    return None if value == "rank0" else value
 
 
 def _extra_sbatch(value: object) -> tuple[str, ...]:
@@ -183,6 +192,10 @@ class Resources:
     qos: str | None = None
     nodes: int | None = None
     ntasks: int | None = None
+    ntasks_per_node: int | None = None
+    gpus_per_node: str | None = None
+    gpus_per_task: str | None = None
+    gather: str | None = None  # None: rank 0's value; "all": every rank's value, in a list
     constraint: str | None = None
     job_name: str | None = None
     max_concurrent: int | None = None
@@ -202,6 +215,22 @@ class Resources:
                 continue
             out.update(_PARSERS[name](value))
         return cls(**out)
+
+    @property
+    def ranks(self) -> int:
+        """How many processes run the function: ``ntasks``, else ``nodes`` x
+        ``ntasks_per_node``, else 1. More than one means one launch per rank (``srun``).
+
+        >>> Resources(ntasks=4).ranks, Resources(nodes=2, ntasks_per_node=4).ranks
+        (4, 8)
+        >>> Resources(nodes=2).ranks  # no task layout asked: one process, as before
+        1
+        """
+        if self.ntasks is not None:
+            return self.ntasks
+        if self.ntasks_per_node is not None:
+            return (self.nodes or 1) * self.ntasks_per_node
+        return 1
 
     def as_options(self) -> dict[str, Any]:
         """The options that rebuild these resources (for ``task.options``)."""
@@ -225,6 +254,8 @@ class Resources:
             value = getattr(self, name)
             if value is not None:
                 out["cpus" if name == "cpus_per_task" else name] = str(value)
+        if self.ranks > 1:
+            out["ranks"] = str(self.ranks)
         return out
 
 
@@ -239,6 +270,10 @@ _PARSERS: dict[str, Any] = {
     "qos": lambda v: {"qos": _name("qos", v)},
     "nodes": lambda v: {"nodes": _positive_int("nodes", v)},
     "ntasks": lambda v: {"ntasks": _positive_int("ntasks", v)},
+    "ntasks_per_node": lambda v: {"ntasks_per_node": _positive_int("ntasks_per_node", v)},
+    "gpus_per_node": lambda v: {"gpus_per_node": _gpus(v, "gpus_per_node")},
+    "gpus_per_task": lambda v: {"gpus_per_task": _gpus(v, "gpus_per_task")},
+    "gather": lambda v: {"gather": _gather(v)},
     "constraint": lambda v: {"constraint": _free_text("constraint", v)},
     "job_name": lambda v: {"job_name": _name("job_name", v)},
     "max_concurrent": lambda v: {"max_concurrent": _positive_int("max_concurrent", v)},

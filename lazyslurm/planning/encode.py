@@ -16,6 +16,7 @@ from typing import Any
 
 import cloudpickle
 
+from lazyslurm.context import context_parameter
 from lazyslurm.errors import SerializationError
 from lazyslurm.graph.core import Job
 from lazyslurm.planning.planner import ArrayJob, Plan
@@ -140,6 +141,11 @@ def encode_run(
             "retries": aj.resources.retries,
             "external": external,
         }
+        wants = context_parameter(func)
+        if wants is not None:
+            header["context"] = wants  # the runner fills it with a JobContext
+        if aj.resources.gather is not None:
+            header["gather"] = aj.resources.gather
         blobs = [_dump_element(job) for job in elements]
         mods = _by_value_modules(func) if by_value else []
         for mod in mods:

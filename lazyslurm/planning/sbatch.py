@@ -27,6 +27,7 @@ __all__ = [
     "IDS_MARKER",
     "SUBMIT_FAILED_MARKER",
     "job_script",
+    "ranks_script",
     "sbatch_flags",
     "submit_script",
 ]
@@ -76,6 +77,9 @@ def sbatch_flags(
         ("qos", "--qos={}"),
         ("nodes", "--nodes={}"),
         ("ntasks", "--ntasks={}"),
+        ("ntasks_per_node", "--ntasks-per-node={}"),
+        ("gpus_per_node", "--gpus-per-node={}"),
+        ("gpus_per_task", "--gpus-per-task={}"),
         ("constraint", "--constraint={}"),
     )
     for field, form in simple:
@@ -97,13 +101,55 @@ def job_script(
 ) -> str:
     """The batch script of one array job: setup lines, then the runner (element from
     ``$SLURM_ARRAY_TASK_ID``). ``setup`` lines are the user's own shell, used as given.
+
+    A task with more than one rank (:attr:`Resources.ranks`) gets :func:`ranks_script`
+    instead; a one-process task's script is unchanged by that feature.
     """
+    if job.resources.ranks > 1:
+        return ranks_script(job, run_id=run_id, layout=layout, python=python, setup=setup)
     lines = [
         "#!/bin/bash",
         f"# lazyslurm run {run_id}, array job {job.id} ({job.name} x{job.size})",
         *setup,
         f"exec {shlex.quote(python)} -m lazyslurm.runner {shlex.quote(layout.root)} "
         f"{shlex.quote(job.id)}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def ranks_script(
+    job: ArrayJob,
+    *,
+    run_id: str,
+    layout: RunLayout,
+    python: str,
+    setup: Sequence[str] = (),
+) -> str:
+    """The batch script of a multi-process task: ``srun`` starts the runner on every rank,
+    then one process gathers the ranks' outcomes into the element's result or error.
+
+    ``srun`` takes the task layout (``--ntasks``, ``--ntasks-per-node``, nodes) and the
+    job's GPUs (``gpus``, ``gpus_per_node``, ``gres``: a step gets all of them by default)
+    from the allocation. Per-task options are repeated on ``srun``: Slurm 22.05 and later
+    no longer pass ``--cpus-per-task`` from sbatch to srun. ``--kill-on-bad-exit=1`` ends
+    every rank when one fails, so no rank waits forever at a barrier.
+    """
+    r = job.resources
+    q = shlex.quote
+    srun = ["srun", "--kill-on-bad-exit=1"]
+    if r.cpus_per_task is not None:
+        srun.append(f"--cpus-per-task={r.cpus_per_task}")
+    if r.gpus_per_task is not None:
+        srun.append(f"--gpus-per-task={q(r.gpus_per_task)}")
+    runner = f"{q(python)} -m lazyslurm.runner"
+    where = f"{q(layout.root)} {q(job.id)}"
+    lines = [
+        "#!/bin/bash",
+        f"# lazyslurm run {run_id}, array job {job.id} ({job.name} x{job.size}, {r.ranks} ranks)",
+        *setup,
+        f"{' '.join(srun)} {runner} --rank {where}",
+        f"exec {runner} --gather {where} {r.ranks}",
         "",
     ]
     return "\n".join(lines)

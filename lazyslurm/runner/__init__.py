@@ -1,6 +1,8 @@
 """The compute-node entry point: run one array element and store its outcome.
 
 ``python -m lazyslurm.runner RUN_DIR ARRAY_JOB`` runs element ``$SLURM_ARRAY_TASK_ID``.
+A multi-rank task runs ``--rank`` on every rank (srun), then ``--gather`` once
+(:func:`run_rank`, :func:`gather`).
 Imports only the standard library, :mod:`lazyslurm.store`, :mod:`lazyslurm.errors` and
 cloudpickle (only if a payload needs it): this module starts once per task on every
 compute node.
@@ -28,7 +30,7 @@ from lazyslurm.store import (
     read_private,
 )
 
-__all__ = ["EXIT_OK", "EXIT_TASK_FAILED", "resolve", "run_element"]
+__all__ = ["EXIT_OK", "EXIT_TASK_FAILED", "gather", "resolve", "run_element", "run_rank"]
 
 EXIT_OK = 0
 EXIT_TASK_FAILED = 1
@@ -92,7 +94,9 @@ def call_args(args: tuple[Any, ...], kwargs: dict[str, Any], load: Any) -> tuple
     return resolve(args, load), resolve(kwargs, load)
 
 
-def _error_record(exc: BaseException, header: dict[str, Any], key: str) -> bytes:
+def _error_record(
+    exc: BaseException, header: dict[str, Any], key: str, rank: int | None = None
+) -> bytes:
     record = {
         "type_name": type(exc).__qualname__,
         "module": type(exc).__module__,
@@ -106,6 +110,8 @@ def _error_record(exc: BaseException, header: dict[str, Any], key: str) -> bytes
         "key": key,
         "exception": None,
     }
+    if rank is not None:
+        record["rank"] = rank
     try:
         record["exception"] = dumps(exc)
     except Exception:
@@ -136,30 +142,152 @@ def _load_function(func: Any, task: str) -> Any:
         raise type(exc)(msg) from exc
 
 
-def run_element(run_dir: str, array_job: str, index: int) -> int:
-    """Run one element; write its result or error record. Returns the process exit code."""
-    paths = RunLayout(run_dir)
-    header, (key, args, kwargs) = read_element(paths.spec(array_job), index)
+def _execute(
+    paths: RunLayout,
+    header: dict[str, Any],
+    element: tuple[str, tuple, dict],
+    make_context: Any,
+    one_process: bool,
+) -> tuple[Any, BaseException | None]:
+    """Call the task (with its retries): ``(pickled result, None)`` or ``(None, error)``.
+
+    ``make_context()`` builds the :class:`~lazyslurm.context.JobContext`; it is called
+    only when the function declares one that the call leaves out. ``one_process``: the
+    only rank of the element, so ``gather="all"`` makes a list of one value here.
+    """
+    key, args, kwargs = element
     load = _loader(paths, header.get("external", {}))
-    writer = _writer(paths.root, array_job, index)
+    wants = header.get("context")
     attempts = 1 + int(header.get("retries", 0))
     for attempt in range(attempts):
         try:
             func = _load_function(header["func"], header.get("task", ""))
             fargs, fkwargs = call_args(args, kwargs, load)
+            if wants is not None:
+                name, position = wants
+                if name not in fkwargs and (position is None or len(fargs) <= position):
+                    fkwargs = {**fkwargs, name: make_context()}
             result = func(*fargs, **fkwargs)
+            if one_process and header.get("gather") == "all":
+                result = [result]  # a one-process run: the list of its only rank's value
             data = dumps(result)
         except (Exception, SystemExit) as exc:  # the task's own failure, or sys.exit()
             if attempt + 1 < attempts:
                 print(f"lazyslurm: attempt {attempt + 1} of {key} failed: {exc!r}", file=sys.stderr)
                 continue
-            traceback.print_exc()
-            record = encode_outcome(_error_record(exc, header, key), key=key, writer=writer)
-            atomic_write(paths.error(key), record)
+            return None, exc
+        return data, None
+    return None, None  # pragma: no cover - the loop always returns
+
+
+def _context_maker(
+    run_dir: str, array_job: str, index: int, key: str, env: Any, ranks: bool = False
+) -> Any:
+    def make() -> Any:
+        from lazyslurm.context import JobContext
+
+        os.makedirs(RunLayout(run_dir).shared_dir, mode=0o700, exist_ok=True)
+        where = {"run_dir": run_dir, "array_job": array_job, "index": index, "key": key}
+        if env is None:
+            return JobContext.local(**where)
+        return JobContext.from_env(env, ranks=ranks, **where)
+
+    return make
+
+
+def run_element(run_dir: str, array_job: str, index: int, *, env: Any = None) -> int:
+    """Run one element; write its result or error file. Returns the process exit code.
+
+    ``env`` is the Slurm environment of the job (``os.environ`` under Slurm); ``None``
+    (the local and sync backends) gives a task's ``JobContext`` one-process values.
+    """
+    paths = RunLayout(run_dir)
+    header, element = read_element(paths.spec(array_job), index)
+    key = element[0]
+    make = _context_maker(run_dir, array_job, index, key, env)
+    data, exc = _execute(paths, header, element, make, one_process=True)
+    writer = _writer(paths.root, array_job, index)
+    if exc is not None:
+        traceback.print_exception(exc)
+        record = encode_outcome(_error_record(exc, header, key), key=key, writer=writer)
+        atomic_write(paths.error(key), record)
+        return EXIT_TASK_FAILED
+    atomic_write(paths.result(key), encode_outcome(data, key=key, writer=writer))
+    return EXIT_OK
+
+
+def run_rank(run_dir: str, array_job: str, index: int, env: Any) -> int:
+    """Run one rank of a multi-process element (started by ``srun`` on every rank).
+
+    Writes ``ranks/KEY/RANK.pkl`` (the value, when it is kept), ``RANK.ok`` (success
+    of a rank whose value is dropped) or ``RANK.err`` (an error record);
+    :func:`gather` turns them into the element's outcome once every rank has ended.
+    """
+    paths = RunLayout(run_dir)
+    header, element = read_element(paths.spec(array_job), index)
+    key = element[0]
+    rank = int(env.get("SLURM_PROCID", "0"))
+    make = _context_maker(run_dir, array_job, index, key, env, ranks=True)
+    data, exc = _execute(paths, header, element, make, one_process=False)
+    where = paths.rank_dir(key)
+    os.makedirs(where, mode=0o700, exist_ok=True)
+    if exc is not None:
+        traceback.print_exception(exc)
+        atomic_write(os.path.join(where, f"{rank}.err"), _error_record(exc, header, key, rank))
+        return EXIT_TASK_FAILED
+    if rank == 0 or header.get("gather") == "all":
+        atomic_write(os.path.join(where, f"{rank}.pkl"), data)
+    else:
+        atomic_write(os.path.join(where, f"{rank}.ok"), b"")
+    return EXIT_OK
+
+
+def _mtime(path: str) -> int:
+    return os.stat(path).st_mtime_ns
+
+
+def gather(run_dir: str, array_job: str, index: int, world_size: int) -> int:
+    """After ``srun``: the element's result from its ranks, or the error of the rank
+    that failed first (the message names it). Returns the process exit code."""
+    import shutil
+
+    paths = RunLayout(run_dir)
+    header, (key, _args, _kwargs) = read_element(paths.spec(array_job), index)
+    where = paths.rank_dir(key)
+    writer = _writer(paths.root, array_job, index)
+    names = set(os.listdir(where)) if os.path.isdir(where) else set()
+    errors = [r for r in range(world_size) if f"{r}.err" in names]
+    try:
+        if errors:
+            first = min(errors, key=lambda r: (_mtime(os.path.join(where, f"{r}.err")), r))
+            record = pickle.loads(read_private(os.path.join(where, f"{first}.err")))
+            others = f"; {len(errors) - 1} other rank(s) failed too" if len(errors) > 1 else ""
+            record["message"] = f"{record['message']} [on rank {first} of {world_size}{others}]"
+            atomic_write(paths.error(key), encode_outcome(dumps(record), key=key, writer=writer))
             return EXIT_TASK_FAILED
+        missing = [
+            r for r in range(world_size) if f"{r}.pkl" not in names and f"{r}.ok" not in names
+        ]
+        if missing:
+            shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
+            print(
+                f"lazyslurm: rank(s) {shown} of {world_size} ended without a result "
+                f"(crashed, killed or never started; see the log above)",
+                file=sys.stderr,
+            )
+            return EXIT_TASK_FAILED
+        if header.get("gather") == "all":
+            values = [
+                pickle.loads(read_private(os.path.join(where, f"{r}.pkl")))
+                for r in range(world_size)
+            ]
+            data = dumps(values)
+        else:
+            data = read_private(os.path.join(where, "0.pkl"))
         atomic_write(paths.result(key), encode_outcome(data, key=key, writer=writer))
         return EXIT_OK
-    return EXIT_TASK_FAILED  # pragma: no cover - the loop always returns
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
 
 
 def serve(stdin: Any, proto_fd: int) -> None:

@@ -168,7 +168,7 @@ class SSHShell:
         untrusted = f"{self._mark}untrusted"
         lines = [
             # never unpack into a directory another user could write to (root, its parent)
-            f"for __lz_d in \"$(dirname -- {qroot})\" {qroot}; do",
+            f'for __lz_d in "$(dirname -- {qroot})" {qroot}; do',
             '  if [ -L "$__lz_d" ] || { [ -e "$__lz_d" ] && { ! [ -O "$__lz_d" ] || '
             '[ -n "$(find "$__lz_d" -maxdepth 0 -perm /022)" ]; }; }; then',
             f"""    printf '%s\\n%s\\n' {untrusted} "$__lz_d" >&2; exit 1""",
