@@ -25,6 +25,8 @@ _EXPORTS = {
     "current_cluster": "lazyslurm.cluster",
     "errors": "lazyslurm.errors",
     "plan": "lazyslurm.execute",
+    "preview": "lazyslurm.preview",
+    "Preview": "lazyslurm.preview",
     "runs": "lazyslurm.execute",
     "submit": "lazyslurm.execute",
     "task": "lazyslurm.graph.core",
@@ -57,3 +59,4 @@ if TYPE_CHECKING:
     from lazyslurm.execute import Run, RunStatus, compute, plan, runs, submit
     from lazyslurm.graph.core import Job, JobArray, JobView, Task, task
     from lazyslurm.planning.planner import Plan
+    from lazyslurm.preview import Preview, preview

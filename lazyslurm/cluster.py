@@ -36,6 +36,7 @@ class Cluster:
     Within one cluster session a node computed once is never run again: later graphs
     that need it read its stored result. With ``cache=True`` that holds across sessions
     too: results already in the cluster's store are not computed again.
+    ``max_core_hours`` refuses, before submitting, any graph whose worst case may exceed it.
     """
 
     def __init__(
@@ -48,6 +49,7 @@ class Cluster:
         poll_min_s: float = 0.2,
         poll_max_s: float = 5.0,
         cache: bool = False,
+        max_core_hours: float | None = None,
         **backend_options: Any,
     ) -> None:
         if isinstance(backend, str) and backend not in BACKENDS:
@@ -58,6 +60,13 @@ class Cluster:
             raise ClusterConfigError(msg)
         if not 0 < poll_min_s <= poll_max_s:
             msg = f"need 0 < poll_min_s <= poll_max_s, got {poll_min_s}, {poll_max_s}"
+            raise ClusterConfigError(msg)
+        if max_core_hours is not None and (
+            isinstance(max_core_hours, bool)
+            or not isinstance(max_core_hours, (int, float))
+            or not max_core_hours > 0
+        ):
+            msg = f"max_core_hours must be a positive number, got {max_core_hours!r}"
             raise ClusterConfigError(msg)
         if backend in ("local", "sync") and backend_options:
             names = ", ".join(sorted(backend_options))
@@ -86,6 +95,7 @@ class Cluster:
         self.poll_min_s = poll_min_s
         self.poll_max_s = poll_max_s
         self.cache = cache
+        self.max_core_hours = max_core_hours  # budget of every submit (see lazyslurm.preview)
         self.backend_options = backend_options
         self._tokens: list[contextvars.Token[Cluster | None]] = []
         # session memory

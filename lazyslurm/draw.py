@@ -184,11 +184,13 @@ class _Model:
         plan: Plan,
         done: Mapping[str, str | None],
         states: Mapping[str, str],
+        costs: Mapping[str, str] | None = None,
     ) -> None:
         self.roots = roots
         self.plan = plan
         self.done = done
         self.states = states
+        self.costs = costs or {}  # array job id -> its worst-case line (cost=True)
 
     def cls(self, key: str) -> str:
         state = self.states.get(key)
@@ -237,6 +239,27 @@ def _node_attrs(cls: str, shape_style: str) -> dict[str, str]:
 
 def _index_range(n: int, offset: int = 0) -> str:
     return f"[{offset}]" if n == 1 else f"[{offset}-{offset + n - 1}]"
+
+
+def _cost_lines(plan: Plan, cluster: Cluster | None) -> dict[str, str]:
+    """Array job id -> ``worst N core-h`` (and GPU-h), with the cluster's task defaults if
+    its backend already runs; no backend is started, nothing is asked of Slurm."""
+    from lazyslurm.graph.resources import Resources
+    from lazyslurm.preview import job_cost
+
+    cl = _session(cluster)
+    backend = getattr(cl, "_backend", None) if cl is not None else None
+    defaults = getattr(backend, "defaults", None) or Resources()
+    out = {}
+    for aj in plan.array_jobs:
+        c = job_cost(aj.id, aj.name, aj.size, aj.resources, defaults=defaults)
+        core = "unbounded" if c.core_hours is None else f"{c.core_hours:.3g}"
+        line = f"worst {core} core-h"
+        if c.gpus:
+            gpu = "unbounded" if c.gpu_hours is None else f"{c.gpu_hours:.3g}"
+            line += f" · {gpu} GPU-h"
+        out[aj.id] = line
+    return out
 
 
 # --------------------------------------------------------------------------- levels
@@ -294,6 +317,7 @@ def _aj_label(aj: ArrayJob, model: _Model, offset: int) -> tuple[list[str], dict
     lines.append(" · ".join(f"{k} {v}" for k, v in res.items()) or "default resources")
     if aj.throttle:
         lines.append(f"throttle {aj.throttle} at a time")
+    lines.append(model.costs.get(aj.id, ""))
     status = _status_line(counts, aj.size)
     lines.append(status)
     return lines, counts
@@ -551,6 +575,7 @@ def visualize(
     states: Mapping[Any, str] | None = None,
     cached: Iterable[Any] | None = None,
     run: Any = None,
+    cost: bool = False,
 ) -> graphviz.Digraph:
     """Draw what ``compute(*exprs)`` would run, as a ``graphviz.Digraph``.
 
@@ -570,9 +595,15 @@ def visualize(
     ``run`` (a :class:`~lazyslurm.execute.Run`, also accepted among ``exprs``) draws that
     run's plan coloured by its last poll (a run re-attached with ``Run.attach`` has no plan
     in this process: its array jobs are drawn instead).
+
+    ``cost=True`` (with ``level="jobs"``) adds each array job's worst case from its time
+    limit (``worst 12.5 core-h``, see :mod:`lazyslurm.preview`); nothing is asked of Slurm.
     """
     if level not in LEVELS:
         msg = f"invalid level={level!r}: expected one of {', '.join(LEVELS)}"
+        raise InvalidOptionError(msg)
+    if cost and level != "jobs":
+        msg = f"cost=True annotates array jobs: use it with level='jobs', not {level!r}"
         raise InvalidOptionError(msg)
     if rankdir not in RANKDIRS:
         msg = f"invalid rankdir={rankdir!r}: expected one of {', '.join(RANKDIRS)}"
@@ -620,7 +651,7 @@ def visualize(
     dot.attr(rankdir=rankdir, fontname=_FONT, nodesep="0.3", ranksep="0.45")
     dot.attr("node", shape="box", fontname=_FONT, fontsize="12", margin="0.15,0.06")
     dot.attr("edge", fontname=_FONT, fontsize="10", color="#495057", arrowsize="0.7")
-    model = _Model(roots, plan, done, node_states)
+    model = _Model(roots, plan, done, node_states, _cost_lines(plan, cluster) if cost else None)
     if attached:
         drawn = _draw_attached(dot, run, level, explicit)
     else:

@@ -455,16 +455,24 @@ def submit(
     label: str = "",
     cache: bool | None = None,
     progress: bool | None = None,
+    max_core_hours: float | None = None,
 ) -> Run:
     """Plan ``exprs`` and submit the whole DAG at once; return a :class:`Run` at once.
 
     With ``cache=True`` (or ``Cluster(cache=True)``), nodes whose results are already in
     the cluster's store (from any earlier run) are not submitted again.
+    ``max_core_hours`` (default: the cluster's) refuses, before anything is submitted, a
+    graph whose worst case may exceed it (:class:`~lazyslurm.errors.BudgetExceededError`).
     """
     cl = resolve_cluster(cluster)
     templates, roots = lift_outputs(exprs)
-    callbacks = [*callbacks, *_progress_callbacks(progress)]
     p, found = _make_plan(cl, roots, cache)
+    budget = max_core_hours if max_core_hours is not None else cl.max_core_hours
+    if budget is not None and p.array_jobs:
+        from lazyslurm.preview import check_budget
+
+        check_budget(cl, p, budget, cached=len(found))
+    callbacks = [*callbacks, *_progress_callbacks(progress)]
     cl.computed.update(found)
     if not p.array_jobs:
         return Run(cl, None, templates, callbacks, plan=p)
@@ -516,14 +524,22 @@ def compute(
     fetch: bool = True,
     cache: bool | None = None,
     progress: bool | None = None,
+    max_core_hours: float | None = None,
 ) -> tuple[Any, ...]:
     """Run everything ``exprs`` need and return their results, as a tuple.
 
     A ``Job`` gives its result, a ``JobArray`` the list of its results, containers are
     rebuilt with results in place; anything else is returned as is. A failed task
-    re-raises with its original exception type.
+    re-raises with its original exception type. ``max_core_hours``: see :func:`submit`.
     """
-    run = submit(*exprs, cluster=cluster, callbacks=callbacks, cache=cache, progress=progress)
+    run = submit(
+        *exprs,
+        cluster=cluster,
+        callbacks=callbacks,
+        cache=cache,
+        progress=progress,
+        max_core_hours=max_core_hours,
+    )
     out = run.result(fetch=fetch)
     return out if out is not None else ()
 

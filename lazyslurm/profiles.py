@@ -119,6 +119,7 @@ CLUSTER_KEYS: dict[str, _Check] = {
     "poll_min_s": _NUMBER,
     "poll_max_s": _NUMBER,
     "cache": _BOOL,
+    "max_core_hours": _NUMBER,
 }
 # options of the slurm and ssh backends (see lazyslurm.backends.slurm.make_slurm_backend)
 SLURM_KEYS: dict[str, _Check] = {
@@ -155,6 +156,7 @@ _POSITIVE = (
     "poll_max_s",
     "connect_timeout_s",
     "keepalive_s",
+    "max_core_hours",
 )
 
 
