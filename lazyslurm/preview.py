@@ -141,19 +141,22 @@ def parse_facts(text: str) -> ClusterFacts:
 # --------------------------------------------------------------------------- arithmetic
 
 
-def _count(text: str | None) -> int:
-    """GPUs in ``"2"``, ``"a100:2"`` or a gres ``"gpu:a100:2"`` (0 for other gres)."""
-    if not text:
+def _gpu_count(gpus: str | None) -> int:
+    """GPUs in a ``gpus`` value: ``"2"`` or ``"a100:2"``."""
+    if not gpus:
         return 0
+    last = gpus.rsplit(":", 1)[-1]
+    return int(last) if last.isdigit() else 0
+
+
+def _gres_gpus(gres: str | None) -> int:
+    """GPUs per node in a gres: ``"gpu:2"``, ``"gpu:a100:2"``, ``"gpu"`` (1); other gres: 0."""
     total = 0
-    for part in text.split(","):
+    for part in (gres or "").split(","):
         bits = part.strip().split(":")
-        if len(bits) > 1 and bits[0] != "gpu" and not bits[-1].isdigit():
+        if bits[0] != "gpu":
             continue
-        if bits[-1].isdigit():
-            total += int(bits[-1])
-        elif bits[0] == "gpu":
-            total += 1
+        total += int(bits[-1]) if len(bits) > 1 and bits[-1].isdigit() else 1
     return total
 
 
@@ -254,7 +257,7 @@ def job_cost(
         notes.append("cpus: 1 per task (Slurm's default; none set)")
     cpus = per_task * tasks
 
-    gpus = _count(pick("gpus")) or _count(pick("gres")) * nodes
+    gpus = _gpu_count(pick("gpus")) or _gres_gpus(pick("gres")) * nodes
 
     mem = pick("mem_mb")
     if mem is not None:
