@@ -273,18 +273,11 @@ def test_budget_refuses_an_unbounded_graph_and_comes_from_the_cluster(tmp_path):
         assert lazyslurm.runs(c) == []
 
 
-def test_budget_profile_key(tmp_path, monkeypatch, private_home):
-    """max_core_hours is a profile key (a positive number) and a Cluster option."""
-    (tmp_path / "lazyslurm.toml").write_text(
-        '[profiles.capped]\nbackend = "sync"\nmax_core_hours = 2.5\n'
-        '[profiles.bad]\nbackend = "sync"\nmax_core_hours = -1\n'
-    )
-    monkeypatch.chdir(tmp_path)
-    assert Cluster.from_profile("capped").max_core_hours == 2.5
-    with pytest.raises(ClusterConfigError, match="max_core_hours"):
-        Cluster.from_profile("bad")
-    with pytest.raises(ClusterConfigError, match="positive number"):
-        Cluster("sync", max_core_hours="lots")
+def test_budget_must_be_a_positive_number():
+    """Cluster(max_core_hours=...) is checked when the cluster is made."""
+    for bad in ("lots", 0, -1, True):
+        with pytest.raises(ClusterConfigError, match="positive number"):
+            Cluster("sync", max_core_hours=bad)
 
 
 def test_usage_without_slurm_says_so(tmp_path):
