@@ -310,7 +310,10 @@ def load_graph(target: str) -> Any:
     value = namespace[name]
     from lazyslurm.graph.core import Job, JobArray, JobView, Task
 
-    if callable(value) and not isinstance(value, (Job, JobArray, JobView, Task)):
+    if isinstance(value, Task):
+        msg = f"{target!r} is a task, not a graph: name a call of it (or a function making one)"
+        raise ClusterConfigError(msg)
+    if callable(value) and not isinstance(value, (Job, JobArray, JobView)):
         value = value()
     return value
 

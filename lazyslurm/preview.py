@@ -61,6 +61,7 @@ __all__ = [
 
 UNBOUNDED = "unbounded"
 _PREVIEW_RUN = "preview"  # run id used in the --test-only flags (nothing is written)
+_QUERY_TIMEOUT_S = 120.0  # the one round trip of partition facts and sbatch --test-only
 
 
 # --------------------------------------------------------------------------- cluster facts
@@ -435,7 +436,7 @@ def _ask_slurm(backend: Any, plan: Plan, *, start: bool) -> tuple[ClusterFacts, 
             flags[aj.id] = sbatch_flags(
                 job, run_id=_PREVIEW_RUN, run_dir=run_dir, defaults=backend.defaults
             )
-    res = backend.shell.run(start_query_script(flags))
+    res = backend.shell.run(start_query_script(flags), timeout_s=_QUERY_TIMEOUT_S)
     head, _, _ = res.stdout.partition("LZ-START ")
     return parse_facts(head), _split_starts(res.stdout)
 
@@ -675,7 +676,8 @@ def check_budget(cl: Cluster, plan: Plan, max_core_hours: float, *, cached: int 
         else "its worst case is unbounded (a task has no time limit: set time=...)"
     )
     top = "\n".join(f"  {line}" for line in p.summary_lines())
-    heavy = sorted(p.jobs, key=lambda c: -1.0 if c.core_hours is None else -c.core_hours)[:3]
+    # the unbounded first, then the most core-hours
+    heavy = sorted(p.jobs, key=lambda c: (c.core_hours is not None, -(c.core_hours or 0.0)))[:3]
     biggest = "\n".join(
         f"  {c.id} {c.name}: {c.elements} x {c.cpus} cpu x {_time(c.time_min)} = "
         f"{_hours(c.core_hours)} core-hours"

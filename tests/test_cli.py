@@ -467,6 +467,7 @@ def test_preview_of_a_module(graph_script, capsys, monkeypatch):
         ("proj/sweep.py:nope", "defines no 'nope' (it has: graph, make, task, total, work)"),
         ("proj/sweep.py", "give SCRIPT.py:NAME or package.module:NAME"),
         ("proj/missing.py:graph", "no script proj/missing.py"),
+        ("proj/sweep.py:work", "is a task, not a graph"),
     ],
 )
 def test_preview_errors_are_one_line(graph_script, capsys, target, words):

@@ -317,11 +317,12 @@ def reduce_sum(xs):
     return sum(xs)
 
 
-def start_is_now(start: Start) -> bool:
-    """The idle test cluster starts everything at once (give or take a minute)."""
+def start_is_known(start: Start) -> bool:
+    """Slurm gave a time, not in the past (the shared test cluster may be busy: when it is
+    depends on the other jobs, so only its sense is checked)."""
     import datetime as dt
 
-    return start.when is not None and abs((start.when - dt.datetime.now()).total_seconds()) < 120
+    return start.when is not None and start.when >= dt.datetime.now() - dt.timedelta(minutes=2)
 
 
 @pytest.fixture(params=["slurm", "ssh"])
@@ -353,10 +354,10 @@ def test_expected_start_from_sbatch_test_only(real_cluster, env):
         ("reduce_sum", 1, 1),
     ]
     starts = [p.starts[j.id] for j in p.jobs]
-    assert start_is_now(starts[0]) and start_is_now(starts[1]) and start_is_now(starts[3])
+    assert start_is_known(starts[0]) and start_is_known(starts[1]) and start_is_known(starts[3])
     assert starts[0].text.startswith("Job ") and "to start at" in starts[0].text
     assert starts[2].when is None and "invalid partition" in starts[2].text.lower()
-    assert start_is_now(p.first_start)
+    assert start_is_known(p.first_start)
     assert p.total.at_once == 2 + 2 + 2 + 1
     assert p.total.core_hours == pytest.approx(152 * 2 / 60 + 1 / 60)
     text = str(p)
