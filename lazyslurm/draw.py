@@ -241,7 +241,7 @@ def _index_range(n: int, offset: int = 0) -> str:
     return f"[{offset}]" if n == 1 else f"[{offset}-{offset + n - 1}]"
 
 
-def _cost_lines(plan: Plan, cluster: Cluster | None) -> dict[str, str]:
+def _cost_lines(array_jobs: Iterable[Any], cluster: Cluster | None) -> dict[str, str]:
     """Array job id -> ``worst N core-h`` (and GPU-h), with the cluster's task defaults if
     its backend already runs; no backend is started, nothing is asked of Slurm."""
     from lazyslurm.graph.resources import Resources
@@ -251,7 +251,7 @@ def _cost_lines(plan: Plan, cluster: Cluster | None) -> dict[str, str]:
     backend = getattr(cl, "_backend", None) if cl is not None else None
     defaults = getattr(backend, "defaults", None) or Resources()
     out = {}
-    for aj in plan.array_jobs:
+    for aj in array_jobs:  # planned array jobs, or those of a re-attached run
         c = job_cost(aj.id, aj.name, aj.size, aj.resources, defaults=defaults)
         core = "unbounded" if c.core_hours is None else f"{c.core_hours:.3g}"
         line = f"worst {core} core-h"
@@ -407,7 +407,11 @@ def _draw_jobs(dot: graphviz.Digraph, model: _Model) -> set[str]:
 
 
 def _draw_attached(
-    dot: graphviz.Digraph, run: Any, level: str, explicit: Mapping[str, str]
+    dot: graphviz.Digraph,
+    run: Any,
+    level: str,
+    explicit: Mapping[str, str],
+    costs: Mapping[str, str] | None = None,
 ) -> set[str]:
     """A run re-attached from its store (``Run.attach``: no graph and no plan in this
     process), drawn from its array jobs and its last poll. ``level="jobs"``: one node per
@@ -482,6 +486,7 @@ def _draw_attached(
                     f"{aj.id} · {'1 element' if aj.size == 1 else f'{aj.size} elements'}",
                     " · ".join(f"{k} {v}" for k, v in res.items()) or "default resources",
                     f"throttle {aj.throttle} at a time" if aj.throttle else "",
+                    (costs or {}).get(aj.id, ""),
                     _status_line(counts, aj.size),
                 ]
                 sg.node(aj.id, _label(lines), **_node_attrs(_main_class(counts), ""))
@@ -651,9 +656,11 @@ def visualize(
     dot.attr(rankdir=rankdir, fontname=_FONT, nodesep="0.3", ranksep="0.45")
     dot.attr("node", shape="box", fontname=_FONT, fontsize="12", margin="0.15,0.06")
     dot.attr("edge", fontname=_FONT, fontsize="10", color="#495057", arrowsize="0.7")
-    model = _Model(roots, plan, done, node_states, _cost_lines(plan, cluster) if cost else None)
+    jobs = run.array_jobs if attached else plan.array_jobs
+    costs = _cost_lines(jobs, cluster or getattr(run, "cluster", None)) if cost else None
+    model = _Model(roots, plan, done, node_states, costs)
     if attached:
-        drawn = _draw_attached(dot, run, level, explicit)
+        drawn = _draw_attached(dot, run, level, explicit, costs)
     else:
         drawn = _draw_tasks(dot, model) if level == "tasks" else _draw_jobs(dot, model)
     _draw_legend(dot, drawn, rankdir)

@@ -217,6 +217,16 @@ def test_jobs_level_cost_annotates_the_worst_case():
     assert "worst unbounded core-h" in words  # total has no time limit
 
 
+def test_cost_of_a_run_and_of_a_re_attached_run(tmp_path):
+    """cost=True also annotates a run's array jobs, in its process and re-attached."""
+    with Cluster("sync", workdir=tmp_path) as cl:
+        run = submit(total(inc.options(time=30).map(range(4))), progress=False)
+        run.result()
+        assert "worst 2 core-h" in run.visualize(level="jobs", cost=True).source
+        attached = lazyslurm.Run.attach(run.id, cl)
+        assert "worst 2 core-h" in visualize(run=attached, level="jobs", cost=True).source
+
+
 def test_cost_needs_the_jobs_level():
     """cost=True at level tasks is refused with the fix."""
     with pytest.raises(InvalidOptionError, match="level='jobs'"):
