@@ -28,6 +28,8 @@ _EXPORTS = {
     "current_cluster": "lazyslurm.cluster",
     "errors": "lazyslurm.errors",
     "plan": "lazyslurm.execute",
+    "preview": "lazyslurm.preview",
+    "Preview": "lazyslurm.preview",
     "runs": "lazyslurm.execute",
     "submit": "lazyslurm.execute",
     "task": "lazyslurm.graph.core",
@@ -70,3 +72,4 @@ if TYPE_CHECKING:
     from lazyslurm.graph.core import Job, JobArray, JobView, Task, task
     from lazyslurm.graph.traverse import to_networkx
     from lazyslurm.planning.planner import Plan
+    from lazyslurm.preview import Preview, preview

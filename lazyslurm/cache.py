@@ -17,14 +17,27 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from lazyslurm.backends.base import RunHandle
 from lazyslurm.errors import BackendError, ClusterConfigError, UntrustedStoreError
+from lazyslurm.graph.core import Job
+from lazyslurm.graph.traverse import collect
+from lazyslurm.planning.encode import read_manifest
+from lazyslurm.planning.planner import Plan, make_plan
 from lazyslurm.store import INSIDE, RunLayout
 
 if TYPE_CHECKING:
     from lazyslurm.backends.shell import Shell
     from lazyslurm.cluster import Cluster
 
-__all__ = ["RunSummary", "clear", "list_runs", "lookup", "parse_age"]
+__all__ = [
+    "RunSummary",
+    "clear",
+    "list_runs",
+    "lookup",
+    "parse_age",
+    "plan_with_store",
+    "read_run",
+]
 
 
 @attrs.frozen
@@ -204,3 +217,35 @@ def clear(
                 del cl.computed[key]
                 cl.values.pop(key, None)
     return removed
+
+
+def plan_with_store(
+    cl: Cluster, roots: list[Job], cache: bool | None
+) -> tuple[Plan, dict[str, str]]:
+    """The plan of ``roots`` given the session's memory and, with caching (``cache``, else
+    the cluster's setting), the results already in the store: ``(plan, found)``."""
+    done: dict[str, str | None] = dict(cl.computed)
+    found: dict[str, str] = {}
+    if cache if cache is not None else cl.cache:
+        found = lookup(cl, [j.key for j in collect(roots, done) if j.task.pure])
+        done.update(found)
+    p = make_plan(roots, done=done, max_array_size=cl.max_array_size())
+    return attrs.evolve(p, cached=frozenset(found)), found
+
+
+def read_run(cl: Cluster, run_id: str) -> tuple[dict[str, Any], RunHandle, bytes | None]:
+    """A run as its directory records it, in one transfer: the manifest's fields, a
+    handle (its ArrayJob records and Slurm job ids), and the outputs file if any.
+    ``KeyError`` when there is no such run."""
+    layout = RunLayout.of(run_id)
+    names = [layout.manifest, layout.outputs, layout.jobids]
+    files = cl.backend.read_files(names)
+    if names[0] not in files:
+        msg = f"no run {run_id!r} in {cl.backend_name} work directory {cl.backend.workdir}"
+        raise KeyError(msg)
+    manifest, array_jobs = read_manifest(files[names[0]])
+    job_ids = dict(
+        pair.split("=", 1) for pair in files.get(names[2], b"").decode().split() if "=" in pair
+    )
+    handle = RunHandle(run_id=run_id, array_jobs=array_jobs, job_ids=job_ids)
+    return manifest, handle, files.get(names[1])

@@ -7,14 +7,23 @@
     lazyslurm logs RUN NODE [--stderr] [--tail N]
     lazyslurm cancel RUN
     lazyslurm viz RUN -o run.svg [--level tasks|jobs]
-    lazyslurm clean --older-than 7d [--dry-run]
+    lazyslurm clean --older-than 7d
+    lazyslurm preview SCRIPT.py:NAME [--no-start] [--cache]
+                                            jobs, worst-case cost and start of a graph
+    lazyslurm usage RUN                     worst case against what sacct says was used
 
 Every command takes ``--cluster PROFILE`` (default: ``$LAZYSLURM_PROFILE``, else the
 embedded local cluster and its work directory, ``$LAZYSLURM_WORKDIR`` or ``~/.lazyslurm``).
 Also ``python -m lazyslurm``.
 
-Exit codes: 0 ok; 1 ``status`` of a run that failed or was cancelled; 2 usage errors and
-errors (unknown run, bad profile, backend failure), reported in one line.
+``preview`` takes ``PATH.py:NAME`` (a script, run with ``__name__`` set to
+``"__lazyslurm_preview__"``, so its ``if __name__ == "__main__":`` block does not run) or
+``package.module:NAME`` (imported); ``NAME`` is a lazy value (a ``Job``, ``JobArray``, or a
+list, tuple or dict of them) or a function taking no arguments that returns one.
+
+Exit codes: 0 ok (also ``usage`` on a cluster without accounting: it says so in one line);
+1 ``status`` of a run that failed or was cancelled; 2 usage errors and errors (unknown
+run, bad profile, backend failure), reported in one line.
 
 This module imports only the standard library at import time: each command imports what
 it needs.
@@ -280,6 +289,59 @@ def cmd_clean(args: argparse.Namespace, cluster: Cluster) -> int:
     return EXIT_OK
 
 
+def load_graph(target: str) -> Any:
+    """The graph named by ``PATH.py:NAME`` or ``module:NAME`` (called if a function)."""
+    import importlib
+    import runpy
+
+    from lazyslurm.errors import ClusterConfigError
+
+    source, sep, name = target.rpartition(":")
+    if not sep or not source or not name:
+        msg = f"{target!r}: give SCRIPT.py:NAME or package.module:NAME"
+        raise ClusterConfigError(msg)
+    if source.endswith(".py") or os.sep in source:
+        path = Path(source)
+        if not path.is_file():
+            msg = f"{target!r}: no script {path}"
+            raise ClusterConfigError(msg)
+        sys.path.insert(0, str(path.resolve().parent))  # its own imports, as python would
+        try:
+            namespace = runpy.run_path(str(path), run_name="__lazyslurm_preview__")
+        finally:
+            sys.path.pop(0)
+    else:
+        namespace = vars(importlib.import_module(source))
+    if name not in namespace:
+        have = sorted(k for k in namespace if not k.startswith("_"))[:12]
+        msg = f"{target!r}: {source} defines no {name!r} (it has: {', '.join(have)})"
+        raise ClusterConfigError(msg)
+    value = namespace[name]
+    from lazyslurm.graph.core import Job, JobArray, JobView, Task
+
+    if isinstance(value, Task):
+        msg = f"{target!r} is a task, not a graph: name a call of it (or a function making one)"
+        raise ClusterConfigError(msg)
+    if callable(value) and not isinstance(value, (Job, JobArray, JobView)):
+        value = value()
+    return value
+
+
+def cmd_preview(args: argparse.Namespace, cluster: Cluster) -> int:
+    from lazyslurm.preview import preview
+
+    graph = load_graph(args.target)
+    print(preview(graph, cluster=cluster, cache=args.cache or None, start=not args.no_start))
+    return EXIT_OK
+
+
+def cmd_usage(args: argparse.Namespace, cluster: Cluster) -> int:
+    from lazyslurm.preview import usage
+
+    print(usage(args.run, cluster))
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -378,6 +440,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--dry-run", action="store_true", help="list the runs that would be removed; remove none"
     )
+
+    p = add(
+        "preview",
+        cmd_preview,
+        "array jobs, worst-case core/GPU-hours and Slurm's expected start of a graph "
+        "(submits nothing)",
+    )
+    p.add_argument(
+        "target",
+        metavar="SCRIPT.py:NAME",
+        help="a script or module and the name of its graph (or of a function returning it)",
+    )
+    p.add_argument("--no-start", action="store_true", help="do not ask Slurm (sbatch --test-only)")
+    p.add_argument(
+        "--cache", action="store_true", help="leave out what the cluster's store already holds"
+    )
+
+    p = add("usage", cmd_usage, "a run's worst case against what sacct says it used")
+    p.add_argument("run", metavar="RUN", help="run id")
     return parser
 
 

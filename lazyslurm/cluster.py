@@ -42,6 +42,7 @@ class Cluster:
     Within one cluster session a node computed once is never run again: later graphs
     that need it read its stored result. With ``cache=True`` that holds across sessions
     too: results already in the cluster's store are not computed again.
+    ``max_core_hours`` refuses, before submitting, any graph whose worst case may exceed it.
     """
 
     def __init__(
@@ -55,6 +56,7 @@ class Cluster:
         poll_max_s: float = 5.0,
         cache: bool = False,
         callbacks: Sequence[Any] = (),
+        max_core_hours: float | None = None,
         **backend_options: Any,
     ) -> None:
         if isinstance(backend, str):
@@ -63,7 +65,8 @@ class Cluster:
                 raise ClusterConfigError(msg)
             given = {"workdir": workdir, "max_workers": max_workers,
                      "max_array_size": max_array_size, "poll_min_s": poll_min_s,
-                     "poll_max_s": poll_max_s, "cache": cache}  # fmt: skip
+                     "poll_max_s": poll_max_s, "cache": cache,
+                     "max_core_hours": max_core_hours}  # fmt: skip
             # every option is declared once, by its backend: typos show now, not at first use
             check_options(backend, {**{k: v for k, v in given.items() if v is not None},
                                     **backend_options})  # fmt: skip
@@ -91,6 +94,7 @@ class Cluster:
             from lazyslurm.callbacks import adapt
 
             self.callbacks = adapt(callbacks)  # slurm-sdk callbacks: warns of unusable hooks
+        self.max_core_hours = max_core_hours  # budget of every submit (see lazyslurm.preview)
         self.backend_options = backend_options
         self._tokens: list[contextvars.Token[Cluster | None]] = []
         # session memory

@@ -191,11 +191,13 @@ class _Model:
         plan: Plan | None,
         done: Mapping[str, str | None],
         states: Mapping[str, str],
+        costs: Mapping[str, str] | None = None,
     ) -> None:
         self.roots = roots
         self.plan = plan
         self.done = done
         self.states = states
+        self.costs = costs or {}  # array job id -> its worst-case line (cost=True)
 
     def cls(self, key: str) -> str:
         state = self.states.get(key)
@@ -244,6 +246,27 @@ def _node_attrs(cls: str, shape_style: str) -> dict[str, str]:
 
 def _index_range(n: int, offset: int = 0) -> str:
     return f"[{offset}]" if n == 1 else f"[{offset}-{offset + n - 1}]"
+
+
+def _cost_lines(array_jobs: Iterable[Any], cluster: Cluster | None) -> dict[str, str]:
+    """Array job id -> ``worst N core-h`` (and GPU-h), with the cluster's task defaults if
+    its backend already runs; no backend is started, nothing is asked of Slurm."""
+    from lazyslurm.graph.resources import Resources
+    from lazyslurm.preview import job_cost
+
+    cl = _session(cluster)
+    backend = getattr(cl, "_backend", None) if cl is not None else None
+    defaults = getattr(backend, "defaults", None) or Resources()
+    out = {}
+    for aj in array_jobs:  # planned array jobs, or those of a re-attached run
+        c = job_cost(aj.id, aj.name, aj.size, aj.resources, defaults=defaults)
+        core = "unbounded" if c.core_hours is None else f"{c.core_hours:.3g}"
+        line = f"worst {core} core-h"
+        if c.gpus:
+            gpu = "unbounded" if c.gpu_hours is None else f"{c.gpu_hours:.3g}"
+            line += f" · {gpu} GPU-h"
+        out[aj.id] = line
+    return out
 
 
 # --------------------------------------------------------------------------- levels
@@ -306,7 +329,9 @@ def _aj_label(
     lines.append(" · ".join(f"{k} {v}" for k, v in res.items()) or "default resources")
     if aj.throttle:
         lines.append(f"throttle {aj.throttle} at a time")
-    lines.append(_status_line(counts, aj.size))
+    lines.append(model.costs.get(aj.id, ""))
+    status = _status_line(counts, aj.size)
+    lines.append(status)
     return lines, counts
 
 
@@ -485,6 +510,7 @@ def visualize(
     states: Mapping[Any, str] | None = None,
     cached: Iterable[Any] | None = None,
     run: Any = None,
+    cost: bool = False,
 ) -> graphviz.Digraph:
     """Draw what ``compute(*exprs)`` would run, as a ``graphviz.Digraph``.
 
@@ -504,9 +530,15 @@ def visualize(
     ``run`` (a :class:`~lazyslurm.execute.Run`, also accepted among ``exprs``) draws that
     run's plan coloured by its last poll (a run re-attached with ``Run.attach`` has no plan
     in this process: its array jobs are drawn instead).
+
+    ``cost=True`` (with ``level="jobs"``) adds each array job's worst case from its time
+    limit (``worst 12.5 core-h``, see :mod:`lazyslurm.preview`); nothing is asked of Slurm.
     """
     if level not in LEVELS:
         msg = f"invalid level={level!r}: expected one of {', '.join(LEVELS)}"
+        raise InvalidOptionError(msg)
+    if cost and level != "jobs":
+        msg = f"cost=True annotates array jobs: use it with level='jobs', not {level!r}"
         raise InvalidOptionError(msg)
     if rankdir not in RANKDIRS:
         msg = f"invalid rankdir={rankdir!r}: expected one of {', '.join(RANKDIRS)}"
@@ -558,7 +590,8 @@ def visualize(
     dot.attr(rankdir=rankdir, fontname=_FONT, nodesep="0.3", ranksep="0.45")
     dot.attr("node", shape="box", fontname=_FONT, fontsize="12", margin="0.15,0.06")
     dot.attr("edge", fontname=_FONT, fontsize="10", color="#495057", arrowsize="0.7")
-    model = _Model(roots, plan, done, node_states)
+    costs = _cost_lines(array_jobs, cluster or getattr(run, "cluster", None)) if cost else None
+    model = _Model(roots, plan, done, node_states, costs)
     if level == "tasks":
         drawn = _draw_tasks(dot, model, full)
     else:

@@ -17,6 +17,7 @@ import functools
 
 __all__ = [
     "BackendError",
+    "BudgetExceededError",
     "CallbackWarning",
     "ClusterConfigError",
     "CorruptResultError",
@@ -82,6 +83,20 @@ class CallbackWarning(LazySlurmError, UserWarning):
 
 class ClusterConfigError(LazySlurmError, ValueError):
     """A cluster profile or cluster option is invalid."""
+
+
+class BudgetExceededError(LazySlurmError, ValueError):
+    """A graph's worst case exceeds ``max_core_hours``; nothing was submitted.
+
+    Attributes: ``worst_core_hours`` (None: unbounded) and ``max_core_hours``.
+    """
+
+    def __init__(
+        self, msg: str, *, worst_core_hours: float | None = None, max_core_hours: float = 0.0
+    ) -> None:
+        super().__init__(msg)
+        self.worst_core_hours = worst_core_hours
+        self.max_core_hours = max_core_hours
 
 
 # --------------------------------------------------------------------------- talking to Slurm

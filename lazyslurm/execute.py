@@ -29,7 +29,7 @@ from lazyslurm.backends.base import (
     RunHandle,
     Snapshot,
 )
-from lazyslurm.cache import RunSummary, list_runs, lookup
+from lazyslurm.cache import RunSummary, list_runs, plan_with_store, read_run
 from lazyslurm.cluster import Cluster, resolve_cluster
 from lazyslurm.errors import (
     DependencyNeverSatisfiedError,
@@ -42,10 +42,10 @@ from lazyslurm.errors import (
     remote_error,
 )
 from lazyslurm.graph.core import Job
-from lazyslurm.graph.traverse import collect, lift_outputs
+from lazyslurm.graph.traverse import lift_outputs
 from lazyslurm.planning import rules
-from lazyslurm.planning.encode import encode_run, read_manifest
-from lazyslurm.planning.planner import ArrayJob, Plan, make_plan
+from lazyslurm.planning.encode import encode_run
+from lazyslurm.planning.planner import ArrayJob, Plan
 from lazyslurm.runner import resolve
 from lazyslurm.store import Ref, RefList, RunLayout, decode_outcome
 
@@ -87,18 +87,7 @@ def plan(*exprs: Any, cluster: Cluster | None = None, cache: bool | None = None)
     """
     cl = resolve_cluster(cluster)
     _, roots = lift_outputs(exprs)
-    return _make_plan(cl, roots, cache)[0]
-
-
-def _make_plan(cl: Cluster, roots: list[Job], cache: bool | None) -> tuple[Plan, dict[str, str]]:
-    """The plan of ``roots`` given the session's memory and, with caching, the store."""
-    done: dict[str, str | None] = dict(cl.computed)
-    found: dict[str, str] = {}
-    if cache if cache is not None else cl.cache:
-        found = lookup(cl, [j.key for j in collect(roots, done) if j.task.pure])
-        done.update(found)
-    p = make_plan(roots, done=done, max_array_size=cl.max_array_size())
-    return attrs.evolve(p, cached=frozenset(found)), found
+    return plan_with_store(cl, roots, cache)[0]
 
 
 _FAILURE_TYPES: dict[str, type[ElementFailedError]] = {
@@ -187,23 +176,13 @@ class Run:
     ) -> Run:
         """Re-attach to a run from its run directory (from any process)."""
         cl = resolve_cluster(cluster)
-        layout = RunLayout.of(run_id)
-        names = [layout.manifest, layout.outputs, layout.jobids]
-        files = cl.backend.read_files(names)
-        if names[0] not in files:
-            msg = f"no run {run_id!r} in {cl.backend_name} work directory {cl.backend.workdir}"
-            raise KeyError(msg)
-        manifest, array_jobs = read_manifest(files[names[0]])
-        job_ids = dict(
-            pair.split("=", 1) for pair in files.get(names[2], b"").decode().split() if "=" in pair
-        )
-        handle = RunHandle(run_id=run_id, array_jobs=array_jobs, job_ids=job_ids)
+        manifest, handle, outputs = read_run(cl, run_id)
         for key, run in manifest.get("external", {}).items():
             if run is not None:
                 cl.computed.setdefault(key, run)
         templates = (
-            cloudpickle.loads(files[names[1]])
-            if names[1] in files
+            cloudpickle.loads(outputs)
+            if outputs is not None
             else [Ref(k) for k in manifest.get("outputs", [])]
         )
         return cls(cl, handle, templates, [*cl.callbacks, *_adapt(callbacks)])
@@ -465,16 +444,25 @@ def submit(
     label: str = "",
     cache: bool | None = None,
     progress: bool | None = None,
+    max_core_hours: float | None = None,
 ) -> Run:
     """Plan ``exprs`` and submit the whole DAG at once; return a :class:`Run` at once.
 
     With ``cache=True`` (or ``Cluster(cache=True)``), nodes whose results are already in
     the cluster's store (from any earlier run) are not submitted again.
+    ``max_core_hours`` (default: the cluster's) refuses, before anything is submitted, a
+    graph whose worst case may exceed it (:class:`~lazyslurm.errors.BudgetExceededError`).
     """
     cl = resolve_cluster(cluster)
     templates, roots = lift_outputs(exprs)
     callbacks = [*cl.callbacks, *_adapt(callbacks), *_progress_callbacks(progress)]
-    p, found = _make_plan(cl, roots, cache)
+    p, found = plan_with_store(cl, roots, cache)
+    budget = max_core_hours if max_core_hours is not None else cl.max_core_hours
+    if budget is not None and p.array_jobs:
+        from lazyslurm.preview import check_budget
+
+        check_budget(cl, p, budget, cached=len(found))
+    callbacks = [*callbacks, *_progress_callbacks(progress)]
     cl.computed.update(found)
     if not p.array_jobs:
         return Run(cl, None, templates, callbacks, plan=p)
@@ -525,14 +513,22 @@ def compute(
     fetch: bool = True,
     cache: bool | None = None,
     progress: bool | None = None,
+    max_core_hours: float | None = None,
 ) -> tuple[Any, ...]:
     """Run everything ``exprs`` need and return their results, as a tuple.
 
     A ``Job`` gives its result, a ``JobArray`` the list of its results, containers are
     rebuilt with results in place; anything else is returned as is. A failed task
-    re-raises with its original exception type.
+    re-raises with its original exception type. ``max_core_hours``: see :func:`submit`.
     """
-    run = submit(*exprs, cluster=cluster, callbacks=callbacks, cache=cache, progress=progress)
+    run = submit(
+        *exprs,
+        cluster=cluster,
+        callbacks=callbacks,
+        cache=cache,
+        progress=progress,
+        max_core_hours=max_core_hours,
+    )
     out = run.result(fetch=fetch)
     return out if out is not None else ()
 

@@ -8,6 +8,7 @@ directory, as a user's later shell session would.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -402,6 +403,120 @@ def test_an_unknown_profile_lists_the_others(project, capsys):
     assert "unknown cluster profile 'gpu'" in err
     assert "available profiles: broken, scratch, work" in err
     assert str(project / "pyproject.toml") in err
+
+
+# --------------------------------------------------------------------------- preview
+
+GRAPH_SCRIPT = """
+from lazyslurm import task
+
+@task(time="01:00:00", cpus_per_task=4)
+def work(i):
+    return i
+
+@task(time=10)
+def total(xs):
+    return sum(xs)
+
+def make():
+    return total(work.map(range(20)))
+
+graph = make()
+if __name__ == "__main__":
+    raise SystemExit("the script's main block must not run")
+"""
+
+
+@pytest.fixture
+def graph_script(tmp_path, monkeypatch) -> Path:
+    path = tmp_path / "proj" / "sweep.py"
+    path.parent.mkdir()
+    path.write_text(GRAPH_SCRIPT)
+    monkeypatch.chdir(tmp_path)
+    return path
+
+
+@pytest.mark.parametrize("name", ["graph", "make"])
+def test_preview_of_a_script_prints_the_table(graph_script, capsys, name):
+    """`preview SCRIPT.py:NAME` (a lazy value, or a function returning one) prints the
+    jobs and the worst case; the script's main block does not run; nothing is submitted."""
+    code, out, err = run_cli(capsys, "preview", f"proj/sweep.py:{name}", "--no-start")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == (
+        "2 array job(s) (sbatch calls), 21 element(s) in 2 stage(s), at most 21 at once"
+    )
+    assert lines[1].startswith("worst case: 80.2 core-hours, 0 GPU-hours")
+    header = next(line for line in lines if line.startswith("ARRAY JOB"))
+    assert header.split()[-1] == "GB-H"
+    row = next(line for line in lines if line.startswith("aj0"))
+    assert row.split()[:9] == ["aj0", "work", "0", "20", "-", "4", "?", "0", "01:00:00"]
+
+
+def test_preview_of_a_module(graph_script, capsys, monkeypatch):
+    """`preview package.module:NAME` imports the module."""
+    monkeypatch.syspath_prepend(str(graph_script.parent))
+    code, out, err = run_cli(capsys, "preview", "sweep:graph", "--no-start")
+    assert code == 0, err
+    assert "worst case: 80.2 core-hours" in out
+
+
+@pytest.mark.parametrize(
+    ("target", "words"),
+    [
+        ("proj/sweep.py:nope", "defines no 'nope' (it has: graph, make, task, total, work)"),
+        ("proj/sweep.py", "give SCRIPT.py:NAME or package.module:NAME"),
+        ("proj/missing.py:graph", "no script proj/missing.py"),
+        ("proj/sweep.py:work", "is a task, not a graph"),
+    ],
+)
+def test_preview_errors_are_one_line(graph_script, capsys, target, words):
+    code, out, err = run_cli(capsys, "preview", target)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and words in err
+
+
+def test_usage_on_a_backend_without_accounting_exits_0(project, store, capsys):
+    """`usage` of a local run says in one line that there is no accounting (exit 0)."""
+    code, out, err = run_cli(capsys, "usage", store.done, "--cluster", "work")
+    assert code == 0, err
+    assert out == f"run {store.done}: backend 'local' has no Slurm accounting (sacct)\n"
+
+
+@pytest.mark.slurm
+@pytest.mark.parametrize("accounting", [True, False], ids=["acct", "noacct"])
+def test_usage_on_the_real_cluster(cluster_env, tmp_path, monkeypatch, capsys, accounting):
+    """`usage RUN` on the accounting cluster prints worst case against sacct's record; on
+    the cluster without accounting it says so in one line and exits 0."""
+    conf = cluster_env[
+        "LAZYSLURM_TEST_SLURM_CONF" if accounting else "LAZYSLURM_TEST_SLURM_CONF_NOACCT"
+    ]
+    (tmp_path / "lazyslurm.toml").write_text(
+        f'[profiles.hpc]\nbackend = "slurm"\nworkdir = "work"\nenv = {{ SLURM_CONF = "{conf}" }}\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    with Cluster.from_profile("hpc") as c:
+        run = submit(total(inc.options(time=1).map(range(3))), cluster=c, progress=False)
+        assert run.result() == (6,)
+    deadline = time.monotonic() + 30
+    while True:  # sacct records array elements within seconds of their end
+        code, out, err = run_cli(capsys, "usage", run.id, "--cluster", "hpc")
+        recorded = re.search(r"^aj0\s+inc\s+3\s+3\s.*\n^aj1\s+total\s+1\s+1\s", out, re.M)
+        if not accounting or recorded or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert code == 0, err
+    if not accounting:
+        assert out.count("\n") == 1 and "this cluster has no accounting" in out
+        return
+    lines = out.splitlines()
+    assert lines[0].startswith(f"run {run.id}: used ")
+    assert "of a worst case of unbounded" in lines[0]  # total() has no time limit
+    assert lines[1].split() == [
+        "ARRAY", "JOB", "TASK", "ELEMENTS", "RECORDED", "TIME", "LIMIT", "LONGEST",
+        "WORST", "CORE-H", "USED", "CORE-H", "USED/WORST",
+    ]  # fmt: skip
+    assert lines[2].split()[:5] == ["aj0", "inc", "3", "3", "00:01:00"]
 
 
 # --------------------------------------------------------------------------- usage

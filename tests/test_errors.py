@@ -50,6 +50,7 @@ def test_all_is_sorted_and_every_error_is_a_lazyslurm_error() -> None:
         (UnknownLengthError, TypeError),
         (SerializationError, TypeError),
         (errors.ClusterConfigError, ValueError),
+        (errors.BudgetExceededError, ValueError),
         (errors.BackendError, RuntimeError),
         (errors.SubmissionError, RuntimeError),
         (errors.SSHHostKeyError, RuntimeError),

@@ -72,6 +72,20 @@ def test_a_pyproject_profile_builds_the_cluster(project):
     c.close()
 
 
+def test_max_core_hours_is_a_positive_number_key(project):
+    """max_core_hours (the budget) is a profile key: a number > 0 for every backend."""
+    write(
+        project / "lazyslurm.toml",
+        '[profiles.capped]\nbackend = "sync"\nmax_core_hours = 2.5\n'
+        '[profiles.zero]\nmax_core_hours = 0\n[profiles.text]\nmax_core_hours = "lots"\n',
+    )
+    assert Cluster.from_profile("capped").max_core_hours == 2.5
+    with pytest.raises(ClusterConfigError, match="'max_core_hours' must be greater than zero"):
+        load_profile("zero")
+    with pytest.raises(ClusterConfigError, match="'max_core_hours' must be a number"):
+        load_profile("text")
+
+
 def test_lazyslurm_toml_is_read_before_pyproject_in_the_same_directory(project):
     """In one directory lazyslurm.toml comes first (its [profiles.NAME] tables)."""
     pyproject(project, "[tool.lazyslurm.profiles.dev]\nmax_workers = 1\n")

@@ -208,6 +208,31 @@ def test_jobs_level_splits_arrays_larger_than_the_cluster_limit(tmp_path):
     assert words.count("afterok") == 3
 
 
+@needs_dot
+def test_jobs_level_cost_annotates_the_worst_case():
+    """cost=True adds each array job's worst case (core-hours, GPU-hours) from its limits."""
+    gpu = inc.options(gpus=2, time="1:30:00", cpus_per_task=4)
+    words = texts(svg(total(gpu.map(range(10))), level="jobs", cost=True))
+    assert "worst 60 core-h · 30 GPU-h" in words  # 10 x 4 cpus x 1.5 h; 10 x 2 GPUs x 1.5 h
+    assert "worst unbounded core-h" in words  # total has no time limit
+
+
+def test_cost_of_a_run_and_of_a_re_attached_run(tmp_path):
+    """cost=True also annotates a run's array jobs, in its process and re-attached."""
+    with Cluster("sync", workdir=tmp_path) as cl:
+        run = submit(total(inc.options(time=30).map(range(4))), progress=False)
+        run.result()
+        assert "worst 2 core-h" in run.visualize(level="jobs", cost=True).source
+        attached = lazyslurm.Run.attach(run.id, cl)
+        assert "worst 2 core-h" in visualize(run=attached, level="jobs", cost=True).source
+
+
+def test_cost_needs_the_jobs_level():
+    """cost=True at level tasks is refused with the fix."""
+    with pytest.raises(InvalidOptionError, match="level='jobs'"):
+        visualize(total(inc.map(range(3))), cost=True)
+
+
 def test_drawing_never_starts_a_backend(tmp_path):
     """visualize reads a cluster's session memory but does not create its backend."""
     cl = Cluster("local", workdir=tmp_path)

@@ -115,4 +115,11 @@ COMMON = (
     Option("poll_min_s", "number", 0.2, "shortest wait between polls", positive=True),
     Option("poll_max_s", "number", 5.0, "longest wait between polls", positive=True),
     Option("cache", "bool", False, "reuse results already in the store, across runs"),
+    Option(
+        "max_core_hours",
+        "number",
+        None,
+        "budget: refuse a graph whose worst case may exceed it (see preview)",
+        positive=True,
+    ),
 )
