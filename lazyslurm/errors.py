@@ -28,12 +28,16 @@ __all__ = [
     "LazySlurmError",
     "NodeFailError",
     "OptionTypeError",
+    "PackagingError",
+    "PythonVersionError",
+    "RegistryError",
     "SSHHostKeyError",
     "SerializationError",
     "SubmissionError",
     "TaskCancelledError",
     "TaskError",
     "UnknownLengthError",
+    "UnshippableModuleError",
     "remote_error",
 ]
 
@@ -78,6 +82,25 @@ class SubmissionError(BackendError):
 
 class SSHHostKeyError(BackendError):
     """The SSH server's host key is unknown or does not match ``known_hosts``."""
+
+
+# --------------------------------------------------------------------------- packaging
+
+
+class PythonVersionError(ClusterConfigError):
+    """The cluster's Python cannot run what this client pickled (or cannot run the runner)."""
+
+
+class UnshippableModuleError(SerializationError):
+    """Task code needs a module the packaging mode cannot ship and the cluster lacks."""
+
+
+class PackagingError(LazySlurmError, RuntimeError):
+    """Building, pushing or staging the code or environment of a run failed."""
+
+
+class RegistryError(PackagingError, ConnectionError):
+    """The container registry cannot be reached."""
 
 
 # --------------------------------------------------------------------------- task outcomes

@@ -481,6 +481,7 @@ def submit(
         },
         by_value=getattr(cl.backend, "ships_by_value", False),
         templates=templates,
+        modules_by_value=getattr(cl.backend, "by_value_modules", None),
     )
     infos = [
         ArrayJobInfo(

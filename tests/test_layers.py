@@ -24,6 +24,7 @@ PKG = Path(lazyslurm.__file__).resolve().parent
 REPO = PKG.parent
 HEAVY = ("paramiko", "networkx", "graphviz", "attrs")
 UPPER = ("lazyslurm.planning", "lazyslurm.backends", "lazyslurm.execute", "lazyslurm.cluster",
+         "lazyslurm.packaging",
          "lazyslurm.draw")
 
 

@@ -105,16 +105,18 @@ def job_script(
     run_dir: str,
     python: str,
     setup: Sequence[str] = (),
+    launcher: Sequence[str] = (),
 ) -> str:
     """The batch script of one array job: setup lines, then the runner (element from
-    ``$SLURM_ARRAY_TASK_ID``). ``setup`` lines are the user's own shell, used as given.
+    ``$SLURM_ARRAY_TASK_ID``). ``setup`` lines are the user's own shell, used as given;
+    ``launcher`` words (quoted here) come before the interpreter, e.g. a container runtime.
     """
+    words = [*launcher, python, "-m", "lazyslurm.runner", run_dir, job.id]
     lines = [
         "#!/bin/bash",
         f"# lazyslurm run {run_id}, array job {job.id} ({job.name} x{job.size})",
         *setup,
-        f"exec {shlex.quote(python)} -m lazyslurm.runner {shlex.quote(run_dir)} "
-        f"{shlex.quote(job.id)}",
+        "exec " + " ".join(shlex.quote(w) for w in words),
         "",
     ]
     return "\n".join(lines)
