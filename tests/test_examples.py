@@ -110,3 +110,23 @@ def test_command_line_runs_all_patterns(tmp_path, capsys):
     assert "'total_sum': 124750" in out
     assert "aftercorr aj0" in out
     assert out.count("final_transform_2(preprocessed_data_3)") == 2
+
+
+def test_packaging_flags_reach_the_cluster():
+    """--packaging and its options become the Cluster's packaging options (slurm/ssh)."""
+    args = pp.make_parser().parse_args(
+        [
+            "--backend", "slurm",
+            "--packaging", "container",
+            "--packaging-registry", "registry:5000/patterns",
+            "--packaging-platform", "linux/amd64",
+            "--packaging-tls-verify", "false",
+        ]
+    )
+    cluster = pp.make_cluster(args)
+    packager = cluster.backend.packager
+    assert packager.mode_of(None) == "container"
+    opts = packager.options
+    assert (opts.registry, opts.platform, opts.tls_verify) == (
+        "registry:5000/patterns", "linux/amd64", False
+    )
