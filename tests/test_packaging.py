@@ -137,10 +137,11 @@ def test_a_compiled_module_missing_on_the_cluster_is_refused(env):
 
     c = Cluster("ssh", poll_max_s=0.5, **ssh_options(env))
     with c, pytest.raises(UnshippableModuleError) as info:
+        backend = c.backend
         compute(hashes(b"x"))
     assert "bcrypt (a compiled extension)" in str(info.value)
     assert "packaging='wheel'" in str(info.value) and "packaging='container'" in str(info.value)
-    assert c.backend.stats["sbatch"] == 0
+    assert backend.stats["sbatch"] == 0
 
 
 def slurm_cluster(env, tmp_path, **kw) -> Cluster:
@@ -159,10 +160,11 @@ def test_a_minor_version_mismatch_is_refused_before_submission(env, tmp_path):
     both versions; nothing submitted."""
     c = slurm_cluster(env, tmp_path, packaging="by-value", python=PY312)
     with c, pytest.raises(PythonVersionError) as info:
+        backend = c.backend
         compute(pp.stage1_preprocess("x"))
     msg = str(info.value)
     assert "3.12.1" in msg and ".".join(map(str, sys.version_info[:3])) in msg
-    assert c.backend.stats["sbatch"] == 0
+    assert backend.stats["sbatch"] == 0
 
 
 @pytest.mark.slurm
@@ -178,7 +180,9 @@ def test_a_python_too_old_for_the_runner_is_refused(env, tmp_path):
     """A cluster Python 3.10 is refused (the runner needs 3.11), also in inherit mode."""
     c = slurm_cluster(env, tmp_path, packaging="inherit", python=PY310)
     with c, pytest.raises(PythonVersionError, match=r"3\.10\.13"):
+        backend = c.backend
         compute(task(math.sqrt)(16.0))
+    assert backend.stats["sbatch"] == 0
 
 
 @pytest.mark.slurm

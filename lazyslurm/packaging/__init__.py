@@ -202,7 +202,9 @@ class Packager:
 
         q = shlex.quote
         lines = []
-        if not self._knows_python():
+        if self.mode_of(None) == "container":  # the image brings its own Python
+            lines.append(self._builder("container").probe_line())
+        elif not self._knows_python():
             names = sorted({"lazyslurm", "cloudpickle", *byvalue.third_party_modules()})
             self.checked.update(names)
             call = f"{q(self.python)} -c {q(_PROBE_PY)} {' '.join(q(n) for n in names)}"
@@ -214,6 +216,9 @@ class Packager:
 
     def read_probe(self, stdout: str) -> None:
         self.code_present = set(re.findall(r"^LZ-CODE=(\w+)$", stdout, re.MULTILINE))
+        if self.mode_of(None) == "container":
+            self._builder("container").read_probe(stdout)
+            return
         if self._knows_python():
             self.cluster_python = tuple(sys.version_info[:3])
             self.importable = {"lazyslurm", "cloudpickle", *byvalue.third_party_modules()}
@@ -263,6 +268,10 @@ class Packager:
         call = f"{q(self.python)} -c {q(_PROBE_PY)} {' '.join(q(n) for n in sorted(names))}"
         res = shell.run("( " + "; ".join([*self.setup, call]) + " ) 2>&1")
         self.checked.update(names)
+        m = re.search(r"^LZ-PYVER=(\d+)\.(\d+)\.(\d+)$", res.stdout, re.MULTILINE)
+        if m is not None and self.cluster_python is None:
+            self.cluster_python = tuple(int(g) for g in m.groups())
+            byvalue.check_python(self.cluster_python, python=self.python, code_by_value=False)
         have = re.search(r"^LZ-HAVE=(.*)$", res.stdout, re.MULTILINE)
         if have:
             self.importable.update(set(have.group(1).split(",")) - {""})
@@ -316,7 +325,11 @@ class Packager:
     ) -> Launch:
         if mode in ("container", "wheel"):
             return self._builder(mode).prepare(self, shell, workdir, blobs, staged, before, done)
-        assert self.cluster_python is not None
+        if self.cluster_python is None:  # the probe skipped it (a container cluster)
+            self._ask_importable(shell, set())
+        if self.cluster_python is None:
+            msg = f"python {self.python!r} does not run on the cluster: pass python=..."
+            raise ClusterConfigError(msg)
         byvalue.check_python(
             self.cluster_python,
             python=self.python,
