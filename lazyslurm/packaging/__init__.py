@@ -215,7 +215,7 @@ class Packager:
         return "\n".join(lines)
 
     def read_probe(self, stdout: str) -> None:
-        self.code_present = set(re.findall(r"^LZ-CODE=(\w+)$", stdout, re.MULTILINE))
+        self.code_present = set(re.findall(r"^LZ-CODE=([\w.-]+)$", stdout, re.MULTILINE))
         if self.mode_of(None) == "container":
             self._builder("container").read_probe(stdout)
             return
