@@ -135,6 +135,18 @@ SLURM_KEYS: dict[str, _Check] = {
     "cpus_per_task": _INT,
     "constraint": _STR,
     "extra_sbatch": _STR_LIST,
+    # packaging (lazyslurm.packaging): how code reaches the cluster
+    "packaging": _STR,
+    "packaging_registry": _STR,
+    "packaging_platform": _STR,
+    "packaging_tls_verify": _BOOL,
+    "packaging_runtime": _STR,
+    "packaging_base_image": _STR,
+    "packaging_dockerfile": _STR,
+    "packaging_builder": _STR,
+    "packaging_project": _STR,
+    "packaging_build_args": _STR_LIST,
+    "packaging_run_args": _STR_LIST,
 }
 SSH_KEYS: dict[str, _Check] = {
     "hostname": _STR,

@@ -376,6 +376,9 @@ def test_profile_keys_follow_the_backend_options():
     """Profiles accept exactly the ssh options and cluster defaults the backend knows."""
     from lazyslurm import profiles
     from lazyslurm.backends.slurm import DEFAULT_OPTIONS, SSH_OPTIONS
+    from lazyslurm.packaging import PACKAGING_OPTIONS
 
     assert set(profiles.SSH_KEYS) == SSH_OPTIONS
-    assert set(profiles.SLURM_KEYS) == DEFAULT_OPTIONS | {"python", "setup", "env", "status"}
+    assert set(profiles.SLURM_KEYS) == DEFAULT_OPTIONS | set(PACKAGING_OPTIONS) | {
+        "python", "setup", "env", "status"
+    }

@@ -183,6 +183,7 @@ class Packager:
         self.code_present: set[str] = set()  # WORKDIR/code/* seen on the cluster
         self.probe_output = ""
         self._builders: dict[str, Any] = {}
+        self._own_modules: tuple[int, list[str]] | None = None
 
     # -- modes
     def mode_of(self, resources: Resources | None) -> str:
@@ -285,7 +286,10 @@ class Packager:
         if mode == "wheel":
             builder = self._builder("wheel")
             return [sys.modules[n] for n in builder.by_value_modules() if n in sys.modules]
-        return [sys.modules[n] for n in byvalue.project_modules() if n in sys.modules]
+        if self._own_modules is None or self._own_modules[0] != len(sys.modules):
+            # scanned again only when modules were imported since (once per run, not per job)
+            self._own_modules = (len(sys.modules), byvalue.project_modules())
+        return [sys.modules[n] for n in self._own_modules[1] if n in sys.modules]
 
     # -- one run
     def prepare(

@@ -110,8 +110,12 @@ def _stdlib_roots() -> tuple[str, ...]:
 
 def _file_of(mod: types.ModuleType) -> str:
     path = getattr(mod, "__file__", None)
-    if not path:
-        return ""
+    return _resolved(path) if isinstance(path, str) and path else ""
+
+
+@functools.lru_cache(maxsize=8192)
+def _resolved(path: str) -> str:
+    """A module file's real path (cached: sys.modules is scanned once per array job)."""
     try:
         return str(Path(path).resolve())
     except OSError:  # pragma: no cover
