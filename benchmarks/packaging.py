@@ -81,6 +81,11 @@ def main() -> None:
     loud_out = [f"T{i}!" for i in range(9)]
     site = hand_installed_site()
     e = os.environ
+    state = Path(e.get("LAZYSLURM_TEST_CLUSTER_DIR", "/tmp/lazyslurm-test-cluster"))
+    if "LAZYSLURM_TEST_REGISTRY" not in e and (state / "containers" / "env").is_file():
+        for line in (state / "containers" / "env").read_text().splitlines():  # containers.sh
+            key, _, value = line.partition("=")
+            e.setdefault(key, value)
     import tempfile
 
     os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="lazyslurm-bench-cache-")  # cold
@@ -102,8 +107,11 @@ def main() -> None:
     rows.append(("by-value (nothing installed)", *ssh(
         "by-value", f"~/lazyslurm-bench/bv-{tag}", pp.pipeline_graph(), expected)))
     wheel_project = str(REPO / "tests" / "data" / "wheelproj")
-    rows.append(("wheel (lzdemo + attrs, 9 elements)", *ssh(
-        "wheel", f"~/lazyslurm-bench/wh-{tag}", loud.map(loud_in), loud_out,
+    rows.append(("wheel (project lzdemo + attrs)", *ssh(
+        "wheel", f"~/lazyslurm-bench/wh-{tag}", pp.pipeline_graph(), expected,
+        packaging_project=wheel_project)))  # fmt: skip
+    rows.append(("wheel, 9 calls into the wheel's package", *ssh(
+        "wheel", f"~/lazyslurm-bench/wh2-{tag}", loud.map(loud_in), loud_out,
         packaging_project=wheel_project)))  # fmt: skip
     if "LAZYSLURM_TEST_REGISTRY" in e:
         conf = {"CONTAINERS_CONF": e["LAZYSLURM_TEST_CONTAINERS_CONF"],
@@ -126,6 +134,8 @@ def main() -> None:
         warm = timed(make, pp.pipeline_graph(), expected)
         rows.append(("container (podman run in jobs, Slurm here)", first, warm))
     peer = rows[0][2][0]
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} UTC; load average at end: {load}")
     print(f"{'mode':44} {'first s':>8} {'warm s':>7} {'warm/peer':>9}  first-run steps")
     for name, (f, steps), (w, _) in rows:
         detail = ", ".join(f"{k} {v:.2f}" for k, v in steps.items())
