@@ -9,6 +9,7 @@ import sys
 import uuid
 from pathlib import Path
 
+import attrs
 import bcrypt
 import pytest
 
@@ -142,6 +143,32 @@ def test_a_compiled_module_missing_on_the_cluster_is_refused(env):
     assert "bcrypt (a compiled extension)" in str(info.value)
     assert "packaging='wheel'" in str(info.value) and "packaging='container'" in str(info.value)
     assert backend.stats["sbatch"] == 0
+
+
+@attrs.frozen
+class Pair:
+    left: int
+    right: int
+
+
+@task
+def as_dict(left: int, right: int) -> dict:
+    return attrs.asdict(Pair(left, right))
+
+
+@pytest.mark.slurm
+def test_pure_python_installed_packages_travel_too(env):
+    """A pure-Python installed package the cluster lacks (attrs) is staged once with the
+    run (WORKDIR/code/deps-HASH), so tasks using it run with nothing installed."""
+    out = ssh_run(env, "python3 -c 'import attrs' 2>&1")
+    assert "ModuleNotFoundError" in out
+    store = f"~/lazyslurm-tests/deps-{uuid.uuid4().hex[:12]}"
+    c = Cluster("ssh", workdir=store, poll_max_s=0.5, **ssh_options(env))
+    with c:
+        assert compute(as_dict(1, 2)) == ({"left": 1, "right": 2},)
+        assert any(name.startswith("deps-") for name in c.backend.packager.code_present)
+    code = store.replace("~", "$HOME") + "/code"
+    assert "deps-" in ssh_run(env, f"ls {code}")
 
 
 def slurm_cluster(env, tmp_path, **kw) -> Cluster:

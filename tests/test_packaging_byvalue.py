@@ -117,3 +117,11 @@ def test_unshippable_error_names_module_kind_and_modes():
 @task
 def _unused(x: int) -> int:
     return x
+
+
+def test_installed_files_are_pure_python_closures():
+    """A pure package ships with its files; one needing compiled code names it."""
+    files, compiled = byvalue.installed_files(["attrs"])
+    assert "attrs/__init__.py" in files and "attr/__init__.py" in files and not compiled
+    files, compiled = byvalue.installed_files(["paramiko"])
+    assert {"bcrypt", "nacl"} <= compiled and "paramiko/client.py" in files

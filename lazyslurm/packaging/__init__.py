@@ -342,20 +342,50 @@ class Packager:
         if mode == "inherit":
             self.check_inherit()
             return Launch(self.python, self._inherit_setup())
-        self.require_importable(shell, blobs, mode)
-        code_dir = self.stage_runtime(workdir, staged, before, done)
-        line = f"export PYTHONPATH={shlex.quote(code_dir)}${{PYTHONPATH:+:$PYTHONPATH}}"
+        missing = self.require_importable(shell, blobs, mode)
+        dirs = [self.stage_runtime(workdir, staged, before, done)]
+        if missing:
+            dirs.append(self.stage_installed(missing, workdir, staged, before, done, mode))
+        path = ":".join(shlex.quote(d) for d in dirs)
+        line = f"export PYTHONPATH={path}${{PYTHONPATH:+:$PYTHONPATH}}"
         return Launch(self.python, (*self.setup, line))
 
-    def require_importable(self, shell: Any, blobs: list[bytes], mode: str) -> None:
-        """Refuse a run whose pickles name modules the cluster's python cannot import."""
+    def stage_installed(
+        self,
+        names: set[str],
+        workdir: str,
+        staged: dict[str, bytes],
+        before: list[str],
+        done: list[Callable[[], None]],
+        mode: str,
+    ) -> str:
+        """Stage the pure-Python installed packages ``names`` (and what they require) as
+        ``WORKDIR/code/deps-HASH``; a compiled one the cluster lacks is refused."""
+        files, compiled = byvalue.installed_files(names)
+        lacking = {n for n in compiled if n not in self.importable} & (
+            set(byvalue.third_party_modules()) | names
+        )
+        lacking |= {n for n in names if not any(k.split("/")[0].removesuffix(".py") == n
+                                                 for k in files)}  # fmt: skip
+        if lacking:
+            raise byvalue.unshippable_error(lacking, python=self.python, mode=mode)
+        digest = "deps-" + byvalue.content_hash(files)
+        if digest not in self.code_present and not any(f".stage-{digest}-" in k for k in staged):
+            stage = f".stage-{digest}-{secrets.token_hex(4)}"
+            for rel, data in files.items():
+                staged[f"code/{stage}/{rel}"] = data
+            before.append(atomic_move(f"{workdir}/code", stage, digest))
+            done.append(lambda: self.code_present.add(digest))
+        return f"{workdir}/code/{digest}"
+
+    def require_importable(self, shell: Any, blobs: list[bytes], mode: str) -> set[str]:
+        """Installed modules the run's pickles name that the cluster's python cannot
+        import (asking about names the probe did not cover, in one round trip)."""
         needed = byvalue.referenced_modules(blobs, byvalue.third_party_modules())
         unknown = needed - self.checked
         if unknown and not self._knows_python():
             self._ask_importable(shell, unknown)
-        missing = needed - self.importable if not self._knows_python() else set()
-        if missing:
-            raise byvalue.unshippable_error(missing, python=self.python, mode=mode)
+        return needed - self.importable if not self._knows_python() else set()
 
     def stage_runtime(
         self,

@@ -26,6 +26,7 @@ __all__ = [
     "RUNNER_FILES",
     "check_python",
     "has_code_by_value",
+    "installed_files",
     "project_modules",
     "referenced_modules",
     "runtime_files",
@@ -248,19 +249,71 @@ def check_python(
         raise PythonVersionError(msg)
 
 
+def _dist_key(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def installed_files(names: Iterable[str]) -> tuple[dict[str, bytes], set[str]]:
+    """The files of the installed distributions that provide the top-level modules
+    ``names``, with the distributions they require (those installed here), when they are
+    pure Python: ``(files relative to site-packages, top-level names of compiled ones)``.
+
+    >>> files, compiled = installed_files(["cloudpickle"])
+    >>> "cloudpickle/cloudpickle.py" in files, compiled
+    (True, set())
+    """
+    from importlib import metadata
+
+    providers = metadata.packages_distributions()
+    todo = [d for n in names for d in providers.get(n, [])]
+    seen: set[str] = set()
+    files: dict[str, bytes] = {}
+    compiled: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if _dist_key(name) in seen:
+            continue
+        seen.add(_dist_key(name))
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue  # not installed here: a requirement for another platform or Python
+        paths = [
+            f
+            for f in dist.files or ()
+            if not str(f).startswith("..")
+            and ".dist-info/" not in str(f)
+            and "__pycache__" not in f.parts
+            and not str(f).endswith(".pyc")
+        ]
+        if any(str(f).endswith((".so", ".pyd")) for f in paths):
+            compiled.update(str(f).split("/")[0].removesuffix(".py") for f in paths)
+            continue
+        for f in paths:
+            located = Path(str(f.locate()))
+            if located.is_file():
+                files[str(f)] = located.read_bytes()
+        for req in dist.requires or ():
+            if "extra ==" in req.replace('"', "").replace("'", "") and ";" in req:
+                continue  # an optional extra
+            m = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", req)
+            if m:
+                todo.append(m.group(1))
+    return files, compiled
+
+
 def unshippable_error(missing: Iterable[str], *, python: str, mode: str) -> UnshippableModuleError:
     """The error for modules the task code needs, that the cluster's Python cannot import
     and ``mode`` cannot ship."""
     parts = []
     for name in sorted(missing):
-        kind = "a compiled extension" if is_extension(name) else "an installed package"
-        parts.append(f"{name} ({kind})")
+        parts.append(f"{name} ({'a compiled extension' if is_extension(name) else 'installed'})")
     msg = (
         f"task code needs module(s) {', '.join(parts)} that python {python!r} on the cluster "
-        f"cannot import, and packaging={mode!r} ships only lazyslurm's runner, cloudpickle and "
-        f"your own (not installed) Python source. Modes that work: packaging='wheel' (declare "
-        f"them as dependencies of your project), packaging='container' (an image that has "
-        f"them), or install them on the cluster and use packaging='inherit' (with python=... / "
-        f"setup=[...]); nothing was submitted"
+        f"cannot import, and packaging={mode!r} ships only pure Python (lazyslurm's runner, "
+        f"cloudpickle, your own modules and pure-Python installed packages). Modes that "
+        f"work: packaging='wheel' (declare them as dependencies of your project), "
+        f"packaging='container' (an image that has them), or install them on the cluster "
+        f"and use packaging='inherit' (with python=... / setup=[...]); nothing was submitted"
     )
     return UnshippableModuleError(msg)
