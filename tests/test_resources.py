@@ -164,6 +164,8 @@ def test_wrong_mem_types_raise_type_error(value: Any) -> None:
         ("max_concurrent", 0, InvalidOptionError),
         ("retries", -1, InvalidOptionError),
         ("retries", "1", OptionTypeError),
+        ("packaging", "by_value", InvalidOptionError),
+        ("packaging", True, OptionTypeError),
         ("gpus", -1, InvalidOptionError),
         ("gpus", "a100:x", InvalidOptionError),
         ("gpus", 1.5, OptionTypeError),
@@ -255,6 +257,7 @@ def test_resources_are_frozen_and_hashable() -> None:
             "max_concurrent": st.integers(1, 10),
             "extra_sbatch": st.lists(st.sampled_from(["--exclusive", "--requeue"]), max_size=2),
             "retries": st.integers(0, 3),
+            "packaging": st.sampled_from(["auto", "inherit", "by-value", "wheel", "container"]),
         },
     )
 )
