@@ -8,6 +8,12 @@ by Slurm dependencies (the pipeline element-wise, with ``aftercorr``).
     python -m examples.parallelization_patterns --pattern all            # embedded default
     python -m examples.parallelization_patterns --backend slurm --partition debug
     python -m examples.parallelization_patterns --backend ssh --hostname HOST --username ME
+    python -m examples.parallelization_patterns --backend slurm --packaging container \
+        --packaging-registry registry:5000/patterns --packaging-platform linux/amd64 \
+        --packaging-tls-verify false
+
+``--packaging`` picks how the code reaches the cluster (see docs/packaging.md): over SSH
+the default ships it by value, so a cluster account with only Python works.
 """
 
 from __future__ import annotations
@@ -262,17 +268,40 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--setup", action="append", default=[], metavar="LINE",
                    help="shell line run before the runner on the cluster (repeatable)")
     p.add_argument("--partition", help="default Slurm partition (slurm/ssh)")
-    p.add_argument("--packaging", default=None, help="not used yet: code travels by cloudpickle")
-    p.add_argument("--packaging-registry", default=None, help="not used yet")
-    p.add_argument("--packaging-platform", default=None, help="not used yet")
-    p.add_argument("--packaging-tls-verify", default=None, help="not used yet")
+    p.add_argument(
+        "--packaging",
+        choices=["auto", "inherit", "by-value", "wheel", "container"],
+        default=None,
+        help="how code reaches the cluster (slurm/ssh; default auto: inherit on this host, "
+        "by-value over SSH)",
+    )
+    p.add_argument("--packaging-registry", default=None,
+                   help="container: image repository to push to, e.g. registry:5000/patterns")
+    p.add_argument("--packaging-platform", default=None,
+                   help="container: build platform, e.g. linux/amd64")
+    p.add_argument("--packaging-tls-verify", default=None, choices=["true", "false"],
+                   help="container: verify TLS when pushing and pulling (default true)")
+    p.add_argument("--packaging-runtime", default=None, choices=["podman", "pyxis", "apptainer"],
+                   help="container: how jobs run the image (default podman)")
+    p.add_argument("--packaging-base-image", default=None,
+                   help="container: base image of the generated Dockerfile")
     return p
+
+
+PACKAGING_FLAGS = (
+    "packaging",
+    "packaging_registry",
+    "packaging_platform",
+    "packaging_tls_verify",
+    "packaging_runtime",
+    "packaging_base_image",
+)
 
 
 def make_cluster(args: argparse.Namespace) -> Cluster:
     options: dict[str, Any] = {}
     if args.backend in ("slurm", "ssh"):
-        for name in ("partition", "python", "setup"):
+        for name in ("partition", "python", "setup", *PACKAGING_FLAGS):
             if getattr(args, name):
                 options[name] = getattr(args, name)
     if args.backend == "ssh":
@@ -288,20 +317,11 @@ def make_cluster(args: argparse.Namespace) -> Cluster:
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
-    unused = [
-        f"--{name.replace('_', '-')}"
-        for name in (
-            "packaging",
-            "packaging_registry",
-            "packaging_platform",
-            "packaging_tls_verify",
-        )
-        if getattr(args, name) is not None
-    ]
-    if args.backend in ("local", "sync"):
+    unused = []
+    if args.backend in ("local", "sync"):  # no cluster: the code runs right here
         unused += [
-            f"--{n}"
-            for n in ("hostname", "username", "partition", "python", "setup")
+            f"--{n.replace('_', '-')}"
+            for n in ("hostname", "username", "partition", "python", "setup", *PACKAGING_FLAGS)
             if getattr(args, n)
         ]
     if unused:

@@ -36,12 +36,16 @@ __all__ = [
     "LazySlurmError",
     "NodeFailError",
     "OptionTypeError",
+    "PackagingError",
+    "PythonVersionError",
+    "RegistryError",
     "SSHHostKeyError",
     "SerializationError",
     "SubmissionError",
     "TaskCancelledError",
     "TaskError",
     "UnknownLengthError",
+    "UnshippableModuleError",
     "UntrustedStoreError",
     "remote_error",
 ]
@@ -135,6 +139,23 @@ class CorruptResultError(LazySlurmError, ValueError):
         super().__init__(msg)
         self.key = key
         self.path = path
+# --------------------------------------------------------------------------- packaging
+
+
+class PythonVersionError(ClusterConfigError):
+    """The cluster's Python cannot run what this client pickled (or cannot run the runner)."""
+
+
+class UnshippableModuleError(SerializationError):
+    """Task code needs a module the packaging mode cannot ship and the cluster lacks."""
+
+
+class PackagingError(LazySlurmError, RuntimeError):
+    """Building, pushing or staging the code or environment of a run failed."""
+
+
+class RegistryError(PackagingError, ConnectionError):
+    """The container registry cannot be reached."""
 
 
 # --------------------------------------------------------------------------- task outcomes

@@ -479,6 +479,7 @@ def submit(
         },
         by_value=getattr(cl.backend, "ships_by_value", False),
         templates=templates,
+        modules_by_value=getattr(cl.backend, "by_value_modules", None),
     )
     handle = cl.backend.start(run_id, p.array_jobs, files)
     run = Run(cl, handle, templates, callbacks, plan=p)

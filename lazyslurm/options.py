@@ -2,9 +2,10 @@
 
 Each backend declares its options (name, type, default, one line of help) beside its
 code: :data:`lazyslurm.backends.option.COMMON`, ``OPTIONS`` of
-:mod:`lazyslurm.backends.local`, :mod:`lazyslurm.backends.slurm` and
-:mod:`lazyslurm.backends.shell.ssh`. ``Cluster(...)``, cluster profiles and the options
-table of ``docs/reference.md`` (``python -m lazyslurm.options``) all read them here.
+:mod:`lazyslurm.backends.local`, :mod:`lazyslurm.backends.slurm`,
+:mod:`lazyslurm.packaging` and :mod:`lazyslurm.backends.shell.ssh`. ``Cluster(...)``,
+cluster profiles and the options table of ``docs/reference.md``
+(``python -m lazyslurm.options``) all read them here.
 
 >>> OPTIONS["port"].backends, OPTIONS["partition"].task_default
 (('ssh',), True)
@@ -22,11 +23,12 @@ from lazyslurm.backends import local, slurm
 from lazyslurm.backends.option import BACKENDS, COMMON, Option
 from lazyslurm.backends.shell import ssh
 from lazyslurm.errors import ClusterConfigError
+from lazyslurm.packaging import OPTIONS as PACKAGING
 
 __all__ = ["BACKENDS", "OPTIONS", "check", "did_you_mean", "markdown_table", "problems"]
 
 OPTIONS: dict[str, Option] = {
-    o.name: o for o in (*COMMON, *local.OPTIONS, *slurm.OPTIONS, *ssh.OPTIONS)
+    o.name: o for o in (*COMMON, *local.OPTIONS, *slurm.OPTIONS, *PACKAGING, *ssh.OPTIONS)
 }
 
 

@@ -70,7 +70,8 @@ def slurm_cluster(env, tmp_path, accounting=True, **kw) -> Cluster:
 
 @pytest.fixture(scope="module")
 def remote_site(env):
-    """lazyslurm + cloudpickle + attrs copied for the SSH user (as a user would install them)."""
+    """lazyslurm + cloudpickle + attrs copied for the SSH user (as a user would install them):
+    only for tests of ``packaging="inherit"``; the others need nothing on the cluster."""
     import attr
     import attrs
     import cloudpickle
@@ -115,9 +116,16 @@ def ssh_options(env) -> dict:
     )
 
 
-def ssh_cluster(env, remote_site, **kw) -> Cluster:
+def ssh_cluster(env, **kw) -> Cluster:
+    """Over SSH with the default packaging (by value): nothing installed on the cluster."""
+    return Cluster("ssh", poll_max_s=0.5, **ssh_options(env), **kw)
+
+
+def inherit_cluster(env, remote_site, **kw) -> Cluster:
+    """Over SSH with ``packaging="inherit"``: the hand-installed site on the cluster."""
     return Cluster(
         "ssh",
+        packaging="inherit",
         python="/usr/bin/python3",
         setup=[f"export PYTHONPATH={shlex.quote(remote_site)}"],
         poll_max_s=0.5,
@@ -130,7 +138,7 @@ def ssh_cluster(env, remote_site, **kw) -> Cluster:
 def any_cluster(request, env, tmp_path):
     """The same tests through each way of reaching Slurm."""
     if request.param == "ssh":
-        c = ssh_cluster(env, request.getfixturevalue("remote_site"))
+        c = ssh_cluster(env)
     else:
         c = slurm_cluster(env, tmp_path, accounting=request.param == "slurm")
     yield c
@@ -461,19 +469,28 @@ def test_ssh_unknown_host_key_is_rejected(env, tmp_path):
 
 
 @pytest.mark.slurm
-def test_ssh_python_without_lazyslurm_is_a_clear_error(env):
-    """The cluster's python must import lazyslurm and cloudpickle: else a clear error."""
+def test_ssh_inherit_without_lazyslurm_is_a_clear_error(env):
+    """packaging='inherit': the cluster's python must import lazyslurm and cloudpickle."""
     with (
-        Cluster("ssh", python="/usr/bin/python3", **ssh_options(env)),
+        Cluster("ssh", packaging="inherit", python="/usr/bin/python3", **ssh_options(env)),
         pytest.raises(ClusterConfigError, match="cannot import lazyslurm and cloudpickle"),
     ):
         pp.stage1_preprocess("x").compute()
 
 
 @pytest.mark.slurm
-def test_ssh_round_trips_per_action(env, remote_site):
+def test_ssh_inherit_runs_with_the_installed_site(env, remote_site):
+    """packaging='inherit' uses what is installed on the cluster, stages no code."""
+    c = inherit_cluster(env, remote_site)
+    with c:
+        assert compute(pp.pipeline_graph()) == (EXPECTED_PIPELINE,)
+        assert c.backend.packager.mode_of(None) == "inherit"
+
+
+@pytest.mark.slurm
+def test_ssh_round_trips_per_action(env):
     """Over SSH: submission is 2 round trips (upload + submit), a poll 1, results 1."""
-    c = ssh_cluster(env, remote_site)
+    c = ssh_cluster(env)
     with c:
         c.max_array_size()  # the session's one probe
         shell = c.backend.shell
@@ -503,7 +520,7 @@ os.kill(os.getpid(), signal.SIGKILL)
 
 
 @pytest.mark.slurm
-def test_ssh_attach_after_the_submitter_was_killed(env, remote_site):
+def test_ssh_attach_after_the_submitter_was_killed(env):
     """A process submits over SSH and is SIGKILLed at once; another process attaches and
     collects every result (Slurm ran the DAG without any client)."""
     import json
@@ -511,16 +528,12 @@ def test_ssh_attach_after_the_submitter_was_killed(env, remote_site):
 
     from lazyslurm import Run, runs
 
-    opts = {
-        **ssh_options(env),
-        "python": "/usr/bin/python3",
-        "setup": [f"export PYTHONPATH={shlex.quote(remote_site)}"],
-    }
+    opts = ssh_options(env)
     code = SSH_CHILD.format(repo=str(REPO), opts=json.dumps(opts))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == -9, proc.stderr
     run_id = proc.stdout.split()[0]
-    c = ssh_cluster(env, remote_site)
+    c = ssh_cluster(env)
     with c:
         run = Run.attach(run_id, c)
         assert set(run.handle.job_ids) == {aj.id for aj in run.array_jobs}
@@ -531,16 +544,16 @@ def test_ssh_attach_after_the_submitter_was_killed(env, remote_site):
 
 
 @pytest.mark.slurm
-def test_ssh_cache_across_sessions(env, remote_site):
+def test_ssh_cache_across_sessions(env):
     """cache=True over SSH: a new session resubmits only the changed element."""
     import uuid
 
     configs = pp.sweep_configs()
     store = f"~/lazyslurm-tests/{uuid.uuid4().hex}"  # a store of this test's own
-    with ssh_cluster(env, remote_site, workdir=store):
+    with ssh_cluster(env, workdir=store):
         compute(pp.select_best_model(pp.train_model.map(configs)))
     configs[0] = {**configs[0], "seed": 99}
-    c = ssh_cluster(env, remote_site, cache=True, workdir=store)
+    c = ssh_cluster(env, cache=True, workdir=store)
     with c:
         p = plan(pp.select_best_model(pp.train_model.map(configs)))
         assert [(aj.name, aj.size) for aj in p.array_jobs] == [
@@ -573,7 +586,7 @@ def test_example_command_line_on_slurm(env, monkeypatch, capsys, tmp_path):
 
 
 @pytest.mark.slurm
-def test_command_line_over_ssh(env, remote_site, tmp_path, monkeypatch, capsys, private_home):
+def test_command_line_over_ssh(env, tmp_path, monkeypatch, capsys, private_home):
     """The lazyslurm command, through an ssh profile: runs, status, logs, viz of a real run."""
     from lazyslurm.cli import main
 
@@ -584,8 +597,7 @@ def test_command_line_over_ssh(env, remote_site, tmp_path, monkeypatch, capsys, 
         'backend = "ssh"\n'
         f'hostname = "{opts["hostname"]}"\nport = {opts["port"]}\n'
         f'username = "{opts["username"]}"\nkey_filename = "{opts["key_filename"]}"\n'
-        f'known_hosts = "{opts["known_hosts"]}"\npython = "/usr/bin/python3"\n'
-        f'setup = ["export PYTHONPATH={remote_site}"]\nworkdir = "{store}"\n'
+        f'known_hosts = "{opts["known_hosts"]}"\nworkdir = "{store}"\n'
     )
     monkeypatch.chdir(tmp_path)
     with Cluster.from_profile("lab") as c:
@@ -644,7 +656,7 @@ def ranks_over_ssh(x, *, job):
 
 
 @pytest.mark.slurm
-def test_ssh_runs_a_multi_rank_task_on_every_rank(env, remote_site):
+def test_ssh_runs_a_multi_rank_task_on_every_rank(env):
     """Over SSH too, ntasks=2 runs the function on both ranks, each with its JobContext."""
-    with ssh_cluster(env, remote_site):
+    with ssh_cluster(env):
         assert ranks_over_ssh(1).compute() == [(1, 0, 2, True, True), (1, 1, 2, True, True)]

@@ -23,13 +23,9 @@ from lazyslurm.store import RunLayout, atomic_write, encode_outcome
 PKG = Path(lazyslurm.__file__).resolve().parent
 REPO = PKG.parent
 HEAVY = ("paramiko", "networkx", "graphviz", "attrs")
-UPPER = (
-    "lazyslurm.planning",
-    "lazyslurm.backends",
-    "lazyslurm.execute",
-    "lazyslurm.cluster",
-    "lazyslurm.draw",
-)
+UPPER = ("lazyslurm.planning", "lazyslurm.backends", "lazyslurm.execute", "lazyslurm.cluster",
+         "lazyslurm.packaging",
+         "lazyslurm.draw")
 
 
 def loaded_after(code: str, **env: str) -> set[str]:

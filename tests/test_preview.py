@@ -16,12 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import dags
 
-# the real cluster's fixtures and helpers (SSH user with lazyslurm copied in, ...)
-from test_backends_slurm import (  # noqa: F401 - fixtures
-    remote_site,
-    slurm_cluster,
-    ssh_cluster,
-)
+# the real cluster's helpers
+from test_backends_slurm import slurm_cluster, ssh_cluster
 
 import lazyslurm
 from lazyslurm import Cluster, compute, preview, submit, task
@@ -329,7 +325,7 @@ def start_is_known(start: Start) -> bool:
 @pytest.fixture(params=["slurm", "ssh"])
 def real_cluster(request, env, tmp_path):
     if request.param == "ssh":
-        c = ssh_cluster(env, request.getfixturevalue("remote_site"))
+        c = ssh_cluster(env)  # nothing installed on the cluster: packaging by value
     else:
         c = slurm_cluster(env, tmp_path)
     yield c

@@ -388,11 +388,12 @@ def test_only_the_profile_asked_for_is_validated(project):
 
 def test_profile_keys_follow_the_backend_options():
     """Profiles accept exactly the options the backends declare, each for its backends."""
+    from lazyslurm import packaging
     from lazyslurm.backends import local, slurm
     from lazyslurm.backends.shell import ssh
     from lazyslurm.options import OPTIONS
 
-    for module, backend in ((ssh, "ssh"), (slurm, "slurm"), (local, "local")):
+    for module, backend in ((ssh, "ssh"), (slurm, "slurm"), (local, "local"), (packaging, "ssh")):
         for opt in module.OPTIONS:
             assert OPTIONS[opt.name] is opt and backend in opt.backends
 

@@ -164,6 +164,8 @@ def test_wrong_mem_types_raise_type_error(value: Any) -> None:
         ("max_concurrent", 0, InvalidOptionError),
         ("retries", -1, InvalidOptionError),
         ("retries", "1", OptionTypeError),
+        ("packaging", "by_value", InvalidOptionError),
+        ("packaging", True, OptionTypeError),
         ("gpus", -1, InvalidOptionError),
         ("gpus", "a100:x", InvalidOptionError),
         ("gpus", 1.5, OptionTypeError),
@@ -264,6 +266,7 @@ def test_resources_are_frozen_and_hashable() -> None:
             "gpus_per_node": st.sampled_from([1, "a100:4"]),
             "gpus_per_task": st.integers(0, 2),
             "gather": st.sampled_from(["rank0", "all"]),
+            "packaging": st.sampled_from(["auto", "inherit", "by-value", "wheel", "container"]),
         },
     )
 )

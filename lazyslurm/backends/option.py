@@ -63,6 +63,13 @@ KINDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
         lambda v: _path(v) or (isinstance(v, (list, tuple)) and all(_path(x) for x in v)),
     ),
     "str_or_int": ("a string or an integer", lambda v: isinstance(v, str) or _int(v)),
+    "bool_or_word": (
+        'a boolean or "true"/"false"',
+        lambda v: (
+            isinstance(v, bool)
+            or (isinstance(v, str) and v.lower() in ("true", "false", "yes", "no", "1", "0"))
+        ),
+    ),
     "env": (
         'a table of strings (NAME = "value")',
         lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),

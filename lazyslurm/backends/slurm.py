@@ -19,7 +19,6 @@ import shlex
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import attrs
@@ -40,6 +39,7 @@ from lazyslurm.backends.option import Option
 from lazyslurm.backends.shell import LocalShell, Shell, SSHShell
 from lazyslurm.errors import BackendError, ClusterConfigError, SubmissionError
 from lazyslurm.graph.resources import Resources, parse_time
+from lazyslurm.packaging import Packager, PackagingOptions, packaging_names
 from lazyslurm.planning.sbatch import (
     IDS_MARKER,
     SUBMIT_FAILED_MARKER,
@@ -205,7 +205,7 @@ class SlurmBackend:
         defaults: Resources | None = None,
         max_array_size: int | None = None,
         status: str = "auto",
-        check_python: bool = False,
+        packaging: PackagingOptions | None = None,
     ) -> None:
         if status not in ("auto", "sacct", "squeue"):
             msg = f"status must be 'auto', 'sacct' or 'squeue', got {status!r}"
@@ -218,7 +218,12 @@ class SlurmBackend:
         self.defaults = defaults or Resources()
         self._max_array_size = max_array_size
         self._status = status
-        self._check_python = check_python
+        self.packager = Packager(
+            packaging or PackagingOptions(),
+            local=isinstance(shell, LocalShell),
+            python=self.python,
+            setup=self.setup,
+        )
         self._probed = False
         self.partitions: dict[str, Partition] = {}
         self._watches: dict[str, _Watch] = {}
@@ -229,21 +234,12 @@ class SlurmBackend:
     def _probe(self) -> None:
         if self._probed:
             return
-        q = shlex.quote
         script = [
             "scontrol show config 2>&1 | grep -E '^(MaxArraySize|AccountingStorageType) '",
             "scontrol show partition -o 2>/dev/null | sed 's/^/LZ-PART /'",
             "echo LZ-HOME=$HOME",
+            self.packager.probe_script(self._workdir),  # interpreter, modules, staged code
         ]
-        if self._check_python:  # in a subshell, after the user's setup lines
-            script.append(
-                "( "
-                + "; ".join(
-                    [*self.setup, f"{q(self.python)} -c 'import lazyslurm.runner, cloudpickle'"]
-                )
-                + " ) 2>&1 "
-                "&& echo LZ-PYTHON=ok || echo LZ-PYTHON=missing"
-            )
         res = self.shell.run("\n".join(script))
         config = dict(re.findall(r"^(\w+)\s*=\s*(\S+)", res.stdout, re.MULTILINE))
         if "MaxArraySize" not in config:
@@ -263,15 +259,7 @@ class SlurmBackend:
                 raise BackendError(msg)
             rest = (self._workdir or "~/.lazyslurm")[1:].lstrip("/")
             self._workdir = f"{home.group(1)}/{rest}"
-        if self._check_python and "LZ-PYTHON=ok" not in res.stdout:
-            detail = res.stdout.split("LZ-HOME=")[-1].split("\n", 1)[-1].strip()
-            msg = (
-                f"python {self.python!r} on the cluster cannot import lazyslurm and "
-                f"cloudpickle: install this lazyslurm there (e.g. `pip install "
-                f"lazyslurm-*.whl` built with `pip wheel --no-deps .`, and cloudpickle) or "
-                f"pass python=... / setup=[...] to the Cluster. Output: {detail}"
-            )
-            raise ClusterConfigError(msg)
+        self.packager.read_probe(res.stdout)
         self._probed = True
 
     @property
@@ -323,10 +311,17 @@ class SlurmBackend:
             aj.id: sbatch_flags(aj, run_id=run_id, layout=layout, defaults=self.defaults)
             for aj in array_jobs
         }
+        prepared = self.packager.prepare(self.shell, self.workdir, array_jobs, files)
         staged = dict(files)
         for aj in array_jobs:
+            launch = prepared.launches[aj.id]
             staged[INSIDE.job_script(aj.id)] = job_script(
-                aj, run_id=run_id, layout=layout, python=self.python, setup=self.setup
+                aj,
+                run_id=run_id,
+                layout=layout,
+                python=launch.python,
+                setup=launch.setup,
+                launcher=launch.launcher,
             ).encode()
         staged[INSIDE.submit_script] = submit_script(
             array_jobs, run_id=run_id, layout=layout, flags=flags
@@ -334,12 +329,18 @@ class SlurmBackend:
         for sub in layout.SUBDIRS:
             staged[f"{INSIDE.subdir(sub)}/.keep"] = b""
         q = shlex.quote
+        # one transfer, rooted at the work directory: the run and any code to stage
+        inside = RunLayout.of(run_id)  # the run's paths relative to the work directory
+        staged = {f"{inside.root}/{k}": v for k, v in staged.items()} | dict(prepared.files)
+        then = prepared.before + f"bash {q(layout.submit_script)}"
         try:
-            res = self.shell.put_files(layout.root, staged, then=f"bash {q(layout.submit_script)}")
+            res = self.shell.put_files(self.workdir, staged, then=then)
         except BaseException:  # interrupted or lost mid-submission: leave nothing held
             self._cancel_run_by_name(run_id)
             raise
         assert res is not None
+        for success in prepared.on_success:  # the staged code is in place now
+            success()
         self.stats["submits"] += 1
         if res.returncode != 0 or IDS_MARKER not in res.stdout:
             raise _submission_error(res.stdout, res.stderr, flags)
@@ -467,6 +468,10 @@ class SlurmBackend:
             self.shell.run(script, timeout_s=30)
         except Exception:  # best effort: the original error is what matters
             pass
+
+    def by_value_modules(self, resources: Resources, func: Any) -> list[Any]:
+        """Modules pickled by value with ``func`` (per the task's packaging mode)."""
+        return self.packager.by_value_modules(resources, func)
 
     def read_files(self, paths: Sequence[str]) -> dict[str, bytes]:
         return self.shell.read_files(self.workdir, paths)
@@ -612,23 +617,23 @@ def make_slurm_backend(
     task leaves them unset.
     """
     defaults = Resources.from_options(**{k: v for k, v in options.items() if k in TASK_DEFAULTS})
-    shell_opts = {k: v for k, v in options.items() if k not in TASK_DEFAULTS}
+    packaging = PackagingOptions.from_options(options)
+    own = {*TASK_DEFAULTS, *packaging_names()}
+    shell_opts = {k: v for k, v in options.items() if k not in own}
     wd = None if workdir is None else str(workdir)
     if kind == "slurm":
         shell: Shell = LocalShell(env=env)
         wd = wd or str(default_workdir())
-        # a shared file system: jobs run the very lazyslurm this client runs
-        here = str(Path(__file__).resolve().parents[2])  # the directory holding lazyslurm/
-        path_line = f"export PYTHONPATH={shlex.quote(here)}${{PYTHONPATH:+:$PYTHONPATH}}"
         return SlurmBackend(
             shell,
             name="slurm",
             workdir=wd,
             python=python or sys.executable,
-            setup=(path_line, *setup),
+            setup=setup,
             defaults=defaults,
             max_array_size=max_array_size,
             status=status,
+            packaging=packaging,
         )
     shell = SSHShell(env=env, **shell_opts)
     return SlurmBackend(
@@ -640,5 +645,5 @@ def make_slurm_backend(
         defaults=defaults,
         max_array_size=max_array_size,
         status=status,
-        check_python=True,
+        packaging=packaging,
     )

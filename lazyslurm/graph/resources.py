@@ -23,7 +23,7 @@ import attrs
 
 from lazyslurm.errors import InvalidOptionError, OptionTypeError
 
-__all__ = ["OPTION_NAMES", "Resources", "parse_mem", "parse_time"]
+__all__ = ["OPTION_NAMES", "PACKAGING_MODES", "Resources", "parse_mem", "parse_time"]
 
 _TIME_FORMS = (
     '"MM:SS", "HH:MM:SS", "D-HH:MM:SS" (also "D-HH", "D-HH:MM"), '
@@ -166,6 +166,18 @@ def _gather(value: object) -> str | None:
     return None if value == "rank0" else value
 
 
+PACKAGING_MODES = ("auto", "inherit", "by-value", "wheel", "container")
+
+
+def _packaging(value: object) -> str:
+    forms = " or ".join(repr(m) for m in PACKAGING_MODES)
+    if not isinstance(value, str):
+        raise _wrong_type("packaging", value, forms)
+    if value not in PACKAGING_MODES:
+        raise _bad("packaging", value, forms)
+    return value
+
+
 def _extra_sbatch(value: object) -> tuple[str, ...]:
     forms = 'a list of raw sbatch flags such as ["--exclusive", "--mail-type=END"]'
     if isinstance(value, str) or not isinstance(value, (list, tuple)):
@@ -201,6 +213,7 @@ class Resources:
     max_concurrent: int | None = None
     extra_sbatch: tuple[str, ...] = ()
     retries: int = 0
+    packaging: str | None = None  # how the task's code reaches the cluster (PACKAGING_MODES)
 
     @classmethod
     def from_options(cls, **options: Any) -> Resources:
@@ -279,6 +292,7 @@ _PARSERS: dict[str, Any] = {
     "max_concurrent": lambda v: {"max_concurrent": _positive_int("max_concurrent", v)},
     "extra_sbatch": lambda v: {"extra_sbatch": _extra_sbatch(v)},
     "retries": lambda v: {"retries": _positive_int("retries", v, zero_ok=True)},
+    "packaging": lambda v: {"packaging": _packaging(v)},
     "pure": lambda v: {},
 }
 OPTION_NAMES: tuple[str, ...] = tuple(_PARSERS)

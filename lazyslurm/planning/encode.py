@@ -11,7 +11,7 @@ import pickle
 import sys
 import sysconfig
 import types
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import cloudpickle
@@ -118,12 +118,15 @@ def encode_run(
     meta: Mapping[str, Any] | None = None,
     by_value: bool = False,
     templates: list[Any] | None = None,
+    modules_by_value: Callable[[Any, Any], Sequence[types.ModuleType]] | None = None,
 ) -> dict[str, bytes]:
     """All files of a new run directory, relative path -> bytes.
 
     ``by_value`` ships the functions' own (non-installed) modules by value, for clusters
-    that do not share the client's file system. ``templates`` (what ``compute`` returns,
-    with placeholders) are kept so that a re-attached run can give the same result.
+    that do not share the client's file system; ``modules_by_value(resources, func)``,
+    when given, says which modules instead (the backend's packaging mode).
+    ``templates`` (what ``compute`` returns, with placeholders) are kept so that a
+    re-attached run can give the same result.
     """
     files: dict[str, bytes] = {}
     for aj in plan.array_jobs:
@@ -147,7 +150,12 @@ def encode_run(
         if aj.resources.gather is not None:
             header["gather"] = aj.resources.gather
         blobs = [_dump_element(job) for job in elements]
-        mods = _by_value_modules(func) if by_value else []
+        if not by_value:
+            mods = []
+        elif modules_by_value is not None:
+            mods = list(modules_by_value(aj.resources, func))
+        else:
+            mods = _by_value_modules(func)
         for mod in mods:
             cloudpickle.register_pickle_by_value(mod)
         try:

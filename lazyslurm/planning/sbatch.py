@@ -98,21 +98,23 @@ def job_script(
     layout: RunLayout,
     python: str,
     setup: Sequence[str] = (),
+    launcher: Sequence[str] = (),
 ) -> str:
     """The batch script of one array job: setup lines, then the runner (element from
-    ``$SLURM_ARRAY_TASK_ID``). ``setup`` lines are the user's own shell, used as given.
+    ``$SLURM_ARRAY_TASK_ID``). ``setup`` lines are the user's own shell, used as given;
+    ``launcher`` words (quoted here) come before the interpreter, e.g. a container runtime.
 
     A task with more than one rank (:attr:`Resources.ranks`) gets :func:`ranks_script`
     instead; a one-process task's script is unchanged by that feature.
     """
     if job.resources.ranks > 1:
         return ranks_script(job, run_id=run_id, layout=layout, python=python, setup=setup)
+    words = [*launcher, python, "-m", "lazyslurm.runner", layout.root, job.id]
     lines = [
         "#!/bin/bash",
         f"# lazyslurm run {run_id}, array job {job.id} ({job.name} x{job.size})",
         *setup,
-        f"exec {shlex.quote(python)} -m lazyslurm.runner {shlex.quote(layout.root)} "
-        f"{shlex.quote(job.id)}",
+        "exec " + " ".join(shlex.quote(w) for w in words),
         "",
     ]
     return "\n".join(lines)

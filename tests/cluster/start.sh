@@ -5,6 +5,8 @@
 #   acct    munged + MariaDB + slurmdbd + slurmctld + slurmd   (sacct works; job ids >= 1000000)
 #   noacct  munged + slurmctld + slurmd, no accounting          (sacct fails; use squeue; job ids >= 1)
 #   sshd    127.0.0.1:$SSH_PORT, key-only login for $SSH_USER, SLURM_CONF=<acct slurm.conf>
+#   containers (tests/cluster/containers.sh): podman config, a registry on 127.0.0.1, a cached
+#           Python base image; optional: if it fails, only the container tests are skipped
 #
 # Re-running is cheap: live daemons are kept, a daemon is restarted only when its generated config
 # changed. Everything lives under $STATE; stop with tests/cluster/stop.sh [--purge].
@@ -392,12 +394,17 @@ for part in acct noacct ssh; do
   ( up_$part ) > "$STATE/log/start-$part.out" 2>&1 &
   PID[$part]=$!
 done
+( bash "$(dirname "$0")/containers.sh" ) > "$STATE/log/start-containers.out" 2>&1 &
+CONTAINERS_PID=$!
 FAILED=""
 for part in acct noacct ssh; do
   if wait "${PID[$part]}"; then rc=0; else rc=$?; fi
   if [ -s "$STATE/log/start-$part.out" ]; then sed "s/^/[$part] /" "$STATE/log/start-$part.out"; fi
   [ $rc = 0 ] || FAILED="$FAILED $part"
 done
+if wait $CONTAINERS_PID; then rc=0; else rc=$?; fi
+if [ -s "$STATE/log/start-containers.out" ]; then sed "s/^/[containers] /" "$STATE/log/start-containers.out"; fi
+[ $rc = 0 ] || echo "[containers] not available: container tests will be skipped" >&2
 [ -z "$FAILED" ] || die "failed to start:$FAILED (logs under $STATE/log, $STATE/acct/log, $STATE/noacct/log)"
 
 # ---------------------------------------------------------------- environment for tests
@@ -409,6 +416,9 @@ VARS=(LAZYSLURM_TEST_SLURM_CONF="$STATE/acct/etc/slurm.conf"
       LAZYSLURM_TEST_SSH_USER="$SSH_USER"
       LAZYSLURM_TEST_SSH_KEY="$KEY"
       LAZYSLURM_TEST_SSH_KNOWN_HOSTS="$STATE/ssh/known_hosts")
+if [ $rc = 0 ] && [ -s "$STATE/containers/env" ]; then
+  while IFS= read -r line; do VARS+=("$line"); done < "$STATE/containers/env"
+fi
 { for v in "${VARS[@]}"; do printf 'export %s=%q\n' "${v%%=*}" "${v#*=}"; done; } > "$STATE/env.sh.new"
 { sep='{'; for v in "${VARS[@]}"; do
     val=${v#*=}; val=${val//\\/\\\\}; val=${val//\"/\\\"}

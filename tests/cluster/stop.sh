@@ -36,6 +36,7 @@ stop_cluster() { # NAME
 stop "$STATE/ssh/sshd.pid" "$STATE/ssh/sshd_config" sshd &
 stop_cluster acct &
 stop_cluster noacct &
+stop "$STATE/containers/registry/pid" "docker-registry serve $STATE/containers/registry/config.yml" registry &
 wait
 
 if [ $PURGE = 1 ]; then

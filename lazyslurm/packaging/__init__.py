@@ -1,0 +1,463 @@
+"""How a task's code and environment reach the cluster: ``packaging=`` modes.
+
+``auto`` (default): ``inherit`` for Slurm on this host, ``by-value`` over SSH.
+``inherit``: the given interpreter and environment as they are. ``by-value``: the
+cluster needs only a Python; lazyslurm's runner and cloudpickle are staged into
+``WORKDIR/code/HASH`` once per content hash, user modules travel inside the pickles.
+``wheel``: the project's wheel in a venv on the cluster, once per content hash.
+``container``: an image built, tagged by content hash, pushed, and run by podman,
+Pyxis or Apptainer. See ``docs/packaging.md``.
+
+The Slurm backend asks a :class:`Packager` three things: a shell snippet for its one
+probe (:meth:`Packager.probe_script`, read back by :meth:`Packager.read_probe`), which
+modules to pickle by value (:meth:`Packager.by_value_modules`), and, per run,
+:meth:`Packager.prepare`: the files to stage, a shell snippet to run before submitting,
+and how each array job starts its runner (:class:`Launch`).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import shlex
+import sys
+import types
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from lazyslurm.backends.option import Option
+from lazyslurm.errors import ClusterConfigError, OptionTypeError
+from lazyslurm.graph.resources import PACKAGING_MODES, Resources
+from lazyslurm.packaging import byvalue
+
+__all__ = [
+    "OPTIONS",
+    "PACKAGING_OPTIONS",
+    "Launch",
+    "Packager",
+    "PackagingOptions",
+    "Prepared",
+]
+
+_SLURM = ("slurm", "ssh")
+RUNTIMES = ("podman", "pyxis", "apptainer")
+BUILDERS = ("podman", "docker")
+OPTIONS = (  # Cluster("slurm" | "ssh", ...) options: how code and environment get there
+    Option(
+        "packaging",
+        "str",
+        "auto",
+        "mode: auto, inherit, by-value, wheel or container",
+        _SLURM,
+        choices=PACKAGING_MODES,
+    ),
+    *(
+        Option(f"packaging_{name}", kind, default, help, _SLURM, choices=choices)
+        for name, kind, default, help, choices in (
+            ("registry", "str", None, "container: image repository (registry:5000/name)", ()),
+            ("platform", "str", None, "container: build platform, e.g. linux/amd64", ()),
+            ("tls_verify", "bool_or_word", True, "container: verify TLS to the registry", ()),
+            ("runtime", "str", "podman", "container: podman, pyxis or apptainer", RUNTIMES),
+            ("base_image", "str", None, "container: base of the generated Dockerfile", ()),
+            ("dockerfile", "str", None, "container: the project's Dockerfile instead", ()),
+            ("builder", "str", "podman", "container: podman or docker", BUILDERS),
+            ("project", "str", None, "wheel/container: project dir (default: nearest)", ()),
+            ("build_args", "str_list", (), "container: extra arguments to the build", ()),
+            ("run_args", "str_list", (), "container: extra arguments to `podman run`", ()),
+        )
+    ),
+)
+PACKAGING_OPTIONS = {o.name: o.help for o in OPTIONS}
+
+
+def packaging_names() -> tuple[str, ...]:
+    return tuple(PACKAGING_OPTIONS)
+
+
+
+
+def _tls(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
+        return value.lower() in ("true", "yes", "1")
+    msg = f"packaging_tls_verify must be a bool (or 'true'/'false'), got {value!r}"
+    raise OptionTypeError(msg)
+
+
+def _words(name: str, value: object) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        msg = f"{name} must be a list of strings, got {value!r}"
+        raise OptionTypeError(msg)
+    if not all(isinstance(v, str) for v in value):
+        msg = f"{name} must be a list of strings, got {value!r}"
+        raise OptionTypeError(msg)
+    return tuple(value)
+
+
+@attrs.frozen
+class PackagingOptions:
+    """The cluster's packaging options, validated (``Cluster(packaging=..., ...)``)."""
+
+    mode: str = "auto"
+    registry: str | None = None
+    platform: str | None = None
+    tls_verify: bool = True
+    runtime: str = "podman"
+    base_image: str | None = None
+    dockerfile: str | None = None
+    builder: str = "podman"
+    project: str | None = None
+    build_args: tuple[str, ...] = ()
+    run_args: tuple[str, ...] = ()
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> PackagingOptions:
+        """From Cluster options named ``packaging`` and ``packaging_*`` (others ignored).
+
+        >>> PackagingOptions.from_options({"packaging": "container",
+        ...     "packaging_tls_verify": "false"}).tls_verify
+        False
+        """
+        opts = {k: v for k, v in options.items() if k in PACKAGING_OPTIONS and v is not None}
+        out: dict[str, Any] = {}
+        if "packaging" in opts:
+            mode = Resources.from_options(packaging=opts.pop("packaging")).packaging
+            out["mode"] = mode
+        for key, value in opts.items():
+            name = key.removeprefix("packaging_")
+            if name == "tls_verify":
+                out[name] = _tls(value)
+            elif name in ("build_args", "run_args"):
+                out[name] = _words(key, value)
+            elif not isinstance(value, str) or not value.strip() or "\n" in value:
+                msg = f"{key} must be a non-empty one-line string, got {value!r}"
+                raise OptionTypeError(msg)
+            else:
+                out[name] = value
+        if out.get("runtime", "podman") not in RUNTIMES:
+            msg = f"packaging_runtime must be one of {', '.join(RUNTIMES)}, got {out['runtime']!r}"
+            raise ClusterConfigError(msg)
+        if out.get("builder", "podman") not in BUILDERS:
+            msg = f"packaging_builder must be one of {', '.join(BUILDERS)}, got {out['builder']!r}"
+            raise ClusterConfigError(msg)
+        return cls(**out)
+
+
+@attrs.frozen
+class Launch:
+    """How one array job starts its runner: ``setup`` lines, then
+    ``exec LAUNCHER... PYTHON -m lazyslurm.runner RUN_DIR ARRAY_JOB``."""
+
+    python: str
+    setup: tuple[str, ...] = ()
+    launcher: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class Prepared:
+    """What one run needs staged and run before its submission."""
+
+    files: Mapping[str, bytes]  # relative to the workdir
+    before: str  # shell run (same round trip) before the submission script
+    launches: Mapping[str, Launch]  # array job id -> Launch
+    on_success: tuple[Callable[[], None], ...] = ()
+
+
+_PROBE_PY = (
+    "import sys, importlib.util as u\n"
+    "print('LZ-PYVER=%d.%d.%d' % sys.version_info[:3])\n"
+    "have = []\n"
+    "for n in sys.argv[1:]:\n"
+    "    try:\n"
+    "        if u.find_spec(n) is not None: have.append(n)\n"
+    "    except Exception: pass\n"
+    "print('LZ-HAVE=' + ','.join(have))\n"
+)
+
+
+class Packager:
+    """The packaging side of one Slurm backend session (see the module docstring).
+
+    ``local``: Slurm on this host (``auto`` means ``inherit``; the client's own lazyslurm
+    is reachable on the shared file system).
+    """
+
+    def __init__(
+        self,
+        options: PackagingOptions,
+        *,
+        local: bool,
+        python: str,
+        setup: Sequence[str] = (),
+    ) -> None:
+        self.options = options
+        self.local = local
+        self.python = python
+        self.setup = tuple(setup)
+        self.cluster_python: tuple[int, ...] | None = None
+        self.importable: set[str] = set()  # top-level names the cluster's python imports
+        self.checked: set[str] = set()  # names asked about so far
+        self.code_present: set[str] = set()  # WORKDIR/code/* seen on the cluster
+        self.probe_output = ""
+        self._builders: dict[str, Any] = {}
+        self._own_modules: tuple[int, list[str]] | None = None
+
+    # -- modes
+    def mode_of(self, resources: Resources | None) -> str:
+        """The effective mode of a task (its own ``packaging=``, else the cluster's)."""
+        mode = (resources.packaging if resources is not None else None) or self.options.mode
+        if mode == "auto":
+            return "inherit" if self.local else "by-value"
+        return mode
+
+    def _knows_python(self) -> bool:
+        """On this host with the client's own interpreter nothing needs asking."""
+        return self.local and self.python == sys.executable
+
+    # -- the probe (in the backend's one probe round trip)
+    def probe_script(self, workdir: str | None) -> str:
+        from lazyslurm.backends.shell import shell_path
+
+        q = shlex.quote
+        lines = []
+        if self.mode_of(None) == "container":  # the image brings its own Python
+            lines.append(self._builder("container").probe_line())
+        elif not self._knows_python():
+            names = sorted({"lazyslurm", "cloudpickle", *byvalue.third_party_modules()})
+            self.checked.update(names)
+            call = f"{q(self.python)} -c {q(_PROBE_PY)} {' '.join(q(n) for n in names)}"
+            setup = self._inherit_setup() if self.mode_of(None) == "inherit" else self.setup
+            lines.append("( " + "; ".join([*setup, call]) + " ) 2>&1 | sed 's/^/LZ-P /'")
+        wd = shell_path(workdir or "~/.lazyslurm")
+        lines.append(f"ls -1 {wd}/code 2>/dev/null | sed 's/^/LZ-CODE=/'")
+        return "\n".join(lines)
+
+    def read_probe(self, stdout: str) -> None:
+        self.code_present = set(re.findall(r"^LZ-CODE=([\w.-]+)$", stdout, re.MULTILINE))
+        if self.mode_of(None) == "container":
+            self._builder("container").read_probe(stdout)
+            return
+        if self._knows_python():
+            self.cluster_python = tuple(sys.version_info[:3])
+            self.importable = {"lazyslurm", "cloudpickle", *byvalue.third_party_modules()}
+            return
+        self.probe_output = "\n".join(
+            ln[5:] for ln in stdout.splitlines() if ln.startswith("LZ-P ")
+        )
+        m = re.search(r"^LZ-PYVER=(\d+)\.(\d+)\.(\d+)$", self.probe_output, re.MULTILINE)
+        if m is None:
+            msg = (
+                f"python {self.python!r} does not run on the cluster (after the setup lines): "
+                f"pass python=... naming an interpreter there. Output: "
+                f"{self.probe_output.strip()[-800:]}"
+            )
+            raise ClusterConfigError(msg)
+        self.cluster_python = tuple(int(g) for g in m.groups())
+        have = re.search(r"^LZ-HAVE=(.*)$", self.probe_output, re.MULTILINE)
+        self.importable = set(have.group(1).split(",")) - {""} if have else set()
+        byvalue.check_python(self.cluster_python, python=self.python, code_by_value=False)
+        if self.mode_of(None) == "inherit":
+            self.check_inherit()
+
+    def _inherit_setup(self) -> tuple[str, ...]:
+        """``inherit`` on this host: the very lazyslurm this client runs, on the shared
+        file system, comes first on the path."""
+        if not self.local:
+            return self.setup
+        here = str(Path(byvalue.__file__).resolve().parents[2])
+        line = f"export PYTHONPATH={shlex.quote(here)}${{PYTHONPATH:+:$PYTHONPATH}}"
+        return (line, *self.setup)
+
+    def check_inherit(self) -> None:
+        """``inherit``: the cluster's python must import lazyslurm and cloudpickle."""
+        if {"lazyslurm", "cloudpickle"} <= self.importable:
+            return
+        msg = (
+            f"python {self.python!r} on the cluster cannot import lazyslurm and cloudpickle, "
+            f"which packaging='inherit' expects installed there: use packaging='by-value' "
+            f"(the default over SSH: nothing to install), install them there (`pip install "
+            f"lazyslurm cloudpickle`), or pass python=... / setup=[...] to the Cluster"
+        )
+        raise ClusterConfigError(msg)
+
+    def _ask_importable(self, shell: Any, names: set[str]) -> None:
+        """One more round trip, for module names the probe did not ask about."""
+        q = shlex.quote
+        call = f"{q(self.python)} -c {q(_PROBE_PY)} {' '.join(q(n) for n in sorted(names))}"
+        res = shell.run("( " + "; ".join([*self.setup, call]) + " ) 2>&1")
+        self.checked.update(names)
+        m = re.search(r"^LZ-PYVER=(\d+)\.(\d+)\.(\d+)$", res.stdout, re.MULTILINE)
+        if m is not None and self.cluster_python is None:
+            self.cluster_python = tuple(int(g) for g in m.groups())
+            byvalue.check_python(self.cluster_python, python=self.python, code_by_value=False)
+        have = re.search(r"^LZ-HAVE=(.*)$", res.stdout, re.MULTILINE)
+        if have:
+            self.importable.update(set(have.group(1).split(",")) - {""})
+
+    # -- pickling
+    def by_value_modules(self, resources: Resources, func: Any) -> list[types.ModuleType]:
+        """Modules to register with cloudpickle by value while pickling ``func``."""
+        mode = self.mode_of(resources)
+        if mode == "inherit":
+            return _own_module(func)
+        if mode == "wheel":
+            builder = self._builder("wheel")
+            return [sys.modules[n] for n in builder.by_value_modules() if n in sys.modules]
+        if self._own_modules is None or self._own_modules[0] != len(sys.modules):
+            # scanned again only when modules were imported since (once per run, not per job)
+            self._own_modules = (len(sys.modules), byvalue.project_modules())
+        return [sys.modules[n] for n in self._own_modules[1] if n in sys.modules]
+
+    # -- one run
+    def prepare(
+        self,
+        shell: Any,
+        workdir: str,
+        array_jobs: Sequence[Any],
+        files: Mapping[str, bytes],
+    ) -> Prepared:
+        """Check and build what the run's array jobs need (nothing is submitted yet)."""
+        modes = {aj.id: self.mode_of(aj.resources) for aj in array_jobs}
+        specs = {aj.id: files.get(f"specs/{aj.id}.spec", b"") for aj in array_jobs}
+        staged: dict[str, bytes] = {}
+        before: list[str] = []
+        done: list[Callable[[], None]] = []
+        launches: dict[str, Launch] = {}
+        per_mode: dict[str, Launch] = {}
+        for aj in array_jobs:
+            mode = modes[aj.id]
+            if mode not in per_mode:
+                blobs = [specs[a.id] for a in array_jobs if modes[a.id] == mode]
+                per_mode[mode] = self._prepare_mode(
+                    mode, shell, workdir, blobs, staged, before, done
+                )
+            launches[aj.id] = per_mode[mode]
+        return Prepared(staged, "".join(before), launches, tuple(done))
+
+    def _prepare_mode(
+        self,
+        mode: str,
+        shell: Any,
+        workdir: str,
+        blobs: list[bytes],
+        staged: dict[str, bytes],
+        before: list[str],
+        done: list[Callable[[], None]],
+    ) -> Launch:
+        if mode in ("container", "wheel"):
+            return self._builder(mode).prepare(self, shell, workdir, blobs, staged, before, done)
+        if self.cluster_python is None:  # the probe skipped it (a container cluster)
+            self._ask_importable(shell, set())
+        if self.cluster_python is None:
+            msg = f"python {self.python!r} does not run on the cluster: pass python=..."
+            raise ClusterConfigError(msg)
+        byvalue.check_python(
+            self.cluster_python,
+            python=self.python,
+            code_by_value=byvalue.has_code_by_value(blobs),
+        )
+        if mode == "inherit":
+            self.check_inherit()
+            return Launch(self.python, self._inherit_setup())
+        missing = self.require_importable(shell, blobs, mode)
+        dirs = [self.stage_runtime(workdir, staged, before, done)]
+        if missing:
+            dirs.append(self.stage_installed(missing, workdir, staged, before, done, mode))
+        path = ":".join(shlex.quote(d) for d in dirs)
+        line = f"export PYTHONPATH={path}${{PYTHONPATH:+:$PYTHONPATH}}"
+        return Launch(self.python, (*self.setup, line))
+
+    def stage_installed(
+        self,
+        names: set[str],
+        workdir: str,
+        staged: dict[str, bytes],
+        before: list[str],
+        done: list[Callable[[], None]],
+        mode: str,
+    ) -> str:
+        """Stage the pure-Python installed packages ``names`` (and what they require) as
+        ``WORKDIR/code/deps-HASH``; a compiled one the cluster lacks is refused."""
+        files, compiled = byvalue.installed_files(names)
+        lacking = {n for n in compiled if n not in self.importable} & (
+            set(byvalue.third_party_modules()) | names
+        )
+        lacking |= {n for n in names if not any(k.split("/")[0].removesuffix(".py") == n
+                                                 for k in files)}  # fmt: skip
+        if lacking:
+            raise byvalue.unshippable_error(lacking, python=self.python, mode=mode)
+        digest = "deps-" + byvalue.content_hash(files)
+        if digest not in self.code_present and not any(f".stage-{digest}-" in k for k in staged):
+            stage = f".stage-{digest}-{secrets.token_hex(4)}"
+            for rel, data in files.items():
+                staged[f"code/{stage}/{rel}"] = data
+            before.append(atomic_move(f"{workdir}/code", stage, digest))
+            done.append(lambda: self.code_present.add(digest))
+        return f"{workdir}/code/{digest}"
+
+    def require_importable(self, shell: Any, blobs: list[bytes], mode: str) -> set[str]:
+        """Installed modules the run's pickles name that the cluster's python cannot
+        import (asking about names the probe did not cover, in one round trip)."""
+        needed = byvalue.referenced_modules(blobs, byvalue.third_party_modules())
+        unknown = needed - self.checked
+        if unknown and not self._knows_python():
+            self._ask_importable(shell, unknown)
+        return needed - self.importable if not self._knows_python() else set()
+
+    def stage_runtime(
+        self,
+        workdir: str,
+        staged: dict[str, bytes],
+        before: list[str],
+        done: list[Callable[[], None]],
+    ) -> str:
+        """Stage lazyslurm's runner and cloudpickle as ``WORKDIR/code/HASH`` unless there;
+        returns that directory."""
+        digest = byvalue.runtime_hash()
+        code_dir = f"{workdir}/code/{digest}"
+        if digest in self.code_present or any(f".stage-{digest}-" in k for k in staged):
+            return code_dir
+        stage = f".stage-{digest}-{secrets.token_hex(4)}"
+        for rel, data in byvalue.runtime_files().items():
+            staged[f"code/{stage}/{rel}"] = data
+        before.append(atomic_move(f"{workdir}/code", stage, digest))
+        done.append(lambda: self.code_present.add(digest))
+        return code_dir
+
+    def _builder(self, mode: str) -> Any:
+        if mode not in self._builders:
+            if mode == "container":
+                from lazyslurm.packaging.container import ContainerBuilder
+
+                self._builders[mode] = ContainerBuilder(self.options)
+            else:
+                from lazyslurm.packaging.wheel import WheelBuilder
+
+                self._builders[mode] = WheelBuilder(self.options)
+        return self._builders[mode]
+
+
+def atomic_move(parent: str, stage: str, name: str) -> str:
+    """Shell that renames ``parent/stage`` to ``parent/name`` unless another client won
+    the race (then the stage is dropped): readers never see a half-written directory.
+
+    >>> print(atomic_move("/w/code", ".stage-ab-1", "ab"), end="")
+    ( cd /w/code && { [ -d ab ] || mv -T .stage-ab-1 ab 2>/dev/null; rm -rf .stage-ab-1; } )
+    """
+    q = shlex.quote
+    return (
+        f"( cd {q(parent)} && {{ [ -d {q(name)} ] || mv -T {q(stage)} {q(name)} 2>/dev/null; "
+        f"rm -rf {q(stage)}; }} )\n"
+    )
+
+
+def _own_module(func: Any) -> list[types.ModuleType]:
+    """``inherit``: only the function's own module, when it is not installed."""
+    name = getattr(func, "__module__", None) or ""
+    if name in byvalue.project_modules({name: sys.modules[name]} if name in sys.modules else {}):
+        return [sys.modules[name]]
+    return []

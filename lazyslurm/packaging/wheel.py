@@ -1,0 +1,233 @@
+"""``packaging="wheel"``: the user's project as a wheel, in a venv on the cluster.
+
+On the client, once per project content: build the wheel (``uv build --wheel`` when uv
+is on PATH, else ``pip wheel --no-deps``) and download its dependencies (``pip
+download``, on the client: compute nodes often have no internet). The wheel and its
+dependencies are uploaded to ``WORKDIR/code/wheels-HASH`` once per content hash (with
+the submission, no extra round trip). The first job element to start creates
+``WORKDIR/code/venv-HASH`` from them (``--no-index``), under ``flock``, so a hundred
+elements starting at once build it once; later runs reuse it. The runner and cloudpickle
+come from the staged code directory, as with ``by-value``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lazyslurm.errors import ClusterConfigError, PackagingError
+from lazyslurm.packaging import byvalue
+
+__all__ = ["WheelBuilder", "find_project", "venv_lines"]
+
+_SKIP_DIRS = {".git", ".venv", "venv", "__pycache__", "node_modules", "build", "dist",
+              ".mypy_cache", ".ruff_cache", ".pytest_cache"}  # fmt: skip
+_TAIL_LINES = 25
+_LOCK_WAIT_S = 900
+
+
+def find_project(start: str | os.PathLike[str] | None = None) -> Path | None:
+    """The nearest directory holding a ``pyproject.toml``, from ``start`` (default: the
+    current directory) upwards."""
+    here = Path(start or os.getcwd()).resolve()
+    for d in (here, *here.parents):
+        if (d / "pyproject.toml").is_file():
+            return d
+    return None
+
+
+def _source_hash(project: Path) -> str:
+    h = hashlib.sha256()
+    for path in sorted(project.rglob("*")):
+        rel = path.relative_to(project)
+        if _SKIP_DIRS & set(rel.parts) or any(p.endswith(".egg-info") for p in rel.parts):
+            continue
+        if path.is_file():
+            h.update(f"{rel}\0".encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def venv_lines(python: str, venv: str, wheels: str) -> list[str]:
+    """Job setup lines: create ``venv`` from the wheels in ``wheels`` once (under flock,
+    offline), then use it. A venv is used only once its ``.ready`` marker exists.
+
+    >>> venv_lines("python3", "/w/code/venv-ab", "/w/code/wheels-ab")[0]
+    'if [ ! -e /w/code/venv-ab/.ready ]; then'
+    """
+    q = shlex.quote
+    v, w = q(venv), q(wheels)
+    return [
+        f"if [ ! -e {v}/.ready ]; then",
+        "  (",
+        f"    flock -w {_LOCK_WAIT_S} 9 || {{ echo 'lazyslurm: venv lock timeout' >&2; exit 1; }}",
+        f"    if [ ! -e {v}/.ready ]; then",
+        f"      rm -rf {v}",
+        "      if command -v uv >/dev/null 2>&1; then",
+        f"        uv venv -q -p {q(python)} {v} && "
+        f"uv pip install -q -p {v}/bin/python --no-index --find-links {w} {w}/*.whl",
+        "      else",
+        f"        {q(python)} -m venv {v} && "
+        f"{v}/bin/python -m pip install -q --no-index --find-links {w} {w}/*.whl",
+        f"      fi && touch {v}/.ready && echo {q('lazyslurm: created venv ' + venv)} >&2 \\",
+        f"        || {{ rm -rf {v}; exit 1; }}",
+        "    fi",
+        f"  ) 9>{v}.lock || exit 1",
+        "fi",
+    ]
+
+
+class WheelBuilder:
+    """Builds the project's wheel and gathers its dependencies, once per content."""
+
+    def __init__(self, options: Any) -> None:
+        self.options = options
+        self.stats = {"builds": 0, "downloads": 0, "uploads": 0}
+        self.timings: dict[str, float] = {}
+        self._dist: tuple[str, dict[str, bytes], list[str]] | None = None
+
+    def project(self) -> Path:
+        given = self.options.project
+        project = Path(given).resolve() if given else find_project()
+        if project is None or not (project / "pyproject.toml").is_file():
+            where = given or os.getcwd()
+            msg = (
+                f"packaging='wheel' needs a pyproject.toml (looked in {where} and above): "
+                f"pass packaging_project=DIR naming your project, or use packaging='by-value'"
+            )
+            raise ClusterConfigError(msg)
+        return project
+
+    def distribution(self) -> tuple[str, dict[str, bytes], list[str]]:
+        """(content hash, wheel files by name, top-level packages of the project's wheel)."""
+        if self._dist is not None:
+            return self._dist
+        project = self.project()
+        cache = _cache_dir() / _source_hash(project)
+        if not (cache / "done").is_file():
+            self._build_into(project, cache)
+        files = {p.name: p.read_bytes() for p in sorted(cache.glob("*.whl"))}
+        own = (cache / "own").read_text().strip()
+        with zipfile.ZipFile(cache / own) as zf:
+            tops = sorted(
+                {
+                    n.split("/")[0].removesuffix(".py")
+                    for n in zf.namelist()
+                    if not n.split("/")[0].endswith((".dist-info", ".data"))
+                }
+            )
+        digest = byvalue.content_hash(files)
+        self._dist = (digest, files, tops)
+        return self._dist
+
+    def _build_into(self, project: Path, cache: Path) -> None:
+        tmp = Path(tempfile.mkdtemp(prefix="build-", dir=_cache_dir()))
+        try:
+            t0 = time.perf_counter()
+            self.stats["builds"] += 1
+            if shutil.which("uv"):
+                argv = ["uv", "build", "--wheel", "--out-dir", str(tmp), str(project)]
+            else:
+                argv = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(tmp),
+                        str(project)]  # fmt: skip
+            _run(argv, "wheel build")
+            (own,) = [p.name for p in tmp.glob("*.whl")]
+            self.timings["build_s"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            self.stats["downloads"] += 1
+            _run(
+                [sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:",
+                 "-d", str(tmp), str(tmp / own)],
+                "download of the dependencies",
+            )  # fmt: skip
+            self.timings["download_s"] = time.perf_counter() - t0
+            (tmp / "own").write_text(own)
+            (tmp / "done").write_text("")
+            if cache.exists():
+                shutil.rmtree(cache)
+            tmp.rename(cache)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    def by_value_modules(self) -> list[str]:
+        """The user's modules that travel by value: all but the wheel's own packages."""
+        _, _, tops = self.distribution()
+        return [m for m in byvalue.project_modules() if m.split(".")[0] not in tops]
+
+    def prepare(
+        self,
+        packager: Any,
+        shell: Any,
+        workdir: str,
+        blobs: list[bytes],
+        staged: dict[str, bytes],
+        before: list[str],
+        done: list[Callable[[], None]],
+    ) -> Any:
+        from lazyslurm.packaging import Launch, atomic_move
+
+        if packager.cluster_python is None:
+            packager._ask_importable(shell, set())
+        assert packager.cluster_python is not None
+        byvalue.check_python(
+            packager.cluster_python,
+            python=packager.python,
+            code_by_value=byvalue.has_code_by_value(blobs),
+        )
+        digest, files, _ = self.distribution()
+        digest = byvalue.content_hash(
+            {"wheels": digest.encode(), "python": repr(packager.cluster_python[:2]).encode()}
+        )
+        wheels = f"{workdir}/code/wheels-{digest}"
+        venv = f"{workdir}/code/venv-{digest}"
+        if f"wheels-{digest}" not in packager.code_present and not any(
+            f".stage-wheels-{digest}" in k for k in staged
+        ):
+            stage = f".stage-wheels-{digest}-{secrets.token_hex(4)}"
+            for name, data in files.items():
+                staged[f"code/{stage}/{name}"] = data
+            before.append(atomic_move(f"{workdir}/code", stage, f"wheels-{digest}"))
+            done.append(lambda: packager.code_present.add(f"wheels-{digest}"))
+            self.stats["uploads"] += 1
+        code_dir = packager.stage_runtime(workdir, staged, before, done)
+        q = shlex.quote
+        setup = (
+            *packager.setup,
+            *venv_lines(packager.python, venv, wheels),
+            f"export PYTHONPATH={q(code_dir)}${{PYTHONPATH:+:$PYTHONPATH}}",
+        )
+        return Launch(f"{venv}/bin/python", setup)
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    path = Path(base) / "lazyslurm" / "wheels"
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
+
+
+def _run(argv: list[str], what: str) -> str:
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    except OSError as exc:
+        msg = f"{what} could not start: {exc}"
+        raise PackagingError(msg) from exc
+    if proc.returncode != 0:
+        cmd = " ".join(shlex.quote(a) for a in argv)
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-_TAIL_LINES:])
+        msg = f"{what} failed (exit {proc.returncode}): {cmd}\n--- last lines ---\n{tail}\n"
+        msg += "nothing was submitted"
+        raise PackagingError(msg)
+    return proc.stdout

@@ -1,0 +1,217 @@
+"""Container packaging (lazyslurm.packaging.container): rendered job text for Pyxis and
+Apptainer against recorded files, and real builds, pushes and podman runs in Slurm jobs
+on the test cluster and its loopback registry."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from examples import parallelization_patterns as pp
+from lazyslurm import Cluster, compute
+from lazyslurm.errors import ClusterConfigError, PackagingError, RegistryError
+from lazyslurm.graph.resources import Resources
+from lazyslurm.packaging.container import launch_words
+from lazyslurm.planning.planner import ArrayJob
+from lazyslurm.planning.sbatch import job_script
+from lazyslurm.store import RunLayout
+
+DATA = Path(__file__).parent / "data"
+REF = "registry:5000/patterns:0123456789abcdef"
+WORKDIR = "/home/u/.lazyslurm"
+RUN_ID = "20261124-120000-abcdef"
+EXPECTED_PIPELINE = [f"final_transform_{i}(preprocessed_data_{i + 1})" for i in range(3)]
+
+
+def rendered(runtime: str) -> str:
+    setup, launcher = launch_words(runtime, REF, workdir=WORKDIR, tls_verify=False)
+    job = ArrayJob("aj0", "stage1_preprocess", ("k0", "k1", "k2"), Resources())
+    return job_script(
+        job,
+        run_id=RUN_ID,
+        layout=RunLayout.of(RUN_ID, WORKDIR),
+        python="python3",
+        setup=setup,
+        launcher=launcher,
+    )
+
+
+@pytest.mark.parametrize("runtime", ["pyxis", "apptainer", "podman"])
+def test_job_script_per_runtime_matches_recorded_file(runtime):
+    """Each runtime's job script (image, mounts, insecure registry) is as recorded."""
+    assert rendered(runtime) == (DATA / f"job_container_{runtime}.sh").read_text()
+
+
+# --------------------------------------------------------------------------- real
+
+
+@pytest.fixture(scope="module")
+def cenv(cluster_env):
+    if "LAZYSLURM_TEST_REGISTRY" not in cluster_env or shutil.which("podman") is None:
+        pytest.skip("container test infrastructure not available (tests/cluster/containers.sh)")
+    return cluster_env
+
+
+@pytest.fixture
+def podman_env(cenv, monkeypatch):
+    """podman on this machine (client builds) and in jobs uses the test configuration."""
+    conf = {
+        "CONTAINERS_CONF": cenv["LAZYSLURM_TEST_CONTAINERS_CONF"],
+        "CONTAINERS_STORAGE_CONF": cenv["LAZYSLURM_TEST_CONTAINERS_STORAGE_CONF"],
+    }
+    for k, v in conf.items():
+        monkeypatch.setenv(k, v)
+    return {"SLURM_CONF": cenv["LAZYSLURM_TEST_SLURM_CONF"], **conf}
+
+
+def container_cluster(cenv, podman_env, tmp_path, **kw) -> Cluster:
+    opts = dict(
+        packaging="container",
+        packaging_registry=f"{cenv['LAZYSLURM_TEST_REGISTRY']}/lazyslurm-tests",
+        packaging_tls_verify=False,
+        packaging_base_image=cenv["LAZYSLURM_TEST_BASE_IMAGE"],
+    )
+    opts.update(kw)
+    return Cluster("slurm", workdir=tmp_path / "work", env=podman_env, poll_max_s=0.5, **opts)
+
+
+@pytest.mark.slurm
+def test_seed_patterns_in_containers_from_the_command_line(
+    cenv, podman_env, tmp_path, capsys, monkeypatch
+):
+    """The seed's command line with --packaging container: the three patterns run in
+    podman inside Slurm jobs, from an image pushed to the loopback registry."""
+    monkeypatch.setenv("SLURM_CONF", podman_env["SLURM_CONF"])
+    argv = [
+        "--backend", "slurm", "--style", "lazy", "--workdir", str(tmp_path),
+        "--packaging", "container",
+        "--packaging-registry", f"{cenv['LAZYSLURM_TEST_REGISTRY']}/patterns",
+        "--packaging-platform", "linux/amd64",
+        "--packaging-tls-verify", "false",
+        "--packaging-base-image", cenv["LAZYSLURM_TEST_BASE_IMAGE"],
+    ]  # fmt: skip
+    assert pp.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "'total_sum': 124750" in out and "'lr': 0.1" in out
+    assert "final_transform_2(preprocessed_data_3)" in out
+    script = next((tmp_path / "runs").glob("*/jobs/aj0.sh")).read_text()
+    assert "exec podman run" in script and "/patterns:" in script
+
+
+@pytest.mark.slurm
+def test_second_compute_does_not_rebuild(cenv, podman_env, tmp_path):
+    """A new image is built and pushed once; a second session finds the tag in the
+    registry and neither builds nor pushes."""
+    label = [f"--label=lazyslurm-test={uuid.uuid4().hex}"]  # content no earlier run had
+    first = container_cluster(cenv, podman_env, tmp_path, packaging_build_args=label)
+    with first:
+        assert compute(pp.stage1_preprocess("a")) == ("preprocessed_a",)
+        built = first.backend.packager._builders["container"]
+        assert built.stats == {"builds": 1, "pushes": 1, "registry_checks": 1}
+        assert compute(pp.stage3_finalize("b")) == ("final_b",)
+        assert built.stats["registry_checks"] == 1  # once per session
+    second = container_cluster(cenv, podman_env, tmp_path, packaging_build_args=label)
+    with second:
+        assert compute(pp.stage1_preprocess("c")) == ("preprocessed_c",)
+        again = second.backend.packager._builders["container"]
+        assert again.stats == {"builds": 0, "pushes": 0, "registry_checks": 1}
+
+
+@pytest.mark.slurm
+def test_unreachable_registry_is_refused_before_building(cenv, podman_env, tmp_path):
+    """A registry nobody answers at: a clear error, nothing built or submitted."""
+    c = container_cluster(cenv, podman_env, tmp_path, packaging_registry="127.0.0.1:9/x")
+    with c, pytest.raises(RegistryError, match="cannot be reached"):
+        backend = c.backend
+        compute(pp.stage1_preprocess("x"))
+    assert backend.stats["sbatch"] == 0
+    assert backend.packager._builders["container"].stats["builds"] == 0
+
+
+@pytest.fixture
+def readonly_registry(cenv, tmp_path):
+    """A second real registry, in read-only mode: it refuses every push."""
+    port = int(cenv["LAZYSLURM_TEST_REGISTRY"].rsplit(":", 1)[1]) + 1
+    config = tmp_path / "registry.yml"
+    config.write_text(
+        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
+        f"    rootdirectory: {tmp_path}/data\n  maintenance:\n    readonly:\n"
+        f"      enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n"
+    )
+    proc = subprocess.Popen(
+        ["docker-registry", "serve", str(config)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        for _ in range(100):
+            try:
+                import socket
+
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield f"127.0.0.1:{port}"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+
+
+@pytest.mark.slurm
+def test_a_rejected_push_is_a_clear_error(cenv, podman_env, tmp_path, readonly_registry):
+    """A registry that refuses the push: the error shows the push's last lines; nothing
+    is submitted."""
+    label = [f"--label=lazyslurm-test={uuid.uuid4().hex}"]
+    c = container_cluster(
+        cenv, podman_env, tmp_path,
+        packaging_registry=f"{readonly_registry}/x", packaging_build_args=label,
+    )  # fmt: skip
+    with c, pytest.raises(PackagingError) as info:
+        backend = c.backend
+        compute(pp.stage1_preprocess("x"))
+    assert "push" in str(info.value) and "last lines" in str(info.value)
+    assert backend.stats["sbatch"] == 0
+
+
+@pytest.mark.slurm
+def test_a_failing_build_shows_the_tail_of_its_log(cenv, podman_env, tmp_path):
+    """The project's Dockerfile fails to build: the error shows its last lines."""
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "Dockerfile").write_text(
+        f"FROM {cenv['LAZYSLURM_TEST_BASE_IMAGE']}\nRUN echo broken-step-output && exit 7\n"
+    )
+    dockerfile = str(project / "Dockerfile")
+    c = container_cluster(cenv, podman_env, tmp_path, packaging_dockerfile=dockerfile)
+    with c, pytest.raises(PackagingError) as info:
+        backend = c.backend
+        compute(pp.stage1_preprocess("x"))
+    assert "broken-step-output" in str(info.value)
+    assert backend.stats["sbatch"] == 0
+
+
+@pytest.mark.slurm
+def test_a_runtime_missing_on_the_cluster_is_refused(cenv, cluster_env):
+    """Over SSH, a cluster without apptainer: a clear error before anything is built."""
+    opts = dict(
+        hostname=cluster_env["LAZYSLURM_TEST_SSH_HOST"],
+        port=int(cluster_env["LAZYSLURM_TEST_SSH_PORT"]),
+        username=cluster_env["LAZYSLURM_TEST_SSH_USER"],
+        key_filename=cluster_env["LAZYSLURM_TEST_SSH_KEY"],
+        known_hosts=cluster_env["LAZYSLURM_TEST_SSH_KNOWN_HOSTS"],
+    )
+    c = Cluster(
+        "ssh", packaging="container", packaging_runtime="apptainer",
+        packaging_registry="127.0.0.1:9/x", packaging_base_image="b", **opts,
+    )  # fmt: skip
+    with c, pytest.raises(ClusterConfigError, match="no apptainer"):
+        backend = c.backend
+        compute(pp.stage1_preprocess("x"))
+    assert backend.stats["sbatch"] == 0
