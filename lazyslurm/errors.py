@@ -18,15 +18,19 @@ import functools
 __all__ = [
     "BackendError",
     "ClusterConfigError",
+    "DaskCollectionError",
     "DependencyNeverSatisfiedError",
     "GraphvizNotFoundError",
+    "HiddenLazyValueError",
     "InvalidOptionError",
     "JobCancelledError",
     "JobFailedError",
     "JobOutOfMemoryError",
     "JobTimeoutError",
     "LazySlurmError",
+    "LazyValueError",
     "NodeFailError",
+    "NotSubmittedError",
     "OptionTypeError",
     "SSHHostKeyError",
     "SerializationError",
@@ -34,6 +38,7 @@ __all__ = [
     "TaskCancelledError",
     "TaskError",
     "UnknownLengthError",
+    "WaitTimeoutError",
     "remote_error",
 ]
 
@@ -61,6 +66,21 @@ class SerializationError(LazySlurmError, TypeError):
     """A function or argument cannot be pickled for shipping to a worker."""
 
 
+class HiddenLazyValueError(SerializationError):
+    """A Job is hidden inside an object lazyslurm cannot look into (it would not be a
+    dependency): pass it directly, or in a list, tuple, dict value, set, namedtuple or
+    dataclass."""
+
+
+class LazyValueError(LazySlurmError, TypeError):
+    """A lazy value is used where its value is needed now: in ``if``, ``==``, ``print``,
+    as a dict key, ... Get it with ``.get_result()`` or pass it to a task."""
+
+
+class DaskCollectionError(LazySlurmError, TypeError):
+    """A dask collection was given to lazyslurm, which cannot run dask graphs."""
+
+
 class ClusterConfigError(LazySlurmError, ValueError):
     """A cluster profile or cluster option is invalid."""
 
@@ -81,6 +101,14 @@ class SSHHostKeyError(BackendError):
 
 
 # --------------------------------------------------------------------------- task outcomes
+
+
+class NotSubmittedError(LazySlurmError, RuntimeError):
+    """A job handle asked for something only a submitted job has (its output, script)."""
+
+
+class WaitTimeoutError(LazySlurmError, TimeoutError):
+    """``wait(timeout=...)`` ran out of time; the jobs keep running."""
 
 
 class TaskError(LazySlurmError):

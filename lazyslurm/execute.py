@@ -49,7 +49,7 @@ from lazyslurm.graph.traverse import collect, lift_outputs
 from lazyslurm.planning.encode import encode_run
 from lazyslurm.planning.planner import Plan, make_plan
 from lazyslurm.runner import resolve
-from lazyslurm.store import JOBIDS, MANIFEST, OUTPUTS, Ref, RefList
+from lazyslurm.store import JOBIDS, MANIFEST, OUTPUTS, Rebuild, Ref, RefList, Restore
 
 __all__ = ["Callback", "Run", "RunStatus", "compute", "job_logs", "plan", "runs", "submit"]
 
@@ -439,12 +439,19 @@ def _template_keys(templates: Iterable[Any]) -> list[str]:
         t = type(obj)
         if t is Ref:
             keys.append(obj.key)
+            stack.extend(step for kind, step in obj.path if kind != "attr")  # lazy bounds
         elif t is RefList:
             keys.extend(obj.keys)
         elif t in (list, tuple, set, frozenset):
             stack.extend(obj)
         elif t is dict:
             stack.extend(obj.values())
+        elif t is slice:
+            stack.extend((obj.start, obj.stop, obj.step))
+        elif t is Rebuild:
+            stack.extend(obj.items)
+        elif t is Restore:
+            stack.extend(obj.fields.values())
     return list(dict.fromkeys(keys))
 
 
@@ -464,6 +471,7 @@ def submit(
     cl = resolve_cluster(cluster)
     templates, roots = lift_outputs(exprs)
     callbacks = [*callbacks, *_progress_callbacks(progress)]
+    _settle_in_flight(cl, roots)
     p, found = _make_plan(cl, roots, cache)
     cl.computed.update(found)
     if not p.array_jobs:
@@ -494,9 +502,29 @@ def submit(
     ]
     handle = cl.backend.start(run_id, infos, files)
     run = Run(cl, handle, templates, callbacks, plan=p)
+    cl.runs[run_id] = run  # job handles find their run, Slurm ids and logs from here on
+    for info in infos:
+        for idx, key in enumerate(info.keys):
+            cl.ran[key] = (run_id, info.id, idx)
     log.info("submitted run %s: %d array jobs, %d tasks", run_id, len(p.array_jobs), p.nodes)
     _emit(run._callbacks, "on_submit", run)
     return run
+
+
+def _settle_in_flight(cl: Cluster, roots: list[Job]) -> None:
+    """Wait for the runs of this session, still going, that hold nodes ``roots`` need: a
+    new run cannot depend on another run's Slurm jobs, and must not submit them again."""
+    if not any(not r._finished for r in cl.runs.values()):
+        return
+    busy: dict[str, Run] = {}
+    for job in collect(roots, cl.computed):
+        where = cl.ran.get(job.key)
+        if where is not None:
+            run = cl.runs.get(where[0])
+            if run is not None and not run._finished:
+                busy[run.id] = run
+    for run in busy.values():
+        run.wait()
 
 
 def _progress_callbacks(progress: bool | None) -> list[Any]:

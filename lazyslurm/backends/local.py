@@ -354,6 +354,29 @@ class LocalBackend:
         for proc in running:  # its worker thread sees the end of the pipe and moves on
             proc.kill()
 
+    def cancel_elements(self, handle: RunHandle, elements: Sequence[tuple[str, int]]) -> None:
+        """Cancel some elements (``(array job, index)``) and, as Slurm would, their
+        dependents; the rest of the run goes on."""
+        run = self._runs.get(handle.run_id)
+        if run is None:
+            self.cancel(handle)
+            return
+        running = []
+        with self._cond:
+            for aj, i in elements:
+                n = run.index[aj]
+                if run.states[n][i] in (PENDING, RUNNING):
+                    run.states[n][i] = CANCELLED
+                    run.failures[(aj, i)] = ElementFailure(state=CANCELLED)
+                    run.waiting[n].pop(i, None)
+                    proc = run.procs.get((n, i))
+                    if proc is not None:
+                        running.append(proc)
+                    run._cancel_dependents(n, i)
+            self._bump()
+        for proc in running:
+            proc.kill()
+
     def read_files(self, paths: Sequence[str]) -> dict[str, bytes]:
         return read_local_files(self.workdir, paths)
 

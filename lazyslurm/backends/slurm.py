@@ -459,6 +459,14 @@ class SlurmBackend:
         if ids:
             self.shell.run(f"scancel {ids}")
 
+    def cancel_elements(self, handle: RunHandle, elements: Sequence[tuple[str, int]]) -> None:
+        """``scancel`` some elements (``ID_INDEX``); Slurm cancels their dependents."""
+        ids = " ".join(
+            shlex.quote(f"{handle.job_ids[aj]}_{i}") for aj, i in elements if aj in handle.job_ids
+        )
+        if ids:
+            self.shell.run(f"scancel {ids}")
+
     def _cancel_run_by_name(self, run_id: str) -> None:
         """Cancel every job whose name carries ``run_id`` (ids may never have reached us)."""
         prefix = shlex.quote(f"lz-{run_id}-")

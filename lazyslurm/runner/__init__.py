@@ -8,6 +8,7 @@ compute node.
 
 from __future__ import annotations
 
+import copy
 import os
 import pickle
 import sys
@@ -17,8 +18,10 @@ from typing import Any
 from lazyslurm.store import (
     FunctionRef,
     MapItem,
+    Rebuild,
     Ref,
     RefList,
+    Restore,
     RunPaths,
     atomic_write,
     dumps,
@@ -42,8 +45,26 @@ def resolve(obj: Any, load: Any) -> Any:
     if t is Ref:
         value = load(obj.key)
         for kind, step in obj.path:
-            value = value[step] if kind == "item" else getattr(value, step)
+            if kind == "attr":
+                value = getattr(value, step)
+            elif kind == "item":
+                ts = type(step)
+                if ts is slice:
+                    step = slice(*(resolve(b, load) for b in (step.start, step.stop, step.step)))
+                elif ts is Ref:
+                    step = resolve(step, load)
+                value = value[step]
+            else:  # "call": a method call made lazily, job.method(*args, **kwargs)
+                args, kwargs = step
+                value = value(*resolve(args, load), **resolve(kwargs, load))
         return value
+    if t is Rebuild:
+        return obj.cls._make(resolve(obj.items, load))
+    if t is Restore:
+        new = copy.copy(obj.base)
+        for name, value in obj.fields.items():
+            object.__setattr__(new, name, resolve(value, load))
+        return new
     if t is RefList:
         return [load(k) for k in obj.keys]
     if t is list:
