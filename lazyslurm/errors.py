@@ -37,6 +37,7 @@ __all__ = [
     "SubmissionError",
     "TaskCancelledError",
     "TaskError",
+    "UnexpectedKeywordError",
     "UnknownLengthError",
     "WaitTimeoutError",
     "remote_error",
@@ -75,6 +76,10 @@ class HiddenLazyValueError(SerializationError):
 class LazyValueError(LazySlurmError, TypeError):
     """A lazy value is used where its value is needed now: in ``if``, ``==``, ``print``,
     as a dict key, ... Get it with ``.get_result()`` or pass it to a task."""
+
+
+class UnexpectedKeywordError(LazySlurmError, TypeError):
+    """A task was called with a keyword argument its function does not accept."""
 
 
 class DaskCollectionError(LazySlurmError, TypeError):

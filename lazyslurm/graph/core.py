@@ -44,6 +44,7 @@ from lazyslurm.errors import (
     HiddenLazyValueError,
     LazyValueError,
     OptionTypeError,
+    UnexpectedKeywordError,
     UnknownLengthError,
 )
 from lazyslurm.graph.resources import Resources
@@ -183,6 +184,8 @@ def _is_iterator(obj: Any) -> bool:
 
 
 def _refuse_dask(obj: Any) -> None:
+    if isinstance(obj, _Lazy):  # ours answer __dask_graph__ only to refuse dask
+        return
     if getattr(type(obj), "__dask_graph__", None) is not None:
         msg = (
             f"a dask collection ({type(obj).__name__} {safe_repr(obj)}) cannot be a lazyslurm "
@@ -529,7 +532,7 @@ class Task(Generic[R]):
                 f"{', '.join(map(repr, sorted(bad)))}; it accepts: "
                 f"{', '.join(sorted(names)) or 'no keywords'}"
             )
-            raise TypeError(msg)
+            raise UnexpectedKeywordError(msg)
 
     def __call__(self, *args: Any, nout: int | None = None, **kwargs: Any) -> Job[R]:
         deps: list[Job] = []
@@ -756,6 +759,15 @@ class _Lazy:
         from lazyslurm.draw import visualize
 
         return visualize(self, **kwargs)
+
+    def __dask_graph__(self) -> Any:
+        """dask asks this of every object it is given: a lazyslurm value is refused
+        clearly instead of being handed back uncomputed (``dask.compute(job)``)."""
+        msg = (
+            f"{self!r} is a lazyslurm value, not a dask collection: dask cannot compute it. "
+            f"Use lazyslurm.compute(...) or .get_result(), and pass the value to dask"
+        )
+        raise DaskCollectionError(msg)
 
 
 class _Handle(_Lazy):

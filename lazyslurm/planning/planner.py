@@ -154,7 +154,7 @@ def make_plan(
         t = job._task
         kind = kind_of_task.get(id(t))
         if kind is None:
-            kind = kinds.setdefault((t._token, t._name, t._resources), len(kinds))
+            kind = kinds.setdefault((t._token, t.name, t._resources), len(kinds))
             kind_of_task[id(t)] = kind
         group = groups.get((stage[job.key], kind))
         if group is None:

@@ -76,25 +76,7 @@ def sbatch_flags(
         f"--error={run_dir}/logs/{job.id}_%a.err",
         "--kill-on-invalid-dep=yes",
     ]
-    simple = (
-        ("timeout_min", "--time={}"),
-        ("mem_mb", "--mem={}M"),
-        ("cpus_per_task", "--cpus-per-task={}"),
-        ("gpus", "--gpus={}"),
-        ("gres", "--gres={}"),
-        ("partition", "--partition={}"),
-        ("account", "--account={}"),
-        ("qos", "--qos={}"),
-        ("nodes", "--nodes={}"),
-        ("ntasks", "--ntasks={}"),
-        ("constraint", "--constraint={}"),
-    )
-    for field, form in simple:
-        value = pick(field)
-        if value is not None:
-            flags.append(form.format(value))
-    flags.extend(d.extra_sbatch)
-    flags.extend(r.extra_sbatch)
+    flags.extend(r.sbatch_flags(d))  # one table of sbatch options: graph/resources.py
     return flags
 
 
