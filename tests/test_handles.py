@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import time
 from typing import get_type_hints
 
 import pytest
+from test_backends_slurm import env, remote_site, ssh_cluster  # noqa: F401 - fixtures
 
 from lazyslurm import Cluster, Job, JobArray, task
 from lazyslurm.errors import LazyValueError, NotSubmittedError, WaitTimeoutError
@@ -339,3 +341,56 @@ def test_handles_work_after_the_block_ends(local):
         assert job.wait()
     assert job.id is not None and job.get_status() == "COMPLETED"
     assert job.get_result() == 6
+
+
+# --------------------------------------------------------------------------- real Slurm, over SSH
+
+
+@pytest.fixture
+def ssh(env, remote_site):  # noqa: F811 - the imported fixtures
+    c = ssh_cluster(env, remote_site)
+    yield c
+    c.close()
+
+
+def _until(job, states, limit=60.0):
+    deadline = time.monotonic() + limit
+    while job.get_status() not in states and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return job.get_status()
+
+
+@pytest.mark.slurm
+@pytest.mark.ssh
+def test_job_handle_on_real_slurm_over_ssh(ssh):
+    """Over SSH: id is Slurm's ID_INDEX, get_status follows, tail streams, get_stdout reads."""
+    with ssh:
+        job = ssh.submit(talk)(4, 1.0)
+        assert re.fullmatch(r"\d+_0", job.id)
+        assert job.get_status() in ("PENDING", "RUNNING", "COMPLETED")
+        assert "#!/bin/bash" in job.get_script() and "lazyslurm.runner" in job.get_script()
+        lines, status_at_first = [], None
+        for line in job.tail(n=10, follow=True, poll_interval=0.2):
+            status_at_first = status_at_first or job.get_status()
+            lines.append(line)
+        assert lines == [f"line {i}" for i in range(4)]
+        # the first line came while the job ran (sacct may still say PENDING a moment)
+        assert status_at_first in ("PENDING", "RUNNING")
+        assert job.wait() and job.get_status() == "COMPLETED" and job.is_successful()
+        assert job.get_stdout().splitlines() == lines and "err 3" in job.get_stderr()
+        assert job.get_result() == 4
+
+
+@pytest.mark.slurm
+@pytest.mark.ssh
+def test_cancel_on_real_slurm_over_ssh(ssh):
+    """Over SSH: cancel() scancels one element; its sibling in the same array job completes."""
+    with ssh:
+        arr = ssh.submit(nap).map([(60, 1), (1, 2)])
+        slow, quick = arr
+        assert arr.id.isdigit() and slow.id == f"{arr.id}_0" and quick.id == f"{arr.id}_1"
+        assert _until(slow, ("RUNNING",)) == "RUNNING" and slow.is_running()
+        assert slow.cancel() is True
+        assert slow.wait() is False and slow.get_status() == "CANCELLED"
+        assert quick.wait() is True and quick.get_result() == 2
+        assert arr.get_status() == "CANCELLED" and arr.is_completed()

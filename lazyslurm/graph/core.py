@@ -523,7 +523,7 @@ class Task(Generic[R]):
 
     def _check_keywords(self, kwargs: Iterable[str]) -> None:
         names = self._accepted_keywords()
-        if names is None:
+        if names is None or names.issuperset(kwargs):
             return
         bad = [k for k in kwargs if k not in names]
         if bad:
