@@ -56,12 +56,14 @@ def compare(new: Dict[str, Any], old: Dict[str, Any]) -> str:  # noqa: UP006
 BASELINE = {"name": "baseline", "loss": 0.5}
 
 
-def run(cluster: Cluster, lr: float = 0.2, epochs: int = 4) -> Dict[str, Any]:  # noqa: UP006
+def run(
+    cluster: Cluster, lr: float = 0.2, epochs: int = 4, eval_seconds: float = 0.3
+) -> Dict[str, Any]:  # noqa: UP006
     """Start training and the baseline's evaluation, then wait: they overlap."""
     with cluster:
         train_job = train_model(lr=lr, epochs=epochs)
-        baseline_job = evaluate(BASELINE)           # independent of training
-        new_eval_job = evaluate(train_job)          # after training, by dependency
+        baseline_job = evaluate(BASELINE, eval_seconds)   # independent of training
+        new_eval_job = evaluate(train_job, eval_seconds)  # after training, by dependency
         decision_job = compare(new_eval_job, baseline_job)
 
         # the first wait submits all four jobs at once, then waits for training
