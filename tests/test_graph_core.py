@@ -519,8 +519,9 @@ class Holder:
 
 def test_a_job_hidden_in_an_opaque_object_is_refused_when_built() -> None:
     """A Job kept inside an object lazyslurm cannot look into raises HiddenLazyValueError."""
-    with pytest.raises(HiddenLazyValueError, match="hidden"):
-        f(Holder(f(1)))
+    for hidden in (f(1), f.map([1]), f(1)["k"]):
+        with pytest.raises(HiddenLazyValueError, match="hidden"):
+            f(Holder(hidden))
 
 
 def test_jobs_arrays_and_views_pickle_and_come_back_equal() -> None:
@@ -531,6 +532,15 @@ def test_jobs_arrays_and_views_pickle_and_come_back_equal() -> None:
         j2, arr2, v2 = pickle.loads(dumps((job, arr, view)))
         assert j2 == job and j2.deps == (a,) and arr2 == arr and v2 == view
         assert j2.task.name == job.task.name
+
+
+def test_a_deep_pipeline_pickles_without_recursion() -> None:
+    """Pickling a 3,000-step chain works (the graph is written as a flat table)."""
+    job = f(0)
+    for _ in range(3000):
+        job = f(job)
+    back = pickle.loads(pickle.dumps(job))
+    assert back == job and back.deps[0] == job.deps[0]
 
 
 class BadRepr:

@@ -886,18 +886,9 @@ class Job(_Handle, Generic[R]):
         return f"Job({self.key})"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        if _REFUSE_PICKLE.get():
-            msg = (
-                f"{self!r} is hidden inside an object lazyslurm cannot look into, so it "
-                f"would not be a dependency: pass it directly as a task argument, or in a "
-                f"list, tuple, dict value, set, namedtuple or dataclass"
-            )
-            raise HiddenLazyValueError(msg)
-        return (
-            _rebuild_job,
-            (self.key, self._task, self._args, self._kwargs, self._deps, self._order,
-             self._nout),
-        )
+        _refuse_if_hidden(self)
+        table, index = _graph_table([self])
+        return (_rebuild_graph, (table, index[self.key]))
 
     # -- lazy views
     def __getitem__(self, index: Any) -> JobView:
@@ -980,8 +971,53 @@ def _new_job(
     return job
 
 
-def _rebuild_job(*fields: Any) -> Job:
-    return _new_job(*fields)
+def _refuse_if_hidden(value: Any) -> None:
+    """While lazyslurm pickles arguments, a lazy value met there was hidden from it."""
+    if _REFUSE_PICKLE.get():
+        msg = (
+            f"{value!r} is hidden inside an object lazyslurm cannot look into, so it "
+            f"would not be a dependency: pass it directly as a task argument, or in a "
+            f"list, tuple, dict value, set, namedtuple or dataclass"
+        )
+        raise HiddenLazyValueError(msg)
+
+
+def _graph_table(roots: Iterable[Job]) -> tuple[list[tuple[Any, ...]], dict[str, int]]:
+    """``roots`` and every job they need as a flat table, dependencies before dependents,
+    each referring to its dependencies by row (pickling a deep pipeline recurses not)."""
+    rows: list[tuple[Any, ...]] = []
+    index: dict[str, int] = {}
+    stack: list[tuple[Job, bool]] = [(r, False) for r in reversed(list(roots))]
+    while stack:
+        job, expanded = stack.pop()
+        if expanded:
+            if job.key not in index:
+                index[job.key] = len(rows)
+                rows.append(
+                    (job.key, job._task, job._args, job._kwargs,
+                     tuple(index[d.key] for d in job._deps),
+                     tuple(index[d.key] for d in job._order), job._nout)
+                )
+            continue
+        if job.key in index:
+            continue
+        stack.append((job, True))
+        for dep in reversed(job._deps + job._order):
+            if dep.key not in index:
+                stack.append((dep, False))
+    return rows, index
+
+
+def _rebuild_graph(rows: list[tuple[Any, ...]], root: int | list[int]) -> Any:
+    jobs: list[Job] = []
+    for key, task, args, kwargs, deps, order, nout in rows:
+        jobs.append(
+            _new_job(key, task, args, kwargs, tuple(jobs[i] for i in deps),
+                     tuple(jobs[i] for i in order), nout)
+        )
+    if isinstance(root, int):
+        return jobs[root]
+    return JobArray(tuple(jobs[i] for i in root))
 
 
 def _view(
@@ -1097,6 +1133,7 @@ class JobView(_Lazy):
         return f"JobView({self._base.key}{''.join(steps)})"
 
     def __reduce__(self) -> tuple[Any, ...]:
+        _refuse_if_hidden(self)
         return (JobView, (self._base, self._path, self._extra, self._ptoken))
 
     def get_result(self, timeout: float | None = None, *, cluster: Any = None) -> Any:
@@ -1173,7 +1210,9 @@ class JobArray(_Handle, Generic[R]):
         return f"JobArray({name}[{len(self._jobs)}])"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (JobArray, (self._jobs,))
+        _refuse_if_hidden(self)
+        table, index = _graph_table(self._jobs)
+        return (_rebuild_graph, (table, [index[j.key] for j in self._jobs]))
 
     def get_results(self, timeout: float | None = None, *, cluster: Any = None) -> list[R]:
         """The list of the elements' results (submitted and waited for first if needed);
