@@ -44,6 +44,7 @@ from typing import Any
 from lazyslurm.backends.slurm import DEFAULT_OPTIONS
 from lazyslurm.cluster import BACKENDS
 from lazyslurm.errors import ClusterConfigError, InvalidOptionError, OptionTypeError
+from lazyslurm.graph.resources import SBATCH_OPTIONS
 
 __all__ = [
     "PROFILE_ENV",
@@ -93,6 +94,10 @@ def _is_str_list(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 
+def _is_sbatch_value(value: Any) -> bool:
+    return isinstance(value, (str, int, bool)) or _is_str_list(value)
+
+
 _Check = tuple[str, Callable[[Any], bool]]  # (expected type, in words; test)
 
 _STR: _Check = ("a string", lambda v: isinstance(v, str))
@@ -135,6 +140,11 @@ SLURM_KEYS: dict[str, _Check] = {
     "cpus_per_task": _INT,
     "constraint": _STR,
     "extra_sbatch": _STR_LIST,
+    # sbatch long options by Python name (values checked by Resources, as for @task)
+    **{
+        name: ("a string, an integer, a boolean or an array of strings", _is_sbatch_value)
+        for name in SBATCH_OPTIONS
+    },
 }
 SSH_KEYS: dict[str, _Check] = {
     "hostname": _STR,

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from lazyslurm import Cluster
+from lazyslurm.backends.slurm import check_options
 from lazyslurm.cluster import default_cluster
 from lazyslurm.errors import ClusterConfigError
 from lazyslurm.profiles import available_profiles, find_project_file, load_profile
@@ -379,3 +380,25 @@ def test_profile_keys_follow_the_backend_options():
 
     assert set(profiles.SSH_KEYS) == SSH_OPTIONS
     assert set(profiles.SLURM_KEYS) == DEFAULT_OPTIONS | {"python", "setup", "env", "status"}
+
+
+def test_sbatch_long_options_are_profile_defaults(project):
+    """A profile may default sbatch long options (ntasks_per_node, exclusive, mail_type)."""
+    pyproject(
+        project,
+        """
+        [tool.lazyslurm.profiles.hpc]
+        backend = "slurm"
+        ntasks_per_node = 2
+        exclusive = true
+        mail_type = ["END", "FAIL"]
+    """,
+    )
+    c = Cluster.from_profile("hpc")
+    assert c.backend_options == {
+        "ntasks_per_node": 2, "exclusive": True, "mail_type": ["END", "FAIL"],
+    }
+    defaults, _ = check_options("slurm", c.backend_options)
+    assert defaults.sbatch_flags() == [
+        "--exclusive", "--mail-type=END,FAIL", "--ntasks-per-node=2",
+    ]

@@ -38,7 +38,7 @@ from lazyslurm.backends.base import (
 )
 from lazyslurm.backends.shell import LocalShell, Shell, SSHShell
 from lazyslurm.errors import BackendError, ClusterConfigError, SubmissionError
-from lazyslurm.graph.resources import Resources, parse_time
+from lazyslurm.graph.resources import SBATCH_OPTIONS, Resources, parse_time
 from lazyslurm.planning.planner import AFTERCORR
 from lazyslurm.planning.sbatch import (
     IDS_MARKER,
@@ -613,6 +613,7 @@ DEFAULT_OPTIONS = {  # task resources a cluster can default
     "cpus_per_task",
     "constraint",
     "extra_sbatch",
+    *SBATCH_OPTIONS,  # sbatch long options by Python name (ntasks_per_node, exclusive, ...)
 }
 
 
