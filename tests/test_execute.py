@@ -612,3 +612,20 @@ def test_names_show_in_plans(cluster):
     with cluster:
         p = plan(total(inc.map([1, 2], name="first")), inc.map([3], name="second"))
         assert sorted(aj.name for aj in p.array_jobs) == ["first", "second", "total"]
+
+
+class BrokenStrError(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("str is broken")
+
+
+@task
+def raise_broken_str():
+    raise BrokenStrError()
+
+
+def test_an_exception_whose_str_raises_still_comes_back(cluster):
+    """A task's exception with a broken __str__ is re-raised with its type, not a crash."""
+    with cluster, pytest.raises(BrokenStrError) as info:
+        raise_broken_str().compute()
+    assert isinstance(info.value, TaskError)

@@ -105,11 +105,19 @@ def call_args(args: tuple[Any, ...], kwargs: dict[str, Any], load: Any) -> tuple
     return resolve(args, load), resolve(kwargs, load)
 
 
+def _safe_str(exc: BaseException) -> str:
+    """``str(exc)``, never raising (a user exception whose ``__str__`` is broken)."""
+    try:
+        return str(exc)
+    except Exception as inner:
+        return f"<{type(exc).__qualname__}: str() failed with {type(inner).__name__}>"
+
+
 def _error_record(exc: BaseException, header: dict[str, Any], key: str) -> bytes:
     record = {
         "type_name": type(exc).__qualname__,
         "module": type(exc).__module__,
-        "message": str(exc),
+        "message": _safe_str(exc),
         "traceback": "".join(traceback.format_exception(exc)),
         "task": header.get("task", ""),
         "key": key,
