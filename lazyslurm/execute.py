@@ -502,7 +502,9 @@ def submit(
     ]
     handle = cl.backend.start(run_id, infos, files)
     run = Run(cl, handle, templates, callbacks, plan=p)
-    cl.runs[run_id] = run  # job handles find their run, Slurm ids and logs from here on
+    # job handles find their run, Slurm ids and logs from here on: a light twin of the
+    # run (its handle only, not the plan and the graph it holds) is kept in the session
+    cl.runs[run_id] = Run(cl, handle, [])
     for info in infos:
         for idx, key in enumerate(info.keys):
             cl.ran[key] = (run_id, info.id, idx)
