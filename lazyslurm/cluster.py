@@ -176,10 +176,9 @@ class Cluster:
                 # ones finish (Slurm's keep running), or stop them on an error
                 for run in list(self.runs.values()):
                     if not run._finished:
-                        if exc[0] is None:
-                            run.wait()
-                        else:
+                        if exc[0] is not None:
                             run.cancel()
+                        run.wait()  # records the end states for the job handles
             self.close()
 
     def submit(self, task: Any, **overrides: Any) -> Any:

@@ -219,8 +219,9 @@ def test_dependencies_and_generics():
 
 def test_reserved_names_are_documented_and_other_names_are_views():
     """Every public name of Job is in RESERVED_NAMES; any other attribute is a lazy view."""
-    public = {n for n in dir(Job) if not n.startswith("_")}
-    assert public <= RESERVED_NAMES
+    for cls in (Job, JobArray, JobView):
+        public = {n for n in dir(cls) if not n.startswith("_")}
+        assert public <= RESERVED_NAMES, public - RESERVED_NAMES
     assert len(RESERVED_NAMES) < 40
     job = inc(1)
     assert isinstance(job.id, (str, type(None)))
@@ -394,3 +395,14 @@ def test_cancel_on_real_slurm_over_ssh(ssh):
         assert slow.wait() is False and slow.get_status() == "CANCELLED"
         assert quick.wait() is True and quick.get_result() == 2
         assert arr.get_status() == "CANCELLED" and arr.is_completed()
+
+
+def test_leaving_a_local_block_lets_submitted_jobs_finish_or_stops_them_on_error(local):
+    """On local, the block's end waits for submitted jobs; an exception cancels them."""
+    with local:
+        done = local.submit(nap)(0.5, 1)
+    assert done.get_status() == "COMPLETED" and done.get_result() == 1
+    with pytest.raises(KeyError), local:
+        stopped = local.submit(nap)(30, 2)
+        raise KeyError("user error")
+    assert stopped.get_status() == "CANCELLED"
