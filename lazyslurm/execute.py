@@ -285,6 +285,7 @@ class Run:
             if s == DONE
         ]
         self.cluster.record(self.id, done)
+        self.cluster.runs.setdefault(self.id, self)  # an attached run: for job handles
         for aj in self.array_jobs:
             for idx, key in enumerate(aj.keys):
                 self.cluster.ran[key] = (self.id, aj.id, idx)

@@ -9,7 +9,7 @@ from typing import get_type_hints
 import pytest
 from test_backends_slurm import env, remote_site, ssh_cluster  # noqa: F401 - fixtures
 
-from lazyslurm import Cluster, Job, JobArray, task
+from lazyslurm import Cluster, Job, JobArray, Run, submit, task
 from lazyslurm.errors import LazyValueError, NotSubmittedError, WaitTimeoutError
 from lazyslurm.graph.core import RESERVED_NAMES, JobView
 
@@ -406,3 +406,20 @@ def test_leaving_a_local_block_lets_submitted_jobs_finish_or_stops_them_on_error
         stopped = local.submit(nap)(30, 2)
         raise KeyError("user error")
     assert stopped.get_status() == "CANCELLED"
+
+
+def test_a_handle_sees_a_failure_found_by_an_attached_run(tmp_path):
+    """A job whose run was re-attached (Run.attach) reports its end state, without hanging."""
+    first = Cluster("local", workdir=tmp_path, max_workers=1)
+    with first:
+        job = fail(9)
+        run = submit(job)
+        run.wait()
+    second = Cluster("local", workdir=tmp_path, max_workers=1)
+    attached = Run.attach(run.id, second)
+    with pytest.raises(ValueError, match="bad 9"):
+        attached.result()
+    assert job.wait(cluster=second) is False
+    assert job.get_status(cluster=second) == "FAILED"
+    with pytest.raises(ValueError, match="bad 9"):
+        job.get_result(cluster=second)
