@@ -251,13 +251,19 @@ def make_parser() -> argparse.ArgumentParser:
         description="Run the seed's parallelization patterns on lazyslurm.",
     )
     p.add_argument("--pattern", choices=["all", *PATTERNS], default="all")
-    p.add_argument("--backend", choices=["local", "sync", "slurm", "ssh"], default="local")
     p.add_argument(
         "--style",
         choices=["both", "seed", "lazy"],
         default="both",
         help="seed: as the tutorial writes it (.wait() per stage); lazy: one compute()",
     )
+    add_cluster_arguments(p)
+    return p
+
+
+def add_cluster_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags that say where to run (shared by the examples)."""
+    p.add_argument("--backend", choices=["local", "sync", "slurm", "ssh"], default="local")
     p.add_argument("--workdir", default=None, help="run directories (default ~/.lazyslurm)")
     p.add_argument("--hostname", help="SSH host of the cluster's login node (--backend ssh)")
     p.add_argument("--port", type=int, default=22, help="SSH port (--backend ssh)")

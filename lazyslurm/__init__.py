@@ -42,7 +42,7 @@ __all__ = sorted(_EXPORTS)
 
 
 def _load_executor() -> Any:
-    return importlib.import_module("lazyslurm.execute").EXECUTOR
+    return importlib.import_module("lazyslurm.handles")  # compute, wait, get_result, ...
 
 
 registry.register(_load_executor)  # how job.compute() reaches the executor (see registry)

@@ -12,14 +12,17 @@ from __future__ import annotations
 import contextvars
 import functools
 import os
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from lazyslurm.backends.base import Backend
 from lazyslurm.errors import ClusterConfigError
+from lazyslurm.graph.core import BUILD_SINK
 from lazyslurm.options import BACKENDS
 from lazyslurm.options import check as check_options
+from lazyslurm.registry import executor
 from lazyslurm.store import default_workdir
 
 __all__ = ["Cluster", "current_cluster"]
@@ -30,6 +33,9 @@ _ACTIVE: contextvars.ContextVar[Cluster | None] = contextvars.ContextVar(
 # clusters inside an open ``with`` block, in any thread: a thread started inside
 # ``with cluster:`` (new threads do not inherit context variables) uses the latest
 _OPEN: list[Cluster] = []
+# every Cluster of this process, weakly: a job handle used after its ``with`` block
+# finds the session that submitted it
+_SESSIONS: weakref.WeakSet[Cluster] = weakref.WeakSet()
 
 
 class Cluster:
@@ -97,11 +103,16 @@ class Cluster:
         self.max_core_hours = max_core_hours  # budget of every submit (see lazyslurm.preview)
         self.backend_options = backend_options
         self._tokens: list[contextvars.Token[Cluster | None]] = []
+        self._sink_tokens: list[contextvars.Token[list[Any] | None]] = []
+        # jobs built in this cluster's ``with`` block, not submitted yet (flush on wait)
+        self.pending: list[Any] = []
         # session memory
+        self.runs: dict[str, Any] = {}  # run id -> Run submitted in this session
         self.computed: dict[str, str] = {}  # node key -> run id holding its result
         # node key -> (run id, array job, index) where it last ran, whatever the outcome
         self.ran: dict[str, tuple[str, str, int]] = {}
         self.values: dict[str, Any] = {}  # results already fetched to this process
+        _SESSIONS.add(self)
 
     @classmethod
     def from_profile(cls, name: str | None = None, **overrides: Any) -> Cluster:
@@ -163,16 +174,34 @@ class Cluster:
     def __enter__(self) -> Cluster:
         self._tokens.append(_ACTIVE.set(self))
         _OPEN.append(self)
+        self._sink_tokens.append(BUILD_SINK.set(self.pending))
         return self
 
     def __exit__(self, *exc: object) -> None:
+        BUILD_SINK.reset(self._sink_tokens.pop())
         _ACTIVE.reset(self._tokens.pop())
         for i in range(len(_OPEN) - 1, -1, -1):  # this block's entry (blocks may interleave)
             if _OPEN[i] is self:
                 del _OPEN[i]
                 break
         if not self._tokens:
+            self.pending.clear()  # never waited on: never submitted (unlike slurm-sdk)
+            if self.backend_name == "local" and self._backend is not None:
+                # local jobs live in this process's pool, closed below: let submitted
+                # ones finish (Slurm's keep running), or stop them on an error
+                for run in list(self.runs.values()):
+                    if not run._finished:
+                        if exc[0] is not None:
+                            run.cancel()
+                        run.wait()  # records the end states for the job handles
             self.close()
+
+    def submit(self, task: Any, **overrides: Any) -> Any:
+        """``cluster.submit(task, **options)(*args)`` submits the call at once (with what
+        it needs that is not submitted yet) and returns its Job handle;
+        ``cluster.submit(task).map(items)`` does the same for a JobArray."""
+        submitter = executor().Submitter  # the job-handle layer, above this module
+        return submitter(self, task.options(**overrides) if overrides else task)
 
     def record(self, run_id: str, keys: Sequence[str]) -> None:
         for key in keys:

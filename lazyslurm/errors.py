@@ -21,12 +21,14 @@ __all__ = [
     "CallbackWarning",
     "ClusterConfigError",
     "CorruptResultError",
+    "DaskCollectionError",
     "DependencyNeverSatisfiedError",
     "ElementCancelledError",
     "ElementFailedError",
     "ElementOutOfMemoryError",
     "ElementTimeoutError",
     "GraphvizNotFoundError",
+    "HiddenLazyValueError",
     "InvalidArgumentError",
     "InvalidOptionError",
     "JobCancelledError",
@@ -34,7 +36,9 @@ __all__ = [
     "JobOutOfMemoryError",
     "JobTimeoutError",
     "LazySlurmError",
+    "LazyValueError",
     "NodeFailError",
+    "NotSubmittedError",
     "OptionTypeError",
     "PackagingError",
     "PythonVersionError",
@@ -44,9 +48,11 @@ __all__ = [
     "SubmissionError",
     "TaskCancelledError",
     "TaskError",
+    "UnexpectedKeywordError",
     "UnknownLengthError",
     "UnshippableModuleError",
     "UntrustedStoreError",
+    "WaitTimeoutError",
     "remote_error",
 ]
 
@@ -83,6 +89,23 @@ class CallbackWarning(LazySlurmError, UserWarning):
     """A callback declares hooks lazyslurm cannot honour (named in the message); issued
     when the callback is registered (``Cluster(callbacks=...)``, ``compute(callbacks=...)``).
     """
+class HiddenLazyValueError(SerializationError):
+    """A Job is hidden inside an object lazyslurm cannot look into (it would not be a
+    dependency): pass it directly, or in a list, tuple, dict value, set, namedtuple or
+    dataclass."""
+
+
+class LazyValueError(LazySlurmError, TypeError):
+    """A lazy value is used where its value is needed now: in ``if``, ``==``, ``print``,
+    as a dict key, ... Get it with ``.get_result()`` or pass it to a task."""
+
+
+class UnexpectedKeywordError(LazySlurmError, TypeError):
+    """A task was called with a keyword argument its function does not accept."""
+
+
+class DaskCollectionError(LazySlurmError, TypeError):
+    """A dask collection was given to lazyslurm, which cannot run dask graphs."""
 
 
 class ClusterConfigError(LazySlurmError, ValueError):
@@ -159,6 +182,14 @@ class RegistryError(PackagingError, ConnectionError):
 
 
 # --------------------------------------------------------------------------- task outcomes
+
+
+class NotSubmittedError(LazySlurmError, RuntimeError):
+    """A job handle asked for something only a submitted job has (its output, script)."""
+
+
+class WaitTimeoutError(LazySlurmError, TimeoutError):
+    """``wait(timeout=...)`` ran out of time; the jobs keep running."""
 
 
 class TaskError(LazySlurmError):

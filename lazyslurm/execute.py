@@ -42,15 +42,14 @@ from lazyslurm.errors import (
     remote_error,
 )
 from lazyslurm.graph.core import Job
-from lazyslurm.graph.traverse import lift_outputs
+from lazyslurm.graph.traverse import collect, lift_outputs
 from lazyslurm.planning import rules
 from lazyslurm.planning.encode import encode_run
 from lazyslurm.planning.planner import ArrayJob, Plan
 from lazyslurm.runner import resolve
-from lazyslurm.store import Ref, RefList, RunLayout, decode_outcome
+from lazyslurm.store import Rebuild, Ref, RefList, Restore, RunLayout, decode_outcome
 
 __all__ = [
-    "EXECUTOR",
     "Callback",
     "Run",
     "RunStatus",
@@ -269,6 +268,7 @@ class Run:
             if s == DONE
         ]
         self.cluster.record(self.id, done)
+        self.cluster.runs.setdefault(self.id, self)  # an attached run: for job handles
         for aj in self.array_jobs:
             for idx, key in enumerate(aj.keys):
                 self.cluster.ran[key] = (self.id, aj.id, idx)
@@ -428,12 +428,19 @@ def _template_keys(templates: Iterable[Any]) -> list[str]:
         t = type(obj)
         if t is Ref:
             keys.append(obj.key)
+            stack.extend(step for kind, step in obj.path if kind != "attr")  # lazy bounds
         elif t is RefList:
             keys.extend(obj.keys)
         elif t in (list, tuple, set, frozenset):
             stack.extend(obj)
         elif t is dict:
             stack.extend(obj.values())
+        elif t is slice:
+            stack.extend((obj.start, obj.stop, obj.step))
+        elif t is Rebuild:
+            stack.extend(obj.items)
+        elif t is Restore:
+            stack.extend(obj.fields.values())
     return list(dict.fromkeys(keys))
 
 
@@ -456,13 +463,13 @@ def submit(
     cl = resolve_cluster(cluster)
     templates, roots = lift_outputs(exprs)
     callbacks = [*cl.callbacks, *_adapt(callbacks), *_progress_callbacks(progress)]
+    _settle_in_flight(cl, roots)  # nodes still running in this session: wait, never resubmit
     p, found = plan_with_store(cl, roots, cache)
     budget = max_core_hours if max_core_hours is not None else cl.max_core_hours
     if budget is not None and p.array_jobs:
         from lazyslurm.preview import check_budget
 
         check_budget(cl, p, budget, cached=len(found))
-    callbacks = [*callbacks, *_progress_callbacks(progress)]
     cl.computed.update(found)
     if not p.array_jobs:
         return Run(cl, None, templates, callbacks, plan=p)
@@ -483,6 +490,12 @@ def submit(
     )
     handle = cl.backend.start(run_id, p.array_jobs, files)
     run = Run(cl, handle, templates, callbacks, plan=p)
+    # job handles find their run, Slurm ids and logs from here on: a light twin of the
+    # run (its handle only, not the plan and the graph it holds) is kept in the session
+    cl.runs[run_id] = Run(cl, handle, [])
+    for aj in p.array_jobs:
+        for idx, key in enumerate(aj.keys):
+            cl.ran[key] = (run_id, aj.id, idx)
     log.info("submitted run %s: %d array jobs, %d tasks", run_id, len(p.array_jobs), p.nodes)
     _emit(run._callbacks, "on_submit", run)
     return run
@@ -495,6 +508,22 @@ def _adapt(callbacks: Sequence[Any]) -> list[Any]:
     from lazyslurm.callbacks import adapt
 
     return adapt(callbacks)
+
+
+def _settle_in_flight(cl: Cluster, roots: list[Job]) -> None:
+    """Wait for the runs of this session, still going, that hold nodes ``roots`` need: a
+    new run cannot depend on another run's Slurm jobs, and must not submit them again."""
+    if not any(not r._finished for r in cl.runs.values()):
+        return
+    busy: dict[str, Run] = {}
+    for job in collect(roots, cl.computed):
+        where = cl.ran.get(job.key)
+        if where is not None:
+            run = cl.runs.get(where[0])
+            if run is not None and not run._finished:
+                busy[run.id] = run
+    for run in busy.values():
+        run.wait()
 
 
 def _progress_callbacks(progress: bool | None) -> list[Any]:
@@ -561,21 +590,3 @@ def runs(cluster: Cluster | None = None) -> list[RunSummary]:
     """Runs in the cluster's store, newest first (one command, also over SSH)."""
     cl = resolve_cluster(cluster)
     return list_runs(cl.backend.shell, str(cl.backend.workdir))
-
-
-class _Executor:
-    """What lazy values reach through :mod:`lazyslurm.registry` (``job.compute()``, ...)."""
-
-    def compute(self, *exprs: Any, **kwargs: Any) -> tuple[Any, ...]:
-        return compute(*exprs, **kwargs)
-
-    def visualize(self, *exprs: Any, **kwargs: Any) -> Any:
-        from lazyslurm.draw import visualize
-
-        return visualize(*exprs, **kwargs)
-
-    def job_logs(self, job: Any, cluster: Any = None) -> tuple[str, str]:
-        return job_logs(job, cluster=cluster)
-
-
-EXECUTOR = _Executor()

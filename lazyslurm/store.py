@@ -47,8 +47,10 @@ from lazyslurm.errors import CorruptResultError, UntrustedStoreError
 __all__ = [
     "ElementSpec",
     "MapItem",
+    "Rebuild",
     "Ref",
     "RefList",
+    "Restore",
     "RunLayout",
     "atomic_write",
     "check_private_dir",
@@ -85,7 +87,10 @@ class Ref:
         return isinstance(other, Ref) and (self.key, self.path) == (other.key, other.path)
 
     def __hash__(self) -> int:
-        return hash((self.key, self.path))
+        try:
+            return hash((self.key, self.path))
+        except TypeError:  # a slice (before Python 3.12) or call arguments in the path
+            return hash((self.key, repr(self.path)))
 
 
 class RefList:
@@ -107,6 +112,40 @@ class RefList:
 
     def __hash__(self) -> int:
         return hash(self.keys)
+
+
+class Rebuild:
+    """A namedtuple holding lazy values: ``cls._make(items)`` once they are resolved."""
+
+    __slots__ = ("cls", "items")
+
+    def __init__(self, cls: type, items: list[Any]) -> None:
+        self.cls = cls
+        self.items = items
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Rebuild, (self.cls, self.items))
+
+    def __repr__(self) -> str:
+        return f"Rebuild({self.cls.__qualname__}, {self.items!r})"
+
+
+class Restore:
+    """An object (a dataclass) holding lazy values: a shallow copy of ``base`` (which holds
+    None there) with ``fields`` set once resolved. No ``__init__`` runs, so custom
+    ``__init__`` methods, ``init=False`` fields and frozen classes are kept as they are."""
+
+    __slots__ = ("base", "fields")
+
+    def __init__(self, base: Any, fields: dict[str, Any]) -> None:
+        self.base = base
+        self.fields = fields
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Restore, (self.base, self.fields))
+
+    def __repr__(self) -> str:
+        return f"Restore({type(self.base).__qualname__}, {sorted(self.fields)})"
 
 
 class MapItem:

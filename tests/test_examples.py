@@ -1,4 +1,4 @@
-"""The seed's three patterns (examples/parallelization_patterns.py) on the embedded backends."""
+"""The examples (the seed's patterns and the slurm-sdk-style ones) on the embedded backends."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from examples import hello_world, map_reduce, train_eval
 from examples import parallelization_patterns as pp
 from lazyslurm import Cluster, compute, plan
 
@@ -154,3 +155,43 @@ def test_packaging_flags_reach_the_cluster():
     assert (opts.registry, opts.platform, opts.tls_verify) == (
         "registry:5000/patterns", "linux/amd64", False
     )
+
+
+# --------------------------------------------------------------------------- slurm-sdk style
+
+
+def test_hello_world_submits_at_once_and_tails(tmp_path, capsys):
+    """hello_world: cluster.submit gives an id at once; tail(follow=True) prints each line."""
+    assert hello_world.main(["--workdir", str(tmp_path), "--name", "tests"]) == 0
+    out = capsys.readouterr().out
+    assert "Submitted job " in out and ":aj0_0" in out
+    assert [ln for ln in out.splitlines() if ln.startswith("  | ")] == [
+        f"  | hello tests ({i}/3)" for i in (1, 2, 3)
+    ]
+    assert "Hello, tests!" in out
+
+
+def test_map_reduce_counts_words(fresh):
+    """map_reduce: the reduced counts equal a direct count of the text."""
+    expected: dict[str, int] = {}
+    for word in " ".join(map_reduce.TEXT).split():
+        expected[word] = expected.get(word, 0) + 1
+    assert map_reduce.run(fresh) == expected
+
+
+def test_map_reduce_reports_a_failed_chunk_without_raising(tmp_path, capsys):
+    """map_reduce: `if not job.wait()` reports the failed element's id, state and error."""
+    assert map_reduce.main(["--workdir", str(tmp_path), "--fail-chunk", "1"]) == 1
+    out = capsys.readouterr().out
+    assert "map job " in out and ":aj0_1 ended FAILED: ValueError: cannot count" in out
+
+
+def test_train_eval_overlaps_training_and_baseline_evaluation(fresh):
+    """train_eval: one submission for all jobs; the baseline is evaluated while training runs."""
+    result = train_eval.run(fresh, lr=0.2, epochs=4)
+    assert result["new"]["accuracy"] == round(1 - 0.8**4 / 2, 4)
+    assert result["decision"].startswith("keep model-lr0.2")
+    assert len(fresh.runs) == 1  # one flush: train, both evaluations and the comparison
+    if fresh.backend_name == "local":  # sync runs everything in one thread, in order
+        assert result["overlap"] is True
+        assert result["baseline"]["started"] < result["model"]["ended"]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import threading
 import time
+from typing import NamedTuple
 
 import pytest
 
@@ -513,3 +515,144 @@ def test_a_thread_started_inside_with_cluster_uses_that_cluster(tmp_path):
     assert seen == {"compute": "preprocessed_t", "cluster": outer, "own": own}
     assert pp.stage1_preprocess("t").key in outer.computed
     assert current_cluster() is None
+
+
+# --------------------------------------------------------------------------- issue 10
+
+
+class Point(NamedTuple):
+    x: object
+    y: object = 0
+
+
+@dataclasses.dataclass
+class Box:
+    a: object
+    b: object = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Frozen:
+    a: object
+    tag: str = "t"
+
+
+@dataclasses.dataclass
+class Custom:
+    a: object
+    n: int = dataclasses.field(init=False, default=5)
+
+    def __init__(self, value: object) -> None:
+        self.a = value
+        self.n = 7
+
+
+@dataclasses.dataclass
+class Late:
+    a: object
+    cache: object = dataclasses.field(init=False)
+
+
+@task
+def ident(x):
+    return x
+
+
+CONTAINERS = {
+    "list": lambda j: [j, 1],
+    "tuple": lambda j: (j, 1),
+    "dict value": lambda j: {"k": j},
+    "set": lambda j: {j, 1},
+    "frozenset": lambda j: frozenset({j}),
+    "namedtuple": lambda j: Point(j, [j]),
+    "dataclass": lambda j: Box(j),
+    "frozen dataclass": lambda j: Frozen(j),
+    "custom __init__": lambda j: Custom(j),
+    "init=False field unset": lambda j: Late(j),
+    "generator": lambda j: (x for x in [j, 1]),
+    "iterator": lambda j: iter([j, 1]),
+    "nested": lambda j: {"p": Point(Box([j]))},
+    "view": lambda j: j.bit_length(),
+    "lazy slice": lambda j: ident([1, 2, 3, 4])[:j],
+}
+EXPECTED = {
+    "list": [2, 1],
+    "tuple": (2, 1),
+    "dict value": {"k": 2},
+    "set": {2, 1},
+    "frozenset": frozenset({2}),
+    "namedtuple": Point(2, [2]),
+    "dataclass": Box(2),
+    "frozen dataclass": Frozen(2),
+    "custom __init__": "Custom(a=2, n=7)",
+    "init=False field unset": "Late(a=2, cache=<unset>)",
+    "generator": [2, 1],
+    "iterator": [2, 1],
+    "nested": {"p": Point(Box([2]))},
+    "view": 2,
+    "lazy slice": [1, 2],
+}
+
+
+def _shown(value):
+    if isinstance(value, Custom):
+        return f"Custom(a={value.a}, n={value.n})"
+    if isinstance(value, Late):
+        return f"Late(a={value.a}, cache={getattr(value, 'cache', '<unset>')})"
+    return value
+
+
+@pytest.mark.parametrize("kind", list(CONTAINERS))
+def test_nothing_unevaluated_comes_back_from_compute(cluster, kind):
+    """A Job in any container kind is computed, both as a compute output and as a task argument."""
+    with cluster:
+        (out,) = compute(CONTAINERS[kind](inc(1)))
+        assert _shown(out) == EXPECTED[kind]
+        assert _shown(ident(CONTAINERS[kind](inc(1))).compute()) == EXPECTED[kind]
+
+
+def test_a_job_kept_in_an_object_lazyslurm_cannot_see_into_is_refused(cluster):
+    """compute refuses a Job hidden in a plain object rather than returning it unevaluated."""
+    holder = type("Holder", (), {})()
+    holder.__dict__["job"] = inc(1)
+    with cluster, pytest.raises(SerializationError, match="hidden"):
+        compute(holder)
+
+
+class Scaler:
+    def __init__(self, k):
+        self.k = k
+
+    @task
+    def scale(self, x):
+        return self.k * x
+
+
+def test_a_method_task_runs_with_its_instance(cluster):
+    """@task on a method: the job runs with self bound, on the workers too."""
+    with cluster:
+        assert compute(Scaler(3).scale(2), Scaler(5).scale(2)) == (6, 10)
+
+
+def test_names_show_in_plans(cluster):
+    """map(..., name=...) names its array job in the plan; keys are unchanged."""
+    with cluster:
+        p = plan(total(inc.map([1, 2], name="first")), inc.map([3], name="second"))
+        assert sorted(aj.name for aj in p.array_jobs) == ["first", "second", "total"]
+
+
+class BrokenStrError(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("str is broken")
+
+
+@task
+def raise_broken_str():
+    raise BrokenStrError()
+
+
+def test_an_exception_whose_str_raises_still_comes_back(cluster):
+    """A task's exception with a broken __str__ is re-raised with its type, not a crash."""
+    with cluster, pytest.raises(BrokenStrError) as info:
+        raise_broken_str().compute()
+    assert isinstance(info.value, TaskError)

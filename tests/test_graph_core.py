@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import pickle
 import subprocess
@@ -10,7 +11,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import cloudpickle
 import pytest
@@ -18,8 +19,16 @@ from hypothesis import given, settings
 from strategies import plain_values
 
 import lazyslurm
-from lazyslurm.errors import OptionTypeError, UnknownLengthError
-from lazyslurm.graph import Job, JobArray, JobView, Task, function_token, task
+from lazyslurm.errors import (
+    DaskCollectionError,
+    HiddenLazyValueError,
+    LazyValueError,
+    OptionTypeError,
+    UnexpectedKeywordError,
+    UnknownLengthError,
+)
+from lazyslurm.graph import Job, JobArray, JobView, Resources, Task, function_token, task
+from lazyslurm.graph.core import safe_repr
 from lazyslurm.store import MapItem, Ref, RefList
 
 REPO = Path(lazyslurm.__file__).resolve().parent.parent
@@ -100,7 +109,7 @@ def test_jobs_are_hashable_and_equal_by_key() -> None:
     """Jobs hash and compare by key: building the same call twice gives equal jobs."""
     a, b = f(1, k="v"), f(1, k="v")
     assert a is not b and a == b and hash(a) == hash(b) and len({a, b}) == 1
-    assert a != f(2) and a != a.key
+    assert a != f(2)
     arr1, arr2 = f.map([1, 2]), f.map([1, 2])
     assert arr1 == arr2 and hash(arr1) == hash(arr2)
     assert a[0] == b[0] and hash(a[0]) == hash(b[0]) and a[0] != a[1]
@@ -111,13 +120,6 @@ def test_truth_value_is_refused(make: Any) -> None:
     """bool() of a Job, JobArray or JobView raises TypeError, as dask's Delayed does."""
     with pytest.raises(TypeError, match="truth value"):
         bool(make())
-
-
-def test_jobs_cannot_be_pickled() -> None:
-    """Pickling a Job or JobArray raises a TypeError saying to pass it as an argument."""
-    for obj in (f(1), f.map([1])):
-        with pytest.raises(TypeError, match="argument"):
-            pickle.dumps(obj)
 
 
 def test_a_task_is_not_an_argument() -> None:
@@ -513,3 +515,158 @@ def test_gather_all_is_part_of_the_key_other_resources_are_not():
     assert ranked.options(gather="all")(1).key != ranked(1).key
     assert ranked.options(mem="1G")(1).key == ranked(1).key
     assert ranked.options(gather="rank0")(1).key == ranked(1).key
+
+
+# --------------------------------------------------------------------------- issue 10
+
+
+class Pair(NamedTuple):
+    left: object
+    right: object = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class FrozenBox:
+    item: object
+
+
+def test_namedtuples_and_dataclasses_are_walked_for_dependencies() -> None:
+    """A Job inside a namedtuple or dataclass is a dependency; without one the key is as before."""
+    a = f(1)
+    assert f(Pair(a)).deps == (a,) and f(FrozenBox([a])).deps == (a,)
+    assert f(Pair(1)).key == f(Pair(1)).key and f(Pair(1)).deps == ()
+    assert f(Pair(a)).key != f(Pair(f(2))).key
+    assert f(FrozenBox(a)).key != f(FrozenBox(f(2))).key
+
+
+def test_generators_and_iterators_are_walked_like_lists() -> None:
+    """A generator or builtin iterator argument is consumed and stands for the list of its items."""
+    a, b = f(1), f(2)
+    assert f(x for x in (a, b)).deps == (a, b)
+    assert f(iter([a, b])).key == f([a, b]).key == f(x for x in [a, b]).key
+    assert f(map(f, [1, 2])).deps == (a, b)
+
+
+def test_a_lazy_slice_bound_is_a_dependency() -> None:
+    """job[:n] with a lazy n depends on n; a JobArray's slice bounds must be concrete."""
+    data, n = f([1, 2, 3]), f(2)
+    view = data[:n]
+    assert isinstance(view, JobView) and set(f(view).deps) == {data, n}
+    assert set(f(data[n]).deps) == {data, n}
+    assert f(data[:n]).key != f(data[:f(1)]).key
+    with pytest.raises(LazyValueError, match="slice"):
+        f.map([1, 2])[:n]
+
+
+def test_a_lazy_dict_key_is_refused_clearly() -> None:
+    """A Job, JobView or JobArray used as a dict key raises LazyValueError saying what to do."""
+    a = f(1)
+    for key in (a, a["k"]):
+        with pytest.raises(LazyValueError, match="dict key"):
+            f({key: 1})
+
+
+class Holder:
+    def __init__(self, job: object) -> None:
+        self.job = job
+
+
+def test_a_job_hidden_in_an_opaque_object_is_refused_when_built() -> None:
+    """A Job kept inside an object lazyslurm cannot look into raises HiddenLazyValueError."""
+    for hidden in (f(1), f.map([1]), f(1)["k"]):
+        with pytest.raises(HiddenLazyValueError, match="hidden"):
+            f(Holder(hidden))
+
+
+def test_jobs_arrays_and_views_pickle_and_come_back_equal() -> None:
+    """Job, JobArray and JobView survive pickle and cloudpickle with their keys and deps."""
+    a = f(1)
+    job, arr, view = f(a), f.map([1, 2]), a.items()[0]
+    for dumps in (pickle.dumps, cloudpickle.dumps):
+        j2, arr2, v2 = pickle.loads(dumps((job, arr, view)))
+        assert j2 == job and j2.deps == (a,) and arr2 == arr and v2 == view
+        assert j2.task.name == job.task.name
+
+
+def test_a_deep_pipeline_pickles_without_recursion() -> None:
+    """Pickling a 3,000-step chain works (the graph is written as a flat table)."""
+    job = f(0)
+    for _ in range(3000):
+        job = f(job)
+    back = pickle.loads(pickle.dumps(job))
+    assert back == job and back.deps[0] == job.deps[0]
+
+
+class BadRepr:
+    def __repr__(self) -> str:
+        raise RuntimeError("repr is broken")
+
+
+def test_error_messages_survive_objects_whose_repr_raises() -> None:
+    """safe_repr never raises; error paths use it for user objects."""
+    text = safe_repr(BadRepr())
+    assert "BadRepr" in text and "repr failed" in text
+    with pytest.raises(OptionTypeError, match="BadRepr"):
+        Task(BadRepr(), Resources())  # not callable: named without calling its repr
+
+
+class MethodScaler:
+    def __init__(self, k: int) -> None:
+        self.k = k
+
+    @task(mem="1G")
+    def scale(self, x: int) -> int:
+        return self.k * x
+
+
+def test_task_on_a_method_binds_self() -> None:
+    """@task on a method: obj.method(x) passes obj as self, and the instance is in the key."""
+    job = MethodScaler(3).scale(2)
+    assert job.task.unwrapped(2) == 6 and job.task.resources.mem_mb == 1024
+    assert job.key == MethodScaler(3).scale(2).key != MethodScaler(4).scale(2).key
+    assert isinstance(MethodScaler.scale, Task)
+
+
+def body(x: int, y: int = 0) -> int:
+    return x + y
+
+
+def test_names_label_plans_without_changing_keys() -> None:
+    """@task(name=...) and map(..., name=...) change the label only, never the key."""
+    named = task(name="readable-name")(body)
+    assert named.name == "readable-name" and named(1).key == task(body)(1).key
+    arr = f.map([1, 2], name="stage.one")
+    assert arr[0].task.name == "stage.one" and arr.keys == f.map([1, 2]).keys
+    with pytest.raises(OptionTypeError, match="name="):
+        task(name="has space")(body)
+
+
+def test_an_unknown_keyword_is_refused_when_the_job_is_built() -> None:
+    """A keyword the function does not accept raises at call or map time, naming it."""
+    with pytest.raises(UnexpectedKeywordError, match=r"'colour'.*accepts: x, y"):
+        task(body)(1, colour=2)
+    with pytest.raises(UnexpectedKeywordError, match="'z'"):
+        task(body).map([{"x": 1, "z": 2}])
+    assert task(lambda **kw: kw)(anything=1).kwargs == {"anything": 1}
+
+
+def test_map_max_concurrent_and_aliases() -> None:
+    """map(max_concurrent=N) throttles; with_options is options; sbatch_options shows flags."""
+    arr = f.map([1, 2, 3], max_concurrent=2)
+    assert arr[0].task.resources.max_concurrent == 2 and arr.keys == f.map([1, 2, 3]).keys
+    t = f.with_options(mem="2G", ntasks_per_node=4, exclusive=True)
+    assert t.resources == f.options(mem="2G", ntasks_per_node=4, exclusive=True).resources
+    assert t.sbatch_options == ["--mem=2048M", "--ntasks-per-node=4", "--exclusive"]
+
+
+def test_dask_collections_are_refused_with_what_to_do() -> None:
+    """A dask Delayed given to a task, a map or compute is refused; dask.compute(job) too."""
+    dask = pytest.importorskip("dask")
+    d = dask.delayed(sum)([1, 2])
+    for build in (lambda: f(d), lambda: f([d]), lambda: f.map([d]), lambda: f.map(d)):
+        with pytest.raises(DaskCollectionError, match=r"dask\.compute"):
+            build()
+    with pytest.raises(DaskCollectionError, match=r"lazyslurm\.compute"):
+        dask.compute(f(1))
+    with pytest.raises(DaskCollectionError):
+        dask.delayed(sum)([f(1)])

@@ -405,3 +405,30 @@ def test_a_binary_profile_file_is_a_one_line_error(project):
     with pytest.raises(ClusterConfigError, match="not UTF-8") as err:
         Cluster.from_profile("p")
     assert str(path) in str(err.value)
+
+
+def test_sbatch_long_options_are_profile_defaults(project):
+    """A profile may default sbatch long options (ntasks_per_node, exclusive, mail_type)."""
+    pyproject(
+        project,
+        """
+        [tool.lazyslurm.profiles.hpc]
+        backend = "slurm"
+        ntasks_per_node = 2
+        exclusive = true
+        mail_type = ["END", "FAIL"]
+    """,
+    )
+    c = Cluster.from_profile("hpc")
+    assert c.backend_options == {
+        "ntasks_per_node": 2, "exclusive": True, "mail_type": ["END", "FAIL"],
+    }
+    from lazyslurm.backends.slurm import TASK_DEFAULTS
+    from lazyslurm.graph.resources import Resources
+
+    defaults = Resources.from_options(
+        **{k: v for k, v in c.backend_options.items() if k in TASK_DEFAULTS}
+    )
+    assert defaults.sbatch_flags() == [
+        "--ntasks-per-node=2", "--exclusive", "--mail-type=END,FAIL",
+    ]

@@ -12,7 +12,14 @@ from strategies import mem_strings, time_strings
 
 from lazyslurm.errors import InvalidOptionError, LazySlurmError, OptionTypeError
 from lazyslurm.graph import Task, task
-from lazyslurm.graph.resources import OPTION_NAMES, Resources, parse_mem, parse_time
+from lazyslurm.graph.resources import (
+    OPTION_NAMES,
+    SBATCH_OPTIONS,
+    Resources,
+    _flag,
+    parse_mem,
+    parse_time,
+)
 
 
 def body(x: int) -> int:
@@ -349,3 +356,78 @@ def test_gather_rank0_is_the_default_spelling() -> None:
     """gather="rank0" normalises to the default, so such tasks share array jobs."""
     assert Resources.from_options(gather="rank0") == Resources()
     assert Resources.from_options(gather="all").gather == "all"
+
+
+# --------------------------------------------------------------------------- sbatch long options
+
+
+def test_sbatch_long_options_by_python_name() -> None:
+    """ntasks_per_node, gpus_per_task, mem_per_cpu, exclusive, mail_type... become sbatch flags."""
+    r = Resources.from_options(
+        ntasks_per_node=4, gpus_per_task="a100:1", gpus_per_node=2, mem_per_cpu="2G",
+        exclusive=True, mail_type=["end", "FAIL"], mail_user="me@example.org", nice=-5,
+        time_min="00:30:00", requeue=False,
+    )
+    assert r.sbatch_flags() == [  # Resources' own fields first, then the others sorted
+        "--ntasks-per-node=4",
+        "--gpus-per-node=2",
+        "--gpus-per-task=a100:1",
+        "--exclusive",
+        "--mail-type=END,FAIL",
+        "--mail-user=me@example.org",
+        "--mem-per-cpu=2048M",
+        "--nice=-5",
+        "--time-min=30",
+    ]
+    assert Resources.from_options(**r.as_options()) == r
+    assert r == Resources.from_options(mem_per_cpu=2048, **{
+        k: v for k, v in r.as_options().items() if k != "mem_per_cpu"})
+
+
+def test_sbatch_long_options_are_validated() -> None:
+    """A bad value of a long option raises naming it; an unknown name lists the known ones."""
+    cases = [
+        ("ntasks_per_node", 0, InvalidOptionError),
+        ("ntasks_per_node", 2.5, OptionTypeError),
+        ("mem_per_cpu", "lots", InvalidOptionError),
+        ("mail_type", "SOMETIMES", InvalidOptionError),
+        ("exclusive", 3, OptionTypeError),
+        ("gpus_per_task", "x:y", InvalidOptionError),
+        ("reservation", "a b", InvalidOptionError),
+        ("comment", "line\nbreak", InvalidOptionError),
+    ]
+    for name, value, error in cases:
+        with pytest.raises(error, match=name):
+            Resources.from_options(**{name: value})
+    with pytest.raises(OptionTypeError, match="ntasks_per_node"):
+        Resources.from_options(ntask_per_node=2)
+
+
+def test_every_table_option_renders_one_flag() -> None:
+    """Each entry of SBATCH_OPTIONS is a known option and renders as its --long-flag."""
+    samples = {"mail_type": "END", "gpus_per_task": 1, "gpus_per_node": 1, "gpus_per_socket": 1}
+    for name, option in SBATCH_OPTIONS.items():
+        assert name in OPTION_NAMES
+        if name in samples:
+            value: object = samples[name]
+        elif option.parse in (_flag,):
+            value = True
+        else:
+            value = next(v for v in (1, "x", "1G", "1:00") if _accepts(name, v))
+        flags = Resources.from_options(**{name: value}).sbatch_flags()
+        assert len(flags) == 1 and flags[0].startswith(f"--{option.flag}")
+
+
+def _accepts(name: str, value: object) -> bool:
+    try:
+        Resources.from_options(**{name: value})
+    except (InvalidOptionError, OptionTypeError):
+        return False
+    return True
+
+
+def test_cluster_defaults_fill_long_options_the_task_leaves_unset() -> None:
+    """A default long option applies unless the task sets its own value."""
+    d = Resources.from_options(ntasks_per_node=2, exclusive=True)
+    r = Resources.from_options(ntasks_per_node=8)
+    assert r.sbatch_flags(d) == ["--ntasks-per-node=8", "--exclusive"]

@@ -140,6 +140,11 @@ class RunState:
             return again + rules.unblocked_by(self.edges, n, i, self.done)
         if failure is not None:
             self.failures[(self.ajs[n].id, i)] = failure
+        self.cancel_dependents(n, i)
+        return again
+
+    def cancel_dependents(self, n: int, i: int) -> None:
+        """Cancel what element ``i`` of ``n`` ending without a result makes impossible."""
         for d, j in rules.cancelled_by(self.edges, n, i, self.waiting.__getitem__):
             del self.waiting[d][j]
             if self.states[d][j] == PENDING:
@@ -147,7 +152,6 @@ class RunState:
                 self.failures[(self.ajs[d].id, j)] = ElementFailure(
                     state=CANCELLED, reason="DependencyNeverSatisfied"
                 )
-        return again
 
     def snapshot(self) -> Snapshot:
         return Snapshot(
@@ -338,6 +342,29 @@ class LocalBackend:
                             running.append(proc)
             self._bump()
         for proc in running:  # its worker thread sees the end of the pipe and moves on
+            proc.kill()
+
+    def cancel_elements(self, handle: RunHandle, elements: Sequence[tuple[str, int]]) -> None:
+        """Cancel some elements (``(array job, index)``) and, as Slurm would, their
+        dependents; the rest of the run goes on."""
+        run = self._runs.get(handle.run_id)
+        if run is None:
+            self.cancel(handle)
+            return
+        running = []
+        with self._cond:
+            for aj, i in elements:
+                n = run.edges.index[aj]
+                if run.states[n][i] in (PENDING, RUNNING):
+                    run.states[n][i] = CANCELLED
+                    run.failures[(aj, i)] = ElementFailure(state=CANCELLED)
+                    run.waiting[n].pop(i, None)
+                    proc = run.procs.get((n, i))
+                    if proc is not None:
+                        running.append(proc)
+                    run.cancel_dependents(n, i)
+            self._bump()
+        for proc in running:
             proc.kill()
 
     def read_files(self, paths: Sequence[str]) -> dict[str, bytes]:

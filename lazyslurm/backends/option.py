@@ -63,6 +63,10 @@ KINDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
         lambda v: _path(v) or (isinstance(v, (list, tuple)) and all(_path(x) for x in v)),
     ),
     "str_or_int": ("a string or an integer", lambda v: isinstance(v, str) or _int(v)),
+    "sbatch": (
+        "a string, an integer, a boolean or an array of strings",
+        lambda v: isinstance(v, (str, int, bool)) or _str_list(v),
+    ),
     "bool_or_word": (
         'a boolean or "true"/"false"',
         lambda v: (

@@ -38,7 +38,7 @@ from lazyslurm.backends.base import (
 from lazyslurm.backends.option import Option
 from lazyslurm.backends.shell import LocalShell, Shell, SSHShell
 from lazyslurm.errors import BackendError, ClusterConfigError, SubmissionError
-from lazyslurm.graph.resources import Resources, parse_time
+from lazyslurm.graph.resources import SBATCH_OPTIONS, Resources, parse_time
 from lazyslurm.packaging import Packager, PackagingOptions, packaging_names
 from lazyslurm.planning.sbatch import (
     IDS_MARKER,
@@ -457,6 +457,14 @@ class SlurmBackend:
         if ids:
             self.shell.run(f"scancel {ids}")
 
+    def cancel_elements(self, handle: RunHandle, elements: Sequence[tuple[str, int]]) -> None:
+        """``scancel`` some elements (``ID_INDEX``); Slurm cancels their dependents."""
+        ids = " ".join(
+            shlex.quote(f"{handle.job_ids[aj]}_{i}") for aj, i in elements if aj in handle.job_ids
+        )
+        if ids:
+            self.shell.run(f"scancel {ids}")
+
     def _cancel_run_by_name(self, run_id: str) -> None:
         """Cancel every job whose name carries ``run_id`` (ids may never have reached us)."""
         prefix = shlex.quote(f"lz-{run_id}-")
@@ -594,7 +602,14 @@ OPTIONS = (  # Cluster("slurm" | "ssh", ...) options of this backend
             ("cpus_per_task", "int", "CPUs per task"),
             ("constraint", "str", "node constraint"),
             ("extra_sbatch", "str_list", "raw sbatch flags"),
+            ("ntasks_per_node", "int", "tasks per node"),
+            ("gpus_per_node", "str_or_int", "GPUs per node"),
+            ("gpus_per_task", "str_or_int", "GPUs per task"),
         )
+    ),
+    *(  # sbatch's long options by Python name (exclusive, mail_type, mem_per_cpu, ...)
+        Option(name, "sbatch", None, f"default --{o.flag} for tasks", _SLURM, task_default=True)
+        for name, o in SBATCH_OPTIONS.items()
     ),
 )
 TASK_DEFAULTS = tuple(o.name for o in OPTIONS if o.task_default)

@@ -20,12 +20,19 @@ True
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import copy
+import dataclasses
 import gc
 import hashlib
+import importlib
+import inspect
 import io
+import itertools
 import operator
 import pickle
 import re
+import sys
 import types
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -33,12 +40,64 @@ from typing import Any, Generic, TypeVar, overload
 
 import cloudpickle
 
-from lazyslurm.errors import InvalidArgumentError, OptionTypeError, UnknownLengthError
+from lazyslurm.errors import (
+    DaskCollectionError,
+    HiddenLazyValueError,
+    InvalidArgumentError,
+    LazyValueError,
+    OptionTypeError,
+    UnexpectedKeywordError,
+    UnknownLengthError,
+)
 from lazyslurm.graph.resources import Resources
 from lazyslurm.registry import executor
-from lazyslurm.store import MapItem, Ref, RefList
+from lazyslurm.store import MapItem, Rebuild, Ref, RefList, Restore
 
-__all__ = ["Job", "JobArray", "JobView", "Task", "task"]
+__all__ = ["RESERVED_NAMES", "Job", "JobArray", "JobView", "Task", "task"]
+
+# The names a Job, JobArray or JobView answers itself; every other public attribute
+# name is a lazy view of the result (``job.attr``), as with dask. Kept short on purpose.
+RESERVED_NAMES = frozenset(
+    {
+        # graph data
+        "key", "task", "args", "kwargs", "deps", "order", "nout", "jobs", "keys", "base",
+        "path", "dependencies",
+        # computing and the job handle (slurm-sdk's vocabulary)
+        "compute", "visualize", "wait", "get_result", "get_results", "get_status",
+        "is_running", "is_completed", "is_successful", "cancel", "id", "get_script",
+        "get_stdout", "get_stderr", "tail", "logs",
+    }
+)
+
+# Where ``with cluster:`` collects the jobs built in its block (flush on wait); None
+# outside any block. Set and reset by the cluster, read here: the graph imports nothing.
+BUILD_SINK: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
+    "lazyslurm_build_sink", default=None
+)
+# True while lazyslurm itself pickles arguments (keys, specs): a Job found then is hidden
+# where the planner cannot see it, and is refused instead of being pickled.
+_REFUSE_PICKLE: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "lazyslurm_refuse_job_pickle", default=False
+)
+
+
+@contextlib.contextmanager
+def refusing_hidden_jobs() -> Iterator[None]:
+    """Within this block, pickling a lazy value raises :class:`HiddenLazyValueError`."""
+    token = _REFUSE_PICKLE.set(True)
+    try:
+        yield
+    finally:
+        _REFUSE_PICKLE.reset(token)
+
+
+def safe_repr(obj: Any, limit: int = 60) -> str:
+    """``repr(obj)`` shortened, never raising (for error messages about user objects)."""
+    try:
+        text = repr(obj)
+    except Exception as exc:  # a user object whose repr is broken
+        text = f"<{type(obj).__qualname__} object (repr failed: {type(exc).__name__})>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 R = TypeVar("R")
 _ATOMS = frozenset({str, int, float, bool, type(None), bytes, complex})
@@ -101,16 +160,85 @@ def function_token(func: Callable[..., Any]) -> str:
 
 
 def _opaque_token(obj: Any) -> str:
-    """Token of an argument that is not a plain container or atom."""
+    """Token of an argument that is not a plain container or atom.
+
+    A lazy value hidden inside ``obj`` (where the planner cannot see it) raises
+    :class:`HiddenLazyValueError` here, when the job is built.
+    """
+    token = _REFUSE_PICKLE.set(True)
     try:
-        data = pickle.dumps(obj, protocol=5)
-    except Exception:
         try:
-            data = cloudpickle.dumps(obj)
+            data = pickle.dumps(obj, protocol=5)
+        except HiddenLazyValueError:
+            raise
         except Exception:
-            # not picklable: compute() names it; the key must still be unique
-            return f"?{type(obj).__qualname__}:{uuid.uuid4().hex}"
+            try:
+                data = cloudpickle.dumps(obj)
+            except HiddenLazyValueError:
+                raise
+            except Exception:
+                # not picklable: compute() names it; the key must still be unique
+                return f"?{type(obj).__qualname__}:{uuid.uuid4().hex}"
+    finally:
+        _REFUSE_PICKLE.reset(token)
     return f"{type(obj).__qualname__}:{hashlib.sha1(data).hexdigest()}"
+
+
+_BUILTIN_ITERATORS = ("builtins", "itertools")
+
+
+def _is_iterator(obj: Any) -> bool:
+    """A generator, or an iterator of the standard library (map, zip, iter(list), ...)."""
+    t = type(obj)
+    if t is types.GeneratorType:
+        return True
+    return t.__module__ in _BUILTIN_ITERATORS and isinstance(obj, Iterator)
+
+
+def _refuse_dask(obj: Any) -> None:
+    if isinstance(obj, _Lazy):  # ours answer __dask_graph__ only to refuse dask
+        return
+    if getattr(type(obj), "__dask_graph__", None) is not None:
+        msg = (
+            f"a dask collection ({type(obj).__name__} {safe_repr(obj)}) cannot be a lazyslurm "
+            f"argument or output: lazyslurm cannot run dask graphs. Compute it first "
+            f"(dask.compute(x)) and pass the value, or turn the dask.delayed functions into "
+            f"@lazyslurm.task functions"
+        )
+        raise DaskCollectionError(msg)
+
+
+def _lift_struct(obj: Any, deps: list[Job], parts: list[str]) -> Any:
+    """A namedtuple or a dataclass instance: walked field by field. Without a lazy value
+    inside it is opaque data (its key part is unchanged); with one it becomes a
+    :class:`Rebuild` (namedtuple) or :class:`Restore` (dataclass) placeholder."""
+    n = len(deps)
+    sub: list[str] = []
+    t = type(obj)
+    if isinstance(obj, tuple):
+        items = _lift_all(obj, deps, sub)
+        if len(deps) == n:
+            parts.append(_opaque_token(obj))
+            return obj
+        parts.append(f"{t.__module__}.{t.__qualname__}({''.join(sub)})")
+        return Rebuild(t, items)
+    lazy: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        if not hasattr(obj, f.name):  # an init=False field never set
+            continue
+        before = len(deps)
+        value = _lift(getattr(obj, f.name), deps, sub)
+        if len(deps) != before:
+            lazy[f.name] = value
+    if not lazy:
+        parts.append(_opaque_token(obj))
+        return obj
+    base = copy.copy(obj)  # no __init__ call: custom __init__ and init=False fields are kept
+    for name in lazy:
+        object.__setattr__(base, name, None)  # frozen dataclasses too
+    token = _opaque_token(base)
+    parts.append(f"{token}{{{''.join(sub)}}}")
+    return Restore(base, lazy)
 
 
 def _lift(obj: Any, deps: list[Job], parts: list[str]) -> Any:
@@ -129,7 +257,8 @@ def _lift(obj: Any, deps: list[Job], parts: list[str]) -> Any:
         return Ref(obj.key)
     if t is JobView:
         deps.append(obj._base)
-        parts.append(f"@{obj._base.key}{obj._path!r}")
+        deps.extend(obj._extra)
+        parts.append(f"@{obj._base.key}{obj._ptoken}")
         return Ref(obj._base.key, obj._path)
     if t is JobArray:
         keys = tuple(j.key for j in obj._jobs)
@@ -149,7 +278,17 @@ def _lift(obj: Any, deps: list[Job], parts: list[str]) -> Any:
         parts.append("{")
         items = {}
         for k, v in obj.items():
-            parts.append(repr(k) if type(k) in _ATOMS else _opaque_token(k))
+            tk = type(k)
+            if tk in _ATOMS:
+                parts.append(repr(k))
+            elif tk is Job or tk is JobView or tk is JobArray:
+                msg = (
+                    f"{k!r} is used as a dict key: a lazy value has no value to hash until "
+                    f"it is computed. Use it as a dict value, or build the dict inside a task"
+                )
+                raise LazyValueError(msg)
+            else:
+                parts.append(_opaque_token(k))
             items[k] = _lift(v, deps, parts)
         parts.append("}")
         return obj if len(deps) == n else items
@@ -172,6 +311,13 @@ def _lift(obj: Any, deps: list[Job], parts: list[str]) -> Any:
             f"task argument: pass its path and open it inside the task"
         )
         raise InvalidArgumentError(msg)
+    if isinstance(obj, tuple) and hasattr(t, "_fields"):  # a namedtuple
+        return _lift_struct(obj, deps, parts)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return _lift_struct(obj, deps, parts)
+    if _is_iterator(obj):  # consumed here: it stands for the list of its items
+        return _lift(list(obj), deps, parts)
+    _refuse_dask(obj)
     parts.append(_opaque_token(obj))
     return obj
 
@@ -236,7 +382,8 @@ def _unique(jobs: Iterable[Job]) -> tuple[Job, ...]:
 class Task(Generic[R]):
     """A function with Slurm resources. Calling it or mapping it builds lazy jobs.
 
-    Immutable: :meth:`options` and :meth:`after` return new tasks.
+    Immutable: :meth:`options` and :meth:`after` return new tasks. ``name`` is a readable
+    label for plans, pictures and logs; keys keep the function's own name.
     """
 
     def __init__(
@@ -247,27 +394,36 @@ class Task(Generic[R]):
         pure: bool = True,
         after: tuple[Job, ...] = (),
         token: str | None = None,
+        name: str | None = None,
     ) -> None:
         if not callable(func):
-            msg = f"@task needs a callable, got {func!r}"
+            msg = f"@task needs a callable, got {safe_repr(func)}"
             raise OptionTypeError(msg)
         if not isinstance(pure, bool):
             msg = f"invalid type for pure={pure!r}: expected True or False"
             raise OptionTypeError(msg)
-        name = getattr(func, "__name__", None) or type(func).__name__
+        if name is not None and (not isinstance(name, str) or not _LABEL.fullmatch(name)):
+            msg = (
+                f"invalid name={name!r}: expected a non-empty string of letters, digits "
+                f"and _ . + -"
+            )
+            raise OptionTypeError(msg)
+        fname = getattr(func, "__name__", None) or type(func).__name__
         put = object.__setattr__
         put(self, "_func", func)
         put(self, "_resources", resources)
         put(self, "_pure", pure)
         put(self, "_after", after)
-        put(self, "_name", _SAFE_NAME.sub("_", name).strip("_") or "task")
+        put(self, "_name", _SAFE_NAME.sub("_", fname).strip("_") or "task")
+        put(self, "_label", name)
         put(self, "_token", token or function_token(func))
         # gather="all" changes what the task returns (a list per rank): part of its keys
         gather = "" if resources.gather is None else f"\x00gather:{resources.gather}"
         put(self, "_hbase", hashlib.sha1((self._token + gather).encode()))  # copied per key
         put(self, "_after_token", _after_token(after))
-        put(self, "__name__", name)
-        put(self, "__qualname__", getattr(func, "__qualname__", name))
+        put(self, "_kwnames", _UNSET)  # keywords the function accepts (None: any), cached
+        put(self, "__name__", fname)
+        put(self, "__qualname__", getattr(func, "__qualname__", fname))
         put(self, "__module__", getattr(func, "__module__", None))
         put(self, "__doc__", getattr(func, "__doc__", None))
         put(self, "__wrapped__", func)
@@ -277,10 +433,33 @@ class Task(Generic[R]):
         raise TypeError(msg)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild_task, (self._func, self._resources, self._pure, self._token))
+        state = (self._resources, self._pure, self._token, self._label, self._after)
+        module, qualname = self.__module__, self.__qualname__
+        found: Any = None
+        if module and qualname and "<" not in qualname:
+            found = sys.modules.get(module)
+            for part in qualname.split("."):
+                found = getattr(found, part, None)
+        if isinstance(found, Task) and found._func is self._func:
+            # importable by name (plain pickle cannot name a decorated function)
+            return (_task_by_name, (module, qualname, *state))
+        return (_rebuild_task, (self._func, *state))
 
     def __repr__(self) -> str:
-        return f"Task({self._name})"
+        return f"Task({self.name})"
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Task[R]:
+        """``@task`` on a method: ``obj.method`` is a task of the bound method (``self``
+        is its first argument, part of its key), as a plain method binds ``self``."""
+        if instance is None:
+            return self
+        return Task(
+            types.MethodType(self._func, instance),
+            self._resources,
+            pure=self._pure,
+            after=self._after,
+            name=self._label,
+        )
 
     @property
     def unwrapped(self) -> Callable[..., R]:
@@ -289,11 +468,17 @@ class Task(Generic[R]):
 
     @property
     def name(self) -> str:
-        return self._name
+        """The label of plans, pictures and logs: ``name=`` if given, else the function's."""
+        return self._label or self._name
 
     @property
     def resources(self) -> Resources:
         return self._resources
+
+    @property
+    def sbatch_options(self) -> list[str]:
+        """The sbatch flags these options give (before the cluster's defaults)."""
+        return self._resources.sbatch_flags()
 
     @property
     def pure(self) -> bool:
@@ -306,15 +491,17 @@ class Task(Generic[R]):
 
     def options(self, **overrides: Any) -> Task[R]:
         """A new task with some options changed (validated as in ``@task``)."""
+        name = overrides.pop("name", self._label)
         opts = {**self._resources.as_options(), "pure": self._pure, **overrides}
         pure = opts.pop("pure")
         return Task(
-            self._func,
-            Resources.from_options(**opts),
-            pure=pure,
-            after=self._after,
-            token=self._token,
+            self._func, Resources.from_options(**opts), pure=pure, after=self._after,
+            token=self._token, name=name,
         )
+
+    def with_options(self, **overrides: Any) -> Task[R]:
+        """Alias of :meth:`options` (slurm-sdk's spelling)."""
+        return self.options(**overrides)
 
     def after(self, *deps: Job | JobArray | JobView) -> Task[R]:
         """This task, bound to run after ``deps`` (ordering only: no data passed)."""
@@ -330,15 +517,51 @@ class Task(Generic[R]):
                 msg = f"after() takes Job or JobArray objects, got {type(dep).__name__}"
                 raise TypeError(msg)
         return Task(
-            self._func, self._resources, pure=self._pure, after=_unique(jobs), token=self._token
+            self._func, self._resources, pure=self._pure, after=_unique(jobs), token=self._token,
+            name=self._label,
         )
 
-    def __call__(self, *args: Any, nout: int | None = None, **kwargs: Any) -> Job:
+    def _accepted_keywords(self) -> frozenset[str] | None:
+        """Keyword names the function accepts (None: any, or unknown). Cached."""
+        names = self._kwnames
+        if names is _UNSET:
+            try:
+                params = inspect.signature(self._func).parameters.values()
+            except (TypeError, ValueError):  # builtins without a signature
+                names = None
+            else:
+                if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+                    names = None
+                else:
+                    names = frozenset(
+                        p.name
+                        for p in params
+                        if p.kind
+                        in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+                    )
+            object.__setattr__(self, "_kwnames", names)
+        return names
+
+    def _check_keywords(self, kwargs: Iterable[str]) -> None:
+        names = self._accepted_keywords()
+        if names is None or names.issuperset(kwargs):
+            return
+        bad = [k for k in kwargs if k not in names]
+        if bad:
+            msg = (
+                f"task {self.name!r} got unexpected keyword argument(s) "
+                f"{', '.join(map(repr, sorted(bad)))}; it accepts: "
+                f"{', '.join(sorted(names)) or 'no keywords'}"
+            )
+            raise UnexpectedKeywordError(msg)
+
+    def __call__(self, *args: Any, nout: int | None = None, **kwargs: Any) -> Job[R]:
         deps: list[Job] = []
         parts: list[str] = []
         try:
             targs = tuple(_lift_all(args, deps, parts)) if args else ()
             if kwargs:
+                self._check_keywords(kwargs)
                 parts.append("|")
                 tkwargs = _lift_kwargs(kwargs, deps, parts)
             else:
@@ -349,14 +572,34 @@ class Task(Generic[R]):
             msg = f"nout must be a non-negative int, got {nout!r}"
             raise OptionTypeError(msg)
         key = _key_from(self._name, self._hbase, parts, self._pure, self._after_token)
-        return _new_job(key, self, targs, tkwargs, _unique(deps), self._after, nout)
+        job = _new_job(key, self, targs, tkwargs, _unique(deps), self._after, nout)
+        sink = BUILD_SINK.get()
+        if sink is not None:
+            sink.append(job)
+        return job
 
-    def map(self, items: Iterable[Any] | JobArray | Job) -> JobArray:
+    def map(
+        self,
+        items: Iterable[Any] | JobArray | Job,
+        *,
+        name: str | None = None,
+        max_concurrent: int | None = None,
+    ) -> JobArray[R]:
         """One job per item: a dict is keyword arguments, a tuple positional arguments,
         anything else the single argument. Mapping over a ``JobArray`` (or a ``Job``
         with ``nout``) is element-wise; such items are unpacked by the same rule at run
         time, when their values are known.
+
+        ``name`` labels this array in plans and logs (keys are unchanged);
+        ``max_concurrent`` throttles it (at most N elements run at once).
         """
+        if name is not None or max_concurrent is not None:
+            extra: dict[str, Any] = {}
+            if name is not None:
+                extra["name"] = name
+            if max_concurrent is not None:
+                extra["max_concurrent"] = max_concurrent
+            return self.options(**extra).map(items)
         if isinstance(items, (Job, JobView)):
             length = items._length() if isinstance(items, Job) else None
             if length is None:
@@ -367,9 +610,11 @@ class Task(Generic[R]):
                 )
                 raise UnknownLengthError(msg)
             items = list(items)
+        _refuse_dask(items)
         jobs = []
-        name, base, pure, after = self._name, self._hbase, self._pure, self._after
+        name_, base, pure, after = self._name, self._hbase, self._pure, self._after
         after_token = self._after_token
+        check = self._accepted_keywords() is not None
         with gc_paused(), _naming_recursion(self._name):  # no cyclic garbage made here
             for item in items.jobs if isinstance(items, JobArray) else items:
                 t = type(item)
@@ -380,6 +625,8 @@ class Task(Generic[R]):
                     targs: tuple[Any, ...] = (MapItem(ref),)
                     tkwargs: dict[str, Any] = {}
                 elif t is dict:
+                    if check:
+                        self._check_keywords(item)
                     deps, parts = [], ["|"]
                     tkwargs = _lift_kwargs(item, deps, parts)
                     targs = ()
@@ -391,9 +638,18 @@ class Task(Generic[R]):
                     deps, parts = [], []
                     targs = (_lift(item, deps, parts),)
                     tkwargs = {}
-                key = _key_from(name, base, parts, pure, after_token)
+                key = _key_from(name_, base, parts, pure, after_token)
                 jobs.append(_new_job(key, self, targs, tkwargs, _unique(deps), after, None))
-        return JobArray(tuple(jobs))
+        arr: JobArray[R] = JobArray(tuple(jobs))
+        sink = BUILD_SINK.get()
+        if sink is not None:
+            sink.append(arr)
+        return arr
+
+
+_UNSET: Any = object()
+_JOB_HASH_SALT = "lazyslurm.Job"
+_LABEL = re.compile(r"[A-Za-z0-9_.+\-]+")
 
 
 @contextlib.contextmanager
@@ -457,8 +713,22 @@ def gc_paused() -> Iterator[None]:
         gc.enable()
 
 
-def _rebuild_task(func: Callable[..., Any], resources: Resources, pure: bool, token: str) -> Task:
-    return Task(func, resources, pure=pure, token=token)
+def _task_by_name(module: str, qualname: str, *state: Any) -> Task:
+    found: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        found = getattr(found, part)
+    return _rebuild_task(found._func, *state)
+
+
+def _rebuild_task(
+    func: Callable[..., Any],
+    resources: Resources,
+    pure: bool,
+    token: str,
+    name: str | None = None,
+    after: tuple[Job, ...] = (),
+) -> Task:
+    return Task(func, resources, pure=pure, token=token, name=name, after=after)
 
 
 @overload
@@ -476,13 +746,30 @@ def task(func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     out receives the job's :class:`~lazyslurm.context.JobContext` (see docs/distributed.md).
     """
     pure = options.get("pure", True)
+    name = options.pop("name", None)
     resources = Resources.from_options(**options)
     if func is not None:
-        return Task(func, resources, pure=pure)
-    return lambda f: Task(f, resources, pure=pure)
+        return Task(func, resources, pure=pure, name=name)
+    return lambda f: Task(f, resources, pure=pure, name=name)
 
 
 # --------------------------------------------------------------------------- Job
+
+
+def _handles() -> Any:
+    """What runs the job-handle methods: the executor registered with
+    :mod:`lazyslurm.registry` (graph imports nothing above it)."""
+    return executor()
+
+
+def _leak(value: Any, used_as: str) -> LazyValueError:
+    """The error for a lazy value used where the client needs its value now."""
+    msg = (
+        f"{value!r} is lazy: its value is only known after it runs, so it cannot be "
+        f"{used_as} here. Get the value with .get_result() (or .compute()), or pass it "
+        f"to a task, which receives the computed value"
+    )
+    return LazyValueError(msg)
 
 
 class _Lazy:
@@ -491,10 +778,7 @@ class _Lazy:
     __slots__ = ()
 
     def __bool__(self) -> bool:
-        msg = (
-            f"truth value of lazy {self!r} is not known until it is computed; call .compute() first"
-        )
-        raise TypeError(msg)
+        raise _leak(self, "used as a truth value (if, while, and, or, not)")
 
     def __setattr__(self, name: str, value: Any) -> None:
         msg = f"{type(self).__name__} is immutable"
@@ -512,16 +796,75 @@ class _Lazy:
         """Run what this value needs and return its result."""
         return executor().compute(self, cluster=cluster, **kwargs)[0]
 
-    def wait(self, *, cluster: Any = None) -> None:
-        """Compute what this value needs (seed style); results stay in the session."""
-        executor().compute(self, cluster=cluster, fetch=False)
+    def wait(
+        self, timeout: float | None = None, poll_interval: float | None = None, *,
+        cluster: Any = None,
+    ) -> bool:
+        """Submit what is not submitted yet, wait for this value's job(s) to end: True if
+        they succeeded, False if they failed or were cancelled (never raises for that).
+        A timeout raises TimeoutError and leaves the jobs running. Inside ``with
+        cluster:`` the first wait submits every job built in the block (flush on wait)."""
+        return _handles().wait(self, timeout, poll_interval, cluster=cluster)
 
     def visualize(self, **kwargs: Any) -> Any:
         return executor().visualize(self, **kwargs)
 
+    def __dask_graph__(self) -> Any:
+        """dask asks this of every object it is given: a lazyslurm value is refused
+        clearly instead of being handed back uncomputed (``dask.compute(job)``)."""
+        msg = (
+            f"{self!r} is a lazyslurm value, not a dask collection: dask cannot compute it. "
+            f"Use lazyslurm.compute(...) or .get_result(), and pass the value to dask"
+        )
+        raise DaskCollectionError(msg)
 
-class Job(_Lazy):
-    """One lazy call of a task. Immutable and hashable; equal keys mean equal jobs."""
+
+class _Handle(_Lazy):
+    """The job handle (slurm-sdk's vocabulary), for Job and JobArray (a view's names
+    stay views of the result)."""
+
+    __slots__ = ()
+
+    def get_status(self, *, cluster: Any = None) -> str:
+        """``NOT_SUBMITTED``, ``PENDING``, ``RUNNING``, ``COMPLETED``, ``FAILED``,
+        ``CANCELLED`` (or Slurm's ``TIMEOUT``, ``OUT_OF_MEMORY``, ...); polls once."""
+        return _handles().get_status(self, cluster=cluster)
+
+    def is_running(self, *, cluster: Any = None) -> bool:
+        """True while it runs (Slurm's RUNNING; a pending job is not running yet)."""
+        return _handles().get_status(self, cluster=cluster) == "RUNNING"
+
+    def is_completed(self, *, cluster: Any = None) -> bool:
+        """True once it ended, whatever the outcome."""
+        return _handles().is_completed(self, cluster=cluster)
+
+    def is_successful(self, *, cluster: Any = None) -> bool:
+        """True once it ended and succeeded."""
+        return _handles().get_status(self, cluster=cluster) == "COMPLETED"
+
+    def cancel(self, *, cluster: Any = None) -> bool:
+        """Cancel its unfinished elements (a job never submitted is dropped from the
+        block's flush). True if anything was cancelled or dropped."""
+        return _handles().cancel(self, cluster=cluster)
+
+    @property
+    def id(self) -> str | None:
+        """Slurm's job id once submitted (``"123_4"`` for an element of array job 123),
+        None before. Local backends give ``RUN_ID:AJ_INDEX``."""
+        return _handles().job_id(self)
+
+    def get_script(self, *, cluster: Any = None) -> str:
+        """The batch script that runs it (on local backends: the equivalent command)."""
+        return _handles().get_script(self, cluster=cluster)
+
+
+class Job(_Handle, Generic[R]):
+    """One lazy call of a task. Immutable and hashable; equal keys mean equal jobs.
+
+    Also a job handle (``wait``, ``get_result``, ``get_status``, ``cancel``, ``id``,
+    ``get_stdout``, ``tail``, ...): those names, listed in ``RESERVED_NAMES``, are the
+    Job's own; any other attribute is a lazy view of the result (``job.attr``).
+    """
 
     __slots__ = ("_args", "_deps", "_kwargs", "_nout", "_order", "_task", "key")
 
@@ -564,6 +907,11 @@ class Job(_Lazy):
         return self._order
 
     @property
+    def dependencies(self) -> tuple[Job, ...]:
+        """Every job this one waits on: data dependencies, then ``.after`` ones."""
+        return _unique(self._deps + self._order)
+
+    @property
     def nout(self) -> int | None:
         return self._nout
 
@@ -571,29 +919,34 @@ class Job(_Lazy):
         return self._nout
 
     def __hash__(self) -> int:
-        return hash(self.key)
+        return hash((_JOB_HASH_SALT, self.key))  # never collides with its key string
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Job) and other.key == self.key
+        if type(other) is Job:
+            return other.key == self.key  # type: ignore[attr-defined]
+        if isinstance(other, _Lazy):
+            return False
+        raise _leak(self, f"compared with {safe_repr(other)}")
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
 
     def __repr__(self) -> str:
         return f"Job({self.key})"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        msg = (
-            f"{self!r} cannot be pickled: pass jobs as task arguments (they become "
-            f"placeholders), not inside objects lazyslurm cannot look into"
-        )
-        raise TypeError(msg)
+        _refuse_if_hidden(self)
+        table, index = _graph_table([self])
+        return (_rebuild_graph, (table, index[self.key]))
 
     # -- lazy views
     def __getitem__(self, index: Any) -> JobView:
-        return JobView(self, (("item", index),))
+        return _view(self, (), (), "", "item", index)
 
     def __getattr__(self, name: str) -> JobView:
         if name.startswith("_"):
             raise AttributeError(name)
-        return JobView(self, (("attr", name),))
+        return _view(self, (), (), "", "attr", name)
 
     def __iter__(self) -> Iterator[JobView]:
         if self._nout is None:
@@ -610,10 +963,26 @@ class Job(_Lazy):
             raise UnknownLengthError(msg)
         return self._nout
 
-    # -- seed compatibility
-    def get_result(self, *, cluster: Any = None) -> Any:
-        """The job's result (computed first if needed)."""
-        return self.compute(cluster=cluster)
+    # -- the job handle
+    def get_result(self, timeout: float | None = None, *, cluster: Any = None) -> R:
+        """The job's result (submitted and waited for first if needed); a failed task
+        raises its original exception."""
+        return _handles().get_result(self, timeout, cluster=cluster)
+
+    def get_stdout(self, *, cluster: Any = None) -> str:
+        """What the job printed so far (its log file)."""
+        return _handles().get_output(self, "out", cluster=cluster)
+
+    def get_stderr(self, *, cluster: Any = None) -> str:
+        return _handles().get_output(self, "err", cluster=cluster)
+
+    def tail(
+        self, n: int = 10, follow: bool = False, *, poll_interval: float | None = None,
+        stream: str = "out", cluster: Any = None,
+    ) -> Iterable[str]:
+        """The last ``n`` lines of its stdout; with ``follow=True`` an iterator that then
+        yields new lines as they come while the job runs, and stops when it ends."""
+        return _handles().tail(self, n, follow, poll_interval, stream, cluster=cluster)
 
     def logs(self, *, cluster: Any = None) -> tuple[str, str]:
         """``(stdout, stderr)`` of this job's last run in the session."""
@@ -649,14 +1018,99 @@ def _new_job(
     return job
 
 
+def _refuse_if_hidden(value: Any) -> None:
+    """While lazyslurm pickles arguments, a lazy value met there was hidden from it."""
+    if _REFUSE_PICKLE.get():
+        msg = (
+            f"{value!r} is hidden inside an object lazyslurm cannot look into, so it "
+            f"would not be a dependency: pass it directly as a task argument, or in a "
+            f"list, tuple, dict value, set, namedtuple or dataclass"
+        )
+        raise HiddenLazyValueError(msg)
+
+
+def _graph_table(roots: Iterable[Job]) -> tuple[list[tuple[Any, ...]], dict[str, int]]:
+    """``roots`` and every job they need as a flat table, dependencies before dependents,
+    each referring to its dependencies by row (pickling a deep pipeline recurses not)."""
+    rows: list[tuple[Any, ...]] = []
+    index: dict[str, int] = {}
+    stack: list[tuple[Job, bool]] = [(r, False) for r in reversed(list(roots))]
+    while stack:
+        job, expanded = stack.pop()
+        if expanded:
+            if job.key not in index:
+                index[job.key] = len(rows)
+                rows.append(
+                    (job.key, job._task, job._args, job._kwargs,
+                     tuple(index[d.key] for d in job._deps),
+                     tuple(index[d.key] for d in job._order), job._nout)
+                )
+            continue
+        if job.key in index:
+            continue
+        stack.append((job, True))
+        for dep in reversed(job._deps + job._order):
+            if dep.key not in index:
+                stack.append((dep, False))
+    return rows, index
+
+
+def _rebuild_graph(rows: list[tuple[Any, ...]], root: int | list[int]) -> Any:
+    jobs: list[Job] = []
+    for key, task, args, kwargs, deps, order, nout in rows:
+        jobs.append(
+            _new_job(key, task, args, kwargs, tuple(jobs[i] for i in deps),
+                     tuple(jobs[i] for i in order), nout)
+        )
+    if isinstance(root, int):
+        return jobs[root]
+    return JobArray(tuple(jobs[i] for i in root))
+
+
+def _view(
+    base: Job, path: tuple[Any, ...], extra: tuple[Job, ...], ptoken: str, kind: str, step: Any
+) -> JobView:
+    """``base`` viewed through ``path`` then one more step. Lazy values in the step (a
+    slice bound, an index, a method call's arguments) become placeholders and extra
+    dependencies, resolved inside the consumer like the base."""
+    deps: list[Job] = []
+    parts: list[str] = []
+    if kind == "attr":
+        token = "." + step
+    elif kind == "call":
+        args, kwargs = step
+        targs = tuple(_lift_all(args, deps, parts))
+        parts.append("|")
+        tkwargs = _lift_kwargs(kwargs, deps, parts)
+        step = (targs, tkwargs)
+        token = "(" + ",".join(parts) + ")"
+    elif type(step) is slice:
+        bounds = [_lift(b, deps, parts) for b in (step.start, step.stop, step.step)]
+        step = slice(*bounds)
+        token = "[" + ":".join(parts) + "]"
+    else:
+        step = _lift(step, deps, parts)
+        token = "[" + "".join(parts) + "]"
+    return JobView(base, (*path, (kind, step)), extra + tuple(deps), ptoken + token)
+
+
 class JobView(_Lazy):
-    """``job[i]``, ``job["k"]`` or ``job.attr``: resolved inside the consumer, never a job."""
+    """``job[i]``, ``job["k"]``, ``job.attr`` or ``job.method(...)``: resolved inside the
+    consumer, never a Slurm job of its own."""
 
-    __slots__ = ("_base", "_path")
+    __slots__ = ("_base", "_extra", "_path", "_ptoken")
 
-    def __init__(self, base: Job, path: tuple[tuple[str, Any], ...]) -> None:
+    def __init__(
+        self,
+        base: Job,
+        path: tuple[tuple[str, Any], ...],
+        extra: tuple[Job, ...] = (),
+        ptoken: str | None = None,
+    ) -> None:
         object.__setattr__(self, "_base", base)
         object.__setattr__(self, "_path", path)
+        object.__setattr__(self, "_extra", extra)
+        object.__setattr__(self, "_ptoken", repr(path) if ptoken is None else ptoken)
 
     @property
     def base(self) -> Job:
@@ -667,12 +1121,16 @@ class JobView(_Lazy):
         return self._path
 
     def __getitem__(self, index: Any) -> JobView:
-        return JobView(self._base, (*self._path, ("item", index)))
+        return _view(self._base, self._path, self._extra, self._ptoken, "item", index)
 
     def __getattr__(self, name: str) -> JobView:
         if name.startswith("_"):
             raise AttributeError(name)
-        return JobView(self._base, (*self._path, ("attr", name)))
+        return _view(self._base, self._path, self._extra, self._ptoken, "attr", name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> JobView:
+        """``job.method(...)``: a lazy method call, made inside the consumer."""
+        return _view(self._base, self._path, self._extra, self._ptoken, "call", (args, kwargs))
 
     def __iter__(self) -> Iterator[JobView]:
         msg = f"cannot iterate over {self!r}: its length is unknown"
@@ -683,26 +1141,58 @@ class JobView(_Lazy):
         raise UnknownLengthError(msg)
 
     def __hash__(self) -> int:
-        return hash((self._base.key, self._path))
+        return hash((self._base.key, self._ptoken))
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, JobView) and (other._base, other._path) == (
-            self._base,
-            self._path,
-        )
+        if type(other) is JobView:
+            return (other._base.key, other._ptoken) == (self._base.key, self._ptoken)  # type: ignore[attr-defined]
+        if isinstance(other, _Lazy):
+            return False
+        raise _leak(self, f"compared with {safe_repr(other)}")
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+    def __str__(self) -> str:
+        raise _leak(self, "converted to str (print, f-string)")
+
+    def __format__(self, spec: str) -> str:
+        raise _leak(self, "formatted (f-string, format)")
+
+    def __int__(self) -> int:
+        raise _leak(self, "converted to int")
+
+    def __float__(self) -> float:
+        raise _leak(self, "converted to float")
+
+    def __index__(self) -> int:
+        raise _leak(self, "used as an index")
 
     def __repr__(self) -> str:
-        steps = "".join(f"[{k!r}]" if kind == "item" else f".{k}" for kind, k in self._path)
-        return f"JobView({self._base.key}{steps})"
+        steps = []
+        for kind, k in self._path:
+            if kind == "item":
+                steps.append(f"[{safe_repr(k)}]")
+            elif kind == "attr":
+                steps.append(f".{k}")
+            else:
+                steps.append("(...)")
+        return f"JobView({self._base.key}{''.join(steps)})"
 
-    def get_result(self, *, cluster: Any = None) -> Any:
-        return self.compute(cluster=cluster)
+    def __reduce__(self) -> tuple[Any, ...]:
+        _refuse_if_hidden(self)
+        return (JobView, (self._base, self._path, self._extra, self._ptoken))
+
+    def get_result(self, timeout: float | None = None, *, cluster: Any = None) -> Any:
+        """The viewed value (its job submitted and waited for first if needed)."""
+        return _handles().get_result(self, timeout, cluster=cluster)
 
 
-class JobArray(_Lazy):
+class JobArray(_Handle, Generic[R]):
     """The jobs of one ``task.map``: a sequence of element ``Job`` objects.
 
-    As an argument it stands for the list of its results (fan-in).
+    As an argument it stands for the list of its results (fan-in). Also a job handle
+    for the whole array (``wait``, ``get_results``, ``get_status``, ``cancel``, ...).
     """
 
     __slots__ = ("_jobs",)
@@ -718,6 +1208,13 @@ class JobArray(_Lazy):
     def keys(self) -> tuple[str, ...]:
         return tuple(j.key for j in self._jobs)
 
+    @property
+    def dependencies(self) -> tuple[Job, ...]:
+        """The jobs outside this array that its elements wait on (data and ``.after``)."""
+        own = set(self.keys)
+        found = [d for j in self._jobs for d in itertools.chain(j._deps, j._order)]
+        return tuple(d for d in _unique(found) if d.key not in own)
+
     def __len__(self) -> int:
         return len(self._jobs)
 
@@ -730,26 +1227,51 @@ class JobArray(_Lazy):
     def __getitem__(self, index: slice) -> JobArray: ...
     def __getitem__(self, index: int | slice) -> Job | JobArray:
         if isinstance(index, slice):
+            if any(isinstance(b, _Lazy) for b in (index.start, index.stop, index.step)):
+                msg = (
+                    f"{self!r}[{safe_repr(index)}]: a JobArray's elements are chosen when "
+                    f"the graph is built, so its slice bounds must be known; slice the "
+                    f"results inside a task instead (e.g. pick(arr, n))"
+                )
+                raise LazyValueError(msg)
             return JobArray(self._jobs[index])
+        if isinstance(index, _Lazy):
+            raise _leak(index, "used as an index of a JobArray")
         return self._jobs[index]
 
     def __hash__(self) -> int:
         return hash(self._jobs)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, JobArray) and other._jobs == self._jobs
+        if type(other) is JobArray:
+            return other._jobs == self._jobs  # type: ignore[attr-defined]
+        if isinstance(other, _Lazy):
+            return False
+        raise _leak(self, f"compared with {safe_repr(other)}")
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
 
     def __repr__(self) -> str:
         name = self._jobs[0].task.name if self._jobs else "empty"
         return f"JobArray({name}[{len(self._jobs)}])"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        msg = f"{self!r} cannot be pickled: pass it as a task argument instead"
-        raise TypeError(msg)
+        _refuse_if_hidden(self)
+        table, index = _graph_table(self._jobs)
+        return (_rebuild_graph, (table, [index[j.key] for j in self._jobs]))
 
-    def get_results(self, *, cluster: Any = None) -> list[Any]:
-        """The list of the elements' results (computed first if needed)."""
-        return self.compute(cluster=cluster)
+    def get_results(self, timeout: float | None = None, *, cluster: Any = None) -> list[R]:
+        """The list of the elements' results (submitted and waited for first if needed);
+        a failed element raises its original exception."""
+        return _handles().get_result(self, timeout, cluster=cluster)
+
+    def get_stdout(self, *, cluster: Any = None) -> list[str]:
+        """Each element's stdout, in order."""
+        return _handles().get_output(self, "out", cluster=cluster)
+
+    def get_stderr(self, *, cluster: Any = None) -> list[str]:
+        return _handles().get_output(self, "err", cluster=cluster)
 
 
 LazyValue = Job | JobView | JobArray

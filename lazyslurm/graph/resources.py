@@ -23,7 +23,14 @@ import attrs
 
 from lazyslurm.errors import InvalidOptionError, OptionTypeError
 
-__all__ = ["OPTION_NAMES", "PACKAGING_MODES", "Resources", "parse_mem", "parse_time"]
+__all__ = [
+    "OPTION_NAMES",
+    "PACKAGING_MODES",
+    "SBATCH_OPTIONS",
+    "Resources",
+    "parse_mem",
+    "parse_time",
+]
 
 _TIME_FORMS = (
     '"MM:SS", "HH:MM:SS", "D-HH:MM:SS" (also "D-HH", "D-HH:MM"), '
@@ -190,6 +197,119 @@ def _extra_sbatch(value: object) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _int_text(value: object) -> object:
+    """An int written as text (as ``as_options`` gives long options back) is that int."""
+    if isinstance(value, str) and re.fullmatch(r"-?\d+", value):
+        return int(value)
+    return value
+
+
+def _count(option: str, value: object, zero_ok: bool = False) -> str:
+    return str(_positive_int(option, _int_text(value), zero_ok=zero_ok))
+
+
+def _int_any(option: str, value: object) -> int:
+    value = _int_text(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _wrong_type(option, value, "an int")
+    return value
+
+
+def _flag(option: str, value: object) -> str:
+    """A switch (``exclusive=True``) or a switch with a value (``exclusive="user"``)."""
+    forms = "True, or a string value for the flag"
+    if value is True:
+        return ""
+    if isinstance(value, str):
+        return _free_text(option, value)
+    raise _wrong_type(option, value, forms)
+
+
+_MAIL_TYPES = frozenset(
+    "NONE BEGIN END FAIL REQUEUE ALL INVALID_DEPEND STAGE_OUT TIME_LIMIT TIME_LIMIT_90 "
+    "TIME_LIMIT_80 TIME_LIMIT_50 ARRAY_TASKS".split()
+)
+
+
+def _mail_type(option: str, value: object) -> str:
+    forms = f"a comma-separated list of {', '.join(sorted(_MAIL_TYPES))}"
+    if isinstance(value, (list, tuple)):
+        value = ",".join(map(str, value))
+    if not isinstance(value, str):
+        raise _wrong_type(option, value, forms)
+    parts = [p.strip().upper() for p in value.split(",")]
+    if not all(p in _MAIL_TYPES for p in parts):
+        raise _bad(option, value, forms)
+    return ",".join(parts)
+
+
+def _gpus_like(option: str, value: object) -> str:
+    try:
+        return _gpus(value)
+    except (InvalidOptionError, OptionTypeError) as exc:
+        raise type(exc)(str(exc).replace("gpus=", f"{option}=", 1)) from None
+
+
+@attrs.frozen
+class SbatchOption:
+    """One sbatch long option: its flag and how its value is checked and written."""
+
+    flag: str  # without the leading "--"
+    parse: Any  # (option name, value) -> the flag's argument as text ("" for a switch)
+
+
+# sbatch's long options a task accepts by their Python names (``ntasks_per_node=4`` is
+# ``--ntasks-per-node=4``), beyond the ones with fields of their own in Resources. One
+# table: the option registry of the cluster profiles reads it too. Flags lazyslurm sets
+# itself (--array, --output, --error, --dependency, --job-name, --chdir) are not here.
+SBATCH_OPTIONS: dict[str, SbatchOption] = {
+    name: SbatchOption(name.replace("_", "-"), parse)
+    for name, parse in {
+        "ntasks_per_core": _count,
+        "ntasks_per_socket": _count,
+        "ntasks_per_gpu": _count,
+        "cpus_per_gpu": _count,
+        "gpus_per_socket": _gpus_like,
+        "mem_per_cpu": lambda o, v: f"{parse_mem(v, o)}M",
+        "mem_per_gpu": lambda o, v: f"{parse_mem(v, o)}M",
+        "tmp": lambda o, v: f"{parse_mem(v, o)}M",
+        "mincpus": _count,
+        "sockets_per_node": _count,
+        "cores_per_socket": _count,
+        "threads_per_core": _count,
+        "exclusive": _flag,
+        "oversubscribe": _flag,
+        "contiguous": _flag,
+        "requeue": _flag,
+        "no_requeue": _flag,
+        "overcommit": _flag,
+        "mail_type": _mail_type,
+        "mail_user": _free_text,
+        "reservation": _name,
+        "wckey": _name,
+        "licenses": _free_text,
+        "nodelist": _free_text,
+        "exclude": _free_text,
+        "begin": _free_text,
+        "deadline": _free_text,
+        "time_min": lambda o, v: str(parse_time(v, o)),
+        "nice": lambda o, v: str(_int_any(o, v)),
+        "priority": lambda o, v: _count(o, v, zero_ok=True),
+        "comment": _free_text,
+        "hint": _free_text,
+        "distribution": _free_text,
+        "signal": _free_text,
+        "switches": _free_text,
+        "gres_flags": _free_text,
+        "core_spec": lambda o, v: _count(o, v, zero_ok=True),
+        "thread_spec": lambda o, v: _count(o, v, zero_ok=True),
+        "network": _free_text,
+        "clusters": _free_text,
+        "profile": _free_text,
+    }.items()
+}
+
+
 @attrs.frozen
 class Resources:
     """Normalised Slurm resources of a task. Two equal ``Resources`` share array jobs."""
@@ -214,6 +334,8 @@ class Resources:
     extra_sbatch: tuple[str, ...] = ()
     retries: int = 0
     packaging: str | None = None  # how the task's code reaches the cluster (PACKAGING_MODES)
+    # other sbatch long options (SBATCH_OPTIONS), sorted: (python name, flag argument)
+    sbatch: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_options(cls, **options: Any) -> Resources:
@@ -223,10 +345,17 @@ class Resources:
             msg = f"unknown task option(s) {', '.join(unknown)}; known: {', '.join(OPTION_NAMES)}"
             raise OptionTypeError(msg)
         out: dict[str, Any] = {}
+        long: dict[str, str] = {}
         for name, value in options.items():
-            if value is None or name == "pure":
+            if value is None or name == "pure" or (value is False and name in SBATCH_OPTIONS):
                 continue
-            out.update(_PARSERS[name](value))
+            option = SBATCH_OPTIONS.get(name)
+            if option is not None:
+                long[name] = option.parse(name, value)
+            else:
+                out.update(_PARSERS[name](value))
+        if long:
+            out["sbatch"] = tuple(sorted(long.items()))
         return cls(**out)
 
     @property
@@ -244,11 +373,33 @@ class Resources:
         if self.ntasks_per_node is not None:
             return (self.nodes or 1) * self.ntasks_per_node
         return 1
+    def sbatch_flags(self, defaults: Resources | None = None) -> list[str]:
+        """The sbatch flags of these resources (``defaults`` fill what they leave
+        unset), without the per-run ones (--array, --output, --job-name, ...)."""
+        d = defaults or Resources()
+        flags = []
+        for field, form in _FIELD_FLAGS:
+            value = getattr(self, field)
+            if value is None:
+                value = getattr(d, field)
+            if value is not None:
+                flags.append(form.format(value))
+        long = {**dict(d.sbatch), **dict(self.sbatch)}
+        for name in sorted(long):
+            flag, arg = SBATCH_OPTIONS[name].flag, long[name]
+            flags.append(f"--{flag}={arg}" if arg else f"--{flag}")
+        flags.extend(d.extra_sbatch)
+        flags.extend(self.extra_sbatch)
+        return flags
 
     def as_options(self) -> dict[str, Any]:
         """The options that rebuild these resources (for ``task.options``)."""
         out: dict[str, Any] = {}
+        for name, arg in self.sbatch:
+            out[name] = arg or True
         for field in attrs.fields(Resources):
+            if field.name == "sbatch":
+                continue
             value = getattr(self, field.name)
             if value is None or value == () or (field.name == "retries" and value == 0):
                 continue
@@ -295,5 +446,21 @@ _PARSERS: dict[str, Any] = {
     "packaging": lambda v: {"packaging": _packaging(v)},
     "pure": lambda v: {},
 }
-OPTION_NAMES: tuple[str, ...] = tuple(_PARSERS)
+OPTION_NAMES: tuple[str, ...] = (*_PARSERS, *SBATCH_OPTIONS)
+_FIELD_FLAGS = (  # Resources fields written as sbatch flags, in this order
+    ("timeout_min", "--time={}"),
+    ("mem_mb", "--mem={}M"),
+    ("cpus_per_task", "--cpus-per-task={}"),
+    ("gpus", "--gpus={}"),
+    ("gres", "--gres={}"),
+    ("partition", "--partition={}"),
+    ("account", "--account={}"),
+    ("qos", "--qos={}"),
+    ("nodes", "--nodes={}"),
+    ("ntasks", "--ntasks={}"),
+    ("ntasks_per_node", "--ntasks-per-node={}"),
+    ("gpus_per_node", "--gpus-per-node={}"),
+    ("gpus_per_task", "--gpus-per-task={}"),
+    ("constraint", "--constraint={}"),
+)
 _FIELD_TO_OPTION = {"timeout_min": "time", "mem_mb": "mem"}

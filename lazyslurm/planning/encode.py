@@ -18,7 +18,7 @@ import cloudpickle
 
 from lazyslurm.context import context_parameter
 from lazyslurm.errors import SerializationError
-from lazyslurm.graph.core import Job
+from lazyslurm.graph.core import Job, refusing_hidden_jobs, safe_repr
 from lazyslurm.planning.planner import ArrayJob, Plan
 from lazyslurm.store import INSIDE, FunctionRef, encode_spec
 
@@ -88,8 +88,7 @@ def _name_unpicklable(job: Job, exc: Exception) -> SerializationError:
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return safe_repr(value, 60)  # never raises, even for a user object whose repr does
 
 
 def manifest(plan: Plan, *, run_id: str, outputs: list[str], meta: Mapping[str, Any]) -> dict:
@@ -128,6 +127,19 @@ def encode_run(
     ``templates`` (what ``compute`` returns, with placeholders) are kept so that a
     re-attached run can give the same result.
     """
+    with refusing_hidden_jobs():  # a Job pickled here was hidden from the planner
+        return _encode_run(plan, run_id, outputs, meta, by_value, templates, modules_by_value)
+
+
+def _encode_run(
+    plan: Plan,
+    run_id: str,
+    outputs: list[str],
+    meta: Mapping[str, Any] | None,
+    by_value: bool,
+    templates: list[Any] | None,
+    modules_by_value: Callable[[Any, Any], Sequence[types.ModuleType]] | None,
+) -> dict[str, bytes]:
     files: dict[str, bytes] = {}
     for aj in plan.array_jobs:
         task, elements = plan.task(aj), plan.elements(aj)

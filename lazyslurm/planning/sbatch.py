@@ -66,28 +66,7 @@ def sbatch_flags(
         f"--error={layout.log_pattern(job.id, 'err')}",
         "--kill-on-invalid-dep=yes",
     ]
-    simple = (
-        ("timeout_min", "--time={}"),
-        ("mem_mb", "--mem={}M"),
-        ("cpus_per_task", "--cpus-per-task={}"),
-        ("gpus", "--gpus={}"),
-        ("gres", "--gres={}"),
-        ("partition", "--partition={}"),
-        ("account", "--account={}"),
-        ("qos", "--qos={}"),
-        ("nodes", "--nodes={}"),
-        ("ntasks", "--ntasks={}"),
-        ("ntasks_per_node", "--ntasks-per-node={}"),
-        ("gpus_per_node", "--gpus-per-node={}"),
-        ("gpus_per_task", "--gpus-per-task={}"),
-        ("constraint", "--constraint={}"),
-    )
-    for field, form in simple:
-        value = pick(field)
-        if value is not None:
-            flags.append(form.format(value))
-    flags.extend(d.extra_sbatch)
-    flags.extend(r.extra_sbatch)
+    flags.extend(r.sbatch_flags(d))  # one table of sbatch options: graph/resources.py
     return flags
 
 

@@ -10,6 +10,7 @@ compute node.
 
 from __future__ import annotations
 
+import copy
 import os
 import pickle
 import sys
@@ -19,8 +20,10 @@ from typing import Any
 from lazyslurm.store import (
     FunctionRef,
     MapItem,
+    Rebuild,
     Ref,
     RefList,
+    Restore,
     RunLayout,
     atomic_write,
     decode_outcome,
@@ -47,8 +50,26 @@ def resolve(obj: Any, load: Any) -> Any:
     if t is Ref:
         value = load(obj.key)
         for kind, step in obj.path:
-            value = value[step] if kind == "item" else getattr(value, step)
+            if kind == "attr":
+                value = getattr(value, step)
+            elif kind == "item":
+                ts = type(step)
+                if ts is slice:
+                    step = slice(*(resolve(b, load) for b in (step.start, step.stop, step.step)))
+                elif ts is Ref:
+                    step = resolve(step, load)
+                value = value[step]
+            else:  # "call": a method call made lazily, job.method(*args, **kwargs)
+                args, kwargs = step
+                value = value(*resolve(args, load), **resolve(kwargs, load))
         return value
+    if t is Rebuild:
+        return obj.cls._make(resolve(obj.items, load))
+    if t is Restore:
+        new = copy.copy(obj.base)
+        for name, value in obj.fields.items():
+            object.__setattr__(new, name, resolve(value, load))
+        return new
     if t is RefList:
         return [load(k) for k in obj.keys]
     if t is list:
@@ -94,6 +115,14 @@ def call_args(args: tuple[Any, ...], kwargs: dict[str, Any], load: Any) -> tuple
     return resolve(args, load), resolve(kwargs, load)
 
 
+def _safe_str(exc: BaseException) -> str:
+    """``str(exc)``, never raising (a user exception whose ``__str__`` is broken)."""
+    try:
+        return str(exc)
+    except Exception as inner:
+        return f"<{type(exc).__qualname__}: str() failed with {type(inner).__name__}>"
+
+
 def _error_record(
     exc: BaseException, header: dict[str, Any], key: str, rank: int | None = None
 ) -> bytes:
@@ -103,7 +132,7 @@ def _error_record(
         "message": (
             f"the task called sys.exit({exc.code!r}) instead of returning a value"
             if isinstance(exc, SystemExit)
-            else str(exc)
+            else _safe_str(exc)
         ),
         "traceback": "".join(traceback.format_exception(exc)),
         "task": header.get("task", ""),

@@ -16,6 +16,8 @@ USAGE = (
 
 
 def main(argv: list[str]) -> int:
+    # task output reaches its log file line by line, so job.tail(follow=True) streams it
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     if argv == ["--serve"]:
         from lazyslurm.runner import serve
 

@@ -1,0 +1,489 @@
+"""The job handle: slurm-sdk's vocabulary (``wait``, ``get_result``, ``get_status``,
+``cancel``, ``id``, ``get_stdout``, ``tail``, ...) on lazy ``Job`` and ``JobArray`` values.
+
+The methods of :class:`~lazyslurm.graph.core.Job` and ``JobArray`` are one-line calls of
+the functions here. A handle finds its submission in the cluster session that ran it
+(``cluster.ran``: node key -> run, array job, index; ``cluster.runs``: run id -> Run).
+
+**Flush on wait.** Inside ``with cluster:``, every job built in the block is collected
+(``cluster.pending``). The first ``wait()``, ``get_result()`` or ``get_results()``
+submits all of them that are not submitted yet, in one submission, then waits only for
+the one asked. Jobs built outside any block stay lazy until waited on or computed; jobs
+never waited on are not submitted when the block ends.
+
+>>> from lazyslurm import Cluster, task
+>>> @task
+... def inc(x): return x + 1
+>>> with Cluster("sync", workdir=getfixture("tmp_path")) as cluster:
+...     a = inc(1)
+...     b = inc(10)
+...     print(a.id is None, a.wait(), b.get_status(), b.get_result())
+True True COMPLETED 11
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from lazyslurm import draw, execute
+from lazyslurm.backends.base import CANCELLED, DONE, FAILED, PENDING, RUNNING, TERMINAL, Snapshot
+from lazyslurm.cluster import _SESSIONS, Cluster, current_cluster, default_cluster
+from lazyslurm.errors import JobFailedError, NotSubmittedError, WaitTimeoutError
+from lazyslurm.execute import Run, fetch_outputs, read_logs, submit
+from lazyslurm.graph.core import Job, JobArray, JobView, Task
+from lazyslurm.graph.traverse import collect, lift_outputs
+
+__all__ = [
+    "Submitter",
+    "cancel",
+    "get_output",
+    "get_result",
+    "get_script",
+    "get_status",
+    "is_completed",
+    "job_id",
+    "tail",
+    "wait",
+]
+
+NOT_SUBMITTED = "NOT_SUBMITTED"
+COMPLETED = "COMPLETED"
+_ACTIVE = (PENDING, RUNNING)
+
+
+# --------------------------------------------------------------------------- finding things
+
+
+def _jobs(obj: Any) -> list[Job]:
+    """The Slurm-level jobs a handle stands for."""
+    if isinstance(obj, Job):
+        return [obj]
+    if isinstance(obj, JobArray):
+        return list(obj.jobs)
+    if isinstance(obj, JobView):
+        return [obj.base]
+    msg = f"expected a Job, JobArray or JobView, got {type(obj).__name__}"
+    raise TypeError(msg)
+
+
+def _session(obj: Any, cluster: Cluster | None) -> Cluster:
+    """The cluster a handle talks to: the one given, else the active one, else the
+    session that submitted it, else the default."""
+    if cluster is not None:
+        return cluster
+    active = current_cluster()
+    if active is not None:
+        return active
+    key = _jobs(obj)[0].key if _jobs(obj) else None
+    if key is not None:
+        for cl in list(_SESSIONS):
+            if key in cl.ran or key in cl.computed:
+                return cl
+    return default_cluster()
+
+
+def _known(cl: Cluster, key: str) -> bool:
+    return key in cl.ran or key in cl.computed
+
+
+def _states(cl: Cluster, jobs: list[Job], *, poll: bool = True) -> dict[str, str]:
+    """Backend state of each job (DONE, FAILED, ...), or NOT_SUBMITTED; polls each
+    unfinished run involved once."""
+    out: dict[str, str] = {}
+    snaps: dict[str, Snapshot | None] = {}
+    for job in jobs:
+        where = cl.ran.get(job.key)
+        if where is None:
+            out[job.key] = DONE if job.key in cl.computed else NOT_SUBMITTED
+            continue
+        run_id, aj, idx = where
+        if run_id not in snaps:
+            snaps[run_id] = _snapshot(cl, run_id, poll)
+        snap = snaps[run_id]
+        if snap is None:  # a run of an earlier session, found by the cache
+            out[job.key] = DONE if job.key in cl.computed else PENDING
+        else:
+            out[job.key] = snap.states[aj][idx]
+    return out
+
+
+def _snapshot(cl: Cluster, run_id: str, poll: bool) -> Snapshot | None:
+    run = cl.runs.get(run_id)
+    if run is None:
+        return None
+    if run._finished or not poll:
+        return run._last if run._last is not None else (run.poll() if poll else None)
+    snap = run.poll()
+    assert snap is not None
+    _record(run, snap)
+    return snap
+
+
+def _record(run: Run, snap: Snapshot) -> None:
+    """What a poll taught the session: finished nodes are computed; a finished run is
+    finished."""
+    if snap.finished:
+        run._finish(snap)
+        return
+    done = [
+        key
+        for aj in run.array_jobs
+        for key, s in zip(aj.keys, snap.states[aj.id], strict=True)
+        if s == DONE
+    ]
+    run.cluster.record(run.id, done)
+
+
+# --------------------------------------------------------------------------- submitting
+
+
+def _unsubmitted(cl: Cluster, items: Iterable[Any]) -> list[Job]:
+    out: dict[str, Job] = {}
+    for item in items:
+        for job in _jobs(item):
+            if not _known(cl, job.key):
+                out.setdefault(job.key, job)
+    return list(out.values())
+
+
+def flush(cl: Cluster, obj: Any = None) -> Run | None:
+    """Submit, in one submission, every job built in the cluster's block and not
+    submitted yet, plus ``obj``'s jobs (and what they need). Returns the run, if any."""
+    items = list(cl.pending) if current_cluster() is cl else []
+    cl.pending.clear()
+    if obj is not None:
+        items.append(obj)
+    jobs = _unsubmitted(cl, items)
+    if not jobs:
+        return None
+    run = submit(jobs, cluster=cl, progress=False)
+    return run if run.handle is not None else None
+
+
+class Submitter:
+    """``cluster.submit(task)``: calling (or mapping) it builds and submits at once."""
+
+    def __init__(self, cluster: Cluster, task: Task[Any]) -> None:
+        if not isinstance(task, Task):
+            msg = f"cluster.submit() takes a @task, got {type(task).__name__}"
+            raise TypeError(msg)
+        self._cluster = cluster
+        self._task = task
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Job:
+        job = self._task(*args, **kwargs)
+        flush_only(self._cluster, job)
+        return job
+
+    def map(self, items: Any, **options: Any) -> JobArray:
+        arr = self._task.map(items, **options)
+        flush_only(self._cluster, arr)
+        return arr
+
+
+def flush_only(cl: Cluster, obj: Any) -> None:
+    """Submit ``obj`` (and what it needs) now, leaving the block's other jobs pending."""
+    jobs = _unsubmitted(cl, [obj])
+    if jobs:
+        submit(jobs, cluster=cl, progress=False)
+
+
+# --------------------------------------------------------------------------- waiting
+
+
+def wait(
+    obj: Any,
+    timeout: float | None = None,
+    poll_interval: float | None = None,
+    *,
+    cluster: Cluster | None = None,
+) -> bool:
+    """Submit what is not submitted yet (flush), then wait until ``obj``'s jobs end.
+
+    True if they all succeeded; False if any failed or was cancelled. A timeout raises
+    :class:`WaitTimeoutError` (a ``TimeoutError``) and leaves the jobs running.
+    """
+    if timeout is not None and timeout < 0:
+        msg = f"timeout must be >= 0 seconds or None, got {timeout!r}"
+        raise ValueError(msg)
+    if poll_interval is not None and poll_interval <= 0:
+        msg = f"poll_interval must be > 0 seconds, got {poll_interval!r}"
+        raise ValueError(msg)
+    cl = _session(obj, cluster)
+    jobs = _jobs(obj)
+    flush(cl, obj)
+    states = _await(cl, jobs, timeout, poll_interval)
+    return all(s == DONE for s in states.values())
+
+
+def _await(
+    cl: Cluster, jobs: list[Job], timeout: float | None, poll_interval: float | None
+) -> dict[str, str]:
+    """Poll the runs holding ``jobs`` until each of them is in an end state."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    delay = poll_interval or cl.poll_min_s
+    last: dict[str, str] | None = None
+    while True:
+        states = _states(cl, jobs)
+        waiting = [k for k, s in states.items() if s not in TERMINAL]
+        if not waiting:
+            return states
+        if deadline is not None and time.monotonic() >= deadline:
+            n = len(waiting)
+            msg = (
+                f"{n} job(s) not finished after {timeout} s (e.g. {waiting[0]}); they keep "
+                f"running: wait again, or cancel() them"
+            )
+            raise WaitTimeoutError(msg)
+        if poll_interval is None:
+            delay = cl.poll_min_s if states != last else min(delay * 1.5, cl.poll_max_s)
+        last = states
+        wait_s = delay if deadline is None else max(0.0, min(delay, deadline - time.monotonic()))
+        run = cl.runs[cl.ran[waiting[0]][0]]
+        assert run.handle is not None
+        cl.backend.wait_for_change(run.handle, wait_s)
+
+
+def get_result(
+    obj: Any, timeout: float | None = None, *, cluster: Cluster | None = None
+) -> Any:
+    """``obj``'s value once its jobs succeeded; the first failure raises with its original
+    exception type (as ``compute`` does)."""
+    cl = _session(obj, cluster)
+    if not wait(obj, timeout, cluster=cl):
+        _raise_failure(cl, obj)
+    templates, _ = lift_outputs([obj])
+    return fetch_outputs(cl, templates)[0]
+
+
+def _raise_failure(cl: Cluster, obj: Any) -> None:
+    """Raise the first failure among the nodes ``obj`` needs, as ``compute`` would."""
+    missing = {j.key for j in collect(_jobs(obj), cl.computed)}
+    by_run: dict[str, set[str]] = {}
+    for key in missing:
+        where = cl.ran.get(key)
+        if where is not None:
+            by_run.setdefault(where[0], set()).add(key)
+    for run_id, keys in by_run.items():
+        run = cl.runs.get(run_id)
+        if run is None or run._last is None:
+            continue
+        states = {
+            aj.id: [
+                s if key in keys else DONE
+                for key, s in zip(aj.keys, run._last.states[aj.id], strict=True)
+            ]
+            for aj in run.array_jobs
+        }
+        run.raise_failures(Snapshot(states=states, failures=run._last.failures))
+    key = next(iter(missing), _jobs(obj)[0].key)
+    msg = f"{obj!r} did not complete (node {key})"
+    raise JobFailedError(msg, key=key)
+
+
+# --------------------------------------------------------------------------- state
+
+
+def _slurm_word(cl: Cluster, job: Job, state: str) -> str:
+    """The backend state in Slurm's words (DONE -> COMPLETED, a failure's own state)."""
+    if state == DONE:
+        return COMPLETED
+    if state == FAILED:
+        where = cl.ran.get(job.key)
+        run = cl.runs.get(where[0]) if where else None
+        if run is not None and run._last is not None:
+            failure = run._last.failures.get((where[1], where[2]))  # type: ignore[index]
+            if failure is not None and failure.state:
+                return failure.state.split()[0]
+        return FAILED
+    return state
+
+
+def get_status(obj: Any, *, cluster: Cluster | None = None) -> str:
+    """One word: NOT_SUBMITTED, PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, or the
+    failure's own Slurm state (TIMEOUT, OUT_OF_MEMORY, ...). For a JobArray: RUNNING
+    while any element runs, else PENDING while any waits, else the first failure's
+    word, else CANCELLED if any was, else COMPLETED."""
+    cl = _session(obj, cluster)
+    jobs = _jobs(obj)
+    states = _states(cl, jobs)
+    words = [_slurm_word(cl, j, states[j.key]) for j in jobs]
+    if not words:
+        return COMPLETED
+    if len(words) == 1:
+        return words[0]
+    if all(w == NOT_SUBMITTED for w in words):
+        return NOT_SUBMITTED
+    if RUNNING in words:
+        return RUNNING
+    if PENDING in words or NOT_SUBMITTED in words:
+        return PENDING
+    bad = [w for w in words if w not in (COMPLETED, CANCELLED)]
+    if bad:
+        return bad[0]
+    return CANCELLED if CANCELLED in words else COMPLETED
+
+
+def is_completed(obj: Any, *, cluster: Cluster | None = None) -> bool:
+    return get_status(obj, cluster=cluster) not in (NOT_SUBMITTED, PENDING, RUNNING)
+
+
+def job_id(obj: Any) -> str | None:
+    """Slurm's id once submitted: ``"123_4"`` for element 4 of array job 123, ``"123"``
+    for a JobArray that is one array job (ids joined by commas otherwise). Local
+    backends have no Slurm: ``RUN_ID:AJ_INDEX`` (``RUN_ID:AJ`` for an array)."""
+    jobs = _jobs(obj)
+    if not jobs:
+        return None
+    cl = _session(obj, None)
+    ids: list[str] = []
+    for job in jobs:
+        where = cl.ran.get(job.key)
+        if where is None:
+            return None
+        run_id, aj, idx = where
+        run = cl.runs.get(run_id)
+        slurm = run.handle.job_ids.get(aj) if run is not None and run.handle else None
+        base = slurm if slurm else f"{run_id}:{aj}"
+        ids.append(f"{base}_{idx}" if isinstance(obj, (Job, JobView)) else base)
+    return ",".join(dict.fromkeys(ids))
+
+
+def cancel(obj: Any, *, cluster: Cluster | None = None) -> bool:
+    """Cancel ``obj``'s unfinished elements (their dependents are cancelled too, as
+    Slurm does); drop those never submitted from the block's flush."""
+    cl = _session(obj, cluster)
+    jobs = _jobs(obj)
+    keys = {j.key for j in jobs}
+    dropped = False
+    kept = []
+    for item in cl.pending:
+        if any(j.key in keys for j in _jobs(item)):
+            dropped = True
+            rest = [j for j in _jobs(item) if j.key not in keys]
+            kept.extend(rest)
+        else:
+            kept.append(item)
+    cl.pending[:] = kept
+    states = _states(cl, jobs)
+    targets: dict[str, list[tuple[str, int]]] = {}
+    for job in jobs:
+        if states[job.key] in _ACTIVE:
+            run_id, aj, idx = cl.ran[job.key]
+            targets.setdefault(run_id, []).append((aj, idx))
+    for run_id, elements in targets.items():
+        run = cl.runs[run_id]
+        assert run.handle is not None
+        backend = cl.backend
+        by_element = getattr(backend, "cancel_elements", None)
+        if by_element is not None:
+            by_element(run.handle, elements)
+        else:  # a backend that cancels whole runs only
+            backend.cancel(run.handle)
+    return dropped or bool(targets)
+
+
+# --------------------------------------------------------------------------- output
+
+
+def _where(cl: Cluster, job: Job) -> tuple[str, str, int]:
+    where = cl.ran.get(job.key)
+    if where is None:
+        msg = (
+            f"{job!r} has not been submitted in this session: call job.wait() (inside "
+            f"`with cluster:`), or submit it at once with cluster.submit(task)(...)"
+        )
+        raise NotSubmittedError(msg)
+    return where
+
+
+def get_output(obj: Any, stream: str, *, cluster: Cluster | None = None) -> Any:
+    """A Job's stdout (``stream="out"``) or stderr so far; a JobArray's, per element."""
+    cl = _session(obj, cluster)
+    texts = []
+    for job in _jobs(obj):
+        out, err = read_logs(cl, *_where(cl, job))
+        texts.append(out if stream == "out" else err)
+    return texts if isinstance(obj, JobArray) else texts[0]
+
+
+def get_script(obj: Any, *, cluster: Cluster | None = None) -> str:
+    """The batch script of the (first) array job that runs ``obj``."""
+    cl = _session(obj, cluster)
+    run_id, aj, idx = _where(cl, _jobs(obj)[0])
+    path = f"runs/{run_id}/jobs/{aj}.sh"
+    data = cl.backend.read_files([path]).get(path)
+    if data is not None:
+        return data.decode(errors="replace")
+    workdir = getattr(cl.backend, "workdir", "WORKDIR")
+    return (
+        f"# the {cl.backend_name} backend has no batch script; each element runs as\n"
+        f"SLURM_ARRAY_TASK_ID={idx} python -m lazyslurm.runner {workdir}/runs/{run_id} {aj}\n"
+    )
+
+
+def tail(
+    job: Any,
+    n: int = 10,
+    follow: bool = False,
+    poll_interval: float | None = None,
+    stream: str = "out",
+    *,
+    cluster: Cluster | None = None,
+) -> Iterable[str]:
+    """The last ``n`` lines of the job's output; ``follow=True``: an iterator of them,
+    then of each new line as it is written, ending when the job ends."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        msg = f"n must be a non-negative int, got {n!r}"
+        raise ValueError(msg)
+    if stream not in ("out", "err"):
+        msg = f"stream must be 'out' or 'err', got {stream!r}"
+        raise ValueError(msg)
+    if not isinstance(job, Job):
+        msg = f"tail() follows one Job, got {type(job).__name__}; tail its elements"
+        raise TypeError(msg)
+    cl = _session(job, cluster)
+    where = _where(cl, job)
+    if not follow:
+        lines = read_logs(cl, *where)[stream == "err"].splitlines()
+        return lines[-n:] if n else []
+    return _follow(cl, job, where, n, poll_interval or max(cl.poll_min_s, 0.5), stream)
+
+
+def _follow(
+    cl: Cluster, job: Job, where: tuple[str, str, int], n: int, every: float, stream: str
+) -> Iterator[str]:
+    sent = 0  # complete lines already yielded (or skipped by n)
+    first = True
+    while True:
+        ended = _states(cl, [job])[job.key] in TERMINAL
+        text = read_logs(cl, *where)[stream == "err"]
+        lines = text.split("\n")
+        complete, partial = lines[:-1], lines[-1]
+        if ended and partial:
+            complete.append(partial)
+        if first:
+            sent = max(0, len(complete) - n)
+            first = False
+        yield from complete[sent:]
+        sent = max(sent, len(complete))
+        if ended:
+            return
+        run = cl.runs[where[0]]
+        assert run.handle is not None
+        cl.backend.wait_for_change(run.handle, every)
+
+
+# --------------------------------------------------------------------------- the executor
+# This module is what lazy values reach through lazyslurm.registry (the package registers
+# it): the handle methods above, and these.
+
+
+compute = execute.compute
+visualize = draw.visualize
+
+
+def job_logs(job: Any, cluster: Any = None) -> tuple[str, str]:
+    return execute.job_logs(job, cluster=cluster)
