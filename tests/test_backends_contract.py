@@ -90,13 +90,14 @@ class Harness:
     object, as another process would make), ``concurrent`` says whether runs proceed after
     ``start`` returns (so that they can be seen running and cancelled)."""
 
-    def __init__(self, kind: str, tmp_path: Path) -> None:
+    def __init__(self, kind: str, tmp_path: Path, slurm_conf: str | None = None) -> None:
         self.kind = kind
         self.workdir = tmp_path / "work"
-        self.concurrent = kind in ("local", "slurm-sacct", "slurm-squeue")
+        self.concurrent = kind not in ("sync", "fake")
         self.standin: SlurmStandIn | None = None
         if kind.startswith("slurm"):
             self.standin = SlurmStandIn(tmp_path / "slurm", accounting=kind == "slurm-sacct")
+        self.slurm_conf = slurm_conf  # real-* kinds: the test cluster's slurm.conf
         self._clusters: list[Cluster] = []
 
     def cluster(self) -> Cluster:
@@ -105,6 +106,9 @@ class Harness:
             cl = Cluster(self.kind, workdir=self.workdir, max_workers=2, **fast)
         elif self.kind == "fake":
             cl = Cluster(FakeBackend(self.workdir), **fast)
+        elif self.kind.startswith("real"):
+            env = {"SLURM_CONF": self.slurm_conf}
+            cl = Cluster("slurm", workdir=self.workdir, env=env, poll_min_s=0.05, poll_max_s=0.3)
         else:
             assert self.standin is not None
             cl = Cluster(SlurmBackend(self.standin, workdir=str(self.workdir)), **fast)
@@ -118,13 +122,27 @@ class Harness:
             self.standin.close()
 
 
-KINDS = ["local", "sync", "fake", "slurm-sacct", "slurm-squeue"]
+KINDS = [
+    "local",
+    "sync",
+    "fake",
+    "slurm-sacct",  # SlurmBackend over the stand-in Slurm, with accounting
+    "slurm-squeue",  # ... and without (status from squeue)
+    # the same suite on the real test clusters (tests/cluster/start.sh)
+    pytest.param("real-sacct", marks=pytest.mark.slurm),
+    pytest.param("real-squeue", marks=pytest.mark.slurm),
+]
 
 
 @pytest.fixture(params=KINDS)
 def backend(request, tmp_path):
     """Each backend in turn, with a private store."""
-    h = Harness(request.param, tmp_path)
+    conf = None
+    if request.param.startswith("real"):
+        env = request.getfixturevalue("cluster_env")
+        acct = request.param == "real-sacct"
+        conf = env["LAZYSLURM_TEST_SLURM_CONF" if acct else "LAZYSLURM_TEST_SLURM_CONF_NOACCT"]
+    h = Harness(request.param, tmp_path, conf)
     yield h
     h.close()
 
