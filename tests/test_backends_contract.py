@@ -1,5 +1,6 @@
 """One behaviour suite that every backend passes: local, sync, fake, and the real
-``SlurmBackend`` over a stand-in Slurm (tests/slurm_standin.py), with sacct and with squeue.
+``SlurmBackend`` over a stand-in Slurm (tests/slurm_standin.py), with sacct and with squeue,
+and the same suite on the real test clusters (``real-*``, marker ``slurm``).
 
 Written once (as dask's ``GetFunctionTestMixin`` is): the ``backend`` fixture hands each
 test a :class:`Harness` that builds clusters on one store; a test states a behaviour in
