@@ -208,8 +208,8 @@ def sbatch(state: Path, config: Mapping[str, Any], args: list[str]) -> int:
             "kill": _option(opts, "--kill-on-invalid-dep") == "yes",
             "held": "--hold" in opts,
             "script": script,
-            "out": _option(opts, "--output") or "slurm-%A_%a.out",
-            "err": _option(opts, "--error") or "slurm-%A_%a.out",
+            "out": _option(opts, "--output") or _option(opts, "-o") or "slurm-%A_%a.out",
+            "err": _option(opts, "--error") or _option(opts, "-e") or "slurm-%A_%a.out",
             "cwd": os.getcwd(),
             "elements": [
                 {"state": "PENDING", "reason": "None", "exit": "0:0", "pid": None, "by_user": False}

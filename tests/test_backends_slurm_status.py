@@ -368,7 +368,7 @@ def test_the_standin_answers_as_recorded_slurm(tmp_path, cluster, scenario):
         for name, body in scripts.items()
     ]
     submit = [
-        f"j{n}=$(sbatch --parsable -o /dev/null -e /dev/null {line})"
+        f"j{n}=$(sbatch --parsable --output=/dev/null --error=/dev/null {line})"
         for n, line in enumerate(lines)
     ]
     ids_line = "echo " + ",".join(f"$j{n}" for n in range(len(lines)))
