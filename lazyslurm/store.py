@@ -11,7 +11,7 @@ Layout of one run (``WORKDIR/runs/RUN_ID``, mode 0700), known only to :class:`Ru
     outputs.pkl            what compute() returns, with placeholders (for re-attach)
     jobids                 Slurm job id of each array job (written at submission)
     submit.sh, submit.err  the all-or-nothing submission script and its stderr (Slurm)
-    client.pid             host and pid of the owner of a local run
+    client.pid             host and pid of the owner of a local run, until it ends
     cancel.request         another process asks that owner to cancel (local runs)
     specs/AJ.spec          one per array job: function + per-element arguments (indexed)
     jobs/AJ.sh             one batch script per array job (Slurm)

@@ -16,10 +16,12 @@ from typing import Any
 from hypothesis import strategies as st
 
 from lazyslurm.graph import Job, JobArray, Task, task
+from lazyslurm.planning.planner import ArrayJob
 
 __all__ = [
     "RESOURCE_VARIANTS",
     "Dag",
+    "array_job_dags",
     "dags",
     "mem_strings",
     "plain_values",
@@ -128,10 +130,7 @@ class Dag:
 
     def __repr__(self) -> str:
         lines = "\n  ".join(self.steps)
-        return (
-            f"Dag(max_array_size={self.max_array_size}, done={sorted(self.done)},\n"
-            f"  {lines})"
-        )
+        return f"Dag(max_array_size={self.max_array_size}, done={sorted(self.done)},\n  {lines})"
 
     def producers(self, key: str) -> set[str]:
         """Keys ``key`` must run after (data and ordering)."""
@@ -322,9 +321,9 @@ def dags(draw: st.DrawFn, max_steps: int = 7) -> Dag:
     for _, obj, _ in b.values:
         roots.extend(obj.jobs if isinstance(obj, JobArray) else [obj])
     keys = sorted(b.jobs)
-    done = draw(st.sets(st.sampled_from(keys), max_size=3)) if keys and draw(
-        st.booleans()
-    ) else set()
+    done = (
+        draw(st.sets(st.sampled_from(keys), max_size=3)) if keys and draw(st.booleans()) else set()
+    )
     max_array_size = draw(st.one_of(st.integers(1, 4), st.just(1001)))
     return Dag(
         jobs=b.jobs,
@@ -335,3 +334,24 @@ def dags(draw: st.DrawFn, max_steps: int = 7) -> Dag:
         max_array_size=max_array_size,
         steps=tuple(b.steps),
     )
+
+
+# --------------------------------------------------------------------------- array jobs
+
+
+@st.composite
+def array_job_dags(draw: st.DrawFn, max_jobs: int = 6, max_size: int = 4) -> list[ArrayJob]:
+    """Array job records in submission (topological) order, as the planner makes them:
+    each depends on some earlier ones, ``aftercorr`` only between equal sizes over 1."""
+    n = draw(st.integers(1, max_jobs))
+    sizes = [draw(st.integers(1, max_size)) for _ in range(n)]
+    out: list[ArrayJob] = []
+    for j, size in enumerate(sizes):
+        ups = draw(st.sets(st.integers(0, j - 1), max_size=3)) if j else set()
+        deps = []
+        for u in sorted(ups):
+            elementwise = sizes[u] == size > 1 and draw(st.booleans())
+            deps.append(("aftercorr" if elementwise else "afterok", f"aj{u}"))
+        keys = tuple(f"k{j}-{i}" for i in range(size))
+        out.append(ArrayJob(f"aj{j}", f"t{j}", keys, dependencies=tuple(deps)))
+    return out

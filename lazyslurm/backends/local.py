@@ -254,6 +254,7 @@ class LocalBackend:
             with self._cond:
                 if run.states[n][i] != PENDING:  # cancelled while queued
                     run.finish(n, i, CANCELLED, None)
+                    _release_if_ended(run)
                     continue
                 run.states[n][i] = RUNNING
                 self._bump()
@@ -265,6 +266,7 @@ class LocalBackend:
             with self._cond:
                 if run.states[n][i] != RUNNING:  # cancelled while its worker was starting
                     run.finish(n, i, CANCELLED, None)
+                    _release_if_ended(run)
                     self._bump()
                     continue
                 run.procs[(n, i)] = worker.proc
@@ -284,6 +286,7 @@ class LocalBackend:
             with self._cond:
                 recheck = run.finish(n, i, state, failure)
                 self._dispatch(run, recheck)
+                _release_if_ended(run)
                 self._bump()
 
     def _bump(self) -> None:
@@ -340,6 +343,7 @@ class LocalBackend:
                         proc = run.procs.get((n, i))
                         if proc is not None:
                             running.append(proc)
+            _release_if_ended(run, scan=True)
             self._bump()
         for proc in running:  # its worker thread sees the end of the pipe and moves on
             proc.kill()
@@ -388,6 +392,20 @@ def _client_alive(layout: RunLayout) -> bool:
     except (OSError, ValueError):
         return False
     return host == socket.gethostname()
+
+
+def _release_if_ended(run: RunState, scan: bool = False) -> None:
+    """Once every element of a run has ended, remove its ``client.pid``: this process will
+    run nothing more of it, so another process that attaches reads elements without a
+    result or error file (cancelled ones) as ended instead of waiting for them forever.
+
+    Elements are scanned only when none is queued or running (or ``scan``): O(array jobs)
+    per completion, not O(elements)."""
+    if (scan or not any(run.active)) and all(s in TERMINAL for row in run.states for s in row):
+        try:
+            os.unlink(run.layout.client_pid)
+        except FileNotFoundError:
+            pass
 
 
 def _files_snapshot(workdir: Path, handle: RunHandle) -> Snapshot:
