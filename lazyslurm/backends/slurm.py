@@ -269,8 +269,9 @@ class SlurmBackend:
             detail = res.stdout.split("LZ-HOME=")[-1].split("\n", 1)[-1].strip()
             msg = (
                 f"python {self.python!r} on the cluster cannot import lazyslurm and "
-                f"cloudpickle: install this lazyslurm there (e.g. `pip install "
-                f"lazyslurm-*.whl` built with `pip wheel --no-deps .`, and cloudpickle) or "
+                f"cloudpickle: install this lazyslurm there (`pip install "
+                f"lazyslurm-dag`, or a lazyslurm_dag-*.whl built with `pip wheel --no-deps .` "
+                f"for an unreleased checkout) or "
                 f"pass python=... / setup=[...] to the Cluster. Output: {detail}"
             )
             raise ClusterConfigError(msg)
