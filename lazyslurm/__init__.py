@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "Cluster": "lazyslurm.cluster",
+    "ClusterOptions": "lazyslurm.graph.options",
     "Job": "lazyslurm.graph.core",
     "JobArray": "lazyslurm.graph.core",
     "JobView": "lazyslurm.graph.core",
@@ -20,6 +21,7 @@ _EXPORTS = {
     "Run": "lazyslurm.execute",
     "RunStatus": "lazyslurm.execute",
     "Task": "lazyslurm.graph.core",
+    "TaskOptions": "lazyslurm.graph.options",
     "cache": "lazyslurm.cache",
     "compute": "lazyslurm.execute",
     "current_cluster": "lazyslurm.cluster",
@@ -32,7 +34,28 @@ _EXPORTS = {
 }
 
 _MODULES = frozenset({"cache", "errors"})
-__all__ = sorted(_EXPORTS)
+# spelt out (not computed) so that type checkers see the exports
+__all__ = [
+    "Cluster",
+    "ClusterOptions",
+    "Job",
+    "JobArray",
+    "JobView",
+    "Plan",
+    "Run",
+    "RunStatus",
+    "Task",
+    "TaskOptions",
+    "cache",
+    "compute",
+    "current_cluster",
+    "errors",
+    "plan",
+    "runs",
+    "submit",
+    "task",
+    "visualize",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -56,4 +79,5 @@ if TYPE_CHECKING:
     from lazyslurm.draw import visualize
     from lazyslurm.execute import Run, RunStatus, compute, plan, runs, submit
     from lazyslurm.graph.core import Job, JobArray, JobView, Task, task
+    from lazyslurm.graph.options import ClusterOptions, TaskOptions
     from lazyslurm.planning.planner import Plan

@@ -12,10 +12,11 @@ import functools
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 from lazyslurm.backends.base import Backend
 from lazyslurm.errors import ClusterConfigError
+from lazyslurm.graph.options import ClusterOptions
 from lazyslurm.store import default_workdir
 
 __all__ = ["Cluster", "current_cluster"]
@@ -48,7 +49,7 @@ class Cluster:
         poll_min_s: float = 0.2,
         poll_max_s: float = 5.0,
         cache: bool = False,
-        **backend_options: Any,
+        **backend_options: Unpack[ClusterOptions],
     ) -> None:
         if isinstance(backend, str) and backend not in BACKENDS:
             msg = f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}"
@@ -86,7 +87,7 @@ class Cluster:
         self.poll_min_s = poll_min_s
         self.poll_max_s = poll_max_s
         self.cache = cache
-        self.backend_options = backend_options
+        self.backend_options: dict[str, Any] = dict(backend_options)
         self._tokens: list[contextvars.Token[Cluster | None]] = []
         # session memory
         self.computed: dict[str, str] = {}  # node key -> run id holding its result

@@ -16,7 +16,7 @@ import os
 import secrets
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
 import attrs
 import cloudpickle
@@ -54,6 +54,15 @@ from lazyslurm.store import JOBIDS, MANIFEST, OUTPUTS, Ref, RefList
 __all__ = ["Callback", "Run", "RunStatus", "compute", "job_logs", "plan", "runs", "submit"]
 
 log = logging.getLogger("lazyslurm")
+
+if TYPE_CHECKING:
+    from lazyslurm.graph.core import _Lazy
+
+T1 = TypeVar("T1")
+T2 = TypeVar("T2")
+T3 = TypeVar("T3")
+T4 = TypeVar("T4")
+T5 = TypeVar("T5")
 
 
 class Callback(Protocol):
@@ -509,6 +518,42 @@ def _progress_callbacks(progress: bool | None) -> list[Any]:
     return [display] if display is not None else []
 
 
+# Typed forms: a Job[R] gives an R, a JobArray[R] a list[R]; up to five lazy values keep
+# their types in the tuple, anything else (plain values, containers) is typed Any.
+@overload
+def compute(
+    a: _Lazy[T1], /, *, cluster: Cluster | None = ..., callbacks: Sequence[Any] = ...,
+    fetch: bool = ..., cache: bool | None = ..., progress: bool | None = ...,
+) -> tuple[T1]: ...
+@overload
+def compute(
+    a: _Lazy[T1], b: _Lazy[T2], /, *, cluster: Cluster | None = ...,
+    callbacks: Sequence[Any] = ..., fetch: bool = ..., cache: bool | None = ...,
+    progress: bool | None = ...,
+) -> tuple[T1, T2]: ...
+@overload
+def compute(
+    a: _Lazy[T1], b: _Lazy[T2], c: _Lazy[T3], /, *, cluster: Cluster | None = ...,
+    callbacks: Sequence[Any] = ..., fetch: bool = ..., cache: bool | None = ...,
+    progress: bool | None = ...,
+) -> tuple[T1, T2, T3]: ...
+@overload
+def compute(
+    a: _Lazy[T1], b: _Lazy[T2], c: _Lazy[T3], d: _Lazy[T4], /, *,
+    cluster: Cluster | None = ..., callbacks: Sequence[Any] = ..., fetch: bool = ...,
+    cache: bool | None = ..., progress: bool | None = ...,
+) -> tuple[T1, T2, T3, T4]: ...
+@overload
+def compute(
+    a: _Lazy[T1], b: _Lazy[T2], c: _Lazy[T3], d: _Lazy[T4], e: _Lazy[T5], /, *,
+    cluster: Cluster | None = ..., callbacks: Sequence[Any] = ..., fetch: bool = ...,
+    cache: bool | None = ..., progress: bool | None = ...,
+) -> tuple[T1, T2, T3, T4, T5]: ...
+@overload
+def compute(
+    *exprs: Any, cluster: Cluster | None = ..., callbacks: Sequence[Any] = ...,
+    fetch: bool = ..., cache: bool | None = ..., progress: bool | None = ...,
+) -> tuple[Any, ...]: ...
 def compute(
     *exprs: Any,
     cluster: Cluster | None = None,
@@ -521,7 +566,8 @@ def compute(
 
     A ``Job`` gives its result, a ``JobArray`` the list of its results, containers are
     rebuilt with results in place; anything else is returned as is. A failed task
-    re-raises with its original exception type.
+    re-raises with its original exception type. For type checkers, ``compute(a, b)`` of
+    a ``Job[X]`` and a ``JobArray[Y]`` is a ``tuple[X, list[Y]]`` (up to five values).
     """
     run = submit(*exprs, cluster=cluster, callbacks=callbacks, cache=cache, progress=progress)
     out = run.result(fetch=fetch)

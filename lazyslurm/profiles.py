@@ -32,7 +32,6 @@ key.
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import re
@@ -322,8 +321,10 @@ def _validate(name: str, source: _Source) -> Profile:
         raise fail(f"must be a table of Cluster options, got {_kind(data)}")
     for key, value in data.items():
         if key not in KEYS:
-            close = difflib.get_close_matches(key, KEYS, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
+            from lazyslurm.graph.options import suggest
+
+            close = suggest(key, KEYS, value)
+            hint = f"; {close}" if close else ""
             raise fail(f"unknown key {key!r}{hint} (valid keys: {', '.join(KEYS)})")
         expected, ok = KEYS[key]
         if not ok(value):

@@ -379,3 +379,12 @@ def test_profile_keys_follow_the_backend_options():
 
     assert set(profiles.SSH_KEYS) == SSH_OPTIONS
     assert set(profiles.SLURM_KEYS) == DEFAULT_OPTIONS | {"python", "setup", "env", "status"}
+
+
+def test_a_submitit_key_is_answered_with_the_lazyslurm_key(project):
+    """A profile key spelt as in submitit (slurm_partition) suggests ours with its value."""
+    text = '[tool.lazyslurm.profiles.hpc]\nbackend = "slurm"\nslurm_partition = "gpu"\n'
+    pyproject(project, text)
+    with pytest.raises(ClusterConfigError) as err:
+        Cluster.from_profile("hpc")
+    assert "did you mean partition='gpu' (submitit's slurm_partition)?" in str(err.value)

@@ -614,10 +614,15 @@ def check_options(kind: str, options: Mapping[str, Any]) -> tuple[Resources, dic
     and the SSH options. Called when the ``Cluster`` is made, so typos show at once."""
     unknown = set(options) - SSH_OPTIONS - DEFAULT_OPTIONS - {"python", "setup", "env", "status"}
     if unknown:
-        known = ", ".join(sorted(SSH_OPTIONS | DEFAULT_OPTIONS))
+        from lazyslurm.graph.options import suggest
+
+        names = sorted(SSH_OPTIONS | DEFAULT_OPTIONS | {"python", "setup", "env", "status"})
+        named = [
+            f"{n} ({h})" if (h := suggest(n, names, options[n])) else n for n in sorted(unknown)
+        ]
         msg = (
-            f"unknown Cluster option(s) for backend {kind!r}: {', '.join(sorted(unknown))} "
-            f"(known: python, setup, env, status, {known})"
+            f"unknown Cluster option(s) for backend {kind!r}: {', '.join(named)} "
+            f"(known: {', '.join(names)})"
         )
         raise ClusterConfigError(msg)
     defaults = Resources.from_options(**{k: v for k, v in options.items() if k in DEFAULT_OPTIONS})

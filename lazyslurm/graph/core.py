@@ -28,17 +28,20 @@ import re
 import types
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Generic, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, Unpack, overload
 
 import cloudpickle
 
 from lazyslurm.errors import OptionTypeError, UnknownLengthError
+from lazyslurm.graph.options import TaskOptions
 from lazyslurm.graph.resources import Resources
 from lazyslurm.store import MapItem, Ref, RefList
 
 __all__ = ["Job", "JobArray", "JobView", "Task", "task"]
 
+P = ParamSpec("P")
 R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
 _ATOMS = frozenset({str, int, float, bool, type(None), bytes, complex})
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_]+")
 
@@ -215,15 +218,17 @@ def _unique(jobs: Iterable[Job]) -> tuple[Job, ...]:
 # --------------------------------------------------------------------------- Task
 
 
-class Task(Generic[R]):
+class Task(Generic[P, R]):
     """A function with Slurm resources. Calling it or mapping it builds lazy jobs.
 
-    Immutable: :meth:`options` and :meth:`after` return new tasks.
+    Immutable: :meth:`options` and :meth:`after` return new tasks. ``Task[P, R]`` keeps
+    the function's signature: type checkers check a call's arguments against it, and
+    ``task(...)`` is a ``Job[R]``.
     """
 
     def __init__(
         self,
-        func: Callable[..., R],
+        func: Callable[P, R],
         resources: Resources,
         *,
         pure: bool = True,
@@ -263,7 +268,7 @@ class Task(Generic[R]):
         return f"Task({self._name})"
 
     @property
-    def unwrapped(self) -> Callable[..., R]:
+    def unwrapped(self) -> Callable[P, R]:
         """The plain function."""
         return self._func
 
@@ -284,18 +289,18 @@ class Task(Generic[R]):
         """Hash of the function's identity and code."""
         return self._token
 
-    def options(self, **overrides: Any) -> Task[R]:
+    def options(self, **overrides: Unpack[TaskOptions]) -> Task[P, R]:
         """A new task with some options changed (validated as in ``@task``)."""
-        opts = {**self._resources.as_options(), "pure": self._pure, **overrides}
+        opts: dict[str, Any] = {**self._resources.as_options(), "pure": self._pure, **overrides}
         pure = opts.pop("pure")
         return Task(
             self._func, Resources.from_options(**opts), pure=pure, after=self._after,
             token=self._token,
         )
 
-    def after(self, *deps: Job | JobArray | JobView) -> Task[R]:
+    def after(self, *deps: Job[Any] | JobArray[Any] | JobView) -> Task[P, R]:
         """This task, bound to run after ``deps`` (ordering only: no data passed)."""
-        jobs: list[Job] = list(self._after)
+        jobs: list[Job[Any]] = list(self._after)
         for dep in deps:
             if isinstance(dep, Job):
                 jobs.append(dep)
@@ -310,7 +315,7 @@ class Task(Generic[R]):
             self._func, self._resources, pure=self._pure, after=_unique(jobs), token=self._token
         )
 
-    def __call__(self, *args: Any, nout: int | None = None, **kwargs: Any) -> Job:
+    def _call(self, *args: Any, nout: int | None = None, **kwargs: Any) -> Job[R]:
         deps: list[Job] = []
         parts: list[str] = []
         targs = tuple(_lift_all(args, deps, parts)) if args else ()
@@ -325,7 +330,14 @@ class Task(Generic[R]):
         key = _key_from(self._name, self._hbase, parts, self._pure, self._after_token)
         return _new_job(key, self, targs, tkwargs, _unique(deps), self._after, nout)
 
-    def map(self, items: Iterable[Any] | JobArray | Job) -> JobArray:
+    if TYPE_CHECKING:
+        # what checkers see: the function's own parameters (``nout=`` is not among them:
+        # typed code writes ``task(...).with_nout(N)``)
+        def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]: ...
+    else:
+        __call__ = _call
+
+    def map(self, items: Iterable[Any] | JobArray[Any] | Job[Any]) -> JobArray[R]:
         """One job per item: a dict is keyword arguments, a tuple positional arguments,
         anything else the single argument. Mapping over a ``JobArray`` (or a ``Job``
         with ``nout``) is element-wise; such items are unpacked by the same rule at run
@@ -404,14 +416,16 @@ def _gc_paused() -> Iterator[None]:
         gc.enable()
 
 
-def _rebuild_task(func: Callable[..., Any], resources: Resources, pure: bool, token: str) -> Task:
+def _rebuild_task(
+    func: Callable[..., Any], resources: Resources, pure: bool, token: str
+) -> Task[..., Any]:
     return Task(func, resources, pure=pure, token=token)
 
 
 @overload
-def task(func: Callable[..., R], /) -> Task[R]: ...
+def task(func: Callable[P, R], /) -> Task[P, R]: ...
 @overload
-def task(**options: Any) -> Callable[[Callable[..., R]], Task[R]]: ...
+def task(**options: Unpack[TaskOptions]) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 def task(func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     """Turn a function into a lazy task. Options are validated here, at decoration time.
 
@@ -429,7 +443,18 @@ def task(func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
 # --------------------------------------------------------------------------- Job
 
 
-class _Lazy:
+if TYPE_CHECKING:
+    # For checkers, lazy values derive from Any: a Job[R] may stand where the function
+    # expects an R (it is replaced by its result when the task runs), and job.attr /
+    # job[i] are lazy views. Their declared methods (compute, get_result...) stay typed.
+    _Opaque = Any
+else:
+
+    class _Opaque:
+        __slots__ = ()
+
+
+class _Lazy(Generic[R_co]):
     """Behaviour shared by lazy values: no truth value, no mutation, compute helpers."""
 
     __slots__ = ()
@@ -453,11 +478,11 @@ class _Lazy:
         msg = f"{type(self).__name__} is immutable: item deletion is not supported"
         raise TypeError(msg)
 
-    def compute(self, *, cluster: Any = None, **kwargs: Any) -> Any:
+    def compute(self, *, cluster: Any = None, **kwargs: Any) -> R_co:
         """Run what this value needs and return its result."""
         from lazyslurm.execute import compute
 
-        return compute(self, cluster=cluster, **kwargs)[0]
+        return compute(self, cluster=cluster, **kwargs)[0]  # type: ignore[no-any-return]
 
     def wait(self, *, cluster: Any = None) -> None:
         """Compute what this value needs (seed style); results stay in the session."""
@@ -471,19 +496,22 @@ class _Lazy:
         return visualize(self, **kwargs)
 
 
-class Job(_Lazy):
-    """One lazy call of a task. Immutable and hashable; equal keys mean equal jobs."""
+class Job(_Lazy[R_co], _Opaque):  # type: ignore[misc]
+    """One lazy call of a task. Immutable and hashable; equal keys mean equal jobs.
+
+    ``Job[R]``: its result is an ``R``.
+    """
 
     __slots__ = ("_args", "_deps", "_kwargs", "_nout", "_order", "_task", "key")
 
     def __init__(
         self,
         key: str,
-        task: Task[Any],
+        task: Task[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        deps: tuple[Job, ...],
-        order: tuple[Job, ...],
+        deps: tuple[Job[Any], ...],
+        order: tuple[Job[Any], ...],
         nout: int | None,
     ) -> None:
         values = (key, task, args, kwargs, deps, order, nout)
@@ -492,7 +520,7 @@ class Job(_Lazy):
 
     # -- graph data
     @property
-    def task(self) -> Task[Any]:
+    def task(self) -> Task[..., Any]:
         return self._task
 
     @property
@@ -505,12 +533,12 @@ class Job(_Lazy):
         return dict(self._kwargs)
 
     @property
-    def deps(self) -> tuple[Job, ...]:
+    def deps(self) -> tuple[Job[Any], ...]:
         """Jobs whose results this job consumes."""
         return self._deps
 
     @property
-    def order(self) -> tuple[Job, ...]:
+    def order(self) -> tuple[Job[Any], ...]:
         """Jobs this job must run after, without consuming their results (``.after``)."""
         return self._order
 
@@ -520,6 +548,23 @@ class Job(_Lazy):
 
     def _length(self) -> int | None:
         return self._nout
+
+    def with_nout(self, nout: int) -> Job[R_co]:
+        """This job, declared to give ``nout`` items: ``f(x).with_nout(3)`` is
+        ``f(x, nout=3)`` (the spelling type checkers accept: ``nout=`` is not a parameter
+        of the function).
+
+        >>> @task
+        ... def pair(x): return x, x
+        >>> len(pair(1).with_nout(2)), pair(1).with_nout(2) == pair(1, nout=2)
+        (2, True)
+        """
+        if isinstance(nout, bool) or not isinstance(nout, int) or nout < 0:
+            msg = f"nout must be a non-negative int, got {nout!r}"
+            raise OptionTypeError(msg)
+        return _new_job(
+            self.key, self._task, self._args, self._kwargs, self._deps, self._order, nout
+        )
 
     def __hash__(self) -> int:
         return hash(self.key)
@@ -562,7 +607,7 @@ class Job(_Lazy):
         return self._nout
 
     # -- seed compatibility
-    def get_result(self, *, cluster: Any = None) -> Any:
+    def get_result(self, *, cluster: Any = None) -> R_co:
         """The job's result (computed first if needed)."""
         return self.compute(cluster=cluster)
 
@@ -581,15 +626,15 @@ _JOB_SLOT_SETTERS = tuple(
 
 def _new_job(
     key: str,
-    task: Task[Any],
+    task: Task[..., Any],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
-    deps: tuple[Job, ...],
-    order: tuple[Job, ...],
+    deps: tuple[Job[Any], ...],
+    order: tuple[Job[Any], ...],
     nout: int | None,
     _new: Callable[[type], Any] = object.__new__,
     _set: tuple[Callable[[Any, Any], None], ...] = _JOB_SLOT_SETTERS,
-) -> Job:
+) -> Job[Any]:
     """``Job(...)`` for the hot paths: fills the slots directly (same object)."""
     job = _new(Job)
     _set[0](job, key)
@@ -602,17 +647,17 @@ def _new_job(
     return job
 
 
-class JobView(_Lazy):
+class JobView(_Lazy[Any], _Opaque):  # type: ignore[misc]
     """``job[i]``, ``job["k"]`` or ``job.attr``: resolved inside the consumer, never a job."""
 
     __slots__ = ("_base", "_path")
 
-    def __init__(self, base: Job, path: tuple[tuple[str, Any], ...]) -> None:
+    def __init__(self, base: Job[Any], path: tuple[tuple[str, Any], ...]) -> None:
         object.__setattr__(self, "_base", base)
         object.__setattr__(self, "_path", path)
 
     @property
-    def base(self) -> Job:
+    def base(self) -> Job[Any]:
         return self._base
 
     @property
@@ -652,19 +697,21 @@ class JobView(_Lazy):
         return self.compute(cluster=cluster)
 
 
-class JobArray(_Lazy):
+class JobArray(_Lazy[list[R_co]], _Opaque):  # type: ignore[misc]
     """The jobs of one ``task.map``: a sequence of element ``Job`` objects.
+
+    ``JobArray[R]``: its elements are ``Job[R]``; it computes to a ``list[R]``.
 
     As an argument it stands for the list of its results (fan-in).
     """
 
     __slots__ = ("_jobs",)
 
-    def __init__(self, jobs: tuple[Job, ...]) -> None:
+    def __init__(self, jobs: tuple[Job[R_co], ...]) -> None:
         object.__setattr__(self, "_jobs", jobs)
 
     @property
-    def jobs(self) -> tuple[Job, ...]:
+    def jobs(self) -> tuple[Job[R_co], ...]:
         return self._jobs
 
     @property
@@ -674,14 +721,14 @@ class JobArray(_Lazy):
     def __len__(self) -> int:
         return len(self._jobs)
 
-    def __iter__(self) -> Iterator[Job]:
+    def __iter__(self) -> Iterator[Job[R_co]]:
         return iter(self._jobs)
 
     @overload
-    def __getitem__(self, index: int) -> Job: ...
+    def __getitem__(self, index: int) -> Job[R_co]: ...
     @overload
-    def __getitem__(self, index: slice) -> JobArray: ...
-    def __getitem__(self, index: int | slice) -> Job | JobArray:
+    def __getitem__(self, index: slice) -> JobArray[R_co]: ...
+    def __getitem__(self, index: int | slice) -> Job[R_co] | JobArray[R_co]:
         if isinstance(index, slice):
             return JobArray(self._jobs[index])
         return self._jobs[index]
@@ -700,9 +747,9 @@ class JobArray(_Lazy):
         msg = f"{self!r} cannot be pickled: pass it as a task argument instead"
         raise TypeError(msg)
 
-    def get_results(self, *, cluster: Any = None) -> list[Any]:
+    def get_results(self, *, cluster: Any = None) -> list[R_co]:
         """The list of the elements' results (computed first if needed)."""
         return self.compute(cluster=cluster)
 
 
-LazyValue = Job | JobView | JobArray
+LazyValue = Job[Any] | JobView | JobArray[Any]
