@@ -20,12 +20,14 @@ __all__ = [
     "ClusterConfigError",
     "DependencyNeverSatisfiedError",
     "GraphvizNotFoundError",
+    "ImplicitLocalWarning",
     "InvalidOptionError",
     "JobCancelledError",
     "JobFailedError",
     "JobOutOfMemoryError",
     "JobTimeoutError",
     "LazySlurmError",
+    "MapOverMappingError",
     "NodeFailError",
     "OptionTypeError",
     "SSHHostKeyError",
@@ -57,12 +59,22 @@ class UnknownLengthError(LazySlurmError, TypeError):
     """Iterating, mapping over or taking ``len()`` of a lazy value of unknown length."""
 
 
+class MapOverMappingError(LazySlurmError, TypeError):
+    """``task.map(a_dict)``: a mapping would be mapped over its keys, which is rarely meant.
+    Pass ``.items()``, ``.values()`` or a list of dicts (one call's keywords each)."""
+
+
 class SerializationError(LazySlurmError, TypeError):
     """A function or argument cannot be pickled for shipping to a worker."""
 
 
 class ClusterConfigError(LazySlurmError, ValueError):
     """A cluster profile or cluster option is invalid."""
+
+
+class ImplicitLocalWarning(LazySlurmError, UserWarning):
+    """Tasks that ask for Slurm resources (partition, gpus, account...) ran on the embedded
+    local cluster because no cluster was given or active (a forgotten ``with cluster:``)."""
 
 
 # --------------------------------------------------------------------------- talking to Slurm

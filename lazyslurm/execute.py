@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import secrets
+import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
@@ -33,7 +34,7 @@ from lazyslurm.backends.base import (
     Snapshot,
 )
 from lazyslurm.cache import RunSummary, list_runs, lookup
-from lazyslurm.cluster import Cluster, resolve_cluster
+from lazyslurm.cluster import Cluster, current_cluster, resolve_cluster
 from lazyslurm.errors import (
     DependencyNeverSatisfiedError,
     JobCancelledError,
@@ -46,6 +47,7 @@ from lazyslurm.errors import (
 )
 from lazyslurm.graph.core import Job
 from lazyslurm.graph.traverse import collect, lift_outputs
+from lazyslurm.guard import warn_implicit_local
 from lazyslurm.planning.encode import encode_run
 from lazyslurm.planning.planner import Plan, make_plan
 from lazyslurm.runner import resolve
@@ -477,6 +479,12 @@ def submit(
     cl.computed.update(found)
     if not p.array_jobs:
         return Run(cl, None, templates, callbacks, plan=p)
+    warn_implicit_local(
+        cluster is None and current_cluster() is None,
+        cl.backend_name,
+        ((aj.name, aj.resources) for aj in p.array_jobs),
+        stacklevel=_user_stacklevel(),
+    )
     run_id = new_run_id()
     files = encode_run(
         p,
@@ -506,6 +514,18 @@ def submit(
     log.info("submitted run %s: %d array jobs, %d tasks", run_id, len(p.array_jobs), p.nodes)
     _emit(run._callbacks, "on_submit", run)
     return run
+
+
+def _user_stacklevel() -> int:
+    """How many frames up (from the caller of this function) the user's code is."""
+    frame = sys._getframe(1)
+    level = 1
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith(
+        ("lazyslurm.execute", "lazyslurm.graph")
+    ):
+        frame = frame.f_back
+        level += 1
+    return level
 
 
 def _progress_callbacks(progress: bool | None) -> list[Any]:

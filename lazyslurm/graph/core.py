@@ -27,12 +27,12 @@ import pickle
 import re
 import types
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, Unpack, overload
 
 import cloudpickle
 
-from lazyslurm.errors import OptionTypeError, UnknownLengthError
+from lazyslurm.errors import MapOverMappingError, OptionTypeError, UnknownLengthError
 from lazyslurm.graph.options import TaskOptions
 from lazyslurm.graph.resources import Resources
 from lazyslurm.store import MapItem, Ref, RefList
@@ -343,6 +343,8 @@ class Task(Generic[P, R]):
         with ``nout``) is element-wise; such items are unpacked by the same rule at run
         time, when their values are known.
         """
+        if isinstance(items, Mapping):
+            raise MapOverMappingError(_map_mapping_message(self._name, items))
         if isinstance(items, (Job, JobView)):
             length = items._length() if isinstance(items, Job) else None
             if length is None:
@@ -380,6 +382,16 @@ class Task(Generic[P, R]):
                 key = _key_from(name, base, parts, pure, after_token)
                 jobs.append(_new_job(key, self, targs, tkwargs, _unique(deps), after, None))
         return JobArray(tuple(jobs))
+
+
+def _map_mapping_message(name: str, items: Mapping[Any, Any]) -> str:
+    kind = type(items).__name__
+    return (
+        f"{name}.map() got a {kind}: mapping over it would call {name} once per key. Pass "
+        f"{name}.map(d.items()) for (key, value) pairs as two arguments, "
+        f"{name}.map(d.values()) for the values, or a list of dicts, one per call's "
+        f"keyword arguments: {name}.map([{{'x': 1}}, {{'x': 2}}])"
+    )
 
 
 def _lift_kwargs(kwargs: dict[str, Any], deps: list[Job], parts: list[str]) -> dict[str, Any]:
