@@ -14,6 +14,7 @@ This module imports nothing from the package: the runner imports it on every com
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 __all__ = [
     "BackendError",
@@ -30,6 +31,7 @@ __all__ = [
     "MapOverMappingError",
     "NodeFailError",
     "OptionTypeError",
+    "RunInterrupted",
     "SSHHostKeyError",
     "SerializationError",
     "SubmissionError",
@@ -151,6 +153,24 @@ class JobCancelledError(JobFailedError):
 
 class DependencyNeverSatisfiedError(JobFailedError):
     """Slurm will never start the element: a dependency failed."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C while waiting for a run: the run was cancelled. Its message is one line
+    saying what was cancelled, how many elements, and how to inspect the run.
+
+    A ``KeyboardInterrupt`` (not a :class:`LazySlurmError`, which is an ``Exception``), so
+    ``except Exception`` never swallows a Ctrl-C. Uncaught, it prints that one line
+    instead of a traceback.
+    """
+
+    def __init__(self, message: str = "", run_id: str = "", cancelled: int = 0) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.cancelled = cancelled
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.run_id, self.cancelled))
 
 
 class TaskCancelledError(LazySlurmError, RuntimeError):

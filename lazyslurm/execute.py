@@ -42,6 +42,7 @@ from lazyslurm.errors import (
     JobOutOfMemoryError,
     JobTimeoutError,
     NodeFailError,
+    RunInterrupted,
     TaskCancelledError,
     remote_error,
 )
@@ -74,6 +75,7 @@ class Callback(Protocol):
     def on_state(self, node: str, old: str, new: str) -> None: ...
     def on_done(self, run: Run) -> None: ...
     def on_poll(self, run: Run, snapshot: Snapshot) -> None: ...
+    def on_interrupt(self, run: Run, line: str) -> None: ...
 
 
 def _emit(callbacks: Sequence[Any], event: str, *args: Any) -> None:
@@ -281,9 +283,24 @@ class Run:
         except KeyboardInterrupt:
             log.info("interrupted: cancelling run %s", self.id)
             backend.cancel(self.handle)
-            raise
+            raise self._interrupted() from None
         self._finish(snap)
         return snap
+
+    def _interrupted(self) -> RunInterrupted:
+        """The one-line error for a Ctrl-C that cancelled this run (displays cleared)."""
+        from lazyslurm.progress import install_interrupt_hook, interrupted_line
+
+        total = sum(aj.size for aj in self.array_jobs)
+        if self._last is None:
+            counts: dict[str, int] = {PENDING: total}
+        else:
+            counts = self._last.counts_total()
+        unfinished = sum(n for s, n in counts.items() if s not in (DONE, FAILED, CANCELLED))
+        line = interrupted_line(self.id, counts, unfinished)
+        _emit(self._callbacks, "on_interrupt", self, line)
+        install_interrupt_hook()
+        return RunInterrupted(line, run_id=self.id, cancelled=unfinished)
 
     def _finish(self, snap: Snapshot) -> None:
         if self._finished:

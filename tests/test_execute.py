@@ -357,11 +357,11 @@ def test_attach_unknown_run_is_a_key_error(tmp_path):
 
 
 def test_progress_display_when_asked(tmp_path, capsys):
-    """progress=True draws the per-array-job table; the default off a TTY draws nothing."""
+    """progress=True draws a bar per array job; the default off a TTY draws nothing."""
     with Cluster("local", workdir=tmp_path, max_workers=2):
         compute(inc.map(range(3)), progress=True)
         err = capsys.readouterr().err
-        assert "lazyslurm run" in err and "inc x3" in err
+        assert "lazyslurm run" in err and "aj0 inc" in err and "3/3" in err
         compute(inc.map(range(4)))
         assert capsys.readouterr().err == ""
 
