@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 
 from lazyslurm import Cluster, compute, task
@@ -94,26 +95,32 @@ def slow(i, marks):
     time.sleep(60)
     return i
 
-with Cluster("local", workdir=sys.argv[2], max_workers=2):
+if sys.argv[3] == "slurm":
+    cluster = Cluster("slurm", workdir=sys.argv[2], poll_max_s=0.5)
+else:
+    cluster = Cluster("local", workdir=sys.argv[2], max_workers=2)
+with cluster:
     compute(slow.map([(i, sys.argv[1]) for i in range(5)]), progress={progress})
 print("not reached")
 """
 
 
-def run_and_interrupt(tmp_path: Path, progress: bool, tty: bool) -> tuple[int, str]:
+def run_and_interrupt(
+    tmp_path: Path, progress: bool, tty: bool, backend: str = "local", **env_extra: str
+) -> tuple[int, str]:
     """Run SCRIPT, press Ctrl-C once two elements run; return (exit status, output)."""
     marks = tmp_path / "marks"
     marks.mkdir()
     script = tmp_path / "interrupt_me.py"
     script.write_text(SCRIPT.format(progress=progress))
-    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "120", "TERM": "xterm"}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "120", "TERM": "xterm", **env_extra}
     if tty:
         master, slave = pty.openpty()
         out_fd: int | None = slave
     else:
         master, out_fd = -1, subprocess.PIPE  # type: ignore[assignment]
     proc = subprocess.Popen(
-        [sys.executable, str(script), str(marks), str(tmp_path / "work")],
+        [sys.executable, str(script), str(marks), str(tmp_path / "work"), backend],
         stdin=subprocess.DEVNULL, stdout=out_fd, stderr=out_fd, env=env,
     )
     chunks: list[bytes] = []
@@ -123,7 +130,7 @@ def run_and_interrupt(tmp_path: Path, progress: bool, tty: bool) -> tuple[int, s
             if tty and select.select([master], [], [], 0.1)[0]:
                 chunks.append(os.read(master, 65536))
             time.sleep(0.05)
-        assert len(list(marks.iterdir())) == 2, "the elements did not start"
+        assert len(list(marks.iterdir())) >= 2, "the elements did not start"
         time.sleep(0.5)  # a poll or two: the display is up
         proc.send_signal(signal.SIGINT)
         if tty:
@@ -184,3 +191,24 @@ def test_interrupted_run_can_be_inspected_afterwards(tmp_path) -> None:
     status = Run.attach(run_id, Cluster("local", workdir=tmp_path / "work")).status()
     assert status.counts.get("RUNNING", 0) == 0 and status.counts.get("PENDING", 0) == 0
     assert status.counts.get("CANCELLED", 0) == 5
+
+
+@pytest.mark.slurm
+def test_ctrl_c_on_slurm_cancels_the_array_jobs_and_prints_one_line(cluster_env, tmp_path):
+    """On the real Slurm: Ctrl-C scancels the run's array jobs and prints the one line."""
+    from lazyslurm import Run
+
+    conf = cluster_env["LAZYSLURM_TEST_SLURM_CONF"]
+    code, output = run_and_interrupt(tmp_path, False, False, "slurm", SLURM_CONF=conf)
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert code != 0 and len(lines) == 1 and "Traceback" not in output, output
+    match = re.match(r"lazyslurm: interrupted: cancelled run (\S+) \(5 of 5 elements", lines[0])
+    assert match, lines[0]
+    cluster = Cluster("slurm", workdir=tmp_path / "work", env={"SLURM_CONF": conf})
+    deadline = time.monotonic() + 60
+    while True:
+        status = Run.attach(match.group(1), cluster).status()
+        if status.counts.get("CANCELLED") == 5 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert status.counts == {"CANCELLED": 5}, status
