@@ -8,9 +8,11 @@
     lazyslurm cancel RUN
     lazyslurm viz RUN -o run.svg [--level tasks|jobs]
     lazyslurm clean --older-than 7d
+    lazyslurm profiles                      the cluster profiles, and the file each is from
 
-Every command takes ``--cluster PROFILE`` (default: ``$LAZYSLURM_PROFILE``, else the
-embedded local cluster and its work directory, ``$LAZYSLURM_WORKDIR`` or ``~/.lazyslurm``).
+Every command takes ``--cluster PROFILE``, before or after the command name (default:
+``$LAZYSLURM_PROFILE``, else the embedded local cluster and its work directory,
+``$LAZYSLURM_WORKDIR`` or ``~/.lazyslurm``). ``runs`` and ``status`` take ``--json``.
 Also ``python -m lazyslurm``.
 
 Exit codes: 0 ok; 1 ``status`` of a run that failed or was cancelled; 2 usage errors and
@@ -87,10 +89,33 @@ def _attach(args: argparse.Namespace, cluster: Cluster) -> Run:
 # --------------------------------------------------------------------------- commands
 
 
+def _print_json(data: Any) -> None:
+    import json
+
+    print(json.dumps(data, indent=2, sort_keys=False))
+
+
 def cmd_runs(args: argparse.Namespace, cluster: Cluster) -> int:
     from lazyslurm.execute import runs
 
     items = runs(cluster)
+    if args.json:
+        _print_json(
+            [
+                {
+                    "id": r.id,
+                    "started": r.started.isoformat(timespec="seconds"),
+                    "state": r.state,
+                    "tasks": r.tasks,
+                    "done": r.done,
+                    "failed": r.failed,
+                    "label": r.label,
+                    "backend": r.backend,
+                }
+                for r in items
+            ]
+        )
+        return EXIT_OK
     if not items:
         print(f"no runs in {cluster.backend.workdir}")
         return EXIT_OK
@@ -111,6 +136,10 @@ def cmd_status(args: argparse.Namespace, cluster: Cluster) -> int:
 
     run = _attach(args, cluster)
     status = run.status()
+    code = EXIT_RUN_FAILED if status.state in (FAILED, CANCELLED) else EXIT_OK
+    if args.json:
+        _print_json(_status_json(run, status))
+        return code
     total = sum(status.counts.values())
     print(f"run {status.run_id}: {status.state}, {status.counts.get(DONE, 0)}/{total} done")
     order = (DONE, RUNNING, PENDING, FAILED, CANCELLED)
@@ -127,16 +156,17 @@ def cmd_status(args: argparse.Namespace, cluster: Cluster) -> int:
             )
         )
     _print_failures(run)
-    return EXIT_RUN_FAILED if status.state in (FAILED, CANCELLED) else EXIT_OK
+    return code
 
 
-def _print_failures(run: Run) -> None:
-    """The failed elements of the last poll, with their error (one transfer)."""
+def _failed_elements(run: Run, limit: int) -> tuple[list[tuple[str, str, str]], int]:
+    """Up to ``limit`` failed elements of the last poll as (element, node key, error), one
+    transfer for their error records; and how many failed in all."""
     from lazyslurm.backends.base import FAILED
 
     snap = getattr(run, "_last", None)
     if snap is None:
-        return
+        return [], 0
     failed = [
         (aj, i, key)
         for aj in run.array_jobs
@@ -144,20 +174,43 @@ def _print_failures(run: Run) -> None:
         if state == FAILED
     ]
     if not failed:
-        return
-    shown = failed[:MAX_FAILURES_SHOWN]
+        return [], 0
+    shown = failed[:limit]
     paths = {key: f"runs/{run.id}/errors/{key}.pkl" for _, _, key in shown}
     records = run.cluster.backend.read_files(list(paths.values()))
     rows = [
         (f"{aj.id}:{i}", key, _failure_text(records.get(paths[key]), snap.failures.get((aj.id, i))))
         for aj, i, key in shown
     ]
-    print(f"failed ({len(failed)}):")
+    return rows, len(failed)
+
+
+def _status_json(run: Run, status: Any) -> dict[str, Any]:
+    rows, n_failed = _failed_elements(run, MAX_FAILURES_SHOWN)
+    return {
+        "run": status.run_id,
+        "state": status.state,
+        "counts": status.counts,
+        "array_jobs": [
+            {"id": aj, "task": name, "elements": sum(counts.values()), "counts": counts}
+            for aj, (name, counts) in status.array_jobs.items()
+        ],
+        "failed": n_failed,
+        "failures": [{"element": e, "node": k, "error": text} for e, k, text in rows],
+    }
+
+
+def _print_failures(run: Run) -> None:
+    """The failed elements of the last poll, with their error (one transfer)."""
+    rows, n_failed = _failed_elements(run, MAX_FAILURES_SHOWN)
+    if not rows:
+        return
+    print(f"failed ({n_failed}):")
     for line in _table(("ELEMENT", "NODE", "ERROR"), rows).splitlines():
         print(f"  {line}")
-    if len(failed) > len(shown):
-        print(f"  ... and {len(failed) - len(shown)} more")
-    print(f"see a log with: {PROG} logs {run.id} {shown[0][2]} --stderr")
+    if n_failed > len(rows):
+        print(f"  ... and {n_failed - len(rows)} more")
+    print(f"see a log with: {PROG} logs {run.id} {rows[0][1]} --stderr")
 
 
 def _failure_text(record: bytes | None, failure: Any) -> str:
@@ -257,6 +310,46 @@ def cmd_viz(args: argparse.Namespace, cluster: Cluster) -> int:
     return EXIT_OK
 
 
+def cmd_profiles(args: argparse.Namespace, cluster: Cluster | None) -> int:
+    """The profiles the current directory sees, the file each is read from, its backend."""
+    from lazyslurm.errors import ClusterConfigError
+    from lazyslurm.profiles import PROFILE_ENV, available_profiles, load_profile
+
+    found = available_profiles()
+    default = os.environ.get(PROFILE_ENV) or None
+    rows = []
+    data = []
+    for name, path in found.items():
+        try:
+            profile = load_profile(name)
+            backend, problem = str(profile.options.get("backend", "local")), ""
+        except ClusterConfigError as exc:  # the reason, without the file (a column already)
+            text = " ".join(str(exc).split())
+            backend, problem = "?", text.split("]: ", 1)[-1].split(" (valid keys:")[0]
+        mark = "*" if name == default else ""
+        rows.append((f"{name}{mark}", backend, str(path), problem))
+        data.append(
+            {"name": name, "backend": backend, "file": str(path), "default": name == default,
+             "error": problem or None}
+        )
+    if args.json:
+        _print_json(data)
+        return EXIT_OK
+    if not rows:
+        print(
+            "no cluster profiles: define [tool.lazyslurm.profiles.NAME] in pyproject.toml or "
+            "[profiles.NAME] in lazyslurm.toml (or ~/.config/lazyslurm/lazyslurm.toml)"
+        )
+        return EXIT_OK
+    if not any(r[3] for r in rows):
+        rows = [r[:3] for r in rows]
+    print(_table(("PROFILE", "BACKEND", "FILE", "ERROR")[: len(rows[0])], rows))
+    if default is not None:
+        where = "" if default in found else " (not defined: commands will fail)"
+        print(f"* ${PROFILE_ENV}={default}{where}")
+    return EXIT_OK
+
+
 def cmd_clean(args: argparse.Namespace, cluster: Cluster) -> int:
     from lazyslurm.cache import clear
 
@@ -303,13 +396,15 @@ def _age(text: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     from lazyslurm import __version__
 
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--cluster",
-        metavar="PROFILE",
-        help="cluster profile from [tool.lazyslurm.profiles.PROFILE] in pyproject.toml or "
+    cluster_help = (
+        "cluster profile from [tool.lazyslurm.profiles.PROFILE] in pyproject.toml or "
         "[profiles.PROFILE] in lazyslurm.toml (default: $LAZYSLURM_PROFILE, else the "
-        "embedded local cluster in $LAZYSLURM_WORKDIR or ~/.lazyslurm)",
+        "embedded local cluster in $LAZYSLURM_WORKDIR or ~/.lazyslurm)"
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: when not given after the command, the value given before it stays
+    common.add_argument(
+        "--cluster", metavar="PROFILE", default=argparse.SUPPRESS, help=cluster_help
     )
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -317,6 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="exit codes: 0 ok, 1 `status` of a failed or cancelled run, 2 errors",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--cluster", metavar="PROFILE", default=None, help=cluster_help)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def add(name: str, handler: Callable[..., int], help: str) -> argparse.ArgumentParser:
@@ -324,10 +420,17 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
         return p
 
-    add("runs", cmd_runs, "list the runs in the cluster's store, newest first")
+    json_help = "print JSON instead of a table"
+    p = add("runs", cmd_runs, "list the runs in the cluster's store, newest first")
+    p.add_argument("--json", action="store_true", help=json_help)
 
     p = add("status", cmd_status, "element counts of a run, per array job (exit 1 if it failed)")
     p.add_argument("run", metavar="RUN", help="run id")
+    p.add_argument("--json", action="store_true", help=json_help)
+
+    p = add("profiles", cmd_profiles, "list the cluster profiles and the file each is read from")
+    p.add_argument("--json", action="store_true", help=json_help)
+    p.set_defaults(needs_cluster=False)
 
     p = add("logs", cmd_logs, "print the stdout (or stderr) of one node of a run")
     p.add_argument("run", metavar="RUN", help="run id")
@@ -384,7 +487,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     cluster = None
     owned = False
     try:
-        cluster, owned = _open_cluster(args)
+        if getattr(args, "needs_cluster", True):
+            cluster, owned = _open_cluster(args)
         return args.handler(args, cluster)
     except (LazySlurmError, KeyError, OSError) as exc:
         text = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc

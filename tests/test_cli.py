@@ -404,6 +404,67 @@ def test_an_unknown_profile_lists_the_others(project, capsys):
     assert str(project / "pyproject.toml") in err
 
 
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_cluster_option_before_or_after_the_command(project, store, capsys, where):
+    """`lazyslurm --cluster work runs` and `lazyslurm runs --cluster work` do the same."""
+    argv = ["--cluster", "work", "runs"] if where == "before" else ["runs", "--cluster", "work"]
+    code, out, _ = run_cli(capsys, *argv)
+    assert code == 0 and store.done in out and store.failed in out
+
+
+def test_cluster_after_the_command_wins_over_before(project, store, capsys):
+    """Given on both sides, the subcommand's --cluster is the one used."""
+    code, out, _ = run_cli(capsys, "--cluster", "work", "runs", "--cluster", "scratch")
+    assert code == 0 and out.startswith("no runs in")
+
+
+def test_runs_json(project, store, capsys):
+    """`runs --json` prints a JSON list with id, started, state and counts of every run."""
+    import json
+
+    code, out, _ = run_cli(capsys, "runs", "--json", "--cluster", "work")
+    data = json.loads(out)
+    assert code == 0 and {r["id"] for r in data} >= {store.done, store.failed}
+    done = next(r for r in data if r["id"] == store.done)
+    assert done["state"] == "DONE" and done["tasks"] == 4 and done["label"] == "sweep"
+
+
+def test_status_json_of_a_failed_run(project, store, capsys):
+    """`status --json` has the counts per array job and the failures; exit 1 as without."""
+    import json
+
+    code, out, _ = run_cli(capsys, "--cluster", "work", "status", store.failed, "--json")
+    data = json.loads(out)
+    assert code == 1 and data["run"] == store.failed and data["state"] == "FAILED"
+    assert data["counts"] == {"FAILED": 1} and data["failed"] == 1
+    assert data["array_jobs"][0]["task"] == "noisy"
+    assert data["failures"][0]["error"] == "ValueError: noisy failed after 5 lines"
+
+
+def test_profiles_lists_names_backends_and_files(project, capsys, monkeypatch):
+    """`lazyslurm profiles` lists each profile, its backend and file; marks the default."""
+    monkeypatch.setenv("LAZYSLURM_PROFILE", "work")
+    code, out, _ = run_cli(capsys, "profiles")
+    lines = out.splitlines()
+    assert code == 0 and lines[0].split() == ["PROFILE", "BACKEND", "FILE", "ERROR"]
+    path = str(project / "pyproject.toml")
+    assert any(line.split()[:3] == ["work*", "local", path] for line in lines)
+    assert any(line.split()[:3] == ["scratch", "local", path] for line in lines)
+    broken = next(line for line in lines if line.startswith("broken"))
+    assert "max_workers" in broken and "Traceback" not in out
+    assert lines[-1] == "* $LAZYSLURM_PROFILE=work"
+
+
+def test_profiles_json_and_none_defined(tmp_path, monkeypatch, capsys):
+    """`profiles --json` is a list; with no profile file, a hint says where to define one."""
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run_cli(capsys, "profiles")
+    assert code == 0 and "no cluster profiles" in out
+    assert json.loads(run_cli(capsys, "profiles", "--json")[1]) == []
+
+
 # --------------------------------------------------------------------------- usage
 
 
