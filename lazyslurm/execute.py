@@ -236,9 +236,12 @@ class Run:
             before = old.states[aj.id] if old else [PENDING] * aj.size
             if before == after:
                 continue
-            for key, b, a in zip(aj.keys, before, after, strict=True):
+            for idx, (key, b, a) in enumerate(zip(aj.keys, before, after, strict=True)):
                 if a != b:
-                    log.debug("%s: %s -> %s", key, b, a)
+                    log.debug(
+                        "%s: %s -> %s", key, b, a,
+                        extra={"run_id": self.id, "array_job": aj.id, "element": idx},
+                    )
                     _emit(self._callbacks, "on_state", key, b, a)
 
     def status(self) -> RunStatus:
@@ -281,7 +284,10 @@ class Run:
                 wait_s = delay if deadline is None else min(delay, deadline - time.monotonic())
                 backend.wait_for_change(self.handle, max(wait_s, 0.0))
         except KeyboardInterrupt:
-            log.info("interrupted: cancelling run %s", self.id)
+            log.info(
+                "interrupted: cancelling run %s", self.id,
+                extra={"run_id": self.id, "array_job": None},
+            )
             backend.cancel(self.handle)
             raise self._interrupted() from None
         self._finish(snap)
@@ -316,7 +322,10 @@ class Run:
         for aj in self.array_jobs:
             for idx, key in enumerate(aj.keys):
                 self.cluster.ran[key] = (self.id, aj.id, idx)
-        log.info("run %s finished: %s", self.id, _fmt_counts(snap.counts_total()))
+        log.info(
+            "run %s finished: %s", self.id, _fmt_counts(snap.counts_total()),
+            extra={"run_id": self.id, "array_job": None},
+        )
         _emit(self._callbacks, "on_done", self)
 
     def visualize(self, **kwargs: Any) -> Any:
@@ -526,11 +535,33 @@ def submit(
         )
         for aj in p.array_jobs
     ]
+    if log.isEnabledFor(logging.DEBUG):
+        _log_plan(p, found, run_id)
     handle = cl.backend.start(run_id, infos, files)
     run = Run(cl, handle, templates, callbacks, plan=p)
-    log.info("submitted run %s: %d array jobs, %d tasks", run_id, len(p.array_jobs), p.nodes)
+    log.info(
+        "submitted run %s: %d array jobs, %d tasks", run_id, len(p.array_jobs), p.nodes,
+        extra={"run_id": run_id, "array_job": None},
+    )
     _emit(run._callbacks, "on_submit", run)
     return run
+
+
+def _log_plan(p: Plan, found: Mapping[str, str], run_id: str) -> None:
+    """DEBUG: the plan summary, one line per array job, and the cache hits."""
+    extra: dict[str, Any] = {"run_id": run_id, "array_job": None}
+    log.debug(
+        "plan of run %s: %d array jobs, %d tasks, %d cache hits", run_id,
+        len(p.array_jobs), p.nodes, len(found), extra=extra,
+    )
+    for aj in p.array_jobs:
+        deps = ", ".join(f"{kind} {u.id}" for kind, u in aj.dependencies) or "none"
+        log.debug(
+            "plan %s: %s x%d (dependencies: %s)", aj.id, aj.name, len(aj.elements), deps,
+            extra={**extra, "array_job": aj.id},
+        )
+    for key, source in found.items():
+        log.debug("cache hit: %s (result of run %s)", key, source, extra=extra)
 
 
 def _user_stacklevel() -> int:

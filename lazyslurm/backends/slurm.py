@@ -13,6 +13,7 @@ Slurm does all the scheduling. Per action, one round trip:
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shlex
@@ -49,6 +50,10 @@ from lazyslurm.planning.sbatch import (
     submit_script,
 )
 from lazyslurm.store import default_workdir
+
+# DEBUG: each sbatch, sacct, squeue and scancel with its duration; extra fields run_id and
+# array_job (and element where one applies) on every line
+log = logging.getLogger("lazyslurm.slurm")
 
 __all__ = [
     "DEFAULT_OPTIONS",
@@ -340,6 +345,7 @@ class SlurmBackend:
         for sub in ("results", "errors", "logs"):
             staged[f"{sub}/.keep"] = b""
         q = shlex.quote
+        t0 = time.monotonic()
         try:
             res = self.shell.put_files(run_dir, staged, then=f"bash {q(run_dir + '/submit.sh')}")
         except BaseException:  # interrupted or lost mid-submission: leave nothing held
@@ -352,6 +358,14 @@ class SlurmBackend:
         self.stats["sbatch"] += len(jobs)
         line = next(ln for ln in res.stdout.splitlines() if ln.startswith(IDS_MARKER))
         ids = dict(pair.split("=", 1) for pair in line.split()[1:])
+        if log.isEnabledFor(logging.DEBUG):
+            took = time.monotonic() - t0
+            for j in jobs:  # one round trip submitted them all: each line shows its total
+                log.debug(
+                    "sbatch %s: Slurm job %s (%d elements, %.3f s for the %d sbatch calls)",
+                    " ".join(flags[j.id]), ids.get(j.id, "?"), j.size, took, len(jobs),
+                    extra={"run_id": run_id, "array_job": j.id, "duration_s": took},
+                )
         self._watches[run_id] = _Watch()
         return RunHandle(run_id=run_id, array_jobs=tuple(array_jobs), job_ids=ids)
 
@@ -381,14 +395,23 @@ class SlurmBackend:
             watch.deferred_wait_s = 0.0
         script = wait + (
             f"n=$(cd {q(run_dir)} 2>/dev/null && ls -1 -f results | grep -c '[.]pkl$')\n"
-            f'if [ "${{n:-0}}" -ge {total} ]; then echo LZ-STATUS-RC=0; else\n'
+            f'if [ "${{n:-0}}" -ge {total} ]; then echo LZ-STATUS-RC=0 skipped; else\n'
             f"{status_cmd}\necho LZ-STATUS-RC=$?\nfi\n"
             f"cd {q(run_dir)} && echo LZ-FILES && ls -1 -f results errors"
         )
         if isinstance(self.shell, LocalShell):  # taken before the listing: no change is missed
             watch.stamp = _dir_stamp(run_dir)
+        t0 = time.monotonic()
         res = self.shell.run(script)
         self.stats["polls"] += 1
+        if log.isEnabledFor(logging.DEBUG):
+            took = time.monotonic() - t0
+            skipped = "LZ-STATUS-RC=0 skipped" in res.stdout
+            log.debug(
+                "%s (%.3f s%s)", status_cmd, took,
+                ", not run: every result is in" if skipped else "",
+                extra={"run_id": handle.run_id, "array_job": None, "duration_s": took},
+            )
         status_text, _, rest = res.stdout.partition("LZ-STATUS-RC=")
         if not rest.startswith("0"):
             msg = f"status query failed: {res.stderr.strip() or res.stdout.strip()}"
@@ -458,7 +481,13 @@ class SlurmBackend:
     def cancel(self, handle: RunHandle) -> None:
         ids = " ".join(shlex.quote(handle.job_ids[aj.id]) for aj in handle.array_jobs)
         if ids:
+            t0 = time.monotonic()
             self.shell.run(f"scancel {ids}")
+            took = time.monotonic() - t0
+            log.debug(
+                "scancel %s (%.3f s)", ids, took,
+                extra={"run_id": handle.run_id, "array_job": None, "duration_s": took},
+            )
 
     def _cancel_run_by_name(self, run_id: str) -> None:
         """Cancel every job whose name carries ``run_id`` (ids may never have reached us)."""
