@@ -341,9 +341,8 @@ def cmd_profiles(args: argparse.Namespace, cluster: Cluster | None) -> int:
             "[profiles.NAME] in lazyslurm.toml (or ~/.config/lazyslurm/lazyslurm.toml)"
         )
         return EXIT_OK
-    if not any(r[3] for r in rows):
-        rows = [r[:3] for r in rows]
-    print(_table(("PROFILE", "BACKEND", "FILE", "ERROR")[: len(rows[0])], rows))
+    width = 4 if any(r[3] for r in rows) else 3  # the ERROR column only when one has one
+    print(_table(("PROFILE", "BACKEND", "FILE", "ERROR")[:width], [r[:width] for r in rows]))
     if default is not None:
         where = "" if default in found else " (not defined: commands will fail)"
         print(f"* ${PROFILE_ENV}={default}{where}")

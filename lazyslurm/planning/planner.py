@@ -38,7 +38,7 @@ class ArrayJob:
     """One Slurm array job: elements of one task with one set of resources, one stage."""
 
     id: str
-    task: Task[Any]
+    task: Task[..., Any]
     resources: Resources
     elements: tuple[Job, ...]
     stage: int
@@ -163,7 +163,7 @@ def make_plan(
             group.append(job)
 
     # chunking; stage-major order keeps submission order topological
-    pending: list[tuple[int, Task[Any], Resources, tuple[Job, ...], int, int]] = []
+    pending: list[tuple[int, Task[..., Any], Resources, tuple[Job, ...], int, int]] = []
     for (s, _), jobs in sorted(groups.items(), key=lambda kv: kv[0][0]):
         res = jobs[0]._task._resources  # the group's first-seen resources
         nchunks = -(-len(jobs) // max_array_size)
