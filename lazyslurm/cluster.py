@@ -94,6 +94,10 @@ class Cluster:
         # node key -> (run id, array job, index) where it last ran, whatever the outcome
         self.ran: dict[str, tuple[str, str, int]] = {}
         self.values: dict[str, Any] = {}  # results already fetched to this process
+        if self.backend_name in ("slurm", "ssh"):
+            from lazyslurm.guard import note_created
+
+            note_created(self)  # so a forgotten `with cluster:` can be named
 
     @classmethod
     def from_profile(cls, name: str | None = None, **overrides: Any) -> Cluster:
@@ -153,6 +157,10 @@ class Cluster:
             self._backend = None
 
     def __enter__(self) -> Cluster:
+        if self.backend_name in ("slurm", "ssh"):
+            from lazyslurm.guard import note_used
+
+            note_used(self)
         self._tokens.append(_ACTIVE.set(self))
         return self
 
@@ -176,9 +184,20 @@ def default_cluster() -> Cluster:
     """The cluster used when none is given or active: the profile named by
     ``$LAZYSLURM_PROFILE`` if set, else the embedded local cluster."""
     if os.environ.get("LAZYSLURM_PROFILE"):
-        return Cluster.from_profile()
+        cluster = Cluster.from_profile()
+        if cluster.backend_name in ("slurm", "ssh"):
+            from lazyslurm.guard import note_used
+
+            note_used(cluster)  # the default on purpose, not a forgotten one
+        return cluster
     return Cluster("local")
 
 
 def resolve_cluster(cluster: Cluster | None) -> Cluster:
-    return cluster or _ACTIVE.get() or default_cluster()
+    if cluster is not None:
+        if cluster.backend_name in ("slurm", "ssh"):
+            from lazyslurm.guard import note_used
+
+            note_used(cluster)
+        return cluster
+    return _ACTIVE.get() or default_cluster()

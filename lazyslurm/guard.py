@@ -3,9 +3,12 @@
 Without a cluster given or active (and without ``$LAZYSLURM_PROFILE``), graphs run on the
 embedded local cluster. That is the point for a laptop session, but a program that
 built ``Cluster("slurm", ...)`` and forgot ``with cluster:`` would run everything locally
-without a word. Resources such as a partition or GPUs mean nothing locally, so tasks
-that ask for them and run on that implicit default raise an :class:`ImplicitLocalWarning`
-(once per submission) naming the tasks and the ways out.
+without a word. So a submission on that implicit default emits an
+:class:`ImplicitLocalWarning` naming the ways out when
+
+- a ``Cluster("slurm"|"ssh", ...)`` made in this context is alive but was never entered
+  with ``with`` nor passed as ``cluster=`` (it names where it was made), or
+- its tasks ask for resources that mean nothing locally (a partition, GPUs...).
 
 >>> from lazyslurm.graph.resources import Resources
 >>> slurm_only(Resources.from_options(partition="debug", gpus=1, time=5))
@@ -14,15 +17,50 @@ that ask for them and run on that implicit default raise an :class:`ImplicitLoca
 
 from __future__ import annotations
 
+import contextvars
 import os
+import sys
 import warnings
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
 from lazyslurm.errors import ImplicitLocalWarning
 from lazyslurm.graph.resources import Resources
 
-__all__ = ["SLURM_ONLY", "slurm_only", "warn_implicit_local"]
+__all__ = ["SLURM_ONLY", "note_created", "note_used", "slurm_only", "warn_implicit_local"]
+
+# Slurm/SSH clusters made in this context and not used yet: (weak reference, where made).
+# A context variable like the active cluster: each thread and asyncio task has its own.
+_UNUSED: contextvars.ContextVar[tuple[tuple[weakref.ref[Any], str], ...]] = (
+    contextvars.ContextVar("lazyslurm_unused_clusters", default=())
+)
+
+
+def _caller_outside_lazyslurm() -> str:
+    frame = sys._getframe(1)
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith(
+        "lazyslurm."
+    ):
+        frame = frame.f_back
+    return f"{frame.f_code.co_filename}:{frame.f_lineno}"
+
+
+def note_created(cluster: Any) -> None:
+    """Remember a Slurm/SSH cluster just made (weakly: a dropped one is forgotten)."""
+    alive = tuple(e for e in _UNUSED.get() if e[0]() is not None)
+    _UNUSED.set((*alive, (weakref.ref(cluster), _caller_outside_lazyslurm())))
+
+
+def note_used(cluster: Any) -> None:
+    """The cluster was entered or passed explicitly: not a forgotten one."""
+    entries = _UNUSED.get()
+    if entries:
+        _UNUSED.set(tuple(e for e in entries if e[0]() not in (None, cluster)))
+
+
+def _forgotten() -> list[tuple[Any, str]]:
+    return [(c, where) for ref, where in _UNUSED.get() if (c := ref()) is not None]
 
 # resources that only a Slurm cluster honours (time, mem and cpus are plain sizing that the
 # seed puts on every task, local runs included, so they do not count)
@@ -48,6 +86,17 @@ def warn_implicit_local(
     if not implicit or backend_name not in ("local", "sync") or os.environ.get(
         "LAZYSLURM_PROFILE"
     ):
+        return
+    forgotten = _forgotten()
+    if forgotten:
+        cluster, where = forgotten[-1]
+        msg = (
+            f"{cluster!r}, made at {where}, is not active, so this runs on the embedded "
+            f"{backend_name} cluster: did you forget `with cluster:`? Use "
+            f"`with cluster:` or compute(..., cluster=cluster); to run locally on purpose, "
+            f"pass cluster=Cluster('local')"
+        )
+        warnings.warn(msg, ImplicitLocalWarning, stacklevel=stacklevel + 1)
         return
     asking = {}
     for name, resources in tasks:

@@ -59,9 +59,46 @@ def test_an_explicit_local_cluster_does_not_warn(tmp_path) -> None:
             assert on_gpu(2).compute() == 3
 
 
-def test_a_forgotten_with_cluster_is_named(tmp_path) -> None:
-    """A Cluster("slurm") built but never entered: the local run warns instead of hiding."""
-    cluster = Cluster("slurm", partition="debug", workdir=tmp_path)
-    with pytest.warns(ImplicitLocalWarning, match="did you forget `with cluster:`"):
-        on_gpu(3).compute()
-    assert cluster.backend_name == "slurm"
+def test_a_forgotten_with_cluster_is_named_where_it_was_made(tmp_path) -> None:
+    """The seed's mistake: Cluster("slurm") made, never entered; plain tasks still warn."""
+    cluster = Cluster("slurm", partition="debug", workdir=tmp_path); line = _line()  # noqa: E702
+    with pytest.warns(ImplicitLocalWarning) as record:
+        assert compute(sized.map([5, 6])) == ([10, 12],)
+    msg = str(record[0].message)
+    assert "Cluster(backend='slurm')" in msg and f"made at {__file__}:{line}" in msg
+    assert "did you forget `with cluster:`" in msg
+    assert record[0].filename == __file__
+    del cluster
+
+
+def _line() -> int:
+    import inspect
+
+    frame = inspect.currentframe()
+    assert frame is not None and frame.f_back is not None
+    return frame.f_back.f_lineno
+
+
+def test_a_cluster_entered_passed_or_dropped_is_not_forgotten(tmp_path) -> None:
+    """Entering it, passing it as cluster=, or dropping it clears the warning."""
+    import gc
+
+    def quiet_local_run(x: int) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert compute(sized(x)) == (2 * x,)
+
+    entered = Cluster("slurm", workdir=tmp_path)
+    with entered:
+        pass
+    quiet_local_run(21)
+    passed = Cluster("slurm", workdir=tmp_path)
+    from lazyslurm.cluster import resolve_cluster
+
+    assert resolve_cluster(passed) is passed  # what compute(..., cluster=passed) does first
+    quiet_local_run(22)
+    dropped = Cluster("ssh", hostname="login.example", workdir="~/w")
+    del dropped
+    gc.collect()
+    quiet_local_run(23)
+    assert entered.backend_name == passed.backend_name == "slurm"
