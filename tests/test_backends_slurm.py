@@ -71,13 +71,7 @@ def slurm_cluster(env, tmp_path, accounting=True, **kw) -> Cluster:
 
 @pytest.fixture(scope="module")
 def remote_site(env):
-    """lazyslurm + cloudpickle + attrs copied for the SSH user (as a user would install them).
-
-    The directory is named by a hash of what it holds: test sessions of different checkouts
-    sharing the test cluster never run each other's code (nor a stale module of another).
-    """
-    import hashlib
-
+    """lazyslurm + cloudpickle + attrs copied for the SSH user (as a user would install them)."""
     import attr
     import attrs
     import cloudpickle
@@ -101,13 +95,9 @@ def remote_site(env):
         key_filename=env["LAZYSLURM_TEST_SSH_KEY"],
         known_hosts=env["LAZYSLURM_TEST_SSH_KNOWN_HOSTS"],
     )
-    digest = hashlib.sha1()
-    for name in sorted(files):
-        digest.update(name.encode() + b"\0" + files[name] + b"\0")
-    site = f"lazyslurm-test-site-{digest.hexdigest()[:12]}"
     with shell:
-        shell.put_files(f"~/{site}", files)
-        return f"{shell.home()}/{site}"
+        shell.put_files("~/lazyslurm-test-site", files)
+        return f"{shell.home()}/lazyslurm-test-site"
 
 
 def ssh_options(env) -> dict:
