@@ -18,21 +18,44 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-__all__ = ["RichProgress", "install_interrupt_hook", "interrupted_line", "make_progress"]
+__all__ = [
+    "NotebookProgress",
+    "RichProgress",
+    "install_interrupt_hook",
+    "interrupted_line",
+    "make_progress",
+]
 
 DONE, RUNNING, FAILED, CANCELLED = "DONE", "RUNNING", "FAILED", "CANCELLED"
 _ENDED = (DONE, FAILED, CANCELLED)
 
 
 def make_progress(force: bool = False) -> RichProgress | None:
-    """A display, or None when it would not be seen (no TTY) or rich is missing."""
-    if not force and not sys.stderr.isatty():
-        return None
+    """A display, or None when it would not be seen (no TTY) or rich is missing.
+
+    In a Jupyter kernel: a :class:`NotebookProgress` (an HTML display updated in place).
+    """
     try:
         import rich  # noqa: F401
     except ImportError:
         return None
+    if in_notebook():
+        return NotebookProgress()
+    if not force and not sys.stderr.isatty():
+        return None
     return RichProgress()
+
+
+def in_notebook() -> bool:
+    """Whether this runs in a Jupyter kernel (IPython already imported, with a kernel)."""
+    ipython = sys.modules.get("IPython")
+    if ipython is None:
+        return False
+    try:
+        shell = ipython.get_ipython()
+    except Exception:
+        return False
+    return shell is not None and getattr(shell, "kernel", None) is not None
 
 
 def interrupted_line(run_id: str, counts: dict[str, int], cancelled: int) -> str:
@@ -210,3 +233,57 @@ def install_interrupt_hook() -> None:
 
     hook._lazyslurm_interrupt = True  # type: ignore[attr-defined]
     sys.excepthook = hook
+
+
+class NotebookProgress(RichProgress):
+    """The same bars in a notebook: rendered to HTML by rich and shown with one
+    ``IPython.display`` output, updated in place at every poll (no ipywidgets needed)."""
+
+    def __init__(self) -> None:
+        import io
+
+        from rich.console import Console
+
+        # the bars are drawn into this console's record, never to a stream
+        super().__init__(
+            Console(file=io.StringIO(), record=True, width=110, force_terminal=True,
+                    force_jupyter=False, color_system="truecolor")
+        )
+        self._handle: Any = None
+
+    def _bundle(self) -> dict[str, str]:
+        console = self._console
+        for renderable in self._progress.get_renderables():
+            console.print(renderable)
+        text = console.export_text(clear=False)
+        html = console.export_html(
+            inline_styles=True,
+            code_format=(
+                '<pre style="font-family:Menlo,\'DejaVu Sans Mono\',consolas,monospace;'
+                'line-height:1.25;margin:0">{code}</pre>'
+            ),
+        )  # clears the record for the next frame
+        return {"text/plain": text.rstrip(), "text/html": html}
+
+    def _show(self, bundle: dict[str, str]) -> None:
+        from IPython.display import display
+
+        if self._handle is None:
+            self._handle = display(bundle, raw=True, display_id=True)
+        else:
+            self._handle.update(bundle, raw=True)
+
+    def on_poll(self, run: Any, snap: Any) -> None:
+        self._update(run, snap)
+        if self._handle is not None or not snap.finished:
+            self._show(self._bundle())
+
+    def on_done(self, run: Any) -> None:
+        if run._last is not None:
+            self._update(run, run._last)
+            self._show(self._bundle())
+
+    def on_interrupt(self, run: Any, line: str) -> None:
+        """Ctrl-C (interrupt the kernel): the bars give way to the one line."""
+        if self._handle is not None:
+            self._handle.update({"text/plain": line}, raw=True)

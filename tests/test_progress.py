@@ -212,3 +212,54 @@ def test_ctrl_c_on_slurm_cancels_the_array_jobs_and_prints_one_line(cluster_env,
             break
         time.sleep(1)
     assert status.counts == {"CANCELLED": 5}, status
+
+
+NOTEBOOK_CELL = """
+import time
+from lazyslurm import Cluster, compute, task
+
+@task
+def slow(x):
+    time.sleep(0.3)
+    return x * 10
+
+with Cluster("local", max_workers=2, workdir={workdir!r}):
+    print(compute(slow.map(range(6))))
+"""
+
+
+def test_progress_in_a_notebook_is_one_html_display_updated_in_place(tmp_path, monkeypatch):
+    """Executed by nbclient: one display of the bars (HTML), updated to the end; no
+    ipywidgets warning, no empty <pre>."""
+    nbformat = pytest.importorskip("nbformat", reason="in the test extra")
+    nbclient = pytest.importorskip("nbclient", reason="in the test extra")
+    pytest.importorskip("ipykernel", reason="in the test extra")
+    import json
+
+    kernels = tmp_path / "jupyter" / "kernels" / "lazyslurm-test"
+    kernels.mkdir(parents=True)
+    (kernels / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "lazyslurm tests", "language": "python",
+    }))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    monkeypatch.setenv("JUPYTER_PLATFORM_DIRS", "1")
+    nb = nbformat.v4.new_notebook()
+    nb.cells.append(nbformat.v4.new_code_cell(NOTEBOOK_CELL.format(workdir=str(tmp_path / "w"))))
+    client = nbclient.NotebookClient(
+        nb, timeout=300, kernel_name="lazyslurm-test",
+        resources={"metadata": {"path": str(tmp_path)}},
+    )
+    client.execute()
+    outputs = nb.cells[0].outputs
+    displays = [o for o in outputs if o.output_type == "display_data"]
+    assert len(displays) == 1, outputs  # updated in place, not appended per poll
+    html = displays[0].data["text/html"]
+    plain = displays[0].data["text/plain"]
+    assert "lazyslurm run" in plain and "aj0 slow" in plain and "6/6" in plain, plain
+    assert "<pre" in html and "6/6" in html and "━" in html
+    assert not re.search(r"<pre[^>]*>\s*</pre>", html)
+    streams = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert "[0, 10, 20, 30, 40, 50]" in streams
+    assert "ipywidgets" not in streams and "Traceback" not in streams
