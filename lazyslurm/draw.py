@@ -283,7 +283,11 @@ def _draw_tasks(dot: graphviz.Digraph, model: _Model) -> set[str]:
 def _aj_label(aj: ArrayJob, model: _Model, offset: int) -> tuple[list[str], dict[str, int]]:
     keys = [j.key for j in aj.elements]
     counts = model.counts(keys)
-    title = aj.name if aj.size == 1 and aj.nchunks == 1 else f"{aj.name} {_index_range(aj.size)}"
+    title = (
+        aj.name
+        if aj.size == 1 and aj.nchunks == 1
+        else f"{aj.name} {_index_range(aj.size, offset)}"  # each chunk its own range
+    )
     size = "1 element" if aj.size == 1 else f"{aj.size} elements"
     lines = [title, f"{aj.id} · {size}"]
     if aj.nchunks > 1:
