@@ -9,6 +9,7 @@
     lazyslurm viz RUN -o run.svg [--level tasks|jobs]
     lazyslurm clean --older-than 7d
     lazyslurm profiles                      the cluster profiles, and the file each is from
+    lazyslurm watch RUN                     live progress bars until the run ends
 
 Every command takes ``--cluster PROFILE``, before or after the command name (default:
 ``$LAZYSLURM_PROFILE``, else the embedded local cluster and its work directory,
@@ -310,6 +311,36 @@ def cmd_viz(args: argparse.Namespace, cluster: Cluster) -> int:
     return EXIT_OK
 
 
+def cmd_watch(args: argparse.Namespace, cluster: Cluster) -> int:
+    """Progress bars of a run (attached) until it ends; Ctrl-C stops watching only."""
+    import time
+
+    from lazyslurm.backends.base import CANCELLED, FAILED
+    from lazyslurm.progress import RichProgress
+
+    run = _attach(args, cluster)
+    display = RichProgress()
+    delay = cluster.poll_min_s
+    try:
+        while True:
+            before = run._last
+            snap = run.poll()
+            if snap is None or snap.finished:
+                break
+            display.on_poll(run, snap)
+            changed = before is None or before.states != snap.states
+            delay = cluster.poll_min_s if changed else min(delay * 1.5, cluster.poll_max_s)
+            time.sleep(delay)
+    except KeyboardInterrupt:
+        display.on_interrupt(run, "")
+        print(f"stopped watching run {run.id}; it goes on (lazyslurm status {run.id})")
+        return EXIT_OK
+    display.on_done(run)
+    status = run.status()
+    print(f"run {run.id}: {status.state}")
+    return EXIT_RUN_FAILED if status.state in (FAILED, CANCELLED) else EXIT_OK
+
+
 def cmd_profiles(args: argparse.Namespace, cluster: Cluster | None) -> int:
     """The profiles the current directory sees, the file each is read from, its backend."""
     from lazyslurm.errors import ClusterConfigError
@@ -426,6 +457,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("status", cmd_status, "element counts of a run, per array job (exit 1 if it failed)")
     p.add_argument("run", metavar="RUN", help="run id")
     p.add_argument("--json", action="store_true", help=json_help)
+
+    p = add("watch", cmd_watch, "live progress bars of a run until it ends (Ctrl-C: stop)")
+    p.add_argument("run", metavar="RUN", help="run id")
 
     p = add("profiles", cmd_profiles, "list the cluster profiles and the file each is read from")
     p.add_argument("--json", action="store_true", help=json_help)

@@ -273,6 +273,23 @@ def test_cancel_stops_a_running_run(tmp_path, capsys):
     assert code == 0 and "already ended (CANCELLED): nothing to cancel" in out
 
 
+def test_watch_shows_bars_until_the_run_ends(capsys):
+    """`lazyslurm watch RUN` draws the attached run's bars until it ends, then its state."""
+    run = submit(total(sleepy.map([0.4, 0.5])), progress=False)
+    code, out, err = run_cli(capsys, "watch", run.id)
+    assert code == 0, err
+    assert out.strip().endswith(f"run {run.id}: DONE")
+    assert "aj0 sleepy" in err and "2/2" in err and "aj1 total" in err
+    assert run.result() == (0.9,)
+
+
+def test_watch_of_a_failed_run_exits_1(project, store, capsys):
+    """Watching a run that already failed prints its bars once and exits 1."""
+    code, out, err = run_cli(capsys, "watch", store.failed, "--cluster", "work")
+    assert code == 1 and f"run {store.failed}: FAILED" in out
+    assert "aj0 noisy" in err and "1 failed" in err
+
+
 def test_cancel_of_a_finished_run(project, store, capsys):
     code, out, _ = run_cli(capsys, "cancel", store.done, "--cluster", "work")
     assert code == 0
