@@ -290,6 +290,36 @@ def test_watch_of_a_failed_run_exits_1(project, store, capsys):
     assert "aj0 noisy" in err and "1 failed" in err
 
 
+@pytest.mark.slurm
+def test_ctrl_c_in_watch_stops_watching_not_the_run(cluster_env, tmp_path):
+    """On the real Slurm: Ctrl-C ends `lazyslurm watch` (exit 0); the run keeps running."""
+    import signal
+
+    conf = cluster_env["LAZYSLURM_TEST_SLURM_CONF"]
+    work = tmp_path / "work"
+    (tmp_path / "lazyslurm.toml").write_text(
+        f'[profiles.t]\nbackend = "slurm"\nworkdir = "{work}"\nenv = {{ SLURM_CONF = "{conf}" }}\n'
+    )
+    cluster = Cluster("slurm", workdir=work, env={"SLURM_CONF": conf})
+    run = submit(sleepy.map([60, 61]), cluster=cluster, progress=False)
+    try:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "lazyslurm", "--cluster", "t", "watch", run.id],
+            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        time.sleep(3)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        assert f"stopped watching run {run.id}; it goes on" in out
+        assert "Traceback" not in err
+        counts = run.status().counts
+        assert counts.get("RUNNING", 0) + counts.get("PENDING", 0) == 2, counts
+    finally:
+        run.cancel()
+
+
 def test_cancel_of_a_finished_run(project, store, capsys):
     code, out, _ = run_cli(capsys, "cancel", store.done, "--cluster", "work")
     assert code == 0
