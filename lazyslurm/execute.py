@@ -131,6 +131,11 @@ class RunStatus:
     counts: dict[str, int]
     array_jobs: dict[str, tuple[str, dict[str, int]]]
 
+    def _repr_html_(self) -> str:
+        from lazyslurm.notebook import status_html
+
+        return status_html(self)
+
     def __str__(self) -> str:
         lines = [f"run {self.run_id}: {self.state} {_fmt_counts(self.counts)}"]
         for aj, (name, counts) in self.array_jobs.items():
@@ -184,6 +189,12 @@ class Run:
     @property
     def array_jobs(self) -> tuple[ArrayJobInfo, ...]:
         return self.handle.array_jobs if self.handle else ()
+
+    def _repr_html_(self) -> str:
+        """Notebook display: the status (one poll) and the jobs coloured by state."""
+        from lazyslurm.notebook import run_html
+
+        return run_html(self)
 
     @classmethod
     def attach(

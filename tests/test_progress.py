@@ -247,6 +247,10 @@ def test_progress_in_a_notebook_is_one_html_display_updated_in_place(tmp_path, m
     monkeypatch.setenv("JUPYTER_PLATFORM_DIRS", "1")
     nb = nbformat.v4.new_notebook()
     nb.cells.append(nbformat.v4.new_code_cell(NOTEBOOK_CELL.format(workdir=str(tmp_path / "w"))))
+    nb.cells.append(nbformat.v4.new_code_cell(  # a Run as a cell's value: its rich display
+        f"from lazyslurm import submit\nwith Cluster('sync', workdir={str(tmp_path / 'w')!r}):\n"
+        "    run = submit(slow.map([7]), progress=False)\n    run.result()\nrun"
+    ))
     client = nbclient.NotebookClient(
         nb, timeout=300, kernel_name="lazyslurm-test",
         resources={"metadata": {"path": str(tmp_path)}},
@@ -263,3 +267,5 @@ def test_progress_in_a_notebook_is_one_html_display_updated_in_place(tmp_path, m
     streams = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "[0, 10, 20, 30, 40, 50]" in streams
     assert "ipywidgets" not in streams and "Traceback" not in streams
+    (result,) = [o for o in nb.cells[1].outputs if o.output_type == "execute_result"]
+    assert "DONE" in result.data["text/html"] and "<table" in result.data["text/html"]

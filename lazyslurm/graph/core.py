@@ -507,6 +507,12 @@ class _Lazy(Generic[R_co]):
 
         return visualize(self, **kwargs)
 
+    def _repr_html_(self) -> str:
+        """Notebook display: a small table and the graph (lazyslurm.notebook)."""
+        from lazyslurm.notebook import lazy_html
+
+        return lazy_html(self)
+
 
 class Job(_Lazy[R_co], _Opaque):  # type: ignore[misc]
     """One lazy call of a task. Immutable and hashable; equal keys mean equal jobs.

@@ -90,6 +90,12 @@ class Plan:
     def nodes(self) -> int:
         return len(self.location)
 
+    def _repr_html_(self) -> str:
+        """Notebook display: one row per array job and the jobs picture."""
+        from lazyslurm.notebook import plan_html
+
+        return plan_html(self)
+
     def describe(self) -> list[str]:
         """One line per array job, for printing."""
         lines = []
