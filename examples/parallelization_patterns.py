@@ -6,6 +6,7 @@ graph first and runs it with one ``compute()``: every stage is submitted at once
 by Slurm dependencies (the pipeline element-wise, with ``aftercorr``).
 
     python -m examples.parallelization_patterns --pattern all            # embedded default
+    python -m lazyslurm.examples.parallelization_patterns                # after pip install
     python -m examples.parallelization_patterns --backend slurm --partition debug
     python -m examples.parallelization_patterns --backend ssh --hostname HOST --username ME
     python -m examples.parallelization_patterns --backend slurm --packaging container \

@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "Cluster": "lazyslurm.cluster",
+    "ClusterOptions": "lazyslurm.graph.options",
     "Job": "lazyslurm.graph.core",
     "JobArray": "lazyslurm.graph.core",
     "JobContext": "lazyslurm.context",
@@ -23,13 +24,14 @@ _EXPORTS = {
     "Run": "lazyslurm.execute",
     "RunStatus": "lazyslurm.execute",
     "Task": "lazyslurm.graph.core",
+    "TaskOptions": "lazyslurm.graph.options",
     "cache": "lazyslurm.cache",
     "compute": "lazyslurm.execute",
     "current_cluster": "lazyslurm.cluster",
     "errors": "lazyslurm.errors",
     "plan": "lazyslurm.execute",
-    "preview": "lazyslurm.preview",
     "Preview": "lazyslurm.preview",
+    "preview": "lazyslurm.preview",
     "runs": "lazyslurm.execute",
     "submit": "lazyslurm.execute",
     "task": "lazyslurm.graph.core",
@@ -38,7 +40,32 @@ _EXPORTS = {
 }
 
 _MODULES = frozenset({"cache", "errors"})
-__all__ = sorted(_EXPORTS)
+# spelt out (not computed) so that type checkers see the exports
+__all__ = [
+    "Cluster",
+    "ClusterOptions",
+    "Job",
+    "JobArray",
+    "JobContext",
+    "JobView",
+    "Plan",
+    "Preview",
+    "Run",
+    "RunStatus",
+    "Task",
+    "TaskOptions",
+    "cache",
+    "compute",
+    "current_cluster",
+    "errors",
+    "plan",
+    "preview",
+    "runs",
+    "submit",
+    "task",
+    "to_networkx",
+    "visualize",
+]
 
 
 def _load_executor() -> Any:
@@ -70,6 +97,7 @@ if TYPE_CHECKING:
     from lazyslurm.draw import visualize
     from lazyslurm.execute import Run, RunStatus, compute, plan, runs, submit
     from lazyslurm.graph.core import Job, JobArray, JobView, Task, task
+    from lazyslurm.graph.options import ClusterOptions, TaskOptions
     from lazyslurm.graph.traverse import to_networkx
     from lazyslurm.planning.planner import Plan
     from lazyslurm.preview import Preview, preview

@@ -11,9 +11,12 @@
     lazyslurm preview SCRIPT.py:NAME [--no-start] [--cache]
                                             jobs, worst-case cost and start of a graph
     lazyslurm usage RUN                     worst case against what sacct says was used
+    lazyslurm profiles                      the cluster profiles, and the file each is from
+    lazyslurm watch RUN                     live progress bars until the run ends
 
-Every command takes ``--cluster PROFILE`` (default: ``$LAZYSLURM_PROFILE``, else the
-embedded local cluster and its work directory, ``$LAZYSLURM_WORKDIR`` or ``~/.lazyslurm``).
+Every command takes ``--cluster PROFILE``, before or after the command name (default:
+``$LAZYSLURM_PROFILE``, else the embedded local cluster and its work directory,
+``$LAZYSLURM_WORKDIR`` or ``~/.lazyslurm``). ``runs`` and ``status`` take ``--json``.
 Also ``python -m lazyslurm``.
 
 ``preview`` takes ``PATH.py:NAME`` (a script, run with ``__name__`` set to
@@ -96,10 +99,33 @@ def _attach(args: argparse.Namespace, cluster: Cluster) -> Run:
 # --------------------------------------------------------------------------- commands
 
 
+def _print_json(data: Any) -> None:
+    import json
+
+    print(json.dumps(data, indent=2, sort_keys=False))
+
+
 def cmd_runs(args: argparse.Namespace, cluster: Cluster) -> int:
     from lazyslurm.execute import runs
 
     items = runs(cluster)
+    if args.json:
+        _print_json(
+            [
+                {
+                    "id": r.id,
+                    "started": r.started.isoformat(timespec="seconds"),
+                    "state": r.state,
+                    "tasks": r.tasks,
+                    "done": r.done,
+                    "failed": r.failed,
+                    "label": r.label,
+                    "backend": r.backend,
+                }
+                for r in items
+            ]
+        )
+        return EXIT_OK
     if not items:
         print(f"no runs in {cluster.backend.workdir}")
         return EXIT_OK
@@ -120,6 +146,10 @@ def cmd_status(args: argparse.Namespace, cluster: Cluster) -> int:
 
     run = _attach(args, cluster)
     status = run.status()
+    code = EXIT_RUN_FAILED if status.state in (FAILED, CANCELLED) else EXIT_OK
+    if args.json:
+        _print_json(_status_json(run, status))
+        return code
     total = sum(status.counts.values())
     print(f"run {status.run_id}: {status.state}, {status.counts.get(DONE, 0)}/{total} done")
     order = (DONE, RUNNING, PENDING, FAILED, CANCELLED)
@@ -136,17 +166,18 @@ def cmd_status(args: argparse.Namespace, cluster: Cluster) -> int:
             )
         )
     _print_failures(run)
-    return EXIT_RUN_FAILED if status.state in (FAILED, CANCELLED) else EXIT_OK
+    return code
 
 
-def _print_failures(run: Run) -> None:
-    """The failed elements of the last poll, with their error (one transfer)."""
+def _failed_elements(run: Run, limit: int) -> tuple[list[tuple[str, str, str]], int]:
+    """Up to ``limit`` failed elements of the last poll as (element, node key, error), one
+    transfer for their error records; and how many failed in all."""
     from lazyslurm.backends.base import FAILED
     from lazyslurm.store import RunLayout
 
     snap = run.last_snapshot
     if snap is None:
-        return
+        return [], 0
     failed = [
         (aj, i, key)
         for aj in run.array_jobs
@@ -154,8 +185,8 @@ def _print_failures(run: Run) -> None:
         if state == FAILED
     ]
     if not failed:
-        return
-    shown = failed[:MAX_FAILURES_SHOWN]
+        return [], 0
+    shown = failed[:limit]
     layout = RunLayout.of(run.id)
     paths = {key: layout.error(key) for _, _, key in shown}
     records = run.cluster.backend.read_files(list(paths.values()))
@@ -167,12 +198,35 @@ def _print_failures(run: Run) -> None:
         )
         for aj, i, key in shown
     ]
-    print(f"failed ({len(failed)}):")
+    return rows, len(failed)
+
+
+def _status_json(run: Run, status: Any) -> dict[str, Any]:
+    rows, n_failed = _failed_elements(run, MAX_FAILURES_SHOWN)
+    return {
+        "run": status.run_id,
+        "state": status.state,
+        "counts": status.counts,
+        "array_jobs": [
+            {"id": aj, "task": name, "elements": sum(counts.values()), "counts": counts}
+            for aj, (name, counts) in status.array_jobs.items()
+        ],
+        "failed": n_failed,
+        "failures": [{"element": e, "node": k, "error": text} for e, k, text in rows],
+    }
+
+
+def _print_failures(run: Run) -> None:
+    """The failed elements of the last poll, with their error (one transfer)."""
+    rows, n_failed = _failed_elements(run, MAX_FAILURES_SHOWN)
+    if not rows:
+        return
+    print(f"failed ({n_failed}):")
     for line in _table(("ELEMENT", "NODE", "ERROR"), rows).splitlines():
         print(f"  {line}")
-    if len(failed) > len(shown):
-        print(f"  ... and {len(failed) - len(shown)} more")
-    print(f"see a log with: {PROG} logs {run.id} {shown[0][2]} --stderr")
+    if n_failed > len(rows):
+        print(f"  ... and {n_failed - len(rows)} more")
+    print(f"see a log with: {PROG} logs {run.id} {rows[0][1]} --stderr")
 
 
 def _failure_text(record: bytes | None, key: str, failure: Any) -> str:
@@ -271,6 +325,75 @@ def cmd_viz(args: argparse.Namespace, cluster: Cluster) -> int:
         path = path.with_name(path.name + ".svg")  # as visualize() does
     visualize(run=run, filename=path, level=args.level)
     print(f"wrote {path}")
+    return EXIT_OK
+
+
+def cmd_watch(args: argparse.Namespace, cluster: Cluster) -> int:
+    """Progress bars of a run (attached) until it ends; Ctrl-C stops watching only."""
+    import time
+
+    from lazyslurm.backends.base import CANCELLED, FAILED
+    from lazyslurm.progress import RichProgress
+
+    run = _attach(args, cluster)
+    display = RichProgress()
+    delay = cluster.poll_min_s
+    try:
+        while True:
+            before = run.last_snapshot
+            snap = run.poll()
+            if snap is None or snap.finished:
+                break
+            display.on_poll(run, snap)
+            changed = before is None or before.states != snap.states
+            delay = cluster.poll_min_s if changed else min(delay * 1.5, cluster.poll_max_s)
+            time.sleep(delay)
+    except KeyboardInterrupt:
+        display.on_interrupt(run, "")
+        print(f"stopped watching run {run.id}; it goes on (lazyslurm status {run.id})")
+        return EXIT_OK
+    display.on_done(run)
+    status = run.status()
+    print(f"run {run.id}: {status.state}")
+    return EXIT_RUN_FAILED if status.state in (FAILED, CANCELLED) else EXIT_OK
+
+
+def cmd_profiles(args: argparse.Namespace, cluster: Cluster | None) -> int:
+    """The profiles the current directory sees, the file each is read from, its backend."""
+    from lazyslurm.errors import ClusterConfigError
+    from lazyslurm.profiles import PROFILE_ENV, available_profiles, load_profile
+
+    found = available_profiles()
+    default = os.environ.get(PROFILE_ENV) or None
+    rows = []
+    data = []
+    for name, path in found.items():
+        try:
+            profile = load_profile(name)
+            backend, problem = str(profile.options.get("backend", "local")), ""
+        except ClusterConfigError as exc:  # the reason, without the file (a column already)
+            text = " ".join(str(exc).split())
+            backend, problem = "?", text.split("]: ", 1)[-1].split(" (valid keys:")[0]
+        mark = "*" if name == default else ""
+        rows.append((f"{name}{mark}", backend, str(path), problem))
+        data.append(
+            {"name": name, "backend": backend, "file": str(path), "default": name == default,
+             "error": problem or None}
+        )
+    if args.json:
+        _print_json(data)
+        return EXIT_OK
+    if not rows:
+        print(
+            "no cluster profiles: define [tool.lazyslurm.profiles.NAME] in pyproject.toml or "
+            "[profiles.NAME] in lazyslurm.toml (or ~/.config/lazyslurm/lazyslurm.toml)"
+        )
+        return EXIT_OK
+    width = 4 if any(r[3] for r in rows) else 3  # the ERROR column only when one has one
+    print(_table(("PROFILE", "BACKEND", "FILE", "ERROR")[:width], [r[:width] for r in rows]))
+    if default is not None:
+        where = "" if default in found else " (not defined: commands will fail)"
+        print(f"* ${PROFILE_ENV}={default}{where}")
     return EXIT_OK
 
 
@@ -374,13 +497,15 @@ def _age(text: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     from lazyslurm import __version__
 
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--cluster",
-        metavar="PROFILE",
-        help="cluster profile from [tool.lazyslurm.profiles.PROFILE] in pyproject.toml or "
+    cluster_help = (
+        "cluster profile from [tool.lazyslurm.profiles.PROFILE] in pyproject.toml or "
         "[profiles.PROFILE] in lazyslurm.toml (default: $LAZYSLURM_PROFILE, else the "
-        "embedded local cluster in $LAZYSLURM_WORKDIR or ~/.lazyslurm)",
+        "embedded local cluster in $LAZYSLURM_WORKDIR or ~/.lazyslurm)"
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: when not given after the command, the value given before it stays
+    common.add_argument(
+        "--cluster", metavar="PROFILE", default=argparse.SUPPRESS, help=cluster_help
     )
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -388,6 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="exit codes: 0 ok, 1 `status` of a failed or cancelled run, 2 errors",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--cluster", metavar="PROFILE", default=None, help=cluster_help)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def add(name: str, handler: Callable[..., int], help: str) -> argparse.ArgumentParser:
@@ -395,10 +521,20 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
         return p
 
-    add("runs", cmd_runs, "list the runs in the cluster's store, newest first")
+    json_help = "print JSON instead of a table"
+    p = add("runs", cmd_runs, "list the runs in the cluster's store, newest first")
+    p.add_argument("--json", action="store_true", help=json_help)
 
     p = add("status", cmd_status, "element counts of a run, per array job (exit 1 if it failed)")
     p.add_argument("run", metavar="RUN", help="run id")
+    p.add_argument("--json", action="store_true", help=json_help)
+
+    p = add("watch", cmd_watch, "live progress bars of a run until it ends (Ctrl-C: stop)")
+    p.add_argument("run", metavar="RUN", help="run id")
+
+    p = add("profiles", cmd_profiles, "list the cluster profiles and the file each is read from")
+    p.add_argument("--json", action="store_true", help=json_help)
+    p.set_defaults(needs_cluster=False)
 
     p = add("logs", cmd_logs, "print the stdout (or stderr) of one node of a run")
     p.add_argument("run", metavar="RUN", help="run id")
@@ -477,7 +613,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     cluster = None
     owned = False
     try:
-        cluster, owned = _open_cluster(args)
+        if getattr(args, "needs_cluster", True):
+            cluster, owned = _open_cluster(args)
         return args.handler(args, cluster)
     except (LazySlurmError, KeyError, OSError) as exc:
         text = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc

@@ -15,11 +15,12 @@ import os
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 from lazyslurm.backends.base import Backend
 from lazyslurm.errors import ClusterConfigError
 from lazyslurm.graph.core import BUILD_SINK
+from lazyslurm.graph.options import ClusterOptions
 from lazyslurm.options import BACKENDS
 from lazyslurm.options import check as check_options
 from lazyslurm.registry import executor
@@ -63,7 +64,7 @@ class Cluster:
         cache: bool = False,
         callbacks: Sequence[Any] = (),
         max_core_hours: float | None = None,
-        **backend_options: Any,
+        **backend_options: Unpack[ClusterOptions],
     ) -> None:
         if isinstance(backend, str):
             if backend not in BACKENDS:
@@ -101,7 +102,7 @@ class Cluster:
 
             self.callbacks = adapt(callbacks)  # slurm-sdk callbacks: warns of unusable hooks
         self.max_core_hours = max_core_hours  # budget of every submit (see lazyslurm.preview)
-        self.backend_options = backend_options
+        self.backend_options: dict[str, Any] = dict(backend_options)
         self._tokens: list[contextvars.Token[Cluster | None]] = []
         self._sink_tokens: list[contextvars.Token[list[Any] | None]] = []
         # jobs built in this cluster's ``with`` block, not submitted yet (flush on wait)
@@ -113,6 +114,10 @@ class Cluster:
         self.ran: dict[str, tuple[str, str, int]] = {}
         self.values: dict[str, Any] = {}  # results already fetched to this process
         _SESSIONS.add(self)
+        if self.backend_name in ("slurm", "ssh"):
+            from lazyslurm.guard import note_created
+
+            note_created(self)  # so a forgotten `with cluster:` can be named
 
     @classmethod
     def from_profile(cls, name: str | None = None, **overrides: Any) -> Cluster:
@@ -172,6 +177,10 @@ class Cluster:
             self._backend = None
 
     def __enter__(self) -> Cluster:
+        if self.backend_name in ("slurm", "ssh"):
+            from lazyslurm.guard import note_used
+
+            note_used(self)
         self._tokens.append(_ACTIVE.set(self))
         _OPEN.append(self)
         self._sink_tokens.append(BUILD_SINK.set(self.pending))
@@ -222,9 +231,20 @@ def default_cluster() -> Cluster:
     """The cluster used when none is given or active: the profile named by
     ``$LAZYSLURM_PROFILE`` if set, else the embedded local cluster."""
     if os.environ.get("LAZYSLURM_PROFILE"):
-        return Cluster.from_profile()
+        cluster = Cluster.from_profile()
+        if cluster.backend_name in ("slurm", "ssh"):
+            from lazyslurm.guard import note_used
+
+            note_used(cluster)  # the default on purpose, not a forgotten one
+        return cluster
     return Cluster("local")
 
 
 def resolve_cluster(cluster: Cluster | None) -> Cluster:
-    return cluster or current_cluster() or default_cluster()
+    if cluster is not None:
+        if cluster.backend_name in ("slurm", "ssh"):
+            from lazyslurm.guard import note_used
+
+            note_used(cluster)
+        return cluster
+    return current_cluster() or default_cluster()

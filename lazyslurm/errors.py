@@ -14,6 +14,7 @@ This module imports nothing from the package: the runner imports it on every com
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 __all__ = [
     "BackendError",
@@ -29,6 +30,7 @@ __all__ = [
     "ElementTimeoutError",
     "GraphvizNotFoundError",
     "HiddenLazyValueError",
+    "ImplicitLocalWarning",
     "InvalidArgumentError",
     "InvalidOptionError",
     "JobCancelledError",
@@ -37,12 +39,14 @@ __all__ = [
     "JobTimeoutError",
     "LazySlurmError",
     "LazyValueError",
+    "MapOverMappingError",
     "NodeFailError",
     "NotSubmittedError",
     "OptionTypeError",
     "PackagingError",
     "PythonVersionError",
     "RegistryError",
+    "RunInterrupted",
     "SSHHostKeyError",
     "SerializationError",
     "SubmissionError",
@@ -79,6 +83,11 @@ class UnknownLengthError(LazySlurmError, TypeError):
 class InvalidArgumentError(LazySlurmError, ValueError):
     """A task argument cannot be used: an open file (pass its path), or a container that
     contains itself."""
+
+
+class MapOverMappingError(LazySlurmError, TypeError):
+    """``task.map(a_dict)``: a mapping would be mapped over its keys, which is rarely meant.
+    Pass ``.items()``, ``.values()`` or a list of dicts (one call's keywords each)."""
 
 
 class SerializationError(LazySlurmError, TypeError):
@@ -124,6 +133,11 @@ class BudgetExceededError(LazySlurmError, ValueError):
         super().__init__(msg)
         self.worst_core_hours = worst_core_hours
         self.max_core_hours = max_core_hours
+
+
+class ImplicitLocalWarning(LazySlurmError, UserWarning):
+    """Tasks that ask for Slurm resources (partition, gpus, account...) ran on the embedded
+    local cluster because no cluster was given or active (a forgotten ``with cluster:``)."""
 
 
 # --------------------------------------------------------------------------- talking to Slurm
@@ -257,6 +271,24 @@ JobFailedError = ElementFailedError
 JobTimeoutError = ElementTimeoutError
 JobOutOfMemoryError = ElementOutOfMemoryError
 JobCancelledError = ElementCancelledError
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C while waiting for a run: the run was cancelled. Its message is one line
+    saying what was cancelled, how many elements, and how to inspect the run.
+
+    A ``KeyboardInterrupt`` (not a :class:`LazySlurmError`, which is an ``Exception``), so
+    ``except Exception`` never swallows a Ctrl-C. Uncaught, it prints that one line
+    instead of a traceback.
+    """
+
+    def __init__(self, message: str = "", run_id: str = "", cancelled: int = 0) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.cancelled = cancelled
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.run_id, self.cancelled))
 
 
 class TaskCancelledError(LazySlurmError, RuntimeError):

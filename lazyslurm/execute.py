@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
 import attrs
 import cloudpickle
@@ -30,7 +31,7 @@ from lazyslurm.backends.base import (
     Snapshot,
 )
 from lazyslurm.cache import RunSummary, list_runs, plan_with_store, read_run
-from lazyslurm.cluster import Cluster, resolve_cluster
+from lazyslurm.cluster import Cluster, current_cluster, resolve_cluster
 from lazyslurm.errors import (
     DependencyNeverSatisfiedError,
     ElementCancelledError,
@@ -38,11 +39,13 @@ from lazyslurm.errors import (
     ElementOutOfMemoryError,
     ElementTimeoutError,
     NodeFailError,
+    RunInterrupted,
     TaskCancelledError,
     remote_error,
 )
 from lazyslurm.graph.core import Job
 from lazyslurm.graph.traverse import collect, lift_outputs
+from lazyslurm.guard import warn_implicit_local
 from lazyslurm.planning import rules
 from lazyslurm.planning.encode import encode_run
 from lazyslurm.planning.planner import ArrayJob, Plan
@@ -62,6 +65,15 @@ __all__ = [
 
 log = logging.getLogger("lazyslurm")
 
+if TYPE_CHECKING:
+    from lazyslurm.graph.core import _Lazy
+
+T1 = TypeVar("T1")
+T2 = TypeVar("T2")
+T3 = TypeVar("T3")
+T4 = TypeVar("T4")
+T5 = TypeVar("T5")
+
 
 class Callback(Protocol):
     """Event hooks for embedding; implement any subset of these methods."""
@@ -70,6 +82,7 @@ class Callback(Protocol):
     def on_state(self, node: str, old: str, new: str) -> None: ...
     def on_done(self, run: Run) -> None: ...
     def on_poll(self, run: Run, snapshot: Snapshot) -> None: ...
+    def on_interrupt(self, run: Run, line: str) -> None: ...
 
 
 def _emit(callbacks: Sequence[Any], event: str, *args: Any) -> None:
@@ -109,6 +122,11 @@ class RunStatus:
     state: str
     counts: dict[str, int]
     array_jobs: dict[str, tuple[str, dict[str, int]]]
+
+    def _repr_html_(self) -> str:
+        from lazyslurm.notebook import status_html
+
+        return status_html(self)
 
     def __str__(self) -> str:
         lines = [f"run {self.run_id}: {self.state} {_fmt_counts(self.counts)}"]
@@ -169,6 +187,12 @@ class Run:
         """The element states seen by the last poll (None before the first)."""
         return self._last
 
+    def _repr_html_(self) -> str:
+        """Notebook display: the status (one poll) and the jobs coloured by state."""
+        from lazyslurm.notebook import run_html
+
+        return run_html(self)
+
     @classmethod
     def attach(
         cls, run_id: str, cluster: Cluster | None = None, callbacks: Sequence[Any] = ()
@@ -206,9 +230,12 @@ class Run:
             before = old.states[aj.id] if old else [PENDING] * aj.size
             if before == after:
                 continue
-            for key, b, a in zip(aj.keys, before, after, strict=True):
+            for idx, (key, b, a) in enumerate(zip(aj.keys, before, after, strict=True)):
                 if a != b:
-                    log.debug("%s: %s -> %s", key, b, a)
+                    log.debug(
+                        "%s: %s -> %s", key, b, a,
+                        extra={"run_id": self.id, "array_job": aj.id, "element": idx},
+                    )
                     _emit(self._callbacks, "on_state", key, b, a)
 
     def status(self) -> RunStatus:
@@ -251,11 +278,29 @@ class Run:
                 wait_s = delay if deadline is None else min(delay, deadline - time.monotonic())
                 backend.wait_for_change(self.handle, max(wait_s, 0.0))
         except KeyboardInterrupt:
-            log.info("interrupted: cancelling run %s", self.id)
+            log.info(
+                "interrupted: cancelling run %s", self.id,
+                extra={"run_id": self.id, "array_job": None},
+            )
             backend.cancel(self.handle)
-            raise
+            raise self._interrupted() from None
         self._finish(snap)
         return snap
+
+    def _interrupted(self) -> RunInterrupted:
+        """The one-line error for a Ctrl-C that cancelled this run (displays cleared)."""
+        from lazyslurm.progress import install_interrupt_hook, interrupted_line
+
+        total = sum(aj.size for aj in self.array_jobs)
+        if self._last is None:
+            counts: dict[str, int] = {PENDING: total}
+        else:
+            counts = self._last.counts_total()
+        unfinished = sum(n for s, n in counts.items() if s not in (DONE, FAILED, CANCELLED))
+        line = interrupted_line(self.id, counts, unfinished)
+        _emit(self._callbacks, "on_interrupt", self, line)
+        install_interrupt_hook()
+        return RunInterrupted(line, run_id=self.id, cancelled=unfinished)
 
     def _finish(self, snap: Snapshot) -> None:
         if self._finished:
@@ -272,7 +317,10 @@ class Run:
         for aj in self.array_jobs:
             for idx, key in enumerate(aj.keys):
                 self.cluster.ran[key] = (self.id, aj.id, idx)
-        log.info("run %s finished: %s", self.id, _fmt_counts(snap.counts_total()))
+        log.info(
+            "run %s finished: %s", self.id, _fmt_counts(snap.counts_total()),
+            extra={"run_id": self.id, "array_job": None},
+        )
         _emit(self._callbacks, "on_done", self)
 
     def visualize(self, **kwargs: Any) -> Any:
@@ -473,6 +521,12 @@ def submit(
     cl.computed.update(found)
     if not p.array_jobs:
         return Run(cl, None, templates, callbacks, plan=p)
+    warn_implicit_local(
+        cluster is None and current_cluster() is None,
+        cl.backend_name,
+        ((aj.name, aj.resources) for aj in p.array_jobs),
+        stacklevel=_user_stacklevel(),
+    )
     run_id = RunLayout.new_run_id()
     files = encode_run(
         p,
@@ -488,6 +542,8 @@ def submit(
         templates=templates,
         modules_by_value=getattr(cl.backend, "by_value_modules", None),
     )
+    if log.isEnabledFor(logging.DEBUG):
+        _log_plan(p, found, run_id)
     handle = cl.backend.start(run_id, p.array_jobs, files)
     run = Run(cl, handle, templates, callbacks, plan=p)
     # job handles find their run, Slurm ids and logs from here on: a light twin of the
@@ -496,7 +552,10 @@ def submit(
     for aj in p.array_jobs:
         for idx, key in enumerate(aj.keys):
             cl.ran[key] = (run_id, aj.id, idx)
-    log.info("submitted run %s: %d array jobs, %d tasks", run_id, len(p.array_jobs), p.nodes)
+    log.info(
+        "submitted run %s: %d array jobs, %d tasks", run_id, len(p.array_jobs), p.nodes,
+        extra={"run_id": run_id, "array_job": None},
+    )
     _emit(run._callbacks, "on_submit", run)
     return run
 
@@ -526,6 +585,35 @@ def _settle_in_flight(cl: Cluster, roots: list[Job]) -> None:
         run.wait()
 
 
+def _log_plan(p: Plan, found: Mapping[str, str], run_id: str) -> None:
+    """DEBUG: the plan summary, one line per array job, and the cache hits."""
+    extra: dict[str, Any] = {"run_id": run_id, "array_job": None}
+    log.debug(
+        "plan of run %s: %d array jobs, %d tasks, %d cache hits", run_id,
+        len(p.array_jobs), p.nodes, len(found), extra=extra,
+    )
+    for aj in p.array_jobs:
+        deps = ", ".join(f"{kind} {up}" for kind, up in aj.dependencies) or "none"
+        log.debug(
+            "plan %s: %s x%d (dependencies: %s)", aj.id, aj.name, aj.size, deps,
+            extra={**extra, "array_job": aj.id},
+        )
+    for key, source in found.items():
+        log.debug("cache hit: %s (result of run %s)", key, source, extra=extra)
+
+
+def _user_stacklevel() -> int:
+    """How many frames up (from the caller of this function) the user's code is."""
+    frame = sys._getframe(1)
+    level = 1
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith(
+        ("lazyslurm.execute", "lazyslurm.graph")
+    ):
+        frame = frame.f_back
+        level += 1
+    return level
+
+
 def _progress_callbacks(progress: bool | None) -> list[Any]:
     """The live progress display, when wanted and possible (a terminal, rich installed)."""
     if progress is False:
@@ -536,6 +624,42 @@ def _progress_callbacks(progress: bool | None) -> list[Any]:
     return [display] if display is not None else []
 
 
+# Typed forms: a Job[R] gives an R, a JobArray[R] a list[R]; up to five lazy values keep
+# their types in the tuple, anything else (plain values, containers) is typed Any.
+@overload
+def compute(
+    a: _Lazy[T1], /, *, cluster: Cluster | None = ..., callbacks: Sequence[Any] = ...,
+    fetch: bool = ..., cache: bool | None = ..., progress: bool | None = ...,
+) -> tuple[T1]: ...
+@overload
+def compute(
+    a: _Lazy[T1], b: _Lazy[T2], /, *, cluster: Cluster | None = ...,
+    callbacks: Sequence[Any] = ..., fetch: bool = ..., cache: bool | None = ...,
+    progress: bool | None = ...,
+) -> tuple[T1, T2]: ...
+@overload
+def compute(
+    a: _Lazy[T1], b: _Lazy[T2], c: _Lazy[T3], /, *, cluster: Cluster | None = ...,
+    callbacks: Sequence[Any] = ..., fetch: bool = ..., cache: bool | None = ...,
+    progress: bool | None = ...,
+) -> tuple[T1, T2, T3]: ...
+@overload
+def compute(
+    a: _Lazy[T1], b: _Lazy[T2], c: _Lazy[T3], d: _Lazy[T4], /, *,
+    cluster: Cluster | None = ..., callbacks: Sequence[Any] = ..., fetch: bool = ...,
+    cache: bool | None = ..., progress: bool | None = ...,
+) -> tuple[T1, T2, T3, T4]: ...
+@overload
+def compute(
+    a: _Lazy[T1], b: _Lazy[T2], c: _Lazy[T3], d: _Lazy[T4], e: _Lazy[T5], /, *,
+    cluster: Cluster | None = ..., callbacks: Sequence[Any] = ..., fetch: bool = ...,
+    cache: bool | None = ..., progress: bool | None = ...,
+) -> tuple[T1, T2, T3, T4, T5]: ...
+@overload
+def compute(
+    *exprs: Any, cluster: Cluster | None = ..., callbacks: Sequence[Any] = ...,
+    fetch: bool = ..., cache: bool | None = ..., progress: bool | None = ...,
+) -> tuple[Any, ...]: ...
 def compute(
     *exprs: Any,
     cluster: Cluster | None = None,
@@ -550,6 +674,8 @@ def compute(
     A ``Job`` gives its result, a ``JobArray`` the list of its results, containers are
     rebuilt with results in place; anything else is returned as is. A failed task
     re-raises with its original exception type. ``max_core_hours``: see :func:`submit`.
+    For type checkers, ``compute(a, b)`` of a ``Job[X]`` and a ``JobArray[Y]`` is a
+    ``tuple[X, list[Y]]`` (up to five values).
     """
     run = submit(
         *exprs,

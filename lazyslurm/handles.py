@@ -487,3 +487,17 @@ visualize = draw.visualize
 
 def job_logs(job: Any, cluster: Any = None) -> tuple[str, str]:
     return execute.job_logs(job, cluster=cluster)
+
+
+def lazy_html(value: Any) -> str:
+    """The notebook display of a lazy value (``_repr_html_``)."""
+    from lazyslurm.notebook import lazy_html as _html
+
+    return _html(value)
+
+
+def plan_html(plan: Any) -> str:
+    """The notebook display of a plan (``Plan._repr_html_``)."""
+    from lazyslurm.notebook import plan_html as _html
+
+    return _html(plan)

@@ -15,7 +15,6 @@ cluster profiles and the options table of ``docs/reference.md``
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,6 +22,7 @@ from lazyslurm.backends import local, slurm
 from lazyslurm.backends.option import BACKENDS, COMMON, Option
 from lazyslurm.backends.shell import ssh
 from lazyslurm.errors import ClusterConfigError
+from lazyslurm.graph.options import suggest
 from lazyslurm.packaging import OPTIONS as PACKAGING
 
 __all__ = ["BACKENDS", "OPTIONS", "check", "did_you_mean", "markdown_table", "problems"]
@@ -32,10 +32,11 @@ OPTIONS: dict[str, Option] = {
 }
 
 
-def did_you_mean(name: str, known: Any) -> str:
-    """``"; did you mean 'x'?"`` for the closest known name, or ``""``."""
-    close = difflib.get_close_matches(name, list(known), n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
+def did_you_mean(name: str, known: Any, value: Any = None) -> str:
+    """``"; did you mean 'x'?"`` for the closest known name (submitit's names too:
+    ``timeout_min`` -> ``time``), or ``""``."""
+    close = suggest(name, list(known), value)
+    return f"; {close}" if close else ""
 
 
 def problems(backend: str, options: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -45,7 +46,7 @@ def problems(backend: str, options: Mapping[str, Any]) -> list[tuple[str, str]]:
     for name, value in options.items():
         opt = OPTIONS.get(name)
         if opt is None:
-            out.append((name, f"unknown{did_you_mean(name, OPTIONS)}"))
+            out.append((name, f"unknown{did_you_mean(name, OPTIONS, value)}"))
             continue
         wrong = opt.problem(value) if value is not None else None
         if wrong is None:

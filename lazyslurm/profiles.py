@@ -226,7 +226,8 @@ def _validate(name: str, source: _Source) -> Profile:
         opt = OPTIONS.get(key)
         if opt is None:
             known = ", ".join(OPTIONS)
-            raise fail(f"unknown key {key!r}{did_you_mean(key, OPTIONS)} (valid keys: {known})")
+            hint = did_you_mean(key, OPTIONS, value)
+            raise fail(f"unknown key {key!r}{hint} (valid keys: {known})")
         wrong = opt.problem(value)
         if wrong is not None:
             raise fail(f"key {key!r} {wrong}")

@@ -1,84 +1,289 @@
-"""A live progress display per array job (rich), shown when output is a terminal.
+"""A live progress display: one ``rich.progress`` bar per array job, shown on a terminal.
 
 Used as a callback by ``compute``/``submit``: off with ``progress=False`` or when stderr
-is not a TTY; ``progress=True`` forces it.
+is not a TTY; ``progress=True`` forces it (off a terminal, the final bars are printed
+once, when the run ends). Each bar shows the elements done of the array job's total,
+how many are running, failures in red, the rate of finished elements and the ETA:
+
+    lazyslurm run 20261202-061500-ab12cd
+    aj0 train_model     ━━━━━━━━━━━━╸━━━━━━━━━  6/12  4 running  1 failed  2.1/s  0:00:03
+    aj1 select_best     ━━━━━━━━━━━━━━━━━━━━━━  0/1   0 running            -      -:--:--
+
+On Ctrl-C the display is removed, not left as a stale frame, and the one line of
+:func:`interrupted_line` says what was cancelled and how to look at it.
 """
 
 from __future__ import annotations
 
 import sys
-import time
 from typing import Any
 
-__all__ = ["RichProgress", "make_progress"]
+__all__ = [
+    "NotebookProgress",
+    "RichProgress",
+    "install_interrupt_hook",
+    "interrupted_line",
+    "make_progress",
+]
+
+DONE, RUNNING, FAILED, CANCELLED = "DONE", "RUNNING", "FAILED", "CANCELLED"
+_ENDED = (DONE, FAILED, CANCELLED)
 
 
 def make_progress(force: bool = False) -> RichProgress | None:
-    """A display, or None when it would not be seen (no TTY) or rich is missing."""
-    if not force and not sys.stderr.isatty():
-        return None
+    """A display, or None when it would not be seen (no TTY) or rich is missing.
+
+    In a Jupyter kernel: a :class:`NotebookProgress` (an HTML display updated in place).
+    """
     try:
         import rich  # noqa: F401
     except ImportError:
         return None
+    if in_notebook():
+        return NotebookProgress()
+    if not force and not sys.stderr.isatty():
+        return None
     return RichProgress()
 
 
-class RichProgress:
-    """done / running / pending / failed per array job, with elapsed time."""
+def in_notebook() -> bool:
+    """Whether this runs in a Jupyter kernel (IPython already imported, with a kernel)."""
+    ipython = sys.modules.get("IPython")
+    if ipython is None:
+        return False
+    try:
+        shell = ipython.get_ipython()
+    except Exception:
+        return False
+    return shell is not None and getattr(shell, "kernel", None) is not None
 
-    def __init__(self) -> None:
+
+def interrupted_line(run_id: str, counts: dict[str, int], cancelled: int) -> str:
+    """The one line printed when Ctrl-C cancels a run.
+
+    >>> line = interrupted_line("r1", {"DONE": 3, "RUNNING": 2, "PENDING": 5}, 7)
+    >>> print(line)  # doctest: +NORMALIZE_WHITESPACE
+    lazyslurm: interrupted: cancelled run r1 (7 of 10 elements unfinished, 3 done);
+    inspect it: lazyslurm status r1
+
+    """
+    total = sum(counts.values())
+    done = counts.get(DONE, 0)
+    failed = counts.get(FAILED, 0)
+    extra = f", {done} done" + (f", {failed} failed" if failed else "")
+    return (
+        f"lazyslurm: interrupted: cancelled run {run_id} ({cancelled} of {total} elements "
+        f"unfinished{extra}); inspect it: lazyslurm status {run_id}"
+    )
+
+
+def _columns() -> tuple[Any, ...]:
+    from rich.progress import BarColumn, ProgressColumn, TextColumn, TimeRemainingColumn
+    from rich.text import Text
+
+    class Counts(ProgressColumn):
+        """``done/total``, running, failures in red (and cancelled, if any)."""
+
+        def render(self, task: Any) -> Text:
+            f = task.fields
+            total = int(task.total or 0)
+            width = f["width"]
+            text = Text(f"{f['done']:>{width}}/{total:<{width}}", style="progress.download")
+            text.append(f"  {f['running']} running", style="cyan")
+            if f["failed"]:
+                text.append(f"  {f['failed']} failed", style="bold red")
+            if f["cancelled"]:
+                text.append(f"  {f['cancelled']} cancelled", style="yellow")
+            return text
+
+    class Rate(ProgressColumn):
+        """Finished elements per second (or per minute when slow)."""
+
+        def render(self, task: Any) -> Text:
+            speed = task.finished_speed or task.speed
+            if not speed:
+                return Text("   -  ", style="progress.data.speed")
+            if speed < 0.1:
+                return Text(f"{speed * 60:5.1f}/min", style="progress.data.speed")
+            return Text(f"{speed:5.1f}/s", style="progress.data.speed")
+
+    return (
+        TextColumn("[bold blue]{task.fields[aj]}"),
+        TextColumn("{task.description}"),
+        BarColumn(bar_width=30),
+        Counts(),
+        Rate(),
+        TimeRemainingColumn(),
+    )
+
+
+class RichProgress:
+    """One ``rich.progress`` bar per array job; a title line with the run id.
+
+    ``console`` defaults to a rich console on stderr.
+    """
+
+    def __init__(self, console: Any = None) -> None:
         from rich.console import Console
 
-        self._console = Console(stderr=True)
-        self._live: Any = None
-        self._t0 = time.monotonic()
+        self._console = console if console is not None else Console(stderr=True)
+        self._progress: Any = None
+        self._bars: dict[str, Any] = {}
+        self._started = False
 
-    def _table(self, run: Any, snap: Any) -> Any:
-        from rich.table import Table
+    def _ensure(self, run: Any) -> Any:
+        if self._progress is None:
+            from rich.progress import Progress
+            from rich.text import Text
 
-        table = Table(
-            title=f"lazyslurm run {run.id}  {time.monotonic() - self._t0:6.1f} s",
-            title_justify="left",
-            box=None,
-            pad_edge=False,
-        )
-        for col in ("array job", "task", "done", "running", "pending", "failed", "cancelled"):
-            table.add_column(col, justify="left" if col in ("array job", "task") else "right")
+            title = Text.assemble(("lazyslurm run ", "bold"), run.id)
+
+            class Titled(Progress):
+                def get_renderables(self) -> Any:
+                    yield title  # inside the live region: cleared with the bars on Ctrl-C
+                    yield from super().get_renderables()
+
+            self._progress = Titled(
+                *_columns(),
+                console=self._console,
+                refresh_per_second=4,
+                transient=False,
+                auto_refresh=False,
+            )
+            width = max((len(aj.name) for aj in run.array_jobs), default=4)
+            digits = max((len(str(aj.size)) for aj in run.array_jobs), default=1)
+            for aj in run.array_jobs:
+                self._bars[aj.id] = self._progress.add_task(
+                    aj.name.ljust(width),
+                    total=aj.size,
+                    width=digits,
+                    aj=aj.id,
+                    done=0,
+                    running=0,
+                    failed=0,
+                    cancelled=0,
+                )
+        return self._progress
+
+    def _update(self, run: Any, snap: Any) -> None:
+        progress = self._ensure(run)
         for aj in run.array_jobs:
             counts: dict[str, int] = {}
             for s in snap.states[aj.id]:
                 counts[s] = counts.get(s, 0) + 1
-            table.add_row(
-                aj.id,
-                f"{aj.name} x{aj.size}",
-                *(
-                    str(counts.get(s, 0))
-                    for s in ("DONE", "RUNNING", "PENDING", "FAILED", "CANCELLED")
-                ),
+            progress.update(
+                self._bars[aj.id],
+                completed=sum(counts.get(s, 0) for s in _ENDED),
+                done=counts.get(DONE, 0),
+                running=counts.get(RUNNING, 0),
+                failed=counts.get(FAILED, 0),
+                cancelled=counts.get(CANCELLED, 0),
             )
-        return table
 
     def on_submit(self, run: Any) -> None:
-        self._t0 = time.monotonic()
+        self._ensure(run)
 
     def on_poll(self, run: Any, snap: Any) -> None:
         # shown from the first poll, so a run submitted and never waited on leaves no
         # display running (and the terminal's cursor as it was)
-        if self._live is None and not snap.finished:
-            from rich.live import Live
-
-            self._live = Live(console=self._console, refresh_per_second=4, transient=False)
-            self._live.start()
-        if self._live is not None:
-            self._live.update(self._table(run, snap))
+        if not self._started and not snap.finished:
+            self._ensure(run).start()
+            self._started = True
+        self._update(run, snap)
+        if self._started:
+            self._progress.refresh()
 
     def on_done(self, run: Any) -> None:
-        # finished before a poll saw it run
-        if self._live is None and run.last_snapshot is not None:
-            self._console.print(self._table(run, run.last_snapshot))
-        if self._live is not None:
-            if run.last_snapshot is not None:
-                self._live.update(self._table(run, run.last_snapshot))
-            self._live.stop()
-            self._live = None
+        if run.last_snapshot is None:
+            return
+        self._update(run, run.last_snapshot)
+        if self._started:
+            self._progress.refresh()
+            self._progress.stop()
+            self._started = False
+        else:  # finished before a poll saw it run (or off a terminal): print it once
+            for renderable in self._progress.get_renderables():
+                self._console.print(renderable)
+
+    def on_interrupt(self, run: Any, line: str) -> None:
+        """Ctrl-C: remove the live bars (no stale frame left behind)."""
+        if self._started:
+            self._progress.live.transient = True
+            self._progress.stop()
+            self._started = False
+
+
+def install_interrupt_hook() -> None:
+    """Make an uncaught :class:`~lazyslurm.errors.RunInterrupted` print its one line
+    instead of a traceback (other exceptions go to the previous ``sys.excepthook``).
+
+    Installed when a Ctrl-C cancels a run, not at import.
+    """
+    previous = sys.excepthook
+    if getattr(previous, "_lazyslurm_interrupt", False):
+        return
+
+    def hook(tp: type[BaseException], value: BaseException, tb: Any) -> None:
+        from lazyslurm.errors import RunInterrupted
+
+        if isinstance(value, RunInterrupted):
+            print(str(value), file=sys.stderr)
+            return
+        previous(tp, value, tb)
+
+    hook._lazyslurm_interrupt = True  # type: ignore[attr-defined]
+    sys.excepthook = hook
+
+
+class NotebookProgress(RichProgress):
+    """The same bars in a notebook: rendered to HTML by rich and shown with one
+    ``IPython.display`` output, updated in place at every poll (no ipywidgets needed)."""
+
+    def __init__(self) -> None:
+        import io
+
+        from rich.console import Console
+
+        # the bars are drawn into this console's record, never to a stream
+        super().__init__(
+            Console(file=io.StringIO(), record=True, width=110, force_terminal=True,
+                    force_jupyter=False, color_system="truecolor")
+        )
+        self._handle: Any = None
+
+    def _bundle(self) -> dict[str, str]:
+        console = self._console
+        for renderable in self._progress.get_renderables():
+            console.print(renderable)
+        text = console.export_text(clear=False)
+        html = console.export_html(
+            inline_styles=True,
+            code_format=(
+                '<pre style="font-family:Menlo,\'DejaVu Sans Mono\',consolas,monospace;'
+                'line-height:1.25;margin:0">{code}</pre>'
+            ),
+        )  # clears the record for the next frame
+        return {"text/plain": text.rstrip(), "text/html": html}
+
+    def _show(self, bundle: dict[str, str]) -> None:
+        from IPython.display import display
+
+        if self._handle is None:
+            self._handle = display(bundle, raw=True, display_id=True)
+        else:
+            self._handle.update(bundle, raw=True)
+
+    def on_poll(self, run: Any, snap: Any) -> None:
+        self._update(run, snap)
+        if self._handle is not None or not snap.finished:
+            self._show(self._bundle())
+
+    def on_done(self, run: Any) -> None:
+        if run.last_snapshot is not None:
+            self._update(run, run.last_snapshot)
+            self._show(self._bundle())
+
+    def on_interrupt(self, run: Any, line: str) -> None:
+        """Ctrl-C (interrupt the kernel): the bars give way to the one line."""
+        if self._handle is not None:
+            self._handle.update({"text/plain": line}, raw=True)

@@ -8,6 +8,9 @@ import tempfile
 import pytest
 from fixtures_cluster import cluster_env  # noqa: F401 - the real test cluster, as a fixture
 
+# tests/typing holds scripts for type checkers (tests/test_typing.py), never to be imported
+collect_ignore = ["typing"]
+
 
 def pytest_configure(config: pytest.Config) -> None:
     # compute() without a cluster uses ~/.lazyslurm: keep test runs out of the home directory

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shlex
 import subprocess
 import time
@@ -660,3 +661,29 @@ def test_ssh_runs_a_multi_rank_task_on_every_rank(env):
     """Over SSH too, ntasks=2 runs the function on both ranks, each with its JobContext."""
     with ssh_cluster(env):
         assert ranks_over_ssh(1).compute() == [(1, 0, 2, True, True), (1, 1, 2, True, True)]
+
+
+@task
+def double(x):
+    return 2 * x
+
+
+@pytest.mark.slurm
+@pytest.mark.parametrize("accounting", [True, False], ids=["sacct", "squeue"])
+def test_debug_logs_each_slurm_command_with_its_duration(env, tmp_path, caplog, accounting):
+    """At DEBUG, every sbatch and status command is logged with its duration and run id."""
+    import logging
+
+    c = slurm_cluster(env, tmp_path, accounting=accounting)
+    with caplog.at_level(logging.DEBUG, logger="lazyslurm"), c:
+        run = submit(double.map(range(3)), progress=False)
+        assert run.result() == ([0, 2, 4],)
+    records = [r for r in caplog.records if r.name == "lazyslurm.slurm"]
+    assert records and all(r.run_id == run.id for r in records)
+    sbatch = [r for r in records if r.getMessage().startswith("sbatch ")]
+    assert len(sbatch) == 1 and sbatch[0].array_job == "aj0"
+    assert "--array=0-2" in sbatch[0].getMessage() and sbatch[0].duration_s > 0
+    tool = "sacct" if accounting else "squeue"
+    polls = [r for r in records if r.getMessage().startswith(tool)]
+    assert polls and all(r.duration_s >= 0 for r in polls)
+    assert re.search(r"\(\d+\.\d{3} s", polls[0].getMessage())

@@ -274,6 +274,53 @@ def test_cancel_stops_a_running_run(tmp_path, capsys):
     assert code == 0 and "already ended (CANCELLED): nothing to cancel" in out
 
 
+def test_watch_shows_bars_until_the_run_ends(capsys):
+    """`lazyslurm watch RUN` draws the attached run's bars until it ends, then its state."""
+    run = submit(total(sleepy.map([0.4, 0.5])), progress=False)
+    code, out, err = run_cli(capsys, "watch", run.id)
+    assert code == 0, err
+    assert out.strip().endswith(f"run {run.id}: DONE")
+    assert "aj0 sleepy" in err and "2/2" in err and "aj1 total" in err
+    assert run.result() == (0.9,)
+
+
+def test_watch_of_a_failed_run_exits_1(project, store, capsys):
+    """Watching a run that already failed prints its bars once and exits 1."""
+    code, out, err = run_cli(capsys, "watch", store.failed, "--cluster", "work")
+    assert code == 1 and f"run {store.failed}: FAILED" in out
+    assert "aj0 noisy" in err and "1 failed" in err
+
+
+@pytest.mark.slurm
+def test_ctrl_c_in_watch_stops_watching_not_the_run(cluster_env, tmp_path):
+    """On the real Slurm: Ctrl-C ends `lazyslurm watch` (exit 0); the run keeps running."""
+    import signal
+
+    conf = cluster_env["LAZYSLURM_TEST_SLURM_CONF"]
+    work = tmp_path / "work"
+    (tmp_path / "lazyslurm.toml").write_text(
+        f'[profiles.t]\nbackend = "slurm"\nworkdir = "{work}"\nenv = {{ SLURM_CONF = "{conf}" }}\n'
+    )
+    cluster = Cluster("slurm", workdir=work, env={"SLURM_CONF": conf})
+    run = submit(sleepy.map([60, 61]), cluster=cluster, progress=False)
+    try:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "lazyslurm", "--cluster", "t", "watch", run.id],
+            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        time.sleep(3)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        assert f"stopped watching run {run.id}; it goes on" in out
+        assert "Traceback" not in err
+        counts = run.status().counts
+        assert counts.get("RUNNING", 0) + counts.get("PENDING", 0) == 2, counts
+    finally:
+        run.cancel()
+
+
 def test_cancel_of_a_finished_run(project, store, capsys):
     code, out, _ = run_cli(capsys, "cancel", store.done, "--cluster", "work")
     assert code == 0
@@ -517,6 +564,67 @@ def test_usage_on_the_real_cluster(cluster_env, tmp_path, monkeypatch, capsys, a
         "WORST", "CORE-H", "USED", "CORE-H", "USED/WORST",
     ]  # fmt: skip
     assert lines[2].split()[:5] == ["aj0", "inc", "3", "3", "00:01:00"]
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_cluster_option_before_or_after_the_command(project, store, capsys, where):
+    """`lazyslurm --cluster work runs` and `lazyslurm runs --cluster work` do the same."""
+    argv = ["--cluster", "work", "runs"] if where == "before" else ["runs", "--cluster", "work"]
+    code, out, _ = run_cli(capsys, *argv)
+    assert code == 0 and store.done in out and store.failed in out
+
+
+def test_cluster_after_the_command_wins_over_before(project, store, capsys):
+    """Given on both sides, the subcommand's --cluster is the one used."""
+    code, out, _ = run_cli(capsys, "--cluster", "work", "runs", "--cluster", "scratch")
+    assert code == 0 and out.startswith("no runs in")
+
+
+def test_runs_json(project, store, capsys):
+    """`runs --json` prints a JSON list with id, started, state and counts of every run."""
+    import json
+
+    code, out, _ = run_cli(capsys, "runs", "--json", "--cluster", "work")
+    data = json.loads(out)
+    assert code == 0 and {r["id"] for r in data} >= {store.done, store.failed}
+    done = next(r for r in data if r["id"] == store.done)
+    assert done["state"] == "DONE" and done["tasks"] == 4 and done["label"] == "sweep"
+
+
+def test_status_json_of_a_failed_run(project, store, capsys):
+    """`status --json` has the counts per array job and the failures; exit 1 as without."""
+    import json
+
+    code, out, _ = run_cli(capsys, "--cluster", "work", "status", store.failed, "--json")
+    data = json.loads(out)
+    assert code == 1 and data["run"] == store.failed and data["state"] == "FAILED"
+    assert data["counts"] == {"FAILED": 1} and data["failed"] == 1
+    assert data["array_jobs"][0]["task"] == "noisy"
+    assert data["failures"][0]["error"] == "ValueError: noisy failed after 5 lines"
+
+
+def test_profiles_lists_names_backends_and_files(project, capsys, monkeypatch):
+    """`lazyslurm profiles` lists each profile, its backend and file; marks the default."""
+    monkeypatch.setenv("LAZYSLURM_PROFILE", "work")
+    code, out, _ = run_cli(capsys, "profiles")
+    lines = out.splitlines()
+    assert code == 0 and lines[0].split() == ["PROFILE", "BACKEND", "FILE", "ERROR"]
+    path = str(project / "pyproject.toml")
+    assert any(line.split()[:3] == ["work*", "local", path] for line in lines)
+    assert any(line.split()[:3] == ["scratch", "local", path] for line in lines)
+    broken = next(line for line in lines if line.startswith("broken"))
+    assert "max_workers" in broken and "Traceback" not in out
+    assert lines[-1] == "* $LAZYSLURM_PROFILE=work"
+
+
+def test_profiles_json_and_none_defined(tmp_path, monkeypatch, capsys):
+    """`profiles --json` is a list; with no profile file, a hint says where to define one."""
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run_cli(capsys, "profiles")
+    assert code == 0 and "no cluster profiles" in out
+    assert json.loads(run_cli(capsys, "profiles", "--json")[1]) == []
 
 
 # --------------------------------------------------------------------------- usage

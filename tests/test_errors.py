@@ -38,8 +38,11 @@ def test_all_is_sorted_and_every_error_is_a_lazyslurm_error() -> None:
     assert errors.__all__ == sorted(errors.__all__)
     for name in errors.__all__:
         obj = getattr(errors, name)
-        if isinstance(obj, type):
+        if isinstance(obj, type) and name != "RunInterrupted":
             assert issubclass(obj, LazySlurmError), name
+    # a Ctrl-C must not be caught by `except Exception`
+    assert issubclass(errors.RunInterrupted, KeyboardInterrupt)
+    assert not issubclass(errors.RunInterrupted, Exception)
 
 
 @pytest.mark.parametrize(

@@ -359,11 +359,11 @@ def test_attach_unknown_run_is_a_key_error(tmp_path):
 
 
 def test_progress_display_when_asked(tmp_path, capsys):
-    """progress=True draws the per-array-job table; the default off a TTY draws nothing."""
+    """progress=True draws a bar per array job; the default off a TTY draws nothing."""
     with Cluster("local", workdir=tmp_path, max_workers=2):
         compute(inc.map(range(3)), progress=True)
         err = capsys.readouterr().err
-        assert "lazyslurm run" in err and "inc x3" in err
+        assert "lazyslurm run" in err and "aj0 inc" in err and "3/3" in err
         compute(inc.map(range(4)))
         assert capsys.readouterr().err == ""
 
@@ -380,6 +380,28 @@ def test_events_go_to_logging(cluster, caplog):
         "submitted run" in text
         and f"{job.key}: PENDING -> DONE" in text.replace("RUNNING -> DONE", "PENDING -> DONE")
     ) or f"{job.key}:" in text
+
+
+def test_debug_logs_carry_the_run_array_job_and_element(tmp_path, caplog):
+    """At DEBUG: the plan summary, cache hits and state changes, with extra fields."""
+    import logging
+
+    with Cluster("sync", workdir=tmp_path, cache=True):
+        compute(inc.map([200, 201]))
+    with caplog.at_level(logging.DEBUG, logger="lazyslurm"), Cluster(
+        "sync", workdir=tmp_path, cache=True
+    ):
+        run = submit(inc.map([200, 201, 202]), progress=False)
+        run.result()
+    records = [r for r in caplog.records if getattr(r, "run_id", None) == run.id]
+    messages = [r.getMessage() for r in records]
+    assert f"plan of run {run.id}: 1 array jobs, 1 tasks, 2 cache hits" in messages
+    assert "plan aj0: inc x1 (dependencies: none)" in messages
+    hits = [m for m in messages if m.startswith("cache hit: ")]
+    assert len(hits) == 2
+    change = next(r for r in records if r.getMessage().endswith("-> DONE"))
+    assert change.array_job == "aj0" and change.element == 0
+    assert change.getMessage().startswith(run.array_jobs[0].keys[0])
 
 
 def test_options_that_do_not_apply_are_refused():

@@ -670,3 +670,31 @@ def test_dask_collections_are_refused_with_what_to_do() -> None:
         dask.compute(f(1))
     with pytest.raises(DaskCollectionError):
         dask.delayed(sum)([f(1)])
+
+
+@pytest.mark.parametrize("mapping", [{"a": 1, "b": 2}, {}], ids=["dict", "empty"])
+def test_map_over_a_mapping_is_refused_with_the_three_ways_out(mapping: dict) -> None:
+    """task.map(a_dict) raises (it would map over the keys) naming .items(), .values(), a list."""
+    from lazyslurm.errors import MapOverMappingError
+
+    with pytest.raises(TypeError) as info:
+        f.map(mapping)
+    assert isinstance(info.value, MapOverMappingError)
+    msg = str(info.value)
+    assert "f.map(d.items())" in msg and "f.map(d.values())" in msg and "list of dicts" in msg
+
+
+def test_map_over_items_values_and_a_list_of_dicts_still_works() -> None:
+    """The three suggested forms build one job per pair, value, or keyword dict."""
+    d = {"a": 1, "b": 2}
+    assert [j.args for j in f.map(d.items())] == [("a", 1), ("b", 2)]
+    assert [j.args for j in f.map(d.values())] == [(1,), (2,)]
+    assert [j.kwargs for j in f.map([d])] == [d]
+
+
+def test_with_nout_is_nout_in_the_spelling_checkers_accept() -> None:
+    """job.with_nout(N) is the same node as f(..., nout=N): same key, known length N."""
+    job = f(1).with_nout(3)
+    assert job == f(1, nout=3) and len(job) == 3 and job.nout == 3
+    with pytest.raises(OptionTypeError):
+        f(1).with_nout(-1)

@@ -99,3 +99,20 @@ def test_version_matches_pyproject() -> None:
     """lazyslurm.__version__ is the version in pyproject.toml."""
     data = tomllib.loads((REPO / "pyproject.toml").read_text())
     assert lazyslurm.__version__ == data["project"]["version"]
+
+
+def test_all_is_a_literal_list_that_checkers_read() -> None:
+    """__all__ is written out as a list literal (checkers ignore computed ones), = _EXPORTS."""
+    tree = ast.parse(Path(lazyslurm.__file__).read_text())
+    (value,) = [
+        node.value
+        for node in tree.body
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "__all__"
+    ]
+    assert isinstance(value, ast.List)
+    assert [ast.literal_eval(e) for e in value.elts] == sorted(lazyslurm._EXPORTS)
+
+
+def test_package_ships_the_typed_marker() -> None:
+    """lazyslurm/py.typed exists (PEP 561), so checkers use the package's annotations."""
+    assert (Path(lazyslurm.__file__).parent / "py.typed").is_file()

@@ -421,7 +421,9 @@ def test_sbatch_long_options_are_profile_defaults(project):
     )
     c = Cluster.from_profile("hpc")
     assert c.backend_options == {
-        "ntasks_per_node": 2, "exclusive": True, "mail_type": ["END", "FAIL"],
+        "ntasks_per_node": 2,
+        "exclusive": True,
+        "mail_type": ["END", "FAIL"],
     }
     from lazyslurm.backends.slurm import TASK_DEFAULTS
     from lazyslurm.graph.resources import Resources
@@ -430,5 +432,16 @@ def test_sbatch_long_options_are_profile_defaults(project):
         **{k: v for k, v in c.backend_options.items() if k in TASK_DEFAULTS}
     )
     assert defaults.sbatch_flags() == [
-        "--ntasks-per-node=2", "--exclusive", "--mail-type=END,FAIL",
+        "--ntasks-per-node=2",
+        "--exclusive",
+        "--mail-type=END,FAIL",
     ]
+
+
+def test_a_submitit_key_is_answered_with_the_lazyslurm_key(project):
+    """A profile key spelt as in submitit (slurm_partition) suggests ours with its value."""
+    text = '[tool.lazyslurm.profiles.hpc]\nbackend = "slurm"\nslurm_partition = "gpu"\n'
+    pyproject(project, text)
+    with pytest.raises(ClusterConfigError) as err:
+        Cluster.from_profile("hpc")
+    assert "did you mean partition='gpu' (submitit's slurm_partition)?" in str(err.value)

@@ -219,8 +219,25 @@ def test_unknown_option_names_are_rejected_with_the_known_ones() -> None:
         task(tme="1:00", memory="1G")
     msg = str(info.value)
     assert isinstance(info.value, OptionTypeError)
-    assert "memory, tme" in msg
+    assert "memory (did you mean mem='1G'" in msg and "tme (did you mean 'time'?)" in msg
     assert all(name in msg for name in OPTION_NAMES)
+
+
+@pytest.mark.parametrize(
+    ("given", "hint"),
+    [
+        ({"timeout_min": 30}, "did you mean time=30 (submitit's timeout_min; an int is minutes)?"),
+        ({"mem_gb": 4}, "did you mean mem='4G'"),
+        ({"slurm_partition": "gpu"}, "did you mean partition='gpu'"),
+        ({"cpus-per-task": 2}, "did you mean 'cpus_per_task'?"),
+        ({"slurm_array_parallelism": 8}, "did you mean max_concurrent=8"),
+    ],
+)
+def test_submitit_and_sbatch_option_names_get_a_did_you_mean(given: dict, hint: str) -> None:
+    """submitit's names (timeout_min, mem_gb, slurm_partition...) are answered with ours."""
+    with pytest.raises(OptionTypeError) as info:
+        task(**given)
+    assert hint in str(info.value)
 
 
 def test_validation_happens_at_decoration_time() -> None:

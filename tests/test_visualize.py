@@ -182,6 +182,15 @@ def test_jobs_level_shows_throttle_gpus_and_partition():
 
 
 @needs_dot
+def test_jobs_level_titles_each_chunk_with_its_own_range(tmp_path):
+    """A sweep chunked into several array jobs: each chunk's title shows its own range."""
+    with Cluster("sync", workdir=tmp_path, max_array_size=1000):
+        words = texts(svg(total(inc.map(range(2500))), level="jobs"))
+    assert {"inc [0-999]", "inc [1000-1999]", "inc [2000-2499]"} <= set(words)
+    assert "chunk 3/3 (elements 2000-2499)" in words
+
+
+@needs_dot
 def test_jobs_level_labels_ordering_only_dependencies():
     """A dependency from task.after without data is labelled ordering."""
     first = inc(1)

@@ -13,6 +13,7 @@ Slurm does all the scheduling. Per action, one round trip:
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shlex
@@ -48,6 +49,10 @@ from lazyslurm.planning.sbatch import (
     submit_script,
 )
 from lazyslurm.store import INSIDE, RunLayout, default_workdir
+
+# DEBUG: each sbatch, sacct, squeue and scancel with its duration; extra fields run_id and
+# array_job (and element where one applies) on every line
+log = logging.getLogger("lazyslurm.slurm")
 
 __all__ = [
     "OPTIONS",
@@ -333,6 +338,7 @@ class SlurmBackend:
         inside = RunLayout.of(run_id)  # the run's paths relative to the work directory
         staged = {f"{inside.root}/{k}": v for k, v in staged.items()} | dict(prepared.files)
         then = prepared.before + f"bash {q(layout.submit_script)}"
+        t0 = time.monotonic()
         try:
             res = self.shell.put_files(self.workdir, staged, then=then)
         except BaseException:  # interrupted or lost mid-submission: leave nothing held
@@ -347,6 +353,14 @@ class SlurmBackend:
         self.stats["sbatch"] += len(array_jobs)
         line = next(ln for ln in res.stdout.splitlines() if ln.startswith(IDS_MARKER))
         ids = dict(pair.split("=", 1) for pair in line.split()[1:])
+        if log.isEnabledFor(logging.DEBUG):
+            took = time.monotonic() - t0
+            for j in array_jobs:  # one round trip submitted them all: each shows its total
+                log.debug(
+                    "sbatch %s: Slurm job %s (%d elements, %.3f s for the %d sbatch calls)",
+                    " ".join(flags[j.id]), ids.get(j.id, "?"), j.size, took, len(array_jobs),
+                    extra={"run_id": run_id, "array_job": j.id, "duration_s": took},
+                )
         self._watches[run_id] = _Watch()
         return RunHandle(run_id=run_id, array_jobs=tuple(array_jobs), job_ids=ids)
 
@@ -379,14 +393,23 @@ class SlurmBackend:
             watch.deferred_wait_s = 0.0
         script = wait + (
             f"n=$(ls -1 -f {results} 2>/dev/null | grep -c {grep})\n"
-            f'if [ "${{n:-0}}" -ge {total} ]; then echo LZ-STATUS-RC=0; else\n'
+            f'if [ "${{n:-0}}" -ge {total} ]; then echo LZ-STATUS-RC=0 skipped; else\n'
             f"{status_cmd}\necho LZ-STATUS-RC=$?\nfi\n"
             f"cd {q(run_dir)} && echo LZ-FILES && ls -1 -f {' '.join(layout.OUTCOME_DIRS)}"
         )
         if self.shell.local_files:  # taken before the listing: no change is missed
             watch.stamp = _dir_stamp(layout)
+        t0 = time.monotonic()
         res = self.shell.run(script)
         self.stats["polls"] += 1
+        if log.isEnabledFor(logging.DEBUG):
+            took = time.monotonic() - t0
+            skipped = "LZ-STATUS-RC=0 skipped" in res.stdout
+            log.debug(
+                "%s (%.3f s%s)", status_cmd, took,
+                ", not run: every result is in" if skipped else "",
+                extra={"run_id": handle.run_id, "array_job": None, "duration_s": took},
+            )
         status_text, _, rest = res.stdout.partition("LZ-STATUS-RC=")
         if not rest.startswith("0"):
             msg = f"status query failed: {res.stderr.strip() or res.stdout.strip()}"
@@ -455,7 +478,13 @@ class SlurmBackend:
     def cancel(self, handle: RunHandle) -> None:
         ids = " ".join(shlex.quote(handle.job_ids[aj.id]) for aj in handle.array_jobs)
         if ids:
+            t0 = time.monotonic()
             self.shell.run(f"scancel {ids}")
+            took = time.monotonic() - t0
+            log.debug(
+                "scancel %s (%.3f s)", ids, took,
+                extra={"run_id": handle.run_id, "array_job": None, "duration_s": took},
+            )
 
     def cancel_elements(self, handle: RunHandle, elements: Sequence[tuple[str, int]]) -> None:
         """``scancel`` some elements (``ID_INDEX``); Slurm cancels their dependents."""

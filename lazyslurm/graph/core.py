@@ -35,8 +35,8 @@ import re
 import sys
 import types
 import uuid
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Generic, TypeVar, overload
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, Unpack, overload
 
 import cloudpickle
 
@@ -45,10 +45,12 @@ from lazyslurm.errors import (
     HiddenLazyValueError,
     InvalidArgumentError,
     LazyValueError,
+    MapOverMappingError,
     OptionTypeError,
     UnexpectedKeywordError,
     UnknownLengthError,
 )
+from lazyslurm.graph.options import TaskOptions
 from lazyslurm.graph.resources import Resources
 from lazyslurm.registry import executor
 from lazyslurm.store import MapItem, Rebuild, Ref, RefList, Restore
@@ -61,7 +63,7 @@ RESERVED_NAMES = frozenset(
     {
         # graph data
         "key", "task", "args", "kwargs", "deps", "order", "nout", "jobs", "keys", "base",
-        "path", "dependencies",
+        "path", "dependencies", "with_nout",
         # computing and the job handle (slurm-sdk's vocabulary)
         "compute", "visualize", "wait", "get_result", "get_results", "get_status",
         "is_running", "is_completed", "is_successful", "cancel", "id", "get_script",
@@ -100,6 +102,8 @@ def safe_repr(obj: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 R = TypeVar("R")
+P = ParamSpec("P")
+R_co = TypeVar("R_co", covariant=True)
 _ATOMS = frozenset({str, int, float, bool, type(None), bytes, complex})
 _LONG = frozenset({str, bytes})  # long ones are hashed into keys, not repr'd (4x their size)
 _LONG_AT = 4096
@@ -379,7 +383,7 @@ def _unique(jobs: Iterable[Job]) -> tuple[Job, ...]:
 # --------------------------------------------------------------------------- Task
 
 
-class Task(Generic[R]):
+class Task(Generic[P, R]):
     """A function with Slurm resources. Calling it or mapping it builds lazy jobs.
 
     Immutable: :meth:`options` and :meth:`after` return new tasks. ``name`` is a readable
@@ -388,7 +392,7 @@ class Task(Generic[R]):
 
     def __init__(
         self,
-        func: Callable[..., R],
+        func: Callable[P, R],
         resources: Resources,
         *,
         pure: bool = True,
@@ -448,7 +452,7 @@ class Task(Generic[R]):
     def __repr__(self) -> str:
         return f"Task({self.name})"
 
-    def __get__(self, instance: Any, owner: type | None = None) -> Task[R]:
+    def __get__(self, instance: Any, owner: type | None = None) -> Task[..., R]:
         """``@task`` on a method: ``obj.method`` is a task of the bound method (``self``
         is its first argument, part of its key), as a plain method binds ``self``."""
         if instance is None:
@@ -462,7 +466,7 @@ class Task(Generic[R]):
         )
 
     @property
-    def unwrapped(self) -> Callable[..., R]:
+    def unwrapped(self) -> Callable[P, R]:
         """The plain function."""
         return self._func
 
@@ -489,7 +493,7 @@ class Task(Generic[R]):
         """Hash of the function's identity and code."""
         return self._token
 
-    def options(self, **overrides: Any) -> Task[R]:
+    def options(self, **overrides: Unpack[TaskOptions]) -> Task[P, R]:
         """A new task with some options changed (validated as in ``@task``)."""
         name = overrides.pop("name", self._label)
         opts = {**self._resources.as_options(), "pure": self._pure, **overrides}
@@ -499,11 +503,11 @@ class Task(Generic[R]):
             token=self._token, name=name,
         )
 
-    def with_options(self, **overrides: Any) -> Task[R]:
+    def with_options(self, **overrides: Unpack[TaskOptions]) -> Task[P, R]:
         """Alias of :meth:`options` (slurm-sdk's spelling)."""
         return self.options(**overrides)
 
-    def after(self, *deps: Job | JobArray | JobView) -> Task[R]:
+    def after(self, *deps: Job[Any] | JobArray[Any] | JobView) -> Task[P, R]:
         """This task, bound to run after ``deps`` (ordering only: no data passed)."""
         jobs: list[Job] = list(self._after)
         for dep in deps:
@@ -555,7 +559,7 @@ class Task(Generic[R]):
             )
             raise UnexpectedKeywordError(msg)
 
-    def __call__(self, *args: Any, nout: int | None = None, **kwargs: Any) -> Job[R]:
+    def _call(self, *args: Any, nout: int | None = None, **kwargs: Any) -> Job[R]:
         deps: list[Job] = []
         parts: list[str] = []
         try:
@@ -578,9 +582,16 @@ class Task(Generic[R]):
             sink.append(job)
         return job
 
+    if TYPE_CHECKING:
+        # what checkers see: the function's own parameters (``nout=`` is not among them:
+        # typed code writes ``task(...).with_nout(N)``)
+        def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]: ...
+    else:
+        __call__ = _call
+
     def map(
         self,
-        items: Iterable[Any] | JobArray | Job,
+        items: Iterable[Any] | JobArray[Any] | Job[Any],
         *,
         name: str | None = None,
         max_concurrent: int | None = None,
@@ -593,6 +604,8 @@ class Task(Generic[R]):
         ``name`` labels this array in plans and logs (keys are unchanged);
         ``max_concurrent`` throttles it (at most N elements run at once).
         """
+        if isinstance(items, Mapping):
+            raise MapOverMappingError(_map_mapping_message(self._name, items))
         if name is not None or max_concurrent is not None:
             extra: dict[str, Any] = {}
             if name is not None:
@@ -720,6 +733,16 @@ def _task_by_name(module: str, qualname: str, *state: Any) -> Task:
     return _rebuild_task(found._func, *state)
 
 
+def _map_mapping_message(name: str, items: Mapping[Any, Any]) -> str:
+    kind = type(items).__name__
+    return (
+        f"{name}.map() got a {kind}: mapping over it would call {name} once per key. Pass "
+        f"{name}.map(d.items()) for (key, value) pairs as two arguments, "
+        f"{name}.map(d.values()) for the values, or a list of dicts, one per call's "
+        f"keyword arguments: {name}.map([{{'x': 1}}, {{'x': 2}}])"
+    )
+
+
 def _rebuild_task(
     func: Callable[..., Any],
     resources: Resources,
@@ -732,9 +755,9 @@ def _rebuild_task(
 
 
 @overload
-def task(func: Callable[..., R], /) -> Task[R]: ...
+def task(func: Callable[P, R], /) -> Task[P, R]: ...
 @overload
-def task(**options: Any) -> Callable[[Callable[..., R]], Task[R]]: ...
+def task(**options: Unpack[TaskOptions]) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 def task(func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     """Turn a function into a lazy task. Options are validated here, at decoration time.
 
@@ -772,7 +795,18 @@ def _leak(value: Any, used_as: str) -> LazyValueError:
     return LazyValueError(msg)
 
 
-class _Lazy:
+if TYPE_CHECKING:
+    # For checkers, lazy values derive from Any: a Job[R] may stand where the function
+    # expects an R (it is replaced by its result when the task runs), and job.attr /
+    # job[i] are lazy views. Their declared methods (compute, get_result...) stay typed.
+    _Opaque = Any
+else:
+
+    class _Opaque:
+        __slots__ = ()
+
+
+class _Lazy(Generic[R_co]):
     """Behaviour shared by lazy values: no truth value, no mutation, compute helpers."""
 
     __slots__ = ()
@@ -792,7 +826,11 @@ class _Lazy:
         msg = f"{type(self).__name__} is immutable: item deletion is not supported"
         raise TypeError(msg)
 
-    def compute(self, *, cluster: Any = None, **kwargs: Any) -> Any:
+    def _repr_html_(self) -> str:
+        """Notebook display: a small table and the graph (lazyslurm.notebook)."""
+        return str(executor().lazy_html(self))
+
+    def compute(self, *, cluster: Any = None, **kwargs: Any) -> R_co:
         """Run what this value needs and return its result."""
         return executor().compute(self, cluster=cluster, **kwargs)[0]
 
@@ -819,7 +857,7 @@ class _Lazy:
         raise DaskCollectionError(msg)
 
 
-class _Handle(_Lazy):
+class _Handle(_Lazy[R_co]):
     """The job handle (slurm-sdk's vocabulary), for Job and JobArray (a view's names
     stay views of the result)."""
 
@@ -858,7 +896,7 @@ class _Handle(_Lazy):
         return _handles().get_script(self, cluster=cluster)
 
 
-class Job(_Handle, Generic[R]):
+class Job(_Handle[R_co], _Opaque):  # type: ignore[misc]
     """One lazy call of a task. Immutable and hashable; equal keys mean equal jobs.
 
     Also a job handle (``wait``, ``get_result``, ``get_status``, ``cancel``, ``id``,
@@ -915,6 +953,23 @@ class Job(_Handle, Generic[R]):
     def nout(self) -> int | None:
         return self._nout
 
+    def with_nout(self, nout: int) -> Job[R_co]:
+        """This job, declared to give ``nout`` items: ``f(x).with_nout(3)`` is
+        ``f(x, nout=3)`` (the spelling type checkers accept: ``nout=`` is not a parameter
+        of the function).
+
+        >>> @task
+        ... def pair(x): return x, x
+        >>> len(pair(1).with_nout(2)), pair(1).with_nout(2) == pair(1, nout=2)
+        (2, True)
+        """
+        if isinstance(nout, bool) or not isinstance(nout, int) or nout < 0:
+            msg = f"nout must be a non-negative int, got {nout!r}"
+            raise OptionTypeError(msg)
+        return _new_job(
+            self.key, self._task, self._args, self._kwargs, self._deps, self._order, nout
+        )
+
     def _length(self) -> int | None:
         return self._nout
 
@@ -964,7 +1019,7 @@ class Job(_Handle, Generic[R]):
         return self._nout
 
     # -- the job handle
-    def get_result(self, timeout: float | None = None, *, cluster: Any = None) -> R:
+    def get_result(self, timeout: float | None = None, *, cluster: Any = None) -> R_co:
         """The job's result (submitted and waited for first if needed); a failed task
         raises its original exception."""
         return _handles().get_result(self, timeout, cluster=cluster)
@@ -1094,7 +1149,7 @@ def _view(
     return JobView(base, (*path, (kind, step)), extra + tuple(deps), ptoken + token)
 
 
-class JobView(_Lazy):
+class JobView(_Lazy[Any], _Opaque):  # type: ignore[misc]
     """``job[i]``, ``job["k"]``, ``job.attr`` or ``job.method(...)``: resolved inside the
     consumer, never a Slurm job of its own."""
 
@@ -1188,7 +1243,7 @@ class JobView(_Lazy):
         return _handles().get_result(self, timeout, cluster=cluster)
 
 
-class JobArray(_Handle, Generic[R]):
+class JobArray(_Handle[list[R_co]], _Opaque):  # type: ignore[misc]
     """The jobs of one ``task.map``: a sequence of element ``Job`` objects.
 
     As an argument it stands for the list of its results (fan-in). Also a job handle
@@ -1197,11 +1252,11 @@ class JobArray(_Handle, Generic[R]):
 
     __slots__ = ("_jobs",)
 
-    def __init__(self, jobs: tuple[Job, ...]) -> None:
+    def __init__(self, jobs: tuple[Job[R_co], ...]) -> None:
         object.__setattr__(self, "_jobs", jobs)
 
     @property
-    def jobs(self) -> tuple[Job, ...]:
+    def jobs(self) -> tuple[Job[R_co], ...]:
         return self._jobs
 
     @property
@@ -1218,14 +1273,14 @@ class JobArray(_Handle, Generic[R]):
     def __len__(self) -> int:
         return len(self._jobs)
 
-    def __iter__(self) -> Iterator[Job]:
+    def __iter__(self) -> Iterator[Job[R_co]]:
         return iter(self._jobs)
 
     @overload
-    def __getitem__(self, index: int) -> Job: ...
+    def __getitem__(self, index: int) -> Job[R_co]: ...
     @overload
-    def __getitem__(self, index: slice) -> JobArray: ...
-    def __getitem__(self, index: int | slice) -> Job | JobArray:
+    def __getitem__(self, index: slice) -> JobArray[R_co]: ...
+    def __getitem__(self, index: int | slice) -> Job[R_co] | JobArray[R_co]:
         if isinstance(index, slice):
             if any(isinstance(b, _Lazy) for b in (index.start, index.stop, index.step)):
                 msg = (
@@ -1261,7 +1316,7 @@ class JobArray(_Handle, Generic[R]):
         table, index = _graph_table(self._jobs)
         return (_rebuild_graph, (table, [index[j.key] for j in self._jobs]))
 
-    def get_results(self, timeout: float | None = None, *, cluster: Any = None) -> list[R]:
+    def get_results(self, timeout: float | None = None, *, cluster: Any = None) -> list[R_co]:
         """The list of the elements' results (submitted and waited for first if needed);
         a failed element raises its original exception."""
         return _handles().get_result(self, timeout, cluster=cluster)

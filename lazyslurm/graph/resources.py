@@ -342,7 +342,13 @@ class Resources:
         """Validate decorator options (``time="1:00:00"``, ``mem="4G"``, ...)."""
         unknown = sorted(set(options) - set(OPTION_NAMES))
         if unknown:
-            msg = f"unknown task option(s) {', '.join(unknown)}; known: {', '.join(OPTION_NAMES)}"
+            from lazyslurm.graph.options import suggest
+
+            named = [
+                f"{n} ({h})" if (h := suggest(n, OPTION_NAMES, options[n])) else n
+                for n in unknown
+            ]
+            msg = f"unknown task option(s) {', '.join(named)}; known: {', '.join(OPTION_NAMES)}"
             raise OptionTypeError(msg)
         out: dict[str, Any] = {}
         long: dict[str, str] = {}

@@ -142,6 +142,12 @@ class Plan:
         """The task every element of ``array_job`` calls."""
         return self.elements(array_job)[0].task
 
+    def _repr_html_(self) -> str:
+        """Notebook display: one row per array job and the jobs picture."""
+        from lazyslurm.registry import executor
+
+        return str(executor().plan_html(self))  # pictures live above planning
+
     def describe(self) -> list[str]:
         """One line per array job, for printing."""
         lines = []
@@ -235,7 +241,7 @@ def make_plan(
             group.append(job)
 
     # chunking; stage-major order keeps submission order topological
-    pending: list[tuple[int, Task[Any], Resources, tuple[Job, ...], int, int]] = []
+    pending: list[tuple[int, Task[..., Any], Resources, tuple[Job, ...], int, int]] = []
     for (s, _), jobs in sorted(groups.items(), key=lambda kv: kv[0][0]):
         res = jobs[0].task.resources  # the group's first-seen resources
         nchunks = -(-len(jobs) // max_array_size)

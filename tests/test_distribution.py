@@ -1,0 +1,136 @@
+"""The distribution: its metadata (pyproject.toml), the README's first example, the wheel."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tomllib
+import venv
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DIST_NAME = "lazyslurm-dag"
+
+
+def pyproject() -> dict:
+    return tomllib.loads((REPO / "pyproject.toml").read_text())
+
+
+def readme_first_python_block() -> str:
+    text = (REPO / "README.md").read_text()
+    match = re.search(r"```python\n(.*?)```", text, re.DOTALL)
+    assert match, "README.md has no python block"
+    return match.group(1)
+
+
+def test_metadata_names_license_classifiers_and_urls() -> None:
+    """The distribution has its own name, an MIT LICENSE file, classifiers and URLs."""
+    project = pyproject()["project"]
+    assert project["name"] == DIST_NAME
+    assert project["license"] == "MIT"
+    assert "MIT License" in (REPO / "LICENSE").read_text()
+    assert "Typing :: Typed" in project["classifiers"]
+    assert {"Homepage", "Source", "Issues"} <= set(project["urls"])
+    assert (REPO / "lazyslurm" / "py.typed").is_file()
+
+
+def test_no_extra_duplicates_a_required_dependency() -> None:
+    """No optional extra (such as the old `progress`) repeats a required dependency."""
+    project = pyproject()["project"]
+    required = {re.split(r"[<>=!~ ;\[]", d)[0] for d in project["dependencies"]}
+    assert "progress" not in project["optional-dependencies"]
+    for extra, deps in project["optional-dependencies"].items():
+        names = {re.split(r"[<>=!~ ;\[]", d)[0] for d in deps}
+        assert not names & required, (extra, names & required)
+
+
+def test_install_advice_uses_the_distribution_name() -> None:
+    """Docs and error messages say `pip install lazyslurm-dag`, never the taken name."""
+    files = [REPO / "README.md", *(REPO / "docs").glob("*.md"), *(REPO / "lazyslurm").rglob("*.py")]
+    for path in files:
+        text = path.read_text()
+        assert not re.search(r"pip install lazyslurm(?![-_\w])", text), path
+        assert "lazyslurm-*.whl" not in text, path
+    assert f"pip install {DIST_NAME}" in (REPO / "README.md").read_text()
+
+
+def test_readme_first_example_runs_on_the_local_backend(tmp_path, monkeypatch) -> None:
+    """The README's first python block runs as copied (its Slurm part on the local backend)."""
+    code = readme_first_python_block()
+    assert "..." not in code.replace('"..."', ""), "the example must have no placeholder body"
+    slurm = 'Cluster("slurm", partition="debug")'
+    assert slurm in code
+    monkeypatch.chdir(tmp_path)
+    script = tmp_path / "readme_example.py"
+    script.write_text(code.replace(slurm, f'Cluster("local", workdir={str(tmp_path)!r})'))
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 2 and lines[0] == lines[1], lines  # the local run, then the "Slurm" one
+    assert "'lr': 0.01, 'seed': 0" in lines[0]  # the best of the four configurations
+
+
+@pytest.mark.slurm
+def test_readme_first_example_runs_as_written_on_slurm(cluster_env, tmp_path) -> None:
+    """The README's first python block, unchanged, runs on the real test Slurm."""
+    script = tmp_path / "readme_example.py"
+    script.write_text(readme_first_python_block())
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "SLURM_CONF": cluster_env["LAZYSLURM_TEST_SLURM_CONF"],
+        "HOME": str(tmp_path),  # the default ~/.lazyslurm store: this test's own
+    }
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, env=env,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 2 and lines[0] == lines[1], lines
+
+
+@pytest.mark.install
+def test_wheel_installs_and_runs_the_example_outside_the_checkout(tmp_path) -> None:
+    """A plain pip install of the built wheel runs lazyslurm.examples outside the checkout."""
+    dist = tmp_path / "dist"
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dist), str(REPO)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert build.returncode == 0, build.stderr
+    (wheel,) = dist.glob("lazyslurm_dag-*.whl")
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    py = env_dir / "bin" / "python"
+    inst = subprocess.run(
+        [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", str(wheel)],
+        capture_output=True, text=True, timeout=600,
+    )
+    if inst.returncode != 0 and "No matching distribution" in inst.stderr:
+        pytest.skip(f"the package index cannot provide the dependencies: {inst.stderr[-300:]}")
+    assert inst.returncode == 0, inst.stderr
+    run_dir = tmp_path / "elsewhere"
+    run_dir.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["LAZYSLURM_WORKDIR"] = str(tmp_path / "work")
+    out = subprocess.run(
+        [str(py), "-m", "lazyslurm.examples.parallelization_patterns", "--backend", "sync",
+         "--pattern", "pipeline"],
+        capture_output=True, text=True, cwd=run_dir, env=env, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "final_transform_2(preprocessed_data_3)" in out.stdout
+    where = subprocess.run(
+        [str(py), "-c", "import lazyslurm, lazyslurm.examples as e; print(e.__file__)"],
+        capture_output=True, text=True, cwd=run_dir, env=env,
+    )
+    assert str(env_dir) in where.stdout, where.stdout  # the installed copy, not the checkout
+    assert (Path(where.stdout.strip()).parent.parent / "py.typed").is_file()

@@ -1,0 +1,62 @@
+"""Typed option keywords and "did you mean" (lazyslurm/graph/options.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from lazyslurm import Cluster
+from lazyslurm.errors import ClusterConfigError
+from lazyslurm.graph.options import ALIASES, ClusterOptions, TaskOptions, suggest
+from lazyslurm.graph.resources import OPTION_NAMES
+from lazyslurm.options import OPTIONS
+
+
+def test_task_options_typed_dict_names_task_options() -> None:
+    """TaskOptions (what checkers and editors see) names options @task accepts: all of
+    its own, and the most used of sbatch's other long options."""
+    from lazyslurm.graph.resources import SBATCH_OPTIONS
+
+    typed = set(TaskOptions.__annotations__)
+    assert typed <= {*OPTION_NAMES, "name"}  # name: a label, taken before validation
+    assert set(OPTION_NAMES) - set(SBATCH_OPTIONS) <= typed
+
+
+def test_cluster_options_typed_dict_names_declared_backend_options() -> None:
+    """ClusterOptions names only options the backends declare (lazyslurm.options)."""
+    assert set(ClusterOptions.__annotations__) <= set(OPTIONS)
+
+
+def test_every_alias_points_at_a_real_option() -> None:
+    """Each alias names an option of a task, a Cluster or a profile."""
+    real = set(OPTION_NAMES) | set(ClusterOptions.__annotations__) | set(OPTIONS)
+    assert {target for target, _, _ in ALIASES.values()} <= real
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "hint"),
+    [
+        ("timeout_min", 90, "did you mean time=90 (submitit's timeout_min; an int is minutes)?"),
+        ("mem_gb", 16, "did you mean mem='16G' (submitit's mem_gb; mem takes units)?"),
+        ("slurm_partition", "gpu", "did you mean partition='gpu' (submitit's slurm_partition)?"),
+        ("--cpus-per-task", 4, "did you mean 'cpus_per_task'?"),
+        ("partiton", "x", "did you mean 'partition'?"),
+        ("slurm_additional_parameters", {"exclusive": True}, "did you mean 'extra_sbatch'"),
+    ],
+)
+def test_suggest_answers_aliases_and_misspellings(name: str, value: object, hint: str) -> None:
+    """suggest() maps submitit/sbatch spellings to ours (with the value) and near misses."""
+    assert suggest(name, OPTION_NAMES, value).startswith(hint)
+
+
+def test_suggest_is_silent_for_far_names_and_absent_targets() -> None:
+    """No hint for an unrelated name, nor for an alias whose target is not allowed here."""
+    assert suggest("colour", OPTION_NAMES) == ""
+    assert suggest("slurm_setup", OPTION_NAMES) == ""  # setup is a Cluster option
+
+
+def test_cluster_option_typo_gets_a_did_you_mean() -> None:
+    """Cluster("slurm", slurm_partition=...) names our option before anything starts."""
+    with pytest.raises(ClusterConfigError, match=r"'slurm_partition'.*did you mean partition="):
+        Cluster("slurm", slurm_partition="debug")
+    with pytest.raises(ClusterConfigError, match=r"'hostnme'.*did you mean 'hostname'"):
+        Cluster("ssh", hostnme="login")
