@@ -363,6 +363,22 @@ def test_bad_partition_is_refused_and_leaves_nothing(env, tmp_path):
 
 
 @pytest.mark.slurm
+def test_refused_at_release_names_the_array_job_its_options_and_slurms_words(env, tmp_path):
+    """A job Slurm refuses only at release is named, with Slurm's words and its options."""
+    good = pp.stage1_preprocess.map(["x", "y"])
+    bad = pp.stage3_finalize.options(extra_sbatch=["--cpus-per-task=1000"]).map(good)
+    c = slurm_cluster(env, tmp_path, accounting=False)
+    with c, pytest.raises(SubmissionError) as info:
+        compute(bad)
+    msg = str(info.value)
+    assert "array job aj1 (stage3_finalize)" in msg, msg
+    assert "partition configuration not available" in msg
+    assert "--cpus-per-task=1000" in msg
+    runs = list((tmp_path / "work" / "runs").iterdir())
+    assert live_jobs_of_run(conf_of(c, env), runs[0].name) == []
+
+
+@pytest.mark.slurm
 def test_over_a_partition_time_limit_is_refused_before_submission(env, tmp_path):
     """time= over the partition's MaxTime would pend forever: refused, nothing submitted."""
     too_long = pp.stage1_preprocess.options(partition="short", time="00:10:00")

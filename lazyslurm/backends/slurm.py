@@ -342,7 +342,7 @@ class SlurmBackend:
         assert res is not None
         self.stats["submits"] += 1
         if res.returncode != 0 or IDS_MARKER not in res.stdout:
-            raise _submission_error(res.stdout, res.stderr, flags)
+            raise _submission_error(res.stdout, res.stderr, flags, array_jobs)
         self.stats["sbatch"] += len(array_jobs)
         line = next(ln for ln in res.stdout.splitlines() if ln.startswith(IDS_MARKER))
         ids = dict(pair.split("=", 1) for pair in line.split()[1:])
@@ -549,16 +549,43 @@ def _element_state(
 
 
 def _submission_error(
-    stdout: str, stderr: str, flags: Mapping[str, Sequence[str]]
+    stdout: str,
+    stderr: str,
+    flags: Mapping[str, Sequence[str]],
+    array_jobs: Sequence[ArrayJob] = (),
 ) -> SubmissionError:
-    m = re.search(rf"{SUBMIT_FAILED_MARKER} (\S+)", stderr)
+    """The error for a refused submission: which array job, Slurm's words, its options.
+
+    A job can be refused by ``sbatch`` (the marker line names its array job) or only when
+    the held jobs are released (``scontrol release`` names the refused Slurm job ids, which
+    the marker line maps back to array jobs).
+    """
+    m = re.search(rf"^{SUBMIT_FAILED_MARKER} (\S+)(.*)$", stderr, re.MULTILINE)
     which = m.group(1) if m else "?"
-    slurm_msg = stderr.split("\n", 1)[1].strip() if m else (stderr or stdout).strip()
-    opts = " ".join(flags.get(which, []))
+    slurm_msg = stderr[m.end() :].strip() if m else (stderr or stdout).strip()
+    slurm_msg = slurm_msg or "(Slurm printed nothing)"
+    names = {aj.id: aj.name for aj in array_jobs}
+    refused = [which]
+    step = "submission"
+    if which == "release" and m is not None:
+        step = "release"
+        by_slurm_id = {
+            sid: aj for aj, _, sid in (p.partition("=") for p in m.group(2).split()) if sid
+        }
+        said = re.findall(r"^(\d+)(?:_\S*)?:", slurm_msg, re.MULTILINE)
+        refused = list(dict.fromkeys(by_slurm_id[s] for s in said if s in by_slurm_id))
+        refused = refused or ["?"]
+    lines = []
+    for aj_id in refused:
+        label = f"array job {aj_id}" + (f" ({names[aj_id]})" if aj_id in names else "")
+        opts = " ".join(flags.get(aj_id, [])) or "(unknown)"
+        lines.append(f"{label}, options: {opts}")
+    where = "at release of the held jobs" if step == "release" else "at submission"
     msg = (
-        f"Slurm refused array job {which}: {slurm_msg}\n"
-        f"its options: {opts}\n"
-        f"every job of this run already submitted was cancelled; nothing is left in the queue"
+        f"Slurm refused {lines[0].split(',')[0]} {where}: {slurm_msg}\n"
+        + "\n".join(lines)
+        + "\nevery job of this run already submitted was cancelled; nothing is left in the "
+        "queue. Change the options above (or the task's resources) and submit again"
     )
     return SubmissionError(msg)
 
