@@ -21,6 +21,7 @@ __all__ = [
     "DependencyNeverSatisfiedError",
     "ElementCancelledError",
     "ElementFailedError",
+    "ElementNeverStartsError",
     "ElementOutOfMemoryError",
     "ElementTimeoutError",
     "GraphvizNotFoundError",
@@ -32,6 +33,7 @@ __all__ = [
     "LazySlurmError",
     "NodeFailError",
     "OptionTypeError",
+    "ResourceLimitError",
     "SSHHostKeyError",
     "SerializationError",
     "SubmissionError",
@@ -78,6 +80,20 @@ class BackendError(LazySlurmError, RuntimeError):
 
 class SubmissionError(BackendError):
     """Slurm refused part of a DAG; nothing of the run was left in the queue."""
+
+
+class ResourceLimitError(SubmissionError, ValueError):
+    """A task asks for more than the cluster can ever give (memory or CPUs over the
+    partition's largest node, time over its MaxTime): refused before anything is submitted.
+
+    Attributes: ``option`` (``mem``, ``cpus_per_task``, ``time``), ``value``, ``limit``.
+    """
+
+    def __init__(self, msg: str, *, option: str = "", value: str = "", limit: str = "") -> None:
+        super().__init__(msg)
+        self.option = option
+        self.value = value
+        self.limit = limit
 
 
 class SSHHostKeyError(BackendError):
@@ -136,6 +152,12 @@ class ElementOutOfMemoryError(ElementFailedError, MemoryError):
 
 class NodeFailError(ElementFailedError):
     """The node running the element failed (NODE_FAIL, BOOT_FAIL) or it was preempted."""
+
+
+class ElementNeverStartsError(ElementFailedError):
+    """Slurm keeps the element pending for a reason that can never clear (BadConstraints,
+    PartitionConfig, InvalidAccount, ...): it is reported as a failure, with the reason
+    and what to change, instead of being waited on forever."""
 
 
 class ElementCancelledError(ElementFailedError):

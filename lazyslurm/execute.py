@@ -36,6 +36,7 @@ from lazyslurm.errors import (
     DependencyNeverSatisfiedError,
     ElementCancelledError,
     ElementFailedError,
+    ElementNeverStartsError,
     ElementOutOfMemoryError,
     ElementTimeoutError,
     NodeFailError,
@@ -114,7 +115,10 @@ _FAILURE_TYPES: dict[str, type[ElementFailedError]] = {
     "BOOT_FAIL": NodeFailError,
     "PREEMPTED": NodeFailError,
     "CANCELLED": ElementCancelledError,
+    "PENDING": ElementNeverStartsError,  # pending for a reason that never clears
 }
+# the reason given to elements that ``result()`` cancelled once another element failed
+STOPPED = "cancelled by lazyslurm: another element of the run failed first"
 
 
 @attrs.frozen
@@ -252,8 +256,14 @@ class Run:
                 per[aj.id] = (aj.name, counts)
         return RunStatus(self.id, _overall(total), total, per)
 
-    def wait(self, timeout: float | None = None) -> Snapshot | None:
-        """Poll until every element is in an end state (adaptive delay); Ctrl-C cancels."""
+    def wait(self, timeout: float | None = None, *, fail_fast: bool = False) -> Snapshot | None:
+        """Poll until every element is in an end state (adaptive delay); Ctrl-C cancels.
+
+        With ``fail_fast`` (what :meth:`result` and ``compute`` use), stop at the first poll
+        that shows an element FAILED or CANCELLED: cancel everything of the run that has not
+        finished, and return a snapshot where those elements are CANCELLED (reason
+        :data:`STOPPED`). Without it, wait for every element (siblings of a failure run on).
+        """
         if self.handle is None:
             return None
         backend = self.cluster.backend
@@ -265,6 +275,9 @@ class Run:
                 snap = self.poll()
                 assert snap is not None
                 if snap.finished:
+                    break
+                if fail_fast and _any_failed(snap):
+                    snap = self._stop_the_rest(snap)
                     break
                 if deadline is not None and time.monotonic() >= deadline:
                     msg = f"run {self.id} not finished after {timeout} s"
@@ -283,6 +296,25 @@ class Run:
             raise
         self._finish(snap)
         return snap
+
+    def _stop_the_rest(self, snap: Snapshot) -> Snapshot:
+        """Cancel what has not finished (one cancel for the whole run) after a failure."""
+        assert self.handle is not None
+        log.info("run %s: an element failed; cancelling the unfinished rest", self.id)
+        self.cluster.backend.cancel(self.handle)
+        states: dict[str, list[str]] = {}
+        failures = dict(snap.failures)
+        for aj in self.array_jobs:
+            row = list(snap.states[aj.id])
+            for i, s in enumerate(row):
+                if s in (PENDING, RUNNING):
+                    row[i] = CANCELLED
+                    failures[(aj.id, i)] = ElementFailure(state=CANCELLED, reason=STOPPED)
+            states[aj.id] = row
+        stopped = Snapshot(states=states, failures=failures)
+        self._notify(stopped)
+        self._last = stopped
+        return stopped
 
     def _finish(self, snap: Snapshot) -> None:
         if self._finished:
@@ -336,7 +368,8 @@ class Run:
             for idx, s in enumerate(snap.states[aj.id]):
                 if s == DONE:
                     continue
-                if (n, idx) in caused:
+                stopped = snap.failures.get((aj.id, idx))
+                if (n, idx) in caused or (stopped is not None and stopped.reason == STOPPED):
                     cancelled.append(aj.keys[idx])
                 else:
                     roots.append((aj, idx, snap.failures.get((aj.id, idx))))
@@ -405,13 +438,20 @@ class Run:
         raise _with_cancelled(err, cancelled, key, len(roots))
 
     def result(self, *, fetch: bool = True) -> tuple[Any, ...] | None:
-        """Wait, raise the first failure, then return the outputs (fetched in one read)."""
-        snap = self.wait()
+        """Wait, raise the first failure, then return the outputs (fetched in one read).
+
+        The first failure raises as soon as a poll sees it: what of the run has not
+        finished then is cancelled (see :meth:`wait`, ``fail_fast``)."""
+        snap = self.wait(fail_fast=True)
         if snap is not None:
             self.raise_failures(snap)
         if not fetch:
             return None
         return fetch_outputs(self.cluster, self._templates)
+
+
+def _any_failed(snap: Snapshot) -> bool:
+    return any(s in (FAILED, CANCELLED) for states in snap.states.values() for s in states)
 
 
 def _with_cancelled(err: Exception, cancelled: list[str], cause: str, failures: int) -> Exception:

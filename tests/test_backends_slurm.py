@@ -23,8 +23,10 @@ from lazyslurm.backends.slurm import parse_array_ids, parse_status
 from lazyslurm.errors import (
     ClusterConfigError,
     ElementCancelledError,
+    ElementNeverStartsError,
     ElementOutOfMemoryError,
     ElementTimeoutError,
+    ResourceLimitError,
     SSHHostKeyError,
     SubmissionError,
     TaskError,
@@ -148,10 +150,16 @@ def squeue(conf: str, *args: str) -> str:
     ).stdout
 
 
-def live_jobs_of_run(conf: str, run_id: str) -> list[str]:
-    """Jobs of a run still pending or running (by the run id in their names)."""
-    out = squeue(conf, "-t", "PENDING,RUNNING,CONFIGURING,COMPLETING", "-o", "%i|%j|%T|%r")
-    return [line for line in out.splitlines() if run_id in line]
+def live_jobs_of_run(conf: str, run_id: str, settle_s: float = 30.0) -> list[str]:
+    """Jobs of a run still pending or running (by the run id in their names), once those
+    merely COMPLETING (cancelled, their processes being reaped) had up to ``settle_s``."""
+    deadline = time.monotonic() + settle_s
+    while True:
+        out = squeue(conf, "-t", "PENDING,RUNNING,CONFIGURING,COMPLETING", "-o", "%i|%j|%T|%r")
+        live = [line for line in out.splitlines() if run_id in line]
+        if not any("|COMPLETING|" in line for line in live) or time.monotonic() > deadline:
+            return live
+        time.sleep(0.5)
 
 
 def best_of_sweep(configs: list[dict] | None = None) -> dict:
@@ -307,6 +315,28 @@ def test_task_error_cancels_dependents_and_leaves_nothing(any_cluster, env):
     assert live_jobs_of_run(conf_of(any_cluster, env), run.id) == []
 
 
+@task
+def fail_one_sleep_the_rest(i):
+    if i == 1:
+        msg = "element 1 fails"
+        raise ValueError(msg)
+    time.sleep(60)
+    return i
+
+
+@pytest.mark.slurm
+def test_a_failure_raises_at_once_and_cancels_the_rest(env, tmp_path):
+    """The first failure raises without waiting for siblings; the rest is cancelled."""
+    c = slurm_cluster(env, tmp_path, accounting=False)
+    with c:
+        run = submit(fail_one_sleep_the_rest.map(range(3)))
+        with pytest.raises(ValueError, match="element 1 fails") as info:
+            run.result()
+    assert run.last_snapshot.states["aj0"] == [CANCELLED, FAILED, CANCELLED]
+    assert len(info.value.cancelled) == 2
+    assert live_jobs_of_run(conf_of(c, env), run.id) == []
+
+
 @task(mem="50M")
 def hog():
     data = bytearray(400 * 1024 * 1024)
@@ -390,6 +420,45 @@ def test_over_a_partition_time_limit_is_refused_before_submission(env, tmp_path)
         assert pp.stage1_preprocess.options(partition="short", time=5).map(["a"]).compute() == [
             "preprocessed_a"
         ]
+
+
+@pytest.mark.slurm
+@pytest.mark.parametrize(
+    ("option", "value", "limit"),
+    [("mem", "10T", "21694M"), ("cpus_per_task", 1000, "64 CPUs")],
+)
+def test_more_than_the_largest_node_is_refused_before_submission(
+    env, tmp_path, option, value, limit
+):
+    """mem/cpus over the partition's largest node: refused naming option, value, limit."""
+    too_big = pp.stage1_preprocess.options(**{option: value})
+    c = slurm_cluster(env, tmp_path, accounting=False)
+    with c, pytest.raises(ResourceLimitError) as info:
+        too_big.map(["a"]).compute()
+    msg = str(info.value)
+    assert f"{option}=" in msg and limit in msg and "'debug'" in msg and "nothing was" in msg
+    assert isinstance(info.value, SubmissionError) and isinstance(info.value, ValueError)
+    assert not (tmp_path / "work" / "runs").exists()
+
+
+@pytest.mark.slurm
+@pytest.mark.parametrize("accounting", [False, True], ids=["squeue", "sacct"])
+@pytest.mark.parametrize(
+    ("flag", "reason"),
+    [("--mem=10T", "BadConstraints"), ("--nodes=5", "PartitionNodeLimit")],
+)
+def test_a_pending_reason_that_never_clears_is_a_failure(env, tmp_path, accounting, flag, reason):
+    """A job pending for a reason that never clears fails with the reason and a fix."""
+    stuck = pp.stage1_preprocess.options(extra_sbatch=[flag]).map(["a", "b"])
+    after = pp.stage3_finalize.map(stuck)
+    c = slurm_cluster(env, tmp_path, accounting=accounting)
+    with c:
+        run = submit(after)
+        with pytest.raises(ElementNeverStartsError) as info:
+            run.result()
+    msg = str(info.value)
+    assert reason in msg and "never" in msg and info.value.state == "PENDING", msg
+    assert live_jobs_of_run(conf_of(c, env), run.id) == []
 
 
 @pytest.mark.slurm

@@ -38,7 +38,13 @@ from lazyslurm.backends.base import (
 )
 from lazyslurm.backends.option import Option
 from lazyslurm.backends.shell import LocalShell, Shell, SSHShell
-from lazyslurm.errors import BackendError, ClusterConfigError, SubmissionError
+from lazyslurm.backends.slurm_limits import Node, check_resources, never_clears, parse_nodes
+from lazyslurm.errors import (
+    BackendError,
+    ClusterConfigError,
+    ResourceLimitError,
+    SubmissionError,
+)
 from lazyslurm.graph.resources import Resources, parse_time
 from lazyslurm.planning.sbatch import (
     IDS_MARKER,
@@ -85,7 +91,7 @@ _UNLISTED_GRACE_S = 60.0  # neither squeue/sacct nor the store knows the element
 _NEVER_SATISFIED = "DependencyNeverSatisfied"
 _WATCH_TICK_S_REMOTE = 0.05  # over SSH: how often the poll's wait looks at the store
 _WATCH_TICK_S = 0.02  # local runs: how often wait_for_change looks at the store's directories
-_SACCT_FORMAT = "JobID,State,ExitCode"
+_SACCT_FORMAT = "JobID,State,ExitCode,Reason"
 _SQUEUE_FORMAT = "%i|%T|%r"
 
 
@@ -117,12 +123,13 @@ class _Row:
 
 
 def parse_status(text: str, squeue: bool) -> dict[tuple[str, int | None], _Row]:
-    """Rows of ``sacct -X -n -P -o JobID,State,ExitCode`` or
+    """Rows of ``sacct -X -n -P -o JobID,State,ExitCode,Reason`` or
     ``squeue -h -o '%i|%T|%r'``, keyed by (master id, index or None).
 
-    >>> rows = parse_status("101_0|COMPLETED|0:0\\n101_[1-2]|PENDING|0:0\\n", squeue=False)
-    >>> sorted((k, v.state) for k, v in rows.items())
-    [(('101', 0), 'COMPLETED'), (('101', 1), 'PENDING'), (('101', 2), 'PENDING')]
+    >>> rows = parse_status("101_0|COMPLETED|0:0|None\\n101_[1-2]|PENDING|0:0|Priority\\n",
+    ...                     squeue=False)
+    >>> sorted((k, v.state, v.reason) for k, v in rows.items())[1:]
+    [(('101', 1), 'PENDING', 'Priority'), (('101', 2), 'PENDING', 'Priority')]
     """
     rows: dict[tuple[str, int | None], _Row] = {}
     for line in text.splitlines():
@@ -133,7 +140,10 @@ def parse_status(text: str, squeue: bool) -> dict[tuple[str, int | None], _Row]:
         if "." in job_id:  # a step (sacct without -X)
             continue
         state = state.split()[0] if state else "UNKNOWN"  # "CANCELLED by 0" -> CANCELLED
-        row = _Row(state, reason=third) if squeue else _Row(state, exit_code=third)
+        if squeue:
+            row = _Row(state, reason=third)
+        else:
+            row = _Row(state, exit_code=third, reason=parts[3] if len(parts) > 3 else "")
         master, indices = parse_array_ids(job_id)
         if indices is None:
             rows[(master, None)] = row
@@ -221,6 +231,7 @@ class SlurmBackend:
         self._check_python = check_python
         self._probed = False
         self.partitions: dict[str, Partition] = {}
+        self.nodes: list[Node] = []
         self._watches: dict[str, _Watch] = {}
         self.ships_by_value = True
         self.stats = {"sbatch": 0, "polls": 0, "submits": 0}
@@ -233,6 +244,7 @@ class SlurmBackend:
         script = [
             "scontrol show config 2>&1 | grep -E '^(MaxArraySize|AccountingStorageType) '",
             "scontrol show partition -o 2>/dev/null | sed 's/^/LZ-PART /'",
+            "scontrol show node -o 2>/dev/null | sed 's/^/LZ-NODE /'",
             "echo LZ-HOME=$HOME",
         ]
         if self._check_python:  # in a subshell, after the user's setup lines
@@ -253,6 +265,7 @@ class SlurmBackend:
         if self._max_array_size is None:
             self._max_array_size = min(int(config["MaxArraySize"]), 10**6)
         self.partitions = parse_partitions(res.stdout)
+        self.nodes = parse_nodes(res.stdout)
         if self._status == "auto":
             none = config.get("AccountingStorageType", "").endswith("/none")
             self._status = "squeue" if none else "sacct"
@@ -293,7 +306,8 @@ class SlurmBackend:
     # -- submission
     def check_limits(self, array_jobs: Sequence[ArrayJob]) -> None:
         """Refuse, before anything is submitted, what Slurm would accept but never start:
-        a time limit over the partition's MaxTime stays pending forever. (What Slurm
+        a time limit over the partition's MaxTime, or memory or CPUs over its largest node,
+        stay pending forever (:class:`~lazyslurm.errors.ResourceLimitError`). (What Slurm
         refuses, such as an unknown partition, it refuses in the all-or-nothing
         submission, with its own message.)"""
         self._probe()
@@ -312,7 +326,18 @@ class SlurmBackend:
                     f"{part.name!r} allows at most {part.max_time_min} min: Slurm would keep it "
                     f"pending forever (PartitionTimeLimit); nothing was submitted"
                 )
-                raise SubmissionError(msg)
+                raise ResourceLimitError(
+                    msg, option="time", value=str(limit), limit=str(part.max_time_min)
+                )
+            check_resources(
+                f"array job {aj.id} ({aj.name})",
+                part.name,
+                self.nodes,
+                {
+                    f: getattr(aj.resources, f) or getattr(self.defaults, f)
+                    for f in ("mem_mb", "cpus_per_task")
+                },
+            )
 
     def start(
         self, run_id: str, array_jobs: Sequence[ArrayJob], files: Mapping[str, bytes]
@@ -528,6 +553,13 @@ def _element_state(
         if slurm_state == "PENDING" and _NEVER_SATISFIED in row.reason:
             return CANCELLED, ElementFailure(
                 state="CANCELLED", job_id=job_id, reason=_NEVER_SATISFIED
+            )
+        fix = never_clears(row.reason) if slurm_state == "PENDING" else None
+        if fix is not None:
+            return FAILED, ElementFailure(
+                state="PENDING",
+                job_id=job_id,
+                reason=f"Slurm will never start it ({row.reason}): {fix}",
             )
         return _ACTIVE[slurm_state], None
     if slurm_state == _COMPLETED:
