@@ -34,6 +34,7 @@ __all__ = [
     "NodeFailError",
     "OptionTypeError",
     "ResourceLimitError",
+    "RunDirectoryGoneError",
     "SSHHostKeyError",
     "SerializationError",
     "SubmissionError",
@@ -94,6 +95,11 @@ class ResourceLimitError(SubmissionError, ValueError):
         self.option = option
         self.value = value
         self.limit = limit
+
+
+class RunDirectoryGoneError(BackendError):
+    """The run directory disappeared while the run was being watched (deleted by hand, a
+    cleaner, or a scratch purge): its results can no longer be read."""
 
 
 class SSHHostKeyError(BackendError):

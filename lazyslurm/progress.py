@@ -37,8 +37,16 @@ class RichProgress:
     def _table(self, run: Any, snap: Any) -> Any:
         from rich.table import Table
 
+        title = f"lazyslurm run {run.id}  {time.monotonic() - self._t0:6.1f} s"
+        since = getattr(snap, "unreachable_since", None)
+        if since is not None:
+            title += (
+                f"  [bold red]cluster unreachable since "
+                f"{time.strftime('%H:%M:%S', time.localtime(since))}[/]: last known states"
+                f" ({snap.unreachable_reason[:120]})"
+            )
         table = Table(
-            title=f"lazyslurm run {run.id}  {time.monotonic() - self._t0:6.1f} s",
+            title=title,
             title_justify="left",
             box=None,
             pad_edge=False,

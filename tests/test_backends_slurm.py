@@ -7,10 +7,15 @@ slurmdbd accounting (``sacct``), one without (``squeue``), through the ``slurm``
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import re
 import shlex
+import shutil
+import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -27,6 +32,7 @@ from lazyslurm.errors import (
     ElementOutOfMemoryError,
     ElementTimeoutError,
     ResourceLimitError,
+    RunDirectoryGoneError,
     SSHHostKeyError,
     SubmissionError,
     TaskError,
@@ -682,6 +688,127 @@ def test_command_line_over_ssh(env, remote_site, tmp_path, monkeypatch, capsys, 
     assert "element 1 is bad" in capsys.readouterr().out
     assert main(["viz", run.id, "-o", str(tmp_path / "run.svg"), "--cluster", "lab"]) == 0
     assert "maybe_fail" in (tmp_path / "run.svg").read_text()
+
+
+# --------------------------------------------------------------------------- outages
+
+
+@pytest.mark.slurm
+def test_a_run_directory_deleted_mid_run_is_named(env, tmp_path):
+    """Deleting the run directory mid-run: 'run directory ... is gone', the jobs cancelled."""
+    c = slurm_cluster(env, tmp_path, accounting=False)
+    with c:
+        run = submit(nap_then.map([(i, 30) for i in range(2)]))
+        wait_until_running(run)
+        run_dir = tmp_path / "work" / "runs" / run.id
+        shutil.rmtree(run_dir)
+        with pytest.raises(RunDirectoryGoneError, match=f"run directory {run_dir} is gone"):
+            run.result()
+    assert live_jobs_of_run(conf_of(c, env), run.id) == []
+
+
+
+
+
+@task
+def nap_then(x, seconds):
+    time.sleep(seconds)
+    return x
+
+
+def restart_test_cluster() -> None:
+    """Re-run the idempotent start.sh: it restarts whichever daemon died (as root)."""
+    subprocess.run(
+        ["bash", str(REPO / "tests" / "cluster" / "start.sh")],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+
+
+def stop_by_pid_file(pid_file: Path) -> None:
+    """SIGTERM the daemon named by ``pid_file`` and wait until it is gone."""
+    pid = int(pid_file.read_text().split()[0])
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def wait_until_running(run, deadline_s: float = 60) -> None:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if RUNNING in run.poll().states["aj0"]:
+            return
+        time.sleep(0.2)
+
+
+@pytest.mark.slurm
+def test_a_slurmctld_outage_mid_run_is_survived(env, tmp_path, caplog):
+    """slurmctld stopped mid-run (squeue fails): polls keep the last states, the run ends right."""
+    conf = Path(env["LAZYSLURM_TEST_SLURM_CONF_NOACCT"])
+    xs = nap_then.map([(i, 8) for i in range(2)])
+    c = slurm_cluster(env, tmp_path, accounting=False, unreachable_timeout_s=300)
+    with c:
+        run = submit(pp.stage3_finalize.map(xs))
+        wait_until_running(run)
+        stop_by_pid_file(conf.parents[1] / "run" / "slurmctld.pid")
+        try:
+            snap = run.poll()  # squeue fails after its own retries ("Unable to contact ...")
+            assert snap.unreachable_since is not None
+            assert "slurm" in snap.unreachable_reason.lower(), snap.unreachable_reason
+        finally:
+            restart_test_cluster()
+        assert run.result() == (["final_0", "final_1"],)
+    assert "unreachable since" in caplog.text
+
+
+def sshd_pids_of(shell) -> list[int]:
+    """The sshd processes serving ``shell``'s connection (its socket, from ``ss -tnp``)."""
+    port = shell._client.get_transport().sock.getsockname()[1]
+    out = subprocess.run(["ss", "-tnpH"], capture_output=True, text=True, check=True).stdout
+    pids: set[int] = set()
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) >= 6 and fields[4].endswith(f":{port}") and "sshd" in line:
+            pids.update(int(p) for p in re.findall(r"pid=(\d+)", line))
+    return sorted(pids)
+
+
+@pytest.mark.slurm
+@pytest.mark.ssh
+def test_an_ssh_drop_during_a_poll_is_survived(env, remote_site, caplog):
+    """sshd killed while a poll runs (listener and our connection's), restarted 3 s later:
+    polls retry across reconnects, the log says since when and why, the run ends right."""
+    c = ssh_cluster(env, remote_site, unreachable_timeout_s=300)
+    listener = Path(env["LAZYSLURM_TEST_SSH_KEY"]).parent / "sshd.pid"
+
+    def outage(victims: list[int]) -> None:
+        time.sleep(1.0)  # result() is polling by now: over SSH a poll is nearly always running
+        try:
+            stop_by_pid_file(listener)
+            for pid in victims:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(3.0)
+        finally:
+            restart_test_cluster()
+
+    with c:
+        run = submit(nap_then.map([(i, 8) for i in range(2)]))
+        wait_until_running(run)
+        victims = sshd_pids_of(c.backend.shell)
+        assert victims
+        killer = threading.Thread(target=outage, args=(victims,))
+        killer.start()
+        try:
+            assert run.result() == ([0, 1],)
+        finally:
+            killer.join()
+    lines = [r.getMessage() for r in caplog.records if "unreachable since" in r.getMessage()]
+    assert lines, caplog.text
+    reason = lines[0].split(": ", 1)[1]
+    assert not reason.startswith(";") and "cannot start a command on" not in reason[-3:], reason
 
 
 # --------------------------------------------------------------------------- slow job last

@@ -13,6 +13,7 @@ Slurm does all the scheduling. Per action, one round trip:
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shlex
@@ -43,6 +44,8 @@ from lazyslurm.errors import (
     BackendError,
     ClusterConfigError,
     ResourceLimitError,
+    RunDirectoryGoneError,
+    SSHHostKeyError,
     SubmissionError,
 )
 from lazyslurm.graph.resources import Resources, parse_time
@@ -92,6 +95,14 @@ _NEVER_SATISFIED = "DependencyNeverSatisfied"
 _WATCH_TICK_S_REMOTE = 0.05  # over SSH: how often the poll's wait looks at the store
 _WATCH_TICK_S = 0.02  # local runs: how often wait_for_change looks at the store's directories
 _SACCT_FORMAT = "JobID,State,ExitCode,Reason"
+_UNREACHABLE_TIMEOUT_S = 600.0  # default of the unreachable_timeout_s option
+_POLL_BUDGET_S = 120.0  # one poll command (beyond its wait) gives up after this long
+
+log = logging.getLogger("lazyslurm")
+
+
+class _StatusUnavailable(Exception):
+    """The status query failed (slurmctld unreachable) though the shell worked."""
 _SQUEUE_FORMAT = "%i|%T|%r"
 
 
@@ -196,7 +207,13 @@ class _Watch:
         # remote runs: files seen by the last poll, and a wait the next poll does there
         self.files_seen: int | None = None
         self.deferred_wait_s = 0.0
+        # outages: the last status rows and snapshot, and since when polls fail
+        self.rows: dict[tuple[str, int | None], _Row] = {}
+        self.last: Snapshot | None = None
+        self.unreachable_since: float | None = None  # time.monotonic()
+        self.unreachable_wall: float | None = None  # time.time(), for messages
         self.final: dict[tuple[str, int], tuple[str, ElementFailure | None]] = {}
+        self.partial: Snapshot | None = None  # from the listing of a poll whose status failed
         # local runs: mtimes of results/ and errors/ just before the last poll listed them
         self.stamp: tuple[int, ...] | None = None
 
@@ -216,6 +233,7 @@ class SlurmBackend:
         max_array_size: int | None = None,
         status: str = "auto",
         check_python: bool = False,
+        unreachable_timeout_s: float = _UNREACHABLE_TIMEOUT_S,
     ) -> None:
         if status not in ("auto", "sacct", "squeue"):
             msg = f"status must be 'auto', 'sacct' or 'squeue', got {status!r}"
@@ -229,6 +247,7 @@ class SlurmBackend:
         self._max_array_size = max_array_size
         self._status = status
         self._check_python = check_python
+        self.unreachable_timeout_s = float(unreachable_timeout_s)
         self._probed = False
         self.partitions: dict[str, Partition] = {}
         self.nodes: list[Node] = []
@@ -376,6 +395,62 @@ class SlurmBackend:
 
     # -- watching
     def poll(self, handle: RunHandle) -> Snapshot:
+        """One poll. Polls only read, so a failed one (slurmctld unreachable, SSH connection
+        lost) is retried by the next: meanwhile the last known states are reported, marked
+        ``unreachable_since``, for up to ``unreachable_timeout_s``; then BackendError."""
+        watch = self._watches.setdefault(handle.run_id, _Watch())
+        started = (time.monotonic(), time.time())
+        try:
+            snap = self._poll_once(handle, watch)
+        except (RunDirectoryGoneError, SSHHostKeyError):
+            raise
+        except (BackendError, _StatusUnavailable) as exc:
+            return self._unreachable(handle, watch, exc, started)
+        if watch.unreachable_since is not None:
+            log.warning(
+                "%s reachable again after %.0f s",
+                self.name,
+                time.monotonic() - watch.unreachable_since,
+            )
+            watch.unreachable_since = watch.unreachable_wall = None
+        watch.last = snap
+        return snap
+
+    def _unreachable(
+        self, handle: RunHandle, watch: _Watch, exc: Exception, started: tuple[float, float]
+    ) -> Snapshot:
+        reason = str(exc).strip() or type(exc).__name__
+        now = time.monotonic()
+        if watch.unreachable_since is None:  # since the start of the first failed poll
+            watch.unreachable_since, watch.unreachable_wall = started
+            log.warning(
+                "%s unreachable since %s: %s; polls retry for up to %.0f s "
+                "(unreachable_timeout_s)",
+                self.name,
+                time.strftime("%H:%M:%S", time.localtime(watch.unreachable_wall)),
+                reason,
+                self.unreachable_timeout_s,
+            )
+        since = time.strftime("%H:%M:%S", time.localtime(watch.unreachable_wall))
+        if now - watch.unreachable_since > self.unreachable_timeout_s:
+            msg = (
+                f"{self.name}: the cluster has been unreachable since {since} "
+                f"({now - watch.unreachable_since:.0f} s, more than unreachable_timeout_s="
+                f"{self.unreachable_timeout_s:g}): {reason}. The run's jobs may still be "
+                f"running: re-attach later with Run.attach({handle.run_id!r}) or "
+                f"`lazyslurm status {handle.run_id}`"
+            )
+            raise BackendError(msg) from exc
+        last = watch.last
+        if isinstance(exc, _StatusUnavailable) and watch.partial is not None:
+            last = watch.partial  # the run's files were listed: results that landed count
+        if last is None:
+            last = Snapshot(states={aj.id: [PENDING] * aj.size for aj in handle.array_jobs})
+        return attrs.evolve(
+            last, unreachable_since=watch.unreachable_wall, unreachable_reason=reason
+        )
+
+    def _poll_once(self, handle: RunHandle, watch: _Watch) -> Snapshot:
         q = shlex.quote
         ids = ",".join(handle.job_ids[aj.id] for aj in handle.array_jobs)
         layout = RunLayout.of(handle.run_id, self.workdir)
@@ -389,8 +464,8 @@ class SlurmBackend:
         # when every element already has its result file (the first truth), the status
         # command (sacct: ~0.1 s) has nothing to add: the run's last poll skips it
         total = sum(aj.size for aj in handle.array_jobs)
-        watch = self._watches.setdefault(handle.run_id, _Watch())
         wait = ""
+        budget = _POLL_BUDGET_S
         if watch.deferred_wait_s > 0 and watch.files_seen is not None:
             # over SSH the wait between polls happens on the cluster, inside this one
             # round trip: it ends as soon as a result or error file lands
@@ -400,25 +475,40 @@ class SlurmBackend:
                 f" | grep -c {grep}) -le {watch.files_seen} ] && [ $i -lt {ticks} ]; "
                 f"do sleep {_WATCH_TICK_S_REMOTE}; i=$((i+1)); done\n"
             )
+            budget += watch.deferred_wait_s
             watch.deferred_wait_s = 0.0
         script = wait + (
             f"n=$(ls -1 -f {results} 2>/dev/null | grep -c {grep})\n"
             f'if [ "${{n:-0}}" -ge {total} ]; then echo LZ-STATUS-RC=0; else\n'
             f"{status_cmd}\necho LZ-STATUS-RC=$?\nfi\n"
-            f"cd {q(run_dir)} && echo LZ-FILES && ls -1 -f {' '.join(layout.OUTCOME_DIRS)}"
+            f"cd {q(run_dir)} 2>/dev/null || {{ echo LZ-GONE; exit 0; }}\n"
+            f"echo LZ-FILES && ls -1 -f {' '.join(layout.OUTCOME_DIRS)}"
         )
         if self.shell.local_files:  # taken before the listing: no change is missed
             watch.stamp = _dir_stamp(layout)
-        res = self.shell.run(script)
+        res = self.shell.run(script, timeout_s=budget)
         self.stats["polls"] += 1
         status_text, _, rest = res.stdout.partition("LZ-STATUS-RC=")
-        if not rest.startswith("0"):
-            msg = f"status query failed: {res.stderr.strip() or res.stdout.strip()}"
-            raise BackendError(msg)
+        if "LZ-GONE" in rest.splitlines():
+            msg = (
+                f"run directory {run_dir} is gone (deleted while the run was going on?): "
+                f"its results and errors can no longer be read; the run's jobs were "
+                f"cancelled. Submit the graph again"
+            )
+            self.cancel(handle)
+            raise RunDirectoryGoneError(msg)
         files = rest.split("LZ-FILES", 1)[-1]
         results, errors = _listing(files)
         watch.files_seen = len(results) + len(errors)
+        if not rest.startswith("0"):
+            # slurmctld unreachable (or the status command failed): the listing still
+            # counts, with the last status rows known
+            watch.partial = self._snapshot(handle, watch.rows, results, errors, watch, False)
+            detail = res.stderr.strip() or status_text.strip() or "(no output)"
+            msg = f"status query ({self.status_source}) failed: {detail}"
+            raise _StatusUnavailable(msg)
         rows = parse_status(status_text, squeue=self.status_source == "squeue")
+        watch.rows, watch.partial = rows, None
         return self._snapshot(handle, rows, results, errors, watch)
 
     def _snapshot(
@@ -428,6 +518,7 @@ class SlurmBackend:
         results: set[str],
         errors: set[str],
         watch: _Watch,
+        status_known: bool = True,
     ) -> Snapshot:
         now = time.monotonic()
         states: dict[str, list[str]] = {}
@@ -447,7 +538,12 @@ class SlurmBackend:
                         # sacct first records an array as its bare master id, which
                         # stands for one (unknown) element: usable only for size 1
                         row = rows.get((job_id, None))
-                    state, failure = _element_state(row, key in errors, job_id, i, aj, watch, now)
+                    if row is None and not status_known:  # no news: never a grace that ends
+                        state, failure = PENDING, None
+                    else:
+                        state, failure = _element_state(
+                            row, key in errors, job_id, i, aj, watch, now
+                        )
                 if state in (DONE, FAILED, CANCELLED):
                     watch.final[(aj.id, i)] = (state, failure)
                 if failure is not None:
@@ -462,6 +558,9 @@ class SlurmBackend:
         over SSH the wait is folded into the next poll's one round trip, on the cluster."""
         watch = self._watches.get(handle.run_id)
         local = self.shell.local_files
+        if watch is not None and watch.unreachable_since is not None:
+            sleep_until_change(timeout_s)  # no round trip to fold the wait into
+            return
         if watch is not None and not local and watch.files_seen is not None:
             watch.deferred_wait_s = timeout_s
             return
@@ -628,6 +727,14 @@ OPTIONS = (  # Cluster("slurm" | "ssh", ...) options of this backend
     Option("setup", "str_list", (), "shell lines run before each task (module load ...)", _SLURM),
     Option("env", "env", None, "environment variables for every Slurm command", _SLURM),
     Option(
+        "unreachable_timeout_s",
+        "number",
+        _UNREACHABLE_TIMEOUT_S,
+        "how long polls retry while slurmctld or the SSH connection is unreachable",
+        _SLURM,
+        positive=True,
+    ),
+    Option(
         "status",
         "str",
         "auto",
@@ -663,6 +770,7 @@ def make_slurm_backend(
     setup: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
     status: str = "auto",
+    unreachable_timeout_s: float = _UNREACHABLE_TIMEOUT_S,
     **options: Any,
 ) -> SlurmBackend:
     """Build the ``slurm`` (subprocess) or ``ssh`` (paramiko) backend from Cluster options.
@@ -688,6 +796,7 @@ def make_slurm_backend(
             defaults=defaults,
             max_array_size=max_array_size,
             status=status,
+            unreachable_timeout_s=unreachable_timeout_s,
         )
     shell = SSHShell(env=env, **shell_opts)
     return SlurmBackend(
@@ -700,4 +809,5 @@ def make_slurm_backend(
         max_array_size=max_array_size,
         status=status,
         check_python=True,
+        unreachable_timeout_s=unreachable_timeout_s,
     )

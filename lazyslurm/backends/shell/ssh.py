@@ -390,7 +390,7 @@ class SSHShell:
                 return transport.open_session(timeout=self.connect_timeout_s)
             except (paramiko.SSHException, EOFError, OSError) as exc:
                 if attempt == 2:
-                    msg = f"cannot open an SSH channel to {self._where}: {exc}"
+                    msg = f"cannot open an SSH channel to {self._where}: {_why(exc)}"
                     raise BackendError(msg) from exc
                 log.debug("channel open failed (%s); reconnecting", exc)
                 with self._lock:
@@ -420,7 +420,7 @@ class SSHShell:
             try:
                 chan.exec_command(command)
             except Exception as exc:
-                msg = f"cannot start a command on {self._where}: {exc}"
+                msg = f"cannot start a command on {self._where}: {_why(exc)}"
                 raise BackendError(msg) from exc
             writer = _Writer(chan, body + (input or b""))
             writer.start()
@@ -555,6 +555,19 @@ def _remaining(
         msg = f"remote command on {where} timed out after {timeout_s} s"
         raise BackendError(msg)
     return left
+
+
+def _why(exc: BaseException) -> str:
+    """Why a channel operation failed, never empty (paramiko often raises bare errors).
+
+    >>> _why(EOFError()), _why(OSError("Socket is closed"))
+    ('EOFError: the server closed the connection (sshd stopped, restarted or killed?)', \
+'OSError: Socket is closed')
+    """
+    text = str(exc).strip()
+    if not text:
+        text = "the server closed the connection (sshd stopped, restarted or killed?)"
+    return f"{type(exc).__name__}: {text}"
 
 
 def _after_mark(data: bytes, mark: str) -> bytes:
