@@ -26,6 +26,7 @@ from lazyslurm import Cluster, compute, plan, submit, task
 from lazyslurm.backends.base import CANCELLED, DONE, FAILED, PENDING, RUNNING
 from lazyslurm.backends.slurm import parse_array_ids, parse_status
 from lazyslurm.errors import (
+    BackendError,
     ClusterConfigError,
     ElementCancelledError,
     ElementNeverStartsError,
@@ -809,6 +810,24 @@ def test_an_ssh_drop_during_a_poll_is_survived(env, remote_site, caplog):
     assert lines, caplog.text
     reason = lines[0].split(": ", 1)[1]
     assert not reason.startswith(";") and "cannot start a command on" not in reason[-3:], reason
+
+
+@pytest.mark.slurm
+@pytest.mark.ssh
+def test_unreachable_for_longer_than_the_timeout_is_a_clear_error(env, remote_site):
+    """A cluster unreachable past unreachable_timeout_s: BackendError saying since when."""
+    c = ssh_cluster(env, remote_site, unreachable_timeout_s=2)
+    with c:
+        run = submit(nap_then.map([(i, 30) for i in range(2)]))
+        shell = c.backend.shell
+        shell.close()
+        real_port, shell.port = shell.port, 9  # discard: nothing listens, connect refused
+        try:
+            with pytest.raises(BackendError, match=r"unreachable since .*unreachable_timeout_s=2"):
+                run.result()
+        finally:
+            shell.port = real_port
+            run.cancel()
 
 
 # --------------------------------------------------------------------------- slow job last
