@@ -830,6 +830,35 @@ def test_unreachable_for_longer_than_the_timeout_is_a_clear_error(env, remote_si
             run.cancel()
 
 
+@task(requeue=True)
+def count_attempts(x, seconds):
+    import os
+    import time
+
+    time.sleep(seconds)
+    return x, int(os.environ.get("SLURM_RESTART_COUNT", "0"))
+
+
+@pytest.mark.slurm
+def test_scontrol_requeue_of_a_running_element_ends_in_the_right_result(env, tmp_path):
+    """requeue=True: an element requeued while running runs again; its latest outcome counts."""
+    c = slurm_cluster(env, tmp_path)
+    slurm_env = {**os.environ, "SLURM_CONF": env["LAZYSLURM_TEST_SLURM_CONF"]}
+    with c:
+        run = submit(count_attempts.map([(i, 6) for i in range(2)]))
+        assert "--requeue" in (tmp_path / "work" / "runs" / run.id / "submit.sh").read_text()
+        wait_until_running(run)
+        element = f"{run.handle.job_ids['aj0']}_1"
+        subprocess.run(["scontrol", "requeue", element], check=True, env=slurm_env)
+        # Slurm holds a requeued job back ~2 min (BeginTime): start it now
+        time.sleep(1)
+        subprocess.run(
+            ["scontrol", "update", f"JobId={element}", "StartTime=now"], check=True, env=slurm_env
+        )
+        ((first, second),) = run.result()
+    assert first == (0, 0) and second == (1, 1)
+
+
 # --------------------------------------------------------------------------- slow job last
 
 
@@ -858,3 +887,28 @@ def test_an_element_slurm_never_heard_of_ends_after_a_grace(monkeypatch):
     assert backend._snapshot(handle, {}, set(), set(), watch).states["aj0"] == [PENDING]
     late = backend._snapshot(handle, {}, set(), set(), watch)
     assert late.states["aj0"] == [FAILED] and late.failures[("aj0", 0)].state == "UNKNOWN"
+
+
+def test_preempted_or_node_fail_with_requeue_waits_for_the_next_attempt(monkeypatch):
+    """requeue=True: PREEMPTED/NODE_FAIL are waited on (bounded); without it they fail."""
+    from lazyslurm.backends import slurm
+    from lazyslurm.backends.base import ArrayJob, RunHandle
+    from lazyslurm.graph.resources import Resources
+
+    requeue = ArrayJob("aj0", "f", ("k0",), Resources(requeue=True))
+    plain = ArrayJob("aj1", "g", ("k1",))
+    handle = RunHandle("r", (requeue, plain), {"aj0": "77", "aj1": "78"})
+    backend = slurm.SlurmBackend.__new__(slurm.SlurmBackend)
+    watch = slurm._Watch()
+    clock = iter([0.0, 10.0, 20.0, 400.0])
+    monkeypatch.setattr(slurm.time, "monotonic", lambda: next(clock))
+    rows = {("77", 0): slurm._Row("PREEMPTED"), ("78", 0): slurm._Row("NODE_FAIL")}
+    first = backend._snapshot(handle, rows, set(), set(), watch)
+    assert first.states == {"aj0": [PENDING], "aj1": [FAILED]}
+    running = {("77", 0): slurm._Row("RUNNING")}
+    assert backend._snapshot(handle, running, set(), set(), watch).states["aj0"] == [RUNNING]
+    stuck = {("77", 0): slurm._Row("NODE_FAIL")}
+    assert backend._snapshot(handle, stuck, set(), set(), watch).states["aj0"] == [PENDING]
+    late = backend._snapshot(handle, stuck, set(), set(), watch)  # never requeued again
+    assert late.states["aj0"] == [FAILED]
+    assert "attempt 3" in late.failures[("aj0", 0)].reason

@@ -92,6 +92,9 @@ _COMPLETED = "COMPLETED"
 _NO_RESULT_GRACE_S = 15.0  # COMPLETED in Slurm but no result file yet (shared FS lag)
 _UNLISTED_GRACE_S = 60.0  # neither squeue/sacct nor the store knows the element
 _NEVER_SATISFIED = "DependencyNeverSatisfied"
+# with requeue=True these mean "Slurm runs it again": waited on, for up to the grace below
+_REQUEUE_STATES = {"PREEMPTED", "NODE_FAIL", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED"}
+_REQUEUE_GRACE_S = 300.0  # PREEMPTED/NODE_FAIL that never turns PENDING again: a failure
 _WATCH_TICK_S_REMOTE = 0.05  # over SSH: how often the poll's wait looks at the store
 _WATCH_TICK_S = 0.02  # local runs: how often wait_for_change looks at the store's directories
 _SACCT_FORMAT = "JobID,State,ExitCode,Reason"
@@ -214,6 +217,9 @@ class _Watch:
         self.unreachable_wall: float | None = None  # time.time(), for messages
         self.final: dict[tuple[str, int], tuple[str, ElementFailure | None]] = {}
         self.partial: Snapshot | None = None  # from the listing of a poll whose status failed
+        # requeue=True: requeues seen per element, and since when it sits requeued
+        self.requeues: dict[tuple[str, int], int] = {}
+        self.requeued_since: dict[tuple[str, int], float] = {}
         # local runs: mtimes of results/ and errors/ just before the last poll listed them
         self.stamp: tuple[int, ...] | None = None
 
@@ -648,6 +654,20 @@ def _element_state(
             "result (it may have left Slurm's memory)",
         )
     slurm_state = row.state
+    element = (aj.id, index)
+    if aj.resources.requeue and slurm_state in _REQUEUE_STATES:
+        if element not in watch.requeued_since:  # a new requeue (attempt) of this element
+            watch.requeued_since[element] = now
+            watch.requeues[element] = watch.requeues.get(element, 0) + 1
+        if slurm_state in _ACTIVE or now - watch.requeued_since[element] < _REQUEUE_GRACE_S:
+            return PENDING, None
+    else:
+        watch.requeued_since.pop(element, None)
+    attempt = watch.requeues.get(element, 0)
+    if attempt:
+        row = attrs.evolve(
+            row, reason=f"{row.reason} (attempt {attempt + 1}, after {attempt} requeue(s))"
+        )
     if slurm_state in _ACTIVE:
         if slurm_state == "PENDING" and _NEVER_SATISFIED in row.reason:
             return CANCELLED, ElementFailure(

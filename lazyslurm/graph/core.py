@@ -421,7 +421,8 @@ def task(func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
 
     Options: ``time``, ``mem``, ``cpus_per_task``, ``gpus``, ``gres``, ``partition``,
     ``account``, ``qos``, ``nodes``, ``ntasks``, ``constraint``, ``job_name``,
-    ``max_concurrent`` (array throttle), ``extra_sbatch``, ``retries``, ``pure``.
+    ``max_concurrent`` (array throttle), ``extra_sbatch``, ``retries``, ``requeue``,
+    ``pure``.
     """
     pure = options.get("pure", True)
     resources = Resources.from_options(**options)

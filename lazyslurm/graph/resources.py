@@ -124,6 +124,12 @@ def _positive_int(option: str, value: object, *, zero_ok: bool = False) -> int:
     return value
 
 
+def _flag(option: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise _wrong_type(option, value, "True or False")
+    return value
+
+
 def _name(option: str, value: object) -> str:
     forms = "a non-empty string of letters, digits and _ . + -"
     if not isinstance(value, str):
@@ -188,6 +194,7 @@ class Resources:
     max_concurrent: int | None = None
     extra_sbatch: tuple[str, ...] = ()
     retries: int = 0
+    requeue: bool = False  # sbatch --requeue; preemption and node failure run it again
 
     @classmethod
     def from_options(cls, **options: Any) -> Resources:
@@ -208,7 +215,7 @@ class Resources:
         out: dict[str, Any] = {}
         for field in attrs.fields(Resources):
             value = getattr(self, field.name)
-            if value is None or value == () or (field.name == "retries" and value == 0):
+            if value is None or value == () or (field.name in ("retries", "requeue") and not value):
                 continue
             name = _FIELD_TO_OPTION.get(field.name, field.name)
             out[name] = list(value) if isinstance(value, tuple) else value
@@ -244,6 +251,7 @@ _PARSERS: dict[str, Any] = {
     "max_concurrent": lambda v: {"max_concurrent": _positive_int("max_concurrent", v)},
     "extra_sbatch": lambda v: {"extra_sbatch": _extra_sbatch(v)},
     "retries": lambda v: {"retries": _positive_int("retries", v, zero_ok=True)},
+    "requeue": lambda v: {"requeue": _flag("requeue", v)},
     "pure": lambda v: {},
 }
 OPTION_NAMES: tuple[str, ...] = tuple(_PARSERS)

@@ -82,6 +82,8 @@ def sbatch_flags(
         value = pick(field)
         if value is not None:
             flags.append(form.format(value))
+    if r.requeue or d.requeue:
+        flags.append("--requeue")
     flags.extend(d.extra_sbatch)
     flags.extend(r.extra_sbatch)
     return flags
