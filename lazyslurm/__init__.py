@@ -26,6 +26,7 @@ _EXPORTS = {
     "compute": "lazyslurm.execute",
     "current_cluster": "lazyslurm.cluster",
     "errors": "lazyslurm.errors",
+    "on_checkpoint": "lazyslurm.runner.checkpoint",
     "plan": "lazyslurm.execute",
     "runs": "lazyslurm.execute",
     "submit": "lazyslurm.execute",
@@ -68,3 +69,4 @@ if TYPE_CHECKING:
     from lazyslurm.graph.core import Job, JobArray, JobView, Task, task
     from lazyslurm.graph.traverse import to_networkx
     from lazyslurm.planning.planner import Plan
+    from lazyslurm.runner.checkpoint import on_checkpoint

@@ -8,6 +8,7 @@ slurmdbd accounting (``sacct``), one without (``squeue``), through the ``slurm``
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import re
@@ -857,6 +858,58 @@ def test_scontrol_requeue_of_a_running_element_ends_in_the_right_result(env, tmp
         )
         ((first, second),) = run.result()
     assert first == (0, 0) and second == (1, 1)
+
+
+@task(requeue=True)
+def resumable(state_file, seconds):
+    """Counts seconds of work; saves the count when Slurm stops it, resumes from it."""
+    import json
+    import os
+    import time
+
+    from lazyslurm import on_checkpoint
+
+    done = {"steps": 0, "attempts": 0}
+    if os.path.exists(state_file):
+        with open(state_file) as fh:
+            done = json.load(fh)
+    done["attempts"] += 1
+
+    def save():
+        with open(state_file, "w") as fh:
+            json.dump(done, fh)
+
+    on_checkpoint(save)
+    while done["steps"] < seconds:
+        time.sleep(1)
+        done["steps"] += 1
+    return done
+
+
+@pytest.mark.slurm
+def test_a_checkpoint_hook_saves_state_on_requeue_and_the_next_attempt_resumes(env, tmp_path):
+    """scontrol requeue: the hook saves the state (SIGTERM), the second attempt resumes it."""
+    c = slurm_cluster(env, tmp_path)
+    slurm_env = {**os.environ, "SLURM_CONF": env["LAZYSLURM_TEST_SLURM_CONF"]}
+    state = tmp_path / "state.json"
+    with c:
+        run = submit(resumable(str(state), 8))
+        submit_sh = tmp_path / "work" / "runs" / run.id / "submit.sh"
+        assert "--signal=B:USR1@60" in submit_sh.read_text()
+        wait_until_running(run)
+        time.sleep(3)  # some work done
+        element = f"{run.handle.job_ids['aj0']}_0"
+        subprocess.run(["scontrol", "requeue", element], check=True, env=slurm_env)
+        deadline = time.monotonic() + 30
+        while not state.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        saved = json.loads(state.read_text())
+        assert saved["attempts"] == 1 and saved["steps"] >= 1
+        subprocess.run(
+            ["scontrol", "update", f"JobId={element}", "StartTime=now"], check=True, env=slurm_env
+        )
+        (result,) = run.result()
+    assert result == {"steps": 8, "attempts": 2}
 
 
 # --------------------------------------------------------------------------- slow job last

@@ -138,6 +138,7 @@ def encode_run(
             "func": shipped,
             "task": aj.name,
             "retries": aj.resources.retries,
+            "requeue": aj.resources.requeue,
             "external": external,
         }
         blobs = [_dump_element(job) for job in elements]

@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 
 from lazyslurm.graph.resources import Resources
 from lazyslurm.planning.planner import ArrayJob
+from lazyslurm.runner.checkpoint import CHECKPOINT_LEAD_S
 from lazyslurm.store import RunLayout
 
 __all__ = [
@@ -82,8 +83,8 @@ def sbatch_flags(
         value = pick(field)
         if value is not None:
             flags.append(form.format(value))
-    if r.requeue or d.requeue:
-        flags.append("--requeue")
+    if r.requeue or d.requeue:  # and SIGUSR1 before the time limit: the checkpoint hooks
+        flags += ["--requeue", f"--signal=B:USR1@{CHECKPOINT_LEAD_S}"]
     flags.extend(d.extra_sbatch)
     flags.extend(r.extra_sbatch)
     return flags
