@@ -683,6 +683,10 @@ def test_command_line_over_ssh(env, remote_site, tmp_path, monkeypatch, capsys, 
     capsys.readouterr()
     assert main(["runs", "--cluster", "lab"]) == 0
     assert run.id in capsys.readouterr().out
+    # result() cancelled the unfinished rest: Slurm's records of that lag a few seconds
+    deadline = time.monotonic() + 30
+    while main(["status", run.id, "--cluster", "lab"]) != 1 and time.monotonic() < deadline:
+        time.sleep(1)
     assert main(["status", run.id, "--cluster", "lab"]) == 1
     assert "FAILED" in capsys.readouterr().out
     bad = run.array_jobs[0].keys[1]
