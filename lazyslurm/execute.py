@@ -421,7 +421,8 @@ class Run:
         job_id = f"{failure.job_id}_{idx}" if failure and failure.job_id else ""
         msg = (
             f"task {aj.name!r} (key {key}, array job {aj.id} index {idx}"
-            f"{', Slurm job ' + job_id if job_id else ''}) ended {state}"
+            f"{', Slurm job ' + job_id if job_id else ''}) "
+            f"{'stays PENDING' if state == 'PENDING' else 'ended ' + state}"
             f"{' exit code ' + failure.exit_code if failure and failure.exit_code else ''}"
             f"{': ' + failure.reason if failure and failure.reason else ''}{note}"
             f"\n--- stderr tail ---\n{tail}"
