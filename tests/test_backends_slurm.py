@@ -840,6 +840,29 @@ def test_unreachable_for_longer_than_the_timeout_is_a_clear_error(env, remote_si
             run.cancel()
 
 
+def requeue_now(element: str, slurm_env: dict) -> None:
+    """``scontrol requeue`` a running element, then start it again at once (Slurm would hold
+    a requeued job back ~2 min with a BeginTime)."""
+    subprocess.run(["scontrol", "requeue", element], check=True, env=slurm_env)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        out = subprocess.run(
+            ["squeue", "-h", "-j", element, "-o", "%T|%r"],
+            capture_output=True, text=True, env=slurm_env, check=False,
+        ).stdout
+        if "PENDING|BeginTime" in out:
+            # let the killed attempt finish its cleanup (KillWait=2 s): a requeued job
+            # started during it fails at launch
+            time.sleep(4)
+            subprocess.run(
+                ["scontrol", "update", f"JobId={element}", "StartTime=now"],
+                check=True, env=slurm_env,
+            )
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"{element} was not requeued: {out!r}")
+
+
 @task(requeue=True)
 def count_attempts(x, seconds):
     import os
@@ -859,12 +882,7 @@ def test_scontrol_requeue_of_a_running_element_ends_in_the_right_result(env, tmp
         assert "--requeue" in (tmp_path / "work" / "runs" / run.id / "submit.sh").read_text()
         wait_until_running(run)
         element = f"{run.handle.job_ids['aj0']}_1"
-        subprocess.run(["scontrol", "requeue", element], check=True, env=slurm_env)
-        # Slurm holds a requeued job back ~2 min (BeginTime): start it now
-        time.sleep(1)
-        subprocess.run(
-            ["scontrol", "update", f"JobId={element}", "StartTime=now"], check=True, env=slurm_env
-        )
+        requeue_now(element, slurm_env)
         ((first, second),) = run.result()
     assert first == (0, 0) and second == (1, 1)
 
@@ -908,15 +926,9 @@ def test_a_checkpoint_hook_saves_state_on_requeue_and_the_next_attempt_resumes(e
         wait_until_running(run)
         time.sleep(3)  # some work done
         element = f"{run.handle.job_ids['aj0']}_0"
-        subprocess.run(["scontrol", "requeue", element], check=True, env=slurm_env)
-        deadline = time.monotonic() + 30
-        while not state.exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        saved = json.loads(state.read_text())
+        requeue_now(element, slurm_env)
+        saved = json.loads(state.read_text())  # written by the hook before the job ended
         assert saved["attempts"] == 1 and saved["steps"] >= 1
-        subprocess.run(
-            ["scontrol", "update", f"JobId={element}", "StartTime=now"], check=True, env=slurm_env
-        )
         (result,) = run.result()
     assert result == {"steps": 8, "attempts": 2}
 

@@ -85,7 +85,10 @@ def _on_signal(signum: int, frame: Any) -> None:
         return  # Slurm's SIGTERM for the requeue follows
     print(f"lazyslurm: stopped by signal {signum} after the checkpoint hooks", file=sys.stderr)
     sys.stderr.flush()
-    os._exit(128 + signum)
+    # die of the signal itself, as without hooks: Slurm records a requeue or a cancel,
+    # never a FAILED exit status
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
 
 
 def install() -> None:
