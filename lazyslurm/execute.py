@@ -33,6 +33,7 @@ from lazyslurm.backends.base import (
 from lazyslurm.cache import RunSummary, list_runs, lookup
 from lazyslurm.cluster import Cluster, resolve_cluster
 from lazyslurm.errors import (
+    BackendError,
     DependencyNeverSatisfiedError,
     ElementCancelledError,
     ElementFailedError,
@@ -243,8 +244,14 @@ class Run:
                     _emit(self._callbacks, "on_state", key, b, a)
 
     def status(self) -> RunStatus:
-        """Counts per state, overall and per array job (polls once)."""
+        """Counts per state, overall and per array job (polls once).
+
+        Raises :class:`~lazyslurm.errors.BackendError` when the cluster cannot be reached
+        (a one-off query has no last known states worth showing as current)."""
         snap = self.poll()
+        if snap is not None and snap.unreachable_since is not None:
+            msg = f"cannot read the state of run {self.id}: {snap.unreachable_reason}"
+            raise BackendError(msg)
         total: dict[str, int] = {}
         per: dict[str, tuple[str, dict[str, int]]] = {}
         if snap is not None:

@@ -933,6 +933,24 @@ def test_a_checkpoint_hook_saves_state_on_requeue_and_the_next_attempt_resumes(e
     assert result == {"steps": 8, "attempts": 2}
 
 
+@pytest.mark.slurm
+@pytest.mark.ssh
+def test_status_of_an_unreachable_cluster_is_an_error_not_stale_counts(env, remote_site):
+    """run.status() (and `lazyslurm status`) raise when the cluster cannot be reached."""
+    c = ssh_cluster(env, remote_site)
+    with c:
+        run = submit(nap_then.map([(i, 30) for i in range(2)]))
+        shell = c.backend.shell
+        shell.close()
+        real_port, shell.port = shell.port, 9
+        try:
+            with pytest.raises(BackendError, match=r"cannot read the state of run .*refused"):
+                run.status()
+        finally:
+            shell.port = real_port
+            run.cancel()
+
+
 # --------------------------------------------------------------------------- slow job last
 
 
