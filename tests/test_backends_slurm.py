@@ -55,12 +55,14 @@ def test_parse_array_ids_ranges_and_throttles():
 
 
 def test_parse_status_sacct_and_squeue():
-    """sacct rows carry exit codes, squeue rows reasons; 'CANCELLED by 0' is CANCELLED."""
+    """sacct rows carry exit codes and pending reasons, squeue rows reasons; CANCELLED by 0."""
     rows = parse_status("5_0|CANCELLED by 0|0:15\n5_1|TIMEOUT|0:0\n5_2.batch|FAILED|1:0\n", False)
     assert rows[("5", 0)].state == "CANCELLED" and rows[("5", 1)].exit_code == "0:0"
     assert ("5", 2) not in rows
     rows = parse_status("6_[0-1]|PENDING|DependencyNeverSatisfied\n", True)
     assert rows[("6", 1)].reason == "DependencyNeverSatisfied"
+    rows = parse_status("7_0|PENDING|0:0|BadConstraints\n7_1|FAILED|1:0|JobHeldUser\n", False)
+    assert rows[("7", 0)].reason == "BadConstraints" and rows[("7", 1)].reason == ""
 
 
 # --------------------------------------------------------------------------- fixtures

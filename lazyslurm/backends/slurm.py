@@ -155,9 +155,10 @@ def parse_status(text: str, squeue: bool) -> dict[tuple[str, int | None], _Row]:
             continue
         state = state.split()[0] if state else "UNKNOWN"  # "CANCELLED by 0" -> CANCELLED
         if squeue:
-            row = _Row(state, reason=third)
-        else:
-            row = _Row(state, exit_code=third, reason=parts[3] if len(parts) > 3 else "")
+            row = _Row(state, reason="" if third == "None" else third)
+        else:  # sacct keeps a finished job's last pending reason (JobHeldUser, ...): noise
+            reason = parts[3] if len(parts) > 3 and state == "PENDING" else ""
+            row = _Row(state, exit_code=third, reason=reason)
         master, indices = parse_array_ids(job_id)
         if indices is None:
             rows[(master, None)] = row
