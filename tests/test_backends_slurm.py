@@ -724,6 +724,11 @@ def nap_then(x, seconds):
     return x
 
 
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0, reason="stopping and restarting the test cluster's daemons needs root"
+)
+
+
 def restart_test_cluster() -> None:
     """Re-run the idempotent start.sh: it restarts whichever daemon died (as root)."""
     subprocess.run(
@@ -752,6 +757,7 @@ def wait_until_running(run, deadline_s: float = 60) -> None:
 
 
 @pytest.mark.slurm
+@needs_root
 def test_a_slurmctld_outage_mid_run_is_survived(env, tmp_path, caplog):
     """slurmctld stopped mid-run (squeue fails): polls keep the last states, the run ends right."""
     conf = Path(env["LAZYSLURM_TEST_SLURM_CONF_NOACCT"])
@@ -790,6 +796,7 @@ def sshd_pids_of(shell) -> list[int]:
 
 @pytest.mark.slurm
 @pytest.mark.ssh
+@needs_root
 def test_an_ssh_drop_during_a_poll_is_survived(env, remote_site, caplog):
     """sshd killed during a poll and restarted: polls retry, the log says why, the run ends."""
     c = ssh_cluster(env, remote_site, unreachable_timeout_s=300)
