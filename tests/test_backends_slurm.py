@@ -959,6 +959,19 @@ def test_status_of_an_unreachable_cluster_is_an_error_not_stale_counts(env, remo
             run.cancel()
 
 
+@pytest.mark.slurm
+def test_a_status_command_that_can_never_work_fails_at_once(env, tmp_path):
+    """status='sacct' without accounting is no outage: BackendError at the first poll."""
+    c = slurm_cluster(env, tmp_path, accounting=False, status="sacct")
+    with c:
+        run = submit(nap_then.map([(i, 30) for i in range(2)]))
+        try:
+            with pytest.raises(BackendError, match=r"accounting storage is disabled.*not an"):
+                run.result()
+        finally:
+            run.cancel()
+
+
 # --------------------------------------------------------------------------- slow job last
 
 

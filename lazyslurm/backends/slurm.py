@@ -104,8 +104,23 @@ _POLL_BUDGET_S = 120.0  # one poll command (beyond its wait) gives up after this
 log = logging.getLogger("lazyslurm")
 
 
+# a status command failing with these words will fail the same way on every retry
+_PERMANENT_STATUS_ERRORS = (
+    "accounting storage is disabled",
+    "command not found",
+    "invalid option",
+    "unrecognized option",
+    "Invalid field",
+)
+
+
 class _StatusUnavailable(Exception):
-    """The status query failed (slurmctld unreachable) though the shell worked."""
+    """The status query failed (slurmctld unreachable) though the shell worked; not a
+    user-facing error (``poll`` turns it into a report or a BackendError)."""
+
+    def __init__(self, msg: str, *, permanent: bool = False) -> None:
+        super().__init__(msg)
+        self.permanent = permanent
 _SQUEUE_FORMAT = "%i|%T|%r"
 
 
@@ -412,6 +427,9 @@ class SlurmBackend:
         except (RunDirectoryGoneError, SSHHostKeyError):
             raise
         except (BackendError, _StatusUnavailable) as exc:
+            if isinstance(exc, _StatusUnavailable) and exc.permanent:
+                msg = f"{exc} (not an outage: retrying cannot help)"
+                raise BackendError(msg) from None
             return self._unreachable(handle, watch, exc, started)
         if watch.unreachable_since is not None:
             log.warning(
@@ -513,7 +531,8 @@ class SlurmBackend:
             watch.partial = self._snapshot(handle, watch.rows, results, errors, watch, False)
             detail = res.stderr.strip() or status_text.strip() or "(no output)"
             msg = f"status query ({self.status_source}) failed: {detail}"
-            raise _StatusUnavailable(msg)
+            permanent = any(words in detail for words in _PERMANENT_STATUS_ERRORS)
+            raise _StatusUnavailable(msg, permanent=permanent)
         rows = parse_status(status_text, squeue=self.status_source == "squeue")
         watch.rows, watch.partial = rows, None
         return self._snapshot(handle, rows, results, errors, watch)
