@@ -29,6 +29,7 @@ _EXPORTS = {
     "compute": "lazyslurm.execute",
     "current_cluster": "lazyslurm.cluster",
     "errors": "lazyslurm.errors",
+    "on_checkpoint": "lazyslurm.runner.checkpoint",
     "plan": "lazyslurm.execute",
     "Preview": "lazyslurm.preview",
     "preview": "lazyslurm.preview",
@@ -58,6 +59,7 @@ __all__ = [
     "compute",
     "current_cluster",
     "errors",
+    "on_checkpoint",
     "plan",
     "preview",
     "runs",
@@ -101,3 +103,4 @@ if TYPE_CHECKING:
     from lazyslurm.graph.traverse import to_networkx
     from lazyslurm.planning.planner import Plan
     from lazyslurm.preview import Preview, preview
+    from lazyslurm.runner.checkpoint import on_checkpoint

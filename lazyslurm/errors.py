@@ -26,6 +26,7 @@ __all__ = [
     "DependencyNeverSatisfiedError",
     "ElementCancelledError",
     "ElementFailedError",
+    "ElementNeverStartsError",
     "ElementOutOfMemoryError",
     "ElementTimeoutError",
     "GraphvizNotFoundError",
@@ -46,6 +47,8 @@ __all__ = [
     "PackagingError",
     "PythonVersionError",
     "RegistryError",
+    "ResourceLimitError",
+    "RunDirectoryGoneError",
     "RunInterrupted",
     "SSHHostKeyError",
     "SerializationError",
@@ -149,6 +152,25 @@ class BackendError(LazySlurmError, RuntimeError):
 
 class SubmissionError(BackendError):
     """Slurm refused part of a DAG; nothing of the run was left in the queue."""
+
+
+class ResourceLimitError(SubmissionError, ValueError):
+    """A task asks for more than the cluster can ever give (memory or CPUs over the
+    partition's largest node, time over its MaxTime): refused before anything is submitted.
+
+    Attributes: ``option`` (``mem``, ``cpus_per_task``, ``time``), ``value``, ``limit``.
+    """
+
+    def __init__(self, msg: str, *, option: str = "", value: str = "", limit: str = "") -> None:
+        super().__init__(msg)
+        self.option = option
+        self.value = value
+        self.limit = limit
+
+
+class RunDirectoryGoneError(BackendError):
+    """The run directory disappeared while the run was being watched (deleted by hand, a
+    cleaner, or a scratch purge): its results can no longer be read."""
 
 
 class SSHHostKeyError(BackendError):
@@ -255,6 +277,12 @@ class ElementOutOfMemoryError(ElementFailedError, MemoryError):
 
 class NodeFailError(ElementFailedError):
     """The node running the element failed (NODE_FAIL, BOOT_FAIL) or it was preempted."""
+
+
+class ElementNeverStartsError(ElementFailedError):
+    """Slurm keeps the element pending for a reason that can never clear (BadConstraints,
+    PartitionConfig, InvalidAccount, ...): it is reported as a failure, with the reason
+    and what to change, instead of being waited on forever."""
 
 
 class ElementCancelledError(ElementFailedError):

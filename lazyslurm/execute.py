@@ -33,9 +33,11 @@ from lazyslurm.backends.base import (
 from lazyslurm.cache import RunSummary, list_runs, plan_with_store, read_run
 from lazyslurm.cluster import Cluster, current_cluster, resolve_cluster
 from lazyslurm.errors import (
+    BackendError,
     DependencyNeverSatisfiedError,
     ElementCancelledError,
     ElementFailedError,
+    ElementNeverStartsError,
     ElementOutOfMemoryError,
     ElementTimeoutError,
     NodeFailError,
@@ -110,7 +112,10 @@ _FAILURE_TYPES: dict[str, type[ElementFailedError]] = {
     "BOOT_FAIL": NodeFailError,
     "PREEMPTED": NodeFailError,
     "CANCELLED": ElementCancelledError,
+    "PENDING": ElementNeverStartsError,  # pending for a reason that never clears
 }
+# the reason given to elements that ``result()`` cancelled once another element failed
+STOPPED = "cancelled by lazyslurm: another element of the run failed first"
 
 
 @attrs.frozen
@@ -239,8 +244,14 @@ class Run:
                     _emit(self._callbacks, "on_state", key, b, a)
 
     def status(self) -> RunStatus:
-        """Counts per state, overall and per array job (polls once)."""
+        """Counts per state, overall and per array job (polls once).
+
+        Raises :class:`~lazyslurm.errors.BackendError` when the cluster cannot be reached
+        (a one-off query has no last known states worth showing as current)."""
         snap = self.poll()
+        if snap is not None and snap.unreachable_since is not None:
+            msg = f"cannot read the state of run {self.id}: {snap.unreachable_reason}"
+            raise BackendError(msg)
         total: dict[str, int] = {}
         per: dict[str, tuple[str, dict[str, int]]] = {}
         if snap is not None:
@@ -252,8 +263,14 @@ class Run:
                 per[aj.id] = (aj.name, counts)
         return RunStatus(self.id, _overall(total), total, per)
 
-    def wait(self, timeout: float | None = None) -> Snapshot | None:
-        """Poll until every element is in an end state (adaptive delay); Ctrl-C cancels."""
+    def wait(self, timeout: float | None = None, *, fail_fast: bool = False) -> Snapshot | None:
+        """Poll until every element is in an end state (adaptive delay); Ctrl-C cancels.
+
+        With ``fail_fast`` (what :meth:`result` and ``compute`` use), stop at the first poll
+        that shows an element FAILED or CANCELLED: cancel everything of the run that has not
+        finished, and return a snapshot where those elements are CANCELLED (reason
+        :data:`STOPPED`). Without it, wait for every element (siblings of a failure run on).
+        """
         if self.handle is None:
             return None
         backend = self.cluster.backend
@@ -265,6 +282,9 @@ class Run:
                 snap = self.poll()
                 assert snap is not None
                 if snap.finished:
+                    break
+                if fail_fast and _any_failed(snap):
+                    snap = self._stop_the_rest(snap)
                     break
                 if deadline is not None and time.monotonic() >= deadline:
                     msg = f"run {self.id} not finished after {timeout} s"
@@ -301,6 +321,25 @@ class Run:
         _emit(self._callbacks, "on_interrupt", self, line)
         install_interrupt_hook()
         return RunInterrupted(line, run_id=self.id, cancelled=unfinished)
+
+    def _stop_the_rest(self, snap: Snapshot) -> Snapshot:
+        """Cancel what has not finished (one cancel for the whole run) after a failure."""
+        assert self.handle is not None
+        log.info("run %s: an element failed; cancelling the unfinished rest", self.id)
+        self.cluster.backend.cancel(self.handle)
+        states: dict[str, list[str]] = {}
+        failures = dict(snap.failures)
+        for aj in self.array_jobs:
+            row = list(snap.states[aj.id])
+            for i, s in enumerate(row):
+                if s in (PENDING, RUNNING):
+                    row[i] = CANCELLED
+                    failures[(aj.id, i)] = ElementFailure(state=CANCELLED, reason=STOPPED)
+            states[aj.id] = row
+        stopped = Snapshot(states=states, failures=failures)
+        self._notify(stopped)
+        self._last = stopped
+        return stopped
 
     def _finish(self, snap: Snapshot) -> None:
         if self._finished:
@@ -358,7 +397,8 @@ class Run:
             for idx, s in enumerate(snap.states[aj.id]):
                 if s == DONE:
                     continue
-                if (n, idx) in caused:
+                stopped = snap.failures.get((aj.id, idx))
+                if (n, idx) in caused or (stopped is not None and stopped.reason == STOPPED):
                     cancelled.append(aj.keys[idx])
                 else:
                     roots.append((aj, idx, snap.failures.get((aj.id, idx))))
@@ -411,7 +451,8 @@ class Run:
         job_id = f"{failure.job_id}_{idx}" if failure and failure.job_id else ""
         msg = (
             f"task {aj.name!r} (key {key}, array job {aj.id} index {idx}"
-            f"{', Slurm job ' + job_id if job_id else ''}) ended {state}"
+            f"{', Slurm job ' + job_id if job_id else ''}) "
+            f"{'stays PENDING' if state == 'PENDING' else 'ended ' + state}"
             f"{' exit code ' + failure.exit_code if failure and failure.exit_code else ''}"
             f"{': ' + failure.reason if failure and failure.reason else ''}{note}"
             f"\n--- stderr tail ---\n{tail}"
@@ -428,13 +469,20 @@ class Run:
         raise _with_cancelled(err, cancelled, key, len(roots))
 
     def result(self, *, fetch: bool = True) -> tuple[Any, ...] | None:
-        """Wait, raise the first failure, then return the outputs (fetched in one read)."""
-        snap = self.wait()
+        """Wait, raise the first failure, then return the outputs (fetched in one read).
+
+        The first failure raises as soon as a poll sees it: what of the run has not
+        finished then is cancelled (see :meth:`wait`, ``fail_fast``)."""
+        snap = self.wait(fail_fast=True)
         if snap is not None:
             self.raise_failures(snap)
         if not fetch:
             return None
         return fetch_outputs(self.cluster, self._templates)
+
+
+def _any_failed(snap: Snapshot) -> bool:
+    return any(s in (FAILED, CANCELLED) for states in snap.states.values() for s in states)
 
 
 def _with_cancelled(err: Exception, cancelled: list[str], cause: str, failures: int) -> Exception:

@@ -16,6 +16,7 @@ On Ctrl-C the display is removed, not left as a stale frame, and the one line of
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any
 
 __all__ = [
@@ -130,17 +131,21 @@ class RichProgress:
         self._progress: Any = None
         self._bars: dict[str, Any] = {}
         self._started = False
+        self.unreachable = ""  # "cluster unreachable since ...": shown in the title
 
     def _ensure(self, run: Any) -> Any:
         if self._progress is None:
             from rich.progress import Progress
             from rich.text import Text
 
-            title = Text.assemble(("lazyslurm run ", "bold"), run.id)
+            display = self
 
             class Titled(Progress):
                 def get_renderables(self) -> Any:
-                    yield title  # inside the live region: cleared with the bars on Ctrl-C
+                    # inside the live region: cleared with the bars on Ctrl-C
+                    yield Text.assemble(
+                        ("lazyslurm run ", "bold"), run.id, (display.unreachable, "bold red")
+                    )
                     yield from super().get_renderables()
 
             self._progress = Titled(
@@ -167,6 +172,13 @@ class RichProgress:
 
     def _update(self, run: Any, snap: Any) -> None:
         progress = self._ensure(run)
+        since = getattr(snap, "unreachable_since", None)
+        self.unreachable = (
+            ""
+            if since is None
+            else f"  cluster unreachable since {time.strftime('%H:%M:%S', time.localtime(since))}"
+            f": last known states ({(snap.unreachable_reason or '')[:120]})"
+        )
         for aj in run.array_jobs:
             counts: dict[str, int] = {}
             for s in snap.states[aj.id]:
@@ -246,8 +258,14 @@ class NotebookProgress(RichProgress):
 
         # the bars are drawn into this console's record, never to a stream
         super().__init__(
-            Console(file=io.StringIO(), record=True, width=110, force_terminal=True,
-                    force_jupyter=False, color_system="truecolor")
+            Console(
+                file=io.StringIO(),
+                record=True,
+                width=110,
+                force_terminal=True,
+                force_jupyter=False,
+                color_system="truecolor",
+            )
         )
         self._handle: Any = None
 
@@ -259,7 +277,7 @@ class NotebookProgress(RichProgress):
         html = console.export_html(
             inline_styles=True,
             code_format=(
-                '<pre style="font-family:Menlo,\'DejaVu Sans Mono\',consolas,monospace;'
+                "<pre style=\"font-family:Menlo,'DejaVu Sans Mono',consolas,monospace;"
                 'line-height:1.25;margin:0">{code}</pre>'
             ),
         )  # clears the record for the next frame

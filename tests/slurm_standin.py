@@ -263,7 +263,7 @@ def sacct(state: Path, config: Mapping[str, Any], args: list[str]) -> int:
     if not config["accounting"]:
         print("Slurm accounting storage is disabled", file=sys.stderr)
         return 1
-    names = {"JobID": "i", "State": "T", "ExitCode": "x", "JobName": "j"}
+    names = {"JobID": "i", "State": "T", "ExitCode": "x", "JobName": "j", "Reason": "r"}
     fields = [names[f] for f in (_option(args, "-o") or "JobID,State,ExitCode").split(",")]
     with _queue(state) as q:
         for job_id, _ in _targets(q["jobs"], [_option(args, "-j") or ""]):

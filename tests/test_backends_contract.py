@@ -199,6 +199,7 @@ def test_a_failure_reraises_cancels_dependents_and_spares_siblings(backend):
     sibling = double.map(range(3))  # independent: completes
     with backend.cluster() as cl:
         run = submit(fan_in, after_bad, sibling, cluster=cl)
+        run.wait()  # to the end: result() alone fails fast and cancels what is unfinished
         with pytest.raises(KeyError) as info:
             run.result()
         err = info.value

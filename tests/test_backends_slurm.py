@@ -7,11 +7,16 @@ slurmdbd accounting (``sacct``), one without (``squeue``), through the ``slurm``
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import random
 import re
 import shlex
+import shutil
+import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -22,10 +27,14 @@ from lazyslurm import Cluster, compute, plan, submit, task
 from lazyslurm.backends.base import CANCELLED, DONE, FAILED, PENDING, RUNNING
 from lazyslurm.backends.slurm import parse_array_ids, parse_status
 from lazyslurm.errors import (
+    BackendError,
     ClusterConfigError,
     ElementCancelledError,
+    ElementNeverStartsError,
     ElementOutOfMemoryError,
     ElementTimeoutError,
+    ResourceLimitError,
+    RunDirectoryGoneError,
     SSHHostKeyError,
     SubmissionError,
     TaskError,
@@ -46,12 +55,14 @@ def test_parse_array_ids_ranges_and_throttles():
 
 
 def test_parse_status_sacct_and_squeue():
-    """sacct rows carry exit codes, squeue rows reasons; 'CANCELLED by 0' is CANCELLED."""
+    """sacct rows carry exit codes and pending reasons, squeue rows reasons; CANCELLED by 0."""
     rows = parse_status("5_0|CANCELLED by 0|0:15\n5_1|TIMEOUT|0:0\n5_2.batch|FAILED|1:0\n", False)
     assert rows[("5", 0)].state == "CANCELLED" and rows[("5", 1)].exit_code == "0:0"
     assert ("5", 2) not in rows
     rows = parse_status("6_[0-1]|PENDING|DependencyNeverSatisfied\n", True)
     assert rows[("6", 1)].reason == "DependencyNeverSatisfied"
+    rows = parse_status("7_0|PENDING|0:0|BadConstraints\n7_1|FAILED|1:0|JobHeldUser\n", False)
+    assert rows[("7", 0)].reason == "BadConstraints" and rows[("7", 1)].reason == ""
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -163,10 +174,16 @@ def squeue(conf: str, *args: str) -> str:
     ).stdout
 
 
-def live_jobs_of_run(conf: str, run_id: str) -> list[str]:
-    """Jobs of a run still pending or running (by the run id in their names)."""
-    out = squeue(conf, "-t", "PENDING,RUNNING,CONFIGURING,COMPLETING", "-o", "%i|%j|%T|%r")
-    return [line for line in out.splitlines() if run_id in line]
+def live_jobs_of_run(conf: str, run_id: str, settle_s: float = 30.0) -> list[str]:
+    """Jobs of a run still pending or running (by the run id in their names), once those
+    merely COMPLETING (cancelled, their processes being reaped) had up to ``settle_s``."""
+    deadline = time.monotonic() + settle_s
+    while True:
+        out = squeue(conf, "-t", "PENDING,RUNNING,CONFIGURING,COMPLETING", "-o", "%i|%j|%T|%r")
+        live = [line for line in out.splitlines() if run_id in line]
+        if not any("|COMPLETING|" in line for line in live) or time.monotonic() > deadline:
+            return live
+        time.sleep(0.5)
 
 
 def best_of_sweep(configs: list[dict] | None = None) -> dict:
@@ -322,6 +339,28 @@ def test_task_error_cancels_dependents_and_leaves_nothing(any_cluster, env):
     assert live_jobs_of_run(conf_of(any_cluster, env), run.id) == []
 
 
+@task
+def fail_one_sleep_the_rest(i):
+    if i == 1:
+        msg = "element 1 fails"
+        raise ValueError(msg)
+    time.sleep(60)
+    return i
+
+
+@pytest.mark.slurm
+def test_a_failure_raises_at_once_and_cancels_the_rest(env, tmp_path):
+    """The first failure raises without waiting for siblings; the rest is cancelled."""
+    c = slurm_cluster(env, tmp_path, accounting=False)
+    with c:
+        run = submit(fail_one_sleep_the_rest.map(range(3)))
+        with pytest.raises(ValueError, match="element 1 fails") as info:
+            run.result()
+    assert run.last_snapshot.states["aj0"] == [CANCELLED, FAILED, CANCELLED]
+    assert len(info.value.cancelled) == 2
+    assert live_jobs_of_run(conf_of(c, env), run.id) == []
+
+
 @task(mem="50M")
 def hog():
     data = bytearray(400 * 1024 * 1024)
@@ -378,6 +417,22 @@ def test_bad_partition_is_refused_and_leaves_nothing(env, tmp_path):
 
 
 @pytest.mark.slurm
+def test_refused_at_release_names_the_array_job_its_options_and_slurms_words(env, tmp_path):
+    """A job Slurm refuses only at release is named, with Slurm's words and its options."""
+    good = pp.stage1_preprocess.map(["x", "y"])
+    bad = pp.stage3_finalize.options(extra_sbatch=["--cpus-per-task=1000"]).map(good)
+    c = slurm_cluster(env, tmp_path, accounting=False)
+    with c, pytest.raises(SubmissionError) as info:
+        compute(bad)
+    msg = str(info.value)
+    assert "array job aj1 (stage3_finalize)" in msg, msg
+    assert "partition configuration not available" in msg
+    assert "--cpus-per-task=1000" in msg
+    runs = list((tmp_path / "work" / "runs").iterdir())
+    assert live_jobs_of_run(conf_of(c, env), runs[0].name) == []
+
+
+@pytest.mark.slurm
 def test_over_a_partition_time_limit_is_refused_before_submission(env, tmp_path):
     """time= over the partition's MaxTime would pend forever: refused, nothing submitted."""
     too_long = pp.stage1_preprocess.options(partition="short", time="00:10:00")
@@ -389,6 +444,45 @@ def test_over_a_partition_time_limit_is_refused_before_submission(env, tmp_path)
         assert pp.stage1_preprocess.options(partition="short", time=5).map(["a"]).compute() == [
             "preprocessed_a"
         ]
+
+
+@pytest.mark.slurm
+@pytest.mark.parametrize(
+    ("option", "value", "limit"),
+    [("mem", "10T", "21694M"), ("cpus_per_task", 1000, "64 CPUs")],
+)
+def test_more_than_the_largest_node_is_refused_before_submission(
+    env, tmp_path, option, value, limit
+):
+    """mem/cpus over the partition's largest node: refused naming option, value, limit."""
+    too_big = pp.stage1_preprocess.options(**{option: value})
+    c = slurm_cluster(env, tmp_path, accounting=False)
+    with c, pytest.raises(ResourceLimitError) as info:
+        too_big.map(["a"]).compute()
+    msg = str(info.value)
+    assert f"{option}=" in msg and limit in msg and "'debug'" in msg and "nothing was" in msg
+    assert isinstance(info.value, SubmissionError) and isinstance(info.value, ValueError)
+    assert not (tmp_path / "work" / "runs").exists()
+
+
+@pytest.mark.slurm
+@pytest.mark.parametrize("accounting", [False, True], ids=["squeue", "sacct"])
+@pytest.mark.parametrize(
+    ("flag", "reason"),
+    [("--mem=10T", "BadConstraints"), ("--nodes=5", "PartitionNodeLimit")],
+)
+def test_a_pending_reason_that_never_clears_is_a_failure(env, tmp_path, accounting, flag, reason):
+    """A job pending for a reason that never clears fails with the reason and a fix."""
+    stuck = pp.stage1_preprocess.options(extra_sbatch=[flag]).map(["a", "b"])
+    after = pp.stage3_finalize.map(stuck)
+    c = slurm_cluster(env, tmp_path, accounting=accounting)
+    with c:
+        run = submit(after)
+        with pytest.raises(ElementNeverStartsError) as info:
+            run.result()
+    msg = str(info.value)
+    assert reason in msg and "never" in msg and info.value.state == "PENDING", msg
+    assert live_jobs_of_run(conf_of(c, env), run.id) == []
 
 
 @pytest.mark.slurm
@@ -609,6 +703,10 @@ def test_command_line_over_ssh(env, tmp_path, monkeypatch, capsys, private_home)
     capsys.readouterr()
     assert main(["runs", "--cluster", "lab"]) == 0
     assert run.id in capsys.readouterr().out
+    # result() cancelled the unfinished rest: Slurm's records of that lag a few seconds
+    deadline = time.monotonic() + 30
+    while main(["status", run.id, "--cluster", "lab"]) != 1 and time.monotonic() < deadline:
+        time.sleep(1)
     assert main(["status", run.id, "--cluster", "lab"]) == 1
     assert "FAILED" in capsys.readouterr().out
     bad = run.array_jobs[0].keys[1]
@@ -616,6 +714,280 @@ def test_command_line_over_ssh(env, tmp_path, monkeypatch, capsys, private_home)
     assert "element 1 is bad" in capsys.readouterr().out
     assert main(["viz", run.id, "-o", str(tmp_path / "run.svg"), "--cluster", "lab"]) == 0
     assert "maybe_fail" in (tmp_path / "run.svg").read_text()
+
+
+# --------------------------------------------------------------------------- outages
+
+
+@pytest.mark.slurm
+def test_a_run_directory_deleted_mid_run_is_named(env, tmp_path):
+    """Deleting the run directory mid-run: 'run directory ... is gone', the jobs cancelled."""
+    c = slurm_cluster(env, tmp_path, accounting=False)
+    with c:
+        run = submit(nap_then.map([(i, 30) for i in range(2)]))
+        wait_until_running(run)
+        run_dir = tmp_path / "work" / "runs" / run.id
+        shutil.rmtree(run_dir)
+        with pytest.raises(RunDirectoryGoneError, match=f"run directory {run_dir} is gone"):
+            run.result()
+    assert live_jobs_of_run(conf_of(c, env), run.id) == []
+
+
+
+
+
+@task
+def nap_then(x, seconds):
+    time.sleep(seconds)
+    return x
+
+
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0, reason="stopping and restarting the test cluster's daemons needs root"
+)
+
+
+def restart_test_cluster() -> None:
+    """Re-run the idempotent start.sh: it restarts whichever daemon died (as root)."""
+    subprocess.run(
+        ["bash", str(REPO / "tests" / "cluster" / "start.sh")],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+
+
+def stop_by_pid_file(pid_file: Path) -> None:
+    """SIGTERM the daemon named by ``pid_file`` and wait until it is gone."""
+    pid = int(pid_file.read_text().split()[0])
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def wait_until_running(run, deadline_s: float = 60) -> None:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if RUNNING in run.poll().states["aj0"]:
+            return
+        time.sleep(0.2)
+
+
+@pytest.mark.slurm
+@needs_root
+def test_a_slurmctld_outage_mid_run_is_survived(env, tmp_path, caplog):
+    """slurmctld stopped mid-run (squeue fails): polls keep the last states, the run ends right."""
+    conf = Path(env["LAZYSLURM_TEST_SLURM_CONF_NOACCT"])
+    xs = nap_then.map([(i, 8) for i in range(2)])
+    c = slurm_cluster(env, tmp_path, accounting=False, unreachable_timeout_s=300)
+    with c:
+        run = submit(pp.stage3_finalize.map(xs))
+        wait_until_running(run)
+        try:
+            # other test sessions' start.sh may restart the controller at any moment: stop
+            # it again until one poll has seen the outage
+            for _ in range(3):
+                stop_by_pid_file(conf.parents[1] / "run" / "slurmctld.pid")
+                snap = run.poll()  # squeue fails after ~9 s ("Unable to contact ...")
+                if snap.unreachable_since is not None:
+                    break
+            assert snap.unreachable_since is not None
+            assert "slurm" in snap.unreachable_reason.lower(), snap.unreachable_reason
+        finally:
+            restart_test_cluster()
+        assert run.result() == (["final_0", "final_1"],)
+    assert "unreachable since" in caplog.text
+
+
+def sshd_pids_of(shell) -> list[int]:
+    """The sshd processes serving ``shell``'s connection (its socket, from ``ss -tnp``)."""
+    port = shell._client.get_transport().sock.getsockname()[1]
+    out = subprocess.run(["ss", "-tnpH"], capture_output=True, text=True, check=True).stdout
+    pids: set[int] = set()
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) >= 6 and fields[4].endswith(f":{port}") and "sshd" in line:
+            pids.update(int(p) for p in re.findall(r"pid=(\d+)", line))
+    return sorted(pids)
+
+
+@pytest.mark.slurm
+@pytest.mark.ssh
+@needs_root
+def test_an_ssh_drop_during_a_poll_is_survived(env, remote_site, caplog):
+    """sshd killed during a poll and restarted: polls retry, the log says why, the run ends."""
+    c = ssh_cluster(env, remote_site, unreachable_timeout_s=300)
+    listener = Path(env["LAZYSLURM_TEST_SSH_KEY"]).parent / "sshd.pid"
+
+    def outage(victims: list[int]) -> None:
+        time.sleep(1.0)  # result() is polling by now: over SSH a poll is nearly always running
+        try:
+            stop_by_pid_file(listener)
+            for pid in victims:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(3.0)
+        finally:
+            restart_test_cluster()
+
+    with c:
+        run = submit(nap_then.map([(i, 8) for i in range(2)]))
+        wait_until_running(run)
+        victims = sshd_pids_of(c.backend.shell)
+        assert victims
+        killer = threading.Thread(target=outage, args=(victims,))
+        killer.start()
+        try:
+            assert run.result() == ([0, 1],)
+        finally:
+            killer.join()
+    lines = [r.getMessage() for r in caplog.records if "unreachable since" in r.getMessage()]
+    assert lines, caplog.text
+    reason = lines[0].split(": ", 1)[1]
+    assert not reason.startswith(";") and "cannot start a command on" not in reason[-3:], reason
+
+
+@pytest.mark.slurm
+@pytest.mark.ssh
+def test_unreachable_for_longer_than_the_timeout_is_a_clear_error(env, remote_site):
+    """A cluster unreachable past unreachable_timeout_s: BackendError saying since when."""
+    c = ssh_cluster(env, remote_site, unreachable_timeout_s=2)
+    with c:
+        run = submit(nap_then.map([(i, 30) for i in range(2)]))
+        shell = c.backend.shell
+        shell.close()
+        real_port, shell.port = shell.port, 9  # discard: nothing listens, connect refused
+        try:
+            with pytest.raises(BackendError, match=r"unreachable since .*unreachable_timeout_s=2"):
+                run.result()
+        finally:
+            shell.port = real_port
+            run.cancel()
+
+
+def requeue_now(element: str, slurm_env: dict) -> None:
+    """``scontrol requeue`` a running element, then start it again at once (Slurm would hold
+    a requeued job back ~2 min with a BeginTime)."""
+    subprocess.run(["scontrol", "requeue", element], check=True, env=slurm_env)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        out = subprocess.run(
+            ["squeue", "-h", "-j", element, "-o", "%T|%r"],
+            capture_output=True, text=True, env=slurm_env, check=False,
+        ).stdout
+        if "PENDING|BeginTime" in out:
+            # let the killed attempt finish its cleanup (KillWait=2 s): a requeued job
+            # started during it fails at launch
+            time.sleep(4)
+            subprocess.run(
+                ["scontrol", "update", f"JobId={element}", "StartTime=now"],
+                check=True, env=slurm_env,
+            )
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"{element} was not requeued: {out!r}")
+
+
+@task(requeue=True)
+def count_attempts(x, seconds):
+    import os
+    import time
+
+    time.sleep(seconds)
+    return x, int(os.environ.get("SLURM_RESTART_COUNT", "0"))
+
+
+@pytest.mark.slurm
+def test_scontrol_requeue_of_a_running_element_ends_in_the_right_result(env, tmp_path):
+    """requeue=True: an element requeued while running runs again; its latest outcome counts."""
+    c = slurm_cluster(env, tmp_path)
+    slurm_env = {**os.environ, "SLURM_CONF": env["LAZYSLURM_TEST_SLURM_CONF"]}
+    with c:
+        run = submit(count_attempts.map([(i, 6) for i in range(2)]))
+        assert "--requeue" in (tmp_path / "work" / "runs" / run.id / "submit.sh").read_text()
+        wait_until_running(run)
+        element = f"{run.handle.job_ids['aj0']}_1"
+        requeue_now(element, slurm_env)
+        ((first, second),) = run.result()
+    assert first == (0, 0) and second == (1, 1)
+
+
+@task(requeue=True)
+def resumable(state_file, seconds):
+    """Counts seconds of work; saves the count when Slurm stops it, resumes from it."""
+    import json
+    import os
+    import time
+
+    from lazyslurm import on_checkpoint
+
+    done = {"steps": 0, "attempts": 0}
+    if os.path.exists(state_file):
+        with open(state_file) as fh:
+            done = json.load(fh)
+    done["attempts"] += 1
+
+    def save():
+        with open(state_file, "w") as fh:
+            json.dump(done, fh)
+
+    on_checkpoint(save)
+    while done["steps"] < seconds:
+        time.sleep(1)
+        done["steps"] += 1
+    return done
+
+
+@pytest.mark.slurm
+def test_a_checkpoint_hook_saves_state_on_requeue_and_the_next_attempt_resumes(env, tmp_path):
+    """scontrol requeue: the hook saves the state (SIGTERM), the second attempt resumes it."""
+    c = slurm_cluster(env, tmp_path)
+    slurm_env = {**os.environ, "SLURM_CONF": env["LAZYSLURM_TEST_SLURM_CONF"]}
+    state = tmp_path / "state.json"
+    with c:
+        run = submit(resumable(str(state), 8))
+        submit_sh = tmp_path / "work" / "runs" / run.id / "submit.sh"
+        assert "--signal=B:USR1@60" in submit_sh.read_text()
+        wait_until_running(run)
+        time.sleep(3)  # some work done
+        element = f"{run.handle.job_ids['aj0']}_0"
+        requeue_now(element, slurm_env)
+        saved = json.loads(state.read_text())  # written by the hook before the job ended
+        assert saved["attempts"] == 1 and saved["steps"] >= 1
+        (result,) = run.result()
+    assert result == {"steps": 8, "attempts": 2}
+
+
+@pytest.mark.slurm
+@pytest.mark.ssh
+def test_status_of_an_unreachable_cluster_is_an_error_not_stale_counts(env, remote_site):
+    """run.status() (and `lazyslurm status`) raise when the cluster cannot be reached."""
+    c = ssh_cluster(env, remote_site)
+    with c:
+        run = submit(nap_then.map([(i, 30) for i in range(2)]))
+        shell = c.backend.shell
+        shell.close()
+        real_port, shell.port = shell.port, 9
+        try:
+            with pytest.raises(BackendError, match=r"cannot read the state of run .*refused"):
+                run.status()
+        finally:
+            shell.port = real_port
+            run.cancel()
+
+
+@pytest.mark.slurm
+def test_a_status_command_that_can_never_work_fails_at_once(env, tmp_path):
+    """status='sacct' without accounting is no outage: BackendError at the first poll."""
+    c = slurm_cluster(env, tmp_path, accounting=False, status="sacct")
+    with c:
+        run = submit(nap_then.map([(i, 30) for i in range(2)]))
+        try:
+            with pytest.raises(BackendError, match=r"accounting storage is disabled.*not an"):
+                run.result()
+        finally:
+            run.cancel()
 
 
 # --------------------------------------------------------------------------- slow job last
@@ -687,3 +1059,28 @@ def test_debug_logs_each_slurm_command_with_its_duration(env, tmp_path, caplog, 
     polls = [r for r in records if r.getMessage().startswith(tool)]
     assert polls and all(r.duration_s >= 0 for r in polls)
     assert re.search(r"\(\d+\.\d{3} s", polls[0].getMessage())
+
+
+def test_preempted_or_node_fail_with_requeue_waits_for_the_next_attempt(monkeypatch):
+    """requeue=True: PREEMPTED/NODE_FAIL are waited on (bounded); without it they fail."""
+    from lazyslurm.backends import slurm
+    from lazyslurm.backends.base import ArrayJob, RunHandle
+    from lazyslurm.graph.resources import Resources
+
+    requeue = ArrayJob("aj0", "f", ("k0",), Resources(requeue=True))
+    plain = ArrayJob("aj1", "g", ("k1",))
+    handle = RunHandle("r", (requeue, plain), {"aj0": "77", "aj1": "78"})
+    backend = slurm.SlurmBackend.__new__(slurm.SlurmBackend)
+    watch = slurm._Watch()
+    clock = iter([0.0, 10.0, 20.0, 400.0])
+    monkeypatch.setattr(slurm.time, "monotonic", lambda: next(clock))
+    rows = {("77", 0): slurm._Row("PREEMPTED"), ("78", 0): slurm._Row("NODE_FAIL")}
+    first = backend._snapshot(handle, rows, set(), set(), watch)
+    assert first.states == {"aj0": [PENDING], "aj1": [FAILED]}
+    running = {("77", 0): slurm._Row("RUNNING")}
+    assert backend._snapshot(handle, running, set(), set(), watch).states["aj0"] == [RUNNING]
+    stuck = {("77", 0): slurm._Row("NODE_FAIL")}
+    assert backend._snapshot(handle, stuck, set(), set(), watch).states["aj0"] == [PENDING]
+    late = backend._snapshot(handle, stuck, set(), set(), watch)  # never requeued again
+    assert late.states["aj0"] == [FAILED]
+    assert "attempt 3" in late.failures[("aj0", 0)].reason

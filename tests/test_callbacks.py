@@ -90,12 +90,14 @@ def test_cluster_callbacks_see_a_run_in_slurm_sdk_terms(tmp_path, cluster):
 
 
 def test_compute_callbacks_see_failures_with_their_state(tmp_path, cluster):
-    """compute(callbacks=...) reports a failed element as FAILED with its exit code."""
+    """compute(callbacks=...) reports a failed element as FAILED with its exit code (the
+    sibling completed, or was cancelled when compute failed fast)."""
     rec = Recorder()
     with pytest.raises(ValueError, match="two"):
         compute(fails_on_two.map([1, 2]), cluster=cluster, callbacks=[rec])
     states = {c.job: (c.job_state, c.exit_code) for c in rec.of("completed")}
-    assert sorted(states.values()) == [("COMPLETED", "0:0"), ("FAILED", "1:0")]
+    assert ("FAILED", "1:0") in states.values()
+    assert sorted(states.values())[0] in (("CANCELLED", ""), ("COMPLETED", "0:0"))
     assert [c.is_terminal for c in rec.of("status")][-1] is True
 
 

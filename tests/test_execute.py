@@ -12,6 +12,7 @@ from typing import NamedTuple
 import pytest
 
 from lazyslurm import Cluster, compute, plan, submit, task
+from lazyslurm.backends.base import CANCELLED, FAILED
 from lazyslurm.errors import (
     ElementFailedError,
     SerializationError,
@@ -50,6 +51,15 @@ class CustomError(Exception):
 @task
 def raise_custom():
     raise CustomError("custom")
+
+
+@task
+def slow_or_fail(i):
+    if i == 1:
+        msg = "element 1 fails"
+        raise ValueError(msg)
+    time.sleep(30)
+    return i
 
 
 @task
@@ -140,13 +150,28 @@ def test_dependents_of_failure_are_cancelled(cluster):
         total(b).compute()
     assert info.value.key == a[1].key
     cancelled = info.value.cancelled
-    assert {c.key for c in cancelled} == {b[1].key, total(b).key}
+    cancelled_keys = {c.key for c in cancelled}
+    assert {b[1].key, total(b).key} <= cancelled_keys
     assert all(isinstance(c, TaskCancelledError) and c.cause_key == a[1].key for c in cancelled)
     if cluster.backend_name == "local":  # logs of a failed node are still at hand
         assert "bad value 1" in a[1].logs()[1]
-    # elements that did not depend on the failure completed and are remembered
-    assert a[0].key in cluster.computed and b[0].key in cluster.computed
+    # siblings that finished before the failure was seen are remembered; the rest were
+    # cancelled when it was (result() fails fast)
+    for node in (a[0], a[2], b[0], b[2]):
+        assert (node.key in cluster.computed) != (node.key in cancelled_keys)
     assert b[1].key not in cluster.computed
+
+
+def test_a_failure_raises_at_once_and_cancels_the_unfinished_rest(tmp_path):
+    """result() raises as soon as one element fails; unfinished siblings are cancelled."""
+    xs = slow_or_fail.map(range(3))
+    with Cluster("local", workdir=tmp_path, max_workers=3):
+        run = submit(xs)
+        with pytest.raises(ValueError, match="element 1 fails") as info:
+            run.result()
+    assert run.last_snapshot.states["aj0"] == [CANCELLED, FAILED, CANCELLED]
+    assert {c.key for c in info.value.cancelled} == {xs[0].key, xs[2].key}
+    assert "cancelled" in str(info.value)
 
 
 def test_unpicklable_argument_fails_before_anything_runs(cluster):

@@ -121,7 +121,10 @@ def run_and_interrupt(
         master, out_fd = -1, subprocess.PIPE  # type: ignore[assignment]
     proc = subprocess.Popen(
         [sys.executable, str(script), str(marks), str(tmp_path / "work"), backend],
-        stdin=subprocess.DEVNULL, stdout=out_fd, stderr=out_fd, env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=out_fd,
+        stderr=out_fd,
+        env=env,
     )
     chunks: list[bytes] = []
     try:
@@ -175,7 +178,7 @@ def test_ctrl_c_in_a_terminal_clears_the_bars(tmp_path) -> None:
     assert code != 0
     assert "aj0 slow" in ANSI.sub("", output)  # the bars were shown
     assert "Traceback" not in output, output
-    tail = output[output.rindex("lazyslurm: interrupted"):]
+    tail = output[output.rindex("lazyslurm: interrupted") :]
     assert "aj0" not in tail and "━" not in tail and "lazyslurm run" not in tail
     before = output[: output.rindex("lazyslurm: interrupted")]
     last_frame = before[before.rindex("aj0") :]
@@ -238,21 +241,31 @@ def test_progress_in_a_notebook_is_one_html_display_updated_in_place(tmp_path, m
 
     kernels = tmp_path / "jupyter" / "kernels" / "lazyslurm-test"
     kernels.mkdir(parents=True)
-    (kernels / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "lazyslurm tests", "language": "python",
-    }))
+    (kernels / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "lazyslurm tests",
+                "language": "python",
+            }
+        )
+    )
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     monkeypatch.setenv("PYTHONPATH", str(REPO))
     monkeypatch.setenv("JUPYTER_PLATFORM_DIRS", "1")
     nb = nbformat.v4.new_notebook()
     nb.cells.append(nbformat.v4.new_code_cell(NOTEBOOK_CELL.format(workdir=str(tmp_path / "w"))))
-    nb.cells.append(nbformat.v4.new_code_cell(  # a Run as a cell's value: its rich display
-        f"from lazyslurm import submit\nwith Cluster('sync', workdir={str(tmp_path / 'w')!r}):\n"
-        "    run = submit(slow.map([7]), progress=False)\n    run.result()\nrun"
-    ))
+    nb.cells.append(
+        nbformat.v4.new_code_cell(  # a Run as a cell's value: its rich display
+            "from lazyslurm import submit\n"
+            f"with Cluster('sync', workdir={str(tmp_path / 'w')!r}):\n"
+            "    run = submit(slow.map([7]), progress=False)\n    run.result()\nrun"
+        )
+    )
     client = nbclient.NotebookClient(
-        nb, timeout=300, kernel_name="lazyslurm-test",
+        nb,
+        timeout=300,
+        kernel_name="lazyslurm-test",
         resources={"metadata": {"path": str(tmp_path)}},
     )
     client.execute()
@@ -269,3 +282,37 @@ def test_progress_in_a_notebook_is_one_html_display_updated_in_place(tmp_path, m
     assert "ipywidgets" not in streams and "Traceback" not in streams
     (result,) = [o for o in nb.cells[1].outputs if o.output_type == "execute_result"]
     assert "DONE" in result.data["text/html"] and "<table" in result.data["text/html"]
+
+
+def test_the_title_says_since_when_the_cluster_is_unreachable():
+    """While polls fail, the title says 'cluster unreachable since HH:MM:SS' and why."""
+    import time
+
+    from rich.console import Console
+
+    from lazyslurm.backends.base import Snapshot
+    from lazyslurm.planning.planner import ArrayJob
+    from lazyslurm.progress import RichProgress
+
+    class _Run:
+        id = "20260101-000000-abcdef"
+        array_jobs = (ArrayJob("aj0", "f", ("k0", "k1")),)
+
+    def rendered(snap: Snapshot) -> str:
+        console = Console(record=True, width=300, file=__import__("io").StringIO())
+        display = RichProgress(console)
+        display._update(_Run(), snap)
+        for renderable in display._progress.get_renderables():
+            console.print(renderable)
+        return " ".join(console.export_text().split())
+
+    since = time.time() - 30
+    snap = Snapshot(
+        states={"aj0": ["RUNNING", "DONE"]},
+        unreachable_since=since,
+        unreachable_reason="status query (squeue) failed: Unable to contact slurm controller",
+    )
+    text = rendered(snap)
+    assert f"cluster unreachable since {time.strftime('%H:%M:%S', time.localtime(since))}" in text
+    assert "Unable to contact slurm controller" in text
+    assert "unreachable" not in rendered(Snapshot(states={"aj0": ["RUNNING", "DONE"]}))

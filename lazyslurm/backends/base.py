@@ -68,6 +68,10 @@ class Snapshot:
 
     states: Mapping[str, Sequence[str]]
     failures: Mapping[tuple[str, int], ElementFailure] = attrs.field(factory=dict)
+    # set while the scheduler cannot be asked (controller down, connection lost): states
+    # are then the last known ones; wall-clock time (time.time()) the outage began, and why
+    unreachable_since: float | None = None
+    unreachable_reason: str = ""
 
     @property
     def finished(self) -> bool:

@@ -38,7 +38,15 @@ from lazyslurm.backends.base import (
 )
 from lazyslurm.backends.option import Option
 from lazyslurm.backends.shell import LocalShell, Shell, SSHShell
-from lazyslurm.errors import BackendError, ClusterConfigError, SubmissionError
+from lazyslurm.backends.slurm_limits import Node, check_resources, never_clears, parse_nodes
+from lazyslurm.errors import (
+    BackendError,
+    ClusterConfigError,
+    ResourceLimitError,
+    RunDirectoryGoneError,
+    SSHHostKeyError,
+    SubmissionError,
+)
 from lazyslurm.graph.resources import SBATCH_OPTIONS, Resources, parse_time
 from lazyslurm.packaging import Packager, PackagingOptions, packaging_names
 from lazyslurm.planning.sbatch import (
@@ -88,9 +96,35 @@ _COMPLETED = "COMPLETED"
 _NO_RESULT_GRACE_S = 15.0  # COMPLETED in Slurm but no result file yet (shared FS lag)
 _UNLISTED_GRACE_S = 60.0  # neither squeue/sacct nor the store knows the element
 _NEVER_SATISFIED = "DependencyNeverSatisfied"
+# with requeue=True these mean "Slurm runs it again": waited on, for up to the grace below
+_REQUEUE_STATES = {"PREEMPTED", "NODE_FAIL", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED"}
+_REQUEUE_GRACE_S = 300.0  # PREEMPTED/NODE_FAIL that never turns PENDING again: a failure
 _WATCH_TICK_S_REMOTE = 0.05  # over SSH: how often the poll's wait looks at the store
 _WATCH_TICK_S = 0.02  # local runs: how often wait_for_change looks at the store's directories
-_SACCT_FORMAT = "JobID,State,ExitCode"
+_SACCT_FORMAT = "JobID,State,ExitCode,Reason"
+_UNREACHABLE_TIMEOUT_S = 600.0  # default of the unreachable_timeout_s option
+_POLL_BUDGET_S = 120.0  # one poll command (beyond its wait) gives up after this long
+
+log = logging.getLogger("lazyslurm")
+
+
+# a status command failing with these words will fail the same way on every retry
+_PERMANENT_STATUS_ERRORS = (
+    "accounting storage is disabled",
+    "command not found",
+    "invalid option",
+    "unrecognized option",
+    "Invalid field",
+)
+
+
+class _StatusUnavailable(Exception):
+    """The status query failed (slurmctld unreachable) though the shell worked; not a
+    user-facing error (``poll`` turns it into a report or a BackendError)."""
+
+    def __init__(self, msg: str, *, permanent: bool = False) -> None:
+        super().__init__(msg)
+        self.permanent = permanent
 _SQUEUE_FORMAT = "%i|%T|%r"
 
 
@@ -122,12 +156,13 @@ class _Row:
 
 
 def parse_status(text: str, squeue: bool) -> dict[tuple[str, int | None], _Row]:
-    """Rows of ``sacct -X -n -P -o JobID,State,ExitCode`` or
+    """Rows of ``sacct -X -n -P -o JobID,State,ExitCode,Reason`` or
     ``squeue -h -o '%i|%T|%r'``, keyed by (master id, index or None).
 
-    >>> rows = parse_status("101_0|COMPLETED|0:0\\n101_[1-2]|PENDING|0:0\\n", squeue=False)
-    >>> sorted((k, v.state) for k, v in rows.items())
-    [(('101', 0), 'COMPLETED'), (('101', 1), 'PENDING'), (('101', 2), 'PENDING')]
+    >>> rows = parse_status("101_0|COMPLETED|0:0|None\\n101_[1-2]|PENDING|0:0|Priority\\n",
+    ...                     squeue=False)
+    >>> sorted((k, v.state, v.reason) for k, v in rows.items())[1:]
+    [(('101', 1), 'PENDING', 'Priority'), (('101', 2), 'PENDING', 'Priority')]
     """
     rows: dict[tuple[str, int | None], _Row] = {}
     for line in text.splitlines():
@@ -138,7 +173,11 @@ def parse_status(text: str, squeue: bool) -> dict[tuple[str, int | None], _Row]:
         if "." in job_id:  # a step (sacct without -X)
             continue
         state = state.split()[0] if state else "UNKNOWN"  # "CANCELLED by 0" -> CANCELLED
-        row = _Row(state, reason=third) if squeue else _Row(state, exit_code=third)
+        if squeue:
+            row = _Row(state, reason="" if third == "None" else third)
+        else:  # sacct keeps a finished job's last pending reason (JobHeldUser, ...): noise
+            reason = parts[3] if len(parts) > 3 and state == "PENDING" else ""
+            row = _Row(state, exit_code=third, reason=reason)
         master, indices = parse_array_ids(job_id)
         if indices is None:
             rows[(master, None)] = row
@@ -191,7 +230,16 @@ class _Watch:
         # remote runs: files seen by the last poll, and a wait the next poll does there
         self.files_seen: int | None = None
         self.deferred_wait_s = 0.0
+        # outages: the last status rows and snapshot, and since when polls fail
+        self.rows: dict[tuple[str, int | None], _Row] = {}
+        self.last: Snapshot | None = None
+        self.unreachable_since: float | None = None  # time.monotonic()
+        self.unreachable_wall: float | None = None  # time.time(), for messages
         self.final: dict[tuple[str, int], tuple[str, ElementFailure | None]] = {}
+        self.partial: Snapshot | None = None  # from the listing of a poll whose status failed
+        # requeue=True: requeues seen per element, and since when it sits requeued
+        self.requeues: dict[tuple[str, int], int] = {}
+        self.requeued_since: dict[tuple[str, int], float] = {}
         # local runs: mtimes of results/ and errors/ just before the last poll listed them
         self.stamp: tuple[int, ...] | None = None
 
@@ -211,6 +259,7 @@ class SlurmBackend:
         max_array_size: int | None = None,
         status: str = "auto",
         packaging: PackagingOptions | None = None,
+        unreachable_timeout_s: float = _UNREACHABLE_TIMEOUT_S,
     ) -> None:
         if status not in ("auto", "sacct", "squeue"):
             msg = f"status must be 'auto', 'sacct' or 'squeue', got {status!r}"
@@ -229,8 +278,10 @@ class SlurmBackend:
             python=self.python,
             setup=self.setup,
         )
+        self.unreachable_timeout_s = float(unreachable_timeout_s)
         self._probed = False
         self.partitions: dict[str, Partition] = {}
+        self.nodes: list[Node] = []
         self._watches: dict[str, _Watch] = {}
         self.ships_by_value = True
         self.stats = {"sbatch": 0, "polls": 0, "submits": 0}
@@ -242,6 +293,7 @@ class SlurmBackend:
         script = [
             "scontrol show config 2>&1 | grep -E '^(MaxArraySize|AccountingStorageType) '",
             "scontrol show partition -o 2>/dev/null | sed 's/^/LZ-PART /'",
+            "scontrol show node -o 2>/dev/null | sed 's/^/LZ-NODE /'",
             "echo LZ-HOME=$HOME",
             self.packager.probe_script(self._workdir),  # interpreter, modules, staged code
         ]
@@ -254,6 +306,7 @@ class SlurmBackend:
         if self._max_array_size is None:
             self._max_array_size = min(int(config["MaxArraySize"]), 10**6)
         self.partitions = parse_partitions(res.stdout)
+        self.nodes = parse_nodes(res.stdout)
         if self._status == "auto":
             none = config.get("AccountingStorageType", "").endswith("/none")
             self._status = "squeue" if none else "sacct"
@@ -286,7 +339,8 @@ class SlurmBackend:
     # -- submission
     def check_limits(self, array_jobs: Sequence[ArrayJob]) -> None:
         """Refuse, before anything is submitted, what Slurm would accept but never start:
-        a time limit over the partition's MaxTime stays pending forever. (What Slurm
+        a time limit over the partition's MaxTime, or memory or CPUs over its largest node,
+        stay pending forever (:class:`~lazyslurm.errors.ResourceLimitError`). (What Slurm
         refuses, such as an unknown partition, it refuses in the all-or-nothing
         submission, with its own message.)"""
         self._probe()
@@ -305,7 +359,18 @@ class SlurmBackend:
                     f"{part.name!r} allows at most {part.max_time_min} min: Slurm would keep it "
                     f"pending forever (PartitionTimeLimit); nothing was submitted"
                 )
-                raise SubmissionError(msg)
+                raise ResourceLimitError(
+                    msg, option="time", value=str(limit), limit=str(part.max_time_min)
+                )
+            check_resources(
+                f"array job {aj.id} ({aj.name})",
+                part.name,
+                self.nodes,
+                {
+                    f: getattr(aj.resources, f) or getattr(self.defaults, f)
+                    for f in ("mem_mb", "cpus_per_task")
+                },
+            )
 
     def start(
         self, run_id: str, array_jobs: Sequence[ArrayJob], files: Mapping[str, bytes]
@@ -349,7 +414,7 @@ class SlurmBackend:
             success()
         self.stats["submits"] += 1
         if res.returncode != 0 or IDS_MARKER not in res.stdout:
-            raise _submission_error(res.stdout, res.stderr, flags)
+            raise _submission_error(res.stdout, res.stderr, flags, array_jobs)
         self.stats["sbatch"] += len(array_jobs)
         line = next(ln for ln in res.stdout.splitlines() if ln.startswith(IDS_MARKER))
         ids = dict(pair.split("=", 1) for pair in line.split()[1:])
@@ -366,6 +431,65 @@ class SlurmBackend:
 
     # -- watching
     def poll(self, handle: RunHandle) -> Snapshot:
+        """One poll. Polls only read, so a failed one (slurmctld unreachable, SSH connection
+        lost) is retried by the next: meanwhile the last known states are reported, marked
+        ``unreachable_since``, for up to ``unreachable_timeout_s``; then BackendError."""
+        watch = self._watches.setdefault(handle.run_id, _Watch())
+        started = (time.monotonic(), time.time())
+        try:
+            snap = self._poll_once(handle, watch)
+        except (RunDirectoryGoneError, SSHHostKeyError):
+            raise
+        except (BackendError, _StatusUnavailable) as exc:
+            if isinstance(exc, _StatusUnavailable) and exc.permanent:
+                msg = f"{exc} (not an outage: retrying cannot help)"
+                raise BackendError(msg) from None
+            return self._unreachable(handle, watch, exc, started)
+        if watch.unreachable_since is not None:
+            log.warning(
+                "%s reachable again after %.0f s",
+                self.name,
+                time.monotonic() - watch.unreachable_since,
+            )
+            watch.unreachable_since = watch.unreachable_wall = None
+        watch.last = snap
+        return snap
+
+    def _unreachable(
+        self, handle: RunHandle, watch: _Watch, exc: Exception, started: tuple[float, float]
+    ) -> Snapshot:
+        reason = str(exc).strip() or type(exc).__name__
+        now = time.monotonic()
+        if watch.unreachable_since is None:  # since the start of the first failed poll
+            watch.unreachable_since, watch.unreachable_wall = started
+            log.warning(
+                "%s unreachable since %s: %s; polls retry for up to %.0f s "
+                "(unreachable_timeout_s)",
+                self.name,
+                time.strftime("%H:%M:%S", time.localtime(watch.unreachable_wall)),
+                reason,
+                self.unreachable_timeout_s,
+            )
+        since = time.strftime("%H:%M:%S", time.localtime(watch.unreachable_wall))
+        if now - watch.unreachable_since > self.unreachable_timeout_s:
+            msg = (
+                f"{self.name}: the cluster has been unreachable since {since} "
+                f"({now - watch.unreachable_since:.0f} s, more than unreachable_timeout_s="
+                f"{self.unreachable_timeout_s:g}): {reason}. The run's jobs may still be "
+                f"running: re-attach later with Run.attach({handle.run_id!r}) or "
+                f"`lazyslurm status {handle.run_id}`"
+            )
+            raise BackendError(msg) from exc
+        last = watch.last
+        if isinstance(exc, _StatusUnavailable) and watch.partial is not None:
+            last = watch.partial  # the run's files were listed: results that landed count
+        if last is None:
+            last = Snapshot(states={aj.id: [PENDING] * aj.size for aj in handle.array_jobs})
+        return attrs.evolve(
+            last, unreachable_since=watch.unreachable_wall, unreachable_reason=reason
+        )
+
+    def _poll_once(self, handle: RunHandle, watch: _Watch) -> Snapshot:
         q = shlex.quote
         ids = ",".join(handle.job_ids[aj.id] for aj in handle.array_jobs)
         layout = RunLayout.of(handle.run_id, self.workdir)
@@ -379,8 +503,8 @@ class SlurmBackend:
         # when every element already has its result file (the first truth), the status
         # command (sacct: ~0.1 s) has nothing to add: the run's last poll skips it
         total = sum(aj.size for aj in handle.array_jobs)
-        watch = self._watches.setdefault(handle.run_id, _Watch())
         wait = ""
+        budget = _POLL_BUDGET_S
         if watch.deferred_wait_s > 0 and watch.files_seen is not None:
             # over SSH the wait between polls happens on the cluster, inside this one
             # round trip: it ends as soon as a result or error file lands
@@ -390,17 +514,19 @@ class SlurmBackend:
                 f" | grep -c {grep}) -le {watch.files_seen} ] && [ $i -lt {ticks} ]; "
                 f"do sleep {_WATCH_TICK_S_REMOTE}; i=$((i+1)); done\n"
             )
+            budget += watch.deferred_wait_s
             watch.deferred_wait_s = 0.0
         script = wait + (
             f"n=$(ls -1 -f {results} 2>/dev/null | grep -c {grep})\n"
             f'if [ "${{n:-0}}" -ge {total} ]; then echo LZ-STATUS-RC=0 skipped; else\n'
             f"{status_cmd}\necho LZ-STATUS-RC=$?\nfi\n"
-            f"cd {q(run_dir)} && echo LZ-FILES && ls -1 -f {' '.join(layout.OUTCOME_DIRS)}"
+            f"cd {q(run_dir)} 2>/dev/null || {{ echo LZ-GONE; exit 0; }}\n"
+            f"echo LZ-FILES && ls -1 -f {' '.join(layout.OUTCOME_DIRS)}"
         )
         if self.shell.local_files:  # taken before the listing: no change is missed
             watch.stamp = _dir_stamp(layout)
         t0 = time.monotonic()
-        res = self.shell.run(script)
+        res = self.shell.run(script, timeout_s=budget)
         self.stats["polls"] += 1
         if log.isEnabledFor(logging.DEBUG):
             took = time.monotonic() - t0
@@ -411,13 +537,27 @@ class SlurmBackend:
                 extra={"run_id": handle.run_id, "array_job": None, "duration_s": took},
             )
         status_text, _, rest = res.stdout.partition("LZ-STATUS-RC=")
-        if not rest.startswith("0"):
-            msg = f"status query failed: {res.stderr.strip() or res.stdout.strip()}"
-            raise BackendError(msg)
+        if "LZ-GONE" in rest.splitlines():
+            msg = (
+                f"run directory {run_dir} is gone (deleted while the run was going on?): "
+                f"its results and errors can no longer be read; the run's jobs were "
+                f"cancelled. Submit the graph again"
+            )
+            self.cancel(handle)
+            raise RunDirectoryGoneError(msg)
         files = rest.split("LZ-FILES", 1)[-1]
         results, errors = _listing(files)
         watch.files_seen = len(results) + len(errors)
+        if not rest.startswith("0"):
+            # slurmctld unreachable (or the status command failed): the listing still
+            # counts, with the last status rows known
+            watch.partial = self._snapshot(handle, watch.rows, results, errors, watch, False)
+            detail = res.stderr.strip() or status_text.strip() or "(no output)"
+            msg = f"status query ({self.status_source}) failed: {detail}"
+            permanent = any(words in detail for words in _PERMANENT_STATUS_ERRORS)
+            raise _StatusUnavailable(msg, permanent=permanent)
         rows = parse_status(status_text, squeue=self.status_source == "squeue")
+        watch.rows, watch.partial = rows, None
         return self._snapshot(handle, rows, results, errors, watch)
 
     def _snapshot(
@@ -427,6 +567,7 @@ class SlurmBackend:
         results: set[str],
         errors: set[str],
         watch: _Watch,
+        status_known: bool = True,
     ) -> Snapshot:
         now = time.monotonic()
         states: dict[str, list[str]] = {}
@@ -446,7 +587,12 @@ class SlurmBackend:
                         # sacct first records an array as its bare master id, which
                         # stands for one (unknown) element: usable only for size 1
                         row = rows.get((job_id, None))
-                    state, failure = _element_state(row, key in errors, job_id, i, aj, watch, now)
+                    if row is None and not status_known:  # no news: never a grace that ends
+                        state, failure = PENDING, None
+                    else:
+                        state, failure = _element_state(
+                            row, key in errors, job_id, i, aj, watch, now
+                        )
                 if state in (DONE, FAILED, CANCELLED):
                     watch.final[(aj.id, i)] = (state, failure)
                 if failure is not None:
@@ -461,6 +607,9 @@ class SlurmBackend:
         over SSH the wait is folded into the next poll's one round trip, on the cluster."""
         watch = self._watches.get(handle.run_id)
         local = self.shell.local_files
+        if watch is not None and watch.unreachable_since is not None:
+            sleep_until_change(timeout_s)  # no round trip to fold the wait into
+            return
         if watch is not None and not local and watch.files_seen is not None:
             watch.deferred_wait_s = timeout_s
             return
@@ -566,10 +715,31 @@ def _element_state(
             "result (it may have left Slurm's memory)",
         )
     slurm_state = row.state
+    element = (aj.id, index)
+    if aj.resources.requeue and slurm_state in _REQUEUE_STATES:
+        if element not in watch.requeued_since:  # a new requeue (attempt) of this element
+            watch.requeued_since[element] = now
+            watch.requeues[element] = watch.requeues.get(element, 0) + 1
+        if slurm_state in _ACTIVE or now - watch.requeued_since[element] < _REQUEUE_GRACE_S:
+            return PENDING, None
+    else:
+        watch.requeued_since.pop(element, None)
+    attempt = watch.requeues.get(element, 0)
+    if attempt:
+        row = attrs.evolve(
+            row, reason=f"{row.reason} (attempt {attempt + 1}, after {attempt} requeue(s))"
+        )
     if slurm_state in _ACTIVE:
         if slurm_state == "PENDING" and _NEVER_SATISFIED in row.reason:
             return CANCELLED, ElementFailure(
                 state="CANCELLED", job_id=job_id, reason=_NEVER_SATISFIED
+            )
+        fix = never_clears(row.reason) if slurm_state == "PENDING" else None
+        if fix is not None:
+            return FAILED, ElementFailure(
+                state="PENDING",
+                job_id=job_id,
+                reason=f"Slurm will never start it ({row.reason}): {fix}",
             )
         return _ACTIVE[slurm_state], None
     if slurm_state == _COMPLETED:
@@ -591,16 +761,43 @@ def _element_state(
 
 
 def _submission_error(
-    stdout: str, stderr: str, flags: Mapping[str, Sequence[str]]
+    stdout: str,
+    stderr: str,
+    flags: Mapping[str, Sequence[str]],
+    array_jobs: Sequence[ArrayJob] = (),
 ) -> SubmissionError:
-    m = re.search(rf"{SUBMIT_FAILED_MARKER} (\S+)", stderr)
+    """The error for a refused submission: which array job, Slurm's words, its options.
+
+    A job can be refused by ``sbatch`` (the marker line names its array job) or only when
+    the held jobs are released (``scontrol release`` names the refused Slurm job ids, which
+    the marker line maps back to array jobs).
+    """
+    m = re.search(rf"^{SUBMIT_FAILED_MARKER} (\S+)(.*)$", stderr, re.MULTILINE)
     which = m.group(1) if m else "?"
-    slurm_msg = stderr.split("\n", 1)[1].strip() if m else (stderr or stdout).strip()
-    opts = " ".join(flags.get(which, []))
+    slurm_msg = stderr[m.end() :].strip() if m else (stderr or stdout).strip()
+    slurm_msg = slurm_msg or "(Slurm printed nothing)"
+    names = {aj.id: aj.name for aj in array_jobs}
+    refused = [which]
+    step = "submission"
+    if which == "release" and m is not None:
+        step = "release"
+        by_slurm_id = {
+            sid: aj for aj, _, sid in (p.partition("=") for p in m.group(2).split()) if sid
+        }
+        said = re.findall(r"^(\d+)(?:_\S*)?:", slurm_msg, re.MULTILINE)
+        refused = list(dict.fromkeys(by_slurm_id[s] for s in said if s in by_slurm_id))
+        refused = refused or ["?"]
+    lines = []
+    for aj_id in refused:
+        label = f"array job {aj_id}" + (f" ({names[aj_id]})" if aj_id in names else "")
+        opts = " ".join(flags.get(aj_id, [])) or "(unknown)"
+        lines.append(f"{label}, options: {opts}")
+    where = "at release of the held jobs" if step == "release" else "at submission"
     msg = (
-        f"Slurm refused array job {which}: {slurm_msg}\n"
-        f"its options: {opts}\n"
-        f"every job of this run already submitted was cancelled; nothing is left in the queue"
+        f"Slurm refused {lines[0].split(',')[0]} {where}: {slurm_msg}\n"
+        + "\n".join(lines)
+        + "\nevery job of this run already submitted was cancelled; nothing is left in the "
+        "queue. Change the options above (or the task's resources) and submit again"
     )
     return SubmissionError(msg)
 
@@ -610,6 +807,14 @@ OPTIONS = (  # Cluster("slurm" | "ssh", ...) options of this backend
     Option("python", "str", None, "interpreter on the cluster (slurm: this one)", _SLURM),
     Option("setup", "str_list", (), "shell lines run before each task (module load ...)", _SLURM),
     Option("env", "env", None, "environment variables for every Slurm command", _SLURM),
+    Option(
+        "unreachable_timeout_s",
+        "number",
+        _UNREACHABLE_TIMEOUT_S,
+        "how long polls retry while slurmctld or the SSH connection is unreachable",
+        _SLURM,
+        positive=True,
+    ),
     Option(
         "status",
         "str",
@@ -653,6 +858,7 @@ def make_slurm_backend(
     setup: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
     status: str = "auto",
+    unreachable_timeout_s: float = _UNREACHABLE_TIMEOUT_S,
     **options: Any,
 ) -> SlurmBackend:
     """Build the ``slurm`` (subprocess) or ``ssh`` (paramiko) backend from Cluster options.
@@ -678,6 +884,7 @@ def make_slurm_backend(
             max_array_size=max_array_size,
             status=status,
             packaging=packaging,
+            unreachable_timeout_s=unreachable_timeout_s,
         )
     shell = SSHShell(env=env, **shell_opts)
     return SlurmBackend(
@@ -690,4 +897,5 @@ def make_slurm_backend(
         max_array_size=max_array_size,
         status=status,
         packaging=packaging,
+        unreachable_timeout_s=unreachable_timeout_s,
     )

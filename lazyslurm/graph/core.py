@@ -765,8 +765,9 @@ def task(func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     ``account``, ``qos``, ``nodes``, ``ntasks``, ``ntasks_per_node``, ``gpus_per_node``,
     ``gpus_per_task``, ``gather`` (``"all"``: every rank's value), ``constraint``,
     ``job_name``, ``max_concurrent`` (array throttle), ``extra_sbatch``, ``retries``,
-    ``pure``. A parameter annotated ``JobContext`` or named ``job`` that the call leaves
-    out receives the job's :class:`~lazyslurm.context.JobContext` (see docs/distributed.md).
+    ``requeue``, ``pure``. A parameter annotated ``JobContext`` or named ``job`` that the
+    call leaves out receives the job's :class:`~lazyslurm.context.JobContext` (see
+    docs/distributed.md).
     """
     pure = options.get("pure", True)
     name = options.pop("name", None)

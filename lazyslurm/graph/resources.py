@@ -131,6 +131,12 @@ def _positive_int(option: str, value: object, *, zero_ok: bool = False) -> int:
     return value
 
 
+def _bool(option: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise _wrong_type(option, value, "True or False")
+    return value
+
+
 def _name(option: str, value: object) -> str:
     forms = "a non-empty string of letters, digits and _ . + -"
     if not isinstance(value, str):
@@ -280,7 +286,6 @@ SBATCH_OPTIONS: dict[str, SbatchOption] = {
         "exclusive": _flag,
         "oversubscribe": _flag,
         "contiguous": _flag,
-        "requeue": _flag,
         "no_requeue": _flag,
         "overcommit": _flag,
         "mail_type": _mail_type,
@@ -336,6 +341,7 @@ class Resources:
     packaging: str | None = None  # how the task's code reaches the cluster (PACKAGING_MODES)
     # other sbatch long options (SBATCH_OPTIONS), sorted: (python name, flag argument)
     sbatch: tuple[tuple[str, str], ...] = ()
+    requeue: bool = False  # sbatch --requeue; preemption and node failure run it again
 
     @classmethod
     def from_options(cls, **options: Any) -> Resources:
@@ -407,7 +413,7 @@ class Resources:
             if field.name == "sbatch":
                 continue
             value = getattr(self, field.name)
-            if value is None or value == () or (field.name == "retries" and value == 0):
+            if value is None or value == () or (field.name in ("retries", "requeue") and not value):
                 continue
             name = _FIELD_TO_OPTION.get(field.name, field.name)
             out[name] = list(value) if isinstance(value, tuple) else value
@@ -450,6 +456,7 @@ _PARSERS: dict[str, Any] = {
     "extra_sbatch": lambda v: {"extra_sbatch": _extra_sbatch(v)},
     "retries": lambda v: {"retries": _positive_int("retries", v, zero_ok=True)},
     "packaging": lambda v: {"packaging": _packaging(v)},
+    "requeue": lambda v: {"requeue": _bool("requeue", v)},
     "pure": lambda v: {},
 }
 OPTION_NAMES: tuple[str, ...] = (*_PARSERS, *SBATCH_OPTIONS)

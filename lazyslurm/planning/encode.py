@@ -154,6 +154,7 @@ def _encode_run(
             "func": shipped,
             "task": aj.name,
             "retries": aj.resources.retries,
+            "requeue": aj.resources.requeue,
             "external": external,
         }
         wants = context_parameter(func)

@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 
 from lazyslurm.graph.resources import Resources
 from lazyslurm.planning.planner import ArrayJob
+from lazyslurm.runner.checkpoint import CHECKPOINT_LEAD_S
 from lazyslurm.store import RunLayout
 
 __all__ = [
@@ -67,6 +68,8 @@ def sbatch_flags(
         "--kill-on-invalid-dep=yes",
     ]
     flags.extend(r.sbatch_flags(d))  # one table of sbatch options: graph/resources.py
+    if r.requeue or d.requeue:  # and SIGUSR1 before the time limit: the checkpoint hooks
+        flags += ["--requeue", f"--signal=B:USR1@{CHECKPOINT_LEAD_S}"]
     return flags
 
 
@@ -147,7 +150,9 @@ def submit_script(
 
     ``flags`` maps array job id -> its :func:`sbatch_flags`; the job script of each is
     ``layout.job_script(ID)``. Exit status 3 and a ``LAZYSLURM-SUBMIT-FAILED ID`` line on
-    stderr mean nothing of the run is left in the queue.
+    stderr mean nothing of the run is left in the queue; when the release is what failed,
+    that line reads ``LAZYSLURM-SUBMIT-FAILED release aj0=101 aj1=102`` (Slurm's message,
+    which follows, names the refused jobs by Slurm id).
     """
     q = shlex.quote
 
@@ -161,7 +166,7 @@ def submit_script(
         f"run_dir={q(layout.root)}",
         "ids=()",
         "fail() {",
-        f"  printf '%s %s\\n' {SUBMIT_FAILED_MARKER} \"$1\" >&2",
+        f"  printf '%s %s\\n' {SUBMIT_FAILED_MARKER} \"$*\" >&2",
         f"  cat {rel(layout.submit_err)} >&2",
         '  if [ ${#ids[@]} -gt 0 ]; then scancel "${ids[@]}" >&2; fi',
         "  exit 3",
@@ -179,7 +184,7 @@ def submit_script(
     pairs = " ".join(f"{job.id}=${{{job.id}}}" for job in jobs)
     out += [
         f"printf '%s\\n' \"{pairs}\" > {rel(layout.jobids)}",
-        f'scontrol release "${{ids[@]}}" 2>{rel(layout.submit_err)} || fail release',
+        f'scontrol release "${{ids[@]}}" 2>{rel(layout.submit_err)} || fail release {pairs}',
         f'echo "{IDS_MARKER} {pairs}"',
         "",
     ]

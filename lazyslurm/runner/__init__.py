@@ -187,6 +187,14 @@ def _execute(
     key, args, kwargs = element
     load = _loader(paths, header.get("external", {}))
     wants = header.get("context")
+    if header.get("requeue") and os.environ.get("SLURM_JOB_ID"):
+        from lazyslurm.runner import checkpoint
+
+        checkpoint.clear()
+        checkpoint.install()
+        restarts = os.environ.get("SLURM_RESTART_COUNT", "0")
+        if restarts != "0":
+            print(f"lazyslurm: attempt {int(restarts) + 1} of {key}", file=sys.stderr)
     attempts = 1 + int(header.get("retries", 0))
     for attempt in range(attempts):
         try:

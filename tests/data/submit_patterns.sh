@@ -4,7 +4,7 @@ set -u
 run_dir=/home/u/.lazyslurm/runs/20261124-120000-abcdef
 ids=()
 fail() {
-  printf '%s %s\n' LAZYSLURM-SUBMIT-FAILED "$1" >&2
+  printf '%s %s\n' LAZYSLURM-SUBMIT-FAILED "$*" >&2
   cat "$run_dir/submit.err" >&2
   if [ ${#ids[@]} -gt 0 ]; then scancel "${ids[@]}" >&2; fi
   exit 3
@@ -22,5 +22,5 @@ aj4=${out%%;*}; ids+=("$aj4")
 out=$(sbatch --parsable --hold --job-name=lz-20261124-120000-abcdef-aj5-merge_results --array=0-0 --output=/home/u/.lazyslurm/runs/20261124-120000-abcdef/logs/aj5_%a.out --error=/home/u/.lazyslurm/runs/20261124-120000-abcdef/logs/aj5_%a.err --kill-on-invalid-dep=yes --time=3 --mem=256M "--dependency=afterok:${aj3}" -- "$run_dir/jobs/aj5.sh" 2>"$run_dir/submit.err") || fail aj5
 aj5=${out%%;*}; ids+=("$aj5")
 printf '%s\n' "aj0=${aj0} aj1=${aj1} aj2=${aj2} aj3=${aj3} aj4=${aj4} aj5=${aj5}" > "$run_dir/jobids"
-scontrol release "${ids[@]}" 2>"$run_dir/submit.err" || fail release
+scontrol release "${ids[@]}" 2>"$run_dir/submit.err" || fail release aj0=${aj0} aj1=${aj1} aj2=${aj2} aj3=${aj3} aj4=${aj4} aj5=${aj5}
 echo "LAZYSLURM-IDS aj0=${aj0} aj1=${aj1} aj2=${aj2} aj3=${aj3} aj4=${aj4} aj5=${aj5}"

@@ -55,6 +55,7 @@ __all__ = [
     "make_private_dirs",
     "relative",
     "shell_path",
+    "staged_dirs",
     "tar_gz",
     "untar",
     "validated_files",
@@ -269,3 +270,14 @@ def make_private_dirs(path: Path) -> None:
         except FileExistsError:
             if not d.is_dir():
                 raise
+
+
+def staged_dirs(files: Sequence[tuple[str, bytes]]) -> list[str]:
+    """The directories (relative to the root) that ``files`` go into, parents first:
+    each must be private if it already exists (nothing is written where others can)."""
+    out: dict[str, None] = {}
+    for rel, _ in files:
+        parts = rel.split("/")[:-1]
+        for n in range(1, len(parts) + 1):
+            out["/".join(parts[:n])] = None
+    return list(out)

@@ -15,6 +15,7 @@ from lazyslurm.backends.shell.base import (
     decode,
     make_private_dirs,
     relative,
+    staged_dirs,
     validated_files,
 )
 from lazyslurm.errors import BackendError, UntrustedStoreError
@@ -90,8 +91,8 @@ class LocalShell:
         items = validated_files(files)
         base = Path(os.path.expanduser(check_root(root)))
         self.round_trips += 1
-        for d in (base.parent, base):  # never write into a directory others can write to
-            if os.path.lexists(d):
+        for d in (base, *(base / sub for sub in staged_dirs(items))):
+            if os.path.lexists(d):  # never write into a directory others can write to
                 check_private_dir(d)
         try:
             make_private_dirs(base)

@@ -28,6 +28,7 @@ from lazyslurm.backends.shell.base import (
     decode,
     relative,
     shell_path,
+    staged_dirs,
     tar_gz,
     untar,
     validated_files,
@@ -167,13 +168,17 @@ class SSHShell:
         fail = f"{self._mark}unpack"
         untrusted = f"{self._mark}untrusted"
         lines = [
-            # never unpack into a directory another user could write to (root, its parent)
-            f'for __lz_d in "$(dirname -- {qroot})" {qroot}; do',
+            # never unpack into a directory another user could write to (the root, and
+            # the directories the files go into)
+            f"cd -- {qroot} 2>/dev/null && for __lz_d in . "
+            + " ".join(shlex.quote(d) for d in staged_dirs(items))
+            + "; do",
             '  if [ -L "$__lz_d" ] || { [ -e "$__lz_d" ] && { ! [ -O "$__lz_d" ] || '
             '[ -n "$(find "$__lz_d" -maxdepth 0 -perm /022)" ]; }; }; then',
             f"""    printf '%s\\n%s\\n' {untrusted} "$__lz_d" >&2; exit 1""",
             "  fi",
             "done",
+            "cd",
             "__lz_err=$( ( umask 077 && mkdir -p -- " + qroot,
         ]
         if stage is not None:
@@ -418,7 +423,7 @@ class SSHShell:
                 return transport.open_session(timeout=self.connect_timeout_s)
             except (paramiko.SSHException, EOFError, OSError) as exc:
                 if attempt == 2:
-                    msg = f"cannot open an SSH channel to {self._where}: {exc}"
+                    msg = f"cannot open an SSH channel to {self._where}: {_why(exc)}"
                     raise BackendError(msg) from exc
                 log.debug("channel open failed (%s); reconnecting", exc)
                 with self._lock:
@@ -448,7 +453,7 @@ class SSHShell:
             try:
                 chan.exec_command(command)
             except Exception as exc:
-                msg = f"cannot start a command on {self._where}: {exc}"
+                msg = f"cannot start a command on {self._where}: {_why(exc)}"
                 raise BackendError(msg) from exc
             writer = _Writer(chan, body + (input or b""))
             writer.start()
@@ -583,6 +588,19 @@ def _remaining(
         msg = f"remote command on {where} timed out after {timeout_s} s"
         raise BackendError(msg)
     return left
+
+
+def _why(exc: BaseException) -> str:
+    """Why a channel operation failed, never empty (paramiko often raises bare errors).
+
+    >>> _why(EOFError()), _why(OSError("Socket is closed"))
+    ('EOFError: the server closed the connection (sshd stopped, restarted or killed?)', \
+'OSError: Socket is closed')
+    """
+    text = str(exc).strip()
+    if not text:
+        text = "the server closed the connection (sshd stopped, restarted or killed?)"
+    return f"{type(exc).__name__}: {text}"
 
 
 def _after_mark(data: bytes, mark: str) -> bytes:
