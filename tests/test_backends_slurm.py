@@ -815,9 +815,9 @@ def sshd_pids_of(shell) -> list[int]:
 @pytest.mark.slurm
 @pytest.mark.ssh
 @needs_root
-def test_an_ssh_drop_during_a_poll_is_survived(env, remote_site, caplog):
+def test_an_ssh_drop_during_a_poll_is_survived(env, caplog):
     """sshd killed during a poll and restarted: polls retry, the log says why, the run ends."""
-    c = ssh_cluster(env, remote_site, unreachable_timeout_s=300)
+    c = ssh_cluster(env, unreachable_timeout_s=300)
     listener = Path(env["LAZYSLURM_TEST_SSH_KEY"]).parent / "sshd.pid"
 
     def outage(victims: list[int]) -> None:
@@ -850,9 +850,9 @@ def test_an_ssh_drop_during_a_poll_is_survived(env, remote_site, caplog):
 
 @pytest.mark.slurm
 @pytest.mark.ssh
-def test_unreachable_for_longer_than_the_timeout_is_a_clear_error(env, remote_site):
+def test_unreachable_for_longer_than_the_timeout_is_a_clear_error(env):
     """A cluster unreachable past unreachable_timeout_s: BackendError saying since when."""
-    c = ssh_cluster(env, remote_site, unreachable_timeout_s=2)
+    c = ssh_cluster(env, unreachable_timeout_s=2)
     with c:
         run = submit(nap_then.map([(i, 30) for i in range(2)]))
         shell = c.backend.shell
@@ -961,9 +961,9 @@ def test_a_checkpoint_hook_saves_state_on_requeue_and_the_next_attempt_resumes(e
 
 @pytest.mark.slurm
 @pytest.mark.ssh
-def test_status_of_an_unreachable_cluster_is_an_error_not_stale_counts(env, remote_site):
+def test_status_of_an_unreachable_cluster_is_an_error_not_stale_counts(env):
     """run.status() (and `lazyslurm status`) raise when the cluster cannot be reached."""
-    c = ssh_cluster(env, remote_site)
+    c = ssh_cluster(env)
     with c:
         run = submit(nap_then.map([(i, 30) for i in range(2)]))
         shell = c.backend.shell

@@ -105,8 +105,6 @@ _SACCT_FORMAT = "JobID,State,ExitCode,Reason"
 _UNREACHABLE_TIMEOUT_S = 600.0  # default of the unreachable_timeout_s option
 _POLL_BUDGET_S = 120.0  # one poll command (beyond its wait) gives up after this long
 
-log = logging.getLogger("lazyslurm")
-
 
 # a status command failing with these words will fail the same way on every retry
 _PERMANENT_STATUS_ERRORS = (
@@ -125,6 +123,8 @@ class _StatusUnavailable(Exception):
     def __init__(self, msg: str, *, permanent: bool = False) -> None:
         super().__init__(msg)
         self.permanent = permanent
+
+
 _SQUEUE_FORMAT = "%i|%T|%r"
 
 
@@ -423,7 +423,11 @@ class SlurmBackend:
             for j in array_jobs:  # one round trip submitted them all: each shows its total
                 log.debug(
                     "sbatch %s: Slurm job %s (%d elements, %.3f s for the %d sbatch calls)",
-                    " ".join(flags[j.id]), ids.get(j.id, "?"), j.size, took, len(array_jobs),
+                    " ".join(flags[j.id]),
+                    ids.get(j.id, "?"),
+                    j.size,
+                    took,
+                    len(array_jobs),
                     extra={"run_id": run_id, "array_job": j.id, "duration_s": took},
                 )
         self._watches[run_id] = _Watch()
@@ -463,8 +467,7 @@ class SlurmBackend:
         if watch.unreachable_since is None:  # since the start of the first failed poll
             watch.unreachable_since, watch.unreachable_wall = started
             log.warning(
-                "%s unreachable since %s: %s; polls retry for up to %.0f s "
-                "(unreachable_timeout_s)",
+                "%s unreachable since %s: %s; polls retry for up to %.0f s (unreachable_timeout_s)",
                 self.name,
                 time.strftime("%H:%M:%S", time.localtime(watch.unreachable_wall)),
                 reason,
@@ -532,7 +535,9 @@ class SlurmBackend:
             took = time.monotonic() - t0
             skipped = "LZ-STATUS-RC=0 skipped" in res.stdout
             log.debug(
-                "%s (%.3f s%s)", status_cmd, took,
+                "%s (%.3f s%s)",
+                status_cmd,
+                took,
                 ", not run: every result is in" if skipped else "",
                 extra={"run_id": handle.run_id, "array_job": None, "duration_s": took},
             )
@@ -631,7 +636,9 @@ class SlurmBackend:
             self.shell.run(f"scancel {ids}")
             took = time.monotonic() - t0
             log.debug(
-                "scancel %s (%.3f s)", ids, took,
+                "scancel %s (%.3f s)",
+                ids,
+                took,
                 extra={"run_id": handle.run_id, "array_job": None, "duration_s": took},
             )
 
