@@ -18,8 +18,6 @@ Layout of one run (``WORKDIR/runs/RUN_ID``, mode 0700), known only to :class:`Ru
     results/KEY.pkl        one per finished node, written atomically
     errors/KEY.pkl         one per failed node: exception, type name, traceback text
     logs/AJ_INDEX.out|err  stdout/stderr of one element
-    shared/                a directory every element may write to (JobContext.shared_dir)
-    ranks/KEY/             outcomes of the ranks of a multi-process element, until gathered
     shared/                a directory every element and rank may write to (JobContext)
     ranks/KEY/             a multi-rank element's per-rank outcomes, until gathered
 
