@@ -159,9 +159,10 @@ def lookup(cluster: Cluster, keys: Iterable[str]) -> dict[str, str]:
         '-type f -user "$me" -print\n'
     )
     bad, lines = _run_guarded(backend.shell, str(backend.workdir), body, "look up results")
+    result_path = re.compile(RunLayout.RESULT_PATH)
     found: dict[str, str] = {}
     for line in lines:
-        m = RunLayout.RESULT_PATH.match(line.strip())
+        m = result_path.match(line.strip())
         if m and m.group(2) in wanted and m.group(1) not in bad:
             found.setdefault(m.group(2), m.group(1))
     return found

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import stat
 import tempfile
 from pathlib import Path
@@ -71,7 +72,7 @@ def test_run_layout_relative_and_patterns() -> None:
         "runs/r1/logs/aj0_1.out",
     )
     assert INSIDE.job_script("aj0") == "jobs/aj0.sh" and INSIDE.submit_script == "submit.sh"
-    assert RunLayout.RESULT_PATH.match("./r1/results/f-1.pkl").groups() == ("r1", "f-1")
+    assert re.match(RunLayout.RESULT_PATH, "./r1/results/f-1.pkl").groups() == ("r1", "f-1")
     assert [RunLayout.key_of(n) for n in ("f-1.pkl", ".f-1.pkl.x1.tmp", ".keep")] == [
         "f-1",
         None,
