@@ -54,6 +54,8 @@ class Cluster:
         poll_min_s: float = 0.2,
         poll_max_s: float = 5.0,
         cache: bool = False,
+        dynamic_max_depth: int = 4,
+        dynamic_max_tasks: int = 10_000,
         **backend_options: Any,
     ) -> None:
         if isinstance(backend, str):
@@ -62,7 +64,9 @@ class Cluster:
                 raise ClusterConfigError(msg)
             given = {"workdir": workdir, "max_workers": max_workers,
                      "max_array_size": max_array_size, "poll_min_s": poll_min_s,
-                     "poll_max_s": poll_max_s, "cache": cache}  # fmt: skip
+                     "poll_max_s": poll_max_s, "cache": cache,
+                     "dynamic_max_depth": dynamic_max_depth,
+                     "dynamic_max_tasks": dynamic_max_tasks}  # fmt: skip
             # every option is declared once, by its backend: typos show now, not at first use
             check_options(backend, {**{k: v for k, v in given.items() if v is not None},
                                     **backend_options})  # fmt: skip
@@ -85,6 +89,8 @@ class Cluster:
         self.poll_min_s = poll_min_s
         self.poll_max_s = poll_max_s
         self.cache = cache
+        # bounds on tasks that return lazy values (docs/dynamic.md), written into each run
+        self.dynamic_limits = {"max_depth": dynamic_max_depth, "max_tasks": dynamic_max_tasks}
         self.backend_options = backend_options
         self._tokens: list[contextvars.Token[Cluster | None]] = []
         # session memory

@@ -41,13 +41,14 @@ from lazyslurm.errors import (
     TaskCancelledError,
     remote_error,
 )
+from lazyslurm.dynamic import extend_handle, fill_states, read_records
 from lazyslurm.graph.core import Job
 from lazyslurm.graph.traverse import collect, lift_outputs
 from lazyslurm.planning import rules
 from lazyslurm.planning.encode import encode_run, read_manifest
 from lazyslurm.planning.planner import ArrayJob, Plan, make_plan
 from lazyslurm.runner import resolve
-from lazyslurm.store import Ref, RefList, RunLayout, decode_outcome
+from lazyslurm.store import Redirect, Ref, RefList, RunLayout, decode_outcome
 
 __all__ = [
     "EXECUTOR",
@@ -198,6 +199,7 @@ class Run:
             pair.split("=", 1) for pair in files.get(names[2], b"").decode().split() if "=" in pair
         )
         handle = RunHandle(run_id=run_id, array_jobs=array_jobs, job_ids=job_ids)
+        handle = extend_handle(handle, read_records(cl.backend, run_id))
         for key, run in manifest.get("external", {}).items():
             if run is not None:
                 cl.computed.setdefault(key, run)
@@ -214,6 +216,8 @@ class Run:
         if self.handle is None:
             return None
         snap = self.cluster.backend.poll(self.handle)
+        if len(snap.states) < len(self.handle.array_jobs):  # subgraphs a worker ran inline
+            snap = fill_states(self.cluster.backend, self.handle, snap)
         self._notify(snap)
         self._last = snap
         return snap
@@ -225,7 +229,8 @@ class Run:
         old = self._last
         for aj in self.array_jobs:
             after = snap.states[aj.id]
-            before = old.states[aj.id] if old else [PENDING] * aj.size
+            before = old.states.get(aj.id) if old else None
+            before = before if before is not None else [PENDING] * aj.size
             if before == after:
                 continue
             for key, b, a in zip(aj.keys, before, after, strict=True):
@@ -233,8 +238,21 @@ class Run:
                     log.debug("%s: %s -> %s", key, b, a)
                     _emit(self._callbacks, "on_state", key, b, a)
 
+    def expand(self) -> bool:
+        """Add the subgraphs that tasks of this run submitted (tasks that returned lazy
+        values: docs/dynamic.md) to the array jobs watched. True if there were new ones."""
+        if self.handle is None:
+            return False
+        new = extend_handle(self.handle, read_records(self.cluster.backend, self.id))
+        if new is self.handle:
+            return False
+        self.handle = new
+        return True
+
     def status(self) -> RunStatus:
-        """Counts per state, overall and per array job (polls once)."""
+        """Counts per state, overall and per array job (polls once; subgraphs that tasks
+        submitted are included, each right after the array job that made it)."""
+        self.expand()
         snap = self.poll()
         total: dict[str, int] = {}
         per: dict[str, tuple[str, dict[str, int]]] = {}
@@ -259,8 +277,10 @@ class Run:
                 before = self._last
                 snap = self.poll()
                 assert snap is not None
-                if snap.finished:
+                if snap.finished and not self.expand():  # no subgraph appeared meanwhile
                     break
+                if snap.finished:
+                    continue
                 if deadline is not None and time.monotonic() >= deadline:
                     msg = f"run {self.id} not finished after {timeout} s"
                     raise TimeoutError(msg)
@@ -433,10 +453,19 @@ def fetch_outputs(cluster: Cluster, templates: list[Any]) -> tuple[Any, ...]:
         if missing:
             msg = f"results missing from the store for {len(missing)} node(s), e.g. {missing[0]}"
             raise ElementFailedError(msg, key=missing[0])
+        redirects = {}
         for p, k in paths.items():
             run = cluster.computed[k]
             _, payload = decode_outcome(files[p], key=k, path=p, run=run)
-            cluster.values[k] = cloudpickle.loads(payload)
+            value = cloudpickle.loads(payload)
+            if type(value) is Redirect:  # a task that returned a lazy value
+                redirects[k] = value
+            else:
+                cluster.values[k] = value
+        for k, red in redirects.items():  # one more transfer per level of nesting
+            for key, run in red.runs.items():
+                cluster.computed.setdefault(key, run)
+            (cluster.values[k],) = fetch_outputs(cluster, [red.template])
     return tuple(resolve(t, cluster.values.__getitem__) for t in templates)
 
 
@@ -479,6 +508,9 @@ def submit(
     if not p.array_jobs:
         return Run(cl, None, templates, callbacks, plan=p)
     run_id = RunLayout.new_run_id()
+    by_value = getattr(cl.backend, "ships_by_value", False)
+    child = getattr(cl.backend, "child_config", None)
+    dynamic = {"limits": cl.dynamic_limits, "by_value": by_value, **(child() if child else {})}
     files = encode_run(
         p,
         run_id=run_id,
@@ -488,8 +520,9 @@ def submit(
             "label": label,
             "user": os.environ.get("USER", ""),
             "backend": cl.backend_name,
+            "dynamic": dynamic,  # what tasks returning lazy values need (docs/dynamic.md)
         },
-        by_value=getattr(cl.backend, "ships_by_value", False),
+        by_value=by_value,
         templates=templates,
     )
     handle = cl.backend.start(run_id, p.array_jobs, files)

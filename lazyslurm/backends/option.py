@@ -115,4 +115,18 @@ COMMON = (
     Option("poll_min_s", "number", 0.2, "shortest wait between polls", positive=True),
     Option("poll_max_s", "number", 5.0, "longest wait between polls", positive=True),
     Option("cache", "bool", False, "reuse results already in the store, across runs"),
+    Option(
+        "dynamic_max_depth",
+        "int",
+        4,
+        "deepest nesting of tasks that return lazy values (docs/dynamic.md)",
+        positive=True,
+    ),
+    Option(
+        "dynamic_max_tasks",
+        "int",
+        10000,
+        "most tasks all dynamic expansions may add to one run",
+        positive=True,
+    ),
 )

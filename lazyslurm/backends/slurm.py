@@ -349,6 +349,16 @@ class SlurmBackend:
         self._watches[run_id] = _Watch()
         return RunHandle(run_id=run_id, array_jobs=tuple(array_jobs), job_ids=ids)
 
+    def child_config(self) -> dict[str, Any]:
+        """What a task needs to submit a subgraph to this Slurm from a compute node
+        (docs/dynamic.md): the cluster's task defaults and limits (no environment: the
+        job inherits the one it was submitted with)."""
+        return {
+            "defaults": self.defaults.as_options(),
+            "max_array_size": self._max_array_size,
+            "status": self._status,
+        }
+
     # -- watching
     def poll(self, handle: RunHandle) -> Snapshot:
         q = shlex.quote

@@ -347,21 +347,20 @@ class Task(Generic[R]):
         key = _key_from(self._name, self._hbase, parts, self._pure, self._after_token)
         return _new_job(key, self, targs, tkwargs, _unique(deps), self._after, nout)
 
-    def map(self, items: Iterable[Any] | JobArray | Job) -> JobArray:
+    def map(self, items: Iterable[Any] | JobArray | Job) -> Any:
         """One job per item: a dict is keyword arguments, a tuple positional arguments,
         anything else the single argument. Mapping over a ``JobArray`` (or a ``Job``
         with ``nout``) is element-wise; such items are unpacked by the same rule at run
         time, when their values are known.
+
+        Mapping over a ``Job`` (or view) of unknown length gives a ``Job`` whose value is
+        the list of results: it maps where the producer's value is known, on the cluster,
+        and submits the elements from there (dynamic expansion, docs/dynamic.md).
         """
         if isinstance(items, (Job, JobView)):
             length = items._length() if isinstance(items, Job) else None
-            if length is None:
-                msg = (
-                    f"cannot map over {items!r}: its length is unknown. Give it when "
-                    f"calling the producer, e.g. producer(..., nout=5), or map over a "
-                    f"JobArray or a concrete list"
-                )
-                raise UnknownLengthError(msg)
+            if length is None:  # known once the producer ran: mapped there (dynamic)
+                return _map_later(self, items)
             items = list(items)
         jobs = []
         name, base, pure, after = self._name, self._hbase, self._pure, self._after
@@ -451,6 +450,32 @@ def gc_paused() -> Iterator[None]:
         yield
     finally:
         gc.enable()
+
+
+class MapLater:
+    """The function of a map over a value of unknown length: ``task.map(items)``, called
+    where ``items`` is known. Its value is a ``JobArray``: a dynamic expansion."""
+
+    __slots__ = ("__name__", "__qualname__", "task")
+
+    def __init__(self, task: Task[Any]) -> None:
+        self.task = task
+        self.__name__ = f"{task.name}_map"
+        self.__qualname__ = f"MapLater.{task.name}"
+
+    def __call__(self, items: Any) -> JobArray:
+        return self.task.map(items)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (MapLater, (self.task,))
+
+
+def _map_later(t: Task[Any], items: Job | JobView) -> Job:
+    """A job that maps ``t`` over ``items`` once their value is known (dynamic node)."""
+    inner = Task(t._func, t._resources, pure=t._pure, token=t._token)  # .after stays outside
+    token = hashlib.sha1(f"map\x00{t._token}".encode()).hexdigest()[:16]  # as keys: no resources
+    mapper = Task(MapLater(inner), t._resources, pure=t._pure, after=t._after, token=token)
+    return mapper(items)
 
 
 def _rebuild_task(func: Callable[..., Any], resources: Resources, pure: bool, token: str) -> Task:

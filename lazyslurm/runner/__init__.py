@@ -17,6 +17,7 @@ from typing import Any
 from lazyslurm.store import (
     FunctionRef,
     MapItem,
+    Redirect,
     Ref,
     RefList,
     RunLayout,
@@ -62,22 +63,55 @@ def resolve(obj: Any, load: Any) -> Any:
 
 def _loader(paths: RunLayout, external: dict[str, str | None]) -> Any:
     """``load(key)``: an upstream result, verified before it is unpickled (a corrupt or
-    foreign record raises CorruptResultError naming that input, its key and path)."""
+    foreign record raises CorruptResultError naming that input, its key and path).
+    The result of a task that returned a lazy value is a :class:`Redirect`: it is
+    followed to the results of the subgraph (docs/dynamic.md)."""
     cache: dict[str, Any] = {}
     here = paths.root.rsplit("/", 1)[-1]
+
+    def read(key: str, run: str | None) -> Any:
+        path = paths.result(key, run=None if run == here else run)
+        _, payload = decode_outcome(read_private(path), key=key, path=path, run=run or here)
+        value = pickle.loads(payload)
+        if type(value) is Redirect:
+            runs = value.runs
+            value = resolve(value.template, lambda k: read(k, runs.get(k)))
+        return value
 
     def load(key: str) -> Any:
         try:
             return cache[key]
         except KeyError:
             pass
-        run = external.get(key)
-        path = paths.result(key, run=run)
-        _, payload = decode_outcome(read_private(path), key=key, path=path, run=run or here)
-        value = cache[key] = pickle.loads(payload)
+        value = cache[key] = read(key, external.get(key))
         return value
 
     return load
+
+
+_LAZY = frozenset({"Job", "JobArray", "JobView"})
+
+
+def returned_lazy(value: Any) -> bool:
+    """Whether a task's value holds a lazy value (a dynamic expansion), without importing
+    the graph: only a task that built one has loaded ``lazyslurm.graph.core``.
+
+    >>> returned_lazy([1, {"a": (2, 3)}]), returned_lazy("x")
+    (False, False)
+    """
+    if "lazyslurm.graph.core" not in sys.modules:
+        return False
+    stack = [value]
+    while stack:
+        obj = stack.pop()
+        t = type(obj)
+        if t.__name__ in _LAZY and t.__module__ == "lazyslurm.graph.core":
+            return True
+        if t is list or t is tuple or t is set or t is frozenset:
+            stack.extend(obj)
+        elif t is dict:
+            stack.extend(obj.values())
+    return False
 
 
 def call_args(args: tuple[Any, ...], kwargs: dict[str, Any], load: Any) -> tuple[tuple, dict]:
@@ -148,8 +182,18 @@ def run_element(run_dir: str, array_job: str, index: int) -> int:
             func = _load_function(header["func"], header.get("task", ""))
             fargs, fkwargs = call_args(args, kwargs, load)
             result = func(*fargs, **fkwargs)
+            if returned_lazy(result):  # plan and submit the subgraph from here
+                from lazyslurm.dynamic import expand
+
+                result = expand(result, paths, array_job, index, key, header, run_element)
             data = dumps(result)
         except (Exception, SystemExit) as exc:  # the task's own failure, or sys.exit()
+            inherited = getattr(exc, "error_record", None)  # a subgraph's original error
+            if inherited is not None:
+                traceback.print_exc()
+                record = encode_outcome(inherited, key=key, writer=writer)
+                atomic_write(paths.error(key), record)
+                return EXIT_TASK_FAILED
             if attempt + 1 < attempts:
                 print(f"lazyslurm: attempt {attempt + 1} of {key} failed: {exc!r}", file=sys.stderr)
                 continue
