@@ -219,9 +219,7 @@ def expand(
     config = manifest.get("dynamic") or {}
     limits = {**DEFAULT_LIMITS, **config.get("limits", {})}
     records = _local_records(layout)
-    parent = next(
-        (r for r in records if any(e["id"] == array_job for e in r["array_jobs"])), None
-    )
+    parent = next((r for r in records if any(e["id"] == array_job for e in r["array_jobs"])), None)
     depth = (parent["depth"] if parent else 0) + 1
     task = header.get("task", "")
     if depth > limits["max_depth"]:
@@ -431,11 +429,7 @@ def _repoint_dependents(
     new = "afterok:" + ":".join(final_ids)
     added: dict[str, list[str]] = {}
     for sid, dep in current.items():
-        keep = [
-            item.split("(", 1)[0]
-            for item in dep.split(",")
-            if item.endswith("(unfulfilled)")
-        ]
+        keep = [item.split("(", 1)[0] for item in dep.split(",") if item.endswith("(unfulfilled)")]
         spec = ",".join([*keep, new])
         upd = subprocess.run(
             ["scontrol", "update", f"jobid={sid}", f"dependency={spec}"],

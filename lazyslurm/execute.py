@@ -31,6 +31,7 @@ from lazyslurm.backends.base import (
 )
 from lazyslurm.cache import RunSummary, list_runs, lookup
 from lazyslurm.cluster import Cluster, resolve_cluster
+from lazyslurm.dynamic import extend_handle, fill_states, read_records
 from lazyslurm.errors import (
     DependencyNeverSatisfiedError,
     ElementCancelledError,
@@ -41,7 +42,6 @@ from lazyslurm.errors import (
     TaskCancelledError,
     remote_error,
 )
-from lazyslurm.dynamic import extend_handle, fill_states, read_records
 from lazyslurm.graph.core import Job
 from lazyslurm.graph.traverse import collect, lift_outputs
 from lazyslurm.planning import rules
