@@ -191,7 +191,7 @@ def test_cross_run_cache_follows_the_redirect(tmp_path):
 # --------------------------------------------------------------------------- real Slurm
 
 
-def _run_jobs(run_id: str, env: dict) -> list[str]:
+def _run_jobs(run_id: str, env: dict) -> list[str]:  # noqa: F811
     """squeue lines (id|state|reason) of the run's jobs still in Slurm's queue."""
     out = subprocess.run(
         ["squeue", "-h", "-o", "%i|%j|%T|%r"],
