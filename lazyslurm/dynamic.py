@@ -57,6 +57,7 @@ __all__ = [
     "expand",
     "extend_handle",
     "fill_states",
+    "parent_of",
     "read_records",
     "renamed",
 ]
@@ -149,7 +150,29 @@ def extend_handle(handle: RunHandle, records: Sequence[Mapping[str, Any]]) -> Ru
         out.append(aj)
     if not fresh:
         return handle
-    return attrs.evolve(handle, array_jobs=tuple(out), job_ids=ids)
+    # stages for display: a subgraph starts one stage after the array job that made it,
+    # and everything downstream of it moves down accordingly
+    stage: dict[str, int] = {}
+    staged = []
+    for aj in out:
+        parent = parent_of(aj.id)
+        s = stage[parent] + 1 if parent in stage and not aj.dependencies else aj.stage
+        for _, up in aj.dependencies:
+            if up in stage:
+                s = max(s, stage[up] + 1)
+        stage[aj.id] = s
+        staged.append(aj if s == aj.stage else attrs.evolve(aj, stage=s))
+    return attrs.evolve(handle, array_jobs=tuple(staged), job_ids=ids)
+
+
+def parent_of(array_job: str) -> str | None:
+    """The array job whose element submitted ``array_job`` (None for the run's own).
+
+    >>> parent_of("aj1_0_aj0"), parent_of("aj1_0_aj0_3_aj2"), parent_of("aj1")
+    ('aj1', 'aj1_0_aj0', None)
+    """
+    parts = array_job.rsplit("_", 2)
+    return parts[0] if len(parts) == 3 else None
 
 
 # --------------------------------------------------------------------------- client side

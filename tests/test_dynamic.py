@@ -107,12 +107,15 @@ def test_extend_handle_inserts_after_parent_and_adds_edges():
     }
     out = extend_handle(handle, [rec])
     assert [aj.id for aj in out.array_jobs] == ["aj0", "aj0_0_aj0", "aj1"]
+    assert [aj.stage for aj in out.array_jobs] == [0, 1, 2]  # drawn below its maker
     assert out.array_jobs[2].dependencies[-1] == ("afterok", "aj0_0_aj0")
     assert out.job_ids["aj0_0_aj0"] == "12"
     assert extend_handle(out, [rec]) is out
 
 
 # --------------------------------------------------------------------------- embedded
+
+
 
 
 def test_task_returning_jobs_gives_their_values(embedded):
@@ -168,6 +171,9 @@ def test_status_and_attach_show_the_expanded_subgraph(tmp_path):
         status = run.status()
     assert list(status.array_jobs) == ["aj0", "aj0_0_aj0", "aj1"]
     assert status.array_jobs["aj0_0_aj0"] == ("double", {"DONE": 3})
+    source = run.visualize(level="jobs").source
+    assert "aj0_0_aj0" in source and "returned" in source
+    assert "double" in run.visualize().source
     with Cluster("local", workdir=tmp_path) as c2:
         again = Run.attach(run.id, c2)
         assert [aj.id for aj in again.array_jobs] == ["aj0", "aj0_0_aj0", "aj1"]
