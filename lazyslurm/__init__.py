@@ -32,6 +32,8 @@ _EXPORTS = {
     "task": "lazyslurm.graph.core",
     "to_networkx": "lazyslurm.graph.traverse",
     "visualize": "lazyslurm.draw",
+    "workflow": "lazyslurm.workflows",
+    "WorkflowContext": "lazyslurm.workflows",
 }
 
 _MODULES = frozenset({"cache", "errors"})
@@ -68,3 +70,4 @@ if TYPE_CHECKING:
     from lazyslurm.graph.core import Job, JobArray, JobView, Task, task
     from lazyslurm.graph.traverse import to_networkx
     from lazyslurm.planning.planner import Plan
+    from lazyslurm.workflows import WorkflowContext, workflow

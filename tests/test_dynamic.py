@@ -116,8 +116,6 @@ def test_extend_handle_inserts_after_parent_and_adds_edges():
 # --------------------------------------------------------------------------- embedded
 
 
-
-
 def test_task_returning_jobs_gives_their_values(embedded):
     """A task that returns a list of jobs has the list of their results as its value."""
     assert compute(total(fan(4)), fan(3)) == (12, [0, 2, 4])

@@ -177,6 +177,8 @@ def run_element(run_dir: str, array_job: str, index: int) -> int:
     load = _loader(paths, header.get("external", {}))
     writer = _writer(paths.root, array_job, index)
     attempts = 1 + int(header.get("retries", 0))
+    # where this element runs, for code that asks (a @workflow's context)
+    os.environ["LAZYSLURM_ELEMENT"] = f"{paths.root}\t{array_job}\t{index}\t{key}"
     for attempt in range(attempts):
         try:
             func = _load_function(header["func"], header.get("task", ""))
