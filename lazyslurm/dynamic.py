@@ -57,6 +57,7 @@ __all__ = [
     "expand",
     "extend_handle",
     "fill_states",
+    "known_records",
     "parent_of",
     "read_records",
     "renamed",
@@ -163,6 +164,11 @@ def extend_handle(handle: RunHandle, records: Sequence[Mapping[str, Any]]) -> Ru
         stage[aj.id] = s
         staged.append(aj if s == aj.stage else attrs.evolve(aj, stage=s))
     return attrs.evolve(handle, array_jobs=tuple(staged), job_ids=ids)
+
+
+def known_records(handle: RunHandle) -> int:
+    """How many subgraph records ``handle`` already holds (one per expanding element)."""
+    return len({aj.id.rsplit("_", 1)[0] for aj in handle.array_jobs if parent_of(aj.id)})
 
 
 def parent_of(array_job: str) -> str | None:

@@ -31,7 +31,7 @@ from lazyslurm.backends.base import (
 )
 from lazyslurm.cache import RunSummary, list_runs, lookup
 from lazyslurm.cluster import Cluster, resolve_cluster
-from lazyslurm.dynamic import extend_handle, fill_states, read_records
+from lazyslurm.dynamic import extend_handle, fill_states, known_records, read_records
 from lazyslurm.errors import (
     DependencyNeverSatisfiedError,
     ElementCancelledError,
@@ -243,6 +243,9 @@ class Run:
         values: docs/dynamic.md) to the array jobs watched. True if there were new ones."""
         if self.handle is None:
             return False
+        seen = getattr(self.cluster.backend, "dynamic_records", None)
+        if seen is not None and seen(self.handle) == known_records(self.handle):
+            return False  # the last poll counted no new record: nothing to read
         new = extend_handle(self.handle, read_records(self.cluster.backend, self.id))
         if new is self.handle:
             return False
@@ -277,9 +280,9 @@ class Run:
                 before = self._last
                 snap = self.poll()
                 assert snap is not None
-                if snap.finished and not self.expand():  # no subgraph appeared meanwhile
-                    break
                 if snap.finished:
+                    if not self.expand():  # no subgraph appeared meanwhile
+                        break
                     continue
                 if deadline is not None and time.monotonic() >= deadline:
                     msg = f"run {self.id} not finished after {timeout} s"

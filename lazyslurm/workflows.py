@@ -32,11 +32,11 @@ from lazyslurm.cluster import Cluster
 from lazyslurm.errors import InvalidArgumentError
 from lazyslurm.graph.core import Task
 from lazyslurm.graph.resources import Resources
+from lazyslurm.runner import ELEMENT_ENV  # set by the runner around each element
 from lazyslurm.store import RunLayout, read_private
 
 __all__ = ["ELEMENT_ENV", "WorkflowContext", "workflow"]
 
-ELEMENT_ENV = "LAZYSLURM_ELEMENT"  # set by the runner: RUN_DIR \t ARRAY_JOB \t INDEX \t KEY
 _SLURM_TASK_DEFAULTS = ("partition", "account", "qos", "time", "mem", "cpus_per_task",
                         "constraint", "extra_sbatch")  # fmt: skip
 

@@ -189,6 +189,7 @@ class _Watch:
         self.final: dict[tuple[str, int], tuple[str, ElementFailure | None]] = {}
         # local runs: mtimes of results/ and errors/ just before the last poll listed them
         self.stamp: tuple[int, ...] | None = None
+        self.dynamic_records: int | None = None  # records in dynamic/ at the last poll
 
 
 class SlurmBackend:
@@ -349,6 +350,12 @@ class SlurmBackend:
         self._watches[run_id] = _Watch()
         return RunHandle(run_id=run_id, array_jobs=tuple(array_jobs), job_ids=ids)
 
+    def dynamic_records(self, handle: RunHandle) -> int | None:
+        """How many subgraph records (docs/dynamic.md) the run had at the last poll
+        (None if unknown): the client reads them only when there are new ones."""
+        watch = self._watches.get(handle.run_id)
+        return None if watch is None else watch.dynamic_records
+
     def child_config(self) -> dict[str, Any]:
         """What a task needs to submit a subgraph to this Slurm from a compute node
         (docs/dynamic.md): the cluster's task defaults and limits (no environment: the
@@ -396,7 +403,9 @@ class SlurmBackend:
             f'if [ "${{n:-0}}" -ge {total} ] && [ "${{d:-0}}" -le {known} ]; '
             f"then echo LZ-STATUS-RC=0; else\n"
             f"{status_cmd}\necho LZ-STATUS-RC=$?\nfi\n"
-            f"cd {q(run_dir)} && echo LZ-FILES && ls -1 -f {' '.join(layout.OUTCOME_DIRS)}"
+            f"cd {q(run_dir)} && echo LZ-FILES && ls -1 -f {' '.join(layout.OUTCOME_DIRS)}\n"
+            # counted after the listing: a record is written before its task's result
+            f"echo LZ-DYN=$(ls -1 -f {dyn} 2>/dev/null | grep -c '[.]json$')"
         )
         if self.shell.local_files:  # taken before the listing: no change is missed
             watch.stamp = _dir_stamp(layout)
@@ -409,6 +418,8 @@ class SlurmBackend:
         files = rest.split("LZ-FILES", 1)[-1]
         results, errors = _listing(files)
         watch.files_seen = len(results) + len(errors)
+        dyn = re.search(r"^LZ-DYN=(\d+)$", files, re.MULTILINE)
+        watch.dynamic_records = int(dyn.group(1)) if dyn else None
         rows = parse_status(status_text, squeue=self.status_source == "squeue")
         return self._snapshot(handle, rows, results, errors, watch)
 

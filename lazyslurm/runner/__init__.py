@@ -33,6 +33,7 @@ __all__ = ["EXIT_OK", "EXIT_TASK_FAILED", "resolve", "run_element"]
 
 EXIT_OK = 0
 EXIT_TASK_FAILED = 1
+ELEMENT_ENV = "LAZYSLURM_ELEMENT"  # RUN_DIR \t ARRAY_JOB \t INDEX \t KEY of the running element
 
 
 def resolve(obj: Any, load: Any) -> Any:
@@ -176,9 +177,31 @@ def run_element(run_dir: str, array_job: str, index: int) -> int:
     header, (key, args, kwargs) = read_element(paths.spec(array_job), index)
     load = _loader(paths, header.get("external", {}))
     writer = _writer(paths.root, array_job, index)
+    # where this element runs, for code that asks (a @workflow's context); restored after
+    # (the sync backend runs elements in the caller's process)
+    saved = os.environ.get(ELEMENT_ENV)
+    os.environ[ELEMENT_ENV] = f"{paths.root}\t{array_job}\t{index}\t{key}"
+    try:
+        return _run(paths, header, key, args, kwargs, load, writer, array_job, index)
+    finally:
+        if saved is None:
+            os.environ.pop(ELEMENT_ENV, None)
+        else:
+            os.environ[ELEMENT_ENV] = saved
+
+
+def _run(
+    paths: RunLayout,
+    header: dict[str, Any],
+    key: str,
+    args: Any,
+    kwargs: Any,
+    load: Any,
+    writer: str,
+    array_job: str,
+    index: int,
+) -> int:
     attempts = 1 + int(header.get("retries", 0))
-    # where this element runs, for code that asks (a @workflow's context)
-    os.environ["LAZYSLURM_ELEMENT"] = f"{paths.root}\t{array_job}\t{index}\t{key}"
     for attempt in range(attempts):
         try:
             func = _load_function(header["func"], header.get("task", ""))
