@@ -171,6 +171,24 @@ def _load_function(func: Any, task: str) -> Any:
         raise type(exc)(msg) from exc
 
 
+def _expand(
+    value: Any, paths: RunLayout, array_job: str, index: int, key: str, header: dict[str, Any]
+) -> Any:
+    """A task returned a lazy value: plan and submit it here (lazyslurm.dynamic)."""
+    try:
+        from lazyslurm.dynamic import expand
+    except ImportError as exc:
+        from lazyslurm.errors import DynamicExpansionError
+
+        msg = (
+            f"task {header.get('task', '')!r} returned a lazy value, but lazyslurm's planner "
+            f"cannot be imported where it ran ({exc}): install lazyslurm with its "
+            f"dependencies (attrs, cloudpickle) there, not only the runner modules"
+        )
+        raise DynamicExpansionError(msg) from exc
+    return expand(value, paths, array_job, index, key, header, run_element)
+
+
 def run_element(run_dir: str, array_job: str, index: int) -> int:
     """Run one element; write its result or error record. Returns the process exit code."""
     paths = RunLayout(run_dir)
@@ -208,9 +226,7 @@ def _run(
             fargs, fkwargs = call_args(args, kwargs, load)
             result = func(*fargs, **fkwargs)
             if returned_lazy(result):  # plan and submit the subgraph from here
-                from lazyslurm.dynamic import expand
-
-                result = expand(result, paths, array_job, index, key, header, run_element)
+                result = _expand(result, paths, array_job, index, key, header)
             data = dumps(result)
         except (Exception, SystemExit) as exc:  # the task's own failure, or sys.exit()
             inherited = getattr(exc, "error_record", None)  # a subgraph's original error
