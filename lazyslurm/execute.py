@@ -252,6 +252,15 @@ class Run:
         self.handle = new
         return True
 
+    def _new_records(self) -> bool:
+        """Whether the last poll counted subgraph records this run lacks (backends that
+        count them in their poll: Slurm; the others are checked when the run ends)."""
+        seen = getattr(self.cluster.backend, "dynamic_records", None)
+        if seen is None or self.handle is None:
+            return False
+        count = seen(self.handle)
+        return count is not None and count > known_records(self.handle)
+
     def status(self) -> RunStatus:
         """Counts per state, overall and per array job (polls once; subgraphs that tasks
         submitted are included, each right after the array job that made it)."""
@@ -284,6 +293,8 @@ class Run:
                     if not self.expand():  # no subgraph appeared meanwhile
                         break
                     continue
+                if self._new_records():  # show subgraphs as they appear (Slurm)
+                    self.expand()
                 if deadline is not None and time.monotonic() >= deadline:
                     msg = f"run {self.id} not finished after {timeout} s"
                     raise TimeoutError(msg)

@@ -62,6 +62,17 @@ def fan_bad(n: int):
 
 
 @task
+def nap(x: int) -> int:
+    time.sleep(3)
+    return x
+
+
+@task
+def slow_fan(n: int) -> list:
+    return [nap(i) for i in range(n)]
+
+
+@task
 def forever(n: int):
     return forever(n + 1)
 
@@ -268,6 +279,24 @@ def test_nested_two_levels_on_slurm(env, tmp_path):  # noqa: F811
     assert sorted(r["depth"] for r in records) == [1, 2]
     inner = next(r for r in records if r["depth"] == 2)
     assert inner["added"] == {"aj1": inner["final"]}  # the outer consumer waits for it
+    ids = [aj.id for aj in run.array_jobs]
+    assert ids == ["aj0", "aj0_0_aj0", "aj0_0_aj0_0_aj0", "aj1"], ids
+    assert run.status().state == "DONE"
+
+
+@pytest.mark.slurm
+def test_status_shows_the_subgraph_while_it_runs_on_slurm(env, tmp_path):  # noqa: F811
+    """Run.status() of a live Slurm run lists a subgraph as soon as its task submitted it,
+    while it still runs, nested after the array job that made it."""
+    with slurm_cluster(env, tmp_path) as c:
+        run = submit(total(slow_fan(2)), cluster=c)
+        deadline = time.monotonic() + 120
+        while "aj0_0_aj0" not in (status := run.status()).array_jobs:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert status.state != "DONE"  # the children nap: seen as they appear
+        assert list(status.array_jobs) == ["aj0", "aj0_0_aj0", "aj1"]
+        assert run.result() == (1,)
 
 
 @pytest.mark.slurm
