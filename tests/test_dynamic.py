@@ -190,6 +190,22 @@ def test_status_and_attach_show_the_expanded_subgraph(tmp_path):
     assert c is not c2
 
 
+def test_cli_status_lists_the_subgraph(tmp_path):
+    """`lazyslurm status RUN` shows a subgraph's array jobs after the one that made them."""
+    with Cluster("local", workdir=tmp_path, max_workers=2):
+        run = submit(total(fan(3)))
+        run.result()
+    env = {k: v for k, v in os.environ.items() if k != "LAZYSLURM_PROFILE"}
+    res = subprocess.run(
+        [sys.executable, "-m", "lazyslurm", "status", run.id],
+        env={**env, "LAZYSLURM_WORKDIR": str(tmp_path), "PYTHONPATH": str(REPO)},
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    rows = [line.split()[:3] for line in res.stdout.splitlines()[2:]]
+    assert rows == [["aj0", "fan", "1"], ["aj0_0_aj0", "double", "3"], ["aj1", "total", "1"]]
+
+
 def test_cross_run_cache_follows_the_redirect(tmp_path):
     """With cache=True a later session reuses a dynamic node (its redirect points into the
     earlier run), both as an output and as a consumer's input."""
