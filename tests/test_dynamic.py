@@ -195,10 +195,10 @@ def test_cli_status_lists_the_subgraph(tmp_path):
     with Cluster("local", workdir=tmp_path, max_workers=2):
         run = submit(total(fan(3)))
         run.result()
-    env = {k: v for k, v in os.environ.items() if k != "LAZYSLURM_PROFILE"}
+    base = {k: v for k, v in os.environ.items() if k != "LAZYSLURM_PROFILE"}
     res = subprocess.run(
         [sys.executable, "-m", "lazyslurm", "status", run.id],
-        env={**env, "LAZYSLURM_WORKDIR": str(tmp_path), "PYTHONPATH": str(REPO)},
+        env={**base, "LAZYSLURM_WORKDIR": str(tmp_path), "PYTHONPATH": str(REPO)},
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
