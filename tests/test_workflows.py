@@ -10,7 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from test_backends_slurm import env, slurm_cluster  # noqa: F401
+from test_backends_slurm import env, remote_site, slurm_cluster  # noqa: F401
 
 from examples import workflows as ex
 from lazyslurm import Cluster, WorkflowContext, compute, submit, task, workflow
@@ -130,3 +130,16 @@ def test_example_workflows_on_slurm(env, tmp_path):  # noqa: F811
         )
         models, merged = run.result()
     assert models["best"] == "b" and merged["total_sum"] == sum(range(500))
+
+
+@pytest.mark.slurm
+@pytest.mark.ssh
+def test_workflow_over_ssh(env, remote_site):  # noqa: F811
+    """Over SSH, a workflow computes its children from the compute node (the slurm backend
+    there, with the workflow's interpreter and PYTHONPATH) and returns lazy ones too."""
+    from test_backends_slurm import ssh_cluster
+
+    with ssh_cluster(env, remote_site) as c:
+        got, lazy = compute(waits([1, 2, 3]), returns_lazy([4, 5]), cluster=c)
+    assert got["total"] == 6 and got["files"] == ["v0", "v1", "v2"]
+    assert lazy == [4, 5]
