@@ -24,6 +24,8 @@ __all__ = [
     "CorruptResultError",
     "DaskCollectionError",
     "DependencyNeverSatisfiedError",
+    "DynamicExpansionError",
+    "DynamicLimitError",
     "ElementCancelledError",
     "ElementFailedError",
     "ElementNeverStartsError",
@@ -178,6 +180,21 @@ class SSHHostKeyError(BackendError):
 
 
 # --------------------------------------------------------------------------- the store
+
+
+class DynamicExpansionError(LazySlurmError, RuntimeError):
+    """A task returned a lazy value and its subgraph could not be planned or submitted
+    from where the task ran (docs/dynamic.md). ``error_record`` is set when the subgraph
+    failed inline: the dynamic node then fails with that original error."""
+
+    def __init__(self, message: str, *, error_record: bytes | None = None) -> None:
+        super().__init__(message)
+        self.error_record = error_record
+
+
+class DynamicLimitError(DynamicExpansionError):
+    """A dynamic expansion would nest deeper, or add more tasks to its run, than the
+    run's limits allow (``Cluster(dynamic_max_depth=..., dynamic_max_tasks=...)``)."""
 
 
 class UntrustedStoreError(LazySlurmError, PermissionError):

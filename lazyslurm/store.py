@@ -20,6 +20,8 @@ Layout of one run (``WORKDIR/runs/RUN_ID``, mode 0700), known only to :class:`Ru
     logs/AJ_INDEX.out|err  stdout/stderr of one element
     shared/                a directory every element and rank may write to (JobContext)
     ranks/KEY/             a multi-rank element's per-rank outcomes, until gathered
+    dynamic/AJ.INDEX.json  a subgraph a task returned (dynamic expansion): its array jobs,
+                           Slurm ids, and the dependencies it added (docs/dynamic.md)
 
 Results are addressed by node key; a reference to a node finished in an earlier run
 names that run (``external`` in the spec header).
@@ -46,6 +48,7 @@ __all__ = [
     "ElementSpec",
     "MapItem",
     "Rebuild",
+    "Redirect",
     "Ref",
     "RefList",
     "Restore",
@@ -171,6 +174,24 @@ class MapItem:
         return hash(("MapItem", self.ref))
 
 
+class Redirect:
+    """The result of a task that returned a lazy value (dynamic expansion): its value is
+    ``template`` (:class:`Ref`/:class:`RefList` placeholders) resolved against the results
+    of the subgraph, which live in run ``runs[key]`` (see docs/dynamic.md)."""
+
+    __slots__ = ("runs", "template")
+
+    def __init__(self, template: Any, runs: dict[str, str]) -> None:
+        self.template = template
+        self.runs = runs
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Redirect, (self.template, self.runs))
+
+    def __repr__(self) -> str:
+        return f"Redirect({self.template!r}, {len(self.runs)} keys)"
+
+
 ElementSpec = tuple  # (key, args, kwargs): what one array element runs
 
 
@@ -214,7 +235,7 @@ class RunLayout:
     __slots__ = ("root",)
 
     RUNS = "runs"  # under the work directory: one directory per run
-    SUBDIRS = ("specs", "jobs", "results", "errors", "logs")
+    SUBDIRS = ("specs", "jobs", "results", "errors", "logs", "dynamic")
     OUTCOME_DIRS = ("results", "errors")
     SUFFIX = ".pkl"  # of result and error files, named by node key
     # shell (grep/find) patterns over outcome files, for the one-command listings
@@ -307,6 +328,14 @@ class RunLayout:
 
     def error(self, key: str) -> str:
         return self._at(f"errors/{key}{self.SUFFIX}")
+
+    def dynamic_record(self, array_job: str, index: int) -> str:
+        """The subgraph element ``index`` of ``array_job`` returned (dynamic expansion)."""
+        return self._at(f"dynamic/{array_job}.{index}.json")
+
+    @property
+    def dynamic_dir(self) -> str:
+        return self._at("dynamic")
 
     def log(self, array_job: str, index: int, stream: str) -> str:
         return self._at(f"logs/{array_job}_{index}.{stream}")

@@ -133,4 +133,18 @@ COMMON = (
         "budget: refuse a graph whose worst case may exceed it (see preview)",
         positive=True,
     ),
+    Option(
+        "dynamic_max_depth",
+        "int",
+        4,
+        "deepest nesting of tasks that return lazy values (docs/dynamic.md)",
+        positive=True,
+    ),
+    Option(
+        "dynamic_max_tasks",
+        "int",
+        10000,
+        "most tasks all dynamic expansions may add to one run",
+        positive=True,
+    ),
 )
