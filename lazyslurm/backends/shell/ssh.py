@@ -5,6 +5,7 @@ connection is first made, never at import."""
 from __future__ import annotations
 
 import base64
+import functools
 import getpass
 import hashlib
 import logging
@@ -357,10 +358,11 @@ class SSHShell:
         t = self.connect_timeout_s
         clients: list[paramiko.SSHClient] = []
         sock: Any = None
+        proxy = None
         hop = hops[0]
         try:
             if route.proxy_command:
-                sock = proxy_socket(route.proxy_command)
+                sock = proxy = proxy_socket(route.proxy_command)
                 sock.settimeout(t)
             else:
                 sock = socket.create_connection((hop.hostname, hop.port), timeout=t)
@@ -381,7 +383,8 @@ class SSHShell:
                             "direct-tcpip", (nxt.hostname, nxt.port), ("127.0.0.1", 0), timeout=t
                         )
                     except paramiko.ChannelException as exc:
-                        raise _JumpRefused(nxt, exc.text or f"code {exc.code}") from None
+                        said = getattr(transport, "open_failure", "")  # the server's words
+                        raise _JumpRefused(nxt, said or exc.text or f"code {exc.code}") from None
         except BaseException as exc:
             for thing in (sock, *reversed(clients)):
                 if thing is not None:
@@ -391,7 +394,8 @@ class SSHShell:
                         log.debug("error closing %r", thing, exc_info=True)
             if not isinstance(exc, Exception):
                 raise
-            error = self._connect_error(exc, route, hop)
+            said = proxy.stderr_tail() if proxy is not None and hop is hops[0] else ""
+            error = self._connect_error(exc, route, hop, said)
             if log.isEnabledFor(logging.DEBUG):  # paramiko's exception, for debugging
                 raise error from exc
             raise error.with_traceback(None) from None
@@ -439,25 +443,28 @@ class SSHShell:
                 banner_timeout=t,
                 auth_timeout=t,
                 sock=sock,
+                transport_factory=_quiet_transport(),
             )
         except BaseException:
             client.close()
             raise
         return client
 
-    def _connect_error(self, exc: Exception, route: Route, hop: Endpoint) -> BackendError:
+    def _connect_error(
+        self, exc: Exception, route: Route, hop: Endpoint, proxy_said: str = ""
+    ) -> BackendError:
         """The error to raise for a failed connect at ``hop`` (never showing key material):
         an SSHConnectionError naming the profile, the route and the cause in one line."""
         import paramiko
 
         reason, cls = _reason(exc, hop, self, route)
+        if proxy_said:
+            reason += f"; the ProxyCommand said: {proxy_said}"
         if isinstance(exc, BackendError) and not isinstance(exc, SSHConnectionError):
             return exc  # an unreadable known_hosts file: a local problem, said as is
-        at = "" if hop is route.target else f" at jump host {hop.describe()}"
-        if isinstance(exc, _JumpRefused):
-            at = f" at jump host {route.hops[route.hops.index(exc.hop) - 1].describe()}"
+        at = "" if hop is route.target else f"jump host {hop.name}: "
         profile = f"cluster profile {self.profile!r}: " if self.profile else ""
-        msg = f"{profile}cannot connect to {route.describe()}{at}: {reason}"
+        msg = f"{profile}cannot connect to {route.describe()}: {at}{reason}"
         if isinstance(exc, paramiko.SSHException) and not isinstance(
             exc, (paramiko.AuthenticationException, paramiko.BadHostKeyException)
         ):
@@ -680,6 +687,37 @@ def _paths(value: Any) -> list[str]:
     return [os.path.expanduser(os.fspath(v)) for v in value]
 
 
+_PARAMIKO_LOG = "lazyslurm.backends.shell.paramiko"
+
+
+@functools.cache
+def _quiet_transport() -> type[paramiko.Transport]:
+    """paramiko's Transport, logging to ``lazyslurm.backends.shell.paramiko`` at DEBUG only.
+
+    paramiko logs failures at ERROR, with tracebacks, which Python prints to stderr when
+    logging is not configured: users see our one-line error instead, and paramiko's text
+    only with the ``lazyslurm`` logger at DEBUG. Also keeps the server's reason for a
+    refused ``direct-tcpip`` channel (paramiko only logs it).
+    """
+    import paramiko
+
+    class _Transport(paramiko.Transport):
+        open_failure = ""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.set_log_channel(_PARAMIKO_LOG)  # channels and SFTP log below it
+
+        def _log(self, level: int, msg: Any, *args: Any) -> None:
+            if isinstance(msg, str) and "open FAILED: " in msg:
+                self.open_failure = msg.split("open FAILED: ", 1)[1]
+            if isinstance(msg, list):  # paramiko's traceback lines
+                msg = "\n".join(str(m) for m in msg)
+            self.logger.log(min(level, logging.DEBUG), msg, *args)
+
+    return _Transport
+
+
 class _JumpRefused(Exception):
     """A jump host could not open the ``direct-tcpip`` channel to the next host."""
 
@@ -699,7 +737,7 @@ def _reason(
         return str(exc), type(exc)
     if isinstance(exc, _JumpRefused):
         return (
-            f"it could not open a connection to {exc.hop.describe()}: {exc.text} (wrong "
+            f"it could not open a connection to {exc.hop.address}: {exc.text} (wrong "
             "HostName or Port, host down, or forwarding not allowed there: AllowTcpForwarding)",
             SSHConnectionError,
         )

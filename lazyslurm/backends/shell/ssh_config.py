@@ -334,9 +334,64 @@ def resolve(
 
 def proxy_socket(command: str) -> paramiko.ProxyCommand:
     """A ``ProxyCommand`` run like ssh runs it: ``exec`` by ``/bin/sh -c`` (paramiko alone
-    would split it with shlex and run it without a shell)."""
-    import shlex
+    would split it with shlex and run it without a shell). Unlike paramiko's, its end of
+    output is an EOF to the transport (not a busy loop), closing it reaps the process,
+    and its stderr is kept (``stderr_tail()``) for error messages."""
+    import select
+    import subprocess
+    import tempfile
+    import time
 
     import paramiko
 
-    return paramiko.ProxyCommand("/bin/sh -c " + shlex.quote("exec " + command))
+    class _Proxy(paramiko.ProxyCommand):
+        def __init__(self, command: str) -> None:  # no super().__init__: it would start it
+            self.cmd = ["/bin/sh", "-c", "exec " + command]
+            self.stderr = tempfile.TemporaryFile()
+            self.process = subprocess.Popen(
+                self.cmd,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=self.stderr,
+                bufsize=0,
+                start_new_session=True,  # a Ctrl-C meant for us is not its to get
+            )
+            self.timeout: float | None = None
+            self.said = ""  # the end of its stderr, kept when it is closed
+
+        def recv(self, size: int) -> bytes:
+            assert self.process.stdout is not None
+            start = time.monotonic()
+            while True:
+                wait = None
+                if self.timeout is not None:
+                    wait = self.timeout - (time.monotonic() - start)
+                    if wait <= 0:
+                        raise TimeoutError
+                ready, _, _ = select.select([self.process.stdout], [], [], wait)
+                if ready:
+                    return os.read(self.process.stdout.fileno(), size)  # b"": EOF
+
+        def close(self) -> None:
+            if self.process.poll() is None:
+                self.process.terminate()
+            for pipe in (self.process.stdin, self.process.stdout):
+                if pipe is not None:
+                    pipe.close()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.stderr_tail()
+            self.stderr.close()
+
+        def stderr_tail(self) -> str:
+            """The last lines it wrote to stderr, on one line."""
+            if not self.stderr.closed:
+                self.stderr.seek(0, os.SEEK_END)
+                self.stderr.seek(max(0, self.stderr.tell() - 300))
+                self.said = " ".join(self.stderr.read().decode(errors="replace").split())
+            return self.said
+
+    return _Proxy(command)
