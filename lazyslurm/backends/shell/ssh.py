@@ -490,7 +490,7 @@ class SSHShell:
             except (paramiko.SSHException, EOFError, OSError) as exc:
                 if attempt == 2:
                     msg = f"cannot open an SSH channel to {self._where}: {_why(exc)}"
-                    raise BackendError(msg) from exc
+                    raise BackendError(msg) from _cause(exc)
                 log.debug("channel open failed (%s); reconnecting", exc)
                 with self._lock:
                     self._drop_connection()
@@ -520,7 +520,7 @@ class SSHShell:
                 chan.exec_command(command)
             except Exception as exc:
                 msg = f"cannot start a command on {self._where}: {_why(exc)}"
-                raise BackendError(msg) from exc
+                raise BackendError(msg) from _cause(exc)
             writer = _Writer(chan, body + (input or b""))
             writer.start()
             out, err = bytearray(), bytearray()
@@ -574,7 +574,7 @@ class SSHShell:
                 except (paramiko.SSHException, EOFError, OSError) as exc:
                     if attempt == 2:
                         msg = f"cannot open SFTP to {self._where}: {exc}"
-                        raise BackendError(msg) from exc
+                        raise BackendError(msg) from _cause(exc)
                     self._drop_connection()
                     transport = self._transport()
             sftp.get_channel().settimeout(_SFTP_IDLE_TIMEOUT_S)
@@ -609,7 +609,7 @@ class SSHShell:
                 lost = not transport.is_active() or sftp.get_channel().closed
                 if attempt == 2 or not lost:
                     msg = f"uploading files to {self._where} over SFTP failed: {exc}"
-                    raise BackendError(msg) from exc
+                    raise BackendError(msg) from _cause(exc)
                 log.debug("upload failed (%s); reconnecting", exc)
                 with self._lock:
                     self._drop_connection()
@@ -654,6 +654,12 @@ def _remaining(
         msg = f"remote command on {where} timed out after {timeout_s} s"
         raise BackendError(msg)
     return left
+
+
+def _cause(exc: BaseException) -> BaseException | None:
+    """paramiko's exception to chain to ours: only when the ``lazyslurm`` logger is at
+    DEBUG (else users would see paramiko's traceback under our one-line message)."""
+    return exc if log.isEnabledFor(logging.DEBUG) else None
 
 
 def _why(exc: BaseException) -> str:
@@ -756,14 +762,11 @@ def _reason(
     if isinstance(exc, paramiko.SSHException):
         text = " ".join(str(exc).split()) or type(exc).__name__
         if "banner" in text.lower() or "closed" in text.lower():
-            what = (
-                "the ProxyCommand"
-                if route.proxy_command and hop is route.hops[0]
-                else (f"{hop.address}")
-            )
+            proxied = route.proxy_command and hop is route.hops[0]
+            what = "through the ProxyCommand" if proxied else f"at {hop.address}"
             text = (
-                f"no SSH server answered through {what} (not an SSH port, or the server or "
-                f"proxy closed the connection): {text}"
+                f"no SSH server answered {what} (not an SSH port, or the server or proxy "
+                f"closed the connection): {text}"
             )
         return text, SSHConnectionError
     if isinstance(exc, FileNotFoundError) and exc.filename:  # a key file

@@ -62,11 +62,8 @@ class Endpoint:
 
     @property
     def address(self) -> str:
-        return (
-            f"[{self.hostname}]:{self.port}"
-            if ":" in self.hostname
-            else (f"{self.hostname}:{self.port}")
-        )
+        host = f"[{self.hostname}]" if ":" in self.hostname else self.hostname  # IPv6
+        return f"{host}:{self.port}"
 
     @property
     def key_name(self) -> str:
