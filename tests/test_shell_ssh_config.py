@@ -247,7 +247,7 @@ def test_a_failing_proxycommand_says_what_it_printed(tmp_path):
     cfg = write(
         tmp_path / "config",
         "Host hpc\n  HostName login.internal\n"
-        "  ProxyCommand echo 'open failed: connect failed: %h' >&2; exit 255\n",
+        "  ProxyCommand sh -c 'echo open failed: connect failed: %h >&2; exit 255'\n",
     )
     shell = SSHShell("hpc", ssh_config=cfg, connect_timeout_s=30, profile="lab")
     t0 = time.monotonic()

@@ -370,16 +370,21 @@ def proxy_socket(command: str) -> paramiko.ProxyCommand:
                     return os.read(self.process.stdout.fileno(), size)  # b"": EOF
 
         def close(self) -> None:
-            if self.process.poll() is None:
-                self.process.terminate()
-            for pipe in (self.process.stdin, self.process.stdout):
-                if pipe is not None:
-                    pipe.close()
+            # EOF on its stdin first: a proxy like `ssh -W` then exits by itself, having
+            # said why on stderr if it failed; terminated if it does not
+            if self.process.stdin is not None:
+                self.process.stdin.close()
             try:
-                self.process.wait(timeout=5)
+                self.process.wait(timeout=1)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+                self.process.terminate()
+                try:
+                    self.process.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait()
+            if self.process.stdout is not None:
+                self.process.stdout.close()
             self.stderr_tail()
             self.stderr.close()
 
