@@ -109,6 +109,7 @@ class Cluster:
         # bounds on tasks that return lazy values (docs/dynamic.md), written into each run
         self.dynamic_limits = {"max_depth": dynamic_max_depth, "max_tasks": dynamic_max_tasks}
         self.backend_options: dict[str, Any] = dict(backend_options)
+        self.profile: str | None = None  # the profile it came from (from_profile), for errors
         self._tokens: list[contextvars.Token[Cluster | None]] = []
         self._sink_tokens: list[contextvars.Token[list[Any] | None]] = []
         # jobs built in this cluster's ``with`` block, not submitted yet (flush on wait)
@@ -136,7 +137,10 @@ class Cluster:
         """
         from lazyslurm.profiles import load_profile
 
-        return cls(**{**load_profile(name).options, **overrides})
+        profile = load_profile(name)
+        cluster = cls(**{**profile.options, **overrides})
+        cluster.profile = profile.name
+        return cluster
 
     def __repr__(self) -> str:
         return f"Cluster(backend={self.backend_name!r})"
@@ -163,6 +167,7 @@ class Cluster:
             str(self._spec),
             workdir=self.workdir,
             max_array_size=self._max_array_size,
+            profile=self.profile,
             **self.backend_options,
         )
 

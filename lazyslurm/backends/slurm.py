@@ -893,12 +893,14 @@ def make_slurm_backend(
     env: Mapping[str, str] | None = None,
     status: str = "auto",
     unreachable_timeout_s: float = _UNREACHABLE_TIMEOUT_S,
+    profile: str | None = None,
     **options: Any,
 ) -> SlurmBackend:
     """Build the ``slurm`` (subprocess) or ``ssh`` (paramiko) backend from Cluster options.
 
     Task defaults for the whole cluster (``partition``, ``account``, ...) apply where a
-    task leaves them unset.
+    task leaves them unset. ``profile`` (the cluster profile the options came from) is
+    named in SSH connection errors.
     """
     defaults = Resources.from_options(**{k: v for k, v in options.items() if k in TASK_DEFAULTS})
     packaging = PackagingOptions.from_options(options)
@@ -920,7 +922,7 @@ def make_slurm_backend(
             packaging=packaging,
             unreachable_timeout_s=unreachable_timeout_s,
         )
-    shell = SSHShell(env=env, **shell_opts)
+    shell = SSHShell(env=env, profile=profile, **shell_opts)
     return SlurmBackend(
         shell,
         name="ssh",
