@@ -31,6 +31,7 @@ import fcntl
 import json
 import os
 import shlex
+import shutil
 import subprocess
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -353,11 +354,17 @@ def _run_inline(
         raise DynamicExpansionError(msg, error_record=payload)
 
 
-def _parent_script(layout: RunLayout, array_job: str) -> tuple[str, list[str]]:
-    """Interpreter and setup lines of the job script that runs us: children inherit them."""
+def _parent_script(layout: RunLayout, array_job: str) -> tuple[str, list[str], list[str]]:
+    """Interpreter, launcher words (a container runtime) and setup lines of the job
+    script that runs us: children inherit them (the same environment, image, code).
+    The last line that starts the runner is the ``exec`` one (a multi-rank script's
+    ``--gather``: ``srun`` is the line before)."""
     lines = read_private(layout.job_script(array_job)).decode().splitlines()
-    run = next(ln for ln in lines if ln.startswith("exec "))
-    return shlex.split(run)[1], [ln for ln in lines[2:] if not ln.startswith("exec ")]
+    starts = [ln for ln in lines[2:] if "-m lazyslurm.runner" in ln]
+    words = shlex.split(starts[-1].removeprefix("exec "))
+    at = next(i for i in range(1, len(words)) if words[i : i + 2] == ["-m", "lazyslurm.runner"])
+    setup = [ln for ln in lines[2:] if "-m lazyslurm.runner" not in ln]
+    return words[at - 1], words[: at - 1], setup
 
 
 @contextlib.contextmanager
@@ -385,12 +392,23 @@ def _submit_on_slurm(
     from lazyslurm.graph.resources import Resources
     from lazyslurm.planning.sbatch import IDS_MARKER, job_script, sbatch_flags, submit_script
 
-    python, setup = _parent_script(layout, array_job)
+    python, launcher, setup = _parent_script(layout, array_job)
+    if shutil.which("sbatch") is None:
+        where = f" (inside the container {launcher[0]!r} started?)" if launcher else ""
+        msg = (
+            f"a task of array job {array_job} returned lazy values, but sbatch is not found "
+            f"where it runs{where}: dynamic expansion and @workflow submit from the compute "
+            f"node. Use packaging='by-value' or 'wheel', or put Slurm's client (and its "
+            f"configuration) in the image"
+        )
+        raise DynamicExpansionError(msg)
     defaults = Resources.from_options(**config.get("defaults", {}))
     ajs = plan.array_jobs
     flags = {aj.id: sbatch_flags(aj, run_id=here, layout=layout, defaults=defaults) for aj in ajs}
     for aj in ajs:
-        text = job_script(aj, run_id=here, layout=layout, python=python, setup=setup)
+        text = job_script(
+            aj, run_id=here, layout=layout, python=python, setup=setup, launcher=launcher
+        )
         atomic_write(layout.job_script(aj.id), text.encode())
     base = f"{layout.dynamic_dir}/{prefix}"
     script = submit_script(

@@ -354,3 +354,28 @@ def test_pattern1_over_ssh(env):  # noqa: F811
     with ssh_cluster(env) as c:
         (merged,) = compute(pattern1(), cluster=c)
     assert merged["total_sum"] == SEED_TOTAL
+
+
+@pytest.mark.parametrize(
+    ("launcher", "ranks"), [((), 1), (("podman", "run", "--rm", "img:1"), 1), ((), 2)]
+)
+def test_children_inherit_the_parents_interpreter_launcher_and_setup(tmp_path, launcher, ranks):
+    """A subgraph's job scripts start the runner as the parent's did: same interpreter,
+    same container launcher, same setup lines (also from a multi-rank parent's script)."""
+    from lazyslurm.dynamic import _parent_script
+    from lazyslurm.graph.resources import Resources
+    from lazyslurm.planning.sbatch import job_script
+    from lazyslurm.store import RunLayout
+
+    layout = RunLayout.of("r1", tmp_path)
+    layout.make_dirs()
+    res = Resources.from_options(ntasks=ranks) if ranks > 1 else Resources.from_options()
+    aj = ArrayJob("aj0", "t", ("k",), res)
+    text = job_script(
+        aj, run_id="r1", layout=layout, python="/opt/py 3/python", launcher=launcher,
+        setup=["export A='1 2'", "cd /x"],
+    )  # fmt: skip
+    Path(layout.job_script("aj0")).write_text(text)
+    python, got_launcher, setup = _parent_script(layout, "aj0")
+    assert python == "/opt/py 3/python" and got_launcher == list(launcher)
+    assert setup == ["export A='1 2'", "cd /x"]
