@@ -45,12 +45,11 @@ from lazyslurm.planning.encode import encode_run
 from lazyslurm.planning.planner import DEFAULT_MAX_ARRAY_SIZE, ArrayJob, Plan, make_plan
 from lazyslurm.store import (
     Redirect,
-    Ref,
-    RefList,
     RunLayout,
     atomic_write,
     decode_outcome,
     read_private,
+    template_keys,
 )
 
 __all__ = [
@@ -97,24 +96,6 @@ def renamed(plan: Plan, prefix: str) -> Plan:
         members={new[k]: v for k, v in plan.members.items()},
         location={k: (by_id[new[aj.id]], i) for k, (aj, i) in plan.location.items()},
     )
-
-
-def template_keys(template: Any) -> list[str]:
-    """Node keys a template refers to, each once, in first-seen order."""
-    keys: list[str] = []
-    stack = [template]
-    while stack:
-        obj = stack.pop()
-        t = type(obj)
-        if t is Ref:
-            keys.append(obj.key)
-        elif t is RefList:
-            keys.extend(obj.keys)
-        elif t in (list, tuple, set, frozenset):
-            stack.extend(obj)
-        elif t is dict:
-            stack.extend(obj.values())
-    return list(dict.fromkeys(keys))
 
 
 def extend_handle(handle: RunHandle, records: Sequence[Mapping[str, Any]]) -> RunHandle:
@@ -271,7 +252,7 @@ def expand(
     )
     prefix = f"{array_job}_{index}_"
     plan = renamed(plan, prefix)
-    outputs = template_keys(template)
+    outputs = template_keys([template])
     redirect = Redirect(template, {k: done.get(k) or here for k in outputs})
     if not plan.array_jobs:
         return redirect

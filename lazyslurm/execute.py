@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
 import attrs
@@ -53,7 +53,13 @@ from lazyslurm.planning import rules
 from lazyslurm.planning.encode import encode_run
 from lazyslurm.planning.planner import ArrayJob, Plan
 from lazyslurm.runner import resolve
-from lazyslurm.store import Rebuild, Redirect, Ref, RefList, Restore, RunLayout, decode_outcome
+from lazyslurm.store import (
+    Redirect,
+    Ref,
+    RunLayout,
+    decode_outcome,
+    template_keys,
+)
 
 __all__ = [
     "Callback",
@@ -536,7 +542,7 @@ def _with_cancelled(err: Exception, cancelled: list[str], cause: str, failures: 
 def fetch_outputs(cluster: Cluster, templates: list[Any]) -> tuple[Any, ...]:
     """Resolve output templates, reading every missing result in one transfer."""
     needed: list[str] = []
-    for key in _template_keys(templates):
+    for key in template_keys(templates):
         if key not in cluster.values:
             needed.append(key)
     if needed:
@@ -560,31 +566,6 @@ def fetch_outputs(cluster: Cluster, templates: list[Any]) -> tuple[Any, ...]:
                 cluster.computed.setdefault(key, run)
             (cluster.values[k],) = fetch_outputs(cluster, [red.template])
     return tuple(resolve(t, cluster.values.__getitem__) for t in templates)
-
-
-def _template_keys(templates: Iterable[Any]) -> list[str]:
-    """Node keys the output templates refer to, each once, in first-seen order."""
-    keys: list[str] = []
-    stack = list(templates)
-    while stack:
-        obj = stack.pop()
-        t = type(obj)
-        if t is Ref:
-            keys.append(obj.key)
-            stack.extend(step for kind, step in obj.path if kind != "attr")  # lazy bounds
-        elif t is RefList:
-            keys.extend(obj.keys)
-        elif t in (list, tuple, set, frozenset):
-            stack.extend(obj)
-        elif t is dict:
-            stack.extend(obj.values())
-        elif t is slice:
-            stack.extend((obj.start, obj.stop, obj.step))
-        elif t is Rebuild:
-            stack.extend(obj.items)
-        elif t is Restore:
-            stack.extend(obj.fields.values())
-    return list(dict.fromkeys(keys))
 
 
 def submit(
@@ -629,7 +610,7 @@ def submit(
     files = encode_run(
         p,
         run_id=run_id,
-        outputs=_template_keys(templates),
+        outputs=template_keys(templates),
         meta={
             "created": time.time(),
             "label": label,

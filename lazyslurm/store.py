@@ -60,6 +60,7 @@ __all__ = [
     "read_element",
     "read_pickle",
     "read_private",
+    "template_keys",
     "write_spec",
 ]
 
@@ -215,6 +216,36 @@ class FunctionRef:
         for part in self.qualname.split("."):
             obj = getattr(obj, part)
         return getattr(obj, "unwrapped", obj)  # a Task stands at that name
+
+
+def template_keys(templates: Iterable[Any]) -> list[str]:
+    """Node keys the templates (values with placeholders) refer to, each once: what
+    ``compute`` reads, what a dynamic subgraph must produce.
+
+    >>> sorted(template_keys([Ref("a"), {"k": RefList(("b", "a"))}]))
+    ['a', 'b']
+    """
+    keys: list[str] = []
+    stack = list(templates)
+    while stack:
+        obj = stack.pop()
+        t = type(obj)
+        if t is Ref:
+            keys.append(obj.key)
+            stack.extend(step for kind, step in obj.path if kind != "attr")  # lazy bounds
+        elif t is RefList:
+            keys.extend(obj.keys)
+        elif t in (list, tuple, set, frozenset):
+            stack.extend(obj)
+        elif t is dict:
+            stack.extend(obj.values())
+        elif t is slice:
+            stack.extend((obj.start, obj.stop, obj.step))
+        elif t is Rebuild:
+            stack.extend(obj.items)
+        elif t is Restore:
+            stack.extend(obj.fields.values())
+    return list(dict.fromkeys(keys))
 
 
 class RunLayout:
