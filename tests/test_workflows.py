@@ -121,6 +121,23 @@ def test_workflow_on_slurm_detached(env, tmp_path):  # noqa: F811
     assert sorted(os.listdir(Path(got["dir"]) / "shared")) == ["v0", "v1", "v2"]
 
 
+def test_example_workflows_run_as_a_script(tmp_path):
+    """`python examples/workflows.py`: tasks defined in __main__ travel by value (the
+    runner is __main__ where they run), workflows and their children included."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(
+        [sys.executable, str(repo / "examples" / "workflows.py")],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(repo), "LAZYSLURM_WORKDIR": str(tmp_path)},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "fan-out/fan-in total: 124750 over 5 chunks" in proc.stdout
+
+
 @pytest.mark.slurm
 def test_example_workflows_on_slurm(env, tmp_path):  # noqa: F811
     """The example workflows on the real Slurm: train + evaluate, and pattern 1."""

@@ -440,7 +440,10 @@ class Task(Generic[P, R]):
         state = (self._resources, self._pure, self._token, self._label, self._after)
         module, qualname = self.__module__, self.__qualname__
         found: Any = None
-        if module and qualname and "<" not in qualname and not _shipped_by_value(module):
+        # by name only from a module importable where it runs: never __main__ (the
+        # runner is __main__ there) nor a module shipped by value
+        by_name = module not in ("__main__", None, "") and not _shipped_by_value(module)
+        if by_name and qualname and "<" not in qualname:
             found = sys.modules.get(module)
             for part in qualname.split("."):
                 found = getattr(found, part, None)
