@@ -52,7 +52,18 @@ from lazyslurm.planning import rules
 from lazyslurm.planning.encode import encode_run
 from lazyslurm.planning.planner import ArrayJob, Plan
 from lazyslurm.runner import resolve
-from lazyslurm.store import Rebuild, Ref, RefList, Restore, RunLayout, decode_outcome
+from lazyslurm.store import (
+    Rebuild,
+    Ref,
+    RefList,
+    Restore,
+    RunLayout,
+    decode_outcome,
+    decode_result,
+    decode_value,
+    log_section,
+    run_of,
+)
 
 __all__ = [
     "Callback",
@@ -346,14 +357,16 @@ class Run:
             return
         self._finished = True
         done = [
-            key
+            (key, aj.location(i, self.id))
             for aj in self.array_jobs
-            for key, s in zip(aj.keys, snap.states[aj.id], strict=True)
+            for i, (key, s) in enumerate(zip(aj.keys, snap.states[aj.id], strict=True))
             if s == DONE
         ]
         self.cluster.record(self.id, done)
         self.cluster.runs.setdefault(self.id, self)  # an attached run: for job handles
         for aj in self.array_jobs:
+            if aj.pack > 1:
+                self.cluster.packs[(self.id, aj.id)] = aj.pack
             for idx, key in enumerate(aj.keys):
                 self.cluster.ran[key] = (self.id, aj.id, idx)
         log.info(
@@ -384,6 +397,8 @@ class Run:
     def logs(self, node: Any) -> tuple[str, str]:
         """``(stdout, stderr)`` of one node (a Job or its key), in one transfer."""
         aj, idx = self._locate(node)
+        if aj.pack > 1:
+            self.cluster.packs[(self.id, aj.id)] = aj.pack
         return read_logs(self.cluster, self.id, aj.id, idx)
 
     # -- outcome
@@ -415,7 +430,7 @@ class Run:
         aj, idx, failure = roots[0]
         key = aj.keys[idx]
         layout = RunLayout.of(self.id)
-        paths = [layout.error(key), layout.log(aj.id, idx, "err")]
+        paths = [layout.error(key), layout.log(aj.id, aj.slurm_index(idx), "err")]
         files = self.cluster.backend.read_files(paths)
         note = ""
         if cancelled:
@@ -428,7 +443,7 @@ class Run:
         record = files.get(paths[0])
         if record is not None:
             _, payload = decode_outcome(record, key=key, path=paths[0], run=self.id)
-            data = cloudpickle.loads(payload)
+            data = decode_value(payload)
             original = None
             if data["exception"] is not None:
                 try:
@@ -445,6 +460,8 @@ class Run:
             )
             raise _with_cancelled(err, cancelled, key, len(roots))
         stderr = files.get(paths[1], b"").decode(errors="replace")
+        if aj.pack > 1:
+            stderr = log_section(stderr, aj.id, idx)
         tail = "\n".join(stderr.splitlines()[-20:])
         state = failure.state if failure else "UNKNOWN"
         cls = _FAILURE_TYPES.get(state.split()[0], ElementFailedError)
@@ -502,16 +519,21 @@ def fetch_outputs(cluster: Cluster, templates: list[Any]) -> tuple[Any, ...]:
         if key not in cluster.values:
             needed.append(key)
     if needed:
-        paths = {RunLayout.of(cluster.computed[k]).result(k): k for k in needed}
-        files = cluster.backend.read_files(list(paths))
-        missing = [k for p, k in paths.items() if p not in files]
+        # a location is a run (results/KEY.pkl) or RUN:AJ_J (a pack file, which holds
+        # the results of many keys: each file is read once)
+        paths = {}
+        for k in needed:
+            at = cluster.computed[k]
+            paths[k] = RunLayout.of(run_of(at)).result(k, run=at)
+        files = cluster.backend.read_files(sorted(set(paths.values())))
+        missing = [k for k, p in paths.items() if p not in files]
         if missing:
             msg = f"results missing from the store for {len(missing)} node(s), e.g. {missing[0]}"
             raise ElementFailedError(msg, key=missing[0])
-        for p, k in paths.items():
-            run = cluster.computed[k]
-            _, payload = decode_outcome(files[p], key=k, path=p, run=run)
-            cluster.values[k] = cloudpickle.loads(payload)
+        for k, p in paths.items():
+            run = run_of(cluster.computed[k])
+            _, payload = decode_result(files[p], key=k, path=p, run=run)
+            cluster.values[k] = decode_value(payload)
     return tuple(resolve(t, cluster.values.__getitem__) for t in templates)
 
 
@@ -598,6 +620,8 @@ def submit(
     # run (its handle only, not the plan and the graph it holds) is kept in the session
     cl.runs[run_id] = Run(cl, handle, [])
     for aj in p.array_jobs:
+        if aj.pack > 1:
+            cl.packs[(run_id, aj.id)] = aj.pack
         for idx, key in enumerate(aj.keys):
             cl.ran[key] = (run_id, aj.id, idx)
     log.info(
@@ -748,15 +772,19 @@ def job_logs(job: Job, cluster: Cluster | None = None) -> tuple[str, str]:
     if run_id is None:
         msg = f"{job!r} has not run in this cluster session"
         raise KeyError(msg)
-    return Run.attach(run_id, cl).logs(job)
+    return Run.attach(run_of(run_id), cl).logs(job)
 
 
 def read_logs(cluster: Cluster, run_id: str, array_job: str, index: int) -> tuple[str, str]:
-    """``(stdout, stderr)`` of one element, in one transfer."""
+    """``(stdout, stderr)`` of one element, in one transfer (its own section of the logs
+    of the Slurm element that ran it, when packed)."""
     layout = RunLayout.of(run_id)
-    paths = [layout.log(array_job, index, s) for s in ("out", "err")]
+    pack = cluster.packs.get((run_id, array_job), 1)
+    paths = [layout.log(array_job, index // pack, s) for s in ("out", "err")]
     files = cluster.backend.read_files(paths)
     out, err = (files.get(p, b"").decode(errors="replace") for p in paths)
+    if pack > 1:
+        out, err = (log_section(t, array_job, index) for t in (out, err))
     return out, err
 
 
