@@ -126,7 +126,7 @@ def _run_dir(tmp_path: Path, jobs, run_id="20260101-000000-aaaaaa", done=None) -
 
 def test_a_packed_slurm_element_writes_one_results_file(tmp_path, capfd):
     jobs = list(fragile.map(range(5), pack=3))
-    plan, paths = _run_dir(tmp_path, jobs)
+    _, paths = _run_dir(tmp_path, jobs)
     assert run_slurm_element(paths.root, "aj0", 0) == 1  # element 2 failed, 0 and 1 ran
     assert run_slurm_element(paths.root, "aj0", 1) == 0
     assert sorted(os.listdir(paths.results_dir)) == ["aj0_0.pack", "aj0_1.pack"]
