@@ -141,9 +141,9 @@ ProctrackType=proctrack/linuxproc
 TaskPlugin=task/$TASK
 FirstJobId=$first
 MaxJobCount=$MAX_JOBS
-# small on purpose (100): tests exercise array chunking
+# small on purpose: tests exercise array chunking
 MaxArraySize=$MAX_ARRAY
-# finished jobs stay visible to squeue -t all / scontrol show job (an hour by default)
+# finished jobs stay visible to squeue -t all / scontrol show job for an hour
 MinJobAge=$MIN_JOB_AGE
 SchedulerType=sched/backfill
 SchedulerParameters=batch_sched_delay=0,bf_interval=1,bf_continue,default_queue_depth=1000,sched_min_interval=0
