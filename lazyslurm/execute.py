@@ -24,6 +24,7 @@ from lazyslurm.backends.base import (
     CANCELLED,
     DONE,
     FAILED,
+    LOST,
     PENDING,
     RUNNING,
     ElementFailure,
@@ -419,6 +420,9 @@ class Run:
                     roots.append((aj, idx, snap.failures.get((aj.id, idx))))
         if not roots and not cancelled:
             return
+        # an element lost with the process that ran it (a sibling still running when a
+        # failure stopped the run) is no cause: a re-attached run raises the same failure
+        roots.sort(key=lambda r: r[2] is not None and r[2].reason == LOST.reason)
         if not roots:
             job_key = cancelled[0]
             msg = (
