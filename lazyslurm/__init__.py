@@ -38,6 +38,8 @@ _EXPORTS = {
     "task": "lazyslurm.graph.core",
     "to_networkx": "lazyslurm.graph.traverse",
     "visualize": "lazyslurm.draw",
+    "workflow": "lazyslurm.workflows",
+    "WorkflowContext": "lazyslurm.workflows",
 }
 
 _MODULES = frozenset({"cache", "errors"})
@@ -55,6 +57,7 @@ __all__ = [
     "RunStatus",
     "Task",
     "TaskOptions",
+    "WorkflowContext",
     "cache",
     "compute",
     "current_cluster",
@@ -67,6 +70,7 @@ __all__ = [
     "task",
     "to_networkx",
     "visualize",
+    "workflow",
 ]
 
 
@@ -104,3 +108,4 @@ if TYPE_CHECKING:
     from lazyslurm.planning.planner import Plan
     from lazyslurm.preview import Preview, preview
     from lazyslurm.runner.checkpoint import on_checkpoint
+    from lazyslurm.workflows import WorkflowContext, workflow

@@ -64,6 +64,8 @@ class Cluster:
         cache: bool = False,
         callbacks: Sequence[Any] = (),
         max_core_hours: float | None = None,
+        dynamic_max_depth: int = 4,
+        dynamic_max_tasks: int = 10_000,
         **backend_options: Unpack[ClusterOptions],
     ) -> None:
         if isinstance(backend, str):
@@ -73,7 +75,9 @@ class Cluster:
             given = {"workdir": workdir, "max_workers": max_workers,
                      "max_array_size": max_array_size, "poll_min_s": poll_min_s,
                      "poll_max_s": poll_max_s, "cache": cache,
-                     "max_core_hours": max_core_hours}  # fmt: skip
+                     "max_core_hours": max_core_hours,
+                     "dynamic_max_depth": dynamic_max_depth,
+                     "dynamic_max_tasks": dynamic_max_tasks}  # fmt: skip
             # every option is declared once, by its backend: typos show now, not at first use
             check_options(backend, {**{k: v for k, v in given.items() if v is not None},
                                     **backend_options})  # fmt: skip
@@ -102,7 +106,10 @@ class Cluster:
 
             self.callbacks = adapt(callbacks)  # slurm-sdk callbacks: warns of unusable hooks
         self.max_core_hours = max_core_hours  # budget of every submit (see lazyslurm.preview)
+        # bounds on tasks that return lazy values (docs/dynamic.md), written into each run
+        self.dynamic_limits = {"max_depth": dynamic_max_depth, "max_tasks": dynamic_max_tasks}
         self.backend_options: dict[str, Any] = dict(backend_options)
+        self.profile: str | None = None  # the profile it came from (from_profile), for errors
         self._tokens: list[contextvars.Token[Cluster | None]] = []
         self._sink_tokens: list[contextvars.Token[list[Any] | None]] = []
         # jobs built in this cluster's ``with`` block, not submitted yet (flush on wait)
@@ -131,7 +138,10 @@ class Cluster:
         """
         from lazyslurm.profiles import load_profile
 
-        return cls(**{**load_profile(name).options, **overrides})
+        profile = load_profile(name)
+        cluster = cls(**{**profile.options, **overrides})
+        cluster.profile = profile.name
+        return cluster
 
     def __repr__(self) -> str:
         return f"Cluster(backend={self.backend_name!r})"
@@ -158,6 +168,7 @@ class Cluster:
             str(self._spec),
             workdir=self.workdir,
             max_array_size=self._max_array_size,
+            profile=self.profile,
             **self.backend_options,
         )
 

@@ -369,7 +369,11 @@ def _draw_jobs(
                     tooltip=f"{aj.id}: " + ", ".join(aj.keys[:5]) + (" ..." if aj.size > 5 else ""),
                     **_node_attrs(_main_class(counts), ""),
                 )
+    ids = {aj.id for aj in array_jobs}
     for aj in array_jobs:
+        maker = aj.id.rsplit("_", 2)[0] if aj.id.count("_") >= 2 else None
+        if maker in ids and not aj.dependencies:  # a subgraph a task returned (dynamic)
+            dot.edge(maker, aj.id, label="returned", style="dotted", tooltip="dynamic expansion")
         for kind, up in aj.dependencies:
             if up in aj.after:
                 dot.edge(
@@ -558,7 +562,10 @@ def visualize(
 
     _, roots = lift_outputs(plain)
     plan: Plan | None
-    if run is not None and run.plan is None:  # re-attached: its manifest's records only
+    expanded = run is not None and run.plan is not None and (
+        len(run.array_jobs) != len(run.plan.array_jobs)  # tasks returned subgraphs
+    )
+    if run is not None and (run.plan is None or expanded):  # its records only
         plan, done, node_states = None, {}, _snapshot_states(run)
         array_jobs = full = tuple(run.array_jobs)
     elif run is not None:

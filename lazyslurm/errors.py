@@ -24,6 +24,8 @@ __all__ = [
     "CorruptResultError",
     "DaskCollectionError",
     "DependencyNeverSatisfiedError",
+    "DynamicExpansionError",
+    "DynamicLimitError",
     "ElementCancelledError",
     "ElementFailedError",
     "ElementNeverStartsError",
@@ -50,6 +52,8 @@ __all__ = [
     "ResourceLimitError",
     "RunDirectoryGoneError",
     "RunInterrupted",
+    "SSHAuthenticationError",
+    "SSHConnectionError",
     "SSHHostKeyError",
     "SerializationError",
     "SubmissionError",
@@ -173,11 +177,67 @@ class RunDirectoryGoneError(BackendError):
     cleaner, or a scratch purge): its results can no longer be read."""
 
 
-class SSHHostKeyError(BackendError):
-    """The SSH server's host key is unknown or does not match ``known_hosts``."""
+class SSHConnectionError(BackendError, ConnectionError):
+    """An SSH connection to the cluster (or to a jump host on the way) could not be made:
+    refused, timed out, host name not found, authentication failed, host key unknown or
+    changed. Also a builtin :class:`ConnectionError` (an ``OSError``), so
+    ``except ConnectionError`` catches it; ``except BackendError`` still does.
+
+    The message names the profile (if the cluster came from one), the host as written and
+    as resolved (``HostName:port``), the jump hosts, and the cause in one line.
+    Attributes: ``host`` (as written), ``address`` (``HostName:port`` of the target),
+    ``jumps`` (``HostName:port`` of each jump host, in order), ``profile`` (or ``""``),
+    ``failed_at`` (``HostName:port`` of the host the connection failed at), ``reason``.
+    """
+
+    def __init__(
+        self,
+        msg: str,
+        *,
+        host: str = "",
+        address: str = "",
+        jumps: tuple[str, ...] = (),
+        profile: str = "",
+        failed_at: str = "",
+        reason: str = "",
+    ) -> None:
+        super().__init__(msg)
+        self.host = host
+        self.address = address
+        self.jumps = tuple(jumps)
+        self.profile = profile
+        self.failed_at = failed_at
+        self.reason = reason
+
+    def __str__(self) -> str:  # the message, never OSError's "[Errno ...]" form
+        return str(self.args[0]) if self.args else ""
+
+
+class SSHAuthenticationError(SSHConnectionError):
+    """The SSH server (the cluster's login node or a jump host) refused every key tried."""
+
+
+class SSHHostKeyError(SSHConnectionError):
+    """The SSH server's host key (the login node's or a jump host's) is unknown or does not
+    match ``known_hosts``. Never retried: a poll raises it at once."""
 
 
 # --------------------------------------------------------------------------- the store
+
+
+class DynamicExpansionError(LazySlurmError, RuntimeError):
+    """A task returned a lazy value and its subgraph could not be planned or submitted
+    from where the task ran (docs/dynamic.md). ``error_record`` is set when the subgraph
+    failed inline: the dynamic node then fails with that original error."""
+
+    def __init__(self, message: str, *, error_record: bytes | None = None) -> None:
+        super().__init__(message)
+        self.error_record = error_record
+
+
+class DynamicLimitError(DynamicExpansionError):
+    """A dynamic expansion would nest deeper, or add more tasks to its run, than the
+    run's limits allow (``Cluster(dynamic_max_depth=..., dynamic_max_tasks=...)``)."""
 
 
 class UntrustedStoreError(LazySlurmError, PermissionError):

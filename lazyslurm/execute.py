@@ -33,6 +33,7 @@ from lazyslurm.backends.base import (
 )
 from lazyslurm.cache import RunSummary, list_runs, plan_with_store, read_run
 from lazyslurm.cluster import Cluster, current_cluster, resolve_cluster
+from lazyslurm.dynamic import extend_handle, fill_states, known_records, read_records
 from lazyslurm.errors import (
     BackendError,
     DependencyNeverSatisfiedError,
@@ -55,6 +56,7 @@ from lazyslurm.planning.planner import ArrayJob, Plan
 from lazyslurm.runner import resolve
 from lazyslurm.store import (
     Rebuild,
+    Redirect,
     Ref,
     RefList,
     Restore,
@@ -217,6 +219,7 @@ class Run:
         """Re-attach to a run from its run directory (from any process)."""
         cl = resolve_cluster(cluster)
         manifest, handle, outputs = read_run(cl, run_id)
+        handle = extend_handle(handle, read_records(cl.backend, run_id))
         for key, run in manifest.get("external", {}).items():
             if run is not None:
                 cl.computed.setdefault(key, run)
@@ -233,6 +236,8 @@ class Run:
         if self.handle is None:
             return None
         snap = self.cluster.backend.poll(self.handle)
+        if len(snap.states) < len(self.handle.array_jobs):  # subgraphs a worker ran inline
+            snap = fill_states(self.cluster.backend, self.handle, snap)
         self._notify(snap)
         self._last = snap
         return snap
@@ -244,7 +249,8 @@ class Run:
         old = self._last
         for aj in self.array_jobs:
             after = snap.states[aj.id]
-            before = old.states[aj.id] if old else [PENDING] * aj.size
+            before = old.states.get(aj.id) if old else None
+            before = before if before is not None else [PENDING] * aj.size
             if before == after:
                 continue
             for idx, (key, b, a) in enumerate(zip(aj.keys, before, after, strict=True)):
@@ -255,8 +261,32 @@ class Run:
                     )
                     _emit(self._callbacks, "on_state", key, b, a)
 
+    def expand(self) -> bool:
+        """Add the subgraphs that tasks of this run submitted (tasks that returned lazy
+        values: docs/dynamic.md) to the array jobs watched. True if there were new ones."""
+        if self.handle is None:
+            return False
+        seen = getattr(self.cluster.backend, "dynamic_records", None)
+        if seen is not None and seen(self.handle) == known_records(self.handle):
+            return False  # the last poll counted no new record: nothing to read
+        new = extend_handle(self.handle, read_records(self.cluster.backend, self.id))
+        if new is self.handle:
+            return False
+        self.handle = new
+        return True
+
+    def _new_records(self) -> bool:
+        """Whether the last poll counted subgraph records this run lacks (backends that
+        count them in their poll: Slurm; the others are checked when the run ends)."""
+        seen = getattr(self.cluster.backend, "dynamic_records", None)
+        if seen is None or self.handle is None:
+            return False
+        count = seen(self.handle)
+        return count is not None and count > known_records(self.handle)
+
     def status(self) -> RunStatus:
-        """Counts per state, overall and per array job (polls once).
+        """Counts per state, overall and per array job (polls once; subgraphs that tasks
+        submitted are included, each right after the array job that made it).
 
         Raises :class:`~lazyslurm.errors.BackendError` when the cluster cannot be reached
         (a one-off query has no last known states worth showing as current)."""
@@ -264,6 +294,8 @@ class Run:
         if snap is not None and snap.unreachable_since is not None:
             msg = f"cannot read the state of run {self.id}: {snap.unreachable_reason}"
             raise BackendError(msg)
+        if self.expand():  # subgraphs this run did not know of yet: their states too
+            snap = self.poll()
         total: dict[str, int] = {}
         per: dict[str, tuple[str, dict[str, int]]] = {}
         if snap is not None:
@@ -294,10 +326,14 @@ class Run:
                 snap = self.poll()
                 assert snap is not None
                 if snap.finished:
-                    break
+                    if not self.expand():  # no subgraph appeared meanwhile
+                        break
+                    continue
                 if fail_fast and _any_failed(snap):
                     snap = self._stop_the_rest(snap)
                     break
+                if self._new_records():  # show subgraphs as they appear (Slurm)
+                    self.expand()
                 if deadline is not None and time.monotonic() >= deadline:
                     msg = f"run {self.id} not finished after {timeout} s"
                     raise TimeoutError(msg)
@@ -431,6 +467,9 @@ class Run:
             )
             err = DependencyNeverSatisfiedError(msg, key=job_key, state="CANCELLED")
             raise _with_cancelled(err, cancelled[1:], job_key, 1)
+        # a task's own failure first: an element cancelled or lost mid-run (fail-fast
+        # stopped it, its process is gone) is a consequence, and has no error of its own
+        roots.sort(key=lambda root: snap.states[root[0].id][root[1]] != FAILED)
         aj, idx, failure = roots[0]
         key = aj.keys[idx]
         layout = RunLayout.of(self.id)
@@ -534,10 +573,19 @@ def fetch_outputs(cluster: Cluster, templates: list[Any]) -> tuple[Any, ...]:
         if missing:
             msg = f"results missing from the store for {len(missing)} node(s), e.g. {missing[0]}"
             raise ElementFailedError(msg, key=missing[0])
+        redirects = {}
         for k, p in paths.items():
             run = run_of(cluster.computed[k])
             _, payload = decode_result(files[p], key=k, path=p, run=run)
-            cluster.values[k] = decode_value(payload)
+            value = decode_value(payload)
+            if type(value) is Redirect:  # a task that returned a lazy value
+                redirects[k] = value
+            else:
+                cluster.values[k] = value
+        for k, red in redirects.items():  # one more transfer per level of nesting
+            for key, run in red.runs.items():
+                cluster.computed.setdefault(key, run)
+            (cluster.values[k],) = fetch_outputs(cluster, [red.template])
     return tuple(resolve(t, cluster.values.__getitem__) for t in templates)
 
 
@@ -602,6 +650,9 @@ def submit(
         stacklevel=_user_stacklevel(),
     )
     run_id = RunLayout.new_run_id()
+    by_value = getattr(cl.backend, "ships_by_value", False)
+    child = getattr(cl.backend, "child_config", None)
+    dynamic = {"limits": cl.dynamic_limits, "by_value": by_value, **(child() if child else {})}
     files = encode_run(
         p,
         run_id=run_id,
@@ -611,8 +662,9 @@ def submit(
             "label": label,
             "user": os.environ.get("USER", ""),
             "backend": cl.backend_name,
+            "dynamic": dynamic,  # what tasks returning lazy values need (docs/dynamic.md)
         },
-        by_value=getattr(cl.backend, "ships_by_value", False),
+        by_value=by_value,
         templates=templates,
         modules_by_value=getattr(cl.backend, "by_value_modules", None),
     )

@@ -21,9 +21,9 @@ Where profiles are read from:
 - the *user file* ``~/.config/lazyslurm/lazyslurm.toml`` (``$XDG_CONFIG_HOME`` if set),
   for profiles the project file does not define.
 
-Relative paths (``workdir`` of a backend on this host, ``key_filename``, ``known_hosts``)
-are relative to the file's directory; ``workdir`` of an ``ssh`` profile is a path on the
-cluster and is left as written.
+Relative paths (``workdir`` of a backend on this host, ``key_filename``, ``known_hosts``,
+``ssh_config``) are relative to the file's directory; ``workdir`` of an ``ssh`` profile is
+a path on the cluster and is left as written.
 
 Only the profile asked for is validated: an unknown key or a value of the wrong type
 raises :class:`~lazyslurm.errors.ClusterConfigError` naming the file, the profile and the
@@ -251,14 +251,12 @@ def _validate(name: str, source: _Source) -> Profile:
     base = source.path.parent
     if "workdir" in options and backend != "ssh":  # a path on this host
         options["workdir"] = _relative_to(base, options["workdir"])
-    for key in ("key_filename", "known_hosts"):
-        if key in options:
-            value = options[key]
-            options[key] = (
-                _relative_to(base, value)
-                if isinstance(value, str)
-                else [_relative_to(base, v) for v in value]
-            )
+    for key in ("key_filename", "known_hosts", "ssh_config"):
+        value = options.get(key)
+        if isinstance(value, str):
+            options[key] = _relative_to(base, value)
+        elif isinstance(value, list):
+            options[key] = [_relative_to(base, v) for v in value]
     return Profile(name, source.path, table, options)
 
 

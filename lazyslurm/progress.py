@@ -130,6 +130,7 @@ class RichProgress:
         self._console = console if console is not None else Console(stderr=True)
         self._progress: Any = None
         self._bars: dict[str, Any] = {}
+        self._width, self._digits = 4, 1  # of the names and counts of the first bars
         self._started = False
         self.unreachable = ""  # "cluster unreachable since ...": shown in the title
 
@@ -155,23 +156,34 @@ class RichProgress:
                 transient=False,
                 auto_refresh=False,
             )
-            width = max((len(aj.name) for aj in run.array_jobs), default=4)
-            digits = max((len(str(aj.size)) for aj in run.array_jobs), default=1)
-            for aj in run.array_jobs:
-                self._bars[aj.id] = self._progress.add_task(
-                    aj.name.ljust(width),
-                    total=aj.size,
-                    width=digits,
-                    aj=aj.id,
-                    done=0,
-                    running=0,
-                    failed=0,
-                    cancelled=0,
-                )
+            self._width = max((len(aj.name) for aj in run.array_jobs), default=4)
+            self._digits = max((len(str(aj.size)) for aj in run.array_jobs), default=1)
+            self._add_bars(run)
         return self._progress
+
+    def _add_bars(self, run: Any) -> None:
+        """A bar per array job not shown yet: all of them at first, then the subgraphs
+        that tasks returned (dynamic expansion), indented by their depth."""
+        assert self._progress is not None
+        for aj in run.array_jobs:
+            if aj.id in self._bars:
+                continue
+            depth = aj.id.count("_") // 2  # aj1_0_aj0: a subgraph element 0 of aj1 returned
+            self._bars[aj.id] = self._progress.add_task(
+                ("  " * depth + aj.name).ljust(self._width),
+                total=aj.size,
+                width=self._digits,
+                aj=aj.id,
+                done=0,
+                running=0,
+                failed=0,
+                cancelled=0,
+            )
 
     def _update(self, run: Any, snap: Any) -> None:
         progress = self._ensure(run)
+        if len(self._bars) < len(run.array_jobs):
+            self._add_bars(run)
         since = getattr(snap, "unreachable_since", None)
         self.unreachable = (
             ""
@@ -181,7 +193,7 @@ class RichProgress:
         )
         for aj in run.array_jobs:
             counts: dict[str, int] = {}
-            for s in snap.states[aj.id]:
+            for s in snap.states.get(aj.id, ()):
                 counts[s] = counts.get(s, 0) + 1
             progress.update(
                 self._bars[aj.id],

@@ -26,6 +26,8 @@ Layout of one run (``WORKDIR/runs/RUN_ID``, mode 0700), known only to :class:`Ru
     logs/AJ_INDEX.out|err  stdout/stderr of one element (of Slurm element INDEX when packed)
     shared/                a directory every element and rank may write to (JobContext)
     ranks/KEY/             a multi-rank element's per-rank outcomes, until gathered
+    dynamic/AJ.INDEX.json  a subgraph a task returned (dynamic expansion): its array jobs,
+                           Slurm ids, and the dependencies it added (docs/dynamic.md)
 
 Results are addressed by node key and a *location*: the run holding the result, as
 ``RUN`` (``results/KEY.pkl``) or ``RUN:AJ_J`` (the record of KEY inside
@@ -55,6 +57,7 @@ __all__ = [
     "FunctionRef",
     "MapItem",
     "Rebuild",
+    "Redirect",
     "Ref",
     "RefList",
     "Restore",
@@ -189,6 +192,24 @@ class MapItem:
         return hash(("MapItem", self.ref))
 
 
+class Redirect:
+    """The result of a task that returned a lazy value (dynamic expansion): its value is
+    ``template`` (:class:`Ref`/:class:`RefList` placeholders) resolved against the results
+    of the subgraph, which live in run ``runs[key]`` (see docs/dynamic.md)."""
+
+    __slots__ = ("runs", "template")
+
+    def __init__(self, template: Any, runs: dict[str, str]) -> None:
+        self.template = template
+        self.runs = runs
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Redirect, (self.template, self.runs))
+
+    def __repr__(self) -> str:
+        return f"Redirect({self.template!r}, {len(self.runs)} keys)"
+
+
 
 class FunctionRef:
     """A task's function by import path, for workers that can import the user's code
@@ -231,7 +252,7 @@ class RunLayout:
     __slots__ = ("root",)
 
     RUNS = "runs"  # under the work directory: one directory per run
-    SUBDIRS = ("specs", "jobs", "results", "errors", "logs")
+    SUBDIRS = ("specs", "jobs", "results", "errors", "logs", "dynamic")
     OUTCOME_DIRS = ("results", "errors")
     SUFFIX = ".pkl"  # of result and error files, named by node key
     # shell (grep/find) patterns over outcome files, for the one-command listings
@@ -347,6 +368,14 @@ class RunLayout:
 
     def error(self, key: str) -> str:
         return self._at(f"errors/{key}{self.SUFFIX}")
+
+    def dynamic_record(self, array_job: str, index: int) -> str:
+        """The subgraph element ``index`` of ``array_job`` returned (dynamic expansion)."""
+        return self._at(f"dynamic/{array_job}.{index}.json")
+
+    @property
+    def dynamic_dir(self) -> str:
+        return self._at("dynamic")
 
     def log(self, array_job: str, index: int, stream: str) -> str:
         return self._at(f"logs/{array_job}_{index}.{stream}")

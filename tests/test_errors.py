@@ -57,6 +57,11 @@ def test_all_is_sorted_and_every_error_is_a_lazyslurm_error() -> None:
         (errors.BackendError, RuntimeError),
         (errors.SubmissionError, RuntimeError),
         (errors.SSHHostKeyError, RuntimeError),
+        (errors.SSHHostKeyError, ConnectionError),
+        (errors.SSHConnectionError, ConnectionError),
+        (errors.SSHConnectionError, errors.BackendError),
+        (errors.SSHAuthenticationError, errors.SSHConnectionError),
+        (errors.SSHHostKeyError, errors.SSHConnectionError),
         (ElementFailedError, RuntimeError),
         (ElementTimeoutError, TimeoutError),
         (ElementOutOfMemoryError, MemoryError),
@@ -72,6 +77,17 @@ def test_errors_subclass_the_builtin_a_caller_would_catch(
 ) -> None:
     """Each error is catchable as the natural builtin."""
     assert issubclass(cls, builtin) and issubclass(cls, LazySlurmError)
+
+
+def test_ssh_connection_error_pickles_and_prints_its_message() -> None:
+    """An SSHConnectionError (an OSError too) keeps its message and fields through pickle,
+    and prints as its message (no "[Errno ...]")."""
+    import pickle
+
+    err = errors.SSHHostKeyError("no", host="hpc", address="h:22", jumps=("j:22",), profile="p")
+    back = pickle.loads(pickle.dumps(err))
+    assert str(back) == "no" and (back.host, back.jumps, back.profile) == ("hpc", ("j:22",), "p")
+    assert type(back) is errors.SSHHostKeyError and back.errno is None
 
 
 def test_remote_error_keeps_the_original_type() -> None:

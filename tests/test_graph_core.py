@@ -406,14 +406,15 @@ def test_bad_nout_is_rejected(nout: Any) -> None:
         f(1, nout=nout)
 
 
-def test_mapping_over_unknown_length_says_how_to_give_it() -> None:
-    """Mapping over a Job without nout raises UnknownLengthError (TypeError) showing nout=N."""
+def test_mapping_over_unknown_length_is_one_dynamic_job() -> None:
+    """Mapping over a Job (or view) without nout gives one Job that maps where the value is
+    known; its key follows the task and the producer."""
     a = f(1)
     for src in (a, a[0]):
-        with pytest.raises(TypeError) as info:
-            g.map(src)
-        assert isinstance(info.value, UnknownLengthError)
-        assert "nout=" in str(info.value) and "length is unknown" in str(info.value)
+        m = g.map(src)
+        assert isinstance(m, Job) and m.deps == (a,)
+        assert m.task.name == "g_map" and m.key == g.map(src).key
+    assert g.map(a).key != f.map(a).key and g.map(a).key != g.map(f(2)).key
 
 
 def test_len_and_iter_of_unknown_length_raise_type_error() -> None:

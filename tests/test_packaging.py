@@ -11,6 +11,7 @@ from pathlib import Path
 
 import attrs
 import bcrypt
+import graphviz
 import pytest
 
 from examples import parallelization_patterns as pp
@@ -155,16 +156,23 @@ def as_dict(left: int, right: int) -> dict:
     return attrs.asdict(Pair(left, right))
 
 
+@task
+def dot_source(name: str) -> str:
+    return graphviz.Digraph(name).source  # pure Python, installed here, not on the cluster
+
+
 @pytest.mark.slurm
 def test_pure_python_installed_packages_travel_too(env):
-    """A pure-Python installed package the cluster lacks (attrs) is staged once with the
-    run (WORKDIR/code/deps-HASH), so tasks using it run with nothing installed."""
-    out = ssh_run(env, "python3 -c 'import attrs' 2>&1")
+    """A pure-Python installed package the cluster lacks (graphviz's Python package; attrs
+    travels with lazyslurm's own staged code) is staged once with the run
+    (WORKDIR/code/deps-HASH), so tasks using it run with nothing installed."""
+    out = ssh_run(env, "python3 -c 'import graphviz' 2>&1")
     assert "ModuleNotFoundError" in out
     store = f"~/lazyslurm-tests/deps-{uuid.uuid4().hex[:12]}"
     c = Cluster("ssh", workdir=store, poll_max_s=0.5, **ssh_options(env))
     with c:
         assert compute(as_dict(1, 2)) == ({"left": 1, "right": 2},)
+        assert compute(dot_source("g"))[0].startswith("digraph g {")
         assert any(name.startswith("deps-") for name in c.backend.packager.code_present)
     code = store.replace("~", "$HOME") + "/code"
     assert "deps-" in ssh_run(env, f"ls {code}")

@@ -22,13 +22,34 @@ from lazyslurm.planning.planner import make_plan
 from lazyslurm.store import RunLayout, atomic_write, read_pickle
 
 
-def test_runtime_files_are_the_runner_side_and_cloudpickle():
-    """The staged code is lazyslurm's runner side and cloudpickle, named by content."""
+def test_runtime_files_are_lazyslurm_cloudpickle_and_attrs():
+    """The staged code is all of lazyslurm's source (the runner imports only its side;
+    dynamic expansion and workflows plan and submit from the compute node), cloudpickle
+    and attrs, named by content."""
     files = byvalue.runtime_files()
     assert {f"lazyslurm/{rel}" for rel in byvalue.RUNNER_FILES} <= set(files)
-    assert "cloudpickle/cloudpickle.py" in files
-    assert not any(name.startswith(("lazyslurm/graph", "lazyslurm/backends")) for name in files)
+    for rel in ("dynamic.py", "workflows.py", "planning/planner.py", "backends/slurm.py"):
+        assert f"lazyslurm/{rel}" in files
+    assert {"cloudpickle/cloudpickle.py", "attr/__init__.py", "attrs/__init__.py"} <= set(files)
+    assert not any("__pycache__" in name for name in files)
     assert byvalue.runtime_hash() == byvalue.content_hash(dict(files))
+
+
+def test_staged_runtime_alone_can_plan_and_submit(tmp_path: Path):
+    """A copy of the staged files alone (python -S: no site-packages) imports what a task
+    that returns lazy values and a @workflow need on a cluster with nothing installed."""
+    code = tmp_path / "code"
+    for rel, data in byvalue.runtime_files().items():
+        (code / rel).parent.mkdir(parents=True, exist_ok=True)
+        (code / rel).write_bytes(data)
+    mods = "lazyslurm.dynamic, lazyslurm.workflows, lazyslurm.execute, lazyslurm.backends.slurm"
+    script = f"import sys, {mods}; print(lazyslurm.dynamic.__file__)"
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(code)}
+    proc = subprocess.run(
+        [sys.executable, "-S", "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().startswith(str(code))
 
 
 def test_staged_runtime_runs_an_element_with_only_the_stdlib(tmp_path: Path):

@@ -76,6 +76,27 @@ def test_one_bar_per_array_job_with_done_running_failed_rate_and_eta(tmp_path) -
     assert re.search(r"\d:\d\d:\d\d", text)  # the ETA column
 
 
+@task
+def fan(n: int) -> list:
+    """Returns lazy values: a subgraph planned and submitted where it runs."""
+    return [inc(i) for i in range(n)]
+
+
+def test_a_subgraph_a_task_returned_gets_its_own_bar_indented(tmp_path) -> None:
+    """Array jobs that appear while the run goes on (dynamic expansion) get a bar each,
+    indented under the one that made them, instead of breaking the display."""
+    with Cluster("local", workdir=tmp_path) as c:
+        con, out = console()
+        display = RichProgress(console=con)
+        from lazyslurm import submit
+
+        run = submit(total(fan(3)), cluster=c, progress=False, callbacks=[display])
+        assert run.result() == (6,)
+    text = ANSI.sub("", out.getvalue())
+    assert [aj.id for aj in run.array_jobs] == ["aj0", "aj0_0_aj0", "aj1"]
+    assert re.search(r"aj0_0_aj0 {3}inc\s+\S*━\S*\s+3/3", text), text
+
+
 def test_a_run_that_ends_before_any_poll_prints_the_bars_once(tmp_path, capsys) -> None:
     """Off a terminal with progress=True: the final bars are printed once, at the end."""
     with Cluster("sync", workdir=tmp_path):

@@ -58,6 +58,7 @@ KINDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "number": ("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),
     "bool": ("a boolean (true or false)", lambda v: isinstance(v, bool)),
     "str_list": ("an array of strings", _str_list),
+    "path_or_false": ("a string or false", lambda v: _path(v) or v is False),
     "paths": (
         "a string or an array of strings",
         lambda v: _path(v) or (isinstance(v, (list, tuple)) and all(_path(x) for x in v)),
@@ -131,6 +132,20 @@ COMMON = (
         "number",
         None,
         "budget: refuse a graph whose worst case may exceed it (see preview)",
+        positive=True,
+    ),
+    Option(
+        "dynamic_max_depth",
+        "int",
+        4,
+        "deepest nesting of tasks that return lazy values (docs/dynamic.md)",
+        positive=True,
+    ),
+    Option(
+        "dynamic_max_tasks",
+        "int",
+        10000,
+        "most tasks all dynamic expansions may add to one run",
         positive=True,
     ),
 )

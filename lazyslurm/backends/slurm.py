@@ -249,6 +249,7 @@ class _Watch:
         self.requeued_since: dict[tuple[str, int], float] = {}
         # local runs: mtimes of results/ and errors/ just before the last poll listed them
         self.stamp: tuple[int, ...] | None = None
+        self.dynamic_records: int | None = None  # records in dynamic/ at the last poll
 
 
 class SlurmBackend:
@@ -481,6 +482,22 @@ class SlurmBackend:
         self._watches[run_id] = _Watch()
         return RunHandle(run_id=run_id, array_jobs=tuple(array_jobs), job_ids=ids)
 
+    def dynamic_records(self, handle: RunHandle) -> int | None:
+        """How many subgraph records (docs/dynamic.md) the run had at the last poll
+        (None if unknown): the client reads them only when there are new ones."""
+        watch = self._watches.get(handle.run_id)
+        return None if watch is None else watch.dynamic_records
+
+    def child_config(self) -> dict[str, Any]:
+        """What a task needs to submit a subgraph to this Slurm from a compute node
+        (docs/dynamic.md): the cluster's task defaults and limits (no environment: the
+        job inherits the one it was submitted with)."""
+        return {
+            "defaults": self.defaults.as_options(),
+            "max_array_size": self._max_array_size,
+            "status": self._status,
+        }
+
     # -- watching
     def poll(self, handle: RunHandle) -> Snapshot:
         """One poll. Polls only read, so a failed one (slurmctld unreachable, SSH connection
@@ -567,12 +584,20 @@ class SlurmBackend:
             )
             budget += watch.deferred_wait_s
             watch.deferred_wait_s = 0.0
+        # results of subgraphs that tasks submitted (docs/dynamic.md) land in the same
+        # directory: the count proves nothing while a record this handle lacks exists
+        known = len({aj.id.rsplit("_", 1)[0] for aj in handle.array_jobs if "_" in aj.id})
+        dyn = q(layout.dynamic_dir)
         script = wait + (
             f"n=$(ls -1 -f {results} 2>/dev/null | grep -c {grep})\n"
-            f'if [ "${{n:-0}}" -ge {total} ]; then echo LZ-STATUS-RC=0 skipped; else\n'
+            f"d=$(ls -1 -f {dyn} 2>/dev/null | grep -c '[.]json$')\n"
+            f'if [ "${{n:-0}}" -ge {total} ] && [ "${{d:-0}}" -le {known} ]; '
+            f"then echo LZ-STATUS-RC=0 skipped; else\n"
             f"{status_cmd}\necho LZ-STATUS-RC=$?\nfi\n"
             f"cd {q(run_dir)} 2>/dev/null || {{ echo LZ-GONE; exit 0; }}\n"
-            f"echo LZ-FILES && ls -1 -f {' '.join(layout.OUTCOME_DIRS)}"
+            f"echo LZ-FILES && ls -1 -f {' '.join(layout.OUTCOME_DIRS)}\n"
+            # counted after the listing: a record is written before its task's result
+            f"echo LZ-DYN=$(ls -1 -f {dyn} 2>/dev/null | grep -c '[.]json$')"
         )
         if self.shell.local_files:  # taken before the listing: no change is missed
             watch.stamp = _dir_stamp(layout)
@@ -601,6 +626,8 @@ class SlurmBackend:
         files = rest.split("LZ-FILES", 1)[-1]
         results, errors = _listing(files)
         watch.files_seen = len(results) + len(errors)
+        dyn = re.search(r"^LZ-DYN=(\d+)$", files, re.MULTILINE)
+        watch.dynamic_records = int(dyn.group(1)) if dyn else None
         if not rest.startswith("0"):
             # slurmctld unreachable (or the status command failed): the listing still
             # counts, with the last status rows known
@@ -917,12 +944,14 @@ def make_slurm_backend(
     env: Mapping[str, str] | None = None,
     status: str = "auto",
     unreachable_timeout_s: float = _UNREACHABLE_TIMEOUT_S,
+    profile: str | None = None,
     **options: Any,
 ) -> SlurmBackend:
     """Build the ``slurm`` (subprocess) or ``ssh`` (paramiko) backend from Cluster options.
 
     Task defaults for the whole cluster (``partition``, ``account``, ...) apply where a
-    task leaves them unset.
+    task leaves them unset. ``profile`` (the cluster profile the options came from) is
+    named in SSH connection errors.
     """
     defaults = Resources.from_options(**{k: v for k, v in options.items() if k in TASK_DEFAULTS})
     packaging = PackagingOptions.from_options(options)
@@ -944,7 +973,7 @@ def make_slurm_backend(
             packaging=packaging,
             unreachable_timeout_s=unreachable_timeout_s,
         )
-    shell = SSHShell(env=env, **shell_opts)
+    shell = SSHShell(env=env, profile=profile, **shell_opts)
     return SlurmBackend(
         shell,
         name="ssh",

@@ -440,7 +440,7 @@ class Task(Generic[P, R]):
         state = (self._resources, self._pure, self._token, self._label, self._after)
         module, qualname = self.__module__, self.__qualname__
         found: Any = None
-        if module and qualname and "<" not in qualname:
+        if module and qualname and "<" not in qualname and not _shipped_by_value(module):
             found = sys.modules.get(module)
             for part in qualname.split("."):
                 found = getattr(found, part, None)
@@ -606,6 +606,9 @@ class Task(Generic[P, R]):
         ``max_concurrent`` throttles it (at most N elements run at once). ``pack=k``
         runs ``k`` elements one after another in one Slurm element (one process);
         ``pack="auto"`` picks ``k`` from the cluster's limits. Keys do not change.
+        Mapping over a ``Job`` (or view) of unknown length gives a ``Job`` whose value is
+        the list of results: it maps where the producer's value is known, on the cluster,
+        and submits the elements from there (dynamic expansion, docs/dynamic.md).
         """
         if isinstance(items, Mapping):
             raise MapOverMappingError(_map_mapping_message(self._name, items))
@@ -620,13 +623,9 @@ class Task(Generic[P, R]):
             return self.options(**extra).map(items)
         if isinstance(items, (Job, JobView)):
             length = items._length() if isinstance(items, Job) else None
-            if length is None:
-                msg = (
-                    f"cannot map over {items!r}: its length is unknown. Give it when "
-                    f"calling the producer, e.g. producer(..., nout=5), or map over a "
-                    f"JobArray or a concrete list"
-                )
-                raise UnknownLengthError(msg)
+            if length is None:  # known once the producer ran: mapped there (dynamic)
+                # typed as the array it becomes: compute() gives the same list of results
+                return _map_later(self, items)  # type: ignore[return-value]
             items = list(items)
         _refuse_dask(items)
         jobs = []
@@ -731,6 +730,16 @@ def gc_paused() -> Iterator[None]:
         gc.enable()
 
 
+def _shipped_by_value(module: str) -> bool:
+    """Whether cloudpickle ships ``module`` by value now (by-value packaging: it is not
+    importable where the task runs, so a task of it must not be pickled by name)."""
+    registered = cloudpickle.list_registry_pickle_by_value()
+    if not registered:
+        return False
+    parts = module.split(".")
+    return any(".".join(parts[:i]) in registered for i in range(1, len(parts) + 1))
+
+
 def _task_by_name(module: str, qualname: str, *state: Any) -> Task:
     found: Any = importlib.import_module(module)
     for part in qualname.split("."):
@@ -746,6 +755,33 @@ def _map_mapping_message(name: str, items: Mapping[Any, Any]) -> str:
         f"{name}.map(d.values()) for the values, or a list of dicts, one per call's "
         f"keyword arguments: {name}.map([{{'x': 1}}, {{'x': 2}}])"
     )
+
+
+class MapLater:
+    """The function of a map over a value of unknown length: ``task.map(items)``, called
+    where ``items`` is known. Its value is a ``JobArray``: a dynamic expansion."""
+
+    __slots__ = ("__name__", "__qualname__", "task")
+
+    def __init__(self, task: Task[Any]) -> None:
+        self.task = task
+        self.__name__ = f"{task.name}_map"
+        self.__qualname__ = f"MapLater.{task.name}"
+
+    def __call__(self, items: Any) -> JobArray:
+        return self.task.map(items)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (MapLater, (self.task,))
+
+
+def _map_later(t: Task[Any], items: Job | JobView) -> Job:
+    """A job that maps ``t`` over ``items`` once their value is known (dynamic node)."""
+    # .after stays on the mapper, outside
+    inner = Task(t._func, t._resources, pure=t._pure, token=t._token, name=t._name)
+    token = hashlib.sha1(f"map\x00{t._token}".encode()).hexdigest()[:16]  # as keys: no resources
+    mapper = Task(MapLater(inner), t._resources, pure=t._pure, after=t._after, token=token)
+    return mapper(items)
 
 
 def _rebuild_task(

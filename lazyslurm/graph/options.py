@@ -78,6 +78,7 @@ class ClusterOptions(TypedDict, total=False):
     username: str
     key_filename: _Path | Sequence[_Path]
     known_hosts: _Path | Sequence[_Path]
+    ssh_config: _Path | Literal[False] | None
     allow_unknown_hosts: bool
     connect_timeout_s: float
     keepalive_s: float

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
 import re
 import site
 import sys
@@ -46,27 +47,26 @@ RUNNER_FILES = (
     "runner/__init__.py",
     "runner/__main__.py",
 )
-STAGED_PACKAGES = ("lazyslurm", "cloudpickle")  # what the staged code directory holds
+# what the staged code directory holds: all of lazyslurm (the runner imports only
+# RUNNER_FILES; a task that returns lazy values, or a @workflow, plans and submits from
+# the compute node with the rest) and the pure-Python packages that needs
+STAGED_PACKAGES = ("lazyslurm", "cloudpickle", "attr", "attrs")
 
 
 @functools.cache
 def runtime_files() -> dict[str, bytes]:
-    """The files of the staged code directory: lazyslurm's runner side and cloudpickle.
+    """The files of the staged code directory: lazyslurm's Python source, cloudpickle and
+    attrs (about 170 KB compressed, uploaded once per content hash).
 
-    >>> sorted(runtime_files())[:2]
-    ['cloudpickle/__init__.py', 'cloudpickle/cloudpickle.py']
+    >>> sorted(runtime_files())[:1]
+    ['attr/__init__.py']
     """
-    import cloudpickle
-
-    import lazyslurm
-
     files: dict[str, bytes] = {}
-    here = Path(lazyslurm.__file__).resolve().parent
-    for rel in RUNNER_FILES:
-        files[f"lazyslurm/{rel}"] = (here / rel).read_bytes()
-    cp = Path(cloudpickle.__file__).resolve().parent
-    for path in sorted(cp.glob("*.py")):
-        files[f"cloudpickle/{path.name}"] = path.read_bytes()
+    for name in STAGED_PACKAGES:
+        top = Path(importlib.import_module(name).__file__ or "").resolve().parent
+        for path in sorted(top.rglob("*.py")):
+            if "__pycache__" not in path.parts:
+                files[f"{name}/{path.relative_to(top).as_posix()}"] = path.read_bytes()
     return files
 
 

@@ -154,6 +154,8 @@ def submit_script(
     run_id: str,
     layout: RunLayout,
     flags: Mapping[str, Sequence[str]],
+    jobids: str | None = None,
+    stderr: str | None = None,
 ) -> str:
     """The one script that submits a whole run, all or nothing.
 
@@ -161,9 +163,13 @@ def submit_script(
     ``layout.job_script(ID)``. Exit status 3 and a ``LAZYSLURM-SUBMIT-FAILED ID`` line on
     stderr mean nothing of the run is left in the queue; when the release is what failed,
     that line reads ``LAZYSLURM-SUBMIT-FAILED release aj0=101 aj1=102`` (Slurm's message,
-    which follows, names the refused jobs by Slurm id).
+    which follows, names the refused jobs by Slurm id). ``jobids``/``stderr`` (paths in
+    the run directory) replace ``layout.jobids``/``layout.submit_err``: a subgraph
+    submitted from a compute node (docs/dynamic.md) keeps its own.
     """
     q = shlex.quote
+    ids_file = jobids or layout.jobids
+    err_file = stderr or layout.submit_err
 
     def rel(path: str) -> str:  # a path of the run, as "$run_dir/..." in the script
         return f'"$run_dir{path[len(layout.root) :]}"'
@@ -176,7 +182,7 @@ def submit_script(
         "ids=()",
         "fail() {",
         f"  printf '%s %s\\n' {SUBMIT_FAILED_MARKER} \"$*\" >&2",
-        f"  cat {rel(layout.submit_err)} >&2",
+        f"  cat {rel(err_file)} >&2",
         '  if [ ${#ids[@]} -gt 0 ]; then scancel "${ids[@]}" >&2; fi',
         "  exit 3",
         "}",
@@ -187,13 +193,13 @@ def submit_script(
         dep_arg = f' "--dependency={dep}"' if dep else ""
         out += [
             f"out=$(sbatch {args}{dep_arg} -- {rel(layout.job_script(job.id))} "
-            f"2>{rel(layout.submit_err)}) || fail {q(job.id)}",
+            f"2>{rel(err_file)}) || fail {q(job.id)}",
             f'{job.id}=${{out%%;*}}; ids+=("${job.id}")',
         ]
     pairs = " ".join(f"{job.id}=${{{job.id}}}" for job in jobs)
     out += [
-        f"printf '%s\\n' \"{pairs}\" > {rel(layout.jobids)}",
-        f'scontrol release "${{ids[@]}}" 2>{rel(layout.submit_err)} || fail release {pairs}',
+        f"printf '%s\\n' \"{pairs}\" > {rel(ids_file)}",
+        f'scontrol release "${{ids[@]}}" 2>{rel(err_file)} || fail release {pairs}',
         f'echo "{IDS_MARKER} {pairs}"',
         "",
     ]

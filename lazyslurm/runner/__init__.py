@@ -24,6 +24,7 @@ from lazyslurm.store import (
     FunctionRef,
     MapItem,
     Rebuild,
+    Redirect,
     Ref,
     RefList,
     Restore,
@@ -56,6 +57,7 @@ __all__ = [
 
 EXIT_OK = 0
 EXIT_TASK_FAILED = 1
+ELEMENT_ENV = "LAZYSLURM_ELEMENT"  # RUN_DIR \t ARRAY_JOB \t INDEX \t KEY of the running element
 
 
 def resolve(obj: Any, load: Any) -> Any:
@@ -109,6 +111,8 @@ def _loader(
 ) -> Any:
     """``load(key)``: an upstream result, verified before it is unpickled (a corrupt or
     foreign record raises CorruptResultError naming that input, its key and path).
+    The result of a task that returned a lazy value is a :class:`Redirect`: it is
+    followed to the results of the subgraph (docs/dynamic.md).
 
     ``external`` and ``where`` give a key's location when it is not ``results/KEY.pkl``
     of this run: another run's, or a pack file (``RUN:AJ_J``, ``:AJ_J`` in this run);
@@ -117,13 +121,8 @@ def _loader(
     files: dict[str, bytes] = {}
     here = paths.root.rsplit("/", 1)[-1]
 
-    def load(key: str) -> Any:
-        try:
-            return cache[key]
-        except KeyError:
-            pass
-        at = (where or {}).get(key) or external.get(key)
-        path = paths.result(key, run=at)
+    def read(key: str, at: str | None) -> Any:
+        path = paths.result(key, run=None if at == here else at)
         data = files.get(path)
         if data is None:
             data = read_private(path)
@@ -131,10 +130,46 @@ def _loader(
                 files[path] = data
         run = run_of(at) if at else ""
         _, payload = decode_result(data, key=key, path=path, run=run or here)
-        value = cache[key] = decode_value(payload)
+        value = decode_value(payload)
+        if type(value) is Redirect:
+            runs = value.runs
+            value = resolve(value.template, lambda k: read(k, runs.get(k)))
+        return value
+
+    def load(key: str) -> Any:
+        try:
+            return cache[key]
+        except KeyError:
+            pass
+        value = cache[key] = read(key, (where or {}).get(key) or external.get(key))
         return value
 
     return load
+
+
+_LAZY = frozenset({"Job", "JobArray", "JobView"})
+
+
+def returned_lazy(value: Any) -> bool:
+    """Whether a task's value holds a lazy value (a dynamic expansion), without importing
+    the graph: only a task that built one has loaded ``lazyslurm.graph.core``.
+
+    >>> returned_lazy([1, {"a": (2, 3)}]), returned_lazy("x")
+    (False, False)
+    """
+    if "lazyslurm.graph.core" not in sys.modules:
+        return False
+    stack = [value]
+    while stack:
+        obj = stack.pop()
+        t = type(obj)
+        if t.__name__ in _LAZY and t.__module__ == "lazyslurm.graph.core":
+            return True
+        if t is list or t is tuple or t is set or t is frozenset:
+            stack.extend(obj)
+        elif t is dict:
+            stack.extend(obj.values())
+    return False
 
 
 def call_args(args: tuple[Any, ...], kwargs: dict[str, Any], load: Any) -> tuple[tuple, dict]:
@@ -209,9 +244,28 @@ def _load_function(func: Any, task: str) -> Any:
         raise type(exc)(msg) from exc
 
 
+def _expand(
+    value: Any, paths: RunLayout, array_job: str, index: int, key: str, header: dict[str, Any]
+) -> Any:
+    """A task returned a lazy value: plan and submit it here (lazyslurm.dynamic)."""
+    try:
+        from lazyslurm.dynamic import expand
+    except ImportError as exc:
+        from lazyslurm.errors import DynamicExpansionError
+
+        msg = (
+            f"task {header.get('task', '')!r} returned a lazy value, but lazyslurm's planner "
+            f"cannot be imported where it ran ({exc}): install lazyslurm with its "
+            f"dependencies (attrs, cloudpickle) there, not only the runner modules"
+        )
+        raise DynamicExpansionError(msg) from exc
+    return expand(value, paths, array_job, index, key, header, run_element)
+
+
 def _execute(
     paths: RunLayout,
     header: dict[str, Any],
+    where: tuple[str, int],
     element: tuple[str, tuple, dict],
     make_context: Any,
     one_process: bool,
@@ -221,6 +275,8 @@ def _execute(
     ``make_context()`` builds the :class:`~lazyslurm.context.JobContext`; it is called
     only when the function declares one that the call leaves out. ``one_process``: the
     only rank of the element, so ``gather="all"`` makes a list of one value here.
+    ``where`` is ``(array_job, index)``: a task that returns a lazy value has it planned
+    and submitted from here (:func:`_expand`).
     """
     key, args, kwargs = element[:3]
     load = _loader(paths, header.get("external", {}), element[3] if len(element) > 3 else None)
@@ -243,10 +299,14 @@ def _execute(
                 if name not in fkwargs and (position is None or len(fargs) <= position):
                     fkwargs = {**fkwargs, name: make_context()}
             result = func(*fargs, **fkwargs)
+            if returned_lazy(result):  # plan and submit the subgraph from here
+                result = _expand(result, paths, *where, key, header)
             if one_process and header.get("gather") == "all":
                 result = [result]  # a one-process run: the list of its only rank's value
             data = encode_value(result)  # marshal for plain data
         except (Exception, SystemExit) as exc:  # the task's own failure, or sys.exit()
+            if getattr(exc, "error_record", None) is not None:
+                return None, exc  # a subgraph's original error: not retried here
             if attempt + 1 < attempts:
                 print(f"lazyslurm: attempt {attempt + 1} of {key} failed: {exc!r}", file=sys.stderr)
                 continue
@@ -289,14 +349,25 @@ def run_element(
     header, element = read_element(paths.spec(array_job), index)
     key = element[0]
     make = _context_maker(run_dir, array_job, index, key, env)
-    data, exc = _execute(paths, header, element, make, one_process=True)
+    # where this element runs, for code that asks (a @workflow's context); restored after
+    # (the sync backend runs elements in the caller's process)
+    saved = os.environ.get(ELEMENT_ENV)
+    os.environ[ELEMENT_ENV] = f"{paths.root}\t{array_job}\t{index}\t{key}"
+    try:
+        data, exc = _execute(paths, header, (array_job, index), element, make, one_process=True)
+    finally:
+        if saved is None:
+            os.environ.pop(ELEMENT_ENV, None)
+        else:
+            os.environ[ELEMENT_ENV] = saved
     writer = _writer(paths.root, array_job, index)
     if exc is not None:
         import traceback
 
         traceback.print_exception(exc)
-        record = encode_outcome(_error_record(exc, header, key), key=key, writer=writer)
-        atomic_write(paths.error(key), record)
+        inherited = getattr(exc, "error_record", None)  # a subgraph's original error
+        error = inherited if inherited is not None else _error_record(exc, header, key)
+        atomic_write(paths.error(key), encode_outcome(error, key=key, writer=writer))
         return EXIT_TASK_FAILED
     record = encode_outcome(data, key=key, writer=writer)
     if packed is not None:
@@ -417,7 +488,7 @@ def run_rank(run_dir: str, array_job: str, index: int, env: Any) -> int:
     key = element[0]
     rank = int(env.get("SLURM_PROCID", "0"))
     make = _context_maker(run_dir, array_job, index, key, env, ranks=True)
-    data, exc = _execute(paths, header, element, make, one_process=False)
+    data, exc = _execute(paths, header, (array_job, index), element, make, one_process=False)
     where = paths.rank_dir(key)
     os.makedirs(where, mode=0o700, exist_ok=True)
     if exc is not None:

@@ -34,6 +34,7 @@ stop_cluster() { # NAME
 
 [ -d "$STATE" ] || { echo "nothing to stop: no $STATE"; exit 0; }
 stop "$STATE/ssh/sshd.pid" "$STATE/ssh/sshd_config" sshd &
+stop "$STATE/bastion/sshd.pid" "$STATE/bastion/sshd_config" "bastion sshd" &
 stop_cluster acct &
 stop_cluster noacct &
 stop "$STATE/containers/registry/pid" "docker-registry serve $STATE/containers/registry/config.yml" registry &

@@ -5,6 +5,7 @@ connection is first made, never at import."""
 from __future__ import annotations
 
 import base64
+import functools
 import getpass
 import hashlib
 import logging
@@ -33,7 +34,15 @@ from lazyslurm.backends.shell.base import (
     untar,
     validated_files,
 )
-from lazyslurm.errors import BackendError, SSHHostKeyError, UntrustedStoreError
+from lazyslurm.backends.shell.ssh_config import DEFAULT_SSH_CONFIG, Endpoint, Route, proxy_socket
+from lazyslurm.backends.shell.ssh_config import resolve as resolve_route
+from lazyslurm.errors import (
+    BackendError,
+    SSHAuthenticationError,
+    SSHConnectionError,
+    SSHHostKeyError,
+    UntrustedStoreError,
+)
 
 if TYPE_CHECKING:
     import paramiko
@@ -47,11 +56,24 @@ _SFTP_IDLE_TIMEOUT_S = 120.0  # longest wait for one SFTP reply before giving up
 
 _SSH = ("ssh",)
 OPTIONS = (  # keyword arguments of SSHShell, as Cluster("ssh", ...) options
-    Option("hostname", "str", None, "login node to reach (required)", _SSH),
-    Option("port", "int", 22, "SSH port", _SSH, positive=True),
-    Option("username", "str", None, "user on the cluster (default: yours here)", _SSH),
+    Option("hostname", "str", None, "login node, or a Host alias of ssh_config (required)", _SSH),
+    Option("port", "int", None, "SSH port (default: ssh_config's, else 22)", _SSH, positive=True),
+    Option("username", "str", None, "user on the cluster (default: ssh_config's, else you)", _SSH),
     Option("key_filename", "paths", None, "private key file(s), tried before the agent", _SSH),
-    Option("known_hosts", "paths", None, "known_hosts file(s) (default: ~/.ssh/known_hosts)", _SSH),
+    Option(
+        "known_hosts",
+        "paths",
+        None,
+        "known_hosts file(s) (default: ssh_config's, else ~/.ssh/known_hosts)",
+        _SSH,
+    ),
+    Option(
+        "ssh_config",
+        "path_or_false",
+        DEFAULT_SSH_CONFIG,
+        "OpenSSH client config read for hostname (false: none)",
+        _SSH,
+    ),
     Option("allow_unknown_hosts", "bool", False, "trust an unknown host key (this session)", _SSH),
     Option("connect_timeout_s", "number", 10, "connection timeout", _SSH, positive=True),
     Option("keepalive_s", "number", 30, "keepalive interval (0: off)", _SSH),
@@ -61,15 +83,31 @@ OPTIONS = (  # keyword arguments of SSHShell, as Cluster("ssh", ...) options
 class SSHShell:
     """Runs scripts and moves files on a remote host over one paramiko connection.
 
-    - **Host keys** are checked against ``known_hosts`` (a path or a list of paths; by
-      default ``~/.ssh/known_hosts`` and ``/etc/ssh/ssh_known_hosts``). An unknown host
-      raises :class:`~lazyslurm.errors.SSHHostKeyError` saying how to trust it; a changed
-      key always does. ``allow_unknown_hosts=True`` trusts an unknown key for the life of
+    - **ssh config**: ``hostname`` may be a ``Host`` alias of the OpenSSH client config
+      ``ssh_config`` (default ``~/.ssh/config``; ``None``/``False``: none). ``HostName``,
+      ``User``, ``Port``, ``IdentityFile``, ``IdentitiesOnly``, ``ProxyJump`` (a chain
+      too; each jump host's own block applies), ``ProxyCommand``, ``UserKnownHostsFile``,
+      ``GlobalKnownHostsFile``, ``HostKeyAlias`` and ``Include`` are honoured, other
+      keywords ignored (see :mod:`lazyslurm.backends.shell.ssh_config`). Explicit
+      arguments win over the file. Through a jump host the connection is one SSH
+      connection per jump host, each carrying the next one in a ``direct-tcpip`` channel.
+    - **Host keys** of the login node *and of every jump host* are checked against
+      ``known_hosts`` (a path or a list of paths; by default the config's
+      ``UserKnownHostsFile``, else ``~/.ssh/known_hosts``, and ``/etc/ssh/ssh_known_hosts``).
+      An unknown host raises :class:`~lazyslurm.errors.SSHHostKeyError` saying how to
+      trust it; a changed key always does. ``StrictHostKeyChecking no`` in the config never
+      weakens this. ``allow_unknown_hosts=True`` trusts an unknown key for the life of
       this object only (it is never written to a file); after the first connection the
-      key is pinned, so a reconnect to a different key is refused.
-    - **Authentication**: ``key_filename`` (a path or list of paths) first, then the
-      ssh-agent (``allow_agent``); the default ``~/.ssh/id_*`` keys are tried only when no
-      key file is given. ``~/.ssh/config`` is not read.
+      keys are pinned, so a reconnect to a different key is refused.
+    - **Authentication**: ``key_filename`` (a path or list of paths; default: the config's
+      ``IdentityFile``) first, then the ssh-agent (``allow_agent``, off with
+      ``IdentitiesOnly yes``); the default ``~/.ssh/id_*`` keys are tried only when no key
+      file is given.
+    - **Errors**: a connection that cannot be made raises
+      :class:`~lazyslurm.errors.SSHConnectionError` (a ``ConnectionError``; subclasses
+      ``SSHAuthenticationError``, ``SSHHostKeyError``) naming the profile, the host as
+      written and as resolved, the jump hosts and the cause, in one line. paramiko's own
+      exception is chained only when the ``lazyslurm`` logger is at DEBUG.
     - **Connection**: opened on first use, kept alive every ``keepalive_s`` seconds, and
       re-opened transparently if it dropped between actions (or if opening a channel
       fails once). A command that was running when the connection died is never retried:
@@ -94,7 +132,7 @@ class SSHShell:
     def __init__(
         self,
         hostname: str,
-        port: int = 22,
+        port: int | None = None,
         username: str | None = None,
         key_filename: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
         known_hosts: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
@@ -103,21 +141,21 @@ class SSHShell:
         keepalive_s: float = 30,
         env: Mapping[str, str] | None = None,
         *,
+        ssh_config: str | os.PathLike[str] | bool | None = DEFAULT_SSH_CONFIG,
         allow_agent: bool = True,
+        profile: str | None = None,
     ) -> None:
         if not hostname:
             msg = "hostname must be a non-empty string"
             raise ValueError(msg)
-        self.hostname = hostname
-        self.port = int(port)
-        self.username = username or getpass.getuser()
+        self.hostname = hostname  # as given: a host name or a Host alias of ssh_config
+        self.port = None if port is None else int(port)  # explicit values (None: config's)
+        self.username = username or None
         self.key_filenames = _paths(key_filename)
-        self._default_known_hosts = known_hosts is None
-        self.known_hosts = (
-            [os.path.expanduser("~/.ssh/known_hosts"), "/etc/ssh/ssh_known_hosts"]
-            if known_hosts is None
-            else _paths(known_hosts)
-        )
+        self.known_hosts = None if known_hosts is None else _paths(known_hosts)
+        self.ssh_config = ssh_config
+        self.profile = profile or None  # the cluster profile this shell serves, for errors
+        self._route: Route | None = None  # resolved at each connect (the config may change)
         self.allow_unknown_hosts = bool(allow_unknown_hosts)
         self.allow_agent = bool(allow_agent)
         self.connect_timeout_s = float(connect_timeout_s)
@@ -132,16 +170,17 @@ class SSHShell:
         self._sftp: paramiko.SFTPClient | None = None
         self._sftp_home: str | None = None
         self._home: str | None = None
-        self._pinned: paramiko.PKey | None = None
+        self._jumps: list[paramiko.SSHClient] = []  # clients of the jump hosts, in order
+        self._pinned: dict[str, paramiko.PKey] = {}  # known_hosts name -> key first seen
 
     # -- identity, context manager
     @property
     def _where(self) -> str:
-        return f"{self.username}@{self.hostname}:{self.port}"
-
-    @property
-    def _host_key_name(self) -> str:
-        return self.hostname if self.port == 22 else f"[{self.hostname}]:{self.port}"
+        route = self._route
+        if route is not None:
+            return route.target.describe()
+        user = self.username or getpass.getuser()
+        return f"{user}@{self.hostname}:{self.port or 22}"
 
     def __repr__(self) -> str:
         return f"SSHShell({self._where})"
@@ -271,9 +310,10 @@ class SSHShell:
 
     # -- connection
     def _drop_connection(self) -> None:
-        sftp, client = self._sftp, self._client
+        sftp, client, jumps = self._sftp, self._client, self._jumps
         self._sftp = self._client = None
-        for thing in (sftp, client):
+        self._jumps = []
+        for thing in (sftp, client, *reversed(jumps)):  # the login node, then the jumps
             if thing is not None:
                 try:
                     thing.close()
@@ -287,19 +327,94 @@ class SSHShell:
             transport = client.get_transport() if client is not None else None
             if transport is None or not transport.is_active():
                 self._drop_connection()
-                client = self._connect()
+                client, self._jumps = self._connect()
                 self._client = client
                 transport = client.get_transport()
                 assert transport is not None
             return transport
 
-    def _connect(self) -> paramiko.SSHClient:
+    def resolve(self) -> Route:
+        """Where a connection goes: the login node and the jump hosts, as ``ssh_config``
+        and the explicit arguments say (read again at each connect)."""
+        self._route = resolve_route(
+            self.hostname,
+            ssh_config=self.ssh_config,
+            port=self.port,
+            username=self.username,
+            key_filename=self.key_filenames or None,
+            known_hosts=self.known_hosts,
+        )
+        return self._route
+
+    def _connect(self) -> tuple[paramiko.SSHClient, list[paramiko.SSHClient]]:
+        """Connect through the jump hosts (if any) to the login node: each jump host's
+        connection carries the next one in a ``direct-tcpip`` channel. Returns the login
+        node's client and the jump hosts' clients."""
         import paramiko
 
         t0 = time.perf_counter()
+        route = self.resolve()
+        hops = route.hops
+        t = self.connect_timeout_s
+        clients: list[paramiko.SSHClient] = []
+        sock: Any = None
+        proxy = None
+        hop = hops[0]
+        try:
+            if route.proxy_command:
+                sock = proxy = proxy_socket(route.proxy_command)
+                sock.settimeout(t)
+            else:
+                sock = socket.create_connection((hop.hostname, hop.port), timeout=t)
+                # without this, Nagle's algorithm and delayed ACKs add ~40 ms to every exec
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for i, hop in enumerate(hops):
+                client = self._login(hop, sock)
+                clients.append(client)
+                sock = None  # owned by the client now
+                transport = client.get_transport()
+                assert transport is not None
+                if self.keepalive_s > 0:
+                    transport.set_keepalive(max(1, round(self.keepalive_s)))
+                if i + 1 < len(hops):
+                    nxt = hops[i + 1]
+                    try:
+                        sock = transport.open_channel(
+                            "direct-tcpip", (nxt.hostname, nxt.port), ("127.0.0.1", 0), timeout=t
+                        )
+                    except paramiko.ChannelException as exc:
+                        said = getattr(transport, "open_failure", "")  # the server's words
+                        raise _JumpRefused(nxt, said or exc.text or f"code {exc.code}") from None
+        except BaseException as exc:
+            for thing in (sock, *reversed(clients)):
+                if thing is not None:
+                    try:
+                        thing.close()
+                    except Exception:  # half-open: nothing left to release
+                        log.debug("error closing %r", thing, exc_info=True)
+            if not isinstance(exc, Exception):
+                raise
+            said = proxy.stderr_tail() if proxy is not None and hop is hops[0] else ""
+            error = self._connect_error(exc, route, hop, said)
+            if log.isEnabledFor(logging.DEBUG):  # paramiko's exception, for debugging
+                raise error from exc
+            raise error.with_traceback(None) from None
+        for client, h in zip(clients, hops, strict=True):
+            transport = client.get_transport()
+            assert transport is not None
+            self._pinned.setdefault(h.key_name, transport.get_remote_server_key())
+        self.connects += 1
+        log.debug("connected to %s in %.3f s", route.describe(), time.perf_counter() - t0)
+        return clients[-1], clients[:-1]
+
+    def _login(self, hop: Endpoint, sock: Any) -> paramiko.SSHClient:
+        """A client logged in to ``hop`` over ``sock`` (a socket, channel or ProxyCommand),
+        its host key checked against ``hop.known_hosts`` (and the key pinned earlier)."""
+        import paramiko
+
         client = paramiko.SSHClient()
         missing_files = []
-        for path in self.known_hosts:
+        for path in hop.known_hosts:
             try:
                 client.load_system_host_keys(path)  # read-only: never rewritten by paramiko
             except FileNotFoundError:
@@ -307,110 +422,61 @@ class SSHShell:
             except (OSError, paramiko.SSHException) as exc:
                 client.close()
                 msg = f"cannot read known_hosts file {path}: {exc}"
-                raise BackendError(msg) from exc
-        if self._pinned is not None:  # the key seen on the first connection of this object
-            client.get_host_keys().add(self._host_key_name, self._pinned.get_name(), self._pinned)
-        client.set_missing_host_key_policy(_missing_host_key_policy(self, missing_files))
+                raise BackendError(msg) from None
+        pinned = self._pinned.get(hop.key_name)
+        if pinned is not None:  # the key seen on the first connection of this object
+            client.get_host_keys().add(hop.key_name, pinned.get_name(), pinned)
+        client.set_missing_host_key_policy(_missing_host_key_policy(self, hop, missing_files))
         t = self.connect_timeout_s
-        sock = None
+        # the name paramiko looks the host key up by: the socket is given, so hostname and
+        # port serve only that (HostKeyAlias: the alias alone, as ssh does)
+        name, port = (hop.host_key_alias, 22) if hop.host_key_alias else (hop.hostname, hop.port)
         try:
-            sock = socket.create_connection((self.hostname, self.port), timeout=t)
-            # without this, Nagle's algorithm and delayed ACKs add ~40 ms to every exec
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             client.connect(
-                self.hostname,
-                port=self.port,
-                username=self.username,
-                key_filename=self.key_filenames or None,
-                allow_agent=self.allow_agent,
-                look_for_keys=not self.key_filenames,
+                name,
+                port=port,
+                username=hop.username,
+                key_filename=list(hop.key_filenames) or None,
+                allow_agent=self.allow_agent and not hop.identities_only,
+                look_for_keys=not hop.key_filenames,
                 timeout=t,
                 banner_timeout=t,
                 auth_timeout=t,
                 sock=sock,
+                transport_factory=_quiet_transport(),
             )
-        except BaseException as exc:
+        except BaseException:
             client.close()
-            if sock is not None:
-                sock.close()
-            if isinstance(exc, SSHHostKeyError) or not isinstance(exc, Exception):
-                raise
-            raise self._connect_error(exc) from exc
-        transport = client.get_transport()
-        assert transport is not None
-        if self.keepalive_s > 0:
-            transport.set_keepalive(max(1, round(self.keepalive_s)))
-        self._pinned = transport.get_remote_server_key()
-        self.connects += 1
-        log.debug("connected to %s in %.3f s", self._where, time.perf_counter() - t0)
+            raise
         return client
 
-    def _connect_error(self, exc: Exception) -> BackendError:
-        """The error to raise for a failed connect (never showing key material)."""
+    def _connect_error(
+        self, exc: Exception, route: Route, hop: Endpoint, proxy_said: str = ""
+    ) -> BackendError:
+        """The error to raise for a failed connect at ``hop`` (never showing key material):
+        an SSHConnectionError naming the profile, the route and the cause in one line."""
         import paramiko
 
-        if isinstance(exc, paramiko.BadHostKeyException):
-            return SSHHostKeyError(self._changed_key_message(exc.key, exc.expected_key))
-        if isinstance(exc, paramiko.PasswordRequiredException):
-            msg = (
-                f"cannot log in to {self._where}: the key file is encrypted with a passphrase; "
-                "load it into ssh-agent (ssh-add) and leave key_filename unset"
-            )
-            return BackendError(msg)
-        if isinstance(exc, paramiko.AuthenticationException):
-            return BackendError(self._auth_failed_message())
-        if isinstance(exc, paramiko.SSHException):
-            msg = f"SSH connection to {self._where} failed: {type(exc).__name__}: {exc}"
-            return BackendError(msg)
-        if isinstance(exc, FileNotFoundError) and exc.filename:  # a key file
-            return BackendError(
-                f"cannot log in to {self._where}: key file not found: {exc.filename}"
-            )
-        if isinstance(exc, (OSError, EOFError)):
-            reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-            return BackendError(f"cannot connect to {self._where}: {reason}")
-        return BackendError(f"SSH connection to {self._where} failed: {type(exc).__name__}")
-
-    def _unknown_host_message(self, key: paramiko.PKey, missing_files: Sequence[str]) -> str:
-        files = [f for f in self.known_hosts if f not in missing_files]
-        where = ", ".join(files) if files else "no known_hosts file (none of them exist)"
-        if self._default_known_hosts or len(self.known_hosts) != 1:
-            target = "~/.ssh/known_hosts"
-        else:
-            target = shlex.quote(self.known_hosts[0])
-        port = f"-p {self.port} " if self.port != 22 else ""
-        host = shlex.quote(self.hostname)
-        return (
-            f"SSH host key of {self._host_key_name} is unknown (checked {where}); the "
-            f"server offered a {key.get_name()} key with fingerprint {_fingerprint(key)}. "
-            f"To trust it, first check that fingerprint with the cluster's admins, then add "
-            f"it to known_hosts, e.g. `ssh-keyscan {port}{host} >> {target}` (or log in once "
-            f"with `ssh {port}{shlex.quote(self.username)}@{host}`), or pass known_hosts=... "
-            "naming a file that has it, or pass allow_unknown_hosts=True to trust whatever "
-            "key the server presents (for this session only; not recommended)"
-        )
-
-    def _changed_key_message(self, got: paramiko.PKey, expected: paramiko.PKey) -> str:
-        return (
-            f"SSH host key of {self._host_key_name} does NOT match the one in known_hosts "
-            f"(expected {expected.get_name()} {_fingerprint(expected)}, got {got.get_name()} "
-            f"{_fingerprint(got)}). Someone may be intercepting the connection, or the host "
-            "was reinstalled. If the change is expected, remove the old entry with "
-            f"`ssh-keygen -R {shlex.quote(self._host_key_name)}` and add the new key"
-        )
-
-    def _auth_failed_message(self) -> str:
-        tried = []
-        if self.key_filenames:
-            tried.append("key file " + ", ".join(self.key_filenames))
-        if self.allow_agent:
-            tried.append("ssh-agent")
-        if not self.key_filenames:
-            tried.append("default keys in ~/.ssh")
-        return (
-            f"SSH authentication failed for {self._where} (tried {' then '.join(tried)}); "
-            "check username= and key_filename=, and that the public key is in the remote "
-            "~/.ssh/authorized_keys"
+        reason, cls = _reason(exc, hop, self, route)
+        if proxy_said:
+            reason += f"; the ProxyCommand said: {proxy_said}"
+        if isinstance(exc, BackendError) and not isinstance(exc, SSHConnectionError):
+            return exc  # an unreadable known_hosts file: a local problem, said as is
+        at = "" if hop is route.target else f"jump host {hop.name}: "
+        profile = f"cluster profile {self.profile!r}: " if self.profile else ""
+        msg = f"{profile}cannot connect to {route.describe()}: {at}{reason}"
+        if isinstance(exc, paramiko.SSHException) and not isinstance(
+            exc, (paramiko.AuthenticationException, paramiko.BadHostKeyException)
+        ):
+            log.debug("SSH connection failed", exc_info=exc)
+        return cls(
+            msg,
+            host=self.hostname,
+            address=route.target.address,
+            jumps=tuple(j.address for j in route.jumps),
+            profile=self.profile or "",
+            failed_at=(exc.hop if isinstance(exc, _JumpRefused) else hop).address,
+            reason=reason,
         )
 
     def _open_channel(self) -> paramiko.Channel:
@@ -424,7 +490,7 @@ class SSHShell:
             except (paramiko.SSHException, EOFError, OSError) as exc:
                 if attempt == 2:
                     msg = f"cannot open an SSH channel to {self._where}: {_why(exc)}"
-                    raise BackendError(msg) from exc
+                    raise BackendError(msg) from _cause(exc)
                 log.debug("channel open failed (%s); reconnecting", exc)
                 with self._lock:
                     self._drop_connection()
@@ -454,7 +520,7 @@ class SSHShell:
                 chan.exec_command(command)
             except Exception as exc:
                 msg = f"cannot start a command on {self._where}: {_why(exc)}"
-                raise BackendError(msg) from exc
+                raise BackendError(msg) from _cause(exc)
             writer = _Writer(chan, body + (input or b""))
             writer.start()
             out, err = bytearray(), bytearray()
@@ -508,7 +574,7 @@ class SSHShell:
                 except (paramiko.SSHException, EOFError, OSError) as exc:
                     if attempt == 2:
                         msg = f"cannot open SFTP to {self._where}: {exc}"
-                        raise BackendError(msg) from exc
+                        raise BackendError(msg) from _cause(exc)
                     self._drop_connection()
                     transport = self._transport()
             sftp.get_channel().settimeout(_SFTP_IDLE_TIMEOUT_S)
@@ -543,7 +609,7 @@ class SSHShell:
                 lost = not transport.is_active() or sftp.get_channel().closed
                 if attempt == 2 or not lost:
                     msg = f"uploading files to {self._where} over SFTP failed: {exc}"
-                    raise BackendError(msg) from exc
+                    raise BackendError(msg) from _cause(exc)
                 log.debug("upload failed (%s); reconnecting", exc)
                 with self._lock:
                     self._drop_connection()
@@ -590,6 +656,12 @@ def _remaining(
     return left
 
 
+def _cause(exc: BaseException) -> BaseException | None:
+    """paramiko's exception to chain to ours: only when the ``lazyslurm`` logger is at
+    DEBUG (else users would see paramiko's traceback under our one-line message)."""
+    return exc if log.isEnabledFor(logging.DEBUG) else None
+
+
 def _why(exc: BaseException) -> str:
     """Why a channel operation failed, never empty (paramiko often raises bare errors).
 
@@ -621,7 +693,187 @@ def _paths(value: Any) -> list[str]:
     return [os.path.expanduser(os.fspath(v)) for v in value]
 
 
-def _missing_host_key_policy(shell: SSHShell, missing_files: Sequence[str]) -> Any:
+_PARAMIKO_LOG = "lazyslurm.backends.shell.paramiko"
+
+
+@functools.cache
+def _quiet_transport() -> type[paramiko.Transport]:
+    """paramiko's Transport, logging to ``lazyslurm.backends.shell.paramiko`` at DEBUG only.
+
+    paramiko logs failures at ERROR, with tracebacks, which Python prints to stderr when
+    logging is not configured: users see our one-line error instead, and paramiko's text
+    only with the ``lazyslurm`` logger at DEBUG. Also keeps the server's reason for a
+    refused ``direct-tcpip`` channel (paramiko only logs it).
+    """
+    import paramiko
+
+    class _Transport(paramiko.Transport):
+        open_failure = ""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.set_log_channel(_PARAMIKO_LOG)  # channels and SFTP log below it
+
+        def _log(self, level: int, msg: Any, *args: Any) -> None:
+            if isinstance(msg, str) and "open FAILED: " in msg:
+                self.open_failure = msg.split("open FAILED: ", 1)[1]
+            if isinstance(msg, list):  # paramiko's traceback lines
+                msg = "\n".join(str(m) for m in msg)
+            self.logger.log(min(level, logging.DEBUG), msg, *args)
+
+    return _Transport
+
+
+class _JumpRefused(Exception):
+    """A jump host could not open the ``direct-tcpip`` channel to the next host."""
+
+    def __init__(self, hop: Endpoint, text: str) -> None:
+        super().__init__(text)
+        self.hop = hop
+        self.text = text
+
+
+def _reason(
+    exc: BaseException, hop: Endpoint, shell: SSHShell, route: Route
+) -> tuple[str, type[SSHConnectionError]]:
+    """Why connecting to ``hop`` failed, in one line, and the error class to raise."""
+    import paramiko
+
+    if isinstance(exc, SSHConnectionError):  # raised by our host key policy
+        return str(exc), type(exc)
+    if isinstance(exc, _JumpRefused):
+        return (
+            f"it could not open a connection to {exc.hop.address}: {exc.text} (wrong "
+            "HostName or Port, host down, or forwarding not allowed there: AllowTcpForwarding)",
+            SSHConnectionError,
+        )
+    if isinstance(exc, paramiko.BadHostKeyException):
+        return _changed_key_message(hop, exc.key, exc.expected_key), SSHHostKeyError
+    if isinstance(exc, paramiko.PasswordRequiredException):
+        return (
+            f"cannot log in as {hop.username}: the key file is encrypted with a passphrase; "
+            "load it into ssh-agent (ssh-add) and leave key_filename unset",
+            SSHAuthenticationError,
+        )
+    if isinstance(exc, paramiko.AuthenticationException):
+        return _auth_failed_message(hop, shell), SSHAuthenticationError
+    if isinstance(exc, paramiko.ProxyCommandFailure):
+        return f"ProxyCommand failed: {' '.join(str(exc).split())}", SSHConnectionError
+    if isinstance(exc, paramiko.SSHException):
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        if "banner" in text.lower() or "closed" in text.lower():
+            proxied = route.proxy_command and hop is route.hops[0]
+            what = "through the ProxyCommand" if proxied else f"at {hop.address}"
+            text = (
+                f"no SSH server answered {what} (not an SSH port, or the server or proxy "
+                f"closed the connection): {text}"
+            )
+        return text, SSHConnectionError
+    if isinstance(exc, FileNotFoundError) and exc.filename:  # a key file
+        return f"key file not found: {exc.filename}", SSHConnectionError
+    if isinstance(exc, socket.gaierror):
+        hint = ""
+        if hop.name == hop.hostname:
+            hint = (
+                f"; it is not a Host alias of {route.config_path} either"
+                if route.config_path
+                else "; no ssh config was read (ssh_config=)"
+            )
+        return (
+            f"host name {hop.hostname!r} not found (DNS: {exc.strerror or exc}){hint}",
+            SSHConnectionError,
+        )
+    if isinstance(exc, ConnectionRefusedError):
+        return (
+            f"connection refused by {hop.address} (no SSH server listens on port {hop.port}: "
+            "wrong port, or sshd is down)",
+            SSHConnectionError,
+        )
+    if isinstance(exc, (TimeoutError, socket.timeout)):
+        return (
+            f"no answer from {hop.address} within {shell.connect_timeout_s:g} s "
+            "(connect_timeout_s): host down, firewalled, or reachable only through a jump "
+            "host (ProxyJump)?",
+            SSHConnectionError,
+        )
+    if isinstance(exc, (OSError, EOFError)):
+        why = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        if isinstance(exc, EOFError):
+            why = "the server closed the connection during login"
+        return f"{why} ({hop.address})", SSHConnectionError
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}", SSHConnectionError
+
+
+def _ssh_command(shell: SSHShell, route: Route | None) -> str:
+    """``ssh [-F CONFIG] HOST`` as the user would type it to log in once."""
+    f = ""
+    if route is not None and route.config_path is not None:
+        if route.config_path != os.path.expanduser(DEFAULT_SSH_CONFIG):
+            f = f"-F {shlex.quote(route.config_path)} "
+    return f"ssh {f}{shlex.quote(shell.hostname)}"
+
+
+def _unknown_host_message(
+    shell: SSHShell, hop: Endpoint, key: paramiko.PKey, missing_files: Sequence[str]
+) -> str:
+    route = shell._route
+    files = [f for f in hop.known_hosts if f not in missing_files]
+    where = ", ".join(files) if files else "no known_hosts file (none of them exist)"
+    target = "~/.ssh/known_hosts" if hop.default_known_hosts else shlex.quote(hop.known_hosts[0])
+    direct = route is None or (hop is route.hops[0] and not route.proxy_command)
+    if direct and not hop.host_key_alias:
+        port = f"-p {hop.port} " if hop.port != 22 else ""
+        host = shlex.quote(hop.hostname)
+        how = (
+            f"`ssh-keyscan {port}{host} >> {target}` (or log in once with "
+            f"`{_ssh_command(shell, route)}`)"
+        )
+    else:  # behind a jump host or a ProxyCommand: ssh-keyscan cannot reach it
+        how = f"{target} by logging in once with `{_ssh_command(shell, route)}`"
+    strict = (hop.strict_host_key_checking or "").lower()
+    ignored = (
+        f" (StrictHostKeyChecking {strict} in the ssh config is not honoured: lazyslurm "
+        "trusts an unknown key only when told so with allow_unknown_hosts=True)"
+        if strict in ("no", "off", "accept-new")
+        else ""
+    )
+    return (
+        f"SSH host key of {hop.key_name} is unknown (checked {where}){ignored}; the server "
+        f"offered a {key.get_name()} key with fingerprint {_fingerprint(key)}. To trust it, "
+        f"first check that fingerprint with the cluster's admins, then add it to known_hosts, "
+        f"e.g. {how}, or pass known_hosts=... naming a file that has it, or pass "
+        "allow_unknown_hosts=True to trust whatever key the server presents (for this "
+        "session only; not recommended)"
+    )
+
+
+def _changed_key_message(hop: Endpoint, got: paramiko.PKey, expected: paramiko.PKey) -> str:
+    return (
+        f"SSH host key of {hop.key_name} does NOT match the one in known_hosts "
+        f"(expected {expected.get_name()} {_fingerprint(expected)}, got {got.get_name()} "
+        f"{_fingerprint(got)}). Someone may be intercepting the connection, or the host "
+        "was reinstalled. If the change is expected, remove the old entry with "
+        f"`ssh-keygen -R {shlex.quote(hop.key_name)}` and add the new key"
+    )
+
+
+def _auth_failed_message(hop: Endpoint, shell: SSHShell) -> str:
+    tried = []
+    if hop.key_filenames:
+        tried.append("key file " + ", ".join(hop.key_filenames))
+    if shell.allow_agent and not hop.identities_only:
+        tried.append("ssh-agent")
+    if not hop.key_filenames:
+        tried.append("default keys in ~/.ssh")
+    return (
+        f"SSH authentication failed as {hop.username} on {hop.address} (tried "
+        f"{' then '.join(tried)}); check username= and key_filename= (or User and "
+        "IdentityFile in the ssh config), and that the public key is in the remote "
+        "~/.ssh/authorized_keys"
+    )
+
+
+def _missing_host_key_policy(shell: SSHShell, hop: Endpoint, missing_files: Sequence[str]) -> Any:
     """Reject unknown host keys with a helpful message, or accept them in memory if allowed."""
     import paramiko
 
@@ -638,6 +890,6 @@ def _missing_host_key_policy(shell: SSHShell, missing_files: Sequence[str]) -> A
                 )
                 client.get_host_keys().add(hostname, key.get_name(), key)
                 return
-            raise SSHHostKeyError(shell._unknown_host_message(key, missing_files))
+            raise SSHHostKeyError(_unknown_host_message(shell, hop, key, missing_files))
 
     return _Policy()
