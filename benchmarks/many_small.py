@@ -32,6 +32,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -109,7 +110,9 @@ def dask_row(n: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     cluster = SLURMCluster(cores=1, processes=1, memory="500MB", walltime="00:10:00",
                            queue="debug", scheduler_options={"host": "127.0.0.1"},
-                           python=PY)
+                           python=PY,
+                           # the workers' slurm-*.out files, not in the checkout
+                           log_directory=tempfile.mkdtemp(prefix="lz-dask-logs-"))
     cluster.scale(2)
     with Client(cluster) as client:
         futures = client.map(noop_tasks.noop, range(n), pure=False)
