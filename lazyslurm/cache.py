@@ -23,7 +23,7 @@ from lazyslurm.graph.core import Job
 from lazyslurm.graph.traverse import collect
 from lazyslurm.planning.encode import read_manifest
 from lazyslurm.planning.planner import Plan, make_plan
-from lazyslurm.store import INSIDE, RunLayout
+from lazyslurm.store import INSIDE, RunLayout, pack_keys, run_of
 
 if TYPE_CHECKING:
     from lazyslurm.backends.shell import Shell
@@ -108,9 +108,13 @@ def _run_guarded(shell: Shell, workdir: str, body: str, what: str) -> tuple[set[
 def list_runs(shell: Shell, workdir: str) -> list[RunSummary]:
     """Every run under ``workdir/runs``, newest first, in one command."""
     grep = shlex.quote(RunLayout.OUTCOME_GREP)
+    res_grep = shlex.quote("[.]pkl$")  # results alone (pack files are counted below)
     body = (
         f'for d in */; do d=${{d%/}}; [ -f "$d/{INSIDE.summary}" ] || continue\n'
-        f'  r=$(ls -f "$d/{INSIDE.results_dir}" 2>/dev/null | grep -c {grep})\n'
+        f'  r=$(ls -f "$d/{INSIDE.results_dir}" 2>/dev/null | grep -c {res_grep})\n'
+        # a pack file's first line is "LZPACK1 COUNT": its results count one each
+        f'  p=$(head -qn1 "$d/{INSIDE.results_dir}"/*{RunLayout.PACK_SUFFIX} 2>/dev/null'
+        " | awk '$1 == \"LZPACK1\" {s += $2} END {print s + 0}'); r=$((r + p))\n"
         f'  e=$(ls -f "$d/{INSIDE.errors_dir}" 2>/dev/null | grep -c {grep})\n'
         f'  printf "LZRUN %s %s %s " "$d" "$r" "$e"; tr -d "\\n" < "$d/{INSIDE.summary}"; echo\n'
         "done\n"
@@ -145,10 +149,12 @@ def list_runs(shell: Shell, workdir: str) -> list[RunSummary]:
 
 
 def lookup(cluster: Cluster, keys: Iterable[str]) -> dict[str, str]:
-    """Which of ``keys`` already have a result in the cluster's store: key -> run id.
+    """Which of ``keys`` already have a result in the cluster's store: key -> its
+    location (the run id, or ``RUN:AJ_J`` for a result in a pack file).
 
     Only runs private to this user count (a result planted in a shared work directory is
-    never found), and each result is verified again when it is read.
+    never found), and each result is verified again when it is read. Pack files are
+    read (one transfer) only while keys are still missing.
     """
     wanted = set(keys)
     if not wanted:
@@ -160,11 +166,37 @@ def lookup(cluster: Cluster, keys: Iterable[str]) -> dict[str, str]:
     )
     bad, lines = _run_guarded(backend.shell, str(backend.workdir), body, "look up results")
     result_path = re.compile(RunLayout.RESULT_PATH)
+    pack_path = re.compile(RunLayout.PACK_PATH)
     found: dict[str, str] = {}
+    packs: list[tuple[str, str]] = []
     for line in lines:
         m = result_path.match(line.strip())
         if m and m.group(2) in wanted and m.group(1) not in bad:
             found.setdefault(m.group(2), m.group(1))
+            continue
+        m = pack_path.match(line.strip())
+        if m and m.group(1) not in bad:
+            packs.append((m.group(1), m.group(2)))
+    if packs and len(found) < len(wanted):
+        found.update(_lookup_packs(backend, packs, wanted - set(found)))
+    return found
+
+
+def _lookup_packs(backend: Any, packs: list[tuple[str, str]], wanted: set[str]) -> dict[str, str]:
+    """Keys of ``wanted`` held by pack files ``(run, AJ_J)``, read in one transfer (the
+    records are verified again when a result is read)."""
+    rel = {RunLayout.of(run).result("", run=f"{run}:{name}"): (run, name) for run, name in packs}
+    files = backend.read_files(sorted(rel))
+    found: dict[str, str] = {}
+    for path, data in files.items():
+        run, name = rel[path]
+        try:
+            keys = pack_keys(data, path)
+        except Exception:  # a damaged pack: its results are not found, so run again
+            continue
+        for key in keys:
+            if key in wanted:
+                found.setdefault(key, f"{run}:{name}")
     return found
 
 
@@ -214,7 +246,7 @@ def clear(
     removed = [line for line in lines if line and line not in bad]
     if not dry_run:
         for key, run in list(cl.computed.items()):
-            if run in removed:
+            if run_of(run) in removed:
                 del cl.computed[key]
                 cl.values.pop(key, None)
     return removed
@@ -230,7 +262,15 @@ def plan_with_store(
     if cache if cache is not None else cl.cache:
         found = lookup(cl, [j.key for j in collect(roots, done) if j.task.pure])
         done.update(found)
-    p = make_plan(roots, done=done, max_array_size=cl.max_array_size())
+    packing, max_jobs, time_cap = cl.pack_limits()
+    p = make_plan(
+        roots,
+        done=done,
+        max_array_size=cl.max_array_size(),
+        max_jobs=max_jobs,
+        packing=packing,
+        time_cap=time_cap,
+    )
     return attrs.evolve(p, cached=frozenset(found)), found
 
 

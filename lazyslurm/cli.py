@@ -242,11 +242,10 @@ def _failure_text(record: bytes | None, key: str, failure: Any) -> str:
     """``ValueError: message`` from an error record, else the scheduler's view."""
     if record is not None:
         try:
-            import cloudpickle
 
-            from lazyslurm.store import decode_outcome
+            from lazyslurm.store import decode_outcome, decode_value
 
-            data = cloudpickle.loads(decode_outcome(record, key=key, path=key)[1])
+            data = decode_value(decode_outcome(record, key=key, path=key)[1])
             return f"{data['type_name']}: {_first_line(data['message'])}"
         except Exception:  # a damaged record: fall back on the scheduler's view
             pass

@@ -119,6 +119,7 @@ class Cluster:
         self.computed: dict[str, str] = {}  # node key -> run id holding its result
         # node key -> (run id, array job, index) where it last ran, whatever the outcome
         self.ran: dict[str, tuple[str, str, int]] = {}
+        self.packs: dict[tuple[str, str], int] = {}  # (run, array job) -> pack, when > 1
         self.values: dict[str, Any] = {}  # results already fetched to this process
         _SESSIONS.add(self)
         if self.backend_name in ("slurm", "ssh"):
@@ -175,6 +176,15 @@ class Cluster:
         """The array size limit (starts the backend: on Slurm, asks the cluster once)."""
         return self.backend.max_array_size()
 
+    def pack_limits(self) -> tuple[bool, int | None, Any]:
+        """What packing must fit: ``(packing, max_jobs, time_cap)``. Backends that run
+        every element alone (local, sync) do not pack: ``(False, None, None)``."""
+        limits = getattr(self.backend, "pack_limits", None)
+        if limits is None:
+            return False, None, None
+        max_jobs, time_cap = limits()
+        return True, max_jobs, time_cap
+
     def known_max_array_size(self) -> int | None:
         """The array size limit if known without starting anything, else None."""
         if self._backend is not None:
@@ -223,9 +233,14 @@ class Cluster:
         submitter = executor().Submitter  # the job-handle layer, above this module
         return submitter(self, task.options(**overrides) if overrides else task)
 
-    def record(self, run_id: str, keys: Sequence[str]) -> None:
-        for key in keys:
-            self.computed[key] = run_id
+    def record(self, run_id: str, keys: Sequence[str | tuple[str, str]]) -> None:
+        """Remember results of run ``run_id``: keys, or ``(key, location)`` pairs for
+        results kept in pack files (``RUN:AJ_J``, :meth:`ArrayJob.location`)."""
+        for item in keys:
+            if isinstance(item, tuple):
+                self.computed[item[0]] = item[1]
+            else:
+                self.computed[item] = run_id
 
 
 def current_cluster() -> Cluster | None:

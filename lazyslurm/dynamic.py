@@ -247,8 +247,11 @@ def expand(
     done: dict[str, str | None] = dict.fromkeys(results, here)
     for k, run in {**manifest.get("external", {}), **header.get("external", {})}.items():
         done.setdefault(k, run or here)
-    plan = make_plan(
-        roots, done=done, max_array_size=config.get("max_array_size") or DEFAULT_MAX_ARRAY_SIZE
+    plan = make_plan(  # not packed: a subgraph's results are found by run (Redirect)
+        roots,
+        done=done,
+        max_array_size=config.get("max_array_size") or DEFAULT_MAX_ARRAY_SIZE,
+        packing=False,
     )
     prefix = f"{array_job}_{index}_"
     plan = renamed(plan, prefix)
@@ -341,10 +344,19 @@ def _parent_script(layout: RunLayout, array_job: str) -> tuple[str, list[str], l
     The last line that starts the runner is the ``exec`` one (a multi-rank script's
     ``--gather``: ``srun`` is the line before)."""
     lines = read_private(layout.job_script(array_job)).decode().splitlines()
-    starts = [ln for ln in lines[2:] if "-m lazyslurm.runner" in ln]
+
+    def starts_runner(line: str) -> bool:  # -m lazyslurm.runner, or its __main__.py by path
+        return "-m lazyslurm.runner" in line or "lazyslurm/runner/__main__.py" in line
+
+    starts = [ln for ln in lines[2:] if starts_runner(ln)]
     words = shlex.split(starts[-1].removeprefix("exec "))
-    at = next(i for i in range(1, len(words)) if words[i : i + 2] == ["-m", "lazyslurm.runner"])
-    setup = [ln for ln in lines[2:] if "-m lazyslurm.runner" not in ln]
+    at = next(
+        i
+        for i in range(1, len(words))
+        if words[i : i + 2] == ["-m", "lazyslurm.runner"]
+        or words[i].endswith("lazyslurm/runner/__main__.py")
+    )
+    setup = [ln for ln in lines[2:] if not starts_runner(ln)]
     return words[at - 1], words[: at - 1], setup
 
 

@@ -24,6 +24,7 @@ from lazyslurm.backends.base import (
     CANCELLED,
     DONE,
     FAILED,
+    LOST,
     PENDING,
     RUNNING,
     ElementFailure,
@@ -58,6 +59,10 @@ from lazyslurm.store import (
     Ref,
     RunLayout,
     decode_outcome,
+    decode_result,
+    decode_value,
+    log_section,
+    run_of,
     template_keys,
 )
 
@@ -387,14 +392,16 @@ class Run:
             return
         self._finished = True
         done = [
-            key
+            (key, aj.location(i, self.id))
             for aj in self.array_jobs
-            for key, s in zip(aj.keys, snap.states[aj.id], strict=True)
+            for i, (key, s) in enumerate(zip(aj.keys, snap.states[aj.id], strict=True))
             if s == DONE
         ]
         self.cluster.record(self.id, done)
         self.cluster.runs.setdefault(self.id, self)  # an attached run: for job handles
         for aj in self.array_jobs:
+            if aj.pack > 1:
+                self.cluster.packs[(self.id, aj.id)] = aj.pack
             for idx, key in enumerate(aj.keys):
                 self.cluster.ran[key] = (self.id, aj.id, idx)
         log.info(
@@ -425,6 +432,8 @@ class Run:
     def logs(self, node: Any) -> tuple[str, str]:
         """``(stdout, stderr)`` of one node (a Job or its key), in one transfer."""
         aj, idx = self._locate(node)
+        if aj.pack > 1:
+            self.cluster.packs[(self.id, aj.id)] = aj.pack
         return read_logs(self.cluster, self.id, aj.id, idx)
 
     # -- outcome
@@ -445,6 +454,9 @@ class Run:
                     roots.append((aj, idx, snap.failures.get((aj.id, idx))))
         if not roots and not cancelled:
             return
+        # an element lost with the process that ran it (a sibling still running when a
+        # failure stopped the run) is no cause: a re-attached run raises the same failure
+        roots.sort(key=lambda r: r[2] is not None and r[2].reason == LOST.reason)
         if not roots:
             job_key = cancelled[0]
             msg = (
@@ -453,13 +465,12 @@ class Run:
             )
             err = DependencyNeverSatisfiedError(msg, key=job_key, state="CANCELLED")
             raise _with_cancelled(err, cancelled[1:], job_key, 1)
-        # a task's own failure first: an element cancelled or lost mid-run (fail-fast
-        # stopped it, its process is gone) is a consequence, and has no error of its own
+        # and a task's own failure before other cancellations: they have no error record
         roots.sort(key=lambda root: snap.states[root[0].id][root[1]] != FAILED)
         aj, idx, failure = roots[0]
         key = aj.keys[idx]
         layout = RunLayout.of(self.id)
-        paths = [layout.error(key), layout.log(aj.id, idx, "err")]
+        paths = [layout.error(key), layout.log(aj.id, aj.slurm_index(idx), "err")]
         files = self.cluster.backend.read_files(paths)
         note = ""
         if cancelled:
@@ -472,7 +483,7 @@ class Run:
         record = files.get(paths[0])
         if record is not None:
             _, payload = decode_outcome(record, key=key, path=paths[0], run=self.id)
-            data = cloudpickle.loads(payload)
+            data = decode_value(payload)
             original = None
             if data["exception"] is not None:
                 try:
@@ -489,6 +500,8 @@ class Run:
             )
             raise _with_cancelled(err, cancelled, key, len(roots))
         stderr = files.get(paths[1], b"").decode(errors="replace")
+        if aj.pack > 1:
+            stderr = log_section(stderr, aj.id, idx)
         tail = "\n".join(stderr.splitlines()[-20:])
         state = failure.state if failure else "UNKNOWN"
         cls = _FAILURE_TYPES.get(state.split()[0], ElementFailedError)
@@ -546,17 +559,22 @@ def fetch_outputs(cluster: Cluster, templates: list[Any]) -> tuple[Any, ...]:
         if key not in cluster.values:
             needed.append(key)
     if needed:
-        paths = {RunLayout.of(cluster.computed[k]).result(k): k for k in needed}
-        files = cluster.backend.read_files(list(paths))
-        missing = [k for p, k in paths.items() if p not in files]
+        # a location is a run (results/KEY.pkl) or RUN:AJ_J (a pack file, which holds
+        # the results of many keys: each file is read once)
+        paths = {}
+        for k in needed:
+            at = cluster.computed[k]
+            paths[k] = RunLayout.of(run_of(at)).result(k, run=at)
+        files = cluster.backend.read_files(sorted(set(paths.values())))
+        missing = [k for k, p in paths.items() if p not in files]
         if missing:
             msg = f"results missing from the store for {len(missing)} node(s), e.g. {missing[0]}"
             raise ElementFailedError(msg, key=missing[0])
         redirects = {}
-        for p, k in paths.items():
-            run = cluster.computed[k]
-            _, payload = decode_outcome(files[p], key=k, path=p, run=run)
-            value = cloudpickle.loads(payload)
+        for k, p in paths.items():
+            run = run_of(cluster.computed[k])
+            _, payload = decode_result(files[p], key=k, path=p, run=run)
+            value = decode_value(payload)
             if type(value) is Redirect:  # a task that returned a lazy value
                 redirects[k] = value
             else:
@@ -630,6 +648,8 @@ def submit(
     # run (its handle only, not the plan and the graph it holds) is kept in the session
     cl.runs[run_id] = Run(cl, handle, [])
     for aj in p.array_jobs:
+        if aj.pack > 1:
+            cl.packs[(run_id, aj.id)] = aj.pack
         for idx, key in enumerate(aj.keys):
             cl.ran[key] = (run_id, aj.id, idx)
     log.info(
@@ -780,15 +800,19 @@ def job_logs(job: Job, cluster: Cluster | None = None) -> tuple[str, str]:
     if run_id is None:
         msg = f"{job!r} has not run in this cluster session"
         raise KeyError(msg)
-    return Run.attach(run_id, cl).logs(job)
+    return Run.attach(run_of(run_id), cl).logs(job)
 
 
 def read_logs(cluster: Cluster, run_id: str, array_job: str, index: int) -> tuple[str, str]:
-    """``(stdout, stderr)`` of one element, in one transfer."""
+    """``(stdout, stderr)`` of one element, in one transfer (its own section of the logs
+    of the Slurm element that ran it, when packed)."""
     layout = RunLayout.of(run_id)
-    paths = [layout.log(array_job, index, s) for s in ("out", "err")]
+    pack = cluster.packs.get((run_id, array_job), 1)
+    paths = [layout.log(array_job, index // pack, s) for s in ("out", "err")]
     files = cluster.backend.read_files(paths)
     out, err = (files.get(p, b"").decode(errors="replace") for p in paths)
+    if pack > 1:
+        out, err = (log_section(t, array_job, index) for t in (out, err))
     return out, err
 
 

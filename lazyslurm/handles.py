@@ -128,9 +128,9 @@ def _record(run: Run, snap: Snapshot) -> None:
         run._finish(snap)
         return
     done = [
-        key
+        (key, aj.location(i, run.id))
         for aj in run.array_jobs
-        for key, s in zip(aj.keys, snap.states[aj.id], strict=True)
+        for i, (key, s) in enumerate(zip(aj.keys, snap.states[aj.id], strict=True))
         if s == DONE
     ]
     run.cluster.record(run.id, done)

@@ -1,8 +1,13 @@
-"""The run directory: its layout, placeholders, and atomic reads and writes.
+"""The run directory: its layout, placeholders, record formats, and atomic reads and writes.
 
-Imported by the runner on every compute node: it depends only on the standard library,
-:mod:`lazyslurm.errors` and, only when a payload was pickled by value, cloudpickle (plain
-:mod:`pickle` reads what cloudpickle writes and imports it on demand).
+Runner side: every compute node imports this module, so at import time it loads only
+``os``, ``stat`` and ``sys`` (loaded by every interpreter start). On the paths that need
+them it imports ``marshal`` (built in), ``binascii`` (a C module), ``_pickle`` (a value
+that is not plain data), cloudpickle (a payload pickled by value) and
+:mod:`lazyslurm.errors` (to raise). No ``typing``, ``pathlib``, ``re``, ``struct``,
+``tempfile``, ``json``: each costs start-up time on every task. The job scripts start
+the runner by path (``lazyslurm/runner/__main__.py``), which loads this file by path too,
+without the package ``__init__``. ``tests/test_layers.py`` holds it to that.
 
 Layout of one run (``WORKDIR/runs/RUN_ID``, mode 0700), known only to :class:`RunLayout`::
 
@@ -16,36 +21,40 @@ Layout of one run (``WORKDIR/runs/RUN_ID``, mode 0700), known only to :class:`Ru
     specs/AJ.spec          one per array job: function + per-element arguments (indexed)
     jobs/AJ.sh             one batch script per array job (Slurm)
     results/KEY.pkl        one per finished node, written atomically
+    results/AJ_J.pack      a packed Slurm element J: the results of its elements, one file
     errors/KEY.pkl         one per failed node: exception, type name, traceback text
-    logs/AJ_INDEX.out|err  stdout/stderr of one element
+    logs/AJ_INDEX.out|err  stdout/stderr of one element (of Slurm element INDEX when packed)
     shared/                a directory every element and rank may write to (JobContext)
     ranks/KEY/             a multi-rank element's per-rank outcomes, until gathered
     dynamic/AJ.INDEX.json  a subgraph a task returned (dynamic expansion): its array jobs,
                            Slurm ids, and the dependencies it added (docs/dynamic.md)
 
-Results are addressed by node key; a reference to a node finished in an earlier run
-names that run (``external`` in the spec header).
+Results are addressed by node key and a *location*: the run holding the result, as
+``RUN`` (``results/KEY.pkl``) or ``RUN:AJ_J`` (the record of KEY inside
+``results/AJ_J.pack``); see :meth:`RunLayout.result`. A reference to a node finished in
+an earlier run names its location (``external`` in the spec header).
 """
 
 from __future__ import annotations
 
-import binascii
-import io
-import json
 import os
-import pickle
 import stat
-import struct
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+import sys
 
-from lazyslurm.errors import CorruptResultError, UntrustedStoreError
-
+TYPE_CHECKING = False  # typing is not imported on compute nodes
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
     from pathlib import Path
+    from typing import Any
 
 __all__ = [
+    "INSIDE",
+    "OUTCOME_MAGIC",
+    "PACK_MAGIC",
+    "SPEC_CLOUDPICKLE",
+    "SPEC_MAGIC",
     "ElementSpec",
+    "FunctionRef",
     "MapItem",
     "Rebuild",
     "Redirect",
@@ -56,15 +65,24 @@ __all__ = [
     "atomic_write",
     "check_private_dir",
     "decode_outcome",
+    "decode_result",
+    "decode_value",
+    "dumps",
     "encode_outcome",
+    "encode_pack",
+    "encode_spec",
+    "encode_value",
+    "loads",
+    "log_section",
+    "pack_keys",
     "read_element",
     "read_pickle",
     "read_private",
+    "run_of",
+    "spec_size",
     "template_keys",
     "write_spec",
 ]
-
-SPEC_MAGIC = b"LZSPEC1\n"
 
 
 class Ref:
@@ -193,8 +211,6 @@ class Redirect:
         return f"Redirect({self.template!r}, {len(self.runs)} keys)"
 
 
-ElementSpec = tuple  # (key, args, kwargs): what one array element runs
-
 
 class FunctionRef:
     """A task's function by import path, for workers that can import the user's code
@@ -210,9 +226,8 @@ class FunctionRef:
         return (FunctionRef, (self.module, self.qualname))
 
     def load(self) -> Any:
-        import importlib
-
-        obj: Any = importlib.import_module(self.module)
+        __import__(self.module)  # no importlib: one module fewer on every task
+        obj: Any = sys.modules[self.module]
         for part in self.qualname.split("."):
             obj = getattr(obj, part)
         return getattr(obj, "unwrapped", obj)  # a Task stands at that name
@@ -261,6 +276,8 @@ class RunLayout:
     ('runs/r1/manifest.json', '/w/50%%/runs/r1/logs/aj0_%a.out')
     >>> RunLayout.key_of(".f-1.pkl.tmp"), RunLayout.key_of("f-1.pkl"), INSIDE.spec("aj0")
     (None, 'f-1', 'specs/aj0.spec')
+    >>> lay.result("f-1", run="r0:aj2_3"), lay.result("f-1", run=":aj2_3")
+    ('/w/runs/r0/results/aj2_3.pack', '/w/runs/r1/results/aj2_3.pack')
     """
 
     __slots__ = ("root",)
@@ -270,11 +287,13 @@ class RunLayout:
     OUTCOME_DIRS = ("results", "errors")
     SUFFIX = ".pkl"  # of result and error files, named by node key
     # shell (grep/find) patterns over outcome files, for the one-command listings
-    OUTCOME_GREP = "[.]pkl$"
-    RESULTS_FIND = "./*/results/*.pkl"  # from WORKDIR/runs: every result of every run
+    PACK_SUFFIX = ".pack"  # of the one results file of a packed Slurm element
+    OUTCOME_GREP = "[.]p\\(kl\\|ack\\)$"  # GNU grep: a result, error or pack file
+    RESULTS_FIND = "./*/results/*.p*"  # from WORKDIR/runs: every result of every run
     # a line of that find, as a regex pattern (compiled by the client: the runner never
     # needs re): groups are the run id and the node key
     RESULT_PATH = r"^\./([^/]+)/results/([^/]+)\.pkl$"
+    PACK_PATH = r"^\./([^/]+)/results/([^/]+_[0-9]+)\.pack$"  # groups: run id, pack name
     RUN_ID_GLOB = "[0-9]" * 8 + "-" + "[0-9]" * 6 + "-" + "[0-9a-f]" * 6  # find -name
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
@@ -353,9 +372,30 @@ class RunLayout:
     def job_script(self, array_job: str) -> str:
         return self._at(f"jobs/{array_job}.sh")
 
+    @classmethod
+    def pack_of(cls, name: str) -> str | None:
+        """The pack name (``AJ_J``) of a pack file name, or None."""
+        if name.endswith(cls.PACK_SUFFIX) and not name.startswith("."):
+            return name[: -len(cls.PACK_SUFFIX)]
+        return None
+
+    @staticmethod
+    def pack_name(array_job: str, slurm_index: int) -> str:
+        """The name of Slurm element ``slurm_index``'s pack of results: ``AJ_J``."""
+        return f"{array_job}_{slurm_index}"
+
     def result(self, key: str, run: str | None = None) -> str:
-        root = self.root if run is None else f"{self.root.rsplit('/', 1)[0]}/{run}"
+        """Where the result of ``key`` is: in this run (``run`` None) or at location
+        ``run`` (``RUN``, ``RUN:AJ_J`` or ``:AJ_J`` for a pack of this run)."""
+        run, _, pack = (run or "").partition(":")
+        root = f"{self.root.rsplit('/', 1)[0]}/{run}" if run else self.root
+        if pack:
+            return f"{root}/results/{pack}{self.PACK_SUFFIX}"
         return f"{root}/results/{key}{self.SUFFIX}"
+
+    def pack(self, array_job: str, slurm_index: int) -> str:
+        """The one results file of packed Slurm element ``slurm_index``."""
+        return self._at(f"results/{array_job}_{slurm_index}{self.PACK_SUFFIX}")
 
     def error(self, key: str) -> str:
         return self._at(f"errors/{key}{self.SUFFIX}")
@@ -422,6 +462,46 @@ class RunLayout:
             os.chmod(path, 0o700)
 
 
+INSIDE = RunLayout("")  # paths relative to the run directory (files staged into it)
+
+SECTION_MARK = "=== lazyslurm element "  # starts an element's part of a packed element's log
+
+
+def log_section(text: str, array_job: str, index: int) -> str:
+    """Element ``index``'s part of a packed Slurm element's log (the runner marks where
+    each element starts); the whole text when it has no marks.
+
+    >>> text = "=== lazyslurm element aj0[4] ===\\na\\n=== lazyslurm element aj0[5] ===\\nb\\n"
+    >>> log_section(text, "aj0", 5)
+    'b\\n'
+    """
+    mark = f"{SECTION_MARK}{array_job}[{index}] ===\n"
+    start = text.find(mark)
+    if start < 0:
+        return text if SECTION_MARK not in text else ""
+    start += len(mark)
+    end = text.find(SECTION_MARK, start)
+    return text[start:] if end < 0 else text[start:end]
+
+
+def run_of(location: str) -> str:
+    """The run id of a result location (``RUN`` or ``RUN:AJ_J``).
+
+    >>> run_of("r1:aj0_3"), run_of("r1")
+    ('r1', 'r1')
+    """
+    return location.partition(":")[0]
+
+
+# --------------------------------------------------------------------------- trust
+
+
+def _untrusted(msg: str, path: str) -> Exception:
+    from lazyslurm.errors import UntrustedStoreError
+
+    return UntrustedStoreError(msg, path=path)
+
+
 def check_private_dir(path: str | os.PathLike[str]) -> None:
     """Refuse a store directory that another user could write into: a symlink, one owned
     by someone else, or one that is group- or world-writable.
@@ -445,30 +525,38 @@ def check_private_dir(path: str | os.PathLike[str]) -> None:
             f"lazyslurm would unpickle. Use a private work directory (workdir=... or "
             f"$LAZYSLURM_WORKDIR), or make this one yours and private: `chmod 700 {path}`"
         )
-        raise UntrustedStoreError(msg, path=path)
+        raise _untrusted(msg, path)
+
+
+def _open_private(path: str, what: str = "store file") -> int:
+    """An fd on ``path``: a regular file owned by this user, never through a symlink."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == 40:  # ELOOP: the last component is a symbolic link
+            msg = f"{what} {path} is a symbolic link: refused (not written by lazyslurm)"
+            raise _untrusted(msg, path) from exc
+        raise
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise IsADirectoryError(21, "not a regular file", path)
+    if st.st_uid != os.getuid():
+        os.close(fd)
+        msg = (
+            f"{what} {path} is owned by uid {st.st_uid}, not by you (uid "
+            f"{os.getuid()}): refused; use a private work directory"
+        )
+        raise _untrusted(msg, path)
+    return fd
 
 
 def read_private(path: str | os.PathLike[str]) -> bytes:
     """Read a store file, checked on the open file: a regular file owned by this user,
     never through a symbolic link (:class:`~lazyslurm.errors.UntrustedStoreError`)."""
     path = os.fspath(path)
+    fd = _open_private(path)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as exc:
-        if exc.errno == 40:  # ELOOP: the last component is a symbolic link
-            msg = f"store file {path} is a symbolic link: refused (not written by lazyslurm)"
-            raise UntrustedStoreError(msg, path=path) from exc
-        raise
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise IsADirectoryError(21, "not a regular file", path)
-        if st.st_uid != os.getuid():
-            msg = (
-                f"store file {path} is owned by uid {st.st_uid}, not by you (uid "
-                f"{os.getuid()}): refused; use a private work directory"
-            )
-            raise UntrustedStoreError(msg, path=path)
         chunks = []
         while True:
             chunk = os.read(fd, 1 << 20)
@@ -479,24 +567,177 @@ def read_private(path: str | os.PathLike[str]) -> bytes:
         os.close(fd)
 
 
+def default_workdir() -> Path:
+    """Where runs are kept by default: ``$LAZYSLURM_WORKDIR`` or ``~/.lazyslurm``."""
+    from pathlib import Path  # client side only: the runner never asks
+
+    return Path(os.environ.get("LAZYSLURM_WORKDIR") or Path.home() / ".lazyslurm")
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to a private temporary file beside ``path`` (``.NAME.*.tmp``, mode
+    0600, never through a symlink), then rename it into place. (os only: tempfile and
+    pathlib cost the runner milliseconds per task.)"""
+    path = os.fspath(path)
+    folder, _, name = path.rpartition("/")
+    tmp = f"{folder}/" if folder else ""
+    tmp += f".{name}.{os.getpid()}-{os.urandom(4).hex()}.tmp"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(tmp, flags, 0o600)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+# --------------------------------------------------------------------------- values
+
+
+def loads(data: bytes) -> Any:
+    """Unpickle ``data`` (ours: verified or owner-checked before), finding classes in
+    ``sys.modules`` first: ``lazyslurm.store.Ref`` then resolves without importing the
+    package ``lazyslurm`` (which pickle's own lookup does). ``_pickle`` is imported here,
+    only when a value is not plain data.
+
+    >>> loads(dumps([Ref("k"), 2]))
+    [Ref('k'), 2]
+    """
+    import _pickle
+    import io
+
+    class Unpickler(_pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> Any:
+            obj = sys.modules.get(module)
+            if obj is None:
+                return super().find_class(module, name)
+            for part in name.split("."):
+                obj = getattr(obj, part)
+            return obj
+
+    return Unpickler(io.BytesIO(data)).load()
+
+
+def dumps(obj: Any) -> bytes:
+    """Pickle with the standard library; fall back to cloudpickle (lambdas, closures, ...)."""
+    import _pickle
+
+    try:
+        return _pickle.dumps(obj, protocol=5)
+    except Exception:
+        import cloudpickle
+
+        return cloudpickle.dumps(obj)
+
+
+# Values (spec elements, results, error records) travel as marshal data when they are
+# plain builtin data (exact types: None, bool, int, float, complex, str, bytes and
+# tuples, lists, dicts, sets, frozensets of those): reading them on a compute node then
+# needs neither ``_pickle`` (whose import pulls functools and collections: ~2 ms per
+# task) nor cloudpickle. Anything else is a pickle (always starting with the PROTO
+# opcode 0x80, which no marshal stream starts with). Marshal format 4 (Python >= 3.4).
+
+_ATOMS = frozenset({type(None), bool, int, float, complex, str, bytes})
+_CONTAINERS = frozenset({tuple, list, set, frozenset})
+_PLAIN_LIMIT = 10_000  # bigger values are pickled: the check would cost more than it saves
+
+
+def _is_plain(obj: Any) -> bool:
+    stack, seen = [obj], 0
+    while stack:
+        seen += 1
+        if seen > _PLAIN_LIMIT:
+            return False
+        x = stack.pop()
+        t = type(x)
+        if t in _ATOMS:
+            continue
+        if t in _CONTAINERS:
+            stack.extend(x)
+        elif t is dict:
+            stack.extend(x.keys())
+            stack.extend(x.values())
+        else:
+            return False
+    return True
+
+
+def encode_value(obj: Any) -> bytes:
+    """Bytes of a value: marshal for plain builtin data, else a pickle (:func:`dumps`).
+
+    >>> [decode_value(encode_value(v)) for v in (None, {"a": (1, 2.5)}, Ref("k"))]
+    [None, {'a': (1, 2.5)}, Ref('k')]
+    >>> encode_value(bytearray(b"x"))[:1]  # not plain (marshal would make it bytes)
+    b'\\x80'
+    """
+    if _is_plain(obj):
+        import marshal  # built in, loaded by every interpreter start
+
+        return marshal.dumps(obj, 4)
+    return dumps(obj)
+
+
+def decode_value(data: bytes) -> Any:
+    """The value :func:`encode_value` (or a pickle) wrote: only ever called on data that
+    was verified (an outcome record) or owner-checked (a spec file) first."""
+    if data[:1] == b"\x80":
+        return loads(data)
+    import marshal
+
+    return marshal.loads(data)
+
+
+def read_pickle(path: str | os.PathLike[str]) -> Any:
+    """Read a value from an outcome record (verified first) or another store file we wrote."""
+    path = os.fspath(path)
+    data = read_private(path)
+    if data.startswith(OUTCOME_MAGIC):
+        name = os.path.basename(path)
+        data = decode_outcome(data, key=name[: -len(RunLayout.SUFFIX)], path=path)[1]
+    return decode_value(data)
+
+
 # --------------------------------------------------------------------------- outcome records
 # results/KEY.pkl and errors/KEY.pkl: a header the client verifies before unpickling
-# (magic, payload length, CRC-32, the node key, and the element that wrote it).
+# (magic, payload length, CRC-32, the node key, and the element that wrote it). Little
+# endian: payload length (8 bytes), crc32 of the payload (4), length of the text (2).
 
 OUTCOME_MAGIC = b"LZOUT1\n"
-_OUTCOME_HEAD = struct.Struct("<QIH")  # payload length, crc32 of the payload, text length
+_HEAD = len(OUTCOME_MAGIC) + 14
 
 
 def encode_outcome(payload: bytes, *, key: str, writer: str) -> bytes:
-    """A verifiable outcome record around ``payload`` (a pickle).
+    """A verifiable outcome record around ``payload`` (:func:`encode_value` bytes).
 
     >>> data = encode_outcome(b"x", key="f-1", writer="r1/aj0/0")
     >>> decode_outcome(data, key="f-1", path="p", run="r1")
     ('r1/aj0/0', b'x')
     """
+    from binascii import crc32
+
     text = f"{key}\n{writer}".encode()
-    head = _OUTCOME_HEAD.pack(len(payload), binascii.crc32(payload), len(text))
-    return OUTCOME_MAGIC + head + text + payload
+    head = (
+        len(payload).to_bytes(8, "little")
+        + crc32(payload).to_bytes(4, "little")
+        + len(text).to_bytes(2, "little")
+    )
+    return b"".join((OUTCOME_MAGIC, head, text, payload))
+
+
+def _bad_record(key: str, path: str, why: str) -> Exception:
+    from lazyslurm.errors import CorruptResultError
+
+    msg = f"the outcome record of node {key} ({path}) {why}: it was not unpickled"
+    return CorruptResultError(msg, key=key, path=path)
 
 
 def decode_outcome(
@@ -511,101 +752,123 @@ def decode_outcome(
     ...
     lazyslurm.errors.CorruptResultError: the outcome record of node f-1 (r1/results/f-1.pkl) ...
     """
+    from binascii import crc32
 
-    def bad(why: str) -> CorruptResultError:
-        msg = f"the outcome record of node {key} ({path}) {why}: it was not unpickled"
-        return CorruptResultError(msg, key=key, path=path)
-
-    start = len(OUTCOME_MAGIC) + _OUTCOME_HEAD.size
+    m = len(OUTCOME_MAGIC)
     if not data.startswith(OUTCOME_MAGIC):
-        raise bad("has no lazyslurm header")
-    if len(data) < start:
-        raise bad("is truncated")
-    length, crc, tlen = _OUTCOME_HEAD.unpack_from(data, len(OUTCOME_MAGIC))
-    payload = data[start + tlen :]
+        raise _bad_record(key, path, "has no lazyslurm header")
+    if len(data) < _HEAD:
+        raise _bad_record(key, path, "is truncated")
+    length = int.from_bytes(data[m : m + 8], "little")
+    crc = int.from_bytes(data[m + 8 : m + 12], "little")
+    tlen = int.from_bytes(data[m + 12 : m + 14], "little")
+    payload = data[_HEAD + tlen :]
     if len(payload) != length:
-        raise bad(f"is truncated ({len(payload)} of {length} bytes)")
-    if binascii.crc32(payload) != crc:
-        raise bad("fails its checksum")
-    rec_key, _, writer = data[start : start + tlen].decode(errors="replace").partition("\n")
+        raise _bad_record(key, path, f"is truncated ({len(payload)} of {length} bytes)")
+    if crc32(payload) != crc:
+        raise _bad_record(key, path, "fails its checksum")
+    rec_key, _, writer = data[_HEAD : _HEAD + tlen].decode(errors="replace").partition("\n")
     if rec_key != key:
-        raise bad(f"is the record of node {rec_key}")
+        raise _bad_record(key, path, f"is the record of node {rec_key}")
     if run is not None and not writer.startswith(f"{run}/"):
-        raise bad(f"was written by {writer}, not by run {run}")
+        raise _bad_record(key, path, f"was written by {writer}, not by run {run}")
     return writer, payload
 
 
-INSIDE = RunLayout("")  # paths relative to the run directory (files staged into it)
+# --------------------------------------------------------------------------- pack files
+# results/AJ_J.pack: the results of the elements of one packed Slurm element, in one
+# file (a parallel file system suffers from 100,000 small files). A text line
+# ``LZPACK1 COUNT`` (so that a shell can count results with ``head -n1``), then COUNT
+# outcome records, each complete with its own header (key, writer, length, CRC-32), in
+# element order: each is found by walking the records' headers, and verified alone.
+
+PACK_MAGIC = b"LZPACK1 "
 
 
-def default_workdir() -> Path:
-    """Where runs are kept by default: ``$LAZYSLURM_WORKDIR`` or ``~/.lazyslurm``."""
-    from pathlib import Path  # client side only: the runner never asks
+def encode_pack(records: Sequence[bytes]) -> bytes:
+    """One pack file of outcome records (:func:`encode_outcome`).
 
-    return Path(os.environ.get("LAZYSLURM_WORKDIR") or Path.home() / ".lazyslurm")
-
-
-def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to a private (0600) temporary file beside ``path``, then rename it
-    into place. (os only: tempfile and pathlib cost the runner milliseconds per task.)"""
-    path = os.fspath(path)
-    head, name = os.path.split(path)
-    tmp = os.path.join(head, f".{name}.{os.urandom(6).hex()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    >>> data = encode_pack([encode_outcome(b"x", key="f-1", writer="r1/aj0/0")])
+    >>> pack_keys(data), decode_result(data, key="f-1", path="p", run="r1")
+    (['f-1'], ('r1/aj0/0', b'x'))
+    """
+    return b"".join((PACK_MAGIC, str(len(records)).encode(), b"\n", *records))
 
 
-def dumps(obj: Any) -> bytes:
-    """Pickle with the standard library; fall back to cloudpickle (lambdas, closures, ...)."""
-    try:
-        return pickle.dumps(obj, protocol=5)
-    except Exception:
-        import cloudpickle
+def _pack_records(data: bytes, path: str) -> Iterable[tuple[str, int, int]]:
+    """``(key, start, end)`` of each record of a pack file (headers only are read)."""
+    eol = data.find(b"\n")
+    if not data.startswith(PACK_MAGIC) or eol < 0:
+        raise _bad_record("?", path, "is not a lazyslurm pack file")
+    count = int(data[len(PACK_MAGIC) : eol])
+    at, m = eol + 1, len(OUTCOME_MAGIC)
+    for _ in range(count):
+        if data[at : at + m] != OUTCOME_MAGIC or len(data) < at + _HEAD:
+            raise _bad_record("?", path, f"is damaged at byte {at}")
+        length = int.from_bytes(data[at + m : at + m + 8], "little")
+        tlen = int.from_bytes(data[at + m + 12 : at + m + 14], "little")
+        text = data[at + _HEAD : at + _HEAD + tlen]
+        end = at + _HEAD + tlen + length
+        yield text.partition(b"\n")[0].decode(errors="replace"), at, end
+        at = end
 
-        return cloudpickle.dumps(obj)
+
+def pack_keys(data: bytes, path: str = "pack") -> list[str]:
+    """The keys of the records of a pack file, in element order."""
+    return [key for key, _, _ in _pack_records(data, path)]
 
 
-def read_pickle(path: str | os.PathLike[str]) -> Any:
-    """Unpickle an outcome record (verified first) or another store file we wrote."""
-    path = os.fspath(path)
-    data = read_private(path)
-    if data.startswith(OUTCOME_MAGIC):
-        name = os.path.basename(path)
-        data = decode_outcome(data, key=name[: -len(RunLayout.SUFFIX)], path=path)[1]
-    return pickle.loads(data)
+def decode_result(
+    data: bytes, *, key: str, path: str, run: str | None = None
+) -> tuple[str, bytes]:
+    """:func:`decode_outcome` of the record of ``key``: a result file, or its record in
+    a pack file (every record of the pack is verified only when it is the one asked)."""
+    if data.startswith(PACK_MAGIC):
+        for rec_key, start, end in _pack_records(data, path):
+            if rec_key == key:
+                return decode_outcome(data[start:end], key=key, path=path, run=run)
+        raise _bad_record(key, path, "holds no record of it")
+    return decode_outcome(data, key=key, path=path, run=run)
 
 
 # --------------------------------------------------------------------------- spec files
 # One file per array job: a header blob (function, names, external refs) and one blob per
 # element, with an offset table so an element reads only its own arguments: O(1) per
 # element instead of unpickling the whole array in every one of N tasks.
+#
+#   magic (8) | flags (8) | count of blobs (8) | count+1 offsets (8 each) | blobs
+#
+# All integers little endian. ``flags`` says what reading the payload needs before any of
+# it is unpickled (SPEC_CLOUDPICKLE: some blob was written by cloudpickle).
+
+SPEC_MAGIC = b"LZSPEC2\n"
+SPEC_CLOUDPICKLE = 1
+
+ElementSpec = tuple  # (key, args, kwargs[, where]): what one array element runs
 
 
 def encode_spec(header: dict[str, Any], element_blobs: Sequence[bytes]) -> bytes:
-    """Pack a pickled header and already-pickled element blobs into one spec file."""
-    import cloudpickle  # client side only: the runner never needs it to read
+    """Pack a header and already-encoded element blobs (:func:`encode_value`) into one
+    spec file. The header is plain data (:func:`encode_value`) when its function goes by
+    reference, else cloudpickled (a function by value); ``flags`` records whether
+    reading the file needs cloudpickle (a blob refers to it)."""
+    func = header.get("func")
+    if type(func) is FunctionRef:
+        header = {**header, "func": None, "func_ref": (func.module, func.qualname)}
+    if _is_plain(header):
+        header_blob = encode_value(header)
+    else:
+        import cloudpickle  # client side only
 
-    header_blob = cloudpickle.dumps(header)
+        header_blob = cloudpickle.dumps(header, protocol=5)
     blobs = [header_blob, *element_blobs]
+    flags = SPEC_CLOUDPICKLE if any(b"cloudpickle" in blob for blob in blobs) else 0
     offsets = [0]
     for blob in blobs:
         offsets.append(offsets[-1] + len(blob))
-    buf = io.BytesIO()
-    buf.write(SPEC_MAGIC)
-    buf.write(struct.pack("<Q", len(blobs)))
-    buf.write(struct.pack(f"<{len(offsets)}Q", *offsets))
-    for blob in blobs:
-        buf.write(blob)
-    return buf.getvalue()
+    table = b"".join(o.to_bytes(8, "little") for o in offsets)
+    head = SPEC_MAGIC + flags.to_bytes(8, "little") + len(blobs).to_bytes(8, "little")
+    return b"".join((head, table, *blobs))
 
 
 def write_spec(
@@ -614,33 +877,84 @@ def write_spec(
     atomic_write(path, encode_spec(header, list(elements)))
 
 
-def read_element(path: str | os.PathLike[str], index: int) -> tuple[dict[str, Any], ElementSpec]:
-    """Read the header and element ``index`` of a spec file (ours: checked on the open file)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    if os.fstat(fd).st_uid != os.getuid():
+def _spec_head(fd: int, path: str) -> tuple[int, int]:
+    head = os.pread(fd, 24, 0)
+    if head[:8] != SPEC_MAGIC:
+        msg = f"{path} is not a lazyslurm spec file (or one of an older lazyslurm)"
+        raise ValueError(msg)
+    return int.from_bytes(head[8:16], "little"), int.from_bytes(head[16:24], "little")
+
+
+def spec_size(path: str | os.PathLike[str]) -> int:
+    """How many elements a spec file holds."""
+    path = os.fspath(path)
+    fd = _open_private(path, "spec file")
+    try:
+        return _spec_head(fd, path)[1] - 1
+    finally:
         os.close(fd)
-        msg = f"spec file {path} is not owned by you: refused"
-        raise UntrustedStoreError(msg, path=os.fspath(path))
-    with os.fdopen(fd, "rb") as fh:
-        if fh.read(len(SPEC_MAGIC)) != SPEC_MAGIC:
-            msg = f"{path} is not a lazyslurm spec file"
-            raise ValueError(msg)
-        (count,) = struct.unpack("<Q", fh.read(8))
+
+
+def read_element(path: str | os.PathLike[str], index: int) -> tuple[dict[str, Any], ElementSpec]:
+    """Read the header and element ``index`` of a spec file (ours: checked on the open
+    file). Three small reads, whatever the size of the array."""
+    path = os.fspath(path)
+    fd = _open_private(path, "spec file")
+    try:
+        flags, count = _spec_head(fd, path)
+        if flags & SPEC_CLOUDPICKLE:
+            _need_cloudpickle(path)
         if not 0 <= index < count - 1:
             msg = f"element {index} out of range for {path} ({count - 1} elements)"
             raise IndexError(msg)
-        offsets = struct.unpack(f"<{count + 1}Q", fh.read(8 * (count + 1)))
-        base = fh.tell()
-        header = pickle.loads(fh.read(offsets[1]))
-        fh.seek(base + offsets[index + 1])
-        element = pickle.loads(fh.read(offsets[index + 2] - offsets[index + 1]))
+        base = 24 + 8 * (count + 1)
+        first = os.pread(fd, 16, 24)
+        h0, h1 = int.from_bytes(first[:8], "little"), int.from_bytes(first[8:], "little")
+        ends = os.pread(fd, 16, 24 + 8 * (index + 1))
+        e0, e1 = int.from_bytes(ends[:8], "little"), int.from_bytes(ends[8:], "little")
+        header = decode_value(_pread_all(fd, h1 - h0, base + h0))
+        element = decode_value(_pread_all(fd, e1 - e0, base + e0))
+    finally:
+        os.close(fd)
+    ref = header.pop("func_ref", None)
+    if ref is not None:
+        header["func"] = FunctionRef(*ref)
     return header, element
 
 
+def _pread_all(fd: int, size: int, offset: int) -> bytes:
+    data = os.pread(fd, size, offset)
+    while len(data) < size:
+        more = os.pread(fd, size - len(data), offset + len(data))
+        if not more:
+            msg = f"spec file truncated at byte {offset + len(data)}"
+            raise ValueError(msg)
+        data += more
+    return data
+
+
+def _need_cloudpickle(path: str) -> None:
+    """Import cloudpickle for a payload pickled by value, or say what is missing."""
+    try:
+        import cloudpickle  # noqa: F401
+    except ImportError as exc:
+        msg = (
+            f"{path} holds a function pickled by value (cloudpickle), but cloudpickle is "
+            f"not importable by {sys.executable} here: install it there "
+            f"(`{sys.executable} -m pip install cloudpickle`), or make the task's module "
+            f"importable where it runs so that it is shipped by reference"
+        )
+        raise ImportError(msg) from exc
+
+
 def write_json(path: str | os.PathLike[str], data: Any) -> None:
+    import json  # client side only
+
     atomic_write(path, json.dumps(data, indent=1, sort_keys=True).encode())
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:
+    import json  # client side only
+
     with open(path, "rb") as fh:
         return json.load(fh)

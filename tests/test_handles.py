@@ -369,7 +369,8 @@ def test_job_handle_on_real_slurm_over_ssh(ssh):
         job = ssh.submit(talk)(4, 1.0)
         assert re.fullmatch(r"\d+_0", job.id)
         assert job.get_status() in ("PENDING", "RUNNING", "COMPLETED")
-        assert "#!/bin/bash" in job.get_script() and "lazyslurm.runner" in job.get_script()
+        script = job.get_script()  # the staged runner, started by path (issue 13)
+        assert "#!/bin/bash" in script and "lazyslurm/runner/__main__.py" in script
         lines, status_at_first = [], None
         for line in job.tail(n=10, follow=True, poll_interval=0.2):
             status_at_first = status_at_first or job.get_status()

@@ -38,7 +38,14 @@ from lazyslurm.backends.base import (
 )
 from lazyslurm.backends.option import Option
 from lazyslurm.backends.shell import LocalShell, Shell, SSHShell
-from lazyslurm.backends.slurm_limits import Node, check_resources, never_clears, parse_nodes
+from lazyslurm.backends.slurm_limits import (
+    Node,
+    check_resources,
+    job_budget,
+    job_limits,
+    never_clears,
+    parse_nodes,
+)
 from lazyslurm.errors import (
     BackendError,
     ClusterConfigError,
@@ -283,6 +290,7 @@ class SlurmBackend:
         self._probed = False
         self.partitions: dict[str, Partition] = {}
         self.nodes: list[Node] = []
+        self.job_limits: dict[str, int] = {}  # MaxJobCount, MaxSubmitJobs (probed)
         self._watches: dict[str, _Watch] = {}
         self.ships_by_value = True
         self.stats = {"sbatch": 0, "polls": 0, "submits": 0}
@@ -292,7 +300,12 @@ class SlurmBackend:
         if self._probed:
             return
         script = [
-            "scontrol show config 2>&1 | grep -E '^(MaxArraySize|AccountingStorageType) '",
+            "scontrol show config 2>&1"
+            " | grep -E '^(MaxArraySize|MaxJobCount|AccountingStorageType) '",
+            # per-user job limits, where accounting keeps them (else nothing is printed)
+            "sacctmgr -n -P show assoc where user=$(id -un) format=MaxSubmit 2>/dev/null"
+            " | sed 's/^/LZ-MAXSUBMIT=/'",
+            "sacctmgr -n -P show qos format=MaxSubmitPU 2>/dev/null | sed 's/^/LZ-MAXSUBMIT=/'",
             "scontrol show partition -o 2>/dev/null | sed 's/^/LZ-PART /'",
             "scontrol show node -o 2>/dev/null | sed 's/^/LZ-NODE /'",
             "echo LZ-HOME=$HOME",
@@ -308,6 +321,7 @@ class SlurmBackend:
             self._max_array_size = min(int(config["MaxArraySize"]), 10**6)
         self.partitions = parse_partitions(res.stdout)
         self.nodes = parse_nodes(res.stdout)
+        self.job_limits = job_limits(config, res.stdout)
         if self._status == "auto":
             none = config.get("AccountingStorageType", "").endswith("/none")
             self._status = "squeue" if none else "sacct"
@@ -337,6 +351,25 @@ class SlurmBackend:
         assert self._max_array_size is not None
         return self._max_array_size
 
+    def pack_limits(self) -> tuple[int | None, Any]:
+        """What ``pack="auto"`` must fit: the most Slurm elements one run may queue (half
+        of MaxJobCount, which every user shares, and MaxSubmitJobs where accounting
+        sets it) and ``time_cap(resources)``, the partition's MaxTime in minutes."""
+        self._probe()
+        budget = job_budget(self.job_limits)
+
+        def time_cap(resources: Resources) -> int | None:
+            part = self._partition_of(resources)
+            return part.max_time_min if part is not None else None
+
+        return budget, time_cap
+
+    def _partition_of(self, resources: Resources) -> Partition | None:
+        name = resources.partition or self.defaults.partition
+        if name:
+            return self.partitions.get(name)
+        return next((p for p in self.partitions.values() if p.default), None)
+
     # -- submission
     def check_limits(self, array_jobs: Sequence[ArrayJob]) -> None:
         """Refuse, before anything is submitted, what Slurm would accept but never start:
@@ -345,20 +378,34 @@ class SlurmBackend:
         refuses, such as an unknown partition, it refuses in the all-or-nothing
         submission, with its own message.)"""
         self._probe()
+        budget = job_budget(self.job_limits, share=1)
+        queued = sum(aj.slurm_size for aj in array_jobs)
+        if budget is not None and queued > budget:
+            which = ", ".join(f"{k}={v}" for k, v in sorted(self.job_limits.items()))
+            msg = (
+                f"the run would queue {queued} Slurm jobs (array elements) but the cluster "
+                f"allows {budget} ({which}): pack elements into fewer Slurm jobs with "
+                f"pack=k or pack='auto' (task option or task.map(items, pack=...)); "
+                f"nothing was submitted"
+            )
+            raise ResourceLimitError(msg, option="pack", value=str(queued), limit=str(budget))
         if not self.partitions:
             return
-        default = next((p for p in self.partitions.values() if p.default), None)
         for aj in array_jobs:
-            name = aj.resources.partition or self.defaults.partition
-            part = self.partitions.get(name) if name else default
+            part = self._partition_of(aj.resources)
             if part is None:
                 continue
             limit = aj.resources.timeout_min or self.defaults.timeout_min
+            packed = ""
+            if limit is not None and aj.pack > 1:  # elements run in turn in one Slurm element
+                cpus = aj.resources.cpus_per_task or self.defaults.cpus_per_task or 1
+                limit *= -(-aj.pack // cpus)
+                packed = f" (packed {aj.pack} to a Slurm element: use a smaller pack)"
             if limit is not None and part.max_time_min is not None and limit > part.max_time_min:
                 msg = (
-                    f"array job {aj.id} ({aj.name}) asks for time={limit} min but partition "
-                    f"{part.name!r} allows at most {part.max_time_min} min: Slurm would keep it "
-                    f"pending forever (PartitionTimeLimit); nothing was submitted"
+                    f"array job {aj.id} ({aj.name}) asks for time={limit} min{packed} but "
+                    f"partition {part.name!r} allows at most {part.max_time_min} min: Slurm "
+                    f"would keep it pending forever (PartitionTimeLimit); nothing was submitted"
                 )
                 raise ResourceLimitError(
                     msg, option="time", value=str(limit), limit=str(part.max_time_min)
@@ -393,6 +440,7 @@ class SlurmBackend:
                 python=launch.python,
                 setup=launch.setup,
                 launcher=launch.launcher,
+                runner=None if launch.launcher else launch.runner,
             ).encode()
         staged[INSIDE.submit_script] = submit_script(
             array_jobs, run_id=run_id, layout=layout, flags=flags
@@ -522,7 +570,7 @@ class SlurmBackend:
             status_cmd = f"squeue -h -t all -j {q(ids)} -o {q(_SQUEUE_FORMAT)}"
         # when every element already has its result file (the first truth), the status
         # command (sacct: ~0.1 s) has nothing to add: the run's last poll skips it
-        total = sum(aj.size for aj in handle.array_jobs)
+        total = sum(aj.size if aj.pack == 1 else aj.slurm_size for aj in handle.array_jobs)
         wait = ""
         budget = _POLL_BUDGET_S
         if watch.deferred_wait_s > 0 and watch.files_seen is not None:
@@ -611,11 +659,13 @@ class SlurmBackend:
                 final = watch.final.get((aj.id, i))
                 if final is not None:
                     state, failure = final
-                elif key in results:
+                elif key in results or (
+                    aj.pack > 1 and f"{aj.id}_{i // aj.pack}" in results and key not in errors
+                ):  # a pack file: every element of the pack has run; a result if no error
                     state, failure = DONE, None
                 else:
-                    row = rows.get((job_id, i))
-                    if row is None and aj.size == 1:
+                    row = rows.get((job_id, i // aj.pack))  # its Slurm element
+                    if row is None and aj.slurm_size == 1:
                         # sacct first records an array as its bare master id, which
                         # stands for one (unknown) element: usable only for size 1
                         row = rows.get((job_id, None))
@@ -712,7 +762,8 @@ def _dir_stamp(layout: RunLayout) -> tuple[int, ...]:
 
 
 def _listing(text: str) -> tuple[set[str], set[str]]:
-    """Keys with result / error files, from ``ls -1 -f results errors``."""
+    """Keys with result / error files, from ``ls -1 -f results errors`` (with the names
+    ``AJ_J`` of pack files among the results)."""
     found: dict[str, set[str]] = {d: set() for d in RunLayout.OUTCOME_DIRS}
     current = found[RunLayout.OUTCOME_DIRS[0]]
     for line in text.splitlines():
@@ -720,7 +771,7 @@ def _listing(text: str) -> tuple[set[str], set[str]]:
         if line.endswith(":") and line[:-1] in found:
             current = found[line[:-1]]
             continue
-        key = RunLayout.key_of(line)
+        key = RunLayout.key_of(line) or RunLayout.pack_of(line)
         if key is not None:
             current.add(key)
     results, errors = (found[d] for d in RunLayout.OUTCOME_DIRS)

@@ -24,7 +24,7 @@ import attrs
 
 from lazyslurm.errors import ResourceLimitError
 
-__all__ = ["Node", "check_resources", "never_clears", "parse_nodes"]
+__all__ = ["Node", "check_resources", "job_budget", "job_limits", "never_clears", "parse_nodes"]
 
 # reason -> what to change. Only reasons that no amount of waiting clears: the job's own
 # request is impossible where it was sent (aggregate limits such as AssocGrp* and QOSGrp*
@@ -127,3 +127,40 @@ def check_resources(
             f"partition with bigger nodes; nothing was submitted"
         )
         raise ResourceLimitError(msg, option=option, value=shown, limit=form.format(limit))
+
+
+def job_limits(config: Mapping[str, str], probe: str) -> dict[str, int]:
+    """The cluster's limits on queued jobs, from the one probe: ``MaxJobCount`` (``scontrol
+    show config``) and the smallest ``MaxSubmitJobs`` of this user's associations and of
+    the QOSes (``sacctmgr``, where accounting keeps them; ``LZ-MAXSUBMIT=`` lines).
+
+    >>> job_limits({"MaxJobCount": "10000"}, "LZ-MAXSUBMIT=\\nLZ-MAXSUBMIT=500\\n")
+    {'MaxJobCount': 10000, 'MaxSubmitJobs': 500}
+    """
+    out: dict[str, int] = {}
+    count = config.get("MaxJobCount", "")
+    if count.isdigit() and int(count) > 0:
+        out["MaxJobCount"] = int(count)
+    submits = [int(v) for v in re.findall(r"^LZ-MAXSUBMIT=(\d+)\s*$", probe, re.MULTILINE)]
+    submits = [v for v in submits if v > 0]
+    if submits:
+        out["MaxSubmitJobs"] = min(submits)
+    return out
+
+
+def job_budget(limits: Mapping[str, int], share: int = 2) -> int | None:
+    """The most Slurm jobs (array elements) one run may queue: MaxSubmitJobs (this
+    user's), and MaxJobCount divided by ``share`` (every user's jobs count against it:
+    ``pack="auto"`` plans for half of it; the pre-submission check allows all of it).
+
+    >>> job_budget({"MaxJobCount": 10000, "MaxSubmitJobs": 4000}), job_budget({})
+    (4000, None)
+    >>> job_budget({"MaxJobCount": 10000}), job_budget({"MaxJobCount": 10000}, share=1)
+    (5000, 10000)
+    """
+    options = []
+    if "MaxJobCount" in limits:
+        options.append(limits["MaxJobCount"] // share)
+    if "MaxSubmitJobs" in limits:
+        options.append(limits["MaxSubmitJobs"])
+    return min(options) if options else None

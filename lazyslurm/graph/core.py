@@ -598,6 +598,7 @@ class Task(Generic[P, R]):
         *,
         name: str | None = None,
         max_concurrent: int | None = None,
+        pack: int | str | None = None,
     ) -> JobArray[R]:
         """One job per item: a dict is keyword arguments, a tuple positional arguments,
         anything else the single argument. Mapping over a ``JobArray`` (or a ``Job``
@@ -605,19 +606,23 @@ class Task(Generic[P, R]):
         time, when their values are known.
 
         ``name`` labels this array in plans and logs (keys are unchanged);
-        ``max_concurrent`` throttles it (at most N elements run at once).
+        ``max_concurrent`` throttles it (at most N elements run at once). ``pack=k``
+        runs ``k`` elements one after another in one Slurm element (one process);
+        ``pack="auto"`` picks ``k`` from the cluster's limits. Keys do not change.
         Mapping over a ``Job`` (or view) of unknown length gives a ``Job`` whose value is
         the list of results: it maps where the producer's value is known, on the cluster,
         and submits the elements from there (dynamic expansion, docs/dynamic.md).
         """
         if isinstance(items, Mapping):
             raise MapOverMappingError(_map_mapping_message(self._name, items))
-        if name is not None or max_concurrent is not None:
+        if name is not None or max_concurrent is not None or pack is not None:
             extra: dict[str, Any] = {}
             if name is not None:
                 extra["name"] = name
             if max_concurrent is not None:
                 extra["max_concurrent"] = max_concurrent
+            if pack is not None:
+                extra["pack"] = pack
             return self.options(**extra).map(items)
         if isinstance(items, (Job, JobView)):
             length = items._length() if isinstance(items, Job) else None
@@ -804,7 +809,8 @@ def task(func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     ``account``, ``qos``, ``nodes``, ``ntasks``, ``ntasks_per_node``, ``gpus_per_node``,
     ``gpus_per_task``, ``gather`` (``"all"``: every rank's value), ``constraint``,
     ``job_name``, ``max_concurrent`` (array throttle), ``extra_sbatch``, ``retries``,
-    ``requeue``, ``pure``. A parameter annotated ``JobContext`` or named ``job`` that the
+    ``requeue``, ``pack`` (elements per Slurm element, or ``"auto"``), ``pure``. A
+    parameter annotated ``JobContext`` or named ``job`` that the
     call leaves out receives the job's :class:`~lazyslurm.context.JobContext` (see
     docs/distributed.md).
     """

@@ -56,6 +56,7 @@ class TaskOptions(TypedDict, total=False):
     mail_type: str | Sequence[str]
     mail_user: str
     requeue: bool
+    pack: int | Literal["auto"]
     signal: str
     time_min: str | int
     nodelist: str

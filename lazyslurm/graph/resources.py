@@ -179,6 +179,21 @@ def _gather(value: object) -> str | None:
     return None if value == "rank0" else value
 
 
+def _pack(value: object) -> int | str | None:
+    """``pack=k`` (k >= 1 map elements per Slurm element) or ``pack="auto"``.
+
+    >>> _pack(8), _pack("auto"), _pack(1)
+    (8, 'auto', None)
+    """
+    forms = 'a positive int (elements per Slurm element) or "auto"'
+    if value == "auto":
+        return "auto"
+    if isinstance(value, str):
+        raise _bad("pack", value, forms)
+    k = _positive_int("pack", value)
+    return None if k == 1 else k
+
+
 PACKAGING_MODES = ("auto", "inherit", "by-value", "wheel", "container")
 
 
@@ -342,6 +357,7 @@ class Resources:
     # other sbatch long options (SBATCH_OPTIONS), sorted: (python name, flag argument)
     sbatch: tuple[tuple[str, str], ...] = ()
     requeue: bool = False  # sbatch --requeue; preemption and node failure run it again
+    pack: int | str | None = None  # map elements per Slurm element: k > 1, or "auto"
 
     @classmethod
     def from_options(cls, **options: Any) -> Resources:
@@ -368,7 +384,14 @@ class Resources:
                 out.update(_PARSERS[name](value))
         if long:
             out["sbatch"] = tuple(sorted(long.items()))
-        return cls(**out)
+        res = cls(**out)
+        if res.pack is not None and res.ranks > 1:
+            msg = (
+                f"pack={res.pack!r} cannot combine with {res.ranks} ranks (ntasks/nodes): "
+                f"a packed Slurm element runs its elements in one process"
+            )
+            raise InvalidOptionError(msg)
+        return res
 
     @property
     def ranks(self) -> int:
@@ -432,6 +455,8 @@ class Resources:
                 out["cpus" if name == "cpus_per_task" else name] = str(value)
         if self.ranks > 1:
             out["ranks"] = str(self.ranks)
+        if self.pack is not None:
+            out["pack"] = str(self.pack)
         return out
 
 
@@ -457,6 +482,7 @@ _PARSERS: dict[str, Any] = {
     "retries": lambda v: {"retries": _positive_int("retries", v, zero_ok=True)},
     "packaging": lambda v: {"packaging": _packaging(v)},
     "requeue": lambda v: {"requeue": _bool("requeue", v)},
+    "pack": lambda v: {"pack": _pack(v)},
     "pure": lambda v: {},
 }
 OPTION_NAMES: tuple[str, ...] = (*_PARSERS, *SBATCH_OPTIONS)

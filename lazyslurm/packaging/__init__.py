@@ -155,6 +155,7 @@ class Launch:
     python: str
     setup: tuple[str, ...] = ()
     launcher: tuple[str, ...] = ()
+    runner: str | None = None  # lazyslurm/runner/__main__.py there, started by path, if known
 
 
 @attrs.frozen
@@ -362,14 +363,18 @@ class Packager:
         )
         if mode == "inherit":
             self.check_inherit()
-            return Launch(self.python, self._inherit_setup())
+            runner = None
+            if self.local:  # this very lazyslurm, on the shared file system
+                runner = str(Path(byvalue.__file__).resolve().parents[1] / "runner/__main__.py")
+            return Launch(self.python, self._inherit_setup(), runner=runner)
         missing = self.require_importable(shell, blobs, mode)
         dirs = [self.stage_runtime(workdir, staged, before, done)]
         if missing:
             dirs.append(self.stage_installed(missing, workdir, staged, before, done, mode))
         path = ":".join(shlex.quote(d) for d in dirs)
         line = f"export PYTHONPATH={path}${{PYTHONPATH:+:$PYTHONPATH}}"
-        return Launch(self.python, (*self.setup, line))
+        runner = f"{dirs[0]}/lazyslurm/runner/__main__.py"  # the staged runtime's runner
+        return Launch(self.python, (*self.setup, line), runner=runner)
 
     def stage_installed(
         self,

@@ -7,7 +7,6 @@ function or argument that cannot be pickled raises :class:`SerializationError` n
 from __future__ import annotations
 
 import json
-import pickle
 import sys
 import sysconfig
 import types
@@ -20,7 +19,7 @@ from lazyslurm.context import context_parameter
 from lazyslurm.errors import SerializationError
 from lazyslurm.graph.core import Job, refusing_hidden_jobs, safe_repr
 from lazyslurm.planning.planner import ArrayJob, Plan
-from lazyslurm.store import INSIDE, FunctionRef, encode_spec
+from lazyslurm.store import INSIDE, FunctionRef, encode_spec, encode_value
 
 __all__ = ["encode_run", "manifest", "read_manifest"]
 
@@ -46,7 +45,8 @@ def _by_value_modules(func: Any) -> list[types.ModuleType]:
 
 
 def _by_reference(task: Any) -> FunctionRef | None:
-    """The task's import path, when importing it there gives this very task."""
+    """The task's import path, when importing it there gives this very task (or its very
+    function: ``task(module.f)`` of a plain importable function goes by reference too)."""
     module, qualname = task.__module__, task.__qualname__
     mod = sys.modules.get(module or "")
     if mod is None or module == "__main__" or "<" in qualname:
@@ -54,15 +54,21 @@ def _by_reference(task: Any) -> FunctionRef | None:
     obj: Any = mod
     for part in qualname.split("."):
         obj = getattr(obj, part, None)
-    if obj is not task and getattr(obj, "unwrapped", None) is not task.unwrapped:
+    if obj is task or obj is task.unwrapped:
+        return FunctionRef(module, qualname)
+    if getattr(obj, "unwrapped", None) is not task.unwrapped:
         return None
     return FunctionRef(module, qualname)
 
 
-def _dump_element(job: Job) -> bytes:
-    payload = (job.key, job.args, job.kwargs)
+def _dump_element(job: Job, where: dict[str, str] | None = None) -> bytes:
+    """One element: ``(key, args, kwargs)``, and the locations of its inputs kept in
+    pack files (``{key: ":AJ_J"}`` in this run, ``"RUN:AJ_J"`` in another) if any."""
+    payload: tuple = (job.key, job.args, job.kwargs)
+    if where:
+        payload = (*payload, where)
     try:
-        return pickle.dumps(payload, protocol=5)
+        return encode_value(payload)  # marshal for plain data: no pickle on the node
     except Exception:
         pass
     try:
@@ -89,6 +95,9 @@ def _name_unpicklable(job: Job, exc: Exception) -> SerializationError:
 
 def _short(value: Any) -> str:
     return safe_repr(value, 60)  # never raises, even for a user object whose repr does
+
+
+_HERE: Any = object()  # a key computed by this plan (not in plan.external)
 
 
 def manifest(plan: Plan, *, run_id: str, outputs: list[str], meta: Mapping[str, Any]) -> dict:
@@ -146,10 +155,23 @@ def _encode_run(
         func = task.unwrapped
         shipped: Any = func if by_value else _by_reference(task) or func
         external = {}
+        wheres: list[dict[str, str] | None] = []
         for job in elements:
+            where: dict[str, str] | None = None
             for dep in job.deps:
-                if dep.key in plan.external:
-                    external[dep.key] = plan.external[dep.key]
+                at = plan.external.get(dep.key, _HERE)
+                if at is not _HERE:
+                    if at is not None and ":" in at:  # in a pack file of an earlier run
+                        where = where or {}
+                        where[dep.key] = at
+                    else:
+                        external[dep.key] = at
+                    continue
+                up, i = plan.location[dep.key]
+                if up.pack > 1:  # in a pack file of this run
+                    where = where or {}
+                    where[dep.key] = ":" + up.location(i, "").partition(":")[2]
+            wheres.append(where)
         header = {
             "func": shipped,
             "task": aj.name,
@@ -157,12 +179,15 @@ def _encode_run(
             "requeue": aj.resources.requeue,
             "external": external,
         }
+        if aj.pack > 1:
+            header["pack"] = aj.pack
+            header["workers"] = aj.resources.cpus_per_task or 1
         wants = context_parameter(func)
         if wants is not None:
             header["context"] = wants  # the runner fills it with a JobContext
         if aj.resources.gather is not None:
             header["gather"] = aj.resources.gather
-        blobs = [_dump_element(job) for job in elements]
+        blobs = [_dump_element(job, w) for job, w in zip(elements, wheres, strict=True)]
         if not by_value:
             mods = []
         elif modules_by_value is not None:

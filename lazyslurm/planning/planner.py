@@ -29,10 +29,12 @@ from lazyslurm.planning.rules import AFTERCORR, AFTEROK, edge_kind
 __all__ = [
     "AFTERCORR",
     "AFTEROK",
+    "AUTO_PACK_TARGET",
     "DEFAULT_MAX_ARRAY_SIZE",
     "ArrayJob",
     "Plan",
     "make_plan",
+    "pack_size",
     "stages_of",
 ]
 
@@ -59,10 +61,41 @@ class ArrayJob:
     nchunks: int = 1
     dependencies: tuple[tuple[str, str], ...] = ()  # (kind, upstream array job id)
     after: tuple[str, ...] = ()  # upstream ids whose edges are ordering only (.after)
+    pack: int = 1  # elements run by one Slurm element (one process), one after another
 
     @property
     def size(self) -> int:
+        """Elements (graph nodes) of the array job."""
         return len(self.keys)
+
+    @property
+    def slurm_size(self) -> int:
+        """Slurm array elements: ``size`` elements, ``pack`` to a Slurm element.
+
+        Slurm element ``j`` runs elements ``j * pack`` to ``(j + 1) * pack - 1``.
+        """
+        return -(-len(self.keys) // self.pack)
+
+    def slurm_index(self, index: int) -> int:
+        """The Slurm element that runs element ``index`` (its log files are that one's)."""
+        return index // self.pack
+
+    def location(self, index: int, run_id: str) -> str:
+        """Where element ``index``'s result is kept: ``run_id`` (``results/KEY.pkl``), or
+        ``run_id:AJ_J`` when packed (its record in the pack file of Slurm element J)."""
+        if self.pack == 1:
+            return run_id
+        return f"{run_id}:{self.id}_{index // self.pack}"
+
+    @property
+    def timeout_min(self) -> int | None:
+        """The Slurm element's time limit: the task's limit times the elements that run
+        one after another in it (``pack``, or ``pack / cpus_per_task`` rounded up when
+        they run ``cpus_per_task`` at a time)."""
+        limit = self.resources.timeout_min
+        if limit is None or self.pack == 1:
+            return limit
+        return limit * -(-self.pack // (self.resources.cpus_per_task or 1))
 
     @property
     def throttle(self) -> int | None:
@@ -80,6 +113,7 @@ class ArrayJob:
             "nchunks": self.nchunks,
             "dependencies": [[kind, up] for kind, up in self.dependencies],
             "after": list(self.after),
+            **({"pack": self.pack} if self.pack > 1 else {}),
         }
 
     @classmethod
@@ -94,11 +128,16 @@ class ArrayJob:
             nchunks=int(entry.get("nchunks", 1)),
             dependencies=tuple((k, u) for k, u in entry["dependencies"]),
             after=tuple(entry.get("after", ())),
+            pack=int(entry.get("pack", 1)),
         )
 
     def __repr__(self) -> str:
         deps = ", ".join(f"{k}:{u}" for k, u in self.dependencies)
-        return f"ArrayJob({self.id} {self.name}[{self.size}] stage={self.stage} deps=[{deps}])"
+        packed = f" pack={self.pack}" if self.pack > 1 else ""
+        return (
+            f"ArrayJob({self.id} {self.name}[{self.size}]{packed} stage={self.stage} "
+            f"deps=[{deps}])"
+        )
 
 
 def stages_of(array_jobs: Iterable[ArrayJob]) -> tuple[tuple[ArrayJob, ...], ...]:
@@ -155,8 +194,13 @@ class Plan:
             deps = ", ".join(f"{k} {u}" for k, u in aj.dependencies) or "none"
             res = " ".join(f"{k}={v}" for k, v in aj.resources.describe().items())
             chunk = f" chunk {aj.chunk + 1}/{aj.nchunks}" if aj.nchunks > 1 else ""
+            packed = ""
+            if aj.pack > 1:
+                limit = f", time {aj.timeout_min}min each" if aj.timeout_min else ""
+                packed = f" packed {aj.pack} per Slurm element ({aj.slurm_size}{limit})"
             lines.append(
-                f"{aj.id}: {aj.name} x{aj.size}{chunk} (stage {aj.stage}) {res} after: {deps}"
+                f"{aj.id}: {aj.name} x{aj.size}{packed}{chunk} (stage {aj.stage}) {res} "
+                f"after: {deps}"
             )
         return lines
 
@@ -172,6 +216,7 @@ class Plan:
                 aj.id,
                 name=aj.name,
                 size=aj.size,
+                pack=aj.pack,
                 stage=aj.stage,
                 chunk=aj.chunk,
                 nchunks=aj.nchunks,
@@ -201,19 +246,76 @@ def _stages(nodes: Sequence[Job], done: Mapping[str, Any]) -> dict[str, int]:
     return stage
 
 
+AUTO_PACK_TARGET = 128  # pack="auto": at most this many Slurm elements per array job
+
+
+def pack_size(pack: int | str | None, n: int, max_array_size: int) -> int:
+    """Elements per Slurm element for ``n`` elements: ``pack`` as given, or for
+    ``"auto"`` enough that they fit one array job of ``max_array_size`` and at most
+    :data:`AUTO_PACK_TARGET` Slurm elements (each Slurm element start costs Slurm tens
+    of milliseconds of CPU; 128 still spreads over many nodes).
+
+    >>> pack_size(None, 10, 4), pack_size(3, 10, 4), pack_size("auto", 100, 30)
+    (1, 3, 4)
+    >>> pack_size("auto", 100_000, 1001), pack_size("auto", 1000, 1001)
+    (782, 8)
+    """
+    if pack is None:
+        return 1
+    if pack == "auto":
+        return max(1, -(-n // max_array_size), -(-n // AUTO_PACK_TARGET))
+    return int(pack)
+
+
+def _fit_job_budget(sizes: list[int], packs: list[int], auto: list[bool], budget: int) -> None:
+    """Grow the ``pack="auto"`` groups' packs (in place) until the plan's Slurm elements
+    (``sum(ceil(size / pack))``) fit ``budget`` (MaxJobCount, MaxSubmitJobs), if they can.
+
+    >>> packs = [1, 8, 8]; _fit_job_budget([50, 1000, 1000], packs, [False, True, True], 100)
+    >>> packs, 50 + sum(-(-1000 // k) for k in packs[1:])
+    ([1, 40, 40], 100)
+    """
+    fixed = sum(-(-n // k) for n, k, a in zip(sizes, packs, auto, strict=True) if not a)
+    flexible = [i for i, a in enumerate(auto) if a]
+    if not flexible:
+        return
+    left = budget - fixed
+    total = sum(-(-sizes[i] // packs[i]) for i in flexible)
+    if total <= left:
+        return
+    share = max(1, left) / total  # every auto group gives up the same fraction
+    for i in flexible:
+        want = max(1, int(-(-sizes[i] // packs[i]) * share))
+        packs[i] = max(packs[i], -(-sizes[i] // want))
+    while sum(-(-sizes[i] // packs[i]) for i in flexible) > max(left, len(flexible)):
+        i = max(flexible, key=lambda j: -(-sizes[j] // packs[j]))
+        packs[i] += max(1, packs[i] // 8)
+
+
 @gc_paused()  # planning builds O(nodes) objects, none of them cyclic garbage
 def make_plan(
     roots: Iterable[Job],
     *,
     done: Mapping[str, str | None] | None = None,
     max_array_size: int = DEFAULT_MAX_ARRAY_SIZE,
+    max_jobs: int | None = None,
+    packing: bool = True,
+    time_cap: Any = None,
 ) -> Plan:
-    """Plan everything ``roots`` need that is not in ``done`` (key -> run holding it).
+    """Plan everything ``roots`` need that is not in ``done`` (key -> location of its
+    result: the run holding it, see :meth:`ArrayJob.location`).
 
     Sibling calls of one task with equal resources in the same stage share an array job
     (a Python loop of calls plans like ``task.map``); arrays over ``max_array_size`` are
     split into chunks. Each edge's kind is :func:`~lazyslurm.planning.rules.edge_kind`.
     Dependencies on ``done`` nodes are dropped (their results are read from the store).
+
+    A task's ``pack`` runs that many elements in one Slurm element (``"auto"``:
+    :func:`pack_size`, then grown so that the whole plan's Slurm elements fit
+    ``max_jobs``, the cluster's MaxJobCount / MaxSubmitJobs), and at most what keeps
+    the packed time limit within ``time_cap(resources)`` (the partition's MaxTime, in
+    minutes; the Slurm element's time is ``k / cpus_per_task`` times the task's).
+    ``packing=False`` (a backend that runs every element alone) plans ``pack=1``.
     """
     if max_array_size < 1:
         msg = f"max_array_size must be at least 1, got {max_array_size}"
@@ -242,12 +344,34 @@ def make_plan(
 
     # chunking; stage-major order keeps submission order topological
     pending: list[tuple[int, Task[..., Any], Resources, tuple[Job, ...], int, int]] = []
-    for (s, _), jobs in sorted(groups.items(), key=lambda kv: kv[0][0]):
+    packs: list[int] = []
+    ordered = sorted(groups.items(), key=lambda kv: kv[0][0])
+    group_packs = []
+    for _, jobs in ordered:
+        res = jobs[0].task.resources
+        one = not packing or res.ranks > 1 or res.pack is None
+        group_packs.append(1 if one else pack_size(res.pack, len(jobs), max_array_size))
+    if max_jobs is not None and packing:
+        auto = [
+            jobs[0].task.resources.pack == "auto" and jobs[0].task.resources.ranks == 1
+            for _, jobs in ordered
+        ]
+        _fit_job_budget([len(j) for _, j in ordered], group_packs, auto, max_jobs)
+    if time_cap is not None and packing:
+        for g, (_, jobs) in enumerate(ordered):
+            res = jobs[0].task.resources
+            cap = time_cap(res) if res.pack == "auto" and res.timeout_min else None
+            if cap is not None:  # k / cpus turns of the task's time within MaxTime
+                most = max(1, cap // res.timeout_min) * (res.cpus_per_task or 1)
+                group_packs[g] = min(group_packs[g], most)
+    for ((s, _), jobs), k in zip(ordered, group_packs, strict=True):
         res = jobs[0].task.resources  # the group's first-seen resources
-        nchunks = -(-len(jobs) // max_array_size)
+        per_chunk = max_array_size * k
+        nchunks = -(-len(jobs) // per_chunk)
         for c in range(nchunks):
-            part = tuple(jobs[c * max_array_size : (c + 1) * max_array_size])
+            part = tuple(jobs[c * per_chunk : (c + 1) * per_chunk])
             pending.append((s, part[0].task, res, part, c, nchunks))
+            packs.append(k)
 
     ids = [f"aj{i}" for i in range(len(pending))]
     where: dict[str, tuple[int, int]] = {}
@@ -285,10 +409,16 @@ def make_plan(
                 chunk=c,
                 nchunks=nchunks,
                 dependencies=tuple(
-                    (edge_kind(len(pending[up][3]), len(part), touch[up]), ids[up])
+                    (
+                        edge_kind(len(pending[up][3]), len(part), touch[up])
+                        if packs[up] == packs[i]  # packed alike: Slurm element j <- j
+                        else AFTEROK,
+                        ids[up],
+                    )
                     for up in sorted(touch)
                 ),
                 after=tuple(ids[u] for u in sorted(touch) if u not in data_up),
+                pack=packs[i],
             )
         )
     location: dict[str, tuple[ArrayJob, int]] = {}

@@ -19,6 +19,8 @@ from __future__ import annotations
 import shlex
 from collections.abc import Mapping, Sequence
 
+import attrs
+
 from lazyslurm.graph.resources import Resources
 from lazyslurm.planning.planner import ArrayJob
 from lazyslurm.runner.checkpoint import CHECKPOINT_LEAD_S
@@ -56,7 +58,7 @@ def sbatch_flags(
         return getattr(d, name) if value is None else value
 
     name = pick("job_name") or job.name
-    array = f"0-{job.size - 1}"
+    array = f"0-{job.slurm_size - 1}"  # packed: one Slurm element per pack
     throttle = pick("max_concurrent")
     if throttle:
         array += f"%{throttle}"
@@ -67,6 +69,9 @@ def sbatch_flags(
         f"--error={layout.log_pattern(job.id, 'err')}",
         "--kill-on-invalid-dep=yes",
     ]
+    if job.pack > 1 and (r.timeout_min or d.timeout_min):  # k elements in turn: k x time
+        per = r.timeout_min or d.timeout_min or 0
+        r = attrs.evolve(r, timeout_min=per * -(-job.pack // (pick("cpus_per_task") or 1)))
     flags.extend(r.sbatch_flags(d))  # one table of sbatch options: graph/resources.py
     if r.requeue or d.requeue:  # and SIGUSR1 before the time limit: the checkpoint hooks
         flags += ["--requeue", f"--signal=B:USR1@{CHECKPOINT_LEAD_S}"]
@@ -81,17 +86,21 @@ def job_script(
     python: str,
     setup: Sequence[str] = (),
     launcher: Sequence[str] = (),
+    runner: str | None = None,
 ) -> str:
     """The batch script of one array job: setup lines, then the runner (element from
     ``$SLURM_ARRAY_TASK_ID``). ``setup`` lines are the user's own shell, used as given;
     ``launcher`` words (quoted here) come before the interpreter, e.g. a container runtime.
+    ``runner``, the path of ``lazyslurm/runner/__main__.py`` on the cluster when known, is
+    started by path: no ``runpy`` and no package ``__init__`` on every task.
 
     A task with more than one rank (:attr:`Resources.ranks`) gets :func:`ranks_script`
     instead; a one-process task's script is unchanged by that feature.
     """
     if job.resources.ranks > 1:
         return ranks_script(job, run_id=run_id, layout=layout, python=python, setup=setup)
-    words = [*launcher, python, "-m", "lazyslurm.runner", layout.root, job.id]
+    start = [runner] if runner else ["-m", "lazyslurm.runner"]
+    words = [*launcher, python, *start, layout.root, job.id]
     lines = [
         "#!/bin/bash",
         f"# lazyslurm run {run_id}, array job {job.id} ({job.name} x{job.size})",

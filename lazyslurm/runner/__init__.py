@@ -1,23 +1,26 @@
 """The compute-node entry point: run one array element and store its outcome.
 
-``python -m lazyslurm.runner RUN_DIR ARRAY_JOB`` runs element ``$SLURM_ARRAY_TASK_ID``.
-A multi-rank task runs ``--rank`` on every rank (srun), then ``--gather`` once
-(:func:`run_rank`, :func:`gather`).
-Imports only the standard library, :mod:`lazyslurm.store`, :mod:`lazyslurm.errors` and
-cloudpickle (only if a payload needs it): this module starts once per task on every
-compute node.
+``python /path/to/lazyslurm/runner/__main__.py RUN_DIR ARRAY_JOB`` (what job scripts run
+when the runner's path on the cluster is known) or ``python -m lazyslurm.runner RUN_DIR
+ARRAY_JOB`` runs Slurm element ``$SLURM_ARRAY_TASK_ID`` (:func:`run_slurm_element`: one
+element, or the ``pack`` elements packed into it). A multi-rank task runs ``--rank`` on
+every rank (srun), then ``--gather`` once (:func:`run_rank`, :func:`gather`).
+
+This module starts once per task on every compute node, so on the way to the user's
+function it imports only ``os``, ``sys``, ``marshal`` and :mod:`lazyslurm.store` (loaded
+by path: no package ``__init__``); ``_pickle`` only for values that are not plain data,
+cloudpickle only if the spec file says a payload needs it, ``traceback`` and
+:mod:`lazyslurm.errors` only when something fails. ``tests/test_layers.py`` holds it to
+that budget.
 """
 
 from __future__ import annotations
 
-import copy
 import os
-import pickle
 import sys
-import traceback
-from typing import Any
 
 from lazyslurm.store import (
+    SECTION_MARK,
     FunctionRef,
     MapItem,
     Rebuild,
@@ -27,14 +30,30 @@ from lazyslurm.store import (
     Restore,
     RunLayout,
     atomic_write,
-    decode_outcome,
-    dumps,
+    decode_result,
+    decode_value,
     encode_outcome,
+    encode_pack,
+    encode_value,
     read_element,
     read_private,
+    run_of,
+    spec_size,
 )
 
-__all__ = ["EXIT_OK", "EXIT_TASK_FAILED", "gather", "resolve", "run_element", "run_rank"]
+TYPE_CHECKING = False  # typing is not imported on compute nodes
+if TYPE_CHECKING:
+    from typing import Any
+
+__all__ = [
+    "EXIT_OK",
+    "EXIT_TASK_FAILED",
+    "gather",
+    "resolve",
+    "run_element",
+    "run_rank",
+    "run_slurm_element",
+]
 
 EXIT_OK = 0
 EXIT_TASK_FAILED = 1
@@ -68,6 +87,8 @@ def resolve(obj: Any, load: Any) -> Any:
     if t is Rebuild:
         return obj.cls._make(resolve(obj.items, load))
     if t is Restore:
+        import copy
+
         new = copy.copy(obj.base)
         for name, value in obj.fields.items():
             object.__setattr__(new, name, resolve(value, load))
@@ -85,18 +106,31 @@ def resolve(obj: Any, load: Any) -> Any:
     return obj
 
 
-def _loader(paths: RunLayout, external: dict[str, str | None]) -> Any:
+def _loader(
+    paths: RunLayout, external: dict[str, str | None], where: dict[str, str] | None = None
+) -> Any:
     """``load(key)``: an upstream result, verified before it is unpickled (a corrupt or
     foreign record raises CorruptResultError naming that input, its key and path).
     The result of a task that returned a lazy value is a :class:`Redirect`: it is
-    followed to the results of the subgraph (docs/dynamic.md)."""
+    followed to the results of the subgraph (docs/dynamic.md).
+
+    ``external`` and ``where`` give a key's location when it is not ``results/KEY.pkl``
+    of this run: another run's, or a pack file (``RUN:AJ_J``, ``:AJ_J`` in this run);
+    a pack file is read once for all the keys it holds."""
     cache: dict[str, Any] = {}
+    files: dict[str, bytes] = {}
     here = paths.root.rsplit("/", 1)[-1]
 
-    def read(key: str, run: str | None) -> Any:
-        path = paths.result(key, run=None if run == here else run)
-        _, payload = decode_outcome(read_private(path), key=key, path=path, run=run or here)
-        value = pickle.loads(payload)
+    def read(key: str, at: str | None) -> Any:
+        path = paths.result(key, run=None if at == here else at)
+        data = files.get(path)
+        if data is None:
+            data = read_private(path)
+            if at is not None and ":" in at:
+                files[path] = data
+        run = run_of(at) if at else ""
+        _, payload = decode_result(data, key=key, path=path, run=run or here)
+        value = decode_value(payload)
         if type(value) is Redirect:
             runs = value.runs
             value = resolve(value.template, lambda k: read(k, runs.get(k)))
@@ -107,7 +141,7 @@ def _loader(paths: RunLayout, external: dict[str, str | None]) -> Any:
             return cache[key]
         except KeyError:
             pass
-        value = cache[key] = read(key, external.get(key))
+        value = cache[key] = read(key, (where or {}).get(key) or external.get(key))
         return value
 
     return load
@@ -161,6 +195,10 @@ def _safe_str(exc: BaseException) -> str:
 def _error_record(
     exc: BaseException, header: dict[str, Any], key: str, rank: int | None = None
 ) -> bytes:
+    import traceback
+
+    from lazyslurm.store import dumps
+
     record = {
         "type_name": type(exc).__qualname__,
         "module": type(exc).__module__,
@@ -180,7 +218,7 @@ def _error_record(
         record["exception"] = dumps(exc)
     except Exception:
         pass
-    return dumps(record)
+    return encode_value(record)
 
 
 def _writer(run_dir: str, array_job: str, index: int) -> str:
@@ -240,8 +278,8 @@ def _execute(
     ``where`` is ``(array_job, index)``: a task that returns a lazy value has it planned
     and submitted from here (:func:`_expand`).
     """
-    key, args, kwargs = element
-    load = _loader(paths, header.get("external", {}))
+    key, args, kwargs = element[:3]
+    load = _loader(paths, header.get("external", {}), element[3] if len(element) > 3 else None)
     wants = header.get("context")
     if header.get("requeue") and os.environ.get("SLURM_JOB_ID"):
         from lazyslurm.runner import checkpoint
@@ -265,7 +303,7 @@ def _execute(
                 result = _expand(result, paths, *where, key, header)
             if one_process and header.get("gather") == "all":
                 result = [result]  # a one-process run: the list of its only rank's value
-            data = dumps(result)
+            data = encode_value(result)  # marshal for plain data
         except (Exception, SystemExit) as exc:  # the task's own failure, or sys.exit()
             if getattr(exc, "error_record", None) is not None:
                 return None, exc  # a subgraph's original error: not retried here
@@ -292,11 +330,20 @@ def _context_maker(
     return make
 
 
-def run_element(run_dir: str, array_job: str, index: int, *, env: Any = None) -> int:
+def run_element(
+    run_dir: str,
+    array_job: str,
+    index: int,
+    *,
+    env: Any = None,
+    packed: list[bytes] | None = None,
+) -> int:
     """Run one element; write its result or error file. Returns the process exit code.
 
     ``env`` is the Slurm environment of the job (``os.environ`` under Slurm); ``None``
     (the local and sync backends) gives a task's ``JobContext`` one-process values.
+    ``packed``: the element runs in a packed Slurm element, its result record is
+    appended there (for the pack file) instead of being written alone.
     """
     paths = RunLayout(run_dir)
     header, element = read_element(paths.spec(array_job), index)
@@ -315,13 +362,118 @@ def run_element(run_dir: str, array_job: str, index: int, *, env: Any = None) ->
             os.environ[ELEMENT_ENV] = saved
     writer = _writer(paths.root, array_job, index)
     if exc is not None:
+        import traceback
+
         traceback.print_exception(exc)
         inherited = getattr(exc, "error_record", None)  # a subgraph's original error
         error = inherited if inherited is not None else _error_record(exc, header, key)
         atomic_write(paths.error(key), encode_outcome(error, key=key, writer=writer))
         return EXIT_TASK_FAILED
-    atomic_write(paths.result(key), encode_outcome(data, key=key, writer=writer))
+    record = encode_outcome(data, key=key, writer=writer)
+    if packed is not None:
+        packed.append(record)
+    else:
+        atomic_write(paths.result(key), record)
     return EXIT_OK
+
+
+def run_slurm_element(run_dir: str, array_job: str, slurm_index: int, env: Any = None) -> int:
+    """Run Slurm element ``slurm_index`` of an array job: its one element, or, for an
+    array job packed ``k`` to a Slurm element, elements ``slurm_index * k`` onwards, one
+    after another (``cpus_per_task`` at a time in forked workers when the spec says
+    ``workers`` > 1). A failing element does not stop the others: it writes its own
+    error record; the results of the pack go to one file (``results/AJ_J.pack``) once
+    every element has run. Each element's output starts with a marked line in the log.
+    Exit code 1 if any element failed."""
+    spec = RunLayout(run_dir).spec(array_job)
+    header, _ = read_element(spec, 0)
+    pack = int(header.get("pack", 1))
+    if pack == 1:
+        return run_element(run_dir, array_job, slurm_index, env=env)
+    first = slurm_index * pack
+    members = range(first, min(first + pack, spec_size(spec)))
+    workers = min(int(header.get("workers", 1)), len(members))
+    records: list[bytes] = []
+    if workers > 1:
+        code = _run_forked(run_dir, array_job, members, workers, env, records)
+    else:
+        code = EXIT_OK
+        for m in members:
+            _section(array_job, m)
+            code = max(code, _run_guarded(run_dir, array_job, m, env, records))
+    paths = RunLayout(run_dir)
+    atomic_write(paths.pack(array_job, slurm_index), encode_pack(records))
+    return code
+
+
+def _section(array_job: str, index: int) -> None:
+    """The line that starts element ``index``'s part of a packed Slurm element's logs."""
+    line = f"{SECTION_MARK}{array_job}[{index}] ===\n"
+    sys.stdout.write(line)
+    sys.stderr.write(line)
+
+
+def _run_guarded(
+    run_dir: str, array_job: str, index: int, env: Any, records: list[bytes]
+) -> int:
+    try:
+        return run_element(run_dir, array_job, index, env=env, packed=records)
+    except Exception:  # a broken input of this element (its outcome is then missing)
+        import traceback
+
+        traceback.print_exc()
+        return EXIT_TASK_FAILED
+
+
+def _run_forked(
+    run_dir: str, array_job: str, members: range, workers: int, env: Any, records: list[bytes]
+) -> int:
+    """Run ``members`` in forked children, ``workers`` at a time; each child sends its
+    result record back through a pipe (kept in element order)."""
+    import select
+
+    code = EXIT_OK
+    todo = list(members)
+    running: dict[int, tuple[int, int, list[bytes]]] = {}  # read fd -> (pid, member, chunks)
+    got: dict[int, bytes] = {}
+    while todo or running:
+        while todo and len(running) < workers:
+            m = todo.pop(0)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            r, w = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # the child: one element, then leave without cleanup
+                rc = EXIT_TASK_FAILED
+                try:
+                    os.close(r)
+                    _section(array_job, m)
+                    mine: list[bytes] = []
+                    rc = _run_guarded(run_dir, array_job, m, env, mine)
+                    view = memoryview(b"".join(mine))
+                    while view:
+                        view = view[os.write(w, view) :]
+                finally:
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                    os._exit(rc)
+            os.close(w)
+            running[r] = (pid, m, [])
+        ready, _, _ = select.select(list(running), [], [])
+        for r in ready:
+            chunk = os.read(r, 1 << 20)
+            if chunk:
+                running[r][2].append(chunk)
+                continue
+            pid, m, chunks = running.pop(r)
+            os.close(r)
+            _, status = os.waitpid(pid, 0)
+            if os.waitstatus_to_exitcode(status) != 0:
+                code = EXIT_TASK_FAILED
+            if chunks:
+                got[m] = b"".join(chunks)
+    records.extend(got[m] for m in sorted(got))
+    return code
 
 
 def run_rank(run_dir: str, array_job: str, index: int, env: Any) -> int:
@@ -340,6 +492,8 @@ def run_rank(run_dir: str, array_job: str, index: int, env: Any) -> int:
     where = paths.rank_dir(key)
     os.makedirs(where, mode=0o700, exist_ok=True)
     if exc is not None:
+        import traceback
+
         traceback.print_exception(exc)
         atomic_write(os.path.join(where, f"{rank}.err"), _error_record(exc, header, key, rank))
         return EXIT_TASK_FAILED
@@ -360,7 +514,8 @@ def gather(run_dir: str, array_job: str, index: int, world_size: int) -> int:
     import shutil
 
     paths = RunLayout(run_dir)
-    header, (key, _args, _kwargs) = read_element(paths.spec(array_job), index)
+    header, element = read_element(paths.spec(array_job), index)
+    key = element[0]
     where = paths.rank_dir(key)
     writer = _writer(paths.root, array_job, index)
     names = set(os.listdir(where)) if os.path.isdir(where) else set()
@@ -368,10 +523,11 @@ def gather(run_dir: str, array_job: str, index: int, world_size: int) -> int:
     try:
         if errors:
             first = min(errors, key=lambda r: (_mtime(os.path.join(where, f"{r}.err")), r))
-            record = pickle.loads(read_private(os.path.join(where, f"{first}.err")))
+            record = decode_value(read_private(os.path.join(where, f"{first}.err")))
             others = f"; {len(errors) - 1} other rank(s) failed too" if len(errors) > 1 else ""
             record["message"] = f"{record['message']} [on rank {first} of {world_size}{others}]"
-            atomic_write(paths.error(key), encode_outcome(dumps(record), key=key, writer=writer))
+            data = encode_value(record)
+            atomic_write(paths.error(key), encode_outcome(data, key=key, writer=writer))
             return EXIT_TASK_FAILED
         missing = [
             r for r in range(world_size) if f"{r}.pkl" not in names and f"{r}.ok" not in names
@@ -386,10 +542,10 @@ def gather(run_dir: str, array_job: str, index: int, world_size: int) -> int:
             return EXIT_TASK_FAILED
         if header.get("gather") == "all":
             values = [
-                pickle.loads(read_private(os.path.join(where, f"{r}.pkl")))
+                decode_value(read_private(os.path.join(where, f"{r}.pkl")))
                 for r in range(world_size)
             ]
-            data = dumps(values)
+            data = encode_value(values)
         else:
             data = read_private(os.path.join(where, "0.pkl"))
         atomic_write(paths.result(key), encode_outcome(data, key=key, writer=writer))
@@ -404,6 +560,8 @@ def serve(stdin: Any, proto_fd: int) -> None:
     Each element's stdout/stderr go to its log files, as under Slurm; the exit code goes
     back on ``proto_fd``.
     """
+    import traceback
+
     saved = os.dup(1), os.dup(2)
     for line in stdin:
         run_dir, array_job, index_s = line.rstrip("\n").split("\t")

@@ -1,7 +1,18 @@
-"""``python -m lazyslurm.runner RUN_DIR ARRAY_JOB`` (element from $SLURM_ARRAY_TASK_ID).
+"""Run one Slurm array element (from ``$SLURM_ARRAY_TASK_ID``): the job scripts' entry.
+
+Two ways to start it, with the same effect:
+
+- ``python /path/to/lazyslurm/runner/__main__.py RUN_DIR ARRAY_JOB`` (what job scripts
+  run when the runner's path on the cluster is known): by path, no ``runpy`` and no
+  package ``__init__``: :mod:`lazyslurm.store` and :mod:`lazyslurm.runner` are loaded
+  from the files beside this one under their own names (so pickles naming
+  ``lazyslurm.store.Ref`` find them). ``sys.path[0]`` becomes the working directory, as
+  under ``-m``. Measured in ``benchmarks/task_overhead.py``.
+- ``python -m lazyslurm.runner RUN_DIR ARRAY_JOB``.
 
 A multi-process task's job script runs ``--rank RUN_DIR ARRAY_JOB`` on every rank (srun),
-then ``--gather RUN_DIR ARRAY_JOB WORLD_SIZE`` once.
+then ``--gather RUN_DIR ARRAY_JOB WORLD_SIZE`` once. ``--serve`` is the local backend's
+worker loop.
 """
 
 from __future__ import annotations
@@ -13,6 +24,22 @@ USAGE = (
     "usage: python -m lazyslurm.runner [--rank] RUN_DIR ARRAY_JOB\n"
     "       python -m lazyslurm.runner --gather RUN_DIR ARRAY_JOB WORLD_SIZE"
 )
+
+
+def _load_by_path(name: str, path: str, package: bool = False) -> None:
+    """Execute ``path`` as module ``name`` (cached bytecode), skipping parent packages."""
+    import _frozen_importlib as boot
+    import _frozen_importlib_external as ext
+
+    where = [os.path.dirname(path)] if package else None
+    spec = ext.spec_from_file_location(name, path, submodule_search_locations=where)
+    module = boot.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
 
 
 def main(argv: list[str]) -> int:
@@ -42,10 +69,15 @@ def main(argv: list[str]) -> int:
         from lazyslurm.runner import gather
 
         return gather(args[0], args[1], int(index), int(args[2]))
-    from lazyslurm.runner import run_element
+    from lazyslurm.runner import run_slurm_element
 
-    return run_element(args[0], args[1], int(index), env=os.environ)
+    return run_slurm_element(args[0], args[1], int(index), env=os.environ)
 
 
 if __name__ == "__main__":
+    if not __package__ and "lazyslurm.runner" not in sys.modules:  # started by path
+        here = os.path.dirname(os.path.abspath(__file__))
+        sys.path[0] = os.getcwd()  # what `python -m` puts first, not the runner's directory
+        _load_by_path("lazyslurm.store", os.path.join(os.path.dirname(here), "store.py"))
+        _load_by_path("lazyslurm.runner", os.path.join(here, "__init__.py"), package=True)
     sys.exit(main(sys.argv[1:]))

@@ -19,6 +19,9 @@
 #   LAZYSLURM_TEST_CLUSTER_SSH_USER   test user               (default lsuser)
 #   LAZYSLURM_TEST_CLUSTER_CPUS       advertised CPUs per node (default 64)
 #   LAZYSLURM_TEST_CLUSTER_TASK       auto|cgroup|none         (default auto: cgroup if v1 memory controller)
+#   LAZYSLURM_TEST_CLUSTER_MAX_ARRAY  MaxArraySize             (default 100; Slurm's own default is 1001)
+#   LAZYSLURM_TEST_CLUSTER_MAX_JOBS   MaxJobCount              (default 200000; Slurm's own default is 10000)
+#   LAZYSLURM_TEST_CLUSTER_MIN_JOB_AGE MinJobAge, s            (default 3600; Slurm's own default is 300)
 set -euo pipefail
 export PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin
 STATE=${LAZYSLURM_TEST_CLUSTER_DIR:-/tmp/lazyslurm-test-cluster}
@@ -27,6 +30,9 @@ SSH_PORT=${LAZYSLURM_TEST_CLUSTER_SSH_PORT:-2222}
 SSH_USER=${LAZYSLURM_TEST_CLUSTER_SSH_USER:-lsuser}
 CPUS=${LAZYSLURM_TEST_CLUSTER_CPUS:-64}
 TASK=${LAZYSLURM_TEST_CLUSTER_TASK:-auto}
+MAX_ARRAY=${LAZYSLURM_TEST_CLUSTER_MAX_ARRAY:-100}
+MAX_JOBS=${LAZYSLURM_TEST_CLUSTER_MAX_JOBS:-200000}
+MIN_JOB_AGE=${LAZYSLURM_TEST_CLUSTER_MIN_JOB_AGE:-3600}
 PKGS="slurm-wlm munge openssh-server slurmdbd mariadb-server graphviz bc"
 NODE=$(hostname -s)
 T0=$EPOCHREALTIME
@@ -134,11 +140,11 @@ MpiDefault=none
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/$TASK
 FirstJobId=$first
-MaxJobCount=200000
+MaxJobCount=$MAX_JOBS
 # small on purpose: tests exercise array chunking
-MaxArraySize=100
+MaxArraySize=$MAX_ARRAY
 # finished jobs stay visible to squeue -t all / scontrol show job for an hour
-MinJobAge=3600
+MinJobAge=$MIN_JOB_AGE
 SchedulerType=sched/backfill
 SchedulerParameters=batch_sched_delay=0,bf_interval=1,bf_continue,default_queue_depth=1000,sched_min_interval=0
 # an Epilog makes slurmd send EPILOG_COMPLETE, which runs the scheduler at once (dependency hop ~0.1 s)
