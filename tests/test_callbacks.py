@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import re
+import time
 
 import pytest
 from rich.console import Console
@@ -60,6 +61,9 @@ def double(x: int) -> int:
 @task
 def fails_on_two(x: int) -> int:
     if x == 2:
+        # late enough that its sibling has ended: compute() stops a run at its first
+        # failure (fail-fast), which would otherwise race the sibling's completion
+        time.sleep(1.0)
         raise ValueError("two")
     return x
 
