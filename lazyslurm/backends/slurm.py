@@ -133,6 +133,9 @@ class _StatusUnavailable(Exception):
 
 
 _SQUEUE_FORMAT = "%i|%T|%r"
+# under sacct, elements pending this long also get squeue's reason (it may never clear)
+_PENDING_REASON_CHECK_S = 5.0
+_PENDING_MARK = "LZ-PENDING"
 
 
 def parse_array_ids(text: str) -> tuple[str, list[int] | None]:
@@ -194,6 +197,26 @@ def parse_status(text: str, squeue: bool) -> dict[tuple[str, int | None], _Row]:
     return rows
 
 
+def _with_pending_reasons(
+    rows: dict[tuple[str, int | None], _Row], queued: dict[tuple[str, int | None], _Row]
+) -> dict[tuple[str, int | None], _Row]:
+    """sacct's rows, with squeue's reason for the elements both see PENDING (slurmdbd
+    keeps a pending job's first reason, so one that never clears is seen only there).
+
+    >>> rows = parse_status("7_[0-1]|PENDING|0:0|None", squeue=False)
+    >>> queued = parse_status("7_1|PENDING|BadConstraints", squeue=True)
+    >>> [(k, v.reason) for k, v in sorted(_with_pending_reasons(rows, queued).items())]
+    [(('7', 0), 'None'), (('7', 1), 'BadConstraints')]
+    """
+    out = dict(rows)
+    for key, row in queued.items():
+        known = rows.get(key) or rows.get((key[0], None))
+        if row.state == "PENDING" and row.reason and known is not None:
+            if known.state == "PENDING":
+                out[key] = attrs.evolve(known, reason=row.reason)
+    return out
+
+
 @attrs.frozen
 class Partition:
     """What we read of a Slurm partition (``scontrol show partition -o``)."""
@@ -250,6 +273,9 @@ class _Watch:
         # local runs: mtimes of results/ and errors/ just before the last poll listed them
         self.stamp: tuple[int, ...] | None = None
         self.dynamic_records: int | None = None  # records in dynamic/ at the last poll
+        # sacct: since when some element has been PENDING (its reason there may stay
+        # "None": slurmdbd is not told of a pending job's new reason, squeue is asked)
+        self.pending_since: float | None = None
 
 
 class SlurmBackend:
@@ -599,6 +625,13 @@ class SlurmBackend:
             # counted after the listing: a record is written before its task's result
             f"echo LZ-DYN=$(ls -1 -f {dyn} 2>/dev/null | grep -c '[.]json$')"
         )
+        since = watch.pending_since
+        ask_squeue = since is not None and time.monotonic() - since >= _PENDING_REASON_CHECK_S
+        if self.status_source == "sacct" and ask_squeue:
+            script += (
+                f"\necho {_PENDING_MARK}; squeue -h -r -t PD -j {q(ids)} "
+                f"-o {q(_SQUEUE_FORMAT)} 2>/dev/null"
+            )
         if self.shell.local_files:  # taken before the listing: no change is missed
             watch.stamp = _dir_stamp(layout)
         t0 = time.monotonic()
@@ -624,6 +657,7 @@ class SlurmBackend:
             self.cancel(handle)
             raise RunDirectoryGoneError(msg)
         files = rest.split("LZ-FILES", 1)[-1]
+        files, _, pending_text = files.partition(_PENDING_MARK)
         results, errors = _listing(files)
         watch.files_seen = len(results) + len(errors)
         dyn = re.search(r"^LZ-DYN=(\d+)$", files, re.MULTILINE)
@@ -637,6 +671,13 @@ class SlurmBackend:
             permanent = any(words in detail for words in _PERMANENT_STATUS_ERRORS)
             raise _StatusUnavailable(msg, permanent=permanent)
         rows = parse_status(status_text, squeue=self.status_source == "squeue")
+        if pending_text:
+            rows = _with_pending_reasons(rows, parse_status(pending_text, squeue=True))
+        pending = any(row.state == "PENDING" for row in rows.values())
+        if not pending:
+            watch.pending_since = None
+        elif watch.pending_since is None:
+            watch.pending_since = time.monotonic()
         watch.rows, watch.partial = rows, None
         return self._snapshot(handle, rows, results, errors, watch)
 
