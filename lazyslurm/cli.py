@@ -153,8 +153,9 @@ def cmd_status(args: argparse.Namespace, cluster: Cluster) -> int:
     total = sum(status.counts.values())
     print(f"run {status.run_id}: {status.state}, {status.counts.get(DONE, 0)}/{total} done")
     order = (DONE, RUNNING, PENDING, FAILED, CANCELLED)
-    rows = [  # a subgraph a task returned is indented under the array job that made it
-        (aj, "  " * _nesting(aj) + name, sum(counts.values()), *(counts.get(s, 0) for s in order))
+    indent = {aj.id: "  " * aj.depth for aj in run.array_jobs}  # a subgraph: under its maker
+    rows = [
+        (aj, indent.get(aj, "") + name, sum(counts.values()), *(counts.get(s, 0) for s in order))
         for aj, (name, counts) in status.array_jobs.items()
     ]
     if rows:
@@ -167,15 +168,6 @@ def cmd_status(args: argparse.Namespace, cluster: Cluster) -> int:
         )
     _print_failures(run)
     return code
-
-
-def _nesting(array_job: str) -> int:
-    """How deep a dynamic subgraph's array job is: ``aj1_0_aj0`` is 1, ``aj1_0_aj0_2_aj1`` 2.
-
-    >>> _nesting("aj3"), _nesting("aj1_0_aj0"), _nesting("aj1_0_aj0_2_aj1")
-    (0, 1, 2)
-    """
-    return array_job.count("_") // 2
 
 
 def _failed_elements(run: Run, limit: int) -> tuple[list[tuple[str, str, str]], int]:

@@ -371,7 +371,7 @@ def _draw_jobs(
                 )
     ids = {aj.id for aj in array_jobs}
     for aj in array_jobs:
-        maker = aj.id.rsplit("_", 2)[0] if aj.id.count("_") >= 2 else None
+        maker = aj.parent
         if maker in ids and not aj.dependencies:  # a subgraph a task returned (dynamic)
             dot.edge(maker, aj.id, label="returned", style="dotted", tooltip="dynamic expansion")
         for kind, up in aj.dependencies:

@@ -42,7 +42,13 @@ from lazyslurm.backends.base import RunHandle, Snapshot, outcome_keys, snapshot_
 from lazyslurm.errors import DynamicExpansionError, DynamicLimitError
 from lazyslurm.graph.traverse import lift_outputs
 from lazyslurm.planning.encode import encode_run
-from lazyslurm.planning.planner import DEFAULT_MAX_ARRAY_SIZE, ArrayJob, Plan, make_plan
+from lazyslurm.planning.planner import (
+    DEFAULT_MAX_ARRAY_SIZE,
+    ArrayJob,
+    Plan,
+    make_plan,
+    subgraph_prefix,
+)
 from lazyslurm.store import (
     Redirect,
     RunLayout,
@@ -150,7 +156,7 @@ def extend_handle(handle: RunHandle, records: Sequence[Mapping[str, Any]]) -> Ru
 
 def known_records(handle: RunHandle) -> int:
     """How many subgraph records ``handle`` already holds (one per expanding element)."""
-    return len({aj.id.rsplit("_", 1)[0] for aj in handle.array_jobs if parent_of(aj.id)})
+    return len({aj.id.rsplit("_", 1)[0] for aj in handle.array_jobs if aj.parent})
 
 
 def parent_of(array_job: str) -> str | None:
@@ -159,8 +165,7 @@ def parent_of(array_job: str) -> str | None:
     >>> parent_of("aj1_0_aj0"), parent_of("aj1_0_aj0_3_aj2"), parent_of("aj1")
     ('aj1', 'aj1_0_aj0', None)
     """
-    parts = array_job.rsplit("_", 2)
-    return parts[0] if len(parts) == 3 else None
+    return ArrayJob(array_job, "", ()).parent
 
 
 # --------------------------------------------------------------------------- client side
@@ -253,7 +258,7 @@ def expand(
         max_array_size=config.get("max_array_size") or DEFAULT_MAX_ARRAY_SIZE,
         packing=False,
     )
-    prefix = f"{array_job}_{index}_"
+    prefix = subgraph_prefix(array_job, index)
     plan = renamed(plan, prefix)
     outputs = template_keys([template])
     redirect = Redirect(template, {k: done.get(k) or here for k in outputs})

@@ -168,9 +168,8 @@ class RichProgress:
         for aj in run.array_jobs:
             if aj.id in self._bars:
                 continue
-            depth = aj.id.count("_") // 2  # aj1_0_aj0: a subgraph element 0 of aj1 returned
             self._bars[aj.id] = self._progress.add_task(
-                ("  " * depth + aj.name).ljust(self._width),
+                ("  " * aj.depth + aj.name).ljust(self._width),
                 total=aj.size,
                 width=self._digits,
                 aj=aj.id,

@@ -612,7 +612,7 @@ class SlurmBackend:
             watch.deferred_wait_s = 0.0
         # results of subgraphs that tasks submitted (docs/dynamic.md) land in the same
         # directory: the count proves nothing while a record this handle lacks exists
-        known = len({aj.id.rsplit("_", 1)[0] for aj in handle.array_jobs if "_" in aj.id})
+        known = len({aj.id.rsplit("_", 1)[0] for aj in handle.array_jobs if aj.parent})
         dyn = q(layout.dynamic_dir)
         script = wait + (
             f"n=$(ls -1 -f {results} 2>/dev/null | grep -c {grep})\n"

@@ -39,6 +39,12 @@ __all__ = [
 ]
 
 DEFAULT_MAX_ARRAY_SIZE = 1001  # Slurm's default MaxArraySize: indices 0..1000
+
+
+def subgraph_prefix(array_job: str, index: int) -> str:
+    """The id prefix of the array jobs of a subgraph that element ``index`` of
+    ``array_job`` returned (dynamic expansion): ``aj1`` element 0 gives ``aj1_0_``."""
+    return f"{array_job}_{index}_"
 _key = attrgetter("key")
 
 
@@ -62,6 +68,22 @@ class ArrayJob:
     dependencies: tuple[tuple[str, str], ...] = ()  # (kind, upstream array job id)
     after: tuple[str, ...] = ()  # upstream ids whose edges are ordering only (.after)
     pack: int = 1  # elements run by one Slurm element (one process), one after another
+
+    @property
+    def parent(self) -> str | None:
+        """The array job whose element returned this one (a dynamic subgraph: ids read
+        ``PARENT_INDEX_ID``, see :func:`subgraph_prefix`); None for a run's own.
+
+        >>> ArrayJob("aj1_0_aj0", "t", ()).parent, ArrayJob("aj1", "t", ()).parent
+        ('aj1', None)
+        """
+        parts = self.id.rsplit("_", 2)
+        return parts[0] if len(parts) == 3 else None
+
+    @property
+    def depth(self) -> int:
+        """How deep a dynamic subgraph this array job is in (0: the run's own)."""
+        return self.id.count("_") // 2
 
     @property
     def size(self) -> int:
