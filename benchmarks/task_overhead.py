@@ -40,6 +40,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import cloudpickle
 import seed_patterns as sp
 
 from benchmarks import noop_tasks
@@ -63,12 +64,23 @@ noop = task(time="00:03:00", mem="100M", cpus_per_task=1)(noop_tasks.noop)
 # --------------------------------------------------------------------------- on this host
 
 
-def element_run(folder: Path) -> RunLayout:
-    """A run directory holding one element: ``builtins.abs(-3)`` by reference."""
+def element_run(folder: Path, by_value: bool = False) -> RunLayout:
+    """A run directory holding one element: ``builtins.abs(-3)`` by reference, or
+    (``by_value``) ``noop_tasks.noop(-3)`` pickled by value, as a function of the user's
+    script or project is shipped (read with the light loader, no cloudpickle import)."""
     paths = RunLayout.of("20260101-000000-000000", folder)
     paths.make_dirs()
     blob = encode_value(("k-0", (-3,), {}))
-    atomic_write(paths.spec("aj0"), encode_spec({"func": FunctionRef("builtins", "abs")}, [blob]))
+    func: Any = FunctionRef("builtins", "abs")
+    if by_value:
+        cloudpickle.register_pickle_by_value(noop_tasks)
+        try:
+            spec = encode_spec({"func": noop_tasks.noop}, [blob])
+        finally:
+            cloudpickle.unregister_pickle_by_value(noop_tasks)
+    else:
+        spec = encode_spec({"func": func}, [blob])
+    atomic_write(paths.spec("aj0"), spec)
     return paths
 
 
@@ -93,13 +105,15 @@ def pairwise(commands: dict[str, list[str]], pairs: int, env: dict[str, str]) ->
 
 def local_table(pairs: int) -> str:
     py = PY
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as tmp2:
         paths = element_run(Path(tmp))
+        by_value = element_run(Path(tmp2), by_value=True)
         env = {**os.environ, "SLURM_ARRAY_TASK_ID": "0"}
         run = [paths.root, "aj0"]
         commands = {
             "python -c pass (floor)": [py, "-c", "pass"],
             "python RUNNER RUN AJ (job scripts now)": [py, RUNNER, *run],
+            "  same, function by value (light loader)": [py, RUNNER, by_value.root, "aj0"],
             "python -m lazyslurm.runner RUN AJ": [py, "-m", "lazyslurm.runner", *run],
             f"python -c '{OLD_IMPORTS}'": [py, "-c", OLD_IMPORTS],
             "python -S -c pass": [py, "-S", "-c", "pass"],
@@ -138,11 +152,13 @@ def importtime_top(argv: list[str], env: dict[str, str], n: int = 12) -> str:
 
 
 def importtime_section() -> str:
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as tmp2:
         paths = element_run(Path(tmp))
+        by_value = element_run(Path(tmp2), by_value=True)
         env = {**os.environ, "SLURM_ARRAY_TASK_ID": "0"}
         return "\n".join([
             importtime_top([RUNNER, paths.root, "aj0"], env),
+            importtime_top([RUNNER, by_value.root, "aj0"], env),
             importtime_top(["-c", OLD_IMPORTS], env),
             importtime_top(["-c", "pass"], env, n=5),
         ])

@@ -603,11 +603,16 @@ def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
 # --------------------------------------------------------------------------- values
 
 
-def loads(data: bytes) -> Any:
+def loads(data: bytes, *, light: bool = False) -> Any:
     """Unpickle ``data`` (ours: verified or owner-checked before), finding classes in
     ``sys.modules`` first: ``lazyslurm.store.Ref`` then resolves without importing the
     package ``lazyslurm`` (which pickle's own lookup does). ``_pickle`` is imported here,
     only when a value is not plain data.
+
+    ``light``: the data was written by a cloudpickle whose function format
+    :data:`_LIGHT_CLOUDPICKLE` rebuilds (the spec flag :data:`SPEC_CLOUDPICKLE_LIGHT`);
+    a function pickled by value then loads without importing cloudpickle (~35 ms).
+    Anything else it needs (a class by value, ...) imports cloudpickle then.
 
     >>> loads(dumps([Ref("k"), 2]))
     [Ref('k'), 2]
@@ -617,6 +622,10 @@ def loads(data: bytes) -> Any:
 
     class Unpickler(_pickle.Unpickler):
         def find_class(self, module: str, name: str) -> Any:
+            if module == "cloudpickle.cloudpickle" and "cloudpickle" not in sys.modules:
+                if light and name in _LIGHT_CLOUDPICKLE:
+                    return _LIGHT_CLOUDPICKLE[name]
+                _need_cloudpickle("a pickle")
             obj = sys.modules.get(module)
             if obj is None:
                 return super().find_class(module, name)
@@ -625,6 +634,83 @@ def loads(data: bytes) -> Any:
             return obj
 
     return Unpickler(io.BytesIO(data)).load()
+
+
+# ----------------------------------------------------------- functions by value, lightly
+# What rebuilds a function that cloudpickle (2.x, 3.x) pickled by value: these six
+# helpers are all such a pickle names (a class, an enum or a dynamic module by value
+# needs more, and then imports cloudpickle). Written from what the format means (a
+# code object, a globals dict, a closure of cells, then the state: __dict__, extra
+# globals, cell contents and slots), so that a compute node running a function shipped
+# by value does not pay cloudpickle's import (~35 ms, more than the interpreter start).
+# tests/test_store.py checks them against cloudpickle's own loader.
+
+
+def _lz_make_function(code: Any, globals: dict, name: str, argdefs: Any, closure: Any) -> Any:
+    globals["__builtins__"] = __builtins__
+    return type(_lz_make_function)(code, globals, name, argdefs, closure)
+
+
+def _lz_builtin_type(name: str) -> Any:
+    known = _BUILTIN_TYPES.get(name)
+    if known is not None:
+        return known
+    import types
+
+    return type if name == "ClassType" else getattr(types, name)
+
+
+def _lz_make_empty_cell() -> Any:
+    if False:  # a free variable never assigned: its cell stays empty
+        cell = None
+    return (lambda: cell).__closure__[0]  # type: ignore[union-attr]
+
+
+_NO_VALUE = object()
+
+
+def _lz_make_cell(value: Any = _NO_VALUE) -> Any:
+    cell = _lz_make_empty_cell()
+    if value is not _NO_VALUE:
+        cell.cell_contents = value
+    return cell
+
+
+def _lz_function_setstate(func: Any, state: tuple[dict, dict]) -> None:
+    attrs, slots = state
+    func.__dict__.update(attrs)
+    slots = dict(slots)
+    func.__globals__.update(slots.pop("__globals__"))
+    func.__globals__["__builtins__"] = __builtins__
+    closure = slots.pop("__closure__")
+    slots.pop("_cloudpickle_submodules", None)  # kept only so that they were imported
+    for mine, theirs in zip(func.__closure__ or (), closure or (), strict=False):
+        try:
+            mine.cell_contents = theirs.cell_contents
+        except ValueError:  # an empty cell
+            continue
+    for name, value in slots.items():
+        setattr(func, name, value)
+
+
+def _lz_subimport(name: str) -> Any:
+    __import__(name)
+    return sys.modules[name]
+
+
+_BUILTIN_TYPES = {
+    "CodeType": type(_lz_make_function.__code__),
+    "FunctionType": type(_lz_make_function),
+    "CellType": type(_lz_make_empty_cell()),
+}
+_LIGHT_CLOUDPICKLE = {
+    "_make_function": _lz_make_function,
+    "_builtin_type": _lz_builtin_type,
+    "_make_empty_cell": _lz_make_empty_cell,
+    "_make_cell": _lz_make_cell,
+    "_function_setstate": _lz_function_setstate,
+    "subimport": _lz_subimport,
+}
 
 
 def dumps(obj: Any) -> bytes:
@@ -686,11 +772,12 @@ def encode_value(obj: Any) -> bytes:
     return dumps(obj)
 
 
-def decode_value(data: bytes) -> Any:
+def decode_value(data: bytes, *, light: bool = False) -> Any:
     """The value :func:`encode_value` (or a pickle) wrote: only ever called on data that
-    was verified (an outcome record) or owner-checked (a spec file) first."""
+    was verified (an outcome record) or owner-checked (a spec file) first. ``light``: see
+    :func:`loads`."""
     if data[:1] == b"\x80":
-        return loads(data)
+        return loads(data, light=light)
     import marshal
 
     return marshal.loads(data)
@@ -839,10 +926,13 @@ def decode_result(
 #   magic (8) | flags (8) | count of blobs (8) | count+1 offsets (8 each) | blobs
 #
 # All integers little endian. ``flags`` says what reading the payload needs before any of
-# it is unpickled (SPEC_CLOUDPICKLE: some blob was written by cloudpickle).
+# it is unpickled (SPEC_CLOUDPICKLE: some blob was written by cloudpickle;
+# SPEC_CLOUDPICKLE_LIGHT: by a cloudpickle whose functions :func:`loads` rebuilds lightly).
 
 SPEC_MAGIC = b"LZSPEC2\n"
 SPEC_CLOUDPICKLE = 1
+SPEC_CLOUDPICKLE_LIGHT = 2
+_LIGHT_VERSIONS = ("2", "3")  # cloudpickle majors whose function format we know
 
 ElementSpec = tuple  # (key, args, kwargs[, where]): what one array element runs
 
@@ -863,6 +953,11 @@ def encode_spec(header: dict[str, Any], element_blobs: Sequence[bytes]) -> bytes
         header_blob = cloudpickle.dumps(header, protocol=5)
     blobs = [header_blob, *element_blobs]
     flags = SPEC_CLOUDPICKLE if any(b"cloudpickle" in blob for blob in blobs) else 0
+    if flags:
+        import cloudpickle  # client side only
+
+        if cloudpickle.__version__.split(".")[0] in _LIGHT_VERSIONS:
+            flags |= SPEC_CLOUDPICKLE_LIGHT
     offsets = [0]
     for blob in blobs:
         offsets.append(offsets[-1] + len(blob))
@@ -902,7 +997,8 @@ def read_element(path: str | os.PathLike[str], index: int) -> tuple[dict[str, An
     fd = _open_private(path, "spec file")
     try:
         flags, count = _spec_head(fd, path)
-        if flags & SPEC_CLOUDPICKLE:
+        light = bool(flags & SPEC_CLOUDPICKLE_LIGHT)
+        if flags & SPEC_CLOUDPICKLE and not light:
             _need_cloudpickle(path)
         if not 0 <= index < count - 1:
             msg = f"element {index} out of range for {path} ({count - 1} elements)"
@@ -912,8 +1008,8 @@ def read_element(path: str | os.PathLike[str], index: int) -> tuple[dict[str, An
         h0, h1 = int.from_bytes(first[:8], "little"), int.from_bytes(first[8:], "little")
         ends = os.pread(fd, 16, 24 + 8 * (index + 1))
         e0, e1 = int.from_bytes(ends[:8], "little"), int.from_bytes(ends[8:], "little")
-        header = decode_value(_pread_all(fd, h1 - h0, base + h0))
-        element = decode_value(_pread_all(fd, e1 - e0, base + e0))
+        header = decode_value(_pread_all(fd, h1 - h0, base + h0), light=light)
+        element = decode_value(_pread_all(fd, e1 - e0, base + e0), light=light)
     finally:
         os.close(fd)
     ref = header.pop("func_ref", None)

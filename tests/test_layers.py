@@ -65,7 +65,9 @@ def boom(x: int) -> int:
 @pytest.mark.parametrize("fails", [False, True], ids=["ok", "failing"])
 def test_running_an_element_stays_light(tmp_path: Path, fails: bool) -> None:
     """Running an element loads no heavy dependency, graph or planning code, and a task
-    without a JobContext parameter does not load the context module either."""
+    without a JobContext parameter does not load the context module either. Its
+    function goes by value (this test module is not installed) and loads without
+    cloudpickle (store's light loader)."""
     a = add.map([(1, 2)])
     job = (boom if fails else add).map(a)[0]
     plan = make_plan([job], done={a[0].key: None})
@@ -83,6 +85,7 @@ def test_running_an_element_stays_light(tmp_path: Path, fails: bool) -> None:
     )
     mods = loaded_after(code, SLURM_ARRAY_TASK_ID="0")
     assert offenders(mods, (*HEAVY, "lazyslurm.graph", "lazyslurm.context", *UPPER)) == []
+    assert offenders(mods, ("cloudpickle",)) == []
     assert os.path.exists(paths.error(job.key) if fails else paths.result(job.key))
 
 

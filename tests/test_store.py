@@ -260,3 +260,127 @@ def test_make_dirs_corrects_the_modes_of_our_own_directories(tmp_path: Path) -> 
     os.chmod(lay.results_dir, 0o755)
     lay.make_dirs()
     assert stat.S_IMODE(os.stat(lay.results_dir).st_mode) == 0o700
+
+
+# --------------------------------------------------------------------------- light loader
+# Functions pickled by value by cloudpickle load on a compute node without importing it.
+
+_LIGHT_CASES = '''
+import os, sys
+G = 3
+
+def plain(x, y=2, *, z=1):
+    "doc"
+    return x + G + y + z + len(os.sep)
+
+plain.tag = "t"
+
+def outer():
+    n = 5
+    def inner(a):
+        return a + n + helper(a)
+    return inner
+
+def helper(a):
+    return a * 2
+
+def fact(n):
+    return 1 if n <= 0 else n * fact(n - 1)
+
+def make_empty():
+    def g():
+        return later
+    later = None
+    del later
+    return g
+
+class Box:
+    def __init__(self, v):
+        self.v = v
+'''
+
+
+def _light_blobs(tmp_path: Path) -> dict[str, bytes]:
+    import types
+
+    mod = types.ModuleType("light_cases")
+    exec(compile(_LIGHT_CASES, str(tmp_path / "light_cases.py"), "exec"), mod.__dict__)
+    funcs = {
+        "plain": mod.plain, "inner": mod.outer(), "fact": mod.fact, "empty": mod.make_empty(),
+        "lambda": lambda q: q + 1, "box": mod.Box,
+    }
+    return {name: cloudpickle.dumps(f, protocol=5) for name, f in funcs.items()}
+
+
+def _load_fresh(tmp_path: Path, code: str) -> str:
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parent.parent
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_functions_by_value_load_without_cloudpickle(tmp_path: Path) -> None:
+    """Plain functions, closures, recursion, attributes, defaults, an empty cell: the
+    light loader rebuilds what cloudpickle wrote, and cloudpickle is never imported."""
+    (tmp_path / "blobs.pkl").write_bytes(pickle.dumps(_light_blobs(tmp_path)))
+    code = (
+        "import pickle, sys\n"
+        "from lazyslurm.store import loads\n"
+        "b = pickle.load(open('blobs.pkl', 'rb'))\n"
+        "f = loads(b['plain'], light=True)\n"
+        "empty = loads(b['empty'], light=True)\n"
+        "try:\n"
+        "    empty()\n"
+        "    unbound = 'no error'\n"
+        "except NameError as exc:\n"
+        "    unbound = type(exc).__name__\n"
+        "print(f(1), f.__doc__, f.tag, f.__name__, f.__kwdefaults__, f.__defaults__,"
+        " loads(b['inner'], light=True)(1), loads(b['fact'], light=True)(5),"
+        " loads(b['lambda'], light=True)(1), unbound, 'cloudpickle' in sys.modules)\n"
+    )
+    assert _load_fresh(tmp_path, code) == "8 doc t plain {'z': 1} (2,) 8 120 2 NameError False"
+
+
+def test_what_the_light_loader_does_not_know_imports_cloudpickle(tmp_path: Path) -> None:
+    """A class by value needs cloudpickle's own machinery: it is imported then; without
+    the light flag (an unknown cloudpickle version) it is imported for a function too."""
+    (tmp_path / "blobs.pkl").write_bytes(pickle.dumps(_light_blobs(tmp_path)))
+    code = (
+        "import pickle, sys\n"
+        "from lazyslurm.store import loads\n"
+        "b = pickle.load(open('blobs.pkl', 'rb'))\n"
+        "a = 'cloudpickle' in sys.modules\n"
+        "box = loads(b['box'], light=True)(4)\n"
+        "print(a, box.v, 'cloudpickle' in sys.modules)\n"
+    )
+    assert _load_fresh(tmp_path, code) == "False 4 True"
+    code = (
+        "import pickle, sys\n"
+        "from lazyslurm.store import loads\n"
+        "b = pickle.load(open('blobs.pkl', 'rb'))\n"
+        "print(loads(b['fact'])(3), 'cloudpickle' in sys.modules)\n"
+    )
+    assert _load_fresh(tmp_path, code) == "6 True"
+
+
+def test_spec_files_record_whether_the_light_loader_applies(tmp_path: Path) -> None:
+    """The spec's flags say a cloudpickled payload is there, and that its writer's
+    cloudpickle is one whose function format the light loader knows."""
+    from lazyslurm.store import SPEC_CLOUDPICKLE, SPEC_CLOUDPICKLE_LIGHT
+
+    def flags(data: bytes) -> int:
+        return int.from_bytes(data[8:16], "little")
+
+    blob = pickle.dumps(("k", (1,), {}))
+    assert flags(encode_spec({"func": None}, [blob])) == 0
+    data = encode_spec({"func": lambda x: x}, [blob])
+    assert flags(data) == SPEC_CLOUDPICKLE | SPEC_CLOUDPICKLE_LIGHT
+    write_spec(tmp_path / "s.spec", {"func": lambda x: x + 1}, [blob])
+    header, element = read_element(tmp_path / "s.spec", 0)
+    assert header["func"](element[1][0]) == 2
