@@ -19,7 +19,9 @@ Three measurements, all with the resolved interpreter (not a pyenv shim):
    lazyslurm.runner, cloudpickle'`` (the runner's imports before the diet), and
    lazyslurm ``noop.map(range(width))``, whole ``compute``, once with job scripts
    starting ``python -m lazyslurm.runner`` (as before) and once with the runner started
-   by path (now). Ratios to the floor.
+   by path (now): ``noop`` is the user's code, shipped by value (read without
+   cloudpickle); and ``abs.map(range(width))``, a function shipped by reference. Ratios
+   to the floor.
 
 Which cluster: the one ``$LAZYSLURM_TEST_SLURM_CONF`` (``--noacct``: ``_NOACCT``) names,
 so a second instance (``TaskPlugin=task/none``) is measured by sourcing its env.sh.
@@ -59,6 +61,7 @@ RUNNER = str(sp.ROOT / "lazyslurm" / "runner" / "__main__.py")
 PY = sys.executable
 OLD_IMPORTS = "import lazyslurm.runner, cloudpickle"
 noop = task(time="00:03:00", mem="100M", cpus_per_task=1)(noop_tasks.noop)
+by_ref = task(time="00:03:00", mem="100M", cpus_per_task=1)(abs)
 
 
 # --------------------------------------------------------------------------- on this host
@@ -173,15 +176,20 @@ def raw_array(width: int, command: str, accounting: bool) -> float:
     return r["makespan"]
 
 
-def lazyslurm_array(width: int, accounting: bool, tag: str, by_path: bool) -> float:
+def lazyslurm_array(
+    width: int, accounting: bool, tag: str, by_path: bool, by_reference: bool = False
+) -> float:
+    """``noop.map(range(width))``: a function of the user's (not installed) code, shipped
+    by value as such functions are; or (``by_reference``) ``abs``, a builtin, shipped by
+    reference, which shows what the rest of lazyslurm costs."""
     cluster = Cluster("slurm", workdir=sp.OUT / "task_overhead" / tag, python=PY,
                       env={"SLURM_CONF": sp.conf(accounting)})
     if not by_path:
         cluster.backend.runner = None  # job scripts: python -m lazyslurm.runner (as before)
     t0 = time.perf_counter()
     with cluster:
-        (values,) = compute(noop.map(range(width)))
-    assert values == [None] * width
+        (values,) = compute((by_ref if by_reference else noop).map(range(width)))
+    assert values == ([*range(width)] if by_reference else [None] * width)
     return time.perf_counter() - t0
 
 
@@ -199,6 +207,9 @@ def slurm_table(width: int, reps: int, accounting: bool) -> str:
              lambda rep=rep: lazyslurm_array(width, accounting, f"{stamp}-m-{rep}", False)),
             (f"lazyslurm noop.map(range({width})), runner by path (after the diet)",
              lambda rep=rep: lazyslurm_array(width, accounting, f"{stamp}-p-{rep}", True)),
+            (f"lazyslurm abs.map(range({width})), by path, function by reference",
+             lambda rep=rep: lazyslurm_array(width, accounting, f"{stamp}-r-{rep}", True,
+                                             by_reference=True)),
         ]
         for name, fn in cases:
             sp.wait_quiet(max_s=20)  # other users' jobs and tests share the machine

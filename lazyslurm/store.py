@@ -288,6 +288,7 @@ class RunLayout:
     SUFFIX = ".pkl"  # of result and error files, named by node key
     # shell (grep/find) patterns over outcome files, for the one-command listings
     PACK_SUFFIX = ".pack"  # of the one results file of a packed Slurm element
+    CANCELLED_SUFFIX = ".cancelled"  # in errors/: an element whose input failed
     OUTCOME_GREP = "[.]p\\(kl\\|ack\\)$"  # GNU grep: a result, error or pack file
     RESULTS_FIND = "./*/results/*.p*"  # from WORKDIR/runs: every result of every run
     # a line of that find, as a regex pattern (compiled by the client: the runner never
@@ -373,6 +374,13 @@ class RunLayout:
         return self._at(f"jobs/{array_job}.sh")
 
     @classmethod
+    def cancelled_of(cls, name: str) -> str | None:
+        """The node key of a cancelled record's file name (:meth:`cancelled`), or None."""
+        if name.endswith(cls.CANCELLED_SUFFIX) and not name.startswith("."):
+            return name[: -len(cls.CANCELLED_SUFFIX)]
+        return None
+
+    @classmethod
     def pack_of(cls, name: str) -> str | None:
         """The pack name (``AJ_J``) of a pack file name, or None."""
         if name.endswith(cls.PACK_SUFFIX) and not name.startswith("."):
@@ -399,6 +407,11 @@ class RunLayout:
 
     def error(self, key: str) -> str:
         return self._at(f"errors/{key}{self.SUFFIX}")
+
+    def cancelled(self, key: str) -> str:
+        """The record of an element that did not run because an input of it failed
+        (in a packed Slurm element, whose pack-mates ran: Slurm could not cancel it)."""
+        return self._at(f"errors/{key}{self.CANCELLED_SUFFIX}")
 
     def dynamic_record(self, array_job: str, index: int) -> str:
         """The subgraph element ``index`` of ``array_job`` returned (dynamic expansion)."""

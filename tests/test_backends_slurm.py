@@ -433,6 +433,28 @@ def test_refused_at_release_names_the_array_job_its_options_and_slurms_words(env
 
 
 @pytest.mark.slurm
+def test_a_per_user_submit_limit_is_probed_from_accounting(env, tmp_path):
+    """MaxSubmitJobsPerUser of a QOS (sacctmgr, asked in the background of the probe)
+    bounds what one run may queue: a run over it is refused before submission."""
+    conf = env["LAZYSLURM_TEST_SLURM_CONF"]
+    run_env = {**os.environ, "SLURM_CONF": conf}
+    qos = f"lzprobe{os.getpid()}"
+    add = ["sacctmgr", "-i", "add", "qos", qos, "MaxSubmitJobsPerUser=7"]
+    subprocess.run(add, env=run_env, check=True, capture_output=True)
+    try:
+        c = slurm_cluster(env, tmp_path)
+        with c:
+            assert c.backend.pack_limits()[0] == 7
+            assert c.backend.job_limits["MaxSubmitJobs"] == 7
+            with pytest.raises(ResourceLimitError, match="MaxSubmitJobs"):
+                pp.stage1_preprocess.map([str(i) for i in range(8)]).compute()
+        assert not (tmp_path / "work" / "runs").exists()
+    finally:
+        subprocess.run(["sacctmgr", "-i", "delete", "qos", qos], env=run_env,
+                       capture_output=True)
+
+
+@pytest.mark.slurm
 def test_over_a_partition_time_limit_is_refused_before_submission(env, tmp_path):
     """time= over the partition's MaxTime would pend forever: refused, nothing submitted."""
     too_long = pp.stage1_preprocess.options(partition="short", time="00:10:00")
@@ -775,6 +797,32 @@ def wait_until_running(run, deadline_s: float = 60) -> None:
 
 
 @pytest.mark.slurm
+@pytest.mark.parametrize("accounting", [True, False], ids=["sacct", "squeue"])
+def test_polls_of_a_local_run_ask_slurm_at_most_every_two_seconds(env, tmp_path, accounting):
+    """On this host a poll within 2 s of the last status query reads only the store (the
+    files are the first truth; sacct costs CPU the jobs need): the result files that
+    land meanwhile are seen, Slurm is asked again after 2 s."""
+    c = slurm_cluster(env, tmp_path, accounting=accounting)
+    with c:
+        run = submit(nap_then.map([(0, 0), (1, 4)]))
+        run.poll()
+        asked = c.backend.stats["polls"]
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            snap = run.poll()
+            time.sleep(0.1)
+        assert c.backend.stats["polls"] == asked
+        while DONE not in snap.states["aj0"] and time.monotonic() < deadline + 60:
+            time.sleep(0.1)
+            snap = run.poll()
+        assert snap.states["aj0"][0] == DONE
+        time.sleep(2.1)
+        run.poll()
+        assert c.backend.stats["polls"] > asked
+        assert run.result() == ([0, 1],)
+
+
+@pytest.mark.slurm
 @needs_root
 def test_a_slurmctld_outage_mid_run_is_survived(env, tmp_path, caplog):
     """slurmctld stopped mid-run (squeue fails): polls keep the last states, the run ends right."""
@@ -786,12 +834,16 @@ def test_a_slurmctld_outage_mid_run_is_survived(env, tmp_path, caplog):
         wait_until_running(run)
         try:
             # other test sessions' start.sh may restart the controller at any moment: stop
-            # it again until one poll has seen the outage
-            for _ in range(3):
-                stop_by_pid_file(conf.parents[1] / "run" / "slurmctld.pid")
+            # it again until one poll has seen the outage (a poll within 2 s of the last
+            # status query reads only the store: Slurm is asked by a later one)
+            pid_file = conf.parents[1] / "run" / "slurmctld.pid"
+            for _ in range(20):
+                if pid_file.exists():
+                    stop_by_pid_file(pid_file)
                 snap = run.poll()  # squeue fails after ~9 s ("Unable to contact ...")
                 if snap.unreachable_since is not None:
                     break
+                time.sleep(0.5)
             assert snap.unreachable_since is not None
             assert "slurm" in snap.unreachable_reason.lower(), snap.unreachable_reason
         finally:

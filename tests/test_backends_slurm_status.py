@@ -298,10 +298,11 @@ def test_recorded_config_lines_carry_what_the_probe_reads():
 
 def test_listing_of_real_ls_output(tmp_path):
     """_listing reads ``ls -1 -f results errors`` as run on a real run directory: keys by
-    directory, without '.', '..', '.keep' or temporary files."""
+    directory, without '.', '..', '.keep' or temporary files; pack files by name and
+    cancelled records (an input failed) apart."""
     for sub, names in (
-        ("results", ["f-1.pkl", "g-2.pkl", ".f-3.pkl.abc.tmp", ".keep"]),
-        ("errors", ["h-4.pkl", ".keep"]),
+        ("results", ["f-1.pkl", "g-2.pkl", ".f-3.pkl.abc.tmp", ".keep", "aj0_3.pack"]),
+        ("errors", ["h-4.pkl", ".keep", "k-5.cancelled"]),
     ):
         (tmp_path / sub).mkdir()
         for name in names:
@@ -313,7 +314,7 @@ def test_listing_of_real_ls_output(tmp_path):
         text=True,
         check=True,
     ).stdout
-    assert _listing(out.split("LZ-FILES", 1)[1]) == ({"f-1", "g-2"}, {"h-4"})
+    assert _listing(out.split("LZ-FILES", 1)[1]) == ({"f-1", "g-2", "aj0_3"}, {"h-4"}, {"k-5"})
 
 
 def test_listing_when_errors_directory_is_missing(tmp_path):
@@ -323,7 +324,7 @@ def test_listing_when_errors_directory_is_missing(tmp_path):
     out = subprocess.run(
         ["ls", "-1", "-f", "results"], cwd=tmp_path, capture_output=True, text=True, check=True
     ).stdout
-    assert _listing(out) == ({"a-1"}, set())
+    assert _listing(out) == ({"a-1"}, set(), set())
 
 
 # --------------------------------------------------------------------------- the stand-in

@@ -127,7 +127,9 @@ def _run_dir(tmp_path: Path, jobs, run_id="20260101-000000-aaaaaa", done=None) -
 def test_a_packed_slurm_element_writes_one_results_file(tmp_path, capfd):
     jobs = list(fragile.map(range(5), pack=3))
     _, paths = _run_dir(tmp_path, jobs)
-    assert run_slurm_element(paths.root, "aj0", 0) == 1  # element 2 failed, 0 and 1 ran
+    # element 2 failed (its error record written), 0 and 1 ran: every element of the pack
+    # left its outcome, so the Slurm element succeeds and Slurm starts its dependents
+    assert run_slurm_element(paths.root, "aj0", 0) == 0
     assert run_slurm_element(paths.root, "aj0", 1) == 0
     assert sorted(os.listdir(paths.results_dir)) == ["aj0_0.pack", "aj0_1.pack"]
     assert os.listdir(paths.errors_dir) == [f"{jobs[2].key}.pkl"]
@@ -164,6 +166,33 @@ def test_downstream_elements_read_upstream_pack_files(tmp_path):
     data = Path(paths.result(key)).read_bytes()
     run = paths.root.rsplit("/", 1)[1]
     assert decode_value(decode_result(data, key=key, path="p", run=run)[1]) == 4 * 6
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_failed_element_cancels_only_its_own_dependents_in_packs(tmp_path, workers):
+    """Element-wise packed chain: the dependent of the failed element cancels itself
+    (a cancelled record naming the input), its pack-mates run; a fan-in over the chain
+    is cancelled too, and exits non-zero so that Slurm cancels what follows it."""
+    step = task(cpus_per_task=workers)(double.unwrapped)
+    a = fragile.map(range(4), pack=2)
+    b = step.map(a, pack=2)
+    s = total(b)
+    plan, paths = _run_dir(tmp_path, [s])
+    first, second, fan_in = plan.array_jobs
+    assert [kind for kind, _ in second.dependencies] == [AFTERCORR]
+    for aj in (first, second):
+        for j in range(aj.slurm_size):
+            assert run_slurm_element(paths.root, aj.id, j) == 0
+    assert run_slurm_element(paths.root, fan_in.id, 0) == 1
+    assert sorted(os.listdir(paths.errors_dir)) == sorted(
+        [f"{a[2].key}.pkl", f"{b[2].key}.cancelled", f"{s.key}.cancelled"]
+    )
+    run = paths.root.rsplit("/", 1)[1]
+    record = Path(paths.cancelled(b[2].key)).read_bytes()
+    assert decode_value(decode_result(record, key=b[2].key, path="p", run=run)[1]) == a[2].key
+    assert pack_keys(Path(paths.pack(second.id, 1)).read_bytes()) == [b[3].key]
+    data = Path(paths.pack(second.id, 1)).read_bytes()
+    assert decode_value(decode_result(data, key=b[3].key, path="p", run=run)[1]) == 6
 
 
 def test_a_forged_record_in_a_pack_is_refused():
@@ -252,3 +281,30 @@ def test_packed_map_on_slurm_results_failures_cache_and_attach(env, tmp_path, ac
         assert again.computed[xs[4].key].endswith(":aj0_1")
         attached = type(run).attach(cl.computed[xs[0].key].split(":")[0], again)
         assert attached.result() == (42,)
+
+
+@pytest.mark.slurm
+def test_a_failure_in_a_pack_cancels_only_its_own_dependents_on_slurm(env, tmp_path):
+    """On the real Slurm, waiting without fail-fast: the failed element's element-wise
+    dependent is cancelled, the dependents of its pack-mates run, and the fan-in is
+    cancelled; the first failure raised is the task's own, with the rest as cancelled."""
+    from lazyslurm import submit
+    from lazyslurm.backends.base import CANCELLED, DONE, FAILED
+    from lazyslurm.errors import TaskError
+
+    conf = env["LAZYSLURM_TEST_SLURM_CONF"]
+    opts = dict(workdir=tmp_path / "work", env={"SLURM_CONF": conf}, poll_max_s=0.5)
+    with Cluster("slurm", **opts) as cl:
+        a = fragile.map(range(4), pack=2)
+        b = double.map(a, pack=2)
+        run = submit(total(b), cluster=cl)
+        snap = run.wait()
+        first, second, fan_in = run.array_jobs
+        assert snap.states[first.id] == [DONE, DONE, FAILED, DONE]
+        assert snap.states[second.id] == [DONE, DONE, CANCELLED, DONE]
+        assert snap.states[fan_in.id] == [CANCELLED]
+        with pytest.raises(TaskError, match="bad 2") as info:
+            run.raise_failures(snap)
+        assert {c.key for c in info.value.cancelled} == {b[2].key, total(b).key}
+        assert compute(b[3], cluster=cl) == (6,)  # the healthy pack-mate's dependent ran
+        assert cl.computed[b[3].key].endswith(f":{second.id}_1")

@@ -19,7 +19,7 @@ import re
 import shlex
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from typing import Any
 
 import attrs
@@ -103,6 +103,8 @@ _COMPLETED = "COMPLETED"
 _NO_RESULT_GRACE_S = 15.0  # COMPLETED in Slurm but no result file yet (shared FS lag)
 _UNLISTED_GRACE_S = 60.0  # neither squeue/sacct nor the store knows the element
 _NEVER_SATISFIED = "DependencyNeverSatisfied"
+# an element of a packed Slurm element whose own input failed: it cancelled itself
+_INPUT_FAILED = ElementFailure(state="CANCELLED", reason="an input of it failed")
 # with requeue=True these mean "Slurm runs it again": waited on, for up to the grace below
 _REQUEUE_STATES = {"PREEMPTED", "NODE_FAIL", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED"}
 _REQUEUE_GRACE_S = 300.0  # PREEMPTED/NODE_FAIL that never turns PENDING again: a failure
@@ -135,6 +137,11 @@ class _StatusUnavailable(Exception):
 _SQUEUE_FORMAT = "%i|%T|%r"
 # under sacct, elements pending this long also get squeue's reason (it may never clear)
 _PENDING_REASON_CHECK_S = 5.0
+# local runs: a poll reads only the store (results and errors: the first truth) when Slurm
+# was asked less than this long ago. sacct costs 0.1-0.4 s of the CPUs the jobs run on,
+# and a poll follows each file that lands; what only Slurm knows (a job killed without a
+# record, a dependency never satisfied) is seen at most this late.
+_STATUS_EVERY_S = 2.0
 _PENDING_MARK = "LZ-PENDING"
 
 
@@ -276,6 +283,8 @@ class _Watch:
         # sacct: since when some element has been PENDING (its reason there may stay
         # "None": slurmdbd is not told of a pending job's new reason, squeue is asked)
         self.pending_since: float | None = None
+        # local runs: when Slurm's status was last asked
+        self.status_at: float | None = None
 
 
 class SlurmBackend:
@@ -326,16 +335,20 @@ class SlurmBackend:
         if self._probed:
             return
         script = [
+            # per-user job limits, where accounting keeps them (else nothing is printed):
+            # each sacctmgr asks slurmdbd (~0.2 s), so both run meanwhile, in the background
+            "lz_acct=$(mktemp); { "
+            "sacctmgr -n -P show assoc where user=$(id -un) format=MaxSubmit 2>/dev/null & "
+            "sacctmgr -n -P show qos format=MaxSubmitPU 2>/dev/null; wait; "
+            '} > "$lz_acct" 2>/dev/null & lz_acct_pid=$!',
             "scontrol show config 2>&1"
             " | grep -E '^(MaxArraySize|MaxJobCount|AccountingStorageType) '",
-            # per-user job limits, where accounting keeps them (else nothing is printed)
-            "sacctmgr -n -P show assoc where user=$(id -un) format=MaxSubmit 2>/dev/null"
-            " | sed 's/^/LZ-MAXSUBMIT=/'",
-            "sacctmgr -n -P show qos format=MaxSubmitPU 2>/dev/null | sed 's/^/LZ-MAXSUBMIT=/'",
             "scontrol show partition -o 2>/dev/null | sed 's/^/LZ-PART /'",
             "scontrol show node -o 2>/dev/null | sed 's/^/LZ-NODE /'",
             "echo LZ-HOME=$HOME",
             self.packager.probe_script(self._workdir),  # interpreter, modules, staged code
+            'wait "$lz_acct_pid" 2>/dev/null; sed \'s/^/LZ-MAXSUBMIT=/\' "$lz_acct" 2>/dev/null;'
+            ' rm -f "$lz_acct"',
         ]
         res = self.shell.run("\n".join(script))
         config = dict(re.findall(r"^(\w+)\s*=\s*(\S+)", res.stdout, re.MULTILINE))
@@ -583,7 +596,29 @@ class SlurmBackend:
             last, unreachable_since=watch.unreachable_wall, unreachable_reason=reason
         )
 
+    def _poll_files_only(self, handle: RunHandle, watch: _Watch) -> Snapshot | None:
+        """A poll of a local run from its store alone, with Slurm's rows of the last status
+        query, when that was less than ``_STATUS_EVERY_S`` ago; else None."""
+        if watch.status_at is None or time.monotonic() - watch.status_at >= _STATUS_EVERY_S:
+            return None
+        layout = RunLayout.of(handle.run_id, self.workdir)
+        stamp = _dir_stamp(layout)  # taken before the listing: no change is missed
+        try:
+            listed = {d: os.listdir(layout.subdir(d)) for d in layout.OUTCOME_DIRS}
+            records = [n for n in os.listdir(layout.dynamic_dir) if n.endswith(".json")]
+        except FileNotFoundError:
+            return None  # a run directory gone: the full poll says so
+        if len(records) != (watch.dynamic_records or 0):
+            return None  # a subgraph appeared: the full poll counts it
+        results, errors, cancelled = _classify(listed)
+        watch.stamp = stamp
+        return self._snapshot(handle, watch.rows, results, errors, watch, cancelled=cancelled)
+
     def _poll_once(self, handle: RunHandle, watch: _Watch) -> Snapshot:
+        if self.shell.local_files:
+            snap = self._poll_files_only(handle, watch)
+            if snap is not None:
+                return snap
         q = shlex.quote
         ids = ",".join(handle.job_ids[aj.id] for aj in handle.array_jobs)
         layout = RunLayout.of(handle.run_id, self.workdir)
@@ -658,14 +693,16 @@ class SlurmBackend:
             raise RunDirectoryGoneError(msg)
         files = rest.split("LZ-FILES", 1)[-1]
         files, _, pending_text = files.partition(_PENDING_MARK)
-        results, errors = _listing(files)
-        watch.files_seen = len(results) + len(errors)
+        results, errors, cancelled = _listing(files)
+        watch.files_seen = len(results) + len(errors) + len(cancelled)
         dyn = re.search(r"^LZ-DYN=(\d+)$", files, re.MULTILINE)
         watch.dynamic_records = int(dyn.group(1)) if dyn else None
         if not rest.startswith("0"):
             # slurmctld unreachable (or the status command failed): the listing still
             # counts, with the last status rows known
-            watch.partial = self._snapshot(handle, watch.rows, results, errors, watch, False)
+            watch.partial = self._snapshot(
+                handle, watch.rows, results, errors, watch, False, cancelled=cancelled
+            )
             detail = res.stderr.strip() or status_text.strip() or "(no output)"
             msg = f"status query ({self.status_source}) failed: {detail}"
             permanent = any(words in detail for words in _PERMANENT_STATUS_ERRORS)
@@ -679,7 +716,9 @@ class SlurmBackend:
         elif watch.pending_since is None:
             watch.pending_since = time.monotonic()
         watch.rows, watch.partial = rows, None
-        return self._snapshot(handle, rows, results, errors, watch)
+        if "LZ-STATUS-RC=0 skipped" not in res.stdout:
+            watch.status_at = time.monotonic()
+        return self._snapshot(handle, rows, results, errors, watch, cancelled=cancelled)
 
     def _snapshot(
         self,
@@ -689,7 +728,11 @@ class SlurmBackend:
         errors: set[str],
         watch: _Watch,
         status_known: bool = True,
+        *,
+        cancelled: Set[str] = frozenset(),
     ) -> Snapshot:
+        """Element states from Slurm's rows and the outcome files listed: ``cancelled``
+        holds the keys of elements that cancelled themselves (an input failed)."""
         now = time.monotonic()
         states: dict[str, list[str]] = {}
         failures: dict[tuple[str, int], ElementFailure] = {}
@@ -700,6 +743,8 @@ class SlurmBackend:
                 final = watch.final.get((aj.id, i))
                 if final is not None:
                     state, failure = final
+                elif key in cancelled:
+                    state, failure = CANCELLED, _INPUT_FAILED
                 elif key in results or (
                     aj.pack > 1 and f"{aj.id}_{i // aj.pack}" in results and key not in errors
                 ):  # a pack file: every element of the pack has run; a result if no error
@@ -802,21 +847,34 @@ def _dir_stamp(layout: RunLayout) -> tuple[int, ...]:
     return tuple(stamp)
 
 
-def _listing(text: str) -> tuple[set[str], set[str]]:
-    """Keys with result / error files, from ``ls -1 -f results errors`` (with the names
-    ``AJ_J`` of pack files among the results)."""
-    found: dict[str, set[str]] = {d: set() for d in RunLayout.OUTCOME_DIRS}
-    current = found[RunLayout.OUTCOME_DIRS[0]]
+def _listing(text: str) -> tuple[set[str], set[str], set[str]]:
+    """Keys with result / error / cancelled records, from ``ls -1 -f results errors``
+    (with the names ``AJ_J`` of pack files among the results)."""
+    listed: dict[str, list[str]] = {d: [] for d in RunLayout.OUTCOME_DIRS}
+    current = listed[RunLayout.OUTCOME_DIRS[0]]
     for line in text.splitlines():
         line = line.strip()
-        if line.endswith(":") and line[:-1] in found:
-            current = found[line[:-1]]
-            continue
-        key = RunLayout.key_of(line) or RunLayout.pack_of(line)
-        if key is not None:
-            current.add(key)
+        if line.endswith(":") and line[:-1] in listed:
+            current = listed[line[:-1]]
+        else:
+            current.append(line)
+    return _classify(listed)
+
+
+def _classify(listed: Mapping[str, Sequence[str]]) -> tuple[set[str], set[str], set[str]]:
+    """Keys with result / error / cancelled records from the names in each outcome
+    directory (pack files count as results under their name ``AJ_J``)."""
+    found: dict[str, set[str]] = {d: set() for d in RunLayout.OUTCOME_DIRS}
+    cancelled: set[str] = set()
+    for d, names in listed.items():
+        for name in names:
+            key = RunLayout.key_of(name) or RunLayout.pack_of(name)
+            if key is not None:
+                found[d].add(key)
+            elif (key := RunLayout.cancelled_of(name)) is not None:
+                cancelled.add(key)
     results, errors = (found[d] for d in RunLayout.OUTCOME_DIRS)
-    return results, errors
+    return results, errors, cancelled
 
 
 def _element_state(

@@ -56,7 +56,9 @@ __all__ = [
 ]
 
 EXIT_OK = 0
-EXIT_TASK_FAILED = 1
+EXIT_TASK_FAILED = 1  # the element failed (or was cancelled) and wrote its record
+EXIT_NO_OUTCOME = 3  # an element of a pack that left no record at all
+_RECORDED = (EXIT_OK, EXIT_TASK_FAILED)
 ELEMENT_ENV = "LAZYSLURM_ELEMENT"  # RUN_DIR \t ARRAY_JOB \t INDEX \t KEY of the running element
 
 
@@ -123,13 +125,18 @@ def _loader(
 
     def read(key: str, at: str | None) -> Any:
         path = paths.result(key, run=None if at == here else at)
-        data = files.get(path)
-        if data is None:
-            data = read_private(path)
-            if at is not None and ":" in at:
-                files[path] = data
         run = run_of(at) if at else ""
-        _, payload = decode_result(data, key=key, path=path, run=run or here)
+        try:
+            data = files.get(path)
+            if data is None:
+                data = read_private(path)
+                if at is not None and ":" in at:
+                    files[path] = data
+            _, payload = decode_result(data, key=key, path=path, run=run or here)
+        except Exception:
+            if run in ("", here) and _failed_here(paths, key):
+                raise InputFailed(key) from None
+            raise
         value = decode_value(payload)
         if type(value) is Redirect:
             runs = value.runs
@@ -145,6 +152,20 @@ def _loader(
         return value
 
     return load
+
+
+def _failed_here(paths: RunLayout, key: str) -> bool:
+    """Whether node ``key`` of this run failed (or was itself cancelled by a failure)."""
+    return os.path.exists(paths.error(key)) or os.path.exists(paths.cancelled(key))
+
+
+class InputFailed(Exception):
+    """An input of this element failed: the element is cancelled, not run (its result is
+    missing because its task failed, in a packed Slurm element that went on)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
 
 
 _LAZY = frozenset({"Job", "JobArray", "JobView"})
@@ -304,6 +325,8 @@ def _execute(
             if one_process and header.get("gather") == "all":
                 result = [result]  # a one-process run: the list of its only rank's value
             data = encode_value(result)  # marshal for plain data
+        except InputFailed as exc:
+            return None, exc  # not this task's failure: never retried
         except (Exception, SystemExit) as exc:  # the task's own failure, or sys.exit()
             if getattr(exc, "error_record", None) is not None:
                 return None, exc  # a subgraph's original error: not retried here
@@ -361,6 +384,11 @@ def run_element(
         else:
             os.environ[ELEMENT_ENV] = saved
     writer = _writer(paths.root, array_job, index)
+    if type(exc) is InputFailed:
+        print(f"lazyslurm: {key} cancelled: its input {exc.key} failed", file=sys.stderr)
+        record = encode_outcome(encode_value(exc.key), key=key, writer=writer)
+        atomic_write(paths.cancelled(key), record)
+        return EXIT_TASK_FAILED
     if exc is not None:
         import traceback
 
@@ -384,7 +412,11 @@ def run_slurm_element(run_dir: str, array_job: str, slurm_index: int, env: Any =
     ``workers`` > 1). A failing element does not stop the others: it writes its own
     error record; the results of the pack go to one file (``results/AJ_J.pack``) once
     every element has run. Each element's output starts with a marked line in the log.
-    Exit code 1 if any element failed."""
+
+    Exit code: an unpacked element's own; a packed one's is 0 when every element left
+    its outcome (a result, an error or a cancelled record), so that Slurm starts its
+    dependents: those of a failed element cancel themselves (:class:`InputFailed`),
+    the others run. 1 if an element left none."""
     spec = RunLayout(run_dir).spec(array_job)
     header, _ = read_element(spec, 0)
     pack = int(header.get("pack", 1))
@@ -400,7 +432,8 @@ def run_slurm_element(run_dir: str, array_job: str, slurm_index: int, env: Any =
         code = EXIT_OK
         for m in members:
             _section(array_job, m)
-            code = max(code, _run_guarded(run_dir, array_job, m, env, records))
+            if _run_guarded(run_dir, array_job, m, env, records) not in _RECORDED:
+                code = EXIT_TASK_FAILED
     paths = RunLayout(run_dir)
     atomic_write(paths.pack(array_job, slurm_index), encode_pack(records))
     return code
@@ -418,11 +451,11 @@ def _run_guarded(
 ) -> int:
     try:
         return run_element(run_dir, array_job, index, env=env, packed=records)
-    except Exception:  # a broken input of this element (its outcome is then missing)
+    except Exception:  # its spec could not be read, or its outcome not written
         import traceback
 
         traceback.print_exc()
-        return EXIT_TASK_FAILED
+        return EXIT_NO_OUTCOME
 
 
 def _run_forked(
@@ -444,7 +477,7 @@ def _run_forked(
             r, w = os.pipe()
             pid = os.fork()
             if pid == 0:  # the child: one element, then leave without cleanup
-                rc = EXIT_TASK_FAILED
+                rc = EXIT_NO_OUTCOME
                 try:
                     os.close(r)
                     _section(array_job, m)
@@ -468,7 +501,7 @@ def _run_forked(
             pid, m, chunks = running.pop(r)
             os.close(r)
             _, status = os.waitpid(pid, 0)
-            if os.waitstatus_to_exitcode(status) != 0:
+            if os.waitstatus_to_exitcode(status) not in _RECORDED:
                 code = EXIT_TASK_FAILED
             if chunks:
                 got[m] = b"".join(chunks)
