@@ -343,9 +343,12 @@ def _run_inline(
         raise DynamicExpansionError(msg, error_record=payload)
 
 
-def _parent_script(layout: RunLayout, array_job: str) -> tuple[str, list[str], list[str]]:
-    """Interpreter, launcher words (a container runtime) and setup lines of the job
-    script that runs us: children inherit them (the same environment, image, code).
+def _parent_script(
+    layout: RunLayout, array_job: str
+) -> tuple[str, list[str], list[str], str | None]:
+    """Interpreter, launcher words (a container runtime), setup lines and the runner's
+    path (None: ``-m lazyslurm.runner``) of the job script that runs us: children
+    inherit them (the same environment, image, code, and the cheaper start by path).
     The last line that starts the runner is the ``exec`` one (a multi-rank script's
     ``--gather``: ``srun`` is the line before)."""
     lines = read_private(layout.job_script(array_job)).decode().splitlines()
@@ -362,7 +365,8 @@ def _parent_script(layout: RunLayout, array_job: str) -> tuple[str, list[str], l
         or words[i].endswith("lazyslurm/runner/__main__.py")
     )
     setup = [ln for ln in lines[2:] if not starts_runner(ln)]
-    return words[at - 1], words[: at - 1], setup
+    runner = words[at] if words[at].endswith("lazyslurm/runner/__main__.py") else None
+    return words[at - 1], words[: at - 1], setup, runner
 
 
 @contextlib.contextmanager
@@ -390,7 +394,7 @@ def _submit_on_slurm(
     from lazyslurm.graph.resources import Resources
     from lazyslurm.planning.sbatch import IDS_MARKER, job_script, sbatch_flags, submit_script
 
-    python, launcher, setup = _parent_script(layout, array_job)
+    python, launcher, setup, runner = _parent_script(layout, array_job)
     if shutil.which("sbatch") is None:
         where = f" (inside the container {launcher[0]!r} started?)" if launcher else ""
         msg = (
@@ -405,7 +409,13 @@ def _submit_on_slurm(
     flags = {aj.id: sbatch_flags(aj, run_id=here, layout=layout, defaults=defaults) for aj in ajs}
     for aj in ajs:
         text = job_script(
-            aj, run_id=here, layout=layout, python=python, setup=setup, launcher=launcher
+            aj,
+            run_id=here,
+            layout=layout,
+            python=python,
+            setup=setup,
+            launcher=launcher,
+            runner=runner,
         )
         atomic_write(layout.job_script(aj.id), text.encode())
     base = f"{layout.dynamic_dir}/{prefix}"

@@ -74,6 +74,7 @@ __all__ = [
     "encode_value",
     "loads",
     "log_section",
+    "pack_index",
     "pack_keys",
     "read_element",
     "read_pickle",
@@ -918,16 +919,28 @@ def pack_keys(data: bytes, path: str = "pack") -> list[str]:
     return [key for key, _, _ in _pack_records(data, path)]
 
 
+def pack_index(data: bytes, path: str = "pack") -> dict[str, tuple[int, int]]:
+    """Where each key's record is in a pack file: ``{key: (start, end)}``. Readers of many
+    keys of one pack build it once (a fan-in reads every key of every pack)."""
+    return {key: (start, end) for key, start, end in _pack_records(data, path)}
+
+
 def decode_result(
-    data: bytes, *, key: str, path: str, run: str | None = None
+    data: bytes,
+    *,
+    key: str,
+    path: str,
+    run: str | None = None,
+    index: dict[str, tuple[int, int]] | None = None,
 ) -> tuple[str, bytes]:
     """:func:`decode_outcome` of the record of ``key``: a result file, or its record in
-    a pack file (every record of the pack is verified only when it is the one asked)."""
+    a pack file (every record of the pack is verified only when it is the one asked).
+    ``index``: the pack's :func:`pack_index`, when the caller keeps it."""
     if data.startswith(PACK_MAGIC):
-        for rec_key, start, end in _pack_records(data, path):
-            if rec_key == key:
-                return decode_outcome(data[start:end], key=key, path=path, run=run)
-        raise _bad_record(key, path, "holds no record of it")
+        where = (index if index is not None else pack_index(data, path)).get(key)
+        if where is None:
+            raise _bad_record(key, path, "holds no record of it")
+        return decode_outcome(data[where[0] : where[1]], key=key, path=path, run=run)
     return decode_outcome(data, key=key, path=path, run=run)
 
 

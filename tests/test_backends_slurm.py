@@ -597,11 +597,17 @@ def test_ssh_inherit_without_lazyslurm_is_a_clear_error(env):
 
 @pytest.mark.slurm
 def test_ssh_inherit_runs_with_the_installed_site(env, remote_site):
-    """packaging='inherit' uses what is installed on the cluster, stages no code."""
+    """packaging='inherit' uses what is installed on the cluster, stages no code, and
+    starts that installation's runner by path (found by the probe)."""
     c = inherit_cluster(env, remote_site)
     with c:
-        assert compute(pp.pipeline_graph()) == (EXPECTED_PIPELINE,)
+        run = submit(pp.pipeline_graph())
+        assert run.result() == (EXPECTED_PIPELINE,)
         assert c.backend.packager.mode_of(None) == "inherit"
+        runner = f"{remote_site}/lazyslurm/runner/__main__.py"
+        assert c.backend.packager.installed_runner == runner
+        script = c.backend.read_files([f"runs/{run.id}/jobs/aj0.sh"])
+        assert runner in next(iter(script.values())).decode()
 
 
 @pytest.mark.slurm

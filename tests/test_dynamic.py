@@ -357,11 +357,21 @@ def test_pattern1_over_ssh(env):  # noqa: F811
 
 
 @pytest.mark.parametrize(
-    ("launcher", "ranks"), [((), 1), (("podman", "run", "--rm", "img:1"), 1), ((), 2)]
+    ("launcher", "ranks", "runner"),
+    [
+        ((), 1, None),
+        (("podman", "run", "--rm", "img:1"), 1, None),
+        ((), 2, None),
+        ((), 1, "/w x/lazyslurm/runner/__main__.py"),
+        ((), 2, "/w/lazyslurm/runner/__main__.py"),
+    ],
 )
-def test_children_inherit_the_parents_interpreter_launcher_and_setup(tmp_path, launcher, ranks):
+def test_children_inherit_the_parents_interpreter_launcher_and_setup(
+    tmp_path, launcher, ranks, runner
+):
     """A subgraph's job scripts start the runner as the parent's did: same interpreter,
-    same container launcher, same setup lines (also from a multi-rank parent's script)."""
+    same container launcher, same setup lines (also from a multi-rank parent's script),
+    by path when the parent's was."""
     from lazyslurm.dynamic import _parent_script
     from lazyslurm.graph.resources import Resources
     from lazyslurm.planning.sbatch import job_script
@@ -373,9 +383,10 @@ def test_children_inherit_the_parents_interpreter_launcher_and_setup(tmp_path, l
     aj = ArrayJob("aj0", "t", ("k",), res)
     text = job_script(
         aj, run_id="r1", layout=layout, python="/opt/py 3/python", launcher=launcher,
-        setup=["export A='1 2'", "cd /x"],
+        setup=["export A='1 2'", "cd /x"], runner=runner,
     )  # fmt: skip
     Path(layout.job_script("aj0")).write_text(text)
-    python, got_launcher, setup = _parent_script(layout, "aj0")
+    python, got_launcher, setup, got_runner = _parent_script(layout, "aj0")
+    assert got_runner == runner
     assert python == "/opt/py 3/python" and got_launcher == list(launcher)
     assert setup == ["export A='1 2'", "cd /x"]

@@ -308,3 +308,24 @@ def test_a_failure_in_a_pack_cancels_only_its_own_dependents_on_slurm(env, tmp_p
         assert {c.key for c in info.value.cancelled} == {b[2].key, total(b).key}
         assert compute(b[3], cluster=cl) == (6,)  # the healthy pack-mate's dependent ran
         assert cl.computed[b[3].key].endswith(f":{second.id}_1")
+
+
+def test_a_fan_in_reads_and_indexes_each_pack_file_once(tmp_path, monkeypatch):
+    """A fan-in over packed arrays parses each pack's record headers once, not once per
+    key (that was quadratic: 97 s for a fan-in over 100,000 packed elements)."""
+    import lazyslurm.store as store
+
+    xs = double.map(range(12), pack=4)
+    s = total(xs)
+    plan, paths = _run_dir(tmp_path, [s])
+    first, fan_in = plan.array_jobs
+    for j in range(first.slurm_size):
+        assert run_slurm_element(paths.root, first.id, j) == 0
+    scans = []
+    real = store._pack_records
+    monkeypatch.setattr(store, "_pack_records", lambda d, p: scans.append(p) or real(d, p))
+    assert run_slurm_element(paths.root, fan_in.id, 0) == 0
+    assert sorted(scans) == sorted(paths.pack(first.id, j) for j in range(3))
+    run = paths.root.rsplit("/", 1)[1]
+    data = Path(paths.result(s.key)).read_bytes()
+    assert decode_value(decode_result(data, key=s.key, path="p", run=run)[1]) == 2 * 66

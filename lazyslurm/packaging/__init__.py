@@ -177,6 +177,13 @@ _PROBE_PY = (
     "        if u.find_spec(n) is not None: have.append(n)\n"
     "    except Exception: pass\n"
     "print('LZ-HAVE=' + ','.join(have))\n"
+    # where an installed lazyslurm's runner is: job scripts then start it by path
+    "try:\n"
+    "    import os\n"
+    "    s = u.find_spec('lazyslurm')\n"
+    "    p = os.path.join(list(s.submodule_search_locations)[0], 'runner', '__main__.py')\n"
+    "    if os.path.isfile(p): print('LZ-RUNNER=' + p)\n"
+    "except Exception: pass\n"
 )
 
 
@@ -201,6 +208,7 @@ class Packager:
         self.setup = tuple(setup)
         self.cluster_python: tuple[int, ...] | None = None
         self.importable: set[str] = set()  # top-level names the cluster's python imports
+        self.installed_runner: str | None = None  # the cluster's lazyslurm runner (probed)
         self.checked: set[str] = set()  # names asked about so far
         self.code_present: set[str] = set()  # WORKDIR/code/* seen on the cluster
         self.probe_output = ""
@@ -260,6 +268,8 @@ class Packager:
         self.cluster_python = tuple(int(g) for g in m.groups())
         have = re.search(r"^LZ-HAVE=(.*)$", self.probe_output, re.MULTILINE)
         self.importable = set(have.group(1).split(",")) - {""} if have else set()
+        runner = re.search(r"^LZ-RUNNER=(/.*)$", self.probe_output, re.MULTILINE)
+        self.installed_runner = runner.group(1) if runner else None
         byvalue.check_python(self.cluster_python, python=self.python, code_by_value=False)
         if self.mode_of(None) == "inherit":
             self.check_inherit()
@@ -363,7 +373,7 @@ class Packager:
         )
         if mode == "inherit":
             self.check_inherit()
-            runner = None
+            runner = self.installed_runner  # the cluster's lazyslurm (probed), if any
             if self.local:  # this very lazyslurm, on the shared file system
                 runner = str(Path(byvalue.__file__).resolve().parents[1] / "runner/__main__.py")
             return Launch(self.python, self._inherit_setup(), runner=runner)

@@ -98,7 +98,9 @@ def job_script(
     instead; a one-process task's script is unchanged by that feature.
     """
     if job.resources.ranks > 1:
-        return ranks_script(job, run_id=run_id, layout=layout, python=python, setup=setup)
+        return ranks_script(
+            job, run_id=run_id, layout=layout, python=python, setup=setup, runner=runner
+        )
     start = [runner] if runner else ["-m", "lazyslurm.runner"]
     words = [*launcher, python, *start, layout.root, job.id]
     lines = [
@@ -118,9 +120,11 @@ def ranks_script(
     layout: RunLayout,
     python: str,
     setup: Sequence[str] = (),
+    runner: str | None = None,
 ) -> str:
     """The batch script of a multi-process task: ``srun`` starts the runner on every rank,
-    then one process gathers the ranks' outcomes into the element's result or error.
+    then one process gathers the ranks' outcomes into the element's result or error
+    (the runner by path when ``runner`` is known, as in :func:`job_script`).
 
     ``srun`` takes the task layout (``--ntasks``, ``--ntasks-per-node``, nodes) and the
     job's GPUs (``gpus``, ``gpus_per_node``, ``gres``: a step gets all of them by default)
@@ -135,14 +139,14 @@ def ranks_script(
         srun.append(f"--cpus-per-task={r.cpus_per_task}")
     if r.gpus_per_task is not None:
         srun.append(f"--gpus-per-task={q(r.gpus_per_task)}")
-    runner = f"{q(python)} -m lazyslurm.runner"
+    start = f"{q(python)} {q(runner)}" if runner else f"{q(python)} -m lazyslurm.runner"
     where = f"{q(layout.root)} {q(job.id)}"
     lines = [
         "#!/bin/bash",
         f"# lazyslurm run {run_id}, array job {job.id} ({job.name} x{job.size}, {r.ranks} ranks)",
         *setup,
-        f"{' '.join(srun)} {runner} --rank {where}",
-        f"exec {runner} --gather {where} {r.ranks}",
+        f"{' '.join(srun)} {start} --rank {where}",
+        f"exec {start} --gather {where} {r.ranks}",
         "",
     ]
     return "\n".join(lines)

@@ -35,6 +35,7 @@ from lazyslurm.store import (
     encode_outcome,
     encode_pack,
     encode_value,
+    pack_index,
     read_element,
     read_private,
     run_of,
@@ -120,19 +121,22 @@ def _loader(
     of this run: another run's, or a pack file (``RUN:AJ_J``, ``:AJ_J`` in this run);
     a pack file is read once for all the keys it holds."""
     cache: dict[str, Any] = {}
-    files: dict[str, bytes] = {}
+    packs: dict[str, tuple[bytes, dict[str, tuple[int, int]]]] = {}  # read and indexed once
     here = paths.root.rsplit("/", 1)[-1]
 
     def read(key: str, at: str | None) -> Any:
         path = paths.result(key, run=None if at == here else at)
         run = run_of(at) if at else ""
         try:
-            data = files.get(path)
-            if data is None:
+            index = None
+            if at is not None and ":" in at:  # a pack file: many keys, one file
+                if path not in packs:
+                    data = read_private(path)
+                    packs[path] = (data, pack_index(data, path))
+                data, index = packs[path]
+            else:
                 data = read_private(path)
-                if at is not None and ":" in at:
-                    files[path] = data
-            _, payload = decode_result(data, key=key, path=path, run=run or here)
+            _, payload = decode_result(data, key=key, path=path, run=run or here, index=index)
         except Exception:
             if run in ("", here) and _failed_here(paths, key):
                 raise InputFailed(key) from None
