@@ -166,24 +166,27 @@ def lookup(cluster: Cluster, keys: Iterable[str]) -> dict[str, str]:
     )
     bad, lines = _run_guarded(backend.shell, str(backend.workdir), body, "look up results")
     result_path = re.compile(RunLayout.RESULT_PATH)
-    pack_path = re.compile(RunLayout.PACK_PATH)
+    pack_paths = [re.compile(RunLayout.PACK_PATH), re.compile(RunLayout.PARTIAL_PATH)]
     found: dict[str, str] = {}
     packs: list[tuple[str, str]] = []
+    partial: list[tuple[str, str]] = []  # of packs killed partway: read after whole ones
     for line in lines:
         m = result_path.match(line.strip())
         if m and m.group(2) in wanted and m.group(1) not in bad:
             found.setdefault(m.group(2), m.group(1))
             continue
-        m = pack_path.match(line.strip())
-        if m and m.group(1) not in bad:
-            packs.append((m.group(1), m.group(2)))
-    if packs and len(found) < len(wanted):
-        found.update(_lookup_packs(backend, packs, wanted - set(found)))
+        for pattern, into in zip(pack_paths, (packs, partial), strict=True):
+            m = pattern.match(line.strip())
+            if m and m.group(1) not in bad:
+                into.append((m.group(1), m.group(2)))
+    if (packs or partial) and len(found) < len(wanted):
+        found.update(_lookup_packs(backend, packs + partial, wanted - set(found)))
     return found
 
 
 def _lookup_packs(backend: Any, packs: list[tuple[str, str]], wanted: set[str]) -> dict[str, str]:
-    """Keys of ``wanted`` held by pack files ``(run, AJ_J)``, read in one transfer (the
+    """Keys of ``wanted`` held by pack files ``(run, AJ_J)`` (or partial ones, ``(run,
+    AJ_J.partial)``: the first file that holds a key wins), read in one transfer (the
     records are verified again when a result is read)."""
     rel = {RunLayout.of(run).result("", run=f"{run}:{name}"): (run, name) for run, name in packs}
     files = backend.read_files(sorted(rel))

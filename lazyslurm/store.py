@@ -290,12 +290,15 @@ class RunLayout:
     # shell (grep/find) patterns over outcome files, for the one-command listings
     PACK_SUFFIX = ".pack"  # of the one results file of a packed Slurm element
     CANCELLED_SUFFIX = ".cancelled"  # in errors/: an element whose input failed
+    PARTIAL_SUFFIX = ".partial"  # results/AJ_J.partial: a pack's records, as they come
     OUTCOME_GREP = "[.]p\\(kl\\|ack\\)$"  # GNU grep: a result, error or pack file
     RESULTS_FIND = "./*/results/*.p*"  # from WORKDIR/runs: every result of every run
     # a line of that find, as a regex pattern (compiled by the client: the runner never
     # needs re): groups are the run id and the node key
     RESULT_PATH = r"^\./([^/]+)/results/([^/]+)\.pkl$"
     PACK_PATH = r"^\./([^/]+)/results/([^/]+_[0-9]+)\.pack$"  # groups: run id, pack name
+    # the records a packed Slurm element has written so far (kept if it is killed)
+    PARTIAL_PATH = r"^\./([^/]+)/results/([^/]+_[0-9]+\.partial)$"  # run id, file name
     RUN_ID_GLOB = "[0-9]" * 8 + "-" + "[0-9]" * 6 + "-" + "[0-9a-f]" * 6  # find -name
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
@@ -398,6 +401,8 @@ class RunLayout:
         ``run`` (``RUN``, ``RUN:AJ_J`` or ``:AJ_J`` for a pack of this run)."""
         run, _, pack = (run or "").partition(":")
         root = f"{self.root.rsplit('/', 1)[0]}/{run}" if run else self.root
+        if pack.endswith(self.PARTIAL_SUFFIX):  # RUN:AJ_J.partial: a killed pack's records
+            return f"{root}/results/{pack}"
         if pack:
             return f"{root}/results/{pack}{self.PACK_SUFFIX}"
         return f"{root}/results/{key}{self.SUFFIX}"
@@ -405,6 +410,13 @@ class RunLayout:
     def pack(self, array_job: str, slurm_index: int) -> str:
         """The one results file of packed Slurm element ``slurm_index``."""
         return self._at(f"results/{array_job}_{slurm_index}{self.PACK_SUFFIX}")
+
+    def partial_pack(self, array_job: str, slurm_index: int) -> str:
+        """The records packed Slurm element ``slurm_index`` has written so far, appended
+        as its elements finish and removed once its pack file is in place: a pack killed
+        partway (time limit, node failure, scancel) leaves its finished results there,
+        which the cache finds (location ``RUN:AJ_J.partial``)."""
+        return self._at(f"results/{array_job}_{slurm_index}{self.PARTIAL_SUFFIX}")
 
     def error(self, key: str) -> str:
         return self._at(f"errors/{key}{self.SUFFIX}")
@@ -896,20 +908,31 @@ def encode_pack(records: Sequence[bytes]) -> bytes:
     return b"".join((PACK_MAGIC, str(len(records)).encode(), b"\n", *records))
 
 
+PARTIAL_HEAD = PACK_MAGIC + b"*\n"  # a partial pack: records until the end of the file
+
+
 def _pack_records(data: bytes, path: str) -> Iterable[tuple[str, int, int]]:
-    """``(key, start, end)`` of each record of a pack file (headers only are read)."""
+    """``(key, start, end)`` of each record of a pack file (headers only are read). A
+    partial pack (:data:`PARTIAL_HEAD`) ends where its last whole record does: a record
+    cut short by a kill is not one (and each record is verified when read)."""
     eol = data.find(b"\n")
     if not data.startswith(PACK_MAGIC) or eol < 0:
         raise _bad_record("?", path, "is not a lazyslurm pack file")
-    count = int(data[len(PACK_MAGIC) : eol])
+    partial = data[: eol + 1] == PARTIAL_HEAD
+    count = -1 if partial else int(data[len(PACK_MAGIC) : eol])
     at, m = eol + 1, len(OUTCOME_MAGIC)
-    for _ in range(count):
+    while count != 0 and not (partial and at == len(data)):
+        count -= 1
         if data[at : at + m] != OUTCOME_MAGIC or len(data) < at + _HEAD:
+            if partial:
+                return
             raise _bad_record("?", path, f"is damaged at byte {at}")
         length = int.from_bytes(data[at + m : at + m + 8], "little")
         tlen = int.from_bytes(data[at + m + 12 : at + m + 14], "little")
         text = data[at + _HEAD : at + _HEAD + tlen]
         end = at + _HEAD + tlen + length
+        if partial and end > len(data):
+            return
         yield text.partition(b"\n")[0].decode(errors="replace"), at, end
         at = end
 

@@ -195,6 +195,24 @@ def test_a_failed_element_cancels_only_its_own_dependents_in_packs(tmp_path, wor
     assert decode_value(decode_result(data, key=b[3].key, path="p", run=run)[1]) == 6
 
 
+def test_a_partial_pack_ends_at_its_last_whole_record():
+    """A pack killed while writing leaves a partial file whose last record may be cut
+    short: the whole records before it are read, the cut one is not."""
+    from lazyslurm.store import PARTIAL_HEAD
+
+    recs = [encode_outcome(b"v%d" % i, key=f"f-{i}", writer="r1/aj0/0") for i in range(3)]
+    torn = PARTIAL_HEAD + recs[0] + recs[1] + recs[2][:-3]
+    assert pack_keys(torn) == ["f-0", "f-1"]
+    assert decode_result(torn, key="f-1", path="p", run="r1") == ("r1/aj0/0", b"v1")
+    with pytest.raises(CorruptResultError, match="holds no record"):
+        decode_result(torn, key="f-2", path="p", run="r1")
+    assert pack_keys(PARTIAL_HEAD + recs[0] + recs[1][:5]) == ["f-0"]
+    assert pack_keys(PARTIAL_HEAD) == []
+    whole = encode_pack(recs)
+    with pytest.raises(CorruptResultError, match="damaged"):  # a whole pack is never cut
+        pack_keys(whole.replace(b"LZPACK1 3", b"LZPACK1 4", 1))
+
+
 def test_a_forged_record_in_a_pack_is_refused():
     good = encode_outcome(b"x", key="f-1", writer="r1/aj0/0")
     forged = encode_pack([good[:-1] + b"y"])
@@ -329,3 +347,32 @@ def test_a_fan_in_reads_and_indexes_each_pack_file_once(tmp_path, monkeypatch):
     run = paths.root.rsplit("/", 1)[1]
     data = Path(paths.result(s.key)).read_bytes()
     assert decode_value(decode_result(data, key=s.key, path="p", run=run)[1]) == 2 * 66
+
+
+@task
+def killed_at_two(x: int) -> int:
+    if x == 2:  # the whole pack's process dies, as under a time limit or a node failure
+        os.kill(os.getpid(), 9)
+    return x
+
+
+@pytest.mark.slurm
+def test_a_pack_killed_partway_keeps_its_finished_results_for_the_next_run(env, tmp_path):
+    """The elements a pack finished before it was killed are in results/AJ_J.partial:
+    the next session that looks in the store (cache=True) finds them, and submits
+    nothing for them."""
+    from lazyslurm.errors import ElementFailedError
+
+    opts = dict(workdir=tmp_path / "work", env={"SLURM_CONF": env["LAZYSLURM_TEST_SLURM_CONF"]},
+                poll_max_s=0.5)
+    xs = killed_at_two.map(range(4), pack=4)
+    with Cluster("slurm", **opts) as cl, pytest.raises(ElementFailedError):
+        compute(xs, cluster=cl)
+    (run_dir,) = (tmp_path / "work" / "runs").iterdir()
+    assert sorted(n for n in os.listdir(run_dir / "results") if not n.startswith(".")) == [
+        "aj0_0.partial"
+    ]
+    with Cluster("slurm", **opts, cache=True) as again:
+        assert compute(xs[0], xs[1], cluster=again) == (0, 1)
+        assert again.computed[xs[1].key] == f"{run_dir.name}:aj0_0.partial"
+        assert again.backend.stats["sbatch"] == 0

@@ -20,6 +20,7 @@ import os
 import sys
 
 from lazyslurm.store import (
+    PARTIAL_HEAD,
     SECTION_MARK,
     FunctionRef,
     MapItem,
@@ -430,16 +431,33 @@ def run_slurm_element(run_dir: str, array_job: str, slurm_index: int, env: Any =
     members = range(first, min(first + pack, spec_size(spec)))
     workers = min(int(header.get("workers", 1)), len(members))
     records: list[bytes] = []
-    if workers > 1:
-        code = _run_forked(run_dir, array_job, members, workers, env, records)
-    else:
-        code = EXIT_OK
-        for m in members:
-            _section(array_job, m)
-            if _run_guarded(run_dir, array_job, m, env, records) not in _RECORDED:
-                code = EXIT_TASK_FAILED
     paths = RunLayout(run_dir)
+    partial = paths.partial_pack(array_job, slurm_index)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(partial, flags, 0o600)  # a requeued pack starts it again
+
+    def keep(record: bytes) -> None:  # each result as it comes: a kill keeps the others
+        view = memoryview(record)
+        while view:
+            view = view[os.write(fd, view) :]
+
+    try:
+        keep(PARTIAL_HEAD)
+        if workers > 1:
+            code = _run_forked(run_dir, array_job, members, workers, env, records, keep)
+        else:
+            code = EXIT_OK
+            for m in members:
+                _section(array_job, m)
+                before = len(records)
+                if _run_guarded(run_dir, array_job, m, env, records) not in _RECORDED:
+                    code = EXIT_TASK_FAILED
+                for record in records[before:]:
+                    keep(record)
+    finally:
+        os.close(fd)
     atomic_write(paths.pack(array_job, slurm_index), encode_pack(records))
+    os.unlink(partial)
     return code
 
 
@@ -463,10 +481,17 @@ def _run_guarded(
 
 
 def _run_forked(
-    run_dir: str, array_job: str, members: range, workers: int, env: Any, records: list[bytes]
+    run_dir: str,
+    array_job: str,
+    members: range,
+    workers: int,
+    env: Any,
+    records: list[bytes],
+    keep: Any,
 ) -> int:
     """Run ``members`` in forked children, ``workers`` at a time; each child sends its
-    result record back through a pipe (kept in element order)."""
+    result record back through a pipe (``keep(record)`` as it comes, then ``records`` in
+    element order)."""
     import select
 
     code = EXIT_OK
@@ -509,6 +534,7 @@ def _run_forked(
                 code = EXIT_TASK_FAILED
             if chunks:
                 got[m] = b"".join(chunks)
+                keep(got[m])
     records.extend(got[m] for m in sorted(got))
     return code
 
