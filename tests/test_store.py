@@ -312,13 +312,23 @@ def _light_blobs(tmp_path: Path) -> dict[str, bytes]:
     return {name: cloudpickle.dumps(f, protocol=5) for name, f in funcs.items()}
 
 
+_LOAD_BLOBS = (
+    "import pickle, sys\n"
+    "from lazyslurm.store import loads\n"
+    "b = pickle.load(open('blobs.pkl', 'rb'))\n"
+)
+
+
 def _load_fresh(tmp_path: Path, code: str) -> str:
+    """Run ``code`` in a fresh interpreter, after loading the blobs of _light_blobs as
+    ``b`` (a dict of name -> cloudpickled object): its output."""
     import subprocess
     import sys
 
+    (tmp_path / "blobs.pkl").write_bytes(pickle.dumps(_light_blobs(tmp_path)))
     repo = Path(__file__).resolve().parent.parent
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+        [sys.executable, "-c", _LOAD_BLOBS + code], capture_output=True, text=True, cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(repo)},
     )
     assert out.returncode == 0, out.stderr
@@ -328,11 +338,7 @@ def _load_fresh(tmp_path: Path, code: str) -> str:
 def test_functions_by_value_load_without_cloudpickle(tmp_path: Path) -> None:
     """Plain functions, closures, recursion, attributes, defaults, an empty cell: the
     light loader rebuilds what cloudpickle wrote, and cloudpickle is never imported."""
-    (tmp_path / "blobs.pkl").write_bytes(pickle.dumps(_light_blobs(tmp_path)))
     code = (
-        "import pickle, sys\n"
-        "from lazyslurm.store import loads\n"
-        "b = pickle.load(open('blobs.pkl', 'rb'))\n"
         "f = loads(b['plain'], light=True)\n"
         "empty = loads(b['empty'], light=True)\n"
         "try:\n"
@@ -350,22 +356,13 @@ def test_functions_by_value_load_without_cloudpickle(tmp_path: Path) -> None:
 def test_what_the_light_loader_does_not_know_imports_cloudpickle(tmp_path: Path) -> None:
     """A class by value needs cloudpickle's own machinery: it is imported then; without
     the light flag (an unknown cloudpickle version) it is imported for a function too."""
-    (tmp_path / "blobs.pkl").write_bytes(pickle.dumps(_light_blobs(tmp_path)))
     code = (
-        "import pickle, sys\n"
-        "from lazyslurm.store import loads\n"
-        "b = pickle.load(open('blobs.pkl', 'rb'))\n"
         "a = 'cloudpickle' in sys.modules\n"
         "box = loads(b['box'], light=True)(4)\n"
         "print(a, box.v, 'cloudpickle' in sys.modules)\n"
     )
     assert _load_fresh(tmp_path, code) == "False 4 True"
-    code = (
-        "import pickle, sys\n"
-        "from lazyslurm.store import loads\n"
-        "b = pickle.load(open('blobs.pkl', 'rb'))\n"
-        "print(loads(b['fact'])(3), 'cloudpickle' in sys.modules)\n"
-    )
+    code = "print(loads(b['fact'])(3), 'cloudpickle' in sys.modules)\n"
     assert _load_fresh(tmp_path, code) == "6 True"
 
 
