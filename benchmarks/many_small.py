@@ -99,11 +99,6 @@ def raw_row(n: int) -> dict[str, Any]:
 
 
 def dask_row(n: int) -> dict[str, Any]:
-    here = os.path.dirname(os.path.abspath(__file__))
-    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
-    shadow = getattr(sys.modules.get("packaging"), "__file__", None) or ""
-    if here in shadow:
-        del sys.modules["packaging"]  # benchmarks/packaging.py is not the packaging library
     from dask.distributed import Client
     from dask_jobqueue import SLURMCluster
 

@@ -55,7 +55,7 @@ def wheel_cluster(env, workdir: str, **kw) -> Cluster:
 @pytest.mark.slurm
 def test_project_runs_from_a_venv_made_once_and_reused(env):
     """100 elements start at once: one makes the venv (flock), all use it; a second
-    session reuses it (nothing uploaded). (Times: benchmarks/bench_packaging.py.)"""
+    session reuses it (nothing uploaded). (Times: benchmarks/packaging_modes.py.)"""
     workdir = f"~/lazyslurm-tests/wheel-{uuid.uuid4().hex[:12]}"
     texts = [f"t{i}" for i in range(100)]
     c = wheel_cluster(env, workdir)

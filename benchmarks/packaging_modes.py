@@ -2,7 +2,7 @@
 """What each packaging mode costs: the seed's pipeline (9 elements), first run on a cold
 cluster account and later runs with everything warm, in one run of this script.
 
-    source /tmp/lazyslurm-test-cluster/env.sh && python benchmarks/packaging.py
+    source /tmp/lazyslurm-test-cluster/env.sh && python benchmarks/packaging_modes.py
 
 Needs the test cluster (tests/cluster/start.sh, as root: the container mode runs podman in
 jobs on this host). The peer is ``inherit`` with lazyslurm copied to the cluster by hand
