@@ -194,7 +194,7 @@ def _local_records(layout: RunLayout) -> list[dict[str, Any]]:
         return []
     out = []
     for name in names:
-        if name.endswith(".json") and not name.startswith("."):
+        if RunLayout.is_dynamic_record(name):
             out.append(json.loads(read_private(f"{layout.dynamic_dir}/{name}")))
     return out
 
@@ -343,6 +343,9 @@ def _run_inline(
         raise DynamicExpansionError(msg, error_record=payload)
 
 
+_RUNNER_BY_PATH = "lazyslurm/runner/__main__.py"  # how a job script names the runner's file
+
+
 def _parent_script(
     layout: RunLayout, array_job: str
 ) -> tuple[str, list[str], list[str], str | None]:
@@ -354,7 +357,7 @@ def _parent_script(
     lines = read_private(layout.job_script(array_job)).decode().splitlines()
 
     def starts_runner(line: str) -> bool:  # -m lazyslurm.runner, or its __main__.py by path
-        return "-m lazyslurm.runner" in line or "lazyslurm/runner/__main__.py" in line
+        return "-m lazyslurm.runner" in line or _RUNNER_BY_PATH in line
 
     starts = [ln for ln in lines[2:] if starts_runner(ln)]
     words = shlex.split(starts[-1].removeprefix("exec "))
@@ -362,10 +365,10 @@ def _parent_script(
         i
         for i in range(1, len(words))
         if words[i : i + 2] == ["-m", "lazyslurm.runner"]
-        or words[i].endswith("lazyslurm/runner/__main__.py")
+        or words[i].endswith(_RUNNER_BY_PATH)
     )
     setup = [ln for ln in lines[2:] if not starts_runner(ln)]
-    runner = words[at] if words[at].endswith("lazyslurm/runner/__main__.py") else None
+    runner = words[at] if words[at].endswith(_RUNNER_BY_PATH) else None
     return words[at - 1], words[: at - 1], setup, runner
 
 

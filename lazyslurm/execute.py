@@ -55,7 +55,6 @@ from lazyslurm.planning.encode import encode_run
 from lazyslurm.planning.planner import ArrayJob, Plan
 from lazyslurm.runner import resolve
 from lazyslurm.store import (
-    PACK_MAGIC,
     Redirect,
     Ref,
     RunLayout,
@@ -63,7 +62,6 @@ from lazyslurm.store import (
     decode_result,
     decode_value,
     log_section,
-    pack_index,
     run_of,
     template_keys,
 )
@@ -573,16 +571,10 @@ def fetch_outputs(cluster: Cluster, templates: list[Any]) -> tuple[Any, ...]:
             msg = f"results missing from the store for {len(missing)} node(s), e.g. {missing[0]}"
             raise ElementFailedError(msg, key=missing[0])
         redirects = {}
-        indexes: dict[str, dict[str, tuple[int, int]]] = {}  # per pack file, built once
+        indexes: dict[str, dict[str, tuple[int, int]]] = {}  # pack files, indexed once
         for k, p in paths.items():
             run = run_of(cluster.computed[k])
-            data = files[p]
-            index = None
-            if data.startswith(PACK_MAGIC):
-                if p not in indexes:
-                    indexes[p] = pack_index(data, p)
-                index = indexes[p]
-            _, payload = decode_result(data, key=k, path=p, run=run, index=index)
+            _, payload = decode_result(files[p], key=k, path=p, run=run, indexes=indexes)
             value = decode_value(payload)
             if type(value) is Redirect:  # a task that returned a lazy value
                 redirects[k] = value

@@ -430,6 +430,12 @@ class RunLayout:
         """The subgraph element ``index`` of ``array_job`` returned (dynamic expansion)."""
         return self._at(f"dynamic/{array_job}.{index}.json")
 
+    @staticmethod
+    def is_dynamic_record(name: str) -> bool:
+        """Whether a name in ``dynamic/`` is a record (:meth:`dynamic_record`), not a
+        temporary file or the lock."""
+        return name.endswith(".json") and not name.startswith(".")
+
     @property
     def dynamic_dir(self) -> str:
         return self._at("dynamic")
@@ -629,7 +635,7 @@ def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
 # --------------------------------------------------------------------------- values
 
 
-def loads(data: bytes, *, light: bool = False) -> Any:
+def loads(data: bytes, *, light: bool = False, source: str = "a pickle") -> Any:
     """Unpickle ``data`` (ours: verified or owner-checked before), finding classes in
     ``sys.modules`` first: ``lazyslurm.store.Ref`` then resolves without importing the
     package ``lazyslurm`` (which pickle's own lookup does). ``_pickle`` is imported here,
@@ -638,7 +644,8 @@ def loads(data: bytes, *, light: bool = False) -> Any:
     ``light``: the data was written by a cloudpickle whose function format
     :data:`_LIGHT_CLOUDPICKLE` rebuilds (the spec flag :data:`SPEC_CLOUDPICKLE_LIGHT`);
     a function pickled by value then loads without importing cloudpickle (~35 ms).
-    Anything else it needs (a class by value, ...) imports cloudpickle then.
+    Anything else it needs (a class by value, ...) imports cloudpickle then; ``source``
+    (the file) is named if cloudpickle is missing.
 
     >>> loads(dumps([Ref("k"), 2]))
     [Ref('k'), 2]
@@ -648,10 +655,10 @@ def loads(data: bytes, *, light: bool = False) -> Any:
 
     class Unpickler(_pickle.Unpickler):
         def find_class(self, module: str, name: str) -> Any:
-            if module == "cloudpickle.cloudpickle" and "cloudpickle" not in sys.modules:
+            if module == "cloudpickle.cloudpickle" and sys.modules.get("cloudpickle") is None:
                 if light and name in _LIGHT_CLOUDPICKLE:
                     return _LIGHT_CLOUDPICKLE[name]
-                _need_cloudpickle("a pickle")
+                _need_cloudpickle(source)
             obj = sys.modules.get(module)
             if obj is None:
                 return super().find_class(module, name)
@@ -798,12 +805,12 @@ def encode_value(obj: Any) -> bytes:
     return dumps(obj)
 
 
-def decode_value(data: bytes, *, light: bool = False) -> Any:
+def decode_value(data: bytes, *, light: bool = False, source: str = "a pickle") -> Any:
     """The value :func:`encode_value` (or a pickle) wrote: only ever called on data that
-    was verified (an outcome record) or owner-checked (a spec file) first. ``light``: see
-    :func:`loads`."""
+    was verified (an outcome record) or owner-checked (a spec file) first. ``light`` and
+    ``source``: see :func:`loads`."""
     if data[:1] == b"\x80":
-        return loads(data, light=light)
+        return loads(data, light=light, source=source)
     import marshal
 
     return marshal.loads(data)
@@ -954,13 +961,20 @@ def decode_result(
     key: str,
     path: str,
     run: str | None = None,
-    index: dict[str, tuple[int, int]] | None = None,
+    indexes: dict[str, dict[str, tuple[int, int]]] | None = None,
 ) -> tuple[str, bytes]:
     """:func:`decode_outcome` of the record of ``key``: a result file, or its record in
     a pack file (every record of the pack is verified only when it is the one asked).
-    ``index``: the pack's :func:`pack_index`, when the caller keeps it."""
+    ``indexes``: where a caller reading many keys keeps each pack's :func:`pack_index`
+    by path, so that a pack's record headers are parsed once, not once per key."""
     if data.startswith(PACK_MAGIC):
-        where = (index if index is not None else pack_index(data, path)).get(key)
+        if indexes is None:
+            index = pack_index(data, path)
+        elif path in indexes:
+            index = indexes[path]
+        else:
+            index = indexes[path] = pack_index(data, path)
+        where = index.get(key)
         if where is None:
             raise _bad_record(key, path, "holds no record of it")
         return decode_outcome(data[where[0] : where[1]], key=key, path=path, run=run)
@@ -1039,9 +1053,12 @@ def spec_size(path: str | os.PathLike[str]) -> int:
         os.close(fd)
 
 
-def read_element(path: str | os.PathLike[str], index: int) -> tuple[dict[str, Any], ElementSpec]:
+def read_element(
+    path: str | os.PathLike[str], index: int, header: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], ElementSpec]:
     """Read the header and element ``index`` of a spec file (ours: checked on the open
-    file). Three small reads, whatever the size of the array."""
+    file). Three small reads, whatever the size of the array. ``header``: the one an
+    earlier call returned for this file (a pack's elements): not decoded again."""
     path = os.fspath(path)
     fd = _open_private(path, "spec file")
     try:
@@ -1053,12 +1070,14 @@ def read_element(path: str | os.PathLike[str], index: int) -> tuple[dict[str, An
             msg = f"element {index} out of range for {path} ({count - 1} elements)"
             raise IndexError(msg)
         base = 24 + 8 * (count + 1)
-        first = os.pread(fd, 16, 24)
-        h0, h1 = int.from_bytes(first[:8], "little"), int.from_bytes(first[8:], "little")
         ends = os.pread(fd, 16, 24 + 8 * (index + 1))
         e0, e1 = int.from_bytes(ends[:8], "little"), int.from_bytes(ends[8:], "little")
-        header = decode_value(_pread_all(fd, h1 - h0, base + h0), light=light)
-        element = decode_value(_pread_all(fd, e1 - e0, base + e0), light=light)
+        element = decode_value(_pread_all(fd, e1 - e0, base + e0), light=light, source=path)
+        if header is not None:
+            return header, element
+        first = os.pread(fd, 16, 24)
+        h0, h1 = int.from_bytes(first[:8], "little"), int.from_bytes(first[8:], "little")
+        header = decode_value(_pread_all(fd, h1 - h0, base + h0), light=light, source=path)
     finally:
         os.close(fd)
     ref = header.pop("func_ref", None)
@@ -1084,7 +1103,7 @@ def _need_cloudpickle(path: str) -> None:
         import cloudpickle  # noqa: F401
     except ImportError as exc:
         msg = (
-            f"{path} holds a function pickled by value (cloudpickle), but cloudpickle is "
+            f"{path} holds code pickled by value (cloudpickle), but cloudpickle is "
             f"not importable by {sys.executable} here: install it there "
             f"(`{sys.executable} -m pip install cloudpickle`), or make the task's module "
             f"importable where it runs so that it is shipped by reference"

@@ -381,3 +381,28 @@ def test_spec_files_record_whether_the_light_loader_applies(tmp_path: Path) -> N
     write_spec(tmp_path / "s.spec", {"func": lambda x: x + 1}, [blob])
     header, element = read_element(tmp_path / "s.spec", 0)
     assert header["func"](element[1][0]) == 2
+
+
+def test_a_spec_that_needs_cloudpickle_where_it_is_missing_names_the_file(tmp_path: Path) -> None:
+    """Code the light loader cannot rebuild (a class by value) on a node without
+    cloudpickle: the error names the spec file and how to fix it."""
+    import subprocess
+    import sys
+    import types
+
+    mod = types.ModuleType("light_cases")
+    exec(compile(_LIGHT_CASES, str(tmp_path / "light_cases.py"), "exec"), mod.__dict__)
+    spec = tmp_path / "aj0.spec"
+    write_spec(spec, {"func": lambda x: x}, [cloudpickle.dumps(("k", (mod.Box,), {}))])
+    code = (
+        "import sys\n"
+        "sys.modules['cloudpickle'] = None  # not installed here\n"
+        "from lazyslurm.store import read_element\n"
+        f"read_element({str(spec)!r}, 0)\n"
+    )
+    repo = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(repo)})
+    assert out.returncode != 0
+    assert f"{spec} holds code pickled by value (cloudpickle)" in out.stderr
+    assert "pip install cloudpickle" in out.stderr

@@ -143,6 +143,7 @@ _PENDING_REASON_CHECK_S = 5.0
 # record, a dependency never satisfied) is seen at most this late.
 _STATUS_EVERY_S = 2.0
 _PENDING_MARK = "LZ-PENDING"
+_SKIPPED = "LZ-STATUS-RC=0 skipped"  # the poll's status command was not needed
 
 
 def parse_array_ids(text: str) -> tuple[str, list[int] | None]:
@@ -605,7 +606,7 @@ class SlurmBackend:
         stamp = _dir_stamp(layout)  # taken before the listing: no change is missed
         try:
             listed = {d: os.listdir(layout.subdir(d)) for d in layout.OUTCOME_DIRS}
-            records = [n for n in os.listdir(layout.dynamic_dir) if n.endswith(".json")]
+            records = [n for n in os.listdir(layout.dynamic_dir) if layout.is_dynamic_record(n)]
         except FileNotFoundError:
             return None  # a run directory gone: the full poll says so
         if len(records) != (watch.dynamic_records or 0):
@@ -653,7 +654,7 @@ class SlurmBackend:
             f"n=$(ls -1 -f {results} 2>/dev/null | grep -c {grep})\n"
             f"d=$(ls -1 -f {dyn} 2>/dev/null | grep -c '[.]json$')\n"
             f'if [ "${{n:-0}}" -ge {total} ] && [ "${{d:-0}}" -le {known} ]; '
-            f"then echo LZ-STATUS-RC=0 skipped; else\n"
+            f"then echo {_SKIPPED}; else\n"
             f"{status_cmd}\necho LZ-STATUS-RC=$?\nfi\n"
             f"cd {q(run_dir)} 2>/dev/null || {{ echo LZ-GONE; exit 0; }}\n"
             f"echo LZ-FILES && ls -1 -f {' '.join(layout.OUTCOME_DIRS)}\n"
@@ -672,9 +673,9 @@ class SlurmBackend:
         t0 = time.monotonic()
         res = self.shell.run(script, timeout_s=budget)
         self.stats["polls"] += 1
+        skipped = _SKIPPED in res.stdout  # every result was in: Slurm was not asked
         if log.isEnabledFor(logging.DEBUG):
             took = time.monotonic() - t0
-            skipped = "LZ-STATUS-RC=0 skipped" in res.stdout
             log.debug(
                 "%s (%.3f s%s)",
                 status_cmd,
@@ -716,7 +717,7 @@ class SlurmBackend:
         elif watch.pending_since is None:
             watch.pending_since = time.monotonic()
         watch.rows, watch.partial = rows, None
-        if "LZ-STATUS-RC=0 skipped" not in res.stdout:
+        if not skipped:
             watch.status_at = time.monotonic()
         return self._snapshot(handle, rows, results, errors, watch, cancelled=cancelled)
 
@@ -746,7 +747,9 @@ class SlurmBackend:
                 elif key in cancelled:
                     state, failure = CANCELLED, _INPUT_FAILED
                 elif key in results or (
-                    aj.pack > 1 and f"{aj.id}_{i // aj.pack}" in results and key not in errors
+                    aj.pack > 1
+                    and RunLayout.pack_name(aj.id, i // aj.pack) in results
+                    and key not in errors
                 ):  # a pack file: every element of the pack has run; a result if no error
                     state, failure = DONE, None
                 else:

@@ -36,7 +36,6 @@ from lazyslurm.store import (
     encode_outcome,
     encode_pack,
     encode_value,
-    pack_index,
     read_element,
     read_private,
     run_of,
@@ -122,22 +121,20 @@ def _loader(
     of this run: another run's, or a pack file (``RUN:AJ_J``, ``:AJ_J`` in this run);
     a pack file is read once for all the keys it holds."""
     cache: dict[str, Any] = {}
-    packs: dict[str, tuple[bytes, dict[str, tuple[int, int]]]] = {}  # read and indexed once
+    files: dict[str, bytes] = {}  # pack files: read once for all the keys they hold
+    indexes: dict[str, dict[str, tuple[int, int]]] = {}  # and indexed once
     here = paths.root.rsplit("/", 1)[-1]
 
     def read(key: str, at: str | None) -> Any:
         path = paths.result(key, run=None if at == here else at)
         run = run_of(at) if at else ""
         try:
-            index = None
-            if at is not None and ":" in at:  # a pack file: many keys, one file
-                if path not in packs:
-                    data = read_private(path)
-                    packs[path] = (data, pack_index(data, path))
-                data, index = packs[path]
-            else:
+            data = files.get(path)
+            if data is None:
                 data = read_private(path)
-            _, payload = decode_result(data, key=key, path=path, run=run or here, index=index)
+                if at is not None and ":" in at:
+                    files[path] = data
+            _, payload = decode_result(data, key=key, path=path, run=run or here, indexes=indexes)
         except Exception:
             if run in ("", here) and _failed_here(paths, key):
                 raise InputFailed(key) from None
@@ -365,16 +362,18 @@ def run_element(
     *,
     env: Any = None,
     packed: list[bytes] | None = None,
+    header: dict[str, Any] | None = None,
 ) -> int:
     """Run one element; write its result or error file. Returns the process exit code.
 
     ``env`` is the Slurm environment of the job (``os.environ`` under Slurm); ``None``
     (the local and sync backends) gives a task's ``JobContext`` one-process values.
     ``packed``: the element runs in a packed Slurm element, its result record is
-    appended there (for the pack file) instead of being written alone.
+    appended there (for the pack file) instead of being written alone; ``header``, the
+    spec's header its pack read once (the function is not rebuilt per element).
     """
     paths = RunLayout(run_dir)
-    header, element = read_element(paths.spec(array_job), index)
+    header, element = read_element(paths.spec(array_job), index, header)
     key = element[0]
     make = _context_maker(run_dir, array_job, index, key, env)
     # where this element runs, for code that asks (a @workflow's context); restored after
@@ -426,7 +425,7 @@ def run_slurm_element(run_dir: str, array_job: str, slurm_index: int, env: Any =
     header, _ = read_element(spec, 0)
     pack = int(header.get("pack", 1))
     if pack == 1:
-        return run_element(run_dir, array_job, slurm_index, env=env)
+        return run_element(run_dir, array_job, slurm_index, env=env, header=header)
     first = slurm_index * pack
     members = range(first, min(first + pack, spec_size(spec)))
     workers = min(int(header.get("workers", 1)), len(members))
@@ -444,16 +443,17 @@ def run_slurm_element(run_dir: str, array_job: str, slurm_index: int, env: Any =
     try:
         keep(PARTIAL_HEAD)
         if workers > 1:
-            code = _run_forked(run_dir, array_job, members, workers, env, records, keep)
+            code = _run_forked(run_dir, array_job, members, workers, env, header, keep, records)
         else:
             code = EXIT_OK
             for m in members:
                 _section(array_job, m)
-                before = len(records)
-                if _run_guarded(run_dir, array_job, m, env, records) not in _RECORDED:
+                mine: list[bytes] = []
+                if _run_guarded(run_dir, array_job, m, env, header, mine) not in _RECORDED:
                     code = EXIT_TASK_FAILED
-                for record in records[before:]:
+                for record in mine:
                     keep(record)
+                records.extend(mine)
     finally:
         os.close(fd)
     atomic_write(paths.pack(array_job, slurm_index), encode_pack(records))
@@ -469,10 +469,15 @@ def _section(array_job: str, index: int) -> None:
 
 
 def _run_guarded(
-    run_dir: str, array_job: str, index: int, env: Any, records: list[bytes]
+    run_dir: str,
+    array_job: str,
+    index: int,
+    env: Any,
+    header: dict[str, Any],
+    records: list[bytes],
 ) -> int:
     try:
-        return run_element(run_dir, array_job, index, env=env, packed=records)
+        return run_element(run_dir, array_job, index, env=env, packed=records, header=header)
     except Exception:  # its spec could not be read, or its outcome not written
         import traceback
 
@@ -486,8 +491,9 @@ def _run_forked(
     members: range,
     workers: int,
     env: Any,
-    records: list[bytes],
+    header: dict[str, Any],
     keep: Any,
+    records: list[bytes],
 ) -> int:
     """Run ``members`` in forked children, ``workers`` at a time; each child sends its
     result record back through a pipe (``keep(record)`` as it comes, then ``records`` in
@@ -511,7 +517,7 @@ def _run_forked(
                     os.close(r)
                     _section(array_job, m)
                     mine: list[bytes] = []
-                    rc = _run_guarded(run_dir, array_job, m, env, mine)
+                    rc = _run_guarded(run_dir, array_job, m, env, header, mine)
                     view = memoryview(b"".join(mine))
                     while view:
                         view = view[os.write(w, view) :]
