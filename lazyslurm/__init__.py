@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "Cluster": "lazyslurm.cluster",
-    "ClusterOptions": "lazyslurm.graph.options",
+    "ClusterOptions": "lazyslurm.options",
     "Job": "lazyslurm.graph.core",
     "JobArray": "lazyslurm.graph.core",
     "JobContext": "lazyslurm.context",
@@ -24,7 +24,7 @@ _EXPORTS = {
     "Run": "lazyslurm.execute",
     "RunStatus": "lazyslurm.execute",
     "Task": "lazyslurm.graph.core",
-    "TaskOptions": "lazyslurm.graph.options",
+    "TaskOptions": "lazyslurm.graph.resources",
     "cache": "lazyslurm.cache",
     "compute": "lazyslurm.execute",
     "current_cluster": "lazyslurm.cluster",
@@ -103,8 +103,9 @@ if TYPE_CHECKING:
     from lazyslurm.draw import visualize
     from lazyslurm.execute import Run, RunStatus, compute, plan, runs, submit
     from lazyslurm.graph.core import Job, JobArray, JobView, Task, task
-    from lazyslurm.graph.options import ClusterOptions, TaskOptions
+    from lazyslurm.graph.resources import TaskOptions
     from lazyslurm.graph.traverse import to_networkx
+    from lazyslurm.options import ClusterOptions
     from lazyslurm.planning.planner import Plan
     from lazyslurm.preview import Preview, preview
     from lazyslurm.runner.checkpoint import on_checkpoint

@@ -23,7 +23,7 @@ from lazyslurm.graph.core import Job
 from lazyslurm.graph.traverse import collect
 from lazyslurm.planning.encode import read_manifest
 from lazyslurm.planning.planner import Plan, make_plan
-from lazyslurm.store import INSIDE, RunLayout, pack_keys, run_of
+from lazyslurm.store import INSIDE, RunLayout, pack_keys
 
 if TYPE_CHECKING:
     from lazyslurm.backends.shell import Shell
@@ -248,10 +248,7 @@ def clear(
     bad, lines = _run_guarded(backend.shell, str(backend.workdir), body, "clean runs")
     removed = [line for line in lines if line and line not in bad]
     if not dry_run:
-        for key, run in list(cl.computed.items()):
-            if run_of(run) in removed:
-                del cl.computed[key]
-                cl.values.pop(key, None)
+        cl.session.forget_runs(removed)
     return removed
 
 
@@ -260,19 +257,19 @@ def plan_with_store(
 ) -> tuple[Plan, dict[str, str]]:
     """The plan of ``roots`` given the session's memory and, with caching (``cache``, else
     the cluster's setting), the results already in the store: ``(plan, found)``."""
-    done: dict[str, str | None] = dict(cl.computed)
+    done: dict[str, str | None] = dict(cl.session.computed())
     found: dict[str, str] = {}
     if cache if cache is not None else cl.cache:
         found = lookup(cl, [j.key for j in collect(roots, done) if j.task.pure])
         done.update(found)
-    packing, max_jobs, time_cap = cl.pack_limits()
+    limits = cl.pack_limits()
     p = make_plan(
         roots,
         done=done,
         max_array_size=cl.max_array_size(),
-        max_jobs=max_jobs,
-        packing=packing,
-        time_cap=time_cap,
+        max_jobs=limits.max_jobs if limits is not None else None,
+        packing=limits is not None,
+        time_cap=limits.time_cap if limits is not None else None,
     )
     return attrs.evolve(p, cached=frozenset(found)), found
 

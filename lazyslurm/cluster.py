@@ -13,20 +13,22 @@ import contextvars
 import functools
 import os
 import weakref
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Unpack
+from typing import Any, Literal, Unpack
 
-from lazyslurm.backends.base import Backend
+import lazyslurm.backends as backends
+from lazyslurm.backends.base import Backend, BackendSpec, PackLimits
+from lazyslurm.backends.option import CommonOptions, resolve
 from lazyslurm.errors import ClusterConfigError
 from lazyslurm.graph.core import BUILD_SINK
-from lazyslurm.graph.options import ClusterOptions
-from lazyslurm.options import BACKENDS
+from lazyslurm.graph.options import declared
+from lazyslurm.graph.resources import Resources
+from lazyslurm.options import ClusterOptions
 from lazyslurm.options import check as check_options
 from lazyslurm.registry import executor
-from lazyslurm.store import default_workdir
+from lazyslurm.session import Session
 
-__all__ = ["Cluster", "current_cluster"]
+__all__ = ["BackendName", "Cluster", "current_cluster", "live_clusters"]
 
 _ACTIVE: contextvars.ContextVar[Cluster | None] = contextvars.ContextVar(
     "lazyslurm_active_cluster", default=None
@@ -39,12 +41,19 @@ _OPEN: list[Cluster] = []
 _SESSIONS: weakref.WeakSet[Cluster] = weakref.WeakSet()
 
 
+BackendName = Literal["local", "sync", "slurm", "ssh"]
+
+
 class Cluster:
-    """A place to run graphs, plus what this session already computed there.
+    """A place to run graphs: its configuration, a factory of its backend, and the
+    :class:`~lazyslurm.session.Session` of what this process already ran there.
 
     ``backend`` is ``"local"`` (default: a pool of local processes), ``"sync"`` (in the
-    calling thread), ``"slurm"`` (sbatch on this host), ``"ssh"`` (sbatch over SSH), or a
-    :class:`~lazyslurm.backends.base.Backend` object (such as the public fake).
+    calling thread), ``"slurm"`` (sbatch on this host), ``"ssh"`` (sbatch over SSH), the
+    name of a registered backend (:mod:`lazyslurm.backends`), its
+    :class:`~lazyslurm.backends.BackendSpec`, or a backend object (such as the public
+    fake). Options (:class:`~lazyslurm.options.ClusterOptions`) are checked here, before
+    anything starts: an unknown backend or option is refused at once.
 
     Within one cluster session a node computed once is never run again: later graphs
     that need it read its stored result. With ``cache=True`` that holds across sessions
@@ -54,78 +63,91 @@ class Cluster:
 
     def __init__(
         self,
-        backend: str | Backend = "local",
-        *,
-        workdir: str | os.PathLike[str] | None = None,
-        max_workers: int | None = None,
-        max_array_size: int | None = None,
-        poll_min_s: float = 0.2,
-        poll_max_s: float = 5.0,
-        cache: bool = False,
-        callbacks: Sequence[Any] = (),
-        max_core_hours: float | None = None,
-        dynamic_max_depth: int = 4,
-        dynamic_max_tasks: int = 10_000,
-        **backend_options: Unpack[ClusterOptions],
+        backend: BackendName | BackendSpec | Backend = "local",
+        **options: Unpack[ClusterOptions],
     ) -> None:
+        given: dict[str, Any] = {k: v for k, v in options.items() if v is not None}
         if isinstance(backend, str):
-            if backend not in BACKENDS:
-                msg = f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}"
-                raise ClusterConfigError(msg)
-            given = {"workdir": workdir, "max_workers": max_workers,
-                     "max_array_size": max_array_size, "poll_min_s": poll_min_s,
-                     "poll_max_s": poll_max_s, "cache": cache,
-                     "max_core_hours": max_core_hours,
-                     "dynamic_max_depth": dynamic_max_depth,
-                     "dynamic_max_tasks": dynamic_max_tasks}  # fmt: skip
+            spec: BackendSpec | None = backends.get(backend)
+        elif isinstance(backend, BackendSpec):
+            spec = backend
+        else:
+            spec = None
+        if spec is not None:
             # every option is declared once, by its backend: typos show now, not at first use
-            check_options(backend, {**{k: v for k, v in given.items() if v is not None},
-                                    **backend_options})  # fmt: skip
-        if not 0 < poll_min_s <= poll_max_s:
-            msg = f"need 0 < poll_min_s <= poll_max_s, got {poll_min_s}, {poll_max_s}"
+            check_options(spec.name, given)
+            self.backend_name = spec.name
+            self._backend: Backend | None = None
+        else:
+            own = set(given) - set(declared(CommonOptions))
+            if own:
+                msg = (
+                    f"options {sorted(own)} are for a backend made from its name; a backend "
+                    f"object ({type(backend).__name__}) is configured where it is made"
+                )
+                raise ClusterConfigError(msg)
+            check_options("sync", given)  # the common options only
+            self.backend_name = backend.name  # type: ignore[union-attr]
+            self._backend = backend  # type: ignore[assignment]
+        self.spec = spec
+        common = resolve(CommonOptions, given)
+        if not 0 < common["poll_min_s"] <= common["poll_max_s"]:
+            msg = (
+                f"need 0 < poll_min_s <= poll_max_s, got {common['poll_min_s']}, "
+                f"{common['poll_max_s']}"
+            )
             raise ClusterConfigError(msg)
-        self._spec = backend
-        self._backend: Backend | None = None if isinstance(backend, str) else backend
-        self.backend_name = backend if isinstance(backend, str) else backend.name
-        # a local path, except for ssh, where it lives (and "~" means home) on the cluster
+        self._given = given  # for repr
+        workdir = given.get("workdir")
+        # a local path, except for remote backends (ssh), where it lives (and "~" means
+        # home) on the cluster
         self.workdir: Path | str | None = (
             None
             if workdir is None
             else str(workdir)
-            if backend == "ssh"
+            if spec is not None and spec.remote
             else Path(workdir).expanduser()
         )
-        self.max_workers = max_workers
-        self._max_array_size = max_array_size
-        self.poll_min_s = poll_min_s
-        self.poll_max_s = poll_max_s
-        self.cache = cache
+        self._max_array_size: int | None = common["max_array_size"]
+        self.poll_min_s: float = common["poll_min_s"]
+        self.poll_max_s: float = common["poll_max_s"]
+        self.cache: bool = common["cache"]
         self.callbacks: list[Any] = []  # called for every run of this cluster
-        if callbacks:
+        if common["callbacks"]:
             from lazyslurm.callbacks import adapt
 
-            self.callbacks = adapt(callbacks)  # slurm-sdk callbacks: warns of unusable hooks
-        self.max_core_hours = max_core_hours  # budget of every submit (see lazyslurm.preview)
+            # slurm-sdk callbacks too: warns of hooks it cannot call
+            self.callbacks = adapt(common["callbacks"])
+        self.max_core_hours: float | None = common["max_core_hours"]
         # bounds on tasks that return lazy values (docs/dynamic.md), written into each run
-        self.dynamic_limits = {"max_depth": dynamic_max_depth, "max_tasks": dynamic_max_tasks}
-        self.backend_options: dict[str, Any] = dict(backend_options)
+        self.dynamic_limits = {
+            "max_depth": common["dynamic_max_depth"],
+            "max_tasks": common["dynamic_max_tasks"],
+        }
+        common_names = set(declared(CommonOptions))
+        self.backend_options: dict[str, Any] = {
+            k: v for k, v in given.items() if k not in common_names
+        }
         self.profile: str | None = None  # the profile it came from (from_profile), for errors
         self._tokens: list[contextvars.Token[Cluster | None]] = []
         self._sink_tokens: list[contextvars.Token[list[Any] | None]] = []
-        # jobs built in this cluster's ``with`` block, not submitted yet (flush on wait)
-        self.pending: list[Any] = []
-        # session memory
-        self.runs: dict[str, Any] = {}  # run id -> Run submitted in this session
-        self.computed: dict[str, str] = {}  # node key -> run id holding its result
-        # node key -> (run id, array job, index) where it last ran, whatever the outcome
-        self.ran: dict[str, tuple[str, str, int]] = {}
-        self.packs: dict[tuple[str, str], int] = {}  # (run, array job) -> pack, when > 1
-        self.values: dict[str, Any] = {}  # results already fetched to this process
+        self.session = Session()
         _SESSIONS.add(self)
-        if self.backend_name in ("slurm", "ssh"):
+        if not self.embedded:
             from lazyslurm.guard import note_created
 
             note_created(self)  # so a forgotten `with cluster:` can be named
+
+    @property
+    def embedded(self) -> bool:
+        """Whether its backend runs on this machine without a scheduler (local, sync)."""
+        return self.spec is not None and self.spec.embedded
+
+    @property
+    def task_defaults(self) -> Resources:
+        """The task options this cluster sets for tasks that set none (``partition``,
+        ``time``, ...), known without starting the backend."""
+        return Resources.defaults_from(self.backend_options)
 
     @classmethod
     def from_profile(cls, name: str | None = None, **overrides: Any) -> Cluster:
@@ -144,46 +166,33 @@ class Cluster:
         return cluster
 
     def __repr__(self) -> str:
-        return f"Cluster(backend={self.backend_name!r})"
+        opts = "".join(
+            f", {k}={'<callbacks>' if k == 'callbacks' else repr(v)}"
+            for k, v in self._given.items()
+        )
+        profile = f", profile={self.profile!r}" if self.profile else ""
+        return f"Cluster({self.backend_name!r}{opts}{profile})"
 
     @property
     def backend(self) -> Backend:
         """The backend, created on first use."""
         if self._backend is None:
-            self._backend = self._make_backend()
+            assert self.spec is not None
+            self._backend = self.spec.make(
+                workdir=self.workdir,
+                max_array_size=self._max_array_size,
+                profile=self.profile,
+                **self.backend_options,
+            )
         return self._backend
-
-    def _make_backend(self) -> Backend:
-        from lazyslurm.backends.local import LocalBackend, SyncBackend
-
-        workdir = self.workdir or default_workdir()
-        size = {} if self._max_array_size is None else {"max_array_size": self._max_array_size}
-        if self._spec == "local":
-            return LocalBackend(workdir, max_workers=self.max_workers, **size)
-        if self._spec == "sync":
-            return SyncBackend(workdir, **size)
-        from lazyslurm.backends.slurm import make_slurm_backend
-
-        return make_slurm_backend(
-            str(self._spec),
-            workdir=self.workdir,
-            max_array_size=self._max_array_size,
-            profile=self.profile,
-            **self.backend_options,
-        )
 
     def max_array_size(self) -> int:
         """The array size limit (starts the backend: on Slurm, asks the cluster once)."""
         return self.backend.max_array_size()
 
-    def pack_limits(self) -> tuple[bool, int | None, Any]:
-        """What packing must fit: ``(packing, max_jobs, time_cap)``. Backends that run
-        every element alone (local, sync) do not pack: ``(False, None, None)``."""
-        limits = getattr(self.backend, "pack_limits", None)
-        if limits is None:
-            return False, None, None
-        max_jobs, time_cap = limits()
-        return True, max_jobs, time_cap
+    def pack_limits(self) -> PackLimits | None:
+        """What packing must fit (None: the backend runs every element alone)."""
+        return self.backend.pack_limits()
 
     def known_max_array_size(self) -> int | None:
         """The array size limit if known without starting anything, else None."""
@@ -193,18 +202,18 @@ class Cluster:
 
     def close(self) -> None:
         """Stop worker processes and connections (the session memory is kept)."""
-        if self._backend is not None and isinstance(self._spec, str):
+        if self._backend is not None and self.spec is not None:
             self._backend.close()
             self._backend = None
 
     def __enter__(self) -> Cluster:
-        if self.backend_name in ("slurm", "ssh"):
+        if not self.embedded:
             from lazyslurm.guard import note_used
 
             note_used(self)
         self._tokens.append(_ACTIVE.set(self))
         _OPEN.append(self)
-        self._sink_tokens.append(BUILD_SINK.set(self.pending))
+        self._sink_tokens.append(BUILD_SINK.set(self.session.sink))
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -215,15 +224,14 @@ class Cluster:
                 del _OPEN[i]
                 break
         if not self._tokens:
-            self.pending.clear()  # never waited on: never submitted (unlike slurm-sdk)
-            if self.backend_name == "local" and self._backend is not None:
-                # local jobs live in this process's pool, closed below: let submitted
+            self.session.take_pending()  # never waited on: never submitted (unlike slurm-sdk)
+            if self.embedded and self._backend is not None:
+                # embedded jobs live in this process's pool, closed below: let submitted
                 # ones finish (Slurm's keep running), or stop them on an error
-                for run in list(self.runs.values()):
-                    if not run._finished:
-                        if exc[0] is not None:
-                            run.cancel()
-                        run.wait()  # records the end states for the job handles
+                for run in self.session.unfinished_runs():
+                    if exc[0] is not None:
+                        run.cancel()
+                    run.wait()  # records the end states for the job handles
             self.close()
 
     def submit(self, task: Any, **overrides: Any) -> Any:
@@ -233,14 +241,11 @@ class Cluster:
         submitter = executor().Submitter  # the job-handle layer, above this module
         return submitter(self, task.options(**overrides) if overrides else task)
 
-    def record(self, run_id: str, keys: Sequence[str | tuple[str, str]]) -> None:
-        """Remember results of run ``run_id``: keys, or ``(key, location)`` pairs for
-        results kept in pack files (``RUN:AJ_J``, :meth:`ArrayJob.location`)."""
-        for item in keys:
-            if isinstance(item, tuple):
-                self.computed[item[0]] = item[1]
-            else:
-                self.computed[item] = run_id
+
+def live_clusters() -> list[Cluster]:
+    """Every Cluster of this process still alive (a job handle used after its ``with``
+    block finds the session that submitted it)."""
+    return list(_SESSIONS)
 
 
 def current_cluster() -> Cluster | None:
@@ -258,7 +263,7 @@ def default_cluster() -> Cluster:
     ``$LAZYSLURM_PROFILE`` if set, else the embedded local cluster."""
     if os.environ.get("LAZYSLURM_PROFILE"):
         cluster = Cluster.from_profile()
-        if cluster.backend_name in ("slurm", "ssh"):
+        if not cluster.embedded:
             from lazyslurm.guard import note_used
 
             note_used(cluster)  # the default on purpose, not a forgotten one
@@ -268,7 +273,7 @@ def default_cluster() -> Cluster:
 
 def resolve_cluster(cluster: Cluster | None) -> Cluster:
     if cluster is not None:
-        if cluster.backend_name in ("slurm", "ssh"):
+        if not cluster.embedded:
             from lazyslurm.guard import note_used
 
             note_used(cluster)

@@ -255,8 +255,7 @@ def _cost_lines(array_jobs: Iterable[Any], cluster: Cluster | None) -> dict[str,
     from lazyslurm.preview import job_cost
 
     cl = _session(cluster)
-    backend = getattr(cl, "_backend", None) if cl is not None else None
-    defaults = getattr(backend, "defaults", None) or Resources()
+    defaults = cl.task_defaults if cl is not None else Resources()
     out = {}
     for aj in array_jobs:  # planned array jobs, or those of a re-attached run
         c = job_cost(aj.id, aj.name, aj.size, aj.resources, defaults=defaults)
@@ -580,7 +579,7 @@ def visualize(
         node_states = _snapshot_states(run)
     else:
         cl = _session(cluster)
-        done = dict(cl.computed) if cl is not None else {}
+        done = dict(cl.session.computed()) if cl is not None else {}
         done.update((key, None) for key in extra_cached if key not in done)
         plan = make_plan(roots, done=done, max_array_size=_max_array_size(cl))
         node_states = {}

@@ -218,9 +218,7 @@ class Run:
         cl = resolve_cluster(cluster)
         manifest, handle, outputs = read_run(cl, run_id)
         handle = extend_handle(handle, read_records(cl.backend, run_id))
-        for key, run in manifest.get("external", {}).items():
-            if run is not None:
-                cl.computed.setdefault(key, run)
+        cl.session.learn({k: r for k, r in manifest.get("external", {}).items() if r is not None})
         templates = (
             cloudpickle.loads(outputs)
             if outputs is not None
@@ -264,8 +262,7 @@ class Run:
         values: docs/dynamic.md) to the array jobs watched. True if there were new ones."""
         if self.handle is None:
             return False
-        seen = getattr(self.cluster.backend, "dynamic_records", None)
-        if seen is not None and seen(self.handle) == known_records(self.handle):
+        if self.cluster.backend.dynamic_records(self.handle) == known_records(self.handle):
             return False  # the last poll counted no new record: nothing to read
         new = extend_handle(self.handle, read_records(self.cluster.backend, self.id))
         if new is self.handle:
@@ -276,10 +273,9 @@ class Run:
     def _new_records(self) -> bool:
         """Whether the last poll counted subgraph records this run lacks (backends that
         count them in their poll: Slurm; the others are checked when the run ends)."""
-        seen = getattr(self.cluster.backend, "dynamic_records", None)
-        if seen is None or self.handle is None:
+        if self.handle is None:
             return False
-        count = seen(self.handle)
+        count = self.cluster.backend.dynamic_records(self.handle)
         return count is not None and count > known_records(self.handle)
 
     def status(self) -> RunStatus:
@@ -350,7 +346,7 @@ class Run:
             )
             backend.cancel(self.handle)
             raise self._interrupted() from None
-        self._finish(snap)
+        self.finish(snap)
         return snap
 
     def _interrupted(self) -> RunInterrupted:
@@ -387,23 +383,36 @@ class Run:
         self._last = stopped
         return stopped
 
-    def _finish(self, snap: Snapshot) -> None:
-        if self._finished:
+    @property
+    def finished(self) -> bool:
+        """Whether the run has ended (every element in an end state, recorded)."""
+        return self._finished
+
+    def observe(self, snap: Snapshot) -> None:
+        """What a poll taught the session: finished nodes are computed; a finished run
+        is finished (:meth:`finish`)."""
+        if snap.finished:
+            self.finish(snap)
             return
-        self._finished = True
-        done = [
+        self.cluster.session.record_results(self.id, self._done(snap))
+
+    def _done(self, snap: Snapshot) -> list[tuple[str, str]]:
+        return [
             (key, aj.location(i, self.id))
             for aj in self.array_jobs
             for i, (key, s) in enumerate(zip(aj.keys, snap.states[aj.id], strict=True))
             if s == DONE
         ]
-        self.cluster.record(self.id, done)
-        self.cluster.runs.setdefault(self.id, self)  # an attached run: for job handles
-        for aj in self.array_jobs:
-            if aj.pack > 1:
-                self.cluster.packs[(self.id, aj.id)] = aj.pack
-            for idx, key in enumerate(aj.keys):
-                self.cluster.ran[key] = (self.id, aj.id, idx)
+
+    def finish(self, snap: Snapshot) -> None:
+        """Record the end of the run in its cluster's session (once)."""
+        if self._finished:
+            return
+        self._finished = True
+        session = self.cluster.session
+        session.record_results(self.id, self._done(snap))
+        session.add_run(self, replace=False)  # an attached run: for job handles
+        session.record_placement(self.id, self.array_jobs)
         log.info(
             "run %s finished: %s", self.id, _fmt_counts(snap.counts_total()),
             extra={"run_id": self.id, "array_job": None},
@@ -432,8 +441,7 @@ class Run:
     def logs(self, node: Any) -> tuple[str, str]:
         """``(stdout, stderr)`` of one node (a Job or its key), in one transfer."""
         aj, idx = self._locate(node)
-        if aj.pack > 1:
-            self.cluster.packs[(self.id, aj.id)] = aj.pack
+        self.cluster.session.record_placement(self.id, [aj])
         return read_logs(self.cluster, self.id, aj.id, idx)
 
     # -- outcome
@@ -554,16 +562,17 @@ def _with_cancelled(err: Exception, cancelled: list[str], cause: str, failures: 
 
 def fetch_outputs(cluster: Cluster, templates: list[Any]) -> tuple[Any, ...]:
     """Resolve output templates, reading every missing result in one transfer."""
-    needed: list[str] = []
-    for key in template_keys(templates):
-        if key not in cluster.values:
-            needed.append(key)
+    session = cluster.session
+    needed = [key for key in template_keys(templates) if not session.has_value(key)]
     if needed:
         # a location is a run (results/KEY.pkl) or RUN:AJ_J (a pack file, which holds
         # the results of many keys: each file is read once)
         paths = {}
         for k in needed:
-            at = cluster.computed[k]
+            at = session.location(k)
+            if at is None:
+                msg = f"node {k} has no result in this session (not computed, or cleaned)"
+                raise ElementFailedError(msg, key=k)
             paths[k] = RunLayout.of(run_of(at)).result(k, run=at)
         files = cluster.backend.read_files(sorted(set(paths.values())))
         missing = [k for k, p in paths.items() if p not in files]
@@ -573,18 +582,17 @@ def fetch_outputs(cluster: Cluster, templates: list[Any]) -> tuple[Any, ...]:
         redirects = {}
         indexes: dict[str, dict[str, tuple[int, int]]] = {}  # pack files, indexed once
         for k, p in paths.items():
-            run = run_of(cluster.computed[k])
+            run = run_of(session.location(k) or "")
             _, payload = decode_result(files[p], key=k, path=p, run=run, indexes=indexes)
             value = decode_value(payload)
             if type(value) is Redirect:  # a task that returned a lazy value
                 redirects[k] = value
             else:
-                cluster.values[k] = value
+                session.keep_value(k, value)
         for k, red in redirects.items():  # one more transfer per level of nesting
-            for key, run in red.runs.items():
-                cluster.computed.setdefault(key, run)
-            (cluster.values[k],) = fetch_outputs(cluster, [red.template])
-    return tuple(resolve(t, cluster.values.__getitem__) for t in templates)
+            session.learn(red.runs)
+            session.keep_value(k, fetch_outputs(cluster, [red.template])[0])
+    return tuple(resolve(t, session.value) for t in templates)
 
 
 def submit(
@@ -613,19 +621,20 @@ def submit(
         from lazyslurm.preview import check_budget
 
         check_budget(cl, p, budget, cached=len(found))
-    cl.computed.update(found)
+    cl.session.learn(found)
     if not p.array_jobs:
         return Run(cl, None, templates, callbacks, plan=p)
     warn_implicit_local(
         cluster is None and current_cluster() is None,
+        cl.embedded,
         cl.backend_name,
         ((aj.name, aj.resources) for aj in p.array_jobs),
         stacklevel=_user_stacklevel(),
     )
     run_id = RunLayout.new_run_id()
-    by_value = getattr(cl.backend, "ships_by_value", False)
-    child = getattr(cl.backend, "child_config", None)
-    dynamic = {"limits": cl.dynamic_limits, "by_value": by_value, **(child() if child else {})}
+    backend = cl.backend
+    by_value = backend.ships_by_value
+    dynamic = {"limits": cl.dynamic_limits, "by_value": by_value, **backend.child_config()}
     files = encode_run(
         p,
         run_id=run_id,
@@ -639,20 +648,16 @@ def submit(
         },
         by_value=by_value,
         templates=templates,
-        modules_by_value=getattr(cl.backend, "by_value_modules", None),
+        modules_by_value=backend.by_value_modules,
     )
     if log.isEnabledFor(logging.DEBUG):
         _log_plan(p, found, run_id)
-    handle = cl.backend.start(run_id, p.array_jobs, files)
+    handle = backend.start(run_id, p.array_jobs, files)
     run = Run(cl, handle, templates, callbacks, plan=p)
     # job handles find their run, Slurm ids and logs from here on: a light twin of the
     # run (its handle only, not the plan and the graph it holds) is kept in the session
-    cl.runs[run_id] = Run(cl, handle, [])
-    for aj in p.array_jobs:
-        if aj.pack > 1:
-            cl.packs[(run_id, aj.id)] = aj.pack
-        for idx, key in enumerate(aj.keys):
-            cl.ran[key] = (run_id, aj.id, idx)
+    cl.session.add_run(Run(cl, handle, []))
+    cl.session.record_placement(run_id, p.array_jobs)
     log.info(
         "submitted run %s: %d array jobs, %d tasks", run_id, len(p.array_jobs), p.nodes,
         extra={"run_id": run_id, "array_job": None},
@@ -673,14 +678,15 @@ def _adapt(callbacks: Sequence[Any]) -> list[Any]:
 def _settle_in_flight(cl: Cluster, roots: list[Job]) -> None:
     """Wait for the runs of this session, still going, that hold nodes ``roots`` need: a
     new run cannot depend on another run's Slurm jobs, and must not submit them again."""
-    if not any(not r._finished for r in cl.runs.values()):
+    session = cl.session
+    if not session.unfinished_runs():
         return
     busy: dict[str, Run] = {}
-    for job in collect(roots, cl.computed):
-        where = cl.ran.get(job.key)
+    for job in collect(roots, session.computed()):
+        where = session.where(job.key)
         if where is not None:
-            run = cl.runs.get(where[0])
-            if run is not None and not run._finished:
+            run = session.run(where[0])
+            if run is not None and not run.finished:
                 busy[run.id] = run
     for run in busy.values():
         run.wait()
@@ -794,10 +800,10 @@ def job_logs(job: Job, cluster: Cluster | None = None) -> tuple[str, str]:
     """``(stdout, stderr)`` of the element that ran ``job`` (in this session, or found in
     the store with ``cache``)."""
     cl = resolve_cluster(cluster)
-    where = cl.ran.get(job.key)
+    where = cl.session.where(job.key)
     if where is not None:
         return read_logs(cl, *where)
-    run_id = cl.computed.get(job.key)  # a cache hit from a run of another session
+    run_id = cl.session.location(job.key)  # a cache hit from a run of another session
     if run_id is None:
         msg = f"{job!r} has not run in this cluster session"
         raise KeyError(msg)
@@ -808,7 +814,7 @@ def read_logs(cluster: Cluster, run_id: str, array_job: str, index: int) -> tupl
     """``(stdout, stderr)`` of one element, in one transfer (its own section of the logs
     of the Slurm element that ran it, when packed)."""
     layout = RunLayout.of(run_id)
-    pack = cluster.packs.get((run_id, array_job), 1)
+    pack = cluster.session.pack_of(run_id, array_job)
     paths = [layout.log(array_job, index // pack, s) for s in ("out", "err")]
     files = cluster.backend.read_files(paths)
     out, err = (files.get(p, b"").decode(errors="replace") for p in paths)

@@ -79,11 +79,16 @@ def slurm_only(resources: Resources) -> dict[str, Any]:
 
 
 def warn_implicit_local(
-    implicit: bool, backend_name: str, tasks: Iterable[tuple[str, Resources]], stacklevel: int
+    implicit: bool,
+    embedded: bool,
+    backend_name: str,
+    tasks: Iterable[tuple[str, Resources]],
+    stacklevel: int,
 ) -> None:
     """Warn when ``tasks`` (name, resources) asking for Slurm resources run on the implicit
-    local default (``implicit``: no cluster given, none active, no profile variable)."""
-    if not implicit or backend_name not in ("local", "sync") or os.environ.get(
+    local default (``implicit``: no cluster given, none active, no profile variable;
+    ``embedded``: the cluster runs elements here, without a scheduler)."""
+    if not implicit or not embedded or os.environ.get(
         "LAZYSLURM_PROFILE"
     ):
         return

@@ -2,11 +2,11 @@
 ``cancel``, ``id``, ``get_stdout``, ``tail``, ...) on lazy ``Job`` and ``JobArray`` values.
 
 The methods of :class:`~lazyslurm.graph.core.Job` and ``JobArray`` are one-line calls of
-the functions here. A handle finds its submission in the cluster session that ran it
-(``cluster.ran``: node key -> run, array job, index; ``cluster.runs``: run id -> Run).
+the functions here. A handle finds its submission in the session of the cluster that ran
+it (:class:`~lazyslurm.session.Session`: where each node ran, its run, its results).
 
 **Flush on wait.** Inside ``with cluster:``, every job built in the block is collected
-(``cluster.pending``). The first ``wait()``, ``get_result()`` or ``get_results()``
+(the session's pending jobs). The first ``wait()``, ``get_result()`` or ``get_results()``
 submits all of them that are not submitted yet, in one submission, then waits only for
 the one asked. Jobs built outside any block stay lazy until waited on or computed; jobs
 never waited on are not submitted when the block ends.
@@ -29,11 +29,12 @@ from typing import Any
 
 from lazyslurm import draw, execute
 from lazyslurm.backends.base import CANCELLED, DONE, FAILED, PENDING, RUNNING, TERMINAL, Snapshot
-from lazyslurm.cluster import _SESSIONS, Cluster, current_cluster, default_cluster
+from lazyslurm.cluster import Cluster, current_cluster, default_cluster, live_clusters
 from lazyslurm.errors import JobFailedError, NotSubmittedError, WaitTimeoutError
 from lazyslurm.execute import Run, fetch_outputs, read_logs, submit
 from lazyslurm.graph.core import Job, JobArray, JobView, Task
 from lazyslurm.graph.traverse import collect, lift_outputs
+from lazyslurm.store import RunLayout
 
 __all__ = [
     "Submitter",
@@ -78,14 +79,10 @@ def _session(obj: Any, cluster: Cluster | None) -> Cluster:
         return active
     key = _jobs(obj)[0].key if _jobs(obj) else None
     if key is not None:
-        for cl in list(_SESSIONS):
-            if key in cl.ran or key in cl.computed:
+        for cl in live_clusters():
+            if cl.session.knows(key):
                 return cl
     return default_cluster()
-
-
-def _known(cl: Cluster, key: str) -> bool:
-    return key in cl.ran or key in cl.computed
 
 
 def _states(cl: Cluster, jobs: list[Job], *, poll: bool = True) -> dict[str, str]:
@@ -93,47 +90,34 @@ def _states(cl: Cluster, jobs: list[Job], *, poll: bool = True) -> dict[str, str
     unfinished run involved once."""
     out: dict[str, str] = {}
     snaps: dict[str, Snapshot | None] = {}
+    session = cl.session
     for job in jobs:
-        where = cl.ran.get(job.key)
+        where = session.where(job.key)
         if where is None:
-            out[job.key] = DONE if job.key in cl.computed else NOT_SUBMITTED
+            out[job.key] = DONE if session.is_computed(job.key) else NOT_SUBMITTED
             continue
         run_id, aj, idx = where
         if run_id not in snaps:
             snaps[run_id] = _snapshot(cl, run_id, poll)
         snap = snaps[run_id]
         if snap is None:  # a run of an earlier session, found by the cache
-            out[job.key] = DONE if job.key in cl.computed else PENDING
+            out[job.key] = DONE if session.is_computed(job.key) else PENDING
         else:
             out[job.key] = snap.states[aj][idx]
     return out
 
 
 def _snapshot(cl: Cluster, run_id: str, poll: bool) -> Snapshot | None:
-    run = cl.runs.get(run_id)
+    run = cl.session.run(run_id)
     if run is None:
         return None
-    if run._finished or not poll:
-        return run._last if run._last is not None else (run.poll() if poll else None)
+    last = run.last_snapshot
+    if run.finished or not poll:
+        return last if last is not None else (run.poll() if poll else None)
     snap = run.poll()
     assert snap is not None
-    _record(run, snap)
+    run.observe(snap)
     return snap
-
-
-def _record(run: Run, snap: Snapshot) -> None:
-    """What a poll taught the session: finished nodes are computed; a finished run is
-    finished."""
-    if snap.finished:
-        run._finish(snap)
-        return
-    done = [
-        (key, aj.location(i, run.id))
-        for aj in run.array_jobs
-        for i, (key, s) in enumerate(zip(aj.keys, snap.states[aj.id], strict=True))
-        if s == DONE
-    ]
-    run.cluster.record(run.id, done)
 
 
 # --------------------------------------------------------------------------- submitting
@@ -143,7 +127,7 @@ def _unsubmitted(cl: Cluster, items: Iterable[Any]) -> list[Job]:
     out: dict[str, Job] = {}
     for item in items:
         for job in _jobs(item):
-            if not _known(cl, job.key):
+            if not cl.session.knows(job.key):
                 out.setdefault(job.key, job)
     return list(out.values())
 
@@ -151,8 +135,7 @@ def _unsubmitted(cl: Cluster, items: Iterable[Any]) -> list[Job]:
 def flush(cl: Cluster, obj: Any = None) -> Run | None:
     """Submit, in one submission, every job built in the cluster's block and not
     submitted yet, plus ``obj``'s jobs (and what they need). Returns the run, if any."""
-    items = list(cl.pending) if current_cluster() is cl else []
-    cl.pending.clear()
+    items = cl.session.take_pending() if current_cluster() is cl else []
     if obj is not None:
         items.append(obj)
     jobs = _unsubmitted(cl, items)
@@ -241,7 +224,7 @@ def _await(
             delay = cl.poll_min_s if states != last else min(delay * 1.5, cl.poll_max_s)
         last = states
         wait_s = delay if deadline is None else max(0.0, min(delay, deadline - time.monotonic()))
-        run = cl.runs[cl.ran[waiting[0]][0]]
+        run = _run_of(cl, waiting[0])
         assert run.handle is not None
         cl.backend.wait_for_change(run.handle, wait_s)
 
@@ -260,24 +243,26 @@ def get_result(
 
 def _raise_failure(cl: Cluster, obj: Any) -> None:
     """Raise the first failure among the nodes ``obj`` needs, as ``compute`` would."""
-    missing = {j.key for j in collect(_jobs(obj), cl.computed)}
+    session = cl.session
+    missing = {j.key for j in collect(_jobs(obj), session.computed())}
     by_run: dict[str, set[str]] = {}
     for key in missing:
-        where = cl.ran.get(key)
+        where = session.where(key)
         if where is not None:
             by_run.setdefault(where[0], set()).add(key)
     for run_id, keys in by_run.items():
-        run = cl.runs.get(run_id)
-        if run is None or run._last is None:
+        run = session.run(run_id)
+        last = run.last_snapshot if run is not None else None
+        if run is None or last is None:
             continue
         states = {
             aj.id: [
                 s if key in keys else DONE
-                for key, s in zip(aj.keys, run._last.states[aj.id], strict=True)
+                for key, s in zip(aj.keys, last.states[aj.id], strict=True)
             ]
             for aj in run.array_jobs
         }
-        run.raise_failures(Snapshot(states=states, failures=run._last.failures))
+        run.raise_failures(Snapshot(states=states, failures=last.failures))
     key = next(iter(missing), _jobs(obj)[0].key)
     msg = f"{obj!r} did not complete (node {key})"
     raise JobFailedError(msg, key=key)
@@ -291,10 +276,11 @@ def _slurm_word(cl: Cluster, job: Job, state: str) -> str:
     if state == DONE:
         return COMPLETED
     if state == FAILED:
-        where = cl.ran.get(job.key)
-        run = cl.runs.get(where[0]) if where else None
-        if run is not None and run._last is not None:
-            failure = run._last.failures.get((where[1], where[2]))  # type: ignore[index]
+        where = cl.session.where(job.key)
+        run = cl.session.run(where[0]) if where else None
+        last = run.last_snapshot if run is not None else None
+        if where is not None and last is not None:
+            failure = last.failures.get((where[1], where[2]))
             if failure is not None and failure.state:
                 return failure.state.split()[0]
         return FAILED
@@ -340,11 +326,11 @@ def job_id(obj: Any) -> str | None:
     cl = _session(obj, None)
     ids: list[str] = []
     for job in jobs:
-        where = cl.ran.get(job.key)
+        where = cl.session.where(job.key)
         if where is None:
             return None
         run_id, aj, idx = where
-        run = cl.runs.get(run_id)
+        run = cl.session.run(run_id)
         slurm = run.handle.job_ids.get(aj) if run is not None and run.handle else None
         base = slurm if slurm else f"{run_id}:{aj}"
         ids.append(f"{base}_{idx}" if isinstance(obj, (Job, JobView)) else base)
@@ -359,37 +345,41 @@ def cancel(obj: Any, *, cluster: Cluster | None = None) -> bool:
     keys = {j.key for j in jobs}
     dropped = False
     kept = []
-    for item in cl.pending:
+    for item in cl.session.pending():
         if any(j.key in keys for j in _jobs(item)):
             dropped = True
             rest = [j for j in _jobs(item) if j.key not in keys]
             kept.extend(rest)
         else:
             kept.append(item)
-    cl.pending[:] = kept
+    cl.session.keep_pending(kept)
     states = _states(cl, jobs)
     targets: dict[str, list[tuple[str, int]]] = {}
     for job in jobs:
-        if states[job.key] in _ACTIVE:
-            run_id, aj, idx = cl.ran[job.key]
+        where = cl.session.where(job.key)
+        if states[job.key] in _ACTIVE and where is not None:
+            run_id, aj, idx = where
             targets.setdefault(run_id, []).append((aj, idx))
     for run_id, elements in targets.items():
-        run = cl.runs[run_id]
-        assert run.handle is not None
-        backend = cl.backend
-        by_element = getattr(backend, "cancel_elements", None)
-        if by_element is not None:
-            by_element(run.handle, elements)
-        else:  # a backend that cancels whole runs only
-            backend.cancel(run.handle)
+        run = cl.session.run(run_id)
+        assert run is not None and run.handle is not None
+        cl.backend.cancel_elements(run.handle, elements)
     return dropped or bool(targets)
 
 
 # --------------------------------------------------------------------------- output
 
 
+def _run_of(cl: Cluster, key: str) -> Run:
+    """The run of this session that holds node ``key``."""
+    where = cl.session.where(key)
+    run = cl.session.run(where[0]) if where is not None else None
+    assert run is not None, key
+    return run
+
+
 def _where(cl: Cluster, job: Job) -> tuple[str, str, int]:
-    where = cl.ran.get(job.key)
+    where = cl.session.where(job.key)
     if where is None:
         msg = (
             f"{job!r} has not been submitted in this session: call job.wait() (inside "
@@ -413,11 +403,11 @@ def get_script(obj: Any, *, cluster: Cluster | None = None) -> str:
     """The batch script of the (first) array job that runs ``obj``."""
     cl = _session(obj, cluster)
     run_id, aj, idx = _where(cl, _jobs(obj)[0])
-    path = f"runs/{run_id}/jobs/{aj}.sh"
+    path = RunLayout.of(run_id).job_script(aj)
     data = cl.backend.read_files([path]).get(path)
     if data is not None:
         return data.decode(errors="replace")
-    workdir = getattr(cl.backend, "workdir", "WORKDIR")
+    workdir = cl.backend.workdir
     return (
         f"# the {cl.backend_name} backend has no batch script; each element runs as\n"
         f"SLURM_ARRAY_TASK_ID={idx} python -m lazyslurm.runner {workdir}/runs/{run_id} {aj}\n"
@@ -471,7 +461,7 @@ def _follow(
         sent = max(sent, len(complete))
         if ended:
             return
-        run = cl.runs[where[0]]
+        run = _run_of(cl, job.key)
         assert run.handle is not None
         cl.backend.wait_for_change(run.handle, every)
 

@@ -226,11 +226,10 @@ def job_cost(
     ``facts`` (the partition's DefaultTime, else MaxTime; DefMemPerCPU), else: 1 cpu per
     task (Slurm's default), memory unknown, time ``unbounded``.
     """
-    d = defaults or Resources()
+    r = resources.with_defaults(defaults)  # the task's options, else the cluster's
 
     def pick(field: str) -> Any:
-        value = getattr(resources, field)
-        return getattr(d, field) if value is None else value
+        return getattr(r, field)
 
     notes: list[str] = []
     part_name = pick("partition")
@@ -659,8 +658,8 @@ def preview(
     _, roots = lift_outputs(exprs)
     plan, found = plan_with_store(cl, roots, cache)
     session = 0
-    if cl.computed:
-        session = sum(1 for j in collect(roots) if j.key in cl.computed)
+    if cl.session.computed():
+        session = sum(1 for j in collect(roots) if cl.session.is_computed(j.key))
     return preview_plan(cl, plan, start=start, cached=len(found), session=session)
 
 

@@ -39,10 +39,11 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from lazyslurm.backends.option import kind_of as _kind
-from lazyslurm.backends.slurm import TASK_DEFAULTS
+import lazyslurm.backends as backends
 from lazyslurm.errors import ClusterConfigError, InvalidOptionError, OptionTypeError
-from lazyslurm.options import OPTIONS, did_you_mean
+from lazyslurm.graph.options import kind_of as _kind
+from lazyslurm.graph.resources import Resources
+from lazyslurm.options import all_options, did_you_mean
 
 __all__ = [
     "PROFILE_ENV",
@@ -222,34 +223,40 @@ def _validate(name: str, source: _Source) -> Profile:
     data = source.profiles[name]
     if not isinstance(data, dict):
         raise fail(f"must be a table of Cluster options, got {_kind(data)}")
+    backend = data.get("backend", "local")
+    if not isinstance(backend, str):
+        raise fail(f"key 'backend' must be a string, got {_kind(backend)} ({backend!r})")
+    try:
+        spec = backends.get(backend)
+    except ClusterConfigError:
+        known = ", ".join(backends.names())
+        raise fail(f"key 'backend' must be one of {known}, got {backend!r}") from None
+    every = {k: o for k, o in all_options().items() if o.profile}
     for key, value in data.items():
-        opt = OPTIONS.get(key)
+        if key == "backend":
+            continue
+        opt = every.get(key)
         if opt is None:
-            known = ", ".join(OPTIONS)
-            hint = did_you_mean(key, OPTIONS, value)
+            known = ", ".join(["backend", *every])
+            hint = did_you_mean(key, every, value)
             raise fail(f"unknown key {key!r}{hint} (valid keys: {known})")
         wrong = opt.problem(value)
         if wrong is not None:
             raise fail(f"key {key!r} {wrong}")
-    backend = data.get("backend", "local")
     for key in data:
-        wrong = OPTIONS[key].applies_to(backend)
+        wrong = None if key == "backend" else every[key].applies_to(backend)
         if wrong is not None:
             raise fail(f"key {key!r} {wrong} (this profile's backend is {backend!r})")
-    if backend == "ssh" and "hostname" not in data:
-        raise fail("backend \"ssh\" needs a 'hostname' key")
-    defaults = {k: data[k] for k in TASK_DEFAULTS if k in data}
-    if defaults:
-        from lazyslurm.graph.resources import Resources
-
-        try:
-            Resources.from_options(**defaults)
-        except (InvalidOptionError, OptionTypeError) as exc:
-            raise fail(str(exc)) from exc
+    if "hostname" in spec.option_names() and "hostname" not in data:
+        raise fail(f"backend \"{backend}\" needs a 'hostname' key")
+    try:
+        Resources.defaults_from(data)
+    except (InvalidOptionError, OptionTypeError) as exc:
+        raise fail(str(exc)) from exc
 
     options = dict(data)
     base = source.path.parent
-    if "workdir" in options and backend != "ssh":  # a path on this host
+    if "workdir" in options and not spec.remote:  # a path on this host
         options["workdir"] = _relative_to(base, options["workdir"])
     for key in ("key_filename", "known_hosts", "ssh_config"):
         value = options.get(key)

@@ -7,7 +7,7 @@ As dask's collections reach their scheduler through a registry, the API layer
 
 >>> class Echo:
 ...     def compute(self, *exprs, **kw): return exprs
->>> old = swap(lambda: Echo())
+>>> old = swap(lambda: Echo())  # a partial executor, enough for this example
 >>> executor().compute(1)
 (1,)
 >>> _ = swap(old)
@@ -22,11 +22,31 @@ __all__ = ["Executor", "executor", "register", "swap"]
 
 
 class Executor(Protocol):
-    """What lazy values ask of the layer above them (``lazyslurm.execute`` implements it)."""
+    """What lazy values ask of the layer above them: every name the graph calls through
+    :func:`executor` (``lazyslurm.handles`` implements it; tests check that it does)."""
+
+    Submitter: Any  # the class behind cluster.submit(task)
 
     def compute(self, *exprs: Any, **kwargs: Any) -> tuple[Any, ...]: ...
     def visualize(self, *exprs: Any, **kwargs: Any) -> Any: ...
     def job_logs(self, job: Any, cluster: Any = None) -> tuple[str, str]: ...
+    def lazy_html(self, value: Any) -> str: ...
+    def plan_html(self, plan: Any) -> str: ...
+    def wait(
+        self, obj: Any, timeout: float | None = None, poll_interval: float | None = None, *,
+        cluster: Any = None,
+    ) -> bool: ...
+    def get_result(self, obj: Any, timeout: float | None = None, *, cluster: Any = None) -> Any: ...
+    def get_status(self, obj: Any, *, cluster: Any = None) -> str: ...
+    def is_completed(self, obj: Any, *, cluster: Any = None) -> bool: ...
+    def job_id(self, obj: Any) -> str | None: ...
+    def cancel(self, obj: Any, *, cluster: Any = None) -> bool: ...
+    def get_output(self, obj: Any, stream: str, *, cluster: Any = None) -> Any: ...
+    def get_script(self, obj: Any, *, cluster: Any = None) -> str: ...
+    def tail(
+        self, job: Any, n: int = 10, follow: bool = False, poll_interval: float | None = None,
+        stream: str = "out", *, cluster: Any = None,
+    ) -> Any: ...
 
 
 _slot: list[Any] = [None, None]  # [loader, loaded executor]
@@ -51,4 +71,5 @@ def executor() -> Executor:
             msg = "no executor is registered for lazy values: import lazyslurm first"
             raise RuntimeError(msg)
         _slot[1] = _slot[0]()
-    return _slot[1]
+    loaded: Executor = _slot[1]
+    return loaded

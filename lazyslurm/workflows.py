@@ -37,8 +37,6 @@ from lazyslurm.store import RunLayout, read_private
 
 __all__ = ["ELEMENT_ENV", "WorkflowContext", "workflow"]
 
-_SLURM_TASK_DEFAULTS = ("partition", "account", "qos", "time", "mem", "cpus_per_task",
-                        "constraint", "extra_sbatch")  # fmt: skip
 
 
 @attrs.frozen
@@ -144,8 +142,7 @@ def _inner_cluster(layout: RunLayout, array_job: str, manifest: dict[str, Any]) 
     run = next(ln for ln in lines if ln.startswith("exec "))
     python = shlex.split(run)[1]
     setup = [ln for ln in lines[2:] if not ln.startswith("exec ")]
-    defaults = Resources.from_options(**config.get("defaults", {})).as_options()
-    task_defaults = {k: v for k, v in defaults.items() if k in _SLURM_TASK_DEFAULTS}
+    task_defaults = Resources.from_options(**config.get("defaults", {})).as_options()
     return Cluster(
         "slurm",
         workdir=workdir,

@@ -215,7 +215,7 @@ def test_cross_run_cache_follows_the_redirect(tmp_path):
     with Cluster("local", workdir=tmp_path, cache=True) as c:
         run2 = submit(fan(4), total(fan(4)))
         assert run2.result() == ([0, 2, 4, 6], 12)
-        assert c.computed[fan(4).key] == run1.id
+        assert c.session.computed()[fan(4).key] == run1.id
         assert [aj.name for aj in run2.array_jobs] == ["total"]
 
 

@@ -191,7 +191,7 @@ def test_train_eval_overlaps_training_and_baseline_evaluation(fresh):
     result = train_eval.run(fresh, lr=0.2, epochs=4)
     assert result["new"]["accuracy"] == round(1 - 0.8**4 / 2, 4)
     assert result["decision"].startswith("keep model-lr0.2")
-    assert len(fresh.runs) == 1  # one flush: train, both evaluations and the comparison
+    assert len(fresh.session.runs()) == 1  # one flush: train, both evaluations and the comparison
     if fresh.backend_name == "local":  # sync runs everything in one thread, in order
         assert result["overlap"] is True
         assert result["baseline"]["started"] < result["model"]["ended"]

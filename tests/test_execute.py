@@ -158,8 +158,8 @@ def test_dependents_of_failure_are_cancelled(cluster):
     # siblings that finished before the failure was seen are remembered; the rest were
     # cancelled when it was (result() fails fast)
     for node in (a[0], a[2], b[0], b[2]):
-        assert (node.key in cluster.computed) != (node.key in cancelled_keys)
-    assert b[1].key not in cluster.computed
+        assert (node.key in cluster.session.computed()) != (node.key in cancelled_keys)
+    assert b[1].key not in cluster.session.computed()
 
 
 def test_a_failure_raises_at_once_and_cancels_the_unfinished_rest(tmp_path):
@@ -560,7 +560,7 @@ def test_a_thread_started_inside_with_cluster_uses_that_cluster(tmp_path):
         t.start()
         t.join()
     assert seen == {"compute": "preprocessed_t", "cluster": outer, "own": own}
-    assert pp.stage1_preprocess("t").key in outer.computed
+    assert pp.stage1_preprocess("t").key in outer.session.computed()
     assert current_cluster() is None
 
 

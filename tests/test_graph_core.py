@@ -652,12 +652,14 @@ def test_an_unknown_keyword_is_refused_when_the_job_is_built() -> None:
 
 
 def test_map_max_concurrent_and_aliases() -> None:
-    """map(max_concurrent=N) throttles; with_options is options; sbatch_options shows flags."""
+    """map(max_concurrent=N) throttles; with_options is options; sbatch_options is a dict
+    of the task's options (as slurm-sdk's)."""
     arr = f.map([1, 2, 3], max_concurrent=2)
     assert arr[0].task.resources.max_concurrent == 2 and arr.keys == f.map([1, 2, 3]).keys
     t = f.with_options(mem="2G", ntasks_per_node=4, exclusive=True)
     assert t.resources == f.options(mem="2G", ntasks_per_node=4, exclusive=True).resources
-    assert t.sbatch_options == ["--mem=2048M", "--ntasks-per-node=4", "--exclusive"]
+    assert t.sbatch_options == {"mem": 2048, "ntasks_per_node": 4, "exclusive": True}
+    assert t.sbatch_options["mem"] == 2048
 
 
 def test_dask_collections_are_refused_with_what_to_do() -> None:

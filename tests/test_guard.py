@@ -65,7 +65,7 @@ def test_a_forgotten_with_cluster_is_named_where_it_was_made(tmp_path) -> None:
     with pytest.warns(ImplicitLocalWarning) as record:
         assert compute(sized.map([5, 6])) == ([10, 12],)
     msg = str(record[0].message)
-    assert "Cluster(backend='slurm')" in msg and f"made at {__file__}:{line}" in msg
+    assert "Cluster('slurm'" in msg and f"made at {__file__}:{line}" in msg
     assert "did you forget `with cluster:`" in msg
     assert record[0].filename == __file__
     del cluster

@@ -249,7 +249,7 @@ def test_a_called_view_is_a_lazy_method_call(local):
         assert count(view).get_result() == 3
         assert view.get_result() == ["a", "b", "c"]
         assert text.upper().get_result() == "A B C"
-        (run,) = local.runs.values()  # one flush: words and count; no job for the views
+        (run,) = local.session.runs()  # one flush: words and count; no job for the views
         assert [aj.name for aj in run.array_jobs] == ["words", "count"]
 
 
@@ -281,9 +281,9 @@ def test_first_wait_submits_every_job_of_the_block_in_one_submission(local):
         # evaluation and the sweep were submitted before the first wait returned
         assert evaluate.id is not None and sweep.id is not None
         run_ids = {j.id.split(":")[0] for j in (train, evaluate, *sweep)}
-        assert len(run_ids) == 1 and len(local.runs) == 1
+        assert len(run_ids) == 1 and len(local.session.runs()) == 1
         assert evaluate.get_result() == "baseline" and sweep.get_results() == [2, 3, 4]
-        assert len(local.runs) == 1  # nothing submitted again
+        assert len(local.session.runs()) == 1  # nothing submitted again
 
 
 def test_train_then_evaluate_overlap_in_seed_style(local):
@@ -310,7 +310,7 @@ def test_jobs_never_waited_on_are_not_submitted_when_the_block_ends(local):
     """Leaving the block submits nothing: a job never waited on never runs."""
     with local:
         never = inc(7)
-    assert never.id is None and local.runs == {} and local.pending == []
+    assert never.id is None and local.session.runs() == [] and local.session.pending() == []
 
 
 def test_cluster_submit_submits_at_once_with_overrides(local):
@@ -331,7 +331,7 @@ def test_a_new_job_on_an_unfinished_one_waits_for_it_instead_of_resubmitting(loc
     with local:
         first = local.submit(nap)(0.5, 5)
         assert inc(first).get_result() == 6
-        assert len(local.runs) == 2
+        assert len(local.session.runs()) == 2
         assert first.get_result() == 5
 
 

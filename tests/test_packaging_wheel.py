@@ -63,7 +63,7 @@ def test_project_runs_from_a_venv_made_once_and_reused(env):
         (out,) = compute(loud.map(texts))
         builder = c.backend.packager._builders["wheel"]
         assert builder.stats["uploads"] == 1
-        run = max(c.ran.values())[0]
+        run = max(r.id for r in c.session.runs())
         logs = c.backend.read_files([f"runs/{run}/logs/aj0_{i}.err" for i in range(100)])
     assert out == [f"T{i}!" for i in range(100)]
     made = [p for p, data in logs.items() if b"lazyslurm: created venv" in data]

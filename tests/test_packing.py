@@ -77,7 +77,7 @@ def test_map_pack_keeps_keys_and_packs_the_plan():
 def test_packed_time_limit_and_array_in_sbatch():
     slow = task(time=10, cpus_per_task=2)(abs)
     (aj,) = make_plan(list(slow.map(range(10), pack=5))).array_jobs
-    assert aj.timeout_min == 30  # 5 elements, 2 at a time: 3 turns of 10 min
+    assert aj.effective().timeout_min == 30  # 5 elements, 2 at a time: 3 turns of 10 min
     flags = sbatch_flags(aj, run_id="r1", layout=RunLayout("/w/runs/r1"))
     assert "--array=0-1" in flags and "--time=30" in flags
     assert "packed 5 per Slurm element (2, time 30min each)" in make_plan(
@@ -292,12 +292,12 @@ def test_packed_map_on_slurm_results_failures_cache_and_attach(env, tmp_path, ac
         with pytest.raises(TaskError, match="bad 2"):
             compute(bad, cluster=cl)
         for i in (0, 1, 3, 4):
-            assert cl.computed[bad[i].key].endswith(":aj0_0")
+            assert cl.session.computed()[bad[i].key].endswith(":aj0_0")
     with Cluster("slurm", **opts) as again:  # a new session: found in the store
         run = submit(total(double.map(range(7), pack=3)), cluster=again)
         assert run.plan is None or run.plan.nodes == 0 or run.result() == (42,)
-        assert again.computed[xs[4].key].endswith(":aj0_1")
-        attached = type(run).attach(cl.computed[xs[0].key].split(":")[0], again)
+        assert again.session.computed()[xs[4].key].endswith(":aj0_1")
+        attached = type(run).attach(cl.session.computed()[xs[0].key].split(":")[0], again)
         assert attached.result() == (42,)
 
 
@@ -325,7 +325,7 @@ def test_a_failure_in_a_pack_cancels_only_its_own_dependents_on_slurm(env, tmp_p
             run.raise_failures(snap)
         assert {c.key for c in info.value.cancelled} == {b[2].key, total(b).key}
         assert compute(b[3], cluster=cl) == (6,)  # the healthy pack-mate's dependent ran
-        assert cl.computed[b[3].key].endswith(f":{second.id}_1")
+        assert cl.session.computed()[b[3].key].endswith(f":{second.id}_1")
 
 
 def test_a_fan_in_reads_and_indexes_each_pack_file_once(tmp_path, monkeypatch):
@@ -374,5 +374,5 @@ def test_a_pack_killed_partway_keeps_its_finished_results_for_the_next_run(env, 
     ]
     with Cluster("slurm", **opts, cache=True) as again:
         assert compute(xs[0], xs[1], cluster=again) == (0, 1)
-        assert again.computed[xs[1].key] == f"{run_dir.name}:aj0_0.partial"
+        assert again.session.computed()[xs[1].key] == f"{run_dir.name}:aj0_0.partial"
         assert again.backend.stats["sbatch"] == 0

@@ -61,7 +61,8 @@ def test_a_pyproject_profile_builds_the_cluster(project):
     c = Cluster.from_profile("dev")
     assert c.backend_name == "local"
     assert c.workdir == project / "work"
-    assert (c.max_workers, c._max_array_size, c.poll_min_s, c.poll_max_s, c.cache) == (
+    assert (c.backend_options["max_workers"], c._max_array_size, c.poll_min_s, c.poll_max_s,
+            c.cache) == (
         3,
         50,
         0.1,
@@ -90,7 +91,7 @@ def test_lazyslurm_toml_is_read_before_pyproject_in_the_same_directory(project):
     """In one directory lazyslurm.toml comes first (its [profiles.NAME] tables)."""
     pyproject(project, "[tool.lazyslurm.profiles.dev]\nmax_workers = 1\n")
     write(project / "lazyslurm.toml", "[profiles.dev]\nmax_workers = 2\n")
-    assert Cluster.from_profile("dev").max_workers == 2
+    assert Cluster.from_profile("dev").backend_options["max_workers"] == 2
     assert find_project_file() == project / "lazyslurm.toml"
 
 
@@ -103,10 +104,10 @@ def test_the_nearest_file_wins_and_a_plain_pyproject_is_passed_over(project, mon
     sub.mkdir(parents=True)
     monkeypatch.chdir(sub)
     assert find_project_file() == project / "pyproject.toml"
-    assert Cluster.from_profile("dev").max_workers == 1
+    assert Cluster.from_profile("dev").backend_options["max_workers"] == 1
 
     write(project / "pkg" / "lazyslurm.toml", "[profiles.dev]\nmax_workers = 4\n")
-    assert Cluster.from_profile("dev").max_workers == 4  # nearer
+    assert Cluster.from_profile("dev").backend_options["max_workers"] == 4  # nearer
 
 
 def test_the_user_file_is_a_fallback(project, home, monkeypatch):
@@ -121,25 +122,25 @@ def test_the_user_file_is_a_fallback(project, home, monkeypatch):
     """,
     )
     pyproject(project, "[tool.lazyslurm.profiles.dev]\nmax_workers = 1\n")
-    assert Cluster.from_profile("mine").max_workers == 5
-    assert Cluster.from_profile("dev").max_workers == 1
+    assert Cluster.from_profile("mine").backend_options["max_workers"] == 5
+    assert Cluster.from_profile("dev").backend_options["max_workers"] == 1
     assert available_profiles() == {
         "dev": project / "pyproject.toml",
         "mine": home / ".config" / "lazyslurm" / "lazyslurm.toml",
     }
     # without any project file too, and under $XDG_CONFIG_HOME when that is set
     monkeypatch.chdir(home)
-    assert Cluster.from_profile("dev").max_workers == 9
+    assert Cluster.from_profile("dev").backend_options["max_workers"] == 9
     xdg = home / "xdg"
     write(xdg / "lazyslurm" / "lazyslurm.toml", "[profiles.elsewhere]\nmax_workers = 6\n")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(xdg))
-    assert Cluster.from_profile("elsewhere").max_workers == 6
+    assert Cluster.from_profile("elsewhere").backend_options["max_workers"] == 6
 
 
 def test_overrides_win_over_the_profile(project, tmp_path):
     pyproject(project, '[tool.lazyslurm.profiles.dev]\nmax_workers = 3\nworkdir = "w"\n')
     c = Cluster.from_profile("dev", max_workers=1, workdir=tmp_path / "other")
-    assert (c.max_workers, c.workdir) == (1, tmp_path / "other")
+    assert (c.backend_options["max_workers"], c.workdir) == (1, tmp_path / "other")
 
 
 def test_slurm_and_ssh_options_reach_the_backend(project):
@@ -211,7 +212,8 @@ def test_lazyslurm_profile_selects_the_default(project, monkeypatch):
     )
     monkeypatch.setenv("LAZYSLURM_PROFILE", "b")
     assert Cluster.from_profile().backend_name == "sync"
-    assert Cluster.from_profile("a").max_workers == 1  # a name wins over the variable
+    # a name wins over the variable
+    assert Cluster.from_profile("a").backend_options["max_workers"] == 1
     default_cluster.cache_clear()
     try:
         c = default_cluster()
@@ -296,7 +298,12 @@ def test_the_lazyslurm_toml_table_is_named_as_written(project):
         ),
         ('backend = "slurm"\nsetup = ["a", 1]', "setup", "must be an array of strings", "an array"),
         ('backend = "slurm"\nenv = { A = 1 }', "env", "must be a table of strings", "a table"),
-        ('backend = "slurm"\ntime = 1.5', "time", "must be a string or an integer", "a float"),
+        (
+            'backend = "slurm"\ntime = 1.5',
+            "time",
+            "must be a string, an integer or a timedelta",
+            "a float",
+        ),
         (
             'backend = "slurm"\nextra_sbatch = "--exclusive"',
             "extra_sbatch",
@@ -381,21 +388,20 @@ def test_only_the_profile_asked_for_is_validated(project):
         max_workers = "many"
     """,
     )
-    assert Cluster.from_profile("good").max_workers == 2
+    assert Cluster.from_profile("good").backend_options["max_workers"] == 2
     with pytest.raises(ClusterConfigError, match="'broken'"):
         Cluster.from_profile("broken")
 
 
 def test_profile_keys_follow_the_backend_options():
     """Profiles accept exactly the options the backends declare, each for its backends."""
-    from lazyslurm import packaging
-    from lazyslurm.backends import local, slurm
-    from lazyslurm.backends.shell import ssh
-    from lazyslurm.options import OPTIONS
+    from lazyslurm import backends
+    from lazyslurm.options import all_options
 
-    for module, backend in ((ssh, "ssh"), (slurm, "slurm"), (local, "local"), (packaging, "ssh")):
-        for opt in module.OPTIONS:
-            assert OPTIONS[opt.name] is opt and backend in opt.backends
+    every = all_options()
+    for spec in backends.specs():
+        for name in spec.option_names():
+            assert spec.name in every[name].backends
 
 
 def test_a_binary_profile_file_is_a_one_line_error(project):
@@ -425,13 +431,9 @@ def test_sbatch_long_options_are_profile_defaults(project):
         "exclusive": True,
         "mail_type": ["END", "FAIL"],
     }
-    from lazyslurm.backends.slurm import TASK_DEFAULTS
-    from lazyslurm.graph.resources import Resources
+    from lazyslurm.planning.sbatch import resource_flags
 
-    defaults = Resources.from_options(
-        **{k: v for k, v in c.backend_options.items() if k in TASK_DEFAULTS}
-    )
-    assert defaults.sbatch_flags() == [
+    assert resource_flags(c.task_defaults) == [
         "--ntasks-per-node=2",
         "--exclusive",
         "--mail-type=END,FAIL",

@@ -14,12 +14,14 @@ from lazyslurm.errors import InvalidOptionError, LazySlurmError, OptionTypeError
 from lazyslurm.graph import Task, task
 from lazyslurm.graph.resources import (
     OPTION_NAMES,
-    SBATCH_OPTIONS,
+    SCHEDULER_OPTIONS,
+    TASK_OPTIONS,
     Resources,
     _flag,
     parse_mem,
     parse_time,
 )
+from lazyslurm.planning.sbatch import resource_flags
 
 
 def body(x: int) -> int:
@@ -385,7 +387,7 @@ def test_sbatch_long_options_by_python_name() -> None:
         exclusive=True, mail_type=["end", "FAIL"], mail_user="me@example.org", nice=-5,
         time_min="00:30:00", requeue=False,
     )
-    assert r.sbatch_flags() == [  # Resources' own fields first, then the others sorted
+    assert resource_flags(r) == [  # Resources' own fields first, then the others sorted
         "--ntasks-per-node=4",
         "--gpus-per-node=2",
         "--gpus-per-task=a100:1",
@@ -421,18 +423,18 @@ def test_sbatch_long_options_are_validated() -> None:
 
 
 def test_every_table_option_renders_one_flag() -> None:
-    """Each entry of SBATCH_OPTIONS is a known option and renders as its --long-flag."""
+    """Each scheduler option is a known option and renders as its --long-flag."""
     samples = {"mail_type": "END", "gpus_per_task": 1, "gpus_per_node": 1, "gpus_per_socket": 1}
-    for name, option in SBATCH_OPTIONS.items():
+    for name in SCHEDULER_OPTIONS:
         assert name in OPTION_NAMES
         if name in samples:
             value: object = samples[name]
-        elif option.parse in (_flag,):
+        elif TASK_OPTIONS[name].opt.parse in (_flag,):
             value = True
         else:
             value = next(v for v in (1, "x", "1G", "1:00") if _accepts(name, v))
-        flags = Resources.from_options(**{name: value}).sbatch_flags()
-        assert len(flags) == 1 and flags[0].startswith(f"--{option.flag}")
+        flags = resource_flags(Resources.from_options(**{name: value}))
+        assert len(flags) == 1 and flags[0].startswith(f"--{name.replace('_', '-')}")
 
 
 def _accepts(name: str, value: object) -> bool:
@@ -447,4 +449,4 @@ def test_cluster_defaults_fill_long_options_the_task_leaves_unset() -> None:
     """A default long option applies unless the task sets its own value."""
     d = Resources.from_options(ntasks_per_node=2, exclusive=True)
     r = Resources.from_options(ntasks_per_node=8)
-    assert r.sbatch_flags(d) == ["--ntasks-per-node=8", "--exclusive"]
+    assert resource_flags(r.with_defaults(d)) == ["--ntasks-per-node=8", "--exclusive"]

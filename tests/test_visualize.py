@@ -332,7 +332,7 @@ def test_session_results_are_drawn_cached(tmp_path):
         assert "inc \N{MULTIPLICATION SIGN}3" in words
         assert not any(w.startswith("inc [") for w in words)
         assert "total" in words
-        assert cl.computed
+        assert cl.session.computed()
 
 
 @needs_dot

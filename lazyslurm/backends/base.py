@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping, Sequence
+import types
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import attrs
 
+from lazyslurm.graph.resources import Resources
 from lazyslurm.planning.planner import ArrayJob
 from lazyslurm.planning.rules import CANCELLED, DONE, FAILED, PENDING, RUNNING, TERMINAL
 from lazyslurm.store import RunLayout
@@ -34,7 +36,10 @@ __all__ = [
     "TERMINAL",
     "ArrayJob",
     "Backend",
+    "BackendBase",
+    "BackendSpec",
     "ElementFailure",
+    "PackLimits",
     "RunHandle",
     "Snapshot",
     "outcome_keys",
@@ -96,9 +101,28 @@ class Snapshot:
         return out
 
 
+TimeCap = Callable[[Resources], int | None]  # a task's partition's MaxTime, in minutes
+
+
+@attrs.frozen
+class PackLimits:
+    """What ``pack="auto"`` must fit on a backend that packs elements (Slurm).
+
+    ``max_jobs``: the most Slurm elements one run may queue (None: no limit);
+    ``time_cap(resources)``: the longest time limit the task's partition allows."""
+
+    max_jobs: int | None = None
+    time_cap: TimeCap | None = None
+
+
 @runtime_checkable
 class Backend(Protocol):
-    """A place to run array jobs. Implementations: local, sync, slurm (subprocess/SSH), fake.
+    """A place to run array jobs. Built in: local, sync, slurm and ssh (over a shell),
+    and the public fake; others register themselves (:mod:`lazyslurm.backends`).
+
+    The first seven methods are what every backend does. The rest are capabilities with
+    defaults in :class:`BackendBase`, which a backend subclasses: callers use them
+    directly, never probing with ``getattr``.
 
     ``shell`` and ``workdir`` are where the store lives: listing runs, the cross-run cache
     and clearing old runs are shell commands there (one each, also over SSH).
@@ -107,6 +131,14 @@ class Backend(Protocol):
     name: str
     shell: Shell
     workdir: Any  # a local Path, or a path on the cluster (str)
+    defaults: Resources  # task options the cluster sets for tasks that set none
+    # the task's function travels by value (pickled whole), not by reference: the code
+    # need not be importable where it runs
+    ships_by_value: bool
+    # the module (path) of this backend's compute-node side: what a task that returns
+    # lazy values (docs/dynamic.md) and a @workflow's inner cluster use where they run;
+    # None: such tasks fail with DynamicExpansionError on this backend
+    node: str | None
 
     def max_array_size(self) -> int:
         """Largest array (elements per array job) the scheduler accepts."""
@@ -131,6 +163,114 @@ class Backend(Protocol):
 
     def close(self) -> None:
         """Release processes and connections."""
+
+    # -- capabilities (defaults in BackendBase)
+    def pack_limits(self) -> PackLimits | None:
+        """What packing must fit; None: this backend runs every element alone."""
+
+    def cancel_elements(self, handle: RunHandle, elements: Sequence[tuple[str, int]]) -> None:
+        """Cancel some elements ``(array job, index)`` (and their dependents)."""
+
+    def dynamic_records(self, handle: RunHandle) -> int | None:
+        """How many subgraph records the last poll counted (None: not counted by polls;
+        the client then reads them when the run ends)."""
+
+    def child_config(self) -> dict[str, Any]:
+        """What a task needs to submit a subgraph from where it runs (docs/dynamic.md)."""
+
+    def by_value_modules(self, resources: Resources, func: Any) -> list[types.ModuleType]:
+        """Modules pickled by value with a task's function."""
+
+
+class BackendBase:
+    """Defaults of the optional part of :class:`Backend`: subclass it to write a backend
+    (docs/backends.md). A backend that runs every element alone, keeps no subgraph
+    count, cancels elements by cancelling the run, and pickles functions by reference."""
+
+    name = "backend"
+    shell: Shell
+    workdir: Any
+    ships_by_value = False
+    node: str | None = None
+    defaults = Resources()  # (frozen: instances set their own)
+
+    def pack_limits(self) -> PackLimits | None:
+        return None
+
+    def cancel(self, handle: RunHandle) -> None:  # pragma: no cover - each backend's own
+        raise NotImplementedError
+
+    def cancel_elements(self, handle: RunHandle, elements: Sequence[tuple[str, int]]) -> None:
+        self.cancel(handle)
+
+    def dynamic_records(self, handle: RunHandle) -> int | None:
+        return None
+
+    def child_config(self) -> dict[str, Any]:
+        return {}
+
+    def by_value_modules(self, resources: Resources, func: Any) -> list[types.ModuleType]:
+        return []
+
+
+@attrs.frozen
+class BackendSpec:
+    """A backend as the registry (:mod:`lazyslurm.backends`) knows it.
+
+    ``factory(workdir=..., max_array_size=..., profile=..., **options)`` makes it:
+    ``workdir`` is None for the default, ``options`` are the Cluster options this
+    backend declares in ``options`` (``TypedDict`` s of ``Annotated[TYPE, Opt(...)]``
+    keys, beyond the common ones every backend takes). A ``"module:name"`` string is
+    imported on first use. ``remote``: its work directory is a path on another host
+    (``~`` is the home there), not a local path. ``embedded``: it runs elements on this
+    machine without a scheduler (its jobs end with the process; asking it for Slurm
+    resources is a sign of a forgotten ``with cluster:``).
+    """
+
+    name: str
+    factory: Callable[..., Backend] | str
+    options: tuple[type, ...] = ()
+    help: str = ""
+    remote: bool = False
+    embedded: bool = False
+
+    def declared(self) -> dict[str, Any]:
+        """Its own options (beyond the common ones): name -> Declared."""
+        from lazyslurm.backends.option import options_of
+
+        return options_of(*self.options)
+
+    def option_names(self) -> tuple[str, ...]:
+        return tuple(self.declared())
+
+    def make(self, **options: Any) -> Backend:
+        factory = self.factory
+        if isinstance(factory, str):
+            import importlib
+
+            module, _, attr = factory.partition(":")
+            factory = getattr(importlib.import_module(module), attr)
+        backend = factory(**options)
+        # looked up without calling properties (a Slurm backend's workdir asks the cluster)
+        have = set(dir(type(backend))) | set(getattr(backend, "__dict__", {}))
+        missing = [n for n in _REQUIRED if n not in have]
+        if missing:
+            from lazyslurm.errors import ClusterConfigError
+
+            msg = (
+                f"backend {self.name!r} ({type(backend).__name__}) lacks {', '.join(missing)} "
+                f"of the Backend protocol: subclass lazyslurm.backends.BackendBase, which "
+                f"has defaults for the optional part (docs/backends.md)"
+            )
+            raise ClusterConfigError(msg)
+        return backend
+
+
+_REQUIRED = (
+    "name", "shell", "workdir", "defaults", "ships_by_value", "node", "max_array_size",
+    "start", "poll", "wait_for_change", "cancel", "read_files", "close", "pack_limits",
+    "cancel_elements", "dynamic_records", "child_config", "by_value_modules",
+)  # fmt: skip
 
 
 def sleep_until_change(timeout_s: float) -> None:

@@ -24,6 +24,7 @@ from lazyslurm.backends.base import (
     CANCELLED,
     FAILED,
     ArrayJob,
+    BackendBase,
     ElementFailure,
     RunHandle,
     Snapshot,
@@ -40,7 +41,7 @@ from lazyslurm.planning.planner import DEFAULT_MAX_ARRAY_SIZE
 __all__ = ["FakeBackend"]
 
 
-class FakeBackend:
+class FakeBackend(BackendBase):
     """In-process backend that records what it is asked, and ends the nodes named in
     ``states`` (node key -> Slurm state such as ``"TIMEOUT"``, ``"OUT_OF_MEMORY"``,
     ``"NODE_FAIL"``, ``"CANCELLED"``) in that state without running them; their

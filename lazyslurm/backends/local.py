@@ -21,6 +21,7 @@ import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Annotated, TypedDict
 
 from lazyslurm.backends.base import (
     CANCELLED,
@@ -30,22 +31,24 @@ from lazyslurm.backends.base import (
     RUNNING,
     TERMINAL,
     ArrayJob,
+    BackendBase,
+    BackendSpec,
     ElementFailure,
     RunHandle,
     Snapshot,
     outcome_keys,
     snapshot_from_files,
 )
-from lazyslurm.backends.option import Option
 from lazyslurm.backends.shell import LocalShell
 from lazyslurm.errors import BackendError
+from lazyslurm.graph.options import Opt
 from lazyslurm.planning import rules
 from lazyslurm.planning.planner import DEFAULT_MAX_ARRAY_SIZE
-from lazyslurm.store import INSIDE, RunLayout, atomic_write
+from lazyslurm.store import INSIDE, RunLayout, atomic_write, default_workdir
 
 __all__ = [
-    "OPTIONS",
     "LocalBackend",
+    "LocalOptions",
     "RunState",
     "SyncBackend",
     "run_element_here",
@@ -54,16 +57,10 @@ __all__ = [
 ]
 
 
-OPTIONS = (  # sync runs one element at a time in the caller and ignores max_workers
-    Option(
-        "max_workers",
-        "int",
-        None,
-        "worker processes (default: one per CPU)",
-        ("local", "sync"),
-        positive=True,
-    ),
-)
+class LocalOptions(TypedDict, total=False):
+    """Options of the embedded backends (sync runs one element at a time and ignores it)."""
+
+    max_workers: Annotated[int, Opt("worker processes (default: one per CPU)", positive=True)]
 
 
 def write_run_files(workdir: Path, run_id: str, files: Mapping[str, bytes]) -> RunLayout:
@@ -203,7 +200,7 @@ def _worker_env() -> dict[str, str]:
     return env
 
 
-class LocalBackend:
+class LocalBackend(BackendBase):
     """Runs plans on a local pool of runner processes, with Slurm's semantics."""
 
     name = "local"
@@ -464,7 +461,7 @@ def run_element_here(run: RunState, n: int, i: int) -> None:
     run.finish(n, i, DONE if code == 0 else FAILED, failure)
 
 
-class SyncBackend:
+class SyncBackend(BackendBase):
     """Runs every element in the calling thread, in plan order (for pdb and tests)."""
 
     name = "sync"
@@ -503,3 +500,30 @@ class SyncBackend:
 
     def close(self) -> None:
         return None
+
+
+def _make_local(
+    *, workdir: Path | None = None, max_array_size: int | None = None, profile: str | None = None,
+    max_workers: int | None = None,
+) -> LocalBackend:
+    size = {} if max_array_size is None else {"max_array_size": max_array_size}
+    return LocalBackend(workdir or default_workdir(), max_workers=max_workers, **size)
+
+
+def _make_sync(
+    *, workdir: Path | None = None, max_array_size: int | None = None, profile: str | None = None,
+    max_workers: int | None = None,
+) -> SyncBackend:
+    size = {} if max_array_size is None else {"max_array_size": max_array_size}
+    return SyncBackend(workdir or default_workdir(), **size)
+
+
+SPECS = (
+    BackendSpec(
+        "local", _make_local, (LocalOptions,), "a pool of local processes (default)",
+        embedded=True,
+    ),
+    BackendSpec(
+        "sync", _make_sync, (LocalOptions,), "in the calling thread (for pdb)", embedded=True
+    ),
+)

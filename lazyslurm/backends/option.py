@@ -1,9 +1,13 @@
-"""One declared option of a backend: name, type, default and one line of help.
+"""Cluster options: the ones every backend takes, and the record of one option.
 
-Each backend declares its options once, as a tuple of :class:`Option` (``OPTIONS`` in
-its module); :mod:`lazyslurm.options` gathers them for ``Cluster``, profiles and the docs.
+Each backend declares its own options once, beside its code, as a ``TypedDict`` of
+``Annotated[TYPE, Opt(...)]`` keys (see :mod:`lazyslurm.graph.options`):
+:class:`CommonOptions` here for every backend, ``LocalOptions``, ``SlurmOptions``,
+``SSHOptions`` and ``PackagingOptions`` beside theirs, and the task defaults a Slurm
+cluster takes (:class:`~lazyslurm.graph.resources.TaskDefaults`).
+:mod:`lazyslurm.options` gathers them for ``Cluster``, profiles and the docs.
 
->>> port = Option("port", "int", 22, "SSH port", ("ssh",), positive=True)
+>>> port = Option.of("port", int, 22, "SSH port", ("ssh",), positive=True)
 >>> port.problem(22), port.problem("22"), port.problem(0)
 (None, "must be an integer, got a string ('22')", 'must be greater than zero, got 0')
 """
@@ -11,101 +15,96 @@ its module); :mod:`lazyslurm.options` gathers them for ``Cluster``, profiles and
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, TypedDict
 
 import attrs
 
-__all__ = ["BACKENDS", "COMMON", "KINDS", "Option", "kind_of"]
+from lazyslurm.graph.options import Declared, Opt, declared, kind_of
 
-BACKENDS = ("local", "sync", "slurm", "ssh")
-
-
-def kind_of(value: Any) -> str:
-    """How TOML (and our messages) name the type of ``value``."""
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a float"
-    if isinstance(value, (str, os.PathLike)):
-        return "a string"
-    if isinstance(value, (list, tuple)):
-        return "an array"
-    if isinstance(value, dict):
-        return "a table"
-    return f"a {type(value).__name__}"  # dates and times
+__all__ = ["CommonOptions", "Option", "kind_of", "options_of", "resolve"]
 
 
-def _int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+class CommonOptions(TypedDict, total=False):
+    """Options of every backend."""
 
-
-def _str_list(v: Any) -> bool:
-    return isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v)
-
-
-def _path(v: Any) -> bool:
-    return isinstance(v, (str, os.PathLike))
-
-
-# kind -> (expected, in words; test)
-KINDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
-    "str": ("a string", lambda v: isinstance(v, str)),
-    "path": ("a string", _path),
-    "int": ("an integer", _int),
-    "number": ("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),
-    "bool": ("a boolean (true or false)", lambda v: isinstance(v, bool)),
-    "str_list": ("an array of strings", _str_list),
-    "path_or_false": ("a string or false", lambda v: _path(v) or v is False),
-    "paths": (
-        "a string or an array of strings",
-        lambda v: _path(v) or (isinstance(v, (list, tuple)) and all(_path(x) for x in v)),
-    ),
-    "str_or_int": ("a string or an integer", lambda v: isinstance(v, str) or _int(v)),
-    "sbatch": (
-        "a string, an integer, a boolean or an array of strings",
-        lambda v: isinstance(v, (str, int, bool)) or _str_list(v),
-    ),
-    "bool_or_word": (
-        'a boolean or "true"/"false"',
-        lambda v: (
-            isinstance(v, bool)
-            or (isinstance(v, str) and v.lower() in ("true", "false", "yes", "no", "1", "0"))
+    workdir: Annotated[
+        str | os.PathLike[str],
+        Opt(
+            "run directories ($LAZYSLURM_WORKDIR; a path on the cluster for ssh)",
+            default="~/.lazyslurm",
         ),
-    ),
-    "env": (
-        'a table of strings (NAME = "value")',
-        lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
-    ),
-}
+    ]
+    max_array_size: Annotated[int, Opt("largest array job (default: Slurm's)", positive=True)]
+    poll_min_s: Annotated[float, Opt("shortest wait between polls", default=0.2, positive=True)]
+    poll_max_s: Annotated[float, Opt("longest wait between polls", default=5.0, positive=True)]
+    cache: Annotated[bool, Opt("reuse results already in the store, across runs", default=False)]
+    max_core_hours: Annotated[
+        float,
+        Opt("budget: refuse a graph whose worst case may exceed it (see preview)", positive=True),
+    ]
+    dynamic_max_depth: Annotated[
+        int,
+        Opt(
+            "deepest nesting of tasks that return lazy values (docs/dynamic.md)",
+            default=4,
+            positive=True,
+        ),
+    ]
+    dynamic_max_tasks: Annotated[
+        int,
+        Opt("most tasks all dynamic expansions may add to one run", default=10_000, positive=True),
+    ]
+    callbacks: Annotated[
+        Sequence[Any], Opt("objects called on run events (every run)", default=(), profile=False)
+    ]
 
 
 @attrs.frozen
 class Option:
-    """A ``Cluster`` option (and profile key) of one or more backends."""
+    """A ``Cluster`` option (and profile key): its declaration and the backends taking it."""
 
-    name: str
-    kind: str  # a key of KINDS
-    default: Any
-    help: str
-    backends: tuple[str, ...] = BACKENDS  # the backends that take it
-    positive: bool = False
-    choices: tuple[str, ...] = ()
-    task_default: bool = False  # a task option the cluster can default (partition, ...)
+    declared: Declared
+    backends: tuple[str, ...]
+    task_default: bool = False  # a task option the cluster defaults for its tasks
+
+    @classmethod
+    def of(
+        cls,
+        name: str,
+        annotation: Any,
+        default: Any,
+        help: str,
+        backends: tuple[str, ...],
+        **opt: Any,
+    ) -> Option:
+        """An option declared in code (tests, small examples)."""
+        return cls(Declared(name, annotation, Opt(help, default=default, **opt)), backends)
+
+    @property
+    def name(self) -> str:
+        return self.declared.name
+
+    @property
+    def default(self) -> Any:
+        return self.declared.default
+
+    @property
+    def help(self) -> str:
+        return self.declared.help
+
+    @property
+    def choices(self) -> tuple[Any, ...]:
+        return self.declared.choices
+
+    @property
+    def profile(self) -> bool:
+        """Whether a profile file may set it (not for Python objects, such as callbacks)."""
+        return self.declared.opt.profile
 
     def problem(self, value: Any) -> str | None:
         """What is wrong with ``value`` ("must be ..."), or None."""
-        expected, ok = KINDS[self.kind]
-        if not ok(value):
-            shown = f" ({value!r})" if isinstance(value, (str, int, float)) else ""
-            return f"must be {expected}, got {kind_of(value)}{shown}"
-        if self.positive and value <= 0:
-            return f"must be greater than zero, got {value!r}"
-        if self.choices and value not in self.choices:
-            return f"must be one of {', '.join(self.choices)}, got {value!r}"
-        return None
+        return self.declared.problem(value)
 
     def applies_to(self, backend: str) -> str | None:
         """Why this option does not apply to ``backend`` (None when it does)."""
@@ -115,37 +114,34 @@ class Option:
         return f"only applies to backend {names}"
 
 
-COMMON = (
-    Option("backend", "str", "local", "where graphs run", choices=BACKENDS),
-    Option(
-        "workdir",
-        "path",
-        "~/.lazyslurm",
-        "run directories ($LAZYSLURM_WORKDIR; a path on the cluster for ssh)",
-    ),
-    Option("max_array_size", "int", None, "largest array job (default: Slurm's)", positive=True),
-    Option("poll_min_s", "number", 0.2, "shortest wait between polls", positive=True),
-    Option("poll_max_s", "number", 5.0, "longest wait between polls", positive=True),
-    Option("cache", "bool", False, "reuse results already in the store, across runs"),
-    Option(
-        "max_core_hours",
-        "number",
-        None,
-        "budget: refuse a graph whose worst case may exceed it (see preview)",
-        positive=True,
-    ),
-    Option(
-        "dynamic_max_depth",
-        "int",
-        4,
-        "deepest nesting of tasks that return lazy values (docs/dynamic.md)",
-        positive=True,
-    ),
-    Option(
-        "dynamic_max_tasks",
-        "int",
-        10000,
-        "most tasks all dynamic expansions may add to one run",
-        positive=True,
-    ),
-)
+def options_of(*typed_dicts: type) -> dict[str, Declared]:
+    """The options the ``TypedDict`` declarations hold, by name."""
+    out: dict[str, Declared] = {}
+    for td in typed_dicts:
+        out.update(declared(td))
+    return out
+
+
+def resolve(typed_dict: type, given: Mapping[str, Any], *, check: bool = False) -> dict[str, Any]:
+    """Every option ``typed_dict`` declares: the value given (parsed by its Opt, if it has
+    a parser), else its declared default. Others in ``given`` are ignored. ``check``: a
+    value not of the declared type raises :class:`~lazyslurm.errors.OptionTypeError`
+    (``Cluster`` checks before; direct callers of a backend may not have).
+
+    >>> resolve(CommonOptions, {"cache": True})["poll_min_s"], resolve(CommonOptions, {})["cache"]
+    (0.2, False)
+    """
+    out = {}
+    for name, d in declared(typed_dict).items():
+        value = given.get(name)
+        if value is None:
+            out[name] = d.default
+            continue
+        wrong = d.problem(value) if check else None
+        if wrong is not None:
+            from lazyslurm.errors import OptionTypeError
+
+            msg = f"{name} {wrong}"
+            raise OptionTypeError(msg)
+        out[name] = d.opt.parse(name, value) if d.opt.parse is not None else value
+    return out

@@ -19,8 +19,9 @@ import re
 import shlex
 import sys
 import time
+import typing
 from collections.abc import Mapping, Sequence, Set
-from typing import Any
+from typing import Annotated, Any, Literal, TypedDict
 
 import attrs
 
@@ -31,13 +32,17 @@ from lazyslurm.backends.base import (
     PENDING,
     RUNNING,
     ArrayJob,
+    BackendBase,
+    BackendSpec,
     ElementFailure,
+    PackLimits,
     RunHandle,
     Snapshot,
     sleep_until_change,
 )
-from lazyslurm.backends.option import Option
+from lazyslurm.backends.option import resolve
 from lazyslurm.backends.shell import LocalShell, Shell, SSHShell
+from lazyslurm.backends.shell.ssh import SSHOptions
 from lazyslurm.backends.slurm_limits import (
     Node,
     check_resources,
@@ -54,8 +59,9 @@ from lazyslurm.errors import (
     SSHHostKeyError,
     SubmissionError,
 )
-from lazyslurm.graph.resources import SBATCH_OPTIONS, Resources, parse_time
-from lazyslurm.packaging import Packager, PackagingOptions, packaging_names
+from lazyslurm.graph.options import Opt, declared
+from lazyslurm.graph.resources import DEFAULTABLE, Resources, TaskDefaults, parse_time
+from lazyslurm.packaging import Packager, PackagingOptions
 from lazyslurm.planning.sbatch import (
     IDS_MARKER,
     SUBMIT_FAILED_MARKER,
@@ -70,10 +76,10 @@ from lazyslurm.store import INSIDE, RunLayout, default_workdir
 log = logging.getLogger("lazyslurm.slurm")
 
 __all__ = [
-    "OPTIONS",
-    "TASK_DEFAULTS",
+    "STATUS_SOURCES",
     "Partition",
     "SlurmBackend",
+    "SlurmOptions",
     "make_slurm_backend",
     "parse_array_ids",
     "parse_partitions",
@@ -288,7 +294,7 @@ class _Watch:
         self.status_at: float | None = None
 
 
-class SlurmBackend:
+class SlurmBackend(BackendBase):
     """Runs plans on Slurm through a :class:`~lazyslurm.backends.shell.Shell`."""
 
     def __init__(
@@ -305,8 +311,8 @@ class SlurmBackend:
         packaging: PackagingOptions | None = None,
         unreachable_timeout_s: float = _UNREACHABLE_TIMEOUT_S,
     ) -> None:
-        if status not in ("auto", "sacct", "squeue"):
-            msg = f"status must be 'auto', 'sacct' or 'squeue', got {status!r}"
+        if status not in STATUS_SOURCES:
+            msg = f"status must be one of {', '.join(STATUS_SOURCES)}, got {status!r}"
             raise ClusterConfigError(msg)
         self.name = name
         self.shell = shell
@@ -391,21 +397,21 @@ class SlurmBackend:
         assert self._max_array_size is not None
         return self._max_array_size
 
-    def pack_limits(self) -> tuple[int | None, Any]:
+    def pack_limits(self) -> PackLimits:
         """What ``pack="auto"`` must fit: the most Slurm elements one run may queue (half
         of MaxJobCount, which every user shares, and MaxSubmitJobs where accounting
         sets it) and ``time_cap(resources)``, the partition's MaxTime in minutes."""
         self._probe()
-        budget = job_budget(self.job_limits)
 
         def time_cap(resources: Resources) -> int | None:
-            part = self._partition_of(resources)
+            part = self._partition_of(resources.with_defaults(self.defaults))
             return part.max_time_min if part is not None else None
 
-        return budget, time_cap
+        return PackLimits(job_budget(self.job_limits), time_cap)
 
     def _partition_of(self, resources: Resources) -> Partition | None:
-        name = resources.partition or self.defaults.partition
+        """The partition of (effective) ``resources``: the one named, else the default."""
+        name = resources.partition
         if name:
             return self.partitions.get(name)
         return next((p for p in self.partitions.values() if p.default), None)
@@ -432,14 +438,13 @@ class SlurmBackend:
         if not self.partitions:
             return
         for aj in array_jobs:
-            part = self._partition_of(aj.resources)
+            asked = aj.effective(self.defaults)
+            part = self._partition_of(asked)
             if part is None:
                 continue
-            limit = aj.resources.timeout_min or self.defaults.timeout_min
+            limit = asked.timeout_min
             packed = ""
             if limit is not None and aj.pack > 1:  # elements run in turn in one Slurm element
-                cpus = aj.resources.cpus_per_task or self.defaults.cpus_per_task or 1
-                limit *= -(-aj.pack // cpus)
                 packed = f" (packed {aj.pack} to a Slurm element: use a smaller pack)"
             if limit is not None and part.max_time_min is not None and limit > part.max_time_min:
                 msg = (
@@ -454,10 +459,7 @@ class SlurmBackend:
                 f"array job {aj.id} ({aj.name})",
                 part.name,
                 self.nodes,
-                {
-                    f: getattr(aj.resources, f) or getattr(self.defaults, f)
-                    for f in ("mem_mb", "cpus_per_task")
-                },
+                {f: getattr(asked, f) for f in ("mem_mb", "cpus_per_task")},
             )
 
     def start(
@@ -989,51 +991,31 @@ def _submission_error(
     return SubmissionError(msg)
 
 
-_SLURM = ("slurm", "ssh")
-OPTIONS = (  # Cluster("slurm" | "ssh", ...) options of this backend
-    Option("python", "str", None, "interpreter on the cluster (slurm: this one)", _SLURM),
-    Option("setup", "str_list", (), "shell lines run before each task (module load ...)", _SLURM),
-    Option("env", "env", None, "environment variables for every Slurm command", _SLURM),
-    Option(
-        "unreachable_timeout_s",
-        "number",
-        _UNREACHABLE_TIMEOUT_S,
-        "how long polls retry while slurmctld or the SSH connection is unreachable",
-        _SLURM,
-        positive=True,
-    ),
-    Option(
-        "status",
-        "str",
-        "auto",
-        "status source: sacct, squeue, or auto (sacct if accounting)",
-        _SLURM,
-        choices=("auto", "sacct", "squeue"),
-    ),
-    *(
-        Option(
-            name, kind, None, f"default {help} for tasks that set none", _SLURM, task_default=True
-        )
-        for name, kind, help in (
-            ("partition", "str", "partition"),
-            ("account", "str", "account"),
-            ("qos", "str", "QOS"),
-            ("time", "str_or_int", "time limit"),
-            ("mem", "str_or_int", "memory"),
-            ("cpus_per_task", "int", "CPUs per task"),
-            ("constraint", "str", "node constraint"),
-            ("extra_sbatch", "str_list", "raw sbatch flags"),
-            ("ntasks_per_node", "int", "tasks per node"),
-            ("gpus_per_node", "str_or_int", "GPUs per node"),
-            ("gpus_per_task", "str_or_int", "GPUs per task"),
-        )
-    ),
-    *(  # sbatch's long options by Python name (exclusive, mail_type, mem_per_cpu, ...)
-        Option(name, "sbatch", None, f"default --{o.flag} for tasks", _SLURM, task_default=True)
-        for name, o in SBATCH_OPTIONS.items()
-    ),
-)
-TASK_DEFAULTS = tuple(o.name for o in OPTIONS if o.task_default)
+StatusSource = Literal["auto", "sacct", "squeue"]
+STATUS_SOURCES: tuple[str, ...] = typing.get_args(StatusSource)
+
+
+class SlurmOptions(TypedDict, total=False):
+    """Options of the ``slurm`` and ``ssh`` backends (and the task defaults of
+    :class:`~lazyslurm.graph.resources.TaskDefaults`, and ``PackagingOptions``)."""
+
+    python: Annotated[str, Opt("interpreter on the cluster (slurm: this one)")]
+    setup: Annotated[
+        Sequence[str], Opt("shell lines run before each task (module load ...)", default=())
+    ]
+    env: Annotated[Mapping[str, str], Opt("environment variables for every Slurm command")]
+    unreachable_timeout_s: Annotated[
+        float,
+        Opt(
+            "how long polls retry while slurmctld or the SSH connection is unreachable",
+            default=_UNREACHABLE_TIMEOUT_S,
+            positive=True,
+        ),
+    ]
+    status: Annotated[
+        StatusSource,
+        Opt("status source: sacct, squeue, or auto (sacct if accounting)", default="auto"),
+    ]
 
 
 def make_slurm_backend(
@@ -1041,50 +1023,63 @@ def make_slurm_backend(
     *,
     workdir: Any = None,
     max_array_size: int | None = None,
-    python: str | None = None,
-    setup: Sequence[str] = (),
-    env: Mapping[str, str] | None = None,
-    status: str = "auto",
-    unreachable_timeout_s: float = _UNREACHABLE_TIMEOUT_S,
     profile: str | None = None,
     **options: Any,
 ) -> SlurmBackend:
-    """Build the ``slurm`` (subprocess) or ``ssh`` (paramiko) backend from Cluster options.
+    """Build the ``slurm`` (subprocess) or ``ssh`` (paramiko) backend from Cluster options
+    (those of :class:`SlurmOptions`, the task defaults, packaging and, for ssh, the
+    connection's; every default comes from its declaration).
 
     Task defaults for the whole cluster (``partition``, ``account``, ...) apply where a
     task leaves them unset. ``profile`` (the cluster profile the options came from) is
     named in SSH connection errors.
     """
-    defaults = Resources.from_options(**{k: v for k, v in options.items() if k in TASK_DEFAULTS})
-    packaging = PackagingOptions.from_options(options)
-    own = {*TASK_DEFAULTS, *packaging_names()}
-    shell_opts = {k: v for k, v in options.items() if k not in own}
+    own = resolve(SlurmOptions, options)
+    defaults = Resources.defaults_from(options)
+    packaging = resolve(PackagingOptions, options)
+    taken = {*declared(SlurmOptions), *DEFAULTABLE, *declared(PackagingOptions)}
+    shell_opts = {k: v for k, v in options.items() if k not in taken}
     wd = None if workdir is None else str(workdir)
+    common = {
+        "setup": own["setup"],
+        "defaults": defaults,
+        "max_array_size": max_array_size,
+        "status": own["status"],
+        "packaging": packaging,
+        "unreachable_timeout_s": own["unreachable_timeout_s"],
+    }
     if kind == "slurm":
-        shell: Shell = LocalShell(env=env)
-        wd = wd or str(default_workdir())
+        shell: Shell = LocalShell(env=own["env"])
         return SlurmBackend(
             shell,
             name="slurm",
-            workdir=wd,
-            python=python or sys.executable,
-            setup=setup,
-            defaults=defaults,
-            max_array_size=max_array_size,
-            status=status,
-            packaging=packaging,
-            unreachable_timeout_s=unreachable_timeout_s,
+            workdir=wd or str(default_workdir()),
+            python=own["python"] or sys.executable,
+            **common,
         )
-    shell = SSHShell(env=env, profile=profile, **shell_opts)
-    return SlurmBackend(
-        shell,
-        name="ssh",
-        workdir=wd,
-        python=python or "python3",
-        setup=setup,
-        defaults=defaults,
-        max_array_size=max_array_size,
-        status=status,
-        packaging=packaging,
-        unreachable_timeout_s=unreachable_timeout_s,
-    )
+    shell = SSHShell(env=own["env"], profile=profile, **shell_opts)
+    return SlurmBackend(shell, name="ssh", workdir=wd, python=own["python"] or "python3", **common)
+
+
+def _make(kind: str) -> Any:
+    def make(**options: Any) -> SlurmBackend:
+        return make_slurm_backend(kind, **options)
+
+    return make
+
+
+SPECS = (
+    BackendSpec(
+        "slurm",
+        _make("slurm"),
+        (SlurmOptions, PackagingOptions, TaskDefaults),
+        "Slurm on this host (sbatch, squeue, sacct, scancel)",
+    ),
+    BackendSpec(
+        "ssh",
+        _make("ssh"),
+        (SlurmOptions, PackagingOptions, TaskDefaults, SSHOptions),
+        "Slurm over SSH (paramiko: one round trip per action)",
+        remote=True,
+    ),
+)

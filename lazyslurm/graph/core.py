@@ -50,9 +50,8 @@ from lazyslurm.errors import (
     UnexpectedKeywordError,
     UnknownLengthError,
 )
-from lazyslurm.graph.options import TaskOptions
-from lazyslurm.graph.resources import Resources
-from lazyslurm.registry import executor
+from lazyslurm.graph.resources import Resources, TaskOptions
+from lazyslurm.registry import Executor, executor
 from lazyslurm.store import MapItem, Rebuild, Ref, RefList, Restore
 
 __all__ = ["RESERVED_NAMES", "Job", "JobArray", "JobView", "Task", "task"]
@@ -483,9 +482,10 @@ class Task(Generic[P, R]):
         return self._resources
 
     @property
-    def sbatch_options(self) -> list[str]:
-        """The sbatch flags these options give (before the cluster's defaults)."""
-        return self._resources.sbatch_flags()
+    def sbatch_options(self) -> dict[str, Any]:
+        """The task's options, by name (slurm-sdk's ``sbatch_options``: a dict such as
+        ``{"partition": "debug", "time": 10}``; the cluster's defaults are not in it)."""
+        return self._resources.as_options()
 
     @property
     def pure(self) -> bool:
@@ -825,7 +825,7 @@ def task(func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
 # --------------------------------------------------------------------------- Job
 
 
-def _handles() -> Any:
+def _handles() -> Executor:
     """What runs the job-handle methods: the executor registered with
     :mod:`lazyslurm.registry` (graph imports nothing above it)."""
     return executor()

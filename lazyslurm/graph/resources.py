@@ -16,18 +16,24 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import re
-from collections.abc import Mapping
-from typing import Any
+import typing
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, Literal, TypedDict
 
 import attrs
 
 from lazyslurm.errors import InvalidOptionError, OptionTypeError
+from lazyslurm.graph.options import Opt, declared, suggest
 
 __all__ = [
+    "DEFAULTABLE",
     "OPTION_NAMES",
     "PACKAGING_MODES",
-    "SBATCH_OPTIONS",
+    "SCHEDULER_OPTIONS",
+    "TASK_OPTIONS",
     "Resources",
+    "TaskDefaults",
+    "TaskOptions",
     "parse_mem",
     "parse_time",
 ]
@@ -170,7 +176,7 @@ def _gpus(value: object, option: str = "gpus") -> str:
     raise _wrong_type(option, value, forms)
 
 
-def _gather(value: object) -> str | None:
+def _gather(option: str, value: object) -> str | None:
     forms = '"rank0" (rank 0\'s return value, the default) or "all" (a list, one per rank)'
     if not isinstance(value, str):
         raise _wrong_type("gather", value, forms)
@@ -179,10 +185,10 @@ def _gather(value: object) -> str | None:
     return None if value == "rank0" else value
 
 
-def _pack(value: object) -> int | str | None:
+def _pack(option: str, value: object) -> int | str | None:
     """``pack=k`` (k >= 1 map elements per Slurm element) or ``pack="auto"``.
 
-    >>> _pack(8), _pack("auto"), _pack(1)
+    >>> _pack("pack", 8), _pack("pack", "auto"), _pack("pack", 1)
     (8, 'auto', None)
     """
     forms = 'a positive int (elements per Slurm element) or "auto"'
@@ -194,10 +200,11 @@ def _pack(value: object) -> int | str | None:
     return None if k == 1 else k
 
 
-PACKAGING_MODES = ("auto", "inherit", "by-value", "wheel", "container")
+PackagingMode = Literal["auto", "inherit", "by-value", "wheel", "container"]
+PACKAGING_MODES: tuple[str, ...] = typing.get_args(PackagingMode)
 
 
-def _packaging(value: object) -> str:
+def _packaging(option: str, value: object) -> str:
     forms = " or ".join(repr(m) for m in PACKAGING_MODES)
     if not isinstance(value, str):
         raise _wrong_type("packaging", value, forms)
@@ -206,7 +213,7 @@ def _packaging(value: object) -> str:
     return value
 
 
-def _extra_sbatch(value: object) -> tuple[str, ...]:
+def _extra_sbatch(option: str, value: object) -> tuple[str, ...]:
     forms = 'a list of raw sbatch flags such as ["--exclusive", "--mail-type=END"]'
     if isinstance(value, str) or not isinstance(value, (list, tuple)):
         raise _wrong_type("extra_sbatch", value, forms)
@@ -227,6 +234,22 @@ def _int_text(value: object) -> object:
 
 def _count(option: str, value: object, zero_ok: bool = False) -> str:
     return str(_positive_int(option, _int_text(value), zero_ok=zero_ok))
+
+
+def _count_or_zero(option: str, value: object) -> str:
+    return _count(option, value, zero_ok=True)
+
+
+def _retries(option: str, value: object) -> int:
+    return _positive_int(option, value, zero_ok=True)
+
+
+def _time_text(option: str, value: object) -> str:
+    return str(parse_time(value, option))
+
+
+def _nice(option: str, value: object) -> str:
+    return str(_int_any(option, value))
 
 
 def _int_any(option: str, value: object) -> int:
@@ -271,63 +294,6 @@ def _gpus_like(option: str, value: object) -> str:
         raise type(exc)(str(exc).replace("gpus=", f"{option}=", 1)) from None
 
 
-@attrs.frozen
-class SbatchOption:
-    """One sbatch long option: its flag and how its value is checked and written."""
-
-    flag: str  # without the leading "--"
-    parse: Any  # (option name, value) -> the flag's argument as text ("" for a switch)
-
-
-# sbatch's long options a task accepts by their Python names (``ntasks_per_node=4`` is
-# ``--ntasks-per-node=4``), beyond the ones with fields of their own in Resources. One
-# table: the option registry of the cluster profiles reads it too. Flags lazyslurm sets
-# itself (--array, --output, --error, --dependency, --job-name, --chdir) are not here.
-SBATCH_OPTIONS: dict[str, SbatchOption] = {
-    name: SbatchOption(name.replace("_", "-"), parse)
-    for name, parse in {
-        "ntasks_per_core": _count,
-        "ntasks_per_socket": _count,
-        "ntasks_per_gpu": _count,
-        "cpus_per_gpu": _count,
-        "gpus_per_socket": _gpus_like,
-        "mem_per_cpu": lambda o, v: f"{parse_mem(v, o)}M",
-        "mem_per_gpu": lambda o, v: f"{parse_mem(v, o)}M",
-        "tmp": lambda o, v: f"{parse_mem(v, o)}M",
-        "mincpus": _count,
-        "sockets_per_node": _count,
-        "cores_per_socket": _count,
-        "threads_per_core": _count,
-        "exclusive": _flag,
-        "oversubscribe": _flag,
-        "contiguous": _flag,
-        "no_requeue": _flag,
-        "overcommit": _flag,
-        "mail_type": _mail_type,
-        "mail_user": _free_text,
-        "reservation": _name,
-        "wckey": _name,
-        "licenses": _free_text,
-        "nodelist": _free_text,
-        "exclude": _free_text,
-        "begin": _free_text,
-        "deadline": _free_text,
-        "time_min": lambda o, v: str(parse_time(v, o)),
-        "nice": lambda o, v: str(_int_any(o, v)),
-        "priority": lambda o, v: _count(o, v, zero_ok=True),
-        "comment": _free_text,
-        "hint": _free_text,
-        "distribution": _free_text,
-        "signal": _free_text,
-        "switches": _free_text,
-        "gres_flags": _free_text,
-        "core_spec": lambda o, v: _count(o, v, zero_ok=True),
-        "thread_spec": lambda o, v: _count(o, v, zero_ok=True),
-        "network": _free_text,
-        "clusters": _free_text,
-        "profile": _free_text,
-    }.items()
-}
 
 
 @attrs.frozen
@@ -354,18 +320,17 @@ class Resources:
     extra_sbatch: tuple[str, ...] = ()
     retries: int = 0
     packaging: str | None = None  # how the task's code reaches the cluster (PACKAGING_MODES)
-    # other sbatch long options (SBATCH_OPTIONS), sorted: (python name, flag argument)
-    sbatch: tuple[tuple[str, str], ...] = ()
+    # the scheduler's other options (SCHEDULER_OPTIONS), sorted: (name, normalised text)
+    scheduler: tuple[tuple[str, str], ...] = ()
     requeue: bool = False  # sbatch --requeue; preemption and node failure run it again
     pack: int | str | None = None  # map elements per Slurm element: k > 1, or "auto"
 
     @classmethod
     def from_options(cls, **options: Any) -> Resources:
-        """Validate decorator options (``time="1:00:00"``, ``mem="4G"``, ...)."""
+        """Validate task options (``time="1:00:00"``, ``mem="4G"``, ...): see
+        :class:`TaskOptions`, their one declaration."""
         unknown = sorted(set(options) - set(OPTION_NAMES))
         if unknown:
-            from lazyslurm.graph.options import suggest
-
             named = [
                 f"{n} ({h})" if (h := suggest(n, OPTION_NAMES, options[n])) else n
                 for n in unknown
@@ -373,17 +338,20 @@ class Resources:
             msg = f"unknown task option(s) {', '.join(named)}; known: {', '.join(OPTION_NAMES)}"
             raise OptionTypeError(msg)
         out: dict[str, Any] = {}
-        long: dict[str, str] = {}
+        scheduler: dict[str, str] = {}
         for name, value in options.items():
-            if value is None or name == "pure" or (value is False and name in SBATCH_OPTIONS):
+            opt = TASK_OPTIONS[name].opt
+            if value is None or (value is False and opt.scheduler):
                 continue
-            option = SBATCH_OPTIONS.get(name)
-            if option is not None:
-                long[name] = option.parse(name, value)
+            assert opt.parse is not None, name
+            if opt.field == "":  # a task option, not a resource (pure): checked only
+                opt.parse(name, value)
+            elif opt.scheduler:
+                scheduler[name] = opt.parse(name, value)
             else:
-                out.update(_PARSERS[name](value))
-        if long:
-            out["sbatch"] = tuple(sorted(long.items()))
+                out[_FIELD_OF[name]] = opt.parse(name, value)
+        if scheduler:
+            out["scheduler"] = tuple(sorted(scheduler.items()))
         res = cls(**out)
         if res.pack is not None and res.ranks > 1:
             msg = (
@@ -392,6 +360,39 @@ class Resources:
             )
             raise InvalidOptionError(msg)
         return res
+
+    @classmethod
+    def defaults_from(cls, options: Mapping[str, Any]) -> Resources:
+        """A cluster's task defaults, from its options (those of :class:`TaskDefaults`;
+        others are ignored).
+
+        >>> Resources.defaults_from({"partition": "debug", "poll_min_s": 1}).partition
+        'debug'
+        """
+        return cls.from_options(**{k: v for k, v in options.items() if k in DEFAULTABLE})
+
+    def with_defaults(self, defaults: Resources | None) -> Resources:
+        """These resources, with ``defaults`` (a cluster's) where they set nothing: the
+        one place that says what a task asks for on a given cluster.
+
+        >>> Resources(mem_mb=1).with_defaults(Resources(mem_mb=2, partition="p"))
+        Resources(timeout_min=None, mem_mb=1, ...partition='p'...)
+        """
+        if defaults is None or defaults == _NONE:
+            return self
+        merged = {
+            f.name: getattr(self, f.name) if getattr(self, f.name) is not None
+            else getattr(defaults, f.name)
+            for f in attrs.fields(Resources)
+            if f.default is None
+        }
+        return attrs.evolve(
+            self,
+            **merged,
+            extra_sbatch=(*defaults.extra_sbatch, *self.extra_sbatch),
+            scheduler=tuple(sorted({**dict(defaults.scheduler), **dict(self.scheduler)}.items())),
+            requeue=self.requeue or defaults.requeue,
+        )
 
     @property
     def ranks(self) -> int:
@@ -408,37 +409,19 @@ class Resources:
         if self.ntasks_per_node is not None:
             return (self.nodes or 1) * self.ntasks_per_node
         return 1
-    def sbatch_flags(self, defaults: Resources | None = None) -> list[str]:
-        """The sbatch flags of these resources (``defaults`` fill what they leave
-        unset), without the per-run ones (--array, --output, --job-name, ...)."""
-        d = defaults or Resources()
-        flags = []
-        for field, form in _FIELD_FLAGS:
-            value = getattr(self, field)
-            if value is None:
-                value = getattr(d, field)
-            if value is not None:
-                flags.append(form.format(value))
-        long = {**dict(d.sbatch), **dict(self.sbatch)}
-        for name in sorted(long):
-            flag, arg = SBATCH_OPTIONS[name].flag, long[name]
-            flags.append(f"--{flag}={arg}" if arg else f"--{flag}")
-        flags.extend(d.extra_sbatch)
-        flags.extend(self.extra_sbatch)
-        return flags
 
     def as_options(self) -> dict[str, Any]:
         """The options that rebuild these resources (for ``task.options``)."""
         out: dict[str, Any] = {}
-        for name, arg in self.sbatch:
+        for name, arg in self.scheduler:
             out[name] = arg or True
         for field in attrs.fields(Resources):
-            if field.name == "sbatch":
+            if field.name == "scheduler":
                 continue
             value = getattr(self, field.name)
             if value is None or value == () or (field.name in ("retries", "requeue") and not value):
                 continue
-            name = _FIELD_TO_OPTION.get(field.name, field.name)
+            name = _OPTION_OF[field.name]
             out[name] = list(value) if isinstance(value, tuple) else value
         return out
 
@@ -460,46 +443,119 @@ class Resources:
         return out
 
 
-_PARSERS: dict[str, Any] = {
-    "time": lambda v: {"timeout_min": parse_time(v)},
-    "mem": lambda v: {"mem_mb": parse_mem(v)},
-    "cpus_per_task": lambda v: {"cpus_per_task": _positive_int("cpus_per_task", v)},
-    "gpus": lambda v: {"gpus": _gpus(v)},
-    "gres": lambda v: {"gres": _free_text("gres", v)},
-    "partition": lambda v: {"partition": _name("partition", v)},
-    "account": lambda v: {"account": _name("account", v)},
-    "qos": lambda v: {"qos": _name("qos", v)},
-    "nodes": lambda v: {"nodes": _positive_int("nodes", v)},
-    "ntasks": lambda v: {"ntasks": _positive_int("ntasks", v)},
-    "ntasks_per_node": lambda v: {"ntasks_per_node": _positive_int("ntasks_per_node", v)},
-    "gpus_per_node": lambda v: {"gpus_per_node": _gpus(v, "gpus_per_node")},
-    "gpus_per_task": lambda v: {"gpus_per_task": _gpus(v, "gpus_per_task")},
-    "gather": lambda v: {"gather": _gather(v)},
-    "constraint": lambda v: {"constraint": _free_text("constraint", v)},
-    "job_name": lambda v: {"job_name": _name("job_name", v)},
-    "max_concurrent": lambda v: {"max_concurrent": _positive_int("max_concurrent", v)},
-    "extra_sbatch": lambda v: {"extra_sbatch": _extra_sbatch(v)},
-    "retries": lambda v: {"retries": _positive_int("retries", v, zero_ok=True)},
-    "packaging": lambda v: {"packaging": _packaging(v)},
-    "requeue": lambda v: {"requeue": _bool("requeue", v)},
-    "pack": lambda v: {"pack": _pack(v)},
-    "pure": lambda v: {},
-}
-OPTION_NAMES: tuple[str, ...] = (*_PARSERS, *SBATCH_OPTIONS)
-_FIELD_FLAGS = (  # Resources fields written as sbatch flags, in this order
-    ("timeout_min", "--time={}"),
-    ("mem_mb", "--mem={}M"),
-    ("cpus_per_task", "--cpus-per-task={}"),
-    ("gpus", "--gpus={}"),
-    ("gres", "--gres={}"),
-    ("partition", "--partition={}"),
-    ("account", "--account={}"),
-    ("qos", "--qos={}"),
-    ("nodes", "--nodes={}"),
-    ("ntasks", "--ntasks={}"),
-    ("ntasks_per_node", "--ntasks-per-node={}"),
-    ("gpus_per_node", "--gpus-per-node={}"),
-    ("gpus_per_task", "--gpus-per-task={}"),
-    ("constraint", "--constraint={}"),
-)
-_FIELD_TO_OPTION = {"timeout_min": "time", "mem_mb": "mem"}
+def _time(option: str, value: object) -> int:
+    return parse_time(value, option)
+
+
+def _mem(option: str, value: object) -> int:
+    return parse_mem(value, option)
+
+
+def _mem_text(option: str, value: object) -> str:
+    return f"{parse_mem(value, option)}M"
+
+
+def _positive(option: str, value: object) -> int:
+    return _positive_int(option, value)
+
+
+def _gpu_count(option: str, value: object) -> str:
+    return _gpus(value, option)
+
+
+# What a task may ask for, declared once: the name and type users write (checked by type
+# checkers through ``Unpack``), and the Opt that validates and normalises it into a
+# ``Resources`` field. ``TaskDefaults`` are the options a cluster may also set for every
+# task (``Cluster("slurm", partition=...)``); ``TaskOptions`` adds those only a task sets.
+# ``scheduler=True`` options have no field of their own: they are kept by name, and the
+# Slurm backend writes each as its --long-option (``mem_per_cpu`` -> ``--mem-per-cpu``).
+class TaskDefaults(TypedDict, total=False):
+    """Task options a cluster may also default for all its tasks (all optional)."""
+
+    time: Annotated[
+        str | int | _dt.timedelta, Opt("time limit", parse=_time, field="timeout_min")
+    ]
+    mem: Annotated[str | int, Opt("memory", parse=_mem, field="mem_mb")]
+    cpus_per_task: Annotated[int, Opt("CPUs per task", parse=_positive)]
+    gpus: Annotated[int | str, Opt('GPUs: a count or "TYPE:COUNT"', parse=_gpu_count)]
+    gres: Annotated[str, Opt("generic resources", parse=_free_text)]
+    partition: Annotated[str, Opt("partition", parse=_name)]
+    account: Annotated[str, Opt("account", parse=_name)]
+    qos: Annotated[str, Opt("QOS", parse=_name)]
+    constraint: Annotated[str, Opt("node constraint", parse=_free_text)]
+    extra_sbatch: Annotated[Sequence[str], Opt("raw sbatch flags", parse=_extra_sbatch)]
+    ntasks_per_node: Annotated[int, Opt("tasks (ranks) per node", parse=_positive)]
+    gpus_per_node: Annotated[int | str, Opt("GPUs per node", parse=_gpu_count)]
+    gpus_per_task: Annotated[int | str, Opt("GPUs per task (rank)", parse=_gpu_count)]
+    ntasks_per_core: Annotated[int, Opt("tasks per core", parse=_count, scheduler=True)]
+    ntasks_per_socket: Annotated[int, Opt("tasks per socket", parse=_count, scheduler=True)]
+    ntasks_per_gpu: Annotated[int, Opt("tasks per GPU", parse=_count, scheduler=True)]
+    cpus_per_gpu: Annotated[int, Opt("CPUs per GPU", parse=_count, scheduler=True)]
+    gpus_per_socket: Annotated[int | str, Opt("GPUs per socket", parse=_gpus_like, scheduler=True)]
+    mem_per_cpu: Annotated[str | int, Opt("memory per CPU", parse=_mem_text, scheduler=True)]
+    mem_per_gpu: Annotated[str | int, Opt("memory per GPU", parse=_mem_text, scheduler=True)]
+    tmp: Annotated[str | int, Opt("temporary disk space", parse=_mem_text, scheduler=True)]
+    mincpus: Annotated[int, Opt("minimum CPUs per node", parse=_count, scheduler=True)]
+    sockets_per_node: Annotated[int, Opt("sockets per node", parse=_count, scheduler=True)]
+    cores_per_socket: Annotated[int, Opt("cores per socket", parse=_count, scheduler=True)]
+    threads_per_core: Annotated[int, Opt("threads per core", parse=_count, scheduler=True)]
+    exclusive: Annotated[bool | str, Opt("whole nodes (or a mode)", parse=_flag, scheduler=True)]
+    oversubscribe: Annotated[bool | str, Opt("share nodes", parse=_flag, scheduler=True)]
+    contiguous: Annotated[bool | str, Opt("contiguous nodes", parse=_flag, scheduler=True)]
+    no_requeue: Annotated[bool | str, Opt("never requeue", parse=_flag, scheduler=True)]
+    overcommit: Annotated[bool | str, Opt("overcommit CPUs", parse=_flag, scheduler=True)]
+    mail_type: Annotated[
+        str | Sequence[str], Opt("mail on events", parse=_mail_type, scheduler=True)
+    ]
+    mail_user: Annotated[str, Opt("mail address", parse=_free_text, scheduler=True)]
+    reservation: Annotated[str, Opt("reservation", parse=_name, scheduler=True)]
+    wckey: Annotated[str, Opt("workload characterization key", parse=_name, scheduler=True)]
+    licenses: Annotated[str, Opt("licenses", parse=_free_text, scheduler=True)]
+    nodelist: Annotated[str, Opt("nodes to use", parse=_free_text, scheduler=True)]
+    exclude: Annotated[str, Opt("nodes to avoid", parse=_free_text, scheduler=True)]
+    begin: Annotated[str, Opt("start no earlier than", parse=_free_text, scheduler=True)]
+    deadline: Annotated[str, Opt("end no later than", parse=_free_text, scheduler=True)]
+    time_min: Annotated[
+        str | int | _dt.timedelta, Opt("minimum time limit", parse=_time_text, scheduler=True)
+    ]
+    nice: Annotated[int, Opt("scheduling niceness", parse=_nice, scheduler=True)]
+    priority: Annotated[int, Opt("priority", parse=_count_or_zero, scheduler=True)]
+    comment: Annotated[str, Opt("comment", parse=_free_text, scheduler=True)]
+    hint: Annotated[str, Opt("scheduling hint", parse=_free_text, scheduler=True)]
+    distribution: Annotated[str, Opt("task distribution", parse=_free_text, scheduler=True)]
+    signal: Annotated[str, Opt("signal before the time limit", parse=_free_text, scheduler=True)]
+    switches: Annotated[str, Opt("network switches", parse=_free_text, scheduler=True)]
+    gres_flags: Annotated[str, Opt("gres flags", parse=_free_text, scheduler=True)]
+    core_spec: Annotated[int, Opt("specialized cores", parse=_count_or_zero, scheduler=True)]
+    thread_spec: Annotated[int, Opt("specialized threads", parse=_count_or_zero, scheduler=True)]
+    network: Annotated[str, Opt("network", parse=_free_text, scheduler=True)]
+    clusters: Annotated[str, Opt("clusters", parse=_free_text, scheduler=True)]
+    profile: Annotated[str, Opt("profiling", parse=_free_text, scheduler=True)]
+
+
+class TaskOptions(TaskDefaults, total=False):
+    """Options of ``@task(...)`` and ``task.options(...)`` (all optional)."""
+
+    nodes: Annotated[int, Opt("nodes", parse=_positive)]
+    ntasks: Annotated[int, Opt("tasks (ranks) in all", parse=_positive)]
+    gather: Annotated[
+        Literal["rank0", "all"], Opt("rank 0's value, or a list of every rank's", parse=_gather)
+    ]
+    job_name: Annotated[str, Opt("Slurm job name", parse=_name)]
+    max_concurrent: Annotated[int, Opt("array throttle: elements at once", parse=_positive)]
+    retries: Annotated[int, Opt("run again this often on failure", parse=_retries)]
+    packaging: Annotated[PackagingMode, Opt("how the code reaches the cluster", parse=_packaging)]
+    requeue: Annotated[bool, Opt("Slurm may requeue it (checkpoint hooks)", parse=_bool)]
+    pack: Annotated[int | Literal["auto"], Opt("elements per Slurm element", parse=_pack)]
+    pure: Annotated[bool, Opt("same inputs, same result (cacheable)", parse=_bool, field="")]
+    name: Annotated[str, Opt("the task's name (default: the function's)", field="")]
+
+
+# the declaration, read once: name -> Declared (Opt + type)
+TASK_OPTIONS = declared(TaskOptions)
+DEFAULTABLE: tuple[str, ...] = tuple(declared(TaskDefaults))  # what a cluster may default
+OPTION_NAMES: tuple[str, ...] = tuple(n for n in TASK_OPTIONS if n != "name")  # (task() takes it)
+SCHEDULER_OPTIONS: tuple[str, ...] = tuple(n for n, d in TASK_OPTIONS.items() if d.opt.scheduler)
+_FIELD_OF = {n: d.opt.field or n for n, d in TASK_OPTIONS.items() if not d.opt.scheduler}
+_OPTION_OF = {field: name for name, field in _FIELD_OF.items()}
+_NONE = Resources()

@@ -22,129 +22,97 @@ import secrets
 import shlex
 import sys
 import types
+import typing
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, TypedDict
 
 import attrs
 
-from lazyslurm.backends.option import Option
+from lazyslurm.backends.option import resolve
 from lazyslurm.errors import ClusterConfigError, OptionTypeError
-from lazyslurm.graph.resources import PACKAGING_MODES, Resources
+from lazyslurm.graph.options import Opt
+from lazyslurm.graph.resources import PackagingMode, Resources
 from lazyslurm.packaging import byvalue
 
 __all__ = [
-    "OPTIONS",
-    "PACKAGING_OPTIONS",
     "Launch",
     "Packager",
     "PackagingOptions",
     "Prepared",
+    "settings",
 ]
 
-_SLURM = ("slurm", "ssh")
-RUNTIMES = ("podman", "pyxis", "apptainer")
-BUILDERS = ("podman", "docker")
-OPTIONS = (  # Cluster("slurm" | "ssh", ...) options: how code and environment get there
-    Option(
-        "packaging",
-        "str",
-        "auto",
-        "mode: auto, inherit, by-value, wheel or container",
-        _SLURM,
-        choices=PACKAGING_MODES,
-    ),
-    *(
-        Option(f"packaging_{name}", kind, default, help, _SLURM, choices=choices)
-        for name, kind, default, help, choices in (
-            ("registry", "str", None, "container: image repository (registry:5000/name)", ()),
-            ("platform", "str", None, "container: build platform, e.g. linux/amd64", ()),
-            ("tls_verify", "bool_or_word", True, "container: verify TLS to the registry", ()),
-            ("runtime", "str", "podman", "container: podman, pyxis or apptainer", RUNTIMES),
-            ("base_image", "str", None, "container: base of the generated Dockerfile", ()),
-            ("dockerfile", "str", None, "container: the project's Dockerfile instead", ()),
-            ("builder", "str", "podman", "container: podman or docker", BUILDERS),
-            ("project", "str", None, "wheel/container: project dir (default: nearest)", ()),
-            ("build_args", "str_list", (), "container: extra arguments to the build", ()),
-            ("run_args", "str_list", (), "container: extra arguments to `podman run`", ()),
-        )
-    ),
-)
-PACKAGING_OPTIONS = {o.name: o.help for o in OPTIONS}
+Runtime = Literal["podman", "pyxis", "apptainer"]
+Builder = Literal["podman", "docker"]
+RUNTIMES: tuple[str, ...] = typing.get_args(Runtime)
+BUILDERS: tuple[str, ...] = typing.get_args(Builder)
 
 
-def packaging_names() -> tuple[str, ...]:
-    return tuple(PACKAGING_OPTIONS)
-
-
-
-
-def _tls(value: object) -> bool:
+def _tls(name: str, value: object) -> bool:
     if isinstance(value, bool):
         return value
     if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
         return value.lower() in ("true", "yes", "1")
-    msg = f"packaging_tls_verify must be a bool (or 'true'/'false'), got {value!r}"
+    msg = f"{name} must be a bool (or 'true'/'false'), got {value!r}"
     raise OptionTypeError(msg)
 
 
-def _words(name: str, value: object) -> tuple[str, ...]:
-    if isinstance(value, str) or not isinstance(value, (list, tuple)):
-        msg = f"{name} must be a list of strings, got {value!r}"
+def _one_line(name: str, value: object) -> str:
+    if not isinstance(value, str) or not value.strip() or "\n" in value:
+        msg = f"{name} must be a non-empty one-line string, got {value!r}"
         raise OptionTypeError(msg)
-    if not all(isinstance(v, str) for v in value):
-        msg = f"{name} must be a list of strings, got {value!r}"
-        raise OptionTypeError(msg)
-    return tuple(value)
+    return value
 
 
-@attrs.frozen
-class PackagingOptions:
-    """The cluster's packaging options, validated (``Cluster(packaging=..., ...)``)."""
+class PackagingOptions(TypedDict, total=False):
+    """How code and environment get to the cluster (``slurm`` and ``ssh`` backends)."""
 
-    mode: str = "auto"
-    registry: str | None = None
-    platform: str | None = None
-    tls_verify: bool = True
-    runtime: str = "podman"
-    base_image: str | None = None
-    dockerfile: str | None = None
-    builder: str = "podman"
-    project: str | None = None
-    build_args: tuple[str, ...] = ()
-    run_args: tuple[str, ...] = ()
+    packaging: Annotated[
+        PackagingMode, Opt("mode: auto, inherit, by-value, wheel or container", default="auto")
+    ]
+    packaging_registry: Annotated[
+        str, Opt("container: image repository (registry:5000/name)", parse=_one_line)
+    ]
+    packaging_platform: Annotated[
+        str, Opt("container: build platform, e.g. linux/amd64", parse=_one_line)
+    ]
+    packaging_tls_verify: Annotated[
+        bool | str, Opt("container: verify TLS to the registry", default=True, parse=_tls)
+    ]
+    packaging_runtime: Annotated[
+        Runtime, Opt("container: podman, pyxis or apptainer", default="podman")
+    ]
+    packaging_base_image: Annotated[
+        str, Opt("container: base of the generated Dockerfile", parse=_one_line)
+    ]
+    packaging_dockerfile: Annotated[
+        str, Opt("container: the project's Dockerfile instead", parse=_one_line)
+    ]
+    packaging_builder: Annotated[Builder, Opt("container: podman or docker", default="podman")]
+    packaging_project: Annotated[
+        str, Opt("wheel/container: project dir (default: nearest)", parse=_one_line)
+    ]
+    packaging_build_args: Annotated[
+        Sequence[str], Opt("container: extra arguments to the build", default=())
+    ]
+    packaging_run_args: Annotated[
+        Sequence[str], Opt("container: extra arguments to `podman run`", default=())
+    ]
 
-    @classmethod
-    def from_options(cls, options: Mapping[str, Any]) -> PackagingOptions:
-        """From Cluster options named ``packaging`` and ``packaging_*`` (others ignored).
 
-        >>> PackagingOptions.from_options({"packaging": "container",
-        ...     "packaging_tls_verify": "false"}).tls_verify
-        False
-        """
-        opts = {k: v for k, v in options.items() if k in PACKAGING_OPTIONS and v is not None}
-        out: dict[str, Any] = {}
-        if "packaging" in opts:
-            mode = Resources.from_options(packaging=opts.pop("packaging")).packaging
-            out["mode"] = mode
-        for key, value in opts.items():
-            name = key.removeprefix("packaging_")
-            if name == "tls_verify":
-                out[name] = _tls(value)
-            elif name in ("build_args", "run_args"):
-                out[name] = _words(key, value)
-            elif not isinstance(value, str) or not value.strip() or "\n" in value:
-                msg = f"{key} must be a non-empty one-line string, got {value!r}"
-                raise OptionTypeError(msg)
-            else:
-                out[name] = value
-        if out.get("runtime", "podman") not in RUNTIMES:
-            msg = f"packaging_runtime must be one of {', '.join(RUNTIMES)}, got {out['runtime']!r}"
-            raise ClusterConfigError(msg)
-        if out.get("builder", "podman") not in BUILDERS:
-            msg = f"packaging_builder must be one of {', '.join(BUILDERS)}, got {out['builder']!r}"
-            raise ClusterConfigError(msg)
-        return cls(**out)
+def settings(given: Mapping[str, Any]) -> types.SimpleNamespace:
+    """The packaging options of a Cluster, checked and with their defaults, as attributes
+    named without the ``packaging_`` prefix (``mode`` for ``packaging`` itself).
+
+    >>> settings({"packaging": "container", "packaging_tls_verify": "false"}).tls_verify
+    False
+    """
+    values = resolve(PackagingOptions, given, check=True)
+    out = {"mode": values.pop("packaging")}
+    out.update((k.removeprefix("packaging_"), v) for k, v in values.items())
+    out["build_args"], out["run_args"] = tuple(out["build_args"]), tuple(out["run_args"])
+    return types.SimpleNamespace(**out)
 
 
 @attrs.frozen
@@ -196,13 +164,13 @@ class Packager:
 
     def __init__(
         self,
-        options: PackagingOptions,
+        options: Mapping[str, Any],
         *,
         local: bool,
         python: str,
         setup: Sequence[str] = (),
     ) -> None:
-        self.options = options
+        self.options = settings(options)
         self.local = local
         self.python = python
         self.setup = tuple(setup)

@@ -109,15 +109,21 @@ class ArrayJob:
             return run_id
         return f"{run_id}:{self.id}_{index // self.pack}"
 
-    @property
-    def timeout_min(self) -> int | None:
-        """The Slurm element's time limit: the task's limit times the elements that run
-        one after another in it (``pack``, or ``pack / cpus_per_task`` rounded up when
-        they run ``cpus_per_task`` at a time)."""
-        limit = self.resources.timeout_min
-        if limit is None or self.pack == 1:
-            return limit
-        return limit * -(-self.pack // (self.resources.cpus_per_task or 1))
+    def effective(self, defaults: Resources | None = None) -> Resources:
+        """What one Slurm element of this array job asks for: the task's resources, the
+        cluster's ``defaults`` where it sets none, and the time limit of a packed element
+        (the task's limit times the elements that run one after another in it: ``pack``,
+        or ``pack / cpus_per_task`` rounded up when they run ``cpus_per_task`` at a time).
+        The one place these are worked out (job flags, limit checks, preview, pictures).
+
+        >>> aj = ArrayJob("aj0", "f", ("a", "b", "c"), Resources(timeout_min=2), pack=3)
+        >>> aj.effective(Resources(cpus_per_task=2, partition="p")).timeout_min
+        4
+        """
+        r = self.resources.with_defaults(defaults)
+        if self.pack > 1 and r.timeout_min is not None:
+            r = attrs.evolve(r, timeout_min=r.timeout_min * -(-self.pack // (r.cpus_per_task or 1)))
+        return r
 
     @property
     def throttle(self) -> int | None:
@@ -218,7 +224,8 @@ class Plan:
             chunk = f" chunk {aj.chunk + 1}/{aj.nchunks}" if aj.nchunks > 1 else ""
             packed = ""
             if aj.pack > 1:
-                limit = f", time {aj.timeout_min}min each" if aj.timeout_min else ""
+                per = aj.effective().timeout_min
+                limit = f", time {per}min each" if per else ""
                 packed = f" packed {aj.pack} per Slurm element ({aj.slurm_size}{limit})"
             lines.append(
                 f"{aj.id}: {aj.name} x{aj.size}{packed}{chunk} (stage {aj.stage}) {res} "

@@ -19,8 +19,6 @@ from __future__ import annotations
 import shlex
 from collections.abc import Mapping, Sequence
 
-import attrs
-
 from lazyslurm.graph.resources import Resources
 from lazyslurm.planning.planner import ArrayJob
 from lazyslurm.runner.checkpoint import CHECKPOINT_LEAD_S
@@ -31,6 +29,7 @@ __all__ = [
     "SUBMIT_FAILED_MARKER",
     "job_script",
     "ranks_script",
+    "resource_flags",
     "sbatch_flags",
     "submit_script",
 ]
@@ -50,16 +49,10 @@ def sbatch_flags(
 
     ``defaults`` fills resources the task leaves unset (a cluster-wide partition, ...).
     """
-    r = job.resources
-    d = defaults or Resources()
-
-    def pick(name: str) -> object:
-        value = getattr(r, name)
-        return getattr(d, name) if value is None else value
-
-    name = pick("job_name") or job.name
+    r = job.effective(defaults)  # the cluster's defaults filled in, the packed time
+    name = r.job_name or job.name
     array = f"0-{job.slurm_size - 1}"  # packed: one Slurm element per pack
-    throttle = pick("max_concurrent")
+    throttle = r.max_concurrent
     if throttle:
         array += f"%{throttle}"
     flags = [
@@ -69,12 +62,43 @@ def sbatch_flags(
         f"--error={layout.log_pattern(job.id, 'err')}",
         "--kill-on-invalid-dep=yes",
     ]
-    if job.pack > 1 and (r.timeout_min or d.timeout_min):  # k elements in turn: k x time
-        per = r.timeout_min or d.timeout_min or 0
-        r = attrs.evolve(r, timeout_min=per * -(-job.pack // (pick("cpus_per_task") or 1)))
-    flags.extend(r.sbatch_flags(d))  # one table of sbatch options: graph/resources.py
-    if r.requeue or d.requeue:  # and SIGUSR1 before the time limit: the checkpoint hooks
+    flags.extend(resource_flags(r))
+    if r.requeue:  # and SIGUSR1 before the time limit: the checkpoint hooks
         flags += ["--requeue", f"--signal=B:USR1@{CHECKPOINT_LEAD_S}"]
+    return flags
+
+
+_FIELD_FLAGS = (  # Resources fields written as sbatch flags, in this order
+    ("timeout_min", "--time={}"),
+    ("mem_mb", "--mem={}M"),
+    ("cpus_per_task", "--cpus-per-task={}"),
+    ("gpus", "--gpus={}"),
+    ("gres", "--gres={}"),
+    ("partition", "--partition={}"),
+    ("account", "--account={}"),
+    ("qos", "--qos={}"),
+    ("nodes", "--nodes={}"),
+    ("ntasks", "--ntasks={}"),
+    ("ntasks_per_node", "--ntasks-per-node={}"),
+    ("gpus_per_node", "--gpus-per-node={}"),
+    ("gpus_per_task", "--gpus-per-task={}"),
+    ("constraint", "--constraint={}"),
+)
+
+
+def resource_flags(r: Resources) -> list[str]:
+    """The sbatch flags of resources (without the per-run ones: --array, --output, ...):
+    the fields above, then each scheduler option as its ``--long-option`` (the Python
+    name with ``-`` for ``_``: ``mem_per_cpu`` -> ``--mem-per-cpu``), then the raw flags.
+
+    >>> resource_flags(Resources.from_options(time=5, mem_per_cpu="1G", exclusive=True))
+    ['--time=5', '--exclusive', '--mem-per-cpu=1024M']
+    """
+    flags = [form.format(v) for f, form in _FIELD_FLAGS if (v := getattr(r, f)) is not None]
+    for name, arg in r.scheduler:
+        flag = name.replace("_", "-")
+        flags.append(f"--{flag}={arg}" if arg else f"--{flag}")
+    flags.extend(r.extra_sbatch)
     return flags
 
 

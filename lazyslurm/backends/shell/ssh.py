@@ -19,9 +19,8 @@ import tarfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypedDict
 
-from lazyslurm.backends.option import Option
 from lazyslurm.backends.shell.base import (
     CommandResult,
     check_env,
@@ -43,41 +42,43 @@ from lazyslurm.errors import (
     SSHHostKeyError,
     UntrustedStoreError,
 )
+from lazyslurm.graph.options import Opt
 
 if TYPE_CHECKING:
     import paramiko
 
-__all__ = ["OPTIONS", "SSHShell"]
+__all__ = ["SSHOptions", "SSHShell"]
 
 log = logging.getLogger("lazyslurm.backends.shell")
 
 _STAGE_PREFIX = ".lazyslurm-stage-"
 _SFTP_IDLE_TIMEOUT_S = 120.0  # longest wait for one SFTP reply before giving up
 
-_SSH = ("ssh",)
-OPTIONS = (  # keyword arguments of SSHShell, as Cluster("ssh", ...) options
-    Option("hostname", "str", None, "login node, or a Host alias of ssh_config (required)", _SSH),
-    Option("port", "int", None, "SSH port (default: ssh_config's, else 22)", _SSH, positive=True),
-    Option("username", "str", None, "user on the cluster (default: ssh_config's, else you)", _SSH),
-    Option("key_filename", "paths", None, "private key file(s), tried before the agent", _SSH),
-    Option(
-        "known_hosts",
-        "paths",
-        None,
-        "known_hosts file(s) (default: ssh_config's, else ~/.ssh/known_hosts)",
-        _SSH,
-    ),
-    Option(
-        "ssh_config",
-        "path_or_false",
-        DEFAULT_SSH_CONFIG,
-        "OpenSSH client config read for hostname (false: none)",
-        _SSH,
-    ),
-    Option("allow_unknown_hosts", "bool", False, "trust an unknown host key (this session)", _SSH),
-    Option("connect_timeout_s", "number", 10, "connection timeout", _SSH, positive=True),
-    Option("keepalive_s", "number", 30, "keepalive interval (0: off)", _SSH),
-)
+_Path = str | os.PathLike[str]
+
+
+class SSHOptions(TypedDict, total=False):
+    """Options of the ``ssh`` backend: keyword arguments of :class:`SSHShell`."""
+
+    hostname: Annotated[str, Opt("login node, or a Host alias of ssh_config (required)")]
+    port: Annotated[int, Opt("SSH port (default: ssh_config's, else 22)", positive=True)]
+    username: Annotated[str, Opt("user on the cluster (default: ssh_config's, else you)")]
+    key_filename: Annotated[
+        _Path | Sequence[_Path], Opt("private key file(s), tried before the agent")
+    ]
+    known_hosts: Annotated[
+        _Path | Sequence[_Path],
+        Opt("known_hosts file(s) (default: ssh_config's, else ~/.ssh/known_hosts)"),
+    ]
+    ssh_config: Annotated[
+        _Path | Literal[False] | None,
+        Opt("OpenSSH client config read for hostname (false: none)", default=DEFAULT_SSH_CONFIG),
+    ]
+    allow_unknown_hosts: Annotated[
+        bool, Opt("trust an unknown host key (this session)", default=False)
+    ]
+    connect_timeout_s: Annotated[float, Opt("connection timeout", default=10, positive=True)]
+    keepalive_s: Annotated[float, Opt("keepalive interval (0: off)", default=30)]
 
 
 class SSHShell:
