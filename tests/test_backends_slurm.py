@@ -539,6 +539,36 @@ def test_ctrl_c_cancels_the_run(env, tmp_path):
     assert live_jobs_of_run(conf_of(c, env), cb.run.id) == []
 
 
+@task
+def long_naps(n):
+    """Returns a lazy list: its elements (that sleep long) are submitted from the node."""
+    return [sleeper(300) for _ in range(n)]
+
+
+@task
+def how_many(xs):
+    return len(xs)
+
+
+@pytest.mark.slurm
+@pytest.mark.parametrize("via", ["slurm", pytest.param("ssh", marks=pytest.mark.ssh)])
+def test_cancel_reaches_subgraphs_no_poll_has_read(env, tmp_path, via):
+    """Run.cancel() right after a task submitted a subgraph from its compute node, before
+    the client polled (so the handle lacks those jobs): nothing of the run stays queued
+    (issue 20: 4 subgraph jobs stayed RUNNING). The cancel goes by the run's job names."""
+    c = slurm_cluster(env, tmp_path) if via == "slurm" else ssh_cluster(env)
+    conf = conf_of(c, env)
+    with c:
+        run = submit(how_many(long_naps(3)))
+        deadline = time.monotonic() + 120
+        while not any("-aj0_0_aj0-" in ln for ln in live_jobs_of_run(conf, run.id, 0)):
+            assert time.monotonic() < deadline, "the subgraph was never submitted"
+            time.sleep(0.3)
+        assert [aj.id for aj in run.array_jobs] == ["aj0", "aj1"]  # not read by the client
+        run.cancel()
+    assert live_jobs_of_run(conf, run.id) == []
+
+
 @pytest.mark.slurm
 def test_logs_of_an_element(any_cluster):
     """job.logs() returns one element's stdout and stderr from the cluster."""

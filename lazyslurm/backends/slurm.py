@@ -8,7 +8,8 @@ Slurm does all the scheduling. Per action, one round trip:
   truth for finished elements (sacct lags by seconds); the status query is skipped once
   every element has its result file. On this host, waiting between polls ends as soon as
   a result or error file lands;
-- read_files: one transfer; cancel: one ``scancel``.
+- read_files: one transfer; cancel: one ``scancel`` of the run's jobs and of every job
+  named after the run (subgraphs submitted from compute nodes).
 """
 
 from __future__ import annotations
@@ -873,17 +874,19 @@ class SlurmBackend:
             time.sleep(min(_WATCH_TICK_S, left))
 
     def cancel(self, handle: RunHandle) -> None:
-        ids = " ".join(shlex.quote(handle.job_ids[aj.id]) for aj in handle.array_jobs)
-        if ids:
-            t0 = time.monotonic()
-            self.shell.run(f"scancel {ids}")
-            took = time.monotonic() - t0
-            log.debug(
-                "scancel %s (%.3f s)",
-                ids,
-                took,
-                extra={"run_id": handle.run_id, "array_job": None, "duration_s": took},
-            )
+        """Cancel the run: its known jobs and every job whose name carries its run id (the
+        subgraphs its tasks submitted that no poll has read yet), in one ``scancel``."""
+        ids = [handle.job_ids[aj.id] for aj in handle.array_jobs if aj.id in handle.job_ids]
+        t0 = time.monotonic()
+        self.shell.run(_cancel_script(handle.run_id, ids))
+        took = time.monotonic() - t0
+        log.debug(
+            "scancel %s and jobs named lz-%s-* (%.3f s)",
+            " ".join(ids),
+            handle.run_id,
+            took,
+            extra={"run_id": handle.run_id, "array_job": None, "duration_s": took},
+        )
 
     def cancel_elements(self, handle: RunHandle, elements: Sequence[tuple[str, int]]) -> None:
         """``scancel`` some elements (``ID_INDEX``); Slurm cancels their dependents."""
@@ -895,13 +898,8 @@ class SlurmBackend:
 
     def _cancel_run_by_name(self, run_id: str) -> None:
         """Cancel every job whose name carries ``run_id`` (ids may never have reached us)."""
-        prefix = shlex.quote(f"lz-{run_id}-")
-        script = (
-            f"squeue -h -o '%i %j' | while read -r id name; do "
-            f'case "$name" in {prefix}*) echo "$id";; esac; done | xargs -r scancel'
-        )
         try:
-            self.shell.run(script, timeout_s=30)
+            self.shell.run(_cancel_script(run_id, ()), timeout_s=30)
         except Exception:  # best effort: the original error is what matters
             pass
 
@@ -914,6 +912,26 @@ class SlurmBackend:
 
     def close(self) -> None:
         self.shell.close()
+
+
+def _cancel_script(run_id: str, ids: Sequence[str]) -> str:
+    r"""One ``scancel`` of ``ids`` and of every job of this user whose name starts with
+    ``lz-RUN_ID-``: the run's own jobs and the subgraphs its tasks submitted from compute
+    nodes (same prefix), whether or not a poll has read their records yet.
+
+    >>> s = _cancel_script("r1", ["101", "102"])
+    >>> s.startswith("{ printf '%s\\n' 101 102; squeue -h -u"), "lz-r1-*)" in s
+    (True, True)
+    >>> s.endswith("| sort -u | xargs -r scancel")
+    True
+    """
+    q = shlex.quote
+    known = f"printf '%s\\n' {' '.join(q(i) for i in ids)}; " if ids else ""
+    return (
+        f"{{ {known}squeue -h -u \"$(id -un)\" -o '%F %j' | while read -r id name; "
+        f'do case "$name" in {q(f"lz-{run_id}-")}*) echo "$id";; esac; done; }}'
+        " | sort -u | xargs -r scancel"
+    )
 
 
 def _dir_stamp(layout: RunLayout) -> tuple[int, ...]:
