@@ -497,6 +497,30 @@ class SSHShell:
         raise AssertionError("unreachable")
 
     # -- commands
+    def _start(self, command: str) -> paramiko.Channel:
+        """A channel on which the server started ``command``. A connection that ends
+        before the server confirmed the start (closed by the server: ClientAliveInterval,
+        a laptop's sleep) is reopened and the command started once more: it cannot have
+        run, since its script travels on stdin, sent only after that confirmation."""
+        for attempt in (1, 2):
+            chan = self._open_channel()
+            with self._lock:
+                self.round_trips += 1
+            try:
+                chan.exec_command(command)
+                return chan
+            except Exception as exc:
+                transport = chan.get_transport()
+                lost = chan.closed or transport is None or not transport.is_active()
+                chan.close()
+                if attempt == 2 or not lost:
+                    msg = f"cannot start a command on {self._where}: {_why(exc)}"
+                    raise BackendError(msg) from _cause(exc)
+                log.debug("connection lost before the command started (%s); reconnecting", exc)
+                with self._lock:
+                    self._drop_connection()
+        raise AssertionError("unreachable")
+
     def _exec(
         self, script: str, input: bytes | None, timeout_s: float | None
     ) -> tuple[int, bytes, bytes]:
@@ -512,15 +536,8 @@ class SSHShell:
         inner = f'printf %s {m}; printf %s {m} >&2; eval "$(head -c {len(body)})"'
         command = "bash -c " + shlex.quote(inner)
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        chan = self._open_channel()
-        with self._lock:
-            self.round_trips += 1
+        chan = self._start(command)
         try:
-            try:
-                chan.exec_command(command)
-            except Exception as exc:
-                msg = f"cannot start a command on {self._where}: {_why(exc)}"
-                raise BackendError(msg) from _cause(exc)
             writer = _Writer(chan, body + (input or b""))
             writer.start()
             out, err = bytearray(), bytearray()
