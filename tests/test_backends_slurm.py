@@ -358,6 +358,9 @@ def test_a_failure_raises_at_once_and_cancels_the_rest(env, tmp_path):
             run.result()
     assert run.last_snapshot.states["aj0"] == [CANCELLED, FAILED, CANCELLED]
     assert len(info.value.cancelled) == 2
+    # siblings stopped by fail-fast are no dependents of the failure (issue 20)
+    assert "dependent task" not in str(info.value), info.value
+    assert "2 other unfinished task(s) of the run cancelled" in str(info.value)
     assert live_jobs_of_run(conf_of(c, env), run.id) == []
 
 
@@ -401,6 +404,34 @@ def test_scancel_of_a_running_element(env, tmp_path):
             run.result()
     assert info.value.array_index == 1 and info.value.state == "CANCELLED"
     assert run.last_snapshot.states["aj0"] == [DONE, CANCELLED]
+
+
+@pytest.mark.slurm
+@pytest.mark.parametrize("accounting", [True, False], ids=["sacct", "squeue"])
+def test_scancel_of_a_pending_dependent_blames_no_healthy_upstream(env, tmp_path, accounting):
+    """a -> b; b's Slurm job is cancelled from outside while it waits for a, which runs
+    fine: the error is b's own cancellation (ElementCancelledError), never a failure of
+    a, which fail-fast stopped afterwards (issue 20: the scancel was blamed on a)."""
+    c = slurm_cluster(env, tmp_path, accounting=accounting)
+    conf = conf_of(c, env)
+    a = sleeper(30)
+    b = nap_then(a, 0)
+    with c:
+        run = submit(b)
+        wait_until_running(run)
+        assert run.poll().states["aj1"] == [PENDING]
+        subprocess.run(
+            ["scancel", run.handle.job_ids["aj1"]],
+            check=True,
+            env={**os.environ, "SLURM_CONF": conf},
+        )
+        with pytest.raises(ElementCancelledError) as info:
+            run.result()
+    err = info.value
+    assert err.key == b.key and err.state == "CANCELLED", err
+    assert "cancelled from outside" in str(err) and "dependent task" not in str(err)
+    assert [x.key for x in err.cancelled] == [a.key]  # stopped by fail-fast, not a cause
+    assert live_jobs_of_run(conf, run.id) == []
 
 
 @pytest.mark.slurm

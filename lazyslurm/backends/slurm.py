@@ -1011,6 +1011,8 @@ def _element_state(
         )
     watch.unlisted_since.pop(element, None)  # listed: a later silence starts a new grace
     slurm_state = row.state
+    if slurm_state == "CANCELLED" and _NEVER_SATISFIED not in row.reason:
+        row = attrs.evolve(row, reason="")  # squeue's last pending reason (Dependency): noise
     if aj.resources.requeue and slurm_state in _REQUEUE_STATES:
         if element not in watch.requeued_since:  # a new requeue (attempt) of this element
             watch.requeued_since[element] = now
