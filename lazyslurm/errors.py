@@ -57,6 +57,7 @@ __all__ = [
     "SSHHostKeyError",
     "SerializationError",
     "SubmissionError",
+    "TaskArgumentsError",
     "TaskCancelledError",
     "TaskError",
     "UnexpectedKeywordError",
@@ -116,7 +117,13 @@ class LazyValueError(LazySlurmError, TypeError):
     as a dict key, ... Get it with ``.get_result()`` or pass it to a task."""
 
 
-class UnexpectedKeywordError(LazySlurmError, TypeError):
+class TaskArgumentsError(LazySlurmError, TypeError):
+    """A task was called (or mapped) with arguments its function cannot take: too many
+    positional ones, a required one missing, or one given twice. Raised when the job is
+    built, never on the node."""
+
+
+class UnexpectedKeywordError(TaskArgumentsError):
     """A task was called with a keyword argument its function does not accept."""
 
 
