@@ -24,6 +24,7 @@ __all__ = [
     "CorruptResultError",
     "DaskCollectionError",
     "DependencyNeverSatisfiedError",
+    "DynamicBudgetError",
     "DynamicExpansionError",
     "DynamicLimitError",
     "ElementCancelledError",
@@ -245,6 +246,21 @@ class DynamicExpansionError(LazySlurmError, RuntimeError):
 class DynamicLimitError(DynamicExpansionError):
     """A dynamic expansion would nest deeper, or add more tasks to its run, than the
     run's limits allow (``Cluster(dynamic_max_depth=..., dynamic_max_tasks=...)``)."""
+
+
+class DynamicBudgetError(DynamicLimitError, BudgetExceededError):
+    """A dynamic expansion's worst case, added to what its run already committed (the
+    run's plan and earlier expansions), may exceed the run's ``max_core_hours``: nothing
+    of the subgraph was submitted. Attributes as :class:`BudgetExceededError`
+    (``worst_core_hours``: the run's total with this subgraph; None: unbounded)."""
+
+    def __init__(
+        self, msg: str, *, worst_core_hours: float | None = None, max_core_hours: float = 0.0
+    ) -> None:
+        BudgetExceededError.__init__(
+            self, msg, worst_core_hours=worst_core_hours, max_core_hours=max_core_hours
+        )
+        self.error_record = None
 
 
 class UntrustedStoreError(LazySlurmError, PermissionError):
