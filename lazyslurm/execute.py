@@ -635,10 +635,11 @@ def submit(
     _settle_in_flight(cl, roots)  # nodes still running in this session: wait, never resubmit
     p, found = plan_with_store(cl, roots, cache)
     budget = max_core_hours if max_core_hours is not None else cl.max_core_hours
+    committed = 0.0  # the plan's worst case: expansions count theirs on top (dynamic.md)
     if budget is not None and p.array_jobs:
         from lazyslurm.preview import check_budget
 
-        check_budget(cl, p, budget, cached=len(found))
+        committed = check_budget(cl, p, budget, cached=len(found))
     cl.computed.update(found)
     if not p.array_jobs:
         return Run(cl, None, templates, callbacks, plan=p)
@@ -652,6 +653,8 @@ def submit(
     by_value = getattr(cl.backend, "ships_by_value", False)
     child = getattr(cl.backend, "child_config", None)
     dynamic = {"limits": cl.dynamic_limits, "by_value": by_value, **(child() if child else {})}
+    if budget is not None:  # enforced where a task returns a subgraph
+        dynamic["budget"] = {"max_core_hours": budget, "committed": committed}
     files = encode_run(
         p,
         run_id=run_id,

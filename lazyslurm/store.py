@@ -28,6 +28,8 @@ Layout of one run (``WORKDIR/runs/RUN_ID``, mode 0700), known only to :class:`Ru
     ranks/KEY/             a multi-rank element's per-rank outcomes, until gathered
     dynamic/AJ.INDEX.json  a subgraph a task returned (dynamic expansion): its array jobs,
                            Slurm ids, and the dependencies it added (docs/dynamic.md)
+    dynamic/AJ.INDEX.reserved  the tasks and core-hours an expansion holds of the run's
+                           limits until its record is written (docs/dynamic.md)
 
 Results are addressed by node key and a *location*: the run holding the result, as
 ``RUN`` (``results/KEY.pkl``) or ``RUN:AJ_J`` (the record of KEY inside
@@ -429,6 +431,16 @@ class RunLayout:
     def dynamic_record(self, array_job: str, index: int) -> str:
         """The subgraph element ``index`` of ``array_job`` returned (dynamic expansion)."""
         return self._at(f"dynamic/{array_job}.{index}.json")
+
+    def dynamic_reservation(self, array_job: str, index: int) -> str:
+        """What an expansion of element ``index`` of ``array_job`` holds of the run's
+        dynamic limits (tasks, core-hours) from its check until its record is written."""
+        return self._at(f"dynamic/{array_job}.{index}.reserved")
+
+    @staticmethod
+    def is_dynamic_reservation(name: str) -> bool:
+        """Whether a name in ``dynamic/`` is a reservation (:meth:`dynamic_reservation`)."""
+        return name.endswith(".reserved") and not name.startswith(".")
 
     @staticmethod
     def is_dynamic_record(name: str) -> bool:
