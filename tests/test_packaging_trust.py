@@ -244,6 +244,27 @@ def test_a_planted_runtime_tree_never_runs(env, victim, marker, who):
     assert not marker.exists()
 
 
+@pytest.mark.slurm
+def test_a_runtime_tree_the_probe_did_not_see_is_refused_when_staging(env, victim, marker):
+    """An entry the probe did not list (planted after it, or a listing that failed) is
+    checked again where the staged copy is moved into place, in the submission's own
+    round trip: not private, the run stops before sbatch; the planted line never ran."""
+    uid, gid, workdir = victim
+    code = workdir / "code"
+    code.mkdir(mode=0o700)
+    os.chown(code, uid, gid)
+    c = Cluster("ssh", workdir=str(workdir), poll_max_s=0.5, **ssh_options(env))
+    with c:
+        c.backend.max_array_size()  # the probe: nothing in code/ yet
+        tree = plant_runtime(code, marker)
+        chown_tree(tree, OTHER_UID, OTHER_UID)
+        with pytest.raises(UntrustedStoreError) as info:
+            compute(pp.stage1_preprocess("a"))
+        assert c.backend.stats["sbatch"] == 0
+    assert f"{tree} is owned by uid {OTHER_UID}, not by you" in str(info.value)
+    assert not list(workdir.glob("runs/*/logs/*.err")) and not marker.exists()
+
+
 def wheel_cluster(env, workdir: Path) -> Cluster:
     return Cluster(
         "ssh", workdir=str(workdir), poll_max_s=0.5, packaging="wheel",

@@ -42,6 +42,7 @@ __all__ = [
     "PackagingOptions",
     "Prepared",
     "atomic_move",
+    "check_staged",
     "code_listing",
     "read_code_listing",
     "untrusted_code_error",
@@ -565,18 +566,41 @@ def untrusted_code_error(
     return UntrustedStoreError(msg, path=where(used[0]))
 
 
-def atomic_move(parent: str, stage: str, name: str) -> str:
-    """Shell that renames ``parent/stage`` to ``parent/name`` unless another client won
-    the race (then the stage is dropped): readers never see a half-written directory.
+UNTRUSTED_CODE_MARK = "LZ-UNTRUSTED-CODE"
 
-    >>> print(atomic_move("/w/code", ".stage-ab-1", "ab"), end="")
+
+def atomic_move(parent: str, stage: str, name: str) -> str:
+    r"""Shell that renames ``parent/stage`` to ``parent/name`` unless another client won
+    the race (then the stage is dropped): readers never see a half-written directory.
+    Then ``parent/name`` must be private (the probe checked what it listed; this also
+    covers what it could not), else the script stops before anything is submitted,
+    printing ``LZ-UNTRUSTED-CODE PATH`` on stderr.
+
+    >>> print(atomic_move("/w/code", ".stage-ab-1", "ab"), end="")  # doctest: +ELLIPSIS
     ( cd /w/code && { [ -d ab ] || mv -T .stage-ab-1 ab 2>/dev/null; rm -rf .stage-ab-1; } )
+    lz_s=$(find /w/code/ab -maxdepth 0 ... || { echo LZ-UNTRUSTED-CODE ... /w/code/ab >&2; exit 1; }
     """
     q = shlex.quote
+    path = q(f"{parent}/{name}")
     return (
         f"( cd {q(parent)} && {{ [ -d {q(name)} ] || mv -T {q(stage)} {q(name)} 2>/dev/null; "
         f"rm -rf {q(stage)}; }} )\n"
+        f'lz_s=$(find {path} -maxdepth 0 \\( -type l -o ! -user "$(id -u)" -o -perm /022 \\) '
+        f"-printf '%y %U %m' 2>/dev/null); [ -z \"$lz_s\" ] || "
+        f'{{ echo {UNTRUSTED_CODE_MARK} "$(id -u) $lz_s" {path} >&2; exit 1; }}\n'
     )
+
+
+def check_staged(workdir: str, stderr: str) -> None:
+    """Refuse the run (:class:`~lazyslurm.errors.UntrustedStoreError`) when
+    :func:`atomic_move` found the entry it staged not private."""
+    m = re.search(rf"^{UNTRUSTED_CODE_MARK} (\d+ \w \d+ \d+) (.*)$", stderr, re.MULTILINE)
+    if m is None:
+        return
+    me, kind, uid, mode = m.group(1).split()
+    rel = m.group(2).removeprefix(f"{workdir}/code/")
+    why = untrusted_why(kind, int(uid), int(mode, 8), me=int(me)) or "is not private"
+    raise untrusted_code_error(workdir, [rel], {rel: why})
 
 
 def _own_module(func: Any) -> list[types.ModuleType]:
