@@ -56,7 +56,7 @@ from lazyslurm.errors import (
     SubmissionError,
 )
 from lazyslurm.graph.resources import SBATCH_OPTIONS, Resources, parse_time
-from lazyslurm.packaging import Packager, PackagingOptions, packaging_names
+from lazyslurm.packaging import Packager, PackagingOptions, check_staged, packaging_names
 from lazyslurm.planning.sbatch import (
     IDS_MARKER,
     SUBMIT_FAILED_MARKER,
@@ -540,6 +540,7 @@ class SlurmBackend:
             self._cancel_run_by_name(run_id)
             raise
         assert res is not None
+        check_staged(self.workdir, res.stderr)  # staged code found not private: refused
         for success in prepared.on_success:  # the staged code is in place now
             success()
         self.stats["submits"] += 1
