@@ -579,17 +579,10 @@ class RunWatch:
                     "message": "not run: an input of this element failed",
                 }
         if jid:
-            text = self.sacct(
-                "JobID,Start,End,State,NodeList,ExitCode,Restarts",
-                steps=False,
-                ids=[f"{jid}_{slurm_index}"],
-            )
-            # -X without -D: the last attempt; ask again with -D for every attempt
-            attempts = self._attempts(jid, slurm_index)
-            if text is not None:
-                row = parse_sacct_times(text).get((jid, slurm_index))
-                if row is not None:
-                    out.update(node=row["node"], start=row["start"], end=row["end"])
+            attempts = self._attempts(jid, slurm_index)  # requeues included
+            if attempts:
+                last = attempts[-1]
+                out.update(node=last["node"], start=last["start"], end=last["end"])
             out["attempts"] = attempts
         else:  # no Slurm: the run's own files tell the times
             if self.hub.cluster.backend_name in ("local", "sync"):
@@ -607,7 +600,7 @@ class RunWatch:
         return out
 
     def _attempts(self, jid: str, slurm_index: int) -> list[dict[str, Any]]:
-        """Every attempt of one Slurm element (requeues included: ``sacct -D``)."""
+        """Every attempt of one Slurm element, oldest first (``sacct -D``: requeues too)."""
         if not self.hub.has_sacct():
             return []
         q = shlex.quote
@@ -761,13 +754,15 @@ class Hub:
         with self._lock:
             return list(self._watches.values())
 
-    def runs(self, *, refresh: bool = False) -> dict[str, Any]:
+    def runs(self, *, refresh: bool = False, cached: bool = False) -> dict[str, Any]:
         """The runs in the store (``lazyslurm.runs``: one command, at most every
-        :data:`RUNS_EVERY_S`), with the live state of the open ones."""
+        :data:`RUNS_EVERY_S`), with the live state of the open ones. ``cached``: the list
+        last read, if there is one, even older (a page's first paint does not wait)."""
         from lazyslurm.execute import runs
 
         with self._runs_lock:
-            if refresh or time.monotonic() - self._runs_at >= RUNS_EVERY_S:
+            stale = time.monotonic() - self._runs_at >= RUNS_EVERY_S
+            if refresh or (stale and not (cached and self._runs_at)):
                 try:
                     found = runs(self.cluster)
                     error = ""

@@ -31,6 +31,9 @@ BEAT_S = 15.0  # an SSE comment this often keeps proxies and the browser content
 RUNS_WAIT_S = 3.0
 FIRST_POLL_WAIT_S = 3.0  # a page asked for a run not open yet: wait this long to embed it
 MAX_BODY = 64 * 1024
+DETAIL_RETRY_S = 2.0  # an element's details lacking sacct's node or end: asked again
+DETAIL_TRIES = 15
+_ENDED = ("DONE", "FAILED", "CANCELLED")
 _PATH = re.compile(
     r"^/api/run/([^/]+)(?:/(cancel|attach|timeline|usage|element|logs)"
     r"(?:/([^/]+)/(\d+))?)?$"
@@ -86,10 +89,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Referrer-Policy", "no-referrer")
         self.send_header("X-Frame-Options", "DENY")
         self.send_header("Cross-Origin-Resource-Policy", "same-origin")
-        script = f"'nonce-{nonce}'" if nonce else "'none'"
+        style = f"'nonce-{nonce}'" if nonce else "'none'"
+        # only the page's own scripts run (nonce); 'unsafe-eval' lets a browser driver's
+        # expressions (Playwright's wait_for_function) run in it: the page never evals
+        script = f"{style} 'unsafe-eval'" if nonce else "'none'"
         self.send_header(
             "Content-Security-Policy",
-            f"default-src 'none'; script-src {script}; style-src {script}; img-src data:; "
+            f"default-src 'none'; script-src {script}; style-src {style}; img-src data:; "
             "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
         )
         self.end_headers()
@@ -188,7 +194,7 @@ class _Handler(BaseHTTPRequestHandler):
         import secrets
 
         hub = self.server.hub
-        init: dict[str, Any] = {"runs": hub.runs()}
+        init: dict[str, Any] = {"runs": hub.runs(cached=True)}  # the stream brings news
         run_id = (query.get("run") or [""])[0]
         if run_id:
             try:
@@ -281,7 +287,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
                 beat = now
             wait = RUNS_WAIT_S
-            if target is not None and not tail.done:
+            if target is not None and (not tail.done or tail.incomplete):
                 wait = max(0.05, min(wait, next_log - time.monotonic()))
             version = hub.wait(version, wait)
 
@@ -300,12 +306,23 @@ class _Handler(BaseHTTPRequestHandler):
                 tail.done = True
             return sent_state
         state, _ = watch.element_state(aj, index)
-        if state != sent_state:
+        now = time.monotonic()
+        retry = tail.incomplete and tail.tries < DETAIL_TRIES and now >= tail.retry_at
+        if state != sent_state or retry:
             try:
-                self._emit("element", watch.element(aj_id, index))
+                details = watch.element(aj_id, index)
+                self._emit("element", details)
+                # sacct learns of an element a moment after Slurm starts or ends it: ask
+                # again a few times while its node or end is missing
+                tail.incomplete = bool(details["slurm_id"]) and (
+                    not details["node"] or (state in _ENDED and details["end"] is None)
+                )
             except Exception as exc:
                 self._emit("failure", {"error": " ".join(str(exc).split())})
-            tail.done = False  # read the logs once more after any change
+            tail.tries = tail.tries + 1 if state == sent_state else 0
+            tail.retry_at = now + DETAIL_RETRY_S
+            if state != sent_state:
+                tail.done = False  # read the logs once more after any change
         if tail.done:
             return state
         try:
@@ -317,7 +334,7 @@ class _Handler(BaseHTTPRequestHandler):
             update = tail.update(stream, text)
             if update is not None:
                 self._emit("log", {"stream": stream, **update})
-        if state in ("DONE", "FAILED", "CANCELLED"):
+        if state in _ENDED:
             tail.done = True  # its logs are complete: read again only if its state changes
         return state
 
@@ -400,7 +417,10 @@ class _Tail:
     def __init__(self) -> None:
         self.sent: dict[str, str] = {"out": "", "err": ""}
         self.started: dict[str, bool] = {"out": False, "err": False}
-        self.done = False
+        self.done = False  # the element ended and its logs were read since
+        self.incomplete = False  # its details lack what sacct will know in a moment
+        self.tries = 0
+        self.retry_at = 0.0
 
     def update(self, stream: str, text: str) -> dict[str, Any] | None:
         old = self.sent[stream]

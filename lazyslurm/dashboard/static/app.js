@@ -705,7 +705,6 @@
 
   // ------------------------------------------------------------------ start
   const init = JSON.parse($("lz-init").textContent || "{}");
-  if (init.runs) renderRuns(init.runs);
   if (S.run) {
     showRun();
     if (init.run && init.run.structure && init.run.structure.id === S.run) {
@@ -713,8 +712,11 @@
       S.states = init.run.states;
       renderStructure();
       renderStates();
-      performance.mark("lz-rendered");
+      performance.mark("lz-rendered"); // the run's DAG and grid are drawn
     }
+  }
+  if (init.runs) renderRuns(init.runs);
+  if (S.run) {
     if (init.error) showBanner(init.error);
     if (S.el) selectElement(S.el.aj, S.el.i);
     else connect();
