@@ -362,8 +362,9 @@ def cmd_watch(args: argparse.Namespace, cluster: Cluster) -> int:
 def cmd_dashboard(args: argparse.Namespace, cluster: Cluster) -> int:
     """Serve the live web dashboard of the cluster's runs until Ctrl-C."""
     from lazyslurm.dashboard import serve
+    from lazyslurm.execute import Run
 
-    serve(cluster, run=args.run, port=args.port, open_browser=args.open)
+    serve(cluster, run_type=Run, run=args.run, port=args.port, open_browser=args.open)
     return EXIT_OK
 
 

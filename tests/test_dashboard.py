@@ -218,7 +218,7 @@ def test_every_request_needs_the_token_and_actions_need_a_post(tmp_path):
     with cl:
         flag = tmp_path / "go"
         run = submit(wait_for(str(flag)), progress=False)
-        with Dashboard(cl) as board:
+        with Dashboard(cl, run_type=Run) as board:
             tok = board.token
             assert board.url.startswith(f"http://127.0.0.1:{board.port}/?token=")
             assert request(board, "/")[0] == 403
@@ -418,7 +418,7 @@ def test_a_run_on_the_ssh_cluster_is_browsable(cluster_env, page):
     cl = ssh_cluster(cluster_env)
     try:
         run = submit(total(inc.map(range(4))), progress=False, cluster=cl, label="over ssh")
-        board = Dashboard(cl).start()
+        board = Dashboard(cl, run_type=Run).start()
         try:
             page.goto(board.url)
             page.wait_for_selector(f'#runs tr[data-run="{run.id}"]', timeout=60_000)

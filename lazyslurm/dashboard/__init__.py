@@ -9,8 +9,8 @@ and actions (cancel a run or an array job, re-attach). See docs/dashboard.md.
 
 Bound to 127.0.0.1, with a random token in its URL: a request without it gets 403.
 
->>> from lazyslurm import Cluster
->>> with Dashboard(Cluster("sync", workdir=getfixture("tmp_path"))) as board:
+>>> from lazyslurm import Cluster, Run
+>>> with Dashboard(Cluster("sync", workdir=getfixture("tmp_path")), run_type=Run) as board:
 ...     board.url.startswith("http://127.0.0.1:") and "?token=" in board.url
 True
 """
@@ -26,7 +26,10 @@ from urllib.parse import quote
 
 if TYPE_CHECKING:
     from lazyslurm.cluster import Cluster
-    from lazyslurm.execute import Run
+
+# lazyslurm.execute.Run: handed in by run.dashboard() and the command line (execute
+# imports this package, so this package does not import execute)
+_Run = Any
 
 __all__ = ["Dashboard", "for_run", "serve"]
 
@@ -37,18 +40,21 @@ _SERVING_LOCK = threading.Lock()
 
 class Dashboard:
     """A dashboard server for one cluster (not started until :meth:`start` or
-    :meth:`serve_forever`; ``with Dashboard(cluster) as board:`` starts and stops it).
+    :meth:`serve_forever`; ``with Dashboard(cluster, run_type=Run) as board:`` starts and stops it).
 
+    ``run_type`` is :class:`lazyslurm.Run` (what attaches, polls and cancels runs).
     ``port=0`` picks a free port. ``url`` holds the token: share it only with yourself.
     """
 
-    def __init__(self, cluster: Cluster, *, port: int = 0, token: str | None = None) -> None:
+    def __init__(
+        self, cluster: Cluster, *, run_type: type[_Run], port: int = 0, token: str | None = None
+    ) -> None:
         from lazyslurm.dashboard.model import Hub
         from lazyslurm.dashboard.server import DashboardServer
 
         self.cluster = cluster
         self.token = token or secrets.token_urlsafe(24)
-        self.hub = Hub(cluster)
+        self.hub = Hub(cluster, run_type)
         self._server = DashboardServer(self.hub, self.token, port)
         self.port = self._server.port
         self._thread: threading.Thread | None = None
@@ -68,17 +74,15 @@ class Dashboard:
         base = f"http://127.0.0.1:{self.port}/?token={quote(self.token)}"
         return f"{base}&run={quote(run_id)}" if run_id else base
 
-    def open_run(self, run: Run | str) -> str:
+    def open_run(self, run: _Run | str) -> str:
         """Start watching a run (a :class:`~lazyslurm.execute.Run` or a run id); its URL.
         ``KeyError`` if there is no such run."""
-        from lazyslurm.execute import Run as _Run
-
         if isinstance(run, str):
-            watch = self.hub.watch(run)
-        else:
-            quiet = _Run(self.cluster, run.handle, [], plan=run.plan)  # no user callbacks
-            watch = self.hub.watch(run.id, quiet) if run.handle is not None else None
-        return self.url_for(watch.id if watch is not None else None)
+            return self.url_for(self.hub.watch(run).id)
+        if run.handle is None:  # nothing was submitted: the runs list
+            return self.url_for()
+        quiet = type(run)(self.cluster, run.handle, [], plan=run.plan)  # no callbacks
+        return self.url_for(self.hub.watch(run.id, quiet).id)
 
     def start(self) -> Dashboard:
         """Serve in a background thread (returns at once)."""
@@ -137,6 +141,7 @@ class Dashboard:
 def serve(
     cluster: Cluster,
     *,
+    run_type: type[_Run],
     run: str | None = None,
     port: int = 0,
     open_browser: bool = False,
@@ -148,7 +153,7 @@ def serve(
     ``run`` opens that run first (its URL is printed). ``block`` serves until Ctrl-C;
     else it serves in the background and returns the :class:`Dashboard`.
     """
-    board = Dashboard(cluster, port=port)
+    board = Dashboard(cluster, run_type=run_type, port=port)
     if run:
         board.open_run(run)
         board.run_id = run
@@ -171,13 +176,13 @@ def serve(
     return board
 
 
-def for_run(run: Run, *, port: int = 0, open_browser: bool = False) -> Dashboard:
+def for_run(run: _Run, *, port: int = 0, open_browser: bool = False) -> Dashboard:
     """``run.dashboard()``: the running dashboard of the run's cluster (started if none),
     now watching ``run``; its ``url`` opens that run (the last one opened)."""
     with _SERVING_LOCK:
         board = _SERVING.get(run.cluster)
         if board is None or not board.running or (port and board.port != port):
-            board = Dashboard(run.cluster, port=port).start()
+            board = Dashboard(run.cluster, run_type=type(run), port=port).start()
             _SERVING[run.cluster] = board
     board.open_run(run)
     board.run_id = run.id or None  # a run with nothing to run: the runs list

@@ -2,7 +2,9 @@
 element, the timeline and the usage. One background poller per open run.
 
 Everything here talks to the rest of lazyslurm through its public pieces only:
-``lazyslurm.runs``, ``Run.attach``, ``Run.poll``/``expand``/``logs``/``cancel``,
+the runs listing (``lazyslurm.runs``), ``Run.attach`` (the ``Run`` class is handed in by
+the caller: ``run.dashboard()`` or the command line, so that this module does not import
+the layer that imports it), ``Run.poll``/``expand``/``logs``/``cancel``,
 ``ArrayJob`` records, ``preview.job_cost``/``total_cost``, ``store.RunLayout`` and
 ``backend.read_files``/``backend.shell`` (``sacct`` where the cluster keeps accounts).
 """
@@ -20,8 +22,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from lazyslurm.backends.base import Snapshot
     from lazyslurm.cluster import Cluster
-    from lazyslurm.execute import Run
     from lazyslurm.planning.planner import ArrayJob
+
+_Run = Any  # lazyslurm.execute.Run, handed in (execute imports this package: no cycle)
 
 __all__ = [
     "CODES",
@@ -151,7 +154,7 @@ class RunWatch:
     the thread that polls it while a page shows it (one status command per poll, at the
     cluster's pace, at least every :data:`LIVE_MAX_DELAY_S` while watched)."""
 
-    def __init__(self, hub: Hub, run_id: str, run: Run | None = None) -> None:
+    def __init__(self, hub: Hub, run_id: str, run: _Run | None = None) -> None:
         self.hub = hub
         self.id = run_id
         self.run = run if run is not None else hub.attach(run_id)
@@ -307,7 +310,7 @@ class RunWatch:
             out.update(states={}, counts={}, state="PENDING", failures=[], nfailures=0)
             out["unreachable"] = ""
             return out
-        failures = []
+        failures: list[list[Any]] = []
         nfailures = 0
         for aj in self.run.array_jobs:
             row = snap.states.get(aj.id, ())
@@ -399,10 +402,8 @@ class RunWatch:
                 starts, ends = [], []
                 for i, key in enumerate(aj.keys):
                     j = aj.slurm_index(i)
-                    born = [
-                        stamps.get(f"logs/{aj.id}_{j}.{s}", (None, None))[0] for s in ("out", "err")
-                    ]
-                    born = [b for b in born if b]
+                    logs = (stamps.get(f"logs/{aj.id}_{j}.{s}") for s in ("out", "err"))
+                    born = [b[0] for b in logs if b is not None and b[0] is not None]
                     starts.append(min(born) if born else None)
                     end = None
                     for path in (
@@ -687,8 +688,9 @@ class Hub:
     """The dashboard's model: one cluster (one connection), its runs list and the open
     runs. ``version`` counts changes; pages wait on ``changed``."""
 
-    def __init__(self, cluster: Cluster) -> None:
+    def __init__(self, cluster: Cluster, run_type: type[_Run]) -> None:
         self.cluster = cluster
+        self.run_type = run_type  # lazyslurm.execute.Run
         self.changed = threading.Condition()
         self.version = 0
         self.closed = False
@@ -716,14 +718,12 @@ class Hub:
         self.notify()
 
     # -- runs
-    def attach(self, run_id: str) -> Run:
+    def attach(self, run_id: str) -> _Run:
         """A quiet copy of the run (no callbacks: the user's progress bars stay put)."""
-        from lazyslurm.execute import Run
+        attached = self.run_type.attach(run_id, self.cluster)
+        return self.run_type(self.cluster, attached.handle, [])
 
-        attached = Run.attach(run_id, self.cluster)
-        return Run(self.cluster, attached.handle, [])
-
-    def watch(self, run_id: str, run: Run | None = None) -> RunWatch:
+    def watch(self, run_id: str, run: _Run | None = None) -> RunWatch:
         """The open run ``run_id`` (attached on first use); KeyError if it is not a run."""
         if not RUN_ID.match(run_id):
             msg = f"{run_id!r} is not a run id"
@@ -758,13 +758,14 @@ class Hub:
         """The runs in the store (``lazyslurm.runs``: one command, at most every
         :data:`RUNS_EVERY_S`), with the live state of the open ones. ``cached``: the list
         last read, if there is one, even older (a page's first paint does not wait)."""
-        from lazyslurm.execute import runs
+        from lazyslurm.cache import list_runs
 
         with self._runs_lock:
             stale = time.monotonic() - self._runs_at >= RUNS_EVERY_S
             if refresh or (stale and not (cached and self._runs_at)):
                 try:
-                    found = runs(self.cluster)
+                    backend = self.cluster.backend  # what lazyslurm.runs(cluster) does
+                    found = list_runs(backend.shell, str(backend.workdir))
                     error = ""
                 except Exception as exc:
                     found, error = self._runs, " ".join(str(exc).split())
