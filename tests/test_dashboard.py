@@ -300,6 +300,7 @@ def test_a_local_run_shows_its_dag_failure_traceback_and_dynamic_subgraph(tmp_pa
             assert page.inner_text("#el-error-title") == "ValueError: boom 7"
             trace = page.inner_text("#el-traceback")
             assert "Traceback (most recent call last)" in trace and "in boom" in trace
+            shoot(page, "dashboard-failure")
             page.click("button[data-tab=timeline]")
             page.wait_for_selector('#timeline[data-source="files"]')
             assert int(page.get_attribute("#timeline", "data-started")) >= 6

@@ -166,6 +166,7 @@ class RunWatch:
         self.finished = False
         self.watchers = 0  # pages streaming this run
         self.seen_at = time.monotonic()
+        self._count = threading.Lock()
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._structure: dict[str, Any] | None = None
@@ -176,6 +177,12 @@ class RunWatch:
         self._thread.start()
 
     # -- polling
+    def subscribe(self, delta: int) -> None:
+        """A page starts (+1) or stops (-1) streaming this run."""
+        with self._count:
+            self.watchers += delta
+        self.touch()
+
     def wanted(self) -> bool:
         return self.watchers > 0 or time.monotonic() - self.seen_at < IDLE_S
 

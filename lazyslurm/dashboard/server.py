@@ -235,15 +235,14 @@ class _Handler(BaseHTTPRequestHandler):
                 target = (aj, int(idx))
         self._headers(200, "text/event-stream; charset=utf-8")
         if watch is not None:
-            watch.watchers += 1
-            watch.touch()
+            watch.subscribe(+1)
         try:
             self._stream(watch, target, error)
         except OSError:  # the page went away
             pass
         finally:
             if watch is not None:
-                watch.watchers -= 1
+                watch.subscribe(-1)
 
     def _emit(self, event: str, data: Any) -> None:
         text = json.dumps(data, separators=(",", ":"))
