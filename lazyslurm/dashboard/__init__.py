@@ -59,6 +59,7 @@ class Dashboard:
         self.port = self._server.port
         self._thread: threading.Thread | None = None
         self.running = False
+        self._closed = False
         self.run_id: str | None = None  # the run ``url`` opens (None: the runs list)
 
     def __repr__(self) -> str:
@@ -106,9 +107,10 @@ class Dashboard:
             self.stop()
 
     def stop(self) -> None:
-        """Stop serving: pollers end, open pages see the stream close."""
-        if not self.running:
+        """Stop serving and close the port: pollers end, open pages see the stream close."""
+        if self._closed:
             return
+        self._closed = True
         self.running = False
         self._server.stopping = True
         self.hub.close()
@@ -155,7 +157,11 @@ def serve(
     """
     board = Dashboard(cluster, run_type=run_type, port=port)
     if run:
-        board.open_run(run)
+        try:
+            board.open_run(run)
+        except BaseException:  # no such run: close the port before saying so
+            board.stop()
+            raise
         board.run_id = run
     url = board.url
     stream = out if out is not None else sys.stdout
