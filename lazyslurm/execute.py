@@ -421,6 +421,13 @@ class Run:
 
         return visualize(run=self, **kwargs)
 
+    def dashboard(self, *, port: int = 0, open_browser: bool = False) -> Any:
+        """Serve the live web dashboard of this run on 127.0.0.1 (docs/dashboard.md);
+        returns it: ``.url`` (with its token), ``.stop()``."""
+        from lazyslurm.dashboard import for_run
+
+        return for_run(self, port=port, open_browser=open_browser)
+
     def cancel(self) -> None:
         """Cancel every unfinished element of the run."""
         if self.handle is not None:
