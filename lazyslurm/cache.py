@@ -18,12 +18,13 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from lazyslurm.backends.base import RunHandle
+from lazyslurm.backends.shell.base import untrusted_facts
 from lazyslurm.errors import BackendError, ClusterConfigError, UntrustedStoreError
 from lazyslurm.graph.core import Job
 from lazyslurm.graph.traverse import collect
 from lazyslurm.planning.encode import read_manifest
 from lazyslurm.planning.planner import Plan, make_plan
-from lazyslurm.store import INSIDE, RunLayout, pack_keys
+from lazyslurm.store import INSIDE, RunLayout, pack_keys, untrusted_fix
 
 if TYPE_CHECKING:
     from lazyslurm.backends.shell import Shell
@@ -71,11 +72,13 @@ def _guarded(workdir: str, body: str) -> str:
     return (
         f"runs={runs}\n"
         '[ -e "$runs" ] || [ -L "$runs" ] || exit 0\n'
-        'if [ -L "$runs" ] || ! [ -O "$runs" ] || '
-        '[ -n "$(find "$runs" -maxdepth 0 -perm /022)" ]; then\n'
-        '  echo "LZ-UNTRUSTED $runs"; exit 0\nfi\n'
-        'cd -- "$runs" || exit 0\n'
         "me=$(id -u)\n"
+        "case $runs in /*) ;; *) runs=$PWD/$runs ;; esac\n"  # named absolute if refused
+        'bad=$(find "$runs" -maxdepth 0 \\( -type l -o ! -user "$me" -o -perm /022 \\) '
+        "-printf '%y %U %m')\n"
+        'if [ -n "$bad" ]; then\n'
+        '  echo "LZ-UNTRUSTED $me $bad $runs"; exit 0\nfi\n'
+        'cd -- "$runs" || exit 0\n'
         'find . -mindepth 1 -maxdepth 1 \\( -type l -o ! -user "$me" -o -perm /022 \\) '
         "-printf 'LZ-BAD %f\\n'\n" + body
     )
@@ -91,11 +94,11 @@ def _run_guarded(shell: Shell, workdir: str, body: str, what: str) -> tuple[set[
     lines = []
     for line in res.stdout.splitlines():
         if line.startswith("LZ-UNTRUSTED "):
-            path = line[13:]
+            me, kind, uid, mode, path = line[13:].split(" ", 4)
+            why = untrusted_facts(f"{me} {kind} {uid} {mode}")
             msg = (
-                f"the directory of runs {path} is a symbolic link, not yours, or writable by "
-                f"others: another user could plant results there. Use a private workdir, or "
-                f"make it yours and private: `chmod 700 {path}`"
+                f"the directory of runs {path} {why}: another user could plant results "
+                f"there. Fix: {untrusted_fix(path, why)}"
             )
             raise UntrustedStoreError(msg, path=path)
         if line.startswith("LZ-BAD "):

@@ -13,6 +13,7 @@
     lazyslurm usage RUN                     worst case against what sacct says was used
     lazyslurm profiles                      the cluster profiles, and the file each is from
     lazyslurm watch RUN                     live progress bars until the run ends
+    lazyslurm dashboard [RUN] [--port N]    a live web page of the runs (127.0.0.1, token)
 
 Every command takes ``--cluster PROFILE``, before or after the command name (default:
 ``$LAZYSLURM_PROFILE``, else the embedded local cluster and its work directory,
@@ -358,6 +359,15 @@ def cmd_watch(args: argparse.Namespace, cluster: Cluster) -> int:
     return EXIT_RUN_FAILED if status.state in (FAILED, CANCELLED) else EXIT_OK
 
 
+def cmd_dashboard(args: argparse.Namespace, cluster: Cluster) -> int:
+    """Serve the live web dashboard of the cluster's runs until Ctrl-C."""
+    from lazyslurm.dashboard import serve
+    from lazyslurm.execute import Run
+
+    serve(cluster, run_type=Run, run=args.run, port=args.port, open_browser=args.open)
+    return EXIT_OK
+
+
 def cmd_profiles(args: argparse.Namespace, cluster: Cluster | None) -> int:
     """The profiles the current directory sees, the file each is read from, its backend."""
     from lazyslurm.errors import ClusterConfigError
@@ -531,6 +541,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("watch", cmd_watch, "live progress bars of a run until it ends (Ctrl-C: stop)")
     p.add_argument("run", metavar="RUN", help="run id")
+
+    p = add("dashboard", cmd_dashboard, "serve a live web page of the runs (Ctrl-C: stop)")
+    p.add_argument("run", metavar="RUN", nargs="?", help="open this run first")
+    p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
+    p.add_argument("--open", action="store_true", help="open the page in a web browser")
 
     p = add("profiles", cmd_profiles, "list the cluster profiles and the file each is read from")
     p.add_argument("--json", action="store_true", help=json_help)

@@ -29,7 +29,6 @@ from typing import Any
 
 __all__ = [
     "JobContext",
-    "context_parameter",
     "expand_hostlist",
     "master_port_for",
     "tasks_per_node",
@@ -318,44 +317,3 @@ class JobContext:
 
 def _rebuild(fields: dict[str, Any]) -> JobContext:
     return JobContext(**fields)
-
-
-_ANNOTATION = re.compile(r"\bJobContext\b")
-
-
-def context_parameter(func: Callable[..., Any]) -> tuple[str, int | None] | None:
-    """The parameter that receives the :class:`JobContext`: ``(name, position)``.
-
-    It is the parameter annotated ``JobContext`` (also as a string, ``JobContext | None``,
-    ``Optional[JobContext]``), else the one named ``job``. ``position`` is its index for a
-    positional parameter, ``None`` for a keyword-only one. Client side only.
-
-    >>> def train(lr, *, job): ...
-    >>> context_parameter(train)
-    ('job', None)
-    >>> def plain(x): ...
-    >>> context_parameter(plain) is None
-    True
-    """
-    import inspect
-
-    try:
-        params = list(inspect.signature(func).parameters.values())
-    except (TypeError, ValueError):  # builtins without a signature
-        return None
-    found = None
-    for i, p in enumerate(params):
-        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-            continue
-        ann = p.annotation
-        if ann is not p.empty:
-            text = ann if isinstance(ann, str) else repr(ann)
-            if ann is JobContext or _ANNOTATION.search(text):
-                found = p, i
-                break
-        if p.name == "job" and found is None:
-            found = p, i
-    if found is None:
-        return None
-    p, i = found
-    return p.name, None if p.kind is p.KEYWORD_ONLY else i

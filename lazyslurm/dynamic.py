@@ -33,14 +33,23 @@ import os
 import shlex
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
 
 from lazyslurm.backends.base import RunHandle, Snapshot, outcome_keys, snapshot_from_files
-from lazyslurm.errors import DynamicExpansionError, DynamicLimitError
+from lazyslurm.errors import DynamicBudgetError, DynamicExpansionError, DynamicLimitError
 from lazyslurm.graph.traverse import lift_outputs
+from lazyslurm.planning.cost import (
+    FACTS_SCRIPT,
+    JobCost,
+    needs_facts,
+    parse_facts,
+    plan_costs,
+    total_cost,
+)
 from lazyslurm.planning.encode import encode_run
 from lazyslurm.planning.planner import (
     DEFAULT_MAX_ARRAY_SIZE,
@@ -264,15 +273,9 @@ def expand(
     redirect = Redirect(template, {k: done.get(k) or here for k in outputs})
     if not plan.array_jobs:
         return redirect
-    used = sum(r.get("tasks", 0) for r in records)
-    if used + plan.nodes > limits["max_tasks"]:
-        msg = (
-            f"task {task!r} (key {key}) returned a graph of {plan.nodes} tasks; with the "
-            f"{used} earlier expansions of this run added that exceeds the run's limit of "
-            f"{limits['max_tasks']}. Raise Cluster(dynamic_max_tasks=...) if this is meant"
-        )
-        raise DynamicLimitError(msg)
-
+    slurm = manifest.get("backend") in _SLURM_BACKENDS
+    budget = config.get("budget")
+    costs = _costs(plan, config, slurm) if budget else ()
     files = encode_run(plan, run_id=here, outputs=outputs, by_value=bool(config.get("by_value")))
     specs = {rel: data for rel, data in files.items() if rel.startswith("specs/")}
     finals = sorted({plan.location[k][0].id for k in outputs if k in plan.location})
@@ -289,19 +292,144 @@ def expand(
         "job_ids": {},
         "added": {},
     }
-    for rel, data in specs.items():
-        atomic_write(f"{layout.root}/{rel}", data)
-    if manifest.get("backend") in _SLURM_BACKENDS:
-        _submit_on_slurm(plan, layout, here, prefix, array_job, config, records, manifest, record)
-    else:
-        record["inline"] = True
-        _run_inline(plan, layout, here, record, run_one)
+    if budget:
+        record["core_hours"] = total_cost(costs).core_hours  # None: unbounded (refused)
+    with _reserved(layout, record, limits, budget, costs):
+        for rel, data in specs.items():
+            atomic_write(f"{layout.root}/{rel}", data)
+        if slurm:
+            _submit_on_slurm(plan, layout, here, prefix, array_job, config, manifest, record)
+        else:
+            record["inline"] = True
+            _run_inline(plan, layout, here, record, run_one)
     return redirect
 
 
-def _write_record(layout: RunLayout, record: Mapping[str, Any]) -> None:
+def _costs(plan: Plan, config: Mapping[str, Any], slurm: bool) -> tuple[JobCost, ...]:
+    """The worst case of each array job of ``plan``, as the client's budget check computes
+    it (the cluster's task defaults from the manifest; on Slurm, the partitions' default
+    time limits, asked here, where a task sets no time)."""
+    from lazyslurm.graph.resources import Resources
+
+    defaults = Resources.from_options(**config.get("defaults", {}))
+    facts = None
+    if slurm and needs_facts(plan.array_jobs, defaults):
+        try:
+            res = subprocess.run(
+                ["bash", "-c", FACTS_SCRIPT],
+                capture_output=True,
+                text=True,
+                timeout=_SLURM_TIMEOUT_S,
+            )
+            facts = parse_facts(res.stdout)
+        except subprocess.TimeoutExpired:
+            facts = None  # then a task without a time limit is unbounded: refused
+    return plan_costs(plan.array_jobs, defaults=defaults, facts=facts)
+
+
+def _held(layout: RunLayout, mine: str) -> tuple[int, float]:
+    """Tasks and worst-case core-hours the run's expansions hold: their records, and the
+    reservations of those still submitting (not ``mine``). Call under :func:`_locked`."""
+    tasks, hours = 0, 0.0
+    try:
+        names = sorted(os.listdir(layout.dynamic_dir))
+    except (FileNotFoundError, NotADirectoryError):
+        return tasks, hours
+    for name in names:
+        if name == mine or not (
+            RunLayout.is_dynamic_record(name) or RunLayout.is_dynamic_reservation(name)
+        ):
+            continue
+        try:
+            held = json.loads(read_private(f"{layout.dynamic_dir}/{name}"))
+        except FileNotFoundError:
+            continue
+        tasks += held.get("tasks", 0)
+        hours += held.get("core_hours") or 0.0
+    return tasks, hours
+
+
+@contextlib.contextmanager
+def _reserved(
+    layout: RunLayout,
+    record: Mapping[str, Any],
+    limits: Mapping[str, Any],
+    budget: Mapping[str, Any] | None,
+    costs: Sequence[JobCost],
+) -> Iterator[None]:
+    """Check the run's limits (``dynamic_max_tasks``, ``max_core_hours``) against what the
+    run's expansions hold, and reserve this one's share, under the run's lock: concurrent
+    expansions (elements of one map) see each other's reservations before they submit.
+    The record (:func:`_commit`) takes the reservation over; a failure drops it."""
+    array_job, index = record["parent"]
+    path = layout.dynamic_reservation(array_job, index)
+    task, key, tasks = record["task"], record["key"], record["tasks"]
+    with _locked(layout):
+        used, spent = _held(layout, path.rsplit("/", 1)[-1])
+        if used + tasks > limits["max_tasks"]:
+            msg = (
+                f"task {task!r} (key {key}) returned a graph of {tasks} tasks; with the "
+                f"{used} tasks of this run's other expansions that exceeds the run's limit of "
+                f"{limits['max_tasks']}, so nothing of it was submitted. Raise "
+                f"Cluster(dynamic_max_tasks=...) if this is meant"
+            )
+            raise DynamicLimitError(msg)
+        if budget:
+            _check_budget(record, budget, spent, costs)
+        share = {"tasks": tasks, "core_hours": record.get("core_hours")}
+        atomic_write(path, json.dumps(share).encode())
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # nothing of it runs (or it was committed: then already gone)
+        raise
+
+
+def _check_budget(
+    record: Mapping[str, Any],
+    budget: Mapping[str, Any],
+    spent: float,
+    costs: Sequence[JobCost],
+) -> None:
+    """Refuse an expansion whose worst case, on top of the run's plan and its other
+    expansions, may exceed the run's ``max_core_hours`` (the client's check, on the node)."""
+    limit = float(budget["max_core_hours"])
+    committed = float(budget.get("committed") or 0.0) + spent
+    worst = record.get("core_hours")
+    if worst is not None and committed + worst <= limit:
+        return
+    task, key = record["task"], record["key"]
+    if worst is None:
+        unbounded = [c for c in costs if c.core_hours is None]
+        why = (
+            f"its worst case is unbounded (task {unbounded[0].name!r} has no time limit: "
+            f"set time=...)"
+        )
+    else:
+        big = max(costs, key=lambda c: c.core_hours or 0.0)
+        why = (
+            f"its worst case is {worst:.3g} core-hours (largest: {big.id} {big.name}, "
+            f"{big.elements} x {big.cpus} cpu x {big.time_min} min)"
+        )
+    msg = (
+        f"task {task!r} (key {key}) returned a graph that the run's budget cannot hold: "
+        f"max_core_hours={limit:g}, of which the run already committed {committed:.3g} "
+        f"(its plan and earlier expansions, worst case), and {why}. Nothing of it was "
+        f"submitted. Lower the subgraph's time limits or element counts, or raise "
+        f"max_core_hours"
+    )
+    total = None if worst is None else committed + worst
+    raise DynamicBudgetError(msg, worst_core_hours=total, max_core_hours=limit)
+
+
+def _commit(layout: RunLayout, record: Mapping[str, Any]) -> None:
+    """Write the record, which takes over the expansion's reservation. Call under
+    :func:`_locked` (concurrent expansions never count both, nor neither)."""
     array_job, index = record["parent"]
     atomic_write(layout.dynamic_record(array_job, index), json.dumps(record).encode())
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(layout.dynamic_reservation(array_job, index))
 
 
 def _run_inline(
@@ -311,7 +439,8 @@ def _run_inline(
     an element whose upstream failed is skipped, as ``--kill-on-invalid-dep`` would."""
     from lazyslurm.planning import rules
 
-    _write_record(layout, record)  # before it runs: status shows it as it appears
+    with _locked(layout):
+        _commit(layout, record)  # before it runs: status shows it as it appears
     edges = rules.Edges(plan.array_jobs)
     states = [[rules.PENDING] * aj.size for aj in plan.array_jobs]
     failed: tuple[str, str] | None = None
@@ -374,7 +503,8 @@ def _parent_script(
 
 @contextlib.contextmanager
 def _locked(layout: RunLayout) -> Iterator[None]:
-    """One expansion at a time per run re-points dependencies (elements of one map)."""
+    """One expansion at a time per run checks and reserves the run's limits, and
+    re-points dependencies and writes its record (elements of one map expand at once)."""
     fd = os.open(f"{layout.dynamic_dir}/.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -390,10 +520,12 @@ def _submit_on_slurm(
     prefix: str,
     array_job: str,
     config: Mapping[str, Any],
-    records: list[dict[str, Any]],
     manifest: Mapping[str, Any],
     record: dict[str, Any],
 ) -> None:
+    """Submit the subgraph held, make the run's dependents of ``array_job`` wait for it,
+    release it, then write its record. Anything failing after the submission cancels
+    the subgraph (nothing of it has run: it was held) and raises."""
     from lazyslurm.graph.resources import Resources
     from lazyslurm.planning.sbatch import IDS_MARKER, job_script, sbatch_flags, submit_script
 
@@ -423,7 +555,13 @@ def _submit_on_slurm(
         atomic_write(layout.job_script(aj.id), text.encode())
     base = f"{layout.dynamic_dir}/{prefix}"
     script = submit_script(
-        ajs, run_id=here, layout=layout, flags=flags, jobids=f"{base}ids", stderr=f"{base}err"
+        ajs,
+        run_id=here,
+        layout=layout,
+        flags=flags,
+        jobids=f"{base}ids",
+        stderr=f"{base}err",
+        release=False,  # released once the dependents wait for it
     )
     atomic_write(f"{base}submit.sh", script.encode())
     res = subprocess.run(["bash", f"{base}submit.sh"], capture_output=True, text=True)
@@ -434,15 +572,87 @@ def _submit_on_slurm(
     ids = dict(pair.split("=", 1) for pair in line.split()[1:])
     record["job_ids"] = ids
     try:
-        with _locked(layout):
-            records = _local_records(layout)  # again, under the lock
+        with _cancelled_if_stopped(list(ids.values())), _locked(layout):
+            records = _local_records(layout)  # under the lock: earlier expansions' edges
             record["added"] = _repoint_dependents(
                 layout, array_job, [ids[f] for f in record["final"]], record, records, manifest
             )
-            _write_record(layout, record)
+            rel = _slurm(["scontrol", "release", *ids.values()])
+            if rel.returncode != 0:
+                msg = (
+                    f"could not release the subgraph's jobs ({' '.join(ids.values())}) "
+                    f"after {_TRIES} tries: {_said(rel)}. The subgraph was cancelled"
+                )
+                raise DynamicExpansionError(msg)
+            _commit(layout, record)
     except BaseException:
-        subprocess.run(["scancel", *ids.values()], capture_output=True)
+        _slurm(["scancel", *ids.values()])
         raise
+
+
+@contextlib.contextmanager
+def _cancelled_if_stopped(ids: list[str]) -> Iterator[None]:
+    """While the subgraph is held, Slurm stopping this element (SIGTERM: its time limit,
+    scancel) cancels the subgraph first: held jobs that nobody releases would stay queued
+    forever. Then the signal does what it did before (the checkpoint hooks, or death)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may handle signals
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is None:  # installed outside Python: leave it to the default
+        previous = signal.SIG_DFL
+
+    def stop(signum: int, frame: Any) -> None:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            subprocess.run(["scancel", *ids], capture_output=True, timeout=_SLURM_TIMEOUT_S)
+        signal.signal(signum, previous)
+        if callable(previous):
+            previous(signum, frame)
+        else:
+            os.kill(os.getpid(), signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# Slurm's client fails now and then while slurmctld is busy or restarting ("Socket timed
+# out on send/recv operation", "Unable to contact slurm controller"): each command is
+# tried this many times, waiting _BACKOFF_S * 2**n seconds between tries
+_TRIES = 4
+_BACKOFF_S = 1.0
+_SLURM_TIMEOUT_S = 120.0  # one command; its own timeouts are shorter (MessageTimeout)
+_GONE = "Invalid job id specified"  # squeue: none of the jobs asked for is known any more
+
+
+def _slurm(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run a Slurm client command here, retrying a failure with backoff; the last try's
+    result. A job id Slurm no longer knows is an answer, not a failure: not retried."""
+    res: subprocess.CompletedProcess[str] | None = None
+    for n in range(_TRIES):
+        if n:
+            time.sleep(_BACKOFF_S * 2 ** (n - 1))
+        try:
+            res = subprocess.run(argv, capture_output=True, text=True, timeout=_SLURM_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            said = f"timed out after {_SLURM_TIMEOUT_S:g} s"
+            res = subprocess.CompletedProcess(argv, -1, "", said)
+            continue
+        if res.returncode == 0 or _GONE in res.stderr:
+            return res
+    assert res is not None
+    return res
+
+
+def _said(res: subprocess.CompletedProcess[str]) -> str:
+    """A failed command's exit status and last words, for a message."""
+    words = " / ".join(ln.strip() for ln in res.stderr.strip().splitlines()[-2:] if ln.strip())
+    return f"exit {res.returncode}" + (f": {words}" if words else " and no message")
 
 
 def _repoint_dependents(
@@ -454,7 +664,10 @@ def _repoint_dependents(
     manifest: Mapping[str, Any],
 ) -> dict[str, list[str]]:
     """Add ``afterok`` on ``final_ids`` to every pending job depending on ``array_job``
-    (in the run's graph as extended by earlier expansions). Returns what was added."""
+    (in the run's graph as extended by earlier expansions). Returns what was added.
+    Raises :class:`~lazyslurm.errors.DynamicExpansionError` when Slurm cannot say which
+    of them are pending (``squeue`` kept failing) or refuses an update: a dependent left
+    as it is would start before the subgraph ends and fail for want of its results."""
     deps: dict[str, set[str]] = {}
     slurm_ids: dict[str, str] = {}
     for e in manifest["array_jobs"]:
@@ -475,29 +688,33 @@ def _repoint_dependents(
     targets = {slurm_ids[d]: d for d in dependents if d in slurm_ids}
     if not targets:
         return {}
-    res = subprocess.run(
-        ["squeue", "-h", "-t", "PENDING", "-j", ",".join(targets), "-o", "%i|%E"],
-        capture_output=True,
-        text=True,
-    )
+    res = _slurm(["squeue", "-h", "-t", "PENDING", "-j", ",".join(targets), "-o", "%i|%E"])
+    if res.returncode != 0 and _GONE not in res.stderr:
+        names = ", ".join(f"{d} (job {sid})" for sid, d in sorted(targets.items()))
+        msg = (
+            f"could not make the jobs waiting for this task wait for the subgraph it "
+            f"returned: squeue, asked which of {names} are pending, failed {_TRIES} times "
+            f"({_said(res)}). The subgraph was cancelled; is slurmctld reachable from the "
+            f"compute node?"
+        )
+        raise DynamicExpansionError(msg)
     current: dict[str, str] = {}
-    for line in res.stdout.splitlines():
+    for line in res.stdout.splitlines() if res.returncode == 0 else ():
         job, _, dep = line.partition("|")
         current.setdefault(job.split("_", 1)[0], dep.strip())
     new = "afterok:" + ":".join(final_ids)
     added: dict[str, list[str]] = {}
     for sid, dep in current.items():
+        if sid not in targets:
+            continue
         keep = [item.split("(", 1)[0] for item in dep.split(",") if item.endswith("(unfulfilled)")]
         spec = ",".join([*keep, new])
-        upd = subprocess.run(
-            ["scontrol", "update", f"jobid={sid}", f"dependency={spec}"],
-            capture_output=True,
-            text=True,
-        )
+        upd = _slurm(["scontrol", "update", f"jobid={sid}", f"dependency={spec}"])
         if upd.returncode != 0:
             msg = (
-                f"could not make job {sid} wait for the subgraph "
-                f"(scontrol update dependency={spec}): {upd.stderr.strip()}"
+                f"could not make job {sid} ({targets[sid]}) wait for the subgraph "
+                f"(scontrol update dependency={spec}): {_said(upd)}. The subgraph was "
+                f"cancelled"
             )
             raise DynamicExpansionError(msg)
         added[targets[sid]] = list(record["final"])

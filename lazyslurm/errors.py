@@ -24,6 +24,7 @@ __all__ = [
     "CorruptResultError",
     "DaskCollectionError",
     "DependencyNeverSatisfiedError",
+    "DynamicBudgetError",
     "DynamicExpansionError",
     "DynamicLimitError",
     "ElementCancelledError",
@@ -57,6 +58,7 @@ __all__ = [
     "SSHHostKeyError",
     "SerializationError",
     "SubmissionError",
+    "TaskArgumentsError",
     "TaskCancelledError",
     "TaskError",
     "UnexpectedKeywordError",
@@ -116,7 +118,13 @@ class LazyValueError(LazySlurmError, TypeError):
     as a dict key, ... Get it with ``.get_result()`` or pass it to a task."""
 
 
-class UnexpectedKeywordError(LazySlurmError, TypeError):
+class TaskArgumentsError(LazySlurmError, TypeError):
+    """A task was called (or mapped) with arguments its function cannot take: too many
+    positional ones, a required one missing, or one given twice. Raised when the job is
+    built, never on the node."""
+
+
+class UnexpectedKeywordError(TaskArgumentsError):
     """A task was called with a keyword argument its function does not accept."""
 
 
@@ -238,6 +246,21 @@ class DynamicExpansionError(LazySlurmError, RuntimeError):
 class DynamicLimitError(DynamicExpansionError):
     """A dynamic expansion would nest deeper, or add more tasks to its run, than the
     run's limits allow (``Cluster(dynamic_max_depth=..., dynamic_max_tasks=...)``)."""
+
+
+class DynamicBudgetError(DynamicLimitError, BudgetExceededError):
+    """A dynamic expansion's worst case, added to what its run already committed (the
+    run's plan and earlier expansions), may exceed the run's ``max_core_hours``: nothing
+    of the subgraph was submitted. Attributes as :class:`BudgetExceededError`
+    (``worst_core_hours``: the run's total with this subgraph; None: unbounded)."""
+
+    def __init__(
+        self, msg: str, *, worst_core_hours: float | None = None, max_core_hours: float = 0.0
+    ) -> None:
+        BudgetExceededError.__init__(
+            self, msg, worst_core_hours=worst_core_hours, max_core_hours=max_core_hours
+        )
+        self.error_record = None
 
 
 class UntrustedStoreError(LazySlurmError, PermissionError):

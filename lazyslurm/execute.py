@@ -128,6 +128,11 @@ _FAILURE_TYPES: dict[str, type[ElementFailedError]] = {
 }
 # the reason given to elements that ``result()`` cancelled once another element failed
 STOPPED = "cancelled by lazyslurm: another element of the run failed first"
+# the reason given to a cancelled element that no failure of the run explains
+_CANCELLED_OUTSIDE = (
+    "cancelled from outside lazyslurm (scancel by a user or an administrator?), not "
+    "because another task of this run failed; submit again to run it"
+)
 
 
 @attrs.frozen
@@ -425,6 +430,13 @@ class Run:
 
         return visualize(run=self, **kwargs)
 
+    def dashboard(self, *, port: int = 0, open_browser: bool = False) -> Any:
+        """Serve the live web dashboard of this run on 127.0.0.1 (docs/dashboard.md);
+        returns it: ``.url`` (with its token), ``.stop()``."""
+        from lazyslurm.dashboard import for_run
+
+        return for_run(self, port=port, open_browser=open_browser)
+
     def cancel(self) -> None:
         """Cancel every unfinished element of the run."""
         if self.handle is not None:
@@ -448,18 +460,30 @@ class Run:
     def raise_failures(self, snap: Snapshot) -> None:
         """Raise the first failure that is not a consequence of another one."""
         roots: list[tuple[ArrayJob, int, ElementFailure | None]] = []
-        cancelled: list[str] = []
         ajs = self.array_jobs
-        caused = rules.causes(rules.Edges(ajs), [snap.states[aj.id] for aj in ajs])
+        position = {aj.id: n for n, aj in enumerate(ajs)}
+        # cancelled by fail-fast: never the cause of another cancellation (a healthy
+        # upstream stopped after its dependent was cancelled from outside is no culprit)
+        stopped = {
+            (position[aj_id], idx)
+            for (aj_id, idx), f in snap.failures.items()
+            if f.reason == STOPPED and aj_id in position
+        }
+        caused = rules.causes(rules.Edges(ajs), [snap.states[aj.id] for aj in ajs], stopped)
+        dependents: dict[tuple[int, int], list[str]] = {}  # per root element
+        siblings: list[str] = []
         for n, aj in enumerate(ajs):
             for idx, s in enumerate(snap.states[aj.id]):
                 if s == DONE:
                     continue
-                stopped = snap.failures.get((aj.id, idx))
-                if (n, idx) in caused or (stopped is not None and stopped.reason == STOPPED):
-                    cancelled.append(aj.keys[idx])
+                if (n, idx) in caused:
+                    dependents.setdefault(caused[(n, idx)], []).append(aj.keys[idx])
+                elif (n, idx) in stopped:
+                    siblings.append(aj.keys[idx])
                 else:
                     roots.append((aj, idx, snap.failures.get((aj.id, idx))))
+        # dependents of a failure, then what fail-fast stopped
+        cancelled = [k for keys in dependents.values() for k in keys] + siblings
         if not roots and not cancelled:
             return
         # an element lost with the process that ran it (a sibling still running when a
@@ -481,10 +505,16 @@ class Run:
         paths = [layout.error(key), layout.log(aj.id, aj.slurm_index(idx), "err")]
         files = self.cluster.backend.read_files(paths)
         note = ""
-        if cancelled:
+        mine = dependents.get((position[aj.id], idx), [])
+        if mine:
             note = (
-                f"\n({len(cancelled)} dependent task(s) cancelled because of this failure, "
-                f"e.g. {cancelled[0]})"
+                f"\n({len(mine)} dependent task(s) cancelled because of this failure, "
+                f"e.g. {mine[0]})"
+            )
+        if siblings:
+            note += (
+                f"\n({len(siblings)} other unfinished task(s) of the run cancelled when "
+                f"it failed, e.g. {siblings[0]})"
             )
         if len(roots) > 1:
             note += f"\n({len(roots) - 1} other task(s) failed too)"
@@ -514,12 +544,15 @@ class Run:
         state = failure.state if failure else "UNKNOWN"
         cls = _FAILURE_TYPES.get(state.split()[0], ElementFailedError)
         job_id = f"{failure.job_id}_{idx}" if failure and failure.job_id else ""
+        reason = failure.reason if failure else ""
+        if state == CANCELLED and not reason:  # no failure of the run explains it
+            reason = _CANCELLED_OUTSIDE
         msg = (
             f"task {aj.name!r} (key {key}, array job {aj.id} index {idx}"
             f"{', Slurm job ' + job_id if job_id else ''}) "
             f"{'stays PENDING' if state == 'PENDING' else 'ended ' + state}"
             f"{' exit code ' + failure.exit_code if failure and failure.exit_code else ''}"
-            f"{': ' + failure.reason if failure and failure.reason else ''}{note}"
+            f"{': ' + reason if reason else ''}{note}"
             f"\n--- stderr tail ---\n{tail}"
         )
         err = cls(
@@ -617,10 +650,11 @@ def submit(
     _settle_in_flight(cl, roots)  # nodes still running in this session: wait, never resubmit
     p, found = plan_with_store(cl, roots, cache)
     budget = max_core_hours if max_core_hours is not None else cl.max_core_hours
+    committed = 0.0  # the plan's worst case: expansions count theirs on top (dynamic.md)
     if budget is not None and p.array_jobs:
         from lazyslurm.preview import check_budget
 
-        check_budget(cl, p, budget, cached=len(found))
+        committed = check_budget(cl, p, budget, cached=len(found))
     cl.session.learn(found)
     if not p.array_jobs:
         return Run(cl, None, templates, callbacks, plan=p)
@@ -635,6 +669,8 @@ def submit(
     backend = cl.backend
     by_value = backend.ships_by_value
     dynamic = {"limits": cl.dynamic_limits, "by_value": by_value, **backend.child_config()}
+    if budget is not None:  # enforced where a task returns a subgraph
+        dynamic["budget"] = {"max_core_hours": budget, "committed": committed}
     files = encode_run(
         p,
         run_id=run_id,

@@ -28,6 +28,8 @@ Layout of one run (``WORKDIR/runs/RUN_ID``, mode 0700), known only to :class:`Ru
     ranks/KEY/             a multi-rank element's per-rank outcomes, until gathered
     dynamic/AJ.INDEX.json  a subgraph a task returned (dynamic expansion): its array jobs,
                            Slurm ids, and the dependencies it added (docs/dynamic.md)
+    dynamic/AJ.INDEX.reserved  the tasks and core-hours an expansion holds of the run's
+                           limits until its record is written (docs/dynamic.md)
 
 Results are addressed by node key and a *location*: the run holding the result, as
 ``RUN`` (``results/KEY.pkl``) or ``RUN:AJ_J`` (the record of KEY inside
@@ -82,6 +84,8 @@ __all__ = [
     "run_of",
     "spec_size",
     "template_keys",
+    "untrusted_fix",
+    "untrusted_why",
     "write_spec",
 ]
 
@@ -430,6 +434,16 @@ class RunLayout:
         """The subgraph element ``index`` of ``array_job`` returned (dynamic expansion)."""
         return self._at(f"dynamic/{array_job}.{index}.json")
 
+    def dynamic_reservation(self, array_job: str, index: int) -> str:
+        """What an expansion of element ``index`` of ``array_job`` holds of the run's
+        dynamic limits (tasks, core-hours) from its check until its record is written."""
+        return self._at(f"dynamic/{array_job}.{index}.reserved")
+
+    @staticmethod
+    def is_dynamic_reservation(name: str) -> bool:
+        """Whether a name in ``dynamic/`` is a reservation (:meth:`dynamic_reservation`)."""
+        return name.endswith(".reserved") and not name.startswith(".")
+
     @staticmethod
     def is_dynamic_record(name: str) -> bool:
         """Whether a name in ``dynamic/`` is a record (:meth:`dynamic_record`), not a
@@ -534,28 +548,67 @@ def _untrusted(msg: str, path: str) -> Exception:
     return UntrustedStoreError(msg, path=path)
 
 
+def untrusted_why(kind: str, uid: int, mode: int, *, me: int, link_ok: bool = False) -> str:
+    """Why an entry with these ``lstat`` facts is not private to user ``me`` ('' when it
+    is): a symbolic link (unless ``link_ok``), another owner, or group- or world-writable.
+    ``kind`` is find's ``%y`` letter (``l`` a link, ``d`` a directory, ``f`` a file).
+
+    >>> untrusted_why("d", 65534, 0o755, me=1001)
+    'is owned by uid 65534, not by you (uid 1001)'
+    >>> untrusted_why("d", 1001, 0o1777, me=1001)
+    'is writable by others (mode 1777)'
+    >>> untrusted_why("l", 1001, 0o777, me=1001, link_ok=True)
+    ''
+    """
+    if kind == "l" and not link_ok:
+        return "is a symbolic link"
+    if uid != me:
+        return f"is owned by uid {uid}, not by you (uid {me})"
+    if kind != "l" and mode & 0o022:
+        return f"is writable by others (mode {mode & 0o7777:o})"
+    return ""
+
+
+def untrusted_fix(path: str, why: str) -> str:
+    """The fix for an entry that :func:`untrusted_why` refused: ``chmod`` helps only for
+    what is yours; what is not yours must go (its contents may already be planted)."""
+    import shlex
+
+    q = shlex.quote(path)
+    if why.startswith("is writable"):
+        return (
+            f"make it private (`chmod 700 {q}`) and remove anything in it you do not own "
+            f"(`find {q} ! -user $(id -u)` lists it)"
+        )
+    if why.startswith("is a symbolic link"):
+        return (
+            f"replace the link {q} by a directory of your own, or use a private work "
+            f"directory (workdir=... or $LAZYSLURM_WORKDIR)"
+        )
+    return (
+        f"it is not yours, so chmod cannot help: remove what you do not own (its owner or "
+        f"an administrator can: `rm -rf {q}`), or use a private work directory "
+        f"(workdir=... or $LAZYSLURM_WORKDIR)"
+    )
+
+
 def check_private_dir(path: str | os.PathLike[str]) -> None:
     """Refuse a store directory that another user could write into: a symlink, one owned
-    by someone else, or one that is group- or world-writable.
+    by someone else, or one that is group- or world-writable. The error names the
+    absolute path, which of the three it is, and the fix for that one.
 
     Planting a file there (a forged result, a spec) would make us unpickle or run it.
     """
-    path = os.fspath(path)
+    path = os.path.abspath(os.fspath(path))
     st = os.lstat(path)
-    why = ""
-    if stat.S_ISLNK(st.st_mode):
-        why = "is a symbolic link"
-    elif not stat.S_ISDIR(st.st_mode):
+    if not stat.S_ISLNK(st.st_mode) and not stat.S_ISDIR(st.st_mode):
         return  # not a directory at all: creating or writing into it fails on its own
-    elif st.st_uid != os.getuid():
-        why = f"is owned by uid {st.st_uid}, not by you (uid {os.getuid()})"
-    elif st.st_mode & 0o022:
-        why = f"is writable by others (mode {stat.S_IMODE(st.st_mode):o})"
+    kind = "l" if stat.S_ISLNK(st.st_mode) else "d"
+    why = untrusted_why(kind, st.st_uid, stat.S_IMODE(st.st_mode), me=os.getuid())
     if why:
         msg = (
             f"store directory {path} {why}: another user could plant results there that "
-            f"lazyslurm would unpickle. Use a private work directory (workdir=... or "
-            f"$LAZYSLURM_WORKDIR), or make this one yours and private: `chmod 700 {path}`"
+            f"lazyslurm would unpickle. Fix: {untrusted_fix(path, why)}"
         )
         raise _untrusted(msg, path)
 

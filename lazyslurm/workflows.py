@@ -66,6 +66,12 @@ class WorkflowFunction:
         self.__doc__ = getattr(func, "__doc__", None)
         self.__wrapped__ = func
 
+    @property
+    def __signature__(self) -> inspect.Signature | None:
+        """What a call gives (checked when a job is built): the function's parameters but
+        the one the context is injected into."""
+        return _without(self.func, self.param)
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         ctx = current_context()
         if self.param is not None:
@@ -85,6 +91,16 @@ def _context_parameter(func: Callable[..., Any]) -> str | None:
         if ann is WorkflowContext or (isinstance(ann, str) and ann.endswith("WorkflowContext")):
             return name
     return "ctx" if "ctx" in params else None
+
+
+def _without(func: Callable[..., Any], param: str | None) -> inspect.Signature | None:
+    """``func``'s signature without the parameter the context is injected into (None: it
+    has no signature to read)."""
+    try:
+        sig = inspect.signature(func)
+    except (TypeError, ValueError):
+        return None
+    return sig.replace(parameters=[p for n, p in sig.parameters.items() if n != param])
 
 
 def workflow(func: Callable[..., Any] | None = None, /, **options: Any) -> Any:

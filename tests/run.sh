@@ -15,6 +15,15 @@ if [ "$(id -u)" = 0 ]; then
 else
   echo "run.sh: not root: cannot start the test cluster; Slurm tests will be skipped" >&2
 fi
+# the dashboard's browser tests drive Debian's headless chromium (never a downloaded one)
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+      || echo "run.sh: cannot install chromium: the dashboard's browser tests will be skipped" >&2
+  else
+    echo "run.sh: chromium missing and not root: the dashboard's browser tests will be skipped" >&2
+  fi
+fi
 STATE=${LAZYSLURM_TEST_CLUSTER_DIR:-/tmp/lazyslurm-test-cluster}
 # shellcheck disable=SC1091
 [ -f "$STATE/env.sh" ] && . "$STATE/env.sh"

@@ -13,7 +13,7 @@ What they emulate, in the formats recorded from real Slurm 22.05 (tests/data/slu
   array over ``MaxArraySize`` or an unknown ``--partition`` as Slurm does;
 - ``scontrol show config | partition -o``, ``scontrol release IDS``;
 - ``sacct -X -n -P -j IDS -o JobID,State,ExitCode`` (``accounting=True``) or ``squeue -h
-  [-t all] [-j IDS] -o FMT`` (``%i %j %T %r``): started elements one row each, pending ones
+  [-t all] [-j IDS] -o FMT`` (``%i %F %j %T %r``): started elements one row each, pending ones
   collapsed as ``ID_[0-3%2]``; a user's cancel is ``CANCELLED by 0`` in sacct;
 - ``scancel ID|ID_i|ID_[...]``: pending elements end CANCELLED, running ones are killed.
 
@@ -111,6 +111,7 @@ def _rows(job_id: str, job: Mapping[str, Any], fields: Sequence[str], sacct: boo
     def row(el: Mapping[str, Any], ident: str) -> str:
         values = {
             "i": ident,
+            "F": job_id,  # the array's job id
             "j": job["name"],
             "T": _sacct_state(el) if sacct else el["state"],
             "r": el["reason"],

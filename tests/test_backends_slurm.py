@@ -358,6 +358,9 @@ def test_a_failure_raises_at_once_and_cancels_the_rest(env, tmp_path):
             run.result()
     assert run.last_snapshot.states["aj0"] == [CANCELLED, FAILED, CANCELLED]
     assert len(info.value.cancelled) == 2
+    # siblings stopped by fail-fast are no dependents of the failure (issue 20)
+    assert "dependent task" not in str(info.value), info.value
+    assert "2 other unfinished task(s) of the run cancelled" in str(info.value)
     assert live_jobs_of_run(conf_of(c, env), run.id) == []
 
 
@@ -401,6 +404,34 @@ def test_scancel_of_a_running_element(env, tmp_path):
             run.result()
     assert info.value.array_index == 1 and info.value.state == "CANCELLED"
     assert run.last_snapshot.states["aj0"] == [DONE, CANCELLED]
+
+
+@pytest.mark.slurm
+@pytest.mark.parametrize("accounting", [True, False], ids=["sacct", "squeue"])
+def test_scancel_of_a_pending_dependent_blames_no_healthy_upstream(env, tmp_path, accounting):
+    """a -> b; b's Slurm job is cancelled from outside while it waits for a, which runs
+    fine: the error is b's own cancellation (ElementCancelledError), never a failure of
+    a, which fail-fast stopped afterwards (issue 20: the scancel was blamed on a)."""
+    c = slurm_cluster(env, tmp_path, accounting=accounting)
+    conf = conf_of(c, env)
+    a = sleeper(30)
+    b = nap_then(a, 0)
+    with c:
+        run = submit(b)
+        wait_until_running(run)
+        assert run.poll().states["aj1"] == [PENDING]
+        subprocess.run(
+            ["scancel", run.handle.job_ids["aj1"]],
+            check=True,
+            env={**os.environ, "SLURM_CONF": conf},
+        )
+        with pytest.raises(ElementCancelledError) as info:
+            run.result()
+    err = info.value
+    assert err.key == b.key and err.state == "CANCELLED", err
+    assert "cancelled from outside" in str(err) and "dependent task" not in str(err)
+    assert [x.key for x in err.cancelled] == [a.key]  # stopped by fail-fast, not a cause
+    assert live_jobs_of_run(conf, run.id) == []
 
 
 @pytest.mark.slurm
@@ -537,6 +568,36 @@ def test_ctrl_c_cancels_the_run(env, tmp_path):
         compute(sleeper.map([30, 30]), callbacks=[cb])
     time.sleep(1.0)
     assert live_jobs_of_run(conf_of(c, env), cb.run.id) == []
+
+
+@task
+def long_naps(n):
+    """Returns a lazy list: its elements (that sleep long) are submitted from the node."""
+    return [sleeper(300) for _ in range(n)]
+
+
+@task
+def how_many(xs):
+    return len(xs)
+
+
+@pytest.mark.slurm
+@pytest.mark.parametrize("via", ["slurm", pytest.param("ssh", marks=pytest.mark.ssh)])
+def test_cancel_reaches_subgraphs_no_poll_has_read(env, tmp_path, via):
+    """Run.cancel() right after a task submitted a subgraph from its compute node, before
+    the client polled (so the handle lacks those jobs): nothing of the run stays queued
+    (issue 20: 4 subgraph jobs stayed RUNNING). The cancel goes by the run's job names."""
+    c = slurm_cluster(env, tmp_path) if via == "slurm" else ssh_cluster(env)
+    conf = conf_of(c, env)
+    with c:
+        run = submit(how_many(long_naps(3)))
+        deadline = time.monotonic() + 120
+        while not any("-aj0_0_aj0-" in ln for ln in live_jobs_of_run(conf, run.id, 0)):
+            assert time.monotonic() < deadline, "the subgraph was never submitted"
+            time.sleep(0.3)
+        assert [aj.id for aj in run.array_jobs] == ["aj0", "aj1"]  # not read by the client
+        run.cancel()
+    assert live_jobs_of_run(conf, run.id) == []
 
 
 @pytest.mark.slurm
@@ -1064,18 +1125,82 @@ def test_timeout(timeout_run):
 
 
 def test_an_element_slurm_never_heard_of_ends_after_a_grace(monkeypatch):
-    """An element neither Slurm nor the store knows is not waited on forever."""
+    """An element neither Slurm (both sources) nor the store knows is not waited on forever."""
     from lazyslurm.backends import slurm
     from lazyslurm.backends.base import ArrayJob, RunHandle
 
     handle = RunHandle("r", (ArrayJob("aj0", "f", ("k0",)),), {"aj0": "77"})
     backend = slurm.SlurmBackend.__new__(slurm.SlurmBackend)
     watch = slurm._Watch()
-    clock = iter([0.0, 61.0])
+    clock = iter([0.0, 61.0, 62.0])
     monkeypatch.setattr(slurm.time, "monotonic", lambda: next(clock))
     assert backend._snapshot(handle, {}, set(), set(), watch).states["aj0"] == [PENDING]
-    late = backend._snapshot(handle, {}, set(), set(), watch)
+    assert backend._snapshot(handle, {}, set(), set(), watch).states["aj0"] == [PENDING]
+    assert watch.suspects == {"77_0"}  # the next poll asks the other source
+    late = backend._snapshot(handle, {}, set(), set(), watch, asked={"77_0"})
     assert late.states["aj0"] == [FAILED] and late.failures[("aj0", 0)].state == "UNKNOWN"
+
+
+STATUS_SOURCES = pytest.mark.parametrize(
+    ("status", "accounting"),
+    [("sacct", True), ("squeue", True), ("squeue", False)],
+    ids=["sacct", "squeue-acct", "squeue-noacct"],
+)
+
+
+@pytest.mark.slurm
+@STATUS_SOURCES
+def test_elements_pending_longer_than_the_grace_end_right(
+    env, tmp_path, monkeypatch, status, accounting
+):
+    """A throttled array (one element at a time) keeps its last elements PENDING for many
+    times the unlisted grace, and sacct lists each started element only seconds after its
+    array's pending row dropped it (issue 20: 3 of 4 runs of a 2,000-element sweep failed
+    UNKNOWN after 62 s). The grace is cut from 60 s to 2 s here so that a short run spans
+    many graces; every element must still end with its result, on each status source."""
+    from lazyslurm.backends import slurm
+
+    monkeypatch.setattr(slurm, "_UNLISTED_GRACE_S", 2.0)
+    c = slurm_cluster(env, tmp_path, accounting=accounting, status=status)
+    with c:
+        assert c.backend.status_source == status
+        xs = nap_then.map([(i, 1.5) for i in range(6)], max_concurrent=1)
+        assert compute(xs) == ([0, 1, 2, 3, 4, 5],)
+
+
+@pytest.mark.slurm
+@STATUS_SOURCES
+def test_the_other_source_lists_a_pending_element_by_its_array(env, tmp_path, status, accounting):
+    """The cross-check the poll sends for elements unlisted past the grace, run on real
+    Slurm: the other source (squeue under sacct; sacct, or squeue again without
+    accounting, under squeue) lists a pending element of a throttled array, and a job
+    Slurm never had is answered for (no record: UNKNOWN may follow) without a failure."""
+    from lazyslurm.backends import slurm
+
+    c = slurm_cluster(env, tmp_path, accounting=accounting, status=status)
+    with c:
+        backend = c.backend
+        run = submit(nap_then.map([(i, 30) for i in range(3)], max_concurrent=1))
+        try:
+            job = run.handle.job_ids["aj0"]
+            wait_until_running(run)
+            deadline = time.monotonic() + 30
+            while True:  # sacct records a new array within a second or so
+                res = backend.shell.run(backend._cross_check({f"{job}_2"}).lstrip("\n"))
+                text = res.stdout.partition(slurm._CROSS_MARK)[2]
+                rows, asked = slurm._cross_checked({}, text, {f"{job}_2"}, backend._other_source())
+                if (job, 2) in rows or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+            assert asked == {f"{job}_2"}
+            assert rows[(job, 2)].state == "PENDING", res.stdout
+            gone = "999999999"  # an id far beyond any the test clusters reach
+            res = backend.shell.run(backend._cross_check({f"{gone}_0"}).lstrip("\n"))
+            text = res.stdout.partition(slurm._CROSS_MARK)[2]
+            rows, asked = slurm._cross_checked({}, text, {f"{gone}_0"}, backend._other_source())
+            assert rows == {} and asked == {f"{gone}_0"}, res.stdout
+        finally:
+            run.cancel()
 
 
 # --------------------------------------------------------------------------- many ranks

@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 from slurm_standin import SlurmStandIn
 
-from lazyslurm.backends.base import CANCELLED, FAILED, PENDING, RUNNING
+from lazyslurm.backends import slurm as slurm_backend
+from lazyslurm.backends.base import CANCELLED, FAILED, PENDING, RUNNING, RunHandle
 from lazyslurm.backends.slurm import (
     _element_state,
     _listing,
@@ -208,9 +209,11 @@ def test_an_elementwise_dependent_loses_only_its_element(cluster):
 # --------------------------------------------------------------------------- _element_state
 
 
-def state_of(row: _Row | None, has_error: bool = False, now: float = 0.0, watch=None):
+def state_of(
+    row: _Row | None, has_error: bool = False, now: float = 0.0, watch=None, **kw
+) -> tuple:
     aj = ArrayJob("aj0", "t", ("k",))
-    return _element_state(row, has_error, "42", 0, aj, watch or _Watch(), now)
+    return _element_state(row, has_error, "42", 0, aj, watch or _Watch(), now, **kw)
 
 
 def test_element_state_maps_active_states():
@@ -248,13 +251,68 @@ def test_completed_without_a_result_waits_then_fails():
 
 
 def test_unlisted_element_waits_then_fails_unless_it_left_an_error():
-    """An element Slurm does not list is PENDING for a grace period, then FAILED UNKNOWN;
-    one with an error file is FAILED at once."""
+    """An element Slurm does not list is PENDING for a grace period, then asked of the
+    other source, then (that one silent too) FAILED UNKNOWN; one with an error file is
+    FAILED at once."""
     watch = _Watch()
     assert state_of(None, now=100.0, watch=watch) == (PENDING, None)
-    state, failure = state_of(None, now=1000.0, watch=watch)
-    assert state == FAILED and failure.state == "UNKNOWN" and "no record" in failure.reason
+    assert state_of(None, now=1000.0, watch=watch) == (PENDING, None)
+    assert watch.suspects == {"42_0"}
+    state, failure = state_of(None, now=1001.0, watch=watch, cross_checked=True)
+    assert state == FAILED and failure.state == "UNKNOWN" and "nor" in failure.reason
     assert state_of(None, has_error=True)[0] == FAILED
+
+
+def test_a_listing_resets_the_unlisted_clock():
+    """Listed, then missing for one poll, then listed again (sacct between an array's
+    pending row and its element's own row): never a failure, however long the run has
+    gone on. The grace counts from the last listing (it counted from the first poll:
+    issue 20, healthy sweeps failed after 62 s on a busy queue)."""
+    watch = _Watch()
+    grace = slurm_backend._UNLISTED_GRACE_S
+    assert state_of(None, now=0.0, watch=watch) == (PENDING, None)  # held: no row yet
+    assert state_of(_Row("PENDING"), now=grace - 0.3, watch=watch) == (PENDING, None)
+    assert state_of(None, now=grace + 2.7, watch=watch) == (PENDING, None)  # the gap
+    assert watch.suspects == set()  # 3 s of silence: nothing to ask anyone
+    assert state_of(_Row("RUNNING"), now=grace + 5, watch=watch) == (RUNNING, None)
+    assert state_of(None, now=3 * grace, watch=watch) == (PENDING, None)  # another gap
+    assert state_of(None, now=4 * grace + 1, watch=watch) == (PENDING, None)  # grace out
+    assert watch.suspects == {"42_0"}  # asked of the other source by the next poll
+
+
+def test_the_other_source_is_asked_before_unknown():
+    """Past the grace, the element is UNKNOWN only once a poll asked the other source
+    about it (its Slurm id, packed elements by the Slurm element that runs them) and that
+    source did not list it either; if it does, the clock starts again."""
+    text = "9_[1-3]|PENDING|0:0|Priority\n"  # sacct lists elements 1-3, not 0 nor 4-5
+    aj = ArrayJob("aj0", "t", tuple(f"k{i}" for i in range(6)), pack=2)
+    handle = RunHandle("r", (aj,), {"aj0": "9"})
+    backend = slurm_backend.SlurmBackend.__new__(slurm_backend.SlurmBackend)
+    watch = _Watch()
+    grace = slurm_backend._UNLISTED_GRACE_S
+    rows = parse_status(text, squeue=False)
+    clock = iter([0.0, grace + 1, grace + 2, grace + 3, 2 * grace + 4, 2 * grace + 5])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(slurm_backend.time, "monotonic", lambda: next(clock))
+
+        def poll(rows=rows, asked=frozenset()):
+            return backend._snapshot(handle, rows, set(), set(), watch, asked=asked)
+
+        assert poll().states["aj0"] == [PENDING] * 6
+        assert poll().states["aj0"] == [PENDING] * 6  # grace out: suspects, not failures
+        assert watch.suspects == {"9_0"}  # elements 0 and 1 run in Slurm element 0
+        # the other source (squeue) lists Slurm element 0: its clock starts again
+        answer = "\n9_0|RUNNING|None\n-RC=0"
+        cross, asked = slurm_backend._cross_checked(rows, answer, {"9_0"}, "squeue")
+        watch.suspects.clear()
+        assert poll(cross, asked).states["aj0"] == [RUNNING] * 2 + [PENDING] * 4
+        assert poll().states["aj0"] == [PENDING] * 6  # silent again: a new grace
+        assert poll().states["aj0"] == [PENDING] * 6
+        assert watch.suspects == {"9_0"}
+        watch.suspects.clear()
+        late = poll(rows, {"9_0"})  # asked, and squeue has no record of it either
+    assert late.states["aj0"] == [FAILED] * 2 + [PENDING] * 4
+    assert late.failures[("aj0", 0)].state == "UNKNOWN"
 
 
 def test_pending_never_satisfied_is_cancelled():

@@ -12,11 +12,11 @@ import pytest
 from lazyslurm import Cluster, task
 from lazyslurm.context import (
     JobContext,
-    context_parameter,
     expand_hostlist,
     master_port_for,
     tasks_per_node,
 )
+from lazyslurm.graph.signature import context_parameter
 from lazyslurm.planning.planner import make_plan
 
 WHERE = {"run_dir": "/w/runs/r1", "array_job": "aj2", "index": 3, "key": "f-abc"}

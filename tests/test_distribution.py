@@ -134,3 +134,5 @@ def test_wheel_installs_and_runs_the_example_outside_the_checkout(tmp_path) -> N
     )
     assert str(env_dir) in where.stdout, where.stdout  # the installed copy, not the checkout
     assert (Path(where.stdout.strip()).parent.parent / "py.typed").is_file()
+    static = Path(where.stdout.strip()).parent.parent / "dashboard" / "static"
+    assert {p.name for p in static.iterdir()} >= {"index.html", "app.js", "app.css"}

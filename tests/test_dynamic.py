@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +21,14 @@ from examples.parallelization_patterns import merge_results, process_chunk, spli
 from lazyslurm import Cluster, compute, submit, task
 from lazyslurm.backends.base import RunHandle
 from lazyslurm.dynamic import extend_handle, renamed
-from lazyslurm.errors import DynamicLimitError, TaskCancelledError
+from lazyslurm.errors import (
+    BudgetExceededError,
+    DynamicBudgetError,
+    DynamicExpansionError,
+    DynamicLimitError,
+    ElementCancelledError,
+    TaskCancelledError,
+)
 from lazyslurm.execute import Run
 from lazyslurm.planning.planner import ArrayJob, make_plan
 
@@ -75,6 +84,71 @@ def slow_fan(n: int) -> list:
 @task
 def forever(n: int):
     return forever(n + 1)
+
+
+class Gate:
+    """An argument that, once armed, waits while it is pickled until ``n`` of its kind are
+    being pickled at once (files in ``where``; 60 s at most). A task arms the one it passes
+    to the job it returns: the expansions of a map's elements then line up when they
+    encode their subgraphs, right before they check and reserve the run's limits."""
+
+    def __init__(self, where: str, n: int) -> None:
+        self.where, self.n, self.armed = where, n, False
+
+    def __getstate__(self) -> dict:
+        if self.armed:
+            Path(self.where, f"{os.getpid()}-{os.urandom(4).hex()}").touch()
+            deadline = time.monotonic() + 60
+            while len(os.listdir(self.where)) < self.n and time.monotonic() < deadline:
+                time.sleep(0.01)
+        return {**self.__dict__, "armed": False}
+
+
+@task
+def one_more(gate: Gate, i: int) -> int:
+    return i
+
+
+@task
+def gated(i: int, where: str, n: int):
+    """Returns a one-task subgraph, encoded at the same moment as its n - 1 siblings'."""
+    gate = Gate(where, n)
+    job = one_more(gate, i)  # its key pickles the gate unarmed
+    gate.armed = True
+    return job
+
+
+@task(time="04:00:00")
+def four_hours(i: int) -> int:
+    return i
+
+
+@task(time="00:01:00")
+def one_minute(i: int) -> int:
+    return i
+
+
+@task(time="00:01:00")
+def plans(task_name: str, lo: int, hi: int):
+    """A one-minute task returning a map whose worst case is decided at run time."""
+    chosen = {"four_hours": four_hours, "one_minute": one_minute}[task_name]
+    return chosen.map(range(lo, hi))
+
+
+@task(time="00:01:00")
+def timed_total(xs: list) -> int:
+    return sum(xs)
+
+
+@task(time="00:01:00")
+def untimed(n: int) -> list:
+    return [double(i) for i in range(n)]  # double sets no time: its worst case is unbounded
+
+
+@task(time="00:01:00")
+def plans_after(_earlier: list, task_name: str, lo: int, hi: int):
+    chosen = {"four_hours": four_hours, "one_minute": one_minute}[task_name]
+    return chosen.map(range(lo, hi))
 
 
 def pattern1():
@@ -169,6 +243,62 @@ def test_size_limit_is_a_clear_error(tmp_path):
         pytest.raises(DynamicLimitError, match="dynamic_max_tasks"),
     ):
         compute(fan(5))
+
+
+def _limit_race(c: Cluster, tmp_path: Path) -> Path:
+    """12 elements of a map each return a one-task subgraph at the same moment under
+    dynamic_max_tasks=10: exactly 10 expand, 2 fail with DynamicLimitError, no
+    reservation is left. Returns the run's dynamic/ directory."""
+    where = tmp_path / "gate"
+    where.mkdir()
+    run = submit(gated.map([(i, str(where), 12) for i in range(12)]), cluster=c)
+    snap = run.wait()
+    with pytest.raises(DynamicLimitError, match="dynamic_max_tasks"):
+        run.raise_failures(snap)
+    dyn = Path(c.workdir) / "runs" / run.id / "dynamic"
+    assert len(list(dyn.glob("*.json"))) == 10
+    assert list(dyn.glob("*.reserved")) == []
+    states = [s for states in snap.states.values() for s in states]
+    assert states.count("FAILED") == 2 and states.count("DONE") == 20  # 10 + their subgraphs
+    return dyn
+
+
+def test_the_task_limit_holds_under_concurrent_expansions(tmp_path):
+    """dynamic_max_tasks is checked and reserved under the run's lock: expansions running
+    at the same time (local pool workers) never add more than the limit (12 > 10 was)."""
+    with Cluster("local", workdir=tmp_path / "work", max_workers=12, dynamic_max_tasks=10) as c:
+        _limit_race(c, tmp_path)
+
+
+def test_the_budget_is_enforced_on_the_node(tmp_path):
+    """A run's max_core_hours bounds what its expansions add: a subgraph whose worst case
+    (100 x 4 h x 1 cpu = 400 core-hours) exceeds a budget of 1 is refused where the task
+    ran (DynamicBudgetError: a BudgetExceededError and a DynamicLimitError); nothing of
+    it is written or run."""
+    with Cluster("local", workdir=tmp_path / "work", max_core_hours=1) as c:
+        run = submit(plans("four_hours", 0, 100), cluster=c)
+        with pytest.raises(BudgetExceededError, match="max_core_hours=1") as info:
+            run.result()
+    err = info.value
+    assert isinstance(err, DynamicBudgetError) and isinstance(err, DynamicLimitError)
+    assert err.worst_core_hours == pytest.approx(400 + 1 / 60) and err.max_core_hours == 1
+    assert "four_hours" in str(err) and "Nothing of it was submitted" in str(err)
+    root = Path(c.workdir) / "runs" / run.id
+    assert [p.name for p in (root / "dynamic").iterdir() if not p.name.startswith(".")] == []
+    assert sorted(p.name for p in (root / "specs").iterdir()) == ["aj0.spec"]
+
+
+def test_the_budget_counts_the_plan_and_earlier_expansions(tmp_path):
+    """What the run committed (its plan, 2 one-minute tasks) and what earlier expansions
+    added (30 one-minute tasks: 0.5 core-hour) count: a second expansion of 0.5 exceeds a
+    budget of 1 and is refused; a subgraph without a time limit is unbounded: refused."""
+    with Cluster("local", workdir=tmp_path / "work", max_core_hours=1) as c:
+        first = plans("one_minute", 0, 30)
+        with pytest.raises(DynamicBudgetError, match=r"already committed 0\.533") as info:
+            compute(plans_after(first, "one_minute", 30, 60), cluster=c)
+        assert info.value.worst_core_hours == pytest.approx(2 / 60 + 1.0)
+        with pytest.raises(DynamicBudgetError, match=r"unbounded.*'double' has no time limit"):
+            compute(untimed(2), cluster=c)
 
 
 def test_status_and_attach_show_the_expanded_subgraph(tmp_path):
@@ -333,6 +463,133 @@ def test_failing_subgraph_on_slurm(env, tmp_path, accounting):  # noqa: F811
             run.result()
     assert total(node).key in {x.key for x in info.value.cancelled}
     assert [ln for ln in _run_jobs(run.id, env, accounting) if "PENDING" in ln] == []
+
+
+@pytest.mark.slurm
+def test_the_task_limit_holds_under_concurrent_expansions_on_slurm(env, tmp_path):  # noqa: F811
+    """On Slurm, 12 elements expanding at once under dynamic_max_tasks=10: 10 subgraphs
+    are submitted, never 12; the other 2 elements fail with DynamicLimitError."""
+    with slurm_cluster(env, tmp_path, dynamic_max_tasks=10) as c:
+        dyn = _limit_race(c, tmp_path)
+    assert len(list(dyn.glob("*_ids"))) == 10  # written by each subgraph's submission
+
+
+@pytest.mark.slurm
+def test_the_budget_is_enforced_on_the_node_on_slurm(env, tmp_path):  # noqa: F811
+    """On Slurm, a subgraph of 400 core-hours under max_core_hours=1 is refused on the
+    compute node: nothing of it is submitted, the dependent is cancelled."""
+    with slurm_cluster(env, tmp_path, max_core_hours=1) as c:
+        node = plans("four_hours", 0, 100)
+        run = submit(timed_total(node), cluster=c)
+        with pytest.raises(DynamicBudgetError, match="400 core-hours") as info:
+            run.result()
+    assert timed_total(node).key in {x.key for x in info.value.cancelled}
+    dyn = tmp_path / "work" / "runs" / run.id / "dynamic"
+    assert [p.name for p in dyn.iterdir() if not p.name.startswith(".")] == []  # none sent
+    assert [ln for ln in _run_jobs(run.id, env) if "PENDING" in ln] == []
+
+
+def _fake_squeue(tmp_path: Path, failures: int, hang: bool = False) -> str:
+    """A directory holding an ``squeue`` that fails ``failures`` times (as an unreachable
+    slurmctld does), then runs the real one (or, with ``hang``, never answers); the setup
+    line putting it first on PATH."""
+    fake = tmp_path / "fakebin"
+    fake.mkdir()
+    real = shutil.which("squeue")
+    assert real is not None
+    count = fake / "failures"
+    (fake / "squeue").write_text(
+        "#!/bin/sh\n"
+        + ("exec sleep 600\n" if hang else "")
+        + f"n=$(cat {shlex.quote(str(count))} 2>/dev/null || echo 0)\n"
+        f'if [ "$n" -lt {failures} ]; then\n'
+        f"  echo $((n + 1)) > {shlex.quote(str(count))}\n"
+        "  echo 'squeue: error: Unable to contact slurm controller (connect failure)' >&2\n"
+        "  exit 1\n"
+        "fi\n"
+        f'exec {shlex.quote(real)} "$@"\n'
+    )
+    (fake / "squeue").chmod(0o755)
+    return f"export PATH={shlex.quote(str(fake))}:$PATH"
+
+
+@pytest.mark.slurm
+def test_a_failing_squeue_fails_the_expansion_and_cancels_the_subgraph(env, tmp_path):  # noqa: F811
+    """When squeue keeps failing where the task runs, the dependents cannot be made to
+    wait for the subgraph: the task fails with DynamicExpansionError naming squeue (after
+    retries), the subgraph is cancelled before any of it runs, the dependent is
+    cancelled (it used to start at once and fail, blamed for the missing results)."""
+    setup = _fake_squeue(tmp_path, failures=100)
+    with slurm_cluster(env, tmp_path, setup=[setup]) as c:
+        node = fan(3)
+        run = submit(total(node), cluster=c)
+        with pytest.raises(DynamicExpansionError, match=r"squeue.*failed 4 times") as info:
+            run.result()
+    assert info.value.key == node.key
+    assert total(node).key in {x.key for x in info.value.cancelled}
+    root = tmp_path / "work" / "runs" / run.id
+    assert (root / "dynamic" / "aj0_0_ids").exists()  # it was submitted, then cancelled
+    assert not list((root / "dynamic").glob("*.json"))
+    assert not list((root / "dynamic").glob("*.reserved"))
+    assert not any((root / "results").glob("double-*"))  # held, cancelled: never ran
+    assert [ln for ln in _run_jobs(run.id, env) if "PENDING" in ln] == []
+
+
+def _slurm_state(job_id: str, test_env: dict) -> str:
+    """The state squeue shows for one job (GONE: no longer listed)."""
+    out = subprocess.run(
+        ["squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SLURM_CONF": test_env["LAZYSLURM_TEST_SLURM_CONF"]},
+        check=False,
+    ).stdout.split()
+    return out[0] if out else "GONE"
+
+
+@pytest.mark.slurm
+def test_a_held_subgraph_is_cancelled_when_its_task_is_stopped(env, tmp_path):  # noqa: F811
+    """The subgraph is submitted held and released once the dependents wait for it. If
+    Slurm stops the task meanwhile (here scancel while squeue hangs), the subgraph is
+    cancelled: held jobs nobody releases would stay queued forever."""
+    setup = _fake_squeue(tmp_path, failures=0, hang=True)
+    with slurm_cluster(env, tmp_path, setup=[setup]) as c:
+        run = submit(total(fan(3)), cluster=c)
+        root = tmp_path / "work" / "runs" / run.id
+        ids = root / "dynamic" / "aj0_0_ids"
+        deadline = time.monotonic() + 120
+        while not ids.exists():
+            assert time.monotonic() < deadline, "the subgraph was never submitted"
+            time.sleep(0.2)
+        held = ids.read_text().split("=", 1)[1].strip()
+        assert _slurm_state(held, env) == "PENDING"
+        fan_id = dict(p.split("=") for p in (root / "jobids").read_text().split())["aj0"]
+        subprocess.run(
+            ["scancel", fan_id],
+            env={**os.environ, "SLURM_CONF": env["LAZYSLURM_TEST_SLURM_CONF"]},
+            check=True,
+        )
+        deadline = time.monotonic() + 60
+        while _slurm_state(held, env) == "PENDING":
+            assert time.monotonic() < deadline, "the held subgraph was left in the queue"
+            time.sleep(0.5)
+        with pytest.raises(ElementCancelledError, match="'fan'"):
+            run.result()
+    assert _slurm_state(held, env) in ("CANCELLED", "GONE")
+
+
+@pytest.mark.slurm
+def test_a_squeue_failing_once_is_retried(env, tmp_path):  # noqa: F811
+    """An squeue that fails once (slurmctld busy) is tried again: the dependent is made
+    to wait for the subgraph, and the run gives the right value."""
+    setup = _fake_squeue(tmp_path, failures=1)
+    with slurm_cluster(env, tmp_path, setup=[setup]) as c:
+        run = submit(total(fan(3)), cluster=c)
+        assert run.result() == (6,)
+    assert (tmp_path / "fakebin" / "failures").read_text().strip() == "1"
+    (record,) = (tmp_path / "work" / "runs" / run.id / "dynamic").glob("*.json")
+    data = json.loads(record.read_text())
+    assert data["added"] == {"aj1": data["final"]}
 
 
 @pytest.mark.slurm

@@ -19,11 +19,13 @@ from hypothesis import given, settings
 from strategies import plain_values
 
 import lazyslurm
+from lazyslurm.context import JobContext
 from lazyslurm.errors import (
     DaskCollectionError,
     HiddenLazyValueError,
     LazyValueError,
     OptionTypeError,
+    TaskArgumentsError,
     UnexpectedKeywordError,
     UnknownLengthError,
 )
@@ -649,6 +651,105 @@ def test_an_unknown_keyword_is_refused_when_the_job_is_built() -> None:
     with pytest.raises(UnexpectedKeywordError, match="'z'"):
         task(body).map([{"x": 1, "z": 2}])
     assert task(lambda **kw: kw)(anything=1).kwargs == {"anything": 1}
+
+
+def two(a: int, b: int) -> int:
+    return a + b
+
+
+def flexible(a: int, /, b: int = 1, *rest: int, c: int, d: int = 2) -> int:
+    return a
+
+
+def positional_only_and_kwargs(a: int, /, **kw: int) -> int:
+    return a
+
+
+def with_context(x: int, job: JobContext) -> int:  # the runner fills `job` in
+    return x
+
+
+def with_named_job(x: int, *, job: Any) -> int:
+    return x
+
+
+class Model:
+    @task
+    def fit(self, x: int) -> int:
+        return x
+
+
+def test_a_wrong_positional_arity_is_refused_when_the_job_is_built() -> None:
+    """Too many or too few positional arguments, or one given twice, raise
+    TaskArgumentsError (a TypeError) at call time, naming the signature: not on the node."""
+    t = task(two)
+    with pytest.raises(TaskArgumentsError, match=r"got 3 positional.*at most 2: two\(a"):
+        t(1, 2, 3)
+    with pytest.raises(TypeError, match="missing the required argument 'b'"):
+        t(1)
+    with pytest.raises(TaskArgumentsError, match="missing the required arguments 'a', 'b'"):
+        t()
+    with pytest.raises(TaskArgumentsError, match="multiple values for the argument 'a'"):
+        t(1, a=2)
+    assert t(1, 2).args == (1, 2) and t(1, b=2).kwargs == {"b": 2}
+    assert t(b=1, a=2).kwargs == {"a": 2, "b": 1}
+    with pytest.raises(TaskArgumentsError, match="argument but its function takes none"):
+        task(lambda: 1)(1)
+    with pytest.raises(TaskArgumentsError, match="at most 1"):
+        Model().fit(1, 2)  # a task on a method: self is bound
+    assert Model().fit(1).args == (1,)
+    assert issubclass(UnexpectedKeywordError, TaskArgumentsError)
+
+
+def test_arity_minds_defaults_varargs_keyword_and_positional_only() -> None:
+    """Defaults may be left out, *args takes any number, a required keyword-only argument
+    must be given, a positional-only one cannot come by keyword (with **kwargs it goes
+    there instead)."""
+    t = task(flexible)
+    assert t(1, c=3).args == (1,) and t(1, 2, 3, 4, 5, c=3, d=4).args == (1, 2, 3, 4, 5)
+    with pytest.raises(TaskArgumentsError, match="missing the required argument 'c'"):
+        t(1, 2)
+    with pytest.raises(TaskArgumentsError, match="missing the required argument 'a'"):
+        t(c=3)
+    with pytest.raises(UnexpectedKeywordError, match="'a'"):
+        t(a=1, c=3)
+    p = task(positional_only_and_kwargs)
+    assert p(1, a=2).kwargs == {"a": 2}  # into **kw, as Python binds it
+    with pytest.raises(TaskArgumentsError, match="missing the required argument 'a'"):
+        p(a=2)
+    assert task(max)(1, 2, 3).args == (1, 2, 3)  # no signature to read: not checked
+
+
+def test_the_context_parameter_is_never_required_of_the_call() -> None:
+    """The JobContext parameter (annotated, or named `job`) is filled in by the runner:
+    leaving it out is fine, and passing it is too; one more argument is not."""
+    c = task(with_context)
+    assert c(1).args == (1,) and c(1, None).args == (1, None)
+    with pytest.raises(TaskArgumentsError, match="got 3 positional"):
+        c(1, None, 2)
+    assert task(with_named_job)(1).args == (1,)
+    with pytest.raises(TaskArgumentsError, match="missing the required argument 'x'"):
+        task(with_named_job)()
+
+
+def test_map_items_of_the_wrong_shape_are_refused_when_built() -> None:
+    """A map's tuple, dict or single items are bound like calls, naming the item; lazy
+    items (unpacked at run time) are not known yet and pass."""
+    t = task(two)
+    assert len(t.map([(1, 2), (3, 4)])) == 2
+    with pytest.raises(TaskArgumentsError, match=r"\(map item 1\) got 3 positional"):
+        t.map([(1, 2), (1, 2, 3)])
+    with pytest.raises(TaskArgumentsError, match=r"\(map item 0\) is missing.*'b'"):
+        t.map([1, 2])
+    with pytest.raises(TaskArgumentsError, match=r"\(map item 0\) is missing.*'b'"):
+        t.map([{"a": 1}])
+    with pytest.raises(UnexpectedKeywordError, match=r"\(map item 1\).*'z'"):
+        t.map([{"a": 1, "b": 2}, {"z": 1}])
+    pairs = task(lambda n: [(i, i) for i in range(n)])
+    assert len(t.map(f.map([1, 2]))) == 2  # items of a JobArray: known at run time
+    assert len(t.map(pairs(2).with_nout(2))) == 2
+    assert isinstance(t.map(pairs(2)), Job)  # unknown length: mapped on the node
+    assert len(task(with_context).map([1, 2])) == 2  # the context is filled in
 
 
 def test_map_max_concurrent_and_aliases() -> None:

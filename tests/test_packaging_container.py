@@ -24,7 +24,7 @@ from lazyslurm.planning.sbatch import job_script
 from lazyslurm.store import RunLayout
 
 DATA = Path(__file__).parent / "data"
-REF = "registry:5000/patterns:0123456789abcdef"
+REF = "registry:5000/patterns@sha256:" + "0123456789abcdef" * 4  # jobs run digests
 WORKDIR = "/home/u/.lazyslurm"
 RUN_ID = "20261124-120000-abcdef"
 EXPECTED_PIPELINE = [f"final_transform_{i}(preprocessed_data_{i + 1})" for i in range(3)]
@@ -45,7 +45,7 @@ def rendered(runtime: str) -> str:
 
 @pytest.mark.parametrize("runtime", ["pyxis", "apptainer", "podman"])
 def test_job_script_per_runtime_matches_recorded_file(runtime):
-    """Each runtime's job script (image, mounts, insecure registry) is as recorded."""
+    """Each runtime's job script (image by digest, mounts, insecure registry) is as recorded."""
     assert rendered(runtime) == (DATA / f"job_container_{runtime}.sh").read_text()
 
 
@@ -102,7 +102,7 @@ def test_seed_patterns_in_containers_from_the_command_line(
     assert "'total_sum': 124750" in out and "'lr': 0.1" in out
     assert "final_transform_2(preprocessed_data_3)" in out
     script = next((tmp_path / "runs").glob("*/jobs/aj0.sh")).read_text()
-    assert "exec podman run" in script and "/patterns:" in script
+    assert "exec podman run" in script and "/patterns@sha256:" in script  # run by digest
 
 
 @pytest.mark.slurm

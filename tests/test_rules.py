@@ -152,6 +152,21 @@ def test_causes_of_an_afterok_dependent_is_the_first_bad_upstream_element():
     assert causes(e, [[D, F, F], [C]]) == {(1, 0): (0, 1)}
 
 
+def test_causes_never_blame_what_fail_fast_stopped():
+    """Elements the client cancelled after a failure (fail-fast) are traced to a failure
+    upstream of them, but are never a cause: a -> b with b cancelled from outside and a,
+    running fine, stopped afterwards is b's own cancellation (issue 20)."""
+    e = Edges([aj(0, 1), aj(1, 1, (AFTEROK, 0))])
+    assert causes(e, [[C], [C]]) == {(1, 0): (0, 0)}  # the reading without the knowledge
+    assert causes(e, [[C], [C]], {(0, 0)}) == {}
+    chain = Edges([aj(0, 2), aj(1, 1, (AFTEROK, 0)), aj(2, 1, (AFTEROK, 1))])
+    stopped = {(0, 1), (1, 0), (2, 0)}  # pending when (0, 0) failed: each its dependent
+    assert causes(chain, [[F, C], [C], [C]], stopped) == {(1, 0): (0, 0), (2, 0): (0, 0)}
+    pairs = Edges([aj(0, 3), aj(1, 3, (AFTERCORR, 0))])
+    siblings = {(0, 0), (0, 2), (1, 0), (1, 2)}
+    assert causes(pairs, [[C, F, C], [C, C, C]], siblings) == {(1, 1): (0, 1)}
+
+
 def test_bad_and_terminal_words():
     """FAILED and CANCELLED end without a result; DONE ends with one."""
     assert BAD == {F, C} and rules.TERMINAL == {D, F, C}
@@ -283,3 +298,30 @@ def test_rules_agree_with_a_brute_force_reference(ajs, rnd: random.Random):
     for element, root in explained.items():
         assert root in roots and root not in explained
         assert states[root[0]][root[1]] in BAD and reachable(edges, root, element)
+
+    # fail-fast: what has not finished is cancelled by the client (stopped); those are
+    # explained only through a chain from a real failure, and never cause anything
+    stopped = {(n, i) for n, row in enumerate(states) for i, s in enumerate(row) if s in (P, R)}
+    ended = [
+        [C if (n, i) in stopped else s for i, s in enumerate(row)] for n, row in enumerate(states)
+    ]
+    reference: set[tuple[int, int]] = set()
+    grown = True
+    while grown:  # a fixpoint: cancelled, needing a bad element that is no mere stop
+        grown = False
+        for d in range(len(ajs)):
+            for j in range(ajs[d].size):
+                if ended[d][j] != C or (d, j) in reference:
+                    continue
+                if any(
+                    ended[u][x] in BAD
+                    and ((u, x) not in stopped or (u, x) in reference)
+                    and depends(edges, d, j, u, x)
+                    for u in range(len(ajs))
+                    for x in range(ajs[u].size)
+                ):
+                    reference.add((d, j))
+                    grown = True
+    traced = causes(edges, ended, stopped)
+    assert set(traced) == reference
+    assert all(root in roots and root not in stopped for root in traced.values())

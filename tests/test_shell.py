@@ -572,6 +572,62 @@ def test_ssh_retries_a_failed_channel_open_once(cluster, monkeypatch) -> None:
             shell.run("echo never")
 
 
+def drop_from_the_server(shell: SSHShell) -> None:
+    """End ``shell``'s connection from the server's side, as sshd does after
+    ClientAliveInterval: the sshd processes serving it (found by its socket) are killed."""
+    import re
+    import signal
+    import subprocess
+
+    transport = shell._client.get_transport()
+    port = transport.sock.getsockname()[1]
+    out = subprocess.run(["ss", "-tnpH"], capture_output=True, text=True, check=True).stdout
+    pids = {
+        int(pid)
+        for line in out.splitlines()
+        if len(line.split()) >= 6 and line.split()[4].endswith(f":{port}") and "sshd" in line
+        for pid in re.findall(r"pid=(\d+)", line)
+    }
+    assert pids, out
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while transport.is_active() and time.monotonic() < deadline:  # the EOF has arrived
+        time.sleep(0.02)
+
+
+@pytest.mark.ssh
+@pytest.mark.parametrize("how", ["server", "socket"])
+def test_ssh_connection_lost_before_a_command_started_is_reopened(cluster, monkeypatch, how):
+    """The connection ends after a channel opened and before the command started (the
+    server closed it, or its socket died under paramiko): the command is started once
+    more on a new connection, and runs once (issue 20: the next one-off command failed,
+    and a cancel() at that moment left the jobs running)."""
+    if how == "server" and os.geteuid() != 0:
+        pytest.skip("finding and killing the sshd processes of a connection needs root")
+    with make_ssh(cluster) as shell:
+        mark = f"~/lazyslurm-shell-tests/started-{secrets.token_hex(6)}"
+        shell.run(f"mkdir -p ~/lazyslurm-shell-tests; rm -f {shell_path(mark)}")
+        real = SSHShell._open_channel
+        drops = []
+
+        def open_then_lose(self):
+            chan = real(self)
+            if not drops:
+                drops.append(1)
+                if how == "server":
+                    drop_from_the_server(self)
+                else:
+                    self._client.get_transport().sock.close()
+                    time.sleep(0.3)
+            return chan
+
+        monkeypatch.setattr(SSHShell, "_open_channel", open_then_lose)
+        assert shell.run(f"echo x >> {shell_path(mark)}; echo ok").stdout == "ok\n"
+        assert drops and shell.connects == 2
+        assert shell.run(f"cat {shell_path(mark)}; rm -f {shell_path(mark)}").stdout == "x\n"
+
+
 @pytest.mark.ssh
 def test_ssh_command_interrupted_by_a_lost_connection_is_not_retried(cluster) -> None:
     """A connection lost while a command runs raises BackendError; it is not run again."""

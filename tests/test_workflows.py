@@ -14,7 +14,7 @@ from test_backends_slurm import env, slurm_cluster  # noqa: F401
 
 from examples import workflows as ex
 from lazyslurm import Cluster, WorkflowContext, compute, submit, task, workflow
-from lazyslurm.errors import InvalidArgumentError
+from lazyslurm.errors import InvalidArgumentError, TaskArgumentsError
 from lazyslurm.execute import Run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,6 +53,16 @@ def test_decorator_keeps_options_and_finds_the_context_parameter():
     assert waits.resources.timeout_min == 5 and waits.pure is False
     assert waits.unwrapped.param == "ctx"
     assert returns_lazy.unwrapped.param == "ctx"
+
+
+def test_a_workflow_call_is_bound_without_its_context():
+    """The context is injected, never passed: a call leaving it out builds, one argument
+    too many is refused when the job is built (TaskArgumentsError), not on the node."""
+    assert waits([1]).args == ([1],) and returns_lazy([1]).args == ([1],)
+    with pytest.raises(TaskArgumentsError, match=r"got 2 positional.*: waits\(values"):
+        waits([1], 2)
+    with pytest.raises(TaskArgumentsError, match="missing the required argument 'values'"):
+        returns_lazy()
 
 
 def test_a_workflow_called_outside_a_run_says_so():

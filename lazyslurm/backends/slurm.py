@@ -8,7 +8,8 @@ Slurm does all the scheduling. Per action, one round trip:
   truth for finished elements (sacct lags by seconds); the status query is skipped once
   every element has its result file. On this host, waiting between polls ends as soon as
   a result or error file lands;
-- read_files: one transfer; cancel: one ``scancel``.
+- read_files: one transfer; cancel: one ``scancel`` of the run's jobs and of every job
+  named after the run (subgraphs submitted from compute nodes).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ from lazyslurm.errors import (
 )
 from lazyslurm.graph.options import Opt, declared
 from lazyslurm.graph.resources import DEFAULTABLE, Resources, TaskDefaults, parse_time
-from lazyslurm.packaging import Packager, PackagingOptions
+from lazyslurm.packaging import Packager, PackagingOptions, check_staged
 from lazyslurm.planning.sbatch import (
     IDS_MARKER,
     SUBMIT_FAILED_MARKER,
@@ -107,7 +108,9 @@ _ACTIVE = {
 }
 _COMPLETED = "COMPLETED"
 _NO_RESULT_GRACE_S = 15.0  # COMPLETED in Slurm but no result file yet (shared FS lag)
-_UNLISTED_GRACE_S = 60.0  # neither squeue/sacct nor the store knows the element
+# an element that neither the status source nor the store has listed for this long (each
+# listing resets the clock) is asked of the other source once; silent there too: UNKNOWN
+_UNLISTED_GRACE_S = 60.0
 _NEVER_SATISFIED = "DependencyNeverSatisfied"
 # an element of a packed Slurm element whose own input failed: it cancelled itself
 _INPUT_FAILED = ElementFailure(state="CANCELLED", reason="an input of it failed")
@@ -149,6 +152,7 @@ _PENDING_REASON_CHECK_S = 5.0
 # record, a dependency never satisfied) is seen at most this late.
 _STATUS_EVERY_S = 2.0
 _PENDING_MARK = "LZ-PENDING"
+_CROSS_MARK = "LZ-CROSS"  # the other source's rows for elements unlisted past the grace
 _SKIPPED = "LZ-STATUS-RC=0 skipped"  # the poll's status command was not needed
 
 
@@ -231,6 +235,36 @@ def _with_pending_reasons(
     return out
 
 
+def _cross_checked(
+    rows: dict[tuple[str, int | None], _Row], text: str, suspects: Set[str], source: str
+) -> tuple[dict[tuple[str, int | None], _Row], Set[str]]:
+    r"""The status rows with the other source's rows (``text``: its output, then
+    ``-RC=status``) filling in what they lack, and the suspects that source answered for.
+
+    An answer counts if the command worked, or if squeue found none of the jobs
+    ("Invalid job id specified": it forgot them); a failed query answers for none.
+
+    >>> rows = parse_status("7_0|RUNNING|0:0|None", squeue=False)
+    >>> out, asked = _cross_checked(rows, "\n7_1|RUNNING|None\n-RC=0\n", {"7_1"}, "squeue")
+    >>> sorted((k, v.state) for k, v in out.items()), sorted(asked)
+    ([(('7', 0), 'RUNNING'), (('7', 1), 'RUNNING')], ['7_1'])
+    >>> _cross_checked(rows, "\nslurm_load_jobs error: Invalid job id specified\n-RC=1\n",
+    ...                {"7_1"}, "squeue")[1]
+    {'7_1'}
+    >>> _cross_checked(rows, "\nsacct: error: Problem talking to the database\n-RC=1\n",
+    ...                {"7_1"}, "sacct")[1]
+    frozenset()
+    """
+    body, _, code = text.partition("-RC=")
+    forgotten = source == "squeue" and "Invalid job id specified" in body
+    if code.strip() != "0" and not forgotten:
+        return rows, frozenset()
+    out = dict(rows)
+    for key, row in parse_status(body, squeue=source == "squeue").items():
+        out.setdefault(key, row)
+    return out, set(suspects)
+
+
 @attrs.frozen
 class Partition:
     """What we read of a Slurm partition (``scontrol show partition -o``)."""
@@ -270,7 +304,12 @@ class _Watch:
 
     def __init__(self) -> None:
         self.completed_since: dict[tuple[str, int], float] = {}
+        # since when no source has listed an element (forgotten as soon as one does)
         self.unlisted_since: dict[tuple[str, int], float] = {}
+        # Slurm ids (``ID_J``) of elements unlisted past the grace: the next poll asks the
+        # other source about exactly these before any is called UNKNOWN
+        self.suspects: set[str] = set()
+        self.sources = ("the status source", "the other source")  # names, for messages
         # remote runs: files seen by the last poll, and a wait the next poll does there
         self.files_seen: int | None = None
         self.deferred_wait_s = 0.0
@@ -330,6 +369,7 @@ class SlurmBackend(BackendBase):
         )
         self.unreachable_timeout_s = float(unreachable_timeout_s)
         self._probed = False
+        self._accounting = False  # slurmdbd behind sacct (probed)
         self.partitions: dict[str, Partition] = {}
         self.nodes: list[Node] = []
         self.job_limits: dict[str, int] = {}  # MaxJobCount, MaxSubmitJobs (probed)
@@ -368,8 +408,9 @@ class SlurmBackend(BackendBase):
         self.partitions = parse_partitions(res.stdout)
         self.nodes = parse_nodes(res.stdout)
         self.job_limits = job_limits(config, res.stdout)
+        none = config.get("AccountingStorageType", "").endswith("/none")
+        self._accounting = not none
         if self._status == "auto":
-            none = config.get("AccountingStorageType", "").endswith("/none")
             self._status = "squeue" if none else "sacct"
         home = re.search(r"^LZ-HOME=(/.*)$", res.stdout, re.MULTILINE)
         if self._workdir is None or self._workdir.startswith("~"):
@@ -501,6 +542,7 @@ class SlurmBackend(BackendBase):
             self._cancel_run_by_name(run_id)
             raise
         assert res is not None
+        check_staged(self.workdir, res.stderr)  # staged code found not private: refused
         for success in prepared.on_success:  # the staged code is in place now
             success()
         self.stats["submits"] += 1
@@ -617,6 +659,23 @@ class SlurmBackend(BackendBase):
         watch.stamp = stamp
         return self._snapshot(handle, watch.rows, results, errors, watch, cancelled=cancelled)
 
+    def _other_source(self) -> str:
+        """The source asked about elements the status source has not listed past the grace:
+        squeue under sacct; under squeue, sacct where accounting exists, else squeue again."""
+        return "sacct" if self.status_source == "squeue" and self._accounting else "squeue"
+
+    def _cross_check(self, suspects: Set[str]) -> str:
+        """Script lines printing the other source's rows for the arrays of ``suspects``
+        (``ID_J``), after a marker, then its exit status. By array, not by element: sacct
+        lists a pending element only in its array's collapsed row (``ID_[3-9]``)."""
+        q = shlex.quote
+        masters = ",".join(sorted({s.split("_")[0] for s in suspects}))
+        if self._other_source() == "sacct":
+            cmd = f"sacct -X -n -P -j {q(masters)} -o {_SACCT_FORMAT}"
+        else:
+            cmd = f"squeue -h -t all -r -j {q(masters)} -o {q(_SQUEUE_FORMAT)}"
+        return f"\necho {_CROSS_MARK}; {cmd} 2>&1; echo {_CROSS_MARK}-RC=$?"
+
     def _poll_once(self, handle: RunHandle, watch: _Watch) -> Snapshot:
         if self.shell.local_files:
             snap = self._poll_files_only(handle, watch)
@@ -670,6 +729,9 @@ class SlurmBackend(BackendBase):
                 f"\necho {_PENDING_MARK}; squeue -h -r -t PD -j {q(ids)} "
                 f"-o {q(_SQUEUE_FORMAT)} 2>/dev/null"
             )
+        suspects = set(watch.suspects)  # unlisted past the grace: the other source is asked
+        if suspects:
+            script += self._cross_check(suspects)
         if self.shell.local_files:  # taken before the listing: no change is missed
             watch.stamp = _dir_stamp(layout)
         t0 = time.monotonic()
@@ -695,6 +757,7 @@ class SlurmBackend(BackendBase):
             self.cancel(handle)
             raise RunDirectoryGoneError(msg)
         files = rest.split("LZ-FILES", 1)[-1]
+        files, _, cross_text = files.partition(_CROSS_MARK)
         files, _, pending_text = files.partition(_PENDING_MARK)
         results, errors, cancelled = _listing(files)
         watch.files_seen = len(results) + len(errors) + len(cancelled)
@@ -713,6 +776,11 @@ class SlurmBackend(BackendBase):
         rows = parse_status(status_text, squeue=self.status_source == "squeue")
         if pending_text:
             rows = _with_pending_reasons(rows, parse_status(pending_text, squeue=True))
+        asked: Set[str] = frozenset()
+        if suspects:
+            rows, asked = _cross_checked(rows, cross_text, suspects, self._other_source())
+            watch.suspects -= suspects  # each is listed now, UNKNOWN, or asked again
+        watch.sources = (self.status_source, self._other_source())
         pending = any(row.state == "PENDING" for row in rows.values())
         if not pending:
             watch.pending_since = None
@@ -721,7 +789,9 @@ class SlurmBackend(BackendBase):
         watch.rows, watch.partial = rows, None
         if not skipped:
             watch.status_at = time.monotonic()
-        return self._snapshot(handle, rows, results, errors, watch, cancelled=cancelled)
+        return self._snapshot(
+            handle, rows, results, errors, watch, cancelled=cancelled, asked=asked
+        )
 
     def _snapshot(
         self,
@@ -733,9 +803,11 @@ class SlurmBackend(BackendBase):
         status_known: bool = True,
         *,
         cancelled: Set[str] = frozenset(),
+        asked: Set[str] = frozenset(),
     ) -> Snapshot:
         """Element states from Slurm's rows and the outcome files listed: ``cancelled``
-        holds the keys of elements that cancelled themselves (an input failed)."""
+        holds the keys of elements that cancelled themselves (an input failed); ``asked``
+        the Slurm ids (``ID_J``) the other source was asked about in this poll."""
         now = time.monotonic()
         states: dict[str, list[str]] = {}
         failures: dict[tuple[str, int], ElementFailure] = {}
@@ -764,7 +836,14 @@ class SlurmBackend(BackendBase):
                         state, failure = PENDING, None
                     else:
                         state, failure = _element_state(
-                            row, key in errors, job_id, i, aj, watch, now
+                            row,
+                            key in errors,
+                            job_id,
+                            i,
+                            aj,
+                            watch,
+                            now,
+                            cross_checked=f"{job_id}_{i // aj.pack}" in asked,
                         )
                 if state in (DONE, FAILED, CANCELLED):
                     watch.final[(aj.id, i)] = (state, failure)
@@ -798,17 +877,19 @@ class SlurmBackend(BackendBase):
             time.sleep(min(_WATCH_TICK_S, left))
 
     def cancel(self, handle: RunHandle) -> None:
-        ids = " ".join(shlex.quote(handle.job_ids[aj.id]) for aj in handle.array_jobs)
-        if ids:
-            t0 = time.monotonic()
-            self.shell.run(f"scancel {ids}")
-            took = time.monotonic() - t0
-            log.debug(
-                "scancel %s (%.3f s)",
-                ids,
-                took,
-                extra={"run_id": handle.run_id, "array_job": None, "duration_s": took},
-            )
+        """Cancel the run: its known jobs and every job whose name carries its run id (the
+        subgraphs its tasks submitted that no poll has read yet), in one ``scancel``."""
+        ids = [handle.job_ids[aj.id] for aj in handle.array_jobs if aj.id in handle.job_ids]
+        t0 = time.monotonic()
+        self.shell.run(_cancel_script(handle.run_id, ids))
+        took = time.monotonic() - t0
+        log.debug(
+            "scancel %s and jobs named lz-%s-* (%.3f s)",
+            " ".join(ids),
+            handle.run_id,
+            took,
+            extra={"run_id": handle.run_id, "array_job": None, "duration_s": took},
+        )
 
     def cancel_elements(self, handle: RunHandle, elements: Sequence[tuple[str, int]]) -> None:
         """``scancel`` some elements (``ID_INDEX``); Slurm cancels their dependents."""
@@ -820,13 +901,8 @@ class SlurmBackend(BackendBase):
 
     def _cancel_run_by_name(self, run_id: str) -> None:
         """Cancel every job whose name carries ``run_id`` (ids may never have reached us)."""
-        prefix = shlex.quote(f"lz-{run_id}-")
-        script = (
-            f"squeue -h -o '%i %j' | while read -r id name; do "
-            f'case "$name" in {prefix}*) echo "$id";; esac; done | xargs -r scancel'
-        )
         try:
-            self.shell.run(script, timeout_s=30)
+            self.shell.run(_cancel_script(run_id, ()), timeout_s=30)
         except Exception:  # best effort: the original error is what matters
             pass
 
@@ -839,6 +915,26 @@ class SlurmBackend(BackendBase):
 
     def close(self) -> None:
         self.shell.close()
+
+
+def _cancel_script(run_id: str, ids: Sequence[str]) -> str:
+    r"""One ``scancel`` of ``ids`` and of every job of this user whose name starts with
+    ``lz-RUN_ID-``: the run's own jobs and the subgraphs its tasks submitted from compute
+    nodes (same prefix), whether or not a poll has read their records yet.
+
+    >>> s = _cancel_script("r1", ["101", "102"])
+    >>> s.startswith("{ printf '%s\\n' 101 102; squeue -h -u"), "lz-r1-*)" in s
+    (True, True)
+    >>> s.endswith("| sort -u | xargs -r scancel")
+    True
+    """
+    q = shlex.quote
+    known = f"printf '%s\\n' {' '.join(q(i) for i in ids)}; " if ids else ""
+    return (
+        f"{{ {known}squeue -h -u \"$(id -un)\" -o '%F %j' | while read -r id name; "
+        f'do case "$name" in {q(f"lz-{run_id}-")}*) echo "$id";; esac; done; }}'
+        " | sort -u | xargs -r scancel"
+    )
 
 
 def _dir_stamp(layout: RunLayout) -> tuple[int, ...]:
@@ -890,21 +986,36 @@ def _element_state(
     aj: ArrayJob,
     watch: _Watch,
     now: float,
+    *,
+    cross_checked: bool = False,
 ) -> tuple[str, ElementFailure | None]:
-    if row is None:  # not (yet) in accounting: the runner's files are the only truth
+    """An element's state from its status row (None: not listed) and whether it left an
+    error file. ``cross_checked``: the other source was asked about it in this poll."""
+    element = (aj.id, index)
+    if row is None:  # not (yet) listed: the runner's files are the only truth
         if has_error:
             return FAILED, ElementFailure(state="FAILED", job_id=job_id)
-        first = watch.unlisted_since.setdefault((aj.id, index), now)
-        if now - first < _UNLISTED_GRACE_S:  # sacct records new jobs within about a second
+        # sacct records a new job within about a second, an array's started elements
+        # within ~5 s; between a pending row and its element's own row, sacct lists
+        # neither: only a silence longer than the grace counts, and only if the other
+        # source (asked once, in a later poll) does not list the element either
+        first = watch.unlisted_since.setdefault(element, now)
+        if now - first < _UNLISTED_GRACE_S:
             return PENDING, None
+        if not cross_checked:
+            watch.suspects.add(f"{job_id}_{index // aj.pack}")
+            return PENDING, None
+        source, other = watch.sources
         return FAILED, ElementFailure(
             state="UNKNOWN",
             job_id=job_id,
-            reason=f"Slurm has no record of it for {_UNLISTED_GRACE_S:.0f} s and it left no "
-            "result (it may have left Slurm's memory)",
+            reason=f"{source} has not listed it for {now - first:.0f} s, nor {other} when "
+            "asked again, and it left no result (it may have left Slurm's memory)",
         )
+    watch.unlisted_since.pop(element, None)  # listed: a later silence starts a new grace
     slurm_state = row.state
-    element = (aj.id, index)
+    if slurm_state == "CANCELLED" and _NEVER_SATISFIED not in row.reason:
+        row = attrs.evolve(row, reason="")  # squeue's last pending reason (Dependency): noise
     if aj.resources.requeue and slurm_state in _REQUEUE_STATES:
         if element not in watch.requeued_since:  # a new requeue (attempt) of this element
             watch.requeued_since[element] = now

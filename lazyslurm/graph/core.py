@@ -26,7 +26,6 @@ import dataclasses
 import gc
 import hashlib
 import importlib
-import inspect
 import io
 import itertools
 import operator
@@ -51,6 +50,7 @@ from lazyslurm.errors import (
     UnknownLengthError,
 )
 from lazyslurm.graph.resources import Resources, TaskOptions
+from lazyslurm.graph.signature import Shape
 from lazyslurm.registry import Executor, executor
 from lazyslurm.store import MapItem, Rebuild, Ref, RefList, Restore
 
@@ -424,7 +424,7 @@ class Task(Generic[P, R]):
         gather = "" if resources.gather is None else f"\x00gather:{resources.gather}"
         put(self, "_hbase", hashlib.sha1((self._token + gather).encode()))  # copied per key
         put(self, "_after_token", _after_token(after))
-        put(self, "_kwnames", _UNSET)  # keywords the function accepts (None: any), cached
+        put(self, "_shape_cache", _UNSET)  # what the function accepts (signature.py), cached
         put(self, "__name__", fname)
         put(self, "__qualname__", getattr(func, "__qualname__", fname))
         put(self, "__module__", getattr(func, "__module__", None))
@@ -528,47 +528,51 @@ class Task(Generic[P, R]):
             name=self._label,
         )
 
+    def _shape(self) -> Shape | None:
+        """What the function accepts (None: unknown, a builtin without a signature). Read
+        once per task: calls and map items are checked against it when built."""
+        shape = self._shape_cache
+        if shape is _UNSET:
+            shape = Shape.of(self._func, self.name)
+            object.__setattr__(self, "_shape_cache", shape)
+        return shape
+
     def _accepted_keywords(self) -> frozenset[str] | None:
         """Keyword names the function accepts (None: any, or unknown). Cached."""
-        names = self._kwnames
-        if names is _UNSET:
-            try:
-                params = inspect.signature(self._func).parameters.values()
-            except (TypeError, ValueError):  # builtins without a signature
-                names = None
-            else:
-                if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-                    names = None
-                else:
-                    names = frozenset(
-                        p.name
-                        for p in params
-                        if p.kind
-                        in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-                    )
-            object.__setattr__(self, "_kwnames", names)
-        return names
+        shape = self._shape()
+        return None if shape is None else shape.keywords
 
-    def _check_keywords(self, kwargs: Iterable[str]) -> None:
+    def _check_keywords(self, kwargs: Iterable[str], item: int | None = None) -> None:
         names = self._accepted_keywords()
         if names is None or names.issuperset(kwargs):
             return
         bad = [k for k in kwargs if k not in names]
         if bad:
+            where = "" if item is None else f" (map item {item})"
             msg = (
-                f"task {self.name!r} got unexpected keyword argument(s) "
+                f"task {self.name!r}{where} got unexpected keyword argument(s) "
                 f"{', '.join(map(repr, sorted(bad)))}; it accepts: "
                 f"{', '.join(sorted(names)) or 'no keywords'}"
             )
             raise UnexpectedKeywordError(msg)
 
+    def _check_call(self, nargs: int, kwargs: Mapping[str, Any], item: int | None = None) -> None:
+        """Raise if the function cannot take this call (its keywords, then its arity);
+        ``item``: the index of the map item being built."""
+        shape = self._shape()
+        if shape is None:
+            return
+        if kwargs:
+            self._check_keywords(kwargs, item)
+        shape.check(nargs, kwargs, item=item)
+
     def _call(self, *args: Any, nout: int | None = None, **kwargs: Any) -> Job[R]:
         deps: list[Job] = []
         parts: list[str] = []
+        self._check_call(len(args), kwargs)
         try:
             targs = tuple(_lift_all(args, deps, parts)) if args else ()
             if kwargs:
-                self._check_keywords(kwargs)
                 parts.append("|")
                 tkwargs = _lift_kwargs(kwargs, deps, parts)
             else:
@@ -634,27 +638,31 @@ class Task(Generic[P, R]):
         jobs = []
         name_, base, pure, after = self._name, self._hbase, self._pure, self._after
         after_token = self._after_token
-        check = self._accepted_keywords() is not None
+        shape = self._shape()
         with gc_paused(), _naming_recursion(self._name):  # no cyclic garbage made here
-            for item in items.jobs if isinstance(items, JobArray) else items:
+            for n, item in enumerate(items.jobs if isinstance(items, JobArray) else items):
                 t = type(item)
-                if t is Job or t is JobView:
+                if t is Job or t is JobView:  # unpacked at run time: its shape is unknown
                     deps: list[Job] = []
                     parts: list[str] = ["*"]
                     ref = _lift(item, deps, parts)
                     targs: tuple[Any, ...] = (MapItem(ref),)
                     tkwargs: dict[str, Any] = {}
                 elif t is dict:
-                    if check:
-                        self._check_keywords(item)
+                    if shape is not None:
+                        self._check_call(0, item, item=n)
                     deps, parts = [], ["|"]
                     tkwargs = _lift_kwargs(item, deps, parts)
                     targs = ()
                 elif t is tuple:
+                    if shape is not None:
+                        shape.check(len(item), item=n)
                     deps, parts = [], []
                     targs = tuple(_lift_all(item, deps, parts))
                     tkwargs = {}
                 else:
+                    if shape is not None:
+                        shape.check(1, item=n)
                     deps, parts = [], []
                     targs = (_lift(item, deps, parts),)
                     tkwargs = {}

@@ -30,17 +30,23 @@ from typing import Annotated, Any, Literal, TypedDict
 import attrs
 
 from lazyslurm.backends.option import resolve
-from lazyslurm.errors import ClusterConfigError, OptionTypeError
+from lazyslurm.errors import ClusterConfigError, OptionTypeError, UntrustedStoreError
 from lazyslurm.graph.options import Opt
 from lazyslurm.graph.resources import PackagingMode, Resources
 from lazyslurm.packaging import byvalue
+from lazyslurm.store import untrusted_why
 
 __all__ = [
     "Launch",
     "Packager",
     "PackagingOptions",
     "Prepared",
+    "atomic_move",
+    "check_staged",
+    "code_listing",
+    "read_code_listing",
     "settings",
+    "untrusted_code_error",
 ]
 
 Runtime = Literal["podman", "pyxis", "apptainer"]
@@ -178,7 +184,9 @@ class Packager:
         self.importable: set[str] = set()  # top-level names the cluster's python imports
         self.installed_runner: str | None = None  # the cluster's lazyslurm runner (probed)
         self.checked: set[str] = set()  # names asked about so far
-        self.code_present: set[str] = set()  # WORKDIR/code/* seen on the cluster
+        self.code_present: set[str] = set()  # WORKDIR/code/* seen on the cluster, private
+        # entries of WORKDIR/code ("." itself, NAME, NAME/...) that are not private: why
+        self.code_untrusted: dict[str, str] = {}
         self.probe_output = ""
         self._builders: dict[str, Any] = {}
         self._own_modules: tuple[int, list[str]] | None = None
@@ -209,12 +217,11 @@ class Packager:
             call = f"{q(self.python)} -c {q(_PROBE_PY)} {' '.join(q(n) for n in names)}"
             setup = self._inherit_setup() if self.mode_of(None) == "inherit" else self.setup
             lines.append("( " + "; ".join([*setup, call]) + " ) 2>&1 | sed 's/^/LZ-P /'")
-        wd = shell_path(workdir or "~/.lazyslurm")
-        lines.append(f"ls -1 {wd}/code 2>/dev/null | sed 's/^/LZ-CODE=/'")
+        lines.append(code_listing(shell_path(workdir or "~/.lazyslurm") + "/code"))
         return "\n".join(lines)
 
     def read_probe(self, stdout: str) -> None:
-        self.code_present = set(re.findall(r"^LZ-CODE=([\w.-]+)$", stdout, re.MULTILINE))
+        self.code_present, self.code_untrusted = read_code_listing(stdout)
         if self.mode_of(None) == "container":
             self._builder("container").read_probe(stdout)
             return
@@ -354,6 +361,22 @@ class Packager:
         runner = f"{dirs[0]}/lazyslurm/runner/__main__.py"  # the staged runtime's runner
         return Launch(self.python, (*self.setup, line), runner=runner)
 
+    def reuse_code(self, workdir: str, name: str, *also: str) -> bool:
+        """Whether ``WORKDIR/code/NAME`` is there to reuse (else it is staged). Refuses
+        (:class:`~lazyslurm.errors.UntrustedStoreError`, nothing submitted) when
+        ``WORKDIR/code``, that entry, the entries ``also`` the run uses with it, or
+        anything under them the probe saw, is not private: a symbolic link, another
+        user's, or writable by others. Such an entry is never used."""
+        names = (name, *also)
+        used = [
+            path
+            for path in self.code_untrusted
+            if path == "." or any(path == n or path.startswith(f"{n}/") for n in names)
+        ]
+        if used:
+            raise untrusted_code_error(workdir, used, self.code_untrusted)
+        return name in self.code_present
+
     def stage_installed(
         self,
         names: set[str],
@@ -374,7 +397,8 @@ class Packager:
         if lacking:
             raise byvalue.unshippable_error(lacking, python=self.python, mode=mode)
         digest = "deps-" + byvalue.content_hash(files)
-        if digest not in self.code_present and not any(f".stage-{digest}-" in k for k in staged):
+        present = self.reuse_code(workdir, digest)
+        if not present and not any(f".stage-{digest}-" in k for k in staged):
             stage = f".stage-{digest}-{secrets.token_hex(4)}"
             for rel, data in files.items():
                 staged[f"code/{stage}/{rel}"] = data
@@ -402,7 +426,7 @@ class Packager:
         returns that directory."""
         digest = byvalue.runtime_hash()
         code_dir = f"{workdir}/code/{digest}"
-        if digest in self.code_present or any(f".stage-{digest}-" in k for k in staged):
+        if self.reuse_code(workdir, digest) or any(f".stage-{digest}-" in k for k in staged):
             return code_dir
         stage = f".stage-{digest}-{secrets.token_hex(4)}"
         for rel, data in byvalue.runtime_files().items():
@@ -424,18 +448,129 @@ class Packager:
         return self._builders[mode]
 
 
-def atomic_move(parent: str, stage: str, name: str) -> str:
-    """Shell that renames ``parent/stage`` to ``parent/name`` unless another client won
-    the race (then the stage is dropped): readers never see a half-written directory.
+_CODE_BEGIN, _CODE_END = "LZ-CODE-BEGIN", "LZ-CODE-END"
 
-    >>> print(atomic_move("/w/code", ".stage-ab-1", "ab"), end="")
+
+def code_listing(code: str) -> str:
+    r"""Probe lines that list ``code`` (``WORKDIR/code``, quoted for the shell) with what
+    trust needs: the probing user's uid, then for the directory itself, each entry, the
+    entries inside those and each venv's ``bin/python``: find's type, owner uid, mode and
+    path, NUL-terminated (a name cannot forge a record). Never follows a link.
+
+    >>> "-printf" in code_listing("/w/code")
+    True
+    """
+    records = "'%y %U %m %P\\0'"
+    return (
+        f"echo {_CODE_BEGIN} $(id -u)\n"
+        f"( c={code}; find \"$c\" -maxdepth 0 -printf '%y %U %m .\\0' 2>/dev/null\n"
+        '  [ -d "$c" ] && [ ! -L "$c" ] && cd -- "$c" && find . -mindepth 1 -maxdepth 3 '
+        "\\( -path './*/*/*' ! -path './venv-*/bin/python' \\) -o "
+        f"-printf {records} 2>/dev/null )\n"
+        f"echo; echo {_CODE_END}"
+    )
+
+
+def read_code_listing(stdout: str) -> tuple[set[str], dict[str, str]]:
+    r"""From :func:`code_listing`'s output: the names of ``WORKDIR/code`` entries that are
+    private (with everything listed under them), and why each other listed path is not.
+
+    A link is refused in ``code/`` and as ``code/`` itself, as a venv's ``.ready`` marker
+    or ``bin``; deeper, a link of your own is allowed (a venv's ``bin/python``, ``lib64``).
+
+    >>> ok, bad = read_code_listing("LZ-CODE-BEGIN 7\nd 7 700 .\0d 7 700 ab\0d 7 700 ab/x\0"
+    ...     "d 9 755 cd\0d 7 700 ef\0f 7 666 ef/y\0\nLZ-CODE-END")
+    >>> ok
+    {'ab'}
+    >>> bad
+    {'cd': 'is owned by uid 9, not by you (uid 7)', 'ef/y': 'is writable by others (mode 666)'}
+    """
+    begin = stdout.find(_CODE_BEGIN + " ")
+    end = stdout.rfind("\n" + _CODE_END)  # the last one: a name cannot end the block early
+    if begin < 0 or end < begin:
+        return set(), {}
+    head, _, body = stdout[begin:end].partition("\n")
+    me = int(head.split()[1])
+    names: set[str] = set()
+    bad: dict[str, str] = {}
+    for record in body.split("\0"):
+        kind, _, rest = record.partition(" ")
+        uid, _, rest = rest.partition(" ")
+        mode, _, path = rest.partition(" ")
+        if not (kind and uid.isdigit() and mode.isdigit() and path):
+            continue
+        parts = path.split("/")
+        if len(parts) == 1 and path != ".":
+            names.add(path)
+        link_ok = len(parts) > 1 and parts[-1] != ".ready" and parts[1:] != ["bin"]
+        why = untrusted_why(kind, int(uid), int(mode, 8), me=me, link_ok=link_ok)
+        if why:
+            bad[path] = why
+    if "." in bad:
+        return set(), bad
+    tainted = {path.split("/")[0] for path in bad}
+    return {n for n in names if n not in tainted and re.fullmatch(r"[\w.-]+", n)}, bad
+
+
+def untrusted_code_error(
+    workdir: str, used: Sequence[str], untrusted: Mapping[str, str]
+) -> UntrustedStoreError:
+    """The refusal of a run that would use entries of ``WORKDIR/code`` that are not
+    private: names each (absolute path and why), and every other such entry there."""
+    code = f"{workdir}/code"
+
+    def where(path: str) -> str:
+        return code if path == "." else f"{code}/{path}"
+
+    shown = [*used, *(p for p in untrusted if p not in used)][:12]
+    listed = "; ".join(f"{where(p)} {untrusted[p]}" for p in shown)
+    more = f" (and {len(untrusted) - len(shown)} more)" if len(untrusted) > len(shown) else ""
+    remove = " ".join(shlex.quote(where(p)) for p in dict.fromkeys(p.split("/")[0] for p in shown))
+    msg = (
+        f"the code your jobs would run is not private: {listed}{more}. Another user could "
+        f"have planted code there that would run as you, so nothing was submitted: remove "
+        f"what you do not own and what others could write (`rm -rf {remove}`; what is not "
+        f"yours, its owner or an administrator can remove), then run again (lazyslurm "
+        f"stages its code anew), or use a private work directory (workdir=...)"
+    )
+    return UntrustedStoreError(msg, path=where(used[0]))
+
+
+UNTRUSTED_CODE_MARK = "LZ-UNTRUSTED-CODE"
+
+
+def atomic_move(parent: str, stage: str, name: str) -> str:
+    r"""Shell that renames ``parent/stage`` to ``parent/name`` unless another client won
+    the race (then the stage is dropped): readers never see a half-written directory.
+    Then ``parent/name`` must be private (the probe checked what it listed; this also
+    covers what it could not), else the script stops before anything is submitted,
+    printing ``LZ-UNTRUSTED-CODE PATH`` on stderr.
+
+    >>> print(atomic_move("/w/code", ".stage-ab-1", "ab"), end="")  # doctest: +ELLIPSIS
     ( cd /w/code && { [ -d ab ] || mv -T .stage-ab-1 ab 2>/dev/null; rm -rf .stage-ab-1; } )
+    lz_s=$(find /w/code/ab -maxdepth 0 ... || { echo LZ-UNTRUSTED-CODE ... /w/code/ab >&2; exit 1; }
     """
     q = shlex.quote
+    path = q(f"{parent}/{name}")
     return (
         f"( cd {q(parent)} && {{ [ -d {q(name)} ] || mv -T {q(stage)} {q(name)} 2>/dev/null; "
         f"rm -rf {q(stage)}; }} )\n"
+        f'lz_s=$(find {path} -maxdepth 0 \\( -type l -o ! -user "$(id -u)" -o -perm /022 \\) '
+        f"-printf '%y %U %m' 2>/dev/null); [ -z \"$lz_s\" ] || "
+        f'{{ echo {UNTRUSTED_CODE_MARK} "$(id -u) $lz_s" {path} >&2; exit 1; }}\n'
     )
+
+
+def check_staged(workdir: str, stderr: str) -> None:
+    """Refuse the run (:class:`~lazyslurm.errors.UntrustedStoreError`) when
+    :func:`atomic_move` found the entry it staged not private."""
+    m = re.search(rf"^{UNTRUSTED_CODE_MARK} (\d+ \w \d+ \d+) (.*)$", stderr, re.MULTILINE)
+    if m is None:
+        return
+    me, kind, uid, mode = m.group(1).split()
+    rel = m.group(2).removeprefix(f"{workdir}/code/")
+    why = untrusted_why(kind, int(uid), int(mode, 8), me=int(me)) or "is not private"
+    raise untrusted_code_error(workdir, [rel], {rel: why})
 
 
 def _own_module(func: Any) -> list[types.ModuleType]:

@@ -5,13 +5,23 @@ The image is the project's Dockerfile (``packaging_dockerfile``) or a generated 
 ``packaging_base_image``, plus a last layer holding lazyslurm's runner and cloudpickle
 (the user's own modules travel by value, as with ``by-value``). Its tag is the content
 hash of everything that goes into it (and the client's Python minor version, which the
-image's Python must match for code pickled by value). Per session the registry is asked
-once per tag; an existing tag is neither built nor pushed.
+image's Python must match for code pickled by value).
+
+Jobs run the image by digest (``NAME@sha256:...``), the one recorded when this client
+pushed it, kept per tag in a private cache (``$XDG_CACHE_HOME/lazyslurm/images``). Anyone
+can compute a tag and push under it first, so a tag this client has no digest for is never
+trusted: it is built and pushed (and its digest recorded). Per session the registry is
+asked once per tag whether it still holds the recorded digest; then nothing is built or
+pushed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+import os
+import re
 import shlex
 import shutil
 import ssl
@@ -27,8 +37,19 @@ from typing import Any
 
 from lazyslurm.errors import ClusterConfigError, PackagingError, RegistryError
 from lazyslurm.packaging import byvalue
+from lazyslurm.store import atomic_write, check_private_dir, read_private
 
-__all__ = ["ContainerBuilder", "image_name", "launch_words", "pyxis_image"]
+__all__ = [
+    "ContainerBuilder",
+    "image_name",
+    "launch_words",
+    "pyxis_image",
+    "read_digest",
+    "record_digest",
+]
+
+log = logging.getLogger(__name__)
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 _SKIP_DIRS = {".git", ".venv", "venv", "__pycache__", "node_modules", ".mypy_cache", ".ruff_cache"}
 _RUNTIME_DIR = "/opt/lazyslurm"
@@ -51,13 +72,52 @@ def image_name(registry: str) -> str:
 
 
 def pyxis_image(ref: str) -> str:
-    """An image reference in enroot's form, ``REGISTRY#NAME:TAG``.
+    """An image reference in enroot's form, ``REGISTRY#NAME:TAG``; a digest reference
+    ``NAME@sha256:HEX`` becomes ``REGISTRY#NAME:sha256:HEX``, the form every enroot since
+    3.0 reads (its digest goes where the tag would: ``/v2/NAME/manifests/sha256:HEX``;
+    ``#NAME@sha256:HEX`` is read only since enroot 4.0).
 
     >>> pyxis_image("registry:5000/patterns:ab12")
     'registry:5000#patterns:ab12'
+    >>> pyxis_image("registry:5000/team/p@sha256:" + "0" * 64)[:39]
+    'registry:5000#team/p:sha256:00000000000'
     """
     host, _, rest = ref.partition("/")
+    rest = rest.replace("@sha256:", ":sha256:")
     return f"{host}#{rest}" if rest and ("." in host or ":" in host or host == "localhost") else ref
+
+
+def _images_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    path = Path(base) / "lazyslurm" / "images"
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    check_private_dir(path)  # a digest planted there would pick the image jobs run
+    return path
+
+
+def _digest_file(tag_ref: str) -> Path:
+    return _images_dir() / hashlib.sha256(tag_ref.encode()).hexdigest()[:40]
+
+
+def read_digest(tag_ref: str) -> str | None:
+    """The digest this client recorded when it pushed ``tag_ref`` (None if it never did),
+    from a private file of the user's cache (``$XDG_CACHE_HOME/lazyslurm/images``)."""
+    try:
+        text = read_private(_digest_file(tag_ref)).decode("utf-8", "replace")
+    except FileNotFoundError:
+        return None
+    lines = text.splitlines()
+    if len(lines) == 2 and lines[0] == tag_ref and _DIGEST.fullmatch(lines[1]):
+        return lines[1]
+    return None
+
+
+def record_digest(tag_ref: str, digest: str) -> None:
+    """Record the digest of the image this client pushed as ``tag_ref``."""
+    if not _DIGEST.fullmatch(digest):
+        msg = f"not an image digest: {digest!r}"
+        raise PackagingError(msg)
+    atomic_write(_digest_file(tag_ref), f"{tag_ref}\n{digest}\n".encode())
 
 
 def launch_words(
@@ -105,7 +165,7 @@ class ContainerBuilder:
 
     def __init__(self, options: Any) -> None:
         self.options = options
-        self.ready: set[str] = set()  # image references built or found in this session
+        self.ready: dict[str, str] = {}  # tag -> the digest reference jobs run (session)
         self.runtime_ok: bool | None = None
         self.stats = {"builds": 0, "pushes": 0, "registry_checks": 0}
         self.timings: dict[str, float] = {}
@@ -196,28 +256,45 @@ class ContainerBuilder:
         return byvalue.content_hash(parts)
 
     def ensure_image(self) -> str:
-        """The image reference for this content, built and pushed unless already there."""
-        ref = f"{image_name(self.options.registry)}:{self.content_hash()}"
-        if ref in self.ready:
-            return ref
+        """The digest reference (``NAME@sha256:...``) jobs run for this content: the one
+        this client recorded when it pushed the tag, if the registry still has it; else
+        the image is built and pushed, and the digest of that push recorded. A tag this
+        client has no digest for is never trusted, whoever pushed it."""
+        tag_ref = f"{image_name(self.options.registry)}:{self.content_hash()}"
+        if tag_ref in self.ready:
+            return self.ready[tag_ref]
+        name = tag_ref.rpartition(":")[0]
+        digest = read_digest(tag_ref)
         t0 = time.perf_counter()
-        exists = self.registry_has(ref)  # also: is the registry reachable at all
+        # also: is the registry reachable at all (before anything is built)
+        exists = self.registry_has(f"{name}@{digest}" if digest else tag_ref)
         self.timings["registry_check_s"] = time.perf_counter() - t0
-        if not exists:
+        if digest is None or not exists:
+            if exists:
+                log.info(
+                    "image tag %s exists in the registry but this client did not push it: "
+                    "building and pushing its own (jobs run the digest of that push)",
+                    tag_ref,
+                )
             t0 = time.perf_counter()
-            self.build(ref)
+            self.build(tag_ref)
             self.timings["build_s"] = time.perf_counter() - t0
             t0 = time.perf_counter()
-            self.push(ref)
+            digest = self.push(tag_ref)
             self.timings["push_s"] = time.perf_counter() - t0
-        self.ready.add(ref)
-        return ref
+            record_digest(tag_ref, digest)
+        self.ready[tag_ref] = f"{name}@{digest}"
+        return self.ready[tag_ref]
 
     def registry_has(self, ref: str) -> bool:
-        """Whether the registry holds ``ref`` (Docker registry HTTP API v2)."""
+        """Whether the registry holds ``ref``, ``NAME:TAG`` or ``NAME@DIGEST`` (Docker
+        registry HTTP API v2)."""
         self.stats["registry_checks"] += 1
         host, _, rest = ref.partition("/")
-        name, _, tag = rest.rpartition(":")
+        if "@" in rest:
+            name, _, tag = rest.partition("@")
+        else:
+            name, _, tag = rest.rpartition(":")
         schemes = ["https"] if self.options.tls_verify else ["https", "http"]
         ctx = ssl.create_default_context()
         if not self.options.tls_verify:
@@ -298,13 +375,29 @@ class ContainerBuilder:
         version = tuple(int(x) for x in out.strip().splitlines()[-1].split("."))
         byvalue.check_python(version, python="python3", code_by_value=True, where=f"in {ref}")
 
-    def push(self, ref: str) -> None:
+    def push(self, ref: str) -> str:
+        """Push ``ref``; returns the digest of the manifest pushed (``sha256:...``):
+        podman's ``--digestfile``, or the digest docker prints."""
         tool = self._tool()
         self.stats["pushes"] += 1
-        tls = [] if self.options.tls_verify else ["--tls-verify=false"]
+        what = "push (rejected by the registry?)"
         if self.options.builder == "docker":
-            tls = []  # docker reads insecure registries from its daemon configuration
-        self._run([tool, "push", *tls, ref], "push (rejected by the registry?)")
+            # docker reads insecure registries from its daemon configuration
+            out = self._run([tool, "push", ref], what)
+            found = re.findall(r"digest: (sha256:[0-9a-f]{64})", out)
+        else:
+            tls = [] if self.options.tls_verify else ["--tls-verify=false"]
+            with tempfile.TemporaryDirectory(prefix="lazyslurm-push-") as tmp:
+                file = Path(tmp) / "digest"
+                out = self._run([tool, "push", *tls, f"--digestfile={file}", ref], what)
+                found = _DIGEST.findall(file.read_text()) if file.is_file() else []
+        if not found:
+            msg = (
+                f"container push of {ref} reported no image digest, so jobs could not run "
+                f"it by digest; nothing was submitted. Output: {_tail(out)}"
+            )
+            raise PackagingError(msg)
+        return found[-1]
 
     @staticmethod
     def _run(argv: list[str], what: str) -> str:

@@ -5,9 +5,10 @@ is on PATH, else ``pip wheel --no-deps``) and download its dependencies (``pip
 download``, on the client: compute nodes often have no internet). The wheel and its
 dependencies are uploaded to ``WORKDIR/code/wheels-HASH`` once per content hash (with
 the submission, no extra round trip). The first job element to start creates
-``WORKDIR/code/venv-HASH`` from them (``--no-index``), under ``flock``, so a hundred
-elements starting at once build it once; later runs reuse it. The runner and cloudpickle
-come from the staged code directory, as with ``by-value``.
+``WORKDIR/code/venv-HASH`` from them (``--no-index``), under a lock (``flock`` on
+``venv-HASH.lock``, opened without following links or truncating), so a hundred elements
+starting at once build it once; later runs reuse it, after checking it is private. The
+runner and cloudpickle come from the staged code directory, as with ``by-value``.
 """
 
 from __future__ import annotations
@@ -59,32 +60,73 @@ def _source_hash(project: Path) -> str:
     return h.hexdigest()[:16]
 
 
+# The venv's lock, taken with the cluster's python (the venv's does not exist yet): opened
+# without following a link and without truncating (a planted link to a file of yours must
+# not empty it), checked to be a regular file of yours, flocked, then the build command
+# runs with the lock held (the descriptor stays open across exec).
+_LOCK_PY = """\
+import fcntl, os, stat, sys, time
+path, wait = sys.argv[1], float(sys.argv[2])
+try:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+except OSError as exc:
+    sys.exit(f"lazyslurm: refused the venv lock {path}: {exc.strerror} (a symbolic link?):"
+             " remove what you do not own")
+st = os.fstat(fd)
+if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid():
+    sys.exit(f"lazyslurm: refused the venv lock {path}: not a regular file of yours (owner"
+             f" uid {st.st_uid}): remove what you do not own")
+end = time.monotonic() + wait
+while True:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        break
+    except BlockingIOError:
+        if time.monotonic() > end:
+            sys.exit(f"lazyslurm: venv lock timeout ({path})")
+        time.sleep(0.2)
+os.set_inheritable(fd, True)
+os.execvp(sys.argv[3], sys.argv[3:])
+"""
+
+
 def venv_lines(python: str, venv: str, wheels: str) -> list[str]:
-    """Job setup lines: create ``venv`` from the wheels in ``wheels`` once (under flock,
-    offline), then use it. A venv is used only once its ``.ready`` marker exists.
+    """Job setup lines: create ``venv`` from the wheels in ``wheels`` once (under a lock,
+    offline), then use it. A venv is used only once its ``.ready`` marker exists, and only
+    when the venv, its marker, ``bin`` and ``bin/python`` are yours, not writable by others
+    and (but ``bin/python``) not symbolic links: checked right before the job runs it.
 
     >>> venv_lines("python3", "/w/code/venv-ab", "/w/code/wheels-ab")[0]
     'if [ ! -e /w/code/venv-ab/.ready ]; then'
     """
     q = shlex.quote
     v, w = q(venv), q(wheels)
+    build = "\n".join(
+        [
+            "umask 077",
+            f"if [ ! -e {v}/.ready ]; then",
+            f"  rm -rf {v}",
+            "  if command -v uv >/dev/null 2>&1; then",
+            f"    uv venv -q -p {q(python)} {v} && "
+            f"uv pip install -q -p {v}/bin/python --no-index --find-links {w} {w}/*.whl",
+            "  else",
+            f"    {q(python)} -m venv {v} && "
+            f"{v}/bin/python -m pip install -q --no-index --find-links {w} {w}/*.whl",
+            f"  fi && touch {v}/.ready && echo {q('lazyslurm: created venv ' + venv)} >&2 \\",
+            f"    || {{ rm -rf {v}; exit 1; }}",
+            "fi",
+        ]
+    )
+    parts = (v, f"{v}/.ready", f"{v}/bin", f"{v}/bin/python")
+    refused = q(f"lazyslurm: refused to run the venv {venv}: remove what you do not own:")
     return [
         f"if [ ! -e {v}/.ready ]; then",
-        "  (",
-        f"    flock -w {_LOCK_WAIT_S} 9 || {{ echo 'lazyslurm: venv lock timeout' >&2; exit 1; }}",
-        f"    if [ ! -e {v}/.ready ]; then",
-        f"      rm -rf {v}",
-        "      if command -v uv >/dev/null 2>&1; then",
-        f"        uv venv -q -p {q(python)} {v} && "
-        f"uv pip install -q -p {v}/bin/python --no-index --find-links {w} {w}/*.whl",
-        "      else",
-        f"        {q(python)} -m venv {v} && "
-        f"{v}/bin/python -m pip install -q --no-index --find-links {w} {w}/*.whl",
-        f"      fi && touch {v}/.ready && echo {q('lazyslurm: created venv ' + venv)} >&2 \\",
-        f"        || {{ rm -rf {v}; exit 1; }}",
-        "    fi",
-        f"  ) 9>{v}.lock || exit 1",
+        f"  {q(python)} -c {q(_LOCK_PY)} {q(venv + '.lock')} {_LOCK_WAIT_S} "
+        f"/bin/sh -c {q(build)} || exit 1",
         "fi",
+        f'lz_bad=$(find {" ".join(parts)} -maxdepth 0 \\( ! -user "$UID" -o -type l ! -name '
+        "python -o ! -type l -perm /022 \\) -printf '%p: type %y, owner uid %U, mode %m; ' 2>&1)",
+        f'if [ -n "$lz_bad" ]; then echo {refused} "$lz_bad" >&2; exit 1; fi',
     ]
 
 
@@ -161,6 +203,14 @@ class WheelBuilder:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
 
+    def venv_digest(self, cluster_python: tuple[int, ...]) -> str:
+        """The hash naming ``code/wheels-HASH`` and ``code/venv-HASH``: the wheels' content
+        and the cluster's Python minor version."""
+        digest, _, _ = self.distribution()
+        return byvalue.content_hash(
+            {"wheels": digest.encode(), "python": repr(cluster_python[:2]).encode()}
+        )
+
     def by_value_modules(self) -> list[str]:
         """The user's modules that travel by value: all but the wheel's own packages."""
         _, _, tops = self.distribution()
@@ -186,15 +236,15 @@ class WheelBuilder:
             python=packager.python,
             code_by_value=byvalue.has_code_by_value(blobs),
         )
-        digest, files, _ = self.distribution()
-        digest = byvalue.content_hash(
-            {"wheels": digest.encode(), "python": repr(packager.cluster_python[:2]).encode()}
-        )
+        digest = self.venv_digest(packager.cluster_python)
+        _, files, _ = self.distribution()
         wheels = f"{workdir}/code/wheels-{digest}"
         venv = f"{workdir}/code/venv-{digest}"
-        if f"wheels-{digest}" not in packager.code_present and not any(
-            f".stage-wheels-{digest}" in k for k in staged
-        ):
+        # the venv, its lock and marker are checked too (the probe saw them, if there)
+        present = packager.reuse_code(
+            workdir, f"wheels-{digest}", f"venv-{digest}", f"venv-{digest}.lock"
+        )
+        if not present and not any(f".stage-wheels-{digest}" in k for k in staged):
             stage = f".stage-wheels-{digest}-{secrets.token_hex(4)}"
             for name, data in files.items():
                 staged[f"code/{stage}/{name}"] = data

@@ -15,9 +15,9 @@ from typing import Any
 
 import cloudpickle
 
-from lazyslurm.context import context_parameter
 from lazyslurm.errors import SerializationError
 from lazyslurm.graph.core import Job, refusing_hidden_jobs, safe_repr
+from lazyslurm.graph.signature import context_parameter
 from lazyslurm.planning.planner import ArrayJob, Plan
 from lazyslurm.store import INSIDE, FunctionRef, encode_spec, encode_value
 

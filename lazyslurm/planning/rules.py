@@ -158,19 +158,34 @@ def cancelled_by(
     return out
 
 
-def causes(edges: Edges, states: Sequence[Sequence[str]]) -> dict[Element, Element]:
+def causes(
+    edges: Edges, states: Sequence[Sequence[str]], stopped: Collection[Element] = ()
+) -> dict[Element, Element]:
     """For every CANCELLED element whose upstream ended without a result, the element
     whose failure (or cancellation by a user) started the chain that cancelled it.
 
     Elements missing from the result are not consequences of another: they failed, or
-    were cancelled directly. Array jobs must be in topological (submission) order.
+    were cancelled directly. ``stopped`` are CANCELLED elements that the client cancelled
+    because another element failed (fail-fast): one downstream of a failure is traced to
+    it like any dependent, but one that is not (a sibling, or a healthy upstream of an
+    element cancelled from outside) is never the cause of another. Array jobs must be in
+    topological (submission) order.
+
+    >>> from lazyslurm.planning.planner import ArrayJob
+    >>> b = ArrayJob("b", "g", ("b0",), dependencies=((AFTEROK, "a"),))
+    >>> e = Edges([ArrayJob("a", "f", ("a0",)), b])
+    >>> causes(e, [[CANCELLED], [CANCELLED]]), causes(e, [[CANCELLED], [CANCELLED]], {(0, 0)})
+    ({(1, 0): (0, 0)}, {})
     """
     root: dict[Element, Element] = {}
     first_bad: dict[int, int | None] = {}
 
+    def bad(m: int, j: int) -> bool:  # ended without a result, and no mere stop
+        return states[m][j] in BAD and ((m, j) not in stopped or (m, j) in root)
+
     def bad_in(m: int) -> int | None:
-        if m not in first_bad:
-            first_bad[m] = next((j for j, s in enumerate(states[m]) if s in BAD), None)
+        if m not in first_bad:  # upstreams come first: their roots are all known here
+            first_bad[m] = next((j for j in range(len(states[m])) if bad(m, j)), None)
         return first_bad[m]
 
     for n, row in enumerate(states):
@@ -178,7 +193,7 @@ def causes(edges: Edges, states: Sequence[Sequence[str]]) -> dict[Element, Eleme
             if state != CANCELLED:
                 continue
             for kind, m in edges.up[n]:
-                j = (i if states[m][i] in BAD else None) if kind == AFTERCORR else bad_in(m)
+                j = (i if bad(m, i) else None) if kind == AFTERCORR else bad_in(m)
                 if j is not None:
                     root[(n, i)] = root.get((m, j), (m, j))
                     break

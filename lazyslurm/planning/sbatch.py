@@ -184,6 +184,7 @@ def submit_script(
     flags: Mapping[str, Sequence[str]],
     jobids: str | None = None,
     stderr: str | None = None,
+    release: bool = True,
 ) -> str:
     """The one script that submits a whole run, all or nothing.
 
@@ -193,7 +194,8 @@ def submit_script(
     that line reads ``LAZYSLURM-SUBMIT-FAILED release aj0=101 aj1=102`` (Slurm's message,
     which follows, names the refused jobs by Slurm id). ``jobids``/``stderr`` (paths in
     the run directory) replace ``layout.jobids``/``layout.submit_err``: a subgraph
-    submitted from a compute node (docs/dynamic.md) keeps its own.
+    submitted from a compute node (docs/dynamic.md) keeps its own. ``release=False``
+    leaves every array job held (a subgraph is released once its dependents wait for it).
     """
     q = shlex.quote
     ids_file = jobids or layout.jobids
@@ -225,10 +227,8 @@ def submit_script(
             f'{job.id}=${{out%%;*}}; ids+=("${job.id}")',
         ]
     pairs = " ".join(f"{job.id}=${{{job.id}}}" for job in jobs)
-    out += [
-        f"printf '%s\\n' \"{pairs}\" > {rel(ids_file)}",
-        f'scontrol release "${{ids[@]}}" 2>{rel(err_file)} || fail release {pairs}',
-        f'echo "{IDS_MARKER} {pairs}"',
-        "",
-    ]
+    out.append(f"printf '%s\\n' \"{pairs}\" > {rel(ids_file)}")
+    if release:
+        out.append(f'scontrol release "${{ids[@]}}" 2>{rel(err_file)} || fail release {pairs}')
+    out += [f'echo "{IDS_MARKER} {pairs}"', ""]
     return "\n".join(out)

@@ -45,6 +45,7 @@ from typing import Protocol, runtime_checkable
 import attrs
 
 from lazyslurm.errors import BackendError
+from lazyslurm.store import untrusted_why
 
 __all__ = [
     "CommandResult",
@@ -58,6 +59,7 @@ __all__ = [
     "staged_dirs",
     "tar_gz",
     "untar",
+    "untrusted_facts",
     "validated_files",
 ]
 
@@ -270,6 +272,17 @@ def make_private_dirs(path: Path) -> None:
         except FileExistsError:
             if not d.is_dir():
                 raise
+
+
+def untrusted_facts(facts: str) -> str:
+    """Why an entry is not private, from ``MY_UID TYPE UID MODE`` as a script printed
+    them on the cluster (``id -u``, then find's ``%y %U %m``).
+
+    >>> untrusted_facts("1001 d 65534 755")
+    'is owned by uid 65534, not by you (uid 1001)'
+    """
+    me, kind, uid, mode = facts.split()
+    return untrusted_why(kind, int(uid), int(mode, 8), me=int(me)) or "is not private"
 
 
 def staged_dirs(files: Sequence[tuple[str, bytes]]) -> list[str]:

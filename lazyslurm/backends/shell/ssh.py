@@ -31,6 +31,7 @@ from lazyslurm.backends.shell.base import (
     staged_dirs,
     tar_gz,
     untar,
+    untrusted_facts,
     validated_files,
 )
 from lazyslurm.backends.shell.ssh_config import DEFAULT_SSH_CONFIG, Endpoint, Route, proxy_socket
@@ -43,6 +44,7 @@ from lazyslurm.errors import (
     UntrustedStoreError,
 )
 from lazyslurm.graph.options import Opt
+from lazyslurm.store import untrusted_fix
 
 if TYPE_CHECKING:
     import paramiko
@@ -209,13 +211,16 @@ class SSHShell:
         untrusted = f"{self._mark}untrusted"
         lines = [
             # never unpack into a directory another user could write to (the root, and
-            # the directories the files go into)
+            # the directories the files go into): name the first one, with its facts
+            "__lz_me=$(id -u)",
             f"cd -- {qroot} 2>/dev/null && for __lz_d in . "
             + " ".join(shlex.quote(d) for d in staged_dirs(items))
             + "; do",
-            '  if [ -L "$__lz_d" ] || { [ -e "$__lz_d" ] && { ! [ -O "$__lz_d" ] || '
-            '[ -n "$(find "$__lz_d" -maxdepth 0 -perm /022)" ]; }; }; then',
-            f"""    printf '%s\\n%s\\n' {untrusted} "$__lz_d" >&2; exit 1""",
+            '  __lz_s=$(find "$__lz_d" -maxdepth 0 \\( -type l -o ! -user "$__lz_me" -o '
+            "-perm /022 \\) -printf '%y %U %m' 2>/dev/null)",
+            '  if [ -n "$__lz_s" ]; then',
+            f"    printf '%s\\n%s %s\\n%s\\n' {untrusted} "
+            '"$__lz_me" "$__lz_s" "$PWD/$__lz_d" >&2; exit 1',
             "  fi",
             "done",
             "cd",
@@ -237,16 +242,17 @@ class SSHShell:
             'if [ "$__lz_rc" -ne 0 ]; then',
             f"""  printf '%s\\n%s\\n' {fail} "$__lz_err" >&2; exit 1""",
             "fi",
-            "unset __lz_err __lz_rc",
+            "unset __lz_err __lz_rc __lz_me __lz_s",
             then or "",
         ]
         res = self.run("\n".join(lines))
         if res.returncode == 1 and res.stderr.startswith(untrusted):
-            path = res.stderr[len(untrusted) :].strip()
+            facts, _, path = res.stderr[len(untrusted) :].strip().partition("\n")
+            path = path.removesuffix("/.")
+            why = untrusted_facts(facts)
             msg = (
-                f"store directory {path} on {self._where} is a symbolic link, not yours, or "
-                f"writable by others: another user could plant files there. Use a private "
-                f"workdir, or make it yours and private: `chmod 700 {path}`"
+                f"store directory {path} on {self._where} {why}: another user could plant "
+                f"files there. Fix: {untrusted_fix(path, why)}"
             )
             raise UntrustedStoreError(msg, path=path)
         if res.returncode == 1 and res.stderr.startswith(fail):
@@ -498,6 +504,30 @@ class SSHShell:
         raise AssertionError("unreachable")
 
     # -- commands
+    def _start(self, command: str) -> paramiko.Channel:
+        """A channel on which the server started ``command``. A connection that ends
+        before the server confirmed the start (closed by the server: ClientAliveInterval,
+        a laptop's sleep) is reopened and the command started once more: it cannot have
+        run, since its script travels on stdin, sent only after that confirmation."""
+        for attempt in (1, 2):
+            chan = self._open_channel()
+            with self._lock:
+                self.round_trips += 1
+            try:
+                chan.exec_command(command)
+                return chan
+            except Exception as exc:
+                transport = chan.get_transport()
+                lost = chan.closed or transport is None or not transport.is_active()
+                chan.close()
+                if attempt == 2 or not lost:
+                    msg = f"cannot start a command on {self._where}: {_why(exc)}"
+                    raise BackendError(msg) from _cause(exc)
+                log.debug("connection lost before the command started (%s); reconnecting", exc)
+                with self._lock:
+                    self._drop_connection()
+        raise AssertionError("unreachable")
+
     def _exec(
         self, script: str, input: bytes | None, timeout_s: float | None
     ) -> tuple[int, bytes, bytes]:
@@ -513,15 +543,8 @@ class SSHShell:
         inner = f'printf %s {m}; printf %s {m} >&2; eval "$(head -c {len(body)})"'
         command = "bash -c " + shlex.quote(inner)
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        chan = self._open_channel()
-        with self._lock:
-            self.round_trips += 1
+        chan = self._start(command)
         try:
-            try:
-                chan.exec_command(command)
-            except Exception as exc:
-                msg = f"cannot start a command on {self._where}: {_why(exc)}"
-                raise BackendError(msg) from _cause(exc)
             writer = _Writer(chan, body + (input or b""))
             writer.start()
             out, err = bytearray(), bytearray()
