@@ -425,7 +425,10 @@ def cmd_clean(args: argparse.Namespace, cluster: Cluster) -> int:
         print(f"kept {len(removed.kept)} run(s) older than {age} that may still be running:")
         for run_id, why in sorted(removed.kept.items()):
             print(f"  {run_id}  {why}")
-        print("  (--force removes them too, without cancelling their jobs)")
+        print(
+            f"  (`{PROG} cancel RUN` stops one; --force removes them without cancelling "
+            "their jobs)"
+        )
     if removed.unchecked:
         print(
             f"{PROG} clean: error: {removed.unchecked}; Slurm runs were kept rather than "

@@ -207,7 +207,8 @@ def test_lazyslurm_clean_keeps_a_slurm_run_still_running(
             assert out.splitlines() == [
                 "kept 1 run(s) older than 7d that may still be running:",
                 f"  {live.id}  jobs still queued or running",
-                "  (--force removes them too, without cancelling their jobs)",
+                "  (`lazyslurm cancel RUN` stops one; --force removes them without cancelling "
+                "their jobs)",
             ]
             assert exists(c, live.id)
             code, out, err = run_cli(
