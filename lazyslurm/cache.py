@@ -24,7 +24,6 @@ from lazyslurm.graph.core import Job
 from lazyslurm.graph.traverse import collect
 from lazyslurm.planning.encode import read_manifest
 from lazyslurm.planning.planner import Plan, make_plan
-from lazyslurm.planning.sbatch import JOB_NAME_PREFIX
 from lazyslurm.store import INSIDE, PACK_MAGIC, RunLayout, pack_keys, untrusted_fix
 
 if TYPE_CHECKING:
@@ -337,16 +336,17 @@ class Cleared(list[str]):
         self.unchecked = unchecked
 
 
-def _clean_script(cutoff: float, *, force: bool, dry_run: bool) -> str:
+def _clean_script(cutoff: float, *, force: bool, dry_run: bool, live: str) -> str:
     """The body of :func:`clear` (run in ``WORKDIR/runs``): one command that finds the
-    runs with no activity since ``cutoff``, asks Slurm once which still have jobs, and
-    removes the others. Prints ``LZ-REMOVED RUN``, ``LZ-KEPT RUN WHY DETAIL`` and
-    ``LZ-SQUEUE-FAILED MESSAGE`` lines (tab-separated)."""
+    runs with no activity since ``cutoff``, asks the scheduler once which still have jobs
+    (``live``: the backend's script printing those run ids), and removes the others.
+    Prints ``LZ-REMOVED RUN``, ``LZ-KEPT RUN WHY DETAIL`` and ``LZ-LIVE-FAILED MESSAGE``
+    lines (tab-separated)."""
     q = shlex.quote
     glob = q(RunLayout.RUN_ID_GLOB)
     manifest, pid = q(INSIDE.manifest), q(INSIDE.client_pid)
+    # submitted to a scheduler (its jobs may outlive every client)
     slurm_run = f'[ -e "$d"/{q(INSIDE.submit_script)} ] || [ -e "$d"/{q(INSIDE.jobids)} ]'
-    name_re = f"^{JOB_NAME_PREFIX}{RunLayout.RUN_ID_GLOB}-"  # the glob's classes are ERE too
     act = "" if dry_run else 'rm -rf -- "./$d" && '
     return (
         f"cutoff=@{cutoff:.3f}\nforce={int(force)}\nhost=$(uname -n)\n"
@@ -366,16 +366,14 @@ def _clean_script(cutoff: float, *, force: bool, dry_run: bool) -> str:
         '  old+=("$d")\n'
         f"  if {slurm_run}; then slurm=1; fi\n"
         "done\n"
-        # one squeue for every Slurm run: the run ids in this user's job names
+        # one question to the scheduler for every such run: which still have jobs
         'sq=""\n'
         'if [ "$slurm" = 1 ] && [ "$force" = 0 ]; then\n'
-        "  if out=$(squeue -h -u \"$(id -un)\" -o '%j' 2>&1); then\n"
-        "    while IFS= read -r r; do live[$r]=1; done < <(printf '%s\\n' \"$out\" | "
-        f"awk 'match($0, /{name_re}/) {{ print substr($0, {len(JOB_NAME_PREFIX) + 1}, "
-        f"RLENGTH - {len(JOB_NAME_PREFIX) + 1}) }}')\n"
+        f"  if out=$( {{ {live or 'false'}\n}} 2>&1); then\n"
+        "    while IFS= read -r r; do live[$r]=1; done <<< \"$out\"\n"
         "  else\n"
         "    sq=failed\n"
-        "    printf 'LZ-SQUEUE-FAILED\\t%s\\n' \"$(printf '%s' \"$out\" | tr '\\n\\t' '  ' "
+        "    printf 'LZ-LIVE-FAILED\\t%s\\n' \"$(printf '%s' \"$out\" | tr '\\n\\t' '  ' "
         '| cut -c1-300)"\n'
         "  fi\n"
         "fi\n"
@@ -411,7 +409,7 @@ def _kept_reason(why: str, detail: str) -> str:
         host, _, pid = detail.partition(" ")
         return f"its client (pid {pid or '?'} on host {host}) cannot be checked from this host"
     if why == "unchecked":
-        return "a Slurm run, and squeue failed: cannot tell whether its jobs still run"
+        return "the scheduler could not be asked: cannot tell whether its jobs still run"
     return why
 
 
@@ -444,7 +442,7 @@ def clear(
     cl = resolve_cluster(cluster)
     cutoff = time.time() - parse_age(older_than)
     backend = cl.backend
-    script = _clean_script(cutoff, force=force, dry_run=dry_run)
+    script = _clean_script(cutoff, force=force, dry_run=dry_run, live=backend.live_runs_script())
     bad, lines = _run_guarded(backend.shell, str(backend.workdir), script, "clean runs")
     removed: list[str] = []
     kept: dict[str, str] = {}
@@ -456,8 +454,8 @@ def clear(
         elif kind == "LZ-KEPT":
             run_id, why, detail = [*rest.split("\t", 2), "", ""][:3]
             kept[run_id] = _kept_reason(why, detail)
-        elif kind == "LZ-SQUEUE-FAILED":
-            unchecked = f"squeue failed: {rest.strip() or '(no output)'}"
+        elif kind == "LZ-LIVE-FAILED":
+            unchecked = f"the scheduler could not be asked: {rest.strip() or '(no output)'}"
     if not dry_run:
         cl.session.forget_runs(removed)
     return Cleared(removed, kept, unchecked)

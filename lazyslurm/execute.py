@@ -669,7 +669,12 @@ def submit(
     run_id = RunLayout.new_run_id()
     backend = cl.backend
     by_value = backend.ships_by_value
-    dynamic = {"limits": cl.dynamic_limits, "by_value": by_value, **backend.child_config()}
+    dynamic = {
+        "limits": cl.dynamic_limits,
+        "by_value": by_value,
+        "node": backend.node,  # what submits a returned subgraph where a task runs
+        **backend.child_config(),
+    }
     if budget is not None:  # enforced where a task returns a subgraph
         dynamic["budget"] = {"max_core_hours": budget, "committed": committed}
     files = encode_run(

@@ -3,10 +3,11 @@
 ``preview(*exprs)`` plans the graph as ``compute`` would and returns a :class:`Preview`:
 per array job and in total, the elements, the requested cpus / memory / GPUs per element,
 the **worst case** core-hours, GPU-hours and memory (GB) hours from the time limits, the
-throttle, the stage, and what the cache already holds. On the ``slurm`` and ``ssh``
-backends it also asks Slurm when each array job would start (``sbatch --test-only`` with
-its real flags, every array job in one shell round trip) and reports Slurm's own words
-where it cannot.
+throttle, the stage, and what the cache already holds. It also asks the backend when
+each array job would start (on Slurm: ``sbatch --test-only`` with its real flags, every
+array job in one round trip) and reports the scheduler's own words where it cannot.
+Everything it asks goes through the backend's capabilities (``cluster_facts``,
+``expected_starts``, ``accounting``): this module speaks no Slurm.
 
 The arithmetic is pure and lives in :mod:`lazyslurm.planning.cost` (:func:`job_cost`,
 :func:`total_cost`; re-exported here), so that a dynamic expansion enforces the budget on
@@ -24,19 +25,15 @@ True
 
 from __future__ import annotations
 
-import datetime as _dt
 import html
-import re
-import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from lazyslurm.backends.base import Start
 from lazyslurm.errors import BudgetExceededError
-from lazyslurm.graph.resources import Resources
 from lazyslurm.planning.cost import (
-    FACTS_SCRIPT,
     UNBOUNDED,
     ClusterFacts,
     JobCost,
@@ -44,7 +41,6 @@ from lazyslurm.planning.cost import (
     TotalCost,
     job_cost,
     needs_facts,
-    parse_facts,
     plan_costs,
     sum_or_none,
     total_cost,
@@ -66,11 +62,8 @@ __all__ = [
     "Usage",
     "check_budget",
     "job_cost",
-    "parse_facts",
-    "parse_test_only",
     "preview",
     "preview_plan",
-    "start_query_script",
     "total_cost",
     "usage",
 ]
@@ -99,87 +92,6 @@ def _time(minutes: int | None) -> str:
     d, rest = divmod(minutes, 1440)
     h, m = divmod(rest, 60)
     return f"{d}-{h:02d}:{m:02d}:00" if d else f"{h:02d}:{m:02d}:00"
-
-
-# --------------------------------------------------------------------------- expected start
-
-
-@attrs.frozen
-class Start:
-    """Slurm's answer to ``sbatch --test-only`` for one array job."""
-
-    when: _dt.datetime | None  # None: Slurm could not say (see ``text``)
-    text: str  # Slurm's own words
-
-    def __str__(self) -> str:
-        return self.when.strftime("%Y-%m-%d %H:%M:%S") if self.when else self.text
-
-
-_TEST_ONLY_RE = re.compile(r"Job \d+ to start at (\S+)")
-
-
-def parse_test_only(text: str) -> Start:
-    """Slurm's ``sbatch --test-only`` output -> :class:`Start`.
-
-    >>> s = parse_test_only("sbatch: Job 12 to start at 2026-12-02T05:15:26 using 1 "
-    ...                     "processors on nodes vm in partition debug")
-    >>> s.when.isoformat(), s.text[:38]
-    ('2026-12-02T05:15:26', 'Job 12 to start at 2026-12-02T05:15:26')
-    >>> parse_test_only("sbatch: error: invalid partition specified: nope\\n"
-    ...                 "allocation failure: Invalid partition name specified").when is None
-    True
-    """
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    words = " / ".join(ln.removeprefix("sbatch: ") for ln in lines) or "no answer from sbatch"
-    m = _TEST_ONLY_RE.search(text)
-    if m is None:
-        return Start(None, words)
-    try:
-        when = _dt.datetime.fromisoformat(m.group(1))
-    except ValueError:
-        return Start(None, words)
-    return Start(when, words)
-
-
-def start_query_script(flags: Mapping[str, Sequence[str]]) -> str:
-    """One script: the cluster facts, then ``sbatch --test-only`` per array job (flags
-    quoted; a trivial ``--wrap`` stands in for the job script), each answer marked.
-
-    >>> print(start_query_script({"aj0": ["--time=3", "--job-name=a b"]}).splitlines()[-1])
-    echo LZ-START aj0; sbatch --test-only --time=3 '--job-name=a b' --wrap=true 2>&1
-    """
-    q = shlex.quote
-    lines = [FACTS_SCRIPT.rstrip("\n")]
-    for aj, fl in flags.items():
-        args = " ".join(q(f) for f in fl)
-        lines.append(f"echo LZ-START {q(aj)}; sbatch --test-only {args} --wrap=true 2>&1")
-    return "\n".join(lines)
-
-
-def _split_starts(text: str) -> dict[str, Start]:
-    out: dict[str, Start] = {}
-    chunks = re.split(r"^LZ-START (\S+)\n", text, flags=re.MULTILINE)
-    for aj, body in zip(chunks[1::2], chunks[2::2], strict=True):
-        out[aj] = parse_test_only(body)
-    return out
-
-
-def _ask_slurm(backend: Any, plan: Plan, *, start: bool) -> tuple[ClusterFacts, dict[str, Start]]:
-    """Facts and (with ``start``) every array job's expected start: one round trip."""
-    from lazyslurm.planning.sbatch import sbatch_flags
-    from lazyslurm.store import RunLayout
-
-    flags: dict[str, list[str]] = {}
-    if start:
-        layout = RunLayout.of(_PREVIEW_RUN, backend.workdir)
-        for aj in plan.array_jobs:
-            job = attrs.evolve(aj, dependencies=(), after=())  # alone: --test-only has no deps
-            flags[aj.id] = sbatch_flags(
-                job, run_id=_PREVIEW_RUN, layout=layout, defaults=backend.defaults
-            )
-    res = backend.shell.run(start_query_script(flags), timeout_s=_QUERY_TIMEOUT_S)
-    head, _, _ = res.stdout.partition("LZ-START ")
-    return parse_facts(head), _split_starts(res.stdout)
 
 
 # --------------------------------------------------------------------------- the preview
@@ -347,25 +259,18 @@ class Preview:
         return worst is None or worst > max_core_hours
 
 
-def _slurm_backend(cl: Cluster) -> Any:
-    from lazyslurm.backends.slurm import SlurmBackend
-
-    backend = cl.backend
-    return backend if isinstance(backend, SlurmBackend) else None
-
-
 def preview_plan(
     cl: Cluster, plan: Plan, *, start: bool = True, cached: int = 0, session: int = 0
 ) -> Preview:
-    """The :class:`Preview` of an already made plan. On Slurm, one round trip asks for the
-    partitions' defaults and (``start``) every array job's ``sbatch --test-only``; with
-    ``start=False`` it is made only if some task leaves its time unset."""
-    slurm = _slurm_backend(cl)
-    defaults = slurm.defaults if slurm is not None else Resources()
+    """The :class:`Preview` of an already made plan. The backend is asked for the
+    partitions' defaults (its one probe) when some task leaves its time unset, and
+    (``start``) for every array job's expected start."""
+    backend = cl.backend
+    defaults = backend.defaults
     facts: ClusterFacts | None = None
-    starts: dict[str, Start] = {}
-    if slurm is not None and plan.array_jobs and (start or needs_facts(plan.array_jobs, defaults)):
-        facts, starts = _ask_slurm(slurm, plan, start=start)
+    if plan.array_jobs and (start or needs_facts(plan.array_jobs, defaults)):
+        facts = backend.cluster_facts()
+    starts = backend.expected_starts(plan.array_jobs) if start and plan.array_jobs else {}
     jobs = plan_costs(plan.array_jobs, defaults=defaults, facts=facts)
     return Preview(jobs, cached=cached, session=session, starts=starts, backend=cl.backend_name)
 
@@ -499,28 +404,9 @@ class Usage:
         return "\n".join(lines)
 
 
-_SACCT_USAGE = "JobID,ElapsedRaw,AllocCPUS,State"
-
-
-def _parse_usage(text: str) -> dict[str, list[tuple[int, int]]]:
-    """Master job id -> [(elapsed s, allocated cpus)] per recorded element."""
-    from lazyslurm.backends.slurm import parse_array_ids
-
-    out: dict[str, list[tuple[int, int]]] = {}
-    for line in text.splitlines():
-        parts = line.strip().split("|")
-        if len(parts) < 3 or "." in parts[0] or not parts[1].isdigit():
-            continue
-        master, indices = parse_array_ids(parts[0])
-        if indices is not None and len(indices) != 1:
-            continue  # a range of elements that never started
-        cpus = int(parts[2]) if parts[2].isdigit() else 0
-        out.setdefault(master, []).append((int(parts[1]), cpus))
-    return out
-
-
 def usage(run_id: str, cluster: Cluster | None = None) -> Usage:
-    """Compare a run's worst case with what ``sacct`` says it used (one round trip).
+    """Compare a run's worst case with what the scheduler's accounting says it used (one
+    round trip: on Slurm, ``sacct``).
 
     Where there is no accounting (a ``local`` backend, or a Slurm cluster without
     slurmdbd) the result only carries a ``note`` saying so.
@@ -529,30 +415,18 @@ def usage(run_id: str, cluster: Cluster | None = None) -> Usage:
     from lazyslurm.cluster import resolve_cluster
 
     cl = resolve_cluster(cluster)
-    _, run, _ = read_run(cl, run_id)  # its handle: records and Slurm job ids
-    slurm = _slurm_backend(cl)
-    if slurm is None:
-        return Usage(run_id, note=f"backend {cl.backend_name!r} has no Slurm accounting (sacct)")
-    if slurm.status_source != "sacct":
-        return Usage(
-            run_id,
-            note="this cluster has no accounting (AccountingStorageType=none): sacct cannot "
-            "say what the run used",
-        )
-    ids = [run.job_ids.get(aj.id, "") for aj in run.array_jobs]
-    if not all(ids):
-        return Usage(run_id, note="the run has no Slurm job ids (was it submitted?)")
-    script = (
-        FACTS_SCRIPT + f"sacct -X -n -P -j {shlex.quote(','.join(ids))} -o {_SACCT_USAGE} 2>&1 | "
-        "sed 's/^/LZ-ACCT /'"
-    )
-    res = slurm.shell.run(script)
-    facts = parse_facts(res.stdout)
-    acct = "\n".join(ln[8:] for ln in res.stdout.splitlines() if ln.startswith("LZ-ACCT "))
-    used = _parse_usage(acct)
+    _, run, _ = read_run(cl, run_id)  # its handle: records and job ids
+    backend = cl.backend
+    accounted = backend.accounting(run)
+    if accounted.note:
+        return Usage(run_id, note=accounted.note)
+    facts = backend.cluster_facts()
+    used: dict[str, list[tuple[int, int]]] = {}
+    for row in accounted.rows:
+        used.setdefault(row.array_job, []).append((row.elapsed_s, row.cpus))
     stage: dict[str, int] = {}
     jobs = []
-    for aj, job_id in zip(run.array_jobs, ids, strict=True):
+    for aj in run.array_jobs:
         stage[aj.id] = 1 + max((stage[up] for _, up in aj.dependencies), default=-1)
         cost = job_cost(
             aj.id,
@@ -560,10 +434,10 @@ def usage(run_id: str, cluster: Cluster | None = None) -> Usage:
             aj.size,
             aj.resources,
             stage=stage[aj.id],
-            defaults=slurm.defaults,
+            defaults=backend.defaults,
             facts=facts,
         )
-        rows = used.get(job_id, [])
+        rows = used.get(aj.id, [])
         jobs.append(
             JobUsage(
                 cost=cost,

@@ -78,6 +78,7 @@ __all__ = [
     "log_section",
     "pack_index",
     "pack_keys",
+    "parse_job_ids",
     "read_element",
     "read_pickle",
     "read_private",
@@ -454,6 +455,11 @@ class RunLayout:
     def dynamic_dir(self) -> str:
         return self._at("dynamic")
 
+    def subgraph_file(self, prefix: str, what: str) -> str:
+        """A file of the subgraph whose array job ids start with ``prefix`` (submitted from
+        a compute node): ``submit.sh``, ``ids`` (its job ids) or ``err`` (sbatch's words)."""
+        return self._at(f"dynamic/{prefix}{what}")
+
     def log(self, array_job: str, index: int, stream: str) -> str:
         return self._at(f"logs/{array_job}_{index}.{stream}")
 
@@ -528,6 +534,16 @@ def log_section(text: str, array_job: str, index: int) -> str:
     start += len(mark)
     end = text.find(SECTION_MARK, start)
     return text[start:] if end < 0 else text[start:end]
+
+
+def parse_job_ids(text: str) -> dict[str, str]:
+    """The scheduler's job id of each array job, from ``AJ=ID`` words (the ``jobids`` file
+    of a run, and the submission's report of it): the one reader of that form.
+
+    >>> parse_job_ids("aj0=101 aj1=102\\n")
+    {'aj0': '101', 'aj1': '102'}
+    """
+    return dict(word.split("=", 1) for word in text.split() if "=" in word)
 
 
 def run_of(location: str) -> str:

@@ -18,10 +18,10 @@ allocation ends at once.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import json
 import os
-import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -144,28 +144,20 @@ def current_context() -> WorkflowContext:
 
 
 def _inner_cluster(layout: RunLayout, array_job: str, manifest: dict[str, Any]) -> Cluster:
-    """The run's cluster, reached from where the workflow runs: Slurm on this host with
-    the workflow's interpreter and setup lines (packaging is inherited), or, for the
-    embedded backends, the same kind here."""
+    """The run's cluster, reached from where the workflow runs: the compute-node side of
+    the run's backend says how (on Slurm: Slurm on this host, with the workflow job's
+    interpreter and setup lines; embedded: the same kind here), on the run's work
+    directory, with the run's dynamic limits."""
     workdir = layout.root.rsplit("/", 2)[0]
-    backend = manifest.get("backend")
-    limits = (manifest.get("dynamic") or {}).get("limits", {})
-    opts = {f"dynamic_{k}": v for k, v in limits.items()}
-    if backend not in ("slurm", "ssh"):
-        return Cluster("sync" if backend == "sync" else "local", workdir=workdir, **opts)
     config = manifest.get("dynamic") or {}
-    lines = read_private(layout.job_script(array_job)).decode().splitlines()
-    run = next(ln for ln in lines if ln.startswith("exec "))
-    python = shlex.split(run)[1]
-    setup = [ln for ln in lines[2:] if not ln.startswith("exec ")]
-    task_defaults = Resources.from_options(**config.get("defaults", {})).as_options()
-    return Cluster(
-        "slurm",
-        workdir=workdir,
-        python=python,
-        setup=setup,
-        poll_max_s=1.0,
-        max_array_size=config.get("max_array_size"),
-        **task_defaults,
-        **opts,
-    )
+    opts = {f"dynamic_{k}": v for k, v in config.get("limits", {}).items()}
+    name = config.get("node")
+    if not name:
+        msg = (
+            f"backend {manifest.get('backend', '?')!r} has no compute-node side: a workflow "
+            f"cannot reach its cluster from where it runs"
+        )
+        raise InvalidArgumentError(msg)
+    backend, options = importlib.import_module(name).inner_cluster(layout, array_job, manifest)
+    given = {k: v for k, v in {**options, **opts}.items() if v is not None}
+    return Cluster(backend, workdir=workdir, **given)

@@ -25,7 +25,7 @@ import pytest
 from examples import parallelization_patterns as pp
 from lazyslurm import Cluster, compute, plan, submit, task
 from lazyslurm.backends.base import CANCELLED, DONE, FAILED, PENDING, RUNNING
-from lazyslurm.backends.slurm import parse_array_ids, parse_status
+from lazyslurm.backends.slurm.status import parse_array_ids, parse_status
 from lazyslurm.errors import (
     BackendError,
     ClusterConfigError,
@@ -1131,12 +1131,13 @@ def test_timeout(timeout_run):
 
 def test_an_element_slurm_never_heard_of_ends_after_a_grace(monkeypatch):
     """An element neither Slurm (both sources) nor the store knows is not waited on forever."""
-    from lazyslurm.backends import slurm
     from lazyslurm.backends.base import ArrayJob, RunHandle
+    from lazyslurm.backends.slurm import backend as slurm
+    from lazyslurm.backends.slurm import status
 
     handle = RunHandle("r", (ArrayJob("aj0", "f", ("k0",)),), {"aj0": "77"})
     backend = slurm.SlurmBackend.__new__(slurm.SlurmBackend)
-    watch = slurm._Watch()
+    watch = status.Watch()
     clock = iter([0.0, 61.0, 62.0])
     monkeypatch.setattr(slurm.time, "monotonic", lambda: next(clock))
     assert backend._snapshot(handle, {}, set(), set(), watch).states["aj0"] == [PENDING]
@@ -1163,9 +1164,9 @@ def test_elements_pending_longer_than_the_grace_end_right(
     array's pending row dropped it (issue 20: 3 of 4 runs of a 2,000-element sweep failed
     UNKNOWN after 62 s). The grace is cut from 60 s to 2 s here so that a short run spans
     many graces; every element must still end with its result, on each status source."""
-    from lazyslurm.backends import slurm
+    from lazyslurm.backends.slurm import status
 
-    monkeypatch.setattr(slurm, "_UNLISTED_GRACE_S", 2.0)
+    monkeypatch.setattr(status, "UNLISTED_GRACE_S", 2.0)
     c = slurm_cluster(env, tmp_path, accounting=accounting, status=status)
     with c:
         assert c.backend.status_source == status
@@ -1180,7 +1181,8 @@ def test_the_other_source_lists_a_pending_element_by_its_array(env, tmp_path, st
     Slurm: the other source (squeue under sacct; sacct, or squeue again without
     accounting, under squeue) lists a pending element of a throttled array, and a job
     Slurm never had is answered for (no record: UNKNOWN may follow) without a failure."""
-    from lazyslurm.backends import slurm
+    from lazyslurm.backends.slurm import backend as slurm
+    from lazyslurm.backends.slurm import status
 
     c = slurm_cluster(env, tmp_path, accounting=accounting, status=status)
     with c:
@@ -1193,7 +1195,7 @@ def test_the_other_source_lists_a_pending_element_by_its_array(env, tmp_path, st
             while True:  # sacct records a new array within a second or so
                 res = backend.shell.run(backend._cross_check({f"{job}_2"}).lstrip("\n"))
                 text = res.stdout.partition(slurm._CROSS_MARK)[2]
-                rows, asked = slurm._cross_checked({}, text, {f"{job}_2"}, backend._other_source())
+                rows, asked = status.cross_checked({}, text, {f"{job}_2"}, backend._other_source())
                 if (job, 2) in rows or time.monotonic() > deadline:
                     break
                 time.sleep(0.5)
@@ -1202,7 +1204,7 @@ def test_the_other_source_lists_a_pending_element_by_its_array(env, tmp_path, st
             gone = "999999999"  # an id far beyond any the test clusters reach
             res = backend.shell.run(backend._cross_check({f"{gone}_0"}).lstrip("\n"))
             text = res.stdout.partition(slurm._CROSS_MARK)[2]
-            rows, asked = slurm._cross_checked({}, text, {f"{gone}_0"}, backend._other_source())
+            rows, asked = status.cross_checked({}, text, {f"{gone}_0"}, backend._other_source())
             assert rows == {} and asked == {f"{gone}_0"}, res.stdout
         finally:
             run.cancel()
@@ -1251,23 +1253,24 @@ def test_debug_logs_each_slurm_command_with_its_duration(env, tmp_path, caplog, 
 
 def test_preempted_or_node_fail_with_requeue_waits_for_the_next_attempt(monkeypatch):
     """requeue=True: PREEMPTED/NODE_FAIL are waited on (bounded); without it they fail."""
-    from lazyslurm.backends import slurm
     from lazyslurm.backends.base import ArrayJob, RunHandle
+    from lazyslurm.backends.slurm import backend as slurm
+    from lazyslurm.backends.slurm import status
     from lazyslurm.graph.resources import Resources
 
     requeue = ArrayJob("aj0", "f", ("k0",), Resources(requeue=True))
     plain = ArrayJob("aj1", "g", ("k1",))
     handle = RunHandle("r", (requeue, plain), {"aj0": "77", "aj1": "78"})
     backend = slurm.SlurmBackend.__new__(slurm.SlurmBackend)
-    watch = slurm._Watch()
+    watch = status.Watch()
     clock = iter([0.0, 10.0, 20.0, 400.0])
     monkeypatch.setattr(slurm.time, "monotonic", lambda: next(clock))
-    rows = {("77", 0): slurm._Row("PREEMPTED"), ("78", 0): slurm._Row("NODE_FAIL")}
+    rows = {("77", 0): status.Row("PREEMPTED"), ("78", 0): status.Row("NODE_FAIL")}
     first = backend._snapshot(handle, rows, set(), set(), watch)
     assert first.states == {"aj0": [PENDING], "aj1": [FAILED]}
-    running = {("77", 0): slurm._Row("RUNNING")}
+    running = {("77", 0): status.Row("RUNNING")}
     assert backend._snapshot(handle, running, set(), set(), watch).states["aj0"] == [RUNNING]
-    stuck = {("77", 0): slurm._Row("NODE_FAIL")}
+    stuck = {("77", 0): status.Row("NODE_FAIL")}
     assert backend._snapshot(handle, stuck, set(), set(), watch).states["aj0"] == [PENDING]
     late = backend._snapshot(handle, stuck, set(), set(), watch)  # never requeued again
     assert late.states["aj0"] == [FAILED]

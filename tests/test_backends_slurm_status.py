@@ -20,15 +20,16 @@ from pathlib import Path
 import pytest
 from slurm_standin import SlurmStandIn
 
-from lazyslurm.backends import slurm as slurm_backend
 from lazyslurm.backends.base import CANCELLED, FAILED, PENDING, RUNNING, RunHandle
-from lazyslurm.backends.slurm import (
-    _element_state,
-    _listing,
-    _Row,
-    _Watch,
+from lazyslurm.backends.slurm import backend as slurm_backend
+from lazyslurm.backends.slurm import status
+from lazyslurm.backends.slurm.facts import parse_cluster_facts
+from lazyslurm.backends.slurm.status import (
+    Row,
+    Watch,
+    element_state,
+    listing,
     parse_array_ids,
-    parse_partitions,
     parse_status,
 )
 from lazyslurm.planning import rules
@@ -53,13 +54,13 @@ def element_states(name: str, sizes: list[int]) -> list[list[str]]:
 def states_from(text: str, ids: list[str], sizes: list[int], squeue: bool) -> list[list[str]]:
     rows = parse_status(text, squeue=squeue)
     now = 0.0
-    watch = _Watch()
+    watch = Watch()
     out = []
     for n, (job_id, size) in enumerate(zip(ids, sizes, strict=True)):
         aj = ArrayJob(f"aj{n}", "t", tuple(f"k{n}-{i}" for i in range(size)))
         out.append(
             [
-                _element_state(rows.get((job_id, i)), False, job_id, i, aj, watch, now)[0]
+                element_state(rows.get((job_id, i)), False, job_id, i, aj, watch, now)[0]
                 for i in range(size)
             ]
         )
@@ -141,7 +142,7 @@ def test_a_plain_job_is_keyed_without_an_index():
     for cluster in ("acct", "noacct"):
         text, (job,) = recorded(f"{cluster}_single")
         assert parse_status(text, squeue=cluster == "noacct") == {
-            (job, None): _Row(
+            (job, None): Row(
                 "COMPLETED", **({"exit_code": "0:0"} if cluster == "acct" else {"reason": ""})
             )
         }
@@ -210,10 +211,10 @@ def test_an_elementwise_dependent_loses_only_its_element(cluster):
 
 
 def state_of(
-    row: _Row | None, has_error: bool = False, now: float = 0.0, watch=None, **kw
+    row: Row | None, has_error: bool = False, now: float = 0.0, watch=None, **kw
 ) -> tuple:
     aj = ArrayJob("aj0", "t", ("k",))
-    return _element_state(row, has_error, "42", 0, aj, watch or _Watch(), now, **kw)
+    return element_state(row, has_error, "42", 0, aj, watch or Watch(), now, **kw)
 
 
 def test_element_state_maps_active_states():
@@ -225,28 +226,28 @@ def test_element_state_maps_active_states():
         ("COMPLETING", RUNNING),
         ("SUSPENDED", RUNNING),
     ):
-        assert state_of(_Row(slurm)) == (ours, None)
+        assert state_of(Row(slurm)) == (ours, None)
 
 
 def test_element_state_of_end_states_carries_slurm_word_and_exit_code():
     """TIMEOUT, OUT_OF_MEMORY, NODE_FAIL and unknown words are FAILED with Slurm's word;
     CANCELLED is CANCELLED."""
     for slurm in ("TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "SOMETHING_NEW"):
-        state, failure = state_of(_Row(slurm, exit_code="0:15"))
+        state, failure = state_of(Row(slurm, exit_code="0:15"))
         assert state == FAILED
         assert (failure.state, failure.exit_code, failure.job_id) == (slurm, "0:15", "42")
-    state, failure = state_of(_Row("CANCELLED", exit_code="0:15"))
+    state, failure = state_of(Row("CANCELLED", exit_code="0:15"))
     assert state == CANCELLED and failure.state == "CANCELLED"
 
 
 def test_completed_without_a_result_waits_then_fails():
     """COMPLETED with no result file is RUNNING for a grace period (file system lag), then
     FAILED 'completed without a result file'; with an error file it is FAILED at once."""
-    watch = _Watch()
-    assert state_of(_Row("COMPLETED", "0:0"), now=100.0, watch=watch) == (RUNNING, None)
-    state, failure = state_of(_Row("COMPLETED", "0:0"), now=200.0, watch=watch)
+    watch = Watch()
+    assert state_of(Row("COMPLETED", "0:0"), now=100.0, watch=watch) == (RUNNING, None)
+    state, failure = state_of(Row("COMPLETED", "0:0"), now=200.0, watch=watch)
     assert state == FAILED and failure.reason == "completed without a result file"
-    state, failure = state_of(_Row("COMPLETED", "1:0"), has_error=True)
+    state, failure = state_of(Row("COMPLETED", "1:0"), has_error=True)
     assert (state, failure.exit_code) == (FAILED, "1:0")
 
 
@@ -254,7 +255,7 @@ def test_unlisted_element_waits_then_fails_unless_it_left_an_error():
     """An element Slurm does not list is PENDING for a grace period, then asked of the
     other source, then (that one silent too) FAILED UNKNOWN; one with an error file is
     FAILED at once."""
-    watch = _Watch()
+    watch = Watch()
     assert state_of(None, now=100.0, watch=watch) == (PENDING, None)
     assert state_of(None, now=1000.0, watch=watch) == (PENDING, None)
     assert watch.suspects == {"42_0"}
@@ -268,13 +269,13 @@ def test_a_listing_resets_the_unlisted_clock():
     pending row and its element's own row): never a failure, however long the run has
     gone on. The grace counts from the last listing (it counted from the first poll:
     issue 20, healthy sweeps failed after 62 s on a busy queue)."""
-    watch = _Watch()
-    grace = slurm_backend._UNLISTED_GRACE_S
+    watch = Watch()
+    grace = status.UNLISTED_GRACE_S
     assert state_of(None, now=0.0, watch=watch) == (PENDING, None)  # held: no row yet
-    assert state_of(_Row("PENDING"), now=grace - 0.3, watch=watch) == (PENDING, None)
+    assert state_of(Row("PENDING"), now=grace - 0.3, watch=watch) == (PENDING, None)
     assert state_of(None, now=grace + 2.7, watch=watch) == (PENDING, None)  # the gap
     assert watch.suspects == set()  # 3 s of silence: nothing to ask anyone
-    assert state_of(_Row("RUNNING"), now=grace + 5, watch=watch) == (RUNNING, None)
+    assert state_of(Row("RUNNING"), now=grace + 5, watch=watch) == (RUNNING, None)
     assert state_of(None, now=3 * grace, watch=watch) == (PENDING, None)  # another gap
     assert state_of(None, now=4 * grace + 1, watch=watch) == (PENDING, None)  # grace out
     assert watch.suspects == {"42_0"}  # asked of the other source by the next poll
@@ -288,8 +289,8 @@ def test_the_other_source_is_asked_before_unknown():
     aj = ArrayJob("aj0", "t", tuple(f"k{i}" for i in range(6)), pack=2)
     handle = RunHandle("r", (aj,), {"aj0": "9"})
     backend = slurm_backend.SlurmBackend.__new__(slurm_backend.SlurmBackend)
-    watch = _Watch()
-    grace = slurm_backend._UNLISTED_GRACE_S
+    watch = Watch()
+    grace = status.UNLISTED_GRACE_S
     rows = parse_status(text, squeue=False)
     clock = iter([0.0, grace + 1, grace + 2, grace + 3, 2 * grace + 4, 2 * grace + 5])
     with pytest.MonkeyPatch.context() as mp:
@@ -303,7 +304,7 @@ def test_the_other_source_is_asked_before_unknown():
         assert watch.suspects == {"9_0"}  # elements 0 and 1 run in Slurm element 0
         # the other source (squeue) lists Slurm element 0: its clock starts again
         answer = "\n9_0|RUNNING|None\n-RC=0"
-        cross, asked = slurm_backend._cross_checked(rows, answer, {"9_0"}, "squeue")
+        cross, asked = status.cross_checked(rows, answer, {"9_0"}, "squeue")
         watch.suspects.clear()
         assert poll(cross, asked).states["aj0"] == [RUNNING] * 2 + [PENDING] * 4
         assert poll().states["aj0"] == [PENDING] * 6  # silent again: a new grace
@@ -317,9 +318,9 @@ def test_the_other_source_is_asked_before_unknown():
 
 def test_pending_never_satisfied_is_cancelled():
     """squeue's PENDING with reason DependencyNeverSatisfied is a cancelled element."""
-    state, failure = state_of(_Row("PENDING", reason="DependencyNeverSatisfied"))
+    state, failure = state_of(Row("PENDING", reason="DependencyNeverSatisfied"))
     assert state == CANCELLED and failure.reason == "DependencyNeverSatisfied"
-    assert state_of(_Row("PENDING", reason="Dependency")) == (PENDING, None)
+    assert state_of(Row("PENDING", reason="Dependency")) == (PENDING, None)
 
 
 # --------------------------------------------------------------------------- ids, partitions
@@ -336,11 +337,12 @@ def test_parse_array_ids_of_recorded_forms():
 
 def test_parse_partitions_of_recorded_scontrol_output():
     """The recorded partitions: debug is the default, short allows 5 minutes."""
-    parts = parse_partitions((DATA / "acct_partitions.txt").read_text())
+    parts = parse_cluster_facts((DATA / "acct_partitions.txt").read_text()).partitions
     assert sorted(parts) == ["debug", "other", "short"]
     assert parts["debug"].default and parts["debug"].max_time_min is None
     assert not parts["short"].default and parts["short"].max_time_min == 5
-    assert parse_partitions("PartitionName=x Default=YES\nLZ-PART Default=YES\n") == {}
+    empty = parse_cluster_facts("PartitionName=x Default=YES\nLZ-PART Default=YES\n")
+    assert empty.partitions == {}
 
 
 def test_recorded_config_lines_carry_what_the_probe_reads():
@@ -372,7 +374,7 @@ def test_listing_of_real_ls_output(tmp_path):
         text=True,
         check=True,
     ).stdout
-    assert _listing(out.split("LZ-FILES", 1)[1]) == ({"f-1", "g-2", "aj0_3"}, {"h-4"}, {"k-5"})
+    assert listing(out.split("LZ-FILES", 1)[1]) == ({"f-1", "g-2", "aj0_3"}, {"h-4"}, {"k-5"})
 
 
 def test_listing_when_errors_directory_is_missing(tmp_path):
@@ -382,7 +384,7 @@ def test_listing_when_errors_directory_is_missing(tmp_path):
     out = subprocess.run(
         ["ls", "-1", "-f", "results"], cwd=tmp_path, capture_output=True, text=True, check=True
     ).stdout
-    assert _listing(out) == ({"a-1"}, set(), set())
+    assert listing(out) == ({"a-1"}, set(), set())
 
 
 # --------------------------------------------------------------------------- the stand-in

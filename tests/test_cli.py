@@ -582,7 +582,7 @@ def test_usage_on_a_backend_without_accounting_exits_0(project, store, capsys):
     """`usage` of a local run says in one line that there is no accounting (exit 0)."""
     code, out, err = run_cli(capsys, "usage", store.done, "--cluster", "work")
     assert code == 0, err
-    assert out == f"run {store.done}: backend 'local' has no Slurm accounting (sacct)\n"
+    assert out == f"run {store.done}: backend 'local' has no accounting (no sacct)\n"
 
 
 @pytest.mark.slurm

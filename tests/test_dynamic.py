@@ -629,9 +629,8 @@ def test_children_inherit_the_parents_interpreter_launcher_and_setup(
     """A subgraph's job scripts start the runner as the parent's did: same interpreter,
     same container launcher, same setup lines (also from a multi-rank parent's script),
     by path when the parent's was."""
-    from lazyslurm.dynamic import _parent_script
+    from lazyslurm.backends.slurm.render import job_script, read_job_script
     from lazyslurm.graph.resources import Resources
-    from lazyslurm.planning.sbatch import job_script
     from lazyslurm.store import RunLayout
 
     layout = RunLayout.of("r1", tmp_path)
@@ -643,7 +642,7 @@ def test_children_inherit_the_parents_interpreter_launcher_and_setup(
         setup=["export A='1 2'", "cd /x"], runner=runner,
     )  # fmt: skip
     Path(layout.job_script("aj0")).write_text(text)
-    python, got_launcher, setup, got_runner = _parent_script(layout, "aj0")
-    assert got_runner == runner
-    assert python == "/opt/py 3/python" and got_launcher == list(launcher)
-    assert setup == ["export A='1 2'", "cd /x"]
+    start = read_job_script(Path(layout.job_script("aj0")).read_text())
+    assert start.runner == runner
+    assert start.python == "/opt/py 3/python" and start.launcher == tuple(launcher)
+    assert start.setup == ("export A='1 2'", "cd /x")

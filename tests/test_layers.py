@@ -181,7 +181,7 @@ def test_planning_does_not_import_backends_compute_or_paramiko() -> None:
     """Importing lazyslurm.planning loads no backends, compute, cluster, paramiko or graphviz."""
     code = "import lazyslurm.planning, lazyslurm.planning.encode\n"
     if (PKG / "planning" / "sbatch.py").exists():
-        code += "import lazyslurm.planning.sbatch\n"
+        code += "import lazyslurm.backends.slurm.render\n"
     mods = loaded_after(code)
     prefixes = (
         "lazyslurm.backends",

@@ -28,7 +28,7 @@ def test_runtime_files_are_lazyslurm_cloudpickle_and_attrs():
     and attrs, named by content."""
     files = byvalue.runtime_files()
     assert {f"lazyslurm/{rel}" for rel in byvalue.RUNNER_FILES} <= set(files)
-    for rel in ("dynamic.py", "workflows.py", "planning/planner.py", "backends/slurm.py"):
+    for rel in ("dynamic.py", "workflows.py", "planning/planner.py", "backends/slurm/node.py"):
         assert f"lazyslurm/{rel}" in files
     assert {"cloudpickle/cloudpickle.py", "attr/__init__.py", "attrs/__init__.py"} <= set(files)
     assert not any("__pycache__" in name for name in files)

@@ -16,11 +16,11 @@ import pytest
 
 from examples import parallelization_patterns as pp
 from lazyslurm import Cluster, compute
+from lazyslurm.backends.slurm.render import job_script
 from lazyslurm.errors import ClusterConfigError, PackagingError, RegistryError
 from lazyslurm.graph.resources import Resources
 from lazyslurm.packaging.container import launch_words
 from lazyslurm.planning.planner import ArrayJob
-from lazyslurm.planning.sbatch import job_script
 from lazyslurm.store import RunLayout
 
 DATA = Path(__file__).parent / "data"

@@ -13,10 +13,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lazyslurm import Cluster, compute, task
+from lazyslurm.backends.slurm.render import job_script, sbatch_flags
 from lazyslurm.errors import CorruptResultError, InvalidOptionError, OptionTypeError
 from lazyslurm.planning.encode import encode_run
 from lazyslurm.planning.planner import AFTERCORR, AFTEROK, make_plan, pack_size
-from lazyslurm.planning.sbatch import job_script, sbatch_flags
 from lazyslurm.runner import run_slurm_element
 from lazyslurm.store import (
     RunLayout,

@@ -21,6 +21,8 @@ from test_backends_slurm import slurm_cluster, ssh_cluster
 
 import lazyslurm
 from lazyslurm import Cluster, compute, preview, submit, task
+from lazyslurm.backends.slurm.facts import parse_cluster_facts as parse_facts
+from lazyslurm.backends.slurm.facts import parse_test_only, start_query_script
 from lazyslurm.errors import BudgetExceededError, ClusterConfigError, LazySlurmError
 from lazyslurm.graph.resources import Resources
 from lazyslurm.planning.planner import make_plan
@@ -32,9 +34,6 @@ from lazyslurm.preview import (
     Preview,
     Start,
     job_cost,
-    parse_facts,
-    parse_test_only,
-    start_query_script,
     total_cost,
     usage,
 )
@@ -283,7 +282,7 @@ def test_usage_without_slurm_says_so(tmp_path):
         run = submit(work(2))
         run.result()
         u = usage(run.id, c)
-    assert not u.available and "no Slurm accounting" in str(u)
+    assert not u.available and "has no accounting" in str(u)
 
 
 # --------------------------------------------------------------------------- real Slurm

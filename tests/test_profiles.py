@@ -431,7 +431,7 @@ def test_sbatch_long_options_are_profile_defaults(project):
         "exclusive": True,
         "mail_type": ["END", "FAIL"],
     }
-    from lazyslurm.planning.sbatch import resource_flags
+    from lazyslurm.backends.slurm.render import resource_flags
 
     assert resource_flags(c.task_defaults) == [
         "--ntasks-per-node=2",

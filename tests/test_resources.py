@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import mem_strings, time_strings
 
+from lazyslurm.backends.slurm.render import resource_flags
 from lazyslurm.errors import InvalidOptionError, LazySlurmError, OptionTypeError
 from lazyslurm.graph import Task, task
 from lazyslurm.graph.resources import (
@@ -21,7 +22,6 @@ from lazyslurm.graph.resources import (
     parse_mem,
     parse_time,
 )
-from lazyslurm.planning.sbatch import resource_flags
 
 
 def body(x: int) -> int:

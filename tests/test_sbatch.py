@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from examples import parallelization_patterns as pp
+from lazyslurm.backends.slurm.render import job_script, sbatch_flags, submit_script
 from lazyslurm.graph.resources import Resources
 from lazyslurm.planning import ArrayJob, make_plan
-from lazyslurm.planning.sbatch import job_script, sbatch_flags, submit_script
 from lazyslurm.store import RunLayout
 
 DATA = Path(__file__).parent / "data"

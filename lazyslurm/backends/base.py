@@ -11,6 +11,7 @@ which failure.
 
 from __future__ import annotations
 
+import datetime
 import os
 import time
 import types
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import attrs
 
 from lazyslurm.graph.resources import Resources
+from lazyslurm.planning.cost import ClusterFacts
 from lazyslurm.planning.planner import ArrayJob
 from lazyslurm.planning.rules import CANCELLED, DONE, FAILED, PENDING, RUNNING, TERMINAL
 from lazyslurm.store import RunLayout
@@ -34,6 +36,8 @@ __all__ = [
     "PENDING",
     "RUNNING",
     "TERMINAL",
+    "Accounted",
+    "Accounting",
     "ArrayJob",
     "Backend",
     "BackendBase",
@@ -42,6 +46,7 @@ __all__ = [
     "PackLimits",
     "RunHandle",
     "Snapshot",
+    "Start",
     "outcome_keys",
     "sleep_until_change",
     "snapshot_from_files",
@@ -115,6 +120,43 @@ class PackLimits:
     time_cap: TimeCap | None = None
 
 
+@attrs.frozen
+class Start:
+    """When the scheduler expects an array job to start (``sbatch --test-only``), or its
+    words when it cannot say."""
+
+    when: datetime.datetime | None  # None: the scheduler could not say (see ``text``)
+    text: str  # the scheduler's own words
+
+    def __str__(self) -> str:
+        return self.when.strftime("%Y-%m-%d %H:%M:%S") if self.when else self.text
+
+
+@attrs.frozen
+class Accounted:
+    """What the scheduler's accounting recorded of one element (Slurm element ``index``
+    of ``array_job``: one row per element, its last attempt)."""
+
+    array_job: str
+    index: int
+    state: str
+    elapsed_s: int
+    cpus: int  # allocated
+    max_rss_mb: float | None = None  # peak memory of its largest step
+    total_cpu_s: float | None = None  # CPU time used (user + system)
+    node: str = ""
+    start: str = ""  # ISO times as the scheduler wrote them
+    end: str = ""
+
+
+@attrs.frozen
+class Accounting:
+    """A run's accounting: ``rows``, or ``note``, why there are none (no accounting)."""
+
+    rows: tuple[Accounted, ...] = ()
+    note: str = ""
+
+
 @runtime_checkable
 class Backend(Protocol):
     """A place to run array jobs. Built in: local, sync, slurm and ssh (over a shell),
@@ -181,6 +223,20 @@ class Backend(Protocol):
     def by_value_modules(self, resources: Resources, func: Any) -> list[types.ModuleType]:
         """Modules pickled by value with a task's function."""
 
+    def cluster_facts(self) -> ClusterFacts | None:
+        """The partitions' defaults and limits, for worst cases (None: none known)."""
+
+    def expected_starts(self, array_jobs: Sequence[ArrayJob]) -> dict[str, Start]:
+        """When the scheduler expects each array job to start, were it submitted now."""
+
+    def accounting(self, handle: RunHandle) -> Accounting:
+        """What the scheduler's accounting recorded of the run's elements."""
+
+    def live_runs_script(self) -> str:
+        """A shell script, run in the work directory's shell, that prints the id of each
+        run that still has jobs queued or running, one per line, and fails when the
+        scheduler cannot be asked (``clean`` spares those runs); "": no scheduler."""
+
 
 class BackendBase:
     """Defaults of the optional part of :class:`Backend`: subclass it to write a backend
@@ -211,6 +267,18 @@ class BackendBase:
 
     def by_value_modules(self, resources: Resources, func: Any) -> list[types.ModuleType]:
         return []
+
+    def cluster_facts(self) -> ClusterFacts | None:
+        return None
+
+    def expected_starts(self, array_jobs: Sequence[ArrayJob]) -> dict[str, Start]:
+        return {}
+
+    def accounting(self, handle: RunHandle) -> Accounting:
+        return Accounting(note=f"backend {self.name!r} has no accounting (no sacct)")
+
+    def live_runs_script(self) -> str:
+        return ""
 
 
 @attrs.frozen
@@ -269,7 +337,8 @@ class BackendSpec:
 _REQUIRED = (
     "name", "shell", "workdir", "defaults", "ships_by_value", "node", "max_array_size",
     "start", "poll", "wait_for_change", "cancel", "read_files", "close", "pack_limits",
-    "cancel_elements", "dynamic_records", "child_config", "by_value_modules",
+    "cancel_elements", "dynamic_records", "child_config", "by_value_modules", "cluster_facts",
+    "expected_starts", "accounting", "live_runs_script",
 )  # fmt: skip
 
 

@@ -53,6 +53,7 @@ class FakeBackend(BackendBase):
     """
 
     name = "fake"
+    node = "lazyslurm.backends.local.node"  # a subgraph runs inline, as on sync
 
     def __init__(
         self,

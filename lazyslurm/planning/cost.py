@@ -2,9 +2,10 @@
 (on the node) compute, in one place.
 
 Where a task leaves its time or cpus unset, the cluster's defaults are used, then the
-partition's ``DefaultTime`` (else its ``MaxTime``) where Slurm told us (:func:`parse_facts`
-of :data:`FACTS_SCRIPT`'s output); what is still unknown is reported as ``unbounded``
-(``None``). Imports only the graph's ``Resources``: it runs on compute nodes too.
+partition's ``DefaultTime`` (else its ``MaxTime``) where the scheduler told us
+(:class:`ClusterFacts`: the Slurm backend's probe fills them in); what is still unknown is
+reported as ``unbounded`` (``None``). Imports only the graph's ``Resources``: it runs on
+compute nodes too.
 
 >>> from lazyslurm.graph.resources import Resources
 >>> c = job_cost("aj0", "train", 10, Resources(timeout_min=30, cpus_per_task=4, mem_mb=2048))
@@ -16,16 +17,14 @@ True
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
 
-from lazyslurm.graph.resources import Resources, parse_time
+from lazyslurm.graph.resources import Resources
 
 __all__ = [
-    "FACTS_SCRIPT",
     "UNBOUNDED",
     "ClusterFacts",
     "JobCost",
@@ -33,20 +32,12 @@ __all__ = [
     "TotalCost",
     "job_cost",
     "needs_facts",
-    "parse_facts",
     "plan_costs",
     "sum_or_none",
     "total_cost",
 ]
 
 UNBOUNDED = "unbounded"
-
-# one shell script: the partitions' defaults and the cluster's DefMemPerCPU, marked
-FACTS_SCRIPT = (
-    "scontrol show partition -o 2>/dev/null | sed 's/^/LZ-PART /'\n"
-    "scontrol show config 2>/dev/null | grep -E '^DefMemPerCPU ' | sed 's/^/LZ-CONF /'\n"
-)
-
 
 # --------------------------------------------------------------------------- cluster facts
 
@@ -74,53 +65,6 @@ class ClusterFacts:
         if name is not None:
             return self.partitions.get(name)
         return next((p for p in self.partitions.values() if p.default), None)
-
-
-def _minutes(text: str | None) -> int | None:
-    if text is None or text.upper() in ("NONE", "UNLIMITED", "INFINITE", "N/A"):
-        return None
-    try:
-        return parse_time(text)
-    except ValueError:
-        return None
-
-
-def _int_or_none(text: str | None) -> int | None:
-    return int(text) if text is not None and text.isdigit() else None
-
-
-def parse_facts(text: str) -> ClusterFacts:
-    r"""Facts from ``LZ-PART``-prefixed ``scontrol show partition -o`` lines and
-    ``LZ-CONF``-prefixed ``scontrol show config`` lines.
-
-    >>> f = parse_facts("LZ-PART PartitionName=a Default=YES DefaultTime=00:10:00 "
-    ...                 "MaxTime=UNLIMITED DefMemPerCPU=200\n"
-    ...                 "LZ-PART PartitionName=b DefaultTime=NONE MaxTime=1-00:00:00\n"
-    ...                 "LZ-CONF DefMemPerCPU            = 100\n")
-    >>> f.partition(None).default_time_min, f.partitions["b"].max_time_min
-    (10, 1440)
-    >>> f.partitions["a"].def_mem_per_cpu_mb, f.def_mem_per_cpu_mb
-    (200, 100)
-    """
-    parts: dict[str, PartitionFacts] = {}
-    conf: dict[str, str] = {}
-    for line in text.splitlines():
-        if line.startswith("LZ-PART "):
-            fields = dict(f.split("=", 1) for f in line[8:].split() if "=" in f)
-            name = fields.get("PartitionName")
-            if name:
-                parts[name] = PartitionFacts(
-                    name=name,
-                    default=fields.get("Default") == "YES",
-                    default_time_min=_minutes(fields.get("DefaultTime")),
-                    max_time_min=_minutes(fields.get("MaxTime")),
-                    def_mem_per_cpu_mb=_int_or_none(fields.get("DefMemPerCPU")),
-                )
-        elif line.startswith("LZ-CONF "):
-            m = re.match(r"(\w+)\s*=\s*(\S+)", line[8:])
-            if m:
-                conf[m.group(1)] = m.group(2)
-    return ClusterFacts(parts, _int_or_none(conf.get("DefMemPerCPU")))
 
 
 # --------------------------------------------------------------------------- arithmetic

@@ -5,7 +5,7 @@ Inside a task submitted with ``requeue=True``, register a function with
 
 - ``SIGTERM``: the element is being preempted, requeued (``scontrol requeue``) or
   cancelled; Slurm kills it ``KillWait`` seconds later. After the hooks the runner exits.
-- ``SIGUSR1``: sent ``CHECKPOINT_LEAD_S`` seconds before the time limit (sbatch
+- ``SIGUSR1``: sent a minute before the time limit (the Slurm backend's sbatch
   ``--signal=B:USR1@60``). After the hooks the runner requeues its own element
   (``scontrol requeue``), so it starts again instead of ending TIMEOUT.
 
@@ -32,9 +32,8 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["CHECKPOINT_LEAD_S", "clear", "install", "on_checkpoint"]
+__all__ = ["clear", "install", "on_checkpoint"]
 
-CHECKPOINT_LEAD_S = 60  # SIGUSR1 comes this long before the time limit
 
 # per process: the runner runs one element at a time (a list, not class-level state)
 _hooks: list[Callable[[], Any]] = []

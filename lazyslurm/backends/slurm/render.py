@@ -1,4 +1,5 @@
-"""Slurm text for a run: sbatch flags, job scripts and the submission script. Pure.
+"""Slurm text for a run: sbatch flags, job scripts and the submission script, and the
+readers of what was rendered (the submission's report, a job script). Pure.
 
 Every value that reaches a shell is quoted with :func:`shlex.quote`. The submission
 script submits every array job ``--hold`` in topological order, with dependencies built
@@ -16,24 +17,37 @@ then releases all jobs at once and prints the id map:
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Mapping, Sequence
 
+import attrs
+
+from lazyslurm.errors import SubmissionError
 from lazyslurm.graph.resources import Resources
+from lazyslurm.packaging import Launch
 from lazyslurm.planning.planner import ArrayJob
-from lazyslurm.runner.checkpoint import CHECKPOINT_LEAD_S
-from lazyslurm.store import RunLayout
+from lazyslurm.store import INSIDE, RunLayout, parse_job_ids
 
 __all__ = [
+    "CHECKPOINT_LEAD_S",
     "IDS_MARKER",
     "JOB_NAME_PREFIX",
     "SUBMIT_FAILED_MARKER",
+    "Submission",
     "job_script",
+    "live_runs_script",
     "ranks_script",
+    "read_job_script",
+    "read_submitted",
     "resource_flags",
     "sbatch_flags",
+    "submission",
+    "submission_error",
     "submit_script",
 ]
+
+CHECKPOINT_LEAD_S = 60  # --signal: SIGUSR1 this long before the time limit (checkpoint hooks)
 
 IDS_MARKER = "LAZYSLURM-IDS"
 JOB_NAME_PREFIX = "lz-"  # every Slurm job of run R is named lz-R-ARRAYJOB-TASK
@@ -234,3 +248,169 @@ def submit_script(
         out.append(f'scontrol release "${{ids[@]}}" 2>{rel(err_file)} || fail release {pairs}')
     out += [f'echo "{IDS_MARKER} {pairs}"', ""]
     return "\n".join(out)
+
+
+def live_runs_script() -> str:
+    """A script that prints the run id of every job of this user that Slurm still holds
+    (from the job names, ``lz-RUN-...``: one ``squeue``), and fails when squeue does.
+
+    >>> "squeue -h -u" in live_runs_script()
+    True
+    """
+    name_re = f"^{JOB_NAME_PREFIX}{RunLayout.RUN_ID_GLOB}-"  # the glob's classes are ERE too
+    return (
+        "lz_names=$(squeue -h -u \"$(id -un)\" -o '%j') || exit 1; "
+        "printf '%s\\n' \"$lz_names\" | "
+        f"awk 'match($0, /{name_re}/) {{ print substr($0, {len(JOB_NAME_PREFIX) + 1}, "
+        f"RLENGTH - {len(JOB_NAME_PREFIX) + 1}) }}' | sort -u"
+    )
+
+
+@attrs.frozen
+class Submission:
+    """What submitting some array jobs takes: each one's flags, the files to stage (job
+    scripts and the submission script, paths relative to the run directory) and the
+    command that runs the submission there."""
+
+    flags: Mapping[str, Sequence[str]]
+    files: Mapping[str, bytes]
+    command: str
+
+
+def submission(
+    array_jobs: Sequence[ArrayJob],
+    *,
+    run_id: str,
+    layout: RunLayout,
+    defaults: Resources | None,
+    launches: Mapping[str, Launch],
+    jobids: str | None = None,
+    stderr: str | None = None,
+    release: bool = True,
+    name: str = "",
+) -> Submission:
+    """Everything to submit ``array_jobs`` all or nothing (the one way a plan reaches
+    Slurm: from the client, and from a compute node for a subgraph). ``launches`` says how
+    each array job starts its runner; ``name`` prefixes the submission script's name (a
+    subgraph's own, beside the run's)."""
+    flags = {
+        aj.id: sbatch_flags(aj, run_id=run_id, layout=layout, defaults=defaults)
+        for aj in array_jobs
+    }
+    files: dict[str, bytes] = {}
+    for aj in array_jobs:
+        start = launches[aj.id]
+        files[INSIDE.job_script(aj.id)] = job_script(
+            aj,
+            run_id=run_id,
+            layout=layout,
+            python=start.python,
+            setup=start.setup,
+            launcher=start.launcher,
+            runner=None if start.launcher else start.runner,
+        ).encode()
+    script = submit_script(
+        array_jobs,
+        run_id=run_id,
+        layout=layout,
+        flags=flags,
+        jobids=jobids,
+        stderr=stderr,
+        release=release,
+    )
+    rel = INSIDE.subgraph_file(name, "submit.sh") if name else INSIDE.submit_script
+    files[rel] = script.encode()
+    return Submission(flags, files, f"bash {shlex.quote(f'{layout.root}/{rel}')}")
+
+
+def read_submitted(
+    returncode: int,
+    stdout: str,
+    stderr: str,
+    flags: Mapping[str, Sequence[str]],
+    array_jobs: Sequence[ArrayJob] = (),
+) -> dict[str, str]:
+    """The Slurm job id of each array job, from what the submission script printed; a
+    refused submission raises :class:`~lazyslurm.errors.SubmissionError` naming the array
+    job, Slurm's words and its options."""
+    line = next((ln for ln in stdout.splitlines() if ln.startswith(IDS_MARKER + " ")), None)
+    if returncode != 0 or line is None:
+        raise submission_error(stdout, stderr, flags, array_jobs)
+    return parse_job_ids(line[len(IDS_MARKER) :])
+
+
+_RUNNER_BY_PATH = "lazyslurm/runner/__main__.py"  # how a job script names the runner's file
+
+
+def read_job_script(text: str) -> Launch:
+    """How a job script (:func:`job_script`, :func:`ranks_script`) starts its runner: the
+    interpreter, launcher words (a container runtime), setup lines and the runner's path
+    (None: ``-m lazyslurm.runner``). What a subgraph's jobs and a workflow's inner cluster
+    inherit. The last line that starts the runner is the ``exec`` one (a multi-rank
+    script's ``--gather``: ``srun`` is the line before).
+
+    >>> aj = ArrayJob("aj0", "f", ("k",))
+    >>> text = job_script(aj, run_id="r", layout=RunLayout("/w/runs/r"), python="/p/python",
+    ...                   setup=["module load x"], runner="/c/lazyslurm/runner/__main__.py")
+    >>> start = read_job_script(text)
+    >>> start.python, start.setup, start.launcher, start.runner
+    ('/p/python', ('module load x',), (), '/c/lazyslurm/runner/__main__.py')
+    """
+    lines = text.splitlines()
+
+    def starts_runner(line: str) -> bool:  # -m lazyslurm.runner, or its __main__.py by path
+        return "-m lazyslurm.runner" in line or _RUNNER_BY_PATH in line
+
+    starts = [ln for ln in lines[2:] if starts_runner(ln)]
+    words = shlex.split(starts[-1].removeprefix("exec "))
+    at = next(
+        i
+        for i in range(1, len(words))
+        if words[i : i + 2] == ["-m", "lazyslurm.runner"] or words[i].endswith(_RUNNER_BY_PATH)
+    )
+    setup = tuple(ln for ln in lines[2:] if not starts_runner(ln))
+    runner = words[at] if words[at].endswith(_RUNNER_BY_PATH) else None
+    return Launch(words[at - 1], setup, tuple(words[: at - 1]), runner)
+
+
+def submission_error(
+    stdout: str,
+    stderr: str,
+    flags: Mapping[str, Sequence[str]],
+    array_jobs: Sequence[ArrayJob] = (),
+) -> SubmissionError:
+    """The error for a refused submission: which array job, Slurm's words, its options.
+
+    A job can be refused by ``sbatch`` (the marker line names its array job) or only when
+    the held jobs are released (``scontrol release`` names the refused Slurm job ids, which
+    the marker line maps back to array jobs).
+    """
+    m = re.search(rf"^{SUBMIT_FAILED_MARKER} (\S+)(.*)$", stderr, re.MULTILINE)
+    which = m.group(1) if m else "?"
+    slurm_msg = stderr[m.end() :].strip() if m else (stderr or stdout).strip()
+    slurm_msg = slurm_msg or "(Slurm printed nothing)"
+    names = {aj.id: aj.name for aj in array_jobs}
+    refused = [which]
+    step = "submission"
+    if which == "release" and m is not None:
+        step = "release"
+        by_slurm_id = {
+            sid: aj for aj, _, sid in (p.partition("=") for p in m.group(2).split()) if sid
+        }
+        said = re.findall(r"^(\d+)(?:_\S*)?:", slurm_msg, re.MULTILINE)
+        refused = list(dict.fromkeys(by_slurm_id[s] for s in said if s in by_slurm_id))
+        refused = refused or ["?"]
+    lines = []
+    for aj_id in refused:
+        label = f"array job {aj_id}" + (f" ({names[aj_id]})" if aj_id in names else "")
+        opts = " ".join(flags.get(aj_id, [])) or "(unknown)"
+        lines.append(f"{label}, options: {opts}")
+    where = "at release of the held jobs" if step == "release" else "at submission"
+    msg = (
+        f"Slurm refused {lines[0].split(',')[0]} {where}: {slurm_msg}\n"
+        + "\n".join(lines)
+        + "\nevery job of this run already submitted was cancelled; nothing is left in the "
+        "queue. Change the options above (or the task's resources) and submit again"
+    )
+    return SubmissionError(msg)
+

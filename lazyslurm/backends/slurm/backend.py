@@ -31,7 +31,7 @@ from lazyslurm.backends.base import (
     DONE,
     FAILED,
     PENDING,
-    RUNNING,
+    Accounting,
     ArrayJob,
     BackendBase,
     BackendSpec,
@@ -39,18 +39,45 @@ from lazyslurm.backends.base import (
     PackLimits,
     RunHandle,
     Snapshot,
+    Start,
     sleep_until_change,
 )
 from lazyslurm.backends.option import resolve
 from lazyslurm.backends.shell import LocalShell, Shell, SSHShell
 from lazyslurm.backends.shell.ssh import SSHOptions
-from lazyslurm.backends.slurm_limits import (
-    Node,
+from lazyslurm.backends.slurm.accounting import parse_accounting
+from lazyslurm.backends.slurm.accounting import query as accounting_query
+from lazyslurm.backends.slurm.facts import (
+    Facts,
     check_resources,
     job_budget,
-    job_limits,
-    never_clears,
-    parse_nodes,
+    probe_script,
+    read_probe,
+    split_starts,
+    start_query_script,
+)
+from lazyslurm.backends.slurm.render import (
+    JOB_NAME_PREFIX,
+    live_runs_script,
+    read_submitted,
+    sbatch_flags,
+    submission,
+)
+from lazyslurm.backends.slurm.status import (
+    INPUT_FAILED,
+    PENDING_REASON_CHECK_S,
+    PERMANENT_STATUS_ERRORS,
+    SACCT_FORMAT,
+    SQUEUE_FORMAT,
+    Row,
+    StatusUnavailable,
+    Watch,
+    classify,
+    cross_checked,
+    element_state,
+    listing,
+    parse_status,
+    with_pending_reasons,
 )
 from lazyslurm.errors import (
     BackendError,
@@ -58,18 +85,11 @@ from lazyslurm.errors import (
     ResourceLimitError,
     RunDirectoryGoneError,
     SSHHostKeyError,
-    SubmissionError,
 )
 from lazyslurm.graph.options import Opt, declared
-from lazyslurm.graph.resources import DEFAULTABLE, Resources, TaskDefaults, parse_time
+from lazyslurm.graph.resources import DEFAULTABLE, Resources, TaskDefaults
 from lazyslurm.packaging import Packager, PackagingOptions, check_staged
-from lazyslurm.planning.sbatch import (
-    IDS_MARKER,
-    SUBMIT_FAILED_MARKER,
-    job_script,
-    sbatch_flags,
-    submit_script,
-)
+from lazyslurm.planning.cost import ClusterFacts
 from lazyslurm.store import INSIDE, RunLayout, default_workdir
 
 # DEBUG: each sbatch, sacct, squeue and scancel with its duration; extra fields run_id and
@@ -77,75 +97,21 @@ from lazyslurm.store import INSIDE, RunLayout, default_workdir
 log = logging.getLogger("lazyslurm.slurm")
 
 __all__ = [
+    "SPECS",
     "STATUS_SOURCES",
-    "Partition",
     "SlurmBackend",
     "SlurmOptions",
     "make_slurm_backend",
-    "parse_array_ids",
-    "parse_partitions",
-    "parse_status",
 ]
 
-# Slurm states grouped by what they mean for us. Anything else is treated as a terminal
-# failure, so that waiting never loops forever on a state we do not know.
-_ACTIVE = {
-    "PENDING": PENDING,
-    "REQUEUED": PENDING,
-    "REQUEUE_HOLD": PENDING,
-    "REQUEUE_FED": PENDING,
-    "RESV_DEL_HOLD": PENDING,
-    "RUNNING": RUNNING,
-    "CONFIGURING": RUNNING,
-    "COMPLETING": RUNNING,
-    "SUSPENDED": RUNNING,
-    "STOPPED": RUNNING,
-    "SIGNALING": RUNNING,
-    "STAGE_OUT": RUNNING,
-    "RESIZING": RUNNING,
-    "UPDATE_DB": RUNNING,
-    "POWER_UP_NODE": PENDING,
-}
-_COMPLETED = "COMPLETED"
-_NO_RESULT_GRACE_S = 15.0  # COMPLETED in Slurm but no result file yet (shared FS lag)
-# an element that neither the status source nor the store has listed for this long (each
-# listing resets the clock) is asked of the other source once; silent there too: UNKNOWN
-_UNLISTED_GRACE_S = 60.0
-_NEVER_SATISFIED = "DependencyNeverSatisfied"
-# an element of a packed Slurm element whose own input failed: it cancelled itself
-_INPUT_FAILED = ElementFailure(state="CANCELLED", reason="an input of it failed")
-# with requeue=True these mean "Slurm runs it again": waited on, for up to the grace below
-_REQUEUE_STATES = {"PREEMPTED", "NODE_FAIL", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED"}
-_REQUEUE_GRACE_S = 300.0  # PREEMPTED/NODE_FAIL that never turns PENDING again: a failure
 _WATCH_TICK_S_REMOTE = 0.05  # over SSH: how often the poll's wait looks at the store
 _WATCH_TICK_S = 0.02  # local runs: how often wait_for_change looks at the store's directories
-_SACCT_FORMAT = "JobID,State,ExitCode,Reason"
 _UNREACHABLE_TIMEOUT_S = 600.0  # default of the unreachable_timeout_s option
 _POLL_BUDGET_S = 120.0  # one poll command (beyond its wait) gives up after this long
+_QUERY_TIMEOUT_S = 120.0  # one query round trip (sbatch --test-only, sacct)
+_PREVIEW_RUN = "preview"  # run id in the --test-only flags (nothing is written)
 
 
-# a status command failing with these words will fail the same way on every retry
-_PERMANENT_STATUS_ERRORS = (
-    "accounting storage is disabled",
-    "command not found",
-    "invalid option",
-    "unrecognized option",
-    "Invalid field",
-)
-
-
-class _StatusUnavailable(Exception):
-    """The status query failed (slurmctld unreachable) though the shell worked; not a
-    user-facing error (``poll`` turns it into a report or a BackendError)."""
-
-    def __init__(self, msg: str, *, permanent: bool = False) -> None:
-        super().__init__(msg)
-        self.permanent = permanent
-
-
-_SQUEUE_FORMAT = "%i|%T|%r"
-# under sacct, elements pending this long also get squeue's reason (it may never clear)
-_PENDING_REASON_CHECK_S = 5.0
 # local runs: a poll reads only the store (results and errors: the first truth) when Slurm
 # was asked less than this long ago. sacct costs 0.1-0.4 s of the CPUs the jobs run on,
 # and a poll follows each file that lands; what only Slurm knows (a job killed without a
@@ -154,183 +120,6 @@ _STATUS_EVERY_S = 2.0
 _PENDING_MARK = "LZ-PENDING"
 _CROSS_MARK = "LZ-CROSS"  # the other source's rows for elements unlisted past the grace
 _SKIPPED = "LZ-STATUS-RC=0 skipped"  # the poll's status command was not needed
-
-
-def parse_array_ids(text: str) -> tuple[str, list[int] | None]:
-    """Split a Slurm job id into (array master id, element indices or None).
-
-    >>> parse_array_ids("101_3"), parse_array_ids("101_[0-2,5%2]"), parse_array_ids("102")
-    (('101', [3]), ('101', [0, 1, 2, 5]), ('102', None))
-    """
-    master, sep, rest = text.partition("_")
-    if not sep:
-        return master, None
-    rest = rest.strip("[]").split("%")[0]
-    indices: list[int] = []
-    for part in rest.split(","):
-        if "-" in part:
-            lo, hi = part.split("-")
-            indices.extend(range(int(lo), int(hi) + 1))
-        elif part.isdigit():
-            indices.append(int(part))
-    return master, indices
-
-
-@attrs.frozen
-class _Row:
-    state: str
-    exit_code: str = ""
-    reason: str = ""
-
-
-def parse_status(text: str, squeue: bool) -> dict[tuple[str, int | None], _Row]:
-    """Rows of ``sacct -X -n -P -o JobID,State,ExitCode,Reason`` or
-    ``squeue -h -o '%i|%T|%r'``, keyed by (master id, index or None).
-
-    >>> rows = parse_status("101_0|COMPLETED|0:0|None\\n101_[1-2]|PENDING|0:0|Priority\\n",
-    ...                     squeue=False)
-    >>> sorted((k, v.state, v.reason) for k, v in rows.items())[1:]
-    [(('101', 1), 'PENDING', 'Priority'), (('101', 2), 'PENDING', 'Priority')]
-    """
-    rows: dict[tuple[str, int | None], _Row] = {}
-    for line in text.splitlines():
-        parts = line.strip().split("|")
-        if len(parts) < 3 or not parts[0]:
-            continue
-        job_id, state, third = parts[0], parts[1], parts[2]
-        if "." in job_id:  # a step (sacct without -X)
-            continue
-        state = state.split()[0] if state else "UNKNOWN"  # "CANCELLED by 0" -> CANCELLED
-        if squeue:
-            row = _Row(state, reason="" if third == "None" else third)
-        else:  # sacct keeps a finished job's last pending reason (JobHeldUser, ...): noise
-            reason = parts[3] if len(parts) > 3 and state == "PENDING" else ""
-            row = _Row(state, exit_code=third, reason=reason)
-        master, indices = parse_array_ids(job_id)
-        if indices is None:
-            rows[(master, None)] = row
-        else:
-            for i in indices:
-                rows[(master, i)] = row
-    return rows
-
-
-def _with_pending_reasons(
-    rows: dict[tuple[str, int | None], _Row], queued: dict[tuple[str, int | None], _Row]
-) -> dict[tuple[str, int | None], _Row]:
-    """sacct's rows, with squeue's reason for the elements both see PENDING (slurmdbd
-    keeps a pending job's first reason, so one that never clears is seen only there).
-
-    >>> rows = parse_status("7_[0-1]|PENDING|0:0|None", squeue=False)
-    >>> queued = parse_status("7_1|PENDING|BadConstraints", squeue=True)
-    >>> [(k, v.reason) for k, v in sorted(_with_pending_reasons(rows, queued).items())]
-    [(('7', 0), 'None'), (('7', 1), 'BadConstraints')]
-    """
-    out = dict(rows)
-    for key, row in queued.items():
-        known = rows.get(key) or rows.get((key[0], None))
-        if row.state == "PENDING" and row.reason and known is not None:
-            if known.state == "PENDING":
-                out[key] = attrs.evolve(known, reason=row.reason)
-    return out
-
-
-def _cross_checked(
-    rows: dict[tuple[str, int | None], _Row], text: str, suspects: Set[str], source: str
-) -> tuple[dict[tuple[str, int | None], _Row], Set[str]]:
-    r"""The status rows with the other source's rows (``text``: its output, then
-    ``-RC=status``) filling in what they lack, and the suspects that source answered for.
-
-    An answer counts if the command worked, or if squeue found none of the jobs
-    ("Invalid job id specified": it forgot them); a failed query answers for none.
-
-    >>> rows = parse_status("7_0|RUNNING|0:0|None", squeue=False)
-    >>> out, asked = _cross_checked(rows, "\n7_1|RUNNING|None\n-RC=0\n", {"7_1"}, "squeue")
-    >>> sorted((k, v.state) for k, v in out.items()), sorted(asked)
-    ([(('7', 0), 'RUNNING'), (('7', 1), 'RUNNING')], ['7_1'])
-    >>> _cross_checked(rows, "\nslurm_load_jobs error: Invalid job id specified\n-RC=1\n",
-    ...                {"7_1"}, "squeue")[1]
-    {'7_1'}
-    >>> _cross_checked(rows, "\nsacct: error: Problem talking to the database\n-RC=1\n",
-    ...                {"7_1"}, "sacct")[1]
-    frozenset()
-    """
-    body, _, code = text.partition("-RC=")
-    forgotten = source == "squeue" and "Invalid job id specified" in body
-    if code.strip() != "0" and not forgotten:
-        return rows, frozenset()
-    out = dict(rows)
-    for key, row in parse_status(body, squeue=source == "squeue").items():
-        out.setdefault(key, row)
-    return out, set(suspects)
-
-
-@attrs.frozen
-class Partition:
-    """What we read of a Slurm partition (``scontrol show partition -o``)."""
-
-    name: str
-    default: bool
-    max_time_min: int | None  # None: unlimited
-
-
-def parse_partitions(text: str) -> dict[str, Partition]:
-    r"""Partitions from ``LZ-PART``-prefixed ``scontrol show partition -o`` lines.
-
-    >>> p = parse_partitions("LZ-PART PartitionName=a Default=YES MaxTime=UNLIMITED\n"
-    ...                      "LZ-PART PartitionName=b Default=NO MaxTime=1-00:00:00\n")
-    >>> p["a"].default, p["a"].max_time_min, p["b"].max_time_min
-    (True, None, 1440)
-    """
-    out = {}
-    for line in text.splitlines():
-        if not line.startswith("LZ-PART "):
-            continue
-        fields = dict(f.split("=", 1) for f in line[8:].split() if "=" in f)
-        name = fields.get("PartitionName")
-        if not name:
-            continue
-        max_time = fields.get("MaxTime", "UNLIMITED")
-        try:
-            minutes = None if max_time in ("UNLIMITED", "INFINITE") else parse_time(max_time)
-        except ValueError:
-            minutes = None
-        out[name] = Partition(name, fields.get("Default") == "YES", minutes)
-    return out
-
-
-class _Watch:
-    """Per-run memory of the backend (what sacct cannot tell us twice)."""
-
-    def __init__(self) -> None:
-        self.completed_since: dict[tuple[str, int], float] = {}
-        # since when no source has listed an element (forgotten as soon as one does)
-        self.unlisted_since: dict[tuple[str, int], float] = {}
-        # Slurm ids (``ID_J``) of elements unlisted past the grace: the next poll asks the
-        # other source about exactly these before any is called UNKNOWN
-        self.suspects: set[str] = set()
-        self.sources = ("the status source", "the other source")  # names, for messages
-        # remote runs: files seen by the last poll, and a wait the next poll does there
-        self.files_seen: int | None = None
-        self.deferred_wait_s = 0.0
-        # outages: the last status rows and snapshot, and since when polls fail
-        self.rows: dict[tuple[str, int | None], _Row] = {}
-        self.last: Snapshot | None = None
-        self.unreachable_since: float | None = None  # time.monotonic()
-        self.unreachable_wall: float | None = None  # time.time(), for messages
-        self.final: dict[tuple[str, int], tuple[str, ElementFailure | None]] = {}
-        self.partial: Snapshot | None = None  # from the listing of a poll whose status failed
-        # requeue=True: requeues seen per element, and since when it sits requeued
-        self.requeues: dict[tuple[str, int], int] = {}
-        self.requeued_since: dict[tuple[str, int], float] = {}
-        # local runs: mtimes of results/ and errors/ just before the last poll listed them
-        self.stamp: tuple[int, ...] | None = None
-        self.dynamic_records: int | None = None  # records in dynamic/ at the last poll
-        # sacct: since when some element has been PENDING (its reason there may stay
-        # "None": slurmdbd is not told of a pending job's new reason, squeue is asked)
-        self.pending_since: float | None = None
-        # local runs: when Slurm's status was last asked
-        self.status_at: float | None = None
 
 
 class SlurmBackend(BackendBase):
@@ -368,59 +157,77 @@ class SlurmBackend(BackendBase):
             setup=self.setup,
         )
         self.unreachable_timeout_s = float(unreachable_timeout_s)
-        self._probed = False
-        self._accounting = False  # slurmdbd behind sacct (probed)
-        self.partitions: dict[str, Partition] = {}
-        self.nodes: list[Node] = []
-        self.job_limits: dict[str, int] = {}  # MaxJobCount, MaxSubmitJobs (probed)
-        self._watches: dict[str, _Watch] = {}
+        self._facts: Facts | None = None  # the one probe's (once per session)
+        self._watches: dict[str, Watch] = {}
         self.ships_by_value = True
+        self.node = "lazyslurm.backends.slurm.node"  # the compute-node side
         self.stats = {"sbatch": 0, "polls": 0, "submits": 0}
 
-    # -- one probe per session: limits, accounting, interpreter
+    # -- one probe per session: configuration, partitions, nodes, limits, interpreter
+    @property
+    def facts(self) -> Facts:
+        """What the cluster is (:mod:`~lazyslurm.backends.slurm.facts`), probed once."""
+        if self._facts is None:
+            # the packaging's part of the probe: interpreter, modules, staged code
+            res = self.shell.run(probe_script(self.packager.probe_script(self._workdir)))
+            facts = read_probe(res.stdout, res.stderr)
+            if self._max_array_size is None:
+                self._max_array_size = min(facts.max_array_size, 10**6)
+            if self._status == "auto":
+                self._status = "sacct" if facts.accounting else "squeue"
+            if self._workdir is None or self._workdir.startswith("~"):
+                if facts.home is None:
+                    msg = f"cannot find the home directory on the cluster: {res.stdout!r}"
+                    raise BackendError(msg)
+                rest = (self._workdir or "~/.lazyslurm")[1:].lstrip("/")
+                self._workdir = f"{facts.home}/{rest}"
+            self.packager.read_probe(res.stdout)
+            self._facts = facts
+        return self._facts
+
     def _probe(self) -> None:
-        if self._probed:
-            return
-        script = [
-            # per-user job limits, where accounting keeps them (else nothing is printed):
-            # each sacctmgr asks slurmdbd (~0.2 s), so both run meanwhile, in the background
-            "lz_acct=$(mktemp); { "
-            "sacctmgr -n -P show assoc where user=$(id -un) format=MaxSubmit 2>/dev/null & "
-            "sacctmgr -n -P show qos format=MaxSubmitPU 2>/dev/null; wait; "
-            '} > "$lz_acct" 2>/dev/null & lz_acct_pid=$!',
-            "scontrol show config 2>&1"
-            " | grep -E '^(MaxArraySize|MaxJobCount|AccountingStorageType) '",
-            "scontrol show partition -o 2>/dev/null | sed 's/^/LZ-PART /'",
-            "scontrol show node -o 2>/dev/null | sed 's/^/LZ-NODE /'",
-            "echo LZ-HOME=$HOME",
-            self.packager.probe_script(self._workdir),  # interpreter, modules, staged code
-            'wait "$lz_acct_pid" 2>/dev/null; sed \'s/^/LZ-MAXSUBMIT=/\' "$lz_acct" 2>/dev/null;'
-            ' rm -f "$lz_acct"',
-        ]
-        res = self.shell.run("\n".join(script))
-        config = dict(re.findall(r"^(\w+)\s*=\s*(\S+)", res.stdout, re.MULTILINE))
-        if "MaxArraySize" not in config:
-            detail = (res.stdout + res.stderr).strip()
-            msg = f"cannot read Slurm's configuration (scontrol show config): {detail}"
-            raise BackendError(msg)
-        if self._max_array_size is None:
-            self._max_array_size = min(int(config["MaxArraySize"]), 10**6)
-        self.partitions = parse_partitions(res.stdout)
-        self.nodes = parse_nodes(res.stdout)
-        self.job_limits = job_limits(config, res.stdout)
-        none = config.get("AccountingStorageType", "").endswith("/none")
-        self._accounting = not none
-        if self._status == "auto":
-            self._status = "squeue" if none else "sacct"
-        home = re.search(r"^LZ-HOME=(/.*)$", res.stdout, re.MULTILINE)
-        if self._workdir is None or self._workdir.startswith("~"):
-            if home is None:
-                msg = f"cannot find the home directory on the cluster: {res.stdout!r}"
-                raise BackendError(msg)
-            rest = (self._workdir or "~/.lazyslurm")[1:].lstrip("/")
-            self._workdir = f"{home.group(1)}/{rest}"
-        self.packager.read_probe(res.stdout)
-        self._probed = True
+        self.facts  # noqa: B018 - probed on first use
+
+    def cluster_facts(self) -> ClusterFacts:
+        """Partitions (defaults, MaxTime, DefMemPerCPU): what worst cases need."""
+        return self.facts.cluster
+
+    def expected_starts(self, array_jobs: Sequence[ArrayJob]) -> dict[str, Start]:
+        """Slurm's expected start of each array job (``sbatch --test-only`` with its real
+        flags, alone: a test has no dependencies), all in one round trip."""
+        if not array_jobs:
+            return {}
+        layout = RunLayout.of(_PREVIEW_RUN, self.workdir)
+        flags = {
+            aj.id: sbatch_flags(
+                attrs.evolve(aj, dependencies=(), after=()),
+                run_id=_PREVIEW_RUN,
+                layout=layout,
+                defaults=self.defaults,
+            )
+            for aj in array_jobs
+        }
+        res = self.shell.run(start_query_script(flags), timeout_s=_QUERY_TIMEOUT_S)
+        return split_starts(res.stdout)
+
+    def live_runs_script(self) -> str:
+        """One squeue of this user's jobs; the run ids in their names (``lz-RUN-...``)."""
+        return live_runs_script()
+
+    def accounting(self, handle: RunHandle) -> Accounting:
+        """What sacct recorded of each element of the run (one round trip)."""
+        if not self.facts.accounting:
+            return Accounting(
+                note="this cluster keeps no accounting (AccountingStorageType=none): sacct "
+                "cannot say what the run used"
+            )
+        masters = {
+            handle.job_ids[aj.id]: aj.id for aj in handle.array_jobs if aj.id in handle.job_ids
+        }
+        if not masters:
+            return Accounting(note="the run has no Slurm job ids (was it submitted?)")
+        res = self.shell.run(accounting_query(list(masters)), timeout_s=_QUERY_TIMEOUT_S)
+        return Accounting(parse_accounting(res.stdout, masters))
 
     @property
     def workdir(self) -> str:
@@ -442,20 +249,13 @@ class SlurmBackend(BackendBase):
         """What ``pack="auto"`` must fit: the most Slurm elements one run may queue (half
         of MaxJobCount, which every user shares, and MaxSubmitJobs where accounting
         sets it) and ``time_cap(resources)``, the partition's MaxTime in minutes."""
-        self._probe()
+        facts = self.facts
 
         def time_cap(resources: Resources) -> int | None:
-            part = self._partition_of(resources.with_defaults(self.defaults))
+            part = facts.cluster.partition(resources.with_defaults(self.defaults).partition)
             return part.max_time_min if part is not None else None
 
-        return PackLimits(job_budget(self.job_limits), time_cap)
-
-    def _partition_of(self, resources: Resources) -> Partition | None:
-        """The partition of (effective) ``resources``: the one named, else the default."""
-        name = resources.partition
-        if name:
-            return self.partitions.get(name)
-        return next((p for p in self.partitions.values() if p.default), None)
+        return PackLimits(job_budget(facts.job_limits), time_cap)
 
     # -- submission
     def check_limits(self, array_jobs: Sequence[ArrayJob]) -> None:
@@ -464,11 +264,11 @@ class SlurmBackend(BackendBase):
         stay pending forever (:class:`~lazyslurm.errors.ResourceLimitError`). (What Slurm
         refuses, such as an unknown partition, it refuses in the all-or-nothing
         submission, with its own message.)"""
-        self._probe()
-        budget = job_budget(self.job_limits, share=1)
+        facts = self.facts
+        budget = job_budget(facts.job_limits, share=1)
         queued = sum(aj.slurm_size for aj in array_jobs)
         if budget is not None and queued > budget:
-            which = ", ".join(f"{k}={v}" for k, v in sorted(self.job_limits.items()))
+            which = ", ".join(f"{k}={v}" for k, v in sorted(facts.job_limits.items()))
             msg = (
                 f"the run would queue {queued} Slurm jobs (array elements) but the cluster "
                 f"allows {budget} ({which}): pack elements into fewer Slurm jobs with "
@@ -476,11 +276,11 @@ class SlurmBackend(BackendBase):
                 f"nothing was submitted"
             )
             raise ResourceLimitError(msg, option="pack", value=str(queued), limit=str(budget))
-        if not self.partitions:
+        if not facts.cluster.partitions:
             return
         for aj in array_jobs:
             asked = aj.effective(self.defaults)
-            part = self._partition_of(asked)
+            part = facts.cluster.partition(asked.partition)
             if part is None:
                 continue
             limit = asked.timeout_min
@@ -499,7 +299,7 @@ class SlurmBackend(BackendBase):
             check_resources(
                 f"array job {aj.id} ({aj.name})",
                 part.name,
-                self.nodes,
+                list(facts.nodes),
                 {f: getattr(asked, f) for f in ("mem_mb", "cpus_per_task")},
             )
 
@@ -508,33 +308,22 @@ class SlurmBackend(BackendBase):
     ) -> RunHandle:
         self.check_limits(array_jobs)
         layout = RunLayout.of(run_id, self.workdir)
-        flags = {
-            aj.id: sbatch_flags(aj, run_id=run_id, layout=layout, defaults=self.defaults)
-            for aj in array_jobs
-        }
         prepared = self.packager.prepare(self.shell, self.workdir, array_jobs, files)
-        staged = dict(files)
-        for aj in array_jobs:
-            launch = prepared.launches[aj.id]
-            staged[INSIDE.job_script(aj.id)] = job_script(
-                aj,
-                run_id=run_id,
-                layout=layout,
-                python=launch.python,
-                setup=launch.setup,
-                launcher=launch.launcher,
-                runner=None if launch.launcher else launch.runner,
-            ).encode()
-        staged[INSIDE.submit_script] = submit_script(
-            array_jobs, run_id=run_id, layout=layout, flags=flags
-        ).encode()
+        todo = submission(
+            array_jobs,
+            run_id=run_id,
+            layout=layout,
+            defaults=self.defaults,
+            launches=prepared.launches,
+        )
+        flags = todo.flags
+        staged = {**files, **todo.files}
         for sub in layout.SUBDIRS:
             staged[f"{INSIDE.subdir(sub)}/.keep"] = b""
-        q = shlex.quote
         # one transfer, rooted at the work directory: the run and any code to stage
         inside = RunLayout.of(run_id)  # the run's paths relative to the work directory
         staged = {f"{inside.root}/{k}": v for k, v in staged.items()} | dict(prepared.files)
-        then = prepared.before + f"bash {q(layout.submit_script)}"
+        then = prepared.before + todo.command
         t0 = time.monotonic()
         try:
             res = self.shell.put_files(self.workdir, staged, then=then)
@@ -546,11 +335,8 @@ class SlurmBackend(BackendBase):
         for success in prepared.on_success:  # the staged code is in place now
             success()
         self.stats["submits"] += 1
-        if res.returncode != 0 or IDS_MARKER not in res.stdout:
-            raise _submission_error(res.stdout, res.stderr, flags, array_jobs)
+        ids = read_submitted(res.returncode, res.stdout, res.stderr, flags, array_jobs)
         self.stats["sbatch"] += len(array_jobs)
-        line = next(ln for ln in res.stdout.splitlines() if ln.startswith(IDS_MARKER))
-        ids = dict(pair.split("=", 1) for pair in line.split()[1:])
         if log.isEnabledFor(logging.DEBUG):
             took = time.monotonic() - t0
             for j in array_jobs:  # one round trip submitted them all: each shows its total
@@ -563,7 +349,7 @@ class SlurmBackend(BackendBase):
                     len(array_jobs),
                     extra={"run_id": run_id, "array_job": j.id, "duration_s": took},
                 )
-        self._watches[run_id] = _Watch()
+        self._watches[run_id] = Watch()
         return RunHandle(run_id=run_id, array_jobs=tuple(array_jobs), job_ids=ids)
 
     def dynamic_records(self, handle: RunHandle) -> int | None:
@@ -587,14 +373,14 @@ class SlurmBackend(BackendBase):
         """One poll. Polls only read, so a failed one (slurmctld unreachable, SSH connection
         lost) is retried by the next: meanwhile the last known states are reported, marked
         ``unreachable_since``, for up to ``unreachable_timeout_s``; then BackendError."""
-        watch = self._watches.setdefault(handle.run_id, _Watch())
+        watch = self._watches.setdefault(handle.run_id, Watch())
         started = (time.monotonic(), time.time())
         try:
             snap = self._poll_once(handle, watch)
         except (RunDirectoryGoneError, SSHHostKeyError):
             raise
-        except (BackendError, _StatusUnavailable) as exc:
-            if isinstance(exc, _StatusUnavailable) and exc.permanent:
+        except (BackendError, StatusUnavailable) as exc:
+            if isinstance(exc, StatusUnavailable) and exc.permanent:
                 msg = f"{exc} (not an outage: retrying cannot help)"
                 raise BackendError(msg) from None
             return self._unreachable(handle, watch, exc, started)
@@ -609,7 +395,7 @@ class SlurmBackend(BackendBase):
         return snap
 
     def _unreachable(
-        self, handle: RunHandle, watch: _Watch, exc: Exception, started: tuple[float, float]
+        self, handle: RunHandle, watch: Watch, exc: Exception, started: tuple[float, float]
     ) -> Snapshot:
         reason = str(exc).strip() or type(exc).__name__
         now = time.monotonic()
@@ -633,7 +419,7 @@ class SlurmBackend(BackendBase):
             )
             raise BackendError(msg) from exc
         last = watch.last
-        if isinstance(exc, _StatusUnavailable) and watch.partial is not None:
+        if isinstance(exc, StatusUnavailable) and watch.partial is not None:
             last = watch.partial  # the run's files were listed: results that landed count
         if last is None:
             last = Snapshot(states={aj.id: [PENDING] * aj.size for aj in handle.array_jobs})
@@ -641,7 +427,7 @@ class SlurmBackend(BackendBase):
             last, unreachable_since=watch.unreachable_wall, unreachable_reason=reason
         )
 
-    def _poll_files_only(self, handle: RunHandle, watch: _Watch) -> Snapshot | None:
+    def _poll_files_only(self, handle: RunHandle, watch: Watch) -> Snapshot | None:
         """A poll of a local run from its store alone, with Slurm's rows of the last status
         query, when that was less than ``_STATUS_EVERY_S`` ago; else None."""
         if watch.status_at is None or time.monotonic() - watch.status_at >= _STATUS_EVERY_S:
@@ -655,14 +441,14 @@ class SlurmBackend(BackendBase):
             return None  # a run directory gone: the full poll says so
         if len(records) != (watch.dynamic_records or 0):
             return None  # a subgraph appeared: the full poll counts it
-        results, errors, cancelled = _classify(listed)
+        results, errors, cancelled = classify(listed)
         watch.stamp = stamp
         return self._snapshot(handle, watch.rows, results, errors, watch, cancelled=cancelled)
 
     def _other_source(self) -> str:
         """The source asked about elements the status source has not listed past the grace:
         squeue under sacct; under squeue, sacct where accounting exists, else squeue again."""
-        return "sacct" if self.status_source == "squeue" and self._accounting else "squeue"
+        return "sacct" if self.status_source == "squeue" and self.facts.accounting else "squeue"
 
     def _cross_check(self, suspects: Set[str]) -> str:
         """Script lines printing the other source's rows for the arrays of ``suspects``
@@ -671,12 +457,12 @@ class SlurmBackend(BackendBase):
         q = shlex.quote
         masters = ",".join(sorted({s.split("_")[0] for s in suspects}))
         if self._other_source() == "sacct":
-            cmd = f"sacct -X -n -P -j {q(masters)} -o {_SACCT_FORMAT}"
+            cmd = f"sacct -X -n -P -j {q(masters)} -o {SACCT_FORMAT}"
         else:
-            cmd = f"squeue -h -t all -r -j {q(masters)} -o {q(_SQUEUE_FORMAT)}"
+            cmd = f"squeue -h -t all -r -j {q(masters)} -o {q(SQUEUE_FORMAT)}"
         return f"\necho {_CROSS_MARK}; {cmd} 2>&1; echo {_CROSS_MARK}-RC=$?"
 
-    def _poll_once(self, handle: RunHandle, watch: _Watch) -> Snapshot:
+    def _poll_once(self, handle: RunHandle, watch: Watch) -> Snapshot:
         if self.shell.local_files:
             snap = self._poll_files_only(handle, watch)
             if snap is not None:
@@ -688,9 +474,9 @@ class SlurmBackend(BackendBase):
         results, errors = (q(layout.subdir(d)) for d in layout.OUTCOME_DIRS)
         grep = q(layout.OUTCOME_GREP)
         if self.status_source == "sacct":
-            status_cmd = f"sacct -X -n -P -j {q(ids)} -o {_SACCT_FORMAT}"
+            status_cmd = f"sacct -X -n -P -j {q(ids)} -o {SACCT_FORMAT}"
         else:
-            status_cmd = f"squeue -h -t all -j {q(ids)} -o {q(_SQUEUE_FORMAT)}"
+            status_cmd = f"squeue -h -t all -j {q(ids)} -o {q(SQUEUE_FORMAT)}"
         # when every element already has its result file (the first truth), the status
         # command (sacct: ~0.1 s) has nothing to add: the run's last poll skips it
         total = sum(aj.size if aj.pack == 1 else aj.slurm_size for aj in handle.array_jobs)
@@ -723,11 +509,11 @@ class SlurmBackend(BackendBase):
             f"echo LZ-DYN=$(ls -1 -f {dyn} 2>/dev/null | grep -c '[.]json$')"
         )
         since = watch.pending_since
-        ask_squeue = since is not None and time.monotonic() - since >= _PENDING_REASON_CHECK_S
+        ask_squeue = since is not None and time.monotonic() - since >= PENDING_REASON_CHECK_S
         if self.status_source == "sacct" and ask_squeue:
             script += (
                 f"\necho {_PENDING_MARK}; squeue -h -r -t PD -j {q(ids)} "
-                f"-o {q(_SQUEUE_FORMAT)} 2>/dev/null"
+                f"-o {q(SQUEUE_FORMAT)} 2>/dev/null"
             )
         suspects = set(watch.suspects)  # unlisted past the grace: the other source is asked
         if suspects:
@@ -759,7 +545,7 @@ class SlurmBackend(BackendBase):
         files = rest.split("LZ-FILES", 1)[-1]
         files, _, cross_text = files.partition(_CROSS_MARK)
         files, _, pending_text = files.partition(_PENDING_MARK)
-        results, errors, cancelled = _listing(files)
+        results, errors, cancelled = listing(files)
         watch.files_seen = len(results) + len(errors) + len(cancelled)
         dyn = re.search(r"^LZ-DYN=(\d+)$", files, re.MULTILINE)
         watch.dynamic_records = int(dyn.group(1)) if dyn else None
@@ -771,14 +557,14 @@ class SlurmBackend(BackendBase):
             )
             detail = res.stderr.strip() or status_text.strip() or "(no output)"
             msg = f"status query ({self.status_source}) failed: {detail}"
-            permanent = any(words in detail for words in _PERMANENT_STATUS_ERRORS)
-            raise _StatusUnavailable(msg, permanent=permanent)
+            permanent = any(words in detail for words in PERMANENT_STATUS_ERRORS)
+            raise StatusUnavailable(msg, permanent=permanent)
         rows = parse_status(status_text, squeue=self.status_source == "squeue")
         if pending_text:
-            rows = _with_pending_reasons(rows, parse_status(pending_text, squeue=True))
+            rows = with_pending_reasons(rows, parse_status(pending_text, squeue=True))
         asked: Set[str] = frozenset()
         if suspects:
-            rows, asked = _cross_checked(rows, cross_text, suspects, self._other_source())
+            rows, asked = cross_checked(rows, cross_text, suspects, self._other_source())
             watch.suspects -= suspects  # each is listed now, UNKNOWN, or asked again
         watch.sources = (self.status_source, self._other_source())
         pending = any(row.state == "PENDING" for row in rows.values())
@@ -796,10 +582,10 @@ class SlurmBackend(BackendBase):
     def _snapshot(
         self,
         handle: RunHandle,
-        rows: Mapping[tuple[str, int | None], _Row],
+        rows: Mapping[tuple[str, int | None], Row],
         results: set[str],
         errors: set[str],
-        watch: _Watch,
+        watch: Watch,
         status_known: bool = True,
         *,
         cancelled: Set[str] = frozenset(),
@@ -819,7 +605,7 @@ class SlurmBackend(BackendBase):
                 if final is not None:
                     state, failure = final
                 elif key in cancelled:
-                    state, failure = CANCELLED, _INPUT_FAILED
+                    state, failure = CANCELLED, INPUT_FAILED
                 elif key in results or (
                     aj.pack > 1
                     and RunLayout.pack_name(aj.id, i // aj.pack) in results
@@ -835,7 +621,7 @@ class SlurmBackend(BackendBase):
                     if row is None and not status_known:  # no news: never a grace that ends
                         state, failure = PENDING, None
                     else:
-                        state, failure = _element_state(
+                        state, failure = element_state(
                             row,
                             key in errors,
                             job_id,
@@ -932,7 +718,7 @@ def _cancel_script(run_id: str, ids: Sequence[str]) -> str:
     known = f"printf '%s\\n' {' '.join(q(i) for i in ids)}; " if ids else ""
     return (
         f"{{ {known}squeue -h -u \"$(id -un)\" -o '%F %j' | while read -r id name; "
-        f'do case "$name" in {q(f"lz-{run_id}-")}*) echo "$id";; esac; done; }}'
+        f'do case "$name" in {q(f"{JOB_NAME_PREFIX}{run_id}-")}*) echo "$id";; esac; done; }}'
         " | sort -u | xargs -r scancel"
     )
 
@@ -946,160 +732,6 @@ def _dir_stamp(layout: RunLayout) -> tuple[int, ...]:
         except OSError:
             stamp.append(-1)
     return tuple(stamp)
-
-
-def _listing(text: str) -> tuple[set[str], set[str], set[str]]:
-    """Keys with result / error / cancelled records, from ``ls -1 -f results errors``
-    (with the names ``AJ_J`` of pack files among the results)."""
-    listed: dict[str, list[str]] = {d: [] for d in RunLayout.OUTCOME_DIRS}
-    current = listed[RunLayout.OUTCOME_DIRS[0]]
-    for line in text.splitlines():
-        line = line.strip()
-        if line.endswith(":") and line[:-1] in listed:
-            current = listed[line[:-1]]
-        else:
-            current.append(line)
-    return _classify(listed)
-
-
-def _classify(listed: Mapping[str, Sequence[str]]) -> tuple[set[str], set[str], set[str]]:
-    """Keys with result / error / cancelled records from the names in each outcome
-    directory (pack files count as results under their name ``AJ_J``)."""
-    found: dict[str, set[str]] = {d: set() for d in RunLayout.OUTCOME_DIRS}
-    cancelled: set[str] = set()
-    for d, names in listed.items():
-        for name in names:
-            key = RunLayout.key_of(name) or RunLayout.pack_of(name)
-            if key is not None:
-                found[d].add(key)
-            elif (key := RunLayout.cancelled_of(name)) is not None:
-                cancelled.add(key)
-    results, errors = (found[d] for d in RunLayout.OUTCOME_DIRS)
-    return results, errors, cancelled
-
-
-def _element_state(
-    row: _Row | None,
-    has_error: bool,
-    job_id: str,
-    index: int,
-    aj: ArrayJob,
-    watch: _Watch,
-    now: float,
-    *,
-    cross_checked: bool = False,
-) -> tuple[str, ElementFailure | None]:
-    """An element's state from its status row (None: not listed) and whether it left an
-    error file. ``cross_checked``: the other source was asked about it in this poll."""
-    element = (aj.id, index)
-    if row is None:  # not (yet) listed: the runner's files are the only truth
-        if has_error:
-            return FAILED, ElementFailure(state="FAILED", job_id=job_id)
-        # sacct records a new job within about a second, an array's started elements
-        # within ~5 s; between a pending row and its element's own row, sacct lists
-        # neither: only a silence longer than the grace counts, and only if the other
-        # source (asked once, in a later poll) does not list the element either
-        first = watch.unlisted_since.setdefault(element, now)
-        if now - first < _UNLISTED_GRACE_S:
-            return PENDING, None
-        if not cross_checked:
-            watch.suspects.add(f"{job_id}_{index // aj.pack}")
-            return PENDING, None
-        source, other = watch.sources
-        return FAILED, ElementFailure(
-            state="UNKNOWN",
-            job_id=job_id,
-            reason=f"{source} has not listed it for {now - first:.0f} s, nor {other} when "
-            "asked again, and it left no result (it may have left Slurm's memory)",
-        )
-    watch.unlisted_since.pop(element, None)  # listed: a later silence starts a new grace
-    slurm_state = row.state
-    if slurm_state == "CANCELLED" and _NEVER_SATISFIED not in row.reason:
-        row = attrs.evolve(row, reason="")  # squeue's last pending reason (Dependency): noise
-    if aj.resources.requeue and slurm_state in _REQUEUE_STATES:
-        if element not in watch.requeued_since:  # a new requeue (attempt) of this element
-            watch.requeued_since[element] = now
-            watch.requeues[element] = watch.requeues.get(element, 0) + 1
-        if slurm_state in _ACTIVE or now - watch.requeued_since[element] < _REQUEUE_GRACE_S:
-            return PENDING, None
-    else:
-        watch.requeued_since.pop(element, None)
-    attempt = watch.requeues.get(element, 0)
-    if attempt:
-        row = attrs.evolve(
-            row, reason=f"{row.reason} (attempt {attempt + 1}, after {attempt} requeue(s))"
-        )
-    if slurm_state in _ACTIVE:
-        if slurm_state == "PENDING" and _NEVER_SATISFIED in row.reason:
-            return CANCELLED, ElementFailure(
-                state="CANCELLED", job_id=job_id, reason=_NEVER_SATISFIED
-            )
-        fix = never_clears(row.reason) if slurm_state == "PENDING" else None
-        if fix is not None:
-            return FAILED, ElementFailure(
-                state="PENDING",
-                job_id=job_id,
-                reason=f"Slurm will never start it ({row.reason}): {fix}",
-            )
-        return _ACTIVE[slurm_state], None
-    if slurm_state == _COMPLETED:
-        if has_error:
-            return FAILED, ElementFailure(state="FAILED", exit_code=row.exit_code, job_id=job_id)
-        first = watch.completed_since.setdefault((aj.id, index), now)
-        if now - first < _NO_RESULT_GRACE_S:
-            return RUNNING, None  # its result file is on its way
-        return FAILED, ElementFailure(
-            state="COMPLETED",
-            exit_code=row.exit_code,
-            job_id=job_id,
-            reason="completed without a result file",
-        )
-    kind = CANCELLED if slurm_state == "CANCELLED" else FAILED
-    return kind, ElementFailure(
-        state=slurm_state, exit_code=row.exit_code, job_id=job_id, reason=row.reason
-    )
-
-
-def _submission_error(
-    stdout: str,
-    stderr: str,
-    flags: Mapping[str, Sequence[str]],
-    array_jobs: Sequence[ArrayJob] = (),
-) -> SubmissionError:
-    """The error for a refused submission: which array job, Slurm's words, its options.
-
-    A job can be refused by ``sbatch`` (the marker line names its array job) or only when
-    the held jobs are released (``scontrol release`` names the refused Slurm job ids, which
-    the marker line maps back to array jobs).
-    """
-    m = re.search(rf"^{SUBMIT_FAILED_MARKER} (\S+)(.*)$", stderr, re.MULTILINE)
-    which = m.group(1) if m else "?"
-    slurm_msg = stderr[m.end() :].strip() if m else (stderr or stdout).strip()
-    slurm_msg = slurm_msg or "(Slurm printed nothing)"
-    names = {aj.id: aj.name for aj in array_jobs}
-    refused = [which]
-    step = "submission"
-    if which == "release" and m is not None:
-        step = "release"
-        by_slurm_id = {
-            sid: aj for aj, _, sid in (p.partition("=") for p in m.group(2).split()) if sid
-        }
-        said = re.findall(r"^(\d+)(?:_\S*)?:", slurm_msg, re.MULTILINE)
-        refused = list(dict.fromkeys(by_slurm_id[s] for s in said if s in by_slurm_id))
-        refused = refused or ["?"]
-    lines = []
-    for aj_id in refused:
-        label = f"array job {aj_id}" + (f" ({names[aj_id]})" if aj_id in names else "")
-        opts = " ".join(flags.get(aj_id, [])) or "(unknown)"
-        lines.append(f"{label}, options: {opts}")
-    where = "at release of the held jobs" if step == "release" else "at submission"
-    msg = (
-        f"Slurm refused {lines[0].split(',')[0]} {where}: {slurm_msg}\n"
-        + "\n".join(lines)
-        + "\nevery job of this run already submitted was cancelled; nothing is left in the "
-        "queue. Change the options above (or the task's resources) and submit again"
-    )
-    return SubmissionError(msg)
 
 
 StatusSource = Literal["auto", "sacct", "squeue"]

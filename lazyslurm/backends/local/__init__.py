@@ -200,10 +200,14 @@ def _worker_env() -> dict[str, str]:
     return env
 
 
+_NODE = "lazyslurm.backends.local.node"  # the embedded backends' compute-node side
+
+
 class LocalBackend(BackendBase):
     """Runs plans on a local pool of runner processes, with Slurm's semantics."""
 
     name = "local"
+    node = _NODE
 
     def __init__(
         self,
@@ -465,6 +469,7 @@ class SyncBackend(BackendBase):
     """Runs every element in the calling thread, in plan order (for pdb and tests)."""
 
     name = "sync"
+    node = _NODE
 
     def __init__(
         self, workdir: str | os.PathLike[str], max_array_size: int = DEFAULT_MAX_ARRAY_SIZE

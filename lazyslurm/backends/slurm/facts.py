@@ -1,0 +1,360 @@
+"""What the cluster is: the one probe of a Slurm cluster, and what it can never give.
+
+One probe per session (one round trip, :func:`probe_script`, read by :func:`read_probe`)
+tells the backend, preview, packing and the limit checks everything they need: the
+configuration (``MaxArraySize``, ``MaxJobCount``, ``DefMemPerCPU``, whether accounting
+is kept), every partition (default, ``DefaultTime``, ``MaxTime``, ``DefMemPerCPU``:
+:class:`~lazyslurm.planning.cost.ClusterFacts`), every node (CPUs, memory, partitions),
+this user's ``MaxSubmitJobs`` and the home directory.
+
+Two ways a job can wait forever, both turned into errors that name the cause and the fix:
+
+- before submission, :func:`check_resources` compares ``mem`` and ``cpus_per_task`` with
+  the largest node of the partition (from the backend's one probe, ``scontrol show node
+  -o``) and ``time`` with the partition's MaxTime;
+- while watching, :func:`never_clears` recognises the pending reasons Slurm keeps for good
+  (``BadConstraints``, ``PartitionConfig``, ``InvalidAccount``, ...), read from squeue's
+  ``%r`` or sacct's ``Reason``.
+
+>>> never_clears("BadConstraints") is not None, never_clears("Priority")
+(True, None)
+>>> never_clears("QOSMaxCpuPerJobLimit") is not None, never_clears("QOSGrpCpuLimit")
+(True, None)
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+import shlex
+from collections.abc import Mapping, Sequence
+
+import attrs
+
+from lazyslurm.backends.base import Start
+from lazyslurm.errors import BackendError, ResourceLimitError
+from lazyslurm.graph.resources import parse_time
+from lazyslurm.planning.cost import ClusterFacts, PartitionFacts
+
+__all__ = [
+    "COST_PROBE",
+    "Facts",
+    "Node",
+    "check_resources",
+    "job_budget",
+    "job_limits",
+    "never_clears",
+    "parse_cluster_facts",
+    "parse_nodes",
+    "parse_test_only",
+    "probe_script",
+    "read_probe",
+    "split_starts",
+    "start_query_script",
+]
+
+_CONFIG_KEYS = ("MaxArraySize", "MaxJobCount", "AccountingStorageType", "DefMemPerCPU")
+# the part of the probe the worst-case arithmetic needs (partitions and DefMemPerCPU): also
+# run alone, where a task that returns a subgraph checks the run's budget
+COST_PROBE = (
+    "scontrol show partition -o 2>/dev/null | sed 's/^/LZ-PART /'\n"
+    "scontrol show config 2>/dev/null | grep -E '^DefMemPerCPU ' | sed 's/^/LZ-CONF /'\n"
+)
+
+
+def probe_script(more: str = "") -> str:
+    """The one probe: configuration, partitions, nodes, home, this user's job limits
+    (``sacctmgr``, where accounting keeps them, in the background meanwhile), then
+    ``more`` (the packaging's lines: interpreter, modules, staged code)."""
+    return "\n".join(
+        [
+            # each sacctmgr asks slurmdbd (~0.2 s), so both run meanwhile, in the background
+            "lz_acct=$(mktemp); { "
+            "sacctmgr -n -P show assoc where user=$(id -un) format=MaxSubmit 2>/dev/null & "
+            "sacctmgr -n -P show qos format=MaxSubmitPU 2>/dev/null; wait; "
+            '} > "$lz_acct" 2>/dev/null & lz_acct_pid=$!',
+            "scontrol show config 2>&1 | grep -E '^(" + "|".join(_CONFIG_KEYS) + ") '",
+            "scontrol show partition -o 2>/dev/null | sed 's/^/LZ-PART /'",
+            "scontrol show node -o 2>/dev/null | sed 's/^/LZ-NODE /'",
+            "echo LZ-HOME=$HOME",
+            more,
+            'wait "$lz_acct_pid" 2>/dev/null; sed \'s/^/LZ-MAXSUBMIT=/\' "$lz_acct" 2>/dev/null;'
+            ' rm -f "$lz_acct"',
+        ]
+    )
+
+
+@attrs.frozen
+class Facts:
+    """What one probe found (see the module docstring)."""
+
+    max_array_size: int
+    accounting: bool  # sacct works (AccountingStorageType is not none)
+    cluster: ClusterFacts  # partitions and DefMemPerCPU
+    nodes: tuple[Node, ...] = ()
+    job_limits: Mapping[str, int] = attrs.field(factory=dict)  # MaxJobCount, MaxSubmitJobs
+    home: str | None = None
+
+
+def read_probe(stdout: str, stderr: str = "") -> Facts:
+    """The facts in the probe's output; :class:`~lazyslurm.errors.BackendError` when Slurm's
+    configuration could not be read."""
+    config = dict(re.findall(r"^(\w+)\s*=\s*(\S+)", stdout, re.MULTILINE))
+    if "MaxArraySize" not in config:
+        detail = (stdout + stderr).strip()
+        msg = f"cannot read Slurm's configuration (scontrol show config): {detail}"
+        raise BackendError(msg)
+    home = re.search(r"^LZ-HOME=(/.*)$", stdout, re.MULTILINE)
+    cluster = parse_cluster_facts(stdout)
+    return Facts(
+        max_array_size=int(config["MaxArraySize"]),
+        accounting=not config.get("AccountingStorageType", "").endswith("/none"),
+        cluster=attrs.evolve(cluster, def_mem_per_cpu_mb=_int_or_none(config.get("DefMemPerCPU")))
+        if cluster.def_mem_per_cpu_mb is None
+        else cluster,
+        nodes=tuple(parse_nodes(stdout)),
+        job_limits=job_limits(config, stdout),
+        home=home.group(1) if home else None,
+    )
+
+
+def _minutes(text: str | None) -> int | None:
+    if text is None or text.upper() in ("NONE", "UNLIMITED", "INFINITE", "N/A"):
+        return None
+    try:
+        return parse_time(text)
+    except ValueError:
+        return None
+
+
+def _int_or_none(text: str | None) -> int | None:
+    return int(text) if text is not None and text.isdigit() else None
+
+
+def parse_cluster_facts(text: str) -> ClusterFacts:
+    r"""Partitions from ``LZ-PART``-prefixed ``scontrol show partition -o`` lines and
+    ``DefMemPerCPU`` from an ``LZ-CONF``-prefixed ``scontrol show config`` line (the one
+    parser of partition facts: the probe's and :data:`COST_PROBE`'s).
+
+    >>> f = parse_cluster_facts("LZ-PART PartitionName=a Default=YES DefaultTime=00:10:00 "
+    ...                         "MaxTime=UNLIMITED DefMemPerCPU=200\n"
+    ...                         "LZ-PART PartitionName=b DefaultTime=NONE MaxTime=1-00:00:00\n"
+    ...                         "LZ-CONF DefMemPerCPU            = 100\n")
+    >>> f.partition(None).default_time_min, f.partitions["b"].max_time_min
+    (10, 1440)
+    >>> f.partitions["a"].def_mem_per_cpu_mb, f.def_mem_per_cpu_mb
+    (200, 100)
+    """
+    parts: dict[str, PartitionFacts] = {}
+    conf: dict[str, str] = {}
+    for line in text.splitlines():
+        if line.startswith("LZ-PART "):
+            fields = dict(f.split("=", 1) for f in line[8:].split() if "=" in f)
+            name = fields.get("PartitionName")
+            if name:
+                parts[name] = PartitionFacts(
+                    name=name,
+                    default=fields.get("Default") == "YES",
+                    default_time_min=_minutes(fields.get("DefaultTime")),
+                    max_time_min=_minutes(fields.get("MaxTime")),
+                    def_mem_per_cpu_mb=_int_or_none(fields.get("DefMemPerCPU")),
+                )
+        elif line.startswith("LZ-CONF "):
+            m = re.match(r"(\w+)\s*=\s*(\S+)", line[8:])
+            if m:
+                conf[m.group(1)] = m.group(2)
+    return ClusterFacts(parts, _int_or_none(conf.get("DefMemPerCPU")))
+
+# reason -> what to change. Only reasons that no amount of waiting clears: the job's own
+# request is impossible where it was sent (aggregate limits such as AssocGrp* and QOSGrp*
+# do clear when other jobs end, and PartitionDown/ReqNodeNotAvail when an admin acts).
+_NEVER: dict[str, str] = {
+    "BadConstraints": (
+        "no node can ever satisfy the request (mem, cpus_per_task, constraint, gres or "
+        "extra_sbatch): ask for less, or choose a partition with bigger nodes"
+    ),
+    "PartitionConfig": (
+        "the request (cpus_per_task, nodes, mem, ...) is more than the partition's "
+        "configuration allows: ask for less or choose another partition"
+    ),
+    "PartitionNodeLimit": (
+        "the number of nodes is outside the partition's MinNodes/MaxNodes: change nodes= "
+        "(or --nodes in extra_sbatch) or choose another partition"
+    ),
+    "PartitionTimeLimit": "time= is over the partition's MaxTime: ask for less time",
+    "InvalidAccount": "the account does not exist or you are not in it: fix account=",
+    "InvalidQOS": "the QOS does not exist or your account may not use it: fix qos=",
+    "AccountNotAllowed": "the partition does not allow this account: fix account= or partition=",
+    "QOSNotAllowed": "the partition does not allow this QOS: fix qos= or partition=",
+    "InactiveLimit": "the job reached the system's InactiveLimit: submit it again",
+    "JobHeldAdmin": "an administrator holds the job: ask them to release it",
+    "FrontEndDown": "no front end node is available: ask the cluster's administrators",
+}
+# per-job maxima of an association or QOS (QOSMaxCpuPerJobLimit, AssocMaxWallDurationPer
+# JobLimit, ...): the job alone is over the limit, so it never starts
+_PER_JOB = re.compile(r"^(Assoc|QOS)Max\w*PerJob\w*$")
+
+
+def never_clears(reason: str) -> str | None:
+    """What to change when a pending job's ``reason`` can never clear, else None."""
+    word = reason.split(",")[0].strip().strip("()")
+    if word in _NEVER:
+        return _NEVER[word]
+    if _PER_JOB.match(word):
+        return (
+            f"the job alone is over a per-job limit of its {'QOS' if word[0] == 'Q' else 'account'}"
+            " (see `sacctmgr show qos` / `sacctmgr show assoc`): ask for less"
+        )
+    return None
+
+
+@attrs.frozen
+class Node:
+    """What we read of a Slurm node (``scontrol show node -o``)."""
+
+    name: str
+    cpus: int
+    mem_mb: int
+    partitions: tuple[str, ...]
+
+
+def parse_nodes(text: str) -> list[Node]:
+    r"""Nodes from ``LZ-NODE``-prefixed ``scontrol show node -o`` lines.
+
+    >>> parse_nodes("LZ-NODE NodeName=vm CPUTot=64 RealMemory=2000 Partitions=a,b\n")
+    [Node(name='vm', cpus=64, mem_mb=2000, partitions=('a', 'b'))]
+    """
+    out = []
+    for line in text.splitlines():
+        if not line.startswith("LZ-NODE "):
+            continue
+        fields = dict(f.split("=", 1) for f in line[8:].split() if "=" in f)
+        try:
+            cpus = int(fields.get("CPUEfctv") or fields["CPUTot"])
+            mem = int(fields["RealMemory"])
+        except (KeyError, ValueError):
+            continue
+        parts = tuple(p for p in fields.get("Partitions", "").split(",") if p)
+        out.append(Node(fields.get("NodeName", "?"), cpus, mem, parts))
+    return out
+
+
+def check_resources(
+    label: str,
+    partition: str,
+    nodes: list[Node],
+    values: Mapping[str, int | None],
+) -> None:
+    """Raise :class:`ResourceLimitError` when ``values['mem_mb']`` or
+    ``values['cpus_per_task']`` is more than the largest node of ``partition`` has."""
+    members = [n for n in nodes if partition in n.partitions]
+    if not members:
+        return
+    # option, field, the largest node's amount, how an amount reads, and what is
+    # added to name it in the advice ("at most 2000M of memory", "at most 64 CPUs")
+    checks = (
+        ("mem", "mem_mb", max(n.mem_mb for n in members), "{}M", " of memory"),
+        ("cpus_per_task", "cpus_per_task", max(n.cpus for n in members), "{} CPUs", ""),
+    )
+    for option, field, largest, form, of_what in checks:
+        value = values.get(field)
+        if value is None or value <= largest:
+            continue
+        shown = form.format(value) if option == "mem" else str(value)
+        limit = form.format(largest)
+        msg = (
+            f"{label} asks for {option}={shown} but the largest node of partition "
+            f"{partition!r} has {limit}: Slurm would keep it pending forever "
+            f"(BadConstraints); ask for at most {limit}{of_what} or choose a "
+            f"partition with bigger nodes; nothing was submitted"
+        )
+        raise ResourceLimitError(msg, option=option, value=shown, limit=limit)
+
+
+def job_limits(config: Mapping[str, str], probe: str) -> dict[str, int]:
+    """The cluster's limits on queued jobs, from the one probe: ``MaxJobCount`` (``scontrol
+    show config``) and the smallest ``MaxSubmitJobs`` of this user's associations and of
+    the QOSes (``sacctmgr``, where accounting keeps them; ``LZ-MAXSUBMIT=`` lines).
+
+    >>> job_limits({"MaxJobCount": "10000"}, "LZ-MAXSUBMIT=\\nLZ-MAXSUBMIT=500\\n")
+    {'MaxJobCount': 10000, 'MaxSubmitJobs': 500}
+    """
+    out: dict[str, int] = {}
+    count = config.get("MaxJobCount", "")
+    if count.isdigit() and int(count) > 0:
+        out["MaxJobCount"] = int(count)
+    submits = [int(v) for v in re.findall(r"^LZ-MAXSUBMIT=(\d+)\s*$", probe, re.MULTILINE)]
+    submits = [v for v in submits if v > 0]
+    if submits:
+        out["MaxSubmitJobs"] = min(submits)
+    return out
+
+
+def job_budget(limits: Mapping[str, int], share: int = 2) -> int | None:
+    """The most Slurm jobs (array elements) one run may queue: MaxSubmitJobs (this
+    user's), and MaxJobCount divided by ``share`` (every user's jobs count against it:
+    ``pack="auto"`` plans for half of it; the pre-submission check allows all of it).
+
+    >>> job_budget({"MaxJobCount": 10000, "MaxSubmitJobs": 4000}), job_budget({})
+    (4000, None)
+    >>> job_budget({"MaxJobCount": 10000}), job_budget({"MaxJobCount": 10000}, share=1)
+    (5000, 10000)
+    """
+    options = []
+    if "MaxJobCount" in limits:
+        options.append(limits["MaxJobCount"] // share)
+    if "MaxSubmitJobs" in limits:
+        options.append(limits["MaxSubmitJobs"])
+    return min(options) if options else None
+
+
+# --------------------------------------------------------------------------- expected start
+
+
+_TEST_ONLY_RE = re.compile(r"Job \d+ to start at (\S+)")
+
+
+def parse_test_only(text: str) -> Start:
+    """Slurm's ``sbatch --test-only`` output -> :class:`Start`.
+
+    >>> s = parse_test_only("sbatch: Job 12 to start at 2026-12-02T05:15:26 using 1 "
+    ...                     "processors on nodes vm in partition debug")
+    >>> s.when.isoformat(), s.text[:38]
+    ('2026-12-02T05:15:26', 'Job 12 to start at 2026-12-02T05:15:26')
+    >>> parse_test_only("sbatch: error: invalid partition specified: nope\\n"
+    ...                 "allocation failure: Invalid partition name specified").when is None
+    True
+    """
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    words = " / ".join(ln.removeprefix("sbatch: ") for ln in lines) or "no answer from sbatch"
+    m = _TEST_ONLY_RE.search(text)
+    if m is None:
+        return Start(None, words)
+    try:
+        when = datetime.datetime.fromisoformat(m.group(1))
+    except ValueError:
+        return Start(None, words)
+    return Start(when, words)
+
+
+def start_query_script(flags: Mapping[str, Sequence[str]]) -> str:
+    """One script: ``sbatch --test-only`` per array job (flags quoted; a trivial
+    ``--wrap`` stands in for the job script), each answer marked.
+
+    >>> print(start_query_script({"aj0": ["--time=3", "--job-name=a b"]}).splitlines()[-1])
+    echo LZ-START aj0; sbatch --test-only --time=3 '--job-name=a b' --wrap=true 2>&1
+    """
+    q = shlex.quote
+    lines = []
+    for aj, fl in flags.items():
+        args = " ".join(q(f) for f in fl)
+        lines.append(f"echo LZ-START {q(aj)}; sbatch --test-only {args} --wrap=true 2>&1")
+    return "\n".join(lines)
+
+
+def split_starts(text: str) -> dict[str, Start]:
+    out: dict[str, Start] = {}
+    chunks = re.split(r"^LZ-START (\S+)\n", text, flags=re.MULTILINE)
+    for aj, body in zip(chunks[1::2], chunks[2::2], strict=True):
+        out[aj] = parse_test_only(body)
+    return out
