@@ -107,6 +107,10 @@ class Harness:
             cl = Cluster(self.kind, workdir=self.workdir, max_workers=2, **fast)
         elif self.kind == "fake":
             cl = Cluster(FakeBackend(self.workdir), **fast)
+        elif self.kind == "processes":
+            from examples.custom_backend import SPEC
+
+            cl = Cluster(SPEC, workdir=self.workdir, slots=2, **fast)
         elif self.kind.startswith("real"):
             env = {"SLURM_CONF": self.slurm_conf}
             cl = Cluster("slurm", workdir=self.workdir, env=env, poll_min_s=0.05, poll_max_s=0.3)
@@ -127,6 +131,7 @@ KINDS = [
     "local",
     "sync",
     "fake",
+    "processes",  # the one-file backend of docs/backends.md (examples/custom_backend.py)
     "slurm-sacct",  # SlurmBackend over the stand-in Slurm, with accounting
     "slurm-squeue",  # ... and without (status from squeue)
     # the same suite on the real test clusters (tests/cluster/start.sh)
@@ -146,6 +151,19 @@ def backend(request, tmp_path):
     h = Harness(request.param, tmp_path, conf)
     yield h
     h.close()
+
+
+# every registered backend is in KINDS: the real test clusters cover slurm, and ssh is
+# the same SlurmBackend over another shell (its runs: tests/test_handles.py and others)
+_COVERED = {"local", "sync", "slurm", "ssh", "processes"}
+
+
+def test_the_suite_covers_every_registered_backend() -> None:
+    """A backend registered here (built in, or the documented example) is in this suite."""
+    import examples.custom_backend  # noqa: F401 - registers "processes"
+    from lazyslurm import backends
+
+    assert set(backends.names()) <= _COVERED
 
 
 def wait_until(cond: Callable[[], bool], timeout_s: float = 30.0) -> None:

@@ -150,6 +150,20 @@ class RunState:
                     state=CANCELLED, reason="DependencyNeverSatisfied"
                 )
 
+    def cancel_all(self) -> list[tuple[int, int]]:
+        """End every unfinished element CANCELLED (a cancelled run); returns those that
+        had started (queued or running: their processes are the caller's to stop)."""
+        started = []
+        for n, states in enumerate(self.states):
+            for i, s in enumerate(states):
+                if s in (PENDING, RUNNING):
+                    states[i] = CANCELLED
+                    self.failures[(self.ajs[n].id, i)] = ElementFailure(state=CANCELLED)
+                    if (n, i) in self.procs:
+                        started.append((n, i))
+            self.waiting[n].clear()
+        return started
+
     def snapshot(self) -> Snapshot:
         return Snapshot(
             states={aj.id: list(st) for aj, st in zip(self.ajs, self.states, strict=True)},
@@ -334,16 +348,9 @@ class LocalBackend(BackendBase):
             if _client_alive(layout):
                 atomic_write(layout.cancel_request, b"")
             return
-        running = []
         with self._cond:  # pending, queued, starting or running: all end CANCELLED
-            for n, states in enumerate(run.states):
-                for i, s in enumerate(states):
-                    if s in (PENDING, RUNNING):
-                        states[i] = CANCELLED
-                        run.failures[(run.ajs[n].id, i)] = ElementFailure(state=CANCELLED)
-                        proc = run.procs.get((n, i))
-                        if proc is not None:
-                            running.append(proc)
+            procs = [run.procs.get(where) for where in run.cancel_all()]
+            running = [proc for proc in procs if proc is not None]
             _release_if_ended(run, scan=True)
             self._bump()
         for proc in running:  # its worker thread sees the end of the pipe and moves on
