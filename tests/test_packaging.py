@@ -1,4 +1,4 @@
-"""Packaging modes (lazyslurm.packaging): options, and runs on the real test Slurm/sshd
+"""Packaging modes (lazyslurm.backends.packaging): options, and runs on the real test Slurm/sshd
 with nothing installed on the cluster."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import pytest
 
 from examples import parallelization_patterns as pp
 from lazyslurm import Cluster, compute, task
+from lazyslurm.backends.packaging import Packager, PackagingOptions, atomic_move, byvalue
 from lazyslurm.backends.shell import SSHShell
 from lazyslurm.errors import (
     ClusterConfigError,
@@ -23,7 +24,6 @@ from lazyslurm.errors import (
     UnshippableModuleError,
 )
 from lazyslurm.graph.resources import Resources
-from lazyslurm.packaging import Packager, PackagingOptions, atomic_move, byvalue
 
 EXPECTED_PIPELINE = [f"final_transform_{i}(preprocessed_data_{i + 1})" for i in range(3)]
 PY312 = "/root/.pyenv/versions/3.12.1/bin/python3"
@@ -228,5 +228,5 @@ def test_by_value_on_slurm_here_stages_code_instead_of_the_client_path(env, tmp_
     digest = byvalue.runtime_hash()
     scripts = list((tmp_path / "work" / "runs").glob("*/jobs/aj0.sh"))
     text = scripts[0].read_text()
-    repo = str(Path(byvalue.__file__).resolve().parents[2])
+    repo = str(Path(byvalue.__file__).resolve().parents[3])
     assert f"/code/{digest}" in text and f"PYTHONPATH={shlex.quote(repo)}" not in text

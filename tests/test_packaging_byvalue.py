@@ -1,4 +1,4 @@
-"""By-value packaging's pure parts (lazyslurm.packaging.byvalue)."""
+"""By-value packaging's pure parts (lazyslurm.backends.packaging.byvalue)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import paramiko
 import pytest
 
 from examples import parallelization_patterns as pp
+from lazyslurm.backends.packaging import byvalue
 from lazyslurm.errors import PythonVersionError, UnshippableModuleError
 from lazyslurm.graph import task
-from lazyslurm.packaging import byvalue
 from lazyslurm.planning.encode import encode_run
 from lazyslurm.planning.planner import make_plan
 from lazyslurm.store import RunLayout, atomic_write, read_pickle

@@ -1,4 +1,4 @@
-"""Container packaging (lazyslurm.packaging.container): rendered job text for Pyxis and
+"""Container packaging (lazyslurm.backends.packaging.container): rendered job text for Pyxis and
 Apptainer against recorded files, and real builds, pushes and podman runs in Slurm jobs
 on the test cluster and its loopback registry."""
 
@@ -16,9 +16,9 @@ import pytest
 
 from examples import parallelization_patterns as pp
 from lazyslurm import Cluster, compute
+from lazyslurm.backends.packaging.container import launch_words
 from lazyslurm.errors import ClusterConfigError, PackagingError, RegistryError
 from lazyslurm.graph.resources import Resources
-from lazyslurm.packaging.container import launch_words
 from lazyslurm.planning.planner import ArrayJob
 from lazyslurm.planning.sbatch import job_script
 from lazyslurm.store import RunLayout

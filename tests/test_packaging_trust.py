@@ -1,4 +1,4 @@
-"""Code planted by another user never runs as you (lazyslurm.packaging): the probe checks
+"""Code planted by another user never runs as you (lazyslurm.backends.packaging): the probe checks
 every entry of WORKDIR/code a run uses, jobs check the venv and its lock themselves, and
 container jobs run the image digest this client pushed, never a tag anyone could push.
 
@@ -18,17 +18,17 @@ import pytest
 
 from examples import parallelization_patterns as pp
 from lazyslurm import Cluster, compute, task
-from lazyslurm.backends.shell import LocalShell, SSHShell
-from lazyslurm.cache import list_runs
-from lazyslurm.errors import ElementFailedError, UntrustedStoreError
-from lazyslurm.packaging import byvalue, read_code_listing
-from lazyslurm.packaging.container import (
+from lazyslurm.backends.packaging import byvalue, read_code_listing
+from lazyslurm.backends.packaging.container import (
     image_name,
     launch_words,
     pyxis_image,
     read_digest,
     record_digest,
 )
+from lazyslurm.backends.shell import LocalShell, SSHShell
+from lazyslurm.cache import list_runs
+from lazyslurm.errors import ElementFailedError, UntrustedStoreError
 from lazyslurm.store import check_private_dir
 
 OTHER_UID = 65534  # nobody

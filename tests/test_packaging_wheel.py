@@ -1,4 +1,4 @@
-"""Wheel packaging (lazyslurm.packaging.wheel): a small project that is not installed on
+"""Wheel packaging (lazyslurm.backends.packaging.wheel): a small project that is not installed on
 the cluster runs from a venv made there once, from a wheel and dependencies gathered on
 the client; on the real test Slurm over SSH."""
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from lazyslurm import Cluster, compute, task
+from lazyslurm.backends.packaging.wheel import find_project
 from lazyslurm.errors import ClusterConfigError, PackagingError
-from lazyslurm.packaging.wheel import find_project
 
 PROJECT = Path(__file__).parent / "data" / "wheelproj"
 sys.path.insert(0, str(PROJECT))  # the client imports it from its checkout, not installed

@@ -42,6 +42,7 @@ from lazyslurm.backends.base import (
     sleep_until_change,
 )
 from lazyslurm.backends.option import resolve
+from lazyslurm.backends.packaging import Packager, PackagingOptions, check_staged
 from lazyslurm.backends.shell import LocalShell, Shell, SSHShell
 from lazyslurm.backends.shell.ssh import SSHOptions
 from lazyslurm.backends.slurm_limits import (
@@ -62,7 +63,6 @@ from lazyslurm.errors import (
 )
 from lazyslurm.graph.options import Opt, declared
 from lazyslurm.graph.resources import DEFAULTABLE, Resources, TaskDefaults, parse_time
-from lazyslurm.packaging import Packager, PackagingOptions, check_staged
 from lazyslurm.planning.sbatch import (
     IDS_MARKER,
     SUBMIT_FAILED_MARKER,

@@ -35,8 +35,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from lazyslurm.backends.packaging import byvalue
 from lazyslurm.errors import ClusterConfigError, PackagingError, RegistryError
-from lazyslurm.packaging import byvalue
 from lazyslurm.store import atomic_write, check_private_dir, read_private
 
 __all__ = [
@@ -206,7 +206,7 @@ class ContainerBuilder:
         before: list[str],
         done: list[Callable[[], None]],
     ) -> Any:
-        from lazyslurm.packaging import Launch
+        from lazyslurm.backends.packaging import Launch
 
         opts = self.options
         if not opts.registry:

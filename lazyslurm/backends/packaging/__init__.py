@@ -30,10 +30,10 @@ from typing import Annotated, Any, Literal, TypedDict
 import attrs
 
 from lazyslurm.backends.option import resolve
+from lazyslurm.backends.packaging import byvalue
 from lazyslurm.errors import ClusterConfigError, OptionTypeError, UntrustedStoreError
 from lazyslurm.graph.options import Opt
 from lazyslurm.graph.resources import PackagingMode, Resources
-from lazyslurm.packaging import byvalue
 from lazyslurm.store import untrusted_why
 
 __all__ = [
@@ -254,7 +254,7 @@ class Packager:
         file system, comes first on the path."""
         if not self.local:
             return self.setup
-        here = str(Path(byvalue.__file__).resolve().parents[2])
+        here = str(Path(byvalue.__file__).resolve().parents[3])
         line = f"export PYTHONPATH={shlex.quote(here)}${{PYTHONPATH:+:$PYTHONPATH}}"
         return (line, *self.setup)
 
@@ -350,7 +350,7 @@ class Packager:
             self.check_inherit()
             runner = self.installed_runner  # the cluster's lazyslurm (probed), if any
             if self.local:  # this very lazyslurm, on the shared file system
-                runner = str(Path(byvalue.__file__).resolve().parents[1] / "runner/__main__.py")
+                runner = str(Path(byvalue.__file__).resolve().parents[2] / "runner/__main__.py")
             return Launch(self.python, self._inherit_setup(), runner=runner)
         missing = self.require_importable(shell, blobs, mode)
         dirs = [self.stage_runtime(workdir, staged, before, done)]
@@ -438,11 +438,11 @@ class Packager:
     def _builder(self, mode: str) -> Any:
         if mode not in self._builders:
             if mode == "container":
-                from lazyslurm.packaging.container import ContainerBuilder
+                from lazyslurm.backends.packaging.container import ContainerBuilder
 
                 self._builders[mode] = ContainerBuilder(self.options)
             else:
-                from lazyslurm.packaging.wheel import WheelBuilder
+                from lazyslurm.backends.packaging.wheel import WheelBuilder
 
                 self._builders[mode] = WheelBuilder(self.options)
         return self._builders[mode]

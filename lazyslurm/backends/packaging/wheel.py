@@ -27,8 +27,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lazyslurm.backends.packaging import byvalue
 from lazyslurm.errors import ClusterConfigError, PackagingError
-from lazyslurm.packaging import byvalue
 
 __all__ = ["WheelBuilder", "find_project", "venv_lines"]
 
@@ -226,7 +226,7 @@ class WheelBuilder:
         before: list[str],
         done: list[Callable[[], None]],
     ) -> Any:
-        from lazyslurm.packaging import Launch, atomic_move
+        from lazyslurm.backends.packaging import Launch, atomic_move
 
         if packager.cluster_python is None:
             packager._ask_importable(shell, set())
