@@ -393,7 +393,7 @@ class SlurmBackend(BackendBase):
             "scontrol show partition -o 2>/dev/null | sed 's/^/LZ-PART /'",
             "scontrol show node -o 2>/dev/null | sed 's/^/LZ-NODE /'",
             "echo LZ-HOME=$HOME",
-            self.packager.probe_script(self._workdir),  # interpreter, modules, staged code
+            self.packager.probe_line(self._workdir),  # interpreter, modules, staged code
             'wait "$lz_acct_pid" 2>/dev/null; sed \'s/^/LZ-MAXSUBMIT=/\' "$lz_acct" 2>/dev/null;'
             ' rm -f "$lz_acct"',
         ]
