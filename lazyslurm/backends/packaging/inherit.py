@@ -60,7 +60,7 @@ class InheritBuilder:
             f"python {self.target.python!r} on the cluster cannot import lazyslurm and "
             f"cloudpickle, which packaging='inherit' expects installed there: use "
             f"packaging='by-value' (the default over SSH: nothing to install), install them "
-            f"there (`pip install lazyslurm cloudpickle`), or pass python=... / setup=[...] "
+            f"there (`pip install lazyslurm-dag cloudpickle`), or pass python=... / setup=[...] "
             f"to the Cluster"
         )
         raise ClusterConfigError(msg)
