@@ -21,12 +21,12 @@ from typing import Any
 import lazyslurm.backends as backends
 from lazyslurm.backends.local import LocalOptions
 from lazyslurm.backends.option import CommonOptions, Option, options_of
+from lazyslurm.backends.packaging import PackagingOptions
 from lazyslurm.backends.shell.ssh import SSHOptions
 from lazyslurm.backends.slurm import SlurmOptions
 from lazyslurm.errors import ClusterConfigError
 from lazyslurm.graph.options import Declared, suggest
 from lazyslurm.graph.resources import DEFAULTABLE, TaskDefaults
-from lazyslurm.packaging import PackagingOptions
 
 __all__ = [
     "ClusterOptions",

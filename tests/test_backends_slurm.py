@@ -653,10 +653,12 @@ def test_ssh_unknown_host_key_is_rejected(env, tmp_path):
 
 @pytest.mark.slurm
 def test_ssh_inherit_without_lazyslurm_is_a_clear_error(env):
-    """packaging='inherit': the cluster's python must import lazyslurm and cloudpickle."""
+    """packaging='inherit': the cluster's python must import lazyslurm and cloudpickle; the
+    fix names the distribution to install (`lazyslurm` on the package index is another)."""
+    match = r"cannot import lazyslurm and cloudpickle.*`pip install lazyslurm-dag cloudpickle`"
     with (
         Cluster("ssh", packaging="inherit", python="/usr/bin/python3", **ssh_options(env)),
-        pytest.raises(ClusterConfigError, match="cannot import lazyslurm and cloudpickle"),
+        pytest.raises(ClusterConfigError, match=match),
     ):
         pp.stage1_preprocess("x").compute()
 
@@ -671,7 +673,7 @@ def test_ssh_inherit_runs_with_the_installed_site(env, remote_site):
         assert run.result() == (EXPECTED_PIPELINE,)
         assert c.backend.packager.mode_of(None) == "inherit"
         runner = f"{remote_site}/lazyslurm/runner/__main__.py"
-        assert c.backend.packager.installed_runner == runner
+        assert c.backend.packager.target.interpreter.runner == runner
         script = c.backend.read_files([f"runs/{run.id}/jobs/aj0.sh"])
         assert runner in next(iter(script.values())).decode()
 

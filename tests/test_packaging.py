@@ -1,4 +1,4 @@
-"""Packaging modes (lazyslurm.packaging): options, and runs on the real test Slurm/sshd
+"""Packaging modes (lazyslurm.backends.packaging): options, and runs on the real test Slurm/sshd
 with nothing installed on the cluster."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import pytest
 
 from examples import parallelization_patterns as pp
 from lazyslurm import Cluster, compute, task
+from lazyslurm.backends.packaging import Packager, PackagingOptions, atomic_move, modules
 from lazyslurm.backends.shell import SSHShell
 from lazyslurm.errors import (
     ClusterConfigError,
@@ -23,7 +24,6 @@ from lazyslurm.errors import (
     UnshippableModuleError,
 )
 from lazyslurm.graph.resources import Resources
-from lazyslurm.packaging import Packager, PackagingOptions, atomic_move, byvalue
 
 EXPECTED_PIPELINE = [f"final_transform_{i}(preprocessed_data_{i + 1})" for i in range(3)]
 PY312 = "/root/.pyenv/versions/3.12.1/bin/python3"
@@ -108,7 +108,7 @@ def test_seed_patterns_over_ssh_with_nothing_installed(env):
     out = ssh_run(env, "python3 -c 'import cloudpickle' 2>&1; python3 -c 'import lazyslurm' 2>&1")
     assert out.count("ModuleNotFoundError") == 2  # nothing installed for this user
     store = f"~/lazyslurm-tests/byvalue-{uuid.uuid4().hex[:12]}"
-    digest = byvalue.runtime_hash()
+    digest = modules.runtime_hash()
     c = Cluster("ssh", workdir=store, poll_max_s=0.5, **ssh_options(env))
     assert pp.fan_out_fan_in(c)["total_sum"] == sum(range(500))
     assert c.backend.packager.mode_of(None) == "by-value"
@@ -119,7 +119,7 @@ def test_seed_patterns_over_ssh_with_nothing_installed(env):
     with c:
         assert c.backend.packager.mode_of(None) == "by-value"
         c.max_array_size()  # the probe: the code is already there
-        assert digest in c.backend.packager.code_present
+        assert digest in c.backend.packager.target.code.present
         best = pp.parameter_sweep(c)
     assert best["lr"] == 0.1
     code = store.replace("~", "$HOME") + "/code"
@@ -173,7 +173,7 @@ def test_pure_python_installed_packages_travel_too(env):
     with c:
         assert compute(as_dict(1, 2)) == ({"left": 1, "right": 2},)
         assert compute(dot_source("g"))[0].startswith("digraph g {")
-        assert any(name.startswith("deps-") for name in c.backend.packager.code_present)
+        assert any(name.startswith("deps-") for name in c.backend.packager.target.code.present)
     code = store.replace("~", "$HOME") + "/code"
     assert "deps-" in ssh_run(env, f"ls {code}")
 
@@ -225,8 +225,64 @@ def test_by_value_on_slurm_here_stages_code_instead_of_the_client_path(env, tmp_
     c = slurm_cluster(env, tmp_path, packaging="by-value")
     with c:
         assert compute(pp.pipeline_graph()) == (EXPECTED_PIPELINE,)
-    digest = byvalue.runtime_hash()
+    digest = modules.runtime_hash()
     scripts = list((tmp_path / "work" / "runs").glob("*/jobs/aj0.sh"))
     text = scripts[0].read_text()
-    repo = str(Path(byvalue.__file__).resolve().parents[2])
+    repo = str(Path(modules.__file__).resolve().parents[3])
     assert f"/code/{digest}" in text and f"PYTHONPATH={shlex.quote(repo)}" not in text
+
+
+# --------------------------------------------------------------------------- one dispatcher
+
+
+def test_each_mode_is_one_builder_found_by_its_name():
+    """Every declared mode but auto is the BUILDER of backends/packaging/<mode>.py, with
+    the protocol's four methods; the Packager dispatches to them and names no mode itself
+    (but the two that auto means)."""
+    import inspect
+    import typing
+
+    from lazyslurm.graph.resources import PackagingMode
+
+    packager = Packager(PackagingOptions(), local=False, python="python3")
+    home = Path(modules.__file__).parent
+    for mode in typing.get_args(PackagingMode):
+        if mode == "auto":
+            continue
+        builder = packager.builder(mode)
+        assert inspect.getsourcefile(type(builder)) == str(home / f"{mode.replace('-', '')}.py")
+        for name in ("probe_line", "read_probe", "by_value_modules", "prepare"):
+            assert callable(getattr(builder, name)), (mode, name)
+        assert packager.builder(mode) is builder  # one per session
+    source = inspect.getsource(Packager)
+    assert not any(f'"{m}"' in source for m in ("wheel", "container"))
+    with pytest.raises(ClusterConfigError, match="unknown packaging mode 'by_value'"):
+        packager.builder("by_value")
+
+
+@task
+def plus_one(x: int) -> int:
+    return x + 1
+
+
+@pytest.mark.slurm
+def test_modes_mix_in_one_run_on_a_container_cluster(env, tmp_path):
+    """A cluster whose own mode is container probes only for the runtime; a run whose
+    tasks ask for by-value and inherit asks the cluster's python then (one round trip),
+    and each array job starts as its mode says: the staged runtime, or this lazyslurm."""
+    exe = Path(sys.executable)
+    # this venv's python under another name: not taken as the client's own, so probed
+    python = next(str(p) for p in (exe.with_name("python3"), exe.with_name("python"))
+                  if str(p) != sys.executable and p.exists())  # fmt: skip
+    c = slurm_cluster(
+        env, tmp_path, packaging="container", packaging_registry="127.0.0.1:1/none",
+        packaging_base_image="none", python=python,
+    )  # fmt: skip
+    first = plus_one.options(packaging="by-value")(1)
+    with c:
+        assert compute(plus_one.options(packaging="inherit")(first)) == (3,)
+        assert sorted(c.backend.packager.builders) == ["by-value", "container", "inherit"]
+    scripts = {p.name: p.read_text() for p in (tmp_path / "work" / "runs").glob("*/jobs/aj*.sh")}
+    repo = shlex.quote(str(Path(modules.__file__).resolve().parents[3]))
+    assert f"/code/{modules.runtime_hash()}" in scripts["aj0.sh"]
+    assert f"PYTHONPATH={repo}" in scripts["aj1.sh"]

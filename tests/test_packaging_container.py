@@ -1,4 +1,4 @@
-"""Container packaging (lazyslurm.packaging.container): rendered job text for Pyxis and
+"""Container packaging (lazyslurm.backends.packaging.container): rendered job text for Pyxis and
 Apptainer against recorded files, and real builds, pushes and podman runs in Slurm jobs
 on the test cluster and its loopback registry."""
 
@@ -16,10 +16,10 @@ import pytest
 
 from examples import parallelization_patterns as pp
 from lazyslurm import Cluster, compute
+from lazyslurm.backends.packaging.container import launch_words
 from lazyslurm.backends.slurm.render import job_script
 from lazyslurm.errors import ClusterConfigError, PackagingError, RegistryError
 from lazyslurm.graph.resources import Resources
-from lazyslurm.packaging.container import launch_words
 from lazyslurm.planning.planner import ArrayJob
 from lazyslurm.store import RunLayout
 
@@ -113,14 +113,14 @@ def test_second_compute_does_not_rebuild(cenv, podman_env, tmp_path):
     first = container_cluster(cenv, podman_env, tmp_path, packaging_build_args=label)
     with first:
         assert compute(pp.stage1_preprocess("a")) == ("preprocessed_a",)
-        built = first.backend.packager._builders["container"]
+        built = first.backend.packager.builders["container"]
         assert built.stats == {"builds": 1, "pushes": 1, "registry_checks": 1}
         assert compute(pp.stage3_finalize("b")) == ("final_b",)
         assert built.stats["registry_checks"] == 1  # once per session
     second = container_cluster(cenv, podman_env, tmp_path, packaging_build_args=label)
     with second:
         assert compute(pp.stage1_preprocess("c")) == ("preprocessed_c",)
-        again = second.backend.packager._builders["container"]
+        again = second.backend.packager.builders["container"]
         assert again.stats == {"builds": 0, "pushes": 0, "registry_checks": 1}
 
 
@@ -132,7 +132,7 @@ def test_unreachable_registry_is_refused_before_building(cenv, podman_env, tmp_p
         backend = c.backend
         compute(pp.stage1_preprocess("x"))
     assert backend.stats["sbatch"] == 0
-    assert backend.packager._builders["container"].stats["builds"] == 0
+    assert backend.packager.builders["container"].stats["builds"] == 0
 
 
 @pytest.fixture

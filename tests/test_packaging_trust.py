@@ -1,4 +1,4 @@
-"""Code planted by another user never runs as you (lazyslurm.packaging): the probe checks
+"""Code planted by another user never runs as you (lazyslurm.backends.packaging): the probe checks
 every entry of WORKDIR/code a run uses, jobs check the venv and its lock themselves, and
 container jobs run the image digest this client pushed, never a tag anyone could push.
 
@@ -18,17 +18,17 @@ import pytest
 
 from examples import parallelization_patterns as pp
 from lazyslurm import Cluster, compute, task
-from lazyslurm.backends.shell import LocalShell, SSHShell
-from lazyslurm.cache import list_runs
-from lazyslurm.errors import ElementFailedError, UntrustedStoreError
-from lazyslurm.packaging import byvalue, read_code_listing
-from lazyslurm.packaging.container import (
+from lazyslurm.backends.packaging import modules, read_code_listing
+from lazyslurm.backends.packaging.container import (
     image_name,
     launch_words,
     pyxis_image,
     read_digest,
     record_digest,
 )
+from lazyslurm.backends.shell import LocalShell, SSHShell
+from lazyslurm.cache import list_runs
+from lazyslurm.errors import ElementFailedError, UntrustedStoreError
 from lazyslurm.store import check_private_dir
 
 OTHER_UID = 65534  # nobody
@@ -199,8 +199,8 @@ def chown_tree(path: Path, uid: int, gid: int) -> None:
 
 def plant_runtime(code: Path, marker: Path) -> Path:
     """code/RUNTIME_HASH: lazyslurm's own staged files with one line added to the runner."""
-    tree = code / byvalue.runtime_hash()
-    for rel, data in byvalue.runtime_files().items():
+    tree = code / modules.runtime_hash()
+    for rel, data in modules.runtime_files().items():
         (tree / rel).parent.mkdir(parents=True, exist_ok=True)
         (tree / rel).write_bytes(data)
     runner = tree / "lazyslurm" / "runner" / "__main__.py"
@@ -276,7 +276,7 @@ def venv_name(c: Cluster) -> str:
     """The name of the run's venv (after the probe): code/venv-HASH."""
     packager = c.backend.packager
     c.backend.max_array_size()  # the probe
-    return f"venv-{packager._builder('wheel').venv_digest(packager.cluster_python)}"
+    return f"venv-{packager.builder('wheel').venv_digest(packager.target.interpreter.version)}"
 
 
 @task
@@ -423,7 +423,7 @@ def test_an_image_pushed_first_under_our_tag_never_runs(cenv, podman_env, tmp_pa
     push, not the tag. A second session reuses the recorded digest (no build)."""
     label = uuid.uuid4().hex  # content no earlier run had
     c = container_cluster(cenv, podman_env, tmp_path / "work", label)
-    builder = c.backend.packager._builder("container")
+    builder = c.backend.packager.builder("container")
     tag = f"{image_name(builder.options.registry)}:{builder.content_hash()}"
     planted = tmp_path / "planted"
     (planted / "lazyslurm" / "runner").mkdir(parents=True)
@@ -452,7 +452,7 @@ def test_an_image_pushed_first_under_our_tag_never_runs(cenv, podman_env, tmp_pa
         again = container_cluster(cenv, podman_env, tmp_path / "work", label)
         with again:
             assert compute(pp.stage3_finalize("b")) == ("final_b",)
-            second = again.backend.packager._builders["container"]
+            second = again.backend.packager.builders["container"]
             assert second.stats == {"builds": 0, "pushes": 0, "registry_checks": 1}
     finally:
         subprocess.run([*podman, "rmi", "-f", tag], capture_output=True)

@@ -1,4 +1,4 @@
-"""Wheel packaging (lazyslurm.packaging.wheel): a small project that is not installed on
+"""Wheel packaging (lazyslurm.backends.packaging.wheel): a small project that is not installed on
 the cluster runs from a venv made there once, from a wheel and dependencies gathered on
 the client; on the real test Slurm over SSH."""
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from lazyslurm import Cluster, compute, task
+from lazyslurm.backends.packaging.wheel import find_project
 from lazyslurm.errors import ClusterConfigError, PackagingError
-from lazyslurm.packaging.wheel import find_project
 
 PROJECT = Path(__file__).parent / "data" / "wheelproj"
 sys.path.insert(0, str(PROJECT))  # the client imports it from its checkout, not installed
@@ -61,7 +61,7 @@ def test_project_runs_from_a_venv_made_once_and_reused(env):
     c = wheel_cluster(env, workdir)
     with c:
         (out,) = compute(loud.map(texts))
-        builder = c.backend.packager._builders["wheel"]
+        builder = c.backend.packager.builders["wheel"]
         assert builder.stats["uploads"] == 1
         run = max(r.id for r in c.session.runs())
         logs = c.backend.read_files([f"runs/{run}/logs/aj0_{i}.err" for i in range(100)])
@@ -71,13 +71,13 @@ def test_project_runs_from_a_venv_made_once_and_reused(env):
     c = wheel_cluster(env, workdir)
     with c:
         assert compute(loud.map(["x"])) == (["X!"],)
-        assert c.backend.packager._builders["wheel"].stats["uploads"] == 0
+        assert c.backend.packager.builders["wheel"].stats["uploads"] == 0
 
 
 def test_no_pyproject_is_a_clear_error(tmp_path):
     """packaging='wheel' without a pyproject.toml: a clear error naming the fix."""
     c = Cluster("slurm", workdir=tmp_path, packaging="wheel", packaging_project=str(tmp_path))
-    builder = c.backend.packager._builder("wheel")
+    builder = c.backend.packager.builder("wheel")
     with pytest.raises(ClusterConfigError, match=r"pyproject\.toml"):
         builder.distribution()
 
@@ -89,7 +89,7 @@ def test_a_failing_build_shows_the_tail_of_its_log(tmp_path):
         '[project]\nname = "broken-demo"\nversion = "0.1.0"\ndescription = "x"\n'
     )  # no module named broken_demo: flit refuses
     c = Cluster("slurm", workdir=tmp_path / "w", packaging="wheel", packaging_project=str(tmp_path))
-    builder = c.backend.packager._builder("wheel")
+    builder = c.backend.packager.builder("wheel")
     with pytest.raises(PackagingError, match="last lines") as info:
         builder.distribution()
     assert "broken_demo" in str(info.value)

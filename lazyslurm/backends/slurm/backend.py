@@ -43,6 +43,7 @@ from lazyslurm.backends.base import (
     sleep_until_change,
 )
 from lazyslurm.backends.option import resolve
+from lazyslurm.backends.packaging import Packager, PackagingOptions, check_staged
 from lazyslurm.backends.shell import LocalShell, Shell, SSHShell
 from lazyslurm.backends.shell.ssh import SSHOptions
 from lazyslurm.backends.slurm.accounting import parse_accounting
@@ -88,7 +89,6 @@ from lazyslurm.errors import (
 )
 from lazyslurm.graph.options import Opt, declared
 from lazyslurm.graph.resources import DEFAULTABLE, Resources, TaskDefaults
-from lazyslurm.packaging import Packager, PackagingOptions, check_staged
 from lazyslurm.planning.cost import ClusterFacts
 from lazyslurm.store import INSIDE, RunLayout, default_workdir
 
@@ -169,7 +169,7 @@ class SlurmBackend(BackendBase):
         """What the cluster is (:mod:`~lazyslurm.backends.slurm.facts`), probed once."""
         if self._facts is None:
             # the packaging's part of the probe: interpreter, modules, staged code
-            res = self.shell.run(probe_script(self.packager.probe_script(self._workdir)))
+            res = self.shell.run(probe_script(self.packager.probe_line(self._workdir)))
             facts = read_probe(res.stdout, res.stderr)
             if self._max_array_size is None:
                 self._max_array_size = min(facts.max_array_size, 10**6)

@@ -23,9 +23,9 @@ from collections.abc import Mapping, Sequence
 
 import attrs
 
+from lazyslurm.backends.packaging.base import Launch
 from lazyslurm.errors import SubmissionError
 from lazyslurm.graph.resources import Resources
-from lazyslurm.packaging import Launch
 from lazyslurm.planning.planner import ArrayJob
 from lazyslurm.store import INSIDE, RunLayout, parse_job_ids
 

@@ -1,10 +1,12 @@
-"""What ``packaging="by-value"`` needs: the runner's own files, the user's modules, the
-modules a run's pickles name, and the Python version rule. Pure (reads only this process).
+"""Which modules travel and how, for every packaging mode: the runner's own files (staged
+by ``by-value`` and ``wheel``, baked into images by ``container``), the user's modules
+(pickled by value), the installed modules a run's pickles name, and the Python version
+rule. Pure (reads only this process).
 
-The cluster needs nothing but a Python: the runner side of lazyslurm (the runner, the
-store, the errors) and cloudpickle are pure Python and are staged into the cluster's
-workdir once per content hash; the user's own modules (those that are not installed
-packages) travel inside the pickles (``cloudpickle.register_pickle_by_value``).
+The runner side of lazyslurm (the runner, the store, the errors) and cloudpickle are pure
+Python and are staged into the cluster's workdir once per content hash; the user's own
+modules (those that are not installed packages) travel inside the pickles
+(``cloudpickle.register_pickle_by_value``).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ __all__ = [
 ]
 
 MIN_PYTHON = (3, 11)  # what the runner (and this package) needs
-# the runner's imports, within lazyslurm (tests/test_packaging.py runs a staged copy alone)
+# the runner's imports, within lazyslurm (tests/test_packaging_byvalue.py runs a staged copy)
 RUNNER_FILES = (
     "__init__.py",
     "registry.py",  # the package's __init__ registers the executor there

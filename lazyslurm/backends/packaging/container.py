@@ -29,17 +29,26 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from lazyslurm.backends.packaging.base import Launch, Prepared
+from lazyslurm.backends.packaging.modules import check_python, content_hash, runtime_files
+from lazyslurm.backends.packaging.target import Target
 from lazyslurm.errors import ClusterConfigError, PackagingError, RegistryError
-from lazyslurm.packaging import byvalue
 from lazyslurm.store import atomic_write, check_private_dir, read_private
 
+if TYPE_CHECKING:
+    from lazyslurm.backends.shell.base import Shell
+    from lazyslurm.graph.resources import Resources
+    from lazyslurm.planning.planner import ArrayJob
+
 __all__ = [
+    "BUILDER",
     "ContainerBuilder",
     "image_name",
     "launch_words",
@@ -161,26 +170,28 @@ def _tail(text: str) -> str:
 
 
 class ContainerBuilder:
-    """Builds, pushes and launches images for one backend session."""
+    """``container`` for one backend session: builds, pushes and launches images (see the
+    module docstring)."""
 
-    def __init__(self, options: Any) -> None:
-        self.options = options
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.options = target.options
         self.ready: dict[str, str] = {}  # tag -> the digest reference jobs run (session)
         self.runtime_ok: bool | None = None
         self.stats = {"builds": 0, "pushes": 0, "registry_checks": 0}
         self.timings: dict[str, float] = {}
 
     # -- the cluster side
-    def probe_line(self) -> str:
-        rt = self.options.runtime
-        probe = _RUNTIME_PROBES[rt]
+    def probe_line(self, workdir: str | None = None) -> str:
+        """Whether the cluster has the runtime (the image brings its own Python)."""
+        probe = _RUNTIME_PROBES[self.options.runtime]
         return f"( {probe} ) >/dev/null 2>&1 && echo LZ-RUNTIME=ok || echo LZ-RUNTIME=no"
 
     def read_probe(self, stdout: str) -> None:
         if "LZ-RUNTIME=" in stdout:
             self.runtime_ok = "LZ-RUNTIME=ok" in stdout
 
-    def check_runtime(self, shell: Any) -> None:
+    def check_runtime(self, shell: Shell) -> None:
         if self.runtime_ok is None:  # once per connection
             self.read_probe(shell.run(self.probe_line()).stdout)
         if not self.runtime_ok:
@@ -195,19 +206,18 @@ class ContainerBuilder:
             )
             raise ClusterConfigError(msg)
 
+    def by_value_modules(self, resources: Resources, func: Any) -> list[types.ModuleType]:
+        """The user's own modules (the image holds the installed ones)."""
+        return self.target.project_modules()
+
     # -- the client side
     def prepare(
         self,
-        packager: Any,
-        shell: Any,
+        shell: Shell,
         workdir: str,
-        blobs: list[bytes],
-        staged: dict[str, bytes],
-        before: list[str],
-        done: list[Callable[[], None]],
-    ) -> Any:
-        from lazyslurm.packaging import Launch
-
+        array_jobs: Sequence[ArrayJob],
+        files: Mapping[str, bytes],
+    ) -> Prepared:
         opts = self.options
         if not opts.registry:
             msg = (
@@ -226,12 +236,13 @@ class ContainerBuilder:
         setup, launcher = launch_words(
             opts.runtime, ref, workdir=workdir, tls_verify=opts.tls_verify, run_args=opts.run_args
         )
-        return Launch("python3", (*packager.setup, *setup), launcher)
+        launch = Launch("python3", (*self.target.setup, *setup), launcher)
+        return Prepared.of(array_jobs, launch)
 
     def context(self) -> tuple[str, dict[str, bytes], Path | None]:
         """(Dockerfile text, files of the lazyslurm layer, the project's build context)."""
         opts = self.options
-        files = {f"lazyslurm-runtime/{k}": v for k, v in byvalue.runtime_files().items()}
+        files = {f"lazyslurm-runtime/{k}": v for k, v in runtime_files().items()}
         project = Path(opts.dockerfile).resolve().parent if opts.dockerfile else None
         base = "{base}" if opts.dockerfile else opts.base_image
         text = (
@@ -253,7 +264,7 @@ class ContainerBuilder:
                 rel = path.relative_to(project)
                 if path.is_file() and not _SKIP_DIRS & set(rel.parts):
                     parts[f"project/{rel}"] = path.read_bytes()
-        return byvalue.content_hash(parts)
+        return content_hash(parts)
 
     def ensure_image(self) -> str:
         """The digest reference (``NAME@sha256:...``) jobs run for this content: the one
@@ -373,7 +384,7 @@ class ContainerBuilder:
             "python3 check in the image",
         )  # fmt: skip
         version = tuple(int(x) for x in out.strip().splitlines()[-1].split("."))
-        byvalue.check_python(version, python="python3", code_by_value=True, where=f"in {ref}")
+        check_python(version, python="python3", code_by_value=True, where=f"in {ref}")
 
     def push(self, ref: str) -> str:
         """Push ``ref``; returns the digest of the manifest pushed (``sha256:...``):
@@ -420,3 +431,6 @@ class ContainerBuilder:
 def _raise_registry(host: str, exc: Exception) -> bool:
     msg = f"the container registry {host} answered with an error: {exc}; nothing was submitted"
     raise RegistryError(msg)
+
+
+BUILDER = ContainerBuilder

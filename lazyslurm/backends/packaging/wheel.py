@@ -8,29 +8,42 @@ the submission, no extra round trip). The first job element to start creates
 ``WORKDIR/code/venv-HASH`` from them (``--no-index``), under a lock (``flock`` on
 ``venv-HASH.lock``, opened without following links or truncating), so a hundred elements
 starting at once build it once; later runs reuse it, after checking it is private. The
-runner and cloudpickle come from the staged code directory, as with ``by-value``.
+runner and cloudpickle come from the staged code directory, as with ``by-value``; the
+user's modules outside the wheel's packages travel by value.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import secrets
 import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import types
 import zipfile
-from collections.abc import Callable
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from lazyslurm.backends.packaging.base import Launch, Prepared, pickles
+from lazyslurm.backends.packaging.modules import (
+    check_python,
+    content_hash,
+    has_code_by_value,
+    project_modules,
+)
+from lazyslurm.backends.packaging.target import Target
 from lazyslurm.errors import ClusterConfigError, PackagingError
-from lazyslurm.packaging import byvalue
 
-__all__ = ["WheelBuilder", "find_project", "venv_lines"]
+if TYPE_CHECKING:
+    from lazyslurm.backends.shell.base import Shell
+    from lazyslurm.graph.resources import Resources
+    from lazyslurm.planning.planner import ArrayJob
+
+__all__ = ["BUILDER", "WheelBuilder", "find_project", "venv_lines"]
 
 _SKIP_DIRS = {".git", ".venv", "venv", "__pycache__", "node_modules", "build", "dist",
               ".mypy_cache", ".ruff_cache", ".pytest_cache"}  # fmt: skip
@@ -131,10 +144,12 @@ def venv_lines(python: str, venv: str, wheels: str) -> list[str]:
 
 
 class WheelBuilder:
-    """Builds the project's wheel and gathers its dependencies, once per content."""
+    """``wheel`` for one backend session: builds the project's wheel and gathers its
+    dependencies, once per content (see the module docstring)."""
 
-    def __init__(self, options: Any) -> None:
-        self.options = options
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.options = target.options
         self.stats = {"builds": 0, "downloads": 0, "uploads": 0}
         self.timings: dict[str, float] = {}
         self._dist: tuple[str, dict[str, bytes], list[str]] | None = None
@@ -169,7 +184,7 @@ class WheelBuilder:
                     if not n.split("/")[0].endswith((".dist-info", ".data"))
                 }
             )
-        digest = byvalue.content_hash(files)
+        digest = content_hash(files)
         self._dist = (digest, files, tops)
         return self._dist
 
@@ -207,58 +222,49 @@ class WheelBuilder:
         """The hash naming ``code/wheels-HASH`` and ``code/venv-HASH``: the wheels' content
         and the cluster's Python minor version."""
         digest, _, _ = self.distribution()
-        return byvalue.content_hash(
+        return content_hash(
             {"wheels": digest.encode(), "python": repr(cluster_python[:2]).encode()}
         )
 
-    def by_value_modules(self) -> list[str]:
+    def probe_line(self, workdir: str | None) -> str:
+        return self.target.interpreter.probe_line(self.target.setup)
+
+    def read_probe(self, stdout: str) -> None:
+        self.target.interpreter.read_probe(stdout)
+
+    def by_value_modules(self, resources: Resources, func: Any) -> list[types.ModuleType]:
         """The user's modules that travel by value: all but the wheel's own packages."""
         _, _, tops = self.distribution()
-        return [m for m in byvalue.project_modules() if m.split(".")[0] not in tops]
+        own = [m for m in project_modules() if m.split(".")[0] not in tops]
+        return [sys.modules[n] for n in own if n in sys.modules]
 
     def prepare(
         self,
-        packager: Any,
-        shell: Any,
+        shell: Shell,
         workdir: str,
-        blobs: list[bytes],
-        staged: dict[str, bytes],
-        before: list[str],
-        done: list[Callable[[], None]],
-    ) -> Any:
-        from lazyslurm.packaging import Launch, atomic_move
-
-        if packager.cluster_python is None:
-            packager._ask_importable(shell, set())
-        assert packager.cluster_python is not None
-        byvalue.check_python(
-            packager.cluster_python,
-            python=packager.python,
-            code_by_value=byvalue.has_code_by_value(blobs),
-        )
-        digest = self.venv_digest(packager.cluster_python)
-        _, files, _ = self.distribution()
+        array_jobs: Sequence[ArrayJob],
+        files: Mapping[str, bytes],
+    ) -> Prepared:
+        t = self.target
+        version = t.interpreter.require(shell, t.setup)
+        code_by_value = has_code_by_value(pickles(array_jobs, files))
+        check_python(version, python=t.python, code_by_value=code_by_value)
+        digest = self.venv_digest(version)
+        _, wheel_files, _ = self.distribution()
         wheels = f"{workdir}/code/wheels-{digest}"
         venv = f"{workdir}/code/venv-{digest}"
         # the venv, its lock and marker are checked too (the probe saw them, if there)
-        present = packager.reuse_code(
-            workdir, f"wheels-{digest}", f"venv-{digest}", f"venv-{digest}.lock"
-        )
-        if not present and not any(f".stage-wheels-{digest}" in k for k in staged):
-            stage = f".stage-wheels-{digest}-{secrets.token_hex(4)}"
-            for name, data in files.items():
-                staged[f"code/{stage}/{name}"] = data
-            before.append(atomic_move(f"{workdir}/code", stage, f"wheels-{digest}"))
-            done.append(lambda: packager.code_present.add(f"wheels-{digest}"))
+        also = (f"venv-{digest}", f"venv-{digest}.lock")
+        code = t.code.need(workdir, f"wheels-{digest}", wheel_files, *also)
+        if code:
             self.stats["uploads"] += 1
-        code_dir = packager.stage_runtime(workdir, staged, before, done)
-        q = shlex.quote
+        runtime, staged = t.code.runtime(workdir)
         setup = (
-            *packager.setup,
-            *venv_lines(packager.python, venv, wheels),
-            f"export PYTHONPATH={q(code_dir)}${{PYTHONPATH:+:$PYTHONPATH}}",
+            *t.setup,
+            *venv_lines(t.python, venv, wheels),
+            f"export PYTHONPATH={shlex.quote(runtime)}${{PYTHONPATH:+:$PYTHONPATH}}",
         )
-        return Launch(f"{venv}/bin/python", setup)
+        return Prepared.of(array_jobs, Launch(f"{venv}/bin/python", setup), {**code, **staged})
 
 
 def _cache_dir() -> Path:
@@ -281,3 +287,6 @@ def _run(argv: list[str], what: str) -> str:
         msg += "nothing was submitted"
         raise PackagingError(msg)
     return proc.stdout
+
+
+BUILDER = WheelBuilder

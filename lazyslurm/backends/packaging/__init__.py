@@ -1,0 +1,213 @@
+"""How a task's code and environment reach the cluster: ``packaging=`` modes.
+
+``auto`` (default): ``inherit`` for Slurm on this host, ``by-value`` over SSH.
+``inherit``: the given interpreter and environment as they are. ``by-value``: the
+cluster needs only a Python; lazyslurm's runner and cloudpickle are staged into
+``WORKDIR/code/HASH`` once per content hash, user modules travel inside the pickles.
+``wheel``: the project's wheel in a venv on the cluster, once per content hash.
+``container``: an image built, tagged by content hash, pushed, and run by podman,
+Pyxis or Apptainer. See ``docs/packaging.md``.
+
+Each mode is one :class:`~lazyslurm.backends.packaging.base.Builder`, the class
+``BUILDER`` of the module ``<mode>.py`` here (``by-value``: ``byvalue.py``), found by the
+mode's name in :data:`~lazyslurm.graph.resources.PackagingMode`. What they share (the
+cluster's Python, ``WORKDIR/code`` and its trust) is :mod:`.target`.
+
+The Slurm backend asks a :class:`Packager`, itself a ``Builder``, the same four things:
+a shell snippet for its one probe (:meth:`Packager.probe_line`, read back by
+:meth:`Packager.read_probe`), which modules to pickle by value
+(:meth:`Packager.by_value_modules`), and, per run, :meth:`Packager.prepare`: the files to
+stage, a shell snippet to run before submitting, and how each array job starts its runner
+(:class:`Launch`). The Packager picks the builder of each array job's mode and merges.
+"""
+
+from __future__ import annotations
+
+import importlib
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypedDict
+
+from lazyslurm.backends.option import resolve
+from lazyslurm.backends.packaging.base import Builder, Launch, Prepared
+from lazyslurm.backends.packaging.target import (
+    Target,
+    atomic_move,
+    check_staged,
+    code_listing,
+    read_code_listing,
+    untrusted_code_error,
+)
+from lazyslurm.errors import ClusterConfigError, OptionTypeError
+from lazyslurm.graph.options import Opt
+from lazyslurm.graph.resources import PACKAGING_MODES, PackagingMode, Resources
+
+if TYPE_CHECKING:
+    from lazyslurm.backends.shell.base import Shell
+    from lazyslurm.planning.planner import ArrayJob
+
+__all__ = [
+    "Builder",
+    "Launch",
+    "Packager",
+    "PackagingOptions",
+    "Prepared",
+    "atomic_move",
+    "check_staged",
+    "code_listing",
+    "read_code_listing",
+    "settings",
+    "untrusted_code_error",
+]
+
+_MODES = PACKAGING_MODES  # the declared names (PackagingMode), for the option's help
+Runtime = Literal["podman", "pyxis", "apptainer"]
+ImageBuilder = Literal["podman", "docker"]
+RUNTIMES: tuple[str, ...] = typing.get_args(Runtime)
+IMAGE_BUILDERS: tuple[str, ...] = typing.get_args(ImageBuilder)
+
+
+def _tls(name: str, value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
+        return value.lower() in ("true", "yes", "1")
+    msg = f"{name} must be a bool (or 'true'/'false'), got {value!r}"
+    raise OptionTypeError(msg)
+
+
+def _one_line(name: str, value: object) -> str:
+    if not isinstance(value, str) or not value.strip() or "\n" in value:
+        msg = f"{name} must be a non-empty one-line string, got {value!r}"
+        raise OptionTypeError(msg)
+    return value
+
+
+class PackagingOptions(TypedDict, total=False):
+    """How code and environment get to the cluster (``slurm`` and ``ssh`` backends)."""
+
+    packaging: Annotated[
+        PackagingMode, Opt(f"mode: {', '.join(_MODES[:-1])} or {_MODES[-1]}", default="auto")
+    ]
+    packaging_registry: Annotated[
+        str, Opt("container: image repository (registry:5000/name)", parse=_one_line)
+    ]
+    packaging_platform: Annotated[
+        str, Opt("container: build platform, e.g. linux/amd64", parse=_one_line)
+    ]
+    packaging_tls_verify: Annotated[
+        bool | str, Opt("container: verify TLS to the registry", default=True, parse=_tls)
+    ]
+    packaging_runtime: Annotated[
+        Runtime, Opt("container: podman, pyxis or apptainer", default="podman")
+    ]
+    packaging_base_image: Annotated[
+        str, Opt("container: base of the generated Dockerfile", parse=_one_line)
+    ]
+    packaging_dockerfile: Annotated[
+        str, Opt("container: the project's Dockerfile instead", parse=_one_line)
+    ]
+    packaging_builder: Annotated[ImageBuilder, Opt("container: podman or docker", default="podman")]
+    packaging_project: Annotated[
+        str, Opt("wheel/container: project dir (default: nearest)", parse=_one_line)
+    ]
+    packaging_build_args: Annotated[
+        Sequence[str], Opt("container: extra arguments to the build", default=())
+    ]
+    packaging_run_args: Annotated[
+        Sequence[str], Opt("container: extra arguments to `podman run`", default=())
+    ]
+
+
+def settings(given: Mapping[str, Any]) -> types.SimpleNamespace:
+    """The packaging options of a Cluster, checked and with their defaults, as attributes
+    named without the ``packaging_`` prefix (``mode`` for ``packaging`` itself).
+
+    >>> settings({"packaging": "container", "packaging_tls_verify": "false"}).tls_verify
+    False
+    """
+    values = resolve(PackagingOptions, given, check=True)
+    out = {"mode": values.pop("packaging")}
+    out.update((k.removeprefix("packaging_"), v) for k, v in values.items())
+    out["build_args"], out["run_args"] = tuple(out["build_args"]), tuple(out["run_args"])
+    return types.SimpleNamespace(**out)
+
+
+# each mode's module, by the mode's declared name ("by-value": byvalue.py); "auto" is not
+# a mode of its own (Packager.mode_of resolves it)
+_MODULES = {m: f"{__name__}.{m.replace('-', '')}" for m in PACKAGING_MODES if m != "auto"}
+
+
+class Packager:
+    """The packaging side of one Slurm backend session (see the module docstring): a
+    :class:`Builder` that hands each array job to the builder of its mode.
+
+    ``local``: Slurm on this host (``auto`` means ``inherit``; the client's own lazyslurm
+    is reachable on the shared file system).
+    """
+
+    def __init__(
+        self,
+        options: Mapping[str, Any],
+        *,
+        local: bool,
+        python: str,
+        setup: Sequence[str] = (),
+    ) -> None:
+        self.options = settings(options)  # the cluster's mode is checked here, once
+        self.target = Target(self.options, local=local, python=python, setup=setup)
+        self.builders: dict[str, Builder] = {}  # by mode, made when first needed
+
+    def mode_of(self, resources: Resources | None) -> str:
+        """The effective mode of a task (its own ``packaging=``, else the cluster's)."""
+        mode = (resources.packaging if resources is not None else None) or self.options.mode
+        if mode == "auto":
+            return "inherit" if self.target.local else "by-value"
+        return mode
+
+    def builder(self, mode: str) -> Builder:
+        """The session's builder of ``mode`` (a mode of ``PackagingMode``, not ``auto``;
+        task and cluster options were checked against it when given)."""
+        if mode not in self.builders:
+            module = _MODULES.get(mode)
+            if module is None:
+                modes = ", ".join(_MODULES)
+                msg = f"unknown packaging mode {mode!r}: use auto, {modes}"
+                raise ClusterConfigError(msg)
+            self.builders[mode] = importlib.import_module(module).BUILDER(self.target)
+        return self.builders[mode]
+
+    # -- the probe (in the backend's one probe round trip): the cluster's own mode
+    def probe_line(self, workdir: str | None) -> str:
+        mine = self.builder(self.mode_of(None)).probe_line(workdir)
+        return "\n".join(filter(None, [mine, self.target.code.probe_line(workdir)]))
+
+    def read_probe(self, stdout: str) -> None:
+        self.target.code.read_probe(stdout)
+        self.builder(self.mode_of(None)).read_probe(stdout)
+
+    # -- pickling
+    def by_value_modules(self, resources: Resources, func: Any) -> list[types.ModuleType]:
+        """Modules to register with cloudpickle by value while pickling ``func``."""
+        return self.builder(self.mode_of(resources)).by_value_modules(resources, func)
+
+    # -- one run
+    def prepare(
+        self,
+        shell: Shell,
+        workdir: str,
+        array_jobs: Sequence[ArrayJob],
+        files: Mapping[str, bytes],
+    ) -> Prepared:
+        """Check and build what the run's array jobs need (nothing is submitted yet): each
+        mode's builder prepares its array jobs; the code directories they use are staged
+        once."""
+        by_mode: dict[str, list[ArrayJob]] = {}
+        for aj in array_jobs:
+            by_mode.setdefault(self.mode_of(aj.resources), []).append(aj)
+        parts = [
+            self.builder(mode).prepare(shell, workdir, jobs, files)
+            for mode, jobs in by_mode.items()
+        ]
+        return self.target.code.stage(workdir, Prepared.merge(parts))
