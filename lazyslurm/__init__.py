@@ -10,8 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from lazyslurm import registry
-
-__version__ = "0.1.0"
+from lazyslurm.version import __version__
 
 _EXPORTS = {
     "Cluster": "lazyslurm.cluster",

@@ -532,7 +532,7 @@ def _age(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from lazyslurm import __version__
+    from lazyslurm.version import __version__
 
     cluster_help = (
         "cluster profile from [tool.lazyslurm.profiles.PROFILE] in pyproject.toml or "

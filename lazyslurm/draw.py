@@ -252,7 +252,7 @@ def _cost_lines(array_jobs: Iterable[Any], cluster: Cluster | None) -> dict[str,
     """Array job id -> ``worst N core-h`` (and GPU-h), with the cluster's task defaults if
     its backend already runs; no backend is started, nothing is asked of Slurm."""
     from lazyslurm.graph.resources import Resources
-    from lazyslurm.preview import job_cost
+    from lazyslurm.planning.cost import job_cost
 
     cl = _session(cluster)
     defaults = cl.task_defaults if cl is not None else Resources()

@@ -54,6 +54,7 @@ from lazyslurm.guard import warn_implicit_local
 from lazyslurm.planning import rules
 from lazyslurm.planning.encode import encode_run
 from lazyslurm.planning.planner import ArrayJob, Plan
+from lazyslurm.registry import executor
 from lazyslurm.runner import resolve
 from lazyslurm.store import (
     Redirect,
@@ -147,9 +148,7 @@ class RunStatus:
     array_jobs: dict[str, tuple[str, dict[str, int]]]
 
     def _repr_html_(self) -> str:
-        from lazyslurm.notebook import status_html
-
-        return status_html(self)
+        return executor().status_html(self)  # pictures sit beside this module
 
     def __str__(self) -> str:
         lines = [f"run {self.run_id}: {self.state} {_fmt_counts(self.counts)}"]
@@ -212,9 +211,7 @@ class Run:
 
     def _repr_html_(self) -> str:
         """Notebook display: the status (one poll) and the jobs coloured by state."""
-        from lazyslurm.notebook import run_html
-
-        return run_html(self)
+        return executor().run_html(self)
 
     @classmethod
     def attach(
@@ -427,16 +424,12 @@ class Run:
 
     def visualize(self, **kwargs: Any) -> Any:
         """Draw this run's plan, coloured by the states of the last poll."""
-        from lazyslurm.draw import visualize
-
-        return visualize(run=self, **kwargs)
+        return executor().visualize(run=self, **kwargs)
 
     def dashboard(self, *, port: int = 0, open_browser: bool = False) -> Any:
         """Serve the live web dashboard of this run on 127.0.0.1 (docs/dashboard.md);
         returns it: ``.url`` (with its token), ``.stop()``."""
-        from lazyslurm.dashboard import for_run
-
-        return for_run(self, port=port, open_browser=open_browser)
+        return executor().dashboard(self, port=port, open_browser=open_browser)
 
     def cancel(self) -> None:
         """Cancel every unfinished element of the run."""

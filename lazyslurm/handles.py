@@ -491,3 +491,24 @@ def plan_html(plan: Any) -> str:
     from lazyslurm.notebook import plan_html as _html
 
     return _html(plan)
+
+
+def run_html(run: Run) -> str:
+    """The notebook display of a run (``Run._repr_html_``): its status and picture."""
+    from lazyslurm.notebook import run_html as _html
+
+    return _html(run)
+
+
+def status_html(status: Any) -> str:
+    """The notebook display of a run's status (``RunStatus._repr_html_``)."""
+    from lazyslurm.notebook import status_html as _html
+
+    return _html(status)
+
+
+def dashboard(run: Run, *, port: int = 0, open_browser: bool = False) -> Any:
+    """The live web dashboard of ``run`` (``Run.dashboard``: docs/dashboard.md)."""
+    from lazyslurm.dashboard import for_run
+
+    return for_run(run, port=port, open_browser=open_browser)

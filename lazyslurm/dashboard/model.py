@@ -639,7 +639,7 @@ class RunWatch:
 
 def worst_case(array_jobs: Iterable[ArrayJob], cluster: Cluster) -> dict[str, Any]:
     """The plan's requested resources and worst case (``lazyslurm.preview``), as data."""
-    from lazyslurm.preview import job_cost, total_cost
+    from lazyslurm.planning.cost import job_cost, total_cost
 
     defaults = cluster.task_defaults
     costs = [

@@ -7,19 +7,11 @@ is kept), every partition (default, ``DefaultTime``, ``MaxTime``, ``DefMemPerCPU
 :class:`~lazyslurm.planning.cost.ClusterFacts`), every node (CPUs, memory, partitions),
 this user's ``MaxSubmitJobs`` and the home directory.
 
-Two ways a job can wait forever, both turned into errors that name the cause and the fix:
-
-- before submission, :func:`check_resources` compares ``mem`` and ``cpus_per_task`` with
-  the largest node of the partition (from the backend's one probe, ``scontrol show node
-  -o``) and ``time`` with the partition's MaxTime;
-- while watching, :func:`never_clears` recognises the pending reasons Slurm keeps for good
-  (``BadConstraints``, ``PartitionConfig``, ``InvalidAccount``, ...), read from squeue's
-  ``%r`` or sacct's ``Reason``.
-
->>> never_clears("BadConstraints") is not None, never_clears("Priority")
-(True, None)
->>> never_clears("QOSMaxCpuPerJobLimit") is not None, never_clears("QOSGrpCpuLimit")
-(True, None)
+A job that can wait forever is refused before submission: :func:`check_resources`
+compares ``mem`` and ``cpus_per_task`` with the largest node of the partition (from the
+one probe, ``scontrol show node -o``) and ``time`` with the partition's MaxTime. (While
+watching, :func:`lazyslurm.backends.slurm.status.never_clears` recognises the pending
+reasons Slurm keeps for good.)
 """
 
 from __future__ import annotations
@@ -43,7 +35,6 @@ __all__ = [
     "check_resources",
     "job_budget",
     "job_limits",
-    "never_clears",
     "parse_cluster_facts",
     "parse_nodes",
     "parse_test_only",
@@ -164,49 +155,6 @@ def parse_cluster_facts(text: str) -> ClusterFacts:
             if m:
                 conf[m.group(1)] = m.group(2)
     return ClusterFacts(parts, _int_or_none(conf.get("DefMemPerCPU")))
-
-# reason -> what to change. Only reasons that no amount of waiting clears: the job's own
-# request is impossible where it was sent (aggregate limits such as AssocGrp* and QOSGrp*
-# do clear when other jobs end, and PartitionDown/ReqNodeNotAvail when an admin acts).
-_NEVER: dict[str, str] = {
-    "BadConstraints": (
-        "no node can ever satisfy the request (mem, cpus_per_task, constraint, gres or "
-        "extra_sbatch): ask for less, or choose a partition with bigger nodes"
-    ),
-    "PartitionConfig": (
-        "the request (cpus_per_task, nodes, mem, ...) is more than the partition's "
-        "configuration allows: ask for less or choose another partition"
-    ),
-    "PartitionNodeLimit": (
-        "the number of nodes is outside the partition's MinNodes/MaxNodes: change nodes= "
-        "(or --nodes in extra_sbatch) or choose another partition"
-    ),
-    "PartitionTimeLimit": "time= is over the partition's MaxTime: ask for less time",
-    "InvalidAccount": "the account does not exist or you are not in it: fix account=",
-    "InvalidQOS": "the QOS does not exist or your account may not use it: fix qos=",
-    "AccountNotAllowed": "the partition does not allow this account: fix account= or partition=",
-    "QOSNotAllowed": "the partition does not allow this QOS: fix qos= or partition=",
-    "InactiveLimit": "the job reached the system's InactiveLimit: submit it again",
-    "JobHeldAdmin": "an administrator holds the job: ask them to release it",
-    "FrontEndDown": "no front end node is available: ask the cluster's administrators",
-}
-# per-job maxima of an association or QOS (QOSMaxCpuPerJobLimit, AssocMaxWallDurationPer
-# JobLimit, ...): the job alone is over the limit, so it never starts
-_PER_JOB = re.compile(r"^(Assoc|QOS)Max\w*PerJob\w*$")
-
-
-def never_clears(reason: str) -> str | None:
-    """What to change when a pending job's ``reason`` can never clear, else None."""
-    word = reason.split(",")[0].strip().strip("()")
-    if word in _NEVER:
-        return _NEVER[word]
-    if _PER_JOB.match(word):
-        return (
-            f"the job alone is over a per-job limit of its {'QOS' if word[0] == 'Q' else 'account'}"
-            " (see `sacctmgr show qos` / `sacctmgr show assoc`): ask for less"
-        )
-    return None
-
 
 @attrs.frozen
 class Node:

@@ -4,10 +4,20 @@ Pure functions over the text those commands print, and :class:`Watch`, a run's m
 what one status query cannot tell twice (since when an element is unlisted, completed
 without a result, requeued). The backend (:mod:`lazyslurm.backends.slurm.backend`) runs
 the commands; the runner's result and error files stay the first truth (sacct lags).
+
+:func:`never_clears` recognises the pending reasons Slurm keeps for good
+(``BadConstraints``, ``PartitionConfig``, ``InvalidAccount``, ...), read from squeue's
+``%r`` or sacct's ``Reason``: such an element fails with the cause and the fix.
+
+>>> never_clears("BadConstraints") is not None, never_clears("Priority")
+(True, None)
+>>> never_clears("QOSMaxCpuPerJobLimit") is not None, never_clears("QOSGrpCpuLimit")
+(True, None)
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence, Set
 
 import attrs
@@ -21,7 +31,6 @@ from lazyslurm.backends.base import (
     ElementFailure,
     Snapshot,
 )
-from lazyslurm.backends.slurm.facts import never_clears
 from lazyslurm.store import RunLayout
 
 __all__ = [
@@ -31,9 +40,54 @@ __all__ = [
     "classify",
     "element_state",
     "listing",
+    "never_clears",
     "parse_array_ids",
     "parse_status",
 ]
+
+# reason -> what to change. Only reasons that no amount of waiting clears: the job's own
+# request is impossible where it was sent (aggregate limits such as AssocGrp* and QOSGrp*
+# do clear when other jobs end, and PartitionDown/ReqNodeNotAvail when an admin acts).
+_NEVER: dict[str, str] = {
+    "BadConstraints": (
+        "no node can ever satisfy the request (mem, cpus_per_task, constraint, gres or "
+        "extra_sbatch): ask for less, or choose a partition with bigger nodes"
+    ),
+    "PartitionConfig": (
+        "the request (cpus_per_task, nodes, mem, ...) is more than the partition's "
+        "configuration allows: ask for less or choose another partition"
+    ),
+    "PartitionNodeLimit": (
+        "the number of nodes is outside the partition's MinNodes/MaxNodes: change nodes= "
+        "(or --nodes in extra_sbatch) or choose another partition"
+    ),
+    "PartitionTimeLimit": "time= is over the partition's MaxTime: ask for less time",
+    "InvalidAccount": "the account does not exist or you are not in it: fix account=",
+    "InvalidQOS": "the QOS does not exist or your account may not use it: fix qos=",
+    "AccountNotAllowed": "the partition does not allow this account: fix account= or partition=",
+    "QOSNotAllowed": "the partition does not allow this QOS: fix qos= or partition=",
+    "InactiveLimit": "the job reached the system's InactiveLimit: submit it again",
+    "JobHeldAdmin": "an administrator holds the job: ask them to release it",
+    "FrontEndDown": "no front end node is available: ask the cluster's administrators",
+}
+# per-job maxima of an association or QOS (QOSMaxCpuPerJobLimit, AssocMaxWallDurationPer
+# JobLimit, ...): the job alone is over the limit, so it never starts
+_PER_JOB = re.compile(r"^(Assoc|QOS)Max\w*PerJob\w*$")
+
+
+def never_clears(reason: str) -> str | None:
+    """What to change when a pending job's ``reason`` can never clear, else None."""
+    word = reason.split(",")[0].strip().strip("()")
+    if word in _NEVER:
+        return _NEVER[word]
+    if _PER_JOB.match(word):
+        return (
+            f"the job alone is over a per-job limit of its {'QOS' if word[0] == 'Q' else 'account'}"
+            " (see `sacctmgr show qos` / `sacctmgr show assoc`): ask for less"
+        )
+    return None
+
+
 
 
 # Slurm states grouped by what they mean for us. Anything else is treated as a terminal
