@@ -24,13 +24,15 @@ from lazyslurm.graph.core import Job
 from lazyslurm.graph.traverse import collect
 from lazyslurm.planning.encode import read_manifest
 from lazyslurm.planning.planner import Plan, make_plan
-from lazyslurm.store import INSIDE, RunLayout, pack_keys, run_of, untrusted_fix
+from lazyslurm.planning.sbatch import JOB_NAME_PREFIX
+from lazyslurm.store import INSIDE, PACK_MAGIC, RunLayout, pack_keys, run_of, untrusted_fix
 
 if TYPE_CHECKING:
     from lazyslurm.backends.shell import Shell
     from lazyslurm.cluster import Cluster
 
 __all__ = [
+    "Cleared",
     "RunSummary",
     "clear",
     "list_runs",
@@ -47,12 +49,15 @@ class RunSummary:
 
     id: str
     created: float
-    state: str  # DONE, FAILED or INCOMPLETE (from the store's result and error files)
+    # DONE, FAILED or INCOMPLETE (from the store's result and error files), or CORRUPT:
+    # its summary.json or manifest.json is missing, truncated or damaged (``problem``)
+    state: str
     tasks: int
     done: int
     failed: int
     label: str = ""
     backend: str = ""
+    problem: str = ""  # what is wrong with a CORRUPT run
 
     @property
     def started(self) -> _dt.datetime:
@@ -61,7 +66,8 @@ class RunSummary:
     def __str__(self) -> str:
         when = self.started.strftime("%Y-%m-%d %H:%M:%S")
         label = f"  {self.label}" if self.label else ""
-        return f"{self.id}  {when}  {self.state:<10} {self.done}/{self.tasks} done{label}"
+        problem = f"  ({self.problem})" if self.problem else ""
+        return f"{self.id}  {when}  {self.state:<10} {self.done}/{self.tasks} done{label}{problem}"
 
 
 def _guarded(workdir: str, body: str) -> str:
@@ -108,47 +114,142 @@ def _run_guarded(shell: Shell, workdir: str, body: str, what: str) -> tuple[set[
     return bad, lines
 
 
-def list_runs(shell: Shell, workdir: str) -> list[RunSummary]:
-    """Every run under ``workdir/runs``, newest first, in one command."""
-    grep = shlex.quote(RunLayout.OUTCOME_GREP)
-    res_grep = shlex.quote("[.]pkl$")  # results alone (pack files are counted below)
-    body = (
-        f'for d in */; do d=${{d%/}}; [ -f "$d/{INSIDE.summary}" ] || continue\n'
-        f'  r=$(ls -f "$d/{INSIDE.results_dir}" 2>/dev/null | grep -c {res_grep})\n'
-        # a pack file's first line is "LZPACK1 COUNT": its results count one each
-        f'  p=$(head -qn1 "$d/{INSIDE.results_dir}"/*{RunLayout.PACK_SUFFIX} 2>/dev/null'
-        " | awk '$1 == \"LZPACK1\" {s += $2} END {print s + 0}'); r=$((r + p))\n"
-        f'  e=$(ls -f "$d/{INSIDE.errors_dir}" 2>/dev/null | grep -c {grep})\n'
-        f'  printf "LZRUN %s %s %s " "$d" "$r" "$e"; tr -d "\\n" < "$d/{INSIDE.summary}"; echo\n'
-        "done\n"
+def _list_script() -> str:
+    r"""The body of :func:`list_runs` (run in ``WORKDIR/runs``): a fixed number of
+    processes whatever the number of runs. Prints, tab-separated::
+
+        LZRUN  RUN  DIR_MTIME  RESULTS  ERRORS  HAS_SUMMARY  MANIFEST_SIZE (-1: none)
+        LZPACK RUN  ELEMENTS   (the results held by the run's pack files)
+        LZMOK  RUN             (its manifest ends as a whole one does)
+        LZSUM  RUN  FIRST_LINE_OF_ITS_SUMMARY
+    """
+    q = shlex.quote
+    summary, manifest = INSIDE.summary, INSIDE.manifest
+    results, errors = INSIDE.results_dir, INSIDE.errors_dir
+    magic = PACK_MAGIC.decode().strip()
+    # one walk of the store: run directories, their two description files and outcomes,
+    # counted by awk on the host that has them (only one line per run travels)
+    # a sub-directory of a run other than these is not walked (logs/, specs/, ...)
+    depth2 = "-type d -path './*/*' ! -path './*/*/*'"
+    walk = (
+        f"find . -mindepth 1 -maxdepth 3 \\( {depth2} ! -name {results} ! -name {errors} "
+        "-prune \\) -o \\( -type d ! -path './*/*' "
+        "-printf 'D\\t%T@\\t%P\\n' \\) -o \\( -type f \\( "
+        f"-path {q(f'./*/{manifest}')} -printf 'M\\t%d\\t%P\\t%s\\n' -o \\( "
+        f"-path {q(f'./*/{summary}')} -o -path {q(f'./*/{results}/*')} "
+        f"-o -path {q(f'./*/{errors}/*')} \\) -printf 'F\\t%d\\t%P\\n' \\) \\) "
+        "2>/dev/null | awk -F '\\t' '\n"  # (only manifests and run directories are stat'ed)
+        '$1 == "D" { t[$3] = $2; next }\n'
+        "$2 != 2 && $2 != 3 { next }\n"
+        '{ n = split($3, p, "/"); r = p[1] }\n'
+        f'$1 == "M" && n == 2 {{ m[r] = $4; next }}\n'
+        f'n == 2 && p[2] == "{summary}" {{ s[r] = 1; next }}\n'
+        f'n == 3 && p[2] == "{results}" && p[3] ~ /[.]pkl$/ {{ d[r]++; next }}\n'
+        f'n == 3 && p[2] == "{errors}" && p[3] ~ /[.]p(kl|ack)$/ {{ e[r]++ }}\n'
+        'END { for (r in t) if ((r in s) || (r in m)) printf "LZRUN\\t%s\\t%s\\t%d\\t%d\\t%d'
+        '\\t%s\\n", r, t[r], d[r], e[r], (r in s), (r in m) ? m[r] : -1 }'
+        "'\n"
     )
-    bad, lines = _run_guarded(shell, workdir, body, "list runs")
-    out = []
+    # one more walk reads the first line of every pack file ("LZPACK1 COUNT"), the last
+    # byte of every manifest (a whole one, json.dumps of a dict, ends with "}": a cut one
+    # rarely does) and the first line of every summary, each after a `==> PATH <==`
+    # header; awk keeps one line per run of it
+    packs = q(f"./*/{results}/*{RunLayout.PACK_SUFFIX}")
+    top = "! -path './*/*/*'"  # a file of the run directory itself
+    read = (
+        f"find . -mindepth 2 -maxdepth 3 \\( {depth2} ! -name {results} -prune \\) -o -type f \\( "
+        f"-path {packs} -exec sh -c 'head -vn1 -- \"$@\"; echo' sh {{}} + -o "
+        f"-path {q(f'./*/{manifest}')} {top} -exec sh -c 'tail -vc1 -- \"$@\"; echo' sh {{}} + -o "
+        f"-path {q(f'./*/{summary}')} {top} "
+        '-exec awk \'FNR == 1 { print "==> " FILENAME " <=="; print }\' {} + '
+        "\\) 2>/dev/null | awk '\n"
+        '/^==> .* <==$/ { split(substr($0, 5, length($0) - 8), p, "/"); '
+        "r = p[2]; w = p[3]; next }\n"
+        f'w == "{results}" {{ if ($1 == "{magic}" && $2 ~ /^[0-9]+$/) c[r] += $2; w = ""; next }}\n'
+        f'w == "{manifest}" {{ if ($0 == "}}") printf "LZMOK\\t%s\\n", r; w = ""; next }}\n'
+        f'w == "{summary}" {{ printf "LZSUM\\t%s\\t%s\\n", r, $0; w = ""; next }}\n'
+        'END { for (r in c) printf "LZPACK\\t%s\\t%d\\n", r, c[r] }'
+        "'\n"
+    )
+    return walk + read
+
+
+def list_runs(shell: Shell, workdir: str) -> list[RunSummary]:
+    """Every run under ``workdir/runs``, newest first, in one command (one round trip
+    over SSH, and a fixed number of processes however many runs there are).
+
+    A run is a directory holding ``summary.json`` or ``manifest.json``; one whose
+    summary or manifest is missing, empty, truncated or not JSON is listed as CORRUPT
+    (``problem`` says which) rather than left out.
+    """
+    bad, lines = _run_guarded(shell, workdir, _list_script(), "list runs")
+    found: dict[str, tuple[str, ...]] = {}
+    packed: dict[str, int] = {}
+    whole: set[str] = set()
+    summaries: dict[str, str] = {}
     for line in lines:
-        if not line.startswith("LZRUN "):
+        kind, _, rest = line.partition("\t")
+        fields = rest.split("\t")
+        if kind == "LZRUN" and len(fields) == 6:
+            found[fields[0]] = tuple(fields[1:])
+        elif kind == "LZPACK" and len(fields) == 2 and fields[1].isdigit():
+            packed[fields[0]] = int(fields[1])
+        elif kind == "LZMOK":
+            whole.add(rest)
+        elif kind == "LZSUM" and len(fields) >= 2:
+            summaries[fields[0]] = "\t".join(fields[1:])
+    out = []
+    for run_id, (mtime, results, errors, has_summary, manifest_size) in found.items():
+        if run_id in bad:
             continue
-        _, d, r, e, data = line.split(" ", 4)
-        if d in bad:
-            continue
-        try:
-            info = json.loads(data)
-        except ValueError:
-            continue
-        done, failed, tasks = int(r), int(e), int(info.get("tasks", 0))
-        state = "FAILED" if failed else "DONE" if done >= tasks else "INCOMPLETE"
+        info, problems = _summary_of(summaries.get(run_id), has_summary == "1")
+        if manifest_size == "-1":
+            problems.append(f"{INSIDE.manifest} is missing")
+        elif manifest_size == "0":
+            problems.append(f"{INSIDE.manifest} is empty")
+        elif run_id not in whole:
+            problems.append(f"{INSIDE.manifest} is truncated")
+        done, failed = int(results) + packed.get(run_id, 0), int(errors)
+        tasks = _int(info.get("tasks"))
+        if problems:
+            state = "CORRUPT"
+        else:
+            state = "FAILED" if failed else "DONE" if done >= tasks else "INCOMPLETE"
+        created = info.get("created")
         out.append(
             RunSummary(
-                id=info["run_id"],
-                created=float(info.get("created", 0)),
+                id=run_id,
+                created=float(created) if isinstance(created, (int, float)) else float(mtime),
                 state=state,
                 tasks=tasks,
                 done=done,
                 failed=failed,
-                label=info.get("label", ""),
-                backend=info.get("backend", ""),
+                label=str(info.get("label") or ""),
+                backend=str(info.get("backend") or ""),
+                problem="; ".join(problems),
             )
         )
-    return sorted(out, key=lambda r: r.created, reverse=True)
+    return sorted(out, key=lambda r: (r.created, r.id), reverse=True)
+
+
+def _summary_of(text: str | None, exists: bool) -> tuple[dict[str, Any], list[str]]:
+    """A run's summary fields, and what is wrong with its ``summary.json``."""
+    name = INSIDE.summary
+    if not exists:
+        return {}, [f"{name} is missing"]
+    if not text or not text.strip():
+        return {}, [f"{name} is empty"]
+    try:
+        info = json.loads(text)
+    except ValueError:
+        return {}, [f"{name} is truncated or not JSON"]
+    if not isinstance(info, dict):
+        return {}, [f"{name} is not a JSON object"]
+    return info, []
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def lookup(cluster: Cluster, keys: Iterable[str]) -> dict[str, str]:
@@ -225,37 +326,144 @@ def parse_age(value: Any) -> float:
     raise ClusterConfigError(msg)
 
 
+class Cleared(list[str]):
+    """What :func:`clear` did: the ids of the runs it removed (this list), and in
+    ``kept`` the runs old enough that it spared because they may still run (run id ->
+    why). ``unchecked`` is why Slurm could not be asked (``squeue`` failed), else ""."""
+
+    def __init__(self, removed: Iterable[str], kept: dict[str, str], unchecked: str) -> None:
+        super().__init__(removed)
+        self.kept = kept
+        self.unchecked = unchecked
+
+
+def _clean_script(cutoff: float, *, force: bool, dry_run: bool) -> str:
+    """The body of :func:`clear` (run in ``WORKDIR/runs``): one command that finds the
+    runs with no activity since ``cutoff``, asks Slurm once which still have jobs, and
+    removes the others. Prints ``LZ-REMOVED RUN``, ``LZ-KEPT RUN WHY DETAIL`` and
+    ``LZ-SQUEUE-FAILED MESSAGE`` lines (tab-separated)."""
+    q = shlex.quote
+    glob = q(RunLayout.RUN_ID_GLOB)
+    manifest, pid = q(INSIDE.manifest), q(INSIDE.client_pid)
+    slurm_run = f'[ -e "$d"/{q(INSIDE.submit_script)} ] || [ -e "$d"/{q(INSIDE.jobids)} ]'
+    name_re = f"^{JOB_NAME_PREFIX}{RunLayout.RUN_ID_GLOB}-"  # the glob's classes are ERE too
+    act = "" if dry_run else 'rm -rf -- "./$d" && '
+    return (
+        f"cutoff=@{cutoff:.3f}\nforce={int(force)}\nhost=$(uname -n)\n"
+        "declare -A young live\n"
+        # ours, named like a run, not writable by others, holding a manifest
+        f'mapfile -t runs < <(find . -mindepth 1 -maxdepth 1 -type d -user "$me" '
+        f"! -perm /022 -name {glob} -printf '%f\\n')\n"
+        # the newest activity: a run with anything in it modified after the cutoff is
+        # young (only run directories are walked)
+        f"while IFS= read -r r; do young[$r]=1; done < <(find . -mindepth 1 ! -path './*/*' "
+        f"! -name {glob} -prune -o -newermt \"$cutoff\" -printf '%P\\n' 2>/dev/null "
+        "| awk -F/ '!s[$1]++ { print $1 }')\n"
+        "old=()\nslurm=0\n"
+        'for d in "${runs[@]}"; do\n'
+        '  [ -z "${young[$d]}" ] || continue\n'
+        f'  [ -f "$d"/{manifest} ] && ! [ -L "$d"/{manifest} ] || continue\n'
+        '  old+=("$d")\n'
+        f"  if {slurm_run}; then slurm=1; fi\n"
+        "done\n"
+        # one squeue for every Slurm run: the run ids in this user's job names
+        'sq=""\n'
+        'if [ "$slurm" = 1 ] && [ "$force" = 0 ]; then\n'
+        "  if out=$(squeue -h -u \"$(id -un)\" -o '%j' 2>&1); then\n"
+        "    while IFS= read -r r; do live[$r]=1; done < <(printf '%s\\n' \"$out\" | "
+        f"awk 'match($0, /{name_re}/) {{ print substr($0, {len(JOB_NAME_PREFIX) + 1}, "
+        f"RLENGTH - {len(JOB_NAME_PREFIX) + 1}) }}')\n"
+        "  else\n"
+        "    sq=failed\n"
+        "    printf 'LZ-SQUEUE-FAILED\\t%s\\n' \"$(printf '%s' \"$out\" | tr '\\n\\t' '  ' "
+        '| cut -c1-300)"\n'
+        "  fi\n"
+        "fi\n"
+        'for d in "${old[@]}"; do\n'
+        '  if [ "$force" = 0 ]; then\n'
+        # a local run: its client (host and pid) still runs it
+        f'    if [ -f "$d"/{pid} ]; then\n'
+        f'      h=""; p=""; read -r h p _ < "$d"/{pid}\n'
+        '      if [ -n "$h" ] && [ "$h" != "$host" ]; then\n'
+        '        printf \'LZ-KEPT\\t%s\\telsewhere\\t%s %s\\n\' "$d" "$h" "$p"; continue\n'
+        "      fi\n"
+        '      case "$p" in ""|*[!0-9]*) ;; *) if kill -0 "$p" 2>/dev/null; then\n'
+        '        printf \'LZ-KEPT\\t%s\\tclient\\t%s\\n\' "$d" "$p"; continue; fi;; esac\n'
+        "    fi\n"
+        f"    if {slurm_run}; then\n"
+        '      if [ -n "$sq" ]; then printf \'LZ-KEPT\\t%s\\tunchecked\\t\\n\' "$d"; continue; fi\n'
+        '      if [ -n "${live[$d]}" ]; then printf \'LZ-KEPT\\t%s\\tqueued\\t\\n\' "$d"; '
+        "continue; fi\n"
+        "    fi\n"
+        "  fi\n"
+        f"  {act}printf 'LZ-REMOVED\\t%s\\n' \"$d\"\n"
+        "done\n"
+    )
+
+
+def _kept_reason(why: str, detail: str) -> str:
+    """Why :func:`clear` kept a run, from its script's ``LZ-KEPT RUN WHY DETAIL`` line."""
+    if why == "queued":
+        return "jobs still queued or running"
+    if why == "client":
+        return f"its client (pid {detail}) still runs it"
+    if why == "elsewhere":
+        host, _, pid = detail.partition(" ")
+        return f"its client (pid {pid or '?'} on host {host}) cannot be checked from this host"
+    if why == "unchecked":
+        return "a Slurm run, and squeue failed: cannot tell whether its jobs still run"
+    return why
+
+
 def clear(
-    cluster: Cluster | None = None, older_than: Any = 0, *, dry_run: bool = False
-) -> list[str]:
-    """Delete runs (and so their cached results) older than ``older_than``; returns their ids.
+    cluster: Cluster | None = None,
+    older_than: Any = 0,
+    *,
+    dry_run: bool = False,
+    force: bool = False,
+) -> Cleared:
+    """Delete runs (and so their cached results) idle for longer than ``older_than``;
+    returns their ids (a :class:`Cleared` list, whose ``kept`` names the runs spared).
+
+    A run's age is that of its newest activity: the latest modification time of the run
+    directory and everything in it (results, errors, logs, dynamic records, ...). A run
+    that may still be running is kept, whatever its age: one whose Slurm jobs are still
+    queued or running (one ``squeue`` by job names, ``lz-RUN-...``, in the same command),
+    or a local run whose client process (``client.pid``) is alive, or runs on another
+    host. When ``squeue`` fails (the controller is down), Slurm runs are kept rather than
+    guessed about. ``force=True`` deletes those too (their jobs are not cancelled: they
+    fail when they write their results).
 
     Only directories that are runs are touched: named like a run id, holding a run
-    manifest, owned by this user and not symlinks; a directory of runs that is a symlink
-    or not private is refused. Age is taken from the run directory's modification time.
-    ``dry_run`` deletes nothing and returns what would be deleted.
+    manifest, owned by this user, not writable by others and not symlinks; a directory
+    of runs that is a symlink or not private is refused. ``dry_run`` deletes nothing and
+    returns what would be deleted. Everything is one shell command (also over SSH).
     """
     from lazyslurm.cluster import resolve_cluster
 
     cl = resolve_cluster(cluster)
     cutoff = time.time() - parse_age(older_than)
     backend = cl.backend
-    act = 'echo "$d"' if dry_run else 'rm -rf -- "./$d" && echo "$d"'
-    name = shlex.quote(RunLayout.RUN_ID_GLOB)
-    body = (
-        f'find . -mindepth 1 -maxdepth 1 -type d -user "$me" -name {name} '
-        f"! -newermt @{cutoff:.3f} -printf '%f\\n' | while read -r d; do\n"
-        f'  if [ -f "$d/{INSIDE.manifest}" ] && ! [ -L "$d/{INSIDE.manifest}" ]; then {act}; fi\n'
-        "done\n"
-    )
-    bad, lines = _run_guarded(backend.shell, str(backend.workdir), body, "clean runs")
-    removed = [line for line in lines if line and line not in bad]
+    script = _clean_script(cutoff, force=force, dry_run=dry_run)
+    bad, lines = _run_guarded(backend.shell, str(backend.workdir), script, "clean runs")
+    removed: list[str] = []
+    kept: dict[str, str] = {}
+    unchecked = ""
+    for line in lines:
+        kind, _, rest = line.partition("\t")
+        if kind == "LZ-REMOVED" and rest not in bad:
+            removed.append(rest)
+        elif kind == "LZ-KEPT":
+            run_id, why, detail = [*rest.split("\t", 2), "", ""][:3]
+            kept[run_id] = _kept_reason(why, detail)
+        elif kind == "LZ-SQUEUE-FAILED":
+            unchecked = f"squeue failed: {rest.strip() or '(no output)'}"
     if not dry_run:
         for key, run in list(cl.computed.items()):
             if run_of(run) in removed:
                 del cl.computed[key]
                 cl.values.pop(key, None)
-    return removed
+    return Cleared(removed, kept, unchecked)
 
 
 def plan_with_store(
@@ -290,7 +498,8 @@ def read_run(cl: Cluster, run_id: str) -> tuple[dict[str, Any], RunHandle, bytes
     if names[0] not in files:
         msg = f"no run {run_id!r} in {cl.backend_name} work directory {cl.backend.workdir}"
         raise KeyError(msg)
-    manifest, array_jobs = read_manifest(files[names[0]])
+    where = f"{cl.backend.workdir}/{names[0]}"
+    manifest, array_jobs = read_manifest(files[names[0]], run=run_id, path=where)
     job_ids = dict(
         pair.split("=", 1) for pair in files.get(names[2], b"").decode().split() if "=" in pair
     )

@@ -7,7 +7,8 @@
     lazyslurm logs RUN NODE [--stderr] [--tail N]
     lazyslurm cancel RUN
     lazyslurm viz RUN -o run.svg [--level tasks|jobs]
-    lazyslurm clean --older-than 7d
+    lazyslurm clean --older-than 7d [--dry-run] [--force]
+                                            runs idle for 7 days, unless still running
     lazyslurm preview SCRIPT.py:NAME [--no-start] [--cache]
                                             jobs, worst-case cost and start of a graph
     lazyslurm usage RUN                     worst case against what sacct says was used
@@ -27,7 +28,8 @@ list, tuple or dict of them) or a function taking no arguments that returns one.
 
 Exit codes: 0 ok (also ``usage`` on a cluster without accounting: it says so in one line);
 1 ``status`` of a run that failed or was cancelled; 2 usage errors and errors (unknown
-run, bad profile, backend failure), reported in one line.
+run, bad profile, backend failure, a run whose manifest is damaged, ``clean`` keeping
+Slurm runs because ``squeue`` failed), reported in one line.
 
 This module imports only the standard library at import time: each command imports what
 it needs.
@@ -122,6 +124,7 @@ def cmd_runs(args: argparse.Namespace, cluster: Cluster) -> int:
                     "failed": r.failed,
                     "label": r.label,
                     "backend": r.backend,
+                    "problem": r.problem or None,
                 }
                 for r in items
             ]
@@ -139,6 +142,14 @@ def cmd_runs(args: argparse.Namespace, cluster: Cluster) -> int:
             ("RUN", "STARTED", "STATE", "TASKS", "DONE", "FAILED", "LABEL"), rows, right=(3, 4, 5)
         )
     )
+    corrupt = [r for r in items if r.problem]
+    if corrupt:
+        print(
+            f"CORRUPT: {len(corrupt)} run(s) whose description is missing or damaged (their "
+            f"results stay usable by cache=True; `{PROG} status RUN` says more):"
+        )
+        for r in corrupt:
+            print(f"  {r.id}: {r.problem}")
     return EXIT_OK
 
 
@@ -410,15 +421,31 @@ def cmd_profiles(args: argparse.Namespace, cluster: Cluster | None) -> int:
 def cmd_clean(args: argparse.Namespace, cluster: Cluster) -> int:
     from lazyslurm.cache import clear
 
-    removed = clear(cluster, older_than=args.older_than, dry_run=args.dry_run)
+    removed = clear(cluster, older_than=args.older_than, dry_run=args.dry_run, force=args.force)
     where = cluster.backend.workdir
-    if not removed:
-        print(f"no runs older than {args.older_than} in {where}")
-        return EXIT_OK
-    verb = "would remove" if args.dry_run else "removed"
-    print(f"{verb} {len(removed)} run(s) older than {args.older_than} from {where}:")
-    for run_id in sorted(removed):
-        print(f"  {run_id}")
+    age = args.older_than
+    if removed:
+        verb = "would remove" if args.dry_run else "removed"
+        print(f"{verb} {len(removed)} run(s) older than {age} from {where}:")
+        for run_id in sorted(removed):
+            print(f"  {run_id}")
+    elif not removed.kept:
+        print(f"no runs older than {age} in {where}")
+    if removed.kept:
+        print(f"kept {len(removed.kept)} run(s) older than {age} that may still be running:")
+        for run_id, why in sorted(removed.kept.items()):
+            print(f"  {run_id}  {why}")
+        print(
+            f"  (`{PROG} cancel RUN` stops one; --force removes them without cancelling "
+            "their jobs)"
+        )
+    if removed.unchecked:
+        print(
+            f"{PROG} clean: error: {removed.unchecked}; Slurm runs were kept rather than "
+            f"guessed about: retry once the Slurm controller answers, or use --force",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
     return EXIT_OK
 
 
@@ -580,16 +607,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="tasks: one node per task or mapped array (default); jobs: one per array job",
     )
 
-    p = add("clean", cmd_clean, "delete runs (and their cached results) older than an age")
+    p = add(
+        "clean",
+        cmd_clean,
+        "delete runs (and their cached results) idle for longer than an age; runs that "
+        "still have jobs queued or running are kept",
+    )
     p.add_argument(
         "--older-than",
         metavar="AGE",
         type=_age,
         required=True,
-        help="for example 30m, 12h, 7d or 2w (0s: every run)",
+        help="remove runs in which nothing changed for this long, for example 30m, 12h, "
+        "7d or 2w (0s: every run)",
     )
     p.add_argument(
         "--dry-run", action="store_true", help="list the runs that would be removed; remove none"
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="also remove old runs that may still be running (Slurm jobs still queued or "
+        "running, a live local client, or squeue failing); their jobs are not cancelled",
     )
 
     p = add(

@@ -22,6 +22,7 @@ __all__ = [
     "CallbackWarning",
     "ClusterConfigError",
     "CorruptResultError",
+    "CorruptRunError",
     "DaskCollectionError",
     "DependencyNeverSatisfiedError",
     "DynamicBudgetError",
@@ -281,6 +282,18 @@ class CorruptResultError(LazySlurmError, ValueError):
         super().__init__(msg)
         self.key = key
         self.path = path
+
+
+class CorruptRunError(LazySlurmError, ValueError):
+    """A file that describes a run (its ``manifest.json``, ``outputs.pkl``) is truncated
+    or damaged: the run cannot be re-attached. ``run`` and ``path`` name it."""
+
+    def __init__(self, msg: str, *, run: str = "", path: str = "") -> None:
+        super().__init__(msg)
+        self.run = run
+        self.path = path
+
+
 # --------------------------------------------------------------------------- packaging
 
 

@@ -36,6 +36,7 @@ from lazyslurm.cluster import Cluster, current_cluster, resolve_cluster
 from lazyslurm.dynamic import extend_handle, fill_states, known_records, read_records
 from lazyslurm.errors import (
     BackendError,
+    CorruptRunError,
     DependencyNeverSatisfiedError,
     ElementCancelledError,
     ElementFailedError,
@@ -227,7 +228,7 @@ class Run:
             if run is not None:
                 cl.computed.setdefault(key, run)
         templates = (
-            cloudpickle.loads(outputs)
+            _read_outputs(outputs, run_id, cl)
             if outputs is not None
             else [Ref(k) for k in manifest.get("outputs", [])]
         )
@@ -851,6 +852,21 @@ def read_logs(cluster: Cluster, run_id: str, array_job: str, index: int) -> tupl
     if pack > 1:
         out, err = (log_section(t, array_job, index) for t in (out, err))
     return out, err
+
+
+def _read_outputs(data: bytes, run_id: str, cl: Cluster) -> Any:
+    """What compute() returned, with placeholders, from a run's ``outputs.pkl``;
+    :class:`CorruptRunError` naming the file when it is truncated or damaged."""
+    try:
+        return cloudpickle.loads(data)
+    except Exception as exc:
+        path = f"{cl.backend.workdir}/{RunLayout.of(run_id).outputs}"
+        msg = (
+            f"the outputs file of run {run_id} ({path}, {len(data)} bytes) is damaged "
+            f"({type(exc).__name__}: {exc}): the run cannot be re-attached; delete that "
+            f"file to attach it with its outputs as node keys"
+        )
+        raise CorruptRunError(msg, run=run_id, path=path) from exc
 
 
 def runs(cluster: Cluster | None = None) -> list[RunSummary]:

@@ -501,19 +501,24 @@ def test_over_a_partition_time_limit_is_refused_before_submission(env, tmp_path)
 
 @pytest.mark.slurm
 @pytest.mark.parametrize(
-    ("option", "value", "limit"),
-    [("mem", "10T", "21694M"), ("cpus_per_task", 1000, "64 CPUs")],
+    ("option", "value", "limit", "most"),
+    [
+        ("mem", "10T", "21694M", "21694M of memory"),
+        ("cpus_per_task", 1000, "64 CPUs", "64 CPUs"),
+    ],
 )
 def test_more_than_the_largest_node_is_refused_before_submission(
-    env, tmp_path, option, value, limit
+    env, tmp_path, option, value, limit, most
 ):
-    """mem/cpus over the partition's largest node: refused naming option, value, limit."""
+    """mem/cpus over the partition's largest node: refused naming option, value, limit,
+    and the most one may ask for ("64 CPUs", not "64 CPUs of CPUs")."""
     too_big = pp.stage1_preprocess.options(**{option: value})
     c = slurm_cluster(env, tmp_path, accounting=False)
     with c, pytest.raises(ResourceLimitError) as info:
         too_big.map(["a"]).compute()
     msg = str(info.value)
     assert f"{option}=" in msg and limit in msg and "'debug'" in msg and "nothing was" in msg
+    assert f"ask for at most {most} or choose" in msg and info.value.limit == limit
     assert isinstance(info.value, SubmissionError) and isinstance(info.value, ValueError)
     assert not (tmp_path / "work" / "runs").exists()
 

@@ -195,6 +195,51 @@ def test_an_unknown_run_is_one_line_without_a_traceback(project, capsys):
     assert err.startswith("lazyslurm status: error: no run '20990101-000000-abcdef'")
 
 
+@pytest.mark.parametrize("how", ["truncated", "empty"])
+def test_a_damaged_manifest_is_one_line_exit_2_and_a_corrupt_run(project, capsys, how):
+    """`status` of a run whose manifest.json was cut short: one line naming the file and
+    what to do, exit 2 (no traceback); `runs` and `runs --json` show it as CORRUPT."""
+    import json
+
+    workdir = project / "scratch"
+    with Cluster("local", workdir=workdir, max_workers=1) as cl:
+        bad = submit(inc(1), cluster=cl, progress=False)
+        good = submit(inc(2), cluster=cl, progress=False)
+        bad.wait()
+        good.wait()
+    path = workdir / "runs" / bad.id / "manifest.json"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if how == "truncated" else b"")
+    code, out, err = run_cli(capsys, "status", bad.id, "--cluster", "scratch")
+    assert (code, out) == (2, "")
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"lazyslurm status: error: the manifest of run {bad.id} ({path}, ")
+    assert f"rm -r {path.parent}" in err
+    code, out, _ = run_cli(capsys, "runs", "--cluster", "scratch")
+    assert code == 0
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[1:3]}
+    assert rows[bad.id][3:6] == ["CORRUPT", "1", "1"] and rows[good.id][3] == "DONE"
+    assert f"  {bad.id}: manifest.json is {how}" in out.splitlines()
+    code, out, _ = run_cli(capsys, "runs", "--json", "--cluster", "scratch")
+    listed = {r["id"]: r for r in json.loads(out)}
+    assert listed[bad.id]["state"] == "CORRUPT"
+    assert listed[bad.id]["problem"] == f"manifest.json is {how}"
+    assert listed[good.id]["problem"] is None
+
+
+def test_a_damaged_outputs_file_is_one_line_exit_2(project, capsys):
+    """`status` of a run whose outputs.pkl was cut short: one line naming the file."""
+    workdir = project / "scratch"
+    with Cluster("local", workdir=workdir, max_workers=1) as cl:
+        run = submit(inc(1), cluster=cl, progress=False)
+        run.wait()
+    path = workdir / "runs" / run.id / "outputs.pkl"
+    path.write_bytes(path.read_bytes()[:10])
+    code, out, err = run_cli(capsys, "status", run.id, "--cluster", "scratch")
+    assert (code, out) == (2, "")
+    assert err.count("\n") == 1 and f"the outputs file of run {run.id} ({path}" in err
+
+
 # --------------------------------------------------------------------------- logs
 
 
@@ -394,15 +439,25 @@ def test_an_attached_run_is_drawn_from_its_array_jobs(tmp_path):
 # --------------------------------------------------------------------------- clean
 
 
+def age_run(root: Path, days: float) -> None:
+    """Set back the modification time of a run directory and everything in it."""
+    when = time.time() - days * 86400
+    for path in [root, *root.rglob("*")]:
+        os.utime(path, (when, when), follow_symlinks=False)
+
+
 def test_clean_removes_only_runs_older_than_the_age(project, capsys):
+    """A run's age is its newest activity: a run directory last modified ten days ago
+    whose log was written since is not old."""
     workdir = project / "scratch"
     with Cluster("local", workdir=workdir, max_workers=1) as cl:
         old = submit(inc(1), cluster=cl, progress=False)
         new = submit(inc(2), cluster=cl, progress=False)
         old.wait()
         new.wait()
+    age_run(workdir / "runs" / old.id, 10)
     ten_days_ago = time.time() - 10 * 86400
-    os.utime(workdir / "runs" / old.id, (ten_days_ago, ten_days_ago))
+    os.utime(workdir / "runs" / new.id, (ten_days_ago, ten_days_ago))  # its files are new
 
     code, out, err = run_cli(capsys, "clean", "--older-than", "7d", "--cluster", "scratch")
     assert code == 0, err

@@ -111,22 +111,25 @@ def check_resources(
     members = [n for n in nodes if partition in n.partitions]
     if not members:
         return
+    # option, field, the largest node's amount, how an amount reads, and what is
+    # added to name it in the advice ("at most 2000M of memory", "at most 64 CPUs")
     checks = (
-        ("mem", "mem_mb", max(n.mem_mb for n in members), "{}M", "memory"),
-        ("cpus_per_task", "cpus_per_task", max(n.cpus for n in members), "{} CPUs", "CPUs"),
+        ("mem", "mem_mb", max(n.mem_mb for n in members), "{}M", " of memory"),
+        ("cpus_per_task", "cpus_per_task", max(n.cpus for n in members), "{} CPUs", ""),
     )
-    for option, field, limit, form, what in checks:
+    for option, field, largest, form, of_what in checks:
         value = values.get(field)
-        if value is None or value <= limit:
+        if value is None or value <= largest:
             continue
         shown = form.format(value) if option == "mem" else str(value)
+        limit = form.format(largest)
         msg = (
             f"{label} asks for {option}={shown} but the largest node of partition "
-            f"{partition!r} has {form.format(limit)}: Slurm would keep it pending forever "
-            f"(BadConstraints); ask for at most {form.format(limit)} of {what} or choose a "
+            f"{partition!r} has {limit}: Slurm would keep it pending forever "
+            f"(BadConstraints); ask for at most {limit}{of_what} or choose a "
             f"partition with bigger nodes; nothing was submitted"
         )
-        raise ResourceLimitError(msg, option=option, value=shown, limit=form.format(limit))
+        raise ResourceLimitError(msg, option=option, value=shown, limit=limit)
 
 
 def job_limits(config: Mapping[str, str], probe: str) -> dict[str, int]:

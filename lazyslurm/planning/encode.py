@@ -15,7 +15,7 @@ from typing import Any
 
 import cloudpickle
 
-from lazyslurm.errors import SerializationError
+from lazyslurm.errors import CorruptRunError, SerializationError
 from lazyslurm.graph.core import Job, refusing_hidden_jobs, safe_repr
 from lazyslurm.graph.signature import context_parameter
 from lazyslurm.planning.planner import ArrayJob, Plan
@@ -112,10 +112,27 @@ def manifest(plan: Plan, *, run_id: str, outputs: list[str], meta: Mapping[str, 
     }
 
 
-def read_manifest(data: bytes) -> tuple[dict[str, Any], tuple[ArrayJob, ...]]:
-    """The manifest's fields and its array jobs, as written by :func:`manifest`."""
-    fields = json.loads(data)
-    return fields, tuple(ArrayJob.from_manifest(e) for e in fields["array_jobs"])
+def read_manifest(
+    data: bytes, *, run: str = "", path: str = ""
+) -> tuple[dict[str, Any], tuple[ArrayJob, ...]]:
+    """The manifest's fields and its array jobs, as written by :func:`manifest`.
+
+    A truncated or damaged manifest raises :class:`CorruptRunError` naming ``path``.
+    """
+    try:
+        fields = json.loads(data)
+        return fields, tuple(ArrayJob.from_manifest(e) for e in fields["array_jobs"])
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        what = "empty" if not data.strip() else f"damaged ({type(exc).__name__}: {exc})"
+        where = path or "manifest.json"
+        folder = where.rpartition("/")[0] or "the run directory"
+        msg = (
+            f"the manifest of run {run or '?'} ({where}, {len(data)} bytes) is {what}, "
+            f"truncated perhaps by a full disk or an interrupted copy: the run cannot be shown "
+            f"or re-attached (its results stay usable by cache=True); once its jobs have "
+            f"ended, remove it: rm -r {folder}"
+        )
+        raise CorruptRunError(msg, run=run, path=where) from exc
 
 
 def encode_run(

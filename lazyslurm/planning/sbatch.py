@@ -28,6 +28,7 @@ from lazyslurm.store import RunLayout
 
 __all__ = [
     "IDS_MARKER",
+    "JOB_NAME_PREFIX",
     "SUBMIT_FAILED_MARKER",
     "job_script",
     "ranks_script",
@@ -36,6 +37,7 @@ __all__ = [
 ]
 
 IDS_MARKER = "LAZYSLURM-IDS"
+JOB_NAME_PREFIX = "lz-"  # every Slurm job of run R is named lz-R-ARRAYJOB-TASK
 SUBMIT_FAILED_MARKER = "LAZYSLURM-SUBMIT-FAILED"
 
 
@@ -63,7 +65,7 @@ def sbatch_flags(
     if throttle:
         array += f"%{throttle}"
     flags = [
-        f"--job-name=lz-{run_id}-{job.id}-{name}",
+        f"--job-name={JOB_NAME_PREFIX}{run_id}-{job.id}-{name}",
         f"--array={array}",
         f"--output={layout.log_pattern(job.id, 'out')}",
         f"--error={layout.log_pattern(job.id, 'err')}",
