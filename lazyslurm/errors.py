@@ -27,6 +27,7 @@ __all__ = [
     "DynamicExpansionError",
     "DynamicLimitError",
     "ElementCancelledError",
+    "ElementCrashedError",
     "ElementFailedError",
     "ElementNeverStartsError",
     "ElementOutOfMemoryError",
@@ -345,6 +346,14 @@ class ElementNeverStartsError(ElementFailedError):
     and what to change, instead of being waited on forever."""
 
 
+class ElementCrashedError(ElementFailedError):
+    """The process running the element ended without leaving its outcome: a segfault, a
+    signal, or ``os._exit()`` from the task. Written by the runner of a packed Slurm
+    element, whose other elements keep their results (the element fails alone); the
+    message says how the process ended, ``stderr_tail`` shows the element's part of the
+    pack's log. An :class:`ElementFailedError`: the task raised no Python exception."""
+
+
 class ElementCancelledError(ElementFailedError):
     """The element was cancelled by a user or an administrator (scancel)."""
 
@@ -436,10 +445,13 @@ def remote_error(
     True
     """
     cls = _remote_type(type(original)) if isinstance(original, Exception) else TaskError
-    text = (
-        f"task {task!r} (key {key}) raised {type_name}: {message}\n"
-        f"--- remote traceback ---\n{remote_traceback.rstrip()}"
-    )
+    if isinstance(original, ElementFailedError):  # its process died (ElementCrashedError)
+        text = f"task {task!r} (key {key}) {message}\n--- stderr tail ---\n{remote_traceback}"
+    else:
+        text = (
+            f"task {task!r} (key {key}) raised {type_name}: {message}\n"
+            f"--- remote traceback ---\n{remote_traceback.rstrip()}"
+        )
     err = cls.__new__(cls)
     if original is not None:
         err.__dict__.update(getattr(original, "__dict__", {}))

@@ -212,7 +212,6 @@ class Redirect:
         return f"Redirect({self.template!r}, {len(self.runs)} keys)"
 
 
-
 class FunctionRef:
     """A task's function by import path, for workers that can import the user's code
     (shared file system): tracebacks then show real file names and source lines."""
@@ -497,6 +496,13 @@ class RunLayout:
 INSIDE = RunLayout("")  # paths relative to the run directory (files staged into it)
 
 SECTION_MARK = "=== lazyslurm element "  # starts an element's part of a packed element's log
+PACK_MARK = "=== lazyslurm pack "  # starts the pack's own lines (its runner's, not an element's)
+
+
+def _next_mark(text: str, at: int) -> int:
+    """Where the next element or pack mark starts in ``text`` from ``at`` (-1: none)."""
+    marks = [i for i in (text.find(SECTION_MARK, at), text.find(PACK_MARK, at)) if i >= 0]
+    return min(marks) if marks else -1
 
 
 def log_section(text: str, array_job: str, index: int) -> str:
@@ -512,8 +518,36 @@ def log_section(text: str, array_job: str, index: int) -> str:
     if start < 0:
         return text if SECTION_MARK not in text else ""
     start += len(mark)
-    end = text.find(SECTION_MARK, start)
+    end = _next_mark(text, start)
     return text[start:] if end < 0 else text[start:end]
+
+
+def pack_log(text: str, array_job: str, index: int) -> str:
+    """Element ``index``'s part of a packed Slurm element's log, then the pack's own lines
+    (outside every element's part: before the first element, and after a
+    :data:`PACK_MARK` line, where the runner says why the pack could not end well, e.g.
+    a full disk); the whole text when it has no marks.
+
+    >>> text = ("=== lazyslurm element aj0[0] ===\\na\\n=== lazyslurm element aj0[1] ===\\nb\\n"
+    ...         "=== lazyslurm pack aj0_0 ===\\ndisk full\\n")
+    >>> pack_log(text, "aj0", 0)
+    'a\\ndisk full\\n'
+    """
+    if SECTION_MARK not in text:
+        return text
+    own: list[str] = []
+    at, inside = 0, False  # inside an element's part
+    while True:
+        end = _next_mark(text, at)
+        if not inside:
+            own.append(text[at:] if end < 0 else text[at:end])
+        if end < 0:
+            break
+        inside = text.startswith(SECTION_MARK, end)
+        at = text.find("\n", end) + 1
+        if at == 0:
+            break
+    return log_section(text, array_job, index) + "".join(own)
 
 
 def run_of(location: str) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -351,8 +352,10 @@ def test_a_fan_in_reads_and_indexes_each_pack_file_once(tmp_path, monkeypatch):
 
 @task
 def killed_at_two(x: int) -> int:
-    if x == 2:  # the whole pack's process dies, as under a time limit or a node failure
-        os.kill(os.getpid(), 9)
+    if x == 2:  # Slurm stops the whole pack (SIGTERM to its every process), as at its time
+        element = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+        subprocess.run(["scancel", element], check=True)  # limit: its finished results stay
+        time.sleep(60)
     return x
 
 

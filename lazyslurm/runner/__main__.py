@@ -42,7 +42,9 @@ def _load_by_path(name: str, path: str, package: bool = False) -> None:
         raise
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], *, own_process: bool = False) -> int:
+    """Run what ``argv`` says; ``own_process``: this is the runner's own process (a pack's
+    child ends it as usual, :func:`~lazyslurm.runner.run_slurm_element`)."""
     # task output reaches its log file line by line, so job.tail(follow=True) streams it
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     if argv == ["--serve"]:
@@ -71,7 +73,7 @@ def main(argv: list[str]) -> int:
         return gather(args[0], args[1], int(index), int(args[2]))
     from lazyslurm.runner import run_slurm_element
 
-    return run_slurm_element(args[0], args[1], int(index), env=os.environ)
+    return run_slurm_element(args[0], args[1], int(index), env=os.environ, own_process=own_process)
 
 
 if __name__ == "__main__":
@@ -80,4 +82,10 @@ if __name__ == "__main__":
         sys.path[0] = os.getcwd()  # what `python -m` puts first, not the runner's directory
         _load_by_path("lazyslurm.store", os.path.join(os.path.dirname(here), "store.py"))
         _load_by_path("lazyslurm.runner", os.path.join(here, "__init__.py"), package=True)
-    sys.exit(main(sys.argv[1:]))
+    import faulthandler  # built in: a segfault's Python traceback goes to the element's log
+
+    from lazyslurm.runner import watch_interrupts
+
+    faulthandler.enable()
+    watch_interrupts()  # a task's own KeyboardInterrupt is its failure, a SIGINT stops it
+    sys.exit(main(sys.argv[1:], own_process=True))
