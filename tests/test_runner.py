@@ -606,3 +606,35 @@ def test_the_runner_by_module_is_not_shadowed_either(tmp_path, monkeypatch):
     record = read_pickle(paths.error(job.key))
     assert (record["type_name"], record["message"]) == ("ValueError", "my own error 2")
 
+
+@task
+def needs_networkx(x: int) -> str:
+    import networkx  # installed for the client; the SSH account has only the stdlib
+
+    return networkx.__version__
+
+
+@pytest.mark.ssh
+def test_a_module_missing_on_the_node_names_the_fix(cluster_env, tmp_path):
+    """Over SSH with packaging by value, a task body imports a module the client has and
+    the cluster lacks: a ModuleNotFoundError still (`except ModuleNotFoundError` catches
+    it), whose message names the packaging modes that bring the module there."""
+    env = cluster_env
+    opts = dict(
+        hostname=env["LAZYSLURM_TEST_SSH_HOST"],
+        port=int(env["LAZYSLURM_TEST_SSH_PORT"]),
+        username=env["LAZYSLURM_TEST_SSH_USER"],
+        key_filename=env["LAZYSLURM_TEST_SSH_KEY"],
+        known_hosts=env["LAZYSLURM_TEST_SSH_KNOWN_HOSTS"],
+        workdir=f"~/lazyslurm-tests/missing-{tmp_path.name}",
+        poll_max_s=0.5,
+    )
+    with Cluster("ssh", **opts) as cl, pytest.raises(ModuleNotFoundError) as info:
+        compute(needs_networkx(1), cluster=cl)
+    err = info.value
+    assert isinstance(err, TaskError) and err.name == "networkx"
+    text = str(err)
+    assert "No module named 'networkx'" in text
+    assert "installed here, on the client, but not where the task ran" in text
+    for fix in ("packaging='wheel'", "packaging='container'", "packaging='inherit'"):
+        assert fix in text
