@@ -580,9 +580,12 @@ def _run_sequential(job: _Pack, members: range) -> int:
     A child that dies before it is done crashed in the element it was running: the first
     one without an outcome. That element gets its error record here, and a new child runs
     the elements after it (with the records of those before, from the partial file). One
-    fork per pack, nothing per element: an element that does not crash costs nothing."""
+    fork per pack, nothing per element: an element that does not crash costs nothing
+    (a pack of one element runs here: it has no mates to keep)."""
     records: list[bytes] = []
     todo = members
+    if len(todo) == 1:
+        return _run_in_turn(job, todo, records)
     while True:
         r, w = os.pipe()
         pid = _fork(job)
@@ -614,6 +617,9 @@ def _run_sequential(job: _Pack, members: range) -> int:
             done = b""
         os.close(r)
         if done:
+            if job.own_process:  # the child ended the elements' process (atexit hooks...):
+                _flush()  # this one has nothing to finalize, and would run them twice
+                os._exit(done[0])
             return done[0]
         _stop_if_stopped(status, job)
         # the child crashed: in the first element that left no outcome
