@@ -208,3 +208,27 @@ def test_a_pack_that_cannot_write_its_results_shows_the_pack_level_stderr(opts):
     tail = info.value.stderr_tail
     assert "could not write the results of pack" in tail
     assert "File too large" in tail
+
+
+@pytest.mark.slurm
+def test_a_checkpoint_hook_in_a_sequential_pack_still_runs_on_requeue(cluster_env, opts, tmp_path):
+    """requeue=True in a sequential pack (whose elements run in a forked child): Slurm's
+    SIGTERM still reaches the element's checkpoint hook, and the next attempt resumes.
+    The child gets it twice (from Slurm, and passed on by the pack's runner): the second
+    must not end the element while its hook still writes (it did: a truncated state)."""
+    import json
+
+    from test_backends_slurm import requeue_now, resumable, wait_until_running
+
+    slurm_env = {**os.environ, "SLURM_CONF": cluster_env["LAZYSLURM_TEST_SLURM_CONF"]}
+    state = tmp_path / "state.json"
+    xs = resumable.map([(str(tmp_path / "quick.json"), 0), (str(state), 8)], pack=2)
+    with Cluster("slurm", **opts) as cl:
+        run = submit(xs, cluster=cl)
+        wait_until_running(run)
+        time.sleep(3)  # element 1 has done some work
+        requeue_now(f"{run.handle.job_ids['aj0']}_0", slurm_env)
+        saved = json.loads(state.read_text())  # written by the hook before the job ended
+        assert saved["attempts"] == 1 and saved["steps"] >= 1
+        (results,) = run.result()
+    assert results[1] == {"steps": 8, "attempts": 2}
