@@ -228,6 +228,9 @@ def test_a_checkpoint_hook_in_a_sequential_pack_still_runs_on_requeue(cluster_en
         wait_until_running(run)
         time.sleep(3)  # element 1 has done some work
         requeue_now(f"{run.handle.job_ids['aj0']}_0", slurm_env)
+        deadline = time.monotonic() + 10  # the hook runs on the node once Slurm signals it
+        while not state.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
         saved = json.loads(state.read_text())  # written by the hook before the job ended
         assert saved["attempts"] == 1 and saved["steps"] >= 1
         (results,) = run.result()
