@@ -498,7 +498,8 @@ def _parent_script(
     )
     setup = [ln for ln in lines[2:] if not starts_runner(ln)]
     runner = words[at] if words[at].endswith(_RUNNER_BY_PATH) else None
-    return words[at - 1], words[: at - 1], setup, runner
+    python = at - 1 - (words[at - 1] == "-P")  # `python -P -m lazyslurm.runner` (sbatch.py)
+    return words[python], words[:python], setup, runner
 
 
 @contextlib.contextmanager

@@ -165,7 +165,8 @@ class _Worker:
 
     def __init__(self, env: Mapping[str, str]) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "lazyslurm.runner", "--serve"],
+            # -P: the working directory does not shadow the standard library (token.py)
+            [sys.executable, "-P", "-m", "lazyslurm.runner", "--serve"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=dict(env),
