@@ -115,11 +115,9 @@ class Master:
         return res.returncode == 0
 
     def open_command(self) -> str:
-        """How the user opens it again, in a terminal."""
-        words = [self.ssh, "-fNM", *self.args]
-        if not any(a.startswith("ControlPath=") for a in self.args):
-            words += ["-S", self.control_path]
-        return shlex.join([*words, self.name])
+        """How the user opens it again, in a terminal (the ControlPath is the config's,
+        or in ``args`` when given as control_path=)."""
+        return shlex.join([self.ssh, "-fNM", *self.args, self.name])
 
 
 def _config_args(

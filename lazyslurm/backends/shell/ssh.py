@@ -477,11 +477,14 @@ class SSHShell(RemoteShell):
                 second_factor_login(transport, hop.username, prompter)
         except paramiko.SSHException:
             transport = client.get_transport()
+            stalled = transport is not None and transport.is_active()
+            stalled = stalled and not transport.initial_kex_done
             client.close()
-            if transport is not None and not transport.initial_kex_done:
-                # paramiko gives up waiting for the key exchange silently, then fails
-                # with "No existing session": say what happened
-                raise _NoKex(t) from None
+            if stalled:
+                # paramiko stops waiting for the banner or the key exchange silently,
+                # then fails with "No existing session": say what happened
+                assert transport is not None
+                raise _NoKex(t, banner=bool(getattr(transport, "remote_version", ""))) from None
             raise
         except BaseException:
             client.close()
@@ -833,11 +836,12 @@ def _interactive_only(transport: Any, username: str, exc: BaseException) -> bool
 
 
 class _NoKex(Exception):
-    """The server sent its banner but the key exchange did not finish in time."""
+    """The server's banner, or the key exchange after it, did not come in time."""
 
-    def __init__(self, timeout_s: float) -> None:
+    def __init__(self, timeout_s: float, *, banner: bool) -> None:
         super().__init__(timeout_s)
         self.timeout_s = timeout_s
+        self.banner = banner  # the banner came (the key exchange did not)
 
 
 class _JumpRefused(Exception):
@@ -859,6 +863,8 @@ def _reason(
         return str(exc), type(exc)
     if isinstance(exc, SecondFactorRefused):
         return f"second factor refused: {exc.reason}", SSHAuthenticationError
+    if isinstance(exc, _NoKex) and not exc.banner:
+        return _no_banner(shell, hop, route), SSHConnectionError
     if isinstance(exc, _NoKex):
         return (
             f"the SSH server at {hop.address} sent its banner but did not finish the key "
@@ -890,12 +896,7 @@ def _reason(
         what = "through the ProxyCommand" if proxied else f"at {hop.address}"
         timed_out = isinstance(exc.__context__, (TimeoutError, socket.timeout))
         if "banner" in text.lower() and timed_out:
-            text = (
-                f"no SSH banner within {shell.timeout_for(hop):g} s {what} (connect_timeout_s, "
-                "or ConnectTimeout in the ssh config): the port accepts connections but no "
-                "SSH server answers (an overloaded login node, a firewall or proxy holding "
-                "the connection, or not an SSH port)"
-            )
+            text = _no_banner(shell, hop, route)
         elif "banner" in text.lower() or "closed" in text.lower():
             text = (
                 f"no SSH server answered {what} (not an SSH port, or the server or proxy "
@@ -935,6 +936,17 @@ def _reason(
             why = "the server closed the connection during login"
         return f"{why} ({hop.address})", SSHConnectionError
     return f"{type(exc).__name__}: {' '.join(str(exc).split())}", SSHConnectionError
+
+
+def _no_banner(shell: SSHShell, hop: Endpoint, route: Route) -> str:
+    proxied = route.proxy_command and hop is route.hops[0]
+    what = "through the ProxyCommand" if proxied else f"at {hop.address}"
+    return (
+        f"no SSH banner within {shell.timeout_for(hop):g} s {what} (connect_timeout_s, or "
+        "ConnectTimeout in the ssh config): the port accepts connections but no SSH server "
+        "answers (an overloaded login node, a firewall or proxy holding the connection, or "
+        "not an SSH port)"
+    )
 
 
 def _ssh_command(shell: SSHShell, route: Route | None) -> str:
