@@ -218,6 +218,40 @@ def test_keyboard_interactive_alone(mfa):
         assert shell.prompts == 1
 
 
+def test_a_jump_host_asking_for_a_code(mfa, tmp_path):
+    """A bastion that wants a code (ProxyJump through the MFA sshd) gets it; the login
+    node behind it takes the key."""
+    config = tmp_path / "config"
+    config.write_text(
+        textwrap.dedent(
+            f"""\
+            Host gate
+              HostName {mfa["LAZYSLURM_TEST_SSH_HOST"]}
+              Port {mfa["LAZYSLURM_TEST_MFA_PORT"]}
+              User {mfa["LAZYSLURM_TEST_SSH_USER"]}
+            Host behind
+              HostName {mfa["LAZYSLURM_TEST_SSH_HOST"]}
+              Port {mfa["LAZYSLURM_TEST_SSH_PORT"]}
+              ProxyJump gate
+            """
+        )
+    )
+    shell = SSHShell(
+        "behind",
+        username=mfa["LAZYSLURM_TEST_SSH_USER"],
+        key_filename=mfa["LAZYSLURM_TEST_SSH_KEY"],
+        known_hosts=[mfa["LAZYSLURM_TEST_MFA_KNOWN_HOSTS"], mfa["LAZYSLURM_TEST_SSH_KNOWN_HOSTS"]],
+        ssh_config=config,
+        allow_agent=False,
+        otp_command=code_command(mfa),
+    )
+    before = accepted(mfa)
+    with shell:
+        assert shell.run("echo behind").stdout == "behind\n"
+        assert shell.prompts == 1 and len(shell._jumps) == 1
+    assert accepted(mfa) == before + 1
+
+
 def test_a_reconnect_asks_the_source_again_for_a_new_code(mfa):
     """When the kept connection dies, the next action logs in again: the source is asked
     once more and, as the code it gives is the one just used (refused twice by the

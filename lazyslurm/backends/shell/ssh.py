@@ -317,14 +317,21 @@ class SSHShell(RemoteShell):
                 log.debug("reusing this process's login to %s", route.describe())
                 self._shared = shared
                 return shared.client, shared.jumps
-            prompter = Prompter(
-                route.target.describe(), key, otp=self._otp, otp_command=self._otp_command
-            )
+            prompters = [
+                Prompter(
+                    h.describe(),
+                    f"{h.username}@{h.address}",
+                    otp=self._otp,
+                    otp_command=self._otp_command,
+                )
+                for h in route.hops
+            ]
             try:
-                client, jumps = self._open(route, prompter)
+                client, jumps = self._open(route, prompters)
             finally:
-                self.prompts += prompter.asked
-            if prompter.asked:  # a second factor was given: keep the login for the process
+                asked = sum(p.asked for p in prompters)
+                self.prompts += asked
+            if asked:  # a second factor was given: keep the login for the process
                 self._shared = _Shared(key, client, jumps)
                 LOGINS.put(key, self._shared)
             return client, jumps
@@ -353,7 +360,7 @@ class SSHShell(RemoteShell):
         return True
 
     def _open(
-        self, route: Route, prompter: Prompter
+        self, route: Route, prompters: Sequence[Prompter]
     ) -> tuple[paramiko.SSHClient, list[paramiko.SSHClient]]:
         """Connect through the jump hosts (if any) to the login node: each jump host's
         connection carries the next one in a ``direct-tcpip`` channel. Returns the login
@@ -377,7 +384,7 @@ class SSHShell(RemoteShell):
                 # without this, Nagle's algorithm and delayed ACKs add ~40 ms to every exec
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             for i, hop in enumerate(hops):
-                client = self._login(hop, sock, prompter if hop is route.target else None)
+                client = self._login(hop, sock, prompters[i])
                 clients.append(client)
                 sock = None  # owned by the client now
                 transport = client.get_transport()
@@ -420,11 +427,10 @@ class SSHShell(RemoteShell):
         log.debug("connected to %s in %.3f s", route.describe(), time.perf_counter() - t0)
         return clients[-1], clients[:-1]
 
-    def _login(self, hop: Endpoint, sock: Any, prompter: Prompter | None) -> paramiko.SSHClient:
+    def _login(self, hop: Endpoint, sock: Any, prompter: Prompter) -> paramiko.SSHClient:
         """A client logged in to ``hop`` over ``sock`` (a socket, channel or ProxyCommand),
         its host key checked against ``hop.known_hosts`` (and the key pinned earlier).
-        Keyboard-interactive (or password) prompts are answered by ``prompter`` (on the
-        login node only: jump hosts get keys and the agent)."""
+        Keyboard-interactive (or password) prompts are answered by ``prompter``."""
         import paramiko
 
         client = paramiko.SSHClient()
@@ -471,7 +477,7 @@ class SSHShell(RemoteShell):
                 # no key accepted, or none to offer: a server that takes keyboard-interactive
                 # alone (a password and a code) gets its prompts answered
                 transport = client.get_transport()
-                if prompter is None or not _interactive_only(transport, hop.username, exc):
+                if not _interactive_only(transport, hop.username, exc):
                     raise
                 assert transport is not None
                 second_factor_login(transport, hop.username, prompter)
@@ -753,7 +759,7 @@ def _quiet_transport() -> type[paramiko.Transport]:
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.set_log_channel(_PARAMIKO_LOG)  # channels and SFTP log below it
-            self.prompter: Prompter | None = None  # answers a second factor (login node)
+            self.prompter: Prompter | None = None  # answers a second factor
 
         def auth_interactive_dumb(
             self, username: str, handler: Any = None, submethods: str = ""
