@@ -129,10 +129,10 @@ def code_command(mfa: dict[str, str]) -> str:
     return oathtool(mfa, "--now", f"@{unused_time(mfa):.0f}")
 
 
-def accepted(mfa: dict[str, str]) -> int:
-    """Logins the MFA sshd accepted with a code, so far (its log)."""
+def accepted(mfa: dict[str, str], what: str = "Accepted keyboard-interactive/pam for") -> int:
+    """Logins the MFA sshd accepted with a code (or other lines), so far (its log)."""
     log = Path(mfa["LAZYSLURM_TEST_MFA_LOG"]).read_text(errors="replace")
-    return log.count("Accepted keyboard-interactive/pam for")
+    return log.count(what)
 
 
 def shell_options(mfa: dict[str, str], port: str = "LAZYSLURM_TEST_MFA_PORT") -> dict:
@@ -276,25 +276,56 @@ def test_a_reconnect_asks_the_source_again_for_a_new_code(mfa):
 
 
 def test_a_wrong_code_fails_once_and_clearly(mfa):
-    """A wrong code: one SSHAuthenticationError saying so; the shell does not ask again
+    """A wrong code: one SSHAuthenticationError saying so. The source is asked once more
+    when the next period begins (the code may have been used elsewhere), and, as its
+    answer did not change, it is not sent again. The shell then does not ask again
     (polls retry, and must not prompt in a loop) until it is closed."""
     right = totp(mfa["LAZYSLURM_TEST_MFA_SECRET"])
-    wrong = f"{(int(right) + 1) % 10**6:06d}"
+    answers = [f"{(int(right) + 1) % 10**6:06d}"]
     calls = []
-    shell = make(mfa, otp=lambda: calls.append(1) or wrong)
+    shell = make(mfa, otp=lambda: calls.append(1) or answers[-1])
     with pytest.raises(SSHAuthenticationError) as info:
         shell.run("true")
     msg = str(info.value)
-    assert "refused the answer given by otp=" in msg and "wrong or expired code" in msg
-    assert wrong not in msg and "\n" not in msg
+    assert "second factor: the server refused the answer given by otp=" in msg
+    assert "wrong or expired code" in msg
+    assert answers[-1] not in msg and "\n" not in msg
+    assert len(calls) == 2 and shell.prompts == 2
+    refused = accepted(mfa, "Failed keyboard-interactive/pam for")
     for _ in range(3):
         with pytest.raises(SSHAuthenticationError):
             shell.run("true")
-    assert len(calls) == 1 and shell.prompts == 1
-    shell.close()  # a new attempt asks again
-    with pytest.raises(SSHAuthenticationError):
+    assert len(calls) == 2 and shell.prompts == 2
+    shell.close()  # a new attempt asks again: a wrong password is tried once
+    answers.append("not-a-code")
+    with pytest.raises(SSHAuthenticationError, match="wrong password"):
         shell.run("true")
-    assert len(calls) == 2
+    assert len(calls) == 3
+    assert accepted(mfa, "Failed keyboard-interactive/pam for") == refused + 1
+
+
+def test_a_code_another_process_just_used_is_followed_by_the_next(mfa, tmp_path):
+    """Another process (here the user's own ssh) logged in with the current code; this
+    process's otp_command gives the same code, which the server refuses (used once): the
+    next period's code is tried, once, and taken."""
+    askpass = tmp_path / "askpass.sh"
+    askpass.write_text(f"#!/bin/sh\n{oathtool(mfa)}\n")
+    askpass.chmod(0o700)
+    fresh_slot(mfa)
+    ssh = [
+        "ssh", "-F", os.devnull, "-p", mfa["LAZYSLURM_TEST_MFA_PORT"],
+        "-l", mfa["LAZYSLURM_TEST_SSH_USER"], "-i", mfa["LAZYSLURM_TEST_SSH_KEY"],
+        "-o", "IdentitiesOnly=yes",
+        "-o", f"UserKnownHostsFile={mfa['LAZYSLURM_TEST_MFA_KNOWN_HOSTS']}",
+        mfa["LAZYSLURM_TEST_SSH_HOST"], "true",
+    ]  # fmt: skip
+    env = {**child_env(), "SSH_ASKPASS": str(askpass), "SSH_ASKPASS_REQUIRE": "force"}
+    subprocess.run(ssh, env=env, stdin=subprocess.DEVNULL, start_new_session=True, check=True)
+    before = accepted(mfa)
+    with make(mfa, otp_command=oathtool(mfa)) as shell:
+        assert shell.run("echo next").stdout == "next\n"
+        assert shell.prompts == 2
+    assert accepted(mfa) == before + 1
 
 
 def test_an_expired_code_is_refused(mfa):

@@ -6,7 +6,7 @@
 1. ``otp=``: a callable, called with the prompt text if it takes an argument
    (``otp=lambda: totp.now()``, ``otp=lambda prompt: ...``);
 2. ``otp_command=``: a command run by ``/bin/sh``; the first line of its output is the
-   answer (``"oathtool --totp -b $(cat ~/.config/otp-secret)"``). It gets the prompt in
+   answer (``"oathtool --totp -b - < ~/.config/otp-secret"``). It gets the prompt in
    ``$LAZYSLURM_SSH_PROMPT`` and ``user@host:port`` in ``$LAZYSLURM_SSH_HOST``;
 3. the environment variable ``LAZYSLURM_OTP_COMMAND``: the same, for batch jobs and CI;
 4. a person: in a terminal, a hidden prompt on the terminal (``getpass``, which reads
@@ -15,13 +15,17 @@
    :class:`~lazyslurm.errors.SSHAuthenticationError` naming the three ways above.
 
 **Asked once per process** (:data:`LOGINS`): a connection whose login needed an answer is
-kept, alive (keepalive), for the whole process and shared by every ``SSHShell`` to the
-same user@host (every ``Cluster``, run, poll and ``Run.attach`` of this process).
+kept, alive (keepalive), for the whole process and shared by every ``SSHShell`` taking the
+same route (user@host, and the jump hosts): every ``Cluster``, run, poll and
+``Run.attach`` of this process. A jump host asking for a code gets it the same way.
 ``SSHShell.close()`` leaves it open; it ends with the process or with
 :meth:`Logins.forget`. Only if it dies (network change, laptop asleep, server restart) is
 there a new login, and so a new question: to ``otp``/``otp_command`` (asked again: a TOTP
 code is valid once), or to the person, once. An answer that the server refused is never
-retried: that shell raises the same error, without asking again, until it is closed.
+retried by a later login: that shell raises the same error, without asking again, until
+it is closed. (Within one login, a code from ``otp``/``otp_command`` that the server
+refused is followed by one more try with the next period's code, if it differs: another
+process, or the user's own ssh, may have just used the first.)
 
 **Nothing is written down**: answers live only in the memory of the login that asked for
 them and are never logged, never put in an error message or a run file. The one thing
@@ -60,6 +64,7 @@ _AUTH_TIMEOUT_S = 600.0  # a person typing, a push waiting for a tap (sshd's Log
 _CODE = re.compile(r"\d{6,8}")  # what a TOTP/HOTP code looks like
 _REUSE_WINDOW_S = 120.0  # a code used this long ago may still be refused as reused
 _NEW_CODE_WAIT_S = 35.0  # one TOTP period, and a margin
+_TOTP_PERIOD_S = 30.0  # RFC 6238's default, used by every authenticator app
 
 
 class SecondFactorRefused(Exception):
@@ -88,6 +93,7 @@ class Prompter:
         self.otp_command = otp_command or os.environ.get(OTP_COMMAND_ENV) or None
         self.asked = 0  # prompts answered (each is one question to a source)
         self.codes: list[str] = []  # the answers of this login, until it ends (then cleared)
+        self._refused: tuple[str, set[bytes]] | None = None  # why, and what, was refused
 
     @property
     def source(self) -> str:
@@ -114,8 +120,21 @@ class Prompter:
             text = self._from_source(prompt)
             if _CODE.fullmatch(text) and LOGINS.used(self.key, text):
                 text = self._new_code(prompt, text)
+            if self._refused is not None and _digest(text) in self._refused[1]:
+                raise SecondFactorRefused(self._refused[0])  # the same answer: not sent again
         self.codes.append(text)
         return text
+
+    def retry_after_refusal(self, reason: str) -> bool:
+        """After the server refused this login's answers: whether to try once more, and
+        if so wait for the next TOTP period (a source gives a new code then). Only for
+        ``otp``/``otp_command`` whose answers looked like codes."""
+        codes, self.codes = self.codes, []
+        if self.human or not any(_CODE.fullmatch(c) for c in codes):
+            return False
+        self._refused = (reason, {_digest(c) for c in codes})
+        time.sleep(_TOTP_PERIOD_S - time.time() % _TOTP_PERIOD_S + 1.0)
+        return True
 
     def _from_source(self, prompt: str) -> str:
         if self.otp is not None:
@@ -170,6 +189,11 @@ class Prompter:
             if fresh != code:
                 return fresh
         return code  # not a changing code after all: the server decides
+
+
+def _digest(answer: str) -> bytes:
+    """What is kept of a refused answer during its login (never the answer itself)."""
+    return hashlib.sha256(answer.encode()).digest()
 
 
 def _takes_an_argument(fn: Callable[..., Any]) -> bool:
@@ -243,12 +267,54 @@ def login(transport: paramiko.Transport, username: str, prompter: Prompter) -> N
     """Finish the login on ``transport`` with keyboard-interactive (or, if the server
     offers only that, password) answers from ``prompter``.
 
-    paramiko calls the prompt handler on its transport thread; the questions are asked
-    here, on the calling thread (a notebook can only ask from there), through a queue.
+    If the server refuses a code that ``otp``/``otp_command`` gave (another process may
+    have used it: most servers take each code once), the source is asked again once the
+    next TOTP period has begun, and the answers are sent once more only if they changed:
+    at most two tries, never a loop. A person's answer is tried once.
     Raises :class:`SecondFactorRefused` with the reason in words.
     """
     import paramiko
 
+    saved_timeout = transport.auth_timeout
+    transport.auth_timeout = _AUTH_TIMEOUT_S
+    try:
+        for attempt in (1, 2):
+            outcome = _exchange(transport, username, prompter)
+            error = outcome.get("error")
+            if isinstance(error, paramiko.BadAuthenticationType) and "password" in (
+                error.allowed_types or []
+            ):
+                _password(transport, username, prompter)
+                return
+            if error is None and transport.is_authenticated():
+                return
+            if error is None:
+                left = ", ".join(outcome.get("left") or []) or "(none said)"
+                raise SecondFactorRefused(
+                    f"after the answers, the server still asks for other methods: {left}"
+                )
+            reason = _refusal(error, prompter)
+            refused = isinstance(error, paramiko.AuthenticationException) and not isinstance(
+                error, paramiko.BadAuthenticationType
+            )
+            if attempt == 2 or not refused or not transport.is_active():
+                raise SecondFactorRefused(reason)
+            if not prompter.retry_after_refusal(reason):
+                raise SecondFactorRefused(reason)
+            log.debug("%s refused a code from %s: trying the next", prompter.where, prompter.source)
+    finally:
+        transport.auth_timeout = saved_timeout
+        if transport.is_authenticated():
+            LOGINS.note_used(prompter.key, prompter.codes)
+        prompter.codes.clear()
+
+
+def _exchange(transport: paramiko.Transport, username: str, prompter: Prompter) -> dict[str, Any]:
+    """One keyboard-interactive try: ``{"left": methods}`` or ``{"error": exception}``.
+
+    paramiko calls the prompt handler on its transport thread; the questions are asked
+    here, on the calling thread (a notebook can only ask from there), through a queue.
+    """
     asked: queue.Queue[Any] = queue.Queue()
     outcome: dict[str, Any] = {}
     failure: list[SecondFactorRefused] = []
@@ -263,54 +329,34 @@ def login(transport: paramiko.Transport, username: str, prompter: Prompter) -> N
             return [""] * len(prompts)
         return answers
 
-    def method(submethods: str = "") -> None:
+    def method() -> None:
         try:
-            outcome["left"] = transport.auth_interactive(username, handler, submethods)
+            outcome["left"] = transport.auth_interactive(username, handler)
         except BaseException as exc:
             outcome["error"] = exc
         finally:
             asked.put(None)
 
-    saved_timeout = transport.auth_timeout
-    transport.auth_timeout = _AUTH_TIMEOUT_S
-    try:
-        worker = threading.Thread(target=method, daemon=True, name="lazyslurm-ssh-login")
-        worker.start()
-        while (item := asked.get()) is not None:
-            title, instructions, prompts, reply = item
-            if failure:
-                reply.put(None)
-                continue
-            try:
-                reply.put([prompter.answer(title, instructions, p, echo) for p, echo in prompts])
-            except BaseException as exc:  # no answer (or Ctrl-C at the prompt): end the login
-                transport.close()
-                reply.put(None)
-                if not isinstance(exc, SecondFactorRefused):
-                    worker.join(5)
-                    raise
-                failure.append(exc)
-        worker.join()
+    worker = threading.Thread(target=method, daemon=True, name="lazyslurm-ssh-login")
+    worker.start()
+    while (item := asked.get()) is not None:
+        title, instructions, prompts, reply = item
         if failure:
-            raise failure[0]
-        error = outcome.get("error")
-        if isinstance(error, paramiko.BadAuthenticationType) and "password" in (
-            error.allowed_types or []
-        ):
-            _password(transport, username, prompter)
-            return
-        if error is not None:
-            raise SecondFactorRefused(_refusal(error, prompter))
-        if not transport.is_authenticated():
-            left = ", ".join(outcome.get("left") or []) or "(none said)"
-            raise SecondFactorRefused(
-                f"after the answers, the server still asks for other methods: {left}"
-            )
-    finally:
-        transport.auth_timeout = saved_timeout
-        if transport.is_authenticated():
-            LOGINS.note_used(prompter.key, prompter.codes)
-        prompter.codes.clear()
+            reply.put(None)
+            continue
+        try:
+            reply.put([prompter.answer(title, instructions, p, echo) for p, echo in prompts])
+        except BaseException as exc:  # no answer (or Ctrl-C at the prompt): end the login
+            transport.close()
+            reply.put(None)
+            if not isinstance(exc, SecondFactorRefused):
+                worker.join(5)
+                raise
+            failure.append(exc)
+    worker.join()
+    if failure:
+        raise failure[0]
+    return outcome
 
 
 def _password(transport: paramiko.Transport, username: str, prompter: Prompter) -> None:
@@ -336,7 +382,8 @@ def _refusal(exc: BaseException, prompter: Prompter) -> str:
         return (
             f"the server refused the answer given by {prompter.source}: a wrong or expired "
             f"code{reused if not prompter.human else ''}, or a wrong password (TOTP codes "
-            "depend on the clock: check that this computer's time is right)"
+            "depend on the clock: check this computer's time); not asked again until the "
+            "cluster is closed"
         )
     text = " ".join(str(exc).split()) or type(exc).__name__
     return f"the connection ended during the login ({text})"

@@ -868,7 +868,7 @@ def _reason(
     if isinstance(exc, SSHConnectionError):  # raised by our host key policy
         return str(exc), type(exc)
     if isinstance(exc, SecondFactorRefused):
-        return f"second factor refused: {exc.reason}", SSHAuthenticationError
+        return f"second factor: {exc.reason}", SSHAuthenticationError
     if isinstance(exc, _NoKex) and not exc.banner:
         return _no_banner(shell, hop, route), SSHConnectionError
     if isinstance(exc, _NoKex):
