@@ -145,8 +145,9 @@ class SSHShell(RemoteShell):
       transparently if it dropped between actions (or if opening a channel fails once). A
       command that was running when the connection died is never retried: that raises
       :class:`~lazyslurm.errors.BackendError`. A connection whose login needed a second
-      factor is shared by every SSHShell of the process to the same user@host, and
-      ``close()`` leaves it open (see :mod:`~lazyslurm.backends.shell.login`).
+      factor is shared by every SSHShell of the process taking the same route (users,
+      hosts, ports), and ``close()`` leaves it open (see
+      :mod:`~lazyslurm.backends.shell.login`).
     - **Scripts** are sent on the command's stdin (ahead of ``input``) and run by the
       remote ``bash`` whatever the login shell is, with ``env`` exported first; there is no
       command-line length limit. Output printed by the login shell's startup files is
