@@ -57,10 +57,10 @@ def mfa() -> dict[str, str]:
     """The test cluster's variables, with the MFA sshd's (skips if it is not up)."""
     env = dict(start_cluster())
     extra = state_dir() / "mfa" / "env"  # also when env.json was written by an older start.sh
-    if "LAZYSLURM_TEST_MFA_PORT" not in env and extra.is_file():
+    if extra.is_file():
         for line in extra.read_text().splitlines():
             name, _, value = line.partition("=")
-            env[name] = value
+            env.setdefault(name, value)
     if "LAZYSLURM_TEST_MFA_PORT" not in env:
         pytest.skip("the MFA sshd is not up (tests/cluster/mfa.sh failed: see start-mfa.out)")
     return env
@@ -216,6 +216,20 @@ def test_keyboard_interactive_alone(mfa):
     with SSHShell(**options, allow_agent=False, otp_command=code_command(mfa)) as shell:
         assert shell.run("whoami").stdout.strip() == mfa["LAZYSLURM_TEST_SSH_USER"]
         assert shell.prompts == 1
+
+
+def test_the_password_method_after_the_key(mfa):
+    """A server asking the "password" method after the key (its PAM takes the code as the
+    password) is answered "Password:" by the same sources."""
+    asked = []
+
+    def code(prompt: str) -> str:
+        asked.append(prompt)
+        return code_now(mfa)
+
+    with make(mfa, port=int(mfa["LAZYSLURM_TEST_MFA_PW_PORT"]), otp=code) as shell:
+        assert shell.run("echo pw").stdout == "pw\n"
+    assert asked == ["Password: "]
 
 
 def test_a_jump_host_asking_for_a_code(mfa, tmp_path):
