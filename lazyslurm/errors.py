@@ -225,7 +225,9 @@ class SSHConnectionError(BackendError, ConnectionError):
 
 
 class SSHAuthenticationError(SSHConnectionError):
-    """The SSH server (the cluster's login node or a jump host) refused every key tried."""
+    """The SSH server (the cluster's login node or a jump host) refused every key tried, or
+    refused the answer to its second-factor prompt (a wrong or expired code), or there was
+    no one to ask it (docs/two-factor.md)."""
 
 
 class SSHHostKeyError(SSHConnectionError):

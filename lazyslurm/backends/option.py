@@ -64,6 +64,7 @@ KINDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
         lambda v: _path(v) or (isinstance(v, (list, tuple)) and all(_path(x) for x in v)),
     ),
     "str_or_int": ("a string or an integer", lambda v: isinstance(v, str) or _int(v)),
+    "callable": ("a function", callable),
     "sbatch": (
         "a string, an integer, a boolean or an array of strings",
         lambda v: isinstance(v, (str, int, bool)) or _str_list(v),

@@ -38,7 +38,7 @@ from lazyslurm.backends.base import (
     sleep_until_change,
 )
 from lazyslurm.backends.option import Option
-from lazyslurm.backends.shell import LocalShell, Shell, SSHShell
+from lazyslurm.backends.shell import LocalShell, Shell, make_ssh_shell
 from lazyslurm.backends.slurm_limits import (
     Node,
     check_resources,
@@ -1186,7 +1186,7 @@ def make_slurm_backend(
             packaging=packaging,
             unreachable_timeout_s=unreachable_timeout_s,
         )
-    shell = SSHShell(env=env, profile=profile, **shell_opts)
+    shell = make_ssh_shell(env=env, profile=profile, **shell_opts)  # paramiko or OpenSSH
     return SlurmBackend(
         shell,
         name="ssh",

@@ -82,6 +82,10 @@ class ClusterOptions(TypedDict, total=False):
     allow_unknown_hosts: bool
     connect_timeout_s: float
     keepalive_s: float
+    transport: Literal["auto", "paramiko", "openssh"]
+    control_path: _Path
+    otp: Callable[..., str]
+    otp_command: str
     # task defaults
     partition: str
     account: str
