@@ -16,9 +16,10 @@ import weakref
 from pathlib import Path
 from typing import Any, Literal, Unpack
 
-import lazyslurm.backends as backends
-from lazyslurm.backends.base import Backend, BackendSpec, PackLimits
+import lazyslurm.backends.registry as backends
+from lazyslurm.backends.base import Backend, PackLimits
 from lazyslurm.backends.option import CommonOptions, resolve
+from lazyslurm.backends.registry import BackendSpec
 from lazyslurm.errors import ClusterConfigError
 from lazyslurm.graph.core import BUILD_SINK
 from lazyslurm.graph.options import declared

@@ -29,6 +29,7 @@ __all__ = [
     "DynamicExpansionError",
     "DynamicLimitError",
     "ElementCancelledError",
+    "ElementCrashedError",
     "ElementFailedError",
     "ElementNeverStartsError",
     "ElementOutOfMemoryError",
@@ -67,6 +68,7 @@ __all__ = [
     "UnshippableModuleError",
     "UntrustedStoreError",
     "WaitTimeoutError",
+    "missing_module_fixes",
     "remote_error",
 ]
 
@@ -223,7 +225,9 @@ class SSHConnectionError(BackendError, ConnectionError):
 
 
 class SSHAuthenticationError(SSHConnectionError):
-    """The SSH server (the cluster's login node or a jump host) refused every key tried."""
+    """The SSH server (the cluster's login node or a jump host) refused every key tried, or
+    refused the answer to its second-factor prompt (a wrong or expired code), or there was
+    no one to ask it (docs/two-factor.md)."""
 
 
 class SSHHostKeyError(SSHConnectionError):
@@ -305,6 +309,22 @@ class UnshippableModuleError(SerializationError):
     """Task code needs a module the packaging mode cannot ship and the cluster lacks."""
 
 
+def missing_module_fixes(it: str = "it") -> str:
+    """What makes a module the cluster lacks importable there: the one wording of the
+    check before submission (``packaging/byvalue.py``) and of a task that failed to
+    import it on the node (:func:`remote_error`). ``it``: the module(s), as a pronoun.
+
+    >>> missing_module_fixes("them")[:60]
+    "packaging='wheel' (declare them as dependencies of your proj"
+    """
+    dependency = "a dependency" if it == "it" else "dependencies"
+    return (
+        f"packaging='wheel' (declare {it} as {dependency} of your project), "
+        f"packaging='container' (an image that has {it}), or install {it} on the cluster "
+        f"and use packaging='inherit' (with python=... / setup=[...])"
+    )
+
+
 class PackagingError(LazySlurmError, RuntimeError):
     """Building, pushing or staging the code or environment of a run failed."""
 
@@ -379,6 +399,14 @@ class ElementNeverStartsError(ElementFailedError):
     """Slurm keeps the element pending for a reason that can never clear (BadConstraints,
     PartitionConfig, InvalidAccount, ...): it is reported as a failure, with the reason
     and what to change, instead of being waited on forever."""
+
+
+class ElementCrashedError(ElementFailedError):
+    """The process running the element ended without leaving its outcome: a segfault, a
+    signal, or ``os._exit()`` from the task. Written by the runner of a packed Slurm
+    element, whose other elements keep their results (the element fails alone); the
+    message says how the process ended, ``stderr_tail`` shows the element's part of the
+    pack's log. An :class:`ElementFailedError`: the task raised no Python exception."""
 
 
 class ElementCancelledError(ElementFailedError):
@@ -472,21 +500,43 @@ def remote_error(
     True
     """
     cls = _remote_type(type(original)) if isinstance(original, Exception) else TaskError
-    text = (
-        f"task {task!r} (key {key}) raised {type_name}: {message}\n"
-        f"--- remote traceback ---\n{remote_traceback.rstrip()}"
-    )
+    if isinstance(original, ModuleNotFoundError) and _installed_here(original.name):
+        message = (
+            f"{message} (module {original.name!r} is installed here, on the client, but not "
+            f"where the task ran: {missing_module_fixes()})"
+        )
+    if isinstance(original, ElementFailedError):  # its process died (ElementCrashedError)
+        text = f"task {task!r} (key {key}) {message}\n--- stderr tail ---\n{remote_traceback}"
+    else:
+        text = (
+            f"task {task!r} (key {key}) raised {type_name}: {message}\n"
+            f"--- remote traceback ---\n{remote_traceback.rstrip()}"
+        )
     err = cls.__new__(cls)
     if original is not None:
         err.__dict__.update(getattr(original, "__dict__", {}))
         if isinstance(original, OSError) and isinstance(err, OSError):  # C-level fields
             err.errno, err.strerror = original.errno, original.strerror
             err.filename, err.filename2 = original.filename, original.filename2
+        if isinstance(original, ImportError) and isinstance(err, ImportError):
+            err.name, err.path = original.name, original.path  # C-level fields too
     Exception.__init__(err, text)
     err.task = task
     err.key = key
     err.remote_traceback = remote_traceback
     return err
+
+
+def _installed_here(module: str | None) -> bool:
+    """Whether ``module`` (its top-level package) can be imported by this process."""
+    if not module:
+        return False
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module.partition(".")[0]) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 # --------------------------------------------------------------------------- pictures

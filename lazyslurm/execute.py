@@ -64,6 +64,7 @@ from lazyslurm.store import (
     decode_result,
     decode_value,
     log_section,
+    pack_log,
     run_of,
     template_keys,
 )
@@ -532,8 +533,8 @@ class Run:
             )
             raise _with_cancelled(err, cancelled, key, len(roots))
         stderr = files.get(paths[1], b"").decode(errors="replace")
-        if aj.pack > 1:
-            stderr = log_section(stderr, aj.id, idx)
+        if aj.pack > 1:  # its part of the pack's log, then the pack's own (a full disk)
+            stderr = pack_log(stderr, aj.id, idx)
         tail = "\n".join(stderr.splitlines()[-20:])
         state = failure.state if failure else "UNKNOWN"
         cls = _FAILURE_TYPES.get(state.split()[0], ElementFailedError)

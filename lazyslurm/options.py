@@ -18,12 +18,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import lazyslurm.backends as backends
-from lazyslurm.backends.local import LocalOptions
+import lazyslurm.backends.registry as backends
+from lazyslurm.backends.local.options import LocalOptions
 from lazyslurm.backends.option import CommonOptions, Option, options_of
-from lazyslurm.backends.packaging import PackagingOptions
-from lazyslurm.backends.shell.ssh import SSHOptions
-from lazyslurm.backends.slurm import SlurmOptions
+from lazyslurm.backends.packaging.options import PackagingOptions
+from lazyslurm.backends.shell.options import SSHOptions
+from lazyslurm.backends.slurm.options import SlurmOptions
 from lazyslurm.errors import ClusterConfigError
 from lazyslurm.graph.options import Declared, suggest
 from lazyslurm.graph.resources import DEFAULTABLE, TaskDefaults

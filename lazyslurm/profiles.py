@@ -22,8 +22,8 @@ Where profiles are read from:
   for profiles the project file does not define.
 
 Relative paths (``workdir`` of a backend on this host, ``key_filename``, ``known_hosts``,
-``ssh_config``) are relative to the file's directory; ``workdir`` of an ``ssh`` profile is
-a path on the cluster and is left as written.
+``ssh_config``, ``control_path``) are relative to the file's directory; ``workdir`` of an
+``ssh`` profile is a path on the cluster and is left as written.
 
 Only the profile asked for is validated: an unknown key or a value of the wrong type
 raises :class:`~lazyslurm.errors.ClusterConfigError` naming the file, the profile and the
@@ -39,7 +39,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-import lazyslurm.backends as backends
+import lazyslurm.backends.registry as backends
 from lazyslurm.errors import ClusterConfigError, InvalidOptionError, OptionTypeError
 from lazyslurm.graph.options import kind_of as _kind
 from lazyslurm.graph.resources import Resources
@@ -258,7 +258,7 @@ def _validate(name: str, source: _Source) -> Profile:
     base = source.path.parent
     if "workdir" in options and not spec.remote:  # a path on this host
         options["workdir"] = _relative_to(base, options["workdir"])
-    for key in ("key_filename", "known_hosts", "ssh_config"):
+    for key in ("key_filename", "known_hosts", "ssh_config", "control_path"):
         value = options.get(key)
         if isinstance(value, str):
             options[key] = _relative_to(base, value)

@@ -217,7 +217,6 @@ class Redirect:
         return f"Redirect({self.template!r}, {len(self.runs)} keys)"
 
 
-
 class FunctionRef:
     """A task's function by import path, for workers that can import the user's code
     (shared file system): tracebacks then show real file names and source lines."""
@@ -517,6 +516,13 @@ class RunLayout:
 INSIDE = RunLayout("")  # paths relative to the run directory (files staged into it)
 
 SECTION_MARK = "=== lazyslurm element "  # starts an element's part of a packed element's log
+PACK_MARK = "=== lazyslurm pack "  # starts the pack's own lines (its runner's, not an element's)
+
+
+def _next_mark(text: str, at: int) -> int:
+    """Where the next element or pack mark starts in ``text`` from ``at`` (-1: none)."""
+    marks = [i for i in (text.find(SECTION_MARK, at), text.find(PACK_MARK, at)) if i >= 0]
+    return min(marks) if marks else -1
 
 
 def log_section(text: str, array_job: str, index: int) -> str:
@@ -532,7 +538,7 @@ def log_section(text: str, array_job: str, index: int) -> str:
     if start < 0:
         return text if SECTION_MARK not in text else ""
     start += len(mark)
-    end = text.find(SECTION_MARK, start)
+    end = _next_mark(text, start)
     return text[start:] if end < 0 else text[start:end]
 
 
@@ -544,6 +550,34 @@ def parse_job_ids(text: str) -> dict[str, str]:
     {'aj0': '101', 'aj1': '102'}
     """
     return dict(word.split("=", 1) for word in text.split() if "=" in word)
+
+
+def pack_log(text: str, array_job: str, index: int) -> str:
+    """Element ``index``'s part of a packed Slurm element's log, then the pack's own lines
+    (outside every element's part: before the first element, and after a
+    :data:`PACK_MARK` line, where the runner says why the pack could not end well, e.g.
+    a full disk); the whole text when it has no marks.
+
+    >>> text = ("=== lazyslurm element aj0[0] ===\\na\\n=== lazyslurm element aj0[1] ===\\nb\\n"
+    ...         "=== lazyslurm pack aj0_0 ===\\ndisk full\\n")
+    >>> pack_log(text, "aj0", 0)
+    'a\\ndisk full\\n'
+    """
+    if SECTION_MARK not in text:
+        return text
+    own: list[str] = []
+    at, inside = 0, False  # inside an element's part
+    while True:
+        end = _next_mark(text, at)
+        if not inside:
+            own.append(text[at:] if end < 0 else text[at:end])
+        if end < 0:
+            break
+        inside = text.startswith(SECTION_MARK, end)
+        at = text.find("\n", end) + 1
+        if at == 0:
+            break
+    return log_section(text, array_job, index) + "".join(own)
 
 
 def run_of(location: str) -> str:
@@ -987,13 +1021,24 @@ def encode_pack(records: Sequence[bytes]) -> bytes:
 PARTIAL_HEAD = PACK_MAGIC + b"*\n"  # a partial pack: records until the end of the file
 
 
-def _pack_records(data: bytes, path: str) -> Iterable[tuple[str, int, int]]:
+def _bad_pack(wanted: str, path: str, why: str) -> Exception:
+    """A damaged pack file, read for the record of node ``wanted`` (if any)."""
+    if wanted:
+        return _bad_record(wanted, path, f"is in a pack file that {why}")
+    from lazyslurm.errors import CorruptResultError
+
+    msg = f"the pack file {path} {why}: none of its records was unpickled"
+    return CorruptResultError(msg, path=path)
+
+
+def _pack_records(data: bytes, path: str, wanted: str = "") -> Iterable[tuple[str, int, int]]:
     """``(key, start, end)`` of each record of a pack file (headers only are read). A
     partial pack (:data:`PARTIAL_HEAD`) ends where its last whole record does: a record
-    cut short by a kill is not one (and each record is verified when read)."""
+    cut short by a kill is not one (and each record is verified when read). ``wanted``:
+    the key a reader wants from it, named if the pack is damaged."""
     eol = data.find(b"\n")
     if not data.startswith(PACK_MAGIC) or eol < 0:
-        raise _bad_record("?", path, "is not a lazyslurm pack file")
+        raise _bad_pack(wanted, path, "is not a lazyslurm pack file")
     partial = data[: eol + 1] == PARTIAL_HEAD
     count = -1 if partial else int(data[len(PACK_MAGIC) : eol])
     at, m = eol + 1, len(OUTCOME_MAGIC)
@@ -1002,7 +1047,7 @@ def _pack_records(data: bytes, path: str) -> Iterable[tuple[str, int, int]]:
         if data[at : at + m] != OUTCOME_MAGIC or len(data) < at + _HEAD:
             if partial:
                 return
-            raise _bad_record("?", path, f"is damaged at byte {at}")
+            raise _bad_pack(wanted, path, f"is damaged at byte {at}")
         length = int.from_bytes(data[at + m : at + m + 8], "little")
         tlen = int.from_bytes(data[at + m + 12 : at + m + 14], "little")
         text = data[at + _HEAD : at + _HEAD + tlen]
@@ -1018,10 +1063,13 @@ def pack_keys(data: bytes, path: str = "pack") -> list[str]:
     return [key for key, _, _ in _pack_records(data, path)]
 
 
-def pack_index(data: bytes, path: str = "pack") -> dict[str, tuple[int, int]]:
+def pack_index(
+    data: bytes, path: str = "pack", wanted: str = ""
+) -> dict[str, tuple[int, int]]:
     """Where each key's record is in a pack file: ``{key: (start, end)}``. Readers of many
-    keys of one pack build it once (a fan-in reads every key of every pack)."""
-    return {key: (start, end) for key, start, end in _pack_records(data, path)}
+    keys of one pack build it once (a fan-in reads every key of every pack). ``wanted``:
+    the key read first, named if the pack is damaged."""
+    return {key: (start, end) for key, start, end in _pack_records(data, path, wanted)}
 
 
 def decode_result(
@@ -1038,11 +1086,11 @@ def decode_result(
     by path, so that a pack's record headers are parsed once, not once per key."""
     if data.startswith(PACK_MAGIC):
         if indexes is None:
-            index = pack_index(data, path)
+            index = pack_index(data, path, key)
         elif path in indexes:
             index = indexes[path]
         else:
-            index = indexes[path] = pack_index(data, path)
+            index = indexes[path] = pack_index(data, path, key)
         where = index.get(key)
         if where is None:
             raise _bad_record(key, path, "holds no record of it")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -213,6 +214,18 @@ def test_a_partial_pack_ends_at_its_last_whole_record():
         pack_keys(whole.replace(b"LZPACK1 3", b"LZPACK1 4", 1))
 
 
+def test_a_damaged_pack_names_the_key_its_reader_wanted():
+    """A pack damaged before the record a reader (the runner's loader, the client's fetch)
+    wants: the error names that key (it named "?")."""
+    recs = [encode_outcome(b"v%d" % i, key=f"f-{i}", writer="r1/aj0/0") for i in range(2)]
+    damaged = encode_pack(recs).replace(b"LZOUT1", b"LZOUT?", 1)
+    with pytest.raises(CorruptResultError, match=r"node f-1 \(p\) is in a pack file") as info:
+        decode_result(damaged, key="f-1", path="p", run="r1")
+    assert info.value.key == "f-1" and "damaged at byte 10" in str(info.value)
+    with pytest.raises(CorruptResultError, match=r"^the pack file p is damaged at byte 10"):
+        pack_keys(damaged, "p")
+
+
 def test_a_forged_record_in_a_pack_is_refused():
     good = encode_outcome(b"x", key="f-1", writer="r1/aj0/0")
     forged = encode_pack([good[:-1] + b"y"])
@@ -341,7 +354,7 @@ def test_a_fan_in_reads_and_indexes_each_pack_file_once(tmp_path, monkeypatch):
         assert run_slurm_element(paths.root, first.id, j) == 0
     scans = []
     real = store._pack_records
-    monkeypatch.setattr(store, "_pack_records", lambda d, p: scans.append(p) or real(d, p))
+    monkeypatch.setattr(store, "_pack_records", lambda d, p, k: scans.append(p) or real(d, p, k))
     assert run_slurm_element(paths.root, fan_in.id, 0) == 0
     assert sorted(scans) == sorted(paths.pack(first.id, j) for j in range(3))
     run = paths.root.rsplit("/", 1)[1]
@@ -351,8 +364,10 @@ def test_a_fan_in_reads_and_indexes_each_pack_file_once(tmp_path, monkeypatch):
 
 @task
 def killed_at_two(x: int) -> int:
-    if x == 2:  # the whole pack's process dies, as under a time limit or a node failure
-        os.kill(os.getpid(), 9)
+    if x == 2:  # Slurm stops the whole pack (SIGTERM to its every process), as at its time
+        element = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+        subprocess.run(["scancel", element], check=True)  # limit: its finished results stay
+        time.sleep(60)
     return x
 
 

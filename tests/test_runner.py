@@ -16,7 +16,7 @@ import cloudpickle
 import pytest
 
 import lazyslurm
-from lazyslurm import Cluster, submit
+from lazyslurm import Cluster, compute, submit
 from lazyslurm.context import JobContext
 from lazyslurm.errors import JobFailedError, TaskError
 from lazyslurm.graph import Job, task
@@ -542,3 +542,102 @@ def test_one_failing_rank_on_slurm_fails_the_element_naming_the_rank(slurm):
     assert isinstance(info.value, TaskError) and not isinstance(info.value, JobFailedError)
     _, err = run.logs(job)
     assert "task 2: Exited with exit code 1" in err and "Terminated" in err
+
+
+# ------------------------------------------------------- the job's working directory (issue 20)
+
+
+@task
+def raises_its_own(x: int) -> int:
+    raise ValueError(f"my own error {x}")
+
+
+@task
+def imports_from_the_cwd(x: int) -> int:
+    import helper_in_the_cwd  # a user's module beside the client: still importable
+
+    return helper_in_the_cwd.VALUE + x
+
+
+def _shadowing_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client's (so the job's) working directory holds a token.py and a types.py
+    that break whoever imports them instead of the standard library's."""
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    for name in ("token", "types"):
+        (proj / f"{name}.py").write_text(f"raise ImportError('the user {name}.py shadowed')\n")
+    (proj / "helper_in_the_cwd.py").write_text("VALUE = 41\n")
+    monkeypatch.chdir(proj)
+
+
+@pytest.mark.slurm
+@pytest.mark.parametrize("backend", ["slurm", "local"])
+def test_a_token_py_in_the_working_directory_shadows_nothing(
+    cluster_env, tmp_path, monkeypatch, backend
+):
+    """A token.py (and types.py) in the job's working directory: the task's own ValueError
+    arrives as a ValueError (before, the runner's traceback import picked the user's
+    token.py and an ImportError replaced it); a user module there still imports. The
+    Slurm job starts the runner by path, the local pool with `python -P -m`."""
+    _shadowing_cwd(tmp_path, monkeypatch)
+    opts: dict[str, Any] = {"workdir": tmp_path / "work"}
+    if backend == "slurm":
+        opts.update(env={"SLURM_CONF": cluster_env["LAZYSLURM_TEST_SLURM_CONF"]}, poll_max_s=0.5)
+    with Cluster(backend, **opts) as cl:
+        with pytest.raises(ValueError, match="my own error 1") as info:
+            compute(raises_its_own(1), cluster=cl)
+        assert isinstance(info.value, TaskError)
+        assert compute(imports_from_the_cwd(1), cluster=cl) == (42,)
+
+
+def test_the_runner_by_module_is_not_shadowed_either(tmp_path, monkeypatch):
+    """`python -P -m lazyslurm.runner` (job scripts that cannot name the runner's path):
+    the same, without Slurm."""
+    from lazyslurm.planning.sbatch import job_script
+
+    _shadowing_cwd(tmp_path, monkeypatch)
+    job = raises_its_own(2)
+    plan = make_plan([job])
+    paths = write_run(tmp_path / "20260101-000000-dddddd", plan)
+    script = job_script(plan.array_jobs[0], run_id="r", layout=paths, python=sys.executable)
+    env = {**os.environ, "SLURM_ARRAY_TASK_ID": "0", "PYTHONPATH": str(REPO)}
+    res = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True)
+    assert res.returncode == EXIT_TASK_FAILED, res.stderr
+    record = read_pickle(paths.error(job.key))
+    assert (record["type_name"], record["message"]) == ("ValueError", "my own error 2")
+
+
+@task
+def needs_networkx(x: int) -> str:
+    # installed for the client; the SSH account has only the stdlib. By a computed name,
+    # which the check before submission cannot see in the pickle (it would stage this
+    # pure-Python package when the client has it loaded): as a plugin loaded by name
+    import importlib
+
+    return importlib.import_module("".join(["network", "x"])).__version__  # not folded
+
+
+@pytest.mark.ssh
+def test_a_module_missing_on_the_node_names_the_fix(cluster_env, tmp_path):
+    """Over SSH with packaging by value, a task body imports a module the client has and
+    the cluster lacks: a ModuleNotFoundError still (`except ModuleNotFoundError` catches
+    it), whose message names the packaging modes that bring the module there."""
+    env = cluster_env
+    opts = dict(
+        hostname=env["LAZYSLURM_TEST_SSH_HOST"],
+        port=int(env["LAZYSLURM_TEST_SSH_PORT"]),
+        username=env["LAZYSLURM_TEST_SSH_USER"],
+        key_filename=env["LAZYSLURM_TEST_SSH_KEY"],
+        known_hosts=env["LAZYSLURM_TEST_SSH_KNOWN_HOSTS"],
+        workdir=f"~/lazyslurm-tests/missing-{os.getpid()}-{time.time_ns()}",
+        poll_max_s=0.5,
+    )
+    with Cluster("ssh", **opts) as cl, pytest.raises(ModuleNotFoundError) as info:
+        compute(needs_networkx(1), cluster=cl)
+    err = info.value
+    assert isinstance(err, TaskError) and err.name == "networkx"
+    text = str(err)
+    assert "No module named 'networkx'" in text
+    assert "installed here, on the client, but not where the task ran" in text
+    for fix in ("packaging='wheel'", "packaging='container'", "packaging='inherit'"):
+        assert fix in text

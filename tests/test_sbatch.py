@@ -239,8 +239,8 @@ def test_gpus_per_task_goes_to_sbatch_and_srun():
     )
     assert "--gpus-per-task=a100:1" in sbatch_flags(job, run_id=RUN_ID, layout=RunLayout(RUN_DIR))
     text = job_script(job, run_id=RUN_ID, layout=RunLayout(RUN_DIR), python="python3")
-    assert "srun --kill-on-bad-exit=1 --gpus-per-task=a100:1 python3 -m lazyslurm.runner" in text
-    assert text.splitlines()[-1] == f"exec python3 -m lazyslurm.runner --gather {RUN_DIR} aj0 4"
+    assert "srun --kill-on-bad-exit=1 --gpus-per-task=a100:1 python3 -P -m lazyslurm.runner" in text
+    assert text.splitlines()[-1] == f"exec python3 -P -m lazyslurm.runner --gather {RUN_DIR} aj0 4"
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
-"""Tests of lazyslurm.backends.shell: LocalShell always, SSHShell against the test cluster's sshd.
+"""Tests of lazyslurm.backends.shell: LocalShell always, SSHShell and OpenSSHShell (through
+a master opened by the test) against the test cluster's sshd.
 
-The behaviour shared by both shells is tested on both (``shell`` fixture); SSH-only
+The behaviour shared by the shells is tested on each (``shell`` fixture); SSH-only
 behaviour (host keys, authentication, reconnects) at the end, marked ``ssh``.
 """
 
@@ -9,8 +10,10 @@ from __future__ import annotations
 import os
 import secrets
 import shlex
+import shutil
 import socket
 import stat
+import subprocess
 import threading
 import time
 import traceback
@@ -25,10 +28,12 @@ from fixtures_cluster import start_cluster
 from lazyslurm.backends.shell import (
     CommandResult,
     LocalShell,
+    OpenSSHShell,
     Shell,
     SSHShell,
     shell_path,
 )
+from lazyslurm.backends.shell.openssh import find_master
 from lazyslurm.errors import BackendError, SSHHostKeyError, UntrustedStoreError
 
 # strings that break anything left unquoted on its way to a shell
@@ -76,7 +81,48 @@ def make_ssh(cluster: dict[str, str], **kwargs) -> SSHShell:
     return SSHShell(**opts)
 
 
-@pytest.fixture(params=["local", pytest.param("ssh", marks=pytest.mark.ssh)])
+@pytest.fixture(scope="session")
+def openssh_master(cluster, tmp_path_factory):
+    """An OpenSSH master connection to the test sshd, opened as a user would (``ssh -fNM``),
+    closed at the end of the session: the ``openssh`` shells go through it."""
+    if shutil.which("ssh") is None:
+        pytest.skip("no ssh program")
+    path = str(tmp_path_factory.mktemp("cm") / "master")
+    args = [
+        "-F", os.devnull,
+        "-p", cluster["LAZYSLURM_TEST_SSH_PORT"],
+        "-l", cluster["LAZYSLURM_TEST_SSH_USER"],
+        "-i", cluster["LAZYSLURM_TEST_SSH_KEY"],
+        "-o", "IdentitiesOnly=yes",
+        "-o", f"UserKnownHostsFile={cluster['LAZYSLURM_TEST_SSH_KNOWN_HOSTS']}",
+        "-o", "BatchMode=yes",
+        "-S", path,
+    ]  # fmt: skip
+    host = cluster["LAZYSLURM_TEST_SSH_HOST"]
+    subprocess.run(["ssh", "-fNM", *args, host], check=True, stdin=subprocess.DEVNULL, timeout=30)
+    yield path
+    subprocess.run(["ssh", *args, "-O", "exit", host], capture_output=True, timeout=30)
+
+
+def make_openssh(cluster: dict[str, str], control_path: str, **kwargs) -> OpenSSHShell:
+    master = find_master(
+        cluster["LAZYSLURM_TEST_SSH_HOST"],
+        port=int(cluster["LAZYSLURM_TEST_SSH_PORT"]),
+        username=cluster["LAZYSLURM_TEST_SSH_USER"],
+        ssh_config=False,
+        control_path=control_path,
+    )
+    assert master is not None
+    return OpenSSHShell(master, **kwargs)
+
+
+@pytest.fixture(
+    params=[
+        "local",
+        pytest.param("ssh", marks=pytest.mark.ssh),
+        pytest.param("openssh", marks=pytest.mark.ssh),
+    ]
+)
 def kind(request: pytest.FixtureRequest) -> str:
     return request.param
 
@@ -85,10 +131,16 @@ def kind(request: pytest.FixtureRequest) -> str:
 def make_shell(kind: str, request: pytest.FixtureRequest):
     """Build shells of the parametrized kind (closed at the end of the test)."""
     made: list[Shell] = []
-    env = request.getfixturevalue("cluster") if kind == "ssh" else None
+    env = request.getfixturevalue("cluster") if kind != "local" else None
+    master = request.getfixturevalue("openssh_master") if kind == "openssh" else None
 
     def make(**kwargs) -> Shell:
-        shell = make_ssh(env, **kwargs) if kind == "ssh" else LocalShell(**kwargs)
+        if kind == "ssh":
+            shell: Shell = make_ssh(env, **kwargs)
+        elif kind == "openssh":
+            shell = make_openssh(env, master, **kwargs)
+        else:
+            shell = LocalShell(**kwargs)
         made.append(shell)
         return shell
 
@@ -222,16 +274,18 @@ def test_shell_path_quotes_and_keeps_tilde(shell: Shell) -> None:
 
 
 def test_put_files_with_then_is_one_call(shell: Shell, root: str, kind: str) -> None:
-    """put_files() writes the files and runs `then` after them, in one call (2 round trips)."""
+    """put_files() writes the files and runs `then` after them, in one call (2 round trips;
+    1 through an OpenSSH master: the tar travels on the exec's stdin)."""
     files = {"a.txt": b"alpha", "sub/dir/b.bin": bytes(range(256)), "empty": b""}
     res = shell.put_files(root, files, then=f"cd {shell_path(root)} && cat a.txt && ls -R")
-    assert shell.round_trips == 2  # SSH: one SFTP upload + one exec; local: write + run
+    trips = 1 if kind == "openssh" else 2  # SSH: one SFTP upload + one exec; local: write + run
+    assert shell.round_trips == trips
     assert isinstance(res, CommandResult)
     assert res.returncode == 0
     assert res.stdout.startswith("alpha.")
     assert "b.bin" in res.stdout
     assert shell.read_files(root, list(files)) == files
-    assert shell.round_trips == 3
+    assert shell.round_trips == trips + 1
 
 
 def test_put_files_without_then_returns_none(shell: Shell, root: str) -> None:

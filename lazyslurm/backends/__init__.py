@@ -1,30 +1,21 @@
-"""The backends, by name: one registry instead of tests on backend names.
+"""Backends: where array jobs run, behind one protocol (:class:`Backend`, defaults of its
+optional part in :class:`BackendBase`), found by name in one registry
+(:func:`register`, :func:`get`, entry points of the group ``lazyslurm.backends``).
 
 Built in: ``local`` and ``sync`` (:mod:`lazyslurm.backends.local`), ``slurm`` and ``ssh``
-(:mod:`lazyslurm.backends.slurm`). Others come from a :func:`register` call or from an
-entry point of the group ``lazyslurm.backends`` (a ``BackendSpec``, or a function taking
-nothing that returns one), loaded when a name is not known yet. docs/backends.md shows a
-complete backend in one file.
-
->>> spec = get("local")
->>> spec.name, "max_workers" in spec.option_names()
-('local', True)
->>> get("slrum")
-Traceback (most recent call last):
-...
-lazyslurm.errors.ClusterConfigError: unknown backend 'slrum'; did you mean 'slurm'? ...
-
-Nothing here is imported at ``import lazyslurm``; a backend's module is imported when its
-spec is first asked for.
+(:mod:`lazyslurm.backends.slurm`, one folder for Slurm). docs/backends.md shows a complete
+backend in one file.
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import Any
-
-from lazyslurm.backends.base import Backend, BackendBase, BackendSpec, PackLimits
-from lazyslurm.errors import ClusterConfigError
+from lazyslurm.backends.base import Backend, BackendBase, PackLimits
+from lazyslurm.backends.registry import (
+    ENTRY_POINT_GROUP,
+    BackendSpec,
+    get,
+    names,
+    register,
+    specs,
+)
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -37,96 +28,3 @@ __all__ = [
     "register",
     "specs",
 ]
-
-ENTRY_POINT_GROUP = "lazyslurm.backends"
-# built-in backends: the module whose SPECS declares them (imported on first use)
-_BUILTIN = {
-    "local": "lazyslurm.backends.local",
-    "sync": "lazyslurm.backends.local",
-    "slurm": "lazyslurm.backends.slurm",
-    "ssh": "lazyslurm.backends.slurm",
-}
-_specs: dict[str, BackendSpec] = {}  # the process's registry (registered and loaded)
-_scanned: list[bool] = [False]  # entry points read once
-
-
-def register(spec: BackendSpec, *, replace: bool = False) -> BackendSpec:
-    """Make ``spec`` a backend ``Cluster(spec.name, ...)`` and profiles can name.
-
-    A name already taken is refused unless ``replace`` (the built-in names too)."""
-    if not isinstance(spec, BackendSpec):
-        msg = f"register() takes a BackendSpec, got {type(spec).__name__}"
-        raise TypeError(msg)
-    if not replace and spec.name in _all_names() and _load(spec.name) != spec:
-        msg = f"a backend named {spec.name!r} is already registered: pass replace=True"
-        raise ClusterConfigError(msg)
-    _specs[spec.name] = spec
-    return spec
-
-
-def _load(name: str) -> BackendSpec | None:
-    spec = _specs.get(name)
-    if spec is not None:
-        return spec
-    module = _BUILTIN.get(name)
-    if module is not None:
-        for s in importlib.import_module(module).SPECS:
-            _specs.setdefault(s.name, s)
-        return _specs.get(name)
-    _scan_entry_points()
-    return _specs.get(name)
-
-
-def _scan_entry_points() -> None:
-    if _scanned[0]:
-        return
-    _scanned[0] = True
-    from importlib.metadata import entry_points
-
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            obj: Any = ep.load()
-            spec = obj() if callable(obj) and not isinstance(obj, BackendSpec) else obj
-        except Exception as exc:
-            msg = f"the backend entry point {ep.name!r} ({ep.value}) failed to load: {exc}"
-            raise ClusterConfigError(msg) from exc
-        if not isinstance(spec, BackendSpec):
-            msg = f"the backend entry point {ep.name!r} ({ep.value}) gave no BackendSpec"
-            raise ClusterConfigError(msg)
-        _specs.setdefault(spec.name, spec)
-
-
-def _all_names() -> list[str]:
-    _scan_entry_points()
-    return list(dict.fromkeys([*_BUILTIN, *_specs]))
-
-
-def names() -> tuple[str, ...]:
-    """Every backend name: built in, registered, or from an entry point."""
-    return tuple(_all_names())
-
-
-def specs() -> tuple[BackendSpec, ...]:
-    """Every backend's spec (imports the built-in backends' modules)."""
-    return tuple(s for n in _all_names() if (s := _load(n)) is not None)
-
-
-def get(name: str) -> BackendSpec:
-    """The spec of backend ``name``; an unknown name is refused at once, with the closest
-    known one (:class:`~lazyslurm.errors.ClusterConfigError`)."""
-    if not isinstance(name, str):
-        msg = f"a backend is named by a string, got {type(name).__name__}"
-        raise ClusterConfigError(msg)
-    spec = _load(name)
-    if spec is None:
-        from lazyslurm.graph.options import suggest
-
-        known = _all_names()
-        hint = suggest(name, known)
-        msg = (
-            f"unknown backend {name!r}{'; ' + hint if hint else ''} (known: "
-            f"{', '.join(known)}; others are added with lazyslurm.backends.register or "
-            f"an entry point of group {ENTRY_POINT_GROUP!r})"
-        )
-        raise ClusterConfigError(msg)
-    return spec

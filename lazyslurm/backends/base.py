@@ -27,7 +27,7 @@ from lazyslurm.planning.rules import CANCELLED, DONE, FAILED, PENDING, RUNNING, 
 from lazyslurm.store import RunLayout
 
 if TYPE_CHECKING:
-    from lazyslurm.backends.shell import Shell
+    from lazyslurm.backends.shell.base import Shell
 
 __all__ = [
     "CANCELLED",
@@ -41,7 +41,6 @@ __all__ = [
     "ArrayJob",
     "Backend",
     "BackendBase",
-    "BackendSpec",
     "ElementFailure",
     "PackLimits",
     "RunHandle",
@@ -279,67 +278,6 @@ class BackendBase:
 
     def live_runs_script(self) -> str:
         return ""
-
-
-@attrs.frozen
-class BackendSpec:
-    """A backend as the registry (:mod:`lazyslurm.backends`) knows it.
-
-    ``factory(workdir=..., max_array_size=..., profile=..., **options)`` makes it:
-    ``workdir`` is None for the default, ``options`` are the Cluster options this
-    backend declares in ``options`` (``TypedDict`` s of ``Annotated[TYPE, Opt(...)]``
-    keys, beyond the common ones every backend takes). A ``"module:name"`` string is
-    imported on first use. ``remote``: its work directory is a path on another host
-    (``~`` is the home there), not a local path. ``embedded``: it runs elements on this
-    machine without a scheduler (its jobs end with the process; asking it for Slurm
-    resources is a sign of a forgotten ``with cluster:``).
-    """
-
-    name: str
-    factory: Callable[..., Backend] | str
-    options: tuple[type, ...] = ()
-    help: str = ""
-    remote: bool = False
-    embedded: bool = False
-
-    def declared(self) -> dict[str, Any]:
-        """Its own options (beyond the common ones): name -> Declared."""
-        from lazyslurm.backends.option import options_of
-
-        return options_of(*self.options)
-
-    def option_names(self) -> tuple[str, ...]:
-        return tuple(self.declared())
-
-    def make(self, **options: Any) -> Backend:
-        factory = self.factory
-        if isinstance(factory, str):
-            import importlib
-
-            module, _, attr = factory.partition(":")
-            factory = getattr(importlib.import_module(module), attr)
-        backend = factory(**options)
-        # looked up without calling properties (a Slurm backend's workdir asks the cluster)
-        have = set(dir(type(backend))) | set(getattr(backend, "__dict__", {}))
-        missing = [n for n in _REQUIRED if n not in have]
-        if missing:
-            from lazyslurm.errors import ClusterConfigError
-
-            msg = (
-                f"backend {self.name!r} ({type(backend).__name__}) lacks {', '.join(missing)} "
-                f"of the Backend protocol: subclass lazyslurm.backends.BackendBase, which "
-                f"has defaults for the optional part (docs/backends.md)"
-            )
-            raise ClusterConfigError(msg)
-        return backend
-
-
-_REQUIRED = (
-    "name", "shell", "workdir", "defaults", "ships_by_value", "node", "max_array_size",
-    "start", "poll", "wait_for_change", "cancel", "read_files", "close", "pack_limits",
-    "cancel_elements", "dynamic_records", "child_config", "by_value_modules", "cluster_facts",
-    "expected_starts", "accounting", "live_runs_script",
-)  # fmt: skip
 
 
 def sleep_until_change(timeout_s: float) -> None:

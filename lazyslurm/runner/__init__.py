@@ -20,6 +20,7 @@ import os
 import sys
 
 from lazyslurm.store import (
+    PACK_MARK,
     PARTIAL_HEAD,
     SECTION_MARK,
     FunctionRef,
@@ -36,6 +37,7 @@ from lazyslurm.store import (
     encode_outcome,
     encode_pack,
     encode_value,
+    pack_index,
     read_element,
     read_private,
     run_of,
@@ -215,6 +217,40 @@ def _safe_str(exc: BaseException) -> str:
         return f"<{type(exc).__qualname__}: str() failed with {type(inner).__name__}>"
 
 
+# A KeyboardInterrupt is the task's failure when the task raised it, not when a SIGINT
+# did (Slurm's scancel --signal=INT, a Ctrl-C): the runner's own handler tells them apart
+# (watch_interrupts); without it (the sync backend, in the caller's process) every
+# KeyboardInterrupt is a real one.
+_SIGINT = {"watched": False, "seen": False}
+
+
+def watch_interrupts() -> None:
+    """Route SIGINT through a handler that notes it came, then raises KeyboardInterrupt
+    (as Python's own does): the runner's entry point calls it."""
+    import _signal
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        _SIGINT["seen"] = True
+        raise KeyboardInterrupt
+
+    _signal.signal(_signal.SIGINT, on_sigint)
+    _SIGINT["watched"], _SIGINT["seen"] = True, False
+
+
+def _real_interrupt(exc: BaseException) -> bool:
+    """Whether ``exc`` is a KeyboardInterrupt that a SIGINT raised (not the task)."""
+    return isinstance(exc, KeyboardInterrupt) and (_SIGINT["seen"] or not _SIGINT["watched"])
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, SystemExit):
+        return f"the task called sys.exit({exc.code!r}) instead of returning a value"
+    text = _safe_str(exc)
+    if not isinstance(exc, Exception) and not text:  # KeyboardInterrupt, GeneratorExit
+        return "raised by the task itself (no signal came)"
+    return text
+
+
 def _error_record(
     exc: BaseException, header: dict[str, Any], key: str, rank: int | None = None
 ) -> bytes:
@@ -225,11 +261,7 @@ def _error_record(
     record = {
         "type_name": type(exc).__qualname__,
         "module": type(exc).__module__,
-        "message": (
-            f"the task called sys.exit({exc.code!r}) instead of returning a value"
-            if isinstance(exc, SystemExit)
-            else _safe_str(exc)
-        ),
+        "message": _message(exc),
         "traceback": "".join(traceback.format_exception(exc)),
         "task": header.get("task", ""),
         "key": key,
@@ -329,7 +361,9 @@ def _execute(
             data = encode_value(result)  # marshal for plain data
         except InputFailed as exc:
             return None, exc  # not this task's failure: never retried
-        except (Exception, SystemExit) as exc:  # the task's own failure, or sys.exit()
+        except BaseException as exc:  # the task's own failure, sys.exit(), KeyboardInterrupt
+            if _real_interrupt(exc):  # a SIGINT (scancel --signal=INT): the element stops
+                raise
             if getattr(exc, "error_record", None) is not None:
                 return None, exc  # a subgraph's original error: not retried here
             if attempt + 1 < attempts:
@@ -409,7 +443,9 @@ def run_element(
     return EXIT_OK
 
 
-def run_slurm_element(run_dir: str, array_job: str, slurm_index: int, env: Any = None) -> int:
+def run_slurm_element(
+    run_dir: str, array_job: str, slurm_index: int, env: Any = None, *, own_process: bool = False
+) -> int:
     """Run Slurm element ``slurm_index`` of an array job: its one element, or, for an
     array job packed ``k`` to a Slurm element, elements ``slurm_index * k`` onwards, one
     after another (``cpus_per_task`` at a time in forked workers when the spec says
@@ -417,10 +453,23 @@ def run_slurm_element(run_dir: str, array_job: str, slurm_index: int, env: Any =
     error record; the results of the pack go to one file (``results/AJ_J.pack``) once
     every element has run. Each element's output starts with a marked line in the log.
 
+    A pack's elements run in forked children (one per element with workers, else one for
+    all of them): an element whose process dies without leaving its outcome (a segfault,
+    a signal, ``os._exit()``) gets an error record from this process
+    (:func:`_record_crash`: :class:`~lazyslurm.errors.ElementCrashedError`), and the
+    elements after it run. Only Slurm's own stop (SIGTERM, SIGINT, SIGHUP: ``scancel``,
+    the time limit) stops the pack; its finished results stay in ``AJ_J.partial``.
+
     Exit code: an unpacked element's own; a packed one's is 0 when every element left
     its outcome (a result, an error or a cancelled record), so that Slurm starts its
     dependents: those of a failed element cancel themselves (:class:`InputFailed`),
-    the others run. 1 if an element left none."""
+    the others run. 1 if an element left none, or the pack could not write its results
+    (a full disk: said after a :data:`~lazyslurm.store.PACK_MARK` line in the log).
+
+    ``own_process``: this process is the runner's own (``__main__``), so the child that
+    ran a sequential pack returns from here and ends as the runner always has (threads
+    joined, ``atexit`` hooks run); else (a caller's process) children leave with
+    ``os._exit``."""
     spec = RunLayout(run_dir).spec(array_job)
     header, _ = read_element(spec, 0)
     pack = int(header.get("pack", 1))
@@ -429,36 +478,192 @@ def run_slurm_element(run_dir: str, array_job: str, slurm_index: int, env: Any =
     first = slurm_index * pack
     members = range(first, min(first + pack, spec_size(spec)))
     workers = min(int(header.get("workers", 1)), len(members))
-    records: list[bytes] = []
     paths = RunLayout(run_dir)
-    partial = paths.partial_pack(array_job, slurm_index)
+    job = _Pack(paths, array_job, slurm_index, header, env, own_process)
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(partial, flags, 0o600)  # a requeued pack starts it again
+    try:
+        job.fd = os.open(paths.partial_pack(array_job, slurm_index), flags, 0o600)
+        try:  # a requeued pack starts it again
+            job.keep(PARTIAL_HEAD)
+            if header.get("requeue"):  # Slurm's checkpoint signals reach this process only
+                _forward_checkpoint_signals(job.children)
+            if workers > 1:
+                records: list[bytes] = []
+                code = _run_forked(job, members, workers, records)
+                job.finish(records)
+                return code
+            return _run_sequential(job, members)
+        finally:
+            os.close(job.fd)
+    except OSError as exc:  # the pack's own files: a full disk, a quota, a size limit
+        _pack_failed(job, exc)
+        return EXIT_TASK_FAILED
 
-    def keep(record: bytes) -> None:  # each result as it comes: a kill keeps the others
+
+class _Pack:
+    """One packed Slurm element being run: where its files are, and its partial file."""
+
+    __slots__ = (
+        "array_job",
+        "children",
+        "env",
+        "fd",
+        "header",
+        "own_process",
+        "paths",
+        "slurm_index",
+    )
+
+    def __init__(
+        self,
+        paths: RunLayout,
+        array_job: str,
+        slurm_index: int,
+        header: dict,
+        env: Any,
+        own_process: bool,
+    ) -> None:
+        self.paths, self.array_job, self.slurm_index = paths, array_job, slurm_index
+        self.header, self.env, self.own_process = header, env, own_process
+        self.fd = -1  # results/AJ_J.partial, open for appending records
+        self.children: list[int] = []  # pids of the forked children running now
+
+    def keep(self, record: bytes) -> None:
+        """Append ``record`` to the partial file (each as it comes: a kill keeps them)."""
         view = memoryview(record)
         while view:
-            view = view[os.write(fd, view) :]
+            view = view[os.write(self.fd, view) :]
 
-    try:
-        keep(PARTIAL_HEAD)
-        if workers > 1:
-            code = _run_forked(run_dir, array_job, members, workers, env, header, keep, records)
-        else:
-            code = EXIT_OK
-            for m in members:
-                _section(array_job, m)
-                mine: list[bytes] = []
-                if _run_guarded(run_dir, array_job, m, env, header, mine) not in _RECORDED:
-                    code = EXIT_TASK_FAILED
-                for record in mine:
-                    keep(record)
-                records.extend(mine)
-    finally:
-        os.close(fd)
-    atomic_write(paths.pack(array_job, slurm_index), encode_pack(records))
-    os.unlink(partial)
+    def run(self, index: int, records: list[bytes]) -> int:
+        """Run element ``index`` here (its result record appended to ``records``)."""
+        return _run_guarded(self.paths.root, self.array_job, index, self.env, self.header, records)
+
+    def finish(self, records: list[bytes]) -> None:
+        """Write the pack file of ``records``; the partial file is no longer needed."""
+        paths = self.paths
+        atomic_write(paths.pack(self.array_job, self.slurm_index), encode_pack(records))
+        os.unlink(paths.partial_pack(self.array_job, self.slurm_index))
+
+    def key(self, index: int) -> str:
+        return read_element(self.paths.spec(self.array_job), index, self.header)[1][0]
+
+    def has_outcome(self, key: str, kept: Any = ()) -> bool:
+        """Whether element ``key`` left its outcome: a result (among ``kept``, the keys of
+        the partial file), an error or a cancelled record."""
+        if key in kept:
+            return True
+        return os.path.exists(self.paths.error(key)) or os.path.exists(self.paths.cancelled(key))
+
+
+def _run_in_turn(job: _Pack, members: range, records: list[bytes]) -> int:
+    """Run ``members`` one after another, then write the pack file (``records``: those
+    of the elements before, if any)."""
+    code = EXIT_OK
+    for m in members:
+        _section(job.array_job, m)
+        mine: list[bytes] = []
+        rc = job.run(m, mine)
+        if rc == EXIT_NO_OUTCOME and _record_crash(job, m, _NO_OUTCOME):
+            rc = EXIT_TASK_FAILED  # its runner failed (traceback above): now it has a record
+        if rc not in _RECORDED:
+            code = EXIT_TASK_FAILED
+        for record in mine:
+            job.keep(record)
+        records.extend(mine)
+    job.finish(records)
     return code
+
+
+def _run_sequential(job: _Pack, members: range) -> int:
+    """Run ``members`` one after another in one forked child, which writes the pack file.
+
+    A child that dies before it is done crashed in the element it was running: the first
+    one without an outcome. That element gets its error record here, and a new child runs
+    the elements after it (with the records of those before, from the partial file). One
+    fork per pack, nothing per element: an element that does not crash costs nothing
+    (a pack of one element runs here: it has no mates to keep)."""
+    records: list[bytes] = []
+    todo = members
+    if len(todo) == 1:
+        return _run_in_turn(job, todo, records)
+    while True:
+        r, w = os.pipe()
+        pid = _fork(job)
+        if pid == 0:  # the child: the elements, then the pack file
+            os.close(r)
+            code = EXIT_NO_OUTCOME
+            try:
+                code = _run_in_turn(job, todo, records)
+            except BaseException as exc:
+                _die_if_interrupted(exc)
+                _pack_failed(job, exc)  # the pack's own files (a full disk), not an element
+                code = EXIT_TASK_FAILED
+            try:
+                os.write(w, bytes((code,)))  # done: the parent's sign that nothing crashed
+                os.close(w)
+            finally:
+                if not job.own_process:
+                    _flush()
+                    os._exit(code)
+            return code  # the runner's process ends as usual, with the pack's exit code
+        os.close(w)
+        job.children.append(pid)
+        status = os.waitpid(pid, 0)[1]
+        job.children.remove(pid)
+        os.set_blocking(r, False)  # a grandchild of the task may hold the pipe open
+        try:
+            done = os.read(r, 1)
+        except BlockingIOError:
+            done = b""
+        os.close(r)
+        if done:
+            if job.own_process:  # the child ended the elements' process (atexit hooks...):
+                _flush()  # this one has nothing to finalize, and would run them twice
+                os._exit(done[0])
+            return done[0]
+        _stop_if_stopped(status, job)
+        # the child crashed: in the first element that left no outcome
+        partial = job.paths.partial_pack(job.array_job, job.slurm_index)
+        data = read_private(partial)
+        index = pack_index(data, partial)  # whole records only: one cut short is dropped
+        end = max((e for _, e in index.values()), default=len(PARTIAL_HEAD))
+        os.ftruncate(job.fd, end)
+        os.lseek(job.fd, end, os.SEEK_SET)
+        records = [data[s:e] for s, e in index.values()]
+        crashed = next((m for m in todo if not job.has_outcome(job.key(m), index)), None)
+        if crashed is None:  # every element left its outcome: the end of the pack failed
+            how = _how_it_ended(status).replace(" without a result", "")
+            print(
+                f"{PACK_MARK}{RunLayout.pack_name(job.array_job, job.slurm_index)} ===\n"
+                f"lazyslurm: the pack's process {how} after its elements ran, before it "
+                f"wrote their results",
+                file=sys.stderr,
+            )
+            return EXIT_TASK_FAILED
+        if not _record_crash(job, crashed, _how_it_ended(status)):
+            return EXIT_TASK_FAILED
+        todo = range(crashed + 1, todo.stop)
+        if not todo:
+            job.finish(records)
+            return EXIT_OK
+
+
+def _fork(job: _Pack) -> int:
+    """``os.fork()``, with this process's buffered output written first (not twice); the
+    child handles signals as the runner does (not by forwarding them)."""
+    _flush()
+    pid = os.fork()
+    if pid == 0 and job.header.get("requeue"):
+        import _signal
+
+        for signum in (_signal.SIGTERM, _signal.SIGUSR1):
+            _signal.signal(signum, _signal.SIG_DFL)
+    return pid
+
+
+def _flush() -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
 
 
 def _section(array_job: str, index: int) -> None:
@@ -485,19 +690,10 @@ def _run_guarded(
         return EXIT_NO_OUTCOME
 
 
-def _run_forked(
-    run_dir: str,
-    array_job: str,
-    members: range,
-    workers: int,
-    env: Any,
-    header: dict[str, Any],
-    keep: Any,
-    records: list[bytes],
-) -> int:
+def _run_forked(job: _Pack, members: range, workers: int, records: list[bytes]) -> int:
     """Run ``members`` in forked children, ``workers`` at a time; each child sends its
-    result record back through a pipe (``keep(record)`` as it comes, then ``records`` in
-    element order)."""
+    result record back through a pipe (``job.keep(record)`` as it comes, then ``records``
+    in element order). A child that ends without its outcome gets an error record here."""
     import select
 
     code = EXIT_OK
@@ -507,26 +703,29 @@ def _run_forked(
     while todo or running:
         while todo and len(running) < workers:
             m = todo.pop(0)
-            sys.stdout.flush()
-            sys.stderr.flush()
             r, w = os.pipe()
-            pid = os.fork()
+            pid = _fork(job)
             if pid == 0:  # the child: one element, then leave without cleanup
                 rc = EXIT_NO_OUTCOME
                 try:
                     os.close(r)
-                    _section(array_job, m)
+                    _section(job.array_job, m)
                     mine: list[bytes] = []
-                    rc = _run_guarded(run_dir, array_job, m, env, header, mine)
+                    rc = job.run(m, mine)
                     view = memoryview(b"".join(mine))
                     while view:
                         view = view[os.write(w, view) :]
+                except BaseException as exc:
+                    _die_if_interrupted(exc)
+                    import traceback
+
+                    traceback.print_exc()
                 finally:
-                    sys.stdout.flush()
-                    sys.stderr.flush()
+                    _flush()
                     os._exit(rc)
             os.close(w)
             running[r] = (pid, m, [])
+            job.children.append(pid)
         ready, _, _ = select.select(list(running), [], [])
         for r in ready:
             chunk = os.read(r, 1 << 20)
@@ -535,14 +734,195 @@ def _run_forked(
                 continue
             pid, m, chunks = running.pop(r)
             os.close(r)
-            _, status = os.waitpid(pid, 0)
-            if os.waitstatus_to_exitcode(status) not in _RECORDED:
-                code = EXIT_TASK_FAILED
-            if chunks:
+            status = os.waitpid(pid, 0)[1]
+            job.children.remove(pid)
+            if chunks and os.WIFEXITED(status) and os.WEXITSTATUS(status) == EXIT_OK:
                 got[m] = b"".join(chunks)
-                keep(got[m])
+                job.keep(got[m])
+                continue
+            _stop_if_stopped(status, job)
+            if os.waitstatus_to_exitcode(status) in _RECORDED and job.has_outcome(job.key(m)):
+                continue  # it failed, and said so in its error (or cancelled) record
+            if not _record_crash(job, m, _how_it_ended(status)):
+                code = EXIT_TASK_FAILED
     records.extend(got[m] for m in sorted(got))
     return code
+
+
+# ------------------------------------------------------------------- crashes and stops
+# Slurm stops a job (scancel, its time limit, preemption) with SIGTERM (or SIGINT,
+# SIGHUP: scancel --signal) to every process of it: a child that died of one of them was
+# stopped, not crashed, and the pack stops too (its finished results stay in the partial
+# file, for the next run).
+_STOPS = ("SIGTERM", "SIGINT", "SIGHUP")
+
+
+def _stop_if_stopped(status: int, job: _Pack) -> None:
+    """When a child was stopped by Slurm, stop the pack: end the other children, then
+    die of the same signal (Slurm records the job as it stopped it)."""
+    if not os.WIFSIGNALED(status):
+        return
+    import _signal
+
+    signum = os.WTERMSIG(status)
+    if signum not in [getattr(_signal, name) for name in _STOPS]:
+        return
+    for pid in job.children:
+        try:
+            os.kill(pid, signum)
+        except OSError:
+            pass
+    _die_of(signum)
+
+
+def _die_of(signum: int) -> None:
+    import _signal
+
+    _flush()
+    _signal.signal(signum, _signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+    os._exit(128 + signum)  # pragma: no cover - the signal ends the process first
+
+
+def _die_if_interrupted(exc: BaseException) -> None:
+    """A child whose element was stopped by a real SIGINT dies of it (so its parent sees
+    a stop, never a crash of that element)."""
+    if isinstance(exc, KeyboardInterrupt):
+        import _signal
+
+        _die_of(_signal.SIGINT)
+
+
+def _forward_checkpoint_signals(children: list[int]) -> None:
+    """``requeue=True``: Slurm's SIGUSR1 before the time limit goes to this process only
+    (``--signal=B:USR1``), its SIGTERM may reach it first: pass both on to the children
+    that run the elements (their checkpoint hooks), and wait for them."""
+    import _signal
+
+    def forward(signum: int, frame: Any) -> None:
+        for pid in children:
+            try:
+                os.kill(pid, signum)
+            except OSError:
+                pass
+
+    for signum in (_signal.SIGTERM, _signal.SIGUSR1):
+        _signal.signal(signum, forward)
+
+
+def _how_it_ended(status: int) -> str:
+    """How a child ended without its outcome, from its wait status.
+
+    >>> _how_it_ended(11), _how_it_ended(0)
+    ('killed by signal 11 (SIGSEGV)', 'exited 0 without a result')
+    >>> _how_it_ended(3 << 8)
+    'exited with status 3 without a result'
+    """
+    if os.WIFSIGNALED(status):
+        import signal
+
+        signum = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            name = "unknown"
+        why = ": out of memory, or killed by hand" if name == "SIGKILL" else ""
+        return f"killed by signal {signum} ({name}{why})"
+    code = os.waitstatus_to_exitcode(status)
+    return f"exited {'0' if code == 0 else f'with status {code}'} without a result"
+
+
+def _stderr_tail(job: _Pack, index: int, lines: int = 20) -> str:
+    """The last ``lines`` lines element ``index`` left in the pack's stderr log (from its
+    mark on), when this process's stderr is that log file; else ``""``."""
+    path = job.paths.log(job.array_job, job.slurm_index, "err")
+    try:
+        sys.stderr.flush()
+        st, mine = os.stat(path, follow_symlinks=False), os.fstat(2)
+        if (st.st_dev, st.st_ino) != (mine.st_dev, mine.st_ino):
+            return ""
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            size = os.fstat(fd).st_size
+            start = max(0, size - (1 << 16))
+            text = os.pread(fd, size - start, start).decode(errors="replace")
+        finally:
+            os.close(fd)
+    except OSError:
+        return ""
+    mark = f"{SECTION_MARK}{job.array_job}[{index}] ===\n"
+    at = text.rfind(mark)
+    if at >= 0:
+        text = text[at + len(mark) :]
+    return "\n".join(text.splitlines()[-lines:])
+
+
+_NO_OUTCOME = "left no result, its runner failed (see the traceback in its stderr)"
+
+
+def _record_crash(job: _Pack, index: int, how: str) -> bool:
+    """Write the error record of element ``index``, whose process ended without leaving
+    its outcome (``how``: :func:`_how_it_ended`): an
+    :class:`~lazyslurm.errors.ElementCrashedError` saying so, with the element's stderr
+    tail. False (and said on stderr) if it could not be written."""
+    from lazyslurm.errors import ElementCrashedError
+    from lazyslurm.store import dumps
+
+    try:
+        key = job.key(index)
+        tail = _stderr_tail(job, index)
+        slurm = os.environ.get("SLURM_ARRAY_JOB_ID", "")
+        where = f"Slurm job {slurm}_{job.slurm_index}" if slurm else "its packed Slurm element"
+        msg = (
+            f"crashed: {how} (element {index} of array job {job.array_job}, "
+            f"in {where}); the other elements of its pack ran on"
+        )
+        exc = ElementCrashedError(
+            msg, job_id=slurm, array_index=index, state="CRASHED", stderr_tail=tail, key=key
+        )
+        record = {
+            "type_name": "ElementCrashedError",
+            "module": "lazyslurm.errors",
+            "message": msg,
+            "traceback": tail,
+            "task": job.header.get("task", ""),
+            "key": key,
+            "exception": dumps(exc),
+        }
+        writer = _writer(job.paths.root, job.array_job, index)
+        data = encode_outcome(encode_value(record), key=key, writer=writer)
+        atomic_write(job.paths.error(key), data)
+    except Exception:
+        import traceback
+
+        print(f"lazyslurm: {job.array_job}[{index}] crashed; its error record:", file=sys.stderr)
+        traceback.print_exc()
+        return False
+    print(f"lazyslurm: {job.array_job}[{index}] (key {key}) {msg}", file=sys.stderr)
+    return True
+
+
+def _pack_failed(job: _Pack, exc: BaseException) -> None:
+    """Say, in the pack's own part of the log, that it could not run to its end."""
+    import traceback
+
+    name = RunLayout.pack_name(job.array_job, job.slurm_index)
+    mark = f"{PACK_MARK}{name} ===\n"
+    try:
+        sys.stdout.write(mark)
+        sys.stderr.write(mark)
+        if isinstance(exc, OSError):
+            print(
+                f"lazyslurm: could not write the results of pack {name} "
+                f"({type(exc).__name__}: {exc}); the results kept so far are in "
+                f"{job.paths.partial_pack(job.array_job, job.slurm_index)} (cache=True "
+                f"finds them): free space where the run directory is, then run again",
+                file=sys.stderr,
+            )
+        traceback.print_exception(exc)
+        _flush()
+    except Exception:  # stderr itself may be on the full disk
+        pass
 
 
 def run_rank(run_dir: str, array_job: str, index: int, env: Any) -> int:
@@ -633,6 +1013,7 @@ def serve(stdin: Any, proto_fd: int) -> None:
 
     saved = os.dup(1), os.dup(2)
     for line in stdin:
+        _SIGINT["seen"] = False  # a Ctrl-C that stopped the element before is no news
         run_dir, array_job, index_s = line.rstrip("\n").split("\t")
         index = int(index_s)
         paths = RunLayout(run_dir)

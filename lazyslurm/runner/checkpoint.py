@@ -38,6 +38,7 @@ __all__ = ["clear", "install", "on_checkpoint"]
 # per process: the runner runs one element at a time (a list, not class-level state)
 _hooks: list[Callable[[], Any]] = []
 _done: list[bool] = []
+_running: list[bool] = []  # the hooks are running now (a second signal waits for them)
 
 
 def on_checkpoint(fn: Callable[[], Any]) -> Callable[[], Any]:
@@ -59,12 +60,16 @@ def _run_hooks() -> None:
     if _done:
         return
     _done.append(True)
-    for fn in list(_hooks):
-        try:
-            fn()
-        except Exception:  # a failing hook must not keep the element from stopping
-            print("lazyslurm: a checkpoint hook raised:", file=sys.stderr)
-            traceback.print_exc()
+    _running.append(True)
+    try:
+        for fn in list(_hooks):
+            try:
+                fn()
+            except Exception:  # a failing hook must not keep the element from stopping
+                print("lazyslurm: a checkpoint hook raised:", file=sys.stderr)
+                traceback.print_exc()
+    finally:
+        _running.clear()
     sys.stdout.flush()
     sys.stderr.flush()
 
@@ -75,6 +80,8 @@ def _element_id() -> str | None:
 
 
 def _on_signal(signum: int, frame: Any) -> None:
+    if _running:  # the same signal twice (Slurm's, and a pack's runner passing it on):
+        return  # the first call ends the element once the hooks have run
     _run_hooks()
     if signum == signal.SIGUSR1:
         element = _element_id()

@@ -5,6 +5,8 @@
 #   acct    munged + MariaDB + slurmdbd + slurmctld + slurmd   (sacct works; job ids >= 1000000)
 #   noacct  munged + slurmctld + slurmd, no accounting          (sacct fails; use squeue; job ids >= 1)
 #   sshd    127.0.0.1:$SSH_PORT, key-only login for $SSH_USER, SLURM_CONF=<acct slurm.conf>
+#   mfa     (tests/cluster/mfa.sh) 127.0.0.1:$MFA_PORT, key + TOTP code (PAM google-authenticator);
+#           optional: if it fails, only the two-factor tests are skipped
 #   containers (tests/cluster/containers.sh): podman config, a registry on 127.0.0.1, a cached
 #           Python base image; optional: if it fails, only the container tests are skipped
 #
@@ -16,6 +18,7 @@
 #   LAZYSLURM_TEST_CLUSTER_DIR        state dir                (default /tmp/lazyslurm-test-cluster)
 #   LAZYSLURM_TEST_CLUSTER_PORT_BASE  slurm/db ports base      (default 46800: acct 46801-46804, noacct 46811-46812)
 #   LAZYSLURM_TEST_CLUSTER_SSH_PORT   sshd port                (default 2222)
+#   LAZYSLURM_TEST_CLUSTER_MFA_PORT   two-factor sshd port     (default 2224)
 #   LAZYSLURM_TEST_CLUSTER_SSH_USER   test user               (default lsuser)
 #   LAZYSLURM_TEST_CLUSTER_CPUS       advertised CPUs per node (default 64)
 #   LAZYSLURM_TEST_CLUSTER_TASK       auto|cgroup|none         (default auto: cgroup if v1 memory controller)
@@ -465,11 +468,17 @@ for part in acct noacct ssh; do
   if [ -s "$STATE/log/start-$part.out" ]; then sed "s/^/[$part] /" "$STATE/log/start-$part.out"; fi
   [ $rc = 0 ] || FAILED="$FAILED $part"
 done
-if [ -z "$FAILED" ]; then   # the bastion needs the ssh part (user, key, sshd_config)
+MFA_RC=1
+if [ -z "$FAILED" ]; then   # the bastion and the MFA sshd need the ssh part (user, key, sshd_config)
+  ( bash "$(dirname "$0")/mfa.sh" ) > "$STATE/log/start-mfa.out" 2>&1 &   # optional, like containers
+  MFA_PID=$!
   ( up_bastion ) > "$STATE/log/start-bastion.out" 2>&1 &   # `&`, not `if ( ... )`: keeps set -e inside
   if wait $!; then rc=0; else rc=$?; fi
   if [ -s "$STATE/log/start-bastion.out" ]; then sed "s/^/[bastion] /" "$STATE/log/start-bastion.out"; fi
   [ $rc = 0 ] || FAILED="$FAILED bastion"
+  if wait $MFA_PID; then MFA_RC=0; else MFA_RC=$?; fi
+  if [ -s "$STATE/log/start-mfa.out" ]; then sed "s/^/[mfa] /" "$STATE/log/start-mfa.out"; fi
+  [ $MFA_RC = 0 ] || echo "[mfa] not available: two-factor login tests will be skipped" >&2
 fi
 if wait $CONTAINERS_PID; then rc=0; else rc=$?; fi
 if [ -s "$STATE/log/start-containers.out" ]; then sed "s/^/[containers] /" "$STATE/log/start-containers.out"; fi
@@ -487,6 +496,9 @@ VARS=(LAZYSLURM_TEST_SLURM_CONF="$STATE/acct/etc/slurm.conf"
       LAZYSLURM_TEST_SSH_KNOWN_HOSTS="$STATE/ssh/known_hosts")
 if [ -s "$STATE/bastion/env" ]; then
   while IFS= read -r line; do VARS+=("$line"); done < "$STATE/bastion/env"
+fi
+if [ $MFA_RC = 0 ] && [ -s "$STATE/mfa/env" ]; then
+  while IFS= read -r line; do VARS+=("$line"); done < "$STATE/mfa/env"
 fi
 if [ $rc = 0 ] && [ -s "$STATE/containers/env" ]; then
   while IFS= read -r line; do VARS+=("$line"); done < "$STATE/containers/env"

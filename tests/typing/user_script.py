@@ -86,6 +86,8 @@ cluster_opts: ClusterOptions = {"partition": "debug", "env": {"SLURM_CONF": "/et
 with Cluster("slurm", **cluster_opts) as cluster:
     assert_type(cluster, Cluster)
 Cluster("ssh", hostname="login", port=22, username="me", known_hosts="~/.ssh/kh")
+Cluster("ssh", hostname="hpc", transport="openssh", otp_command="pass otp hpc")
+Cluster("ssh", hostname="hpc", otp=lambda: "123456", control_path="~/.ssh/cm-%C")
 
 # -- what must be rejected
 train("fast")  # type: ignore[arg-type]
@@ -98,6 +100,7 @@ task(mem=4.5)  # type: ignore[call-overload]
 train.options(timeout_min=30)  # type: ignore[call-arg]
 train.options(partition=3)  # type: ignore[arg-type]
 Cluster("slurm", partiton="debug")  # type: ignore[call-arg]
+Cluster("ssh", hostname="hpc", transport="mosh")  # type: ignore[arg-type]
 Cluster("ssh", port="22")  # type: ignore[arg-type]
 wrong: str = choice.compute()  # type: ignore[assignment]
 also_wrong: int = sweep.get_results()  # type: ignore[assignment]

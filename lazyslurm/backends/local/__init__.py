@@ -21,7 +21,6 @@ import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, TypedDict
 
 from lazyslurm.backends.base import (
     CANCELLED,
@@ -32,16 +31,16 @@ from lazyslurm.backends.base import (
     TERMINAL,
     ArrayJob,
     BackendBase,
-    BackendSpec,
     ElementFailure,
     RunHandle,
     Snapshot,
     outcome_keys,
     snapshot_from_files,
 )
+from lazyslurm.backends.local.options import LocalOptions
+from lazyslurm.backends.registry import BackendSpec
 from lazyslurm.backends.shell import LocalShell
 from lazyslurm.errors import BackendError
-from lazyslurm.graph.options import Opt
 from lazyslurm.planning import rules
 from lazyslurm.planning.planner import DEFAULT_MAX_ARRAY_SIZE
 from lazyslurm.store import INSIDE, RunLayout, atomic_write, default_workdir
@@ -55,12 +54,6 @@ __all__ = [
     "run_in_process",
     "write_run_files",
 ]
-
-
-class LocalOptions(TypedDict, total=False):
-    """Options of the embedded backends (sync runs one element at a time and ignores it)."""
-
-    max_workers: Annotated[int, Opt("worker processes (default: one per CPU)", positive=True)]
 
 
 def write_run_files(workdir: Path, run_id: str, files: Mapping[str, bytes]) -> RunLayout:
@@ -176,7 +169,8 @@ class _Worker:
 
     def __init__(self, env: Mapping[str, str]) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "lazyslurm.runner", "--serve"],
+            # -P: the working directory does not shadow the standard library (token.py)
+            [sys.executable, "-P", "-m", "lazyslurm.runner", "--serve"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=dict(env),

@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import importlib
 import types
-import typing
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Any
 
 from lazyslurm.backends.option import resolve
 from lazyslurm.backends.packaging.base import Builder, Launch, Prepared
+from lazyslurm.backends.packaging.options import PackagingOptions
 from lazyslurm.backends.packaging.target import (
     Target,
     atomic_move,
@@ -39,9 +39,8 @@ from lazyslurm.backends.packaging.target import (
     read_code_listing,
     untrusted_code_error,
 )
-from lazyslurm.errors import ClusterConfigError, OptionTypeError
-from lazyslurm.graph.options import Opt
-from lazyslurm.graph.resources import PACKAGING_MODES, PackagingMode, Resources
+from lazyslurm.errors import ClusterConfigError
+from lazyslurm.graph.resources import PACKAGING_MODES, Resources
 
 if TYPE_CHECKING:
     from lazyslurm.backends.shell.base import Shell
@@ -60,65 +59,6 @@ __all__ = [
     "settings",
     "untrusted_code_error",
 ]
-
-_MODES = PACKAGING_MODES  # the declared names (PackagingMode), for the option's help
-Runtime = Literal["podman", "pyxis", "apptainer"]
-ImageBuilder = Literal["podman", "docker"]
-RUNTIMES: tuple[str, ...] = typing.get_args(Runtime)
-IMAGE_BUILDERS: tuple[str, ...] = typing.get_args(ImageBuilder)
-
-
-def _tls(name: str, value: object) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
-        return value.lower() in ("true", "yes", "1")
-    msg = f"{name} must be a bool (or 'true'/'false'), got {value!r}"
-    raise OptionTypeError(msg)
-
-
-def _one_line(name: str, value: object) -> str:
-    if not isinstance(value, str) or not value.strip() or "\n" in value:
-        msg = f"{name} must be a non-empty one-line string, got {value!r}"
-        raise OptionTypeError(msg)
-    return value
-
-
-class PackagingOptions(TypedDict, total=False):
-    """How code and environment get to the cluster (``slurm`` and ``ssh`` backends)."""
-
-    packaging: Annotated[
-        PackagingMode, Opt(f"mode: {', '.join(_MODES[:-1])} or {_MODES[-1]}", default="auto")
-    ]
-    packaging_registry: Annotated[
-        str, Opt("container: image repository (registry:5000/name)", parse=_one_line)
-    ]
-    packaging_platform: Annotated[
-        str, Opt("container: build platform, e.g. linux/amd64", parse=_one_line)
-    ]
-    packaging_tls_verify: Annotated[
-        bool | str, Opt("container: verify TLS to the registry", default=True, parse=_tls)
-    ]
-    packaging_runtime: Annotated[
-        Runtime, Opt("container: podman, pyxis or apptainer", default="podman")
-    ]
-    packaging_base_image: Annotated[
-        str, Opt("container: base of the generated Dockerfile", parse=_one_line)
-    ]
-    packaging_dockerfile: Annotated[
-        str, Opt("container: the project's Dockerfile instead", parse=_one_line)
-    ]
-    packaging_builder: Annotated[ImageBuilder, Opt("container: podman or docker", default="podman")]
-    packaging_project: Annotated[
-        str, Opt("wheel/container: project dir (default: nearest)", parse=_one_line)
-    ]
-    packaging_build_args: Annotated[
-        Sequence[str], Opt("container: extra arguments to the build", default=())
-    ]
-    packaging_run_args: Annotated[
-        Sequence[str], Opt("container: extra arguments to `podman run`", default=())
-    ]
-
 
 def settings(given: Mapping[str, Any]) -> types.SimpleNamespace:
     """The packaging options of a Cluster, checked and with their defaults, as attributes

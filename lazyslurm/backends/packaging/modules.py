@@ -22,7 +22,7 @@ import types
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from lazyslurm.errors import PythonVersionError, UnshippableModuleError
+from lazyslurm.errors import PythonVersionError, UnshippableModuleError, missing_module_fixes
 
 __all__ = [
     "MIN_PYTHON",
@@ -316,8 +316,6 @@ def unshippable_error(missing: Iterable[str], *, python: str, mode: str) -> Unsh
         f"task code needs module(s) {', '.join(parts)} that python {python!r} on the cluster "
         f"cannot import, and packaging={mode!r} ships only pure Python (lazyslurm's runner, "
         f"cloudpickle, your own modules and pure-Python installed packages). Modes that "
-        f"work: packaging='wheel' (declare them as dependencies of your project), "
-        f"packaging='container' (an image that has them), or install them on the cluster "
-        f"and use packaging='inherit' (with python=... / setup=[...]); nothing was submitted"
+        f"work: {missing_module_fixes('them')}; nothing was submitted"
     )
     return UnshippableModuleError(msg)

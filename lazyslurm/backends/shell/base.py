@@ -2,22 +2,25 @@
 
 The Slurm backend talks to a cluster only through this small protocol, so the same code
 drives ``sbatch`` on a login node (:class:`LocalShell`) and from a laptop
-(:class:`SSHShell`). Every call is one *round trip*, counted in ``round_trips``:
+(:class:`SSHShell` over paramiko, or :class:`OpenSSHShell` through the user's OpenSSH
+master connection). Every call is one *round trip*, counted in ``round_trips``:
 
-===================  ==============================  ==================================
-call                 :class:`LocalShell`             :class:`SSHShell`
-===================  ==============================  ==================================
-``run``              1 (one ``bash -c``)             1 (one exec)
-``put_files``        1, +1 with ``then``             2: one SFTP upload + one exec that
-                                                     unpacks and runs ``then``
-``read_files``       1 (direct reads)                1 (one exec streaming a tar)
-``home``             0                               1 the first time, then cached
-===================  ==============================  ==================================
+==============  =======================  ===========================  =======================
+call            :class:`LocalShell`      :class:`SSHShell`            :class:`OpenSSHShell`
+==============  =======================  ===========================  =======================
+``run``         1 (one ``bash -c``)      1 (one exec)                 1 (one ``ssh``)
+``put_files``   1, +1 with ``then``      2: one SFTP upload + one     1: the tar on the stdin
+                                         exec that unpacks and runs   of the ``ssh`` that
+                                         ``then``                     unpacks and runs ``then``
+``read_files``  1 (direct reads)         1 (one exec streaming a tar) 1 (the same)
+``home``        0                        1 the first time, then       1 the first time, then
+                                         cached                       cached
+==============  =======================  ===========================  =======================
 
 Conventions shared by both shells:
 
 - Scripts run with ``bash``; their stdin is ``input`` (or empty), never a terminal.
-  ``SSHShell`` starts in the remote home directory, ``LocalShell`` in the current one.
+  The SSH shells start in the remote home directory, ``LocalShell`` in the current one.
 - ``root`` arguments may start with ``~`` or ``~/`` (the home directory on that side).
   Inside a script, quote paths with :func:`shell_path` (which keeps ``~`` working) or
   :func:`shlex.quote`: everything that reaches a shell must be quoted.

@@ -5,6 +5,7 @@ connection is first made, never at import."""
 from __future__ import annotations
 
 import base64
+import copy
 import functools
 import getpass
 import hashlib
@@ -15,25 +16,14 @@ import secrets
 import select
 import shlex
 import socket
-import tarfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypedDict
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-from lazyslurm.backends.shell.base import (
-    CommandResult,
-    check_env,
-    check_root,
-    decode,
-    relative,
-    shell_path,
-    staged_dirs,
-    tar_gz,
-    untar,
-    untrusted_facts,
-    validated_files,
-)
+from lazyslurm.backends.shell.login import LOGINS, Prompter, SecondFactorRefused
+from lazyslurm.backends.shell.login import login as second_factor_login
+from lazyslurm.backends.shell.remote import STAGE_PREFIX, RemoteShell, after_mark
 from lazyslurm.backends.shell.ssh_config import DEFAULT_SSH_CONFIG, Endpoint, Route, proxy_socket
 from lazyslurm.backends.shell.ssh_config import resolve as resolve_route
 from lazyslurm.errors import (
@@ -41,58 +31,30 @@ from lazyslurm.errors import (
     SSHAuthenticationError,
     SSHConnectionError,
     SSHHostKeyError,
-    UntrustedStoreError,
 )
-from lazyslurm.graph.options import Opt
-from lazyslurm.store import untrusted_fix
 
 if TYPE_CHECKING:
     import paramiko
 
-__all__ = ["SSHOptions", "SSHShell"]
+__all__ = ["SSHShell"]
 
 log = logging.getLogger("lazyslurm.backends.shell")
 
-_STAGE_PREFIX = ".lazyslurm-stage-"
 _SFTP_IDLE_TIMEOUT_S = 120.0  # longest wait for one SFTP reply before giving up
-
-_Path = str | os.PathLike[str]
-
-
-class SSHOptions(TypedDict, total=False):
-    """Options of the ``ssh`` backend: keyword arguments of :class:`SSHShell`."""
-
-    hostname: Annotated[str, Opt("login node, or a Host alias of ssh_config (required)")]
-    port: Annotated[int, Opt("SSH port (default: ssh_config's, else 22)", positive=True)]
-    username: Annotated[str, Opt("user on the cluster (default: ssh_config's, else you)")]
-    key_filename: Annotated[
-        _Path | Sequence[_Path], Opt("private key file(s), tried before the agent")
-    ]
-    known_hosts: Annotated[
-        _Path | Sequence[_Path],
-        Opt("known_hosts file(s) (default: ssh_config's, else ~/.ssh/known_hosts)"),
-    ]
-    ssh_config: Annotated[
-        _Path | Literal[False] | None,
-        Opt("OpenSSH client config read for hostname (false: none)", default=DEFAULT_SSH_CONFIG),
-    ]
-    allow_unknown_hosts: Annotated[
-        bool, Opt("trust an unknown host key (this session)", default=False)
-    ]
-    connect_timeout_s: Annotated[float, Opt("connection timeout", default=10, positive=True)]
-    keepalive_s: Annotated[float, Opt("keepalive interval (0: off)", default=30)]
+_DEFAULT_CONNECT_TIMEOUT_S = 10.0  # without connect_timeout_s or ConnectTimeout
 
 
-class SSHShell:
+
+class SSHShell(RemoteShell):
     """Runs scripts and moves files on a remote host over one paramiko connection.
 
     - **ssh config**: ``hostname`` may be a ``Host`` alias of the OpenSSH client config
       ``ssh_config`` (default ``~/.ssh/config``; ``None``/``False``: none). ``HostName``,
       ``User``, ``Port``, ``IdentityFile``, ``IdentitiesOnly``, ``ProxyJump`` (a chain
       too; each jump host's own block applies), ``ProxyCommand``, ``UserKnownHostsFile``,
-      ``GlobalKnownHostsFile``, ``HostKeyAlias`` and ``Include`` are honoured, other
-      keywords ignored (see :mod:`lazyslurm.backends.shell.ssh_config`). Explicit
-      arguments win over the file. Through a jump host the connection is one SSH
+      ``GlobalKnownHostsFile``, ``HostKeyAlias``, ``ConnectTimeout`` and ``Include`` are
+      honoured, other keywords ignored (see :mod:`lazyslurm.backends.shell.ssh_config`).
+      Explicit arguments win over the file. Through a jump host the connection is one SSH
       connection per jump host, each carrying the next one in a ``direct-tcpip`` channel.
     - **Host keys** of the login node *and of every jump host* are checked against
       ``known_hosts`` (a path or a list of paths; by default the config's
@@ -105,16 +67,26 @@ class SSHShell:
     - **Authentication**: ``key_filename`` (a path or list of paths; default: the config's
       ``IdentityFile``) first, then the ssh-agent (``allow_agent``, off with
       ``IdentitiesOnly yes``); the default ``~/.ssh/id_*`` keys are tried only when no key
-      file is given.
+      file is given. A server that then asks for more (``AuthenticationMethods
+      publickey,keyboard-interactive``), or that takes keyboard-interactive only, gets its
+      prompts answered by ``otp``, ``otp_command``, ``$LAZYSLURM_OTP_COMMAND`` or the person
+      at the terminal or notebook, once per process: see
+      :mod:`lazyslurm.backends.shell.login`. ``prompts`` counts the questions this shell's
+      logins asked. No GSSAPI/Kerberos (paramiko >= 4 has none): use an OpenSSH master.
     - **Errors**: a connection that cannot be made raises
       :class:`~lazyslurm.errors.SSHConnectionError` (a ``ConnectionError``; subclasses
       ``SSHAuthenticationError``, ``SSHHostKeyError``) naming the profile, the host as
       written and as resolved, the jump hosts and the cause, in one line. paramiko's own
       exception is chained only when the ``lazyslurm`` logger is at DEBUG.
-    - **Connection**: opened on first use, kept alive every ``keepalive_s`` seconds, and
-      re-opened transparently if it dropped between actions (or if opening a channel
-      fails once). A command that was running when the connection died is never retried:
-      that raises :class:`~lazyslurm.errors.BackendError`.
+    - **Connection**: opened on first use (within ``connect_timeout_s``, else the config's
+      ``ConnectTimeout``, else 10 s, for the TCP connection, the SSH banner and the key
+      exchange each), kept alive every ``keepalive_s`` seconds, and re-opened
+      transparently if it dropped between actions (or if opening a channel fails once). A
+      command that was running when the connection died is never retried: that raises
+      :class:`~lazyslurm.errors.BackendError`. A connection whose login needed a second
+      factor is shared by every SSHShell of the process taking the same route (users,
+      hosts, ports), and ``close()`` leaves it open (see
+      :mod:`~lazyslurm.backends.shell.login`).
     - **Scripts** are sent on the command's stdin (ahead of ``input``) and run by the
       remote ``bash`` whatever the login shell is, with ``env`` exported first; there is no
       command-line length limit. Output printed by the login shell's startup files is
@@ -130,8 +102,6 @@ class SSHShell:
       ``connects`` counts connections opened.
     """
 
-    local_files = False
-
     def __init__(
         self,
         hostname: str,
@@ -140,17 +110,23 @@ class SSHShell:
         key_filename: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
         known_hosts: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
         allow_unknown_hosts: bool = False,
-        connect_timeout_s: float = 10,
+        connect_timeout_s: float | None = None,
         keepalive_s: float = 30,
         env: Mapping[str, str] | None = None,
         *,
         ssh_config: str | os.PathLike[str] | bool | None = DEFAULT_SSH_CONFIG,
         allow_agent: bool = True,
         profile: str | None = None,
+        otp: Callable[..., str] | None = None,
+        otp_command: str | None = None,
     ) -> None:
         if not hostname:
             msg = "hostname must be a non-empty string"
             raise ValueError(msg)
+        if otp is not None and not callable(otp):
+            msg = f"otp must be a function returning the code, got {type(otp).__name__}"
+            raise TypeError(msg)
+        super().__init__(env)
         self.hostname = hostname  # as given: a host name or a Host alias of ssh_config
         self.port = None if port is None else int(port)  # explicit values (None: config's)
         self.username = username or None
@@ -161,20 +137,21 @@ class SSHShell:
         self._route: Route | None = None  # resolved at each connect (the config may change)
         self.allow_unknown_hosts = bool(allow_unknown_hosts)
         self.allow_agent = bool(allow_agent)
-        self.connect_timeout_s = float(connect_timeout_s)
+        # explicit (None: the config's ConnectTimeout, else 10 s: see timeout_for)
+        self.connect_timeout_s = None if connect_timeout_s is None else float(connect_timeout_s)
         self.keepalive_s = float(keepalive_s)
-        self.env = check_env(env)
-        self.round_trips = 0
+        self._otp = otp  # never shown: not in repr, messages or logs
+        self._otp_command = otp_command or None
         self.connects = 0
-        self._exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in self.env.items())
-        self._mark = f"lazyslurm{secrets.token_hex(8)}mark"
+        self.prompts = 0  # second-factor questions asked by this shell's logins
         self._lock = threading.RLock()
         self._client: paramiko.SSHClient | None = None
         self._sftp: paramiko.SFTPClient | None = None
         self._sftp_home: str | None = None
-        self._home: str | None = None
         self._jumps: list[paramiko.SSHClient] = []  # clients of the jump hosts, in order
         self._pinned: dict[str, paramiko.PKey] = {}  # known_hosts name -> key first seen
+        self._shared: _Shared | None = None  # the process's second-factor login, if in use
+        self._refused: SSHAuthenticationError | None = None  # a refused second factor
 
     # -- identity, context manager
     @property
@@ -194,133 +171,43 @@ class SSHShell:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- the protocol
-    def run(
-        self, script: str, *, input: bytes | None = None, timeout_s: float | None = None
-    ) -> CommandResult:
-        code, out, err = self._exec(script, input, timeout_s)
-        return CommandResult(code, decode(out), decode(err))
+    def timeout_for(self, hop: Endpoint) -> float:
+        """The connect timeout at ``hop``: ``connect_timeout_s``, else its ConnectTimeout,
+        else 10 s."""
+        if self.connect_timeout_s is not None:
+            return self.connect_timeout_s
+        return hop.connect_timeout or _DEFAULT_CONNECT_TIMEOUT_S
 
-    def put_files(
-        self, root: str, files: Mapping[str, bytes], *, then: str | None = None
-    ) -> CommandResult | None:
-        items = validated_files(files)
-        qroot = shell_path(check_root(root))
-        stage = self._upload(tar_gz(items)) if items else None
-        fail = f"{self._mark}unpack"
-        untrusted = f"{self._mark}untrusted"
-        lines = [
-            # never unpack into a directory another user could write to (the root, and
-            # the directories the files go into): name the first one, with its facts
-            "__lz_me=$(id -u)",
-            f"cd -- {qroot} 2>/dev/null && for __lz_d in . "
-            + " ".join(shlex.quote(d) for d in staged_dirs(items))
-            + "; do",
-            '  __lz_s=$(find "$__lz_d" -maxdepth 0 \\( -type l -o ! -user "$__lz_me" -o '
-            "-perm /022 \\) -printf '%y %U %m' 2>/dev/null)",
-            '  if [ -n "$__lz_s" ]; then',
-            f"    printf '%s\\n%s %s\\n%s\\n' {untrusted} "
-            '"$__lz_me" "$__lz_s" "$PWD/$__lz_d" >&2; exit 1',
-            "  fi",
-            "done",
-            "cd",
-            "__lz_err=$( ( umask 077 && mkdir -p -- " + qroot,
-        ]
-        if stage is not None:
-            qstage = shlex.quote(stage)
-            lines[-1] += f" && tar --no-same-owner -xzf {qstage}/files.tar.gz -C {qroot}"
-        lines[-1] += " ) 2>&1 ); __lz_rc=$?"
-        if stage is not None:
-            lines.append(f"rm -rf -- {qstage}")
-            # leftovers of uploads whose unpacking never ran (connection lost in between)
-            base = shlex.quote(posixpath.dirname(stage))
-            lines.append(
-                f"find {base} -maxdepth 1 -name '{_STAGE_PREFIX}*' -mmin +1440 "
-                "-exec rm -rf -- {} + 2>/dev/null"
-            )
-        lines += [
-            'if [ "$__lz_rc" -ne 0 ]; then',
-            f"""  printf '%s\\n%s\\n' {fail} "$__lz_err" >&2; exit 1""",
-            "fi",
-            "unset __lz_err __lz_rc __lz_me __lz_s",
-            then or "",
-        ]
-        res = self.run("\n".join(lines))
-        if res.returncode == 1 and res.stderr.startswith(untrusted):
-            facts, _, path = res.stderr[len(untrusted) :].strip().partition("\n")
-            path = path.removesuffix("/.")
-            why = untrusted_facts(facts)
-            msg = (
-                f"store directory {path} on {self._where} {why}: another user could plant "
-                f"files there. Fix: {untrusted_fix(path, why)}"
-            )
-            raise UntrustedStoreError(msg, path=path)
-        if res.returncode == 1 and res.stderr.startswith(fail):
-            detail = res.stderr[len(fail) :].strip() or "(no message)"
-            msg = f"could not create {root} or unpack files into it on {self._where}: {detail}"
-            raise BackendError(msg)
-        if then is None:
-            if res.returncode != 0:
-                msg = f"unpacking files into {root} on {self._where} failed: {res.stderr.strip()}"
-                raise BackendError(msg)
-            return None
-        return res
-
-    def read_files(self, root: str, paths: Sequence[str]) -> dict[str, bytes]:
-        wanted: dict[str, list[str]] = {}
-        for p in paths:
-            wanted.setdefault(relative(p), []).append(p)
-        qroot = shell_path(check_root(root))
-        if not wanted:
-            return {}
-        script = (
-            f"cd -- {qroot} 2>/dev/null || exit 0\n"
-            "while IFS= read -r -d '' f; do\n"
-            # ours, regular and not a symlink (checked here, on the cluster), else named
-            """  if [ -L "$f" ] || { [ -e "$f" ] && ! [ -O "$f" ]; }; then"""
-            """ printf 'LZ-UNTRUSTED %s\\n' "$f" >&2;\n"""
-            """  elif [ -f "$f" ] && [ -r "$f" ]; then printf './%s\\0' "$f"; fi\n"""
-            "done |\n"
-            "  tar -cf - --ignore-failed-read --null --no-unquote -T - 2>/dev/null\n"
-            "exit 0\n"
-        )
-        listing = b"".join(rel.encode() + b"\0" for rel in wanted)
-        _, out, err = self._exec(script, listing, None)
-        refused = [ln[13:] for ln in decode(err).splitlines() if ln.startswith("LZ-UNTRUSTED ")]
-        if refused:
-            msg = (
-                f"store file {refused[0]} under {root} on {self._where} is a symbolic link or "
-                f"not yours: refused (use a private workdir)"
-            )
-            raise UntrustedStoreError(msg, path=refused[0])
-        if not out:
-            return {}
-        try:
-            return untar(out, wanted)
-        except tarfile.TarError as exc:
-            msg = f"could not read files from {root} on {self._where}: {exc}; {decode(err)[-500:]}"
-            raise BackendError(msg) from exc
-
-    def home(self) -> str:
-        if self._home is None:
-            res = self.run('printf "%s" "$HOME"')
-            home = res.stdout.strip()
-            if res.returncode != 0 or not home.startswith("/"):
-                msg = f"cannot find the home directory on {self._where}: {res.stderr.strip()}"
-                raise BackendError(msg)
-            self._home = home
-        return self._home
+    @property
+    def _timeout(self) -> float:
+        route = self._route
+        if route is None:
+            return self.connect_timeout_s or _DEFAULT_CONNECT_TIMEOUT_S
+        return self.timeout_for(route.target)
 
     def close(self) -> None:
+        """Close this shell's channels and connection (a connection shared by the
+        process's second-factor login stays open: see :mod:`~.login`)."""
         with self._lock:
             self._drop_connection()
+            self._refused = None
 
     # -- connection
-    def _drop_connection(self) -> None:
-        sftp, client, jumps = self._sftp, self._client, self._jumps
+    def _drop_connection(self, broken: bool = False) -> None:
+        """Let go of the connection; a shared one is closed only if it is dead or
+        ``broken`` (it failed to open a channel)."""
+        sftp, client, jumps, shared = self._sftp, self._client, self._jumps, self._shared
         self._sftp = self._client = None
         self._jumps = []
-        for thing in (sftp, client, *reversed(jumps)):  # the login node, then the jumps
+        self._shared = None
+        things: list[Any] = [sftp]
+        if shared is not None:
+            if broken or not shared.alive():
+                if LOGINS.discard(shared.key, shared):
+                    things.append(shared)
+        else:
+            things += [client, *reversed(jumps)]  # the login node, then the jumps
+        for thing in things:
             if thing is not None:
                 try:
                     thing.close()
@@ -330,6 +217,8 @@ class SSHShell:
     def _transport(self) -> paramiko.Transport:
         """The live transport, connecting (again) if there is none."""
         with self._lock:
+            if self._refused is not None:  # never asked again before close(): no loops
+                raise copy.copy(self._refused).with_traceback(None)
             client = self._client
             transport = client.get_transport() if client is not None else None
             if transport is None or not transport.is_active():
@@ -354,15 +243,72 @@ class SSHShell:
         return self._route
 
     def _connect(self) -> tuple[paramiko.SSHClient, list[paramiko.SSHClient]]:
+        """The process's live second-factor login to that route if there is one (and its
+        host keys are trusted here), else a new connection (see :meth:`_open`)."""
+        route = self.resolve()
+        key = _login_key(route)
+        with LOGINS.lock(key):
+            shared = LOGINS.get(key)
+            if shared is not None and not shared.alive():
+                if LOGINS.discard(key, shared):
+                    shared.close()
+                shared = None
+            if shared is not None and self._trusts(route, shared):
+                log.debug("reusing this process's login to %s", route.describe())
+                self._shared = shared
+                return shared.client, shared.jumps
+            prompters = [
+                Prompter(
+                    h.describe(),
+                    f"{h.username}@{h.address}",
+                    otp=self._otp,
+                    otp_command=self._otp_command,
+                )
+                for h in route.hops
+            ]
+            try:
+                client, jumps = self._open(route, prompters)
+            finally:
+                asked = sum(p.asked for p in prompters)
+                self.prompts += asked
+            if asked:  # a second factor was given: keep the login for the process
+                self._shared = _Shared(key, client, jumps)
+                LOGINS.put(key, self._shared)
+            return client, jumps
+
+    def _trusts(self, route: Route, shared: _Shared) -> bool:
+        """Whether each host key of ``shared`` is one this shell trusts (its known_hosts,
+        or pinned): another shell's ``allow_unknown_hosts`` does not carry over."""
+        import paramiko
+
+        for client, hop in zip([*shared.jumps, shared.client], route.hops, strict=True):
+            transport = client.get_transport()
+            if transport is None:
+                return False
+            key = transport.get_remote_server_key()
+            if self._pinned.get(hop.key_name) == key:
+                continue
+            known = paramiko.HostKeys()
+            for path in hop.known_hosts:
+                try:
+                    known.load(path)
+                except (OSError, paramiko.SSHException):
+                    continue
+            if known.check(hop.key_name, key):
+                continue
+            return False
+        return True
+
+    def _open(
+        self, route: Route, prompters: Sequence[Prompter]
+    ) -> tuple[paramiko.SSHClient, list[paramiko.SSHClient]]:
         """Connect through the jump hosts (if any) to the login node: each jump host's
         connection carries the next one in a ``direct-tcpip`` channel. Returns the login
         node's client and the jump hosts' clients."""
         import paramiko
 
         t0 = time.perf_counter()
-        route = self.resolve()
         hops = route.hops
-        t = self.connect_timeout_s
         clients: list[paramiko.SSHClient] = []
         sock: Any = None
         proxy = None
@@ -370,13 +316,15 @@ class SSHShell:
         try:
             if route.proxy_command:
                 sock = proxy = proxy_socket(route.proxy_command)
-                sock.settimeout(t)
+                sock.settimeout(self.timeout_for(hop))
             else:
-                sock = socket.create_connection((hop.hostname, hop.port), timeout=t)
+                sock = socket.create_connection(
+                    (hop.hostname, hop.port), timeout=self.timeout_for(hop)
+                )
                 # without this, Nagle's algorithm and delayed ACKs add ~40 ms to every exec
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             for i, hop in enumerate(hops):
-                client = self._login(hop, sock)
+                client = self._login(hop, sock, prompters[i])
                 clients.append(client)
                 sock = None  # owned by the client now
                 transport = client.get_transport()
@@ -387,7 +335,10 @@ class SSHShell:
                     nxt = hops[i + 1]
                     try:
                         sock = transport.open_channel(
-                            "direct-tcpip", (nxt.hostname, nxt.port), ("127.0.0.1", 0), timeout=t
+                            "direct-tcpip",
+                            (nxt.hostname, nxt.port),
+                            ("127.0.0.1", 0),
+                            timeout=self.timeout_for(nxt),
                         )
                     except paramiko.ChannelException as exc:
                         said = getattr(transport, "open_failure", "")  # the server's words
@@ -403,8 +354,10 @@ class SSHShell:
                 raise
             said = proxy.stderr_tail() if proxy is not None and hop is hops[0] else ""
             error = self._connect_error(exc, route, hop, said)
-            if log.isEnabledFor(logging.DEBUG):  # paramiko's exception, for debugging
-                raise error from exc
+            if isinstance(exc, SecondFactorRefused) and isinstance(error, SSHAuthenticationError):
+                self._refused = error  # never asked again before close(): no prompt loops
+            if log.isEnabledFor(logging.DEBUG) and not isinstance(exc, SecondFactorRefused):
+                raise error from exc  # paramiko's exception, for debugging
             raise error.with_traceback(None) from None
         for client, h in zip(clients, hops, strict=True):
             transport = client.get_transport()
@@ -414,9 +367,10 @@ class SSHShell:
         log.debug("connected to %s in %.3f s", route.describe(), time.perf_counter() - t0)
         return clients[-1], clients[:-1]
 
-    def _login(self, hop: Endpoint, sock: Any) -> paramiko.SSHClient:
+    def _login(self, hop: Endpoint, sock: Any, prompter: Prompter) -> paramiko.SSHClient:
         """A client logged in to ``hop`` over ``sock`` (a socket, channel or ProxyCommand),
-        its host key checked against ``hop.known_hosts`` (and the key pinned earlier)."""
+        its host key checked against ``hop.known_hosts`` (and the key pinned earlier).
+        Keyboard-interactive (or password) prompts are answered by ``prompter``."""
         import paramiko
 
         client = paramiko.SSHClient()
@@ -434,24 +388,50 @@ class SSHShell:
         if pinned is not None:  # the key seen on the first connection of this object
             client.get_host_keys().add(hop.key_name, pinned.get_name(), pinned)
         client.set_missing_host_key_policy(_missing_host_key_policy(self, hop, missing_files))
-        t = self.connect_timeout_s
+        t = self.timeout_for(hop)
         # the name paramiko looks the host key up by: the socket is given, so hostname and
         # port serve only that (HostKeyAlias: the alias alone, as ssh does)
         name, port = (hop.host_key_alias, 22) if hop.host_key_alias else (hop.hostname, hop.port)
+
+        def transport_factory(*args: Any, **kwargs: Any) -> paramiko.Transport:
+            transport = _quiet_transport()(*args, **kwargs)
+            transport.prompter = prompter  # type: ignore[attr-defined]
+            return transport
+
         try:
-            client.connect(
-                name,
-                port=port,
-                username=hop.username,
-                key_filename=list(hop.key_filenames) or None,
-                allow_agent=self.allow_agent and not hop.identities_only,
-                look_for_keys=not hop.key_filenames,
-                timeout=t,
-                banner_timeout=t,
-                auth_timeout=t,
-                sock=sock,
-                transport_factory=_quiet_transport(),
-            )
+            try:
+                client.connect(
+                    name,
+                    port=port,
+                    username=hop.username,
+                    key_filename=list(hop.key_filenames) or None,
+                    allow_agent=self.allow_agent and not hop.identities_only,
+                    look_for_keys=not hop.key_filenames,
+                    timeout=t,
+                    banner_timeout=t,
+                    auth_timeout=t,
+                    sock=sock,
+                    transport_factory=transport_factory,
+                )
+            except paramiko.SSHException as exc:
+                # no key accepted, or none to offer: a server that takes keyboard-interactive
+                # alone (a password and a code) gets its prompts answered
+                transport = client.get_transport()
+                if not _interactive_only(transport, hop.username, exc):
+                    raise
+                assert transport is not None
+                second_factor_login(transport, hop.username, prompter)
+        except paramiko.SSHException:
+            transport = client.get_transport()
+            stalled = transport is not None and transport.is_active()
+            stalled = stalled and not transport.initial_kex_done
+            client.close()
+            if stalled:
+                # paramiko stops waiting for the banner or the key exchange silently,
+                # then fails with "No existing session": say what happened
+                assert transport is not None
+                raise _NoKex(t, banner=bool(getattr(transport, "remote_version", ""))) from None
+            raise
         except BaseException:
             client.close()
             raise
@@ -493,14 +473,14 @@ class SSHShell:
         for attempt in (1, 2):
             transport = self._transport()
             try:
-                return transport.open_session(timeout=self.connect_timeout_s)
+                return transport.open_session(timeout=self._timeout)
             except (paramiko.SSHException, EOFError, OSError) as exc:
                 if attempt == 2:
                     msg = f"cannot open an SSH channel to {self._where}: {_why(exc)}"
                     raise BackendError(msg) from _cause(exc)
                 log.debug("channel open failed (%s); reconnecting", exc)
                 with self._lock:
-                    self._drop_connection()
+                    self._drop_connection(broken=True)
         raise AssertionError("unreachable")
 
     # -- commands
@@ -578,7 +558,7 @@ class SSHShell:
             writer.join(1)
         finally:
             chan.close()
-        return code, _after_mark(bytes(out), m), _after_mark(bytes(err), m)
+        return code, after_mark(bytes(out), m), after_mark(bytes(err), m)
 
     # -- files
     def _sftp_client(self) -> paramiko.SFTPClient:
@@ -599,11 +579,14 @@ class SSHShell:
                     if attempt == 2:
                         msg = f"cannot open SFTP to {self._where}: {exc}"
                         raise BackendError(msg) from _cause(exc)
-                    self._drop_connection()
+                    self._drop_connection(broken=True)
                     transport = self._transport()
             sftp.get_channel().settimeout(_SFTP_IDLE_TIMEOUT_S)
             self._sftp = sftp
             return sftp
+
+    def _stage(self, blob: bytes) -> str:
+        return self._upload(blob)
 
     def _upload(self, blob: bytes) -> str:
         """Upload ``blob`` into a new private staging directory; return its absolute path.
@@ -621,7 +604,7 @@ class SSHShell:
             try:
                 if self._sftp_home is None:
                     self._sftp_home = sftp.normalize(".")
-                stage = posixpath.join(self._sftp_home, _STAGE_PREFIX + secrets.token_hex(8))
+                stage = posixpath.join(self._sftp_home, STAGE_PREFIX + secrets.token_hex(8))
                 sftp.mkdir(stage, mode=0o700)
                 with sftp.open(f"{stage}/files.tar.gz", "wb") as fh:
                     fh.set_pipelined(True)
@@ -636,7 +619,7 @@ class SSHShell:
                     raise BackendError(msg) from _cause(exc)
                 log.debug("upload failed (%s); reconnecting", exc)
                 with self._lock:
-                    self._drop_connection()
+                    self._drop_connection(broken=True)
         raise AssertionError("unreachable")
 
     @staticmethod
@@ -699,11 +682,6 @@ def _why(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
-def _after_mark(data: bytes, mark: str) -> bytes:
-    i = data.find(mark.encode())
-    return data if i < 0 else data[i + len(mark) :]
-
-
 def _fingerprint(key: paramiko.PKey) -> str:
     digest = hashlib.sha256(key.asbytes()).digest()
     return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
@@ -727,7 +705,8 @@ def _quiet_transport() -> type[paramiko.Transport]:
     paramiko logs failures at ERROR, with tracebacks, which Python prints to stderr when
     logging is not configured: users see our one-line error instead, and paramiko's text
     only with the ``lazyslurm`` logger at DEBUG. Also keeps the server's reason for a
-    refused ``direct-tcpip`` channel (paramiko only logs it).
+    refused ``direct-tcpip`` channel (paramiko only logs it), and answers a second factor
+    asked for after the key with the shell's :class:`~.login.Prompter`.
     """
     import paramiko
 
@@ -737,6 +716,19 @@ def _quiet_transport() -> type[paramiko.Transport]:
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.set_log_channel(_PARAMIKO_LOG)  # channels and SFTP log below it
+            self.prompter: Prompter | None = None  # answers a second factor
+
+        def auth_interactive_dumb(
+            self, username: str, handler: Any = None, submethods: str = ""
+        ) -> list[str]:
+            # what SSHClient calls after a key was accepted and the server asks for more
+            # (paramiko's own would print the prompts and read stdin)
+            if self.prompter is None:
+                raise paramiko.AuthenticationException(
+                    "the server asks for a second factor after the key (keyboard-interactive)"
+                )
+            second_factor_login(self, username, self.prompter)
+            return []
 
         def _log(self, level: int, msg: Any, *args: Any) -> None:
             if isinstance(msg, str) and "open FAILED: " in msg:
@@ -746,6 +738,73 @@ def _quiet_transport() -> type[paramiko.Transport]:
             self.logger.log(min(level, logging.DEBUG), msg, *args)
 
     return _Transport
+
+
+class _Shared:
+    """A login that needed a second factor, kept for the process in :data:`~.login.LOGINS`
+    and shared by every SSHShell to the same route."""
+
+    def __init__(
+        self, key: str, client: paramiko.SSHClient, jumps: list[paramiko.SSHClient]
+    ) -> None:
+        self.key = key
+        self.client = client
+        self.jumps = jumps
+        self.pid = os.getpid()
+
+    def alive(self) -> bool:
+        transport = self.client.get_transport()
+        return self.pid == os.getpid() and transport is not None and transport.is_active()
+
+    def close(self) -> None:
+        for client in (self.client, *reversed(self.jumps)):
+            try:
+                client.close()
+            except Exception:  # a dead connection: nothing left to release
+                log.debug("error closing %r", client, exc_info=True)
+
+    def __repr__(self) -> str:
+        return f"_Shared({self.key})"
+
+
+def _login_key(route: Route) -> str:
+    """Which logins are the same: the users, hosts and ports on the way, and the proxy."""
+    hops = " -> ".join(f"{h.username}@{h.address}" for h in route.hops)
+    return f"{hops} | {route.proxy_command}" if route.proxy_command else hops
+
+
+def _interactive_only(transport: Any, username: str, exc: BaseException) -> bool:
+    """After ``exc`` ended paramiko's tries (no key accepted, or none to offer): whether the
+    server would take keyboard-interactive (or password) answers instead."""
+    import paramiko
+
+    if transport is None or not transport.is_active() or transport.is_authenticated():
+        return False
+    if not transport.initial_kex_done:
+        return False
+    allowed = getattr(exc, "allowed_types", None)
+    if not isinstance(exc, paramiko.BadAuthenticationType):
+        if not isinstance(exc, paramiko.AuthenticationException) and "No authentication" not in str(
+            exc
+        ):
+            return False
+        try:
+            transport.auth_none(username)
+            return transport.is_authenticated()  # a server that asks nothing
+        except paramiko.BadAuthenticationType as bad:
+            allowed = bad.allowed_types
+        except paramiko.SSHException:
+            return False
+    return bool({"keyboard-interactive", "password"} & set(allowed or ()))
+
+
+class _NoKex(Exception):
+    """The server's banner, or the key exchange after it, did not come in time."""
+
+    def __init__(self, timeout_s: float, *, banner: bool) -> None:
+        super().__init__(timeout_s)
+        self.timeout_s = timeout_s
+        self.banner = banner  # the banner came (the key exchange did not)
 
 
 class _JumpRefused(Exception):
@@ -765,6 +824,17 @@ def _reason(
 
     if isinstance(exc, SSHConnectionError):  # raised by our host key policy
         return str(exc), type(exc)
+    if isinstance(exc, SecondFactorRefused):
+        return f"second factor: {exc.reason}", SSHAuthenticationError
+    if isinstance(exc, _NoKex) and not exc.banner:
+        return _no_banner(shell, hop, route), SSHConnectionError
+    if isinstance(exc, _NoKex):
+        return (
+            f"the SSH server at {hop.address} sent its banner but did not finish the key "
+            f"exchange within {exc.timeout_s:g} s (connect_timeout_s, or ConnectTimeout in "
+            "the ssh config): an overloaded or stalled sshd, or a middlebox",
+            SSHConnectionError,
+        )
     if isinstance(exc, _JumpRefused):
         return (
             f"it could not open a connection to {exc.hop.address}: {exc.text} (wrong "
@@ -785,9 +855,12 @@ def _reason(
         return f"ProxyCommand failed: {' '.join(str(exc).split())}", SSHConnectionError
     if isinstance(exc, paramiko.SSHException):
         text = " ".join(str(exc).split()) or type(exc).__name__
-        if "banner" in text.lower() or "closed" in text.lower():
-            proxied = route.proxy_command and hop is route.hops[0]
-            what = "through the ProxyCommand" if proxied else f"at {hop.address}"
+        proxied = route.proxy_command and hop is route.hops[0]
+        what = "through the ProxyCommand" if proxied else f"at {hop.address}"
+        timed_out = isinstance(exc.__context__, (TimeoutError, socket.timeout))
+        if "banner" in text.lower() and timed_out:
+            text = _no_banner(shell, hop, route)
+        elif "banner" in text.lower() or "closed" in text.lower():
             text = (
                 f"no SSH server answered {what} (not an SSH port, or the server or proxy "
                 f"closed the connection): {text}"
@@ -815,9 +888,9 @@ def _reason(
         )
     if isinstance(exc, (TimeoutError, socket.timeout)):
         return (
-            f"no answer from {hop.address} within {shell.connect_timeout_s:g} s "
-            "(connect_timeout_s): host down, firewalled, or reachable only through a jump "
-            "host (ProxyJump)?",
+            f"no answer from {hop.address} within {shell.timeout_for(hop):g} s "
+            "(connect_timeout_s, or ConnectTimeout in the ssh config): host down, "
+            "firewalled, or reachable only through a jump host (ProxyJump)?",
             SSHConnectionError,
         )
     if isinstance(exc, (OSError, EOFError)):
@@ -826,6 +899,17 @@ def _reason(
             why = "the server closed the connection during login"
         return f"{why} ({hop.address})", SSHConnectionError
     return f"{type(exc).__name__}: {' '.join(str(exc).split())}", SSHConnectionError
+
+
+def _no_banner(shell: SSHShell, hop: Endpoint, route: Route) -> str:
+    proxied = route.proxy_command and hop is route.hops[0]
+    what = "through the ProxyCommand" if proxied else f"at {hop.address}"
+    return (
+        f"no SSH banner within {shell.timeout_for(hop):g} s {what} (connect_timeout_s, or "
+        "ConnectTimeout in the ssh config): the port accepts connections but no SSH server "
+        "answers (an overloaded login node, a firewall or proxy holding the connection, or "
+        "not an SSH port)"
+    )
 
 
 def _ssh_command(shell: SSHShell, route: Route | None) -> str:
@@ -889,11 +973,18 @@ def _auth_failed_message(hop: Endpoint, shell: SSHShell) -> str:
         tried.append("ssh-agent")
     if not hop.key_filenames:
         tried.append("default keys in ~/.ssh")
+    kerberos = (
+        "; GSSAPIAuthentication is set for this host in the ssh config, but paramiko has no "
+        "GSSAPI (Kerberos): log in once with an OpenSSH master (`ssh -fNM HOST` with "
+        "ControlMaster/ControlPath in the config) and lazyslurm uses it (docs/two-factor.md)"
+        if hop.gssapi
+        else ""
+    )
     return (
         f"SSH authentication failed as {hop.username} on {hop.address} (tried "
         f"{' then '.join(tried)}); check username= and key_filename= (or User and "
         "IdentityFile in the ssh config), and that the public key is in the remote "
-        "~/.ssh/authorized_keys"
+        f"~/.ssh/authorized_keys{kerberos}"
     )
 
 

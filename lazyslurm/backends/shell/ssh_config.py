@@ -8,12 +8,15 @@ What is honoured, per host (the login node and each jump host, each with its own
 ``IdentitiesOnly``, ``ProxyJump`` (one hop or a comma-separated chain of
 ``[user@]host[:port]``; the first hop's own ``ProxyJump``/``ProxyCommand`` apply, as with
 ``ssh -J``), ``ProxyCommand`` (run by ``/bin/sh`` like ssh does), ``UserKnownHostsFile``,
-``GlobalKnownHostsFile``, ``HostKeyAlias`` and ``Include`` (expanded here: paramiko does
-not). ``StrictHostKeyChecking`` is read but never weakens checking: an unknown key is
+``GlobalKnownHostsFile``, ``HostKeyAlias``, ``ConnectTimeout`` (unless
+``connect_timeout_s=`` is given) and ``Include`` (expanded here: paramiko does not).
+``ControlPath`` (and ``ControlMaster``) choose the OpenSSH transport when a master
+connection is live (:mod:`lazyslurm.backends.shell.openssh`); ``GSSAPIAuthentication``
+is read only to explain a refused login (paramiko >= 4 has no GSSAPI: use an OpenSSH
+master). ``StrictHostKeyChecking`` is read but never weakens checking: an unknown key is
 refused unless ``allow_unknown_hosts=True`` (the error says so). Every other keyword is
-ignored (``ControlMaster``, ``ForwardAgent``, ``ServerAliveInterval`` (see
-``keepalive_s``), ``ConnectTimeout`` (see ``connect_timeout_s``), ciphers and algorithms,
-...).
+ignored (``ForwardAgent``, ``ServerAliveInterval`` (see ``keepalive_s``), ciphers and
+algorithms, ...).
 
 Explicit options (``port=``, ``username=``, ``key_filename=``, ``known_hosts=``) win over
 the file for the login node; ``known_hosts=`` also serves the jump hosts, and
@@ -59,6 +62,9 @@ class Endpoint:
     default_known_hosts: bool = True  # known_hosts is lazyslurm's default (not chosen)
     host_key_alias: str | None = None
     strict_host_key_checking: str | None = None  # as written in the config (never obeyed)
+    connect_timeout: float | None = None  # ConnectTimeout, s
+    control_path: str | None = None  # ControlPath as written (tokens not expanded)
+    gssapi: bool = False  # GSSAPIAuthentication yes
 
     @property
     def address(self) -> str:
@@ -231,6 +237,15 @@ def _endpoint(
             msg = f"{where}: Port {cfg['port']!r} is not a number"
             raise ClusterConfigError(msg) from None
     identities_only = str(cfg.get("identitiesonly", "no")).lower() == "yes"
+    connect_timeout = None
+    if cfg.get("connecttimeout") not in (None, "", "none"):
+        try:
+            connect_timeout = float(cfg["connecttimeout"])
+        except ValueError:
+            msg = f"{where}: ConnectTimeout {cfg['connecttimeout']!r} is not a number of seconds"
+            raise ClusterConfigError(msg) from None
+        connect_timeout = connect_timeout if connect_timeout > 0 else None
+    control_path = str(cfg.get("controlpath") or "") or None
     keys = tuple(key_filenames)
     if not keys:
         # as ssh does: IdentityFile entries that do not exist are skipped
@@ -258,6 +273,9 @@ def _endpoint(
         default_known_hosts=default_kh,
         host_key_alias=cfg.get("hostkeyalias") or None,
         strict_host_key_checking=cfg.get("stricthostkeychecking"),
+        connect_timeout=connect_timeout,
+        control_path=None if (control_path or "").lower() == "none" else control_path,
+        gssapi=str(cfg.get("gssapiauthentication", "no")).lower() == "yes",
     )
 
 

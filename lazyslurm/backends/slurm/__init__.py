@@ -17,12 +17,7 @@ Nothing outside this folder speaks Slurm (``tests/test_layers.py`` checks that n
 module runs sbatch, squeue, sacct, scontrol or scancel).
 """
 
-from lazyslurm.backends.slurm.backend import (
-    SPECS,
-    STATUS_SOURCES,
-    SlurmBackend,
-    SlurmOptions,
-    make_slurm_backend,
-)
+from lazyslurm.backends.slurm.backend import SPECS, SlurmBackend, make_slurm_backend
+from lazyslurm.backends.slurm.options import STATUS_SOURCES, SlurmOptions
 
 __all__ = ["SPECS", "STATUS_SOURCES", "SlurmBackend", "SlurmOptions", "make_slurm_backend"]

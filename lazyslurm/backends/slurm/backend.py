@@ -20,9 +20,8 @@ import re
 import shlex
 import sys
 import time
-import typing
 from collections.abc import Mapping, Sequence, Set
-from typing import Annotated, Any, Literal, TypedDict
+from typing import Any
 
 import attrs
 
@@ -34,7 +33,6 @@ from lazyslurm.backends.base import (
     Accounting,
     ArrayJob,
     BackendBase,
-    BackendSpec,
     ElementFailure,
     PackLimits,
     RunHandle,
@@ -43,9 +41,11 @@ from lazyslurm.backends.base import (
     sleep_until_change,
 )
 from lazyslurm.backends.option import resolve
-from lazyslurm.backends.packaging import Packager, PackagingOptions, check_staged
-from lazyslurm.backends.shell import LocalShell, Shell, SSHShell
-from lazyslurm.backends.shell.ssh import SSHOptions
+from lazyslurm.backends.packaging import Packager, check_staged
+from lazyslurm.backends.packaging.options import PackagingOptions
+from lazyslurm.backends.registry import BackendSpec
+from lazyslurm.backends.shell import LocalShell, Shell, make_ssh_shell
+from lazyslurm.backends.shell.options import SSHOptions
 from lazyslurm.backends.slurm.accounting import parse_accounting
 from lazyslurm.backends.slurm.accounting import query as accounting_query
 from lazyslurm.backends.slurm.facts import (
@@ -56,6 +56,11 @@ from lazyslurm.backends.slurm.facts import (
     read_probe,
     split_starts,
     start_query_script,
+)
+from lazyslurm.backends.slurm.options import (
+    STATUS_SOURCES,
+    UNREACHABLE_TIMEOUT_S,
+    SlurmOptions,
 )
 from lazyslurm.backends.slurm.render import (
     JOB_NAME_PREFIX,
@@ -87,7 +92,7 @@ from lazyslurm.errors import (
     RunDirectoryGoneError,
     SSHHostKeyError,
 )
-from lazyslurm.graph.options import Opt, declared
+from lazyslurm.graph.options import declared
 from lazyslurm.graph.resources import DEFAULTABLE, Resources, TaskDefaults
 from lazyslurm.planning.cost import ClusterFacts
 from lazyslurm.store import INSIDE, RunLayout, default_workdir
@@ -106,7 +111,6 @@ __all__ = [
 
 _WATCH_TICK_S_REMOTE = 0.05  # over SSH: how often the poll's wait looks at the store
 _WATCH_TICK_S = 0.02  # local runs: how often wait_for_change looks at the store's directories
-_UNREACHABLE_TIMEOUT_S = 600.0  # default of the unreachable_timeout_s option
 _POLL_BUDGET_S = 120.0  # one poll command (beyond its wait) gives up after this long
 _QUERY_TIMEOUT_S = 120.0  # one query round trip (sbatch --test-only, sacct)
 _PREVIEW_RUN = "preview"  # run id in the --test-only flags (nothing is written)
@@ -137,7 +141,7 @@ class SlurmBackend(BackendBase):
         max_array_size: int | None = None,
         status: str = "auto",
         packaging: PackagingOptions | None = None,
-        unreachable_timeout_s: float = _UNREACHABLE_TIMEOUT_S,
+        unreachable_timeout_s: float = UNREACHABLE_TIMEOUT_S,
     ) -> None:
         if status not in STATUS_SOURCES:
             msg = f"status must be one of {', '.join(STATUS_SOURCES)}, got {status!r}"
@@ -734,33 +738,6 @@ def _dir_stamp(layout: RunLayout) -> tuple[int, ...]:
     return tuple(stamp)
 
 
-StatusSource = Literal["auto", "sacct", "squeue"]
-STATUS_SOURCES: tuple[str, ...] = typing.get_args(StatusSource)
-
-
-class SlurmOptions(TypedDict, total=False):
-    """Options of the ``slurm`` and ``ssh`` backends (and the task defaults of
-    :class:`~lazyslurm.graph.resources.TaskDefaults`, and ``PackagingOptions``)."""
-
-    python: Annotated[str, Opt("interpreter on the cluster (slurm: this one)")]
-    setup: Annotated[
-        Sequence[str], Opt("shell lines run before each task (module load ...)", default=())
-    ]
-    env: Annotated[Mapping[str, str], Opt("environment variables for every Slurm command")]
-    unreachable_timeout_s: Annotated[
-        float,
-        Opt(
-            "how long polls retry while slurmctld or the SSH connection is unreachable",
-            default=_UNREACHABLE_TIMEOUT_S,
-            positive=True,
-        ),
-    ]
-    status: Annotated[
-        StatusSource,
-        Opt("status source: sacct, squeue, or auto (sacct if accounting)", default="auto"),
-    ]
-
-
 def make_slurm_backend(
     kind: str,
     *,
@@ -800,7 +777,7 @@ def make_slurm_backend(
             python=own["python"] or sys.executable,
             **common,
         )
-    shell = SSHShell(env=own["env"], profile=profile, **shell_opts)
+    shell = make_ssh_shell(env=own["env"], profile=profile, **shell_opts)  # paramiko or OpenSSH
     return SlurmBackend(shell, name="ssh", workdir=wd, python=own["python"] or "python3", **common)
 
 

@@ -132,7 +132,10 @@ def job_script(
     ``$SLURM_ARRAY_TASK_ID``). ``setup`` lines are the user's own shell, used as given;
     ``launcher`` words (quoted here) come before the interpreter, e.g. a container runtime.
     ``runner``, the path of ``lazyslurm/runner/__main__.py`` on the cluster when known, is
-    started by path: no ``runpy`` and no package ``__init__`` on every task.
+    started by path: no ``runpy`` and no package ``__init__`` on every task; else
+    ``python -P -m lazyslurm.runner`` (``-P``: the job's working directory, where the
+    client was, does not come first on ``sys.path``, where a user's ``types.py`` would
+    shadow the standard library; the runner puts it after the standard library).
 
     A task with more than one rank (:attr:`Resources.ranks`) gets :func:`ranks_script`
     instead; a one-process task's script is unchanged by that feature.
@@ -141,7 +144,7 @@ def job_script(
         return ranks_script(
             job, run_id=run_id, layout=layout, python=python, setup=setup, runner=runner
         )
-    start = [runner] if runner else ["-m", "lazyslurm.runner"]
+    start = [runner] if runner else ["-P", "-m", "lazyslurm.runner"]
     words = [*launcher, python, *start, layout.root, job.id]
     lines = [
         "#!/bin/bash",
@@ -179,7 +182,7 @@ def ranks_script(
         srun.append(f"--cpus-per-task={r.cpus_per_task}")
     if r.gpus_per_task is not None:
         srun.append(f"--gpus-per-task={q(r.gpus_per_task)}")
-    start = f"{q(python)} {q(runner)}" if runner else f"{q(python)} -m lazyslurm.runner"
+    start = f"{q(python)} {q(runner)}" if runner else f"{q(python)} -P -m lazyslurm.runner"
     where = f"{q(layout.root)} {q(job.id)}"
     lines = [
         "#!/bin/bash",
@@ -368,6 +371,8 @@ def read_job_script(text: str) -> Launch:
         for i in range(1, len(words))
         if words[i : i + 2] == ["-m", "lazyslurm.runner"] or words[i].endswith(_RUNNER_BY_PATH)
     )
+    if words[at] == "-m" and words[at - 1] == "-P":  # python -P -m lazyslurm.runner
+        at -= 1
     setup = tuple(ln for ln in lines[2:] if not starts_runner(ln))
     runner = words[at] if words[at].endswith(_RUNNER_BY_PATH) else None
     return Launch(words[at - 1], setup, tuple(words[: at - 1]), runner)

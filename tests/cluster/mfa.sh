@@ -1,0 +1,142 @@
+#!/bin/bash
+# A third sshd that asks for a second factor (called by start.sh after its ssh part; run as root).
+# It may also run alone (`bash tests/cluster/mfa.sh`): it changes nothing the other parts generate.
+#   - 127.0.0.1:$MFA_PORT, its own host key, pid file and log, same user and key as the ssh part
+#   - AuthenticationMethods publickey,keyboard-interactive: the key, then a TOTP code asked by
+#     PAM (Debian's libpam-google-authenticator: prompt "Verification code: ", 30 s codes,
+#     DISALLOW_REUSE, WINDOW_SIZE 17: codes of the 8 periods before and after are taken too,
+#     once each, so tests need not wait 30 s between logins) with a secret the tests know
+#     ($STATE/mfa/secret)
+#   - the same sshd also listens on 127.0.0.1:$KBD_PORT, where keyboard-interactive alone is
+#     asked (no key first: like sites that want a password and a code), and on
+#     127.0.0.1:$PW_PORT, where the key is followed by the "password" method (PAM takes the
+#     code as the password)
+#   - its PAM service is its own: sshd names it after argv[0], so it runs as
+#     $STATE/mfa/lazyslurm-mfa-sshd (a symlink to sshd) with /etc/pam.d/lazyslurm-mfa-sshd;
+#     /etc/pam.d/sshd is not touched
+#   - libpam-google-authenticator and oathtool are apt-installed when missing
+# Idempotent: the sshd is restarted only when its config or PAM file changed; the secret is made
+# once. Writes KEY=VALUE lines for tests to $STATE/mfa/env. See tests/cluster/README.md.
+set -euo pipefail
+export PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin
+STATE=${LAZYSLURM_TEST_CLUSTER_DIR:-/tmp/lazyslurm-test-cluster}
+SSH_USER=${LAZYSLURM_TEST_CLUSTER_SSH_USER:-lsuser}
+MFA_PORT=${LAZYSLURM_TEST_CLUSTER_MFA_PORT:-2224}
+KBD_PORT=${LAZYSLURM_TEST_CLUSTER_MFA_KBD_PORT:-$((MFA_PORT + 1))}
+PW_PORT=${LAZYSLURM_TEST_CLUSTER_MFA_PW_PORT:-$((MFA_PORT + 2))}
+SERVICE=lazyslurm-mfa-sshd
+D=$STATE/mfa
+T0=$EPOCHREALTIME
+el() { awk -v a="$T0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }'; }
+die() { echo "mfa: ERROR: $*" >&2; exit 1; }
+running() { [ -e /proc/$1/stat ] && ! grep -q '^[0-9]* ([^)]*) Z' /proc/$1/stat 2>/dev/null; }
+alive() { local p; [ -s "$1" ] || return 1; p=$(cat "$1"); running "$p" || return 1
+          tr '\0' ' ' </proc/$p/cmdline 2>/dev/null | grep -qF -- "$2"; }
+stop_pid() { alive "$1" "$2" || return 0; local p; p=$(cat "$1"); kill "$p" 2>/dev/null || true
+  for _ in $(seq 600); do running "$p" || break; sleep 0.05; done
+  running "$p" && kill -9 "$p"; rm -f "$1"; }
+install_if_changed() { if cmp -s "$1" "$2"; then rm -f "$1"; return 0; fi; mv "$1" "$2"; return 1; }
+port_busy() { (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null; }
+wait_for() { local n=$1; shift; for _ in $(seq "$n"); do "$@" >/dev/null 2>&1 && return 0; sleep 0.05; done; return 1; }
+
+[ "$(id -u)" = 0 ] || die "must run as root"
+id "$SSH_USER" >/dev/null 2>&1 || die "no user $SSH_USER: run start.sh (its ssh part makes it)"
+KEY=$STATE/ssh/${SSH_USER}_id_ed25519
+[ -s "$KEY" ] || die "no $KEY: run start.sh (its ssh part makes it)"
+G=$(id -gn "$SSH_USER")
+
+# ---------------------------------------------------------------- packages
+MODULE=$(compgen -G '/lib/*/security/pam_google_authenticator.so' || compgen -G '/usr/lib/*/security/pam_google_authenticator.so' || true)
+if [ -z "$MODULE" ] || ! command -v oathtool >/dev/null 2>&1; then
+  mkdir -p "$D"
+  echo "  installing libpam-google-authenticator oathtool"
+  { DEBIAN_FRONTEND=noninteractive apt-get install -y -q libpam-google-authenticator oathtool \
+    || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q libpam-google-authenticator oathtool; }
+  } >"$D/apt.log" 2>&1 || die "apt-get install failed, see $D/apt.log"
+  MODULE=$(compgen -G '/lib/*/security/pam_google_authenticator.so' || compgen -G '/usr/lib/*/security/pam_google_authenticator.so' || true)
+  [ -n "$MODULE" ] || die "pam_google_authenticator.so not found after apt-get install"
+fi
+
+# ---------------------------------------------------------------- secret (made once)
+mkdir -p "$D"; chmod 755 "$D"
+if ! [ -s "$D/secret" ]; then
+  # 20 random bytes in base32, as google-authenticator makes them
+  head -c 20 /dev/urandom | base32 | tr -d '=\n' > "$D/secret.new"; mv "$D/secret.new" "$D/secret"
+fi
+chmod 644 "$D/secret"   # a test secret: tests (and env.json) carry it
+SECRET=$(cat "$D/secret")
+# google-authenticator's file: owned by the user, private, in a directory the user can write
+# (DISALLOW_REUSE rewrites it with the codes used); rewritten only when the secret or the
+# window changed
+install -d -m 700 -o "$SSH_USER" -g "$G" "$D/ga"
+GA=$D/ga/$SSH_USER
+if [ "$(head -n2 "$GA" 2>/dev/null)" != "$SECRET"$'\n''" WINDOW_SIZE 17' ]; then
+  printf '%s\n" WINDOW_SIZE 17\n" DISALLOW_REUSE\n" TOTP_AUTH\n' "$SECRET" > "$GA.new"
+  chown "$SSH_USER:$G" "$GA.new"; chmod 600 "$GA.new"; mv "$GA.new" "$GA"
+fi
+
+# ---------------------------------------------------------------- PAM service, sshd config
+changed=0
+cat > "$D/pam.new" <<EOF
+# generated by lazyslurm tests/cluster/mfa.sh: the second factor of the MFA test sshd
+auth     required  pam_google_authenticator.so secret=$D/ga/\${USER}
+account  required  pam_unix.so
+session  required  pam_permit.so
+EOF
+install_if_changed "$D/pam.new" "/etc/pam.d/$SERVICE" || changed=1
+[ -s "$D/ssh_host_ed25519_key" ] || ssh-keygen -q -t ed25519 -N '' -C lazyslurm-test-mfa -f "$D/ssh_host_ed25519_key"
+chmod 600 "$D/ssh_host_ed25519_key"
+hk=$(cut -d' ' -f1,2 "$D/ssh_host_ed25519_key.pub")
+printf '%s\n' "[127.0.0.1]:$MFA_PORT $hk" "[127.0.0.1]:$KBD_PORT $hk" "[127.0.0.1]:$PW_PORT $hk" > "$D/known_hosts.new"
+install_if_changed "$D/known_hosts.new" "$D/known_hosts" || true; chmod 644 "$D/known_hosts"
+cat > "$D/sshd_config.new" <<EOF
+# generated by lazyslurm tests/cluster/mfa.sh
+Port $MFA_PORT
+Port $KBD_PORT
+Port $PW_PORT
+ListenAddress 127.0.0.1
+HostKey $D/ssh_host_ed25519_key
+PidFile $D/sshd.pid
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication yes
+AuthenticationMethods publickey,keyboard-interactive
+UsePAM yes
+PermitRootLogin no
+AllowUsers $SSH_USER
+UseDNS no
+PrintMotd no
+PrintLastLog no
+LogLevel VERBOSE
+MaxStartups 100:30:200
+MaxSessions 100
+MaxAuthTries 6
+AuthorizedKeysFile .ssh/authorized_keys
+Subsystem sftp internal-sftp
+SetEnv SLURM_CONF=$STATE/acct/etc/slurm.conf
+Match LocalPort $KBD_PORT
+  AuthenticationMethods keyboard-interactive
+Match LocalPort $PW_PORT
+  PasswordAuthentication yes
+  AuthenticationMethods publickey,password
+EOF
+install_if_changed "$D/sshd_config.new" "$D/sshd_config" || changed=1
+ln -sfn /usr/sbin/sshd "$D/$SERVICE"   # sshd's PAM service is its argv[0]'s name
+if [ $changed = 1 ]; then
+  /usr/sbin/sshd -t -f "$D/sshd_config" || die "MFA sshd config test failed"
+  stop_pid "$D/sshd.pid" "$D/sshd_config"
+fi
+if ! alive "$D/sshd.pid" "$D/sshd_config"; then
+  for p in $MFA_PORT $KBD_PORT $PW_PORT; do
+    port_busy "$p" && die "port $p (MFA sshd) is already used by another process; set LAZYSLURM_TEST_CLUSTER_MFA_PORT"
+  done
+  mkdir -p "$STATE/log" /run/sshd
+  "$D/$SERVICE" -f "$D/sshd_config" -E "$STATE/log/mfa-sshd.log" || die "MFA sshd failed to start, see $STATE/log/mfa-sshd.log"
+  wait_for 100 port_busy "$MFA_PORT" || die "MFA sshd not listening on 127.0.0.1:$MFA_PORT, see $STATE/log/mfa-sshd.log"
+  wait_for 100 port_busy "$KBD_PORT" || die "MFA sshd not listening on 127.0.0.1:$KBD_PORT, see $STATE/log/mfa-sshd.log"
+  wait_for 100 port_busy "$PW_PORT" || die "MFA sshd not listening on 127.0.0.1:$PW_PORT, see $STATE/log/mfa-sshd.log"
+  echo "  MFA sshd started ($(el)s)"
+fi
+printf '%s\n' LAZYSLURM_TEST_MFA_PORT="$MFA_PORT" LAZYSLURM_TEST_MFA_KBD_PORT="$KBD_PORT" LAZYSLURM_TEST_MFA_PW_PORT="$PW_PORT" LAZYSLURM_TEST_MFA_SECRET="$SECRET" \
+  LAZYSLURM_TEST_MFA_KNOWN_HOSTS="$D/known_hosts" LAZYSLURM_TEST_MFA_LOG="$STATE/log/mfa-sshd.log" > "$D/env.new"
+install_if_changed "$D/env.new" "$D/env" || true
