@@ -117,11 +117,15 @@ def check(backend: str, options: Mapping[str, Any]) -> None:
 
 
 def markdown_table() -> str:
-    """The options as a Markdown table (for docs/reference.md)."""
+    """The options of the built-in backends as a Markdown table (for docs/reference.md;
+    a backend registered from outside documents its own)."""
     rows = ["| option | backends | type | default | what it is |", "|---|---|---|---|---|"]
-    every = backends.names()
+    builtin = backends.BUILTIN
     for o in all_options().values():
-        where = "all" if set(o.backends) >= set(every) else ", ".join(o.backends)
+        mine = [b for b in o.backends if b in builtin]
+        if not mine:
+            continue
+        where = "all" if set(mine) >= set(builtin) else ", ".join(mine)
         default = "" if o.default in (None, ()) else f"`{o.default!r}`"
         kind = o.declared.type_text().replace("|", "\\|")
         rows.append(f"| `{o.name}` | {where} | `{kind}` | {default} | {o.help} |")

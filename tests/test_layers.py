@@ -152,14 +152,15 @@ def test_package_import_loads_no_submodule() -> None:
     """`import lazyslurm` alone loads none of its submodules (names resolve on first use)
     but the registry, which imports nothing (lazy values reach the executor through it)."""
     mods = loaded_after("import lazyslurm")
-    assert offenders(mods, ("lazyslurm",)) == ["lazyslurm", "lazyslurm.registry"]
+    expected = ["lazyslurm", "lazyslurm.registry", "lazyslurm.version"]
+    assert offenders(mods, ("lazyslurm",)) == expected
 
 
 def test_errors_import_nothing_from_the_package() -> None:
     """`import lazyslurm.errors` loads only the package shell (and its import-free
     registry) and the errors module."""
     mods = loaded_after("import lazyslurm.errors")
-    expected = ["lazyslurm", "lazyslurm.errors", "lazyslurm.registry"]
+    expected = ["lazyslurm", "lazyslurm.errors", "lazyslurm.registry", "lazyslurm.version"]
     assert offenders(mods, ("lazyslurm",)) == expected
     assert not any(n.split(".")[0] == "lazyslurm" for n in _imports(PKG / "errors.py"))
 

@@ -593,7 +593,7 @@ def test_a_token_py_in_the_working_directory_shadows_nothing(
 def test_the_runner_by_module_is_not_shadowed_either(tmp_path, monkeypatch):
     """`python -P -m lazyslurm.runner` (job scripts that cannot name the runner's path):
     the same, without Slurm."""
-    from lazyslurm.planning.sbatch import job_script
+    from lazyslurm.backends.slurm.render import job_script
 
     _shadowing_cwd(tmp_path, monkeypatch)
     job = raises_its_own(2)

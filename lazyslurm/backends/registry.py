@@ -30,6 +30,7 @@ import attrs
 from lazyslurm.errors import ClusterConfigError
 
 __all__ = [
+    "BUILTIN",
     "ENTRY_POINT_GROUP",
     "BackendSpec",
     "get",
@@ -161,6 +162,9 @@ def _scan_entry_points() -> None:
 def _all_names() -> list[str]:
     _scan_entry_points()
     return list(dict.fromkeys([*_BUILTIN, *_specs]))
+
+
+BUILTIN: tuple[str, ...] = tuple(_BUILTIN)  # the backends lazyslurm ships
 
 
 def names() -> tuple[str, ...]:
