@@ -54,6 +54,9 @@ class Opt:
     positive: bool = False
     profile: bool = True  # may be written in a profile file (False: Python objects only)
     scheduler: bool = False  # task options: a scheduler option with no field of its own
+    # task options with a field: the scheduler receives it as an option of the same name
+    # (Slurm: ``--cpus-per-task=4``; a field in ``*_mb`` is megabytes: ``--mem=4096M``)
+    flag: bool = False
 
 
 def kind_of(value: Any) -> str:

@@ -27,6 +27,7 @@ from lazyslurm.graph.options import Opt, declared, suggest
 
 __all__ = [
     "DEFAULTABLE",
+    "FLAGS",
     "OPTION_NAMES",
     "PACKAGING_MODES",
     "SCHEDULER_OPTIONS",
@@ -473,20 +474,27 @@ class TaskDefaults(TypedDict, total=False):
     """Task options a cluster may also default for all its tasks (all optional)."""
 
     time: Annotated[
-        str | int | _dt.timedelta, Opt("time limit", parse=_time, field="timeout_min")
+        str | int | _dt.timedelta,
+        Opt("time limit", parse=_time, field="timeout_min", flag=True),
     ]
-    mem: Annotated[str | int, Opt("memory", parse=_mem, field="mem_mb")]
-    cpus_per_task: Annotated[int, Opt("CPUs per task", parse=_positive)]
-    gpus: Annotated[int | str, Opt('GPUs: a count or "TYPE:COUNT"', parse=_gpu_count)]
-    gres: Annotated[str, Opt("generic resources", parse=_free_text)]
-    partition: Annotated[str, Opt("partition", parse=_name)]
-    account: Annotated[str, Opt("account", parse=_name)]
-    qos: Annotated[str, Opt("QOS", parse=_name)]
-    constraint: Annotated[str, Opt("node constraint", parse=_free_text)]
+    mem: Annotated[str | int, Opt("memory", parse=_mem, field="mem_mb", flag=True)]
+    cpus_per_task: Annotated[int, Opt("CPUs per task", parse=_positive, flag=True)]
+    gpus: Annotated[
+        int | str, Opt('GPUs: a count or "TYPE:COUNT"', parse=_gpu_count, flag=True)
+    ]
+    gres: Annotated[str, Opt("generic resources", parse=_free_text, flag=True)]
+    partition: Annotated[str, Opt("partition", parse=_name, flag=True)]
+    account: Annotated[str, Opt("account", parse=_name, flag=True)]
+    qos: Annotated[str, Opt("QOS", parse=_name, flag=True)]
+    nodes: Annotated[int, Opt("nodes", parse=_positive, flag=True)]
+    ntasks: Annotated[int, Opt("tasks (ranks) in all", parse=_positive, flag=True)]
+    ntasks_per_node: Annotated[int, Opt("tasks (ranks) per node", parse=_positive, flag=True)]
+    gpus_per_node: Annotated[int | str, Opt("GPUs per node", parse=_gpu_count, flag=True)]
+    gpus_per_task: Annotated[
+        int | str, Opt("GPUs per task (rank)", parse=_gpu_count, flag=True)
+    ]
+    constraint: Annotated[str, Opt("node constraint", parse=_free_text, flag=True)]
     extra_sbatch: Annotated[Sequence[str], Opt("raw sbatch flags", parse=_extra_sbatch)]
-    ntasks_per_node: Annotated[int, Opt("tasks (ranks) per node", parse=_positive)]
-    gpus_per_node: Annotated[int | str, Opt("GPUs per node", parse=_gpu_count)]
-    gpus_per_task: Annotated[int | str, Opt("GPUs per task (rank)", parse=_gpu_count)]
     ntasks_per_core: Annotated[int, Opt("tasks per core", parse=_count, scheduler=True)]
     ntasks_per_socket: Annotated[int, Opt("tasks per socket", parse=_count, scheduler=True)]
     ntasks_per_gpu: Annotated[int, Opt("tasks per GPU", parse=_count, scheduler=True)]
@@ -536,8 +544,6 @@ class TaskDefaults(TypedDict, total=False):
 class TaskOptions(TaskDefaults, total=False):
     """Options of ``@task(...)`` and ``task.options(...)`` (all optional)."""
 
-    nodes: Annotated[int, Opt("nodes", parse=_positive)]
-    ntasks: Annotated[int, Opt("tasks (ranks) in all", parse=_positive)]
     gather: Annotated[
         Literal["rank0", "all"], Opt("rank 0's value, or a list of every rank's", parse=_gather)
     ]
@@ -553,6 +559,11 @@ class TaskOptions(TaskDefaults, total=False):
 
 # the declaration, read once: name -> Declared (Opt + type)
 TASK_OPTIONS = declared(TaskOptions)
+# options the scheduler receives as options of their own, in declaration order:
+# (option name, Resources field)
+FLAGS: tuple[tuple[str, str], ...] = tuple(
+    (n, d.opt.field or n) for n, d in TASK_OPTIONS.items() if d.opt.flag
+)
 DEFAULTABLE: tuple[str, ...] = tuple(declared(TaskDefaults))  # what a cluster may default
 OPTION_NAMES: tuple[str, ...] = tuple(n for n in TASK_OPTIONS if n != "name")  # (task() takes it)
 SCHEDULER_OPTIONS: tuple[str, ...] = tuple(n for n, d in TASK_OPTIONS.items() if d.opt.scheduler)

@@ -8,7 +8,7 @@ then releases all jobs at once and prints the id map:
 
     LAZYSLURM-IDS aj0=101 aj1=102
 
->>> from lazyslurm.graph.resources import Resources
+>>> from lazyslurm.graph.resources import FLAGS, Resources
 >>> aj = ArrayJob("aj1", "train", ("k0", "k1", "k2", "k3"), Resources(timeout_min=3),
 ...               dependencies=(("aftercorr", "aj0"),))
 >>> sbatch_flags(aj, run_id="r1", layout=RunLayout("/w/runs/r1"))[:3]
@@ -25,7 +25,7 @@ import attrs
 
 from lazyslurm.backends.packaging.base import Launch
 from lazyslurm.errors import SubmissionError
-from lazyslurm.graph.resources import Resources
+from lazyslurm.graph.resources import FLAGS, Resources
 from lazyslurm.planning.planner import ArrayJob
 from lazyslurm.store import INSIDE, RunLayout, parse_job_ids
 
@@ -84,33 +84,21 @@ def sbatch_flags(
     return flags
 
 
-_FIELD_FLAGS = (  # Resources fields written as sbatch flags, in this order
-    ("timeout_min", "--time={}"),
-    ("mem_mb", "--mem={}M"),
-    ("cpus_per_task", "--cpus-per-task={}"),
-    ("gpus", "--gpus={}"),
-    ("gres", "--gres={}"),
-    ("partition", "--partition={}"),
-    ("account", "--account={}"),
-    ("qos", "--qos={}"),
-    ("nodes", "--nodes={}"),
-    ("ntasks", "--ntasks={}"),
-    ("ntasks_per_node", "--ntasks-per-node={}"),
-    ("gpus_per_node", "--gpus-per-node={}"),
-    ("gpus_per_task", "--gpus-per-task={}"),
-    ("constraint", "--constraint={}"),
-)
-
-
 def resource_flags(r: Resources) -> list[str]:
     """The sbatch flags of resources (without the per-run ones: --array, --output, ...):
-    the fields above, then each scheduler option as its ``--long-option`` (the Python
-    name with ``-`` for ``_``: ``mem_per_cpu`` -> ``--mem-per-cpu``), then the raw flags.
+    each task option declared as a flag (``graph.resources.FLAGS``), then each scheduler
+    option, every one as its ``--long-option`` (the Python name with ``-`` for ``_``:
+    ``cpus_per_task`` -> ``--cpus-per-task``, ``mem_per_cpu`` -> ``--mem-per-cpu``; a
+    field in megabytes, ``mem_mb``, is written ``--mem=4096M``), then the raw flags.
 
     >>> resource_flags(Resources.from_options(time=5, mem_per_cpu="1G", exclusive=True))
     ['--time=5', '--exclusive', '--mem-per-cpu=1024M']
     """
-    flags = [form.format(v) for f, form in _FIELD_FLAGS if (v := getattr(r, f)) is not None]
+    flags = [
+        f"--{name.replace('_', '-')}={value}{'M' if field.endswith('_mb') else ''}"
+        for name, field in FLAGS
+        if (value := getattr(r, field)) is not None
+    ]
     for name, arg in r.scheduler:
         flag = name.replace("_", "-")
         flags.append(f"--{flag}={arg}" if arg else f"--{flag}")
