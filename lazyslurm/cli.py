@@ -246,11 +246,10 @@ def _failure_text(record: bytes | None, key: str, failure: Any) -> str:
     """``ValueError: message`` from an error record, else the scheduler's view."""
     if record is not None:
         try:
+            from lazyslurm.store import ErrorRecord, decode_outcome
 
-            from lazyslurm.store import decode_outcome, decode_value
-
-            data = decode_value(decode_outcome(record, key=key, path=key)[1])
-            return f"{data['type_name']}: {_first_line(data['message'])}"
+            rec = ErrorRecord.decode(decode_outcome(record, key=key, path=key)[1])
+            return f"{rec.type_name}: {_first_line(rec.message)}"
         except Exception:  # a damaged record: fall back on the scheduler's view
             pass
     if failure is None:

@@ -57,6 +57,7 @@ from lazyslurm.planning.planner import (
     subgraph_prefix,
 )
 from lazyslurm.store import (
+    INSIDE,
     Redirect,
     RunLayout,
     atomic_write,
@@ -67,6 +68,7 @@ from lazyslurm.store import (
 __all__ = [
     "DEFAULT_LIMITS",
     "Subgraph",
+    "SubgraphRecord",
     "commit",
     "expand",
     "extend_handle",
@@ -80,6 +82,46 @@ __all__ = [
 ]
 
 DEFAULT_LIMITS = {"max_depth": 4, "max_tasks": 10_000}
+_RECORD_VERSION = 1
+
+
+@attrs.define
+class SubgraphRecord:
+    """What ``dynamic/AJ.INDEX.json`` says of the subgraph element ``INDEX`` of array job
+    ``AJ`` returned: who made it (``parent``, ``key``, ``task``, ``depth``), what it is
+    (``tasks``, its ``array_jobs`` as manifest entries, its ``outputs`` and the ``final``
+    array jobs that make them), and what its submission did: the scheduler's ``job_ids``
+    and the ``afterok`` edges ``added`` to dependents (array job -> final array jobs).
+    ``core_hours``: its worst case, where the run has a budget; ``inline``: it ran in the
+    worker that made it (embedded backends)."""
+
+    parent: tuple[str, int]
+    key: str
+    task: str
+    depth: int
+    tasks: int
+    outputs: list[str]
+    final: list[str]
+    array_jobs: list[dict[str, Any]]
+    job_ids: dict[str, str] = attrs.field(factory=dict)
+    added: dict[str, list[str]] = attrs.field(factory=dict)
+    core_hours: float | None = None
+    inline: bool = False
+
+    def to_json(self) -> bytes:
+        data = attrs.asdict(self)
+        data["version"] = _RECORD_VERSION
+        data["parent"] = list(self.parent)
+        return json.dumps(data).encode()
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> SubgraphRecord:
+        data = json.loads(text)
+        data.pop("version", None)
+        names = {f.name for f in attrs.fields(cls)}
+        fields = {k: v for k, v in data.items() if k in names}
+        fields["parent"] = (str(data["parent"][0]), int(data["parent"][1]))
+        return cls(**fields)
 
 
 # --------------------------------------------------------------------------- pure helpers
@@ -113,7 +155,7 @@ def renamed(plan: Plan, prefix: str) -> Plan:
     )
 
 
-def extend_handle(handle: RunHandle, records: Sequence[Mapping[str, Any]]) -> RunHandle:
+def extend_handle(handle: RunHandle, records: Sequence[SubgraphRecord]) -> RunHandle:
     """``handle`` with the array jobs of ``records`` inserted right after the array job
     that made them (the order stays topological), their Slurm ids, and the ``afterok``
     edges the expansions added to dependents. Returns ``handle`` itself if nothing is new.
@@ -123,12 +165,12 @@ def extend_handle(handle: RunHandle, records: Sequence[Mapping[str, Any]]) -> Ru
     ids = dict(handle.job_ids)
     added: dict[str, list[str]] = {}
     fresh = False
-    for rec in sorted(records, key=lambda r: r.get("depth", 1)):
-        for dep, finals in rec.get("added", {}).items():
+    for rec in sorted(records, key=lambda r: r.depth):
+        for dep, finals in rec.added.items():
             added.setdefault(dep, []).extend(finals)
-        ids.update(rec.get("job_ids", {}))
-        parent = rec["parent"][0]
-        new = [ArrayJob.from_manifest(e) for e in rec["array_jobs"] if e["id"] not in known]
+        ids.update(rec.job_ids)
+        parent = rec.parent[0]
+        new = [ArrayJob.from_manifest(e) for e in rec.array_jobs if e["id"] not in known]
         if not new:
             continue
         fresh = True
@@ -180,7 +222,7 @@ def parent_of(array_job: str) -> str | None:
 # --------------------------------------------------------------------------- client side
 
 
-def read_records(backend: Backend, run_id: str) -> list[dict[str, Any]]:
+def read_records(backend: Backend, run_id: str) -> list[SubgraphRecord]:
     """The dynamic records of a run (one command; a local directory is listed directly)."""
     shell = backend.shell
     layout = RunLayout.of(run_id, backend.workdir)
@@ -193,10 +235,12 @@ def read_records(backend: Backend, run_id: str) -> list[dict[str, Any]]:
         '{ cat "$f"; echo; }; done; true'
     )
     res = shell.run(script)
-    return [json.loads(line) for line in res.stdout.splitlines() if line.strip()]
+    return [SubgraphRecord.from_json(line) for line in res.stdout.splitlines() if line.strip()]
 
 
-def local_records(layout: RunLayout) -> list[dict[str, Any]]:
+def local_records(layout: RunLayout) -> list[SubgraphRecord]:
+    """The run's subgraph records, read from its local directory (on the node, or a
+    client on the same file system)."""
     try:
         names = sorted(os.listdir(layout.dynamic_dir))
     except (FileNotFoundError, NotADirectoryError):
@@ -204,7 +248,7 @@ def local_records(layout: RunLayout) -> list[dict[str, Any]]:
     out = []
     for name in names:
         if RunLayout.is_dynamic_record(name):
-            out.append(json.loads(read_private(f"{layout.dynamic_dir}/{name}")))
+            out.append(SubgraphRecord.from_json(read_private(f"{layout.dynamic_dir}/{name}")))
     return out
 
 
@@ -244,8 +288,8 @@ def expand(
     config = manifest.get("dynamic") or {}
     limits = {**DEFAULT_LIMITS, **config.get("limits", {})}
     records = local_records(layout)
-    parent = next((r for r in records if any(e["id"] == array_job for e in r["array_jobs"])), None)
-    depth = (parent["depth"] if parent else 0) + 1
+    parent = next((r for r in records if any(e["id"] == array_job for e in r.array_jobs)), None)
+    depth = (parent.depth if parent else 0) + 1
     task = header.get("task", "")
     if depth > limits["max_depth"]:
         msg = (
@@ -277,23 +321,19 @@ def expand(
     budget = config.get("budget")
     costs = _costs(plan, config, node) if budget else ()
     files = encode_run(plan, run_id=here, outputs=outputs, by_value=bool(config.get("by_value")))
-    specs = {rel: data for rel, data in files.items() if rel.startswith("specs/")}
+    specs = {INSIDE.spec(aj.id): files[INSIDE.spec(aj.id)] for aj in plan.array_jobs}
     finals = sorted({plan.location[k][0].id for k in outputs if k in plan.location})
-    record: dict[str, Any] = {
-        "version": 1,
-        "parent": [array_job, index],
-        "key": key,
-        "task": task,
-        "depth": depth,
-        "tasks": plan.nodes,
-        "outputs": outputs,
-        "final": finals,
-        "array_jobs": [aj.to_manifest() for aj in plan.array_jobs],
-        "job_ids": {},
-        "added": {},
-    }
-    if budget:
-        record["core_hours"] = total_cost(costs).core_hours  # None: unbounded (refused)
+    record = SubgraphRecord(
+        parent=(array_job, index),
+        key=key,
+        task=task,
+        depth=depth,
+        tasks=plan.nodes,
+        outputs=outputs,
+        final=finals,
+        array_jobs=[aj.to_manifest() for aj in plan.array_jobs],
+        core_hours=total_cost(costs).core_hours if budget else None,  # None: unbounded
+    )
     sub = Subgraph(plan, layout, here, prefix, array_job, config, manifest, record, run_one)
     with _reserved(layout, record, limits, budget, costs):
         for rel, data in specs.items():
@@ -350,7 +390,7 @@ class Subgraph:
     array_job: str
     config: Mapping[str, Any]
     manifest: Mapping[str, Any]
-    record: dict[str, Any]
+    record: SubgraphRecord
     run_one: Any
 
 
@@ -379,7 +419,7 @@ def _held(layout: RunLayout, mine: str) -> tuple[int, float]:
 @contextlib.contextmanager
 def _reserved(
     layout: RunLayout,
-    record: Mapping[str, Any],
+    record: SubgraphRecord,
     limits: Mapping[str, Any],
     budget: Mapping[str, Any] | None,
     costs: Sequence[JobCost],
@@ -388,9 +428,9 @@ def _reserved(
     run's expansions hold, and reserve this one's share, under the run's lock: concurrent
     expansions (elements of one map) see each other's reservations before they submit.
     The record (:func:`commit`) takes the reservation over; a failure drops it."""
-    array_job, index = record["parent"]
+    array_job, index = record.parent
     path = layout.dynamic_reservation(array_job, index)
-    task, key, tasks = record["task"], record["key"], record["tasks"]
+    task, key, tasks = record.task, record.key, record.tasks
     with locked(layout):
         used, spent = _held(layout, path.rsplit("/", 1)[-1])
         if used + tasks > limits["max_tasks"]:
@@ -403,7 +443,7 @@ def _reserved(
             raise DynamicLimitError(msg)
         if budget:
             _check_budget(record, budget, spent, costs)
-        share = {"tasks": tasks, "core_hours": record.get("core_hours")}
+        share = {"tasks": tasks, "core_hours": record.core_hours}
         atomic_write(path, json.dumps(share).encode())
     try:
         yield
@@ -414,7 +454,7 @@ def _reserved(
 
 
 def _check_budget(
-    record: Mapping[str, Any],
+    record: SubgraphRecord,
     budget: Mapping[str, Any],
     spent: float,
     costs: Sequence[JobCost],
@@ -423,10 +463,10 @@ def _check_budget(
     expansions, may exceed the run's ``max_core_hours`` (the client's check, on the node)."""
     limit = float(budget["max_core_hours"])
     committed = float(budget.get("committed") or 0.0) + spent
-    worst = record.get("core_hours")
+    worst = record.core_hours
     if worst is not None and committed + worst <= limit:
         return
-    task, key = record["task"], record["key"]
+    task, key = record.task, record.key
     if worst is None:
         unbounded = [c for c in costs if c.core_hours is None]
         why = (
@@ -450,11 +490,11 @@ def _check_budget(
     raise DynamicBudgetError(msg, worst_core_hours=total, max_core_hours=limit)
 
 
-def commit(layout: RunLayout, record: Mapping[str, Any]) -> None:
+def commit(layout: RunLayout, record: SubgraphRecord) -> None:
     """Write the record, which takes over the expansion's reservation. Call under
     :func:`locked` (concurrent expansions never count both, nor neither)."""
-    array_job, index = record["parent"]
-    atomic_write(layout.dynamic_record(array_job, index), json.dumps(record).encode())
+    array_job, index = record.parent
+    atomic_write(layout.dynamic_record(array_job, index), record.to_json())
     with contextlib.suppress(FileNotFoundError):
         os.unlink(layout.dynamic_reservation(array_job, index))
 

@@ -74,7 +74,13 @@ __all__ = [
 
 
 class LazySlurmError(Exception):
-    """Base class of every lazyslurm error."""
+    """Base class of every lazyslurm error.
+
+    ``cancelled``: on the failure a run raises (``compute``, ``Run.result``), the tasks of
+    the run that never ran because of it, a :class:`TaskCancelledError` each (empty on
+    every other error)."""
+
+    cancelled: tuple[TaskCancelledError, ...] = ()
 
 
 # --------------------------------------------------------------------------- building graphs

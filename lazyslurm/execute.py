@@ -43,6 +43,7 @@ from lazyslurm.errors import (
     ElementNeverStartsError,
     ElementOutOfMemoryError,
     ElementTimeoutError,
+    LazySlurmError,
     NodeFailError,
     RunInterrupted,
     TaskCancelledError,
@@ -57,6 +58,7 @@ from lazyslurm.planning.planner import ArrayJob, Plan
 from lazyslurm.registry import executor
 from lazyslurm.runner import resolve
 from lazyslurm.store import (
+    ErrorRecord,
     Redirect,
     Ref,
     RunLayout,
@@ -516,20 +518,20 @@ class Run:
         record = files.get(paths[0])
         if record is not None:
             _, payload = decode_outcome(record, key=key, path=paths[0], run=self.id)
-            data = decode_value(payload)
+            rec = ErrorRecord.decode(payload)
             original = None
-            if data["exception"] is not None:
+            if rec.exception is not None:
                 try:
-                    original = cloudpickle.loads(data["exception"])
+                    original = cloudpickle.loads(rec.exception)
                 except Exception:
                     original = None
-            err: Exception = remote_error(
+            err: LazySlurmError = remote_error(
                 original,
-                type_name=data["type_name"],
-                message=data["message"] + note,
+                type_name=rec.type_name,
+                message=rec.message + note,
                 task=aj.name,
                 key=key,
-                remote_traceback=data["traceback"],
+                remote_traceback=rec.traceback,
             )
             raise _with_cancelled(err, cancelled, key, len(roots))
         stderr = files.get(paths[1], b"").decode(errors="replace")
@@ -578,13 +580,16 @@ def _any_failed(snap: Snapshot) -> bool:
     return any(s in (FAILED, CANCELLED) for states in snap.states.values() for s in states)
 
 
-def _with_cancelled(err: Exception, cancelled: list[str], cause: str, failures: int) -> Exception:
-    """Attach ``err.cancelled``: a :class:`TaskCancelledError` per dependent that never ran."""
+def _with_cancelled(
+    err: LazySlurmError, cancelled: list[str], cause: str, failures: int
+) -> LazySlurmError:
+    """Fill ``err.cancelled`` (a declared field of every lazyslurm error): a
+    :class:`TaskCancelledError` per task of the run that never ran because of it."""
     why = cause if failures == 1 else f"{cause} (or one of {failures - 1} other failed tasks)"
-    err.cancelled = [  # type: ignore[attr-defined]
+    err.cancelled = tuple(
         TaskCancelledError(f"task {k} was cancelled because {why} failed", key=k, cause_key=cause)
         for k in cancelled
-    ]
+    )
     return err
 
 

@@ -56,6 +56,7 @@ __all__ = [
     "SPEC_CLOUDPICKLE",
     "SPEC_MAGIC",
     "ElementSpec",
+    "ErrorRecord",
     "FunctionRef",
     "MapItem",
     "Rebuild",
@@ -477,6 +478,28 @@ class RunLayout:
     def rank_dir(self, key: str) -> str:
         """Where the ranks of a multi-process element leave their outcomes for the gather."""
         return self._at(f"ranks/{key}")
+
+    RANK_OUTCOMES = ("pkl", "ok", "err")  # a rank's value, its success alone, its error
+
+    def rank_file(self, key: str, rank: int, kind: str) -> str:
+        """Rank ``rank``'s outcome of element ``key``: ``pkl`` (its value, when kept),
+        ``ok`` (a success whose value is dropped) or ``err`` (its error record)."""
+        return f"{self.rank_dir(key)}/{rank}.{kind}"
+
+    @staticmethod
+    def rank_file_name(rank: int, kind: str) -> str:
+        """The name of :meth:`rank_file` in its directory."""
+        return f"{rank}.{kind}"
+
+    def relative(self, path: str) -> str:
+        """``path`` (one of this layout's) relative to the run directory.
+
+        >>> lay = RunLayout.of("r1", "/w")
+        >>> lay.relative(lay.log("aj0", 3, "err")), lay.relative(lay.pack("aj0", 1))
+        ('logs/aj0_3.err', 'results/aj0_1.pack')
+        """
+        prefix = f"{self.root}/" if self.root else ""
+        return path[len(prefix) :] if prefix and path.startswith(prefix) else path
 
     @property
     def results_dir(self) -> str:
@@ -927,6 +950,73 @@ def read_pickle(path: str | os.PathLike[str]) -> Any:
         name = os.path.basename(path)
         data = decode_outcome(data, key=name[: -len(RunLayout.SUFFIX)], path=path)[1]
     return decode_value(data)
+
+
+# --------------------------------------------------------------------------- error records
+
+
+class ErrorRecord:
+    """What an error file (``errors/KEY.pkl``) holds: a task's failure as plain data (its
+    type's name and module, message and traceback text, the task and key, the rank of a
+    multi-rank task) and the exception itself, pickled, when it could be (``exception``:
+    only unpickled by the client, after the record was verified). Written by the runner,
+    read by ``compute``, the dashboard and the CLI; travels as a dict (marshal).
+
+    >>> rec = ErrorRecord("ValueError", "builtins", "bad", "Traceback ...", "f", "f-1")
+    >>> ErrorRecord.decode(rec.encode()).message
+    'bad'
+    """
+
+    __slots__ = ("exception", "key", "message", "module", "rank", "task", "traceback",
+                 "type_name")  # fmt: skip
+
+    def __init__(
+        self,
+        type_name: str,
+        module: str,
+        message: str,
+        traceback: str,
+        task: str,
+        key: str,
+        exception: bytes | None = None,
+        rank: int | None = None,
+    ) -> None:
+        self.type_name = type_name
+        self.module = module
+        self.message = message
+        self.traceback = traceback
+        self.task = task
+        self.key = key
+        self.exception = exception
+        self.rank = rank
+
+    def encode(self) -> bytes:
+        """The record's bytes (:func:`encode_value` of a dict of its fields)."""
+        data = {name: getattr(self, name) for name in self.__slots__}
+        if self.rank is None:
+            del data["rank"]
+        return encode_value(data)
+
+    @classmethod
+    def decode(cls, payload: bytes) -> ErrorRecord:
+        """The record in a verified outcome payload (fields it lacks are empty)."""
+        data = decode_value(payload)
+        if type(data) is not dict:
+            msg = f"an error record holds a dict, got {type(data).__name__}"
+            raise ValueError(msg)
+        return cls(
+            type_name=str(data.get("type_name", "")),
+            module=str(data.get("module", "")),
+            message=str(data.get("message", "")),
+            traceback=str(data.get("traceback", "")),
+            task=str(data.get("task", "")),
+            key=str(data.get("key", "")),
+            exception=data.get("exception"),
+            rank=data.get("rank"),
+        )
+
+    def __repr__(self) -> str:
+        return f"ErrorRecord({self.type_name}: {self.message[:60]!r}, key={self.key!r})"
 
 
 # --------------------------------------------------------------------------- outcome records

@@ -20,7 +20,7 @@ from test_backends_slurm import env, slurm_cluster, ssh_cluster, ssh_options  # 
 from examples.parallelization_patterns import merge_results, process_chunk, split_dataset
 from lazyslurm import Cluster, compute, submit, task
 from lazyslurm.backends.base import RunHandle
-from lazyslurm.dynamic import extend_handle, renamed
+from lazyslurm.dynamic import SubgraphRecord, extend_handle, renamed
 from lazyslurm.errors import (
     BudgetExceededError,
     DynamicBudgetError,
@@ -183,13 +183,19 @@ def test_extend_handle_inserts_after_parent_and_adds_edges():
         ),
         {"aj0": "10", "aj1": "11"},
     )
-    rec = {
-        "parent": ["aj0", 0],
-        "depth": 1,
-        "array_jobs": [ArrayJob("aj0_0_aj0", "d", ("c",)).to_manifest()],
-        "job_ids": {"aj0_0_aj0": "12"},
-        "added": {"aj1": ["aj0_0_aj0"]},
-    }
+    rec = SubgraphRecord(
+        parent=("aj0", 0),
+        key="a",
+        task="f",
+        depth=1,
+        tasks=1,
+        outputs=["c"],
+        final=["aj0_0_aj0"],
+        array_jobs=[ArrayJob("aj0_0_aj0", "d", ("c",)).to_manifest()],
+        job_ids={"aj0_0_aj0": "12"},
+        added={"aj1": ["aj0_0_aj0"]},
+    )
+    assert SubgraphRecord.from_json(rec.to_json()) == rec  # the file's form, typed back
     out = extend_handle(handle, [rec])
     assert [aj.id for aj in out.array_jobs] == ["aj0", "aj0_0_aj0", "aj1"]
     assert [aj.stage for aj in out.array_jobs] == [0, 1, 2]  # drawn below its maker

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -237,6 +238,41 @@ def test_the_import_graph_has_no_cycles() -> None:
         g.add_node(me)
         g.add_edges_from((me, t) for t in _targets(path) if t != me)
     assert sorted(nx.simple_cycles(g)) == []
+
+
+def _import_graph() -> Any:
+    import networkx as nx
+
+    g = nx.DiGraph()
+    for path in PKG.rglob("*.py"):
+        me = _module_name(path)
+        g.add_node(me)
+        g.add_edges_from((me, t) for t in _targets(path) if t != me)
+    return g
+
+
+FLOORS = 14  # the longest import chain, in modules (19 before the rooms were set side by side)
+
+
+def test_the_house_has_few_floors() -> None:
+    """The longest chain of imports (every edge counted, as above) stays at most FLOORS
+    modules: presentation (pictures, notebook, progress, dashboard) sits beside the model,
+    options are declared in light modules, the registry apart from the protocol."""
+    import networkx as nx
+
+    chain = nx.dag_longest_path(_import_graph())
+    assert len(chain) <= FLOORS, " <- ".join(reversed(chain))
+
+
+def test_nothing_below_the_backends_imports_one() -> None:
+    """graph, planning, store and errors import no backend module: the Slurm text (flags,
+    scripts, the checkpoint signal's lead time) lives in the Slurm folder, not below it."""
+    g: Any = _import_graph()
+    below = ("lazyslurm.graph", "lazyslurm.planning", "lazyslurm.store", "lazyslurm.errors")
+    for node in g.nodes:
+        if node.startswith(below):
+            up = [t for t in g.successors(node) if t.startswith("lazyslurm.backends")]
+            assert up == [], (node, up)
 
 
 def test_graph_imports_nothing_above_it() -> None:

@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from lazyslurm.store import INSIDE
+
 if TYPE_CHECKING:
     from lazyslurm.backends.base import Snapshot
     from lazyslurm.cluster import Cluster
@@ -409,14 +411,14 @@ class RunWatch:
                 starts, ends = [], []
                 for i, key in enumerate(aj.keys):
                     j = aj.slurm_index(i)
-                    logs = (stamps.get(f"logs/{aj.id}_{j}.{s}") for s in ("out", "err"))
+                    logs = (stamps.get(INSIDE.log(aj.id, j, s)) for s in ("out", "err"))
                     born = [b[0] for b in logs if b is not None and b[0] is not None]
                     starts.append(min(born) if born else None)
                     end = None
                     for path in (
-                        f"results/{key}.pkl",
-                        f"errors/{key}.pkl",
-                        f"results/{aj.id}_{j}.pack",
+                        INSIDE.result(key),
+                        INSIDE.error(key),
+                        INSIDE.pack(aj.id, j),
                     ):
                         if path in stamps:
                             end = stamps[path][1]
@@ -522,7 +524,7 @@ class RunWatch:
     def element(self, aj_id: str, index: int) -> dict[str, Any]:
         """One element: its key, state, failure, error record, Slurm id, node, times,
         attempts and the paths of its logs."""
-        from lazyslurm.store import RunLayout, decode_outcome, decode_value
+        from lazyslurm.store import ErrorRecord, RunLayout, decode_outcome
 
         aj = self.array_job(aj_id)
         if not 0 <= index < aj.size:
@@ -565,12 +567,12 @@ class RunWatch:
             if record is not None:
                 try:
                     _, payload = decode_outcome(record, key=key, path=paths[0], run=self.id)
-                    data = decode_value(payload)
+                    rec = ErrorRecord.decode(payload)
                     out["error"] = {
-                        "type": str(data.get("type_name", "")),
-                        "module": str(data.get("module", "")),
-                        "message": str(data.get("message", "")),
-                        "traceback": str(data.get("traceback", "")),
+                        "type": rec.type_name,
+                        "module": rec.module,
+                        "message": rec.message,
+                        "traceback": rec.traceback,
                     }
                 except Exception as exc:  # a damaged record: say so, never unpickle more
                     out["error"] = {
@@ -593,13 +595,13 @@ class RunWatch:
                 out.update(node=last["node"], start=last["start"], end=last["end"])
             out["attempts"] = attempts
         else:  # no Slurm: the run's own files tell the times
-            if self.hub.cluster.backend_name in ("local", "sync"):
+            if self.hub.cluster.embedded:
                 out["node"] = f"this host ({self.hub.cluster.backend_name} backend)"
-            logs = [f"logs/{aj.id}_{slurm_index}.{s}" for s in ("out", "err")]
+            logs = [INSIDE.log(aj.id, slurm_index, s) for s in ("out", "err")]
             ends = [
-                f"errors/{key}.pkl",
-                f"results/{key}.pkl",
-                f"results/{aj.id}_{slurm_index}.pack",
+                INSIDE.error(key),
+                INSIDE.result(key),
+                INSIDE.pack(aj.id, slurm_index),
             ]
             stamps = self._file_times([*logs, *ends])
             born = [b for p in logs if (b := stamps.get(p, (None, 0.0))[0])]

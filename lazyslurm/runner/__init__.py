@@ -23,6 +23,7 @@ from lazyslurm.store import (
     PACK_MARK,
     PARTIAL_HEAD,
     SECTION_MARK,
+    ErrorRecord,
     FunctionRef,
     MapItem,
     Rebuild,
@@ -258,22 +259,20 @@ def _error_record(
 
     from lazyslurm.store import dumps
 
-    record = {
-        "type_name": type(exc).__qualname__,
-        "module": type(exc).__module__,
-        "message": _message(exc),
-        "traceback": "".join(traceback.format_exception(exc)),
-        "task": header.get("task", ""),
-        "key": key,
-        "exception": None,
-    }
-    if rank is not None:
-        record["rank"] = rank
+    record = ErrorRecord(
+        type_name=type(exc).__qualname__,
+        module=type(exc).__module__,
+        message=_message(exc),
+        traceback="".join(traceback.format_exception(exc)),
+        task=header.get("task", ""),
+        key=key,
+        rank=rank,
+    )
     try:
-        record["exception"] = dumps(exc)
+        record.exception = dumps(exc)
     except Exception:
         pass
-    return encode_value(record)
+    return record.encode()
 
 
 def _writer(run_dir: str, array_job: str, index: int) -> str:
@@ -880,17 +879,17 @@ def _record_crash(job: _Pack, index: int, how: str) -> bool:
         exc = ElementCrashedError(
             msg, job_id=slurm, array_index=index, state="CRASHED", stderr_tail=tail, key=key
         )
-        record = {
-            "type_name": "ElementCrashedError",
-            "module": "lazyslurm.errors",
-            "message": msg,
-            "traceback": tail,
-            "task": job.header.get("task", ""),
-            "key": key,
-            "exception": dumps(exc),
-        }
+        record = ErrorRecord(
+            type_name="ElementCrashedError",
+            module="lazyslurm.errors",
+            message=msg,
+            traceback=tail,
+            task=job.header.get("task", ""),
+            key=key,
+            exception=dumps(exc),
+        )
         writer = _writer(job.paths.root, job.array_job, index)
-        data = encode_outcome(encode_value(record), key=key, writer=writer)
+        data = encode_outcome(record.encode(), key=key, writer=writer)
         atomic_write(job.paths.error(key), data)
     except Exception:
         import traceback
@@ -944,12 +943,12 @@ def run_rank(run_dir: str, array_job: str, index: int, env: Any) -> int:
         import traceback
 
         traceback.print_exception(exc)
-        atomic_write(os.path.join(where, f"{rank}.err"), _error_record(exc, header, key, rank))
+        atomic_write(paths.rank_file(key, rank, "err"), _error_record(exc, header, key, rank))
         return EXIT_TASK_FAILED
     if rank == 0 or header.get("gather") == "all":
-        atomic_write(os.path.join(where, f"{rank}.pkl"), data)
+        atomic_write(paths.rank_file(key, rank, "pkl"), data)
     else:
-        atomic_write(os.path.join(where, f"{rank}.ok"), b"")
+        atomic_write(paths.rank_file(key, rank, "ok"), b"")
     return EXIT_OK
 
 
@@ -968,18 +967,21 @@ def gather(run_dir: str, array_job: str, index: int, world_size: int) -> int:
     where = paths.rank_dir(key)
     writer = _writer(paths.root, array_job, index)
     names = set(os.listdir(where)) if os.path.isdir(where) else set()
-    errors = [r for r in range(world_size) if f"{r}.err" in names]
+    name = RunLayout.rank_file_name
+    errors = [r for r in range(world_size) if name(r, "err") in names]
     try:
         if errors:
-            first = min(errors, key=lambda r: (_mtime(os.path.join(where, f"{r}.err")), r))
-            record = decode_value(read_private(os.path.join(where, f"{first}.err")))
+            first = min(errors, key=lambda r: (_mtime(paths.rank_file(key, r, "err")), r))
+            record = ErrorRecord.decode(read_private(paths.rank_file(key, first, "err")))
             others = f"; {len(errors) - 1} other rank(s) failed too" if len(errors) > 1 else ""
-            record["message"] = f"{record['message']} [on rank {first} of {world_size}{others}]"
-            data = encode_value(record)
+            record.message = f"{record.message} [on rank {first} of {world_size}{others}]"
+            data = record.encode()
             atomic_write(paths.error(key), encode_outcome(data, key=key, writer=writer))
             return EXIT_TASK_FAILED
         missing = [
-            r for r in range(world_size) if f"{r}.pkl" not in names and f"{r}.ok" not in names
+            r
+            for r in range(world_size)
+            if name(r, "pkl") not in names and name(r, "ok") not in names
         ]
         if missing:
             shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
@@ -991,12 +993,12 @@ def gather(run_dir: str, array_job: str, index: int, world_size: int) -> int:
             return EXIT_TASK_FAILED
         if header.get("gather") == "all":
             values = [
-                decode_value(read_private(os.path.join(where, f"{r}.pkl")))
+                decode_value(read_private(paths.rank_file(key, r, "pkl")))
                 for r in range(world_size)
             ]
             data = encode_value(values)
         else:
-            data = read_private(os.path.join(where, "0.pkl"))
+            data = read_private(paths.rank_file(key, 0, "pkl"))
         atomic_write(paths.result(key), encode_outcome(data, key=key, writer=writer))
         return EXIT_OK
     finally:

@@ -36,7 +36,7 @@ def start_subgraph(sub: Subgraph) -> None:
     upstream failed is skipped, as ``--kill-on-invalid-dep`` would. Its first failure
     raises :class:`~lazyslurm.errors.DynamicExpansionError` with that element's record."""
     layout, record, plan = sub.layout, sub.record, sub.plan
-    record["inline"] = True
+    record.inline = True
     with locked(layout):
         commit(layout, record)  # before it runs: status shows it as it appears
     edges = rules.Edges(plan.array_jobs)

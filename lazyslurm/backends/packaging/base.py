@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
+from lazyslurm.store import INSIDE
+
 if TYPE_CHECKING:
     from lazyslurm.backends.shell.base import Shell
     from lazyslurm.graph.resources import Resources
@@ -123,4 +125,4 @@ class Builder(Protocol):
 
 def pickles(array_jobs: Iterable[ArrayJob], files: Mapping[str, bytes]) -> list[bytes]:
     """The spec files (pickles) of ``array_jobs`` among a run's ``files``."""
-    return [files.get(f"specs/{aj.id}.spec", b"") for aj in array_jobs]
+    return [files.get(INSIDE.spec(aj.id), b"") for aj in array_jobs]

@@ -27,7 +27,7 @@ from typing import Any
 
 from lazyslurm.backends.slurm.facts import COST_PROBE, parse_cluster_facts
 from lazyslurm.backends.slurm.render import read_job_script, read_submitted, submission
-from lazyslurm.dynamic import Subgraph, commit, local_records, locked
+from lazyslurm.dynamic import Subgraph, SubgraphRecord, commit, local_records, locked
 from lazyslurm.errors import DynamicExpansionError, SubmissionError
 from lazyslurm.graph.resources import Resources
 from lazyslurm.planning.cost import ClusterFacts
@@ -109,12 +109,12 @@ def start_subgraph(sub: Subgraph) -> None:
     except SubmissionError as exc:
         msg = f"submitting the subgraph from the compute node failed: {exc}"
         raise DynamicExpansionError(msg) from None
-    record["job_ids"] = ids
+    record.job_ids = ids
     try:
         with _cancelled_if_stopped(list(ids.values())), locked(layout):
             records = local_records(layout)  # under the lock: earlier expansions' edges
-            record["added"] = _repoint_dependents(
-                layout, sub.array_job, [ids[f] for f in record["final"]], record, records,
+            record.added = _repoint_dependents(
+                layout, sub.array_job, [ids[f] for f in record.final], record, records,
                 sub.manifest,
             )  # fmt: skip
             rel = _slurm(["scontrol", "release", *ids.values()])
@@ -190,8 +190,8 @@ def _repoint_dependents(
     layout: RunLayout,
     array_job: str,
     final_ids: list[str],
-    record: Mapping[str, Any],
-    records: list[dict[str, Any]],
+    record: SubgraphRecord,
+    records: list[SubgraphRecord],
     manifest: Mapping[str, Any],
 ) -> dict[str, list[str]]:
     """Add ``afterok`` on ``final_ids`` to every pending job depending on ``array_job``
@@ -208,11 +208,11 @@ def _repoint_dependents(
     except OSError:
         pass
     for rec in records:
-        for e in rec["array_jobs"]:
+        for e in rec.array_jobs:
             deps[e["id"]] = {u for _, u in e["dependencies"]}
-        slurm_ids.update(rec.get("job_ids", {}))
+        slurm_ids.update(rec.job_ids)
     for rec in records:
-        for d, finals in rec.get("added", {}).items():
+        for d, finals in rec.added.items():
             deps.setdefault(d, set()).update(finals)
     dependents = sorted(d for d, ups in deps.items() if array_job in ups)
     targets = {slurm_ids[d]: d for d in dependents if d in slurm_ids}
@@ -247,5 +247,5 @@ def _repoint_dependents(
                 f"cancelled"
             )
             raise DynamicExpansionError(msg)
-        added[targets[sid]] = list(record["final"])
+        added[targets[sid]] = list(record.final)
     return added
