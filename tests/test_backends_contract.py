@@ -166,6 +166,14 @@ def test_the_suite_covers_every_registered_backend() -> None:
     assert set(backends.names()) <= _COVERED
 
 
+def test_the_docs_show_the_example_backend_whole() -> None:
+    """docs/backends.md holds examples/custom_backend.py verbatim: what the page teaches
+    is what this suite runs."""
+    root = Path(__file__).resolve().parent.parent
+    source = (root / "examples" / "custom_backend.py").read_text()
+    assert f"```python\n{source}```" in (root / "docs" / "backends.md").read_text()
+
+
 def wait_until(cond: Callable[[], bool], timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not cond():
