@@ -24,7 +24,14 @@ from lazyslurm.graph.core import Job
 from lazyslurm.graph.traverse import collect
 from lazyslurm.planning.encode import read_manifest
 from lazyslurm.planning.planner import Plan, make_plan
-from lazyslurm.store import INSIDE, PACK_MAGIC, RunLayout, pack_keys, untrusted_fix
+from lazyslurm.store import (
+    INSIDE,
+    PACK_MAGIC,
+    RunLayout,
+    pack_keys,
+    parse_job_ids,
+    untrusted_fix,
+)
 
 if TYPE_CHECKING:
     from lazyslurm.backends.shell import Shell
@@ -495,8 +502,6 @@ def read_run(cl: Cluster, run_id: str) -> tuple[dict[str, Any], RunHandle, bytes
         raise KeyError(msg)
     where = f"{cl.backend.workdir}/{names[0]}"
     manifest, array_jobs = read_manifest(files[names[0]], run=run_id, path=where)
-    job_ids = dict(
-        pair.split("=", 1) for pair in files.get(names[2], b"").decode().split() if "=" in pair
-    )
+    job_ids = parse_job_ids(files.get(names[2], b"").decode())
     handle = RunHandle(run_id=run_id, array_jobs=array_jobs, job_ids=job_ids)
     return manifest, handle, files.get(names[1])

@@ -387,9 +387,7 @@ def submission_error(
     step = "submission"
     if which == "release" and m is not None:
         step = "release"
-        by_slurm_id = {
-            sid: aj for aj, _, sid in (p.partition("=") for p in m.group(2).split()) if sid
-        }
+        by_slurm_id = {sid: aj for aj, sid in parse_job_ids(m.group(2)).items()}
         said = re.findall(r"^(\d+)(?:_\S*)?:", slurm_msg, re.MULTILINE)
         refused = list(dict.fromkeys(by_slurm_id[s] for s in said if s in by_slurm_id))
         refused = refused or ["?"]
