@@ -476,7 +476,7 @@ def test_a_per_user_submit_limit_is_probed_from_accounting(env, tmp_path):
         c = slurm_cluster(env, tmp_path)
         with c:
             assert c.backend.pack_limits().max_jobs == 7
-            assert c.backend.job_limits["MaxSubmitJobs"] == 7
+            assert c.backend.facts.job_limits["MaxSubmitJobs"] == 7
             with pytest.raises(ResourceLimitError, match="MaxSubmitJobs"):
                 pp.stage1_preprocess.map([str(i) for i in range(8)]).compute()
         assert not (tmp_path / "work" / "runs").exists()
