@@ -376,7 +376,7 @@ def _clean_script(cutoff: float, *, force: bool, dry_run: bool, live: str) -> st
         # one question to the scheduler for every such run: which still have jobs
         'sq=""\n'
         'if [ "$slurm" = 1 ] && [ "$force" = 0 ]; then\n'
-        f"  if out=$( {{ {live or 'false'}\n}} 2>&1); then\n"
+        f"  if out=$( {{ {live}\n}} 2>&1); then\n"
         "    while IFS= read -r r; do live[$r]=1; done <<< \"$out\"\n"
         "  else\n"
         "    sq=failed\n"
@@ -449,7 +449,10 @@ def clear(
     cl = resolve_cluster(cluster)
     cutoff = time.time() - parse_age(older_than)
     backend = cl.backend
-    script = _clean_script(cutoff, force=force, dry_run=dry_run, live=backend.live_runs_script())
+    live = backend.live_runs_script() or (  # no scheduler behind this cluster: it cannot tell
+        f"echo 'backend {cl.backend_name!r} cannot ask the scheduler that ran them' >&2; false"
+    )
+    script = _clean_script(cutoff, force=force, dry_run=dry_run, live=live)
     bad, lines = _run_guarded(backend.shell, str(backend.workdir), script, "clean runs")
     removed: list[str] = []
     kept: dict[str, str] = {}

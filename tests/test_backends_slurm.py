@@ -1135,11 +1135,11 @@ def test_an_element_slurm_never_heard_of_ends_after_a_grace(monkeypatch):
     """An element neither Slurm (both sources) nor the store knows is not waited on forever."""
     from lazyslurm.backends.base import ArrayJob, RunHandle
     from lazyslurm.backends.slurm import backend as slurm
-    from lazyslurm.backends.slurm import status
+    from lazyslurm.backends.slurm import status as slurm_status
 
     handle = RunHandle("r", (ArrayJob("aj0", "f", ("k0",)),), {"aj0": "77"})
     backend = slurm.SlurmBackend.__new__(slurm.SlurmBackend)
-    watch = status.Watch()
+    watch = slurm_status.Watch()
     clock = iter([0.0, 61.0, 62.0])
     monkeypatch.setattr(slurm.time, "monotonic", lambda: next(clock))
     assert backend._snapshot(handle, {}, set(), set(), watch).states["aj0"] == [PENDING]
@@ -1166,9 +1166,9 @@ def test_elements_pending_longer_than_the_grace_end_right(
     array's pending row dropped it (issue 20: 3 of 4 runs of a 2,000-element sweep failed
     UNKNOWN after 62 s). The grace is cut from 60 s to 2 s here so that a short run spans
     many graces; every element must still end with its result, on each status source."""
-    from lazyslurm.backends.slurm import status
+    from lazyslurm.backends.slurm import status as slurm_status
 
-    monkeypatch.setattr(status, "UNLISTED_GRACE_S", 2.0)
+    monkeypatch.setattr(slurm_status, "UNLISTED_GRACE_S", 2.0)
     c = slurm_cluster(env, tmp_path, accounting=accounting, status=status)
     with c:
         assert c.backend.status_source == status
@@ -1184,7 +1184,7 @@ def test_the_other_source_lists_a_pending_element_by_its_array(env, tmp_path, st
     accounting, under squeue) lists a pending element of a throttled array, and a job
     Slurm never had is answered for (no record: UNKNOWN may follow) without a failure."""
     from lazyslurm.backends.slurm import backend as slurm
-    from lazyslurm.backends.slurm import status
+    from lazyslurm.backends.slurm import status as slurm_status
 
     c = slurm_cluster(env, tmp_path, accounting=accounting, status=status)
     with c:
@@ -1197,7 +1197,8 @@ def test_the_other_source_lists_a_pending_element_by_its_array(env, tmp_path, st
             while True:  # sacct records a new array within a second or so
                 res = backend.shell.run(backend._cross_check({f"{job}_2"}).lstrip("\n"))
                 text = res.stdout.partition(slurm._CROSS_MARK)[2]
-                rows, asked = status.cross_checked({}, text, {f"{job}_2"}, backend._other_source())
+                other = backend._other_source()
+                rows, asked = slurm_status.cross_checked({}, text, {f"{job}_2"}, other)
                 if (job, 2) in rows or time.monotonic() > deadline:
                     break
                 time.sleep(0.5)
@@ -1206,7 +1207,8 @@ def test_the_other_source_lists_a_pending_element_by_its_array(env, tmp_path, st
             gone = "999999999"  # an id far beyond any the test clusters reach
             res = backend.shell.run(backend._cross_check({f"{gone}_0"}).lstrip("\n"))
             text = res.stdout.partition(slurm._CROSS_MARK)[2]
-            rows, asked = status.cross_checked({}, text, {f"{gone}_0"}, backend._other_source())
+            other = backend._other_source()
+            rows, asked = slurm_status.cross_checked({}, text, {f"{gone}_0"}, other)
             assert rows == {} and asked == {f"{gone}_0"}, res.stdout
         finally:
             run.cancel()
@@ -1257,22 +1259,22 @@ def test_preempted_or_node_fail_with_requeue_waits_for_the_next_attempt(monkeypa
     """requeue=True: PREEMPTED/NODE_FAIL are waited on (bounded); without it they fail."""
     from lazyslurm.backends.base import ArrayJob, RunHandle
     from lazyslurm.backends.slurm import backend as slurm
-    from lazyslurm.backends.slurm import status
+    from lazyslurm.backends.slurm import status as slurm_status
     from lazyslurm.graph.resources import Resources
 
     requeue = ArrayJob("aj0", "f", ("k0",), Resources(requeue=True))
     plain = ArrayJob("aj1", "g", ("k1",))
     handle = RunHandle("r", (requeue, plain), {"aj0": "77", "aj1": "78"})
     backend = slurm.SlurmBackend.__new__(slurm.SlurmBackend)
-    watch = status.Watch()
+    watch = slurm_status.Watch()
     clock = iter([0.0, 10.0, 20.0, 400.0])
     monkeypatch.setattr(slurm.time, "monotonic", lambda: next(clock))
-    rows = {("77", 0): status.Row("PREEMPTED"), ("78", 0): status.Row("NODE_FAIL")}
+    rows = {("77", 0): slurm_status.Row("PREEMPTED"), ("78", 0): slurm_status.Row("NODE_FAIL")}
     first = backend._snapshot(handle, rows, set(), set(), watch)
     assert first.states == {"aj0": [PENDING], "aj1": [FAILED]}
-    running = {("77", 0): status.Row("RUNNING")}
+    running = {("77", 0): slurm_status.Row("RUNNING")}
     assert backend._snapshot(handle, running, set(), set(), watch).states["aj0"] == [RUNNING]
-    stuck = {("77", 0): status.Row("NODE_FAIL")}
+    stuck = {("77", 0): slurm_status.Row("NODE_FAIL")}
     assert backend._snapshot(handle, stuck, set(), set(), watch).states["aj0"] == [PENDING]
     late = backend._snapshot(handle, stuck, set(), set(), watch)  # never requeued again
     assert late.states["aj0"] == [FAILED]

@@ -242,9 +242,9 @@ def test_clean_keeps_slurm_runs_when_squeue_fails(cluster_env, tmp_path, monkeyp
         c.backend.shell.env["SLURM_CONF"] = str(down)  # from here on, Slurm does not answer
         got = clear(c, older_than="7d")
         assert got == [] and exists(c, finished.id)
-        assert "squeue failed" in got.unchecked and "Unable to contact" in got.unchecked
+        assert "could not be asked" in got.unchecked and "Unable to contact" in got.unchecked
         assert got.kept == {
-            finished.id: "a Slurm run, and squeue failed: cannot tell whether its jobs still run"
+            finished.id: "the scheduler could not be asked: cannot tell whether its jobs still run"
         }
         (tmp_path / "lazyslurm.toml").write_text(
             f'[profiles.here]\nworkdir = "{c.backend.workdir}"\n'
@@ -253,8 +253,9 @@ def test_clean_keeps_slurm_runs_when_squeue_fails(cluster_env, tmp_path, monkeyp
         monkeypatch.setenv("HOME", str(tmp_path))
         monkeypatch.delenv("SLURM_CONF", raising=False)
         code, out, err = run_cli(capsys, "clean", "--older-than", "7d", "--cluster", "here")
-        assert code == 2 and f"  {finished.id}  a Slurm run, and squeue failed" in out
-        assert err.count("\n") == 1 and "configuration source" in err and "--force" in err
+        assert code == 2 and f"  {finished.id}  the scheduler could not be asked" in out
+        # a local profile asks no scheduler: it keeps them, and says why
+        assert err.count("\n") == 1 and "cannot ask the scheduler" in err and "--force" in err
         assert clear(c, older_than="7d", force=True) == [finished.id]
         assert not exists(c, finished.id)
 

@@ -597,7 +597,7 @@ def total(xs):
 with Cluster("ssh", hostname="mfa-test", ssh_config=sys.argv[1], workdir=sys.argv[2],
              poll_max_s=0.5) as cluster:
     (result,) = compute(total(square.map(range(5))), progress=False)
-    print(json.dumps({"result": result, "runs": list(cluster.runs),
+    print(json.dumps({"result": result, "runs": [r.id for r in cluster.session.runs()],
                       "shell": type(cluster.backend.shell).__name__}))
 """
 
