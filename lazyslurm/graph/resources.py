@@ -321,7 +321,8 @@ class Learned:
     requests ``mem_mb`` and ``timeout_min`` (None: no figures: the fallback is used), from
     ``elements`` measured elements of ``runs`` runs; ``peak_mb``/``elapsed_s`` are the
     95th percentiles they come from; ``older_code``: how many of those runs ran other
-    code of the task (its figures are used all the same)."""
+    code of the task (its figures are used all the same). ``auto``: the options the task
+    learns (``"mem"``, ``"time"``)."""
 
     mem_mb: int | None = None
     timeout_min: int | None = None
@@ -330,53 +331,54 @@ class Learned:
     peak_mb: float | None = None
     elapsed_s: float | None = None
     older_code: int = 0
+    auto: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return attrs.asdict(self)
+        return {**attrs.asdict(self), "auto": list(self.auto)}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Learned:
         names = {f.name for f in attrs.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        fields = {k: v for k, v in data.items() if k in names}
+        fields["auto"] = tuple(fields.get("auto", ()))
+        return cls(**fields)
 
     def describe(self, asked: Resources) -> str:
-        """One line: what was learned for ``asked`` (a task's own resources), and from
-        what; or that there is no history yet (the fallback is used).
+        """One line: what was asked (``asked``: the array job's resources, learned values
+        in) and where it comes from, or that there is no history yet.
 
-        >>> Learned(256, None, 3, 12, 210.0, 40.0).describe(Resources(mem_mb=Auto(1024)))
+        >>> Learned(256, None, 3, 12, 210.0, 40.0, auto=("mem",)).describe(Resources(mem_mb=256))
         'mem 256M learned from 3 run(s) (12 elements, peak p95 210M x 1.2)'
-        >>> Learned().describe(Resources(mem_mb=Auto(1024), timeout_min=Auto()))
-        'no history yet: mem 1024M (fallback), time the cluster default'
+        >>> Learned(auto=("mem", "time")).describe(Resources(mem_mb=1024))
+        'no history yet: mem 1024M (its fallback), time the cluster default'
         """
         parts, first = [], []
-        for field, word, unit in (("mem_mb", "mem", "M"), ("timeout_min", "time", "min")):
-            auto = getattr(asked, field)
-            if not isinstance(auto, Auto):
+        for word, field, unit in (("mem", "mem_mb", "M"), ("time", "timeout_min", "min")):
+            if word not in self.auto:
                 continue
-            value = getattr(self, field)
-            if value is not None:
-                parts.append(f"{word} {value}{unit}")
-            elif auto.fallback is not None:
-                first.append(f"{word} {auto.fallback}{unit} (fallback)")
+            if getattr(self, field) is not None:
+                parts.append(f"{word} {getattr(self, field)}{unit}")
+            elif getattr(asked, field) is not None:
+                first.append(f"{word} {getattr(asked, field)}{unit} (its fallback)")
             else:
                 first.append(f"{word} the cluster default")
         if not parts:
             return "no history yet: " + ", ".join(first)
         basis = []
-        if self.peak_mb is not None and isinstance(asked.mem_mb, Auto):
+        if self.peak_mb is not None and "mem" in self.auto:
             basis.append(f"peak p95 {self.peak_mb:.0f}M x {MEM_MARGIN}")
-        if self.elapsed_s is not None and isinstance(asked.timeout_min, Auto):
+        if self.elapsed_s is not None and "time" in self.auto:
             basis.append(f"elapsed p95 {self.elapsed_s:.0f}s x {TIME_MARGIN}")
         line = (
             f"{' and '.join(parts)} learned from {self.runs} run(s) ({self.elements} "
             f"elements, {', '.join(basis)})"
         )
         if first:
-            line += "; " + ", ".join(first)
+            line += "; no figures yet for " + ", ".join(first)
         if self.older_code:
             line += (
                 f"; the task's code changed since {self.older_code} of those runs (their "
-                "figures are used: memory rarely jumps)"
+                "figures are used all the same: memory rarely jumps)"
             )
         return line
 
@@ -476,6 +478,12 @@ class Resources:
     def learns(self) -> bool:
         """Whether a request is learned from past runs (``"auto"``: :class:`Auto`)."""
         return isinstance(self.mem_mb, Auto) or isinstance(self.timeout_min, Auto)
+
+    @property
+    def learned_options(self) -> tuple[str, ...]:
+        """The options learned from past runs: ``"mem"``, ``"time"``."""
+        out = ("mem",) if isinstance(self.mem_mb, Auto) else ()
+        return out + (("time",) if isinstance(self.timeout_min, Auto) else ())
 
     def resolve(self, learned: Learned | None) -> Resources:
         """These resources with every :class:`Auto` request replaced: by what ``learned``

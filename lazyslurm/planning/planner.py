@@ -394,6 +394,7 @@ def make_plan(
         got = None
         if t.resources.learns:
             got = (learned or {}).get(t.name) or Learned()
+            got = attrs.evolve(got, auto=t.resources.learned_options)
         group_res.append(t.resources.resolve(got))
         group_learned.append(got)
     group_packs = []
