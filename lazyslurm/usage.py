@@ -47,6 +47,10 @@ __all__ = [
     "Request",
     "TaskUsage",
     "Usage",
+    "duration_text",
+    "hours_text",
+    "mem_text",
+    "percent_text",
     "report",
     "summarize",
     "usage",
@@ -126,7 +130,7 @@ class ElementUsage:
         }
 
 
-def _mem(mb: float | None) -> str:
+def mem_text(mb: float | None) -> str:
     if mb is None:
         return "-"
     if mb >= 1024:
@@ -134,7 +138,7 @@ def _mem(mb: float | None) -> str:
     return f"{mb:.0f}M"
 
 
-def _dur(seconds: float | None) -> str:
+def duration_text(seconds: float | None) -> str:
     if seconds is None:
         return "-"
     s = round(seconds)
@@ -143,14 +147,14 @@ def _dur(seconds: float | None) -> str:
     return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
 
 
-def _pct(value: float | None) -> str:
+def percent_text(value: float | None) -> str:
     return "-" if value is None else f"{value:.0%}"
 
 
-def _hours(value: float | None) -> str:
+def hours_text(value: float | None) -> str:
     """Core-hours for a table: three digits, and tiny amounts as such.
 
-    >>> _hours(None), _hours(0), _hours(12.345), _hours(0.0000361)
+    >>> hours_text(None), hours_text(0), hours_text(12.345), hours_text(0.0000361)
     ('unbounded', '0', '12.3', '<0.001')
     """
     if value is None:
@@ -258,17 +262,17 @@ class TaskUsage:
         return [
             self.task,
             f"{self.measured}/{self.elements}",
-            _mem(r.mem_mb),
-            _mem(self.peak_mb),
-            _pct(self.mem_ratio),
+            mem_text(r.mem_mb),
+            mem_text(self.peak_mb),
+            percent_text(self.mem_ratio),
             str(r.cpus),
-            _pct(self.cpu_ratio),
-            "-" if r.time_min is None else _dur(r.time_min * 60),
-            _dur(self.elapsed_s),
-            _pct(self.time_ratio),
-            _hours(self.core_hours_reserved),
-            _hours(self.core_hours_allocated),
-            _hours(self.core_hours_wasted),
+            percent_text(self.cpu_ratio),
+            "-" if r.time_min is None else duration_text(r.time_min * 60),
+            duration_text(self.elapsed_s),
+            percent_text(self.time_ratio),
+            hours_text(self.core_hours_reserved),
+            hours_text(self.core_hours_allocated),
+            hours_text(self.core_hours_wasted),
         ]
 
 
@@ -324,8 +328,8 @@ class Usage:
         where = " and ".join(self.sources) or "nowhere"
         return (
             f"run {self.run_id}: {measured} of {total} element(s) measured (figures from "
-            f"{where}); {_hours(allocated)} core-hours allocated, "
-            f"{_hours(self.core_hours_wasted)} of them idle"
+            f"{where}); {hours_text(allocated)} core-hours allocated, "
+            f"{hours_text(self.core_hours_wasted)} of them idle"
         )
 
     def __str__(self) -> str:
@@ -377,10 +381,10 @@ class Usage:
 
 def _attempt_text(a: Attempt) -> str:
     r = a.request
-    limit = "" if r.time_min is None else f", limit {_dur(r.time_min * 60)}"
+    limit = "" if r.time_min is None else f", limit {duration_text(r.time_min * 60)}"
     return (
-        f"{a.number} {a.state} (asked {_mem(r.mem_mb)}{limit}; peak {_mem(a.peak_mb)}, "
-        f"{_dur(a.elapsed_s)})"
+        f"{a.number} {a.state} (asked {mem_text(r.mem_mb)}{limit}; peak {mem_text(a.peak_mb)}, "
+        f"{duration_text(a.elapsed_s)})"
     )
 
 
@@ -550,24 +554,24 @@ def summarize(
     asked = request.mem_mb
     if peak is not None and asked and peak * workers < MEM_UNDER * asked:
         fix = f'ask mem="{suggest["mem"]}"' if "mem" in suggest else "ask less"
-        together = f" ({workers} at once: {_mem(peak * workers)})" if workers > 1 else ""
+        together = f" ({workers} at once: {mem_text(peak * workers)})" if workers > 1 else ""
         warnings.append(
             f"{task}: memory used under {MEM_UNDER:.0%} of the request: peak "
-            f"{_mem(peak)}{together} of {_mem(asked)} asked "
+            f"{mem_text(peak)}{together} of {mem_text(asked)} asked "
             f"({peak * workers / asked:.0%}); {fix}, or mem=\"auto\""
         )
     if longest is not None and request.time_min and longest > TIME_OVER * request.time_min * 60:
         fix = f'ask time="{suggest["time"]}"' if "time" in suggest else "ask more"
         warnings.append(
             f"{task}: time over {TIME_OVER:.0%} of the limit: the longest element ran "
-            f"{_dur(longest)} of {_dur(request.time_min * 60)} "
+            f"{duration_text(longest)} of {duration_text(request.time_min * 60)} "
             f"({longest / (request.time_min * 60):.0%}); {fix}, or time=\"auto\""
         )
     for state, words in (("OUT_OF_MEMORY", "ran out of memory"), ("TIMEOUT", "ran out of time")):
         n = states.get(state, 0)
         if n:
-            asked_text = _mem(request.mem_mb) if state == "OUT_OF_MEMORY" else (
-                _dur(request.time_min * 60) if request.time_min else "its limit"
+            asked_text = mem_text(request.mem_mb) if state == "OUT_OF_MEMORY" else (
+                duration_text(request.time_min * 60) if request.time_min else "its limit"
             )
             warnings.append(
                 f"{task}: {n} element(s) {words} ({state}) at {asked_text}: ask more, or "
