@@ -643,14 +643,12 @@ def _gpu_count(option: str, value: object) -> str:
 class TaskDefaults(TypedDict, total=False):
     """Task options a cluster may also default for all its tasks (all optional)."""
 
+    # a task's own may be "auto" / "auto:FALLBACK" (learned from its past runs: Auto), a
+    # cluster's may not (Resources.defaults_from)
     time: Annotated[
-        str | int | _dt.timedelta | Literal["auto"],
-        Opt('time limit, or "auto" (learned from past runs)', parse=_time, field="timeout_min"),
+        str | int | _dt.timedelta, Opt("time limit", parse=_time, field="timeout_min")
     ]
-    mem: Annotated[
-        str | int | Literal["auto"],
-        Opt('memory, or "auto" (learned from past runs)', parse=_mem, field="mem_mb"),
-    ]
+    mem: Annotated[str | int, Opt("memory", parse=_mem, field="mem_mb")]
     cpus_per_task: Annotated[int, Opt("CPUs per task", parse=_positive)]
     gpus: Annotated[int | str, Opt('GPUs: a count or "TYPE:COUNT"', parse=_gpu_count)]
     gres: Annotated[str, Opt("generic resources", parse=_free_text)]
