@@ -123,7 +123,11 @@ def run_html(run: Any) -> str:
     status = run.status()
     out = status_html(status) + _picture(run=run, level="jobs")
     if status.state not in ("RUNNING", "PENDING"):
-        out += usage_html(run.usage())
+        try:
+            out += usage_html(run.usage())
+        except Exception as exc:  # the display stays: say why the figures are missing
+            why = " ".join(str(exc).split()) or type(exc).__name__
+            out += f"<p>usage: cannot be read now ({_html.escape(why)})</p>"
     return out
 
 

@@ -538,9 +538,9 @@ def summarize(
         states[a.state] = states.get(a.state, 0) + 1
     measured = sum(1 for a in last if a.peak_mb is not None or a.elapsed_s is not None)
     samples = [
-        Sample("", e.key, a.peak_mb * 1024 if a.peak_mb is not None else None, a.elapsed_s)
+        Sample("", e.key, f.peak_mb * 1024 if f.peak_mb is not None else None, f.elapsed_s)
         for e in elements
-        if (a := e.last) is not None and a.state == "COMPLETED"
+        if (f := e.last) is not None and f.state == "COMPLETED"
     ]
     advice = learn(samples)
     suggest: dict[str, str] = {}
@@ -650,9 +650,10 @@ def report(
             if packs:  # the scheduler's own figures of the Slurm elements
                 allocated = sum(r.elapsed_s * (r.cpus or base.cpus) for r in packs) / 3600
                 used = sum(r.total_cpu_s or 0.0 for r in packs) / 3600
-        reserved = sum(c.core_hours or 0.0 for aj in ajs if (c := costs.get(aj.id)) is not None)
-        if any(c is None or c.core_hours is None for c in (costs.get(aj.id) for aj in ajs)):
-            reserved = None
+        worst = [costs.get(aj.id) for aj in ajs]
+        reserved: float | None = None
+        if all(c is not None and c.core_hours is not None for c in worst):
+            reserved = sum(c.core_hours or 0.0 for c in worst if c is not None)
         tasks.append(
             summarize(
                 name,
@@ -696,7 +697,7 @@ def usage(run: Any, cluster: Cluster | None = None) -> Usage:
         )
         for aj in handle.array_jobs
     }
-    sources = ("runner",) if lines else ()
+    sources: tuple[str, ...] = ("runner",) if lines else ()
     if accounted.rows:
         sources += ("sacct",)
     note = accounted.note

@@ -475,9 +475,12 @@ def _start_meter() -> tuple[float, Any, bool]:
     return time.time(), os.times(), _reset_peak()
 
 
-def _stop_meter(meter: tuple[float, Any, bool], key: str, header: dict[str, Any]) -> str:
+def _stop_meter(
+    meter: tuple[float, Any, bool], key: str, header: dict[str, Any], env: Any
+) -> str:
     """After the element: its usage line (:func:`~lazyslurm.store.encode_usage`); "" if
-    it could not be measured."""
+    it could not be measured. ``env``: the Slurm job's environment (None: the local and
+    sync backends, whose requests Slurm did not grant: the plan says them)."""
     try:
         import time
 
@@ -497,7 +500,6 @@ def _stop_meter(meter: tuple[float, Any, bool], key: str, header: dict[str, Any]
             if kids > _CHILDREN["kb"]:
                 _CHILDREN["kb"] = kids
                 peak = max(peak, kids)
-        env = os.environ
         fields: dict[str, Any] = {
             "k": key,
             "w": wall,
@@ -505,16 +507,17 @@ def _stop_meter(meter: tuple[float, Any, bool], key: str, header: dict[str, Any]
             "m": peak,
             "mb": how,
             "s": round(start, 2),
-            "h": env.get("SLURMD_NODENAME") or os.uname().nodename,
+            "h": (env or {}).get("SLURMD_NODENAME") or os.uname().nodename,
             "t": header.get("token"),
         }
-        fields.update(_granted(env))
+        if env is not None:
+            fields.update(_granted(env))
         return encode_usage(fields)
     except Exception:  # never fail an element for its figures
         return ""
 
 
-def _reaped_usage(key: str, rusage: Any, wall: float | None) -> str:
+def _reaped_usage(key: str, rusage: Any, wall: float | None, env: Any) -> str:
     """The usage line of an element whose process ended without its outcome, from the
     ``os.wait4`` figures of that process (its peak since its last element began)."""
     try:
@@ -523,7 +526,8 @@ def _reaped_usage(key: str, rusage: Any, wall: float | None) -> str:
         if wall is not None:
             fields["w"] = wall
             fields["c"] = rusage.ru_utime + rusage.ru_stime
-        fields.update(_granted(os.environ))
+        if env is not None:
+            fields.update(_granted(env))
         return encode_usage(fields)
     except Exception:
         return ""
@@ -568,7 +572,7 @@ def run_element(
         record = encode_outcome(encode_value(exc.key), key=key, writer=writer)
         atomic_write(paths.cancelled(key), record)
         return EXIT_TASK_FAILED
-    usage = _stop_meter(meter, key, header)
+    usage = _stop_meter(meter, key, header, env)
     if exc is not None:
         import traceback
 
@@ -785,7 +789,7 @@ def _run_sequential(job: _Pack, members: range) -> int:
             return EXIT_TASK_FAILED
         # its peak: the child's, since the crashed element reset it (no time: the child
         # ran the elements before it too)
-        usage = _reaped_usage(job.key(crashed), rusage, None)
+        usage = _reaped_usage(job.key(crashed), rusage, None, job.env)
         if not _record_crash(job, crashed, _how_it_ended(status), usage):
             return EXIT_TASK_FAILED
         todo = range(crashed + 1, todo.stop)
@@ -893,7 +897,7 @@ def _run_forked(job: _Pack, members: range, workers: int, records: list[bytes]) 
             _stop_if_stopped(status, job)
             if os.waitstatus_to_exitcode(status) in _RECORDED and job.has_outcome(job.key(m)):
                 continue  # it failed, and said so in its error (or cancelled) record
-            usage = _reaped_usage(job.key(m), rusage, wall)
+            usage = _reaped_usage(job.key(m), rusage, wall, job.env)
             if not _record_crash(job, m, _how_it_ended(status), usage):
                 code = EXIT_TASK_FAILED
     records.extend(got[m] for m in sorted(got))
