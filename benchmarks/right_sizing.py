@@ -117,14 +117,21 @@ def main() -> None:
     print()
     head = ["row", "mem", "time", "core-h reserved", "GB-h reserved", "core-h allocated",
             "peak", "longest", "finished"]  # fmt: skip
-    cells = [head] + [
-        [
-            r["row"], r["mem"], r["time"], f"{r['core_h_reserved']:.3f}",
-            f"{r['gb_h_reserved']:.3f}", f"{r['core_h_allocated']:.3f}", f"{r['peak']:.0f}M",
-            f"{r['longest']:.0f}s", f"{r['finished']}/{r['elements']}",
-        ]  # fmt: skip
-        for r in rows
-    ]
+    cells = [head]
+    for r in rows:
+        cells.append(
+            [
+                r["row"],
+                r["mem"],
+                r["time"],
+                f"{r['core_h_reserved']:.3f}",
+                f"{r['gb_h_reserved']:.3f}",
+                f"{r['core_h_allocated']:.3f}",
+                f"{r['peak']:.0f}M",
+                f"{r['longest']:.0f}s",
+                f"{r['finished']}/{r['elements']}",
+            ]
+        )
     widths = [max(len(x[i]) for x in cells) for i in range(len(head))]
     for line in cells:
         print("  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i])

@@ -219,11 +219,16 @@ def test_learned_requests_on_the_local_backend(tmp_path):
             submit(auto.map([(60, 0, i)]), cluster=c, progress=False).result()
         p = preview(auto.map([(60, 0, 9)]), cluster=c, start=False)
         lines = usage_lines(c, names=["hold"])
+        # new code under the same name: the figures still count, and the preview says so
+        changed = task(name="hold", mem="auto:1G", time="auto:10")(lambda mb: mb)
+        q = preview(changed.map([1]), cluster=c, start=False)
     (job,) = p.jobs
     peaks = [int(u.fields["m"]) / 1024 for u in lines]
     assert len(peaks) == 3 and job.mem_mb <= 1.5 * max(peaks)
     assert job.time_min == 1
-    assert "learned from 3 run(s)" in str(p)
+    assert "learned from 3 run(s)" in str(p) and "code changed" not in str(p)
+    assert q.jobs[0].mem_mb == job.mem_mb
+    assert "the task's code changed since 3 of those runs" in str(q)
 
 
 # --------------------------------------------------------------------------- real Slurm
