@@ -21,15 +21,20 @@ from lazyslurm.backends.base import RunHandle
 from lazyslurm.backends.shell.base import untrusted_facts
 from lazyslurm.errors import BackendError, ClusterConfigError, UntrustedStoreError
 from lazyslurm.graph.core import Job
+from lazyslurm.graph.resources import Learned
 from lazyslurm.graph.traverse import collect
 from lazyslurm.planning.encode import read_manifest
+from lazyslurm.planning.learn import Sample, learn
 from lazyslurm.planning.planner import Plan, make_plan
 from lazyslurm.store import (
     INSIDE,
     PACK_MAGIC,
+    USAGE_HEAD_BYTES,
+    USAGE_MARK,
     RunLayout,
     pack_keys,
     parse_job_ids,
+    parse_usage,
     untrusted_fix,
 )
 
@@ -40,12 +45,15 @@ if TYPE_CHECKING:
 __all__ = [
     "Cleared",
     "RunSummary",
+    "UsageLine",
     "clear",
+    "history",
     "list_runs",
     "lookup",
     "parse_age",
     "plan_with_store",
     "read_run",
+    "usage_lines",
 ]
 
 
@@ -475,22 +483,178 @@ def plan_with_store(
     cl: Cluster, roots: list[Job], cache: bool | None
 ) -> tuple[Plan, dict[str, str]]:
     """The plan of ``roots`` given the session's memory and, with caching (``cache``, else
-    the cluster's setting), the results already in the store: ``(plan, found)``."""
+    the cluster's setting), the results already in the store: ``(plan, found)``.
+
+    Tasks whose ``mem`` or ``time`` is ``"auto"`` ask what their past runs say
+    (:func:`history`, one command), planned again with those numbers: a graph without
+    them costs nothing more."""
     done: dict[str, str | None] = dict(cl.session.computed())
     found: dict[str, str] = {}
     if cache if cache is not None else cl.cache:
         found = lookup(cl, [j.key for j in collect(roots, done) if j.task.pure])
         done.update(found)
     limits = cl.pack_limits()
-    p = make_plan(
-        roots,
-        done=done,
-        max_array_size=cl.max_array_size(),
-        max_jobs=limits.max_jobs if limits is not None else None,
-        packing=limits is not None,
-        time_cap=limits.time_cap if limits is not None else None,
-    )
+
+    def plan(learned: dict[str, Learned] | None) -> Plan:
+        return make_plan(
+            roots,
+            done=done,
+            max_array_size=cl.max_array_size(),
+            max_jobs=limits.max_jobs if limits is not None else None,
+            packing=limits is not None,
+            time_cap=limits.time_cap if limits is not None else None,
+            learned=learned,
+        )
+
+    p = plan(None)
+    tokens = {aj.name: p.task(aj).token[:12] for aj in p.array_jobs if aj.learned is not None}
+    if tokens:
+        samples = history(cl, tokens)
+        p = plan({name: learn(samples.get(name, ()), tokens[name]) for name in tokens})
     return attrs.evolve(p, cached=frozenset(found)), found
+
+
+# --------------------------------------------------------------------------- usage lines
+
+
+@attrs.frozen
+class UsageLine:
+    """What one element used, as its outcome record says (a usage line: see
+    :func:`lazyslurm.store.encode_usage`): in run ``run``, from its ``result``, its
+    ``error`` or the usage trailer of a ``pack`` file (``file``: that file's name)."""
+
+    run: str
+    kind: str  # "result", "error" or "pack"
+    file: str
+    fields: dict[str, str] = attrs.field(eq=False)
+
+    @property
+    def key(self) -> str:
+        return self.fields.get("k", "")
+
+    def number(self, name: str) -> float | None:
+        """Field ``name`` as a number (None: absent or not a number)."""
+        try:
+            return float(self.fields[name])
+        except (KeyError, ValueError):
+            return None
+
+
+RUN_PACK_BYTES = 1 << 22  # a run's own report: the last 4 MiB of each pack file
+HISTORY_PACK_BYTES = 1 << 18  # history: the last 256 KiB (about 1,000 elements each)
+
+
+def _glob(text: str) -> str:
+    r"""``text`` as a literal part of a find(1) pattern.
+
+    >>> _glob("a*b[1]?")
+    'a\\*b\\[1]\\?'
+    """
+    return "".join("\\" + c if c in "*?[\\" else c for c in text)
+
+
+def _usage_script(runs: Iterable[str] | None, names: Iterable[str] | None, pack_bytes: int) -> str:
+    """The body (run in ``WORKDIR/runs``) that prints ``PATH<TAB>USAGE LINE`` for every
+    usage line of this user's outcome records: every record of ``runs``, or, across
+    every run, the results of the tasks ``names``; and the usage trailers of pack files
+    (the last ``pack_bytes`` of each). Only record headers and pack tails are read,
+    never whole results."""
+    q = shlex.quote
+    mark = USAGE_MARK.strip()
+    pick = (  # bytes, not text (NULs out, for any awk): the usage lines with their file
+        "LC_ALL=C tr -d '\\000' | LC_ALL=C awk "
+        "'/^==> .* <==$/ { f = substr($0, 5, length($0) - 8); next }\n"
+        f"/^{mark} / {{ print f \"\\t\" $0 }}'"
+    )
+    if runs is not None:
+        dirs = " ".join(f"{q('./' + r + '/results')} {q('./' + r + '/errors')}" for r in runs)
+        records = f"find {dirs} -maxdepth 1 -type f -user \"$me\" -name '*.pkl'"
+        packs = (
+            f"find {' '.join(q('./' + r + '/results') for r in runs)} -maxdepth 1 -type f "
+            "-user \"$me\" -name '*.pack'"
+        )
+        wanted = ""
+    else:
+        names = list(names or ())
+        alt = " -o ".join(f"-name {q(_glob(n) + '-*.pkl')}" for n in names)
+        records = (
+            "find . -mindepth 3 -maxdepth 3 -path './*/results/*' -type f -user \"$me\" "
+            f"\\( {alt} \\)"
+        )
+        packs = (
+            "find . -mindepth 3 -maxdepth 3 -path './*/results/*' -type f -user \"$me\" "
+            "-name '*.pack'"
+        )
+        wanted = "\n".join(names)
+    lines = [
+        f"{records} -exec head -v -c {USAGE_HEAD_BYTES} -- {{}} + 2>/dev/null | {pick}",
+        f"{packs} -exec tail -v -c {pack_bytes} -- {{}} + 2>/dev/null | {pick}",
+    ]
+    if wanted:  # history: the pack lines of those tasks only (key = NAME-HEX24)
+        keep = (
+            "awk -F '\\t' -v OFS='\\t' 'BEGIN { n = split(ENVIRON[\"LZ_NAMES\"], a, \"\\n\"); "
+            "for (i = 1; i <= n; i++) w[a[i]] = 1 }\n"
+            "{ if (match($2, / k=[^ ]+/)) { k = substr($2, RSTART + 3, RLENGTH - 3); "
+            "if (substr(k, 1, length(k) - 25) in w) print } }'"
+        )
+        lines[1] = f"export LZ_NAMES={q(wanted)}\n{lines[1]} | {keep}"
+    return "\n".join(lines) + "\ntrue\n"
+
+
+def usage_lines(
+    cl: Cluster,
+    *,
+    runs: Iterable[str] | None = None,
+    names: Iterable[str] | None = None,
+    pack_bytes: int | None = None,
+) -> list[UsageLine]:
+    """What the elements of ``runs`` used (every outcome record), or, across the store,
+    the finished elements of the tasks named ``names``: one command over the backend's
+    shell, reading record headers and pack tails only. A pack file's trailer repeats its
+    records' lines: each (run, key) is given once, a record's own line first."""
+    if runs is not None:
+        runs = [r for r in runs if r and "/" not in r and not r.startswith(".")]
+        if not runs:
+            return []
+    elif not names:
+        return []
+    size = pack_bytes or (RUN_PACK_BYTES if runs is not None else HISTORY_PACK_BYTES)
+    backend = cl.backend
+    script = _usage_script(runs, names, size)
+    bad, lines = _run_guarded(backend.shell, str(backend.workdir), script, "read usage")
+    seen: dict[tuple[str, str], UsageLine] = {}
+    for line in lines:
+        path, tab, text = line.partition("\t")
+        fields = parse_usage(text) if tab else None
+        parts = path.split("/")
+        if fields is None or len(parts) != 4 or parts[1] in bad or not fields.get("k"):
+            continue
+        run, where, name = parts[1], parts[2], parts[3]
+        kind = "pack" if name.endswith(RunLayout.PACK_SUFFIX) else where[:-1]
+        got = UsageLine(run=run, kind=kind, file=name, fields=fields)
+        old = seen.get((run, got.key))
+        if old is None or (old.kind == "pack" and kind != "pack"):
+            seen[(run, got.key)] = got
+    return list(seen.values())
+
+
+def history(cl: Cluster, tokens: dict[str, str]) -> dict[str, list[Sample]]:
+    """The finished elements of past runs of the tasks named in ``tokens`` (name -> the
+    task's code token now), from their outcome records (:func:`usage_lines`): one
+    command. A key belongs to task NAME when it reads ``NAME-`` and 24 hex digits."""
+    out: dict[str, list[Sample]] = {}
+    for u in usage_lines(cl, names=sorted(tokens)):
+        if u.kind == "error":
+            continue
+        name = u.key[:-25]
+        if name not in tokens or u.key[-25] != "-":
+            continue
+        peak = u.number("m")
+        elapsed = u.number("w")
+        out.setdefault(name, []).append(
+            Sample(u.run, u.key, peak, elapsed, u.fields.get("t", ""))
+        )
+    return out
 
 
 def read_run(cl: Cluster, run_id: str) -> tuple[dict[str, Any], RunHandle, bytes | None]:

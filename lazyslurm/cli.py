@@ -11,14 +11,14 @@
                                             runs idle for 7 days, unless still running
     lazyslurm preview SCRIPT.py:NAME [--no-start] [--cache]
                                             jobs, worst-case cost and start of a graph
-    lazyslurm usage RUN                     worst case against what sacct says was used
+    lazyslurm usage RUN [--json]            requested vs used memory, CPU, time per task
     lazyslurm profiles                      the cluster profiles, and the file each is from
     lazyslurm watch RUN                     live progress bars until the run ends
     lazyslurm dashboard [RUN] [--port N]    a live web page of the runs (127.0.0.1, token)
 
 Every command takes ``--cluster PROFILE``, before or after the command name (default:
 ``$LAZYSLURM_PROFILE``, else the embedded local cluster and its work directory,
-``$LAZYSLURM_WORKDIR`` or ``~/.lazyslurm``). ``runs`` and ``status`` take ``--json``.
+``$LAZYSLURM_WORKDIR`` or ``~/.lazyslurm``). ``runs``, ``status`` and ``usage`` take ``--json``.
 Also ``python -m lazyslurm``.
 
 ``preview`` takes ``PATH.py:NAME`` (a script, run with ``__name__`` set to
@@ -26,7 +26,7 @@ Also ``python -m lazyslurm``.
 ``package.module:NAME`` (imported); ``NAME`` is a lazy value (a ``Job``, ``JobArray``, or a
 list, tuple or dict of them) or a function taking no arguments that returns one.
 
-Exit codes: 0 ok (also ``usage`` on a cluster without accounting: it says so in one line);
+Exit codes: 0 ok (also ``usage`` on a cluster without accounting: the runner's figures);
 1 ``status`` of a run that failed or was cancelled; 2 usage errors and errors (unknown
 run, bad profile, backend failure, a run whose manifest is damaged, ``clean`` keeping
 Slurm runs because ``squeue`` failed), reported in one line.
@@ -495,9 +495,10 @@ def cmd_preview(args: argparse.Namespace, cluster: Cluster) -> int:
 
 
 def cmd_usage(args: argparse.Namespace, cluster: Cluster) -> int:
-    from lazyslurm.preview import usage
+    from lazyslurm.usage import usage
 
-    print(usage(args.run, cluster))
+    report = usage(args.run, cluster)
+    print(report.json() if args.json else report)
     return EXIT_OK
 
 
@@ -646,8 +647,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--cache", action="store_true", help="leave out what the cluster's store already holds"
     )
 
-    p = add("usage", cmd_usage, "a run's worst case against what sacct says it used")
+    p = add(
+        "usage",
+        cmd_usage,
+        "what a run used per task: requested vs used memory, CPU and time, core-hours "
+        "wasted, warnings (the runner's records, and sacct's where there is accounting)",
+    )
     p.add_argument("run", metavar="RUN", help="run id")
+    p.add_argument("--json", action="store_true", help=json_help)
     return parser
 
 

@@ -20,7 +20,7 @@ import lazyslurm.backends.registry as backends
 from lazyslurm.backends.base import Backend, PackLimits
 from lazyslurm.backends.option import CommonOptions, resolve
 from lazyslurm.backends.registry import BackendSpec
-from lazyslurm.errors import ClusterConfigError
+from lazyslurm.errors import ClusterConfigError, InvalidOptionError
 from lazyslurm.graph.core import BUILD_SINK
 from lazyslurm.graph.options import declared
 from lazyslurm.graph.resources import Resources
@@ -77,6 +77,10 @@ class Cluster:
         if spec is not None:
             # every option is declared once, by its backend: typos show now, not at first use
             check_options(spec.name, given)
+            try:  # and the task defaults together ("auto" requests are per task)
+                Resources.defaults_from(given)
+            except InvalidOptionError as exc:
+                raise ClusterConfigError(str(exc)) from None
             self.backend_name = spec.name
             self._backend: Backend | None = None
         else:

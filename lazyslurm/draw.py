@@ -192,12 +192,15 @@ class _Model:
         done: Mapping[str, str | None],
         states: Mapping[str, str],
         costs: Mapping[str, str] | None = None,
+        usage: Mapping[str, list[str]] | None = None,
     ) -> None:
         self.roots = roots
         self.plan = plan
         self.done = done
         self.states = states
         self.costs = costs or {}  # array job id -> its worst-case line (cost=True)
+        # array job id, and task name, -> what it used (usage=True)
+        self.usage = usage or {}
 
     def cls(self, key: str) -> str:
         state = self.states.get(key)
@@ -268,6 +271,41 @@ def _cost_lines(array_jobs: Iterable[Any], cluster: Cluster | None) -> dict[str,
     return out
 
 
+def _usage_lines(report: Any) -> dict[str, list[str]]:
+    """Array job id and task name -> the lines of what it used (a run's
+    :class:`~lazyslurm.usage.Usage`): peak against memory asked, longest against the time
+    limit, CPU use and idle core-hours, then a mark per warning."""
+    from lazyslurm.usage import (
+        MEM_UNDER,
+        TIME_OVER,
+        duration_text,
+        hours_text,
+        mem_text,
+        percent_text,
+    )
+
+    out: dict[str, list[str]] = {}
+    for t in report.tasks:
+        r = t.request
+        limit = "-" if r.time_min is None else duration_text(r.time_min * 60)
+        lines = [
+            f"peak {mem_text(t.peak_mb)} of {mem_text(r.mem_mb)} ({percent_text(t.mem_ratio)})",
+            f"longest {duration_text(t.elapsed_s)} of {limit} ({percent_text(t.time_ratio)})",
+            f"cpu {percent_text(t.cpu_ratio)} · {hours_text(t.core_hours_wasted)} core-h idle",
+        ]
+        if t.mem_ratio is not None and t.mem_ratio < MEM_UNDER:
+            lines.append(f"! memory under {MEM_UNDER:.0%} of the request")
+        if t.time_ratio is not None and t.time_ratio > TIME_OVER:
+            lines.append(f"! time over {TIME_OVER:.0%} of the limit")
+        for state in ("OUT_OF_MEMORY", "TIMEOUT"):
+            if t.states.get(state):
+                lines.append(f"! {t.states[state]} {state}")
+        for aj in t.array_jobs:
+            out[aj] = lines
+        out.setdefault(t.task, lines)
+    return out
+
+
 # --------------------------------------------------------------------------- levels
 
 
@@ -293,7 +331,7 @@ def _draw_tasks(dot: graphviz.Digraph, model: _Model, array_jobs: Sequence[Array
         tooltip = f"{len(keys)} node(s): " + ", ".join(keys[:5]) + (" ..." if len(keys) > 5 else "")
         dot.node(
             nid[g],
-            _label([title, _status_line(counts, len(keys))]),
+            _label([title, _status_line(counts, len(keys)), *model.usage.get(g[0], ())]),
             tooltip=tooltip,
             **_node_attrs(_main_class(counts), "rounded"),
         )
@@ -331,6 +369,7 @@ def _aj_label(
     lines.append(model.costs.get(aj.id, ""))
     status = _status_line(counts, aj.size)
     lines.append(status)
+    lines.extend(model.usage.get(aj.id, ()))
     return lines, counts
 
 
@@ -514,6 +553,7 @@ def visualize(
     cached: Iterable[Any] | None = None,
     run: Any = None,
     cost: bool = False,
+    usage: Any = False,
 ) -> graphviz.Digraph:
     """Draw what ``compute(*exprs)`` would run, as a ``graphviz.Digraph``.
 
@@ -536,6 +576,11 @@ def visualize(
 
     ``cost=True`` (with ``level="jobs"``) adds each array job's worst case from its time
     limit (``worst 12.5 core-h``, see :mod:`lazyslurm.preview`); nothing is asked of Slurm.
+
+    ``usage=True`` (with a ``run``) adds what each task or array job used: its peak
+    against the memory asked, its longest element against the time limit, CPU use and
+    idle core-hours, and a ``!`` line per warning (``run.usage()``: docs/usage.md); a
+    :class:`~lazyslurm.usage.Usage` already read may be passed instead of True.
     """
     if level not in LEVELS:
         msg = f"invalid level={level!r}: expected one of {', '.join(LEVELS)}"
@@ -555,6 +600,9 @@ def visualize(
             run = expr
         else:
             plain.append(expr)
+    if usage is not False and usage is not None and run is None:
+        msg = "usage=True shows what a run used: pass the run (visualize(run=run, usage=True))"
+        raise InvalidOptionError(msg)
     target = _target(filename, format) if filename is not None else None
     extra_cached = _keys(cached, "cached")
     explicit = _normalise_states(states)
@@ -597,7 +645,10 @@ def visualize(
     dot.attr("node", shape="box", fontname=_FONT, fontsize="12", margin="0.15,0.06")
     dot.attr("edge", fontname=_FONT, fontsize="10", color="#495057", arrowsize="0.7")
     costs = _cost_lines(array_jobs, cluster or getattr(run, "cluster", None)) if cost else None
-    model = _Model(roots, plan, done, node_states, costs)
+    used = None
+    if usage is not False and usage is not None:
+        used = _usage_lines(run.usage() if usage is True else usage)
+    model = _Model(roots, plan, done, node_states, costs, used)
     if level == "tasks":
         drawn = _draw_tasks(dot, model, full)
     else:

@@ -425,6 +425,14 @@ class Run:
         )
         _emit(self._callbacks, "on_done", self)
 
+    def usage(self) -> Any:
+        """What this run used, per task and element: requested against used memory, CPU
+        and time, core-hours wasted, warnings (:class:`lazyslurm.usage.Usage`; the
+        runner's records, and sacct's where the cluster keeps accounting)."""
+        from lazyslurm.usage import usage
+
+        return usage(self)
+
     def visualize(self, **kwargs: Any) -> Any:
         """Draw this run's plan, coloured by the states of the last poll."""
         return executor().visualize(run=self, **kwargs)

@@ -507,6 +507,13 @@ def status_html(status: Any) -> str:
     return _html(status)
 
 
+def usage_html(usage: Any) -> str:
+    """The notebook display of what a run used (``Usage._repr_html_``)."""
+    from lazyslurm.notebook import usage_html as _html
+
+    return _html(usage)
+
+
 def dashboard(run: Run, *, port: int = 0, open_browser: bool = False) -> Any:
     """The live web dashboard of ``run`` (``Run.dashboard``: docs/dashboard.md)."""
     from lazyslurm.dashboard import for_run

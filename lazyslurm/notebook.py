@@ -18,7 +18,7 @@ import html as _html
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["lazy_html", "plan_html", "run_html", "status_html", "table_html"]
+__all__ = ["lazy_html", "plan_html", "run_html", "status_html", "table_html", "usage_html"]
 
 _STYLE = "border-collapse:collapse;font-family:monospace;font-size:12px;margin:2px 0"
 _CELL = "text-align:left;padding:1px 8px;border-bottom:1px solid #ddd"
@@ -116,8 +116,63 @@ def status_html(status: Any) -> str:
 
 
 def run_html(run: Any) -> str:
-    """A ``Run``: its status (one poll) and its jobs coloured by state."""
+    """A ``Run``: its status (one poll) and its jobs coloured by state; once it has
+    ended, what it used (:func:`usage_html`)."""
     if run.handle is None:
         return table_html("Run", [("run", "nothing to run: every node was already computed")])
     status = run.status()
-    return status_html(status) + _picture(run=run, level="jobs")
+    out = status_html(status) + _picture(run=run, level="jobs")
+    if status.state not in ("RUNNING", "PENDING"):
+        try:
+            out += usage_html(run.usage())
+        except Exception as exc:  # the display stays: say why the figures are missing
+            why = " ".join(str(exc).split()) or type(exc).__name__
+            out += f"<p>usage: cannot be read now ({_html.escape(why)})</p>"
+    return out
+
+
+_WARN = "color:#c92a2a"
+
+
+def usage_html(usage: Any) -> str:
+    """What a run used (:class:`lazyslurm.usage.Usage`): one row per task, requested
+    against used, core-hours, then the warnings, the learned requests and the elements
+    that took more than one attempt."""
+    rows = [t.row() for t in usage.tasks]
+    title = table_html("Usage", [("run", usage.run_id), ("", usage.summary())])
+    parts = [title, _counts_html([h.lower() for h in usage.HEADERS], rows)]
+    if usage.note:
+        parts.append(f"<p>{_html.escape(usage.note)}</p>")
+    if usage.warnings:
+        items = "".join(f'<li style="{_WARN}">{_html.escape(w)}</li>' for w in usage.warnings)
+        parts.append(f"<p>warnings:</p><ul>{items}</ul>")
+    learned = [f"{t.task}: {t.learned_text}" for t in usage.tasks if t.learned_text]
+    if learned:
+        items = "".join(f"<li>{_html.escape(line)}</li>" for line in learned)
+        parts.append(f"<p>learned requests:</p><ul>{items}</ul>")
+    retried = usage.retried()
+    if retried:
+        attempt_rows = [
+            (
+                f"{e.array_job}[{e.index}]",
+                a.number,
+                a.state,
+                _mb(a.request.mem_mb),
+                a.request.time_min or "-",
+                _mb(a.peak_mb),
+                _secs(a.elapsed_s),
+            )
+            for e in retried[:50]
+            for a in e.attempts
+        ]
+        head = ("element", "attempt", "state", "mem asked", "time asked (min)", "peak", "elapsed")
+        parts.append("<p>attempts:</p>" + _counts_html(head, attempt_rows))
+    return f'<div class="lazyslurm-usage">{"".join(parts)}</div>'
+
+
+def _mb(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}M"
+
+
+def _secs(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}s"

@@ -7,7 +7,9 @@ throttle, the stage, and what the cache already holds. It also asks the backend 
 each array job would start (on Slurm: ``sbatch --test-only`` with its real flags, every
 array job in one round trip) and reports the scheduler's own words where it cannot.
 Everything it asks goes through the backend's capabilities (``cluster_facts``,
-``expected_starts``, ``accounting``): this module speaks no Slurm.
+``expected_starts``): this module speaks no Slurm. A task whose ``mem`` or ``time`` is
+``"auto"`` shows what it learned from its past runs, and from how many
+(:meth:`Preview.learned_lines`).
 
 The arithmetic is pure and lives in :mod:`lazyslurm.planning.cost` (:func:`job_cost`,
 :func:`total_cost`; re-exported here), so that a dynamic expansion enforces the budget on
@@ -42,9 +44,9 @@ from lazyslurm.planning.cost import (
     job_cost,
     needs_facts,
     plan_costs,
-    sum_or_none,
     total_cost,
 )
+from lazyslurm.usage import Usage, usage
 
 if TYPE_CHECKING:
     from lazyslurm.cluster import Cluster
@@ -54,7 +56,6 @@ __all__ = [
     "UNBOUNDED",
     "ClusterFacts",
     "JobCost",
-    "JobUsage",
     "PartitionFacts",
     "Preview",
     "Start",
@@ -104,7 +105,8 @@ class Preview:
     ``jobs``: a :class:`JobCost` per array job, in submission order; ``cached``: nodes
     found in the store (not run again); ``session``: nodes already computed in this
     cluster session; ``starts``: array job id -> :class:`Start` (Slurm backends);
-    ``backend``: the backend's name.
+    ``backend``: the backend's name; ``learned``: array job id -> what a task with
+    ``mem``/``time`` ``"auto"`` learned from its past runs, in words.
     """
 
     jobs: tuple[JobCost, ...]
@@ -112,6 +114,7 @@ class Preview:
     session: int = 0
     starts: Mapping[str, Start] = attrs.field(factory=dict)
     backend: str = ""
+    learned: Mapping[str, str] = attrs.field(factory=dict)
 
     @property
     def total(self) -> TotalCost:
@@ -205,6 +208,12 @@ class Preview:
                 seen.setdefault(note, []).append(c.id)
         return [f"{', '.join(ids)}: {note}" for note, ids in seen.items()]
 
+    def learned_lines(self) -> list[str]:
+        """One line per array job whose task learns its requests: what, from how many
+        runs (or that there is no history yet)."""
+        names = {c.id: c.name for c in self.jobs}
+        return [f"{aj} {names.get(aj, '')}: {text}" for aj, text in self.learned.items()]
+
     def __str__(self) -> str:
         rows = self.rows()
         headers = list(self.HEADERS)
@@ -229,6 +238,9 @@ class Preview:
             out.append("nothing to run")
         if notes:
             out += ["", "assumed:", *(f"  {n}" for n in notes)]
+        learned = self.learned_lines()
+        if learned:
+            out += ["", "learned requests (mem/time \"auto\"):", *(f"  {n}" for n in learned)]
         if self.starts:
             out += [
                 "",
@@ -246,10 +258,12 @@ class Preview:
         )
         summary = "".join(f"<li>{e(line)}</li>" for line in self.summary_lines())
         notes = "".join(f"<li>{e(n)}</li>" for n in self.assumptions())
+        learned = "".join(f"<li>{e(n)}</li>" for n in self.learned_lines())
         return (
             f"<div class='lazyslurm-preview'><ul>{summary}</ul>"
             f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
             + (f"<p>assumed:</p><ul>{notes}</ul>" if notes else "")
+            + (f"<p>learned requests:</p><ul>{learned}</ul>" if learned else "")
             + "</div>"
         )
 
@@ -272,7 +286,19 @@ def preview_plan(
         facts = backend.cluster_facts()
     starts = backend.expected_starts(plan.array_jobs) if start and plan.array_jobs else {}
     jobs = plan_costs(plan.array_jobs, defaults=defaults, facts=facts)
-    return Preview(jobs, cached=cached, session=session, starts=starts, backend=cl.backend_name)
+    learned = {
+        aj.id: aj.learned.describe(aj.resources)
+        for aj in plan.array_jobs
+        if aj.learned is not None
+    }
+    return Preview(
+        jobs,
+        cached=cached,
+        session=session,
+        starts=starts,
+        backend=cl.backend_name,
+        learned=learned,
+    )
 
 
 def preview(
@@ -325,125 +351,5 @@ def check_budget(cl: Cluster, plan: Plan, max_core_hours: float, *, cached: int 
 
 
 # --------------------------------------------------------------------------- after the run
-
-
-@attrs.frozen
-class JobUsage:
-    """One array job of a finished run: its worst case and what sacct says was used."""
-
-    cost: JobCost
-    recorded: int  # elements sacct has a row for
-    core_hours: float  # used: elapsed x allocated cpus, added up
-    max_elapsed_s: int  # the longest element
-
-    @property
-    def ratio(self) -> float | None:
-        """Used / worst case core-hours (None if the worst case is unbounded or zero)."""
-        worst = self.cost.core_hours
-        return None if not worst else self.core_hours / worst
-
-
-@attrs.frozen
-class Usage:
-    """A run's worst case against what accounting recorded; ``note`` explains a skip."""
-
-    run_id: str
-    jobs: tuple[JobUsage, ...] = ()
-    note: str = ""
-
-    @property
-    def available(self) -> bool:
-        return not self.note
-
-    def __str__(self) -> str:
-        if self.note:
-            return f"run {self.run_id}: {self.note}"
-        worst = sum_or_none(u.cost.core_hours for u in self.jobs)
-        used = sum(u.core_hours for u in self.jobs)
-        ratio = f" ({used / worst:.1%} of the worst case)" if worst else ""
-        lines = [
-            f"run {self.run_id}: used {used:.3g} core-hours of a worst case of "
-            f"{_hours(worst)}{ratio} (sacct: elapsed x allocated cpus)"
-        ]
-        cells = [
-            [
-                "ARRAY JOB",
-                "TASK",
-                "ELEMENTS",
-                "RECORDED",
-                "TIME LIMIT",
-                "LONGEST",
-                "WORST CORE-H",
-                "USED CORE-H",
-                "USED/WORST",
-            ]
-        ]
-        for u in self.jobs:
-            c = u.cost
-            cells.append(
-                [
-                    c.id,
-                    c.name,
-                    str(c.elements),
-                    str(u.recorded),
-                    _time(c.time_min),
-                    f"{u.max_elapsed_s}s",
-                    _hours(c.core_hours),
-                    f"{u.core_hours:.3g}",
-                    "-" if u.ratio is None else f"{u.ratio:.1%}",
-                ]
-            )
-        widths = [max(len(r[i]) for r in cells) for i in range(len(cells[0]))]
-        lines += [
-            "  ".join(
-                cell.ljust(widths[i]) if i < 2 else cell.rjust(widths[i])
-                for i, cell in enumerate(row)
-            ).rstrip()
-            for row in cells
-        ]
-        return "\n".join(lines)
-
-
-def usage(run_id: str, cluster: Cluster | None = None) -> Usage:
-    """Compare a run's worst case with what the scheduler's accounting says it used (one
-    round trip: on Slurm, ``sacct``).
-
-    Where there is no accounting (a ``local`` backend, or a Slurm cluster without
-    slurmdbd) the result only carries a ``note`` saying so.
-    """
-    from lazyslurm.cache import read_run
-    from lazyslurm.cluster import resolve_cluster
-
-    cl = resolve_cluster(cluster)
-    _, run, _ = read_run(cl, run_id)  # its handle: records and job ids
-    backend = cl.backend
-    accounted = backend.accounting(run)
-    if accounted.note:
-        return Usage(run_id, note=accounted.note)
-    facts = backend.cluster_facts()
-    used: dict[str, list[tuple[int, int]]] = {}
-    for row in accounted.rows:
-        used.setdefault(row.array_job, []).append((row.elapsed_s, row.cpus))
-    stage: dict[str, int] = {}
-    jobs = []
-    for aj in run.array_jobs:
-        stage[aj.id] = 1 + max((stage[up] for _, up in aj.dependencies), default=-1)
-        cost = job_cost(
-            aj.id,
-            aj.name,
-            aj.size,
-            aj.resources,
-            stage=stage[aj.id],
-            defaults=backend.defaults,
-            facts=facts,
-        )
-        rows = used.get(aj.id, [])
-        jobs.append(
-            JobUsage(
-                cost=cost,
-                recorded=len(rows),
-                core_hours=sum(e * c for e, c in rows) / 3600,
-                max_elapsed_s=max((e for e, _ in rows), default=0),
-            )
-        )
-    return Usage(run_id, tuple(jobs))
+# What a run used (requested against used, per task) is lazyslurm.usage's report:
+# ``usage(run_id)`` here is the same function.

@@ -23,6 +23,8 @@ Layout of one run (``WORKDIR/runs/RUN_ID``, mode 0700), known only to :class:`Ru
     results/KEY.pkl        one per finished node, written atomically
     results/AJ_J.pack      a packed Slurm element J: the results of its elements, one file
     errors/KEY.pkl         one per failed node: exception, type name, traceback text
+                           (each outcome record's header also says what the element
+                           used: a usage line, see encode_usage)
     logs/AJ_INDEX.out|err  stdout/stderr of one element (of Slurm element INDEX when packed)
     shared/                a directory every element and rank may write to (JobContext)
     ranks/KEY/             a multi-rank element's per-rank outcomes, until gathered
@@ -55,6 +57,7 @@ __all__ = [
     "PACK_MAGIC",
     "SPEC_CLOUDPICKLE",
     "SPEC_MAGIC",
+    "USAGE_MARK",
     "ElementSpec",
     "ErrorRecord",
     "FunctionRef",
@@ -74,12 +77,15 @@ __all__ = [
     "encode_outcome",
     "encode_pack",
     "encode_spec",
+    "encode_usage",
     "encode_value",
     "loads",
     "log_section",
+    "outcome_usage",
     "pack_index",
     "pack_keys",
     "parse_job_ids",
+    "parse_usage",
     "read_element",
     "read_pickle",
     "read_private",
@@ -1028,22 +1034,96 @@ OUTCOME_MAGIC = b"LZOUT1\n"
 _HEAD = len(OUTCOME_MAGIC) + 14
 
 
-def encode_outcome(payload: bytes, *, key: str, writer: str) -> bytes:
+def encode_outcome(payload: bytes, *, key: str, writer: str, usage: str = "") -> bytes:
     """A verifiable outcome record around ``payload`` (:func:`encode_value` bytes).
+    ``usage``: what the element used (a :func:`encode_usage` line), kept in the header
+    text after the writer (a reader that knows nothing of it sees it as part of the
+    writer, which still starts with the run's id).
 
     >>> data = encode_outcome(b"x", key="f-1", writer="r1/aj0/0")
     >>> decode_outcome(data, key="f-1", path="p", run="r1")
     ('r1/aj0/0', b'x')
+    >>> line = encode_usage({"k": "f-1", "w": 1.5})
+    >>> data = encode_outcome(b"x", key="f-1", writer="r1/aj0/0", usage=line)
+    >>> decode_outcome(data, key="f-1", path="p", run="r1"), outcome_usage(data)
+    (('r1/aj0/0', b'x'), {'k': 'f-1', 'w': '1.5'})
     """
     from binascii import crc32
 
-    text = f"{key}\n{writer}".encode()
+    text = f"{key}\n{writer}\n{usage}\n".encode() if usage else f"{key}\n{writer}".encode()
     head = (
         len(payload).to_bytes(8, "little")
         + crc32(payload).to_bytes(4, "little")
         + len(text).to_bytes(2, "little")
     )
     return b"".join((OUTCOME_MAGIC, head, text, payload))
+
+
+# --------------------------------------------------------------------------- usage lines
+# What an element used, measured by the runner (docs/usage.md): one line of text,
+# ``LZUSE1 k=KEY w=WALL_S c=CPU_S m=PEAK_KB ...`` (words without spaces), in the header
+# of its outcome record and, for a packed Slurm element, once more in the usage trailer
+# at the end of its pack file: a shell reads them with ``head -c`` / ``tail -c``, never
+# the results themselves (one command lists them across runs: lazyslurm.usage).
+#
+#   k   node key          w   wall seconds of the element   c   CPU seconds (user +
+#   m   peak RSS, KiB     mb  how m was measured: hwm (the       system, its children
+#   s   start (epoch s)       element's own high-water mark),    included)
+#   h   host              proc (the process's: an upper bound), wait (its process, seen
+#   a   attempt (1: first)    by the parent that reaped it)
+#   n   calls (retries)   rm, rc, rt  the request it ran with: MB, CPUs, minutes (when
+#   t   task code token       the runner can know it)
+
+USAGE_MARK = "LZUSE1 "
+USAGE_TRAILER = b"\nLZUSAGE\n"  # starts a pack file's usage lines (after its records)
+USAGE_HEAD_BYTES = 4096  # an outcome record's usage line is within its first bytes
+
+
+def encode_usage(fields: dict[str, Any]) -> str:
+    """One usage line of ``fields`` (None values left out; floats to milliseconds).
+
+    >>> encode_usage({"k": "f-1", "w": 0.12345, "m": 2048, "mb": "hwm", "rm": None})
+    'LZUSE1 k=f-1 w=0.123 m=2048 mb=hwm'
+    """
+    words = []
+    for name, value in fields.items():
+        if value is None:
+            continue
+        if type(value) is float:
+            value = f"{value:.3f}".rstrip("0").rstrip(".") or "0"
+        text = str(value)
+        if " " in text or "\n" in text or "=" in name:
+            continue  # never a word that would break the line
+        words.append(f"{name}={text}")
+    return USAGE_MARK + " ".join(words)
+
+
+def parse_usage(line: str) -> dict[str, str] | None:
+    """The fields of a usage line (text values), or None if it is not one.
+
+    >>> parse_usage("LZUSE1 k=f-1 w=0.123 m=2048"), parse_usage("other")
+    ({'k': 'f-1', 'w': '0.123', 'm': '2048'}, None)
+    """
+    if not line.startswith(USAGE_MARK):
+        return None
+    out = {}
+    for word in line[len(USAGE_MARK) :].split():
+        name, eq, value = word.partition("=")
+        if eq:
+            out[name] = value
+    return out
+
+
+def outcome_usage(record: bytes) -> dict[str, str] | None:
+    """The usage fields in an outcome record's header (not verified: figures only), or
+    None for a record without them (written before usage was recorded, or by a writer
+    that measures nothing)."""
+    if not record.startswith(OUTCOME_MAGIC) or len(record) < _HEAD:
+        return None
+    m = len(OUTCOME_MAGIC)
+    tlen = int.from_bytes(record[m + 12 : m + 14], "little")
+    parts = record[_HEAD : _HEAD + tlen].decode(errors="replace").split("\n")
+    return parse_usage(parts[2]) if len(parts) > 2 else None
 
 
 def _bad_record(key: str, path: str, why: str) -> Exception:
@@ -1081,6 +1161,7 @@ def decode_outcome(
     if crc32(payload) != crc:
         raise _bad_record(key, path, "fails its checksum")
     rec_key, _, writer = data[_HEAD : _HEAD + tlen].decode(errors="replace").partition("\n")
+    writer = writer.partition("\n")[0]  # a usage line may follow it
     if rec_key != key:
         raise _bad_record(key, path, f"is the record of node {rec_key}")
     if run is not None and not writer.startswith(f"{run}/"):
@@ -1093,19 +1174,32 @@ def decode_outcome(
 # file (a parallel file system suffers from 100,000 small files). A text line
 # ``LZPACK1 COUNT`` (so that a shell can count results with ``head -n1``), then COUNT
 # outcome records, each complete with its own header (key, writer, length, CRC-32), in
-# element order: each is found by walking the records' headers, and verified alone.
+# element order: each is found by walking the records' headers, and verified alone. After
+# the last record, the usage trailer: ``\nLZUSAGE\n`` and the records' usage lines
+# (readers of records never reach it; ``tail -c`` reads it alone).
 
 PACK_MAGIC = b"LZPACK1 "
 
 
 def encode_pack(records: Sequence[bytes]) -> bytes:
-    """One pack file of outcome records (:func:`encode_outcome`).
+    """One pack file of outcome records (:func:`encode_outcome`), then, when they carry
+    usage lines, a copy of those lines (:data:`USAGE_TRAILER`): readers of the records
+    stop after the last one, and a shell reads the usage with ``tail -c`` alone.
 
     >>> data = encode_pack([encode_outcome(b"x", key="f-1", writer="r1/aj0/0")])
     >>> pack_keys(data), decode_result(data, key="f-1", path="p", run="r1")
     (['f-1'], ('r1/aj0/0', b'x'))
+    >>> u = encode_outcome(b"y", key="f-2", writer="r1/aj0/1", usage="LZUSE1 k=f-2 w=1")
+    >>> data = encode_pack([u]); pack_keys(data), data.endswith(b"LZUSAGE\\nLZUSE1 k=f-2 w=1\\n")
+    (['f-2'], True)
     """
-    return b"".join((PACK_MAGIC, str(len(records)).encode(), b"\n", *records))
+    lines = []
+    for record in records:
+        usage = outcome_usage(record)
+        if usage is not None:
+            lines.append(encode_usage(usage) + "\n")
+    trailer = (USAGE_TRAILER + "".join(lines).encode()) if lines else b""
+    return b"".join((PACK_MAGIC, str(len(records)).encode(), b"\n", *records, trailer))
 
 
 PARTIAL_HEAD = PACK_MAGIC + b"*\n"  # a partial pack: records until the end of the file

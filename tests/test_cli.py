@@ -7,8 +7,8 @@ directory, as a user's later shell session would.
 
 from __future__ import annotations
 
+import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -579,17 +579,26 @@ def test_preview_errors_are_one_line(graph_script, capsys, target, words):
 
 
 def test_usage_on_a_backend_without_accounting_exits_0(project, store, capsys):
-    """`usage` of a local run says in one line that there is no accounting (exit 0)."""
+    """`usage` of a local run shows the runner's figures and says that there is no
+    accounting (exit 0); --json gives the same as data."""
     code, out, err = run_cli(capsys, "usage", store.done, "--cluster", "work")
     assert code == 0, err
-    assert out == f"run {store.done}: backend 'local' has no accounting (no sacct)\n"
+    lines = out.splitlines()
+    assert lines[0].startswith(f"run {store.done}: ") and "figures from runner" in lines[0]
+    assert lines[1] == (
+        "note: backend 'local' has no accounting (no sacct); the figures are the runner's own"
+    )
+    assert lines[2].split()[:4] == ["TASK", "MEASURED", "MEM", "ASKED"]
+    code, out, err = run_cli(capsys, "usage", store.done, "--json", "--cluster", "work")
+    data = json.loads(out)
+    assert code == 0 and data["run"] == store.done and data["sources"] == ["runner"]
 
 
 @pytest.mark.slurm
 @pytest.mark.parametrize("accounting", [True, False], ids=["acct", "noacct"])
 def test_usage_on_the_real_cluster(cluster_env, tmp_path, monkeypatch, capsys, accounting):
-    """`usage RUN` on the accounting cluster prints worst case against sacct's record; on
-    the cluster without accounting it says so in one line and exits 0."""
+    """`usage RUN` on the accounting cluster shows the runner's and sacct's figures; on the
+    cluster without accounting the runner's, and says so; exit 0 either way."""
     conf = cluster_env[
         "LAZYSLURM_TEST_SLURM_CONF" if accounting else "LAZYSLURM_TEST_SLURM_CONF_NOACCT"
     ]
@@ -602,23 +611,23 @@ def test_usage_on_the_real_cluster(cluster_env, tmp_path, monkeypatch, capsys, a
         assert run.result() == (6,)
     deadline = time.monotonic() + 30
     while True:  # sacct records array elements within seconds of their end
-        code, out, err = run_cli(capsys, "usage", run.id, "--cluster", "hpc")
-        recorded = re.search(r"^aj0\s+inc\s+3\s+3\s.*\n^aj1\s+total\s+1\s+1\s", out, re.M)
-        if not accounting or recorded or time.monotonic() > deadline:
+        code, out, err = run_cli(capsys, "usage", run.id, "--cluster", "hpc", "--json")
+        data = json.loads(out)
+        if not accounting or "sacct" in data["sources"] or time.monotonic() > deadline:
             break
         time.sleep(1)
     assert code == 0, err
     if not accounting:
-        assert out.count("\n") == 1 and "this cluster has no accounting" in out
-        return
+        assert data["sources"] == ["runner"] and "keeps no accounting" in data["note"]
+    else:
+        assert data["sources"] == ["runner", "sacct"]
+    tasks = {t["task"]: t for t in data["tasks"]}
+    assert tasks["inc"]["elements"] == tasks["inc"]["measured"] == 3
+    assert tasks["inc"]["request"]["time_min"] == 1
+    assert tasks["total"]["core_hours"]["reserved"] is None  # total() has no time limit
+    code, out, err = run_cli(capsys, "usage", run.id, "--cluster", "hpc")
     lines = out.splitlines()
-    assert lines[0].startswith(f"run {run.id}: used ")
-    assert "of a worst case of unbounded" in lines[0]  # total() has no time limit
-    assert lines[1].split() == [
-        "ARRAY", "JOB", "TASK", "ELEMENTS", "RECORDED", "TIME", "LIMIT", "LONGEST",
-        "WORST", "CORE-H", "USED", "CORE-H", "USED/WORST",
-    ]  # fmt: skip
-    assert lines[2].split()[:5] == ["aj0", "inc", "3", "3", "00:01:00"]
+    assert lines[0].startswith(f"run {run.id}: 4 of 4 element(s) measured")
 
 
 @pytest.mark.parametrize("where", ["before", "after"])

@@ -373,9 +373,12 @@ def test_slurm_dag_states_logs_timeline_and_usage(acct, tmp_path, page):
         page.click("button[data-tab=resources]")
         page.wait_for_selector("#usage table")
         usage = request(board, f"/api/run/{run.id}/usage?token={board.token}")[1]
-        assert usage["source"] == "sacct"
-        used = {j["name"]: j["used"] for j in usage["array_jobs"]}
-        assert used["talk"]["elements"] == 1 and used["talk"]["max_elapsed_s"] >= 0
+        assert usage["source"] == "runner+sacct"  # the runner's records, then sacct's
+        tasks = {t["task"]: t for t in usage["tasks"]}
+        assert tasks["talk"]["elements"] == tasks["talk"]["measured"] == 1
+        assert tasks["talk"]["used"]["elapsed_s"] >= 0 and tasks["talk"]["used"]["peak_mb"] > 0
+        assert tasks["talk"]["request"]["cpus"] >= 1
+        page.wait_for_selector('#usage[data-source="runner+sacct"]')
         shoot(page, "dashboard-resources")
     finally:
         board.stop()

@@ -276,13 +276,15 @@ def test_budget_must_be_a_positive_number():
             Cluster("sync", max_core_hours=bad)
 
 
-def test_usage_without_slurm_says_so(tmp_path):
-    """usage on an embedded backend has no accounting to compare with: a note, no error."""
+def test_usage_without_slurm_comes_from_the_runner(tmp_path):
+    """usage on an embedded backend: no accounting, so the runner's own figures (and a
+    note saying so), not an empty report."""
     with Cluster("sync", workdir=tmp_path) as c:
         run = submit(work(2))
         run.result()
         u = usage(run.id, c)
-    assert not u.available and "has no accounting" in str(u)
+    assert u.available and u.sources == ("runner",)
+    assert "backend 'sync' has no accounting (no sacct); the figures are the runner's own" in str(u)
 
 
 # --------------------------------------------------------------------------- real Slurm
@@ -404,27 +406,30 @@ def test_usage_compares_worst_case_with_sacct(env, tmp_path):
         deadline = time.monotonic() + 30
         while True:
             u = usage(run.id, c)
-            if all(j.recorded == j.cost.elements for j in u.jobs) or time.monotonic() > deadline:
+            recorded = [sum(a.source.startswith("sacct") for e in u.elements
+                            if e.task == t.task for a in e.attempts) for t in u.tasks]  # fmt: skip
+            if recorded == [4, 1] or time.monotonic() > deadline:
                 break
             time.sleep(1)
-    assert u.available and [j.recorded for j in u.jobs] == [4, 1]
-    for j in u.jobs:
-        assert 0 <= j.core_hours <= j.cost.core_hours
-        assert j.ratio is not None and j.ratio <= 1
+    assert u.available and recorded == [4, 1] and u.sources == ("runner", "sacct")
+    for t in u.tasks:
+        worst = t.core_hours_reserved
+        assert 0 <= t.core_hours_allocated and (worst is None or t.core_hours_allocated <= worst)
     text = str(u)
-    assert text.startswith(f"run {run.id}: used ") and "of the worst case" in text
-    assert "USED/WORST" in text
+    assert text.startswith(f"run {run.id}: 5 of 5 element(s) measured")
+    assert "WORST CORE-H" in text
 
 
 @pytest.mark.slurm
 def test_usage_without_accounting_says_so(env, tmp_path):
-    """On the cluster without slurmdbd, usage says there is no accounting."""
+    """On the cluster without slurmdbd, usage says there is no accounting, and shows the
+    runner's figures."""
     with slurm_cluster(env, tmp_path, accounting=False) as c:
         run = submit(sweep(3), progress=False)
         run.result()
         u = usage(run.id, c)
-    assert not u.available
-    assert str(u) == (
-        f"run {run.id}: this cluster has no accounting (AccountingStorageType=none): sacct "
-        "cannot say what the run used"
+    assert u.available and u.sources == ("runner",)
+    assert u.note == (
+        "this cluster keeps no accounting (AccountingStorageType=none): sacct cannot say "
+        "what the run used; the figures are the runner's own"
     )

@@ -133,8 +133,9 @@ class Start:
 
 @attrs.frozen
 class Accounted:
-    """What the scheduler's accounting recorded of one element (Slurm element ``index``
-    of ``array_job``: one row per element, its last attempt)."""
+    """What the scheduler's accounting recorded of one attempt of one element (Slurm
+    element ``index`` of ``array_job``; ``attempt`` 1 is the first: a requeued element
+    has more rows), and the request it ran with."""
 
     array_job: str
     index: int
@@ -146,6 +147,10 @@ class Accounted:
     node: str = ""
     start: str = ""  # ISO times as the scheduler wrote them
     end: str = ""
+    attempt: int = 1
+    req_mem_mb: float | None = None  # the memory it asked for (per node)
+    time_limit_min: int | None = None  # its time limit
+    exit_code: str = ""
 
 
 @attrs.frozen

@@ -5,8 +5,9 @@ Everything here talks to the rest of lazyslurm through its public pieces only:
 the runs listing (``lazyslurm.runs``), ``Run.attach`` (the ``Run`` class is handed in by
 the caller: ``run.dashboard()`` or the command line, so that this module does not import
 the layer that imports it), ``Run.poll``/``expand``/``logs``/``cancel``,
-``ArrayJob`` records, ``preview.job_cost``/``total_cost``, ``store.RunLayout`` and
-``backend.read_files``/``backend.shell`` (``sacct`` where the cluster keeps accounts).
+``ArrayJob`` records, ``preview.job_cost``/``total_cost``, ``store.RunLayout``,
+``backend.read_files``/``backend.shell`` and ``backend.accounting`` (sacct, where the
+cluster keeps accounts), and ``run.usage()`` (lazyslurm.usage) for requested vs used.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from lazyslurm.store import INSIDE
 
 if TYPE_CHECKING:
-    from lazyslurm.backends.base import Snapshot
+    from lazyslurm.backends.base import Accounting, Snapshot
     from lazyslurm.cluster import Cluster
     from lazyslurm.planning.planner import ArrayJob
 
@@ -33,9 +34,6 @@ __all__ = [
     "Hub",
     "RunWatch",
     "encode_states",
-    "parse_elapsed",
-    "parse_mem_mb",
-    "parse_sacct_times",
 ]
 
 # one letter per element state in the states strings sent to the page
@@ -45,7 +43,8 @@ RUNS_EVERY_S = 3.0  # the runs list is read at most this often (one command each
 LIVE_MAX_DELAY_S = 1.0  # while a page shows a run, it is polled at least this often
 IDLE_S = 30.0  # a run no page has shown for this long is no longer polled
 FAILURES_SENT = 500  # failed elements listed in a states message (the rest: on request)
-ACCT_TTL_S = 5.0  # sacct answers (timeline, usage) are reused this long
+ACCT_TTL_S = 5.0  # accounting answers (timeline, usage) are reused this long
+DETAIL_MAX_AGE_S = 1.0  # the element panel's: sacct learns of an element a moment late
 ERROR_BACKOFF_S = 5.0
 
 
@@ -70,82 +69,20 @@ def overall(counts: Mapping[str, int]) -> str:
     return "DONE"
 
 
-# --------------------------------------------------------------------------- sacct parsing
-
-
-def parse_mem_mb(text: str) -> float | None:
-    """sacct's MaxRSS (``1234K``, ``12M``, ``1.5G``, bytes without a unit) in MB.
-
-    >>> parse_mem_mb("2048K"), parse_mem_mb("1.5G"), parse_mem_mb(""), parse_mem_mb("0")
-    (2.0, 1536.0, None, 0.0)
-    """
-    m = re.fullmatch(r"([0-9.]+)([KMGTP]?)", text.strip())
-    if m is None:
-        return None
-    scale = {"": 1 / 2**20, "K": 1 / 1024, "M": 1, "G": 1024, "T": 2**20, "P": 2**30}
-    return float(m.group(1)) * scale[m.group(2)]
-
-
-def parse_elapsed(text: str) -> float | None:
-    """sacct's ``[D-]HH:MM:SS[.mmm]`` or ``MM:SS.mmm`` in seconds.
-
-    >>> parse_elapsed("00:01:02"), parse_elapsed("1-00:00:01"), parse_elapsed("01:02.500")
-    (62.0, 86401.0, 62.5)
-    >>> parse_elapsed("") is None
-    True
-    """
-    text = text.strip()
-    if not text or text in ("INVALID", "Unknown"):
-        return None
-    days = 0
-    if "-" in text:
-        d, _, text = text.partition("-")
-        if not d.isdigit():
-            return None
-        days = int(d)
-    try:
-        parts = [float(p) for p in text.split(":")]
-    except ValueError:
-        return None
-    seconds = 0.0
-    for p in parts:
-        seconds = seconds * 60 + p
-    return days * 86400 + seconds
+# --------------------------------------------------------------------------- times
 
 
 def _epoch(text: str) -> float | None:
-    """sacct's ``2026-01-02T03:04:05`` (local time) as a Unix time; None for Unknown."""
+    """The scheduler's ``2026-01-02T03:04:05`` (local time) as a Unix time; None for
+    ``Unknown`` and the like.
+
+    >>> _epoch("Unknown") is None
+    True
+    """
     try:
         return time.mktime(time.strptime(text.strip(), "%Y-%m-%dT%H:%M:%S"))
     except ValueError:
         return None
-
-
-def parse_sacct_times(text: str) -> dict[tuple[str, int], dict[str, Any]]:
-    """``sacct -X -n -P -o JobID,Start,End,State,NodeList`` rows per (job id, index):
-    start, end (Unix times or None), state, node. Ranges of elements that never started
-    (``7_[0-9]``) and steps are left out.
-
-    >>> rows = parse_sacct_times("7_1|2026-01-01T00:00:00|Unknown|RUNNING|n1\\n7_[2-5]|"
-    ...                          "Unknown|Unknown|PENDING|None assigned\\n")
-    >>> list(rows), rows[("7", 1)]["node"], rows[("7", 1)]["end"] is None
-    ([('7', 1)], 'n1', True)
-    """
-    out: dict[tuple[str, int], dict[str, Any]] = {}
-    for line in text.splitlines():
-        parts = line.strip().split("|")
-        if len(parts) < 5:
-            continue
-        m = re.fullmatch(r"(\d+)_(\d+)", parts[0])
-        if m is None:
-            continue
-        out[(m.group(1), int(m.group(2)))] = {
-            "start": _epoch(parts[1]),
-            "end": _epoch(parts[2]),
-            "state": parts[3].split()[0] if parts[3] else "",
-            "node": parts[4] if parts[4] not in ("None assigned", "(null)") else "",
-        }
-    return out
 
 
 # --------------------------------------------------------------------------- one run
@@ -363,46 +300,40 @@ class RunWatch:
         state = row[index] if index < len(row) else "PENDING"
         return state, snap.failures.get((aj.id, index))
 
-    # -- accounting (sacct), shared by the timeline, the usage and the element panel
-    def sacct(self, fields: str, *, steps: bool, ids: Sequence[str] | None = None) -> str | None:
-        """sacct's rows for this run's Slurm jobs (cached :data:`ACCT_TTL_S`), or None
-        where the cluster keeps no accounts."""
-        if not self.hub.has_sacct():
-            return None
+    # -- accounting (backend.accounting: sacct on Slurm), shared by the timeline, the usage
+    # and the element panel
+    def accounting(self, max_age_s: float = ACCT_TTL_S) -> Accounting | None:
+        """The scheduler's accounting of this run (every attempt of every element: one
+        ``backend.accounting`` call, reused ``max_age_s``), or None where it keeps none."""
         handle = self.run.handle
-        if ids is None:
-            ids = [j for j in (handle.job_ids.values() if handle else ()) if j]
-        if not ids:
+        if handle is None or not handle.job_ids:
             return None
-        cache_key = f"{fields}|{steps}|{','.join(ids)}"
-        hit = self._acct.get(cache_key)
-        if hit is not None and time.monotonic() - hit[0] < ACCT_TTL_S:
-            return hit[1]
-        q = shlex.quote
-        flags = "-n -P" if steps else "-X -n -P"
-        res = self.hub.cluster.backend.shell.run(
-            f"sacct {flags} -j {q(','.join(ids))} -o {q(fields)} 2>&1"
-        )
-        text = res.stdout if res.returncode == 0 else None
-        self._acct[cache_key] = (time.monotonic(), text)
-        return text
+        hit = self._acct.get("accounting")
+        if hit is not None and time.monotonic() - hit[0] < max_age_s:
+            return hit[1]  # type: ignore[no-any-return]
+        answer = self.hub.cluster.backend.accounting(handle)
+        self.hub.accounting_note = answer.note
+        got = None if answer.note else answer
+        self._acct["accounting"] = (time.monotonic(), got)
+        return got
 
     def timeline(self) -> dict[str, Any]:
-        """Start and end of every element: sacct's where the cluster keeps accounts, else
-        the run's own files (a log's creation, a result's or error's last write)."""
+        """Start and end of every element: the scheduler's accounting where the cluster
+        keeps it (the last attempt of each), else the run's own files (a log's creation,
+        a result's or error's last write)."""
         run = self.run
-        handle = run.handle
         rows: dict[str, dict[str, list[Any]]] = {}
-        text = self.sacct("JobID,Start,End,State,NodeList", steps=False)
-        if text is not None and handle is not None:
-            times = parse_sacct_times(text)
+        acct = self.accounting()
+        if acct is not None:
+            last: dict[tuple[str, int], Any] = {}
+            for row in acct.rows:
+                last[(row.array_job, row.index)] = row  # attempts come oldest first
             for aj in run.array_jobs:
-                jid = handle.job_ids.get(aj.id, "")
                 starts, ends = [], []
                 for i in range(aj.size):
-                    r = times.get((jid, aj.slurm_index(i)), {})
-                    starts.append(r.get("start"))
-                    ends.append(r.get("end"))
+                    r = last.get((aj.id, aj.slurm_index(i)))
+                    starts.append(_epoch(r.start) if r is not None else None)
+                    ends.append(_epoch(r.end) if r is not None else None)
                 rows[aj.id] = {"start": starts, "end": ends}
             source = "sacct"
         else:
@@ -458,68 +389,18 @@ class RunWatch:
         return out
 
     def usage(self) -> dict[str, Any]:
-        """Requested resources per array job and, where sacct exists, what was used:
-        the largest MaxRSS, the longest Elapsed and the TotalCPU added up. (A first cut:
-        to be extended when the right-sizing issue lands.)"""
-        run = self.run
-        handle = run.handle
-        cost = {c["id"]: c for c in self.structure()["cost"]["jobs"]}
-        text = self.sacct("JobID,ElapsedRaw,TotalCPU,MaxRSS,AllocCPUS,State", steps=True)
-        used: dict[str, dict[str, Any]] = {}
-        if text is not None and handle is not None:
-            by_job = {jid: aj.id for aj in run.array_jobs if (jid := handle.job_ids.get(aj.id))}
-            for line in text.splitlines():
-                parts = line.strip().split("|")
-                if len(parts) < 6:
-                    continue
-                m = re.fullmatch(r"(\d+)_(\d+)(?:\.(\w+))?", parts[0])
-                if m is None or m.group(1) not in by_job:
-                    continue
-                u = used.setdefault(
-                    by_job[m.group(1)],
-                    {
-                        "elements": 0,
-                        "max_rss_mb": None,
-                        "max_elapsed_s": 0,
-                        "cpu_s": 0.0,
-                        "alloc_cpu_s": 0.0,
-                    },
-                )
-                if m.group(3) is None:  # the allocation: elapsed, cpus
-                    u["elements"] += 1
-                    elapsed = int(parts[1]) if parts[1].isdigit() else 0
-                    u["max_elapsed_s"] = max(u["max_elapsed_s"], elapsed)
-                    cpus = int(parts[4]) if parts[4].isdigit() else 0
-                    u["alloc_cpu_s"] += elapsed * cpus
-                    u["cpu_s"] += parse_elapsed(parts[2]) or 0.0
-                else:
-                    rss = parse_mem_mb(parts[3])
-                    if rss is not None and (u["max_rss_mb"] is None or rss > u["max_rss_mb"]):
-                        u["max_rss_mb"] = rss
-        jobs = []
-        for aj in run.array_jobs:
-            c = cost.get(aj.id, {})
-            jobs.append(
-                {
-                    "id": aj.id,
-                    "name": aj.name,
-                    "elements": aj.size,
-                    "requested": {
-                        "cpus": c.get("cpus"),
-                        "mem_mb": c.get("mem_mb"),
-                        "gpus": c.get("gpus"),
-                        "time_min": c.get("time_min"),
-                    },
-                    "used": used.get(aj.id),
-                }
-            )
-        note = "" if text is not None else self.hub.no_sacct_reason()
-        return {
-            "id": self.id,
-            "source": "sacct" if text is not None else "",
-            "note": note,
-            "array_jobs": jobs,
-        }
+        """What the run used, per task: requested against used memory, CPU and time,
+        core-hours, warnings (``run.usage()``: the runner's records, the scheduler's
+        accounting where there is one), reused :data:`ACCT_TTL_S`."""
+        hit = self._acct.get("usage")
+        if hit is not None and time.monotonic() - hit[0] < ACCT_TTL_S:
+            return hit[1]  # type: ignore[no-any-return]
+        report = self.run.usage()
+        out = report.to_json()
+        out.update(id=self.id, source="+".join(report.sources), summary=report.summary())
+        out.pop("elements", None)  # per element: the element panel asks for its own
+        self._acct["usage"] = (time.monotonic(), out)
+        return out
 
     def element(self, aj_id: str, index: int) -> dict[str, Any]:
         """One element: its key, state, failure, error record, Slurm id, node, times,
@@ -589,7 +470,7 @@ class RunWatch:
                     "message": "not run: an input of this element failed",
                 }
         if jid:
-            attempts = self._attempts(jid, slurm_index)  # requeues included
+            attempts = self._attempts(aj.id, slurm_index)  # requeues included
             if attempts:
                 last = attempts[-1]
                 out.update(node=last["node"], start=last["start"], end=last["end"])
@@ -609,30 +490,28 @@ class RunWatch:
             out["end"] = next((stamps[p][1] for p in ends if p in stamps), None)
         return out
 
-    def _attempts(self, jid: str, slurm_index: int) -> list[dict[str, Any]]:
-        """Every attempt of one Slurm element, oldest first (``sacct -D``: requeues too)."""
-        if not self.hub.has_sacct():
+    def _attempts(self, aj_id: str, slurm_index: int) -> list[dict[str, Any]]:
+        """Every attempt of one Slurm element, oldest first (requeues too), and the
+        request each ran with, from the scheduler's accounting."""
+        acct = self.accounting(max_age_s=DETAIL_MAX_AGE_S)
+        if acct is None:
             return []
-        q = shlex.quote
-        res = self.hub.cluster.backend.shell.run(
-            f"sacct -X -D -n -P -j {q(f'{jid}_{slurm_index}')} "
-            "-o JobID,Start,End,State,NodeList,ExitCode 2>&1"
-        )
-        attempts = []
-        for line in res.stdout.splitlines():
-            parts = line.strip().split("|")
-            if len(parts) < 6 or not re.fullmatch(r"\d+_\d+", parts[0]):
-                continue
-            attempts.append(
-                {
-                    "start": _epoch(parts[1]),
-                    "end": _epoch(parts[2]),
-                    "state": parts[3],
-                    "node": parts[4] if parts[4] != "None assigned" else "",
-                    "exit_code": parts[5],
-                }
-            )
-        return attempts
+        return [
+            {
+                "attempt": row.attempt,
+                "start": _epoch(row.start),
+                "end": _epoch(row.end),
+                "state": row.state,
+                "node": row.node,
+                "exit_code": row.exit_code,
+                "mem_mb": row.req_mem_mb,
+                "time_min": row.time_limit_min,
+                "max_rss_mb": row.max_rss_mb,
+                "elapsed_s": row.elapsed_s,
+            }
+            for row in acct.rows
+            if row.array_job == aj_id and row.index == slurm_index
+        ]
 
     def logs(self, aj_id: str, index: int) -> tuple[str, str]:
         aj = self.array_job(aj_id)
@@ -699,6 +578,7 @@ class Hub:
 
     def __init__(self, cluster: Cluster, run_type: type[_Run]) -> None:
         self.cluster = cluster
+        self.accounting_note: str | None = None  # the backend's last answer: "" it keeps one
         self.run_type = run_type  # lazyslurm.execute.Run
         self.changed = threading.Condition()
         self.version = 0
@@ -826,7 +706,7 @@ class Hub:
             "backend": c.backend_name,
             "profile": getattr(c, "profile", None),
             "workdir": str(c.backend.workdir),
-            "accounting": self.has_sacct(),
+            "accounting": self.has_accounting(),
         }
 
     def meta(self, run_id: str) -> dict[str, Any]:
@@ -846,16 +726,11 @@ class Hub:
         self._meta[run_id] = meta
         return meta
 
-    def has_sacct(self) -> bool:
-        return getattr(self.cluster.backend, "status_source", "") == "sacct"
-
-    def no_sacct_reason(self) -> str:
-        if getattr(self.cluster.backend, "status_source", None) is None:
-            return (
-                f"backend {self.cluster.backend_name!r} has no Slurm accounting: "
-                "used resources are unknown"
-            )
-        return "this cluster keeps no accounts (no slurmdbd): sacct cannot say what was used"
+    def has_accounting(self) -> bool | None:
+        """Whether the backend keeps accounting (None: not asked yet)."""
+        if self.accounting_note is None:
+            return None
+        return not self.accounting_note
 
     def wait(self, version: int, timeout_s: float, until: Callable[[], bool] | None = None) -> int:
         """Block until ``version`` moves on (or ``until()``, or ``timeout_s``)."""

@@ -32,6 +32,8 @@ __all__ = [
     "PACKAGING_MODES",
     "SCHEDULER_OPTIONS",
     "TASK_OPTIONS",
+    "Auto",
+    "Learned",
     "Resources",
     "TaskDefaults",
     "TaskOptions",
@@ -298,11 +300,103 @@ def _gpus_like(option: str, value: object) -> str:
 
 
 @attrs.frozen
-class Resources:
-    """Normalised Slurm resources of a task. Two equal ``Resources`` share array jobs."""
+class Auto:
+    """A request learned from the task's past runs (``mem="auto"``, ``time="auto:1:00:00"``,
+    docs/usage.md): ``fallback`` (MB or minutes) is what a task with no history asks for
+    (None: the cluster's default). The planner replaces it by a number
+    (:meth:`Resources.resolve`); an array job never holds one.
 
-    timeout_min: int | None = None
+    >>> str(Auto()), str(Auto(4096))
+    ('auto', 'auto:4096')
+    """
+
+    fallback: int | None = None
+
+    def __str__(self) -> str:
+        return "auto" if self.fallback is None else f"auto:{self.fallback}"
+
+
+@attrs.frozen
+class Learned:
+    """What past runs of a task say it needs (:mod:`lazyslurm.planning.learn`): the
+    requests ``mem_mb`` and ``timeout_min`` (None: no figures: the fallback is used), from
+    ``elements`` measured elements of ``runs`` runs; ``peak_mb``/``elapsed_s`` are the
+    95th percentiles they come from; ``older_code``: how many of those runs ran other
+    code of the task (its figures are used all the same). ``auto``: the options the task
+    learns (``"mem"``, ``"time"``)."""
+
     mem_mb: int | None = None
+    timeout_min: int | None = None
+    runs: int = 0
+    elements: int = 0
+    peak_mb: float | None = None
+    elapsed_s: float | None = None
+    older_code: int = 0
+    auto: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {**attrs.asdict(self), "auto": list(self.auto)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Learned:
+        names = {f.name for f in attrs.fields(cls)}
+        fields = {k: v for k, v in data.items() if k in names}
+        fields["auto"] = tuple(fields.get("auto", ()))
+        return cls(**fields)
+
+    def describe(self, asked: Resources) -> str:
+        """One line: what was asked (``asked``: the array job's resources, learned values
+        in) and where it comes from, or that there is no history yet.
+
+        >>> Learned(256, None, 3, 12, 210.0, 40.0, auto=("mem",)).describe(Resources(mem_mb=256))
+        'mem 256M learned from 3 run(s) (12 elements, peak p95 210M x 1.2)'
+        >>> Learned(auto=("mem", "time")).describe(Resources(mem_mb=1024))
+        'no history yet: mem 1024M (its fallback), time the cluster default'
+        """
+        parts, first = [], []
+        for word, field, unit in (("mem", "mem_mb", "M"), ("time", "timeout_min", "min")):
+            if word not in self.auto:
+                continue
+            if getattr(self, field) is not None:
+                parts.append(f"{word} {getattr(self, field)}{unit}")
+            elif getattr(asked, field) is not None:
+                first.append(f"{word} {getattr(asked, field)}{unit} (its fallback)")
+            else:
+                first.append(f"{word} the cluster default")
+        if not parts:
+            return "no history yet: " + ", ".join(first)
+        basis = []
+        if self.peak_mb is not None and "mem" in self.auto:
+            basis.append(f"peak p95 {self.peak_mb:.0f}M x {MEM_MARGIN}")
+        if self.elapsed_s is not None and "time" in self.auto:
+            basis.append(f"elapsed p95 {self.elapsed_s:.0f}s x {TIME_MARGIN}")
+        line = (
+            f"{' and '.join(parts)} learned from {self.runs} run(s) ({self.elements} "
+            f"elements, {', '.join(basis)})"
+        )
+        if first:
+            line += "; no figures yet for " + ", ".join(first)
+        if self.older_code:
+            line += (
+                f"; the task's code changed since {self.older_code} of those runs (their "
+                "figures are used all the same: memory rarely jumps)"
+            )
+        return line
+
+
+MEM_MARGIN = 1.2  # learned memory: p95 of the measured peaks times this
+TIME_MARGIN = 1.5  # learned time: p95 of the elapsed times times this
+
+
+@attrs.frozen
+class Resources:
+    """Normalised Slurm resources of a task. Two equal ``Resources`` share array jobs.
+
+    ``timeout_min`` and ``mem_mb`` of a task may be :class:`Auto` (learned from its past
+    runs); those of an array job are numbers (:meth:`resolve`)."""
+
+    timeout_min: int | Auto | None = None
+    mem_mb: int | Auto | None = None
     cpus_per_task: int | None = None
     gpus: str | None = None
     gres: str | None = None
@@ -370,7 +464,45 @@ class Resources:
         >>> Resources.defaults_from({"partition": "debug", "poll_min_s": 1}).partition
         'debug'
         """
-        return cls.from_options(**{k: v for k, v in options.items() if k in DEFAULTABLE})
+        res = cls.from_options(**{k: v for k, v in options.items() if k in DEFAULTABLE})
+        if res.learns:
+            which = "mem" if isinstance(res.mem_mb, Auto) else "time"
+            msg = (
+                f"{which}={options[which]!r} cannot be a cluster's default: requests are "
+                f"learned per task; set it on the tasks (@task({which}=...) or "
+                f"task.options({which}=...))"
+            )
+            raise InvalidOptionError(msg)
+        return res
+
+    @property
+    def learns(self) -> bool:
+        """Whether a request is learned from past runs (``"auto"``: :class:`Auto`)."""
+        return isinstance(self.mem_mb, Auto) or isinstance(self.timeout_min, Auto)
+
+    @property
+    def learned_options(self) -> tuple[str, ...]:
+        """The options learned from past runs: ``"mem"``, ``"time"``."""
+        out = ("mem",) if isinstance(self.mem_mb, Auto) else ()
+        return out + (("time",) if isinstance(self.timeout_min, Auto) else ())
+
+    def resolve(self, learned: Learned | None) -> Resources:
+        """These resources with every :class:`Auto` request replaced: by what ``learned``
+        says, else by its fallback (None: the cluster's default).
+
+        >>> r = Resources(mem_mb=Auto(1024), timeout_min=Auto())
+        >>> r.resolve(None).mem_mb, r.resolve(Learned(mem_mb=256, timeout_min=3)).timeout_min
+        (1024, 3)
+        """
+        if not self.learns:
+            return self
+        out = {}
+        for field in ("mem_mb", "timeout_min"):
+            value = getattr(self, field)
+            if isinstance(value, Auto):
+                known = getattr(learned, field) if learned is not None else None
+                out[field] = known if known is not None else value.fallback
+        return attrs.evolve(self, **out)
 
     def with_defaults(self, defaults: Resources | None) -> Resources:
         """These resources, with ``defaults`` (a cluster's) where they set nothing: the
@@ -423,15 +555,23 @@ class Resources:
             if value is None or value == () or (field.name in ("retries", "requeue") and not value):
                 continue
             name = _OPTION_OF[field.name]
+            if isinstance(value, Auto):  # "auto" or "auto:MB" / "auto:MINUTES"
+                value = str(value) + ("M" if value.fallback is not None and name == "mem" else "")
             out[name] = list(value) if isinstance(value, tuple) else value
         return out
 
     def describe(self) -> Mapping[str, str]:
         """Short human labels (for pictures and tables)."""
         out = {}
-        if self.timeout_min is not None:
+        if isinstance(self.timeout_min, Auto):
+            first = self.timeout_min.fallback
+            out["time"] = "auto" + (f" ({first}min first)" if first is not None else "")
+        elif self.timeout_min is not None:
             out["time"] = f"{self.timeout_min}min"
-        if self.mem_mb is not None:
+        if isinstance(self.mem_mb, Auto):
+            first = self.mem_mb.fallback
+            out["mem"] = "auto" + (f" ({first}M first)" if first is not None else "")
+        elif self.mem_mb is not None:
             out["mem"] = f"{self.mem_mb}M"
         for name in ("cpus_per_task", "gpus", "gres", "partition", "account", "qos"):
             value = getattr(self, name)
@@ -444,12 +584,43 @@ class Resources:
         return out
 
 
-def _time(option: str, value: object) -> int:
-    return parse_time(value, option)
+def _auto(value: object, parse: Any, option: str) -> Auto | None:
+    """``"auto"`` or ``"auto:FALLBACK"`` (FALLBACK in the option's own forms) as an
+    :class:`Auto`; None for any other value."""
+    if not isinstance(value, str):
+        return None
+    head, colon, rest = value.strip().partition(":")
+    if head.lower() != "auto":
+        return None
+    if not colon:
+        return Auto()
+    try:
+        return Auto(parse(rest, option))
+    except InvalidOptionError as exc:
+        msg = f"{exc} (after 'auto:', the request of a task with no history yet)"
+        raise InvalidOptionError(msg) from None
 
 
-def _mem(option: str, value: object) -> int:
-    return parse_mem(value, option)
+_AUTO_FORMS = ', or "auto" / "auto:{}" (learned from past runs; {} with no history yet)'
+
+
+def _or_auto(parse: Any, value: object, option: str, example: str) -> int | Auto:
+    """``parse(value)``, or an :class:`Auto`; an invalid value's message names both."""
+    auto = _auto(value, parse, option)
+    if auto is not None:
+        return auto
+    try:
+        return parse(value, option)  # type: ignore[no-any-return]
+    except InvalidOptionError as exc:
+        raise InvalidOptionError(str(exc) + _AUTO_FORMS.format(example, example)) from None
+
+
+def _time(option: str, value: object) -> int | Auto:
+    return _or_auto(parse_time, value, option, "1:00:00")
+
+
+def _mem(option: str, value: object) -> int | Auto:
+    return _or_auto(parse_mem, value, option, "4G")
 
 
 def _mem_text(option: str, value: object) -> str:
@@ -473,6 +644,8 @@ def _gpu_count(option: str, value: object) -> str:
 class TaskDefaults(TypedDict, total=False):
     """Task options a cluster may also default for all its tasks (all optional)."""
 
+    # a task's own may be "auto" / "auto:FALLBACK" (learned from its past runs: Auto), a
+    # cluster's may not (Resources.defaults_from)
     time: Annotated[
         str | int | _dt.timedelta,
         Opt("time limit", parse=_time, field="timeout_min", flag=True),

@@ -192,6 +192,7 @@ def _encode_run(
         header = {
             "func": shipped,
             "task": aj.name,
+            "token": task.token[:12],  # the code's identity, in its usage records
             "retries": aj.resources.retries,
             "requeue": aj.resources.requeue,
             "external": external,

@@ -22,7 +22,7 @@ from typing import Any
 import attrs
 
 from lazyslurm.graph.core import Job, Task, gc_paused
-from lazyslurm.graph.resources import Resources
+from lazyslurm.graph.resources import Learned, Resources
 from lazyslurm.graph.traverse import collect
 from lazyslurm.planning.rules import AFTERCORR, AFTEROK, edge_kind
 
@@ -68,6 +68,9 @@ class ArrayJob:
     dependencies: tuple[tuple[str, str], ...] = ()  # (kind, upstream array job id)
     after: tuple[str, ...] = ()  # upstream ids whose edges are ordering only (.after)
     pack: int = 1  # elements run by one Slurm element (one process), one after another
+    # the task learns a request from past runs (mem/time "auto"): what was learned (an
+    # empty Learned: nothing yet, the fallback is asked); ``resources`` holds the numbers
+    learned: Learned | None = None
 
     @property
     def parent(self) -> str | None:
@@ -142,6 +145,7 @@ class ArrayJob:
             "dependencies": [[kind, up] for kind, up in self.dependencies],
             "after": list(self.after),
             **({"pack": self.pack} if self.pack > 1 else {}),
+            **({"learned": self.learned.to_json()} if self.learned is not None else {}),
         }
 
     @classmethod
@@ -157,6 +161,7 @@ class ArrayJob:
             dependencies=tuple((k, u) for k, u in entry["dependencies"]),
             after=tuple(entry.get("after", ())),
             pack=int(entry.get("pack", 1)),
+            learned=Learned.from_json(entry["learned"]) if entry.get("learned") else None,
         )
 
     def __repr__(self) -> str:
@@ -330,6 +335,7 @@ def make_plan(
     max_jobs: int | None = None,
     packing: bool = True,
     time_cap: Any = None,
+    learned: Mapping[str, Learned] | None = None,
 ) -> Plan:
     """Plan everything ``roots`` need that is not in ``done`` (key -> location of its
     result: the run holding it, see :meth:`ArrayJob.location`).
@@ -345,6 +351,10 @@ def make_plan(
     the packed time limit within ``time_cap(resources)`` (the partition's MaxTime, in
     minutes; the Slurm element's time is ``k / cpus_per_task`` times the task's).
     ``packing=False`` (a backend that runs every element alone) plans ``pack=1``.
+
+    A task whose ``mem`` or ``time`` is ``"auto"`` asks what ``learned`` (task name ->
+    :class:`~lazyslurm.graph.resources.Learned`, read from its past runs by the caller)
+    says, else its fallback; its array jobs record what was learned (``learned``).
     """
     if max_array_size < 1:
         msg = f"max_array_size must be at least 1, got {max_array_size}"
@@ -374,33 +384,42 @@ def make_plan(
     # chunking; stage-major order keeps submission order topological
     pending: list[tuple[int, Task[..., Any], Resources, tuple[Job, ...], int, int]] = []
     packs: list[int] = []
+    learnt: list[Learned | None] = []
     ordered = sorted(groups.items(), key=lambda kv: kv[0][0])
-    group_packs = []
+    # each group's resources (its first-seen task's), learned requests made numbers
+    group_res: list[Resources] = []
+    group_learned: list[Learned | None] = []
     for _, jobs in ordered:
-        res = jobs[0].task.resources
+        t = jobs[0].task
+        got = None
+        if t.resources.learns:
+            got = (learned or {}).get(t.name) or Learned()
+            got = attrs.evolve(got, auto=t.resources.learned_options)
+        group_res.append(t.resources.resolve(got))
+        group_learned.append(got)
+    group_packs = []
+    for (_, jobs), res in zip(ordered, group_res, strict=True):
         one = not packing or res.ranks > 1 or res.pack is None
         group_packs.append(1 if one else pack_size(res.pack, len(jobs), max_array_size))
     if max_jobs is not None and packing:
-        auto = [
-            jobs[0].task.resources.pack == "auto" and jobs[0].task.resources.ranks == 1
-            for _, jobs in ordered
-        ]
+        auto = [res.pack == "auto" and res.ranks == 1 for res in group_res]
         _fit_job_budget([len(j) for _, j in ordered], group_packs, auto, max_jobs)
     if time_cap is not None and packing:
-        for g, (_, jobs) in enumerate(ordered):
-            res = jobs[0].task.resources
+        for g, res in enumerate(group_res):
             cap = time_cap(res) if res.pack == "auto" and res.timeout_min else None
             if cap is not None:  # k / cpus turns of the task's time within MaxTime
                 most = max(1, cap // res.timeout_min) * (res.cpus_per_task or 1)
                 group_packs[g] = min(group_packs[g], most)
-    for ((s, _), jobs), k in zip(ordered, group_packs, strict=True):
-        res = jobs[0].task.resources  # the group's first-seen resources
+    for ((s, _), jobs), k, res, got in zip(
+        ordered, group_packs, group_res, group_learned, strict=True
+    ):
         per_chunk = max_array_size * k
         nchunks = -(-len(jobs) // per_chunk)
         for c in range(nchunks):
             part = tuple(jobs[c * per_chunk : (c + 1) * per_chunk])
             pending.append((s, part[0].task, res, part, c, nchunks))
             packs.append(k)
+            learnt.append(got)
 
     ids = [f"aj{i}" for i in range(len(pending))]
     where: dict[str, tuple[int, int]] = {}
@@ -448,6 +467,7 @@ def make_plan(
                 ),
                 after=tuple(ids[u] for u in sorted(touch) if u not in data_up),
                 pack=packs[i],
+                learned=learnt[i],
             )
         )
     location: dict[str, tuple[ArrayJob, int]] = {}

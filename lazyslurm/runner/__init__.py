@@ -7,11 +7,15 @@ element, or the ``pack`` elements packed into it). A multi-rank task runs ``--ra
 every rank (srun), then ``--gather`` once (:func:`run_rank`, :func:`gather`).
 
 This module starts once per task on every compute node, so on the way to the user's
-function it imports only ``os``, ``sys``, ``marshal`` and :mod:`lazyslurm.store` (loaded
-by path: no package ``__init__``); ``_pickle`` only for values that are not plain data,
-cloudpickle only if the spec file says a payload needs it, ``traceback`` and
-:mod:`lazyslurm.errors` only when something fails. ``tests/test_layers.py`` holds it to
-that budget.
+function it imports only ``os``, ``sys``, ``marshal``, ``time`` (built in) and
+:mod:`lazyslurm.store` (loaded by path: no package ``__init__``); ``_pickle`` only for
+values that are not plain data, cloudpickle only if the spec file says a payload needs
+it, ``traceback`` and :mod:`lazyslurm.errors` only when something fails, ``resource``
+(0.2 ms) only when the task ran a child process or there is no ``/proc``.
+``tests/test_layers.py`` holds it to that budget.
+
+Every outcome record says what its element used (:func:`_stop_meter`: wall and CPU
+time, peak memory, the request it ran with): see docs/usage.md.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from lazyslurm.store import (
     decode_value,
     encode_outcome,
     encode_pack,
+    encode_usage,
     encode_value,
     pack_index,
     read_element,
@@ -388,6 +393,145 @@ def _context_maker(
     return make
 
 
+# ------------------------------------------------------------------------- usage
+# What an element used (docs/usage.md), measured around the call of its task: wall time,
+# CPU time (this process's and its reaped children's, from os.times: no import), and
+# peak memory. The peak is the process's high-water mark (/proc/self/status VmHWM),
+# reset before the element (/proc/self/clear_refs, "5") so that each element of a
+# process that runs several (a pack, the local backend's workers) has its own; where
+# that cannot be reset, the process's peak so far (an upper bound: mb=proc). A child
+# process the task ran and waited for counts when its peak is a new high for this
+# process's children (resource.getrusage, imported only then): the largest process
+# counts, not their sum (a child's figure starts from its parent's size when it was
+# spawned, so adding them would count the parent twice).
+ATTEMPT_ENV = "LAZYSLURM_ATTEMPT"  # the attempt number, set by whoever resubmits an element
+_CHILDREN = {"kb": 0}  # the highest peak of this process's children seen so far
+
+
+def _reset_peak() -> bool:
+    """Start a new memory high-water mark for this process (Linux >= 4.0)."""
+    try:
+        fd = os.open("/proc/self/clear_refs", os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, b"5")
+        finally:
+            os.close(fd)
+    except OSError:
+        return False
+    return True
+
+
+def _peak_kb() -> int | None:
+    """This process's memory high-water mark in KiB (VmHWM), or None without /proc."""
+    try:
+        with open("/proc/self/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _maxrss_kb(who: int) -> int:
+    """``getrusage(who).ru_maxrss`` in KiB (bytes on macOS)."""
+    import resource
+
+    rss = resource.getrusage(who).ru_maxrss
+    return rss // 1024 if sys.platform == "darwin" else rss
+
+
+def _granted(env: Any) -> dict[str, Any]:
+    """The request the element runs with, as far as its environment says: Slurm's memory
+    (MB) and CPUs, and the attempt number."""
+    out: dict[str, Any] = {}
+    cpus = env.get("SLURM_CPUS_PER_TASK") or env.get("SLURM_CPUS_ON_NODE")
+    if cpus and cpus.isdigit():
+        out["rc"] = int(cpus)
+    mem = env.get("SLURM_MEM_PER_NODE")
+    per_cpu = env.get("SLURM_MEM_PER_CPU")
+    if mem and mem.isdigit():
+        out["rm"] = int(mem)
+    elif per_cpu and per_cpu.isdigit():
+        out["rm"] = int(per_cpu) * out.get("rc", 1)
+    start, end = env.get("SLURM_JOB_START_TIME"), env.get("SLURM_JOB_END_TIME")
+    if start and end and start.isdigit() and end.isdigit() and int(end) > int(start):
+        out["rt"] = -(-(int(end) - int(start)) // 60)
+    attempt = env.get(ATTEMPT_ENV) or ""
+    restarts = env.get("SLURM_RESTART_COUNT") or ""
+    if attempt.isdigit():
+        out["a"] = int(attempt)
+    elif restarts.isdigit():
+        out["a"] = 1 + int(restarts)
+    return out
+
+
+def _start_meter() -> tuple[float, Any, bool]:
+    """Before the element: the time, this process's CPU times, and whether its memory
+    high-water mark was reset."""
+    import time
+
+    return time.time(), os.times(), _reset_peak()
+
+
+def _stop_meter(
+    meter: tuple[float, Any, bool], key: str, header: dict[str, Any], env: Any
+) -> str:
+    """After the element: its usage line (:func:`~lazyslurm.store.encode_usage`); "" if
+    it could not be measured. ``env``: the Slurm job's environment (None: the local and
+    sync backends, whose requests Slurm did not grant: the plan says them)."""
+    try:
+        import time
+
+        start, t0, reset = meter
+        t1 = os.times()
+        wall = time.time() - start
+        children_cpu = (t1.children_user + t1.children_system) - (
+            t0.children_user + t0.children_system
+        )
+        cpu = (t1.user + t1.system) - (t0.user + t0.system) + children_cpu
+        peak = _peak_kb() if reset else None
+        how = "hwm"
+        if peak is None:
+            peak, how = _maxrss_kb(0), "proc"  # RUSAGE_SELF: the process's peak so far
+        if children_cpu > 0:  # a child was reaped: was its peak a new high?
+            kids = _maxrss_kb(-1)  # RUSAGE_CHILDREN (from its start: this process's RSS)
+            if kids > _CHILDREN["kb"]:
+                _CHILDREN["kb"] = kids
+                peak = max(peak, kids)
+        fields: dict[str, Any] = {
+            "k": key,
+            "w": wall,
+            "c": max(cpu, 0.0),
+            "m": peak,
+            "mb": how,
+            "s": round(start, 2),
+            "h": (env or {}).get("SLURMD_NODENAME") or os.uname().nodename,
+            "t": header.get("token"),
+        }
+        if env is not None:
+            fields.update(_granted(env))
+        return encode_usage(fields)
+    except Exception:  # never fail an element for its figures
+        return ""
+
+
+def _reaped_usage(key: str, rusage: Any, wall: float | None, env: Any) -> str:
+    """The usage line of an element whose process ended without its outcome, from the
+    ``os.wait4`` figures of that process (its peak since its last element began)."""
+    try:
+        rss = rusage.ru_maxrss // (1024 if sys.platform == "darwin" else 1)
+        fields: dict[str, Any] = {"k": key, "m": rss, "mb": "wait"}
+        if wall is not None:
+            fields["w"] = wall
+            fields["c"] = rusage.ru_utime + rusage.ru_stime
+        if env is not None:
+            fields.update(_granted(env))
+        return encode_usage(fields)
+    except Exception:
+        return ""
+
+
 def run_element(
     run_dir: str,
     array_job: str,
@@ -413,6 +557,7 @@ def run_element(
     # (the sync backend runs elements in the caller's process)
     saved = os.environ.get(ELEMENT_ENV)
     os.environ[ELEMENT_ENV] = f"{paths.root}\t{array_job}\t{index}\t{key}"
+    meter = _start_meter()
     try:
         data, exc = _execute(paths, header, (array_job, index), element, make, one_process=True)
     finally:
@@ -426,15 +571,17 @@ def run_element(
         record = encode_outcome(encode_value(exc.key), key=key, writer=writer)
         atomic_write(paths.cancelled(key), record)
         return EXIT_TASK_FAILED
+    usage = _stop_meter(meter, key, header, env)
     if exc is not None:
         import traceback
 
         traceback.print_exception(exc)
         inherited = getattr(exc, "error_record", None)  # a subgraph's original error
         error = inherited if inherited is not None else _error_record(exc, header, key)
-        atomic_write(paths.error(key), encode_outcome(error, key=key, writer=writer))
+        record = encode_outcome(error, key=key, writer=writer, usage=usage)
+        atomic_write(paths.error(key), record)
         return EXIT_TASK_FAILED
-    record = encode_outcome(data, key=key, writer=writer)
+    record = encode_outcome(data, key=key, writer=writer, usage=usage)
     if packed is not None:
         packed.append(record)
     else:
@@ -607,7 +754,7 @@ def _run_sequential(job: _Pack, members: range) -> int:
             return code  # the runner's process ends as usual, with the pack's exit code
         os.close(w)
         job.children.append(pid)
-        status = os.waitpid(pid, 0)[1]
+        _, status, rusage = os.wait4(pid, 0)
         job.children.remove(pid)
         os.set_blocking(r, False)  # a grandchild of the task may hold the pipe open
         try:
@@ -639,7 +786,10 @@ def _run_sequential(job: _Pack, members: range) -> int:
                 file=sys.stderr,
             )
             return EXIT_TASK_FAILED
-        if not _record_crash(job, crashed, _how_it_ended(status)):
+        # its peak: the child's, since the crashed element reset it (no time: the child
+        # ran the elements before it too)
+        usage = _reaped_usage(job.key(crashed), rusage, None, job.env)
+        if not _record_crash(job, crashed, _how_it_ended(status), usage):
             return EXIT_TASK_FAILED
         todo = range(crashed + 1, todo.stop)
         if not todo:
@@ -694,10 +844,12 @@ def _run_forked(job: _Pack, members: range, workers: int, records: list[bytes]) 
     result record back through a pipe (``job.keep(record)`` as it comes, then ``records``
     in element order). A child that ends without its outcome gets an error record here."""
     import select
+    import time
 
     code = EXIT_OK
     todo = list(members)
     running: dict[int, tuple[int, int, list[bytes]]] = {}  # read fd -> (pid, member, chunks)
+    born: dict[int, float] = {}  # pid -> when it was forked
     got: dict[int, bytes] = {}
     while todo or running:
         while todo and len(running) < workers:
@@ -724,6 +876,7 @@ def _run_forked(job: _Pack, members: range, workers: int, records: list[bytes]) 
                     os._exit(rc)
             os.close(w)
             running[r] = (pid, m, [])
+            born[pid] = time.time()
             job.children.append(pid)
         ready, _, _ = select.select(list(running), [], [])
         for r in ready:
@@ -733,8 +886,9 @@ def _run_forked(job: _Pack, members: range, workers: int, records: list[bytes]) 
                 continue
             pid, m, chunks = running.pop(r)
             os.close(r)
-            status = os.waitpid(pid, 0)[1]
+            _, status, rusage = os.wait4(pid, 0)
             job.children.remove(pid)
+            wall = time.time() - born.pop(pid)
             if chunks and os.WIFEXITED(status) and os.WEXITSTATUS(status) == EXIT_OK:
                 got[m] = b"".join(chunks)
                 job.keep(got[m])
@@ -742,7 +896,8 @@ def _run_forked(job: _Pack, members: range, workers: int, records: list[bytes]) 
             _stop_if_stopped(status, job)
             if os.waitstatus_to_exitcode(status) in _RECORDED and job.has_outcome(job.key(m)):
                 continue  # it failed, and said so in its error (or cancelled) record
-            if not _record_crash(job, m, _how_it_ended(status)):
+            usage = _reaped_usage(job.key(m), rusage, wall, job.env)
+            if not _record_crash(job, m, _how_it_ended(status), usage):
                 code = EXIT_TASK_FAILED
     records.extend(got[m] for m in sorted(got))
     return code
@@ -859,11 +1014,12 @@ def _stderr_tail(job: _Pack, index: int, lines: int = 20) -> str:
 _NO_OUTCOME = "left no result, its runner failed (see the traceback in its stderr)"
 
 
-def _record_crash(job: _Pack, index: int, how: str) -> bool:
+def _record_crash(job: _Pack, index: int, how: str, usage: str = "") -> bool:
     """Write the error record of element ``index``, whose process ended without leaving
     its outcome (``how``: :func:`_how_it_ended`): an
     :class:`~lazyslurm.errors.ElementCrashedError` saying so, with the element's stderr
-    tail. False (and said on stderr) if it could not be written."""
+    tail and ``usage``, what its process used (:func:`_reaped_usage`). False (and said
+    on stderr) if it could not be written."""
     from lazyslurm.errors import ElementCrashedError
     from lazyslurm.store import dumps
 
@@ -889,7 +1045,7 @@ def _record_crash(job: _Pack, index: int, how: str) -> bool:
             exception=dumps(exc),
         )
         writer = _writer(job.paths.root, job.array_job, index)
-        data = encode_outcome(record.encode(), key=key, writer=writer)
+        data = encode_outcome(record.encode(), key=key, writer=writer, usage=usage)
         atomic_write(job.paths.error(key), data)
     except Exception:
         import traceback

@@ -528,8 +528,10 @@
     at.replaceChildren();
     if (d.attempts && d.attempts.length > 1) {
       at.append(h("h3", { text: "Attempts" }), h("table", {}, h("tbody", {}, ...d.attempts.map((a, k) =>
-        h("tr", {}, h("td", { text: "#" + (k + 1) }), h("td", { text: a.state }), h("td", { text: a.node }),
-          h("td", { text: when(a.start) }), h("td", { text: when(a.end) }), h("td", { text: a.exit_code })))))) ;
+        h("tr", {}, h("td", { text: "#" + (a.attempt || k + 1) }), h("td", { text: a.state }), h("td", { text: a.node }),
+          h("td", { text: when(a.start) }), h("td", { text: when(a.end) }), h("td", { text: a.exit_code }),
+          h("td", { text: "asked " + (a.mem_mb ? mem(a.mem_mb) : "?") + (a.time_min ? " · " + a.time_min + " min" : "") }),
+          h("td", { text: "peak " + (a.max_rss_mb === null || a.max_rss_mb === undefined ? "-" : mem(a.max_rss_mb)) })))))) ;
     }
   }
   function appendLog(d) {
@@ -655,20 +657,24 @@
         `Worst case (every element running to its time limit): ${num(t.core_hours)} core-hours, ${num(t.gpu_hours)} GPU-hours, ${num(t.mem_gb_hours)} GB-hours of memory.` }),
       table(head, rows, 3),
       notes.length ? h("details", {}, h("summary", { text: "assumed (" + notes.length + ")" }), h("ul", {}, ...notes.map((n) => h("li", { text: n })))) : null);
-    $("usage").replaceChildren(h("p", { class: "muted", text: "reading sacct…" }));
+    $("usage").replaceChildren(h("p", { class: "muted", text: "reading what the run used…" }));
     try {
       const u = await api(runPath("/usage"));
-      const urows = u.array_jobs.map((j) => {
-        const r = j.requested, used = j.used;
-        const cpuEff = used && used.alloc_cpu_s ? (100 * used.cpu_s / used.alloc_cpu_s).toFixed(0) + "%" : "-";
-        return [j.id, j.name, j.elements, used ? used.elements : "-",
-          r.cpus, used ? cpuEff : "-",
-          mem(r.mem_mb), used && used.max_rss_mb !== null ? mem(used.max_rss_mb) : "-",
-          r.time_min === null ? "unbounded" : r.time_min + " min", used ? dur(used.max_elapsed_s) : "-"];
+      const pct = (v) => (v === null || v === undefined) ? "-" : Math.round(100 * v) + "%";
+      const urows = u.tasks.map((t) => {
+        const r = t.request, used = t.used, ch = t.core_hours;
+        return [t.task, t.measured + "/" + t.elements, mem(r.mem_mb), used.peak_mb === null ? "-" : mem(used.peak_mb), pct(t.efficiency.mem),
+          r.cpus, pct(t.efficiency.cpu), r.time_min === null ? "unbounded" : r.time_min + " min", dur(used.elapsed_s), pct(t.efficiency.time),
+          num(ch.reserved), num(ch.allocated), num(ch.wasted), Object.entries(t.suggest).map(([k, v]) => k + "=" + v).join(" ") || "-"];
       });
+      const warnings = u.warnings.length ? h("ul", { class: "warnings" }, ...u.warnings.map((w) => h("li", { class: "error", text: w }))) : null;
+      const learned = u.tasks.filter((t) => t.learned).map((t) => h("li", { text: t.task + ": learned from " + t.learned.runs + " run(s) (" + t.learned.elements + " elements)" }));
       $("usage").replaceChildren(
-        u.note ? h("p", { class: "muted", text: u.note }) : h("p", { class: "muted", text: "used: from sacct (MaxRSS of the steps, Elapsed, TotalCPU over allocated cpu time)" }),
-        table(["array job", "task", "elements", "recorded", "cpus asked", "cpu used", "mem asked", "max RSS", "time asked", "longest"], urows, 2));
+        h("p", { class: "muted", text: u.summary + (u.note ? " · " + u.note : "") }),
+        table(["task", "measured", "mem asked", "peak", "mem %", "cpus", "cpu %", "time asked", "longest", "time %", "worst core-h", "core-h", "idle core-h", "suggested"], urows, 1),
+        warnings,
+        learned.length ? h("ul", {}, ...learned) : null);
+      $("usage").dataset.source = u.source;
     } catch (e) {
       $("usage").replaceChildren(h("p", { class: "error", text: "cannot read the usage: " + e.message }));
     }
