@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -89,7 +90,14 @@ def test_each_element_of_a_pack_has_its_own_peak(tmp_path, workers):
     sizes = [150, 10, 60, 10]
     jobs = list(task(cpus_per_task=workers, pack=4)(hold).map(sizes))
     paths = _run_dir(tmp_path, jobs)
-    assert run_slurm_element(paths.root, "aj0", 0) == 0
+    # in a fresh interpreter, as on a node: a child forked from this test process (a large
+    # one, late in a suite) would start from its resident pages
+    code = (
+        "import sys; from lazyslurm.runner import run_slurm_element; "
+        f"sys.exit(run_slurm_element({paths.root!r}, 'aj0', 0))"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}
+    assert subprocess.run([sys.executable, "-c", code], env=env, check=False).returncode == 0
     data = Path(paths.pack("aj0", 0)).read_bytes()
     trailer = data[data.index(b"\nLZUSAGE\n") :].decode().split("\n")[2:-1]
     peaks = {}
