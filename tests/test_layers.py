@@ -275,6 +275,53 @@ def test_nothing_below_the_backends_imports_one() -> None:
             assert up == [], (node, up)
 
 
+_SLURM_COMMANDS = ("sbatch", "squeue", "sacct", "scontrol", "scancel", "sinfo", "sacctmgr")
+# the runner's own side of Slurm's environment (docs/architecture.md): the checkpoint hook
+# requeues its element, JobContext expands its node list; Pyxis is an srun plugin
+_SLURM_ELSEWHERE = {
+    "runner/checkpoint.py": {"scontrol"},
+    "context.py": {"scontrol"},
+    "backends/packaging/container.py": {"srun"},
+}
+
+
+def _commands_run(path: Path) -> set[str]:
+    """Slurm commands a source runs: an argv list starting with one (``["scontrol", ...]``)
+    or a shell line that does (``"sacct -X ..."``, also after ``;``, ``|``, ``&&``)."""
+    import re
+
+    found: set[str] = set()
+    tree = ast.parse(path.read_text())
+    docs = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+        and ast.get_docstring(node, clean=False) is not None
+    }
+    shell = re.compile(r"(?:^|[;|&\n]\s*|\$\()(" + "|".join(_SLURM_COMMANDS) + r"|srun) -")
+    for node in ast.walk(tree):
+        if isinstance(node, ast.List) and node.elts:
+            first = node.elts[0]
+            if isinstance(first, ast.Constant) and first.value in (*_SLURM_COMMANDS, "srun"):
+                found.add(first.value)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if id(node) not in docs:
+                found |= set(shell.findall(node.value))
+    return found
+
+
+def test_only_the_slurm_folder_runs_slurm() -> None:
+    """No module outside backends/slurm/ runs a Slurm command (but the runner's own side of
+    Slurm's environment, named above): Slurm is behind the backend door."""
+    for path in sorted(PKG.rglob("*.py")):
+        rel = str(path.relative_to(PKG))
+        if rel.startswith("backends/slurm/"):
+            continue
+        extra = _commands_run(path) - _SLURM_ELSEWHERE.get(rel, set())
+        assert extra == set(), f"{rel} runs {sorted(extra)}"
+    assert _commands_run(PKG / "backends" / "slurm" / "backend.py") >= {"sacct", "squeue"}
+
+
 def test_graph_imports_nothing_above_it() -> None:
     """graph/ imports only errors, store and the registry of lazyslurm, even in functions."""
     allowed = {"lazyslurm.errors", "lazyslurm.store", "lazyslurm.registry"}
