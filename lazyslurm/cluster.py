@@ -272,7 +272,25 @@ def default_cluster() -> Cluster:
     return Cluster("local")
 
 
-def resolve_cluster(cluster: Cluster | None) -> Cluster:
+@functools.cache
+def named_cluster(name: str) -> Cluster:
+    """The cluster of ``compute(..., cluster=NAME)``: ``Cluster(NAME)``, made once per
+    process (so its session remembers what ran there, as the default cluster's does)."""
+    return Cluster(name)  # type: ignore[arg-type]  # checked there: did you mean ...?
+
+
+def resolve_cluster(cluster: Cluster | str | None) -> Cluster:
+    """The cluster to use: the one given (or ``Cluster(NAME)`` for a backend name), else
+    the active one, else the default."""
+    if isinstance(cluster, str):
+        cluster = named_cluster(cluster)
+    elif cluster is not None and not isinstance(cluster, Cluster):
+        names = ", ".join(map(repr, backends.names()))
+        msg = (
+            f"cluster= takes a Cluster or a backend name ({names}), got "
+            f"{type(cluster).__name__} {cluster!r}"
+        )
+        raise TypeError(msg)
     if cluster is not None:
         if not cluster.embedded:
             from lazyslurm.guard import note_used

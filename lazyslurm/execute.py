@@ -32,7 +32,7 @@ from lazyslurm.backends.base import (
     Snapshot,
 )
 from lazyslurm.cache import RunSummary, list_runs, plan_with_store, read_run
-from lazyslurm.cluster import Cluster, current_cluster, resolve_cluster
+from lazyslurm.cluster import BackendName, Cluster, current_cluster, resolve_cluster
 from lazyslurm.dynamic import extend_handle, fill_states, known_records, read_records
 from lazyslurm.errors import (
     BackendError,
@@ -109,7 +109,9 @@ def _emit(callbacks: Sequence[Any], event: str, *args: Any) -> None:
             fn(*args)
 
 
-def plan(*exprs: Any, cluster: Cluster | None = None, cache: bool | None = None) -> Plan:
+def plan(
+    *exprs: Any, cluster: Cluster | BackendName | None = None, cache: bool | None = None
+) -> Plan:
     """The plan ``compute(*exprs)`` would submit now, as data (submits nothing).
 
     With caching on, ``plan.cached`` holds the keys found in the store (not run again).
@@ -216,7 +218,10 @@ class Run:
 
     @classmethod
     def attach(
-        cls, run_id: str, cluster: Cluster | None = None, callbacks: Sequence[Any] = ()
+        cls,
+        run_id: str,
+        cluster: Cluster | BackendName | None = None,
+        callbacks: Sequence[Any] = (),
     ) -> Run:
         """Re-attach to a run from its run directory (from any process)."""
         cl = resolve_cluster(cluster)
@@ -625,7 +630,7 @@ def fetch_outputs(cluster: Cluster, templates: list[Any]) -> tuple[Any, ...]:
 
 def submit(
     *exprs: Any,
-    cluster: Cluster | None = None,
+    cluster: Cluster | BackendName | None = None,
     callbacks: Sequence[Any] = (),
     label: str = "",
     cache: bool | None = None,
@@ -771,41 +776,41 @@ def _progress_callbacks(progress: bool | None) -> list[Any]:
 # their types in the tuple, anything else (plain values, containers) is typed Any.
 @overload
 def compute(
-    a: _Lazy[T1], /, *, cluster: Cluster | None = ..., callbacks: Sequence[Any] = ...,
+    a: _Lazy[T1], /, *, cluster: Cluster | BackendName | None = ..., callbacks: Sequence[Any] = ...,
     fetch: bool = ..., cache: bool | None = ..., progress: bool | None = ...,
 ) -> tuple[T1]: ...
 @overload
 def compute(
-    a: _Lazy[T1], b: _Lazy[T2], /, *, cluster: Cluster | None = ...,
+    a: _Lazy[T1], b: _Lazy[T2], /, *, cluster: Cluster | BackendName | None = ...,
     callbacks: Sequence[Any] = ..., fetch: bool = ..., cache: bool | None = ...,
     progress: bool | None = ...,
 ) -> tuple[T1, T2]: ...
 @overload
 def compute(
-    a: _Lazy[T1], b: _Lazy[T2], c: _Lazy[T3], /, *, cluster: Cluster | None = ...,
+    a: _Lazy[T1], b: _Lazy[T2], c: _Lazy[T3], /, *, cluster: Cluster | BackendName | None = ...,
     callbacks: Sequence[Any] = ..., fetch: bool = ..., cache: bool | None = ...,
     progress: bool | None = ...,
 ) -> tuple[T1, T2, T3]: ...
 @overload
 def compute(
     a: _Lazy[T1], b: _Lazy[T2], c: _Lazy[T3], d: _Lazy[T4], /, *,
-    cluster: Cluster | None = ..., callbacks: Sequence[Any] = ..., fetch: bool = ...,
+    cluster: Cluster | BackendName | None = ..., callbacks: Sequence[Any] = ..., fetch: bool = ...,
     cache: bool | None = ..., progress: bool | None = ...,
 ) -> tuple[T1, T2, T3, T4]: ...
 @overload
 def compute(
     a: _Lazy[T1], b: _Lazy[T2], c: _Lazy[T3], d: _Lazy[T4], e: _Lazy[T5], /, *,
-    cluster: Cluster | None = ..., callbacks: Sequence[Any] = ..., fetch: bool = ...,
+    cluster: Cluster | BackendName | None = ..., callbacks: Sequence[Any] = ..., fetch: bool = ...,
     cache: bool | None = ..., progress: bool | None = ...,
 ) -> tuple[T1, T2, T3, T4, T5]: ...
 @overload
 def compute(
-    *exprs: Any, cluster: Cluster | None = ..., callbacks: Sequence[Any] = ...,
+    *exprs: Any, cluster: Cluster | BackendName | None = ..., callbacks: Sequence[Any] = ...,
     fetch: bool = ..., cache: bool | None = ..., progress: bool | None = ...,
 ) -> tuple[Any, ...]: ...
 def compute(
     *exprs: Any,
-    cluster: Cluster | None = None,
+    cluster: Cluster | BackendName | None = None,
     callbacks: Sequence[Any] = (),
     fetch: bool = True,
     cache: bool | None = None,
@@ -832,7 +837,7 @@ def compute(
     return out if out is not None else ()
 
 
-def job_logs(job: Job, cluster: Cluster | None = None) -> tuple[str, str]:
+def job_logs(job: Job, cluster: Cluster | BackendName | None = None) -> tuple[str, str]:
     """``(stdout, stderr)`` of the element that ran ``job`` (in this session, or found in
     the store with ``cache``)."""
     cl = resolve_cluster(cluster)
@@ -874,7 +879,7 @@ def _read_outputs(data: bytes, run_id: str, cl: Cluster) -> Any:
         raise CorruptRunError(msg, run=run_id, path=path) from exc
 
 
-def runs(cluster: Cluster | None = None) -> list[RunSummary]:
+def runs(cluster: Cluster | BackendName | None = None) -> list[RunSummary]:
     """Runs in the cluster's store, newest first (one command, also over SSH)."""
     cl = resolve_cluster(cluster)
     return list_runs(cl.backend.shell, str(cl.backend.workdir))
