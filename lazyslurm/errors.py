@@ -38,6 +38,7 @@ __all__ = [
     "HiddenLazyValueError",
     "ImplicitLocalWarning",
     "InvalidArgumentError",
+    "InvalidNoutError",
     "InvalidOptionError",
     "JobCancelledError",
     "JobFailedError",
@@ -87,6 +88,12 @@ class InvalidOptionError(LazySlurmError, ValueError):
 
 class OptionTypeError(LazySlurmError, TypeError):
     """A task or cluster option has a value of the wrong type."""
+
+
+class InvalidNoutError(OptionTypeError, ValueError):
+    """``nout`` is not a non-negative int (``True``, ``-1``, ``"2"``). A ``ValueError``
+    as in dask, and an :class:`OptionTypeError` (a ``TypeError``) as lazyslurm's other
+    option errors."""
 
 
 class UnknownLengthError(LazySlurmError, TypeError):

@@ -816,25 +816,70 @@ def compute(
     cache: bool | None = None,
     progress: bool | None = None,
     max_core_hours: float | None = None,
+    label: str = "",
+    scheduler: str | None = None,
+    **kwargs: Any,
 ) -> tuple[Any, ...]:
     """Run everything ``exprs`` need and return their results, as a tuple.
 
     A ``Job`` gives its result, a ``JobArray`` the list of its results, containers are
     rebuilt with results in place; anything else is returned as is. A failed task
-    re-raises with its original exception type. ``max_core_hours``: see :func:`submit`.
-    For type checkers, ``compute(a, b)`` of a ``Job[X]`` and a ``JobArray[Y]`` is a
-    ``tuple[X, list[Y]]`` (up to five values).
+    re-raises with its original exception type. ``max_core_hours``, ``label``: see
+    :func:`submit`. For type checkers, ``compute(a, b)`` of a ``Job[X]`` and a
+    ``JobArray[Y]`` is a ``tuple[X, list[Y]]`` (up to five values).
+
+    As ``dask.compute``: ``scheduler=`` names where to run when no cluster is given
+    (dask's ``"sync"``/``"single-threaded"`` is the ``sync`` backend, ``"threads"``/
+    ``"processes"`` the ``local`` pool, or a backend name), and other keywords (dask's
+    ``optimize_graph``, ``num_workers``, ...) are accepted and have no effect here; one
+    that looks like a misspelt keyword of this function raises ``TypeError``.
     """
+    _check_forwarded(kwargs)
+    if scheduler is not None and cluster is None:
+        cluster = _DASK_SCHEDULERS.get(scheduler, scheduler)  # type: ignore[assignment]
     run = submit(
         *exprs,
         cluster=cluster,
         callbacks=callbacks,
+        label=label,
         cache=cache,
         progress=progress,
         max_core_hours=max_core_hours,
     )
     out = run.result(fetch=fetch)
     return out if out is not None else ()
+
+
+# dask.compute(scheduler=...) names, as lazyslurm backends
+_DASK_SCHEDULERS = {
+    "sync": "sync",
+    "synchronous": "sync",
+    "single-threaded": "sync",
+    "threads": "local",
+    "threading": "local",
+    "processes": "local",
+    "multiprocessing": "local",
+}
+_COMPUTE_KEYWORDS = (
+    "cluster", "callbacks", "fetch", "cache", "progress", "max_core_hours", "label", "scheduler",
+)
+
+
+def _check_forwarded(kwargs: Mapping[str, Any]) -> None:
+    """Keywords ``compute`` has no use for pass (as dask forwards them to a scheduler that
+    may ignore them), unless one is a misspelling of its own: that raises."""
+    import difflib
+
+    for name in kwargs:
+        close = difflib.get_close_matches(name, _COMPUTE_KEYWORDS, n=1, cutoff=0.75)
+        if close:
+            msg = (
+                f"compute() got an unexpected keyword argument {name!r}; did you mean "
+                f"{close[0]!r}?"
+            )
+            raise TypeError(msg)
+    if kwargs:
+        log.debug("compute: keywords %s have no effect here", sorted(kwargs))
 
 
 def job_logs(job: Job, cluster: Cluster | BackendName | None = None) -> tuple[str, str]:
