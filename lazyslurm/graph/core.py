@@ -899,10 +899,24 @@ if TYPE_CHECKING:
     # expects an R (it is replaced by its result when the task runs), and job.attr /
     # job[i] are lazy views. Their declared methods (compute, get_result...) stay typed.
     _Opaque = Any
+    # mypy takes a class with an Any base for a subtype of everything, so `bad: Job[str] =
+    # job_of_int` would pass: for mypy (which reads MYPY as true) a Job is only a Job, and
+    # its plugin (lazyslurm.mypy_plugin) lets a Job[R] stand for an R in task calls.
+    # pyright checks a Job against a Job's own type first, so it keeps the Any base.
+    class _Plain:
+        __slots__ = ()
+
+    MYPY = False
+    if MYPY:  # mypy takes the name MYPY for true; pyright evaluates both branches, and
+        _OpaqueJob = _Plain  # an assignment (not a class) lets its Any win there
+    else:
+        _OpaqueJob = Any
 else:
 
     class _Opaque:
         __slots__ = ()
+
+    _OpaqueJob = _Opaque
 
 
 class _Lazy(Generic[R_co]):
@@ -995,7 +1009,7 @@ class _Handle(_Lazy[R_co]):
         return _handles().get_script(self, cluster=cluster)
 
 
-class Job(_Handle[R_co], _Opaque):  # type: ignore[misc]
+class Job(_Handle[R_co], _OpaqueJob):
     """One lazy call of a task. Immutable and hashable; equal keys mean equal jobs.
 
     Also a job handle (``wait``, ``get_result``, ``get_status``, ``cancel``, ``id``,
