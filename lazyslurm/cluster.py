@@ -60,13 +60,25 @@ class Cluster:
     that need it read its stored result. With ``cache=True`` that holds across sessions
     too: results already in the cluster's store are not computed again.
     ``max_core_hours`` refuses, before submitting, any graph whose worst case may exceed it.
+    ``backend_type=`` is slurm-sdk's name of ``backend`` (``Cluster(backend_type="ssh",
+    hostname=...)``).
     """
 
     def __init__(
         self,
         backend: BackendName | BackendSpec | Backend = "local",
+        *,
+        backend_type: BackendName | None = None,
         **options: Unpack[ClusterOptions],
     ) -> None:
+        if backend_type is not None:
+            if backend != "local" and backend != backend_type:
+                msg = (
+                    f"Cluster({backend!r}, backend_type={backend_type!r}): backend_type is "
+                    f"slurm-sdk's name of backend; give one of them"
+                )
+                raise ClusterConfigError(msg)
+            backend = backend_type
         given: dict[str, Any] = {k: v for k, v in options.items() if v is not None}
         if isinstance(backend, str):
             spec: BackendSpec | None = backends.get(backend)

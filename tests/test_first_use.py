@@ -46,6 +46,16 @@ def test_the_backend_is_typed_as_a_literal() -> None:
     assert BackendName in typing.get_args(hints["backend"])
 
 
+def test_backend_type_is_slurm_sdks_name_of_backend() -> None:
+    """slurm-sdk writes `Cluster(backend_type="ssh", hostname=...)`: the same cluster."""
+    c = Cluster(backend_type="ssh", hostname="login.example.org")
+    assert c.backend_name == "ssh" and repr(c) == "Cluster('ssh', hostname='login.example.org')"
+    with pytest.raises(ClusterConfigError, match="give one of them"):
+        Cluster("slurm", backend_type="ssh")
+    with pytest.raises(ClusterConfigError, match="did you mean 'slurm'"):
+        Cluster(backend_type="slrum")  # type: ignore[arg-type]
+
+
 def test_repr_shows_the_options() -> None:
     c = Cluster("slurm", partition="debug", poll_max_s=2.0)
     assert repr(c) == "Cluster('slurm', partition='debug', poll_max_s=2.0)"
