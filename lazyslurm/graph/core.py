@@ -1162,31 +1162,38 @@ class Job(_Handle[R_co], _OpaqueJob):
         ``job.tail(follow=True)`` written as a statement (its value unused, as in
         slurm-sdk) prints the lines itself and returns once the job has ended."""
         lines = _handles().tail(self, n, follow, poll_interval, stream, cluster=cluster)
-        if follow and _value_unused(sys._getframe(1)):
-            for line in lines:
-                print(line, flush=True)
-            return ()
-        return lines
+        use = _value_use(sys._getframe(1)) if follow else "kept"
+        if use == "kept":
+            return lines
+        for line in lines:
+            print(line, flush=True)
+        # echoed at a prompt (REPL, last line of a notebook cell): nothing more to show
+        return () if use == "dropped" else None  # type: ignore[return-value]
 
     def logs(self, *, cluster: Any = None) -> tuple[str, str]:
         """``(stdout, stderr)`` of this job's last run in the session."""
         return executor().job_logs(self, cluster=cluster)
 
 
-def _value_unused(frame: types.FrameType) -> bool:
-    """Whether the call the frame is making is a statement whose value is dropped (or
-    only echoed by the interactive prompt): the next instruction discards or prints it."""
+def _value_use(frame: types.FrameType) -> str:
+    """What the call the frame is making does with its value, read from the instruction
+    after it: ``"dropped"`` (a statement), ``"echoed"`` (a statement at an interactive
+    prompt, whose value is displayed) or ``"kept"``."""
     import dis
 
     try:
         for ins in dis.get_instructions(frame.f_code):
             if ins.offset > frame.f_lasti:
-                return ins.opname in ("POP_TOP", "PRINT_EXPR") or (
+                if ins.opname == "POP_TOP":
+                    return "dropped"
+                if ins.opname == "PRINT_EXPR" or (
                     ins.opname == "CALL_INTRINSIC_1" and "PRINT" in ins.argrepr
-                )
+                ):
+                    return "echoed"
+                return "kept"
     except Exception:  # no code to read: assume it is used
-        return False
-    return False
+        return "kept"
+    return "kept"
 
 
 _JOB_SLOT_SETTERS = tuple(
