@@ -287,7 +287,10 @@ def default_cluster() -> Cluster:
 @functools.cache
 def named_cluster(name: str) -> Cluster:
     """The cluster of ``compute(..., cluster=NAME)``: ``Cluster(NAME)``, made once per
-    process (so its session remembers what ran there, as the default cluster's does)."""
+    process (so its session remembers what ran there, as the default cluster's does; for
+    ``"local"`` without a profile, the default cluster itself: one pool of workers)."""
+    if name == "local" and not os.environ.get("LAZYSLURM_PROFILE"):
+        return default_cluster()
     return Cluster(name)  # type: ignore[arg-type]  # checked there: did you mean ...?
 
 
