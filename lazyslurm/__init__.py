@@ -39,6 +39,7 @@ _EXPORTS = {
     "visualize": "lazyslurm.draw",
     "workflow": "lazyslurm.workflows",
     "WorkflowContext": "lazyslurm.workflows",
+    "WorkflowTask": "lazyslurm.graph.core",
 }
 
 _MODULES = frozenset({"cache", "errors"})
@@ -57,6 +58,7 @@ __all__ = [
     "Task",
     "TaskOptions",
     "WorkflowContext",
+    "WorkflowTask",
     "cache",
     "compute",
     "current_cluster",
@@ -101,7 +103,7 @@ if TYPE_CHECKING:
     from lazyslurm.context import JobContext
     from lazyslurm.draw import visualize
     from lazyslurm.execute import Run, RunStatus, compute, plan, runs, submit
-    from lazyslurm.graph.core import Job, JobArray, JobView, Task, task
+    from lazyslurm.graph.core import Job, JobArray, JobView, Task, WorkflowTask, task
     from lazyslurm.graph.resources import TaskOptions
     from lazyslurm.graph.traverse import to_networkx
     from lazyslurm.options import ClusterOptions

@@ -45,6 +45,7 @@ from typing import Any
 
 from lazyslurm.backends.base import CANCELLED, DONE, FAILED, PENDING, RUNNING, TERMINAL
 from lazyslurm.errors import CallbackWarning
+from lazyslurm.graph.core import WorkflowTask
 from lazyslurm.store import RunLayout
 
 __all__ = [
@@ -102,6 +103,7 @@ class SubmitEndContext:
     cluster: Any = None
     timestamp: float = field(default_factory=time.time)
     backend_type: str | None = None
+    task: Any = None  # the Task its elements call (a WorkflowTask for a @workflow)
 
 
 @dataclass
@@ -424,6 +426,7 @@ class SdkAdapter:
         job_ids = run.handle.job_ids if run.handle else {}
         for aj in run.array_jobs:
             sid = str(job_ids.get(aj.id, f"{run.id}/{aj.id}"))
+            task = run.plan.task(aj) if run.plan is not None and aj.id in run.plan.members else None
             self._call(
                 "on_end_submit_job_ctx",
                 SubmitEndContext(
@@ -435,6 +438,7 @@ class SdkAdapter:
                     run.cluster,
                     now,
                     run.cluster.backend_name,
+                    task,
                 ),
             )
             self._call(
@@ -446,7 +450,7 @@ class SdkAdapter:
                     sid,
                     run_dir,
                     aj.name,
-                    False,
+                    isinstance(task, WorkflowTask),
                     now,
                     run.cluster,
                 ),

@@ -18,7 +18,8 @@
 
 Every command takes ``--cluster PROFILE``, before or after the command name (default:
 ``$LAZYSLURM_PROFILE``, else the embedded local cluster and its work directory,
-``$LAZYSLURM_WORKDIR`` or ``~/.lazyslurm``). ``runs``, ``status`` and ``usage`` take ``--json``.
+``$LAZYSLURM_WORKDIR`` or ``~/.lazyslurm``). ``runs``, ``status``, ``profiles``, ``logs``,
+``preview`` and ``usage`` take ``--json``.
 Also ``python -m lazyslurm``.
 
 ``preview`` takes ``PATH.py:NAME`` (a script, run with ``__name__`` set to
@@ -296,13 +297,23 @@ def resolve_node(run: Run, node: str) -> str:
     raise KeyError(msg)
 
 
+def _tail(text: str, n: int | None) -> str:
+    if n is None:
+        return text
+    return "".join(text.splitlines(keepends=True)[-n:] if n else [])
+
+
 def cmd_logs(args: argparse.Namespace, cluster: Cluster) -> int:
     run = _attach(args, cluster)
     key = resolve_node(run, args.node)
     out, err = run.logs(key)
-    text = err if args.stderr else out
-    if args.tail is not None:
-        text = "".join(text.splitlines(keepends=True)[-args.tail :] if args.tail else [])
+    if args.json:  # both streams, each cut by --tail
+        _print_json(
+            {"run": run.id, "node": key, "stdout": _tail(out, args.tail),
+             "stderr": _tail(err, args.tail)}
+        )  # fmt: skip
+        return EXIT_OK
+    text = _tail(err if args.stderr else out, args.tail)
     if text:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
     else:
@@ -486,11 +497,32 @@ def load_graph(target: str) -> Any:
     return value
 
 
+def _record(obj: Any) -> Any:
+    """An attrs record (a preview, a usage) as JSON-able data: its fields, nested records
+    as dicts, datetimes as ISO text."""
+    import datetime
+
+    import attrs
+
+    def plain(_inst: Any, _field: Any, value: Any) -> Any:
+        if isinstance(value, datetime.datetime):
+            return value.isoformat(timespec="seconds")
+        return value
+
+    return attrs.asdict(obj, value_serializer=plain)
+
+
 def cmd_preview(args: argparse.Namespace, cluster: Cluster) -> int:
     from lazyslurm.preview import preview
 
     graph = load_graph(args.target)
-    print(preview(graph, cluster=cluster, cache=args.cache or None, start=not args.no_start))
+    found = preview(graph, cluster=cluster, cache=args.cache or None, start=not args.no_start)
+    if args.json:
+        _print_json(
+            {**_record(found), "total": _record(found.total), "assumed": found.assumptions()}
+        )
+        return EXIT_OK
+    print(found)
     return EXIT_OK
 
 
@@ -587,6 +619,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--stderr", action="store_true", help="print stderr instead of stdout")
     p.add_argument("--tail", metavar="N", type=_non_negative_int, help="only the last N lines")
+    p.add_argument("--json", action="store_true", help="print both streams as JSON")
 
     p = add("cancel", cmd_cancel, "cancel every unfinished element of a run")
     p.add_argument("run", metavar="RUN", help="run id")
@@ -646,6 +679,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--cache", action="store_true", help="leave out what the cluster's store already holds"
     )
+    p.add_argument("--json", action="store_true", help=json_help)
 
     p = add(
         "usage",

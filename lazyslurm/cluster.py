@@ -60,13 +60,25 @@ class Cluster:
     that need it read its stored result. With ``cache=True`` that holds across sessions
     too: results already in the cluster's store are not computed again.
     ``max_core_hours`` refuses, before submitting, any graph whose worst case may exceed it.
+    ``backend_type=`` is slurm-sdk's name of ``backend`` (``Cluster(backend_type="ssh",
+    hostname=...)``).
     """
 
     def __init__(
         self,
         backend: BackendName | BackendSpec | Backend = "local",
+        *,
+        backend_type: BackendName | None = None,
         **options: Unpack[ClusterOptions],
     ) -> None:
+        if backend_type is not None:
+            if backend != "local" and backend != backend_type:
+                msg = (
+                    f"Cluster({backend!r}, backend_type={backend_type!r}): backend_type is "
+                    f"slurm-sdk's name of backend; give one of them"
+                )
+                raise ClusterConfigError(msg)
+            backend = backend_type
         given: dict[str, Any] = {k: v for k, v in options.items() if v is not None}
         if isinstance(backend, str):
             spec: BackendSpec | None = backends.get(backend)
@@ -276,7 +288,28 @@ def default_cluster() -> Cluster:
     return Cluster("local")
 
 
-def resolve_cluster(cluster: Cluster | None) -> Cluster:
+@functools.cache
+def named_cluster(name: str) -> Cluster:
+    """The cluster of ``compute(..., cluster=NAME)``: ``Cluster(NAME)``, made once per
+    process (so its session remembers what ran there, as the default cluster's does; for
+    ``"local"`` without a profile, the default cluster itself: one pool of workers)."""
+    if name == "local" and not os.environ.get("LAZYSLURM_PROFILE"):
+        return default_cluster()
+    return Cluster(name)  # type: ignore[arg-type]  # checked there: did you mean ...?
+
+
+def resolve_cluster(cluster: Cluster | str | None) -> Cluster:
+    """The cluster to use: the one given (or ``Cluster(NAME)`` for a backend name), else
+    the active one, else the default."""
+    if isinstance(cluster, str):
+        cluster = named_cluster(cluster)
+    elif cluster is not None and not isinstance(cluster, Cluster):
+        names = ", ".join(map(repr, backends.names()))
+        msg = (
+            f"cluster= takes a Cluster or a backend name ({names}), got "
+            f"{type(cluster).__name__} {cluster!r}"
+        )
+        raise TypeError(msg)
     if cluster is not None:
         if not cluster.embedded:
             from lazyslurm.guard import note_used

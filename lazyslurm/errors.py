@@ -38,6 +38,7 @@ __all__ = [
     "HiddenLazyValueError",
     "ImplicitLocalWarning",
     "InvalidArgumentError",
+    "InvalidNoutError",
     "InvalidOptionError",
     "JobCancelledError",
     "JobFailedError",
@@ -46,6 +47,7 @@ __all__ = [
     "LazySlurmError",
     "LazyValueError",
     "MapOverMappingError",
+    "NoSlurmError",
     "NodeFailError",
     "NotSubmittedError",
     "OptionTypeError",
@@ -92,6 +94,12 @@ class InvalidOptionError(LazySlurmError, ValueError):
 
 class OptionTypeError(LazySlurmError, TypeError):
     """A task or cluster option has a value of the wrong type."""
+
+
+class InvalidNoutError(OptionTypeError, ValueError):
+    """``nout`` is not a non-negative int (``True``, ``-1``, ``"2"``). A ``ValueError``
+    as in dask, and an :class:`OptionTypeError` (a ``TypeError``) as lazyslurm's other
+    option errors."""
 
 
 class UnknownLengthError(LazySlurmError, TypeError):
@@ -169,6 +177,13 @@ class ImplicitLocalWarning(LazySlurmError, UserWarning):
 
 class BackendError(LazySlurmError, RuntimeError):
     """A backend command (sbatch, squeue, ssh, ...) failed for reasons other than the task."""
+
+
+class NoSlurmError(BackendError):
+    """No usable Slurm where the cluster's commands run: ``scontrol`` is not on the PATH,
+    Slurm is not configured there, or its controller (slurmctld) cannot be reached. The
+    message says which, and what to use instead (``Cluster("ssh", ...)``,
+    ``Cluster("local")``)."""
 
 
 class SubmissionError(BackendError):
@@ -437,7 +452,8 @@ class RunInterrupted(KeyboardInterrupt):
 
     A ``KeyboardInterrupt`` (not a :class:`LazySlurmError`, which is an ``Exception``), so
     ``except Exception`` never swallows a Ctrl-C. Uncaught, it prints that one line
-    instead of a traceback.
+    instead of a traceback (IPython too), and the program then dies by SIGINT, as on a
+    plain Ctrl-C: its exit status is 130, so a shell loop or ``make`` stops.
     """
 
     def __init__(self, message: str = "", run_id: str = "", cancelled: int = 0) -> None:
@@ -447,6 +463,10 @@ class RunInterrupted(KeyboardInterrupt):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (str(self), self.run_id, self.cancelled))
+
+    def _render_traceback_(self) -> list[str]:
+        """IPython and Jupyter show this instead of a traceback: the one line."""
+        return [str(self)]
 
 
 class TaskCancelledError(LazySlurmError, RuntimeError):

@@ -32,7 +32,7 @@ from lazyslurm.backends.base import (
     Snapshot,
 )
 from lazyslurm.cache import RunSummary, list_runs, plan_with_store, read_run
-from lazyslurm.cluster import Cluster, current_cluster, resolve_cluster
+from lazyslurm.cluster import BackendName, Cluster, current_cluster, resolve_cluster
 from lazyslurm.dynamic import extend_handle, fill_states, known_records, read_records
 from lazyslurm.errors import (
     BackendError,
@@ -111,7 +111,9 @@ def _emit(callbacks: Sequence[Any], event: str, *args: Any) -> None:
             fn(*args)
 
 
-def plan(*exprs: Any, cluster: Cluster | None = None, cache: bool | None = None) -> Plan:
+def plan(
+    *exprs: Any, cluster: Cluster | BackendName | None = None, cache: bool | None = None
+) -> Plan:
     """The plan ``compute(*exprs)`` would submit now, as data (submits nothing).
 
     With caching on, ``plan.cached`` holds the keys found in the store (not run again).
@@ -218,7 +220,10 @@ class Run:
 
     @classmethod
     def attach(
-        cls, run_id: str, cluster: Cluster | None = None, callbacks: Sequence[Any] = ()
+        cls,
+        run_id: str,
+        cluster: Cluster | BackendName | None = None,
+        callbacks: Sequence[Any] = (),
     ) -> Run:
         """Re-attach to a run from its run directory (from any process)."""
         cl = resolve_cluster(cluster)
@@ -638,7 +643,7 @@ def fetch_outputs(cluster: Cluster, templates: list[Any]) -> tuple[Any, ...]:
 
 def submit(
     *exprs: Any,
-    cluster: Cluster | None = None,
+    cluster: Cluster | BackendName | None = None,
     callbacks: Sequence[Any] = (),
     label: str = "",
     cache: bool | None = None,
@@ -784,59 +789,72 @@ def _progress_callbacks(progress: bool | None) -> list[Any]:
 # their types in the tuple, anything else (plain values, containers) is typed Any.
 @overload
 def compute(
-    a: _Lazy[T1], /, *, cluster: Cluster | None = ..., callbacks: Sequence[Any] = ...,
+    a: _Lazy[T1], /, *, cluster: Cluster | BackendName | None = ..., callbacks: Sequence[Any] = ...,
     fetch: bool = ..., cache: bool | None = ..., progress: bool | None = ...,
 ) -> tuple[T1]: ...
 @overload
 def compute(
-    a: _Lazy[T1], b: _Lazy[T2], /, *, cluster: Cluster | None = ...,
+    a: _Lazy[T1], b: _Lazy[T2], /, *, cluster: Cluster | BackendName | None = ...,
     callbacks: Sequence[Any] = ..., fetch: bool = ..., cache: bool | None = ...,
     progress: bool | None = ...,
 ) -> tuple[T1, T2]: ...
 @overload
 def compute(
-    a: _Lazy[T1], b: _Lazy[T2], c: _Lazy[T3], /, *, cluster: Cluster | None = ...,
+    a: _Lazy[T1], b: _Lazy[T2], c: _Lazy[T3], /, *, cluster: Cluster | BackendName | None = ...,
     callbacks: Sequence[Any] = ..., fetch: bool = ..., cache: bool | None = ...,
     progress: bool | None = ...,
 ) -> tuple[T1, T2, T3]: ...
 @overload
 def compute(
     a: _Lazy[T1], b: _Lazy[T2], c: _Lazy[T3], d: _Lazy[T4], /, *,
-    cluster: Cluster | None = ..., callbacks: Sequence[Any] = ..., fetch: bool = ...,
+    cluster: Cluster | BackendName | None = ..., callbacks: Sequence[Any] = ..., fetch: bool = ...,
     cache: bool | None = ..., progress: bool | None = ...,
 ) -> tuple[T1, T2, T3, T4]: ...
 @overload
 def compute(
     a: _Lazy[T1], b: _Lazy[T2], c: _Lazy[T3], d: _Lazy[T4], e: _Lazy[T5], /, *,
-    cluster: Cluster | None = ..., callbacks: Sequence[Any] = ..., fetch: bool = ...,
+    cluster: Cluster | BackendName | None = ..., callbacks: Sequence[Any] = ..., fetch: bool = ...,
     cache: bool | None = ..., progress: bool | None = ...,
 ) -> tuple[T1, T2, T3, T4, T5]: ...
 @overload
 def compute(
-    *exprs: Any, cluster: Cluster | None = ..., callbacks: Sequence[Any] = ...,
+    *exprs: Any, cluster: Cluster | BackendName | None = ..., callbacks: Sequence[Any] = ...,
     fetch: bool = ..., cache: bool | None = ..., progress: bool | None = ...,
 ) -> tuple[Any, ...]: ...
 def compute(
     *exprs: Any,
-    cluster: Cluster | None = None,
+    cluster: Cluster | BackendName | None = None,
     callbacks: Sequence[Any] = (),
     fetch: bool = True,
     cache: bool | None = None,
     progress: bool | None = None,
     max_core_hours: float | None = None,
+    label: str = "",
+    scheduler: str | None = None,
+    **kwargs: Any,
 ) -> tuple[Any, ...]:
     """Run everything ``exprs`` need and return their results, as a tuple.
 
     A ``Job`` gives its result, a ``JobArray`` the list of its results, containers are
     rebuilt with results in place; anything else is returned as is. A failed task
-    re-raises with its original exception type. ``max_core_hours``: see :func:`submit`.
-    For type checkers, ``compute(a, b)`` of a ``Job[X]`` and a ``JobArray[Y]`` is a
-    ``tuple[X, list[Y]]`` (up to five values).
+    re-raises with its original exception type. ``max_core_hours``, ``label``: see
+    :func:`submit`. For type checkers, ``compute(a, b)`` of a ``Job[X]`` and a
+    ``JobArray[Y]`` is a ``tuple[X, list[Y]]`` (up to five values).
+
+    As ``dask.compute``: ``scheduler=`` names where to run when no cluster is given
+    (dask's ``"sync"``/``"single-threaded"`` is the ``sync`` backend, ``"threads"``/
+    ``"processes"`` the ``local`` pool, or a backend name), and other keywords (dask's
+    ``optimize_graph``, ``num_workers``, ...) are accepted and have no effect here; one
+    that looks like a misspelt keyword of this function raises ``TypeError``.
     """
+    _check_forwarded(kwargs)
+    if scheduler is not None and cluster is None:
+        cluster = _DASK_SCHEDULERS.get(scheduler, scheduler)  # type: ignore[assignment]
     run = submit(
         *exprs,
         cluster=cluster,
         callbacks=callbacks,
+        label=label,
         cache=cache,
         progress=progress,
         max_core_hours=max_core_hours,
@@ -845,7 +863,39 @@ def compute(
     return out if out is not None else ()
 
 
-def job_logs(job: Job, cluster: Cluster | None = None) -> tuple[str, str]:
+# dask.compute(scheduler=...) names, as lazyslurm backends
+_DASK_SCHEDULERS = {
+    "sync": "sync",
+    "synchronous": "sync",
+    "single-threaded": "sync",
+    "threads": "local",
+    "threading": "local",
+    "processes": "local",
+    "multiprocessing": "local",
+}
+_COMPUTE_KEYWORDS = (
+    "cluster", "callbacks", "fetch", "cache", "progress", "max_core_hours", "label", "scheduler",
+)
+
+
+def _check_forwarded(kwargs: Mapping[str, Any]) -> None:
+    """Keywords ``compute`` has no use for pass (as dask forwards them to a scheduler that
+    may ignore them), unless one is a misspelling of its own: that raises."""
+    import difflib
+
+    for name in kwargs:
+        close = difflib.get_close_matches(name, _COMPUTE_KEYWORDS, n=1, cutoff=0.75)
+        if close:
+            msg = (
+                f"compute() got an unexpected keyword argument {name!r}; did you mean "
+                f"{close[0]!r}?"
+            )
+            raise TypeError(msg)
+    if kwargs:
+        log.debug("compute: keywords %s have no effect here", sorted(kwargs))
+
+
+def job_logs(job: Job, cluster: Cluster | BackendName | None = None) -> tuple[str, str]:
     """``(stdout, stderr)`` of the element that ran ``job`` (in this session, or found in
     the store with ``cache``)."""
     cl = resolve_cluster(cluster)
@@ -887,7 +937,7 @@ def _read_outputs(data: bytes, run_id: str, cl: Cluster) -> Any:
         raise CorruptRunError(msg, run=run_id, path=path) from exc
 
 
-def runs(cluster: Cluster | None = None) -> list[RunSummary]:
+def runs(cluster: Cluster | BackendName | None = None) -> list[RunSummary]:
     """Runs in the cluster's store, newest first (one command, also over SSH)."""
     cl = resolve_cluster(cluster)
     return list_runs(cl.backend.shell, str(cl.backend.workdir))

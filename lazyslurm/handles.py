@@ -29,7 +29,13 @@ from typing import Any
 
 from lazyslurm import draw, execute
 from lazyslurm.backends.base import CANCELLED, DONE, FAILED, PENDING, RUNNING, TERMINAL, Snapshot
-from lazyslurm.cluster import Cluster, current_cluster, default_cluster, live_clusters
+from lazyslurm.cluster import (
+    Cluster,
+    current_cluster,
+    default_cluster,
+    live_clusters,
+    resolve_cluster,
+)
 from lazyslurm.errors import JobFailedError, NotSubmittedError, WaitTimeoutError
 from lazyslurm.execute import Run, fetch_outputs, read_logs, submit
 from lazyslurm.graph.core import Job, JobArray, JobView, Task
@@ -73,7 +79,7 @@ def _session(obj: Any, cluster: Cluster | None) -> Cluster:
     """The cluster a handle talks to: the one given, else the active one, else the
     session that submitted it, else the default."""
     if cluster is not None:
-        return cluster
+        return resolve_cluster(cluster)  # a backend name too: compute(cluster="sync")
     active = current_cluster()
     if active is not None:
         return active

@@ -1,15 +1,17 @@
-"""``configure_logging``: show lazyslurm's log records, as slurm-sdk's helper of that name.
+"""``configure_logging``: logging for a program, as slurm-sdk's helper of that name.
 
-Nothing here runs at import: lazyslurm never configures logging by itself. Call it once in
-a program (not in a library):
+It configures the root logger, as slurm-sdk's does: your own
+``logging.getLogger(__name__).info(...)`` records show, next to lazyslurm's. Nothing here
+runs at import: lazyslurm never configures logging by itself. Call it once in a program
+(not in a library):
 
 >>> import logging as std_logging
->>> log = configure_logging(level="DEBUG", use_rich=False)
->>> log.name, log.level == std_logging.DEBUG, len(log.handlers)
-('lazyslurm', True, 1)
->>> configure_logging(level="INFO", use_rich=False) is log and len(log.handlers)  # no pile-up
-1
->>> remove_handler(); log.setLevel(std_logging.NOTSET)
+>>> root = configure_logging(level="DEBUG", use_rich=False)
+>>> root is std_logging.getLogger(), root.level == std_logging.DEBUG, len(root.handlers) >= 1
+(True, True, True)
+>>> configure_logging(level="INFO", use_rich=False) is root  # replaces its handler
+True
+>>> remove_handler(); root.setLevel(std_logging.WARNING)
 """
 
 from __future__ import annotations
@@ -23,16 +25,19 @@ __all__ = ["configure_logging", "remove_handler"]
 
 LOGGER = "lazyslurm"
 _MARK = "_lazyslurm_handler"  # set on the handler this module installs
+_CHATTY = ("paramiko", "paramiko.transport", "paramiko.transport.sftp")  # kept at WARNING
 
 
 def configure_logging(
     level: int | str = "INFO", *, use_rich: bool = True, **rich_options: Any
 ) -> logging.Logger:
-    """Send the ``lazyslurm`` loggers' records at ``level`` and above to stderr.
+    """Send the records of every logger (yours and lazyslurm's) at ``level`` and above to
+    stderr: one handler on the root logger, which gets ``level``.
 
     ``use_rich`` uses :class:`rich.logging.RichHandler` (``rich_options`` go to it), else
     a plain :class:`logging.StreamHandler`. Calling it again replaces the handler it
-    installed before. Returns the ``lazyslurm`` logger.
+    installed before (handlers of your own stay). paramiko's loggers are kept at WARNING.
+    Returns the root logger.
     """
     if isinstance(level, str):
         name = level.upper()
@@ -41,7 +46,7 @@ def configure_logging(
             msg = f"unknown logging level {level!r}: use DEBUG, INFO, WARNING, ERROR or an int"
             raise InvalidOptionError(msg)
         level = resolved
-    logger = logging.getLogger(LOGGER)
+    root = logging.getLogger()
     remove_handler()
     handler: logging.Handler
     if use_rich:
@@ -54,15 +59,18 @@ def configure_logging(
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     setattr(handler, _MARK, True)
     handler.setLevel(level)
-    logger.addHandler(handler)
-    logger.setLevel(level)
-    return logger
+    root.addHandler(handler)
+    root.setLevel(level)
+    for name in _CHATTY:
+        if logging.getLogger(name).level == logging.NOTSET:
+            logging.getLogger(name).setLevel(logging.WARNING)
+    return root
 
 
 def remove_handler() -> None:
     """Remove the handler :func:`configure_logging` installed (if any)."""
-    logger = logging.getLogger(LOGGER)
-    for h in list(logger.handlers):
-        if getattr(h, _MARK, False):
-            logger.removeHandler(h)
-            h.close()
+    for logger in (logging.getLogger(), logging.getLogger(LOGGER)):
+        for h in list(logger.handlers):
+            if getattr(h, _MARK, False):
+                logger.removeHandler(h)
+                h.close()

@@ -1,9 +1,13 @@
 """A live progress display: one ``rich.progress`` bar per array job, shown on a terminal.
 
-Used as a callback by ``compute``/``submit``: off with ``progress=False`` or when stderr
-is not a TTY; ``progress=True`` forces it (off a terminal, the final bars are printed
-once, when the run ends). Each bar shows the elements done of the array job's total,
-how many are running, failures in red, the rate of finished elements and the ETA:
+Used as a callback by ``compute``/``submit``: off with ``progress=False``; when stderr is
+not a TTY (``| cat``, ``nohup``, a batch job), two plain lines instead (the run id when
+submitted, the counts when it ends: :class:`PlainProgress`), unless logging already shows
+lazyslurm's INFO records; ``progress=True`` forces the bars (off a terminal, the final
+bars are printed once, when the run ends). Each bar shows the elements done of the array
+job's total, how many are running, failures in red, the rate of finished elements and the
+ETA (narrow terminals drop the rate, then the ETA, and cut long names with "…": one line
+per array job at any width):
 
     lazyslurm run 20261202-061500-ab12cd
     aj0 train_model     ━━━━━━━━━━━━╸━━━━━━━━━  6/12  4 running  1 failed  2.1/s  0:00:03
@@ -21,6 +25,7 @@ from typing import Any
 
 __all__ = [
     "NotebookProgress",
+    "PlainProgress",
     "RichProgress",
     "install_interrupt_hook",
     "interrupted_line",
@@ -31,20 +36,71 @@ DONE, RUNNING, FAILED, CANCELLED = "DONE", "RUNNING", "FAILED", "CANCELLED"
 _ENDED = (DONE, FAILED, CANCELLED)
 
 
-def make_progress(force: bool = False) -> RichProgress | None:
-    """A display, or None when it would not be seen (no TTY) or rich is missing.
-
-    In a Jupyter kernel: a :class:`NotebookProgress` (an HTML display updated in place).
+def make_progress(force: bool = False) -> RichProgress | PlainProgress | None:
+    """A display: bars on a terminal; in a Jupyter kernel a :class:`NotebookProgress`
+    (an HTML display updated in place); off a terminal (``| cat``, ``nohup``, a batch
+    job) a :class:`PlainProgress` (two lines on stderr: the run id, then a summary),
+    unless logging already shows lazyslurm's INFO records (which say the same); None
+    when nothing is to be shown.
     """
-    try:
-        import rich  # noqa: F401
-    except ImportError:
-        return None
     if in_notebook():
         return NotebookProgress()
-    if not force and not sys.stderr.isatty():
-        return None
+    if not force and not _isatty(sys.stderr):
+        return None if logging_shows_info() else PlainProgress()
     return RichProgress()
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # replaced or closed
+        return False
+
+
+def logging_shows_info() -> bool:
+    """Whether the ``lazyslurm`` logger's INFO records reach a handler (configured by the
+    program, e.g. :func:`lazyslurm.logging.configure_logging` or ``basicConfig``)."""
+    import logging
+
+    logger = logging.getLogger("lazyslurm")
+    return logger.isEnabledFor(logging.INFO) and logger.hasHandlers()
+
+
+class PlainProgress:
+    """Off a terminal: one line on stderr when the run is submitted (its id, which
+    ``lazyslurm status`` takes) and one when it ends (the counts), nothing in between.
+
+    >>> import io
+    >>> class R:
+    ...     id, array_jobs, last_snapshot = "r1", (), None
+    >>> out = io.StringIO()
+    >>> PlainProgress(out).on_submit(R())
+    >>> print(out.getvalue(), end="")
+    lazyslurm: submitted run r1 (0 array jobs, 0 elements); watch it: lazyslurm status r1
+    """
+
+    def __init__(self, stream: Any = None) -> None:
+        self._stream = stream
+        self._started = 0.0
+
+    def _print(self, line: str) -> None:
+        print(line, file=self._stream if self._stream is not None else sys.stderr, flush=True)
+
+    def on_submit(self, run: Any) -> None:
+        self._started = time.monotonic()
+        n, elements = len(run.array_jobs), sum(aj.size for aj in run.array_jobs)
+        self._print(
+            f"lazyslurm: submitted run {run.id} ({n} array job{'s' * (n != 1)}, "
+            f"{elements} element{'s' * (elements != 1)}); watch it: lazyslurm status {run.id}"
+        )
+
+    def on_done(self, run: Any) -> None:
+        snap = run.last_snapshot
+        counts = snap.counts_total() if snap is not None else {}
+        order = (DONE, FAILED, CANCELLED)
+        said = ", ".join(f"{counts[s]} {s.lower()}" for s in order if counts.get(s))
+        took = f" in {time.monotonic() - self._started:.1f} s" if self._started else ""
+        self._print(f"lazyslurm: run {run.id} finished{took}: {said or 'nothing ran'}")
 
 
 def in_notebook() -> bool:
@@ -78,9 +134,44 @@ def interrupted_line(run_id: str, counts: dict[str, int], cancelled: int) -> str
     )
 
 
-def _columns() -> tuple[Any, ...]:
+def layout(width: int, id_width: int, name_width: int, digits: int) -> dict[str, int]:
+    """Widths of the columns of a console ``width`` columns wide, so that each array job
+    stays one line: the rate shows from 100 columns, the ETA from 72; the name (cut with
+    "…" when longer) and the bar (6 to 30) share what the other columns leave.
+
+    >>> layout(120, 3, 10, 2)
+    {'id': 3, 'name': 10, 'bar': 30, 'rate': 1, 'eta': 1}
+    >>> layout(80, 3, 45, 4)
+    {'id': 3, 'name': 20, 'bar': 9, 'rate': 0, 'eta': 1}
+    >>> layout(60, 3, 45, 4)
+    {'id': 3, 'name': 11, 'bar': 6, 'rate': 0, 'eta': 0}
+    """
+    rate, eta = int(width >= 100), int(width >= 72)
+    counts = 4 * digits + 20  # "done/total  N running  N failed"
+    fixed = id_width + counts + 9 * rate + 7 * eta
+    gaps = 3 + rate + eta  # one space between columns
+    room = max(0, width - fixed - gaps - 1)
+    bar = max(6, min(30, max(room // 3, room - name_width)))
+    name = max(4, min(name_width, room - bar))
+    return {"id": id_width, "name": name, "bar": bar, "rate": rate, "eta": eta}
+
+
+def fit(text: str, width: int) -> str:
+    """``text`` cut to ``width`` columns with "…", else padded.
+
+    >>> fit("train_model_on_everything", 12), fit("eval", 6)
+    ('train_model…', 'eval  ')
+    """
+    return text[: width - 1] + "…" if len(text) > width else text.ljust(width)
+
+
+def _columns(widths: dict[str, int]) -> tuple[Any, ...]:
     from rich.progress import BarColumn, ProgressColumn, TextColumn, TimeRemainingColumn
+    from rich.table import Column
     from rich.text import Text
+
+    def one_line() -> Column:  # never wraps: a narrow terminal cuts, with "…"
+        return Column(no_wrap=True, overflow="ellipsis")
 
     class Counts(ProgressColumn):
         """``done/total``, running, failures in red (and cancelled, if any)."""
@@ -108,14 +199,17 @@ def _columns() -> tuple[Any, ...]:
                 return Text(f"{speed * 60:5.1f}/min", style="progress.data.speed")
             return Text(f"{speed:5.1f}/s", style="progress.data.speed")
 
-    return (
-        TextColumn("[bold blue]{task.fields[aj]}"),
-        TextColumn("{task.description}"),
-        BarColumn(bar_width=30),
-        Counts(),
-        Rate(),
-        TimeRemainingColumn(),
-    )
+    columns: list[Any] = [
+        TextColumn("[bold blue]{task.fields[aj]}", table_column=one_line()),
+        TextColumn("{task.description}", markup=False, table_column=one_line()),
+        BarColumn(bar_width=widths["bar"], table_column=one_line()),
+        Counts(table_column=one_line()),
+    ]
+    if widths["rate"]:
+        columns.append(Rate(table_column=one_line()))
+    if widths["eta"]:
+        columns.append(TimeRemainingColumn(table_column=one_line()))
+    return tuple(columns)
 
 
 class RichProgress:
@@ -144,20 +238,25 @@ class RichProgress:
             class Titled(Progress):
                 def get_renderables(self) -> Any:
                     # inside the live region: cleared with the bars on Ctrl-C
-                    yield Text.assemble(
+                    title = Text.assemble(
                         ("lazyslurm run ", "bold"), run.id, (display.unreachable, "bold red")
                     )
+                    title.no_wrap, title.overflow = True, "ellipsis"
+                    yield title
                     yield from super().get_renderables()
 
+            longest = max((2 * aj.depth + len(aj.name) for aj in run.array_jobs), default=4)
+            self._digits = max((len(str(aj.size)) for aj in run.array_jobs), default=1)
+            ids = max((len(aj.id) for aj in run.array_jobs), default=3)
+            widths = layout(self._console.width, ids, longest, self._digits)
+            self._width = widths["name"]
             self._progress = Titled(
-                *_columns(),
+                *_columns(widths),
                 console=self._console,
                 refresh_per_second=4,
                 transient=False,
                 auto_refresh=False,
             )
-            self._width = max((len(aj.name) for aj in run.array_jobs), default=4)
-            self._digits = max((len(str(aj.size)) for aj in run.array_jobs), default=1)
             self._add_bars(run)
         return self._progress
 
@@ -169,7 +268,7 @@ class RichProgress:
             if aj.id in self._bars:
                 continue
             self._bars[aj.id] = self._progress.add_task(
-                ("  " * aj.depth + aj.name).ljust(self._width),
+                fit("  " * aj.depth + aj.name, self._width),
                 total=aj.size,
                 width=self._digits,
                 aj=aj.id,
@@ -238,7 +337,10 @@ class RichProgress:
 
 def install_interrupt_hook() -> None:
     """Make an uncaught :class:`~lazyslurm.errors.RunInterrupted` print its one line
-    instead of a traceback (other exceptions go to the previous ``sys.excepthook``).
+    instead of a traceback (other exceptions go to the previous ``sys.excepthook``), then
+    end the program by SIGINT, as an uncaught plain ``KeyboardInterrupt`` does: a shell
+    sees status 130 and stops its loop (Python itself does this only for the exact type).
+    In an interactive session (``python -i``, the REPL) the line is all.
 
     Installed when a Ctrl-C cancels a run, not at import.
     """
@@ -251,11 +353,34 @@ def install_interrupt_hook() -> None:
 
         if isinstance(value, RunInterrupted):
             print(str(value), file=sys.stderr)
+            if not (hasattr(sys, "ps1") or sys.flags.interactive):
+                _die_by_sigint_at_exit()
             return
         previous(tp, value, tb)
 
     hook._lazyslurm_interrupt = True  # type: ignore[attr-defined]
     sys.excepthook = hook
+
+
+def _die_by_sigint_at_exit() -> None:
+    """At interpreter exit, once the other exit functions ran, die by SIGINT."""
+    import atexit
+
+    def die() -> None:
+        import os
+        import signal
+
+        atexit.unregister(die)
+        atexit._run_exitfuncs()  # those registered before this one (it runs first)
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError, AttributeError):
+                pass
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    atexit.register(die)
 
 
 class NotebookProgress(RichProgress):

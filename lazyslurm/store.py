@@ -879,15 +879,20 @@ _LIGHT_CLOUDPICKLE = {
 
 
 def dumps(obj: Any) -> bytes:
-    """Pickle with the standard library; fall back to cloudpickle (lambdas, closures, ...)."""
+    """Pickle with the standard library; fall back to cloudpickle (lambdas, closures, ...,
+    and what names ``__main__``: a class of the user's script is a different module where
+    the pickle is read, so cloudpickle carries it by value)."""
     import _pickle
 
     try:
-        return _pickle.dumps(obj, protocol=5)
+        data = _pickle.dumps(obj, protocol=5)
     except Exception:
-        import cloudpickle
+        data = b""
+    if data and b"__main__" not in data:
+        return data
+    import cloudpickle
 
-        return cloudpickle.dumps(obj)
+    return cloudpickle.dumps(obj)
 
 
 # Values (spec elements, results, error records) travel as marshal data when they are

@@ -12,8 +12,8 @@ allocation ends at once.
 >>> @workflow(time="00:10:00")
 ... def pipeline(n: int, ctx: WorkflowContext) -> int:
 ...     return n
->>> pipeline.name, pipeline.resources.timeout_min
-('pipeline', 10)
+>>> pipeline.name, pipeline.resources.timeout_min, isinstance(pipeline, WorkflowTask)
+('pipeline', 10, True)
 """
 
 from __future__ import annotations
@@ -30,14 +30,12 @@ import attrs
 
 from lazyslurm.cluster import Cluster
 from lazyslurm.errors import InvalidArgumentError
-from lazyslurm.graph.core import Task
+from lazyslurm.graph.core import Task, WorkflowTask
 from lazyslurm.graph.resources import Resources
 from lazyslurm.runner import ELEMENT_ENV  # set by the runner around each element
 from lazyslurm.store import RunLayout, read_private
 
-__all__ = ["ELEMENT_ENV", "WorkflowContext", "workflow"]
-
-
+__all__ = ["ELEMENT_ENV", "WorkflowContext", "WorkflowTask", "workflow"]
 
 @attrs.frozen
 class WorkflowContext:
@@ -110,11 +108,11 @@ def workflow(func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     pure = options.pop("pure", False)
     resources = Resources.from_options(**options)
 
-    def make(f: Callable[..., Any]) -> Task[Any]:
+    def make(f: Callable[..., Any]) -> Task[..., Any]:
         if not callable(f):
             msg = f"@workflow needs a function, got {f!r}"
             raise InvalidArgumentError(msg)
-        return Task(WorkflowFunction(f), resources, pure=pure)
+        return WorkflowTask(WorkflowFunction(f), resources, pure=pure)
 
     return make(func) if func is not None else make
 

@@ -274,6 +274,18 @@ def test_logs_stderr_and_tail(project, store, capsys):
     assert "no stdout output" in err
 
 
+def test_logs_json_has_both_streams(project, store, capsys):
+    """`logs --json`: the run, the node's key and both streams (cut by --tail)."""
+    code, out, err = run_cli(
+        capsys, "logs", store.failed, "aj0:0", "--json", "--tail", "2", "--cluster", "work"
+    )
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["run"] == store.failed and data["node"].startswith("noisy-")
+    assert data["stdout"] == "out line 3\nout line 4\n"
+    assert data["stderr"].count("\n") == 2
+
+
 def test_logs_of_an_element_without_output(project, store, capsys):
     code, out, err = run_cli(capsys, "logs", store.done, "aj1:0", "--cluster", "work")
     assert (code, out) == (0, "")
@@ -555,6 +567,19 @@ def test_preview_of_a_script_prints_the_table(graph_script, capsys, name):
     assert row.split()[:9] == ["aj0", "work", "0", "20", "-", "4", "?", "0", "01:00:00"]
 
 
+def test_preview_json(graph_script, capsys):
+    """`preview --json`: every array job's request and worst case, and the totals."""
+    code, out, err = run_cli(capsys, "preview", "proj/sweep.py:graph", "--no-start", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert [(j["id"], j["name"], j["elements"]) for j in data["jobs"]] == [
+        ("aj0", "work", 20), ("aj1", "total", 1),
+    ]  # fmt: skip
+    assert data["jobs"][0]["cpus"] == 4 and data["jobs"][0]["time_min"] == 60
+    assert data["total"]["elements"] == 21 and round(data["total"]["core_hours"], 1) == 80.2
+    assert data["backend"] == "local" and isinstance(data["assumed"], list)
+
+
 def test_preview_of_a_module(graph_script, capsys, monkeypatch):
     """`preview package.module:NAME` imports the module."""
     monkeypatch.syspath_prepend(str(graph_script.parent))
@@ -592,6 +617,15 @@ def test_usage_on_a_backend_without_accounting_exits_0(project, store, capsys):
     code, out, err = run_cli(capsys, "usage", store.done, "--json", "--cluster", "work")
     data = json.loads(out)
     assert code == 0 and data["run"] == store.done and data["sources"] == ["runner"]
+
+
+def test_usage_json(project, store, capsys):
+    """`usage --json`: the Usage record's data (a local run: no jobs, and the note)."""
+    code, out, err = run_cli(capsys, "usage", store.done, "--json", "--cluster", "work")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["run_id"] == store.done and data["jobs"] == []
+    assert "no accounting" in data["note"]
 
 
 @pytest.mark.slurm

@@ -384,12 +384,17 @@ def test_attach_unknown_run_is_a_key_error(tmp_path):
 
 
 def test_progress_display_when_asked(tmp_path, capsys):
-    """progress=True draws a bar per array job; the default off a TTY draws nothing."""
+    """progress=True draws a bar per array job; the default off a TTY draws no bars, only
+    the run's id and its end (two lines); progress=False nothing."""
     with Cluster("local", workdir=tmp_path, max_workers=2):
         compute(inc.map(range(3)), progress=True)
         err = capsys.readouterr().err
         assert "lazyslurm run" in err and "aj0 inc" in err and "3/3" in err
         compute(inc.map(range(4)))
+        err = capsys.readouterr().err
+        assert "━" not in err and len(err.splitlines()) == 2, err
+        assert "lazyslurm: submitted run" in err and "s: 1 done" in err  # inc(3) is new
+        compute(inc.map(range(5)), progress=False)
         assert capsys.readouterr().err == ""
 
 

@@ -227,7 +227,7 @@ def test_reserved_names_are_documented_and_other_names_are_views():
     assert isinstance(job.id, (str, type(None)))
     assert callable(job.cancel) and callable(job.wait)
     assert isinstance(job.accuracy, JobView)
-    assert isinstance(job.result.id, JobView)  # on a view, every name is a view
+    assert isinstance(job.accuracy.id, JobView)  # on a view, every name is a view
 
 
 @task

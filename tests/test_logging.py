@@ -1,4 +1,5 @@
-"""configure_logging: a rich (or plain) handler on the lazyslurm loggers, never at import."""
+"""configure_logging: a rich (or plain) handler on the root logger (slurm-sdk's), never at
+import."""
 
 from __future__ import annotations
 
@@ -16,11 +17,15 @@ from lazyslurm.logging import configure_logging, remove_handler
 
 @pytest.fixture
 def restore():
-    logger = logging.getLogger("lazyslurm")
+    logger = logging.getLogger()
     level = logger.level
     yield logger
     remove_handler()
     logger.setLevel(level)
+
+
+def ours(logger: logging.Logger) -> list[logging.Handler]:
+    return [h for h in logger.handlers if getattr(h, "_lazyslurm_handler", False)]
 
 
 def test_importing_lazyslurm_configures_no_logging():
@@ -34,12 +39,28 @@ def test_importing_lazyslurm_configures_no_logging():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_rich_handler_on_the_lazyslurm_logger(restore):
+def test_rich_handler_on_the_root_logger(restore):
     """use_rich=True installs one RichHandler at the level; calling again replaces it."""
     log = configure_logging(level="DEBUG")
-    assert [type(h) for h in log.handlers] == [RichHandler] and log.level == logging.DEBUG
+    assert log is logging.getLogger()
+    assert [type(h) for h in ours(log)] == [RichHandler] and log.level == logging.DEBUG
     configure_logging(level=logging.WARNING)
-    assert len(log.handlers) == 1 and log.level == logging.WARNING
+    assert len(ours(log)) == 1 and log.level == logging.WARNING
+
+
+def test_a_programs_own_records_show_as_with_slurm_sdk():
+    """As slurm-sdk's configure_logging: the root logger is configured, so the program's
+    own `logging.getLogger(__name__).info(...)` prints (it printed nothing)."""
+    code = (
+        "import logging\n"
+        "from lazyslurm.logging import configure_logging\n"
+        "configure_logging(use_rich=False)\n"
+        "logging.getLogger('my.script').info('my own record')\n"
+        "logging.getLogger('paramiko.transport').info('chatter')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "INFO my.script: my own record" in out.stderr, out.stderr
+    assert "chatter" not in out.stderr
 
 
 def test_plain_handler_shows_run_messages(restore, tmp_path, capsys):
@@ -62,8 +83,9 @@ def test_user_handlers_are_left_alone(restore):
     restore.addHandler(mine)
     try:
         configure_logging(use_rich=False)
+        assert mine in restore.handlers
         remove_handler()
-        assert restore.handlers == [mine]
+        assert mine in restore.handlers and not ours(restore)
     finally:
         restore.removeHandler(mine)
 

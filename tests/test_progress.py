@@ -337,3 +337,78 @@ def test_the_title_says_since_when_the_cluster_is_unreachable():
     assert f"cluster unreachable since {time.strftime('%H:%M:%S', time.localtime(since))}" in text
     assert "Unable to contact slurm controller" in text
     assert "unreachable" not in rendered(Snapshot(states={"aj0": ["RUNNING", "DONE"]}))
+
+
+class _AJ:
+    def __init__(self, id: str, name: str, size: int, depth: int = 0) -> None:
+        self.id, self.name, self.size, self.depth = id, name, size, depth
+
+
+class _Run:
+    id = "20261202-061500-ab12cd"
+    array_jobs = (
+        _AJ("aj0", "train_model_on_the_whole_imagenet_with_augmentations", 1200),
+        _AJ("aj1", "select_best", 1),
+        _AJ("aj2", "evaluate_every_checkpoint_on_the_held_out_split", 40, depth=1),
+    )
+    last_snapshot = Snapshot(
+        {
+            "aj0": [DONE] * 500 + [RUNNING] * 300 + [FAILED] * 3 + [PENDING] * 397,
+            "aj1": [PENDING],
+            "aj2": [RUNNING] * 40,
+        }
+    )
+
+
+@pytest.mark.parametrize("width", [120, 80, 60])
+def test_each_array_job_stays_one_line_on_a_narrow_terminal(width) -> None:
+    """At 80 and 60 columns: one line per array job, long names cut with "…", the counts
+    whole (nothing wraps, no cell is cut)."""
+    out = io.StringIO()
+    con = Console(file=out, force_terminal=True, color_system=None, width=width)
+    display = RichProgress(console=con)
+    display.on_done(_Run())
+    lines = ANSI.sub("", out.getvalue()).rstrip("\n").split("\n")
+    assert lines[0].startswith("lazyslurm run 20261202-061500-ab12cd")
+    assert len(lines) == 4, lines  # the title and one line per array job
+    assert all(len(line.rstrip()) <= width for line in lines)
+    assert lines[1].startswith("aj0 train_") and "…" in lines[1]
+    assert "500/1200  300 running  3 failed" in lines[1]
+    assert re.search(r"0/1\s+0 running", lines[2]) and "select_best" in lines[2]
+    assert lines[3].startswith("aj2   evaluate") and "0/40    40 running" in lines[3]
+
+
+def test_off_a_terminal_two_lines_say_the_run_id_and_the_end(tmp_path) -> None:
+    """Piped (| cat, nohup, a batch job): one line with the run id when submitted, one
+    summary when it ends; nothing when logging already shows lazyslurm's INFO records."""
+    script = tmp_path / "piped.py"
+    script.write_text(
+        "import sys\n"
+        "from lazyslurm import Cluster, compute, task\n"
+        "@task\n"
+        "def inc(x): return x + 1\n"
+        "if sys.argv[2] == 'logging':\n"
+        "    import logging; logging.basicConfig(level=logging.INFO)\n"
+        "with Cluster('local', workdir=sys.argv[1], max_workers=2):\n"
+        "    print(compute(inc.map(range(3)))[0])\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    plain = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "w"), "plain"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert plain.returncode == 0 and plain.stdout == "[1, 2, 3]\n", plain
+    first, last = plain.stderr.splitlines()
+    run_id = re.fullmatch(
+        r"lazyslurm: submitted run (\S+) \(1 array job, 3 elements\); "
+        r"watch it: lazyslurm status \1",
+        first,
+    )
+    assert run_id, first
+    assert re.fullmatch(rf"lazyslurm: run {run_id.group(1)} finished in \d+\.\d s: 3 done", last)
+    logged = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "w"), "logging"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert logged.returncode == 0 and "lazyslurm: submitted run" not in logged.stderr
+    assert "INFO:lazyslurm:submitted run" in logged.stderr, logged.stderr

@@ -132,7 +132,7 @@ def test_workflow_on_slurm_detached(env, tmp_path):  # noqa: F811
 
 
 def test_example_workflows_run_as_a_script(tmp_path):
-    """`python examples/workflows.py`: tasks defined in __main__ travel by value (the
+    """`python lazyslurm/examples/workflows.py`: tasks defined in __main__ travel by value (the
     runner is __main__ where they run), workflows and their children included."""
     import subprocess
     import sys
@@ -140,7 +140,7 @@ def test_example_workflows_run_as_a_script(tmp_path):
 
     repo = Path(__file__).resolve().parents[1]
     proc = subprocess.run(
-        [sys.executable, str(repo / "examples" / "workflows.py")],
+        [sys.executable, str(repo / "lazyslurm" / "examples" / "workflows.py")],
         capture_output=True, text=True, timeout=300, cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(repo), "LAZYSLURM_WORKDIR": str(tmp_path)},
     )  # fmt: skip

@@ -43,6 +43,7 @@ from lazyslurm.errors import (
     DaskCollectionError,
     HiddenLazyValueError,
     InvalidArgumentError,
+    InvalidNoutError,
     LazyValueError,
     MapOverMappingError,
     OptionTypeError,
@@ -54,7 +55,7 @@ from lazyslurm.graph.signature import Shape
 from lazyslurm.registry import Executor, executor
 from lazyslurm.store import MapItem, Rebuild, Ref, RefList, Restore
 
-__all__ = ["RESERVED_NAMES", "Job", "JobArray", "JobView", "Task", "task"]
+__all__ = ["RESERVED_NAMES", "Job", "JobArray", "JobView", "Task", "WorkflowTask", "task"]
 
 # The names a Job, JobArray or JobView answers itself; every other public attribute
 # name is a lazy view of the result (``job.attr``), as with dask. Kept short on purpose.
@@ -67,6 +68,8 @@ RESERVED_NAMES = frozenset(
         "compute", "visualize", "wait", "get_result", "get_results", "get_status",
         "is_running", "is_completed", "is_successful", "cancel", "id", "get_script",
         "get_stdout", "get_stderr", "tail", "logs",
+        # submitit's spelling of get_result
+        "result",
     }
 )
 
@@ -398,6 +401,7 @@ class Task(Generic[P, R]):
         after: tuple[Job, ...] = (),
         token: str | None = None,
         name: str | None = None,
+        nout: int | None = None,
     ) -> None:
         if not callable(func):
             msg = f"@task needs a callable, got {safe_repr(func)}"
@@ -419,6 +423,7 @@ class Task(Generic[P, R]):
         put(self, "_after", after)
         put(self, "_name", _SAFE_NAME.sub("_", fname).strip("_") or "task")
         put(self, "_label", name)
+        put(self, "_nout", check_nout(nout))  # of every call, unless the call gives one
         put(self, "_token", token or function_token(func))
         # gather="all" changes what the task returns (a list per rank): part of its keys
         gather = "" if resources.gather is None else f"\x00gather:{resources.gather}"
@@ -436,7 +441,10 @@ class Task(Generic[P, R]):
         raise TypeError(msg)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        state = (self._resources, self._pure, self._token, self._label, self._after)
+        state = (
+            self._resources, self._pure, self._token, self._label, self._after, self._nout,
+            type(self),
+        )
         module, qualname = self.__module__, self.__qualname__
         found: Any = None
         # by name only from a module importable where it runs: never __main__ (the
@@ -459,12 +467,13 @@ class Task(Generic[P, R]):
         is its first argument, part of its key), as a plain method binds ``self``."""
         if instance is None:
             return self
-        return Task(
+        return type(self)(
             types.MethodType(self._func, instance),
             self._resources,
             pure=self._pure,
             after=self._after,
             name=self._label,
+            nout=self._nout,
         )
 
     @property
@@ -501,9 +510,9 @@ class Task(Generic[P, R]):
         name = overrides.pop("name", self._label)
         opts = {**self._resources.as_options(), "pure": self._pure, **overrides}
         pure = opts.pop("pure")
-        return Task(
+        return type(self)(
             self._func, Resources.from_options(**opts), pure=pure, after=self._after,
-            token=self._token, name=name,
+            token=self._token, name=name, nout=self._nout,
         )
 
     def with_options(self, **overrides: Unpack[TaskOptions]) -> Task[P, R]:
@@ -523,9 +532,9 @@ class Task(Generic[P, R]):
             else:
                 msg = f"after() takes Job or JobArray objects, got {type(dep).__name__}"
                 raise TypeError(msg)
-        return Task(
+        return type(self)(
             self._func, self._resources, pure=self._pure, after=_unique(jobs), token=self._token,
-            name=self._label,
+            name=self._label, nout=self._nout,
         )
 
     def _shape(self) -> Shape | None:
@@ -566,7 +575,10 @@ class Task(Generic[P, R]):
             self._check_keywords(kwargs, item)
         shape.check(nargs, kwargs, item=item)
 
-    def _call(self, *args: Any, nout: int | None = None, **kwargs: Any) -> Job[R]:
+    def _call(
+        self, *args: Any, nout: int | None = None, dask_key_name: str | None = None,
+        **kwargs: Any,
+    ) -> Job[R]:
         deps: list[Job] = []
         parts: list[str] = []
         self._check_call(len(args), kwargs)
@@ -579,10 +591,11 @@ class Task(Generic[P, R]):
                 tkwargs = {}
         except RecursionError:
             raise _recursive_argument(self._name, args, kwargs) from None
-        if nout is not None and (isinstance(nout, bool) or not isinstance(nout, int) or nout < 0):
-            msg = f"nout must be a non-negative int, got {nout!r}"
-            raise OptionTypeError(msg)
-        key = _key_from(self._name, self._hbase, parts, self._pure, self._after_token)
+        nout = self._nout if nout is None else check_nout(nout)
+        if dask_key_name is None:
+            key = _key_from(self._name, self._hbase, parts, self._pure, self._after_token)
+        else:
+            key = check_key_name(dask_key_name)
         job = _new_job(key, self, targs, tkwargs, _unique(deps), self._after, nout)
         sink = BUILD_SINK.get()
         if sink is not None:
@@ -678,6 +691,34 @@ class Task(Generic[P, R]):
 _UNSET: Any = object()
 _JOB_HASH_SALT = "lazyslurm.Job"
 _LABEL = re.compile(r"[A-Za-z0-9_.+\-]+")
+_KEY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+\-]*")
+
+
+def check_nout(nout: Any) -> int | None:
+    """``nout`` if it is None or a non-negative int, else :class:`InvalidNoutError` (a
+    ``ValueError``, as in dask, and a ``TypeError``)."""
+    if nout is not None and (isinstance(nout, bool) or not isinstance(nout, int) or nout < 0):
+        msg = f"nout must be a non-negative int (how many items the task returns), got {nout!r}"
+        raise InvalidNoutError(msg)
+    return nout
+
+
+def check_key_name(name: Any) -> str:
+    """A key given by ``dask_key_name=``: it names the node's files, so it is a word of
+    letters, digits and ``_ . + -`` (not starting with ``.``, ``+`` or ``-``)."""
+    if not isinstance(name, str) or not _KEY_NAME.fullmatch(name) or len(name) > 200:
+        msg = (
+            f"dask_key_name={name!r}: a node key names its files, so it must be a string of "
+            f"letters, digits and _ . + - (starting with a letter, digit or _), at most 200"
+        )
+        raise OptionTypeError(msg)
+    return name
+
+
+class WorkflowTask(Task[P, R]):
+    """A task made by ``@workflow`` (:mod:`lazyslurm.workflows`): a function that
+    orchestrates other tasks from where it runs. It behaves as any :class:`Task`; the
+    class says what it is (``isinstance(task, WorkflowTask)``, in callbacks too)."""
 
 
 @contextlib.contextmanager
@@ -802,8 +843,11 @@ def _rebuild_task(
     token: str,
     name: str | None = None,
     after: tuple[Job, ...] = (),
+    nout: int | None = None,
+    cls: type[Task[Any, Any]] | None = None,
 ) -> Task:
-    return Task(func, resources, pure=pure, token=token, name=name, after=after)
+    kind = cls if cls is not None and issubclass(cls, Task) else Task
+    return kind(func, resources, pure=pure, token=token, name=name, after=after, nout=nout)
 
 
 @overload
@@ -817,17 +861,18 @@ def task(func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     ``account``, ``qos``, ``nodes``, ``ntasks``, ``ntasks_per_node``, ``gpus_per_node``,
     ``gpus_per_task``, ``gather`` (``"all"``: every rank's value), ``constraint``,
     ``job_name``, ``max_concurrent`` (array throttle), ``extra_sbatch``, ``retries``,
-    ``requeue``, ``pack`` (elements per Slurm element, or ``"auto"``), ``pure``. A
-    parameter annotated ``JobContext`` or named ``job`` that the
-    call leaves out receives the job's :class:`~lazyslurm.context.JobContext` (see
-    docs/distributed.md).
+    ``requeue``, ``pack`` (elements per Slurm element, or ``"auto"``), ``pure``; ``nout``
+    (as in dask: how many items every call returns, unless the call says). A parameter
+    annotated ``JobContext`` or named ``job`` that the call leaves out receives the job's
+    :class:`~lazyslurm.context.JobContext` (see docs/distributed.md).
     """
     pure = options.get("pure", True)
     name = options.pop("name", None)
+    nout = check_nout(options.pop("nout", None))
     resources = Resources.from_options(**options)
     if func is not None:
-        return Task(func, resources, pure=pure, name=name)
-    return lambda f: Task(f, resources, pure=pure, name=name)
+        return Task(func, resources, pure=pure, name=name, nout=nout)
+    return lambda f: Task(f, resources, pure=pure, name=name, nout=nout)
 
 
 # --------------------------------------------------------------------------- Job
@@ -854,10 +899,24 @@ if TYPE_CHECKING:
     # expects an R (it is replaced by its result when the task runs), and job.attr /
     # job[i] are lazy views. Their declared methods (compute, get_result...) stay typed.
     _Opaque = Any
+    # mypy takes a class with an Any base for a subtype of everything, so `bad: Job[str] =
+    # job_of_int` would pass: for mypy (which reads MYPY as true) a Job is only a Job, and
+    # its plugin (lazyslurm.mypy_plugin) lets a Job[R] stand for an R in task calls.
+    # pyright checks a Job against a Job's own type first, so it keeps the Any base.
+    class _Plain:
+        __slots__ = ()
+
+    MYPY = False
+    if MYPY:  # mypy takes the name MYPY for true; pyright evaluates both branches, and
+        _OpaqueJob = _Plain  # an assignment (not a class) lets its Any win there
+    else:
+        _OpaqueJob = Any
 else:
 
     class _Opaque:
         __slots__ = ()
+
+    _OpaqueJob = _Opaque
 
 
 class _Lazy(Generic[R_co]):
@@ -950,7 +1009,7 @@ class _Handle(_Lazy[R_co]):
         return _handles().get_script(self, cluster=cluster)
 
 
-class Job(_Handle[R_co], _Opaque):  # type: ignore[misc]
+class Job(_Handle[R_co], _OpaqueJob):
     """One lazy call of a task. Immutable and hashable; equal keys mean equal jobs.
 
     Also a job handle (``wait``, ``get_result``, ``get_status``, ``cancel``, ``id``,
@@ -1017,11 +1076,12 @@ class Job(_Handle[R_co], _Opaque):  # type: ignore[misc]
         >>> len(pair(1).with_nout(2)), pair(1).with_nout(2) == pair(1, nout=2)
         (2, True)
         """
-        if isinstance(nout, bool) or not isinstance(nout, int) or nout < 0:
-            msg = f"nout must be a non-negative int, got {nout!r}"
-            raise OptionTypeError(msg)
+        if nout is None:
+            msg = "with_nout() needs the number of items the task returns, got None"
+            raise InvalidNoutError(msg)
         return _new_job(
-            self.key, self._task, self._args, self._kwargs, self._deps, self._order, nout
+            self.key, self._task, self._args, self._kwargs, self._deps, self._order,
+            check_nout(nout),
         )
 
     def _length(self) -> int | None:
@@ -1055,6 +1115,9 @@ class Job(_Handle[R_co], _Opaque):  # type: ignore[misc]
     def __getattr__(self, name: str) -> JobView:
         if name.startswith("_"):
             raise AttributeError(name)
+        if name == "visualise":  # dask warns of it too: no lazy view of a misspelling
+            msg = f"{self!r} has no visualise(): the spelling is visualize()"
+            raise AttributeError(msg)
         return _view(self, (), (), "", "attr", name)
 
     def __iter__(self) -> Iterator[JobView]:
@@ -1078,6 +1141,10 @@ class Job(_Handle[R_co], _Opaque):  # type: ignore[misc]
         raises its original exception."""
         return _handles().get_result(self, timeout, cluster=cluster)
 
+    def result(self, timeout: float | None = None, *, cluster: Any = None) -> R_co:
+        """submitit's spelling of :meth:`get_result`: the job's value (not a lazy view)."""
+        return _handles().get_result(self, timeout, cluster=cluster)
+
     def get_stdout(self, *, cluster: Any = None) -> str:
         """What the job printed so far (its log file)."""
         return _handles().get_output(self, "out", cluster=cluster)
@@ -1090,12 +1157,43 @@ class Job(_Handle[R_co], _Opaque):  # type: ignore[misc]
         stream: str = "out", cluster: Any = None,
     ) -> Iterable[str]:
         """The last ``n`` lines of its stdout; with ``follow=True`` an iterator that then
-        yields new lines as they come while the job runs, and stops when it ends."""
-        return _handles().tail(self, n, follow, poll_interval, stream, cluster=cluster)
+        yields new lines as they come while the job runs, and stops when it ends.
+
+        ``job.tail(follow=True)`` written as a statement (its value unused, as in
+        slurm-sdk) prints the lines itself and returns once the job has ended."""
+        lines = _handles().tail(self, n, follow, poll_interval, stream, cluster=cluster)
+        use = _value_use(sys._getframe(1)) if follow else "kept"
+        if use == "kept":
+            return lines
+        for line in lines:
+            print(line, flush=True)
+        # echoed at a prompt (REPL, last line of a notebook cell): nothing more to show
+        return () if use == "dropped" else None  # type: ignore[return-value]
 
     def logs(self, *, cluster: Any = None) -> tuple[str, str]:
         """``(stdout, stderr)`` of this job's last run in the session."""
         return executor().job_logs(self, cluster=cluster)
+
+
+def _value_use(frame: types.FrameType) -> str:
+    """What the call the frame is making does with its value, read from the instruction
+    after it: ``"dropped"`` (a statement), ``"echoed"`` (a statement at an interactive
+    prompt, whose value is displayed) or ``"kept"``."""
+    import dis
+
+    try:
+        for ins in dis.get_instructions(frame.f_code):
+            if ins.offset > frame.f_lasti:
+                if ins.opname == "POP_TOP":
+                    return "dropped"
+                if ins.opname == "PRINT_EXPR" or (
+                    ins.opname == "CALL_INTRINSIC_1" and "PRINT" in ins.argrepr
+                ):
+                    return "echoed"
+                return "kept"
+    except Exception:  # no code to read: assume it is used
+        return "kept"
+    return "kept"
 
 
 _JOB_SLOT_SETTERS = tuple(
@@ -1237,9 +1335,20 @@ class JobView(_Lazy[Any], _Opaque):  # type: ignore[misc]
             raise AttributeError(name)
         return _view(self._base, self._path, self._extra, self._ptoken, "attr", name)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> JobView:
-        """``job.method(...)``: a lazy method call, made inside the consumer."""
-        return _view(self._base, self._path, self._extra, self._ptoken, "call", (args, kwargs))
+    @overload
+    def __call__(self, *args: Any, dask_key_name: str, **kwargs: Any) -> Job[Any]: ...
+    @overload
+    def __call__(self, *args: Any, **kwargs: Any) -> JobView: ...
+    def __call__(self, *args: Any, **kwargs: Any) -> JobView | Job[Any]:
+        """``job.method(...)``: a lazy method call, made inside the consumer.
+
+        dask's keywords are understood: ``pure=`` is accepted and has nothing to change (a
+        view is resolved where it is used, so it is always pure); ``dask_key_name=NAME``
+        makes the call a node of its own, with that key (it then runs as a job)."""
+        kwargs.pop("pure", None)
+        name = kwargs.pop("dask_key_name", None)
+        view = _view(self._base, self._path, self._extra, self._ptoken, "call", (args, kwargs))
+        return view if name is None else _as_node(view, name)
 
     def __iter__(self) -> Iterator[JobView]:
         msg = f"cannot iterate over {self!r}: its length is unknown"
@@ -1295,6 +1404,15 @@ class JobView(_Lazy[Any], _Opaque):  # type: ignore[misc]
     def get_result(self, timeout: float | None = None, *, cluster: Any = None) -> Any:
         """The viewed value (its job submitted and waited for first if needed)."""
         return _handles().get_result(self, timeout, cluster=cluster)
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+def _as_node(value: JobView, key: str) -> Job[Any]:
+    """A view made a node of its own, with key ``key`` (``dask_key_name=``)."""
+    return Task(_identity, Resources(), name="view")(value, dask_key_name=key)
 
 
 class JobArray(_Handle[list[R_co]], _Opaque):  # type: ignore[misc]
@@ -1373,6 +1491,10 @@ class JobArray(_Handle[list[R_co]], _Opaque):  # type: ignore[misc]
     def get_results(self, timeout: float | None = None, *, cluster: Any = None) -> list[R_co]:
         """The list of the elements' results (submitted and waited for first if needed);
         a failed element raises its original exception."""
+        return _handles().get_result(self, timeout, cluster=cluster)
+
+    def result(self, timeout: float | None = None, *, cluster: Any = None) -> list[R_co]:
+        """submitit's spelling: the list of the elements' results (:meth:`get_results`)."""
         return _handles().get_result(self, timeout, cluster=cluster)
 
     def get_stdout(self, *, cluster: Any = None) -> list[str]:

@@ -77,7 +77,10 @@ def main(argv: list[str], *, own_process: bool = False) -> int:
 
         proto = os.dup(1)
         os.dup2(2, 1)  # stray prints never corrupt the protocol
-        serve(sys.stdin, proto)
+        try:
+            serve(sys.stdin, proto)
+        except KeyboardInterrupt:  # a signal sent to this worker while idle: quietly
+            return 130
         return 0
     mode = argv[0] if argv and argv[0] in ("--rank", "--gather") else ""
     args = argv[1:] if mode else argv

@@ -36,6 +36,11 @@ def best(results: list[dict[str, float]]) -> dict[str, float]:
     return max(results, key=lambda r: r["accuracy"])
 
 
+@task
+def train_lr(lr: float) -> float:
+    return lr
+
+
 @task(partition="debug", time=datetime.timedelta(minutes=5), gpus=1, extra_sbatch=["--x"])
 def split(n: int) -> list[int]:
     return list(range(n))
@@ -54,6 +59,9 @@ assert_type(sweep, JobArray[dict[str, float]])
 choice = best(sweep)
 assert_type(choice, Job[dict[str, float]])
 assert_type(train(job["lr"]), Job[dict[str, float]])
+assert_type(best([train(0.1), train(0.2)]), Job[dict[str, float]])
+lr_job: Job[float] = train_lr(0.1)
+assert_type(train(lr_job, seed=1), Job[dict[str, float]])  # a Job[float] for a float
 assert_type(job["lr"], JobView)
 assert_type(sweep[0], Job[dict[str, float]])
 assert_type(sweep[1:], JobArray[dict[str, float]])
@@ -77,6 +85,9 @@ assert_type(
 )
 assert_type(compute(job, 3), tuple[Any, ...])
 assert_type(submit(choice), Run)
+assert_type(job.result(), dict[str, float])  # submitit's spelling
+assert_type(sweep.result(), list[dict[str, float]])
+assert_type(compute(job, cluster="sync"), tuple[dict[str, float]])  # a backend name
 value: dict[str, float] = choice.compute()
 
 # -- typed options
@@ -106,4 +117,7 @@ wrong: str = choice.compute()  # type: ignore[assignment]
 also_wrong: int = sweep.get_results()  # type: ignore[assignment]
 first: str = compute(job)[0]  # type: ignore[assignment]
 split(5, nout=5)  # type: ignore[call-arg]
+bad_job: Job[str] = train(0.1)  # type: ignore[assignment]
+Cluster("slrum")  # type: ignore[arg-type]
+compute(job, cluster="slrum")  # type: ignore[call-overload]
 choice.with_nout("2")  # type: ignore[arg-type]

@@ -176,6 +176,9 @@ class _Worker:
             env=dict(env),
             text=True,
             bufsize=1,
+            # a session of its own: the terminal's Ctrl-C (sent to the foreground process
+            # group) reaches the client, which cancels; idle workers never see it
+            start_new_session=True,
         )
 
     def run(self, run_dir: str, array_job: str, index: int) -> int | None:
@@ -412,10 +415,25 @@ def _release_if_ended(run: RunState, scan: bool = False) -> None:
 
 def _files_snapshot(workdir: Path, handle: RunHandle) -> Snapshot:
     """A run of another process: from its store; unfinished elements are pending while
-    that process lives, and lost once it is gone."""
+    that process lives (running once a worker opened their log files), and lost once it
+    is gone."""
     layout = RunLayout.of(handle.run_id, workdir)
-    unfinished = PENDING if _client_alive(layout) else CANCELLED
-    return snapshot_from_files(handle, *outcome_keys(layout.root), unfinished=unfinished)
+    alive = _client_alive(layout)
+    snap = snapshot_from_files(
+        handle, *outcome_keys(layout.root), unfinished=PENDING if alive else CANCELLED
+    )
+    if not alive:
+        return snap
+    try:
+        started = set(os.listdir(layout.subdir("logs")))
+    except FileNotFoundError:
+        return snap
+    for aj in handle.array_jobs:
+        row = snap.states[aj.id]
+        for i, state in enumerate(row):
+            if state == PENDING and f"{aj.id}_{i}.out" in started:
+                row[i] = RUNNING
+    return snap
 
 
 def _exit_code(returncode: int) -> str:

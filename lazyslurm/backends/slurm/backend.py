@@ -174,7 +174,8 @@ class SlurmBackend(BackendBase):
         if self._facts is None:
             # the packaging's part of the probe: interpreter, modules, staged code
             res = self.shell.run(probe_script(self.packager.probe_line(self._workdir)))
-            facts = read_probe(res.stdout, res.stderr)
+            remote = "" if self.shell.local_files else "the login node (over SSH)"
+            facts = read_probe(res.stdout, res.stderr, where=remote)
             if self._max_array_size is None:
                 self._max_array_size = min(facts.max_array_size, 10**6)
             if self._status == "auto":

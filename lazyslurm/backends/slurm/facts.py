@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 import attrs
 
 from lazyslurm.backends.base import Start
-from lazyslurm.errors import BackendError, ResourceLimitError
+from lazyslurm.errors import NoSlurmError, ResourceLimitError
 from lazyslurm.graph.resources import parse_time
 from lazyslurm.planning.cost import ClusterFacts, PartitionFacts
 
@@ -35,6 +35,7 @@ __all__ = [
     "check_resources",
     "job_budget",
     "job_limits",
+    "no_slurm",
     "parse_cluster_facts",
     "parse_nodes",
     "parse_test_only",
@@ -64,7 +65,11 @@ def probe_script(more: str = "") -> str:
             "sacctmgr -n -P show assoc where user=$(id -un) format=MaxSubmit 2>/dev/null & "
             "sacctmgr -n -P show qos format=MaxSubmitPU 2>/dev/null; wait; "
             '} > "$lz_acct" 2>/dev/null & lz_acct_pid=$!',
-            "scontrol show config 2>&1 | grep -E '^(" + "|".join(_CONFIG_KEYS) + ") '",
+            # no Slurm here: say which way (no scontrol, not configured, controller down)
+            'if ! command -v scontrol >/dev/null 2>&1; then echo "LZ-NOSCONTROL=$PATH"; '
+            'else lz_conf=$(scontrol show config 2>&1); printf "%s\\n" "$lz_conf" | '
+            "grep -E '^(" + "|".join(_CONFIG_KEYS) + ") ' || "
+            'printf "%s\\n" "$lz_conf" | head -n 6 | sed "s/^/LZ-SCONTROL /"; fi',
             "scontrol show partition -o 2>/dev/null | sed 's/^/LZ-PART /'",
             "scontrol show node -o 2>/dev/null | sed 's/^/LZ-NODE /'",
             "echo LZ-HOME=$HOME",
@@ -87,14 +92,12 @@ class Facts:
     home: str | None = None
 
 
-def read_probe(stdout: str, stderr: str = "") -> Facts:
-    """The facts in the probe's output; :class:`~lazyslurm.errors.BackendError` when Slurm's
-    configuration could not be read."""
+def read_probe(stdout: str, stderr: str = "", *, where: str = "") -> Facts:
+    """The facts in the probe's output; :class:`~lazyslurm.errors.NoSlurmError` when
+    Slurm's configuration could not be read (``where``: the host, when reached over SSH)."""
     config = dict(re.findall(r"^(\w+)\s*=\s*(\S+)", stdout, re.MULTILINE))
     if "MaxArraySize" not in config:
-        detail = (stdout + stderr).strip()
-        msg = f"cannot read Slurm's configuration (scontrol show config): {detail}"
-        raise BackendError(msg)
+        raise no_slurm(stdout, stderr, where)
     home = re.search(r"^LZ-HOME=(/.*)$", stdout, re.MULTILINE)
     cluster = parse_cluster_facts(stdout)
     return Facts(
@@ -107,6 +110,63 @@ def read_probe(stdout: str, stderr: str = "") -> Facts:
         job_limits=job_limits(config, stdout),
         home=home.group(1) if home else None,
     )
+
+
+def no_slurm(stdout: str, stderr: str = "", where: str = "") -> NoSlurmError:
+    """Why the probe found no usable Slurm, and what to do, in one line: no ``scontrol``
+    on the PATH, Slurm not configured, or its controller (slurmctld) out of reach.
+
+    >>> print(no_slurm("LZ-NOSCONTROL=/usr/bin:/bin\\nLZ-HOME=/home/me\\n"))
+    ... # doctest: +NORMALIZE_WHITESPACE
+    no Slurm on this machine: `scontrol` is not on the PATH (/usr/bin:/bin). Run where
+    Slurm's commands are (a login node), or submit to a login node over SSH:
+    Cluster("ssh", hostname="LOGIN_NODE"), or run here without Slurm: Cluster("local")
+    """
+    host = f"on {where}" if where else "on this machine"
+    elsewhere = (
+        'or run on this machine without Slurm: Cluster("local")'
+        if where
+        else 'or submit to a login node over SSH: Cluster("ssh", hostname="LOGIN_NODE"), '
+        'or run here without Slurm: Cluster("local")'
+    )
+    missing = re.search(r"^LZ-NOSCONTROL=(.*)$", stdout, re.MULTILINE)
+    said = " / ".join(
+        text
+        for line in stdout.splitlines()
+        if line.startswith("LZ-SCONTROL ")
+        if (text := re.sub(r"^(scontrol: )+", "", line[len("LZ-SCONTROL ") :].strip()))
+    )
+    if missing:
+        fix = (
+            "if Slurm is there, put its bin directory on the PATH of a non-login shell "
+            '(env={"PATH": ...}), or check `ssh HOST which sbatch`'
+            if where
+            else "Run where Slurm's commands are (a login node)"
+        )
+        msg = (
+            f"no Slurm {host}: `scontrol` is not on the PATH ({missing.group(1)}). "
+            f"{fix}, {elsewhere}"
+        )
+    elif re.search(r"contact slurm controller|Connection refused|connect failure|timed out",
+                   said, re.IGNORECASE):
+        msg = (
+            f"Slurm's controller (slurmctld) cannot be reached from {where or 'this machine'} "
+            f"(scontrol: {said}): it may be down or restarting; check with `scontrol ping` "
+            f"and try again (or ask the cluster's administrators), {elsewhere}"
+        )
+    elif said:
+        msg = (
+            f"Slurm is installed {host} but not configured (scontrol: {said}): point "
+            f'SLURM_CONF at the cluster\'s slurm.conf (env={{"SLURM_CONF": ...}}) or run on a '
+            f"host of the cluster, {elsewhere}"
+        )
+    else:
+        detail = " ".join((stdout + " " + stderr).split())[:300]
+        msg = (
+            f"cannot read Slurm's configuration {host} (scontrol show config gave: "
+            f"{detail or 'nothing'}): run where Slurm's commands are, {elsewhere}"
+        )
+    return NoSlurmError(msg)
 
 
 def _minutes(text: str | None) -> int | None:

@@ -4,17 +4,23 @@
 ``job.id`` is Slurm's job id, ``job.tail(follow=True)`` streams what the job prints
 while it runs, and ``job.get_result()`` returns its value.
 
-    python -m examples.hello_world                       # embedded local backend
-    python -m examples.hello_world --backend slurm --partition debug
-    python -m examples.hello_world --backend ssh --hostname HOST --username ME
+    python -m lazyslurm.examples.hello_world                       # embedded local backend
+    python -m lazyslurm.examples.hello_world --backend slurm --partition debug
+    python -m lazyslurm.examples.hello_world --backend ssh --hostname HOST --username ME
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from examples.parallelization_patterns import add_cluster_arguments, make_cluster
+try:
+    from .parallelization_patterns import add_cluster_arguments, make_cluster, parser
+except ImportError:  # run as a file: its folder is on sys.path
+    from parallelization_patterns import (  # type: ignore[no-redef]
+        add_cluster_arguments,
+        make_cluster,
+        parser,
+    )
 from lazyslurm import Cluster, task
 
 
@@ -48,7 +54,7 @@ def run(cluster: Cluster, name: str = "world") -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m examples.hello_world", description=__doc__)
+    p = parser("hello_world", __doc__)
     p.add_argument("--name", default="world")
     add_cluster_arguments(p)
     args = p.parse_args(argv)

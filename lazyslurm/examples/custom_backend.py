@@ -3,13 +3,13 @@ this machine, started as soon as its dependencies allow, as a scheduler would st
 
 It is what docs/backends.md walks through. Register it, then name it like a built-in one::
 
-    import examples.custom_backend            # registers "processes"
+    import lazyslurm.examples.custom_backend  # registers "processes"
     with Cluster("processes", slots=2):       # (or Cluster(SPEC, ...)); slots: its own option
         compute(...)
 
 Run this file to see the seed's three patterns run on it::
 
-    python -m examples.custom_backend
+    python -m lazyslurm.examples.custom_backend
 """
 
 from __future__ import annotations
@@ -151,7 +151,10 @@ SPEC = register(
 
 
 if __name__ == "__main__":
-    from examples import parallelization_patterns as patterns
+    try:
+        from . import parallelization_patterns as patterns
+    except ImportError:  # run as a file: its folder is on sys.path
+        import parallelization_patterns as patterns  # type: ignore[no-redef]
 
     with lazyslurm.Cluster(SPEC, slots=2) as cluster:
         print(patterns.fan_out_fan_in(cluster))

@@ -7,8 +7,8 @@ barrier through the shared file system) and returns the total, which becomes the
 element's result. The three configurations are one ``map``: one array job of three
 elements.
 
-    python -m examples.distributed_sum                     # local: each job is one rank
-    python -m examples.distributed_sum --backend slurm     # two ranks per job (srun)
+    python -m lazyslurm.examples.distributed_sum                     # local: each job is one rank
+    python -m lazyslurm.examples.distributed_sum --backend slurm     # two ranks per job (srun)
 
 With torch, the same function would call
 ``os.environ.update(job.torch_distributed_env())`` and
@@ -17,13 +17,17 @@ With torch, the same function would call
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
 from typing import Any
 
 from lazyslurm import Cluster, JobContext, task
+
+try:
+    from .parallelization_patterns import parser
+except ImportError:  # run as a file: its folder is on sys.path
+    from parallelization_patterns import parser  # type: ignore[no-redef]
 
 CONFIGS = [
     {"n": 1_000, "scale": 1},
@@ -86,7 +90,7 @@ def run(cluster: Cluster) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = parser("distributed_sum", __doc__)
     p.add_argument("--backend", choices=["local", "sync", "slurm"], default="local")
     p.add_argument("--partition", default=None, help="Slurm partition (--backend slurm)")
     p.add_argument("--workdir", default=None, help="run directories (default ~/.lazyslurm)")

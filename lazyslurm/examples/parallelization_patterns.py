@@ -5,13 +5,13 @@ The seed-style functions below are the tutorial's code with only the imports cha
 graph first and runs it with one ``compute()``: every stage is submitted at once, chained
 by Slurm dependencies (the pipeline element-wise, with ``aftercorr``).
 
-    python -m examples.parallelization_patterns --pattern all            # embedded default
-    python -m lazyslurm.examples.parallelization_patterns                # after pip install
-    python -m examples.parallelization_patterns --backend slurm --partition debug
-    python -m examples.parallelization_patterns --backend ssh --hostname HOST --username ME
-    python -m examples.parallelization_patterns --backend slurm --packaging container \
-        --packaging-registry registry:5000/patterns --packaging-platform linux/amd64 \
-        --packaging-tls-verify false
+    python -m lazyslurm.examples.parallelization_patterns --pattern all   # embedded default
+    python -m lazyslurm.examples.parallelization_patterns --backend slurm --partition debug
+    python -m lazyslurm.examples.parallelization_patterns --backend ssh --hostname HOST \
+        --username ME
+    python -m lazyslurm.examples.parallelization_patterns --backend slurm \
+        --packaging container --packaging-registry registry:5000/patterns \
+        --packaging-platform linux/amd64 --packaging-tls-verify false
 
 ``--packaging`` picks how the code reaches the cluster (see docs/packaging.md): over SSH
 the default ships it by value, so a cluster account with only Python works.
@@ -246,11 +246,30 @@ PATTERNS = {
 }
 
 
-def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m examples.parallelization_patterns",
-        description="Run the seed's parallelization patterns on lazyslurm.",
+def command(name: str) -> str:
+    """How to run example ``name`` from where these examples are: ``python -m
+    lazyslurm.examples.NAME`` once installed, ``python -m examples.NAME`` in a checkout."""
+    return f"python -m {__package__ or 'lazyslurm.examples'}.{name}"
+
+
+def described(doc: str | None) -> str:
+    """An example's docstring, for ``--help``, with commands that work from here (the
+    docstrings name the installed package; a checkout's copy is ``examples``)."""
+    here = __package__ or "lazyslurm.examples"
+    return (doc or "").replace("python -m lazyslurm.examples.", f"python -m {here}.")
+
+
+def parser(name: str, doc: str | None) -> argparse.ArgumentParser:
+    """The example's argument parser: its command and its docstring, kept as written."""
+    return argparse.ArgumentParser(
+        prog=command(name),
+        description=described(doc),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = parser("parallelization_patterns", __doc__)
     p.add_argument("--pattern", choices=["all", *PATTERNS], default="all")
     p.add_argument(
         "--style",

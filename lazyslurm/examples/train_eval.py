@@ -7,17 +7,23 @@ the baseline evaluation run at the same time; the new model's evaluation and the
 comparison follow, chained by Slurm dependencies. No client needs to stay alive between
 the stages; the waits only read results.
 
-    python -m examples.train_eval                        # embedded local backend
-    python -m examples.train_eval --backend slurm --partition debug
+    python -m lazyslurm.examples.train_eval                        # embedded local backend
+    python -m lazyslurm.examples.train_eval --backend slurm --partition debug
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 from typing import Any, Dict  # noqa: UP035 - the seed's own spelling
 
-from examples.parallelization_patterns import add_cluster_arguments, make_cluster
+try:
+    from .parallelization_patterns import add_cluster_arguments, make_cluster, parser
+except ImportError:  # run as a file: its folder is on sys.path
+    from parallelization_patterns import (  # type: ignore[no-redef]
+        add_cluster_arguments,
+        make_cluster,
+        parser,
+    )
 from lazyslurm import Cluster, task
 
 
@@ -87,7 +93,7 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m examples.train_eval", description=__doc__)
+    p = parser("train_eval", __doc__)
     p.add_argument("--lr", type=float, default=0.2)
     p.add_argument("--epochs", type=int, default=4)
     add_cluster_arguments(p)

@@ -4,18 +4,24 @@ Each chunk of text is counted by one element of an array job (map); one more job
 the counts up (reduce). ``wait()`` returns True or False, so a failed chunk is reported
 with its Slurm id, state and stderr instead of raising in the middle of the program.
 
-    python -m examples.map_reduce                        # embedded local backend
-    python -m examples.map_reduce --fail-chunk 2         # see the error handling
-    python -m examples.map_reduce --backend slurm --partition debug
+    python -m lazyslurm.examples.map_reduce                        # embedded local backend
+    python -m lazyslurm.examples.map_reduce --fail-chunk 2         # see the error handling
+    python -m lazyslurm.examples.map_reduce --backend slurm --partition debug
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 from typing import Dict, List  # noqa: UP035 - slurm-sdk tutorials' own spelling
 
-from examples.parallelization_patterns import add_cluster_arguments, make_cluster
+try:
+    from .parallelization_patterns import add_cluster_arguments, make_cluster, parser
+except ImportError:  # run as a file: its folder is on sys.path
+    from parallelization_patterns import (  # type: ignore[no-redef]
+        add_cluster_arguments,
+        make_cluster,
+        parser,
+    )
 from lazyslurm import Cluster, task
 
 TEXT = [
@@ -72,7 +78,7 @@ def run(cluster: Cluster, chunks: List[str] | None = None) -> Dict[str, int] | N
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m examples.map_reduce", description=__doc__)
+    p = parser("map_reduce", __doc__)
     p.add_argument("--fail-chunk", type=int, default=None, help="make this chunk fail")
     add_cluster_arguments(p)
     args = p.parse_args(argv)

@@ -6,18 +6,25 @@ It may wait for its children (``compute``/``wait``/``get_result`` submit from th
 node), or return them lazily: then its own allocation ends at once and the runner submits
 the children (dynamic expansion: nothing waits in a queue slot).
 
-    python -m examples.workflows                              # embedded default
-    python -m examples.workflows --backend slurm --partition debug
+    python -m lazyslurm.examples.workflows                              # embedded default
+    python -m lazyslurm.examples.workflows --backend slurm --partition debug
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from typing import Any
 
-from examples.parallelization_patterns import merge_results, process_chunk, split_dataset
+try:
+    from .parallelization_patterns import merge_results, parser, process_chunk, split_dataset
+except ImportError:  # run as a file: its folder is on sys.path
+    from parallelization_patterns import (  # type: ignore[no-redef]
+        merge_results,
+        parser,
+        process_chunk,
+        split_dataset,
+    )
 from lazyslurm import Cluster, WorkflowContext, compute, submit, task, workflow
 
 # --------------------------------------------------------------------------- train + evaluate
@@ -74,10 +81,10 @@ def fan_out_fan_in(dataset: str, num_chunks: int, ctx: WorkflowContext) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", default="local")
-    parser.add_argument("--partition", default=None)
-    args = parser.parse_args(argv)
+    p = parser("workflows", __doc__)
+    p.add_argument("--backend", default="local")
+    p.add_argument("--partition", default=None)
+    args = p.parse_args(argv)
     opts = {"partition": args.partition} if args.partition else {}
     with Cluster(args.backend, **opts):
         run = submit(
