@@ -108,7 +108,7 @@ class Harness:
         elif self.kind == "fake":
             cl = Cluster(FakeBackend(self.workdir), **fast)
         elif self.kind == "processes":
-            from examples.custom_backend import SPEC
+            from lazyslurm.examples.custom_backend import SPEC
 
             cl = Cluster(SPEC, workdir=self.workdir, slots=2, **fast)
         elif self.kind.startswith("real"):
@@ -131,7 +131,7 @@ KINDS = [
     "local",
     "sync",
     "fake",
-    "processes",  # the one-file backend of docs/backends.md (examples/custom_backend.py)
+    "processes",  # the one-file backend of docs/backends.md (lazyslurm/examples/custom_backend.py)
     "slurm-sacct",  # SlurmBackend over the stand-in Slurm, with accounting
     "slurm-squeue",  # ... and without (status from squeue)
     # the same suite on the real test clusters (tests/cluster/start.sh)
@@ -160,17 +160,17 @@ _COVERED = {"local", "sync", "slurm", "ssh", "processes"}
 
 def test_the_suite_covers_every_registered_backend() -> None:
     """A backend registered here (built in, or the documented example) is in this suite."""
-    import examples.custom_backend  # noqa: F401 - registers "processes"
+    import lazyslurm.examples.custom_backend  # noqa: F401 - registers "processes"
     from lazyslurm import backends
 
     assert set(backends.names()) <= _COVERED
 
 
 def test_the_docs_show_the_example_backend_whole() -> None:
-    """docs/backends.md holds examples/custom_backend.py verbatim: what the page teaches
+    """docs/backends.md holds lazyslurm/examples/custom_backend.py verbatim: what the page teaches
     is what this suite runs."""
     root = Path(__file__).resolve().parent.parent
-    source = (root / "examples" / "custom_backend.py").read_text()
+    source = (root / "lazyslurm" / "examples" / "custom_backend.py").read_text()
     assert f"```python\n{source}```" in (root / "docs" / "backends.md").read_text()
 
 
