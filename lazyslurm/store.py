@@ -16,6 +16,9 @@ Layout of one run (``WORKDIR/runs/RUN_ID``, mode 0700), known only to :class:`Ru
     outputs.pkl            what compute() returns, with placeholders (for re-attach)
     jobids                 Slurm job id of each array job (written at submission)
     submit.sh, submit.err  the all-or-nothing submission script and its stderr (Slurm)
+    code-uses              the entries of WORKDIR/code the run's jobs use (Slurm)
+    environment            what a job does before its task starts (creating the
+                           environment, once): read by every poll (Slurm)
     client.pid             host and pid of the owner of a local run, until it ends
     cancel.request         another process asks that owner to cancel (local runs)
     specs/AJ.spec          one per array job: function + per-element arguments (indexed)
@@ -366,6 +369,20 @@ class RunLayout:
     def cancel_request(self) -> str:
         """Another process asks the owner of a local run to cancel it."""
         return self._at("cancel.request")
+
+    @property
+    def code_uses(self) -> str:
+        """The entries of ``WORKDIR/code`` the run's jobs use, one name a line (written at
+        submission): ``lazyslurm clean --code`` and the ``code_cache_gb`` cap never remove
+        one that a run with jobs still queued or running uses."""
+        return self._at("code-uses")
+
+    @property
+    def environment(self) -> str:
+        """What a job of the run is doing before its task starts, when that takes a while:
+        ``creating START_EPOCH WHEELS`` while the first job creates the run's environment,
+        then ``created START END WHEELS`` (or ``failed ...``); read by every poll."""
+        return self._at("environment")
 
     @property
     def submit_script(self) -> str:

@@ -124,7 +124,8 @@ def test_seed_patterns_over_ssh_with_nothing_installed(env):
     assert best["lr"] == 0.1
     code = store.replace("~", "$HOME") + "/code"
     listing = ssh_run(env, f"cd {code} && ls -A && stat -c %a {digest}")
-    assert listing.split() == [digest, "700"]  # one copy, private, no stage left behind
+    # one copy, private, no stage left behind (.lock: submissions and removals take it)
+    assert listing.split() == [".lock", digest, "700"]
 
 
 @pytest.mark.slurm

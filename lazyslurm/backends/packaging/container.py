@@ -217,6 +217,7 @@ class ContainerBuilder:
         workdir: str,
         array_jobs: Sequence[ArrayJob],
         files: Mapping[str, bytes],
+        run_dir: str = "",
     ) -> Prepared:
         opts = self.options
         if not opts.registry:
