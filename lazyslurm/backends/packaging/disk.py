@@ -196,7 +196,8 @@ def _live_lines(runs: str, live: str) -> str:
     uses = q(INSIDE.code_uses)
     return (
         f"lz_runs={q(runs)}\ndeclare -A lz_prot\nlz_unrec=''\nlz_livefail=''\n"
-        f"if lz_out=$( {{ {live or 'false'}\n}} 2>&1); then\n"
+        # no scheduler (an embedded backend): no run has jobs queued anywhere
+        f"if lz_out=$( {{ {live or 'true'}\n}} 2>&1); then\n"
         "  while IFS= read -r r; do\n"
         '    [ -n "$r" ] && [ -d "$lz_runs/$r" ] || continue\n'
         f'    f="$lz_runs/$r"/{uses}\n'
@@ -244,8 +245,10 @@ def gc_script(
         stop = f'  [ "$lz_total" -gt {int(cap_kb)} ] || break\n'
     else:
         limit = f"lz_limit={int(cutoff or 0)}\n"
-        need = '[ -n "$(printf \'%s\\n\' "$lz_tab" | awk -F\'\\t\' -v c="$lz_limit" \'$1 != "" '
-        "&& $2 < c' | head -1)\" ]"
+        need = (  # some unit is older than the cutoff
+            "[ -n \"$(printf '%s\\n' \"$lz_tab\" | awk -F'\\t' -v c=\"$lz_limit\" "
+            "'$1 != \"\" && $2 < c' | head -1)\" ]"
+        )
         stop = ""
     act = (
         'printf \'LZ-REMOVED\\t%s\\t%s\\t%s\\n\' "$u" "$s" "$t"\n'
