@@ -7,6 +7,7 @@ from __future__ import annotations
 import pwd
 import re
 import sys
+import time
 import uuid
 import zipfile
 from pathlib import Path
@@ -198,6 +199,11 @@ def test_an_edit_makes_no_new_venv_and_the_first_run_says_it_creates_one(
         assert run.result() == (["v1-0!", "v1-1!", "v1-2!"],)
         note = run.status().note
         assert re.fullmatch(r"created the environment \(once\): 1 wheel in \d+ s", note), note
+        # while a first job creates it, every poll says so (the run's environment file)
+        home = Path(pwd.getpwnam(user).pw_dir) / workdir.removeprefix("~/")
+        (home / "runs" / run.id / "environment").write_text(f"creating {int(time.time()) - 5} 7\n")
+        note = run.status().note
+        assert re.fullmatch(r"creating the environment \(once\): 7 wheels, \d+ s", note), note
     after_first = code_entries(workdir, user)
     venvs = [n for n in after_first if n.startswith("venv-") and not n.endswith(".lock")]
     assert len(venvs) == 1 and not [n for n in after_first if n.startswith("wheels-")]
@@ -214,3 +220,30 @@ def test_an_edit_makes_no_new_venv_and_the_first_run_says_it_creates_one(
     assert len([n for n in after_edit if n.startswith("proj-")]) == 2
     cache = tmp_path / "cache" / "lazyslurm" / "wheels"
     assert len(list(cache.glob("deps-*"))) == 1 and len(list(cache.glob("project-*"))) == 1
+
+
+@task
+def nap(seconds: float) -> float:
+    import time
+
+    time.sleep(seconds)
+    return seconds
+
+
+@pytest.mark.slurm
+def test_polls_on_this_host_read_the_environment_note(env, tmp_path):
+    """Slurm on this host (polls read the run directory here): the note as over SSH."""
+    c = Cluster(
+        "slurm", workdir=tmp_path / "w", env={"SLURM_CONF": env["LAZYSLURM_TEST_SLURM_CONF"]},
+        poll_max_s=0.5,
+    )  # fmt: skip
+    with c:
+        run = submit(nap(60), cluster=c)
+        try:
+            path = tmp_path / "w" / "runs" / run.id / "environment"
+            path.write_text(f"creating {int(time.time()) - 3} 2\n")
+            assert run.status().note.startswith("creating the environment (once): 2 wheels, ")
+            path.write_text("created 100 130 2\n")
+            assert run.status().note == "created the environment (once): 2 wheels in 30 s"
+        finally:
+            run.cancel()
