@@ -173,6 +173,11 @@ def test_an_edit_is_read_from_the_source_tree_without_a_build(tmp_path, monkeypa
     assert b"v2-" in second.overlay["edproj/__init__.py"]
     assert second.overlay_hash != first.overlay_hash
     assert second.deps_digest == first.deps_digest
+    (root / "results.csv").write_text("a,b\n")  # what a script writes beside the project
+    (root / "outputs").mkdir()
+    (root / "outputs" / "run1.txt").write_text("x")
+    builder.distribution(fresh=True)
+    assert builder.stats["builds"] == 1
     (root / ("src" if layout == "src" else "") / "edproj" / "extra.py").write_text("X = 1\n")
     third = builder.distribution(fresh=True)
     assert builder.stats["builds"] == 2 and builder.stats["downloads"] == 1

@@ -295,11 +295,18 @@ class WheelBuilder:
             }
             (tmp / "build.json").write_text(json.dumps(state, indent=1))
             old = state_dir.with_name(f"{state_dir.name}.old-{os.getpid()}")
-            if state_dir.exists():
-                state_dir.rename(old)
-            tmp.rename(state_dir)
+            try:
+                if state_dir.exists():
+                    state_dir.rename(old)
+                tmp.rename(state_dir)
+            except OSError:  # another client built the same project at the same time
+                pass
             shutil.rmtree(old, ignore_errors=True)
-            return state
+            found = _read_state(state_dir)
+            if found is None:
+                msg = f"the build of {project} could not be kept in {state_dir}: run again"
+                raise PackagingError(msg)
+            return found
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -332,9 +339,12 @@ class WheelBuilder:
                 digests = {n: hashlib.sha256((tmp / n).read_bytes()).digest() for n in names}
                 record = {"wheels": names, "digest": content_hash(digests)}
                 (tmp / "done.json").write_text(json.dumps(record))
-                if where.exists():
-                    shutil.rmtree(where)
-                tmp.rename(where)
+                if where.exists() and not done.is_file():  # a download that never finished
+                    shutil.rmtree(where, ignore_errors=True)
+                try:
+                    tmp.rename(where)
+                except OSError:  # another client downloaded the same set meanwhile
+                    pass
             finally:
                 if tmp.exists():
                     shutil.rmtree(tmp, ignore_errors=True)
@@ -515,8 +525,8 @@ def _source_map(project: Path, members: Mapping[str, bytes]) -> dict[str, str] |
 
 def _structure(project: Path, mirror: Mapping[str, str]) -> str:
     """A hash of what decides a build's file list: the configuration files, the files
-    under each package the source map names, and the names at the top of each source
-    root (a new top-level module)."""
+    under each package the source map names, and the modules and packages at the top of
+    each source root (a new top-level module)."""
     parts: dict[str, bytes] = {}
     for name in _CONFIG_FILES:
         if (project / name).is_file():
@@ -531,8 +541,13 @@ def _structure(project: Path, mirror: Mapping[str, str]) -> str:
             packages.add(prefix + top)
     for root in sorted(roots):
         base = project / root if root else project
+        # what could be a new top-level module: a .py file, a directory holding one (not
+        # the outputs a script writes next to it)
         listed = sorted(
-            p.name for p in base.iterdir() if not _skipped(Path(p.name)) and p.name != "__pycache__"
+            p.name
+            for p in base.iterdir()
+            if not _skipped(Path(p.name))
+            and (p.suffix == ".py" or (p.is_dir() and any(p.glob("*.py"))))
         )
         parts[f"root/{root}"] = "\0".join(listed).encode()
     for pkg in sorted(packages):
