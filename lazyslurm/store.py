@@ -83,6 +83,7 @@ __all__ = [
     "pack_keys",
     "parse_job_ids",
     "read_element",
+    "read_header",
     "read_pickle",
     "read_private",
     "run_of",
@@ -1218,6 +1219,29 @@ def read_element(
     if ref is not None:
         header["func"] = FunctionRef(*ref)
     return header, element
+
+
+def read_header(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read the header of a spec file alone (ours: checked on the open file): what
+    :func:`read_element` returns first, without decoding an element (whose arguments may
+    name a module this Python lacks: that element's own failure)."""
+    path = os.fspath(path)
+    fd = _open_private(path, "spec file")
+    try:
+        flags, count = _spec_head(fd, path)
+        light = bool(flags & SPEC_CLOUDPICKLE_LIGHT)
+        if flags & SPEC_CLOUDPICKLE and not light:
+            _need_cloudpickle(path)
+        base = 24 + 8 * (count + 1)
+        first = os.pread(fd, 16, 24)
+        h0, h1 = int.from_bytes(first[:8], "little"), int.from_bytes(first[8:], "little")
+        header = decode_value(_pread_all(fd, h1 - h0, base + h0), light=light, source=path)
+    finally:
+        os.close(fd)
+    ref = header.pop("func_ref", None)
+    if ref is not None:
+        header["func"] = FunctionRef(*ref)
+    return header
 
 
 def _pread_all(fd: int, size: int, offset: int) -> bytes:
