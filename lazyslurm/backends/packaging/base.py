@@ -149,7 +149,7 @@ def environment_note(text: str, now: float) -> str:
     >>> environment_note("created 100 131 7", 200)
     'created the environment (once): 7 wheels in 31 s'
     >>> environment_note("failed 100 103 7", 200)
-    'creating the environment failed after 3 s (7 wheels): see the elements' logs'
+    "creating the environment failed after 3 s (7 wheels): see the elements' logs"
     """
     words = text.split()
     if len(words) < 3 or not all(w.isdigit() for w in words[1:]):

@@ -280,7 +280,7 @@ def ignored(rel: str, rules: Sequence[tuple[bool, re.Pattern[str]]]) -> bool:
 
 
 def from_images(dockerfile: str) -> list[str]:
-    """The images a Dockerfile builds ``FROM`` (not its own stages, not ``scratch``;
+    r"""The images a Dockerfile builds ``FROM`` (not its own stages, not ``scratch``;
     ``--platform=`` dropped, ``ARG`` defaults substituted where given).
 
     >>> from_images("ARG V=3.11\nFROM python:${V}-slim AS build\nFROM build\nFROM scratch\n")
