@@ -246,8 +246,8 @@ def gc_script(
     else:
         limit = f"lz_limit={int(cutoff or 0)}\n"
         need = (  # some unit is older than the cutoff
-            "[ -n \"$(printf '%s\\n' \"$lz_tab\" | awk -F'\\t' -v c=\"$lz_limit\" "
-            "'$1 != \"\" && $2 < c' | head -1)\" ]"
+            '[ -n "$(printf \'%s\\n\' "$lz_tab" | awk -F\'\\t\' -v c="$lz_limit" '
+            '\'$1 != "" && $2 < c\' | head -1)" ]'
         )
         stop = ""
     act = (
