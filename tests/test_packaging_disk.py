@@ -146,6 +146,9 @@ def test_a_submission_finds_a_removed_entry_missing(tmp_path):
     res = LocalShell().run(gone + "echo submitted")
     assert res.returncode == 1 and "LZ-CODE-MISSING proj-b" in res.stderr
     assert "submitted" not in res.stdout
+    shutil.rmtree(tmp_path / "code")  # code/ itself removed
+    res = LocalShell().run(use_lines(code, ["proj-a"], [("proj-a",)]) + "echo submitted")
+    assert res.returncode == 1 and "LZ-CODE-MISSING proj-a" in res.stderr
 
 
 def test_cli_usage_disk_and_clean_code(tmp_path, capsys, monkeypatch):

@@ -105,7 +105,7 @@ def use_lines(code: str, uses: Iterable[str], required: Sequence[Sequence[str]])
     entries were removed since the probe saw them: the client stages them again).
 
     >>> print(use_lines("/w/code", ["ab"], [["ab"]]), end="")  # doctest: +ELLIPSIS
-    lz_miss=$(cd -- /w/code 2>/dev/null || exit 0
+    lz_miss=$(cd -- /w/code 2>/dev/null || { echo ab; exit 0; }
     ...
     touch -c -h -- ab 2>/dev/null
     [ -e ab ] || echo ab)
@@ -121,8 +121,11 @@ def use_lines(code: str, uses: Iterable[str], required: Sequence[Sequence[str]])
         for group in required
         if group
     ]
+    listed = " ".join(q(path) for group in required for path in group)
+    gone = f"{{ echo {listed}; exit 0; }}" if listed else "exit 0"
     lines = [
-        f"lz_miss=$(cd -- {q(code)} 2>/dev/null || exit 0",
+        # code/ itself gone: everything required is missing
+        f"lz_miss=$(cd -- {q(code)} 2>/dev/null || {gone}",
         f"{{ command -v flock >/dev/null && exec 9>>{_LOCK} && flock -s -w {_LOCK_WAIT_S} 9; }}"
         " 2>/dev/null",
         *([f"touch -c -h -- {' '.join(q(n) for n in names)} 2>/dev/null"] if names else []),
