@@ -39,6 +39,7 @@ from lazyslurm.store import (
 )
 
 if TYPE_CHECKING:
+    from lazyslurm.backends.packaging.disk import DiskReport, GcResult
     from lazyslurm.backends.shell import Shell
     from lazyslurm.cluster import Cluster
 
@@ -47,6 +48,8 @@ __all__ = [
     "RunSummary",
     "UsageLine",
     "clear",
+    "clear_code",
+    "disk_usage",
     "history",
     "list_runs",
     "lookup",
@@ -477,6 +480,72 @@ def clear(
     if not dry_run:
         cl.session.forget_runs(removed)
     return Cleared(removed, kept, unchecked)
+
+
+def _code_untrusted(workdir: str, facts: str) -> UntrustedStoreError:
+    path = f"{workdir}/code"
+    why = untrusted_facts(facts)
+    msg = (
+        f"the code directory {path} {why}: another user could have planted code there, so "
+        f"lazyslurm neither counts nor removes anything in it. Fix: {untrusted_fix(path, why)}"
+    )
+    return UntrustedStoreError(msg, path=path)
+
+
+def clear_code(
+    cluster: Cluster | None = None, older_than: Any = 0, *, dry_run: bool = False
+) -> GcResult:
+    """Remove what ``WORKDIR/code`` holds that no run used for longer than ``older_than``:
+    lazyslurm's runtime trees, project code, by-value packages and environments (a venv
+    with its wheels and lock, counted as one); returns a
+    :class:`~lazyslurm.backends.packaging.disk.GcResult` (``removed``, ``kept``).
+
+    An entry's last use is the latest submission that used it (each submission touches
+    what it uses). Never removed: an entry a run whose jobs are still queued or running
+    uses (each run records its entries, ``RunLayout.code_uses``; one ``squeue`` in the
+    same command). When ``squeue`` fails, or such a run did not record its entries (an
+    older lazyslurm submitted it), nothing is removed and ``kept`` says why. A later run
+    that needs a removed entry stages it again (an environment: uploaded and created
+    again by its first job). Everything is one shell command (also over SSH)."""
+    from lazyslurm.backends.packaging.disk import gc_script, read_gc
+    from lazyslurm.cluster import resolve_cluster
+
+    cl = resolve_cluster(cluster)
+    backend = cl.backend
+    workdir = str(backend.workdir)
+    cutoff = time.time() - parse_age(older_than)
+    script = gc_script(workdir, live=backend.live_runs_script(), cutoff=cutoff, dry_run=dry_run)
+    res = backend.shell.run(script)
+    if res.returncode != 0:
+        msg = f"cannot clean {workdir}/code: {res.stderr.strip() or res.stdout.strip()}"
+        raise BackendError(msg)
+    done = read_gc(res.stdout)
+    if done.untrusted:
+        raise _code_untrusted(workdir, done.untrusted)
+    return done
+
+
+def disk_usage(cluster: Cluster | None = None) -> DiskReport:
+    """What the work directory holds, in one command: its runs (count, size, oldest) and
+    each unit of ``WORKDIR/code`` (kind, size, last use); a
+    :class:`~lazyslurm.backends.packaging.disk.DiskReport` (``str()`` is the report
+    ``lazyslurm usage --disk`` prints)."""
+    from lazyslurm.backends.option import resolve
+    from lazyslurm.backends.packaging.disk import read_usage, usage_script
+    from lazyslurm.backends.packaging.options import PackagingOptions
+    from lazyslurm.cluster import resolve_cluster
+
+    cl = resolve_cluster(cluster)
+    backend = cl.backend
+    workdir = str(backend.workdir)
+    res = backend.shell.run(usage_script(workdir))
+    if res.returncode != 0:
+        msg = f"cannot read what {workdir} holds: {res.stderr.strip()}"
+        raise BackendError(msg)
+    cap = 0.0
+    if cl.spec is not None and PackagingOptions in cl.spec.options:
+        cap = float(resolve(PackagingOptions, cl.backend_options)["code_cache_gb"] or 0)
+    return read_usage(workdir, res.stdout, cap)
 
 
 def plan_with_store(

@@ -9,9 +9,12 @@
     lazyslurm viz RUN -o run.svg [--level tasks|jobs]
     lazyslurm clean --older-than 7d [--dry-run] [--force]
                                             runs idle for 7 days, unless still running
+    lazyslurm clean --code --older-than 7d [--dry-run]
+                                            code and environments no run used for 7 days
     lazyslurm preview SCRIPT.py:NAME [--no-start] [--cache]
                                             jobs, worst-case cost and start of a graph
     lazyslurm usage RUN [--json]            requested vs used memory, CPU, time per task
+    lazyslurm usage --disk                  what the work directory holds: runs, code, venvs
     lazyslurm profiles                      the cluster profiles, and the file each is from
     lazyslurm watch RUN                     live progress bars until the run ends
     lazyslurm dashboard [RUN] [--port N]    a live web page of the runs (127.0.0.1, token)
@@ -165,6 +168,8 @@ def cmd_status(args: argparse.Namespace, cluster: Cluster) -> int:
         return code
     total = sum(status.counts.values())
     print(f"run {status.run_id}: {status.state}, {status.counts.get(DONE, 0)}/{total} done")
+    if status.note:
+        print(status.note)
     order = (DONE, RUNNING, PENDING, FAILED, CANCELLED)
     indent = {aj.id: "  " * aj.depth for aj in run.array_jobs}  # a subgraph: under its maker
     rows = [
@@ -227,6 +232,7 @@ def _status_json(run: Run, status: Any) -> dict[str, Any]:
         ],
         "failed": n_failed,
         "failures": [{"element": e, "node": k, "error": text} for e, k, text in rows],
+        "note": status.note,
     }
 
 
@@ -428,9 +434,51 @@ def cmd_profiles(args: argparse.Namespace, cluster: Cluster | None) -> int:
     return EXIT_OK
 
 
+def _clean_code(args: argparse.Namespace, cluster: Cluster) -> int:
+    import time
+
+    from lazyslurm.backends.packaging.disk import ago, human_kb
+    from lazyslurm.cache import clear_code
+
+    done = clear_code(cluster, older_than=args.older_than, dry_run=args.dry_run)
+    where = f"{cluster.backend.workdir}/code"
+    age = args.older_than
+    now = time.time()
+    if done.removed:
+        verb = "would remove" if args.dry_run else "removed"
+        freed = human_kb(sum(u.kb for u in done.removed))
+        print(f"{verb} {len(done.removed)} entr(ies) unused for {age} from {where} ({freed}):")
+        for u in done.removed:
+            print(f"  {u.name:<24} {human_kb(u.kb):>9}  last used {ago(now - u.last_used)} ago"
+                  f"  {u.kind}")  # fmt: skip
+    elif not done.kept:
+        print(f"nothing in {where} unused for {age} ({human_kb(done.total_kb)} held)")
+    if done.kept:
+        print(f"kept {len(done.kept)} entr(ies) unused for {age} that runs may still need:")
+        for unit, why in sorted(done.kept.items()):
+            print(f"  {unit}  {why}")
+    if done.unchecked:
+        print(
+            f"{PROG} clean: error: {done.unchecked}; nothing in use was guessed about: retry "
+            f"once the Slurm controller answers",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    return EXIT_OK
+
+
 def cmd_clean(args: argparse.Namespace, cluster: Cluster) -> int:
     from lazyslurm.cache import clear
 
+    if args.code:
+        if args.force:
+            print(
+                f"{PROG} clean: error: --force is for runs; --code never removes code that "
+                "queued or running runs use",
+                file=sys.stderr,
+            )
+            return EXIT_ERROR
+        return _clean_code(args, cluster)
     removed = clear(cluster, older_than=args.older_than, dry_run=args.dry_run, force=args.force)
     where = cluster.backend.workdir
     age = args.older_than
@@ -527,6 +575,21 @@ def cmd_preview(args: argparse.Namespace, cluster: Cluster) -> int:
 
 
 def cmd_usage(args: argparse.Namespace, cluster: Cluster) -> int:
+    if args.disk:
+        import attrs
+
+        from lazyslurm.cache import disk_usage
+
+        disk = disk_usage(cluster)
+        if args.json:
+            _print_json(attrs.asdict(disk) | {"code_kb": disk.code_kb})
+        else:
+            print(disk)
+        if args.run is None:
+            return EXIT_OK
+    if args.run is None:
+        print(f"{PROG} usage: error: give a run id, or --disk", file=sys.stderr)
+        return EXIT_ERROR
     from lazyslurm.usage import usage
 
     report = usage(args.run, cluster)
@@ -655,7 +718,14 @@ def build_parser() -> argparse.ArgumentParser:
         "7d or 2w (0s: every run)",
     )
     p.add_argument(
-        "--dry-run", action="store_true", help="list the runs that would be removed; remove none"
+        "--code",
+        action="store_true",
+        help="remove code instead of runs: lazyslurm runtime trees, project code and "
+        "environments (venvs and wheels) of WORKDIR/code that no submission used for that "
+        "long, never one a queued or running run uses",
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="list what would be removed; remove nothing"
     )
     p.add_argument(
         "--force",
@@ -685,9 +755,16 @@ def build_parser() -> argparse.ArgumentParser:
         "usage",
         cmd_usage,
         "what a run used per task: requested vs used memory, CPU and time, core-hours "
-        "wasted, warnings (the runner's records, and sacct's where there is accounting)",
+        "wasted, warnings (the runner's records, and sacct's where there is accounting); "
+        "--disk: what the work directory holds",
     )
-    p.add_argument("run", metavar="RUN", help="run id")
+    p.add_argument("run", metavar="RUN", nargs="?", help="run id")
+    p.add_argument(
+        "--disk",
+        action="store_true",
+        help="what the work directory holds: runs, code trees, environments (venvs and "
+        "wheels), with sizes and last use",
+    )
     p.add_argument("--json", action="store_true", help=json_help)
     return parser
 

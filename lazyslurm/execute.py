@@ -151,12 +151,16 @@ class RunStatus:
     state: str
     counts: dict[str, int]
     array_jobs: dict[str, tuple[str, dict[str, int]]]
+    # what the run does besides its elements ("creating the environment (once): ...")
+    note: str = ""
 
     def _repr_html_(self) -> str:
         return executor().status_html(self)  # pictures sit beside this module
 
     def __str__(self) -> str:
         lines = [f"run {self.run_id}: {self.state} {_fmt_counts(self.counts)}"]
+        if self.note:
+            lines.append(f"  {self.note}")
         for aj, (name, counts) in self.array_jobs.items():
             lines.append(f"  {aj} {name}: {_fmt_counts(counts)}")
         return "\n".join(lines)
@@ -310,7 +314,7 @@ class Run:
                     counts[s] = counts.get(s, 0) + 1
                     total[s] = total.get(s, 0) + 1
                 per[aj.id] = (aj.name, counts)
-        return RunStatus(self.id, _overall(total), total, per)
+        return RunStatus(self.id, _overall(total), total, per, snap.note if snap else "")
 
     def wait(self, timeout: float | None = None, *, fail_fast: bool = False) -> Snapshot | None:
         """Poll until every element is in an end state (adaptive delay); Ctrl-C cancels.

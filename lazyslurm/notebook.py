@@ -111,7 +111,10 @@ def status_html(status: Any) -> str:
         (aj, name, sum(c.values()), *(c.get(s, 0) for s in order))
         for aj, (name, c) in status.array_jobs.items()
     ]
-    head = table_html(f"run {status.run_id}", [("state", status.state)])
+    note = getattr(status, "note", "")
+    head = table_html(
+        f"run {status.run_id}", [("state", status.state), *([("note", note)] if note else [])]
+    )
     return head + _counts_html(("array job", "task", "elements", *order), rows)
 
 

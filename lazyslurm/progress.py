@@ -13,6 +13,11 @@ per array job at any width):
     aj0 train_model     ━━━━━━━━━━━━╸━━━━━━━━━  6/12  4 running  1 failed  2.1/s  0:00:03
     aj1 select_best     ━━━━━━━━━━━━━━━━━━━━━━  0/1   0 running            -      -:--:--
 
+The title line also says what the run does besides its elements: while the first job
+of a ``packaging="wheel"`` run creates its environment, ``creating the environment
+(once): 7 wheels, 12 s`` (the elements shown running are waiting for it), then
+``created the environment (once): 7 wheels in 31 s``.
+
 On Ctrl-C the display is removed, not left as a stale frame, and the one line of
 :func:`interrupted_line` says what was cancelled and how to look at it.
 """
@@ -227,6 +232,8 @@ class RichProgress:
         self._width, self._digits = 4, 1  # of the names and counts of the first bars
         self._started = False
         self.unreachable = ""  # "cluster unreachable since ...": shown in the title
+        # what the run does besides its elements ("creating the environment (once): ...")
+        self.note = ""
 
     def _ensure(self, run: Any) -> Any:
         if self._progress is None:
@@ -239,7 +246,10 @@ class RichProgress:
                 def get_renderables(self) -> Any:
                     # inside the live region: cleared with the bars on Ctrl-C
                     title = Text.assemble(
-                        ("lazyslurm run ", "bold"), run.id, (display.unreachable, "bold red")
+                        ("lazyslurm run ", "bold"),
+                        run.id,
+                        (display.unreachable, "bold red"),
+                        (f"  {display.note}" if display.note else "", "yellow"),
                     )
                     title.no_wrap, title.overflow = True, "ellipsis"
                     yield title
@@ -289,6 +299,7 @@ class RichProgress:
             else f"  cluster unreachable since {time.strftime('%H:%M:%S', time.localtime(since))}"
             f": last known states ({(snap.unreachable_reason or '')[:120]})"
         )
+        self.note = getattr(snap, "note", "")
         for aj in run.array_jobs:
             counts: dict[str, int] = {}
             for s in snap.states.get(aj.id, ()):

@@ -16,6 +16,9 @@ Layout of one run (``WORKDIR/runs/RUN_ID``, mode 0700), known only to :class:`Ru
     outputs.pkl            what compute() returns, with placeholders (for re-attach)
     jobids                 Slurm job id of each array job (written at submission)
     submit.sh, submit.err  the all-or-nothing submission script and its stderr (Slurm)
+    code-uses              the entries of WORKDIR/code the run's jobs use (Slurm)
+    environment            what a job does before its task starts (creating the
+                           environment, once): read by every poll (Slurm)
     client.pid             host and pid of the owner of a local run, until it ends
     cancel.request         another process asks that owner to cancel (local runs)
     specs/AJ.spec          one per array job: function + per-element arguments (indexed)
@@ -87,6 +90,7 @@ __all__ = [
     "parse_job_ids",
     "parse_usage",
     "read_element",
+    "read_header",
     "read_pickle",
     "read_private",
     "run_of",
@@ -373,6 +377,20 @@ class RunLayout:
     def cancel_request(self) -> str:
         """Another process asks the owner of a local run to cancel it."""
         return self._at("cancel.request")
+
+    @property
+    def code_uses(self) -> str:
+        """The entries of ``WORKDIR/code`` the run's jobs use, one name a line (written at
+        submission): ``lazyslurm clean --code`` and the ``code_cache_gb`` cap never remove
+        one that a run with jobs still queued or running uses."""
+        return self._at("code-uses")
+
+    @property
+    def environment(self) -> str:
+        """What a job of the run is doing before its task starts, when that takes a while:
+        ``creating START_EPOCH WHEELS`` while the first job creates the run's environment,
+        then ``created START END WHEELS`` (or ``failed ...``); read by every poll."""
+        return self._at("environment")
 
     @property
     def submit_script(self) -> str:
@@ -1390,6 +1408,29 @@ def read_element(
     if ref is not None:
         header["func"] = FunctionRef(*ref)
     return header, element
+
+
+def read_header(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read the header of a spec file alone (ours: checked on the open file): what
+    :func:`read_element` returns first, without decoding an element (whose arguments may
+    name a module this Python lacks: that element's own failure)."""
+    path = os.fspath(path)
+    fd = _open_private(path, "spec file")
+    try:
+        flags, count = _spec_head(fd, path)
+        light = bool(flags & SPEC_CLOUDPICKLE_LIGHT)
+        if flags & SPEC_CLOUDPICKLE and not light:
+            _need_cloudpickle(path)
+        base = 24 + 8 * (count + 1)
+        first = os.pread(fd, 16, 24)
+        h0, h1 = int.from_bytes(first[:8], "little"), int.from_bytes(first[8:], "little")
+        header = decode_value(_pread_all(fd, h1 - h0, base + h0), light=light, source=path)
+    finally:
+        os.close(fd)
+    ref = header.pop("func_ref", None)
+    if ref is not None:
+        header["func"] = FunctionRef(*ref)
+    return header
 
 
 def _pread_all(fd: int, size: int, offset: int) -> bytes:

@@ -460,3 +460,16 @@ def test_the_standin_answers_as_recorded_slurm(tmp_path, cluster, scenario):
     finally:
         standin.close()
     assert states == element_states(f"{cluster}_{scenario}", sizes)
+
+
+def test_the_environment_note_in_words():
+    """The run's environment file, as the polls show it."""
+    from lazyslurm.backends.packaging import environment_note
+
+    assert environment_note("creating 100 7", 130) == (
+        "creating the environment (once): 7 wheels, 30 s"
+    )
+    assert environment_note("created 100 160 1", 999) == (
+        "created the environment (once): 1 wheel in 60 s"
+    )
+    assert environment_note("garbage", 1) == "" and environment_note("created 1 x 7", 1) == ""

@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
+from examples.parallelization_patterns import merge_results, process_chunk, split_dataset
 from test_backends_slurm import env, slurm_cluster, ssh_cluster, ssh_options  # noqa: F401
 
-from examples.parallelization_patterns import merge_results, process_chunk, split_dataset
 from lazyslurm import Cluster, compute, submit, task
 from lazyslurm.backends.base import RunHandle
 from lazyslurm.dynamic import SubgraphRecord, extend_handle, renamed

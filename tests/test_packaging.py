@@ -21,6 +21,7 @@ from lazyslurm.backends.shell import SSHShell
 from lazyslurm.errors import (
     ClusterConfigError,
     PythonVersionError,
+    TaskError,
     UnshippableModuleError,
 )
 from lazyslurm.graph.resources import Resources
@@ -124,7 +125,8 @@ def test_seed_patterns_over_ssh_with_nothing_installed(env):
     assert best["lr"] == 0.1
     code = store.replace("~", "$HOME") + "/code"
     listing = ssh_run(env, f"cd {code} && ls -A && stat -c %a {digest}")
-    assert listing.split() == [digest, "700"]  # one copy, private, no stage left behind
+    # one copy, private, no stage left behind (.lock: submissions and removals take it)
+    assert listing.split() == [".lock", digest, "700"]
 
 
 @pytest.mark.slurm
@@ -286,3 +288,28 @@ def test_modes_mix_in_one_run_on_a_container_cluster(env, tmp_path):
     repo = shlex.quote(str(Path(modules.__file__).resolve().parents[3]))
     assert f"/code/{modules.runtime_hash()}" in scripts["aj0.sh"]
     assert f"PYTHONPATH={repo}" in scripts["aj1.sh"]
+
+
+@task
+def unbox(box) -> int:
+    return box.v
+
+
+@pytest.mark.slurm
+def test_an_argument_of_a_module_the_node_lacks_is_the_typed_error(env, tmp_path, monkeypatch):
+    """An element's arguments name a module its Python cannot import (an image or an
+    environment without it): the element records a ModuleNotFoundError, which the
+    client raises as such (a TaskError naming the module and the fixes), not a crash of
+    the element with a traceback tail."""
+    (tmp_path / "mods").mkdir()
+    (tmp_path / "mods" / "lzelsewhere.py").write_text(
+        "class Box:\n    def __init__(self, v):\n        self.v = v\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path / "mods"))  # the client's, not the node's
+    import lzelsewhere
+
+    c = slurm_cluster(env, tmp_path, packaging="inherit")
+    with c, pytest.raises(ModuleNotFoundError) as info:
+        compute(unbox(lzelsewhere.Box(3)))
+    assert isinstance(info.value, TaskError) and info.value.name == "lzelsewhere"
+    assert "installed here, on the client" in str(info.value)

@@ -15,15 +15,40 @@ from pathlib import Path
 import pytest
 
 from examples import parallelization_patterns as pp
-from lazyslurm import Cluster, compute
+from lazyslurm import Cluster, compute, task
+from lazyslurm.backends.packaging import container
 from lazyslurm.backends.packaging.container import launch_words
 from lazyslurm.backends.slurm.render import job_script
-from lazyslurm.errors import ClusterConfigError, PackagingError, RegistryError
+from lazyslurm.errors import (
+    ClusterConfigError,
+    PackagingError,
+    RegistryError,
+    UnshippableModuleError,
+)
 from lazyslurm.graph.resources import Resources
 from lazyslurm.planning.planner import ArrayJob
 from lazyslurm.store import RunLayout
 
 DATA = Path(__file__).parent / "data"
+
+
+def tiny_wheel(where: Path, name: str = "lzdep", version: str = "1.0", suffix: str = "!") -> Path:
+    """A pure-Python wheel made by hand (a dependency that needs no index)."""
+    import zipfile
+
+    whl = where / f"{name}-{version}-py3-none-any.whl"
+    info = f"{name}-{version}.dist-info"
+    with zipfile.ZipFile(whl, "w") as z:
+        z.writestr(f"{name}.py", f"SUFFIX = {suffix!r}\n")
+        z.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+        z.writestr(
+            f"{info}/WHEEL",
+            "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        )
+        z.writestr(f"{info}/RECORD", "")
+    return whl
+
+
 REF = "registry:5000/patterns@sha256:" + "0123456789abcdef" * 4  # jobs run digests
 WORKDIR = "/home/u/.lazyslurm"
 RUN_ID = "20261124-120000-abcdef"
@@ -215,3 +240,165 @@ def test_a_runtime_missing_on_the_cluster_is_refused(cenv, cluster_env):
         backend = c.backend
         compute(pp.stage1_preprocess("x"))
     assert backend.stats["sbatch"] == 0
+
+
+# --------------------------------------------------------------------------- the tag
+
+
+def test_dockerignore_rules(tmp_path):
+    """Docker's .dockerignore syntax: segments, **, a directory covers what is under it,
+    a leading / is the context's root, the last matching rule wins; .containerignore
+    first."""
+    (tmp_path / ".dockerignore").write_text(
+        "# comment\nwheelhouse\n**/*.pyc\ndocs/*.md\n/build\n!docs/keep.md\n"
+    )
+    rules = container.ignore_patterns(tmp_path)
+    assert container.ignored("wheelhouse/numpy.whl", rules)
+    assert container.ignored("a/b/c.pyc", rules) and container.ignored("c.pyc", rules)
+    assert container.ignored("docs/x.md", rules) and not container.ignored("docs/a/x.md", rules)
+    assert not container.ignored("docs/keep.md", rules)
+    assert container.ignored("build/x", rules) and not container.ignored("src/build.py", rules)
+    (tmp_path / ".containerignore").write_text("docs\n")
+    rules = container.ignore_patterns(tmp_path)
+    assert container.ignored("docs/keep.md", rules)
+    assert not container.ignored("wheelhouse/numpy.whl", rules)
+
+
+def test_from_images_of_a_dockerfile():
+    text = "ARG BASE=debian:12\nFROM --platform=linux/amd64 ${BASE} AS b\nFROM b\nRUN x\n"
+    assert container.from_images(text) == ["debian:12"]
+
+
+def user_project(root: Path, base: str) -> Path:
+    root.mkdir()
+    (root / "Dockerfile").write_text(f"FROM {base}\nCOPY app.py /app/app.py\n")
+    (root / "app.py").write_text("print('v1')\n")
+    (root / ".dockerignore").write_text("wheelhouse\n*.log\n")
+    (root / "wheelhouse").mkdir()
+    (root / "wheelhouse" / "big.whl").write_bytes(b"x" * 1000)
+    return root / "Dockerfile"
+
+
+def test_the_tag_honours_dockerignore(cenv, podman_env, tmp_path):
+    """What .dockerignore leaves out of the build context does not change the tag (a
+    wheelhouse in the project folder); what the build sends does."""
+    dockerfile = user_project(tmp_path / "proj", cenv["LAZYSLURM_TEST_BASE_IMAGE"])
+    c = container_cluster(cenv, podman_env, tmp_path, packaging_dockerfile=str(dockerfile))
+    builder = c.backend.packager.builder("container")
+    tag = builder.content_hash()
+    (tmp_path / "proj" / "wheelhouse" / "big.whl").write_bytes(b"y" * 2000)
+    (tmp_path / "proj" / "build.log").write_text("noise")
+    assert builder.content_hash() == tag
+    (tmp_path / "proj" / "app.py").write_text("print('v2')\n")
+    assert builder.content_hash() != tag
+
+
+def test_a_base_rebuilt_under_the_same_name_changes_the_tag(cenv, podman_env, tmp_path):
+    """The tag covers the base image's content (its ID), not the text FROM NAME: a base
+    rebuilt under the same name (another rootfs) gives another tag."""
+    base = f"localhost/lazyslurm-test-base-{uuid.uuid4().hex[:8]}:x"
+    ctx = tmp_path / "base"
+    ctx.mkdir()
+    tags = []
+    try:
+        for content in ("one", "two"):
+            (ctx / "Dockerfile").write_text(
+                f"FROM {cenv['LAZYSLURM_TEST_BASE_IMAGE']}\nRUN echo {content} > /etc/which\n"
+            )
+            subprocess.run(["podman", "build", "--isolation=chroot", "-q", "-t", base, str(ctx)],
+                           check=True, capture_output=True)  # fmt: skip
+            c = container_cluster(cenv, podman_env, tmp_path, packaging_base_image=base)
+            tags.append(c.backend.packager.builder("container").content_hash())
+    finally:
+        subprocess.run(["podman", "rmi", "-f", base], capture_output=True)
+    assert tags[0] != tags[1]
+
+
+def test_a_base_only_in_the_registry_is_pinned_by_digest(cenv, podman_env, tmp_path):
+    """A base image that is not local: its digest in the registry (skopeo) goes into the
+    tag, and the generated Dockerfile builds FROM it by that digest."""
+    if shutil.which("skopeo") is None:
+        pytest.skip("skopeo is not installed")
+    remote = f"{cenv['LAZYSLURM_TEST_REGISTRY']}/lazyslurm-tests-base:{uuid.uuid4().hex[:8]}"
+    subprocess.run(["podman", "tag", cenv["LAZYSLURM_TEST_BASE_IMAGE"], remote], check=True)
+    subprocess.run(["podman", "push", "-q", "--tls-verify=false", remote], check=True,
+                   capture_output=True)  # fmt: skip
+    subprocess.run(["podman", "untag", cenv["LAZYSLURM_TEST_BASE_IMAGE"], remote], check=True)
+    c = container_cluster(cenv, podman_env, tmp_path, packaging_base_image=remote)
+    builder = c.backend.packager.builder("container")
+    text, _, _ = builder.context()
+    assert builder.base_id(remote).startswith("digest sha256:")
+    assert text.startswith(f"FROM {remote.rpartition(':')[0]}@sha256:")
+
+
+# --------------------------------------------------------------------------- modules
+
+
+@task
+def graph_size(g) -> int:
+    return g.number_of_nodes()
+
+
+@task
+def dep_suffix() -> str:
+    import lzdep  # installed in the image from the wheelhouse
+
+    return lzdep.SUFFIX
+
+
+@pytest.mark.slurm
+def test_a_module_missing_from_the_image_is_refused_before_submission(
+    cenv, podman_env, tmp_path, monkeypatch
+):
+    """The run's pickles name networkx (installed here), which the base image lacks: a
+    typed error naming the module and the fixes (packaging_wheelhouse), nothing submitted;
+    the image's answer is remembered (no second podman run)."""
+    import networkx as nx
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # nothing remembered yet
+    c = container_cluster(cenv, podman_env, tmp_path)
+    with c, pytest.raises(UnshippableModuleError) as info:
+        backend = c.backend
+        compute(graph_size(nx.path_graph(3)))
+    msg = str(info.value)
+    assert "networkx" in msg and "packaging_wheelhouse" in msg and "nothing was submitted" in msg
+    assert backend.stats["sbatch"] == 0
+    builder = backend.packager.builders["container"]
+    c = container_cluster(cenv, podman_env, tmp_path)
+    with c, pytest.raises(UnshippableModuleError):
+        again = c.backend.packager.builder("container")
+        compute(graph_size(nx.path_graph(3)))
+    assert "module_check_s" not in again.timings
+    assert "module_check_s" in builder.timings
+
+
+@pytest.mark.slurm
+@pytest.mark.parametrize("how", ["generated", "dockerfile"])
+def test_a_wheelhouse_installs_wheels_without_an_index(cenv, podman_env, tmp_path, how):
+    """packaging_wheelhouse: wheels from the client installed with --no-index: by the
+    generated Dockerfile, or by the project's Dockerfile from the build context
+    `wheelhouse`; the task imports the dependency in a Slurm job. Another wheelhouse
+    (a new version) makes another image: the layer that installs them is not reused."""
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    tiny_wheel(wheels)
+    kw: dict = {"packaging_wheelhouse": str(wheels)}
+    if how == "dockerfile":
+        project = tmp_path / "proj"
+        project.mkdir()
+        (project / "Dockerfile").write_text(
+            f"FROM {cenv['LAZYSLURM_TEST_BASE_IMAGE']}\n"
+            "ARG LAZYSLURM_WHEELHOUSE\n"
+            "RUN --mount=type=bind,from=wheelhouse,target=/wheelhouse python3 -m venv /opt/v "
+            "&& /opt/v/bin/python -m pip install -q --no-index --find-links /wheelhouse lzdep\n"
+            "ENV PATH=/opt/v/bin:$PATH\n"
+        )
+        kw["packaging_dockerfile"] = str(project / "Dockerfile")
+    c = container_cluster(cenv, podman_env, tmp_path, **kw)
+    with c:
+        assert compute(dep_suffix()) == ("!",)
+    (wheels / "lzdep-1.0-py3-none-any.whl").unlink()
+    tiny_wheel(wheels, version="2.0", suffix="?")
+    c = container_cluster(cenv, podman_env, tmp_path, **kw)
+    with c:
+        assert compute(dep_suffix()) == ("?",)

@@ -8,10 +8,6 @@ from collections import defaultdict
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from strategies import Dag, dags
-
 from examples.parallelization_patterns import (  # the seed's tasks, one definition
     merge_results,
     process_chunk,
@@ -22,6 +18,10 @@ from examples.parallelization_patterns import (  # the seed's tasks, one definit
     stage3_finalize,
     train_model,
 )
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from strategies import Dag, dags
+
 from lazyslurm.graph import task
 from lazyslurm.planning.planner import (
     AFTERCORR,

@@ -412,3 +412,27 @@ def test_off_a_terminal_two_lines_say_the_run_id_and_the_end(tmp_path) -> None:
     )  # fmt: skip
     assert logged.returncode == 0 and "lazyslurm: submitted run" not in logged.stderr
     assert "INFO:lazyslurm:submitted run" in logged.stderr, logged.stderr
+def test_the_title_says_the_first_run_creates_the_environment():
+    """While the first job creates the environment (packaging='wheel'), the bars' title,
+    `status`, its text and the notebook's status table say so, with its time."""
+    from rich.console import Console
+
+    from lazyslurm.backends.base import Snapshot
+    from lazyslurm.execute import RunStatus
+    from lazyslurm.notebook import status_html
+    from lazyslurm.planning.planner import ArrayJob
+    from lazyslurm.progress import RichProgress
+
+    class _Run:
+        id = "20260101-000000-abcdef"
+        array_jobs = (ArrayJob("aj0", "f", ("k0", "k1")),)
+
+    note = "creating the environment (once): 7 wheels, 12 s"
+    console = Console(record=True, width=300, file=__import__("io").StringIO())
+    display = RichProgress(console)
+    display._update(_Run(), Snapshot(states={"aj0": ["RUNNING", "RUNNING"]}, note=note))
+    for renderable in display._progress.get_renderables():
+        console.print(renderable)
+    assert note in " ".join(console.export_text().split())
+    status = RunStatus(_Run.id, "RUNNING", {"RUNNING": 2}, {"aj0": ("f", {"RUNNING": 2})}, note)
+    assert note in str(status) and note in status_html(status)

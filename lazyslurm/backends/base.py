@@ -81,6 +81,9 @@ class Snapshot:
     # are then the last known ones; wall-clock time (time.time()) the outage began, and why
     unreachable_since: float | None = None
     unreachable_reason: str = ""
+    # what the run is doing besides its elements, when that takes a while: "creating the
+    # environment (once): 7 wheels, 12 s" while its first job creates it
+    note: str = ""
 
     @property
     def finished(self) -> bool:

@@ -45,6 +45,7 @@ from lazyslurm.store import (
     encode_value,
     pack_index,
     read_element,
+    read_header,
     read_private,
     run_of,
     spec_size,
@@ -378,6 +379,36 @@ def _execute(
     return None, None  # pragma: no cover - the loop always returns
 
 
+def _unloadable(paths: RunLayout, array_job: str, index: int, exc: ImportError) -> int:
+    """An element whose arguments cannot be loaded here: a module they name is missing
+    (an image or environment without it). Its error record, under the key the run's
+    records give it, makes the client raise the typed error (``ModuleNotFoundError``,
+    with the fix) instead of a crash of the element."""
+    import json
+    import traceback
+
+    traceback.print_exception(exc)
+    records = [paths.manifest]
+    try:
+        names = sorted(os.listdir(paths.dynamic_dir))
+    except OSError:
+        names = []
+    records += [os.path.join(paths.dynamic_dir, n) for n in names if paths.is_dynamic_record(n)]
+    for path in records:
+        try:
+            fields = json.loads(read_private(path))
+        except (OSError, ValueError):
+            continue
+        for entry in fields.get("array_jobs", []) if isinstance(fields, dict) else []:
+            if entry.get("id") == array_job and 0 <= index < len(entry.get("keys", [])):
+                key = entry["keys"][index]
+                error = _error_record(exc, {"task": entry.get("name", "")}, key)
+                writer = _writer(paths.root, array_job, index)
+                atomic_write(paths.error(key), encode_outcome(error, key=key, writer=writer))
+                return EXIT_TASK_FAILED
+    raise exc
+
+
 def _context_maker(
     run_dir: str, array_job: str, index: int, key: str, env: Any, ranks: bool = False
 ) -> Any:
@@ -550,7 +581,10 @@ def run_element(
     spec's header its pack read once (the function is not rebuilt per element).
     """
     paths = RunLayout(run_dir)
-    header, element = read_element(paths.spec(array_job), index, header)
+    try:
+        header, element = read_element(paths.spec(array_job), index, header)
+    except ImportError as exc:  # its arguments name a module this Python lacks
+        return _unloadable(paths, array_job, index, exc)
     key = element[0]
     make = _context_maker(run_dir, array_job, index, key, env)
     # where this element runs, for code that asks (a @workflow's context); restored after
@@ -617,7 +651,7 @@ def run_slurm_element(
     joined, ``atexit`` hooks run); else (a caller's process) children leave with
     ``os._exit``."""
     spec = RunLayout(run_dir).spec(array_job)
-    header, _ = read_element(spec, 0)
+    header = read_header(spec)
     pack = int(header.get("pack", 1))
     if pack == 1:
         return run_element(run_dir, array_job, slurm_index, env=env, header=header)

@@ -24,12 +24,18 @@ stage, a shell snippet to run before submitting, and how each array job starts i
 from __future__ import annotations
 
 import importlib
+import logging
+import re
+import time
 import types
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import attrs
+
 from lazyslurm.backends.option import resolve
-from lazyslurm.backends.packaging.base import Builder, Launch, Prepared
+from lazyslurm.backends.packaging.base import Builder, Launch, Prepared, environment_note
+from lazyslurm.backends.packaging.disk import ago, human_kb, read_gc, read_missing
 from lazyslurm.backends.packaging.options import PackagingOptions
 from lazyslurm.backends.packaging.target import (
     Target,
@@ -55,10 +61,39 @@ __all__ = [
     "atomic_move",
     "check_staged",
     "code_listing",
+    "environment_note",
     "read_code_listing",
+    "read_missing",
+    "report_gc",
     "settings",
     "untrusted_code_error",
 ]
+
+log = logging.getLogger(__name__)
+
+
+def report_gc(workdir: str, stdout: str) -> None:
+    """Log what the ``code_cache_gb`` cap removed after a submission (a warning per
+    unit: the next run that needs it stages or creates it again)."""
+    if "LZ-REMOVED\t" not in stdout and "LZ-KEPT\t" not in stdout:
+        return
+    done = read_gc(stdout)
+    now = time.time()
+    for unit in done.removed:
+        log.warning(
+            "removed %s/code/%s (%s, %s, last used %s ago): WORKDIR/code held %s, over "
+            "code_cache_gb; least recently used entries go first",
+            workdir, unit.name, unit.kind, human_kb(unit.kb), ago(now - unit.last_used),
+            human_kb(done.total_kb),
+        )  # fmt: skip
+    if not done.removed and done.kept:
+        why = "; ".join(f"{u}: {w}" for u, w in list(done.kept.items())[:3])
+        log.warning(
+            "%s/code holds %s, over code_cache_gb, but nothing could be removed (%s): "
+            "`lazyslurm usage --disk` shows what it holds",
+            workdir, human_kb(done.total_kb), why,
+        )  # fmt: skip
+
 
 def settings(given: Mapping[str, Any]) -> types.SimpleNamespace:
     """The packaging options of a Cluster, checked and with their defaults, as attributes
@@ -73,6 +108,10 @@ def settings(given: Mapping[str, Any]) -> types.SimpleNamespace:
     out["build_args"], out["run_args"] = tuple(out["build_args"]), tuple(out["run_args"])
     return types.SimpleNamespace(**out)
 
+
+# an entry of WORKDIR/code named in a launch (a runtime, by-value packages, project code,
+# an environment)
+_CODE_ENTRY = re.compile(r"/code/((?:venv-|wheels-|deps-|proj-)?[0-9a-f]{16})(?![\w.-])")
 
 # each mode's module, by the mode's declared name ("by-value": byvalue.py); "auto" is not
 # a mode of its own (Packager.mode_of resolves it)
@@ -94,10 +133,12 @@ class Packager:
         local: bool,
         python: str,
         setup: Sequence[str] = (),
+        live_runs: str = "",
     ) -> None:
         self.options = settings(options)  # the cluster's mode is checked here, once
         self.target = Target(self.options, local=local, python=python, setup=setup)
         self.builders: dict[str, Builder] = {}  # by mode, made when first needed
+        self.live_runs = live_runs  # shell printing the runs still queued or running
 
     def mode_of(self, resources: Resources | None) -> str:
         """The effective mode of a task (its own ``packaging=``, else the cluster's)."""
@@ -139,15 +180,32 @@ class Packager:
         workdir: str,
         array_jobs: Sequence[ArrayJob],
         files: Mapping[str, bytes],
+        run_dir: str = "",
     ) -> Prepared:
         """Check and build what the run's array jobs need (nothing is submitted yet): each
         mode's builder prepares its array jobs; the code directories they use are staged
-        once."""
+        once, and every entry of ``WORKDIR/code`` they use is named in ``uses`` (also
+        those the setup lines name: a workflow's inner runs inherit them)."""
         by_mode: dict[str, list[ArrayJob]] = {}
         for aj in array_jobs:
             by_mode.setdefault(self.mode_of(aj.resources), []).append(aj)
+        code = self.target.code
+        code.begin()
         parts = [
-            self.builder(mode).prepare(shell, workdir, jobs, files)
+            self.builder(mode).prepare(shell, workdir, jobs, files, run_dir)
             for mode, jobs in by_mode.items()
         ]
-        return self.target.code.stage(workdir, Prepared.merge(parts))
+        merged = Prepared.merge(parts)
+        named = {
+            m.group(1)
+            for launch in merged.launches.values()
+            for text in (launch.python, launch.runner or "", *launch.setup, *launch.launcher)
+            for m in _CODE_ENTRY.finditer(text)
+        }
+        merged = attrs.evolve(merged, uses=tuple(dict.fromkeys([*merged.uses, *sorted(named)])))
+        cap_kb = int(float(self.options.code_cache_gb or 0) * 1024 * 1024)
+        return code.stage(workdir, merged, cap_kb=cap_kb, live=self.live_runs)
+
+    def forget(self, names: Sequence[str]) -> None:
+        """Entries of ``WORKDIR/code`` found gone at submission: staged again next time."""
+        self.target.code.forget(names)

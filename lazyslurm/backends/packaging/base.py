@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from lazyslurm.graph.resources import Resources
     from lazyslurm.planning.planner import ArrayJob
 
-__all__ = ["Builder", "Launch", "Prepared", "pickles"]
+__all__ = ["Builder", "Launch", "Prepared", "environment_note", "pickles"]
 
 
 @attrs.frozen
@@ -47,6 +47,11 @@ class Prepared:
     :meth:`~lazyslurm.backends.packaging.target.CodeDir.stage` turns them into ``files``,
     ``before`` and ``on_success``, once per run however many modes ask for one, so what
     :meth:`~lazyslurm.backends.packaging.Packager.prepare` returns has ``code`` empty.
+    ``uses`` names every entry of ``WORKDIR/code`` the run's jobs use (staged or reused:
+    the backend records them in the run directory, ``RunLayout.code_uses``, so that
+    ``lazyslurm clean --code`` and the ``code_cache_gb`` cap never remove what a queued
+    or running run needs); ``after`` is shell run once the submission went through, in
+    the same round trip (the ``code_cache_gb`` cap).
     """
 
     files: Mapping[str, bytes] = attrs.field(factory=dict)  # relative to the workdir
@@ -54,6 +59,8 @@ class Prepared:
     launches: Mapping[str, Launch] = attrs.field(factory=dict)  # array job id -> Launch
     on_success: tuple[Callable[[], None], ...] = ()  # once the submission went through
     code: Mapping[str, Mapping[str, bytes]] = attrs.field(factory=dict)  # to stage, by name
+    uses: tuple[str, ...] = ()  # names in WORKDIR/code the jobs use
+    after: str = ""  # shell run (same round trip) after a submission that went through
 
     @classmethod
     def of(
@@ -81,13 +88,17 @@ class Prepared:
         launches: dict[str, Launch] = {}
         done: list[Callable[[], None]] = []
         code: dict[str, Mapping[str, bytes]] = {}
+        uses: dict[str, None] = {}
+        after: list[str] = []
         for p in parts:
             files.update(p.files)
             before.append(p.before)
             launches.update(p.launches)
             done.extend(p.on_success)
             code.update(p.code)
-        return cls(files, "".join(before), launches, tuple(done), code)
+            uses.update(dict.fromkeys(p.uses))
+            after.append(p.after)
+        return cls(files, "".join(before), launches, tuple(done), code, tuple(uses), "".join(after))
 
 
 class Builder(Protocol):
@@ -117,12 +128,43 @@ class Builder(Protocol):
         workdir: str,
         array_jobs: Sequence[ArrayJob],
         files: Mapping[str, bytes],
+        run_dir: str = "",
     ) -> Prepared:
         """Check and build what ``array_jobs`` (all of this mode) need: a launch for
-        each, and the code directories they use."""
+        each, and the code directories they use. ``run_dir`` is the run's directory on
+        the cluster (where a job says what it is doing before the task starts, e.g.
+        ``RunLayout.environment`` while it creates an environment)."""
         ...
 
 
 def pickles(array_jobs: Iterable[ArrayJob], files: Mapping[str, bytes]) -> list[bytes]:
     """The spec files (pickles) of ``array_jobs`` among a run's ``files``."""
     return [files.get(INSIDE.spec(aj.id), b"") for aj in array_jobs]
+
+
+def environment_note(text: str, now: float) -> str:
+    """What the run's ``environment`` file (``RunLayout.environment``, written by the job
+    that creates the run's environment) says, in words; ``now`` on the same clock.
+
+    >>> environment_note("creating 100 7", 112)
+    'creating the environment (once): 7 wheels, 12 s'
+    >>> environment_note("created 100 131 7", 200)
+    'created the environment (once): 7 wheels in 31 s'
+    >>> environment_note("failed 100 103 7", 200)
+    "creating the environment failed after 3 s (7 wheels): see the elements' logs"
+    """
+    words = text.split()
+    if len(words) < 3 or not all(w.isdigit() for w in words[1:]):
+        return ""
+    what, start = words[0], int(words[1])
+    wheels = f"{words[-1]} wheel{'s' if words[-1] != '1' else ''}"
+    if what == "creating":
+        return f"creating the environment (once): {wheels}, {max(0, int(now) - start)} s"
+    if len(words) < 4:
+        return ""
+    took = max(0, int(words[2]) - start)
+    if what == "created":
+        return f"created the environment (once): {wheels} in {took} s"
+    if what == "failed":
+        return f"creating the environment failed after {took} s ({wheels}): see the elements' logs"
+    return ""

@@ -54,6 +54,7 @@ class ByValueBuilder:
         workdir: str,
         array_jobs: Sequence[ArrayJob],
         files: Mapping[str, bytes],
+        run_dir: str = "",
     ) -> Prepared:
         t = self.target
         blobs = pickles(array_jobs, files)

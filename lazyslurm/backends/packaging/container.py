@@ -4,8 +4,22 @@ run by podman, Pyxis/enroot or Apptainer in the job script.
 The image is the project's Dockerfile (``packaging_dockerfile``) or a generated one on
 ``packaging_base_image``, plus a last layer holding lazyslurm's runner and cloudpickle
 (the user's own modules travel by value, as with ``by-value``). Its tag is the content
-hash of everything that goes into it (and the client's Python minor version, which the
-image's Python must match for code pickled by value).
+hash of everything that goes into it: the Dockerfile, the build context as the builder
+sends it (``.containerignore`` or ``.dockerignore`` honoured), the base images' content
+(the local image's ID, else the registry's digest: a base rebuilt under the same name
+makes a new tag), the wheels of ``packaging_wheelhouse``, and the client's Python minor
+version, which the image's Python must match for code pickled by value.
+
+``packaging_wheelhouse=DIR`` (wheels downloaded on the client, ``pip download``) is for
+sites whose builds cannot reach a package index: the generated Dockerfile installs every
+wheel there offline into a venv (``/opt/lazyslurm-venv``, first on ``PATH``); a project's
+Dockerfile gets it as the build context ``wheelhouse`` (``RUN --mount=type=bind,
+from=wheelhouse,target=/wheelhouse pip install --no-index --find-links /wheelhouse ...``).
+
+Before anything is submitted, the image's ``python3`` is asked whether it imports the
+installed modules the run's pickles name (once per image digest, remembered beside it):
+a missing one is refused with :class:`~lazyslurm.errors.UnshippableModuleError` naming
+how to add it.
 
 Jobs run the image by digest (``NAME@sha256:...``), the one recorded when this client
 pushed it, kept per tag in a private cache (``$XDG_CACHE_HOME/lazyslurm/images``). Anyone
@@ -36,10 +50,21 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lazyslurm.backends.packaging.base import Launch, Prepared
-from lazyslurm.backends.packaging.modules import check_python, content_hash, runtime_files
+from lazyslurm.backends.packaging.base import Launch, Prepared, pickles
+from lazyslurm.backends.packaging.modules import (
+    check_python,
+    content_hash,
+    referenced_modules,
+    runtime_files,
+    third_party_modules,
+)
 from lazyslurm.backends.packaging.target import Target
-from lazyslurm.errors import ClusterConfigError, PackagingError, RegistryError
+from lazyslurm.errors import (
+    ClusterConfigError,
+    PackagingError,
+    RegistryError,
+    UnshippableModuleError,
+)
 from lazyslurm.store import atomic_write, check_private_dir, read_private
 
 if TYPE_CHECKING:
@@ -50,6 +75,9 @@ if TYPE_CHECKING:
 __all__ = [
     "BUILDER",
     "ContainerBuilder",
+    "from_images",
+    "ignore_patterns",
+    "ignored",
     "image_name",
     "launch_words",
     "pyxis_image",
@@ -62,6 +90,8 @@ _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 _SKIP_DIRS = {".git", ".venv", "venv", "__pycache__", "node_modules", ".mypy_cache", ".ruff_cache"}
 _RUNTIME_DIR = "/opt/lazyslurm"
+_VENV_DIR = "/opt/lazyslurm-venv"  # packaging_wheelhouse's wheels, in the generated image
+_WHEELHOUSE = "wheelhouse"  # the build context of packaging_wheelhouse
 _TAIL_LINES = 25
 _RUNTIME_PROBES = {
     "podman": "command -v podman",
@@ -165,6 +195,122 @@ def launch_words(
     raise ClusterConfigError(msg)
 
 
+# -------------------------------------------------------------------- the build context
+
+
+def ignore_patterns(context: Path) -> list[tuple[bool, re.Pattern[str]]]:
+    r"""The rules of ``context``'s ``.containerignore`` (podman reads it first) or
+    ``.dockerignore``: ``(excludes, pattern)`` in order, the last one matching a path
+    deciding (``!`` re-includes). Docker's syntax: ``*`` and ``?`` within a path
+    segment, ``**`` any number of segments, a leading ``/`` ignored; a pattern matching a
+    directory matches everything under it.
+
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (d / ".dockerignore").write_text("# wheels\nwheelhouse\n**/*.pyc\n!keep.pyc\n")
+    >>> rules = ignore_patterns(d)
+    >>> [ignored(p, rules) for p in ("wheelhouse/a.whl", "src/m.pyc", "keep.pyc", "src/m.py")]
+    [True, True, False, False]
+    """
+    for name in (".containerignore", ".dockerignore"):
+        path = context / name
+        if path.is_file():
+            text = path.read_text(encoding="utf-8", errors="replace")
+            break
+    else:
+        return []
+    rules = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        keep = line.startswith("!")
+        pattern = line[1:].strip() if keep else line
+        pattern = os.path.normpath(pattern).lstrip("/")
+        if pattern in ("", "."):
+            continue
+        rules.append((not keep, re.compile(_pattern_regex(pattern))))
+    return rules
+
+
+def _pattern_regex(pattern: str) -> str:
+    """A ``.dockerignore`` pattern as a regular expression over relative paths."""
+    out = []
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if pattern.startswith("**", i):
+            i += 2
+            if pattern.startswith("/", i):
+                i += 1
+                out.append("(?:.*/)?")
+            else:
+                out.append(".*")
+            continue
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "\\" and i + 1 < len(pattern):
+            i += 1
+            out.append(re.escape(pattern[i]))
+        elif c == "[":
+            end = pattern.find("]", i + 1)
+            if end < 0:
+                out.append(re.escape(c))
+            else:
+                body = pattern[i + 1 : end]
+                if body.startswith(("!", "^")):
+                    body = "^" + body[1:]
+                out.append(f"[{body}]")
+                i = end
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return "^" + "".join(out) + "(?:/.*)?$"
+
+
+def ignored(rel: str, rules: Sequence[tuple[bool, re.Pattern[str]]]) -> bool:
+    """Whether the build leaves the context's file ``rel`` out (see :func:`ignore_patterns`)."""
+    out = False
+    for excludes, pattern in rules:
+        if pattern.match(rel):
+            out = excludes
+    return out
+
+
+def from_images(dockerfile: str) -> list[str]:
+    r"""The images a Dockerfile builds ``FROM`` (not its own stages, not ``scratch``;
+    ``--platform=`` dropped, ``ARG`` defaults substituted where given).
+
+    >>> from_images("ARG V=3.11\nFROM python:${V}-slim AS build\nFROM build\nFROM scratch\n")
+    ['python:3.11-slim']
+    """
+    args: dict[str, str] = {}
+    stages: set[str] = set()
+    out: list[str] = []
+    for raw in dockerfile.splitlines():
+        words = raw.strip().split()
+        if not words:
+            continue
+        op = words[0].upper()
+        if op == "ARG" and len(words) > 1 and "=" in words[1] and not stages and not out:
+            name, _, value = words[1].partition("=")
+            args[name] = value.strip("\"'")
+        if op != "FROM":
+            continue
+        rest = [w for w in words[1:] if not w.startswith("--")]
+        if not rest:
+            continue
+        image = re.sub(r"\$\{?(\w+)\}?", lambda m: args.get(m.group(1), m.group(0)), rest[0])
+        if len(rest) >= 3 and rest[1].upper() == "AS":
+            stages.add(rest[2].lower())
+        if image.lower() in stages or image == "scratch" or image in out:
+            continue
+        out.append(image)
+    return out
+
+
 def _tail(text: str) -> str:
     return "\n".join(text.strip().splitlines()[-_TAIL_LINES:])
 
@@ -180,6 +326,8 @@ class ContainerBuilder:
         self.runtime_ok: bool | None = None
         self.stats = {"builds": 0, "pushes": 0, "registry_checks": 0}
         self.timings: dict[str, float] = {}
+        self._bases: dict[str, str] = {}  # base image -> what identifies its content
+        self._importable: dict[str, dict[str, bool]] = {}  # image digest ref -> module -> ok
 
     # -- the cluster side
     def probe_line(self, workdir: str | None = None) -> str:
@@ -217,6 +365,7 @@ class ContainerBuilder:
         workdir: str,
         array_jobs: Sequence[ArrayJob],
         files: Mapping[str, bytes],
+        run_dir: str = "",
     ) -> Prepared:
         opts = self.options
         if not opts.registry:
@@ -233,6 +382,7 @@ class ContainerBuilder:
             raise ClusterConfigError(msg)
         self.check_runtime(shell)
         ref = self.ensure_image()
+        self.check_modules(ref, pickles(array_jobs, files))
         setup, launcher = launch_words(
             opts.runtime, ref, workdir=workdir, tls_verify=opts.tls_verify, run_args=opts.run_args
         )
@@ -240,15 +390,106 @@ class ContainerBuilder:
         return Prepared.of(array_jobs, launch)
 
     def context(self) -> tuple[str, dict[str, bytes], Path | None]:
-        """(Dockerfile text, files of the lazyslurm layer, the project's build context)."""
+        """(Dockerfile text, files of the lazyslurm layer, the project's build context).
+        With a wheelhouse, the generated Dockerfile installs its wheels offline first."""
         opts = self.options
         files = {f"lazyslurm-runtime/{k}": v for k, v in runtime_files().items()}
         project = Path(opts.dockerfile).resolve().parent if opts.dockerfile else None
-        base = "{base}" if opts.dockerfile else opts.base_image
-        text = (
-            f"FROM {base}\nCOPY lazyslurm-runtime {_RUNTIME_DIR}\nENV PYTHONPATH={_RUNTIME_DIR}\n"
-        )
-        return text, files, project
+        base = "{base}" if opts.dockerfile else self._pinned(opts.base_image)
+        lines = [f"FROM {base}"]
+        if opts.wheelhouse and not opts.dockerfile:
+            mount = f"--mount=type=bind,source={_WHEELHOUSE},target=/tmp/{_WHEELHOUSE}"
+            # a bind mount's content is not part of the layer cache's key: the wheels'
+            # own hash in the command is (else another wheelhouse reuses the old layer)
+            lines += [
+                f"RUN {mount} : wheels {self.wheelhouse_hash()} && "
+                f"python3 -m venv {_VENV_DIR} && "
+                f"{_VENV_DIR}/bin/python -m pip install -q --no-index --no-cache-dir "
+                f"--find-links /tmp/{_WHEELHOUSE} /tmp/{_WHEELHOUSE}/*.whl",
+                f"ENV PATH={_VENV_DIR}/bin:$PATH",
+            ]
+        lines += [f"COPY lazyslurm-runtime {_RUNTIME_DIR}", f"ENV PYTHONPATH={_RUNTIME_DIR}"]
+        return "\n".join(lines) + "\n", files, project
+
+    def wheelhouse(self) -> Path | None:
+        """``packaging_wheelhouse``, checked: a directory of wheels."""
+        given = self.options.wheelhouse
+        if not given:
+            return None
+        path = Path(given).expanduser().resolve()
+        if not path.is_dir() or not any(path.glob("*.whl")):
+            msg = (
+                f"packaging_wheelhouse={given!r} is not a directory of wheels: fill it on "
+                f"this machine with `pip download -d {given} --only-binary=:all: "
+                f"--python-version {sys.version_info[0]}.{sys.version_info[1]} "
+                f"--platform manylinux2014_x86_64 PACKAGE...` (the image's platform)"
+            )
+            raise ClusterConfigError(msg)
+        return path
+
+    def wheelhouse_hash(self) -> str:
+        """A hash of the wheelhouse's wheels (named by version: names and sizes)."""
+        wheels = self.wheelhouse()
+        if wheels is None:
+            return ""
+        listed = sorted((p.name, p.stat().st_size) for p in wheels.glob("*.whl"))
+        return content_hash({"wheels": json.dumps(listed).encode()})
+
+    def base_images(self) -> list[str]:
+        """The images the build starts from: the project Dockerfile's ``FROM`` images, or
+        ``packaging_base_image``."""
+        if self.options.dockerfile:
+            text = Path(self.options.dockerfile).read_text(encoding="utf-8", errors="replace")
+            return from_images(text)
+        return [self.options.base_image]
+
+    def base_id(self, image: str) -> str:
+        """What identifies ``image``'s content: the local image's ID (``podman image
+        inspect``), else the registry's manifest digest (``skopeo inspect``), else its ID
+        once pulled; "" when none of these answers (then only its name counts)."""
+        if image in self._bases:
+            return self._bases[image]
+        tool = shutil.which(self.options.builder)
+        found = ""
+        pull_first = any(a.startswith("--pull") and a != "--pull=never" for a in
+                         self.options.build_args)  # fmt: skip
+        if tool is not None and not pull_first:
+            found = self._inspect(tool, image)
+        if not found and shutil.which("skopeo") and not pull_first:
+            tls = [] if self.options.tls_verify else ["--tls-verify=false"]
+            res = _quiet(["skopeo", "inspect", *tls, "--format", "{{.Digest}}",
+                          f"docker://{image}"])  # fmt: skip
+            if res and _DIGEST.fullmatch(res):
+                found = f"digest {res}"
+        if not found and tool is not None:
+            tls = [] if self.options.tls_verify or self.options.builder == "docker" else [
+                "--tls-verify=false"]  # fmt: skip
+            if _quiet([tool, "pull", "-q", *tls, image]) is not None:
+                found = self._inspect(tool, image)
+        if not found:
+            log.warning(
+                "cannot tell the content of base image %s (not local, and neither skopeo nor "
+                "%s pull reached it): the image tag covers its name only, so a base rebuilt "
+                "under that name is not picked up",
+                image,
+                self.options.builder,
+            )
+        self._bases[image] = found
+        return found
+
+    @staticmethod
+    def _inspect(tool: str, image: str) -> str:
+        res = _quiet([tool, "image", "inspect", "--format", "{{.Id}}", image])
+        return f"id {res}" if res else ""
+
+    def _pinned(self, image: str) -> str:
+        """``image`` as the generated Dockerfile names it: by the digest it was resolved
+        to when that came from the registry (the build then uses exactly that)."""
+        found = self.base_id(image)
+        if not found.startswith("digest ") or "@" in image:
+            return image
+        repo = image.rpartition(":")[0] if ":" in image.rpartition("/")[2] else image
+        return f"{repo}@{found.removeprefix('digest ')}"
 
     def content_hash(self) -> str:
         text, files, project = self.context()
@@ -257,12 +498,19 @@ class ContainerBuilder:
         parts["meta"] = json.dumps(
             [self.options.platform, list(self.options.build_args), sys.version_info[:2]]
         ).encode()
+        parts["bases"] = "\n".join(f"{b} {self.base_id(b)}" for b in self.base_images()).encode()
+        parts["wheelhouse"] = self.wheelhouse_hash().encode()
         if project is not None:
             dockerfile = Path(self.options.dockerfile).resolve()
             parts["project/Dockerfile"] = dockerfile.read_bytes()
+            rules = ignore_patterns(project)
             for path in sorted(project.rglob("*")):
                 rel = path.relative_to(project)
-                if path.is_file() and not _SKIP_DIRS & set(rel.parts):
+                if (
+                    path.is_file()
+                    and not _SKIP_DIRS & set(rel.parts)
+                    and not ignored(rel.as_posix(), rules)
+                ):
                     parts[f"project/{rel}"] = path.read_bytes()
         return content_hash(parts)
 
@@ -296,6 +544,68 @@ class ContainerBuilder:
             record_digest(tag_ref, digest)
         self.ready[tag_ref] = f"{name}@{digest}"
         return self.ready[tag_ref]
+
+    def check_modules(self, ref: str, blobs: list[bytes]) -> None:
+        """Refuse (:class:`~lazyslurm.errors.UnshippableModuleError`, nothing submitted)
+        a run whose pickles name installed modules the image's ``python3`` cannot import:
+        asked once per image digest and set of modules (one ``podman run``), remembered
+        beside the image's recorded digest. When the image cannot be run here, nothing is
+        refused (a task then fails on the node with ``ModuleNotFoundError``)."""
+        needed = referenced_modules(blobs, third_party_modules())
+        if not needed:
+            return
+        known = self._importable.setdefault(ref, _read_modules(ref))
+        unknown = sorted(needed - set(known))
+        if unknown:
+            t0 = time.perf_counter()
+            found = self._ask_image(ref, unknown)
+            self.timings["module_check_s"] = time.perf_counter() - t0
+            if found is None:
+                return
+            known.update((n, n in found) for n in unknown)
+            _write_modules(ref, known)
+        missing = sorted(n for n in needed if not known.get(n))
+        if missing:
+            raise self.missing_error(ref, missing)
+
+    def _ask_image(self, ref: str, names: list[str]) -> set[str] | None:
+        """Which of ``names`` the image's python3 imports (None: it could not be run)."""
+        tool = shutil.which(self.options.builder)
+        if tool is None:
+            return None
+        code = (
+            "import importlib.util as u, sys\n"
+            "print('LZ-HAVE=' + ','.join(n for n in sys.argv[1:] if u.find_spec(n)))"
+        )
+        tls = [] if self.options.tls_verify or self.options.builder == "docker" else [
+            "--tls-verify=false"]  # fmt: skip
+        out = _quiet([tool, "run", "--rm", *tls, "--entrypoint=", ref, "python3", "-c", code,
+                      *names], whole=True)  # fmt: skip
+        m = re.search(r"^LZ-HAVE=(.*)$", out or "", re.MULTILINE)
+        if m is None:
+            log.warning("could not ask image %s which modules it imports: not checked", ref)
+            return None
+        return set(m.group(1).split(",")) - {""}
+
+    def missing_error(self, ref: str, missing: list[str]) -> UnshippableModuleError:
+        names = ", ".join(missing)
+        versions = []
+        for n in missing:
+            mod = sys.modules.get(n)
+            v = getattr(mod, "__version__", None)
+            versions.append(f"{n}=={v}" if isinstance(v, str) else n)
+        wheels = self.options.wheelhouse or "wheelhouse"
+        msg = (
+            f"task code needs module(s) {names} that python3 in the image {ref} cannot "
+            f"import (they are installed here, on the client), so nothing was submitted. Add "
+            f"them to the image: download their wheels here (`pip download -d {wheels} "
+            f"--only-binary=:all: --python-version {sys.version_info[0]}.{sys.version_info[1]}"
+            f" --platform manylinux2014_x86_64 {' '.join(versions)}`) and pass "
+            f"packaging_wheelhouse={wheels!r} (installed offline into the image), install "
+            f"them in your Dockerfile (packaging_dockerfile=...), or use a "
+            f"packaging_base_image that has them"
+        )
+        return UnshippableModuleError(msg)
 
     def registry_has(self, ref: str) -> bool:
         """Whether the registry holds ``ref``, ``NAME:TAG`` or ``NAME@DIGEST`` (Docker
@@ -360,19 +670,33 @@ class ContainerBuilder:
             common.append(f"--platform={opts.platform}")
         common.extend(opts.build_args)
         self.stats["builds"] += 1
+        wheels = self.wheelhouse()
         with tempfile.TemporaryDirectory(prefix="lazyslurm-build-") as tmp:
             if project is not None:  # the project's own image first, then our layer on it
                 base = f"{image_name(opts.registry)}:project-{self.content_hash()}"
+                # ARG LAZYSLURM_WHEELHOUSE in the Dockerfile keys its layer cache by the
+                # wheels (a bind mount's content is not part of that key)
+                extra = (
+                    [f"--build-context={_WHEELHOUSE}={wheels}",
+                     f"--build-arg=LAZYSLURM_WHEELHOUSE={self.wheelhouse_hash()}"]
+                    if wheels
+                    else []
+                )  # fmt: skip
                 self._run(
-                    [tool, "build", *common, "-t", base, "-f", str(opts.dockerfile), str(project)],
+                    [tool, "build", *common, *extra, "-t", base, "-f", str(opts.dockerfile),
+                     str(project)],
                     "build of the project's Dockerfile",
-                )
+                )  # fmt: skip
                 text = text.replace("{base}", base)
             ctx = Path(tmp)
             (ctx / "Dockerfile").write_text(text)
             for rel, data in files.items():
                 (ctx / rel).parent.mkdir(parents=True, exist_ok=True)
                 (ctx / rel).write_bytes(data)
+            if wheels is not None and project is None:
+                (ctx / _WHEELHOUSE).mkdir()
+                for whl in wheels.glob("*.whl"):
+                    shutil.copy2(whl, ctx / _WHEELHOUSE / whl.name)
             self._run([tool, "build", *common, "-t", ref, str(ctx)], "image build")
         self._check_python(tool, ref)
 
@@ -426,6 +750,39 @@ class ContainerBuilder:
             )
             raise PackagingError(msg)
         return proc.stdout
+
+
+def _quiet(argv: list[str], *, whole: bool = False) -> str | None:
+    """The stripped output of a query command (its last line, or all of it: ``whole``),
+    None when it fails or cannot start."""
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=300)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if proc.returncode != 0:
+        return None
+    out = proc.stdout.strip()
+    return out if whole else (out.splitlines() or [""])[-1].strip()
+
+
+def _modules_file(ref: str) -> Path:
+    return _images_dir() / (hashlib.sha256(ref.encode()).hexdigest()[:40] + ".modules")
+
+
+def _read_modules(ref: str) -> dict[str, bool]:
+    """What the image ``ref`` (by digest) was found to import, from the private cache."""
+    try:
+        data = json.loads(read_private(_modules_file(ref)).decode("utf-8", "replace"))
+    except (FileNotFoundError, ValueError):
+        return {}
+    if not isinstance(data, dict) or data.get("ref") != ref:
+        return {}
+    found = data.get("modules", {})
+    return {str(k): bool(v) for k, v in found.items()} if isinstance(found, dict) else {}
+
+
+def _write_modules(ref: str, known: Mapping[str, bool]) -> None:
+    atomic_write(_modules_file(ref), json.dumps({"ref": ref, "modules": dict(known)}).encode())
 
 
 def _raise_registry(host: str, exc: Exception) -> bool:

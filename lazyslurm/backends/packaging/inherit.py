@@ -79,6 +79,7 @@ class InheritBuilder:
         workdir: str,
         array_jobs: Sequence[ArrayJob],
         files: Mapping[str, bytes],
+        run_dir: str = "",
     ) -> Prepared:
         t = self.target
         version = t.interpreter.require(shell, self.setup())

@@ -35,6 +35,13 @@ def _one_line(name: str, value: object) -> str:
     return value
 
 
+def _non_negative(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        msg = f"{name} must be a number of GB, 0 or more, got {value!r}"
+        raise OptionTypeError(msg)
+    return float(value)
+
+
 _MODE_HELP = f"mode: {', '.join(PACKAGING_MODES[:-1])} or {PACKAGING_MODES[-1]}"
 
 
@@ -69,4 +76,21 @@ class PackagingOptions(TypedDict, total=False):
     ]
     packaging_run_args: Annotated[
         Sequence[str], Opt("container: extra arguments to `podman run`", default=())
+    ]
+    packaging_wheelhouse: Annotated[
+        str,
+        Opt(
+            "container: a directory of wheels (pip download) installed offline into the "
+            "image, or given to your Dockerfile as build context `wheelhouse`",
+            parse=_one_line,
+        ),
+    ]
+    code_cache_gb: Annotated[
+        float,
+        Opt(
+            "WORKDIR/code cap: least recently used code and environments over it are "
+            "removed at submission (0: no cap)",
+            default=20.0,
+            parse=_non_negative,
+        ),
     ]

@@ -179,12 +179,16 @@ UNTRUSTED_CODE_MARK = "LZ-UNTRUSTED-CODE"
 
 class CodeDir:
     """``WORKDIR/code`` as the session's probe listed it: the private entries there
-    (reused, never staged again) and why each other entry is not to be trusted."""
+    (reused, never staged again), the venvs it saw ready, and why each other entry is
+    not to be trusted. Per run (:meth:`begin`), what the run uses and needs present."""
 
     def __init__(self) -> None:
         self.present: set[str] = set()  # WORKDIR/code/* seen on the cluster, private
+        self.ready: set[str] = set()  # venv-KEY whose .ready marker the probe saw
         # entries of WORKDIR/code ("." itself, NAME, NAME/...) that are not private: why
         self.untrusted: dict[str, str] = {}
+        self.used: dict[str, None] = {}  # this run's entries (in order)
+        self.required: list[tuple[str, ...]] = []  # this run's: one of each must exist
 
     def probe_line(self, workdir: str | None) -> str:
         from lazyslurm.backends.shell.base import shell_path  # the shells: when probing
@@ -193,13 +197,30 @@ class CodeDir:
 
     def read_probe(self, stdout: str) -> None:
         self.present, self.untrusted = read_code_listing(stdout)
+        self.ready = {
+            path.split("/")[0]
+            for path in _listed_paths(stdout)
+            if path.endswith("/.ready") and path.split("/")[0] in self.present
+        }
+
+    def begin(self) -> None:
+        """A new run: nothing used or required yet."""
+        self.used, self.required = {}, []
+
+    def forget(self, names: Sequence[str]) -> None:
+        """Entries found gone at submission (removed since the probe): staged again."""
+        for name in names:
+            top = name.split("/")[0]
+            self.present.discard(top)
+            self.ready.discard(top)
 
     def reuse(self, workdir: str, name: str, *also: str) -> bool:
         """Whether ``WORKDIR/code/NAME`` is there to reuse (else it is staged). Refuses
         (:class:`~lazyslurm.errors.UntrustedStoreError`, nothing submitted) when
         ``WORKDIR/code``, that entry, the entries ``also`` the run uses with it, or
         anything under them the probe saw, is not private: a symbolic link, another
-        user's, or writable by others. Such an entry is never used."""
+        user's, or writable by others. Such an entry is never used. The run uses them all
+        (recorded, touched at submission)."""
         names = (name, *also)
         used = [
             path
@@ -208,25 +229,47 @@ class CodeDir:
         ]
         if used:
             raise untrusted_code_error(workdir, used, self.untrusted)
+        self.used.update(dict.fromkeys(names))
         return name in self.present
 
     def need(
-        self, workdir: str, name: str, files: Mapping[str, bytes], *also: str
+        self,
+        workdir: str,
+        name: str,
+        files: Mapping[str, bytes] | Callable[[], Mapping[str, bytes]],
+        *also: str,
+        satisfied_by: str | None = None,
     ) -> dict[str, Mapping[str, bytes]]:
         """What a builder puts in :attr:`Prepared.code` so that ``WORKDIR/code/NAME``
-        holds ``files``: nothing when it is there to reuse (:meth:`reuse`)."""
-        return {} if self.reuse(workdir, name, *also) else {name: files}
+        holds ``files`` (or what calling it returns, read only when staged): nothing when
+        it is there to reuse (:meth:`reuse`), or when ``satisfied_by`` (a path in
+        ``WORKDIR/code``, e.g. a venv made from it) was seen."""
+        present = self.reuse(workdir, name, *also)
+        alt = (name, satisfied_by) if satisfied_by else (name,)
+        if present or (satisfied_by and satisfied_by.split("/")[0] in self.ready):
+            self.required.append(alt if present else alt[::-1])
+            return {}
+        return {name: files() if callable(files) else files}
 
     def runtime(self, workdir: str) -> tuple[str, dict[str, Mapping[str, bytes]]]:
         """lazyslurm's runner and cloudpickle as ``WORKDIR/code/HASH``: that directory, and
         what to stage for it."""
         digest = runtime_hash()
-        return f"{workdir}/code/{digest}", self.need(workdir, digest, runtime_files())
+        return f"{workdir}/code/{digest}", self.need(workdir, digest, runtime_files)
 
-    def stage(self, workdir: str, prepared: Prepared) -> Prepared:
+    def stage(
+        self, workdir: str, prepared: Prepared, *, cap_kb: int = 0, live: str = ""
+    ) -> Prepared:
         """``prepared`` with its code directories staged: each uploaded as
         ``WORKDIR/code/.stage-NAME-RANDOM`` with the run's files and renamed to ``NAME``
-        before the submission (:func:`atomic_move`); known present once it went through."""
+        before the submission (:func:`atomic_move`); known present once it went through.
+        Every entry the run uses is touched (its last use) and those reused checked to
+        be there still (:func:`~lazyslurm.backends.packaging.disk.use_lines`); when
+        something was staged and ``cap_kb`` is set, the least recently used entries over
+        it are removed after the submission (:func:`~lazyslurm.backends.packaging.disk.gc_script`,
+        ``live``: the backend's script naming runs still queued or running)."""
+        from lazyslurm.backends.packaging.disk import gc_script, use_lines
+
         files = dict(prepared.files)
         before = [prepared.before]
         done = list(prepared.on_success)
@@ -235,7 +278,14 @@ class CodeDir:
             files.update((f"code/{stage}/{rel}", data) for rel, data in content.items())
             before.append(atomic_move(f"{workdir}/code", stage, name))
             done.append(_adder(self.present, name))
-        return Prepared(files, "".join(before), prepared.launches, tuple(done))
+        uses = dict.fromkeys([*prepared.uses, *self.used, *prepared.code])
+        before.append(use_lines(f"{workdir}/code", list(uses), self.required))
+        after = prepared.after
+        if prepared.code and cap_kb > 0:
+            after += gc_script(workdir, live=live, cap_kb=cap_kb)
+        return Prepared(
+            files, "".join(before), prepared.launches, tuple(done), uses=tuple(uses), after=after
+        )
 
 
 def _adder(names: set[str], name: str) -> Callable[[], None]:
@@ -260,6 +310,17 @@ def code_listing(code: str) -> str:
         f"-printf {records} 2>/dev/null )\n"
         f"echo; echo {_CODE_END}"
     )
+
+
+def _listed_paths(stdout: str) -> list[str]:
+    """The paths :func:`code_listing` printed (records not checked: see
+    :func:`read_code_listing` for which are private)."""
+    begin = stdout.find(_CODE_BEGIN + " ")
+    end = stdout.rfind("\n" + _CODE_END)
+    if begin < 0 or end < begin:
+        return []
+    body = stdout[begin:end].partition("\n")[2]
+    return [r.split(" ", 3)[3] for r in body.split("\0") if r.count(" ") >= 3]
 
 
 def read_code_listing(stdout: str) -> tuple[set[str], dict[str, str]]:

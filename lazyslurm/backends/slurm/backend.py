@@ -41,7 +41,13 @@ from lazyslurm.backends.base import (
     sleep_until_change,
 )
 from lazyslurm.backends.option import resolve
-from lazyslurm.backends.packaging import Packager, check_staged
+from lazyslurm.backends.packaging import (
+    Packager,
+    check_staged,
+    environment_note,
+    read_missing,
+    report_gc,
+)
 from lazyslurm.backends.packaging.options import PackagingOptions
 from lazyslurm.backends.registry import BackendSpec
 from lazyslurm.backends.shell import LocalShell, Shell, make_ssh_shell
@@ -88,6 +94,7 @@ from lazyslurm.backends.slurm.status import (
 from lazyslurm.errors import (
     BackendError,
     ClusterConfigError,
+    PackagingError,
     ResourceLimitError,
     RunDirectoryGoneError,
     SSHHostKeyError,
@@ -159,6 +166,7 @@ class SlurmBackend(BackendBase):
             local=isinstance(shell, LocalShell),
             python=self.python,
             setup=self.setup,
+            live_runs=live_runs_script(),
         )
         self.unreachable_timeout_s = float(unreachable_timeout_s)
         self._facts: Facts | None = None  # the one probe's (once per session)
@@ -313,32 +321,54 @@ class SlurmBackend(BackendBase):
     ) -> RunHandle:
         self.check_limits(array_jobs)
         layout = RunLayout.of(run_id, self.workdir)
-        prepared = self.packager.prepare(self.shell, self.workdir, array_jobs, files)
-        todo = submission(
-            array_jobs,
-            run_id=run_id,
-            layout=layout,
-            defaults=self.defaults,
-            launches=prepared.launches,
-        )
-        flags = todo.flags
-        staged = {**files, **todo.files}
-        for sub in layout.SUBDIRS:
-            staged[f"{INSIDE.subdir(sub)}/.keep"] = b""
-        # one transfer, rooted at the work directory: the run and any code to stage
-        inside = RunLayout.of(run_id)  # the run's paths relative to the work directory
-        staged = {f"{inside.root}/{k}": v for k, v in staged.items()} | dict(prepared.files)
-        then = prepared.before + todo.command
-        t0 = time.monotonic()
-        try:
-            res = self.shell.put_files(self.workdir, staged, then=then)
-        except BaseException:  # interrupted or lost mid-submission: leave nothing held
-            self._cancel_run_by_name(run_id)
-            raise
-        assert res is not None
-        check_staged(self.workdir, res.stderr)  # staged code found not private: refused
+        for attempt in (1, 2):
+            # code entries the probe saw may have been removed since (clean --code, the
+            # code_cache_gb cap of another session): found gone before anything is
+            # submitted, they are staged again, once
+            prepared = self.packager.prepare(
+                self.shell, self.workdir, array_jobs, files, run_dir=layout.root
+            )
+            todo = submission(
+                array_jobs,
+                run_id=run_id,
+                layout=layout,
+                defaults=self.defaults,
+                launches=prepared.launches,
+            )
+            flags = todo.flags
+            staged = {**files, **todo.files}
+            for sub in layout.SUBDIRS:
+                staged[f"{INSIDE.subdir(sub)}/.keep"] = b""
+            staged[INSIDE.code_uses] = "".join(f"{n}\n" for n in prepared.uses).encode()
+            # one transfer, rooted at the work directory: the run and any code to stage
+            inside = RunLayout.of(run_id)  # the run's paths relative to the work directory
+            staged = {f"{inside.root}/{k}": v for k, v in staged.items()} | dict(prepared.files)
+            then = prepared.before + todo.command
+            if prepared.after:  # the code cache's cap, once the run is in the queue
+                then += f"\nlz_rc=$?\n[ $lz_rc -ne 0 ] || {{\n{prepared.after}}}\nexit $lz_rc"
+            t0 = time.monotonic()
+            try:
+                res = self.shell.put_files(self.workdir, staged, then=then)
+            except BaseException:  # interrupted or lost mid-submission: leave nothing held
+                self._cancel_run_by_name(run_id)
+                raise
+            assert res is not None
+            check_staged(self.workdir, res.stderr)  # staged code found not private: refused
+            gone = read_missing(res.stderr)
+            if not gone:
+                break
+            self.packager.forget(gone)
+            if attempt == 2:
+                msg = (
+                    f"entries of {self.workdir}/code the run uses ({', '.join(gone)}) were "
+                    f"removed while it was being submitted, twice (lazyslurm clean --code, "
+                    f"or the code_cache_gb cap of another session?): nothing was submitted; "
+                    f"run again"
+                )
+                raise PackagingError(msg)
         for success in prepared.on_success:  # the staged code is in place now
             success()
+        report_gc(self.workdir, res.stdout)
         self.stats["submits"] += 1
         ids = read_submitted(res.returncode, res.stdout, res.stderr, flags, array_jobs)
         self.stats["sbatch"] += len(array_jobs)
@@ -448,6 +478,7 @@ class SlurmBackend(BackendBase):
             return None  # a subgraph appeared: the full poll counts it
         results, errors, cancelled = classify(listed)
         watch.stamp = stamp
+        watch.note = _local_note(layout)
         return self._snapshot(handle, watch.rows, results, errors, watch, cancelled=cancelled)
 
     def _other_source(self) -> str:
@@ -509,6 +540,8 @@ class SlurmBackend(BackendBase):
             f"then echo {_SKIPPED}; else\n"
             f"{status_cmd}\necho LZ-STATUS-RC=$?\nfi\n"
             f"cd {q(run_dir)} 2>/dev/null || {{ echo LZ-GONE; exit 0; }}\n"
+            # what a job does before its task (creating the environment): one stat
+            f"[ ! -f {_ENV} ] || echo LZ-ENV $(date +%s) $(head -c 200 {_ENV})\n"
             f"echo LZ-FILES && ls -1 -f {' '.join(layout.OUTCOME_DIRS)}\n"
             # counted after the listing: a record is written before its task's result
             f"echo LZ-DYN=$(ls -1 -f {dyn} 2>/dev/null | grep -c '[.]json$')"
@@ -547,6 +580,8 @@ class SlurmBackend(BackendBase):
             )
             self.cancel(handle)
             raise RunDirectoryGoneError(msg)
+        env = re.search(r"^LZ-ENV (\d+) (.*)$", rest.split("LZ-FILES", 1)[0], re.MULTILINE)
+        watch.note = environment_note(env.group(2), int(env.group(1))) if env else ""
         files = rest.split("LZ-FILES", 1)[-1]
         files, _, cross_text = files.partition(_CROSS_MARK)
         files, _, pending_text = files.partition(_PENDING_MARK)
@@ -642,7 +677,7 @@ class SlurmBackend(BackendBase):
                     failures[(aj.id, i)] = failure
                 row_states.append(state)
             states[aj.id] = row_states
-        return Snapshot(states=states, failures=failures)
+        return Snapshot(states=states, failures=failures, note=watch.note)
 
     def wait_for_change(self, handle: RunHandle, timeout_s: float) -> None:
         """Wait up to ``timeout_s``, waking as soon as a result or error file lands so the
@@ -706,6 +741,18 @@ class SlurmBackend(BackendBase):
 
     def close(self) -> None:
         self.shell.close()
+
+
+_ENV = shlex.quote(INSIDE.environment)  # a job's note, in the run directory
+
+
+def _local_note(layout: RunLayout) -> str:
+    """The run's ``environment`` note, on this host (what a poll over SSH reads there)."""
+    try:
+        with open(layout.environment, encoding="utf-8", errors="replace") as f:
+            return environment_note(f.read(200), time.time())
+    except OSError:
+        return ""
 
 
 def _cancel_script(run_id: str, ids: Sequence[str]) -> str:

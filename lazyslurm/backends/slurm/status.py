@@ -306,6 +306,8 @@ class Watch:
         self.pending_since: float | None = None
         # local runs: when Slurm's status was last asked
         self.status_at: float | None = None
+        # what a job of the run says it does before its task (the run's ``environment``)
+        self.note = ""
 
 
 def listing(text: str) -> tuple[set[str], set[str], set[str]]:
