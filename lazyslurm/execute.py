@@ -73,6 +73,7 @@ __all__ = [
     "Callback",
     "Run",
     "RunStatus",
+    "calls_summary",
     "compute",
     "job_logs",
     "plan",
@@ -163,6 +164,22 @@ def _fmt_counts(counts: Mapping[str, int]) -> str:
     return " ".join(f"{s.lower()}={counts[s]}" for s in order if counts.get(s))
 
 
+def calls_summary(calls: Mapping[str, int]) -> str:
+    """``7 (sbatch 2, squeue 4, scontrol 1)``: a run's controller calls, in one line.
+
+    >>> calls_summary({"squeue": 4, "sbatch": 2, "scontrol": 1, "scancel": 0})
+    '7 (sbatch 2, squeue 4, scontrol 1)'
+    """
+    order = ("sbatch", "squeue", "sacct", "scontrol", "scancel", "srun")
+    kinds = [k for k in order if calls.get(k)] + sorted(k for k in calls if k not in order)
+    each = ", ".join(f"{k} {calls[k]}" for k in kinds if calls[k])
+    return f"{sum(calls.values())}" + (f" ({each})" if each else "")
+
+
+def _fmt_calls(calls: Mapping[str, int] | None) -> str:
+    return "" if calls is None else f"; controller calls: {calls_summary(calls)}"
+
+
 def _overall(counts: Mapping[str, int]) -> str:
     if counts.get(RUNNING) or counts.get(PENDING):
         return RUNNING if counts.get(RUNNING) or counts.get(DONE) else PENDING
@@ -209,6 +226,18 @@ class Run:
     def last_snapshot(self) -> Snapshot | None:
         """The element states seen by the last poll (None before the first)."""
         return self._last
+
+    @property
+    def controller_calls(self) -> dict[str, int] | None:
+        """The scheduler commands made for this run so far, by kind, by every process
+        (this client, others that watched or cancelled it, the compute nodes): on Slurm
+        ``sbatch``, ``squeue``/``sacct`` (status queries), ``scontrol``, ``scancel`` and
+        ``srun`` (one per rank), as of the last poll plus what this process made since
+        (docs/reliability.md). None when the backend does not count them, or before this
+        process submitted or polled the run."""
+        if self.handle is None:
+            return None
+        return self.cluster.backend.controller_calls(self.handle)
 
     def _repr_html_(self) -> str:
         """Notebook display: the status (one poll) and the jobs coloured by state."""
@@ -418,7 +447,8 @@ class Run:
         session.add_run(self, replace=False)  # an attached run: for job handles
         session.record_placement(self.id, self.array_jobs)
         log.info(
-            "run %s finished: %s", self.id, _fmt_counts(snap.counts_total()),
+            "run %s finished: %s%s", self.id, _fmt_counts(snap.counts_total()),
+            _fmt_calls(self.controller_calls),
             extra={"run_id": self.id, "array_job": None},
         )
         _emit(self._callbacks, "on_done", self)
@@ -546,6 +576,7 @@ class Run:
             f"task {aj.name!r} (key {key}, array job {aj.id} index {idx}"
             f"{', Slurm job ' + job_id if job_id else ''}) "
             f"{'stays PENDING' if state == 'PENDING' else 'ended ' + state}"
+            f"{' on node ' + failure.node if failure and failure.node else ''}"
             f"{' exit code ' + failure.exit_code if failure and failure.exit_code else ''}"
             f"{': ' + reason if reason else ''}{note}"
             f"\n--- stderr tail ---\n{tail}"

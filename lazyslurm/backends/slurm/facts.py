@@ -64,7 +64,8 @@ def probe_script(more: str = "") -> str:
             "sacctmgr -n -P show assoc where user=$(id -un) format=MaxSubmit 2>/dev/null & "
             "sacctmgr -n -P show qos format=MaxSubmitPU 2>/dev/null; wait; "
             '} > "$lz_acct" 2>/dev/null & lz_acct_pid=$!',
-            "scontrol show config 2>&1 | grep -E '^(" + "|".join(_CONFIG_KEYS) + ") '",
+            # with Slurm's own words when it fails (a busy controller is waited for)
+            "scontrol show config 2>&1 | grep -E '^(" + "|".join(_CONFIG_KEYS) + ") | error: '",
             "scontrol show partition -o 2>/dev/null | sed 's/^/LZ-PART /'",
             "scontrol show node -o 2>/dev/null | sed 's/^/LZ-NODE /'",
             "echo LZ-HOME=$HOME",

@@ -34,6 +34,21 @@ class SlurmOptions(TypedDict, total=False):
             positive=True,
         ),
     ]
+    max_rpc_per_min: Annotated[
+        float,
+        Opt(
+            "most Slurm commands a minute on average (a token bucket): polls ask Slurm less "
+            "often to stay under it; submit and cancel are never held back",
+            positive=True,
+        ),
+    ]
+    rpc_burst: Annotated[
+        int,
+        Opt(
+            "most Slurm commands at once under max_rpc_per_min (default: a minute's worth)",
+            positive=True,
+        ),
+    ]
     status: Annotated[
         StatusSource,
         Opt("status source: sacct, squeue, or auto (sacct if accounting)", default="auto"),
