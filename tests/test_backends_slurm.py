@@ -1166,9 +1166,9 @@ def test_elements_pending_longer_than_the_grace_end_right(
     array's pending row dropped it (issue 20: 3 of 4 runs of a 2,000-element sweep failed
     UNKNOWN after 62 s). The grace is cut from 60 s to 2 s here so that a short run spans
     many graces; every element must still end with its result, on each status source."""
-    from lazyslurm.backends.slurm import status
+    from lazyslurm.backends.slurm import status as slurm_status
 
-    monkeypatch.setattr(status, "UNLISTED_GRACE_S", 2.0)
+    monkeypatch.setattr(slurm_status, "UNLISTED_GRACE_S", 2.0)
     c = slurm_cluster(env, tmp_path, accounting=accounting, status=status)
     with c:
         assert c.backend.status_source == status
@@ -1184,7 +1184,7 @@ def test_the_other_source_lists_a_pending_element_by_its_array(env, tmp_path, st
     accounting, under squeue) lists a pending element of a throttled array, and a job
     Slurm never had is answered for (no record: UNKNOWN may follow) without a failure."""
     from lazyslurm.backends.slurm import backend as slurm
-    from lazyslurm.backends.slurm import status
+    from lazyslurm.backends.slurm import status as slurm_status
 
     c = slurm_cluster(env, tmp_path, accounting=accounting, status=status)
     with c:
@@ -1197,7 +1197,9 @@ def test_the_other_source_lists_a_pending_element_by_its_array(env, tmp_path, st
             while True:  # sacct records a new array within a second or so
                 res = backend.shell.run(backend._cross_check({f"{job}_2"}).lstrip("\n"))
                 text = res.stdout.partition(slurm._CROSS_MARK)[2]
-                rows, asked = status.cross_checked({}, text, {f"{job}_2"}, backend._other_source())
+                rows, asked = slurm_status.cross_checked(
+                    {}, text, {f"{job}_2"}, backend._other_source()
+                )
                 if (job, 2) in rows or time.monotonic() > deadline:
                     break
                 time.sleep(0.5)
@@ -1206,7 +1208,9 @@ def test_the_other_source_lists_a_pending_element_by_its_array(env, tmp_path, st
             gone = "999999999"  # an id far beyond any the test clusters reach
             res = backend.shell.run(backend._cross_check({f"{gone}_0"}).lstrip("\n"))
             text = res.stdout.partition(slurm._CROSS_MARK)[2]
-            rows, asked = status.cross_checked({}, text, {f"{gone}_0"}, backend._other_source())
+            rows, asked = slurm_status.cross_checked(
+                {}, text, {f"{gone}_0"}, backend._other_source()
+            )
             assert rows == {} and asked == {f"{gone}_0"}, res.stdout
         finally:
             run.cancel()
@@ -1277,3 +1281,30 @@ def test_preempted_or_node_fail_with_requeue_waits_for_the_next_attempt(monkeypa
     late = backend._snapshot(handle, stuck, set(), set(), watch)  # never requeued again
     assert late.states["aj0"] == [FAILED]
     assert "attempt 3" in late.failures[("aj0", 0)].reason
+
+
+@task(time=2)
+def nap_for(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+@pytest.mark.slurm
+@pytest.mark.parametrize("kind", ["slurm", "ssh"])
+def test_max_rpc_per_min_holds_status_queries_and_the_run_ends_right(env, tmp_path, kind):
+    """``max_rpc_per_min=4, rpc_burst=2``: a bucket of 2 tokens, one back every 15 s; the
+    submission (sbatch and the release) empties it. Polls every 0.5 s go on reading the
+    run's files, but Slurm's status is asked at most as the bucket allows: a 12-s task
+    costs at most ``4 x duration / 60`` queries (uncapped: one every 2 s on this host, one
+    per poll over SSH), and its result is still seen when it lands."""
+    opts = {"max_rpc_per_min": 4, "rpc_burst": 2}
+    c = slurm_cluster(env, tmp_path, **opts) if kind == "slurm" else ssh_cluster(env, **opts)
+    t0 = time.monotonic()
+    with c:
+        run = submit(nap_for(12), cluster=c)
+        assert run.result() == (12,)
+        took = time.monotonic() - t0
+        calls = run.controller_calls
+    assert calls is not None and calls["sbatch"] == 1 and calls["scontrol"] == 1
+    queries = calls.get("sacct", 0) + calls.get("squeue", 0)
+    assert queries <= 4 * took / 60 + 1, (queries, took, calls)

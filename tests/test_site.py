@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from lazyslurm import JobContext, submit, task
+from lazyslurm.cli import main
 from lazyslurm.errors import NodeFailError
 
 pytestmark = [pytest.mark.slurm, pytest.mark.site]
@@ -78,11 +79,15 @@ def where_am_i(job: JobContext) -> dict:
     }
 
 
-def test_two_nodes_times_two_ranks_run_on_two_real_nodes(site, tmp_path):
+def test_two_nodes_times_two_ranks_run_on_two_real_nodes(
+    site, tmp_path, monkeypatch, private_home, capsys
+):
     """``nodes=2, ntasks_per_node=2``: four ranks, two on each of two different nodes;
     ``JobContext`` names Slurm's nodes (they share this host's hostname), ``gather="all"``
-    collects from both, and torch's MASTER_ADDR is the first node."""
-    with site.cluster(tmp_path) as c:
+    collects from both, and torch's MASTER_ADDR is the first node. The run's controller
+    calls count one ``srun`` per rank (written on the node); ``lazyslurm status`` shows
+    them."""
+    with site.cluster(tmp_path / "work") as c:
         run = submit(where_am_i(), cluster=c)
         (ranks,) = run.result()
         calls = run.controller_calls
@@ -100,6 +105,15 @@ def test_two_nodes_times_two_ranks_run_on_two_real_nodes(site, tmp_path):
     assert len({r["torch"]["MASTER_PORT"] for r in ranks}) == 1
     assert calls is not None and calls.get("srun") == 4  # one per rank, counted on the node
     assert calls.get("sbatch") == 1 and calls.get("scontrol") == 1  # the release
+    (tmp_path / "pyproject.toml").write_text(
+        f'[tool.lazyslurm.profiles.site]\nbackend = "slurm"\nworkdir = "{tmp_path / "work"}"\n'
+        f'env = {{ SLURM_CONF = "{site.conf}" }}\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    assert main(["status", run.id, "--cluster", "site"]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if "controller calls" in ln)
+    total = int(line.split(":")[1].split()[0])
+    assert total >= sum(calls.values()) and "srun 4" in line and "sbatch 1" in line, line
 
 
 # --------------------------------------------------------------------------- node failure

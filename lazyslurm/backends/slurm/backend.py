@@ -610,10 +610,11 @@ class SlurmBackend(BackendBase):
         squeue under sacct; under squeue, sacct where accounting exists, else squeue again."""
         return "sacct" if self.status_source == "squeue" and self.facts.accounting else "squeue"
 
-    def _cross_check(self, suspects: Set[str], calls: str) -> str:
+    def _cross_check(self, suspects: Set[str], calls: str | None = None) -> str:
         """Script lines printing the other source's rows for the arrays of ``suspects``
         (``ID_J``), after a marker, then its exit status. By array, not by element: sacct
-        lists a pending element only in its array's collapsed row (``ID_[3-9]``)."""
+        lists a pending element only in its array's collapsed row (``ID_[3-9]``). The query
+        is counted in ``calls``, the run's calls file (when given)."""
         q = shlex.quote
         masters = ",".join(sorted({s.split("_")[0] for s in suspects}))
         if self._other_source() == "sacct":
@@ -621,7 +622,7 @@ class SlurmBackend(BackendBase):
         else:
             cmd = f"squeue -h -t all -r -j {q(masters)} -o {q(SQUEUE_FORMAT)}"
         count = count_script(calls, {self._other_source(): 1})
-        return f"\necho {_CROSS_MARK}; {cmd} 2>&1; echo {_CROSS_MARK}-RC=$?\n{count}"
+        return f"\necho {_CROSS_MARK}; {cmd} 2>&1; lz_rc=$?; {count}; echo {_CROSS_MARK}-RC=$lz_rc"
 
     def _poll_once(self, handle: RunHandle, watch: Watch) -> Snapshot:
         if self.shell.local_files:
