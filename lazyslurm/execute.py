@@ -132,6 +132,11 @@ _FAILURE_TYPES: dict[str, type[ElementFailedError]] = {
 }
 # the reason given to elements that ``result()`` cancelled once another element failed
 STOPPED = "cancelled by lazyslurm: another element of the run failed first"
+# the reason given to an element whose node failed under it
+_NODE_FAILED = (
+    "the node it ran on failed (Slurm stopped hearing from it), not the task; submit "
+    "again (cache=True keeps what finished), or set requeue=True to let Slurm run it again"
+)
 # the reason given to a cancelled element that no failure of the run explains
 _CANCELLED_OUTSIDE = (
     "cancelled from outside lazyslurm (scancel by a user or an administrator?), not "
@@ -572,6 +577,8 @@ class Run:
         reason = failure.reason if failure else ""
         if state == CANCELLED and not reason:  # no failure of the run explains it
             reason = _CANCELLED_OUTSIDE
+        if state in ("NODE_FAIL", "BOOT_FAIL") and not reason:
+            reason = _NODE_FAILED
         msg = (
             f"task {aj.name!r} (key {key}, array job {aj.id} index {idx}"
             f"{', Slurm job ' + job_id if job_id else ''}) "

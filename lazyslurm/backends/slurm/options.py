@@ -29,7 +29,8 @@ class SlurmOptions(TypedDict, total=False):
     unreachable_timeout_s: Annotated[
         float,
         Opt(
-            "how long polls retry while slurmctld or the SSH connection is unreachable",
+            "how long polls, the probe, submission and cancels retry while slurmctld or "
+            "the SSH connection is unreachable",
             default=UNREACHABLE_TIMEOUT_S,
             positive=True,
         ),
