@@ -246,8 +246,9 @@ def submit_script(
         args = " ".join(q(f) for f in ["--parsable", "--hold", *flags[job.id]])
         dep_arg = f' "--dependency={dep}"' if dep else ""
         out += [
-            f"lz_sb=$((lz_sb + 1)); out=$(sbatch {args}{dep_arg} -- "
-            f"{rel(layout.job_script(job.id))} 2>{rel(err_file)}) || fail {q(job.id)}",
+            "lz_sb=$((lz_sb + 1))",
+            f"out=$(sbatch {args}{dep_arg} -- {rel(layout.job_script(job.id))} "
+            f"2>{rel(err_file)}) || fail {q(job.id)}",
             f'{job.id}=${{out%%;*}}; ids+=("${job.id}")',
         ]
     pairs = " ".join(f"{job.id}=${{{job.id}}}" for job in jobs)
