@@ -180,6 +180,23 @@ class Site:
         state, _, reason = out.stdout.strip().partition("|")
         return state, reason
 
+    def run_jobs(self, run_id: str) -> list[tuple[str, str, str, str]]:
+        """Every job Slurm still knows named after run ``run_id`` (``lz-RUN-...``, also
+        subgraphs and what failed tries left): ``(job id, state, reason, nodes)``, one per
+        array element or collapsed pending row."""
+        out = self.slurm("squeue", "-h", "-t", "all", "-o", "%i|%T|%r|%N|%j", check=False)
+        rows = []
+        for line in out.stdout.splitlines():
+            job, state, reason, nodes, name = (line.split("|", 4) + [""] * 5)[:5]
+            if name.startswith(f"lz-{run_id}-"):
+                rows.append((job, state, reason, nodes))
+        return rows
+
+    def node_of(self, job_id: str) -> str:
+        """The node list of a job or element (``""`` while it has none)."""
+        out = self.slurm("squeue", "-h", "-t", "all", "-j", job_id, "-o", "%N", check=False)
+        return out.stdout.strip()
+
     # -- faults: nodes
     def _pid(self, path: Path, words: str) -> int | None:
         """The pid in ``path`` if that process lives and its command line has ``words``."""

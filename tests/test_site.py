@@ -181,9 +181,7 @@ def test_a_submission_the_stalled_controller_accepted_is_not_submitted_twice(
         calls = run.controller_calls
     assert out == 2 * sum(range(4))
     assert sorted(log.read_text().split()) == ["0", "1", "2", "3"]  # each element once
-    named = site.slurm("squeue", "-h", "-t", "all", "-o", "%F|%T|%j").stdout.splitlines()
-    mine = [ln.split("|") for ln in named if f"lz-{run.id}-" in ln]
-    states = sorted({(jid, state) for jid, state, _ in mine})
+    states = sorted({(job.split("_")[0], state) for job, state, _, _ in site.run_jobs(run.id)})
     assert {jid for jid, _ in states} >= set(run.handle.job_ids.values())
     leftovers = [(j, st) for j, st in states if j not in run.handle.job_ids.values()]
     assert leftovers and all(st == "CANCELLED" for _, st in leftovers), states
