@@ -170,6 +170,11 @@ def cmd_status(args: argparse.Namespace, cluster: Cluster) -> int:
     print(f"run {status.run_id}: {status.state}, {status.counts.get(DONE, 0)}/{total} done")
     if status.note:
         print(status.note)
+    calls = run.controller_calls
+    if calls is not None:  # every Slurm command made for the run (docs/reliability.md)
+        from lazyslurm.execute import calls_summary
+
+        print(f"controller calls: {calls_summary(calls)}")
     order = (DONE, RUNNING, PENDING, FAILED, CANCELLED)
     indent = {aj.id: "  " * aj.depth for aj in run.array_jobs}  # a subgraph: under its maker
     rows = [
@@ -233,6 +238,7 @@ def _status_json(run: Run, status: Any) -> dict[str, Any]:
         "failed": n_failed,
         "failures": [{"element": e, "node": k, "error": text} for e, k, text in rows],
         "note": status.note,
+        "controller_calls": run.controller_calls,
     }
 
 

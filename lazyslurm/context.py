@@ -12,8 +12,8 @@ Imported by the runner on every compute node: standard library only.
 ...     run_dir="/w/runs/r1", array_job="aj0", index=0, key="f-1", ranks=True)
 >>> ctx.rank, ctx.local_rank, ctx.node_rank, ctx.world_size, ctx.local_world_size
 (5, 1, 1, 8, 4)
->>> ctx.hostnames, ctx.master_addr, ctx.master_port
-(('gpu01', 'gpu02'), 'gpu01', 29541)
+>>> ctx.hostnames, ctx.node_name, ctx.master_addr, ctx.master_port
+(('gpu01', 'gpu02'), 'gpu02', 'gpu01', 29541)
 >>> env = ctx.torch_distributed_env()
 >>> env["RANK"], env["LOCAL_RANK"], env["WORLD_SIZE"], env["MASTER_ADDR"], env["MASTER_PORT"]
 ('5', '1', '8', 'gpu01', '29541')
@@ -141,7 +141,8 @@ class JobContext:
     """One rank's view of its job. Built on the node; read-only.
 
     Attributes: ``job_id``, ``array_job_id``, ``array_task_id``, ``rank``, ``local_rank``,
-    ``node_rank``, ``world_size``, ``local_world_size``, ``num_nodes``, ``hostnames``,
+    ``node_rank``, ``world_size``, ``local_world_size``, ``num_nodes``, ``hostnames``
+    (Slurm's names of the job's nodes), ``node_name`` (this rank's node),
     ``master_addr``, ``master_port``, ``gpus_per_node``, ``key``, ``run_dir``,
     ``output_path`` (the result file), ``stdout_path``, ``stderr_path``, ``shared_dir``
     (a directory of the run every element and rank may write to; the runner creates it,
@@ -159,6 +160,7 @@ class JobContext:
         "local_world_size",
         "master_addr",
         "master_port",
+        "node_name",
         "node_rank",
         "num_nodes",
         "output_path",
@@ -271,6 +273,9 @@ class JobContext:
             local_world_size=local_world,
             num_nodes=num_nodes,
             hostnames=hosts,
+            # Slurm's name of this rank's node (several nodes may share one host name)
+            node_name=env.get("SLURMD_NODENAME")
+            or (hosts[node_rank] if node_rank < len(hosts) else hosts[0]),
             master_addr=env.get("MASTER_ADDR") or hosts[0],
             master_port=int(port_env) if port_env.isdigit() else master_port_for(job_id, key),
             gpus_per_node=gpus_per_node,
@@ -293,6 +298,7 @@ class JobContext:
             local_world_size=1,
             num_nodes=1,
             hostnames=(socket.gethostname(),),
+            node_name=socket.gethostname(),
             master_addr="127.0.0.1",
             master_port=master_port_for(None, key),
             gpus_per_node=0,

@@ -75,6 +75,7 @@ __all__ = [
     "Callback",
     "Run",
     "RunStatus",
+    "calls_summary",
     "compute",
     "job_logs",
     "plan",
@@ -135,6 +136,11 @@ _FAILURE_TYPES: dict[str, type[ElementFailedError]] = {
 }
 # the reason given to elements that ``result()`` cancelled once another element failed
 STOPPED = "cancelled by lazyslurm: another element of the run failed first"
+# the reason given to an element whose node failed under it
+_NODE_FAILED = (
+    "the node it ran on failed (Slurm stopped hearing from it), not the task; submit "
+    "again (cache=True keeps what finished), or set requeue=True to let Slurm run it again"
+)
 # the reason given to a cancelled element that no failure of the run explains
 _CANCELLED_OUTSIDE = (
     "cancelled from outside lazyslurm (scancel by a user or an administrator?), not "
@@ -169,6 +175,22 @@ class RunStatus:
 def _fmt_counts(counts: Mapping[str, int]) -> str:
     order = (DONE, RUNNING, PENDING, FAILED, CANCELLED)
     return " ".join(f"{s.lower()}={counts[s]}" for s in order if counts.get(s))
+
+
+def calls_summary(calls: Mapping[str, int]) -> str:
+    """``7 (sbatch 2, squeue 4, scontrol 1)``: a run's controller calls, in one line.
+
+    >>> calls_summary({"squeue": 4, "sbatch": 2, "scontrol": 1, "scancel": 0})
+    '7 (sbatch 2, squeue 4, scontrol 1)'
+    """
+    order = ("sbatch", "squeue", "sacct", "scontrol", "scancel", "srun")
+    kinds = [k for k in order if calls.get(k)] + sorted(k for k in calls if k not in order)
+    each = ", ".join(f"{k} {calls[k]}" for k in kinds if calls[k])
+    return f"{sum(calls.values())}" + (f" ({each})" if each else "")
+
+
+def _fmt_calls(calls: Mapping[str, int] | None) -> str:
+    return "" if calls is None else f"; controller calls: {calls_summary(calls)}"
 
 
 def _overall(counts: Mapping[str, int]) -> str:
@@ -217,6 +239,18 @@ class Run:
     def last_snapshot(self) -> Snapshot | None:
         """The element states seen by the last poll (None before the first)."""
         return self._last
+
+    @property
+    def controller_calls(self) -> dict[str, int] | None:
+        """The scheduler commands made for this run so far, by kind, by every process
+        (this client, others that watched or cancelled it, the compute nodes): on Slurm
+        ``sbatch``, ``squeue``/``sacct`` (status queries), ``scontrol``, ``scancel`` and
+        ``srun`` (one per rank), as of the last poll plus what this process made since
+        (docs/reliability.md). None when the backend does not count them, or before this
+        process submitted or polled the run."""
+        if self.handle is None:
+            return None
+        return self.cluster.backend.controller_calls(self.handle)
 
     def _repr_html_(self) -> str:
         """Notebook display: the status (one poll) and the jobs coloured by state."""
@@ -429,7 +463,8 @@ class Run:
         session.add_run(self, replace=False)  # an attached run: for job handles
         session.record_placement(self.id, self.array_jobs)
         log.info(
-            "run %s finished: %s", self.id, _fmt_counts(snap.counts_total()),
+            "run %s finished: %s%s", self.id, _fmt_counts(snap.counts_total()),
+            _fmt_calls(self.controller_calls),
             extra={"run_id": self.id, "array_job": None},
         )
         _emit(self._callbacks, "on_done", self)
@@ -561,10 +596,13 @@ class Run:
         reason = failure.reason if failure else ""
         if state == CANCELLED and not reason:  # no failure of the run explains it
             reason = _CANCELLED_OUTSIDE
+        if state in ("NODE_FAIL", "BOOT_FAIL") and not reason:
+            reason = _NODE_FAILED
         msg = (
             f"task {aj.name!r} (key {key}, array job {aj.id} index {idx}"
             f"{', Slurm job ' + job_id if job_id else ''}) "
             f"{'stays PENDING' if state == 'PENDING' else 'ended ' + state}"
+            f"{' on node ' + failure.node if failure and failure.node else ''}"
             f"{' exit code ' + failure.exit_code if failure and failure.exit_code else ''}"
             f"{': ' + reason if reason else ''}{note}"
             f"\n--- stderr tail ---\n{tail}"

@@ -50,7 +50,7 @@ import sys
 
 TYPE_CHECKING = False  # typing is not imported on compute nodes
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Iterable, Mapping, Sequence
     from pathlib import Path
     from typing import Any
 
@@ -93,6 +93,7 @@ __all__ = [
     "read_header",
     "read_pickle",
     "read_private",
+    "record_calls",
     "run_of",
     "spec_size",
     "template_keys",
@@ -397,6 +398,12 @@ class RunLayout:
         return self._at("submit.sh")
 
     @property
+    def calls(self) -> str:
+        """The Slurm commands made for this run, appended by whoever made them (the
+        client's scripts, compute nodes): lines of ``KIND N`` pairs (:func:`record_calls`)."""
+        return self._at("calls")
+
+    @property
     def submit_err(self) -> str:
         return self._at("submit.err")
 
@@ -587,6 +594,32 @@ def log_section(text: str, array_job: str, index: int) -> str:
     start += len(mark)
     end = _next_mark(text, start)
     return text[start:] if end < 0 else text[start:end]
+
+
+def record_calls(path: str | os.PathLike[str], counts: Mapping[str, int]) -> None:
+    """Append ``KIND N`` pairs (Slurm commands made for a run: ``srun 4``) to its
+    :attr:`RunLayout.calls` file, in one write; never fails (counting must not stop a
+    task: an unwritable file is skipped).
+
+    >>> import tempfile
+    >>> p = f"{tempfile.mkdtemp()}/calls"
+    >>> record_calls(p, {"srun": 4}); record_calls(p, {"scontrol": 1, "x": 0})
+    >>> read_private(p).decode()
+    'srun 4\\nscontrol 1\\n'
+    """
+    text = " ".join(f"{k} {n}" for k, n in counts.items() if n)
+    if not text:
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError:
+        return
+    try:
+        os.write(fd, (text + "\n").encode())
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def parse_job_ids(text: str) -> dict[str, str]:
@@ -1270,9 +1303,7 @@ def pack_keys(data: bytes, path: str = "pack") -> list[str]:
     return [key for key, _, _ in _pack_records(data, path)]
 
 
-def pack_index(
-    data: bytes, path: str = "pack", wanted: str = ""
-) -> dict[str, tuple[int, int]]:
+def pack_index(data: bytes, path: str = "pack", wanted: str = "") -> dict[str, tuple[int, int]]:
     """Where each key's record is in a pack file: ``{key: (start, end)}``. Readers of many
     keys of one pack build it once (a fan-in reads every key of every pack). ``wanted``:
     the key read first, named if the pack is damaged."""

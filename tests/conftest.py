@@ -7,6 +7,7 @@ import tempfile
 
 import pytest
 from fixtures_cluster import cluster_env  # noqa: F401 - the real test cluster, as a fixture
+from fixtures_site import site, site_env  # noqa: F401 - the many-node test site (site.sh)
 
 # tests/typing holds scripts for type checkers (tests/test_typing.py), never to be imported
 collect_ignore = ["typing"]

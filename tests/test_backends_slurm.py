@@ -1279,3 +1279,30 @@ def test_preempted_or_node_fail_with_requeue_waits_for_the_next_attempt(monkeypa
     late = backend._snapshot(handle, stuck, set(), set(), watch)  # never requeued again
     assert late.states["aj0"] == [FAILED]
     assert "attempt 3" in late.failures[("aj0", 0)].reason
+
+
+@task(time=2)
+def nap_for(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+@pytest.mark.slurm
+@pytest.mark.parametrize("kind", ["slurm", "ssh"])
+def test_max_rpc_per_min_holds_status_queries_and_the_run_ends_right(env, tmp_path, kind):
+    """``max_rpc_per_min=4, rpc_burst=2``: a bucket of 2 tokens, one back every 15 s; the
+    submission (sbatch and the release) empties it. Polls every 0.5 s go on reading the
+    run's files, but Slurm's status is asked at most as the bucket allows: a 12-s task
+    costs at most ``4 x duration / 60`` queries (uncapped: one every 2 s on this host, one
+    per poll over SSH), and its result is still seen when it lands."""
+    opts = {"max_rpc_per_min": 4, "rpc_burst": 2}
+    c = slurm_cluster(env, tmp_path, **opts) if kind == "slurm" else ssh_cluster(env, **opts)
+    t0 = time.monotonic()
+    with c:
+        run = submit(nap_for(12), cluster=c)
+        assert run.result() == (12,)
+        took = time.monotonic() - t0
+        calls = run.controller_calls
+    assert calls is not None and calls["sbatch"] == 1 and calls["scontrol"] == 1
+    queries = calls.get("sacct", 0) + calls.get("squeue", 0)
+    assert queries <= 4 * took / 60 + 1, (queries, took, calls)

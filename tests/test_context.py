@@ -77,6 +77,15 @@ def test_from_env_reads_one_rank_of_a_two_node_job():
     assert ctx.shared_dir == "/w/runs/r1/shared"
 
 
+def test_node_name_is_slurms_name_of_this_ranks_node():
+    """``node_name`` is ``SLURMD_NODENAME`` (nodes of one host share its hostname), else the
+    rank's entry of the node list; a one-process task's is this host's name."""
+    ctx = JobContext.from_env({**TWO_NODES, "SLURMD_NODENAME": "site2"}, **WHERE, ranks=True)
+    assert ctx.node_name == "site2" and ctx.hostnames == ("gpu07", "gpu08")
+    assert JobContext.from_env(TWO_NODES, **WHERE, ranks=True).node_name == "gpu08"
+    assert JobContext.local(**WHERE).node_name == JobContext.local(**WHERE).hostnames[0]
+
+
 def test_torch_distributed_env_has_what_torchrun_sets():
     """torch_distributed_env() gives MASTER_ADDR/PORT, RANK, LOCAL_RANK, WORLD_SIZE, ..."""
     env = JobContext.from_env(TWO_NODES, ranks=True, **WHERE).torch_distributed_env()

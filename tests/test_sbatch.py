@@ -262,3 +262,68 @@ def test_one_process_script_is_unchanged(options):
     )
     assert text == (DATA / "job_aj0.sh").read_text()
     assert "srun" not in text
+
+
+def test_the_submission_counts_its_slurm_commands(tmp_path):
+    """The submission script says what it asked Slurm (an ``LZ-CALLS`` line) and appends
+    the same to the run's ``calls`` file: every sbatch tried, the release, a cancel."""
+    run_dir = tmp_path / "run"
+    ok = run_submit(tmp_path, str(run_dir))
+    assert "LZ-CALLS sbatch 6 scontrol 1 scancel 0" in ok.stdout.splitlines()
+    assert (run_dir / "calls").read_text() == "sbatch 6 scontrol 1 scancel 0\n"
+    failed_dir = tmp_path / "failed"
+    (tmp_path / "bin").rename(tmp_path / "bin-ok")
+    bad = run_submit(tmp_path, str(failed_dir), fail_on="stage3_finalize")
+    sbatch, _, cancel = bad.stdout.split("LZ-CALLS ")[1].split()[1::2]
+    assert int(sbatch) >= 1 and cancel == "1"
+    assert (failed_dir / "calls").read_text().startswith(f"sbatch {sbatch} scontrol 0 scancel 1")
+
+
+def fake_squeue(tmp_path: Path, listing: str, rc: int = 0) -> dict[str, str]:
+    """squeue printing ``listing`` (exit ``rc``) and scancel recording its ids."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "squeue").write_text(
+        f"#!/bin/bash\nprintf '%s' {shlex.quote(listing)}\n"
+        + (
+            "echo 'slurm_load_jobs error: Socket timed out on send/recv operation' >&2\n"
+            if rc
+            else ""
+        )
+        + f"exit {rc}\n"
+    )
+    (bin_dir / "scancel").write_text(f'#!/bin/bash\necho "$*" >> {tmp_path}/scancel.log\n')
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+
+def test_cancel_by_name_spares_what_it_must_and_counts_its_calls(tmp_path):
+    """The cancel script cancels the ids given and every job named ``lz-RUN-PREFIX...``
+    (not another run's, not the ``keep`` ones); its squeue and scancel are counted; when
+    squeue fails, the given ids are still cancelled and its status is 75."""
+    from lazyslurm.backends.slurm.render import cancel_script
+
+    listing = (
+        "101 lz-r1-aj0-f\n102 lz-r1-aj1-g\n103 lz-r2-aj0-f\n104 other\n105 lz-r1-aj0_3_aj0-h\n"
+    )
+    env = fake_squeue(tmp_path, listing)
+    calls = tmp_path / "calls"
+    script = cancel_script("r1", ["99"], calls_file=str(calls), keep=["102"])
+    res = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert sorted((tmp_path / "scancel.log").read_text().split()) == ["101", "105", "99"]
+    assert (
+        "LZ-CALLS squeue 1 scancel 1" in res.stdout and calls.read_text() == "squeue 1 scancel 1\n"
+    )
+    sub = cancel_script("r1", prefix="aj0_3_")  # a subgraph's own jobs only
+    (tmp_path / "scancel.log").unlink()
+    subprocess.run(["bash", "-c", sub], env=env, check=True, capture_output=True)
+    assert (tmp_path / "scancel.log").read_text().split() == ["105"]
+    (tmp_path / "down").mkdir()
+    down = fake_squeue(tmp_path / "down", "", rc=1)  # slurmctld did not answer
+    res = subprocess.run(
+        ["bash", "-c", cancel_script("r1", ["99"])], env=down, capture_output=True, text=True
+    )
+    assert res.returncode == 75 and "Socket timed out" in res.stderr
+    assert (tmp_path / "down" / "scancel.log").read_text().split() == ["99"]

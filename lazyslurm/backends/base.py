@@ -69,6 +69,7 @@ class ElementFailure:
     exit_code: str = ""
     job_id: str = ""
     reason: str = ""
+    node: str = ""  # where it ran (Slurm's node list), when the scheduler says
 
 
 @attrs.frozen
@@ -244,6 +245,10 @@ class Backend(Protocol):
         run that still has jobs queued or running, one per line, and fails when the
         scheduler cannot be asked (``clean`` spares those runs); "": no scheduler."""
 
+    def controller_calls(self, handle: RunHandle) -> dict[str, int] | None:
+        """The scheduler commands made for the run so far, by kind (``sbatch``,
+        ``squeue``, ...), by every process that made some; None: not counted."""
+
 
 class BackendBase:
     """Defaults of the optional part of :class:`Backend`: subclass it to write a backend
@@ -286,6 +291,9 @@ class BackendBase:
 
     def live_runs_script(self) -> str:
         return ""
+
+    def controller_calls(self, handle: RunHandle) -> dict[str, int] | None:
+        return None
 
 
 def sleep_until_change(timeout_s: float) -> None:

@@ -47,6 +47,7 @@ from lazyslurm.store import (
     read_element,
     read_header,
     read_private,
+    record_calls,
     run_of,
     spec_size,
 )
@@ -345,7 +346,7 @@ def _execute(
         from lazyslurm.runner import checkpoint
 
         checkpoint.clear()
-        checkpoint.install()
+        checkpoint.install(paths.calls)
         restarts = os.environ.get("SLURM_RESTART_COUNT", "0")
         if restarts != "0":
             print(f"lazyslurm: attempt {int(restarts) + 1} of {key}", file=sys.stderr)
@@ -1152,6 +1153,7 @@ def gather(run_dir: str, array_job: str, index: int, world_size: int) -> int:
     import shutil
 
     paths = RunLayout(run_dir)
+    record_calls(paths.calls, {"srun": world_size})  # srun started one task per rank
     header, element = read_element(paths.spec(array_job), index)
     key = element[0]
     where = paths.rank_dir(key)

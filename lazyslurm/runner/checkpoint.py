@@ -39,6 +39,7 @@ __all__ = ["clear", "install", "on_checkpoint"]
 _hooks: list[Callable[[], Any]] = []
 _done: list[bool] = []
 _running: list[bool] = []  # the hooks are running now (a second signal waits for them)
+_calls: list[str] = []  # the run's calls file: a requeue is a Slurm command, counted
 
 
 def on_checkpoint(fn: Callable[[], Any]) -> Callable[[], Any]:
@@ -88,6 +89,10 @@ def _on_signal(signum: int, frame: Any) -> None:
         print(f"lazyslurm: time limit near: checkpointed, requeueing {element}", file=sys.stderr)
         if element:
             subprocess.run(["scontrol", "requeue", element], check=False)
+            if _calls:
+                from lazyslurm.store import record_calls
+
+                record_calls(_calls[0], {"scontrol": 1})
         return  # Slurm's SIGTERM for the requeue follows
     print(f"lazyslurm: stopped by signal {signum} after the checkpoint hooks", file=sys.stderr)
     sys.stderr.flush()
@@ -97,7 +102,9 @@ def _on_signal(signum: int, frame: Any) -> None:
     os.kill(os.getpid(), signum)
 
 
-def install() -> None:
-    """Route SIGTERM and SIGUSR1 to the hooks (the runner, for ``requeue=True`` tasks)."""
+def install(calls: str | None = None) -> None:
+    """Route SIGTERM and SIGUSR1 to the hooks (the runner, for ``requeue=True`` tasks);
+    ``calls``: the run's calls file, where a requeue of its own is counted."""
+    _calls[:] = [calls] if calls else []
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGUSR1, _on_signal)

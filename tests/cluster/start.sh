@@ -9,6 +9,9 @@
 #           optional: if it fails, only the two-factor tests are skipped
 #   containers (tests/cluster/containers.sh): podman config, a registry on 127.0.0.1, a cached
 #           Python base image; optional: if it fails, only the container tests are skipped
+#   site    (tests/cluster/site.sh, once acct is up): a 4-node cluster with preemption, per-user
+#           caps (slurmdbd: its own database on acct's MariaDB) and faults on demand; job ids
+#           >= 2000000; optional: if it fails, only the site tests are skipped
 #
 # Re-running is cheap: live daemons are kept, a daemon is restarted only when its generated config
 # changed. Everything lives under $STATE; stop with tests/cluster/stop.sh [--purge].
@@ -484,6 +487,10 @@ if wait $CONTAINERS_PID; then rc=0; else rc=$?; fi
 if [ -s "$STATE/log/start-containers.out" ]; then sed "s/^/[containers] /" "$STATE/log/start-containers.out"; fi
 [ $rc = 0 ] || echo "[containers] not available: container tests will be skipped" >&2
 [ -z "$FAILED" ] || die "failed to start:$FAILED (logs under $STATE/log, $STATE/acct/log, $STATE/noacct/log)"
+# the many-node site keeps its accounting in acct's MariaDB: after acct (optional, like containers)
+if bash "$(dirname "$0")/site.sh" > "$STATE/log/start-site.out" 2>&1; then SITE_RC=0; else SITE_RC=$?; fi
+if [ -s "$STATE/log/start-site.out" ]; then sed "s/^/[site] /" "$STATE/log/start-site.out"; fi
+[ $SITE_RC = 0 ] || echo "[site] not available: site tests will be skipped" >&2
 
 # ---------------------------------------------------------------- environment for tests
 KEY=$STATE/ssh/${SSH_USER}_id_ed25519
@@ -502,6 +509,9 @@ if [ $MFA_RC = 0 ] && [ -s "$STATE/mfa/env" ]; then
 fi
 if [ $rc = 0 ] && [ -s "$STATE/containers/env" ]; then
   while IFS= read -r line; do VARS+=("$line"); done < "$STATE/containers/env"
+fi
+if [ $SITE_RC = 0 ] && [ -s "$STATE/site/env" ]; then
+  while IFS= read -r line; do VARS+=("$line"); done < "$STATE/site/env"
 fi
 { for v in "${VARS[@]}"; do printf 'export %s=%q\n' "${v%%=*}" "${v#*=}"; done; } > "$STATE/env.sh.new"
 { sep='{'; for v in "${VARS[@]}"; do

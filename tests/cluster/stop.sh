@@ -33,7 +33,23 @@ stop_cluster() { # NAME
   stop "$d/munge/munged.pid" "munged --socket=$d/munge" "$1 munged"
 }
 
+stop_site() { # the many-node site (site.sh): its slurmd per node, slurmctld, slurmdbd, munged
+  local d=$STATE/site f n
+  [ -d "$d" ] || return 0
+  for f in "$d"/run/slurmd-*.pid; do
+    [ -e "$f" ] || continue; n=${f##*/slurmd-}; n=${n%.pid}
+    stop "$f" "slurmd -f $d/etc/slurm.conf -N $n" "site slurmd $n" &
+  done
+  wait
+  # a test may have left it stopped (SIGSTOP): it must run to hear SIGTERM
+  alive "$d/run/slurmctld.pid" "slurmctld -f $d/etc/slurm.conf" && kill -CONT "$(cat "$d/run/slurmctld.pid")"
+  stop "$d/run/slurmctld.pid" "slurmctld -f $d/etc/slurm.conf" "site slurmctld"
+  stop "$d/dbd/slurmdbd.pid" slurmdbd "site slurmdbd"
+  stop "$d/munge/munged.pid" "munged --socket=$d/munge" "site munged"
+}
+
 [ -d "$STATE" ] || { echo "nothing to stop: no $STATE"; exit 0; }
+stop_site   # before acct: its slurmdbd uses acct's MariaDB
 stop "$STATE/ssh/sshd.pid" "$STATE/ssh/sshd_config" sshd &
 stop "$STATE/bastion/sshd.pid" "$STATE/bastion/sshd_config" "bastion sshd" &
 stop "$STATE/mfa/sshd.pid" "$STATE/mfa/sshd_config" "MFA sshd" &

@@ -9,6 +9,8 @@ compute-node side, behind the backend protocol.
 ``facts.py``        the one probe of the cluster: partitions, nodes, limits, accounting
 ``status.py``       sacct/squeue rows -> element states
 ``accounting.py``   what sacct recorded a run used
+``controller.py``   a busy controller: Slurm's transient errors, backoff with jitter, the
+                    ``max_rpc_per_min`` token bucket, counting a run's Slurm commands
 ``node.py``         the compute-node side: submit a subgraph, re-point dependents, the
                     cluster a ``@workflow`` uses from where it runs
 ==================  =========================================================================

@@ -10,6 +10,14 @@ Slurm does all the scheduling. Per action, one round trip:
   a result or error file lands;
 - read_files: one transfer; cancel: one ``scancel`` of the run's jobs and of every job
   named after the run (subgraphs submitted from compute nodes).
+
+A busy controller (:mod:`~lazyslurm.backends.slurm.controller`): the probe, the submission
+and cancels that fail with Slurm's transient errors are tried again with exponential
+backoff and jitter for up to ``unreachable_timeout_s`` (a submission first cancels what
+an earlier try may have left in the queue, found by the run's job names); polls already
+retry across polls. Every Slurm command made for a run is counted in its ``calls`` file
+(:meth:`SlurmBackend.controller_calls`), and ``max_rpc_per_min`` spaces the polls' status
+queries out.
 """
 
 from __future__ import annotations
@@ -50,10 +58,21 @@ from lazyslurm.backends.packaging import (
 )
 from lazyslurm.backends.packaging.options import PackagingOptions
 from lazyslurm.backends.registry import BackendSpec
-from lazyslurm.backends.shell import LocalShell, Shell, make_ssh_shell
+from lazyslurm.backends.shell import CommandResult, LocalShell, Shell, make_ssh_shell
 from lazyslurm.backends.shell.options import SSHOptions
 from lazyslurm.backends.slurm.accounting import parse_accounting
 from lazyslurm.backends.slurm.accounting import query as accounting_query
+from lazyslurm.backends.slurm.controller import (
+    CALLS_MARK,
+    CALLS_TOTAL_MARK,
+    Backoff,
+    TokenBucket,
+    add_calls,
+    count_script,
+    parse_calls,
+    total_script,
+    transient,
+)
 from lazyslurm.backends.slurm.facts import (
     Facts,
     check_resources,
@@ -69,7 +88,7 @@ from lazyslurm.backends.slurm.options import (
     SlurmOptions,
 )
 from lazyslurm.backends.slurm.render import (
-    JOB_NAME_PREFIX,
+    cancel_script,
     live_runs_script,
     read_submitted,
     sbatch_flags,
@@ -98,11 +117,12 @@ from lazyslurm.errors import (
     ResourceLimitError,
     RunDirectoryGoneError,
     SSHHostKeyError,
+    SubmissionError,
 )
 from lazyslurm.graph.options import declared
 from lazyslurm.graph.resources import DEFAULTABLE, Resources, TaskDefaults
 from lazyslurm.planning.cost import ClusterFacts
-from lazyslurm.store import INSIDE, RunLayout, default_workdir
+from lazyslurm.store import INSIDE, RunLayout, default_workdir, read_private
 
 # DEBUG: each sbatch, sacct, squeue and scancel with its duration; extra fields run_id and
 # array_job (and element where one applies) on every line
@@ -131,6 +151,9 @@ _STATUS_EVERY_S = 2.0
 _PENDING_MARK = "LZ-PENDING"
 _CROSS_MARK = "LZ-CROSS"  # the other source's rows for elements unlisted past the grace
 _SKIPPED = "LZ-STATUS-RC=0 skipped"  # the poll's status command was not needed
+_HELD = "LZ-STATUS-RC=0 held"  # not asked: max_rpc_per_min left no token for it
+# the probe's Slurm commands: scontrol show config, partition, node; sacctmgr twice
+_PROBE_CALLS = {"scontrol": 3, "sacctmgr": 2}
 
 
 class SlurmBackend(BackendBase):
@@ -149,6 +172,8 @@ class SlurmBackend(BackendBase):
         status: str = "auto",
         packaging: PackagingOptions | None = None,
         unreachable_timeout_s: float = UNREACHABLE_TIMEOUT_S,
+        max_rpc_per_min: float | None = None,
+        rpc_burst: int | None = None,
     ) -> None:
         if status not in STATUS_SOURCES:
             msg = f"status must be one of {', '.join(STATUS_SOURCES)}, got {status!r}"
@@ -174,6 +199,11 @@ class SlurmBackend(BackendBase):
         self.ships_by_value = True
         self.node = "lazyslurm.backends.slurm.node"  # the compute-node side
         self.stats = {"sbatch": 0, "polls": 0, "submits": 0}
+        # max_rpc_per_min: one bucket for every run of this session (the limit is the user's)
+        self.max_rpc_per_min, self.rpc_burst = max_rpc_per_min, rpc_burst
+        self.bucket = None if max_rpc_per_min is None else TokenBucket(max_rpc_per_min, rpc_burst)
+        # Slurm commands this process made outside any run (the probe, previews): by kind
+        self.session_calls: dict[str, int] = {}
 
     # -- one probe per session: configuration, partitions, nodes, limits, interpreter
     @property
@@ -181,9 +211,18 @@ class SlurmBackend(BackendBase):
         """What the cluster is (:mod:`~lazyslurm.backends.slurm.facts`), probed once."""
         if self._facts is None:
             # the packaging's part of the probe: interpreter, modules, staged code
-            res = self.shell.run(probe_script(self.packager.probe_line(self._workdir)))
+            script = probe_script(self.packager.probe_line(self._workdir))
             remote = "" if self.shell.local_files else "the login node (over SSH)"
-            facts = read_probe(res.stdout, res.stderr, where=remote)
+            backoff = Backoff(self.unreachable_timeout_s)
+            while True:
+                res = self.shell.run(script)
+                self._count(None, _PROBE_CALLS, needed=True)
+                try:
+                    facts = read_probe(res.stdout, res.stderr, where=remote)
+                    break
+                except BackendError as exc:  # scontrol failed: a busy controller waits
+                    if not transient(str(exc)) or not self._again(backoff, "probe", exc):
+                        raise
             if self._max_array_size is None:
                 self._max_array_size = min(facts.max_array_size, 10**6)
             if self._status == "auto":
@@ -321,6 +360,7 @@ class SlurmBackend(BackendBase):
     ) -> RunHandle:
         self.check_limits(array_jobs)
         layout = RunLayout.of(run_id, self.workdir)
+        self._watches[run_id] = Watch()
         for attempt in (1, 2):
             # code entries the probe saw may have been removed since (clean --code, the
             # code_cache_gb cap of another session): found gone before anything is
@@ -370,7 +410,7 @@ class SlurmBackend(BackendBase):
             success()
         report_gc(self.workdir, res.stdout)
         self.stats["submits"] += 1
-        ids = read_submitted(res.returncode, res.stdout, res.stderr, flags, array_jobs)
+        ids = self._submitted(run_id, res, todo.command, flags, array_jobs)
         self.stats["sbatch"] += len(array_jobs)
         if log.isEnabledFor(logging.DEBUG):
             took = time.monotonic() - t0
@@ -384,8 +424,115 @@ class SlurmBackend(BackendBase):
                     len(array_jobs),
                     extra={"run_id": run_id, "array_job": j.id, "duration_s": took},
                 )
-        self._watches[run_id] = Watch()
         return RunHandle(run_id=run_id, array_jobs=tuple(array_jobs), job_ids=ids)
+
+    def _submitted(
+        self,
+        run_id: str,
+        res: CommandResult,
+        command: str,
+        flags: Mapping[str, Sequence[str]],
+        array_jobs: Sequence[ArrayJob],
+    ) -> dict[str, str]:
+        """The job ids the submission printed. When it failed with Slurm's transient
+        errors (a busy controller), it is tried again after backoff with jitter, for up to
+        ``unreachable_timeout_s``.
+
+        Before each new try, every job named after the run is cancelled: an ``sbatch``
+        that timed out may have been accepted all the same, and the failed try's own
+        cleanup (``scancel``) may have timed out too. What is found was submitted held and
+        never ran (the release is the submission's last step), so cancelling it and
+        submitting again is always right, and no job of the run is queued twice. Once a
+        retried submission went through, the same search runs once more, sparing the new
+        jobs: a request of a failed try that slurmctld took only later (it had queued it
+        while stalled) is cancelled too. (The one case where a failed try's jobs may have
+        started: a release that timed out after Slurm applied it; they are cancelled before
+        the run is submitted again.)"""
+        backoff = Backoff(self.unreachable_timeout_s)
+        layout = RunLayout.of(run_id, self.workdir)
+        retry = f"{cancel_script(run_id, calls_file=layout.calls)} || exit 75\n{command}"
+        while True:
+            self._count(run_id, parse_calls(res.stdout, CALLS_MARK), needed=True)
+            try:
+                ids = read_submitted(res.returncode, res.stdout, res.stderr, flags, array_jobs)
+            except SubmissionError as exc:
+                said = res.stderr if res.returncode != 75 else f"lz-transient {res.stderr}"
+                if not transient(said):
+                    raise
+                if not self._again(backoff, "submission", exc):
+                    self._cancel_run_by_name(run_id)  # nothing of the run may stay held
+                    raise SubmissionError(self._gave_up(backoff, "submission", exc)) from exc
+            else:
+                if backoff.tries:  # a request of a failed try that slurmctld took late
+                    sweep = cancel_script(run_id, calls_file=layout.calls, keep=list(ids.values()))
+                    self._retried(run_id, sweep, "cancel of an earlier try's jobs")
+                return ids
+            res = self.shell.run(retry)
+
+    def _again(self, backoff: Backoff, what: str, exc: BaseException) -> bool:
+        """Wait before trying ``what`` again after Slurm's transient error ``exc``; False
+        (at once) when ``unreachable_timeout_s`` has passed since the first try."""
+        wait = backoff.next_wait()
+        if wait is None:
+            return False
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        log.warning(
+            "%s: %s failed (%s): Slurm's controller is busy or away; trying again in %.1f s "
+            "(try %d, for up to unreachable_timeout_s=%g s)",
+            self.name,
+            what,
+            first,
+            wait,
+            backoff.tries + 1,
+            self.unreachable_timeout_s,
+        )
+        time.sleep(wait)
+        return True
+
+    def _gave_up(
+        self,
+        backoff: Backoff,
+        what: str,
+        exc: BaseException,
+        after: str = "nothing of the run was left in the queue",
+    ) -> str:
+        """The message of a ``what`` given up after ``unreachable_timeout_s``."""
+        return (
+            f"{what} failed: Slurm's controller did not answer for {backoff.elapsed():.0f} s "
+            f"({backoff.tries + 1} tries, unreachable_timeout_s={self.unreachable_timeout_s:g}); "
+            f"{after}. Slurm said: {exc}"
+        )
+
+    def _count(self, run_id: str | None, counts: Mapping[str, int], *, needed: bool) -> None:
+        """Count Slurm commands this process made (for ``run_id``, else for the session);
+        ``needed`` ones (submit, cancel) take their tokens from ``max_rpc_per_min``'s bucket
+        now (the polls' queries took theirs before they were made)."""
+        total = sum(counts.values())
+        if not total:
+            return
+        if needed and self.bucket is not None:
+            self.bucket.take(total)
+        if run_id is None:
+            add_calls(self.session_calls, counts)
+            return
+        add_calls(self._watches.setdefault(run_id, Watch()).calls_since, counts)
+
+    def controller_calls(self, handle: RunHandle) -> dict[str, int] | None:
+        """The Slurm commands made for the run so far, by kind (``sbatch``, ``squeue``,
+        ``sacct``, ``scontrol``, ``scancel``, ``srun``), by every process: the run's
+        ``calls`` file as the last poll summed it, and what this process made since.
+        None before the first submission or poll of the run in this process."""
+        watch = self._watches.get(handle.run_id)
+        if watch is None:
+            return None
+        if self.shell.local_files:  # the file itself, as it is now (each poll need not sum it)
+            try:
+                text = read_private(RunLayout.of(handle.run_id, self.workdir).calls).decode()
+            except (OSError, UnicodeDecodeError):
+                pass
+            else:
+                return parse_calls(text)
+        return add_calls(dict(watch.calls_total or {}), watch.calls_since)
 
     def dynamic_records(self, handle: RunHandle) -> int | None:
         """How many subgraph records (docs/dynamic.md) the run had at the last poll
@@ -401,6 +548,10 @@ class SlurmBackend(BackendBase):
             "defaults": self.defaults.as_options(),
             "max_array_size": self._max_array_size,
             "status": self._status,
+            # a busy controller: how long the node side retries, how often it may ask
+            "unreachable_timeout_s": self.unreachable_timeout_s,
+            "max_rpc_per_min": self.max_rpc_per_min,
+            "rpc_burst": self.rpc_burst,
         }
 
     # -- watching
@@ -462,10 +613,15 @@ class SlurmBackend(BackendBase):
             last, unreachable_since=watch.unreachable_wall, unreachable_reason=reason
         )
 
-    def _poll_files_only(self, handle: RunHandle, watch: Watch) -> Snapshot | None:
+    def _poll_files_only(
+        self, handle: RunHandle, watch: Watch, *, held: bool = False
+    ) -> Snapshot | None:
         """A poll of a local run from its store alone, with Slurm's rows of the last status
-        query, when that was less than ``_STATUS_EVERY_S`` ago; else None."""
-        if watch.status_at is None or time.monotonic() - watch.status_at >= _STATUS_EVERY_S:
+        query, when that was less than ``_STATUS_EVERY_S`` ago (or ``held``: Slurm may not
+        be asked now); else None."""
+        if not held and (
+            watch.status_at is None or time.monotonic() - watch.status_at >= _STATUS_EVERY_S
+        ):
             return None
         layout = RunLayout.of(handle.run_id, self.workdir)
         stamp = _dir_stamp(layout)  # taken before the listing: no change is missed
@@ -486,21 +642,34 @@ class SlurmBackend(BackendBase):
         squeue under sacct; under squeue, sacct where accounting exists, else squeue again."""
         return "sacct" if self.status_source == "squeue" and self.facts.accounting else "squeue"
 
-    def _cross_check(self, suspects: Set[str]) -> str:
+    def _cross_check(self, suspects: Set[str], calls: str | None = None) -> str:
         """Script lines printing the other source's rows for the arrays of ``suspects``
         (``ID_J``), after a marker, then its exit status. By array, not by element: sacct
-        lists a pending element only in its array's collapsed row (``ID_[3-9]``)."""
+        lists a pending element only in its array's collapsed row (``ID_[3-9]``). The query
+        is counted in ``calls``, the run's calls file (when given)."""
         q = shlex.quote
         masters = ",".join(sorted({s.split("_")[0] for s in suspects}))
         if self._other_source() == "sacct":
             cmd = f"sacct -X -n -P -j {q(masters)} -o {SACCT_FORMAT}"
         else:
             cmd = f"squeue -h -t all -r -j {q(masters)} -o {q(SQUEUE_FORMAT)}"
-        return f"\necho {_CROSS_MARK}; {cmd} 2>&1; echo {_CROSS_MARK}-RC=$?"
+        count = count_script(calls, {self._other_source(): 1})
+        return f"\necho {_CROSS_MARK}; {cmd} 2>&1; lz_rc=$?; {count}; echo {_CROSS_MARK}-RC=$lz_rc"
 
     def _poll_once(self, handle: RunHandle, watch: Watch) -> Snapshot:
         if self.shell.local_files:
             snap = self._poll_files_only(handle, watch)
+            if snap is not None:
+                return snap
+        since = watch.pending_since
+        ask_squeue = since is not None and time.monotonic() - since >= PENDING_REASON_CHECK_S
+        ask_squeue = ask_squeue and self.status_source == "sacct"
+        suspects = set(watch.suspects)  # unlisted past the grace: the other source is asked
+        # max_rpc_per_min: a query without a token is held (the run's files still count)
+        cost = 1 + ask_squeue + bool(suspects)
+        held = self.bucket is not None and not self.bucket.try_take(cost)
+        if held and self.shell.local_files:
+            snap = self._poll_files_only(handle, watch, held=True)
             if snap is not None:
                 return snap
         q = shlex.quote
@@ -533,12 +702,20 @@ class SlurmBackend(BackendBase):
         # directory: the count proves nothing while a record this handle lacks exists
         known = len({aj.id.rsplit("_", 1)[0] for aj in handle.array_jobs if aj.parent})
         dyn = q(layout.dynamic_dir)
+        calls = layout.calls
+        if held:
+            status = f"echo {_HELD}\n"
+        else:
+            status = (
+                f'if [ "${{n:-0}}" -ge {total} ] && [ "${{d:-0}}" -le {known} ]; '
+                f"then echo {_SKIPPED}; else\n"
+                f"{status_cmd}\necho LZ-STATUS-RC=$?\n"
+                f"{count_script(calls, {self.status_source: 1})}\nfi\n"
+            )
         script = wait + (
             f"n=$(ls -1 -f {results} 2>/dev/null | grep -c {grep})\n"
             f"d=$(ls -1 -f {dyn} 2>/dev/null | grep -c '[.]json$')\n"
-            f'if [ "${{n:-0}}" -ge {total} ] && [ "${{d:-0}}" -le {known} ]; '
-            f"then echo {_SKIPPED}; else\n"
-            f"{status_cmd}\necho LZ-STATUS-RC=$?\nfi\n"
+            f"{status}"
             f"cd {q(run_dir)} 2>/dev/null || {{ echo LZ-GONE; exit 0; }}\n"
             # what a job does before its task (creating the environment): one stat
             f"[ ! -f {_ENV} ] || echo LZ-ENV $(date +%s) $(head -c 200 {_ENV})\n"
@@ -546,32 +723,37 @@ class SlurmBackend(BackendBase):
             # counted after the listing: a record is written before its task's result
             f"echo LZ-DYN=$(ls -1 -f {dyn} 2>/dev/null | grep -c '[.]json$')"
         )
-        since = watch.pending_since
-        ask_squeue = since is not None and time.monotonic() - since >= PENDING_REASON_CHECK_S
-        if self.status_source == "sacct" and ask_squeue:
+        if ask_squeue and not held:
             script += (
                 f"\necho {_PENDING_MARK}; squeue -h -r -t PD -j {q(ids)} "
-                f"-o {q(SQUEUE_FORMAT)} 2>/dev/null"
+                f"-o {q(SQUEUE_FORMAT)} 2>/dev/null\n{count_script(calls, {'squeue': 1})}"
             )
-        suspects = set(watch.suspects)  # unlisted past the grace: the other source is asked
-        if suspects:
-            script += self._cross_check(suspects)
+        if suspects and not held:
+            script += self._cross_check(suspects, calls)
+        script += f"\n{total_script(calls)}"
         if self.shell.local_files:  # taken before the listing: no change is missed
             watch.stamp = _dir_stamp(layout)
         t0 = time.monotonic()
         res = self.shell.run(script, timeout_s=budget)
         self.stats["polls"] += 1
-        skipped = _SKIPPED in res.stdout  # every result was in: Slurm was not asked
+        stdout = self._read_calls(handle.run_id, res.stdout)
+        skipped = _SKIPPED in stdout  # every result was in: Slurm was not asked
+        if skipped and self.bucket is not None:
+            self.bucket.give_back(1)
         if log.isEnabledFor(logging.DEBUG):
             took = time.monotonic() - t0
             log.debug(
                 "%s (%.3f s%s)",
                 status_cmd,
                 took,
-                ", not run: every result is in" if skipped else "",
+                ", not run: every result is in"
+                if skipped
+                else ", not run: no token left (max_rpc_per_min)"
+                if held
+                else "",
                 extra={"run_id": handle.run_id, "array_job": None, "duration_s": took},
             )
-        status_text, _, rest = res.stdout.partition("LZ-STATUS-RC=")
+        status_text, _, rest = stdout.partition("LZ-STATUS-RC=")
         if "LZ-GONE" in rest.splitlines():
             msg = (
                 f"run directory {run_dir} is gone (deleted while the run was going on?): "
@@ -599,6 +781,9 @@ class SlurmBackend(BackendBase):
             msg = f"status query ({self.status_source}) failed: {detail}"
             permanent = any(words in detail for words in PERMANENT_STATUS_ERRORS)
             raise StatusUnavailable(msg, permanent=permanent)
+        if held:  # Slurm was not asked: its last rows stand
+            watch.partial = None
+            return self._snapshot(handle, watch.rows, results, errors, watch, cancelled=cancelled)
         rows = parse_status(status_text, squeue=self.status_source == "squeue")
         if pending_text:
             rows = with_pending_reasons(rows, parse_status(pending_text, squeue=True))
@@ -618,6 +803,22 @@ class SlurmBackend(BackendBase):
         return self._snapshot(
             handle, rows, results, errors, watch, cancelled=cancelled, asked=asked
         )
+
+    def _read_calls(self, run_id: str, stdout: str) -> str:
+        """Count the Slurm commands a poll's script made, and take the run's calls file's
+        sum it printed; ``stdout`` without those lines."""
+        lines = stdout.splitlines(keepends=True)
+        marked = [ln for ln in lines if ln.startswith(CALLS_MARK)]
+        if not marked:
+            return stdout
+        text = "".join(marked)
+        self._count(run_id, parse_calls(text, CALLS_MARK), needed=False)
+        if any(ln.startswith(CALLS_TOTAL_MARK + " ") or ln.strip() == CALLS_TOTAL_MARK
+               for ln in marked):  # fmt: skip
+            watch = self._watches.setdefault(run_id, Watch())
+            watch.calls_total = parse_calls(text, CALLS_TOTAL_MARK)
+            watch.calls_since = {}
+        return "".join(ln for ln in lines if not ln.startswith(CALLS_MARK))
 
     def _snapshot(
         self,
@@ -704,10 +905,11 @@ class SlurmBackend(BackendBase):
 
     def cancel(self, handle: RunHandle) -> None:
         """Cancel the run: its known jobs and every job whose name carries its run id (the
-        subgraphs its tasks submitted that no poll has read yet), in one ``scancel``."""
+        subgraphs its tasks submitted that no poll has read yet), in one ``scancel``; tried
+        again while Slurm's controller is busy (:meth:`_cancelled`)."""
         ids = [handle.job_ids[aj.id] for aj in handle.array_jobs if aj.id in handle.job_ids]
         t0 = time.monotonic()
-        self.shell.run(_cancel_script(handle.run_id, ids))
+        self._cancelled(handle.run_id, ids)
         took = time.monotonic() - t0
         log.debug(
             "scancel %s and jobs named lz-%s-* (%.3f s)",
@@ -719,16 +921,49 @@ class SlurmBackend(BackendBase):
 
     def cancel_elements(self, handle: RunHandle, elements: Sequence[tuple[str, int]]) -> None:
         """``scancel`` some elements (``ID_INDEX``); Slurm cancels their dependents."""
-        ids = " ".join(
-            shlex.quote(f"{handle.job_ids[aj]}_{i}") for aj, i in elements if aj in handle.job_ids
+        ids = [f"{handle.job_ids[aj]}_{i}" for aj, i in elements if aj in handle.job_ids]
+        if not ids:
+            return
+        calls = RunLayout.of(handle.run_id, self.workdir).calls
+        script = (
+            f"scancel {' '.join(shlex.quote(i) for i in ids)}; lz_rc=$?\n"
+            f"{count_script(calls, {'scancel': 1})}\n(exit $lz_rc)"
         )
-        if ids:
-            self.shell.run(f"scancel {ids}")
+        self._retried(handle.run_id, script, "scancel of some elements")
+
+    def _cancelled(
+        self, run_id: str, ids: Sequence[str], *, timeout_s: float | None = None
+    ) -> None:
+        """Cancel ``ids`` and every job named after ``run_id``, trying again (backoff with
+        jitter) while Slurm answers with its transient errors, for up to ``timeout_s``
+        (default ``unreachable_timeout_s``); then :class:`~lazyslurm.errors.BackendError`."""
+        calls = RunLayout.of(run_id, self.workdir).calls
+        script = cancel_script(run_id, ids, calls_file=calls)
+        self._retried(run_id, script, "cancel", timeout_s=timeout_s)
+
+    def _retried(
+        self, run_id: str, script: str, what: str, *, timeout_s: float | None = None
+    ) -> CommandResult:
+        """Run a script of Slurm commands that may be run again (cancels), counting its
+        calls; again after backoff with jitter while it fails with Slurm's transient
+        errors, up to ``timeout_s`` (default ``unreachable_timeout_s``)."""
+        backoff = Backoff(self.unreachable_timeout_s if timeout_s is None else timeout_s)
+        while True:
+            res = self.shell.run(script, timeout_s=_QUERY_TIMEOUT_S)
+            self._count(run_id, parse_calls(res.stdout, CALLS_MARK), needed=True)
+            said = res.stderr if res.returncode != 75 else f"lz-transient {res.stderr}"
+            if res.ok or not transient(said):
+                return res
+            failed = BackendError(f"{what} of run {run_id}: {res.stderr.strip()}")
+            if not self._again(backoff, what, failed):
+                after = f"the run's jobs may still be queued: `lazyslurm cancel {run_id}` later"
+                raise BackendError(self._gave_up(backoff, what, failed, after))
 
     def _cancel_run_by_name(self, run_id: str) -> None:
-        """Cancel every job whose name carries ``run_id`` (ids may never have reached us)."""
+        """Cancel every job whose name carries ``run_id`` (ids may never have reached us):
+        best effort, for up to 30 s."""
         try:
-            self.shell.run(_cancel_script(run_id, ()), timeout_s=30)
+            self._cancelled(run_id, (), timeout_s=30)
         except Exception:  # best effort: the original error is what matters
             pass
 
@@ -753,26 +988,6 @@ def _local_note(layout: RunLayout) -> str:
             return environment_note(f.read(200), time.time())
     except OSError:
         return ""
-
-
-def _cancel_script(run_id: str, ids: Sequence[str]) -> str:
-    r"""One ``scancel`` of ``ids`` and of every job of this user whose name starts with
-    ``lz-RUN_ID-``: the run's own jobs and the subgraphs its tasks submitted from compute
-    nodes (same prefix), whether or not a poll has read their records yet.
-
-    >>> s = _cancel_script("r1", ["101", "102"])
-    >>> s.startswith("{ printf '%s\\n' 101 102; squeue -h -u"), "lz-r1-*)" in s
-    (True, True)
-    >>> s.endswith("| sort -u | xargs -r scancel")
-    True
-    """
-    q = shlex.quote
-    known = f"printf '%s\\n' {' '.join(q(i) for i in ids)}; " if ids else ""
-    return (
-        f"{{ {known}squeue -h -u \"$(id -un)\" -o '%F %j' | while read -r id name; "
-        f'do case "$name" in {q(f"{JOB_NAME_PREFIX}{run_id}-")}*) echo "$id";; esac; done; }}'
-        " | sort -u | xargs -r scancel"
-    )
 
 
 def _dir_stamp(layout: RunLayout) -> tuple[int, ...]:
@@ -815,6 +1030,8 @@ def make_slurm_backend(
         "status": own["status"],
         "packaging": packaging,
         "unreachable_timeout_s": own["unreachable_timeout_s"],
+        "max_rpc_per_min": own["max_rpc_per_min"],
+        "rpc_burst": own["rpc_burst"],
     }
     if kind == "slurm":
         shell: Shell = LocalShell(env=own["env"])

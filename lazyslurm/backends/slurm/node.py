@@ -25,21 +25,27 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from lazyslurm.backends.slurm.controller import Backoff, transient
 from lazyslurm.backends.slurm.facts import COST_PROBE, parse_cluster_facts
-from lazyslurm.backends.slurm.render import read_job_script, read_submitted, submission
+from lazyslurm.backends.slurm.options import UNREACHABLE_TIMEOUT_S
+from lazyslurm.backends.slurm.render import (
+    cancel_script,
+    read_job_script,
+    read_submitted,
+    submission,
+)
 from lazyslurm.dynamic import Subgraph, SubgraphRecord, commit, local_records, locked
 from lazyslurm.errors import DynamicExpansionError, SubmissionError
 from lazyslurm.graph.resources import Resources
 from lazyslurm.planning.cost import ClusterFacts
-from lazyslurm.store import RunLayout, atomic_write, parse_job_ids, read_private
+from lazyslurm.store import RunLayout, atomic_write, parse_job_ids, read_private, record_calls
 
 __all__ = ["cost_facts", "inner_cluster", "start_subgraph"]
 
 # Slurm's client fails now and then while slurmctld is busy or restarting ("Socket timed
-# out on send/recv operation", "Unable to contact slurm controller"): each command is
-# tried this many times, waiting _BACKOFF_S * 2**n seconds between tries
-_TRIES = 4
-_BACKOFF_S = 1.0
+# out on send/recv operation", "Unable to contact slurm controller"): such a command is
+# tried again with backoff and jitter (controller.Backoff) for up to the cluster's
+# unreachable_timeout_s (in the manifest's "dynamic" config)
 _SLURM_TIMEOUT_S = 120.0  # one command; its own timeouts are shorter (MessageTimeout)
 _GONE = "Invalid job id specified"  # squeue: none of the jobs asked for is known any more
 
@@ -71,6 +77,9 @@ def inner_cluster(layout: RunLayout, array_job: str, manifest: Mapping[str, Any]
         "max_array_size": config.get("max_array_size"),
         **Resources.from_options(**config.get("defaults", {})).as_options(),
     }
+    for name in ("unreachable_timeout_s", "max_rpc_per_min", "rpc_burst"):  # a busy controller
+        if config.get(name) is not None:
+            options[name] = config[name]
     return "slurm", options
 
 
@@ -103,31 +112,60 @@ def start_subgraph(sub: Subgraph) -> None:
     )
     for rel, data in todo.files.items():
         atomic_write(f"{layout.root}/{rel}", data)
-    res = subprocess.run(["bash", "-c", todo.command], capture_output=True, text=True)
-    try:
-        ids = read_submitted(res.returncode, res.stdout, res.stderr, todo.flags, ajs)
-    except SubmissionError as exc:
-        msg = f"submitting the subgraph from the compute node failed: {exc}"
-        raise DynamicExpansionError(msg) from None
+    timeout_s = float(sub.config.get("unreachable_timeout_s") or UNREACHABLE_TIMEOUT_S)
+    ids = _submit(sub.run_id, prefix, layout, todo.command, todo.flags, ajs, timeout_s)
     record.job_ids = ids
     try:
         with _cancelled_if_stopped(list(ids.values())), locked(layout):
             records = local_records(layout)  # under the lock: earlier expansions' edges
             record.added = _repoint_dependents(
                 layout, sub.array_job, [ids[f] for f in record.final], record, records,
-                sub.manifest,
+                sub.manifest, timeout_s,
             )  # fmt: skip
-            rel = _slurm(["scontrol", "release", *ids.values()])
+            rel = _slurm(["scontrol", "release", *ids.values()], layout, timeout_s)
             if rel.returncode != 0:
                 msg = (
-                    f"could not release the subgraph's jobs ({' '.join(ids.values())}) "
-                    f"after {_TRIES} tries: {_said(rel)}. The subgraph was cancelled"
+                    f"could not release the subgraph's jobs ({' '.join(ids.values())}): "
+                    f"{_said(rel)}. The subgraph was cancelled"
                 )
                 raise DynamicExpansionError(msg)
             commit(layout, record)
     except BaseException:
-        _slurm(["scancel", *ids.values()])
+        _slurm(["scancel", *ids.values()], layout, timeout_s)
         raise
+
+
+def _submit(
+    run_id: str,
+    prefix: str,
+    layout: RunLayout,
+    command: str,
+    flags: Mapping[str, Any],
+    ajs: Any,
+    timeout_s: float,
+) -> dict[str, str]:
+    """Submit a subgraph (held) with ``command``: as the client does, a submission that
+    failed with Slurm's transient errors is tried again after backoff with jitter, for up
+    to ``timeout_s``, each time after cancelling the jobs an earlier try may have left
+    (named ``lz-RUN-PREFIX...``: held, they never ran). Its calls are counted by the
+    submission script itself."""
+    backoff = Backoff(timeout_s)
+    again = f"{cancel_script(run_id, prefix=prefix, calls_file=layout.calls)} || exit 75\n"
+    script = command
+    while True:
+        res = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
+        try:
+            return read_submitted(res.returncode, res.stdout, res.stderr, flags, ajs)
+        except SubmissionError as exc:
+            said = res.stderr if res.returncode != 75 else f"lz-transient {res.stderr}"
+            wait = backoff.next_wait() if transient(said) else None
+            if wait is None:
+                if transient(said):
+                    subprocess.run(["bash", "-c", again], capture_output=True, check=False)
+                msg = f"submitting the subgraph from the compute node failed: {exc}"
+                raise DynamicExpansionError(msg) from None
+        time.sleep(wait)
+        script = again + command
 
 
 @contextlib.contextmanager
@@ -161,23 +199,25 @@ def _cancelled_if_stopped(ids: list[str]) -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _slurm(argv: list[str]) -> subprocess.CompletedProcess[str]:
-    """Run a Slurm client command here, retrying a failure with backoff; the last try's
-    result. A job id Slurm no longer knows is an answer, not a failure: not retried."""
-    res: subprocess.CompletedProcess[str] | None = None
-    for n in range(_TRIES):
-        if n:
-            time.sleep(_BACKOFF_S * 2 ** (n - 1))
+def _slurm(
+    argv: list[str], layout: RunLayout, timeout_s: float = UNREACHABLE_TIMEOUT_S
+) -> subprocess.CompletedProcess[str]:
+    """Run a Slurm client command here, counted in the run's calls file; a failure with
+    Slurm's transient errors (or a command that hangs) is tried again with backoff and
+    jitter for up to ``timeout_s``. The last try's result. A job id Slurm no longer knows
+    is an answer, not a failure."""
+    backoff = Backoff(timeout_s)
+    while True:
+        record_calls(layout.calls, {argv[0]: 1})
         try:
             res = subprocess.run(argv, capture_output=True, text=True, timeout=_SLURM_TIMEOUT_S)
         except subprocess.TimeoutExpired:
-            said = f"timed out after {_SLURM_TIMEOUT_S:g} s"
+            said = f"timed out after {_SLURM_TIMEOUT_S:g} s (lz-transient)"
             res = subprocess.CompletedProcess(argv, -1, "", said)
-            continue
-        if res.returncode == 0 or _GONE in res.stderr:
+        if res.returncode == 0 or _GONE in res.stderr or not transient(res.stderr):
             return res
-    assert res is not None
-    return res
+        if not backoff.sleep():
+            return res
 
 
 def _said(res: subprocess.CompletedProcess[str]) -> str:
@@ -193,6 +233,7 @@ def _repoint_dependents(
     record: SubgraphRecord,
     records: list[SubgraphRecord],
     manifest: Mapping[str, Any],
+    timeout_s: float = UNREACHABLE_TIMEOUT_S,
 ) -> dict[str, list[str]]:
     """Add ``afterok`` on ``final_ids`` to every pending job depending on ``array_job``
     (in the run's graph as extended by earlier expansions). Returns what was added.
@@ -218,12 +259,13 @@ def _repoint_dependents(
     targets = {slurm_ids[d]: d for d in dependents if d in slurm_ids}
     if not targets:
         return {}
-    res = _slurm(["squeue", "-h", "-t", "PENDING", "-j", ",".join(targets), "-o", "%i|%E"])
+    argv = ["squeue", "-h", "-t", "PENDING", "-j", ",".join(targets), "-o", "%i|%E"]
+    res = _slurm(argv, layout, timeout_s)
     if res.returncode != 0 and _GONE not in res.stderr:
         names = ", ".join(f"{d} (job {sid})" for sid, d in sorted(targets.items()))
         msg = (
             f"could not make the jobs waiting for this task wait for the subgraph it "
-            f"returned: squeue, asked which of {names} are pending, failed {_TRIES} times "
+            f"returned: squeue, asked which of {names} are pending, failed "
             f"({_said(res)}). The subgraph was cancelled; is slurmctld reachable from the "
             f"compute node?"
         )
@@ -239,7 +281,9 @@ def _repoint_dependents(
             continue
         keep = [item.split("(", 1)[0] for item in dep.split(",") if item.endswith("(unfulfilled)")]
         spec = ",".join([*keep, new])
-        upd = _slurm(["scontrol", "update", f"jobid={sid}", f"dependency={spec}"])
+        upd = _slurm(
+            ["scontrol", "update", f"jobid={sid}", f"dependency={spec}"], layout, timeout_s
+        )
         if upd.returncode != 0:
             msg = (
                 f"could not make job {sid} ({targets[sid]}) wait for the subgraph "

@@ -29,8 +29,24 @@ class SlurmOptions(TypedDict, total=False):
     unreachable_timeout_s: Annotated[
         float,
         Opt(
-            "how long polls retry while slurmctld or the SSH connection is unreachable",
+            "how long polls, the probe, submission and cancels retry while slurmctld or "
+            "the SSH connection is unreachable",
             default=UNREACHABLE_TIMEOUT_S,
+            positive=True,
+        ),
+    ]
+    max_rpc_per_min: Annotated[
+        float,
+        Opt(
+            "most Slurm commands a minute on average (a token bucket): polls ask Slurm less "
+            "often to stay under it; submit and cancel are never held back",
+            positive=True,
+        ),
+    ]
+    rpc_burst: Annotated[
+        int,
+        Opt(
+            "most Slurm commands at once under max_rpc_per_min (default: a minute's worth)",
             positive=True,
         ),
     ]

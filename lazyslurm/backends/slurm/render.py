@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 import attrs
 
 from lazyslurm.backends.packaging.base import Launch
+from lazyslurm.backends.slurm.controller import count_script
 from lazyslurm.errors import SubmissionError
 from lazyslurm.graph.resources import FLAGS, Resources
 from lazyslurm.planning.planner import ArrayJob
@@ -35,6 +36,7 @@ __all__ = [
     "JOB_NAME_PREFIX",
     "SUBMIT_FAILED_MARKER",
     "Submission",
+    "cancel_script",
     "job_script",
     "live_runs_script",
     "ranks_script",
@@ -211,16 +213,19 @@ def submit_script(
     def rel(path: str) -> str:  # a path of the run, as "$run_dir/..." in the script
         return f'"$run_dir{path[len(layout.root) :]}"'
 
+    calls = "sbatch $lz_sb scontrol $lz_sc scancel $lz_cc"  # what it asked Slurm
     out = [
         "#!/bin/bash",
         f"# lazyslurm run {run_id}: submit every array job held, then release them all",
         "set -u",
         f"run_dir={q(layout.root)}",
         "ids=()",
+        "lz_sb=0 lz_sc=0 lz_cc=0",
+        f"trap '{count_script(None, calls)}; echo \"{calls}\" >> {rel(layout.calls)}' EXIT",
         "fail() {",
         f"  printf '%s %s\\n' {SUBMIT_FAILED_MARKER} \"$*\" >&2",
         f"  cat {rel(err_file)} >&2",
-        '  if [ ${#ids[@]} -gt 0 ]; then scancel "${ids[@]}" >&2; fi',
+        '  if [ ${#ids[@]} -gt 0 ]; then lz_cc=1; scancel "${ids[@]}" >&2; fi',
         "  exit 3",
         "}",
     ]
@@ -229,6 +234,7 @@ def submit_script(
         args = " ".join(q(f) for f in ["--parsable", "--hold", *flags[job.id]])
         dep_arg = f' "--dependency={dep}"' if dep else ""
         out += [
+            "lz_sb=$((lz_sb + 1))",
             f"out=$(sbatch {args}{dep_arg} -- {rel(layout.job_script(job.id))} "
             f"2>{rel(err_file)}) || fail {q(job.id)}",
             f'{job.id}=${{out%%;*}}; ids+=("${job.id}")',
@@ -236,9 +242,50 @@ def submit_script(
     pairs = " ".join(f"{job.id}=${{{job.id}}}" for job in jobs)
     out.append(f"printf '%s\\n' \"{pairs}\" > {rel(ids_file)}")
     if release:
-        out.append(f'scontrol release "${{ids[@]}}" 2>{rel(err_file)} || fail release {pairs}')
+        out.append(
+            f'lz_sc=1; scontrol release "${{ids[@]}}" 2>{rel(err_file)} || fail release {pairs}'
+        )
     out += [f'echo "{IDS_MARKER} {pairs}"', ""]
     return "\n".join(out)
+
+
+def cancel_script(
+    run_id: str,
+    ids: Sequence[str] = (),
+    *,
+    calls_file: str | None = None,
+    prefix: str = "",
+    keep: Sequence[str] = (),
+) -> str:
+    r"""One ``scancel`` of ``ids`` and of every job of this user whose name starts with
+    ``lz-RUN_ID-PREFIX``: a run's own jobs and the subgraphs its tasks submitted from
+    compute nodes (same prefix), whether or not a poll has read their records yet; and
+    the held jobs an interrupted submission left; but not the jobs ``keep`` (ids). Its
+    calls are counted
+    (:func:`~lazyslurm.backends.slurm.controller.count_script`). When squeue fails, the
+    ``ids`` are still cancelled, and the script's last status is 75 (Slurm's words are on
+    stderr).
+
+    >>> s = cancel_script("r1", ["101", "102"])
+    >>> "lz_q=$(squeue -h -u" in s, "lz-r1-*) echo" in s, "printf '%s\n' 101 102;" in s
+    (True, True, True)
+    >>> "xargs -r scancel" in s
+    True
+    """
+    q = shlex.quote
+    known = f"printf '%s\n' {' '.join(q(i) for i in ids)}; " if ids else ""
+    pattern = q(f"{JOB_NAME_PREFIX}{run_id}-{prefix}")
+    spare = "".join(f"{q(k)}) ;; " for k in keep)  # a case branch per id kept
+    return (
+        "lz_rc=0; lz_q=$(squeue -h -u \"$(id -un)\" -o '%F %j') || lz_rc=75\n"
+        f"lz_ids=$({{ {known}printf '%s\\n' \"$lz_q\" | while read -r id name; "
+        f'do case "$id" in {spare}*) case "$name" in {pattern}*) echo "$id";; esac;; esac; '
+        "done; } | sort -u)\n"
+        'lz_cc=0; if [ -n "$lz_ids" ]; then lz_cc=1; '
+        "printf '%s\\n' \"$lz_ids\" | xargs -r scancel; fi\n"
+        f"{count_script(calls_file, 'squeue 1 scancel $lz_cc')}\n"
+        "(exit $lz_rc)"
+    )
 
 
 def live_runs_script() -> str:

@@ -136,7 +136,7 @@ REQUEUE_STATES = {"PREEMPTED", "NODE_FAIL", "REQUEUED", "REQUEUE_HOLD", "REQUEUE
 REQUEUE_GRACE_S = 300.0  # PREEMPTED/NODE_FAIL that never turns PENDING again: a failure
 
 
-SACCT_FORMAT = "JobID,State,ExitCode,Reason"
+SACCT_FORMAT = "JobID,State,ExitCode,Reason,NodeList"
 
 
 # a status command failing with these words will fail the same way on every retry
@@ -158,7 +158,7 @@ class StatusUnavailable(Exception):
         self.permanent = permanent
 
 
-SQUEUE_FORMAT = "%i|%T|%r"
+SQUEUE_FORMAT = "%i|%T|%r|%N"
 
 
 # under sacct, elements pending this long also get squeue's reason (it may never clear)
@@ -190,16 +190,19 @@ class Row:
     state: str
     exit_code: str = ""
     reason: str = ""
+    node: str = ""  # the job's nodes (Slurm's node list), once it had some
 
 
 def parse_status(text: str, squeue: bool) -> dict[tuple[str, int | None], Row]:
-    """Rows of ``sacct -X -n -P -o JobID,State,ExitCode,Reason`` or
-    ``squeue -h -o '%i|%T|%r'``, keyed by (master id, index or None).
+    """Rows of ``sacct -X -n -P -o JobID,State,ExitCode,Reason,NodeList`` or
+    ``squeue -h -o '%i|%T|%r|%N'`` (the node list may be missing), keyed by (master id,
+    index or None).
 
-    >>> rows = parse_status("101_0|COMPLETED|0:0|None\\n101_[1-2]|PENDING|0:0|Priority\\n",
-    ...                     squeue=False)
-    >>> sorted((k, v.state, v.reason) for k, v in rows.items())[1:]
-    [(('101', 1), 'PENDING', 'Priority'), (('101', 2), 'PENDING', 'Priority')]
+    >>> rows = parse_status("101_0|NODE_FAIL|0:0|None|site2\\n"
+    ...                     "101_[1-2]|PENDING|0:0|Priority|None assigned\\n", squeue=False)
+    >>> sorted((k, v.state, v.reason, v.node) for k, v in rows.items())
+    [(('101', 0), 'NODE_FAIL', '', 'site2'), (('101', 1), 'PENDING', 'Priority', ''), \
+(('101', 2), 'PENDING', 'Priority', '')]
     """
     rows: dict[tuple[str, int | None], Row] = {}
     for line in text.splitlines():
@@ -210,11 +213,13 @@ def parse_status(text: str, squeue: bool) -> dict[tuple[str, int | None], Row]:
         if "." in job_id:  # a step (sacct without -X)
             continue
         state = state.split()[0] if state else "UNKNOWN"  # "CANCELLED by 0" -> CANCELLED
+        node = parts[3 if squeue else 4] if len(parts) > (3 if squeue else 4) else ""
+        node = "" if node.startswith("None") else node  # sacct: "None assigned"
         if squeue:
-            row = Row(state, reason="" if third == "None" else third)
+            row = Row(state, reason="" if third == "None" else third, node=node)
         else:  # sacct keeps a finished job's last pending reason (JobHeldUser, ...): noise
             reason = parts[3] if len(parts) > 3 and state == "PENDING" else ""
-            row = Row(state, exit_code=third, reason=reason)
+            row = Row(state, exit_code=third, reason=reason, node=node)
         master, indices = parse_array_ids(job_id)
         if indices is None:
             rows[(master, None)] = row
@@ -308,6 +313,10 @@ class Watch:
         self.status_at: float | None = None
         # what a job of the run says it does before its task (the run's ``environment``)
         self.note = ""
+        # Slurm commands made for the run, by kind: its calls file as the last poll summed
+        # it (every process's), and what this process made since
+        self.calls_total: dict[str, int] | None = None
+        self.calls_since: dict[str, int] = {}
 
 
 def listing(text: str) -> tuple[set[str], set[str], set[str]]:
@@ -418,6 +427,10 @@ def element_state(
         )
     kind = CANCELLED if slurm_state == "CANCELLED" else FAILED
     return kind, ElementFailure(
-        state=slurm_state, exit_code=row.exit_code, job_id=job_id, reason=row.reason
+        state=slurm_state,
+        exit_code=row.exit_code,
+        job_id=job_id,
+        reason=row.reason,
+        node=row.node,
     )
 
