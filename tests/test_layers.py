@@ -137,12 +137,15 @@ def test_runner_side_sources_import_only_stdlib_cloudpickle_store_errors(source:
     # the one exception: a task that returned a lazy value expands it (inside run_element)
     lazily = {"lazyslurm.dynamic"} if source == "runner/__init__.py" else set()
     assert not lazily & _imports(PKG / source, top_level=True)
+    # a compact map over a NumPy array rebuilds its items with numpy (the task uses it)
+    third = {"cloudpickle", "numpy"} if source == "store.py" else {"cloudpickle"}
+    assert not (third - {"cloudpickle"}) & _imports(PKG / source, top_level=True)
     for name in _imports(PKG / source):
         top = name.split(".")[0]
         if top == "lazyslurm":
             assert name in allowed_pkg | lazily, f"{source} imports {name}"
         else:
-            assert top in sys.stdlib_module_names or top == "cloudpickle", f"{source}: {name}"
+            assert top in sys.stdlib_module_names or top in third, f"{source}: {name}"
 
 
 # --------------------------------------------------------------------------- layers

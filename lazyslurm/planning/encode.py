@@ -16,10 +16,10 @@ from typing import Any
 import cloudpickle
 
 from lazyslurm.errors import CorruptRunError, SerializationError
-from lazyslurm.graph.core import Job, refusing_hidden_jobs, safe_repr
+from lazyslurm.graph.core import ArrayNode, Job, refusing_hidden_jobs, safe_repr
 from lazyslurm.graph.signature import context_parameter
-from lazyslurm.planning.planner import ArrayJob, Plan
-from lazyslurm.store import INSIDE, FunctionRef, encode_spec, encode_value
+from lazyslurm.planning.planner import ArrayJob, Plan, compact_spans
+from lazyslurm.store import INSIDE, ElementKeys, FunctionRef, encode_spec, encode_value
 
 __all__ = ["encode_run", "manifest", "read_manifest"]
 
@@ -167,15 +167,26 @@ def _encode_run(
     modules_by_value: Callable[[Any, Any], Sequence[types.ModuleType]] | None,
 ) -> dict[str, bytes]:
     files: dict[str, bytes] = {}
+    spans = compact_spans(plan)  # a compact map's key -> its array jobs, in order
     for aj in plan.array_jobs:
         task, elements = plan.task(aj), plan.elements(aj)
         func = task.unwrapped
         shipped: Any = func if by_value else _by_reference(task) or func
         external = {}
         wheres: list[dict[str, str] | None] = []
-        for job in elements:
+        compact = type(aj.keys) is ElementKeys
+        for job in () if compact else elements:
             where: dict[str, str] | None = None
             for dep in job.deps:
+                if type(dep) is ArrayNode:  # a compact map, whole: its chunks, in order
+                    where = where or {}
+                    ids = spans.get(dep.key)
+                    if ids is not None:
+                        where[dep.key] = "span:" + ",".join(ids)
+                    else:  # finished in an earlier run: "RUN:span=AJ,AJ"
+                        run, _, ids_at = (plan.external.get(dep.key) or "").partition(":span=")
+                        where[dep.key] = f"span:{run}:{ids_at}"
+                    continue
                 at = plan.external.get(dep.key, _HERE)
                 if at is not _HERE:
                     if at is not None and ":" in at:  # in a pack file of an earlier run
@@ -204,7 +215,11 @@ def _encode_run(
             header["context"] = wants  # the runner fills it with a JobContext
         if aj.resources.gather is not None:
             header["gather"] = aj.resources.gather
-        blobs = [_dump_element(job, w) for job, w in zip(elements, wheres, strict=True)]
+        if compact:  # the items' description, not one blob per element
+            header["compact"] = (aj.keys.recipe, aj.keys.desc)  # type: ignore[attr-defined]
+            blobs: list[bytes] = []
+        else:
+            blobs = [_dump_element(job, w) for job, w in zip(elements, wheres, strict=True)]
         if not by_value:
             mods = []
         elif modules_by_value is not None:

@@ -29,6 +29,7 @@ from lazyslurm.graph.resources import parse_time
 from lazyslurm.planning.cost import ClusterFacts, PartitionFacts
 
 __all__ = [
+    "CONFIG_KEYS",
     "COST_PROBE",
     "Facts",
     "Node",
@@ -45,6 +46,7 @@ __all__ = [
 ]
 
 _CONFIG_KEYS = ("MaxArraySize", "MaxJobCount", "AccountingStorageType", "DefMemPerCPU")
+CONFIG_KEYS = (*_CONFIG_KEYS, "SLURM_CONF")  # the lines of `scontrol show config` probed
 # the part of the probe the worst-case arithmetic needs (partitions and DefMemPerCPU): also
 # run alone, where a task that returns a subgraph checks the run's budget
 COST_PROBE = (
@@ -64,7 +66,7 @@ def probe_script(more: str = "") -> str:
             "sacctmgr -n -P show assoc where user=$(id -un) format=MaxSubmit 2>/dev/null & "
             "sacctmgr -n -P show qos format=MaxSubmitPU 2>/dev/null; wait; "
             '} > "$lz_acct" 2>/dev/null & lz_acct_pid=$!',
-            "scontrol show config 2>&1 | grep -E '^(" + "|".join(_CONFIG_KEYS) + ") '",
+            "scontrol show config 2>&1 | grep -E '^(" + "|".join(CONFIG_KEYS) + ") '",
             "scontrol show partition -o 2>/dev/null | sed 's/^/LZ-PART /'",
             "scontrol show node -o 2>/dev/null | sed 's/^/LZ-NODE /'",
             "echo LZ-HOME=$HOME",

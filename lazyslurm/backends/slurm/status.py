@@ -294,6 +294,9 @@ class Watch:
         self.unreachable_since: float | None = None  # time.monotonic()
         self.unreachable_wall: float | None = None  # time.time(), for messages
         self.final: dict[tuple[str, int], tuple[str, ElementFailure | None]] = {}
+        # packed compact maps: each Slurm element's state at the last poll, and the
+        # element states made of them (patched where they change, not rebuilt)
+        self.packed: dict[str, tuple[list[str], list[str]]] = {}
         self.partial: Snapshot | None = None  # from the listing of a poll whose status failed
         # requeue=True: requeues seen per element, and since when it sits requeued
         self.requeues: dict[tuple[str, int], int] = {}
