@@ -48,6 +48,7 @@ from lazyslurm.backends.shell import CommandResult, LocalShell, Shell, make_ssh_
 from lazyslurm.backends.shell.options import SSHOptions
 from lazyslurm.backends.slurm.accounting import parse_accounting
 from lazyslurm.backends.slurm.accounting import query as accounting_query
+from lazyslurm.backends.slurm.dirwatch import watch_dirs
 from lazyslurm.backends.slurm.facts import (
     CONFIG_KEYS,
     Facts,
@@ -420,7 +421,19 @@ class SlurmBackend(BackendBase):
             )
             watch.unreachable_since = watch.unreachable_wall = None
         watch.last = snap
+        if snap.finished and watch.notify:  # nothing more to wait for
+            watch.notify.close()
+            watch.notify = False
         return snap
+
+    def _arm(self, watch: Watch, layout: RunLayout) -> None:
+        """Before a local poll lists the store: the inotify watch that ends the next
+        wait when a file lands (made once per run), emptied of what this poll will see."""
+        if watch.notify is None:
+            found = watch_dirs([layout.subdir(d) for d in layout.OUTCOME_DIRS])
+            watch.notify = found if found is not None else False
+        elif watch.notify:
+            watch.notify.drain()
 
     def _unreachable(
         self, handle: RunHandle, watch: Watch, exc: Exception, started: tuple[float, float]
@@ -462,6 +475,7 @@ class SlurmBackend(BackendBase):
             return None
         layout = RunLayout.of(handle.run_id, self.workdir)
         stamp = _dir_stamp(layout)  # taken before the listing: no change is missed
+        self._arm(watch, layout)
         try:
             listed = {d: os.listdir(layout.subdir(d)) for d in layout.OUTCOME_DIRS}
             records = [n for n in os.listdir(layout.dynamic_dir) if layout.is_dynamic_record(n)]
@@ -548,6 +562,7 @@ class SlurmBackend(BackendBase):
             script += self._cross_check(suspects)
         if self.shell.local_files:  # taken before the listing: no change is missed
             watch.stamp = _dir_stamp(layout)
+            self._arm(watch, layout)
         t0 = time.monotonic()
         res = self.shell.run(script, timeout_s=budget)
         self.stats["polls"] += 1
@@ -748,6 +763,10 @@ class SlurmBackend(BackendBase):
             sleep_until_change(timeout_s)
             return
         layout = RunLayout.of(handle.run_id, self.workdir)
+        if watch.notify:  # inotify: woken by the rename that publishes a file
+            if _dir_stamp(layout) == watch.stamp:
+                watch.notify.wait(timeout_s)
+            return
         deadline = time.monotonic() + timeout_s
         while True:
             left = deadline - time.monotonic()
