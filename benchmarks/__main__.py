@@ -3,8 +3,9 @@
     bash tests/cluster/start.sh                 # or an additional cluster, see below
     python -m benchmarks [--cases overhead,pipeline,...] [--reps 3] [--quick]
 
-Which Slurm: the test cluster of ``$LAZYSLURM_TEST_CLUSTER_DIR`` (default
-``/tmp/lazyslurm-test-cluster``), its ``acct`` part (accounting, ``sacct``). The issue's
+Which Slurm: the ``acct`` part (accounting, ``sacct``) of the test cluster whose
+``env.sh`` was sourced (else the ``env.json`` of ``$LAZYSLURM_TEST_CLUSTER_DIR``, default
+``/tmp/lazyslurm-test-cluster``). The issue's
 figures are taken on a cluster with Slurm's default limits and ``TaskPlugin=task/none``:
 start one beside the shared ones with ``tests/cluster/README.md``'s knobs
 (``LAZYSLURM_TEST_CLUSTER_DIR=/tmp/lz-limits ... TASK=none MAX_ARRAY=1001
@@ -98,7 +99,7 @@ class Report:
 
     def add(self, case: str, what: str, ours: str, peer: str, ratio: float | None,
             goal: str = "", met: bool | None = None) -> None:
-        r = "-" if ratio is None else f"{ratio:.2f}x"
+        r = "-" if ratio is None else f"{ratio:.2f}x" if ratio >= 0.01 else f"{ratio:.1e}x"
         status = "" if met is None else ("met" if met else "NOT MET")
         self.rows.append([case, what, ours, peer, r, goal, status])
         print(f"# {case}: {what}: {ours} vs {peer} = {r} {goal} {status}", flush=True)
@@ -128,9 +129,12 @@ def case_graph(rep: Report, reps: int, quick: bool) -> None:
 SCALE_CHILD = """
 import resource, sys, time
 t0 = time.perf_counter()
+import lazyslurm.graph.core as core
 from lazyslurm import task
 from lazyslurm.planning.planner import make_plan
 n = int(sys.argv[1])
+if sys.argv[2] == "one-by-one":
+    core.COMPACT_MIN = 10**12  # a Job per element, as before issue 27
 t1 = time.perf_counter()
 @task(pack="auto")
 def train(x): return x
@@ -145,19 +149,28 @@ print(t2 - t1, rss, len(plan.array_jobs), sum(a.slurm_size for a in plan.array_j
 """
 
 
+def _scale(n: int, how: str, reps: int) -> tuple[float, float, str]:
+    runs = []
+    for _ in range(reps):
+        out = subprocess.run([PY, "-c", SCALE_CHILD, str(n), how], capture_output=True,
+                             text=True, check=True).stdout.split()
+        runs.append((float(out[0]), float(out[1]), f"{out[2]} array jobs, {out[3]} Slurm "
+                     f"elements"))
+    return med([r[0] for r in runs]), max(r[1] for r in runs), runs[0][2]
+
+
 def case_scale(rep: Report, reps: int, quick: bool) -> None:
-    for n in (1_000_000, 10_000_000):
-        runs = []
-        for _ in range(reps):
-            out = subprocess.run([PY, "-c", SCALE_CHILD, str(n)], capture_output=True,
-                                 text=True, check=True).stdout.split()
-            runs.append((float(out[0]), float(out[1]), out[2], out[3]))
-        secs = [r[0] for r in runs]
-        mb = max(r[1] for r in runs)
-        rep.add("scale", f"{n:,}-element sweep + fan-in, built + planned",
-                f"{med(secs):.3f} s, {mb:.0f} MB RSS ({runs[0][2]} array jobs, "
-                f"{runs[0][3]} Slurm elements)", "goal 2 s, 500 MB", med(secs) / 2.0,
-                "<= 1x of 2 s", med(secs) <= 2.0 and mb <= 500)
+    """Built + planned in a fresh process (peak RSS of the whole process); the peer of
+    the million-element row is the same graph with a Job per element (before issue 27)."""
+    secs, mb, shape = _scale(1_000_000, "compact", reps)
+    old_s, old_mb, _ = _scale(1_000_000, "one-by-one", 1)
+    rep.add("scale", "1,000,000-element sweep + fan-in, built + planned",
+            f"{secs * 1000:.1f} ms, {mb:.0f} MB ({shape})",
+            f"a Job per element {old_s:.2f} s, {old_mb:.0f} MB", secs / old_s, "", None)
+    secs, mb, shape = _scale(10_000_000, "compact", reps)
+    rep.add("scale", "10,000,000-element sweep + fan-in, built + planned",
+            f"{secs * 1000:.1f} ms, {mb:.0f} MB ({shape})", "goal 2 s and 500 MB",
+            secs / 2.0, "<= 1x", secs <= 2.0 and mb <= 500)
 
 
 def lazy_array(width: int, tag: str) -> float:
@@ -227,6 +240,7 @@ import contextlib, io, sys, time
 t0 = time.perf_counter()
 sys.path.insert(0, sys.argv[1])
 import seed_patterns as sp
+sp.ENV.update(sp.cluster_env())
 with contextlib.redirect_stdout(io.StringIO()):
     for p in ("fan-out/fan-in", "pipeline", "parameter sweep"):
         sp.run_lazyslurm(sys.argv[2], p, "seed", sys.argv[3] + p.replace("/", "-"))
@@ -238,6 +252,7 @@ import sys, time
 t0 = time.perf_counter()
 sys.path.insert(0, sys.argv[1])
 import seed_patterns as sp
+sp.ENV.update(sp.cluster_env())
 for p in ("fan-out/fan-in", "pipeline", "parameter sweep"):
     sp.run_submitit(p, sys.argv[3] + p.replace("/", "-"))
 print(time.perf_counter() - t0)
@@ -313,7 +328,10 @@ def _raw_many(n: int) -> float:
 SWEEP_CHILD = """
 import json, sys
 sys.path.insert(0, sys.argv[1])
+sys.path.insert(0, sys.argv[1] + "/benchmarks")
+import seed_patterns as sp
 from benchmarks.__main__ import sweep
+sp.ENV.update(sp.cluster_env())
 print(json.dumps(sweep(int(sys.argv[2]), sys.argv[3])))
 """
 
@@ -367,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown case(s) {', '.join(sorted(unknown))}; known: {', '.join(ALL)}")
     reps = 1 if args.quick else args.reps
+    sp.ENV.update(sp.cluster_env())
     os.environ["SLURM_CONF"] = sp.conf(True)  # submitit and the raw floors call sbatch
     conf = Path(sp.conf(True)).read_text()
     task_plugin = next((ln.split("=", 1)[1] for ln in conf.splitlines()

@@ -84,6 +84,7 @@ __all__ = [
     "log_section",
     "pack_index",
     "pack_keys",
+    "pack_payloads",
     "parse_job_ids",
     "read_element",
     "read_pickle",
@@ -1092,6 +1093,15 @@ def _pack_records(data: bytes, path: str, wanted: str = "") -> Iterable[tuple[st
 def pack_keys(data: bytes, path: str = "pack") -> list[str]:
     """The keys of the records of a pack file, in element order."""
     return [key for key, _, _ in _pack_records(data, path)]
+
+
+def pack_payloads(data: bytes, path: str, run: str | None = None) -> list[bytes]:
+    """The payloads of every record of a pack file, in element order, each verified
+    (:func:`decode_outcome`): what a fan-in over a whole compact map reads."""
+    return [
+        decode_outcome(data[start:end], key=key, path=path, run=run)[1]
+        for key, start, end in _pack_records(data, path)
+    ]
 
 
 def pack_index(

@@ -153,11 +153,8 @@ def test_a_compact_map_finished_in_this_session_is_not_run_again(small, tmp_path
         assert cl.session.location(arr[5].key) is not None
 
 
-def test_the_runner_reads_a_packed_compact_spec(small, tmp_path):
-    arr = square.options(pack=4).map(range(10))
-    plan = make_plan([total(arr)])
-    files = encode_run(plan, run_id="r2", outputs=[])
-    root = tmp_path / "r2"
+def _written(plan, root):
+    files = encode_run(plan, run_id=root.name, outputs=[])
     for rel, data in files.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         (root / rel).write_bytes(data)
@@ -165,6 +162,30 @@ def test_the_runner_reads_a_packed_compact_spec(small, tmp_path):
     root.chmod(0o700)
     for sub in ("results", "errors", "logs"):
         (root / sub).mkdir(mode=0o700, exist_ok=True)
+    return root
+
+
+def test_a_fan_in_over_a_compact_map_with_a_failed_element_is_cancelled(small, tmp_path):
+    """A pack whose element failed holds fewer records: the fan-in reads it key by key
+    and cancels itself naming that input (its pack-mates' results stay)."""
+    bad = boom.options(pack=4).map(range(8))
+    plan = make_plan([total(bad)])
+    root = _written(plan, tmp_path / "r3")
+    assert run_slurm_element(str(root), "aj0", 0) == 0  # element 3 failed, its mates ran
+    assert run_slurm_element(str(root), "aj0", 1) == 0
+    assert run_slurm_element(str(root), "aj1", 0) == 1
+    fan_in = plan.array_jobs[1].keys[0]
+    cancelled = RunLayout(root).cancelled(fan_in)
+    from lazyslurm.store import decode_outcome, decode_value, read_private
+
+    record = read_private(cancelled)
+    assert decode_value(decode_outcome(record, key=fan_in, path="p")[1]) == bad[3].key
+
+
+def test_the_runner_reads_a_packed_compact_spec(small, tmp_path):
+    arr = square.options(pack=4).map(range(10))
+    plan = make_plan([total(arr)])
+    root = _written(plan, tmp_path / "r2")
     for j in range(3):
         assert run_slurm_element(str(root), "aj0", j) == 0
     assert sorted(p.name for p in (root / "results").iterdir()) == [

@@ -39,6 +39,7 @@ from lazyslurm.store import (
     encode_pack,
     encode_value,
     pack_index,
+    pack_payloads,
     read_element,
     read_private,
     run_of,
@@ -134,7 +135,7 @@ def _loader(
         if at is not None and at.startswith("span:"):  # a compact map: "span:[RUN:]AJ,AJ"
             run, _, ids = at[5:].rpartition(":")
             where_ = paths if not run else RunLayout(f"{paths.root.rsplit('/', 1)[0]}/{run}")
-            return _load_span(where_, ids.split(","), read, indexes, run)
+            return _load_span(where_, ids.split(","), read, run)
         path = paths.result(key, run=None if at == here else at)
         run = run_of(at) if at else ""
         try:
@@ -165,9 +166,7 @@ def _loader(
     return load
 
 
-def _load_span(
-    paths: RunLayout, array_jobs: list[str], read: Any, indexes: dict, run: str = ""
-) -> list:
+def _load_span(paths: RunLayout, array_jobs: list[str], read: Any, run: str = "") -> list:
     """The results of a compact map, in element order: the elements of ``array_jobs``
     (its chunks, in this run). A pack file whose records are all there is read in
     record order (no key derived); a pack missing some is read key by key, so that an
@@ -187,20 +186,16 @@ def _load_span(
             first, n = j * pack, min(pack, size - j * pack)
             path = paths.pack(aj, j)
             try:
-                data = read_private(path)
-                index = indexes.get(path)
-                if index is None:
-                    index = indexes[path] = pack_index(data, path)
+                payloads = pack_payloads(read_private(path), path, here)
             except OSError:
-                index = {}
-            if len(index) != n:
+                payloads = []
+            if len(payloads) != n:  # an element left no result: each by key, to say which
                 at = f"{run}:{aj}_{j}"
                 values.extend(
                     read(read_element(spec, i, header)[1][0], at) for i in range(first, first + n)
                 )
                 continue
-            for key in index:
-                _, payload = decode_result(data, key=key, path=path, run=here, indexes=indexes)
+            for payload in payloads:
                 value = decode_value(payload)
                 if type(value) is Redirect:
                     runs = value.runs

@@ -27,12 +27,10 @@ from collections.abc import Sequence
 
 __all__ = ["DirWatch", "watch_dirs"]
 
-_IN_CLOSE_WRITE = 0x008
 _IN_MOVED_TO = 0x080
-_IN_CREATE = 0x100
 _IN_NONBLOCK = os.O_NONBLOCK
 _IN_CLOEXEC = 0o2000000
-_MASK = _IN_CLOSE_WRITE | _IN_MOVED_TO | _IN_CREATE
+_MASK = _IN_MOVED_TO  # results, errors and packs are published by a rename (atomic_write)
 
 
 class DirWatch:
