@@ -19,7 +19,14 @@ from lazyslurm.errors import CorruptRunError, SerializationError
 from lazyslurm.graph.core import ArrayNode, Job, refusing_hidden_jobs, safe_repr
 from lazyslurm.graph.signature import context_parameter
 from lazyslurm.planning.planner import ArrayJob, Plan, compact_spans
-from lazyslurm.store import INSIDE, ElementKeys, FunctionRef, encode_spec, encode_value
+from lazyslurm.store import (
+    INSIDE,
+    ElementKeys,
+    FunctionRef,
+    encode_spec,
+    encode_value,
+    function_data,
+)
 
 __all__ = ["encode_run", "manifest", "read_manifest"]
 
@@ -59,6 +66,21 @@ def _by_reference(task: Any) -> FunctionRef | None:
     if getattr(obj, "unwrapped", None) is not task.unwrapped:
         return None
     return FunctionRef(module, qualname)
+
+
+def _importer(by_value: Sequence[types.ModuleType]) -> Callable[[types.ModuleType], bool]:
+    """Whether a module a function's global names imports where the task runs: built
+    in, or from the standard library or site-packages, and not shipped by value."""
+    shipped = {m.__name__ for m in by_value}
+
+    def importable(mod: types.ModuleType) -> bool:
+        name = mod.__name__
+        if name == "__main__" or name in shipped or name.split(".")[0] in shipped:
+            return False
+        path = getattr(mod, "__file__", None)
+        return path is None or path.startswith(_STDLIB_PREFIXES)
+
+    return importable
 
 
 def _dump_element(job: Job, where: dict[str, str] | None = None) -> bytes:
@@ -200,8 +222,18 @@ def _encode_run(
                     where = where or {}
                     where[dep.key] = ":" + up.location(i, "").partition(":")[2]
             wheres.append(where)
+        if not by_value:
+            mods = []
+        elif modules_by_value is not None:
+            mods = list(modules_by_value(aj.resources, func))
+        else:
+            mods = _by_value_modules(func)
+        # a function by value that plain data can describe travels as such (the node
+        # then reads its spec without _pickle or cloudpickle)
+        lite = function_data(func, _importer(mods)) if shipped is func else None
         header = {
-            "func": shipped,
+            "func": None if lite is not None else shipped,
+            **({"func_lite": lite} if lite is not None else {}),
             "task": aj.name,
             "retries": aj.resources.retries,
             "requeue": aj.resources.requeue,
@@ -220,12 +252,6 @@ def _encode_run(
             blobs: list[bytes] = []
         else:
             blobs = [_dump_element(job, w) for job, w in zip(elements, wheres, strict=True)]
-        if not by_value:
-            mods = []
-        elif modules_by_value is not None:
-            mods = list(modules_by_value(aj.resources, func))
-        else:
-            mods = _by_value_modules(func)
         for mod in mods:
             cloudpickle.register_pickle_by_value(mod)
         try:
