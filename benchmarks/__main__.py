@@ -51,6 +51,10 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # the scripts beside this one import each other by name
+# submitit's jobs unpickle functions of seed_patterns by name: they must import it too
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (str(HERE), os.environ.get("PYTHONPATH", "")) if p
+)
 
 import seed_patterns as sp  # noqa: E402
 
@@ -152,8 +156,8 @@ print(t2 - t1, rss, len(plan.array_jobs), sum(a.slurm_size for a in plan.array_j
 def _scale(n: int, how: str, reps: int) -> tuple[float, float, str]:
     runs = []
     for _ in range(reps):
-        out = subprocess.run([PY, "-c", SCALE_CHILD, str(n), how], capture_output=True,
-                             text=True, check=True).stdout.split()
+        out = subprocess.run([sys.executable, "-c", SCALE_CHILD, str(n), how],
+                             capture_output=True, text=True, check=True).stdout.split()
         runs.append((float(out[0]), float(out[1]), f"{out[2]} array jobs, {out[3]} Slurm "
                      f"elements"))
     return med([r[0] for r in runs]), max(r[1] for r in runs), runs[0][2]
@@ -270,8 +274,8 @@ def case_seed(rep: Report, reps: int, quick: bool) -> None:
     def whole(code: str, r: int) -> float:
         quiet()
         t0 = time.perf_counter()
-        subprocess.run([PY, "-c", code, str(HERE), "slurm", f"seed-{stamp}-{r}-"], check=True,
-                       capture_output=True, text=True)
+        subprocess.run([sys.executable, "-c", code, str(HERE), "slurm", f"seed-{stamp}-{r}-"],
+                       check=True, capture_output=True, text=True)
         return time.perf_counter() - t0
 
     mine, theirs = [], []
@@ -340,7 +344,7 @@ def _sweep_fresh(n: int, tag: str) -> dict[str, float]:
     """:func:`sweep` in a fresh process (its RSS is the client's alone)."""
     import json
 
-    out = subprocess.run([PY, "-c", SWEEP_CHILD, str(HERE.parent), str(n), tag],
+    out = subprocess.run([sys.executable, "-c", SWEEP_CHILD, str(HERE.parent), str(n), tag],
                          capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
