@@ -92,3 +92,88 @@ def test_nothing_lost_the_guard_lets_the_dependents_run(cluster_env, tmp_path):
     assert not os.path.exists(layout.retries_dir)
     (log,) = Path(layout.root, "logs").glob("aj0.guard_*.out")
     assert "left its outcome" in log.read_text() and guard_id in log.name
+
+
+# --------------------------------------------------------------------------- the site
+
+CHILD = """
+import json, os, signal, sys
+sys.path.insert(0, {tests!r})
+from lazyslurm import Cluster, submit
+import test_retries as t
+opts = json.loads({opts!r})
+graph = getattr(t, opts.pop("graph"))(*opts.pop("args"))
+run = submit(graph, cluster=Cluster("slurm", **opts))
+print(run.id, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def submit_and_die(graph: str, args: list, **opts) -> str:
+    """Submit ``graph(*args)`` (a function of this module) from a child process that is
+    SIGKILLed right after: nothing polls the run. Its run id."""
+    code = CHILD.format(tests=str(TESTS), opts=json.dumps({"graph": graph, "args": args, **opts}))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=TESTS.parent, timeout=300)  # fmt: skip
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    return proc.stdout.split()[0]
+
+
+def wait_for(path: Path, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.3)
+
+
+@task(time=5, retries=2)
+def lost_once(x: int, where: str) -> int:
+    """Element 0 hangs on its first attempt (its node is killed under it)."""
+    node = os.environ.get("SLURMD_NODENAME", "?")
+    first = Path(where, f"{x}.first")
+    if x == 0 and not first.exists():
+        first.write_text(node)
+        time.sleep(600)
+    Path(where, f"{x}.ran").write_text(node)
+    return 10 * x
+
+
+def lost_node_graph(where: str):
+    return total(lost_once.map([(x, where) for x in range(3)]))
+
+
+@pytest.mark.slurm
+@pytest.mark.site
+def test_an_element_lost_with_its_node_runs_again_elsewhere_with_the_client_gone(
+    site, tmp_path
+):
+    """JobRequeue=0 (every job --no-requeue), the submitting process SIGKILLed: element 0's
+    node dies under it (NODE_FAIL ~30 s later). The guard resubmits element 0 alone with
+    --exclude=<that node>, its dependent waits for the retry, and the run's result is
+    right; a client attaching afterwards sees DONE and the attempt."""
+    where = tmp_path / "marks"
+    where.mkdir()
+    work = tmp_path / "work"
+    opts = {"workdir": str(work), "env": site.env(requeue=False), "poll_max_s": 1.0}
+    run_id = submit_and_die("lost_node_graph", [str(where)], **opts)
+    wait_for(where / "0.first")
+    node = (where / "0.first").read_text()
+    assert node in site.nodes
+    site.kill_node(node)
+    layout = RunLayout.of(run_id, work)
+    record_path = Path(layout.retry_record("aj0", 1))
+    wait_for(record_path)
+    site.restore_node(node)  # back in service: only --exclude keeps the retry off it
+    record = json.loads(record_path.read_text())
+    assert record["lost"]["0"]["state"] == "NODE_FAIL" and record["lost"]["0"]["node"] == node
+    assert record["retried"]["indices"] == [0]
+    assert f"--exclude={node}" in record["retried"]["flags"]
+    assert "--array=0" in record["retried"]["flags"]
+    with site.cluster(work, requeue=False) as c:
+        run = Run.attach(run_id, c)
+        (out,) = run.result()
+        status = run.status()
+    assert out == 0 + 10 + 20
+    assert (where / "0.ran").read_text() != node
+    assert sorted(p.name for p in where.glob("*.ran")) == ["0.ran", "1.ran", "2.ran"]
+    assert status.state == "DONE"
