@@ -177,3 +177,49 @@ def test_an_element_lost_with_its_node_runs_again_elsewhere_with_the_client_gone
     assert (where / "0.ran").read_text() != node
     assert sorted(p.name for p in where.glob("*.ran")) == ["0.ran", "1.ran", "2.ran"]
     assert status.state == "DONE"
+
+
+# --------------------------------------------------------------------------- escalation
+
+
+@task(mem="100M", retries=3, on_oom=2.0, time=3)
+def needs_300mb(x: int) -> int:
+    data = bytearray(300 * 1024 * 1024)
+    for i in range(0, len(data), 4096):
+        data[i] = 1
+    return x + len(data) // (1024 * 1024)
+
+
+def oom_graph():
+    return total(needs_300mb.map([0, 1]))
+
+
+@pytest.mark.slurm
+def test_out_of_memory_retried_with_more_memory_succeeds_on_the_third_attempt(
+    cluster_env, tmp_path
+):
+    """The acct cluster enforces memory (task/cgroup, ConstrainRAMSpace): a task that needs
+    ~300 MB declares 100M with on_oom=2.0; the client is SIGKILLed after submitting. The
+    guards resubmit at 200M, then 400M: the third attempt succeeds, the dependent runs,
+    and the records and a client attaching later show the attempts and their requests."""
+    conf = cluster_env["LAZYSLURM_TEST_SLURM_CONF"]
+    if "task/cgroup" not in Path(conf).read_text():
+        pytest.skip("this test cluster does not enforce memory (task/none)")
+    work = tmp_path / "work"
+    opts = {"workdir": str(work), "env": {"SLURM_CONF": conf}, "poll_max_s": 0.5}
+    run_id = submit_and_die("oom_graph", [], **opts)
+    c = Cluster("slurm", workdir=work, env={"SLURM_CONF": conf}, poll_max_s=0.5)
+    with c:
+        run = Run.attach(run_id, c)
+        (out,) = run.result()
+        status = run.status()
+    assert out == 300 + 301
+    layout = RunLayout.of(run_id, work)
+    first = json.loads(Path(layout.retry_record("aj0", 1)).read_text())
+    second = json.loads(Path(layout.retry_record("aj0", 2)).read_text())
+    assert {v["state"] for v in first["lost"].values()} == {"OUT_OF_MEMORY"}
+    assert first["retried"]["request"]["mem_mb"] == 200
+    assert "--mem=200M" in first["retried"]["flags"]
+    assert second["retried"]["request"]["mem_mb"] == 400
+    assert not Path(layout.retry_record("aj0", 3)).exists()
+    assert status.state == "DONE"
