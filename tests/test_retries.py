@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from lazyslurm import Cluster, Run, submit, task
-from lazyslurm.backends.slurm.render import submission
 from lazyslurm.backends.packaging.base import Launch
+from lazyslurm.backends.slurm.render import submission
 from lazyslurm.errors import InvalidOptionError, OptionTypeError
 from lazyslurm.graph.resources import Resources
 from lazyslurm.planning.planner import ArrayJob
@@ -35,7 +35,7 @@ def test_escalation_options_are_checked_when_the_task_is_decorated():
     below mem. Each mistake is a clear error before anything is submitted."""
     r = Resources.from_options(mem="100M", retries=2, on_oom=2, max_mem="1G", on_timeout=1.5)
     assert (r.on_oom, r.on_timeout, r.max_mem_mb, r.guarded) == (2.0, 1.5, 1024, True)
-    with pytest.raises(InvalidOptionError, match="on_oom=2.0 needs retries"):
+    with pytest.raises(InvalidOptionError, match=r"on_oom=2\.0 needs retries"):
         task(on_oom=2.0)(print)
     with pytest.raises(InvalidOptionError, match="greater than 1"):
         task(retries=1, on_timeout=0.5)(print)
@@ -54,8 +54,8 @@ def test_a_guarded_array_job_is_submitted_with_its_guard_and_dependents_wait_for
     a = ArrayJob("aj0", "f", ("a", "b"), Resources(retries=2, partition="p"))
     b = ArrayJob("aj1", "g", ("c", "d"), Resources(), dependencies=(("aftercorr", "aj0"),))
     lay = RunLayout("/w/runs/r1")
-    todo = submission([a, b], run_id="r1", layout=lay, defaults=None,
-                      launches={"aj0": Launch("/p/python"), "aj1": Launch("/p/python")})  # fmt: skip
+    starts = {"aj0": Launch("/p/python"), "aj1": Launch("/p/python")}
+    todo = submission([a, b], run_id="r1", layout=lay, defaults=None, launches=starts)
     script = todo.files["submit.sh"].decode()
     assert '"--dependency=afterany:${aj0}" -- "$run_dir/jobs/aj0.guard.sh" "${aj0}" 1' in script
     assert '"--dependency=afterok:${aj0_g}"' in script and "aftercorr" not in script
@@ -223,3 +223,45 @@ def test_out_of_memory_retried_with_more_memory_succeeds_on_the_third_attempt(
     assert second["retried"]["request"]["mem_mb"] == 400
     assert not Path(layout.retry_record("aj0", 3)).exists()
     assert status.state == "DONE"
+
+
+@pytest.mark.slurm
+def test_a_client_that_stays_follows_the_attempts_instead_of_failing(cluster_env, tmp_path):
+    """The same escalation with the client polling all along: an element that ended
+    OUT_OF_MEMORY is not reported failed while its guard may retry it; the run ends DONE,
+    and its status shows the attempts."""
+    conf = cluster_env["LAZYSLURM_TEST_SLURM_CONF"]
+    if "task/cgroup" not in Path(conf).read_text():
+        pytest.skip("this test cluster does not enforce memory (task/none)")
+    c = Cluster("slurm", workdir=tmp_path / "work", env={"SLURM_CONF": conf}, poll_max_s=0.5)
+    with c:
+        run = submit(oom_graph(), cluster=c)
+        (out,) = run.result()
+        status = run.status()
+    assert out == 300 + 301
+    assert status.state == "DONE"
+
+
+@task(mem="100M", retries=3, on_oom=2.0, max_mem="200M", time=3)
+def needs_300mb_capped(x: int) -> int:
+    return needs_300mb.unwrapped(x)
+
+
+@pytest.mark.slurm
+def test_escalation_stops_at_max_mem_and_the_error_says_so(cluster_env, tmp_path):
+    """max_mem=200M: the second attempt (200M) runs out too, the guard gives up (its
+    record says why), and the client raises the out-of-memory error naming the attempt
+    and the reason; the dependent never runs."""
+    from lazyslurm.errors import ElementOutOfMemoryError
+
+    conf = cluster_env["LAZYSLURM_TEST_SLURM_CONF"]
+    if "task/cgroup" not in Path(conf).read_text():
+        pytest.skip("this test cluster does not enforce memory (task/none)")
+    c = Cluster("slurm", workdir=tmp_path / "work", env={"SLURM_CONF": conf}, poll_max_s=0.5)
+    with c, pytest.raises(ElementOutOfMemoryError) as info:
+        submit(total(needs_300mb_capped.map([0])), cluster=c).result()
+    msg = str(info.value)
+    assert "attempt 2" in msg and "already max_mem" in msg, msg
+    (run_dir,) = (tmp_path / "work" / "runs").iterdir()
+    record = json.loads((run_dir / "retries" / "aj0.2.json").read_text())
+    assert "already max_mem" in record["gave_up"]

@@ -52,6 +52,7 @@ __all__ = ["RETRYABLE", "guard", "main", "read_retry_records"]
 
 # Slurm's states of an element lost for a reason outside the task
 RETRYABLE = ("NODE_FAIL", "PREEMPTED", "OUT_OF_MEMORY", "TIMEOUT")
+_ASK_AGAIN_S = 60.0  # how long elements Slurm does not list yet are asked about again
 _FORMAT_SQUEUE = "%i|%T|%N|%m|%l|%r"
 _FORMAT_SACCT = "JobID,State,NodeList,ReqMem,Timelimit,Reason"
 
@@ -125,15 +126,13 @@ def _slurm_rows(layout: RunLayout, job: str, first: str, timeout_s: float) -> di
             index = parts[0].split("_", 1)[1]
             if not index.isdigit():
                 continue
-            rows.setdefault(int(index), {
+            rows.setdefault(int(index), {  # the first source's word stands
                 "state": (parts[1].split() or ["UNKNOWN"])[0],
                 "node": "" if parts[2].startswith("None") else parts[2],
                 "mem": parts[3],
                 "time": parts[4],
                 "reason": "" if parts[5] in ("None", "") else parts[5],
             })  # fmt: skip
-        if rows:
-            return rows
     return rows
 
 
@@ -199,6 +198,11 @@ def guard(run_dir: str, array_job: str, watched: str, attempt: int) -> int:
             f"(error records): not a loss to retry; the dependents are cancelled"
         )
     rows = _slurm_rows(layout, watched, str(config.get("status") or ""), timeout_s)
+    deadline = time.monotonic() + _ASK_AGAIN_S
+    while any(j not in rows for j in lost) and time.monotonic() < deadline:
+        time.sleep(2)  # sacct records an element a few seconds late; squeue may lag too
+        rows = _slurm_rows(layout, watched, str(config.get("status") or ""), timeout_s)
+    say(f"lazyslurm guard: lost {_span(lost)} of {watched}; Slurm says {rows}")
     spent: dict[int, int] = {}  # attempts that count against retries, per element
     excluded: list[str] = []
     for rec in past:
