@@ -265,3 +265,102 @@ def test_escalation_stops_at_max_mem_and_the_error_says_so(cluster_env, tmp_path
     (run_dir,) = (tmp_path / "work" / "runs").iterdir()
     record = json.loads((run_dir / "retries" / "aj0.2.json").read_text())
     assert "already max_mem" in record["gave_up"]
+
+
+@pytest.mark.slurm
+@pytest.mark.site
+def test_a_client_that_stays_sees_the_lost_node_retried_not_failed(site, tmp_path):
+    """The node failure with the client polling all along: the element's NODE_FAIL is not
+    reported as the run's failure (the guard may retry it); the run ends with the right
+    result, and the status note names the attempt, the node and the exclusion."""
+    where = tmp_path / "marks"
+    where.mkdir()
+    notes = []
+    with site.cluster(tmp_path / "work", requeue=False) as c:
+        run = submit(lost_node_graph(str(where)), cluster=c)
+        wait_for(where / "0.first")
+        node = (where / "0.first").read_text()
+        site.kill_node(node)
+        deadline = time.monotonic() + 300
+        while (st := run.status()).state not in ("DONE", "FAILED", "CANCELLED"):
+            assert time.monotonic() < deadline, st
+            notes.append(st.note)
+            time.sleep(1)
+        notes.append(st.note)
+        (out,) = run.result()
+    assert out == 30
+    assert (where / "0.ran").read_text() != node
+    assert any(f"NODE_FAIL on {node}; --exclude={node}" in n for n in notes), notes[-3:]
+
+
+@task(time=5, requeue=True, partition="lowcancel")
+def preempted_once(x: int, where: str) -> int:
+    node = os.environ.get("SLURMD_NODENAME", "?")
+    first = Path(where, f"{x}.first")
+    if not first.exists():
+        first.write_text(node)
+        time.sleep(600)
+    Path(where, f"{x}.ran").write_text(node)
+    return 10 * x
+
+
+def preempted_graph(where: str):
+    return total(preempted_once.map([(x, where) for x in range(2)]))
+
+
+@pytest.mark.slurm
+@pytest.mark.site
+def test_preemption_that_cancels_is_resubmitted_on_the_cluster_with_requeue(site, tmp_path):
+    """PreemptMode=CANCEL (partition lowcancel), requeue=True, the client SIGKILLed: a job
+    of the high partition preempts an element (PREEMPTED). Its guard resubmits it (without
+    counting against retries: requeue=True has none), the dependent waits for it, and the
+    result is right."""
+    where = tmp_path / "marks"
+    where.mkdir()
+    work = tmp_path / "work"
+    opts = {"workdir": str(work), "env": site.env(), "poll_max_s": 1.0}
+    run_id = submit_and_die("preempted_graph", [str(where)], **opts)
+    wait_for(where / "0.first")
+    wait_for(where / "1.first")
+    node = (where / "0.first").read_text()
+    site.preempt(node, seconds=3)
+    layout = RunLayout.of(run_id, work)
+    record_path = Path(layout.retry_record("aj0", 1))
+    wait_for(record_path)
+    record = json.loads(record_path.read_text())
+    states = {v["state"] for v in record["lost"].values()}
+    assert states == {"PREEMPTED"}, record
+    with site.cluster(work) as c:
+        run = Run.attach(run_id, c)
+        (out,) = run.result()
+    assert out == 10
+    assert sorted(p.name for p in where.glob("*.ran")) == ["0.ran", "1.ran"]
+
+
+@task(time=1, retries=1, on_timeout=2.0)
+def ninety_seconds(x: int) -> int:
+    time.sleep(90)
+    return x
+
+
+def timeout_graph():
+    return total(ninety_seconds.map([7]))
+
+
+@pytest.mark.slurm
+def test_a_time_limit_hit_is_retried_with_more_time(cluster_env, tmp_path):
+    """A task that runs 90 s with time=1 and on_timeout=2.0, the client SIGKILLed: the
+    first attempt ends TIMEOUT after a minute, its guard resubmits it with --time=2, and
+    the second attempt succeeds."""
+    conf = cluster_env["LAZYSLURM_TEST_SLURM_CONF"]
+    work = tmp_path / "work"
+    opts = {"workdir": str(work), "env": {"SLURM_CONF": conf}, "poll_max_s": 1.0}
+    run_id = submit_and_die("timeout_graph", [], **opts)
+    c = Cluster("slurm", workdir=work, env={"SLURM_CONF": conf}, poll_max_s=1.0)
+    with c:
+        (out,) = Run.attach(run_id, c).result()
+    assert out == 7
+    record = json.loads(Path(RunLayout.of(run_id, work).retry_record("aj0", 1)).read_text())
+    assert record["lost"]["0"]["state"] == "TIMEOUT"
+    assert record["retried"]["request"]["time_min"] == 2
+    assert "--time=2" in record["retried"]["flags"]
