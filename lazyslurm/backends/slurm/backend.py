@@ -349,7 +349,8 @@ class SlurmBackend(BackendBase):
         submission, with its own message.)"""
         facts = self.facts
         budget = job_budget(facts.job_limits, share=1)
-        queued = sum(aj.slurm_size for aj in array_jobs)
+        # a guarded array job (on-cluster retries) queues its guard job beside it
+        queued = sum(aj.slurm_size + aj.resources.guarded for aj in array_jobs)
         if budget is not None and queued > budget:
             which = ", ".join(f"{k}={v}" for k, v in sorted(facts.job_limits.items()))
             msg = (
