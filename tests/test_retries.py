@@ -213,7 +213,15 @@ def test_out_of_memory_retried_with_more_memory_succeeds_on_the_third_attempt(
         run = Run.attach(run_id, c)
         (out,) = run.result()
         status = run.status()
+        time.sleep(3)  # sacct records the last attempts' figures a little late
+        usage = run.usage()
     assert out == 300 + 301
+    elements = [e for e in usage.elements if e.array_job == "aj0"]
+    for e in elements:  # every attempt and its request, in the usage report
+        steps = [(a.number, a.request.mem_mb, a.state) for a in e.attempts]
+        assert [m for _, m, _ in steps] == [100, 200, 400], steps
+        assert [st for _, _, st in steps][:2] == ["OUT_OF_MEMORY"] * 2, steps
+    assert "retried on the cluster: needs_300mb[0,1] attempt 2" in status.note, status.note
     layout = RunLayout.of(run_id, work)
     first = json.loads(Path(layout.retry_record("aj0", 1)).read_text())
     second = json.loads(Path(layout.retry_record("aj0", 2)).read_text())

@@ -309,8 +309,26 @@ class SlurmBackend(BackendBase):
         }
         if not masters:
             return Accounting(note="the run has no Slurm job ids (was it submitted?)")
+        if any(aj.resources.guarded for aj in handle.array_jobs):
+            # on-cluster retries: the jobs the guards resubmitted hold later attempts of
+            # the same elements (same indices), oldest first as sacct lists job ids
+            for aj_id, recs in self._retry_records(handle.run_id).items():
+                for rec in recs:
+                    retried = rec.get("retried") or {}
+                    if retried.get("job_id"):
+                        masters[retried["job_id"]] = aj_id
         res = self.shell.run(accounting_query(list(masters)), timeout_s=_QUERY_TIMEOUT_S)
         return Accounting(parse_accounting(res.stdout, masters))
+
+    def _retry_records(self, run_id: str) -> dict[str, list[dict[str, Any]]]:
+        """The guards' records of a run (on-cluster retries), by array job: one command."""
+        where = shlex.quote(RunLayout.of(run_id, self.workdir).retries_dir)
+        res = self.shell.run(
+            f"for f in {where}/*.json; do [ -f \"$f\" ] && "
+            f"printf '%s %s\\n' {RETRY_MARK} \"$(cat \"$f\")\"; done; true",
+            timeout_s=_QUERY_TIMEOUT_S,
+        )
+        return parse_retry_records(res.stdout)
 
     @property
     def workdir(self) -> str:

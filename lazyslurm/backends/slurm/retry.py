@@ -46,6 +46,7 @@ from lazyslurm.backends.slurm.render import (
 from lazyslurm.dynamic import local_records, locked
 from lazyslurm.graph.resources import Resources, parse_mem, parse_time
 from lazyslurm.planning.planner import ArrayJob
+from lazyslurm.runner import ATTEMPT_ENV
 from lazyslurm.store import RunLayout, atomic_write, read_private
 
 __all__ = ["RETRYABLE", "guard", "main", "read_retry_records"]
@@ -53,6 +54,11 @@ __all__ = ["RETRYABLE", "guard", "main", "read_retry_records"]
 # Slurm's states of an element lost for a reason outside the task
 RETRYABLE = ("NODE_FAIL", "PREEMPTED", "OUT_OF_MEMORY", "TIMEOUT")
 _ASK_AGAIN_S = 60.0  # how long elements Slurm does not list yet are asked about again
+# an element in one of these is not over (Slurm requeued it): nothing to retry yet
+_NOT_OVER = frozenset(
+    {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING",
+     "COMPLETING", "SUSPENDED", "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED"}
+)  # fmt: skip
 _FORMAT_SQUEUE = "%i|%T|%N|%m|%l|%r"
 _FORMAT_SACCT = "JobID,State,NodeList,ReqMem,Timelimit,Reason"
 
@@ -107,11 +113,13 @@ def _outcome(layout: RunLayout, aj: ArrayJob, j: int) -> str:
     return found
 
 
-def _slurm_rows(layout: RunLayout, job: str, first: str, timeout_s: float) -> dict[int, dict]:
-    """Slurm's word on each element of ``job``: state, node, request."""
+def _slurm_rows(layout: RunLayout, job: str, timeout_s: float) -> dict[int, dict]:
+    """Slurm's word on each element of ``job``: state, node, request. squeue first (the
+    controller's present: a requeued element is PENDING there, while sacct still lists
+    its first attempt's NODE_FAIL); sacct for the elements squeue no longer knows (its
+    latest row for each)."""
     rows: dict[int, dict] = {}
-    order = ("squeue", "sacct") if first != "sacct" else ("sacct", "squeue")
-    for source in order:
+    for source in ("squeue", "sacct"):
         if source == "squeue":
             argv = ["squeue", "-h", "-r", "-t", "all", "-j", job, "-o", _FORMAT_SQUEUE]
         else:
@@ -119,6 +127,7 @@ def _slurm_rows(layout: RunLayout, job: str, first: str, timeout_s: float) -> di
         res = _slurm(argv, layout, timeout_s)
         if res.returncode != 0:
             continue
+        found: dict[int, dict] = {}
         for line in res.stdout.splitlines():
             parts = line.strip().split("|")
             if len(parts) < 6 or "_" not in parts[0] or "." in parts[0]:
@@ -126,13 +135,15 @@ def _slurm_rows(layout: RunLayout, job: str, first: str, timeout_s: float) -> di
             index = parts[0].split("_", 1)[1]
             if not index.isdigit():
                 continue
-            rows.setdefault(int(index), {  # the first source's word stands
+            found[int(index)] = {  # sacct: oldest attempt first, the latest stays
                 "state": (parts[1].split() or ["UNKNOWN"])[0],
                 "node": "" if parts[2].startswith("None") else parts[2],
                 "mem": parts[3],
                 "time": parts[4],
                 "reason": "" if parts[5] in ("None", "") else parts[5],
-            })  # fmt: skip
+            }
+        for j, row in found.items():
+            rows.setdefault(j, row)  # squeue's word stands
     return rows
 
 
@@ -197,12 +208,16 @@ def guard(run_dir: str, array_job: str, watched: str, attempt: int) -> int:
             f"element(s) {_span(failed)} of {watched} ({array_job}) failed in the task "
             f"(error records): not a loss to retry; the dependents are cancelled"
         )
-    rows = _slurm_rows(layout, watched, str(config.get("status") or ""), timeout_s)
+    rows = _slurm_rows(layout, watched, timeout_s)
     deadline = time.monotonic() + _ASK_AGAIN_S
     while any(j not in rows for j in lost) and time.monotonic() < deadline:
         time.sleep(2)  # sacct records an element a few seconds late; squeue may lag too
-        rows = _slurm_rows(layout, watched, str(config.get("status") or ""), timeout_s)
+        rows = _slurm_rows(layout, watched, timeout_s)
     say(f"lazyslurm guard: lost {_span(lost)} of {watched}; Slurm says {rows}")
+    if any(rows.get(j, {}).get("state") in _NOT_OVER for j in lost):
+        # requeued by Slurm (requeue=True: preemption, scontrol requeue, a node failure
+        # with JobRequeue=1), not over: the next guard waits for it, as this one did
+        return _rearm(layout, aj, manifest, watched, attempt, timeout_s, record)
     spent: dict[int, int] = {}  # attempts that count against retries, per element
     excluded: list[str] = []
     for rec in past:
@@ -291,6 +306,7 @@ def guard(run_dir: str, array_job: str, watched: str, attempt: int) -> int:
         out.append(f"--mem={request['mem_mb']}M")
     if "time_min" in request:
         out.append(f"--time={request['time_min']}")
+    out.append(f"--export=ALL,{ATTEMPT_ENV}={attempt + 1}")  # the runner's usage line
     if request["exclude"]:
         nodes = sorted(set(request["exclude"]) | ({user_exclude} if user_exclude else set()))
         out.append(f"--exclude={','.join(nodes)}")
@@ -332,6 +348,46 @@ def guard(run_dir: str, array_job: str, watched: str, attempt: int) -> int:
         f"lazyslurm guard: attempt {attempt + 1} of element(s) {lost_text} of {array_job}: "
         f"job {new_job} ({' '.join(out)}), guarded by {new_guard}"
     )
+    return 0
+
+
+def _rearm(
+    layout: RunLayout,
+    aj: ArrayJob,
+    manifest: Mapping[str, Any],
+    watched: str,
+    attempt: int,
+    timeout_s: float,
+    record: dict[str, Any],
+) -> int:
+    """Some of ``watched``'s elements are back in the queue (Slurm requeued them): submit
+    the next guard of the same job and attempt, make the dependents wait for it too, and
+    exit 0 (no record: nothing was resubmitted)."""
+    config = manifest.get("dynamic") or {}
+    defaults = Resources.from_options(**config.get("defaults", {}))
+    run_id = os.path.basename(layout.root.rstrip("/"))
+    gflags = guard_flags(aj, run_id=run_id, layout=layout, defaults=defaults)
+    new_guard = _sbatch(
+        [*gflags, f"--dependency=afterany:{watched}", "--",
+         layout.guard_script(aj.id), watched, str(attempt)],
+        layout, timeout_s,
+    )  # fmt: skip
+    if new_guard is None or new_guard.startswith("!"):
+        record["gave_up"] = f"elements were requeued, but the next guard failed: {new_guard}"
+        _write(layout, record)
+        return 1
+    try:
+        with locked(layout):
+            repoint_dependents(
+                layout, aj.id, [new_guard], [f"{aj.id}.{GUARD}"], local_records(layout),
+                manifest, timeout_s,
+            )  # fmt: skip
+    except Exception as exc:
+        _slurm(["scancel", new_guard], layout, timeout_s)
+        record["gave_up"] = f"could not make the dependents wait for the next guard: {exc}"
+        _write(layout, record)
+        return 1
+    print(f"lazyslurm guard: {watched} has requeued elements; job {new_guard} guards it now")
     return 0
 
 
