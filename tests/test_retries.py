@@ -372,3 +372,33 @@ def test_a_time_limit_hit_is_retried_with_more_time(cluster_env, tmp_path):
     assert record["lost"]["0"]["state"] == "TIMEOUT"
     assert record["retried"]["request"]["time_min"] == 2
     assert "--time=2" in record["retried"]["flags"]
+
+
+
+def packed_lost_graph(where: str):
+    return total(lost_once.map([(x, where) for x in range(4)], pack=2))
+
+
+@pytest.mark.slurm
+@pytest.mark.site
+def test_a_packed_element_lost_with_its_node_is_resubmitted_whole(site, tmp_path):
+    """pack=2 (four elements in two Slurm elements), JobRequeue=0, the client SIGKILLed:
+    the node of the Slurm element running element 0 dies. The guard resubmits that Slurm
+    element (index 0: elements 0 and 1) with --exclude; every result is right."""
+    where = tmp_path / "marks"
+    where.mkdir()
+    work = tmp_path / "work"
+    opts = {"workdir": str(work), "env": site.env(requeue=False), "poll_max_s": 1.0}
+    run_id = submit_and_die("packed_lost_graph", [str(where)], **opts)
+    wait_for(where / "0.first")
+    node = (where / "0.first").read_text()
+    site.kill_node(node)
+    record_path = Path(RunLayout.of(run_id, work).retry_record("aj0", 1))
+    wait_for(record_path)
+    site.restore_node(node)
+    record = json.loads(record_path.read_text())
+    assert record["retried"]["indices"] == [0] and f"--exclude={node}" in record["retried"]["flags"]
+    with site.cluster(work, requeue=False) as c:
+        (out,) = Run.attach(run_id, c).result()
+    assert out == 0 + 10 + 20 + 30
+    assert (where / "0.ran").read_text() != node
