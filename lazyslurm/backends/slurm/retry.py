@@ -431,7 +431,11 @@ def main(argv: Sequence[str]) -> int:
     run_dir, array_job, watched, attempt = argv
     print(f"lazyslurm guard of {array_job} (attempt {attempt}, job {watched}) in {run_dir}: "
           f"{shlex.join(sys.argv)}")  # fmt: skip
-    return guard(run_dir, array_job, watched, int(attempt))
+    try:
+        return guard(run_dir, array_job, watched, int(attempt))
+    except (OSError, ValueError, LookupError) as exc:  # a run directory it cannot read
+        print(f"lazyslurm guard: cannot read run {run_dir}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
