@@ -6,6 +6,13 @@ node loads only the runner, the store and the errors.
 
 from __future__ import annotations
 
+import sys
+
+if sys.dont_write_bytecode:  # PYTHONDONTWRITEBYTECODE: keep ours compiled elsewhere
+    from lazyslurm.bytecode import install
+
+    install(__name__)
+
 import importlib
 from typing import TYPE_CHECKING, Any
 

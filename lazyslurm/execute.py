@@ -54,10 +54,11 @@ from lazyslurm.graph.traverse import collect, lift_outputs
 from lazyslurm.guard import warn_implicit_local
 from lazyslurm.planning import rules
 from lazyslurm.planning.encode import encode_run
-from lazyslurm.planning.planner import ArrayJob, Plan
+from lazyslurm.planning.planner import ArrayJob, Plan, compact_spans
 from lazyslurm.registry import executor
 from lazyslurm.runner import resolve
 from lazyslurm.store import (
+    ElementKeys,
     ErrorRecord,
     Redirect,
     Ref,
@@ -445,13 +446,29 @@ class Run:
             return
         self.cluster.session.record_results(self.id, self._done(snap))
 
-    def _done(self, snap: Snapshot) -> list[tuple[str, str]]:
-        return [
-            (key, aj.location(i, self.id))
-            for aj in self.array_jobs
-            for i, (key, s) in enumerate(zip(aj.keys, snap.states[aj.id], strict=True))
-            if s == DONE
-        ]
+    def _done(self, snap: Snapshot, *, final: bool = False) -> list[tuple[str, str]]:
+        done = []
+        whole: set[str] = set()  # array jobs of compact maps that finished whole
+        for aj in self.array_jobs:
+            states = snap.states[aj.id]
+            if type(aj.keys) is ElementKeys:  # a compact map: its keys are not listed
+                if states.count(DONE) == len(states):
+                    whole.add(aj.id)
+                    if final:
+                        self.cluster.session.record_compact(self.id, aj)
+                    continue
+                if not final:
+                    continue  # elements of a compact map are recorded when the run ends
+            done.extend(
+                (key, aj.location(i, self.id))
+                for i, (key, s) in enumerate(zip(aj.keys, states, strict=True))
+                if s == DONE
+            )
+        if final and self.plan is not None:  # a compact map whose chunks all finished
+            for node, ids in compact_spans(self.plan).items():
+                if whole.issuperset(ids):
+                    done.append((node, f"{self.id}:span={','.join(ids)}"))
+        return done
 
     def finish(self, snap: Snapshot) -> None:
         """Record the end of the run in its cluster's session (once)."""
@@ -459,7 +476,7 @@ class Run:
             return
         self._finished = True
         session = self.cluster.session
-        session.record_results(self.id, self._done(snap))
+        session.record_results(self.id, self._done(snap, final=True))
         session.add_run(self, replace=False)  # an attached run: for job handles
         session.record_placement(self.id, self.array_jobs)
         log.info(

@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from lazyslurm.planning.planner import ArrayJob
+from lazyslurm.store import ElementKeys
 
 __all__ = ["Session", "Where"]
 
@@ -54,6 +55,11 @@ class Session:
         self._ran: dict[str, Where] = {}
         self._packs: dict[tuple[str, str], int] = {}
         self._values: dict[str, Any] = {}
+        # array jobs of compact maps (keys derived, not listed): placed, and finished
+        # whole; their keys are indexed on the first lookup that needs them
+        self._compact_ran: list[tuple[str, ArrayJob]] = []
+        self._compact_done: list[tuple[str, ArrayJob]] = []
+        self._compact_index: dict[str, tuple[str, ArrayJob, int]] | None = None
 
     def __repr__(self) -> str:
         return (
@@ -71,7 +77,26 @@ class Session:
 
     def location(self, key: str) -> str | None:
         """Where ``key``'s result is (``RUN`` or ``RUN:AJ_J``), if computed."""
-        return self._computed.get(key)
+        found = self._computed.get(key)
+        if found is None and self._compact_done:
+            hit = self._compact().get(key)
+            if hit is not None and any(r == hit[0] and a is hit[1] for r, a in self._compact_done):
+                return hit[1].location(hit[2], hit[0])
+        return found
+
+    def _compact(self) -> dict[str, tuple[str, ArrayJob, int]]:
+        """Key -> (run, array job, index) of the compact maps' elements (built once)."""
+        if self._compact_index is None:
+            index: dict[str, tuple[str, ArrayJob, int]] = {}
+            for run_id, aj in self._compact_ran:
+                for i, key in enumerate(aj.keys):
+                    index[key] = (run_id, aj, i)
+            self._compact_index = index
+        return self._compact_index
+
+    def record_compact(self, run_id: str, array_job: ArrayJob) -> None:
+        """Every element of ``array_job`` (a compact map's) finished with a result."""
+        self._compact_done.append((run_id, array_job))
 
     def record_results(self, run_id: str, keys: Iterable[str | tuple[str, str]]) -> None:
         """Results of run ``run_id``: keys, or ``(key, location)`` pairs for results kept
@@ -95,6 +120,10 @@ class Session:
             if location.partition(":")[0] in gone:
                 del self._computed[key]
                 self._values.pop(key, None)
+        if self._compact_ran:
+            self._compact_ran = [(r, aj) for r, aj in self._compact_ran if r not in gone]
+            self._compact_done = [(r, aj) for r, aj in self._compact_done if r not in gone]
+            self._compact_index = None
 
     # -- values fetched to this process
     def has_value(self, key: str) -> bool:
@@ -126,12 +155,21 @@ class Session:
         for aj in array_jobs:
             if aj.pack > 1:
                 self._packs[(run_id, aj.id)] = aj.pack
+            if type(aj.keys) is ElementKeys:  # indexed when a lookup needs it
+                self._compact_ran.append((run_id, aj))
+                self._compact_index = None
+                continue
             for idx, key in enumerate(aj.keys):
                 self._ran[key] = (run_id, aj.id, idx)
 
     def where(self, key: str) -> Where | None:
         """``(run id, array job, index)`` where ``key`` last ran in this session."""
-        return self._ran.get(key)
+        found = self._ran.get(key)
+        if found is None and self._compact_ran:
+            hit = self._compact().get(key)
+            if hit is not None:
+                return (hit[0], hit[1].id, hit[2])
+        return found
 
     def pack_of(self, run_id: str, array_job: str) -> int:
         """Elements per Slurm element of that array job (1 when not packed)."""
@@ -139,7 +177,7 @@ class Session:
 
     def knows(self, key: str) -> bool:
         """Whether this session ran or computed ``key`` (submitted, or found)."""
-        return key in self._ran or key in self._computed
+        return self.where(key) is not None or self.location(key) is not None
 
     # -- jobs built in the ``with`` block, not submitted yet
     def pending(self) -> list[Any]:

@@ -61,6 +61,7 @@ __all__ = [
     "SPEC_CLOUDPICKLE",
     "SPEC_MAGIC",
     "USAGE_MARK",
+    "ElementKeys",
     "ElementSpec",
     "ErrorRecord",
     "FunctionRef",
@@ -68,11 +69,16 @@ __all__ = [
     "Rebuild",
     "Redirect",
     "Ref",
+    "RefArray",
     "RefList",
     "Restore",
     "RunLayout",
     "atomic_write",
     "check_private_dir",
+    "compact_element",
+    "compact_items",
+    "compact_size",
+    "compact_slice",
     "decode_outcome",
     "decode_result",
     "decode_value",
@@ -82,13 +88,16 @@ __all__ = [
     "encode_spec",
     "encode_usage",
     "encode_value",
+    "function_data",
     "loads",
     "log_section",
     "outcome_usage",
     "pack_index",
     "pack_keys",
+    "pack_payloads",
     "parse_job_ids",
     "parse_usage",
+    "plain_function",
     "read_element",
     "read_header",
     "read_pickle",
@@ -150,6 +159,29 @@ class RefList:
 
     def __hash__(self) -> int:
         return hash(self.keys)
+
+
+class RefArray:
+    """Placeholder for the list of results of a compact ``task.map`` (graph.core's
+    ``ArrayNode``, node ``key``): one reference for all its elements, however many.
+    Where it is, the spec's element says (``where[key] = "span:AJ,AJ,..."``)."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (RefArray, (self.key,))
+
+    def __repr__(self) -> str:
+        return f"RefArray({self.key!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RefArray) and self.key == other.key
+
+    def __hash__(self) -> int:
+        return hash(("RefArray", self.key))
 
 
 class Rebuild:
@@ -267,6 +299,8 @@ def template_keys(templates: Iterable[Any]) -> list[str]:
             stack.extend(step for kind, step in obj.path if kind != "attr")  # lazy bounds
         elif t is RefList:
             keys.extend(obj.keys)
+        elif t is RefArray:
+            keys.append(obj.key)
         elif t in (list, tuple, set, frozenset):
             stack.extend(obj)
         elif t is dict:
@@ -1303,7 +1337,18 @@ def pack_keys(data: bytes, path: str = "pack") -> list[str]:
     return [key for key, _, _ in _pack_records(data, path)]
 
 
-def pack_index(data: bytes, path: str = "pack", wanted: str = "") -> dict[str, tuple[int, int]]:
+def pack_payloads(data: bytes, path: str, run: str | None = None) -> list[bytes]:
+    """The payloads of every record of a pack file, in element order, each verified
+    (:func:`decode_outcome`): what a fan-in over a whole compact map reads."""
+    return [
+        decode_outcome(data[start:end], key=key, path=path, run=run)[1]
+        for key, start, end in _pack_records(data, path)
+    ]
+
+
+def pack_index(
+    data: bytes, path: str = "pack", wanted: str = ""
+) -> dict[str, tuple[int, int]]:
     """Where each key's record is in a pack file: ``{key: (start, end)}``. Readers of many
     keys of one pack build it once (a fan-in reads every key of every pack). ``wanted``:
     the key read first, named if the pack is damaged."""
@@ -1363,7 +1408,12 @@ def encode_spec(header: dict[str, Any], element_blobs: Sequence[bytes]) -> bytes
     func = header.get("func")
     if type(func) is FunctionRef:
         header = {**header, "func": None, "func_ref": (func.module, func.qualname)}
-    if _is_plain(header):
+    compact = header.get("compact")
+    if compact is not None and _is_plain({**header, "compact": None}):
+        import marshal  # the items' description is plain by construction (one pass here)
+
+        header_blob = marshal.dumps(header, 4)
+    elif _is_plain(header):
         header_blob = encode_value(header)
     else:
         import cloudpickle  # client side only
@@ -1398,14 +1448,23 @@ def _spec_head(fd: int, path: str) -> tuple[int, int]:
     return int.from_bytes(head[8:16], "little"), int.from_bytes(head[16:24], "little")
 
 
-def spec_size(path: str | os.PathLike[str]) -> int:
-    """How many elements a spec file holds."""
+def spec_size(path: str | os.PathLike[str], header: dict[str, Any] | None = None) -> int:
+    """How many elements a spec file holds (``header``: its header, if read already)."""
+    if header is not None and "compact" in header:
+        return compact_size(header["compact"][1])
     path = os.fspath(path)
     fd = _open_private(path, "spec file")
     try:
-        return _spec_head(fd, path)[1] - 1
+        count = _spec_head(fd, path)[1] - 1
     finally:
         os.close(fd)
+    if count == 0:  # a header alone: a compact map's holds the items
+        try:
+            header, _ = read_element(path, -1)
+        except IndexError:
+            return 0
+        return compact_size(header["compact"][1])
+    return count
 
 
 def read_element(
@@ -1421,24 +1480,119 @@ def read_element(
         light = bool(flags & SPEC_CLOUDPICKLE_LIGHT)
         if flags & SPEC_CLOUDPICKLE and not light:
             _need_cloudpickle(path)
+        base = 24 + 8 * (count + 1)
+        if count == 1:  # a header alone: a compact map's (it holds every element's item)
+            if header is None:
+                header = _read_header(fd, base, light, path)
+            if "compact" in header:
+                return _compact_read(header, index, path)
+            msg = f"element {index} out of range for {path} (0 elements)"
+            raise IndexError(msg)
         if not 0 <= index < count - 1:
             msg = f"element {index} out of range for {path} ({count - 1} elements)"
             raise IndexError(msg)
-        base = 24 + 8 * (count + 1)
         ends = os.pread(fd, 16, 24 + 8 * (index + 1))
         e0, e1 = int.from_bytes(ends[:8], "little"), int.from_bytes(ends[8:], "little")
         element = decode_value(_pread_all(fd, e1 - e0, base + e0), light=light, source=path)
         if header is not None:
             return header, element
-        first = os.pread(fd, 16, 24)
-        h0, h1 = int.from_bytes(first[:8], "little"), int.from_bytes(first[8:], "little")
-        header = decode_value(_pread_all(fd, h1 - h0, base + h0), light=light, source=path)
+        header = _read_header(fd, base, light, path)
     finally:
         os.close(fd)
+    return header, element
+
+
+def _read_header(fd: int, base: int, light: bool, path: str) -> dict[str, Any]:
+    first = os.pread(fd, 16, 24)
+    h0, h1 = int.from_bytes(first[:8], "little"), int.from_bytes(first[8:], "little")
+    header = decode_value(_pread_all(fd, h1 - h0, base + h0), light=light, source=path)
     ref = header.pop("func_ref", None)
     if ref is not None:
         header["func"] = FunctionRef(*ref)
-    return header, element
+    lite = header.pop("func_lite", None)
+    if lite is not None:
+        header["func"] = plain_function(lite)
+    return header
+
+
+# A function by value whose code needs nothing but modules importable where it runs,
+# builtins and plain values travels as plain data (marshal): its code object, names,
+# defaults and those globals. Reading it then needs neither cloudpickle nor ``_pickle``
+# (whose import pulls functools and collections: ~3 ms per task). Anything else (a
+# closure, a global that is a function or class of the user's) is cloudpickled.
+
+
+def function_data(func: Any, importable: Any) -> tuple | None:
+    """The plain description of ``func`` (client side), or None when it needs more than
+    plain data can say; ``importable(module)`` tells whether a module a global names
+    imports where the task runs."""
+    import marshal
+    import types
+
+    if type(func) is not types.FunctionType or func.__closure__ or func.__dict__:
+        return None
+    defaults, kwdefaults = func.__defaults__, func.__kwdefaults__
+    if not _is_plain(defaults) or not _is_plain(kwdefaults):
+        return None
+    names: set[str] = set()
+    stack = [func.__code__]
+    while stack:
+        code = stack.pop()
+        names.update(code.co_names)
+        stack.extend(c for c in code.co_consts if type(c) is types.CodeType)
+    refs: dict[str, tuple[str, Any]] = {}
+    glob = func.__globals__
+    for name in names:
+        if name not in glob:
+            continue  # a builtin or an attribute name
+        value = glob[name]
+        if type(value) is types.ModuleType:
+            if not importable(value):
+                return None
+            refs[name] = ("module", value.__name__)
+        elif type(value) in _ATOMS:
+            refs[name] = ("value", value)
+        else:
+            return None
+    module = func.__module__ if isinstance(func.__module__, str) else ""
+    return (
+        marshal.dumps(func.__code__), func.__name__, func.__qualname__, module,
+        defaults, kwdefaults, refs,
+    )
+
+
+def plain_function(data: tuple) -> Any:
+    """The function :func:`function_data` described (compute node side)."""
+    import marshal
+
+    code, name, qualname, module, defaults, kwdefaults, refs = data
+    glob: dict[str, Any] = {"__builtins__": sys.modules["builtins"], "__name__": module}
+    for key, (kind, value) in refs.items():
+        if kind == "module":
+            __import__(value)
+            glob[key] = sys.modules[value]
+        else:
+            glob[key] = value
+    func = type(plain_function)(marshal.loads(code), glob, name, defaults)
+    func.__kwdefaults__ = kwdefaults
+    func.__qualname__ = qualname
+    return func
+
+
+def _compact_read(header: dict[str, Any], index: int, path: str) -> tuple[dict, ElementSpec]:
+    """Element ``index`` of a compact map's spec: its item, key and inputs' locations."""
+    recipe, desc = header["compact"][0], header["compact"][1]
+    if index < 0:  # the header only
+        return header, ()
+    items = header.get("_items")
+    if items is None:  # decoded once per header (a pack's elements share it)
+        items = header["_items"] = compact_items(desc)
+    if not 0 <= index < len(items):
+        msg = f"element {index} out of range for {path} ({len(items)} elements)"
+        raise IndexError(msg)
+    key, args, kwargs = compact_element(recipe, items[index])
+    where = header.get("where")
+    return header, ((key, args, kwargs, where) if where else (key, args, kwargs))
 
 
 def read_header(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -1493,3 +1647,178 @@ def read_json(path: str | os.PathLike[str]) -> Any:
 
     with open(path, "rb") as fh:
         return json.load(fh)
+
+
+# --------------------------------------------------------------------------- compact maps
+# A ``task.map`` over a range, a NumPy array or a list of plain configs, kept as one node
+# (graph.core's ``ArrayNode``): its items travel as one description, ``desc``, and the
+# key of element i is derived from a ``recipe`` when someone asks, here on the client and
+# on the compute node alike (the key ``task.map`` gives the same item one by one):
+#
+#   desc:   ("range", start, stop, step) | ("numpy", dtype, shape, raw bytes) |
+#           ("list", [item, ...])   (atoms, or dicts of atoms: keyword arguments)
+#   recipe: (name, prefix, after): key = name-sha1(prefix + part(item) + after)[:24]
+#
+# ``part(item)`` is graph.core's key part of a map item: ``repr`` of an atom (a long str
+# or bytes by its hash), ``|k1\x00part(v1)...`` of a dict (sorted), and the pickle hash of
+# anything else (a NumPy scalar or row). tests/test_compact.py holds the two to the same
+# keys.
+
+_LONG_AT = 4096  # graph.core._LONG_AT
+
+
+def compact_items(desc: Any) -> Any:
+    """The items a compact map's description stands for (a sequence: range, NumPy array
+    or list; NumPy is imported only for a NumPy array)."""
+    kind = desc[0]
+    if kind == "range":
+        return range(desc[1], desc[2], desc[3])
+    if kind == "numpy":
+        import numpy
+
+        return numpy.frombuffer(desc[3], dtype=desc[1]).reshape(desc[2])
+    if kind == "list":
+        return desc[1]
+    msg = f"unknown compact map items {kind!r}"
+    raise ValueError(msg)
+
+
+def compact_size(desc: Any) -> int:
+    """How many items ``desc`` holds (without building a NumPy array)."""
+    kind = desc[0]
+    if kind == "range":
+        return len(range(desc[1], desc[2], desc[3]))
+    if kind == "numpy":
+        return int(desc[2][0]) if desc[2] else 0
+    return len(desc[1])
+
+
+def compact_slice(desc: Any, start: int, stop: int) -> Any:
+    """The description of items ``start:stop`` of ``desc`` (a chunk of an array job)."""
+    kind = desc[0]
+    if kind == "range":
+        r = range(desc[1], desc[2], desc[3])[start:stop]
+        return ("range", r.start, r.stop, r.step)
+    if kind == "numpy":
+        shape = list(desc[2])
+        row = len(desc[3]) // shape[0] if shape and shape[0] else 0
+        stop = min(stop, shape[0]) if shape else 0
+        start = min(start, stop)
+        return ("numpy", desc[1], [stop - start, *shape[1:]], desc[3][start * row : stop * row])
+    return ("list", desc[1][start:stop])
+
+
+def _sha1(data: bytes) -> Any:
+    try:
+        import _sha1  # the C module: hashlib's wrapper costs a compute node ~2 ms more
+
+        return _sha1.sha1(data)
+    except ImportError:  # a Python built without it
+        import hashlib
+
+        return hashlib.sha1(data)
+
+
+def _atom_part(v: Any) -> str:
+    t = type(v)
+    if (t is str or t is bytes) and len(v) >= _LONG_AT:
+        data = v.encode("utf-8", "surrogatepass") if t is str else v
+        return f"{t.__name__}#{len(data)}#{_sha1(data).hexdigest()}"
+    return repr(v)
+
+
+_KEY_ATOMS = frozenset({str, int, float, bool, type(None), bytes, complex})
+
+
+def item_call(item: Any) -> tuple[tuple[Any, ...], dict[str, Any], str]:
+    """``(args, kwargs, key part)`` of one compact map item, as ``task.map`` makes them."""
+    t = type(item)
+    if t in _KEY_ATOMS:
+        return (item,), {}, _atom_part(item)
+    if t is dict:
+        parts = ["|"]
+        for k in sorted(item):
+            parts.append(k)
+            parts.append(_atom_part(item[k]))
+        return (), item, "\x00".join(parts)
+    import _pickle
+
+    token = f"{t.__qualname__}:{_sha1(_pickle.dumps(item, protocol=5)).hexdigest()}"
+    return (item,), {}, token
+
+
+def compact_element(recipe: Any, item: Any) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
+    """``(key, args, kwargs)`` of the element of a compact map that calls ``item``."""
+    args, kwargs, part = item_call(item)
+    name, prefix, after = recipe
+    h = _sha1(prefix.encode())
+    h.update(part.encode())
+    if after:
+        h.update(after.encode())
+    return f"{name}-{h.hexdigest()[:24]}", args, kwargs
+
+
+class ElementKeys:
+    """The keys of a compact map's elements (or of a chunk of them), derived when asked:
+    a read-only sequence of str, as a tuple of keys would be. ``index`` and ``in`` build
+    a key -> index table on first use (O(n) once)."""
+
+    __slots__ = ("_index", "_items", "desc", "recipe")
+
+    def __init__(self, recipe: Any, desc: Any) -> None:
+        self.recipe = tuple(recipe)
+        self.desc = desc
+        self._items: Any = None
+        self._index: dict[str, int] | None = None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ElementKeys, (self.recipe, self.desc))
+
+    def items(self) -> Any:
+        if self._items is None:
+            self._items = compact_items(self.desc)
+        return self._items
+
+    def __len__(self) -> int:
+        return compact_size(self.desc)
+
+    def __getitem__(self, i: Any) -> Any:
+        if type(i) is slice:
+            start, stop, step = i.indices(len(self))
+            if step != 1:
+                return tuple(self)[i]
+            return ElementKeys(self.recipe, compact_slice(self.desc, start, stop))
+        return compact_element(self.recipe, self.items()[i])[0]
+
+    def __iter__(self) -> Any:
+        recipe = self.recipe
+        for item in self.items():
+            yield compact_element(recipe, item)[0]
+
+    def _table(self) -> dict[str, int]:
+        if self._index is None:
+            self._index = {k: i for i, k in enumerate(self)}
+        return self._index
+
+    def index(self, key: str) -> int:
+        try:
+            return self._table()[key]
+        except KeyError:
+            msg = f"{key!r} is not in this compact map"
+            raise ValueError(msg) from None
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._table()
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is ElementKeys:
+            return (self.recipe, self.desc) == (other.recipe, other.desc)  # type: ignore[attr-defined]
+        if isinstance(other, tuple):
+            return tuple(self) == other
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash((self.recipe, self.desc[0], len(self)))
+
+    def __repr__(self) -> str:
+        return f"ElementKeys({self.recipe[0]}, {self.desc[0]}, {len(self)} keys)"

@@ -24,6 +24,13 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+@pytest.fixture(autouse=True)
+def _fresh_probe_cache(monkeypatch, tmp_path_factory):
+    """Each test probes Slurm afresh: the probe kept across processes (issue 27,
+    backends/slurm/probecache.py) would carry one test's cluster facts into the next."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+
+
 @pytest.fixture(params=["local", "sync"])
 def cluster(request: pytest.FixtureRequest, tmp_path):
     """An embedded cluster (local process pool, or in-process) in a private work dir."""

@@ -38,6 +38,26 @@ def test_submit_script_matches_recorded_file():
     assert text == (DATA / "submit_patterns.sh").read_text()
 
 
+def test_only_array_jobs_that_could_start_early_are_held():
+    """Issue 27: a run of one array job goes in unheld (no ``scontrol release``: one
+    controller call less), and so does a last array job that waits for held ones; a last
+    one that could start at once stays held until every sbatch has succeeded."""
+    layout = RunLayout(RUN_DIR)
+    one = [ArrayJob("aj0", "f", ("k0", "k1"))]
+    flags = {"aj0": ["--array=0-1"]}
+    text = submit_script(one, run_id=RUN_ID, layout=layout, flags=flags)
+    assert "--hold" not in text and "scontrol release" not in text
+    free = [ArrayJob("aj0", "f", ("k0",)), ArrayJob("aj1", "g", ("k1",))]
+    flags = {"aj0": ["--array=0-0"], "aj1": ["--array=0-0"]}
+    text = submit_script(free, run_id=RUN_ID, layout=layout, flags=flags)
+    assert text.count("--hold") == 2 and 'scontrol release "${ids[@]}"' in text
+    chained = [free[0], ArrayJob("aj1", "g", ("k1",), dependencies=(("afterok", "aj0"),))]
+    text = submit_script(chained, run_id=RUN_ID, layout=layout, flags=flags)
+    assert text.count("--hold") == 1 and 'scontrol release "${ids[@]:0:1}"' in text
+    kept = submit_script(one, run_id=RUN_ID, layout=layout, flags={"aj0": []}, release=False)
+    assert "--hold" in kept and "scontrol release" not in kept  # a subgraph: released later
+
+
 def test_job_script_matches_recorded_file():
     """A job script is setup lines then the runner, quoted."""
     job = pipeline_jobs()[0]

@@ -53,9 +53,29 @@ from lazyslurm.errors import (
 from lazyslurm.graph.resources import Resources, TaskOptions
 from lazyslurm.graph.signature import Shape
 from lazyslurm.registry import Executor, executor
-from lazyslurm.store import MapItem, Rebuild, Ref, RefList, Restore
+from lazyslurm.store import (
+    ElementKeys,
+    MapItem,
+    Rebuild,
+    Ref,
+    RefArray,
+    RefList,
+    Restore,
+    compact_element,
+    compact_size,
+)
 
-__all__ = ["RESERVED_NAMES", "Job", "JobArray", "JobView", "Task", "WorkflowTask", "task"]
+__all__ = [
+    "COMPACT_MIN",
+    "RESERVED_NAMES",
+    "ArrayNode",
+    "Job",
+    "JobArray",
+    "JobView",
+    "Task",
+    "WorkflowTask",
+    "task",
+]
 
 # The names a Job, JobArray or JobView answers itself; every other public attribute
 # name is a lazy view of the result (``job.attr``), as with dask. Kept short on purpose.
@@ -267,6 +287,11 @@ def _lift(obj: Any, deps: list[Job], parts: list[str]) -> Any:
         parts.append(f"@{obj._base.key}{obj._ptoken}")
         return Ref(obj._base.key, obj._path)
     if t is JobArray:
+        node = obj._node
+        if node is not None:  # a compact map: one node, one placeholder, one key part
+            deps.append(node)
+            parts.append("@" + node.key)
+            return RefArray(node.key)
         keys = tuple(j.key for j in obj._jobs)
         deps.extend(obj._jobs)
         parts.append("@[" + ",".join(keys) + "]")
@@ -526,7 +551,7 @@ class Task(Generic[P, R]):
             if isinstance(dep, Job):
                 jobs.append(dep)
             elif isinstance(dep, JobArray):
-                jobs.extend(dep._jobs)
+                jobs.extend(dep._jobs if dep._node is None else (dep._node,))
             elif isinstance(dep, JobView):
                 jobs.append(dep._base)
             else:
@@ -648,6 +673,13 @@ class Task(Generic[P, R]):
                 return _map_later(self, items)  # type: ignore[return-value]
             items = list(items)
         _refuse_dask(items)
+        if self._pure and not isinstance(items, JobArray):
+            compact = _compact(self, items)
+            if compact is not None:
+                sink = BUILD_SINK.get()
+                if sink is not None:
+                    sink.append(compact)
+                return compact
         jobs = []
         name_, base, pure, after = self._name, self._hbase, self._pure, self._after
         after_token = self._after_token
@@ -686,6 +718,70 @@ class Task(Generic[P, R]):
         if sink is not None:
             sink.append(arr)
         return arr
+
+
+# A map over this many items or more (a range, a NumPy array, a list of plain configs) is
+# kept as one node (ArrayNode): no Job per element, keys derived when asked.
+COMPACT_MIN = 100_000
+_COMPACT_LIST_ATOMS = frozenset({str, int, float, bool, type(None)})  # JSON-able too
+
+
+def _compact_desc(items: Any) -> tuple[Any, str] | None:
+    """``(description, token)`` of map items kept compact, or None (built one by one)."""
+    t = type(items)
+    if t is range:
+        if len(items) < COMPACT_MIN:
+            return None
+        return ("range", items.start, items.stop, items.step), repr(items)
+    if t.__name__ == "ndarray" and t.__module__ == "numpy":
+        # 1-D, numbers: an element is a NumPy scalar, whose pickle (its key part) is the
+        # same read back from the bytes (a row of a 2-D array pickles with its flags)
+        if items.ndim != 1 or len(items) < COMPACT_MIN or items.dtype.kind not in "biuf":
+            return None
+        data = items.tobytes()  # C order, a copy: later changes to the array do not leak in
+        dtype = items.dtype.str
+        token = f"numpy:{dtype}:{items.shape}:{hashlib.sha1(data).hexdigest()}"
+        return ("numpy", dtype, list(items.shape), data), token
+    if t is list and len(items) >= COMPACT_MIN:
+        atoms = _COMPACT_LIST_ATOMS
+        for item in items:
+            ti = type(item)
+            if ti in atoms:
+                continue
+            if ti is not dict or not all(
+                type(k) is str and type(v) in atoms for k, v in item.items()
+            ):
+                return None
+        return ("list", items), hashlib.sha1(repr(items).encode()).hexdigest()
+    return None
+
+
+def _compact(t: Task[Any], items: Any) -> JobArray | None:
+    """``t.map(items)`` as one :class:`ArrayNode`, when the items allow it."""
+    found = _compact_desc(items)
+    if found is None:
+        return None
+    desc, token = found
+    shape = t._shape()
+    if shape is not None:  # what each item calls: checked once per kind of item
+        seen: set[Any] = set()
+        for n, item in enumerate(desc[1] if desc[0] == "list" else desc[1:2]):
+            kind = tuple(item) if type(item) is dict else None
+            if kind in seen:
+                continue
+            seen.add(kind)
+            if kind is None:
+                shape.check(1, item=n)
+            else:
+                t._check_call(0, item, item=n)
+    h = t._hbase.copy()
+    h.update(f"\x00map\x00{token}".encode())
+    if t._after_token:
+        h.update(t._after_token)
+    gather = "" if t._resources.gather is None else f"\x00gather:{t._resources.gather}"
+    recipe = (t._name, t._token + gather, t._after_token.decode())
+    node = ArrayNode(f"{t._name}-{h.hexdigest()[:24]}", t, desc, recipe)
+    return JobArray((), node)
 
 
 _UNSET: Any = object()
@@ -1245,7 +1341,10 @@ def _graph_table(roots: Iterable[Job]) -> tuple[list[tuple[Any, ...]], dict[str,
     while stack:
         job, expanded = stack.pop()
         if expanded:
-            if job.key not in index:
+            if job.key not in index and type(job) is ArrayNode:  # one row: itself
+                index[job.key] = len(rows)
+                rows.append((job,))
+            elif job.key not in index:
                 index[job.key] = len(rows)
                 rows.append(
                     (job.key, job._task, job._args, job._kwargs,
@@ -1256,6 +1355,8 @@ def _graph_table(roots: Iterable[Job]) -> tuple[list[tuple[Any, ...]], dict[str,
         if job.key in index:
             continue
         stack.append((job, True))
+        if type(job) is ArrayNode:
+            continue  # pickled whole, with its .after jobs
         for dep in reversed(job._deps + job._order):
             if dep.key not in index:
                 stack.append((dep, False))
@@ -1264,7 +1365,11 @@ def _graph_table(roots: Iterable[Job]) -> tuple[list[tuple[Any, ...]], dict[str,
 
 def _rebuild_graph(rows: list[tuple[Any, ...]], root: int | list[int]) -> Any:
     jobs: list[Job] = []
-    for key, task, args, kwargs, deps, order, nout in rows:
+    for row in rows:
+        if len(row) == 1:  # an ArrayNode
+            jobs.append(row[0])
+            continue
+        key, task, args, kwargs, deps, order, nout = row
         jobs.append(
             _new_job(key, task, args, kwargs, tuple(jobs[i] for i in deps),
                      tuple(jobs[i] for i in order), nout)
@@ -1415,37 +1520,106 @@ def _as_node(value: JobView, key: str) -> Job[Any]:
     return Task(_identity, Resources(), name="view")(value, dask_key_name=key)
 
 
+class ArrayNode:
+    """A ``task.map`` over many items (a range, a NumPy array, a list of plain configs:
+    :data:`COMPACT_MIN` or more) kept as ONE graph node: the items' description
+    (``desc``, see :mod:`lazyslurm.store`) and the recipe of its elements' keys. Element
+    ``i`` is the job ``task.map`` would have built for item ``i`` (same key), made only
+    when asked (:meth:`element`); the planner gives it array jobs without one object per
+    element, and a fan-in over it refers to it whole (:class:`~lazyslurm.store.RefArray`).
+    """
+
+    __slots__ = ("desc", "key", "order", "recipe", "task")
+
+    deps: tuple[Job, ...] = ()  # the items are known values: no data dependency
+    nout = None
+
+    def __init__(self, key: str, task: Task[Any], desc: Any, recipe: tuple[str, str, str]) -> None:
+        self.key = key
+        self.task = task
+        self.desc = desc
+        self.recipe = recipe
+        self.order = task._after
+
+    def __len__(self) -> int:
+        return compact_size(self.desc)
+
+    def keys(self) -> ElementKeys:
+        return ElementKeys(self.recipe, self.desc)
+
+    def element(self, index: int) -> Job:
+        """The job of item ``index`` (negative: from the end)."""
+        items = self.keys().items()
+        key, args, kwargs = compact_element(self.recipe, items[index])
+        if kwargs:
+            kwargs = {k: kwargs[k] for k in sorted(kwargs)}
+        return _new_job(key, self.task, args, kwargs, (), self.order, None)
+
+    def __iter__(self) -> Iterator[Job]:
+        recipe, t, order = self.recipe, self.task, self.order
+        for item in self.keys().items():
+            key, args, kwargs = compact_element(recipe, item)
+            if kwargs:
+                kwargs = {k: kwargs[k] for k in sorted(kwargs)}
+            yield _new_job(key, t, args, kwargs, (), order, None)
+
+    def __hash__(self) -> int:
+        return hash((_JOB_HASH_SALT, self.key))
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is ArrayNode and other.key == self.key  # type: ignore[attr-defined]
+
+    def __repr__(self) -> str:
+        return f"ArrayNode({self.key} [{len(self)}])"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ArrayNode, (self.key, self.task, self.desc, self.recipe))
+
+
 class JobArray(_Handle[list[R_co]], _Opaque):  # type: ignore[misc]
     """The jobs of one ``task.map``: a sequence of element ``Job`` objects.
 
     As an argument it stands for the list of its results (fan-in). Also a job handle
     for the whole array (``wait``, ``get_results``, ``get_status``, ``cancel``, ...).
+    A map over many items keeps them as one :class:`ArrayNode` (``_node``): its element
+    jobs are made when asked (``arr[i]``, iteration, ``jobs``).
     """
 
-    __slots__ = ("_jobs",)
+    __slots__ = ("_jobs", "_node")
 
-    def __init__(self, jobs: tuple[Job[R_co], ...]) -> None:
+    def __init__(self, jobs: tuple[Job[R_co], ...], node: ArrayNode | None = None) -> None:
         object.__setattr__(self, "_jobs", jobs)
+        object.__setattr__(self, "_node", node)
 
     @property
     def jobs(self) -> tuple[Job[R_co], ...]:
+        if self._node is not None:
+            return tuple(self._node)
         return self._jobs
 
     @property
     def keys(self) -> tuple[str, ...]:
+        if self._node is not None:
+            return self._node.keys()  # type: ignore[return-value]  # a lazy sequence of str
         return tuple(j.key for j in self._jobs)
 
     @property
     def dependencies(self) -> tuple[Job, ...]:
         """The jobs outside this array that its elements wait on (data and ``.after``)."""
+        if self._node is not None:
+            return self._node.order
         own = set(self.keys)
         found = [d for j in self._jobs for d in itertools.chain(j._deps, j._order)]
         return tuple(d for d in _unique(found) if d.key not in own)
 
     def __len__(self) -> int:
+        if self._node is not None:
+            return len(self._node)
         return len(self._jobs)
 
     def __iter__(self) -> Iterator[Job[R_co]]:
+        if self._node is not None:
+            return iter(self._node)
         return iter(self._jobs)
 
     @overload
@@ -1461,16 +1635,29 @@ class JobArray(_Handle[list[R_co]], _Opaque):  # type: ignore[misc]
                     f"results inside a task instead (e.g. pick(arr, n))"
                 )
                 raise LazyValueError(msg)
-            return JobArray(self._jobs[index])
+            return JobArray(self.jobs[index])
         if isinstance(index, _Lazy):
             raise _leak(index, "used as an index of a JobArray")
+        if self._node is not None:
+            n = len(self._node)
+            i = operator.index(index)
+            if not -n <= i < n:
+                msg = f"JobArray index {i} out of range ({n} elements)"
+                raise IndexError(msg)
+            return self._node.element(i)
         return self._jobs[index]
 
     def __hash__(self) -> int:
+        if self._node is not None:
+            return hash(self._node)
         return hash(self._jobs)
 
     def __eq__(self, other: object) -> bool:
         if type(other) is JobArray:
+            if self._node is not None or other._node is not None:  # type: ignore[attr-defined]
+                if self._node is not None and other._node is not None:  # type: ignore[attr-defined]
+                    return self._node == other._node  # type: ignore[attr-defined]
+                return len(self) == len(other) and tuple(self.keys) == tuple(other.keys)  # type: ignore[arg-type]
             return other._jobs == self._jobs  # type: ignore[attr-defined]
         if isinstance(other, _Lazy):
             return False
@@ -1480,11 +1667,15 @@ class JobArray(_Handle[list[R_co]], _Opaque):  # type: ignore[misc]
         return not self.__eq__(other)
 
     def __repr__(self) -> str:
+        if self._node is not None:
+            return f"JobArray({self._node.task.name}[{len(self._node)}])"
         name = self._jobs[0].task.name if self._jobs else "empty"
         return f"JobArray({name}[{len(self._jobs)}])"
 
     def __reduce__(self) -> tuple[Any, ...]:
         _refuse_if_hidden(self)
+        if self._node is not None:
+            return (JobArray, ((), self._node))
         table, index = _graph_table(self._jobs)
         return (_rebuild_graph, (table, [index[j.key] for j in self._jobs]))
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Container, Iterable
 from typing import Any
 
-from lazyslurm.graph.core import Job, _lift
+from lazyslurm.graph.core import ArrayNode, Job, _lift
+from lazyslurm.store import RefArray, RefList
 
 __all__ = ["collect", "lift_outputs", "to_networkx"]
 
@@ -53,7 +54,23 @@ def lift_outputs(exprs: Iterable[Any]) -> tuple[list[Any], list[Job]]:
     """
     roots: list[Job] = []
     templates = [_lift(expr, roots, []) for expr in exprs]
+    nodes = {r.key: r for r in roots if type(r) is ArrayNode}
+    if nodes:  # a compact map asked for itself: the list of its elements' results
+        templates = [_element_refs(t, nodes) for t in templates]
     return templates, list(dict.fromkeys(roots))
+
+
+def _element_refs(template: Any, nodes: dict[str, ArrayNode]) -> Any:
+    """``template`` with each compact map's placeholder (:class:`RefArray`) replaced by
+    the placeholder of its elements' results (their keys derived when read)."""
+    t = type(template)
+    if t is RefArray:
+        return RefList(nodes[template.key].keys())  # type: ignore[arg-type]
+    if t is list or t is tuple:
+        return t(_element_refs(x, nodes) for x in template)
+    if t is dict:
+        return {k: _element_refs(v, nodes) for k, v in template.items()}
+    return template
 
 
 def to_networkx(*exprs: Any) -> Any:

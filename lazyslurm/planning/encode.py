@@ -16,10 +16,17 @@ from typing import Any
 import cloudpickle
 
 from lazyslurm.errors import CorruptRunError, SerializationError
-from lazyslurm.graph.core import Job, refusing_hidden_jobs, safe_repr
+from lazyslurm.graph.core import ArrayNode, Job, refusing_hidden_jobs, safe_repr
 from lazyslurm.graph.signature import context_parameter
-from lazyslurm.planning.planner import ArrayJob, Plan
-from lazyslurm.store import INSIDE, FunctionRef, encode_spec, encode_value
+from lazyslurm.planning.planner import ArrayJob, Plan, compact_spans
+from lazyslurm.store import (
+    INSIDE,
+    ElementKeys,
+    FunctionRef,
+    encode_spec,
+    encode_value,
+    function_data,
+)
 
 __all__ = ["encode_run", "manifest", "read_manifest"]
 
@@ -59,6 +66,21 @@ def _by_reference(task: Any) -> FunctionRef | None:
     if getattr(obj, "unwrapped", None) is not task.unwrapped:
         return None
     return FunctionRef(module, qualname)
+
+
+def _importer(by_value: Sequence[types.ModuleType]) -> Callable[[types.ModuleType], bool]:
+    """Whether a module a function's global names imports where the task runs: built
+    in, or from the standard library or site-packages, and not shipped by value."""
+    shipped = {m.__name__ for m in by_value}
+
+    def importable(mod: types.ModuleType) -> bool:
+        name = mod.__name__
+        if name == "__main__" or name in shipped or name.split(".")[0] in shipped:
+            return False
+        path = getattr(mod, "__file__", None)
+        return path is None or path.startswith(_STDLIB_PREFIXES)
+
+    return importable
 
 
 def _dump_element(job: Job, where: dict[str, str] | None = None) -> bytes:
@@ -167,15 +189,26 @@ def _encode_run(
     modules_by_value: Callable[[Any, Any], Sequence[types.ModuleType]] | None,
 ) -> dict[str, bytes]:
     files: dict[str, bytes] = {}
+    spans = compact_spans(plan)  # a compact map's key -> its array jobs, in order
     for aj in plan.array_jobs:
         task, elements = plan.task(aj), plan.elements(aj)
         func = task.unwrapped
         shipped: Any = func if by_value else _by_reference(task) or func
         external = {}
         wheres: list[dict[str, str] | None] = []
-        for job in elements:
+        compact = type(aj.keys) is ElementKeys
+        for job in () if compact else elements:
             where: dict[str, str] | None = None
             for dep in job.deps:
+                if type(dep) is ArrayNode:  # a compact map, whole: its chunks, in order
+                    where = where or {}
+                    ids = spans.get(dep.key)
+                    if ids is not None:
+                        where[dep.key] = "span:" + ",".join(ids)
+                    else:  # finished in an earlier run: "RUN:span=AJ,AJ"
+                        run, _, ids_at = (plan.external.get(dep.key) or "").partition(":span=")
+                        where[dep.key] = f"span:{run}:{ids_at}"
+                    continue
                 at = plan.external.get(dep.key, _HERE)
                 if at is not _HERE:
                     if at is not None and ":" in at:  # in a pack file of an earlier run
@@ -189,8 +222,18 @@ def _encode_run(
                     where = where or {}
                     where[dep.key] = ":" + up.location(i, "").partition(":")[2]
             wheres.append(where)
+        if not by_value:
+            mods = []
+        elif modules_by_value is not None:
+            mods = list(modules_by_value(aj.resources, func))
+        else:
+            mods = _by_value_modules(func)
+        # a function by value that plain data can describe travels as such (the node
+        # then reads its spec without _pickle or cloudpickle)
+        lite = function_data(func, _importer(mods)) if shipped is func else None
         header = {
-            "func": shipped,
+            "func": None if lite is not None else shipped,
+            **({"func_lite": lite} if lite is not None else {}),
             "task": aj.name,
             "token": task.token[:12],  # the code's identity, in its usage records
             "retries": aj.resources.retries,
@@ -205,13 +248,11 @@ def _encode_run(
             header["context"] = wants  # the runner fills it with a JobContext
         if aj.resources.gather is not None:
             header["gather"] = aj.resources.gather
-        blobs = [_dump_element(job, w) for job, w in zip(elements, wheres, strict=True)]
-        if not by_value:
-            mods = []
-        elif modules_by_value is not None:
-            mods = list(modules_by_value(aj.resources, func))
+        if compact:  # the items' description, not one blob per element
+            header["compact"] = (aj.keys.recipe, aj.keys.desc)  # type: ignore[attr-defined]
+            blobs: list[bytes] = []
         else:
-            mods = _by_value_modules(func)
+            blobs = [_dump_element(job, w) for job, w in zip(elements, wheres, strict=True)]
         for mod in mods:
             cloudpickle.register_pickle_by_value(mod)
         try:

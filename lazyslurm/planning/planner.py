@@ -14,17 +14,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import repeat
 from operator import attrgetter
 from typing import Any
 
 import attrs
 
-from lazyslurm.graph.core import Job, Task, gc_paused
+from lazyslurm.graph.core import ArrayNode, Job, Task, gc_paused
 from lazyslurm.graph.resources import Learned, Resources
 from lazyslurm.graph.traverse import collect
 from lazyslurm.planning.rules import AFTERCORR, AFTEROK, edge_kind
+from lazyslurm.store import ElementKeys, compact_slice
 
 __all__ = [
     "AFTERCORR",
@@ -33,6 +34,7 @@ __all__ = [
     "DEFAULT_MAX_ARRAY_SIZE",
     "ArrayJob",
     "Plan",
+    "compact_spans",
     "make_plan",
     "pack_size",
     "stages_of",
@@ -137,7 +139,8 @@ class ArrayJob:
         return {
             "id": self.id,
             "name": self.name,
-            "keys": list(self.keys),
+            "keys": list(self.keys) if type(self.keys) is not ElementKeys else [],
+            **(_compact_entry(self.keys) if type(self.keys) is ElementKeys else {}),
             "resources": self.resources.as_options(),
             "stage": self.stage,
             "chunk": self.chunk,
@@ -153,7 +156,7 @@ class ArrayJob:
         return cls(
             id=entry["id"],
             name=entry["name"],
-            keys=tuple(entry["keys"]),
+            keys=_compact_keys(entry["compact"]) if "compact" in entry else tuple(entry["keys"]),
             resources=Resources.from_options(**entry["resources"]),
             stage=int(entry["stage"]),
             chunk=int(entry.get("chunk", 0)),
@@ -171,6 +174,27 @@ class ArrayJob:
             f"ArrayJob({self.id} {self.name}[{self.size}]{packed} stage={self.stage} "
             f"deps=[{deps}])"
         )
+
+
+def _compact_entry(keys: ElementKeys) -> dict[str, Any]:
+    """A compact map's keys in the manifest: the recipe and the items (JSON)."""
+    desc = list(keys.desc)
+    if desc[0] == "numpy":
+        import base64
+
+        desc[3] = base64.b64encode(desc[3]).decode()
+    return {"compact": {"recipe": list(keys.recipe), "items": desc}}
+
+
+def _compact_keys(entry: Mapping[str, Any]) -> ElementKeys:
+    desc = list(entry["items"])
+    if desc[0] == "numpy":
+        import base64
+
+        desc[3] = base64.b64decode(desc[3])
+    elif desc[0] == "range":
+        desc = desc[:4]
+    return ElementKeys(tuple(entry["recipe"]), tuple(desc))
 
 
 def stages_of(array_jobs: Iterable[ArrayJob]) -> tuple[tuple[ArrayJob, ...], ...]:
@@ -260,6 +284,80 @@ class Plan:
             for kind, up in aj.dependencies:
                 g.add_edge(up, aj.id, kind=kind, ordering=up in aj.after)
         return g
+
+
+class Chunk(Sequence[Job]):
+    """The elements of an array job that runs items ``start:stop`` of a compact map
+    (:class:`~lazyslurm.graph.core.ArrayNode`): a sequence of jobs made when read."""
+
+    __slots__ = ("node", "start", "stop")
+
+    def __init__(self, node: ArrayNode, start: int, stop: int) -> None:
+        self.node, self.start, self.stop = node, start, stop
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return tuple(self)[index]
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(index)
+        return self.node.element(self.start + index % n)
+
+    def __iter__(self) -> Iterator[Job]:
+        for i in range(self.start, self.stop):
+            yield self.node.element(i)
+
+    def keys(self) -> ElementKeys:
+        return ElementKeys(self.node.recipe, compact_slice(self.node.desc, self.start, self.stop))
+
+
+def compact_spans(plan: Plan) -> dict[str, list[str]]:
+    """Each compact map's key -> the ids of its array jobs (its chunks), in order."""
+    spans: dict[str, list[str]] = {}
+    for aj in plan.array_jobs:
+        part = plan.members.get(aj.id)
+        if type(part) is Chunk:
+            spans.setdefault(part.node.key, []).append(aj.id)
+    return spans
+
+
+class Locations(Mapping[str, tuple["ArrayJob", int]]):
+    """``Plan.location`` of a plan with compact maps: the other nodes' locations as a
+    dict, the compact maps' elements found by key on first use (their keys derived
+    then, O(elements) once)."""
+
+    def __init__(self, known: dict[str, tuple[ArrayJob, int]], compact: list[ArrayJob]) -> None:
+        self._known = known
+        self._compact = compact
+        self._more: dict[str, tuple[ArrayJob, int]] | None = None
+        self._size = len(known) + sum(aj.size for aj in compact)
+
+    def _all(self) -> dict[str, tuple[ArrayJob, int]]:
+        if self._more is None:
+            more: dict[str, tuple[ArrayJob, int]] = {}
+            for aj in self._compact:
+                more.update(zip(aj.keys, zip(repeat(aj), range(aj.size)), strict=True))
+            self._more = more
+        return self._more
+
+    def __getitem__(self, key: str) -> tuple[ArrayJob, int]:
+        found = self._known.get(key)
+        if found is None:
+            return self._all()[key]
+        return found
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._known or key in self._all()
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._known
+        yield from self._all()
 
 
 def _stages(nodes: Sequence[Job], done: Mapping[str, Any]) -> dict[str, int]:
@@ -370,6 +468,9 @@ def make_plan(
     kind_of_task: dict[int, int] = {}  # id(Task) -> kind; the tasks outlive this loop
     groups: dict[tuple[int, int], list[Job]] = {}
     for job in nodes:
+        if type(job) is ArrayNode:  # a compact map: a group of its own, never merged
+            groups[(stage[job.key], -1 - len(groups))] = [job]
+            continue
         t = job.task
         kind = kind_of_task.get(id(t))
         if kind is None:
@@ -398,33 +499,44 @@ def make_plan(
         group_res.append(t.resources.resolve(got))
         group_learned.append(got)
     group_packs = []
-    for (_, jobs), res in zip(ordered, group_res, strict=True):
+    sizes = [len(jobs[0]) if type(jobs[0]) is ArrayNode else len(jobs) for _, jobs in ordered]
+    for n, res in zip(sizes, group_res, strict=True):
         one = not packing or res.ranks > 1 or res.pack is None
-        group_packs.append(1 if one else pack_size(res.pack, len(jobs), max_array_size))
+        group_packs.append(1 if one else pack_size(res.pack, n, max_array_size))
     if max_jobs is not None and packing:
         auto = [res.pack == "auto" and res.ranks == 1 for res in group_res]
-        _fit_job_budget([len(j) for _, j in ordered], group_packs, auto, max_jobs)
+        _fit_job_budget(sizes, group_packs, auto, max_jobs)
     if time_cap is not None and packing:
         for g, res in enumerate(group_res):
             cap = time_cap(res) if res.pack == "auto" and res.timeout_min else None
             if cap is not None:  # k / cpus turns of the task's time within MaxTime
                 most = max(1, cap // res.timeout_min) * (res.cpus_per_task or 1)
                 group_packs[g] = min(group_packs[g], most)
-    for ((s, _), jobs), k, res, got in zip(
-        ordered, group_packs, group_res, group_learned, strict=True
+    spans: dict[str, list[int]] = {}  # a compact map's key -> its array jobs (chunks)
+    for ((s, _), jobs), k, n, res, got in zip(
+        ordered, group_packs, sizes, group_res, group_learned, strict=True
     ):
         per_chunk = max_array_size * k
-        nchunks = -(-len(jobs) // per_chunk)
+        nchunks = -(-n // per_chunk)
+        node = jobs[0] if type(jobs[0]) is ArrayNode else None
         for c in range(nchunks):
-            part = tuple(jobs[c * per_chunk : (c + 1) * per_chunk])
-            pending.append((s, part[0].task, res, part, c, nchunks))
+            part: Any
+            if node is not None:
+                spans.setdefault(node.key, []).append(len(pending))
+                part = Chunk(node, c * per_chunk, min(n, (c + 1) * per_chunk))
+            else:
+                part = tuple(jobs[c * per_chunk : (c + 1) * per_chunk])
+            pending.append((s, jobs[0].task, res, part, c, nchunks))
             packs.append(k)
             learnt.append(got)
 
     ids = [f"aj{i}" for i in range(len(pending))]
     where: dict[str, tuple[int, int]] = {}
-    keys_of: list[list[str]] = []
+    keys_of: list[Any] = []
     for i, (_, _, _, part, _, _) in enumerate(pending):
+        if type(part) is Chunk:
+            keys_of.append(part.keys())
+            continue
         keys = list(map(_key, part))
         keys_of.append(keys)
         where.update(zip(keys, zip(repeat(i), range(len(keys))), strict=True))
@@ -434,7 +546,10 @@ def make_plan(
     for i, (s, t, res, part, c, nchunks) in enumerate(pending):
         touch: dict[int, dict[int, set[int]]] = {}  # upstream -> element -> its indices
         data_up: set[int] = set()
-        for idx, job in enumerate(part):
+        whole: set[int] = set()  # upstream chunks of a compact map: needed whole
+        # a compact map's elements all wait on the same jobs: its first speaks for all
+        members = part if type(part) is not Chunk else (part.node,)
+        for idx, job in enumerate(members):
             deps, order = job.deps, job.order
             if not deps and not order:
                 continue
@@ -442,41 +557,55 @@ def make_plan(
                 for dep in deps_of:
                     loc = where.get(dep.key)
                     if loc is None:
+                        span = spans.get(dep.key)
+                        if span is not None:
+                            whole.update(span)
+                            if is_data:
+                                data_up.update(span)
+                            continue
                         external[dep.key] = done.get(dep.key)
+                        continue
+                    if type(part) is Chunk:
+                        whole.add(loc[0])
                         continue
                     touch.setdefault(loc[0], {}).setdefault(idx, set()).add(loc[1])
                     if is_data:
                         data_up.add(loc[0])
+        kinds_up = {
+            up: (
+                edge_kind(len(pending[up][3]), len(part), touch[up])
+                if packs[up] == packs[i]  # packed alike: Slurm element j <- j
+                else AFTEROK
+            )
+            for up in touch
+        }
+        kinds_up.update(dict.fromkeys(whole, AFTEROK))
         built.append(
             ArrayJob(
                 id=ids[i],
                 name=t.name,
-                keys=tuple(keys_of[i]),
+                keys=keys_of[i] if type(keys_of[i]) is ElementKeys else tuple(keys_of[i]),
                 resources=res,
                 stage=s,
                 chunk=c,
                 nchunks=nchunks,
-                dependencies=tuple(
-                    (
-                        edge_kind(len(pending[up][3]), len(part), touch[up])
-                        if packs[up] == packs[i]  # packed alike: Slurm element j <- j
-                        else AFTEROK,
-                        ids[up],
-                    )
-                    for up in sorted(touch)
-                ),
-                after=tuple(ids[u] for u in sorted(touch) if u not in data_up),
+                dependencies=tuple((kinds_up[up], ids[up]) for up in sorted(kinds_up)),
+                after=tuple(ids[u] for u in sorted(kinds_up) if u not in data_up),
                 pack=packs[i],
                 learned=learnt[i],
             )
         )
     location: dict[str, tuple[ArrayJob, int]] = {}
+    compact: list[ArrayJob] = []
     for aj, keys in zip(built, keys_of, strict=True):
+        if type(keys) is ElementKeys:
+            compact.append(aj)
+            continue
         location.update(zip(keys, zip(repeat(aj), range(len(keys))), strict=True))
     return Plan(
         array_jobs=tuple(built),
         members={ids[i]: p[3] for i, p in enumerate(pending)},
-        location=location,
+        location=Locations(location, compact) if compact else location,
         external=external,
         max_array_size=max_array_size,
     )

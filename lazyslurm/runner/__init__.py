@@ -33,6 +33,7 @@ from lazyslurm.store import (
     Rebuild,
     Redirect,
     Ref,
+    RefArray,
     RefList,
     Restore,
     RunLayout,
@@ -44,6 +45,7 @@ from lazyslurm.store import (
     encode_usage,
     encode_value,
     pack_index,
+    pack_payloads,
     read_element,
     read_header,
     read_private,
@@ -108,6 +110,8 @@ def resolve(obj: Any, load: Any) -> Any:
         return new
     if t is RefList:
         return [load(k) for k in obj.keys]
+    if t is RefArray:  # a compact map, as a whole: its location says where (a span)
+        return load(obj.key)
     if t is list:
         return [resolve(x, load) for x in obj]
     if t is tuple:
@@ -136,6 +140,10 @@ def _loader(
     here = paths.root.rsplit("/", 1)[-1]
 
     def read(key: str, at: str | None) -> Any:
+        if at is not None and at.startswith("span:"):  # a compact map: "span:[RUN:]AJ,AJ"
+            run, _, ids = at[5:].rpartition(":")
+            where_ = paths if not run else RunLayout(f"{paths.root.rsplit('/', 1)[0]}/{run}")
+            return _load_span(where_, ids.split(","), read, run)
         path = paths.result(key, run=None if at == here else at)
         run = run_of(at) if at else ""
         try:
@@ -164,6 +172,44 @@ def _loader(
         return value
 
     return load
+
+
+def _load_span(paths: RunLayout, array_jobs: list[str], read: Any, run: str = "") -> list:
+    """The results of a compact map, in element order: the elements of ``array_jobs``
+    (its chunks, in this run). A pack file whose records are all there is read in
+    record order (no key derived); a pack missing some is read key by key, so that an
+    input that failed says so (:class:`InputFailed`)."""
+    here = run or paths.root.rsplit("/", 1)[-1]
+    values: list = []
+    for aj in array_jobs:
+        spec = paths.spec(aj)
+        header, _ = read_element(spec, -1)
+        size = spec_size(spec, header)
+        pack = int(header.get("pack", 1))
+        if pack == 1:
+            at = run or None
+            values.extend(read(read_element(spec, i, header)[1][0], at) for i in range(size))
+            continue
+        for j in range(-(-size // pack)):
+            first, n = j * pack, min(pack, size - j * pack)
+            path = paths.pack(aj, j)
+            try:
+                payloads = pack_payloads(read_private(path), path, here)
+            except OSError:
+                payloads = []
+            if len(payloads) != n:  # an element left no result: each by key, to say which
+                at = f"{run}:{aj}_{j}"
+                values.extend(
+                    read(read_element(spec, i, header)[1][0], at) for i in range(first, first + n)
+                )
+                continue
+            for payload in payloads:
+                value = decode_value(payload)
+                if type(value) is Redirect:
+                    runs = value.runs
+                    value = resolve(value.template, lambda k, runs=runs: read(k, runs.get(k)))
+                values.append(value)
+    return values
 
 
 def _failed_here(paths: RunLayout, key: str) -> bool:
@@ -657,7 +703,7 @@ def run_slurm_element(
     if pack == 1:
         return run_element(run_dir, array_job, slurm_index, env=env, header=header)
     first = slurm_index * pack
-    members = range(first, min(first + pack, spec_size(spec)))
+    members = range(first, min(first + pack, spec_size(spec, header)))
     workers = min(int(header.get("workers", 1)), len(members))
     paths = RunLayout(run_dir)
     job = _Pack(paths, array_job, slurm_index, header, env, own_process)

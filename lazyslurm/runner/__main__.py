@@ -32,16 +32,23 @@ USAGE = (
 
 
 def _load_by_path(name: str, path: str, package: bool = False) -> None:
-    """Execute ``path`` as module ``name`` (cached bytecode), skipping parent packages."""
+    """Execute ``path`` as module ``name`` (cached bytecode), skipping parent packages.
+    Where Python writes no bytecode (``PYTHONDONTWRITEBYTECODE``), the code comes from
+    lazyslurm's own cache (:mod:`lazyslurm.bytecode`, loaded first): compiling these
+    two files was most of a small task's cost."""
     import _frozen_importlib as boot
     import _frozen_importlib_external as ext
 
     where = [os.path.dirname(path)] if package else None
     spec = ext.spec_from_file_location(name, path, submodule_search_locations=where)
     module = boot.module_from_spec(spec)
+    cached = sys.modules.get("lazyslurm.bytecode") if sys.dont_write_bytecode else None
     sys.modules[name] = module
     try:
-        spec.loader.exec_module(module)
+        if cached is not None:
+            exec(cached.code_of(path), module.__dict__)
+        else:
+            spec.loader.exec_module(module)
     except BaseException:
         del sys.modules[name]
         raise
@@ -110,6 +117,8 @@ if __name__ == "__main__":
     safe_path(sys.path, os.getcwd())
     if not __package__ and "lazyslurm.runner" not in sys.modules:  # started by path
         here = os.path.dirname(os.path.abspath(__file__))
+        if sys.dont_write_bytecode:  # small: compiled; then it serves the two below
+            _load_by_path("lazyslurm.bytecode", os.path.join(os.path.dirname(here), "bytecode.py"))
         _load_by_path("lazyslurm.store", os.path.join(os.path.dirname(here), "store.py"))
         _load_by_path("lazyslurm.runner", os.path.join(here, "__init__.py"), package=True)
     import faulthandler  # built in: a segfault's Python traceback goes to the element's log

@@ -1,5 +1,5 @@
 #!/bin/bash
-# lazyslurm run 20261124-120000-abcdef: submit every array job held, then release them all
+# lazyslurm run 20261124-120000-abcdef: submit the array jobs held, then release them
 set -u
 run_dir=/home/u/.lazyslurm/runs/20261124-120000-abcdef
 ids=()
@@ -27,8 +27,8 @@ lz_sb=$((lz_sb + 1))
 out=$(sbatch --parsable --hold --job-name=lz-20261124-120000-abcdef-aj4-stage3_finalize --array=0-2 --output=/home/u/.lazyslurm/runs/20261124-120000-abcdef/logs/aj4_%a.out --error=/home/u/.lazyslurm/runs/20261124-120000-abcdef/logs/aj4_%a.err --kill-on-invalid-dep=yes --time=3 --mem=256M --cpus-per-task=1 "--dependency=aftercorr:${aj2}" -- "$run_dir/jobs/aj4.sh" 2>"$run_dir/submit.err") || fail aj4
 aj4=${out%%;*}; ids+=("$aj4")
 lz_sb=$((lz_sb + 1))
-out=$(sbatch --parsable --hold --job-name=lz-20261124-120000-abcdef-aj5-merge_results --array=0-0 --output=/home/u/.lazyslurm/runs/20261124-120000-abcdef/logs/aj5_%a.out --error=/home/u/.lazyslurm/runs/20261124-120000-abcdef/logs/aj5_%a.err --kill-on-invalid-dep=yes --time=3 --mem=256M "--dependency=afterok:${aj3}" -- "$run_dir/jobs/aj5.sh" 2>"$run_dir/submit.err") || fail aj5
+out=$(sbatch --parsable --job-name=lz-20261124-120000-abcdef-aj5-merge_results --array=0-0 --output=/home/u/.lazyslurm/runs/20261124-120000-abcdef/logs/aj5_%a.out --error=/home/u/.lazyslurm/runs/20261124-120000-abcdef/logs/aj5_%a.err --kill-on-invalid-dep=yes --time=3 --mem=256M "--dependency=afterok:${aj3}" -- "$run_dir/jobs/aj5.sh" 2>"$run_dir/submit.err") || fail aj5
 aj5=${out%%;*}; ids+=("$aj5")
 printf '%s\n' "aj0=${aj0} aj1=${aj1} aj2=${aj2} aj3=${aj3} aj4=${aj4} aj5=${aj5}" > "$run_dir/jobids"
-lz_sc=1; scontrol release "${ids[@]}" 2>"$run_dir/submit.err" || fail release aj0=${aj0} aj1=${aj1} aj2=${aj2} aj3=${aj3} aj4=${aj4} aj5=${aj5}
+lz_sc=1; scontrol release "${ids[@]:0:5}" 2>"$run_dir/submit.err" || fail release aj0=${aj0} aj1=${aj1} aj2=${aj2} aj3=${aj3} aj4=${aj4} aj5=${aj5}
 echo "LAZYSLURM-IDS aj0=${aj0} aj1=${aj1} aj2=${aj2} aj3=${aj3} aj4=${aj4} aj5=${aj5}"

@@ -211,7 +211,8 @@ def referenced_modules(blobs: Iterable[bytes], names: Iterable[str]) -> set[str]
 def has_code_by_value(blobs: Iterable[bytes]) -> bool:
     """Whether pickles carry code by value (functions, classes or lambdas rebuilt by
     cloudpickle), which only the same Python minor version can load."""
-    return any(b"cloudpickle" in blob for blob in blobs)
+    # "func_lite": a function's code object as marshal data (store.function_data)
+    return any(b"cloudpickle" in blob or b"func_lite" in blob for blob in blobs)
 
 
 def check_python(

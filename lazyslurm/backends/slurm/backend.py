@@ -73,7 +73,9 @@ from lazyslurm.backends.slurm.controller import (
     total_script,
     transient,
 )
+from lazyslurm.backends.slurm.dirwatch import watch_dirs
 from lazyslurm.backends.slurm.facts import (
+    CONFIG_KEYS,
     Facts,
     check_resources,
     job_budget,
@@ -83,10 +85,12 @@ from lazyslurm.backends.slurm.facts import (
     start_query_script,
 )
 from lazyslurm.backends.slurm.options import (
+    PROBE_CACHE_S,
     STATUS_SOURCES,
     UNREACHABLE_TIMEOUT_S,
     SlurmOptions,
 )
+from lazyslurm.backends.slurm.probecache import load_probe, save_probe, slurm_lines
 from lazyslurm.backends.slurm.render import (
     cancel_script,
     live_runs_script,
@@ -122,7 +126,7 @@ from lazyslurm.errors import (
 from lazyslurm.graph.options import declared
 from lazyslurm.graph.resources import DEFAULTABLE, Resources, TaskDefaults
 from lazyslurm.planning.cost import ClusterFacts
-from lazyslurm.store import INSIDE, RunLayout, default_workdir, read_private
+from lazyslurm.store import INSIDE, ElementKeys, RunLayout, default_workdir, read_private
 
 # DEBUG: each sbatch, sacct, squeue and scancel with its duration; extra fields run_id and
 # array_job (and element where one applies) on every line
@@ -174,6 +178,7 @@ class SlurmBackend(BackendBase):
         unreachable_timeout_s: float = UNREACHABLE_TIMEOUT_S,
         max_rpc_per_min: float | None = None,
         rpc_burst: int | None = None,
+        probe_cache_s: float = PROBE_CACHE_S,
     ) -> None:
         if status not in STATUS_SOURCES:
             msg = f"status must be one of {', '.join(STATUS_SOURCES)}, got {status!r}"
@@ -194,6 +199,7 @@ class SlurmBackend(BackendBase):
             live_runs=live_runs_script(),
         )
         self.unreachable_timeout_s = float(unreachable_timeout_s)
+        self.probe_cache_s = float(probe_cache_s)
         self._facts: Facts | None = None  # the one probe's (once per session)
         self._watches: dict[str, Watch] = {}
         self.ships_by_value = True
@@ -211,12 +217,12 @@ class SlurmBackend(BackendBase):
         """What the cluster is (:mod:`~lazyslurm.backends.slurm.facts`), probed once."""
         if self._facts is None:
             # the packaging's part of the probe: interpreter, modules, staged code
-            script = probe_script(self.packager.probe_line(self._workdir))
             remote = "" if self.shell.local_files else "the login node (over SSH)"
             backoff = Backoff(self.unreachable_timeout_s)
             while True:
-                res = self.shell.run(script)
-                self._count(None, _PROBE_CALLS, needed=True)
+                res = self._run_probe(self.packager.probe_line(self._workdir))
+                if not self.stats.get("probe_cached"):
+                    self._count(None, _PROBE_CALLS, needed=True)
                 try:
                     facts = read_probe(res.stdout, res.stderr, where=remote)
                     break
@@ -236,6 +242,25 @@ class SlurmBackend(BackendBase):
             self.packager.read_probe(res.stdout)
             self._facts = facts
         return self._facts
+
+    def _run_probe(self, more: str) -> CommandResult:
+        """The probe's round trip. On this host, its Slurm part comes from the last
+        process's probe while slurm.conf is unchanged (:mod:`.probecache`): then only
+        the packaging's lines run, if any (nothing for this very interpreter inherited)."""
+        if not isinstance(self.shell, LocalShell) or self.probe_cache_s <= 0:
+            return self.shell.run(probe_script(more))
+        env, slurm = self.shell.env, probe_script()
+        kept = load_probe(env, slurm, self.probe_cache_s)
+        if kept is not None:
+            self.stats["probe_cached"] = 1
+            if not more.strip():
+                return CommandResult(0, kept, "")
+            res = self.shell.run(more)
+            return attrs.evolve(res, stdout=kept + res.stdout)
+        res = self.shell.run(probe_script(more))
+        if res.returncode == 0 and "MaxArraySize" in res.stdout:
+            save_probe(env, slurm, slurm_lines(res.stdout, CONFIG_KEYS))
+        return res
 
     def _probe(self) -> None:
         self.facts  # noqa: B018 - probed on first use
@@ -578,7 +603,19 @@ class SlurmBackend(BackendBase):
             )
             watch.unreachable_since = watch.unreachable_wall = None
         watch.last = snap
+        if snap.finished and watch.notify:  # nothing more to wait for
+            watch.notify.close()
+            watch.notify = False
         return snap
+
+    def _arm(self, watch: Watch, layout: RunLayout) -> None:
+        """Before a local poll lists the store: the inotify watch that ends the next
+        wait when a file lands (made once per run), emptied of what this poll will see."""
+        if watch.notify is None:
+            found = watch_dirs([layout.subdir(d) for d in layout.OUTCOME_DIRS])
+            watch.notify = found if found is not None else False
+        elif watch.notify:
+            watch.notify.drain()
 
     def _unreachable(
         self, handle: RunHandle, watch: Watch, exc: Exception, started: tuple[float, float]
@@ -625,6 +662,7 @@ class SlurmBackend(BackendBase):
             return None
         layout = RunLayout.of(handle.run_id, self.workdir)
         stamp = _dir_stamp(layout)  # taken before the listing: no change is missed
+        self._arm(watch, layout)
         try:
             listed = {d: os.listdir(layout.subdir(d)) for d in layout.OUTCOME_DIRS}
             records = [n for n in os.listdir(layout.dynamic_dir) if layout.is_dynamic_record(n)]
@@ -733,6 +771,7 @@ class SlurmBackend(BackendBase):
         script += f"\n{total_script(calls)}"
         if self.shell.local_files:  # taken before the listing: no change is missed
             watch.stamp = _dir_stamp(layout)
+            self._arm(watch, layout)
         t0 = time.monotonic()
         res = self.shell.run(script, timeout_s=budget)
         self.stats["polls"] += 1
@@ -840,6 +879,13 @@ class SlurmBackend(BackendBase):
         failures: dict[tuple[str, int], ElementFailure] = {}
         for aj in handle.array_jobs:
             job_id = handle.job_ids[aj.id]
+            if aj.pack > 1 and type(aj.keys) is ElementKeys and not (errors or cancelled):
+                # a packed compact map, nothing failed: a state per Slurm element, not
+                # per element (its keys are not derived: pack files name the whole pack)
+                states[aj.id] = self._pack_states(
+                    aj, job_id, rows, results, watch, now, status_known, asked, failures
+                )
+                continue
             row_states = []
             for i, key in enumerate(aj.keys):
                 final = watch.final.get((aj.id, i))
@@ -880,6 +926,64 @@ class SlurmBackend(BackendBase):
             states[aj.id] = row_states
         return Snapshot(states=states, failures=failures, note=watch.note)
 
+    @staticmethod
+    def _pack_states(
+        aj: ArrayJob,
+        job_id: str,
+        rows: Mapping[tuple[str, int | None], Row],
+        results: set[str],
+        watch: Watch,
+        now: float,
+        status_known: bool,
+        asked: Set[str],
+        failures: dict[tuple[str, int], ElementFailure],
+    ) -> list[str]:
+        """:meth:`_snapshot`'s states of a packed array job with no error and no
+        cancelled record in the run: each Slurm element's state, for all its elements
+        (the final state kept under its first element's index). The list of the last
+        poll is returned as it was when nothing changed, else a copy patched where the
+        Slurm elements changed (10 million states are not rebuilt per poll)."""
+        per: list[str] = []
+        n, k = aj.size, aj.pack
+        for j in range(aj.slurm_size):
+            first, count = j * k, min(k, n - j * k)
+            final = watch.final.get((aj.id, first))
+            if final is not None:
+                state, failure = final
+            elif RunLayout.pack_name(aj.id, j) in results:
+                state, failure = DONE, None
+            else:
+                row = rows.get((job_id, j))
+                if row is None and aj.slurm_size == 1:
+                    row = rows.get((job_id, None))
+                if row is None and not status_known:
+                    state, failure = PENDING, None
+                else:
+                    state, failure = element_state(
+                        row, False, job_id, first, aj, watch, now,
+                        cross_checked=f"{job_id}_{j}" in asked,
+                    )
+            if state in (DONE, FAILED, CANCELLED):
+                watch.final[(aj.id, first)] = (state, failure)
+            if failure is not None:
+                for i in range(first, first + count):
+                    failures[(aj.id, i)] = failure
+            per.append(state)
+        last = watch.packed.get(aj.id)
+        if last is not None and last[0] == per:
+            return last[1]
+        if last is None:
+            out = []
+            for j, state in enumerate(per):
+                out.extend([state] * min(k, n - j * k))
+        else:
+            out = last[1][:]
+            for j, (was, now_) in enumerate(zip(last[0], per, strict=True)):
+                if was != now_:
+                    out[j * k : min(n, (j + 1) * k)] = [now_] * min(k, n - j * k)
+        watch.packed[aj.id] = (per, out)
+        return out
+
     def wait_for_change(self, handle: RunHandle, timeout_s: float) -> None:
         """Wait up to ``timeout_s``, waking as soon as a result or error file lands so the
         next poll follows at once. On this host the store's directories are watched here;
@@ -896,6 +1000,10 @@ class SlurmBackend(BackendBase):
             sleep_until_change(timeout_s)
             return
         layout = RunLayout.of(handle.run_id, self.workdir)
+        if watch.notify:  # inotify: woken by the rename that publishes a file
+            if _dir_stamp(layout) == watch.stamp:
+                watch.notify.wait(timeout_s)
+            return
         deadline = time.monotonic() + timeout_s
         while True:
             left = deadline - time.monotonic()
@@ -1032,6 +1140,7 @@ def make_slurm_backend(
         "unreachable_timeout_s": own["unreachable_timeout_s"],
         "max_rpc_per_min": own["max_rpc_per_min"],
         "rpc_burst": own["rpc_burst"],
+        "probe_cache_s": own["probe_cache_s"],
     }
     if kind == "slurm":
         shell: Shell = LocalShell(env=own["env"])

@@ -29,6 +29,7 @@ from lazyslurm.graph.resources import parse_time
 from lazyslurm.planning.cost import ClusterFacts, PartitionFacts
 
 __all__ = [
+    "CONFIG_KEYS",
     "COST_PROBE",
     "Facts",
     "Node",
@@ -46,6 +47,7 @@ __all__ = [
 ]
 
 _CONFIG_KEYS = ("MaxArraySize", "MaxJobCount", "AccountingStorageType", "DefMemPerCPU")
+CONFIG_KEYS = (*_CONFIG_KEYS, "SLURM_CONF")  # the lines of `scontrol show config` probed
 # the part of the probe the worst-case arithmetic needs (partitions and DefMemPerCPU): also
 # run alone, where a task that returns a subgraph checks the run's budget
 COST_PROBE = (
@@ -68,7 +70,7 @@ def probe_script(more: str = "") -> str:
             # no Slurm here: say which way (no scontrol, not configured, controller down)
             'if ! command -v scontrol >/dev/null 2>&1; then echo "LZ-NOSCONTROL=$PATH"; '
             'else lz_conf=$(scontrol show config 2>&1); printf "%s\\n" "$lz_conf" | '
-            "grep -E '^(" + "|".join(_CONFIG_KEYS) + ") ' || "
+            "grep -E '^(" + "|".join(CONFIG_KEYS) + ") ' || "
             'printf "%s\\n" "$lz_conf" | head -n 6 | sed "s/^/LZ-SCONTROL /"; fi',
             "scontrol show partition -o 2>/dev/null | sed 's/^/LZ-PART /'",
             "scontrol show node -o 2>/dev/null | sed 's/^/LZ-NODE /'",

@@ -10,9 +10,12 @@ from typing import Annotated, Literal, TypedDict
 
 from lazyslurm.graph.options import Opt
 
-__all__ = ["STATUS_SOURCES", "UNREACHABLE_TIMEOUT_S", "SlurmOptions", "StatusSource"]
+__all__ = [
+    "PROBE_CACHE_S", "STATUS_SOURCES", "UNREACHABLE_TIMEOUT_S", "SlurmOptions", "StatusSource",
+]
 
 UNREACHABLE_TIMEOUT_S = 600.0  # default of the unreachable_timeout_s option
+PROBE_CACHE_S = 3600.0  # default of the probe_cache_s option
 StatusSource = Literal["auto", "sacct", "squeue"]
 STATUS_SOURCES: tuple[str, ...] = typing.get_args(StatusSource)
 
@@ -48,6 +51,14 @@ class SlurmOptions(TypedDict, total=False):
         Opt(
             "most Slurm commands at once under max_rpc_per_min (default: a minute's worth)",
             positive=True,
+        ),
+    ]
+    probe_cache_s: Annotated[
+        float,
+        Opt(
+            "slurm on this host: reuse the last process's probe of Slurm for this long "
+            "while slurm.conf is unchanged (0: probe in every session)",
+            default=PROBE_CACHE_S,
         ),
     ]
     status: Annotated[

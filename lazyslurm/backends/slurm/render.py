@@ -197,6 +197,12 @@ def submit_script(
 ) -> str:
     """The one script that submits a whole run, all or nothing.
 
+    Every array job is submitted held and released once all are in (one that started
+    before a later ``sbatch`` failed could not be taken back), except the last when it
+    cannot start early: the run's only one (nothing follows it), or one that waits for
+    held ones. That spares a run of one array job the ``scontrol release``, and the
+    last stage of a pipeline its part of it.
+
     ``flags`` maps array job id -> its :func:`sbatch_flags`; the job script of each is
     ``layout.job_script(ID)``. Exit status 3 and a ``LAZYSLURM-SUBMIT-FAILED ID`` line on
     stderr mean nothing of the run is left in the queue; when the release is what failed,
@@ -216,7 +222,7 @@ def submit_script(
     calls = "sbatch $lz_sb scontrol $lz_sc scancel $lz_cc"  # what it asked Slurm
     out = [
         "#!/bin/bash",
-        f"# lazyslurm run {run_id}: submit every array job held, then release them all",
+        f"# lazyslurm run {run_id}: submit the array jobs held, then release them",
         "set -u",
         f"run_dir={q(layout.root)}",
         "ids=()",
@@ -229,9 +235,11 @@ def submit_script(
         "  exit 3",
         "}",
     ]
-    for job in jobs:
+    last_free = release and (len(jobs) == 1 or bool(jobs[-1].dependencies))
+    for n, job in enumerate(jobs):
         dep = ",".join(f"{kind}:${{{up}}}" for kind, up in job.dependencies)
-        args = " ".join(q(f) for f in ["--parsable", "--hold", *flags[job.id]])
+        hold = [] if last_free and n == len(jobs) - 1 else ["--hold"]
+        args = " ".join(q(f) for f in ["--parsable", *hold, *flags[job.id]])
         dep_arg = f' "--dependency={dep}"' if dep else ""
         out += [
             "lz_sb=$((lz_sb + 1))",
@@ -241,10 +249,10 @@ def submit_script(
         ]
     pairs = " ".join(f"{job.id}=${{{job.id}}}" for job in jobs)
     out.append(f"printf '%s\\n' \"{pairs}\" > {rel(ids_file)}")
-    if release:
-        out.append(
-            f'lz_sc=1; scontrol release "${{ids[@]}}" 2>{rel(err_file)} || fail release {pairs}'
-        )
+    held = len(jobs) - 1 if last_free else len(jobs)
+    if release and held:
+        which = '"${ids[@]}"' if held == len(jobs) else f'"${{ids[@]:0:{held}}}"'
+        out.append(f"lz_sc=1; scontrol release {which} 2>{rel(err_file)} || fail release {pairs}")
     out += [f'echo "{IDS_MARKER} {pairs}"', ""]
     return "\n".join(out)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence, Set
+from typing import Any
 
 import attrs
 
@@ -299,6 +300,12 @@ class Watch:
         self.unreachable_since: float | None = None  # time.monotonic()
         self.unreachable_wall: float | None = None  # time.time(), for messages
         self.final: dict[tuple[str, int], tuple[str, ElementFailure | None]] = {}
+        # packed compact maps: each Slurm element's state at the last poll, and the
+        # element states made of them (patched where they change, not rebuilt)
+        self.packed: dict[str, tuple[list[str], list[str]]] = {}
+        # local runs: an inotify watch of the outcome directories (dirwatch.DirWatch),
+        # False where none can be had, None until the first poll
+        self.notify: Any = None
         self.partial: Snapshot | None = None  # from the listing of a poll whose status failed
         # requeue=True: requeues seen per element, and since when it sits requeued
         self.requeues: dict[tuple[str, int], int] = {}
