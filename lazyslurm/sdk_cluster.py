@@ -381,7 +381,9 @@ def file_options(
         msg = f"{file}: invalid TOML: {exc}"
         raise ClusterConfigError(msg) from exc
     overrides = dict(overrides)
+    backend = overrides.pop("backend", None)  # lazyslurm's name wins, then slurm-sdk's
     backend_type = overrides.pop("backend_type", None) or data.pop("backend", "ssh")
+    data.pop("backend", None)
     from lazyslurm.options import all_options
 
     known = set(all_options())
@@ -397,4 +399,4 @@ def file_options(
     except ClusterConfigError as exc:
         raise ClusterConfigError(f"{file}: {exc}") from None
     options.update(translate(overrides))
-    return backend_of_type(str(backend_type)), options
+    return backend or backend_of_type(str(backend_type)), options

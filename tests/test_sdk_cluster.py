@@ -127,7 +127,7 @@ def test_from_args_refuses_what_does_not_fit():
         Cluster.from_args(parse(["--backend", "ssh"]))
     with pytest.raises(ClusterConfigError, match="--hostname, --port only apply to backend 'ssh'"):
         Cluster.from_args(parse(["--backend", "local", "--hostname", "h", "--port", "22"]))
-    with pytest.raises(ClusterConfigError, match="password= is not supported: .*key_filename"):
+    with pytest.raises(ClusterConfigError, match=r"password= is not supported: .*key_filename"):
         Cluster.from_args(parse(["--hostname", "h", "--password", "secret"]))
     with pytest.raises(ClusterConfigError, match="prebuilt image is not supported"):
         Cluster.from_args(parse(["--hostname", "h", "--packaging", "container:python:3.11"]))
@@ -241,6 +241,9 @@ def test_from_file_reads_slurm_sdks_flat_file(tmp_path):
         "account": "my-account",
         "partition": "gpu",
     }
+    path.write_text('backend = "local"\npartition = "debug"\n')  # sbatch on this host
+    assert Cluster.from_file(path).backend_name == "slurm"
+    assert Cluster.from_file(path, backend_type="ssh", hostname="h").backend_name == "ssh"
     path.write_text('backend = "ssh"\nhostname = "h"\nhostnmae = "typo"\n')
     with pytest.raises(ClusterConfigError, match=r"config.toml: unknown key 'hostnmae'"):
         Cluster.from_file(path)
