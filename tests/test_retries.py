@@ -402,3 +402,25 @@ def test_a_packed_element_lost_with_its_node_is_resubmitted_whole(site, tmp_path
         (out,) = Run.attach(run_id, c).result()
     assert out == 0 + 10 + 20 + 30
     assert (where / "0.ran").read_text() != node
+
+
+@pytest.mark.slurm
+@pytest.mark.site
+def test_with_job_requeue_slurm_requeues_and_the_client_waits_instead_of_failing(
+    site, tmp_path
+):
+    """JobRequeue=1 (Slurm's default): Slurm requeues the lost element itself, while sacct
+    still lists its first attempt's NODE_FAIL. With retries, the client waits (the guard
+    has not run: the array job is not over), Slurm's second attempt finishes it, the
+    guard finds nothing lost and writes no record. (Without retries this is the known
+    limit of docs/reliability.md: the element is reported failed.)"""
+    where = tmp_path / "marks"
+    where.mkdir()
+    with site.cluster(tmp_path / "work") as c:
+        run = submit(lost_node_graph(str(where)), cluster=c)
+        wait_for(where / "0.first")
+        node = (where / "0.first").read_text()
+        site.kill_node(node)
+        (out,) = run.result()
+    assert out == 30
+    assert not Path(RunLayout.of(run.id, tmp_path / "work").retries_dir).exists()
