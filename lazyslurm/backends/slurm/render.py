@@ -111,7 +111,8 @@ def guard_flags(job: ArrayJob, *, run_id: str, layout: RunLayout,
         "--ntasks=1",
         "--cpus-per-task=1",
         f"--mem={GUARD_MEM}",
-        f"--time={GUARD_TIME_MIN}",
+        # never more than the task's own limit: within the partition's MaxTime
+        f"--time={min(GUARD_TIME_MIN, r.timeout_min or GUARD_TIME_MIN)}",
     ]
     flags += [f"--{name}={value}" for name in ("partition", "account", "qos")
               if (value := getattr(r, name)) is not None]  # fmt: skip
