@@ -64,6 +64,45 @@ def test_a_guarded_array_job_is_submitted_with_its_guard_and_dependents_wait_for
     assert "-m lazyslurm.backends.slurm.retry /w/runs/r1 aj0" in guard
 
 
+def test_the_client_follows_the_guards_records_to_each_elements_latest_attempt():
+    """A poll's LZ-RETRY lines -> records; each Slurm element's latest job and guard, its
+    attempt, and a guard that gave up on it; the status note names attempts and requests."""
+    from lazyslurm.backends.base import FAILED, PENDING, RunHandle
+    from lazyslurm.backends.slurm import backend as slurm
+    from lazyslurm.backends.slurm import status as st
+
+    first = {"array_job": "aj0", "attempt": 1, "watched": "10",
+             "lost": {"1": {"state": "NODE_FAIL", "node": "n2"}},
+             "retried": {"indices": [1], "job_id": "12", "guard": "13",
+                         "request": {"exclude": ["n2"]}}}  # fmt: skip
+    second = {"array_job": "aj0", "attempt": 2, "watched": "12",
+              "lost": {"1": {"state": "NODE_FAIL", "node": "n3"}},
+              "gave_up": "0 retries left"}  # fmt: skip
+    text = "".join(f"{st.RETRY_MARK} {json.dumps(r)}\n" for r in (second, first)) + "junk\n"
+    recs = st.parse_retry_records(text)
+    assert [r["attempt"] for r in recs["aj0"]] == [1, 2]
+    assert st.latest_attempt(recs["aj0"], 0, "10", "11") == ("10", "11", 1, None, False)
+    job, guard, attempt, gave_up, alone = st.latest_attempt(recs["aj0"], 1, "10", "11")
+    assert (job, guard, attempt, alone) == ("12", "13", 2, True)
+    assert gave_up["gave_up"] == "0 retries left"
+    note = st.retries_note({"aj0": recs["aj0"][:1]}, {"aj0": "f"})
+    assert note == "retried on the cluster: f[1] attempt 2 (job 12; NODE_FAIL on n2; --exclude=n2)"
+    # the snapshot: element 1 lost again, its guard gave up -> FAILED with the reason;
+    # element 0 lost, its guard still pending -> PENDING (not a failure yet)
+    aj = ArrayJob("aj0", "f", ("k0", "k1"), Resources(retries=1))
+    handle = RunHandle("r", (aj,), {"aj0": "10", "aj0.guard": "11"})
+    backend = slurm.SlurmBackend.__new__(slurm.SlurmBackend)
+    watch = st.Watch()
+    watch.retries = recs
+    rows = {("10", 0): st.Row("NODE_FAIL", node="n1"), ("10", 1): st.Row("NODE_FAIL"),
+            ("11", None): st.Row("PENDING"), ("12", 1): st.Row("NODE_FAIL", node="n3")}  # fmt: skip
+    snap = backend._snapshot(handle, rows, set(), set(), watch)
+    assert snap.states["aj0"] == [PENDING, FAILED]
+    failure = snap.failures[("aj0", 1)]
+    assert (failure.node, failure.job_id) == ("n3", "12")
+    assert "attempt 2; the on-cluster retry gave up: 0 retries left" in failure.reason
+
+
 # --------------------------------------------------------------------------- acct cluster
 
 
