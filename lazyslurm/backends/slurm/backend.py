@@ -985,7 +985,8 @@ class SlurmBackend(BackendBase):
                         state == FAILED or (gave_up is not None and state != DONE)
                     ):
                         state, failure = self._guarded(
-                            failure, rows.get((guard_now, None)), gave_up, attempt, jid,
+                            failure, rows.get((guard_now, None)) if guard_now else None,
+                            gave_up, attempt, jid,
                             i // aj.pack,
                         )  # fmt: skip
                 if state in (DONE, FAILED, CANCELLED):
