@@ -58,7 +58,8 @@ class Cluster:
     """A place to run graphs: its configuration, a factory of its backend, and the
     :class:`~lazyslurm.session.Session` of what this process already ran there.
 
-    ``backend`` is ``"local"`` (default: a pool of local processes), ``"sync"`` (in the
+    ``backend`` is ``"local"`` (the default: a pool of local processes; ``"ssh"`` when
+    only a ``hostname`` is given, as in slurm-sdk), ``"sync"`` (in the
     calling thread), ``"slurm"`` (sbatch on this host), ``"ssh"`` (sbatch over SSH), the
     name of a registered backend (:mod:`lazyslurm.backends`), its
     :class:`~lazyslurm.backends.BackendSpec`, or a backend object (such as the public
@@ -79,7 +80,7 @@ class Cluster:
 
     def __init__(
         self,
-        backend: BackendName | BackendSpec | Backend = "local",
+        backend: BackendName | BackendSpec | Backend | None = None,
         *,
         backend_type: BackendName | None = None,
         **options: Unpack[ClusterKeywords],
@@ -87,7 +88,7 @@ class Cluster:
         if backend_type is not None:
             # slurm-sdk's names: "local" there is sbatch on this host (lazyslurm's "slurm")
             from_type = sdk.backend_of_type(backend_type)
-            if backend != "local" and backend != from_type:
+            if backend is not None and backend != from_type:
                 msg = (
                     f"Cluster({backend!r}, backend_type={backend_type!r}): backend_type is "
                     f"slurm-sdk's name of backend; give one of them"
@@ -96,6 +97,9 @@ class Cluster:
             backend = from_type  # type: ignore[assignment]
         if any(sdk.is_sdk_keyword(k) for k in options):
             options = sdk.translate(options)  # type: ignore[assignment]
+        if backend is None:
+            # a hostname names a login node: SSH, as in slurm-sdk (whose default is ssh)
+            backend = "ssh" if options.get("hostname") is not None else "local"
         given: dict[str, Any] = {k: v for k, v in options.items() if v is not None}
         if isinstance(backend, str):
             spec: BackendSpec | None = backends.get(backend)

@@ -330,3 +330,13 @@ def test_a_slurm_sdk_style_script_runs_over_ssh(cluster_env, tmp_path):
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "backend ssh ok True result 81" in out.stdout
+
+
+def test_a_hostname_alone_means_ssh_as_in_slurm_sdk():
+    """slurm-sdk's Cluster(hostname=...) is SSH (its default backend): so is lazyslurm's
+    when no backend is named; a named backend that takes no hostname still refuses it."""
+    cl = Cluster(hostname="login.example.org", username="me")
+    assert cl.backend_name == "ssh"
+    assert Cluster().backend_name == "local"
+    with pytest.raises(ClusterConfigError, match="hostname"):
+        Cluster("local", hostname="login.example.org")
