@@ -520,6 +520,21 @@ class RunLayout:
     def dynamic_dir(self) -> str:
         return self._at("dynamic")
 
+    @property
+    def retries_dir(self) -> str:
+        """Records of the elements a guard job resubmitted on the cluster (on-cluster
+        retries: docs/reliability.md#retries-on-the-cluster)."""
+        return self._at("retries")
+
+    def retry_record(self, array_job: str, attempt: int) -> str:
+        """What the guard of ``array_job``'s attempt ``attempt`` did (JSON): attempt 2 is
+        the first resubmission."""
+        return self._at(f"retries/{array_job}.{attempt}.json")
+
+    def guard_script(self, array_job: str) -> str:
+        """The batch script of ``array_job``'s guard jobs."""
+        return self._at(f"jobs/{array_job}.guard.sh")
+
     def subgraph_file(self, prefix: str, what: str) -> str:
         """A file of the subgraph whose array job ids start with ``prefix`` (submitted from
         a compute node): ``submit.sh``, ``ids`` (its job ids) or ``err`` (sbatch's words)."""

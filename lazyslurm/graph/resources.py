@@ -247,6 +247,20 @@ def _retries(option: str, value: object) -> int:
     return _positive_int(option, value, zero_ok=True)
 
 
+def _factor(option: str, value: object) -> float:
+    """A growth factor per attempt (``on_oom=2.0``): a number greater than 1."""
+    forms = "a number greater than 1 (the request is multiplied by it at each attempt)"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _wrong_type(option, value, forms)
+    if not math.isfinite(value) or value <= 1:
+        raise _bad(option, value, forms)
+    return float(value)
+
+
+def _max_mem(option: str, value: object) -> int:
+    return parse_mem(value, option)
+
+
 def _time_text(option: str, value: object) -> str:
     return str(parse_time(value, option))
 
@@ -419,6 +433,11 @@ class Resources:
     scheduler: tuple[tuple[str, str], ...] = ()
     requeue: bool = False  # sbatch --requeue; preemption and node failure run it again
     pack: int | str | None = None  # map elements per Slurm element: k > 1, or "auto"
+    # on-cluster retries with more (docs/usage.md#escalation): memory x on_oom per attempt
+    # after OUT_OF_MEMORY, up to max_mem_mb; time x on_timeout after TIMEOUT
+    on_oom: float | None = None
+    on_timeout: float | None = None
+    max_mem_mb: int | None = None
 
     @classmethod
     def from_options(cls, **options: Any) -> Resources:
@@ -454,7 +473,35 @@ class Resources:
                 f"a packed Slurm element runs its elements in one process"
             )
             raise InvalidOptionError(msg)
+        res._check_escalation()
         return res
+
+    def _check_escalation(self) -> None:
+        """``on_oom``/``on_timeout``/``max_mem`` make sense only together with what they
+        act on: a clear error at decoration time, never an option silently ignored."""
+        for name in ("on_oom", "on_timeout"):
+            if getattr(self, name) is not None and not self.retries:
+                msg = (
+                    f"{name}={getattr(self, name)!r} needs retries=N (N > 0): it says how "
+                    f"the request grows at each of the N on-cluster attempts"
+                )
+                raise InvalidOptionError(msg)
+        if self.max_mem_mb is not None:
+            if self.on_oom is None:
+                msg = (
+                    f"max_mem={self.max_mem_mb}M caps on_oom's escalation; without on_oom "
+                    f"it would do nothing: set on_oom (and retries), or drop max_mem"
+                )
+                raise InvalidOptionError(msg)
+            if isinstance(self.mem_mb, int) and self.max_mem_mb < self.mem_mb:
+                msg = f"max_mem={self.max_mem_mb}M is below mem={self.mem_mb}M"
+                raise InvalidOptionError(msg)
+
+    @property
+    def guarded(self) -> bool:
+        """Whether its array jobs get a guard job on the cluster that resubmits elements
+        lost for infrastructure reasons (docs/reliability.md#retries-on-the-cluster)."""
+        return bool(self.retries) or self.requeue
 
     @classmethod
     def defaults_from(cls, options: Mapping[str, Any]) -> Resources:
@@ -726,6 +773,11 @@ class TaskOptions(TaskDefaults, total=False):
     packaging: Annotated[PackagingMode, Opt("how the code reaches the cluster", parse=_packaging)]
     requeue: Annotated[bool, Opt("Slurm may requeue it (checkpoint hooks)", parse=_bool)]
     pack: Annotated[int | Literal["auto"], Opt("elements per Slurm element", parse=_pack)]
+    on_oom: Annotated[float, Opt("memory x this per retry after OUT_OF_MEMORY", parse=_factor)]
+    on_timeout: Annotated[float, Opt("time x this per retry after TIMEOUT", parse=_factor)]
+    max_mem: Annotated[
+        str | int, Opt("on_oom's cap on memory", parse=_max_mem, field="max_mem_mb")
+    ]
     pure: Annotated[bool, Opt("same inputs, same result (cacheable)", parse=_bool, field="")]
     name: Annotated[str, Opt("the task's name (default: the function's)", field="")]
 

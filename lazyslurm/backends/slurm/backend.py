@@ -99,9 +99,12 @@ from lazyslurm.backends.slurm.render import (
     submission,
 )
 from lazyslurm.backends.slurm.status import (
+    GUARD_GAVE_UP,
+    GUARD_KEY,
     INPUT_FAILED,
     PENDING_REASON_CHECK_S,
     PERMANENT_STATUS_ERRORS,
+    RETRY_MARK,
     SACCT_FORMAT,
     SQUEUE_FORMAT,
     Row,
@@ -110,8 +113,11 @@ from lazyslurm.backends.slurm.status import (
     classify,
     cross_checked,
     element_state,
+    latest_attempt,
     listing,
+    parse_retry_records,
     parse_status,
+    retries_note,
     with_pending_reasons,
 )
 from lazyslurm.errors import (
@@ -303,8 +309,26 @@ class SlurmBackend(BackendBase):
         }
         if not masters:
             return Accounting(note="the run has no Slurm job ids (was it submitted?)")
+        if any(aj.resources.guarded for aj in handle.array_jobs):
+            # on-cluster retries: the jobs the guards resubmitted hold later attempts of
+            # the same elements (same indices), oldest first as sacct lists job ids
+            for aj_id, recs in self._retry_records(handle.run_id).items():
+                for rec in recs:
+                    retried = rec.get("retried") or {}
+                    if retried.get("job_id"):
+                        masters[retried["job_id"]] = aj_id
         res = self.shell.run(accounting_query(list(masters)), timeout_s=_QUERY_TIMEOUT_S)
         return Accounting(parse_accounting(res.stdout, masters))
+
+    def _retry_records(self, run_id: str) -> dict[str, list[dict[str, Any]]]:
+        """The guards' records of a run (on-cluster retries), by array job: one command."""
+        where = shlex.quote(RunLayout.of(run_id, self.workdir).retries_dir)
+        res = self.shell.run(
+            f"for f in {where}/*.json; do [ -f \"$f\" ] && "
+            f"printf '%s %s\\n' {RETRY_MARK} \"$(cat \"$f\")\"; done; true",
+            timeout_s=_QUERY_TIMEOUT_S,
+        )
+        return parse_retry_records(res.stdout)
 
     @property
     def workdir(self) -> str:
@@ -343,7 +367,8 @@ class SlurmBackend(BackendBase):
         submission, with its own message.)"""
         facts = self.facts
         budget = job_budget(facts.job_limits, share=1)
-        queued = sum(aj.slurm_size for aj in array_jobs)
+        # a guarded array job (on-cluster retries) queues its guard job beside it
+        queued = sum(aj.slurm_size + aj.resources.guarded for aj in array_jobs)
         if budget is not None and queued > budget:
             which = ", ".join(f"{k}={v}" for k, v in sorted(facts.job_limits.items()))
             msg = (
@@ -712,14 +737,29 @@ class SlurmBackend(BackendBase):
                 return snap
         q = shlex.quote
         ids = ",".join(handle.job_ids[aj.id] for aj in handle.array_jobs)
+        guarded = [aj for aj in handle.array_jobs if aj.resources.guarded]
+        if guarded:  # on-cluster retries: the guards are asked too (and, below, the
+            # jobs and guards the guards' records name, read in the same script)
+            ids = ",".join([ids] + [handle.job_ids[f"{aj.id}{GUARD_KEY}"] for aj in guarded
+                                    if f"{aj.id}{GUARD_KEY}" in handle.job_ids])  # fmt: skip
         layout = RunLayout.of(handle.run_id, self.workdir)
         run_dir = layout.root
         results, errors = (q(layout.subdir(d)) for d in layout.OUTCOME_DIRS)
         grep = q(layout.OUTCOME_GREP)
+        more = ""
+        if guarded:
+            retries = q(layout.retries_dir)
+            more = '"${lz_more:+,$lz_more}"'
         if self.status_source == "sacct":
-            status_cmd = f"sacct -X -n -P -j {q(ids)} -o {SACCT_FORMAT}"
+            status_cmd = f"sacct -X -n -P -j {q(ids)}{more} -o {SACCT_FORMAT}"
         else:
-            status_cmd = f"squeue -h -t all -j {q(ids)} -o {q(SQUEUE_FORMAT)}"
+            status_cmd = f"squeue -h -t all -j {q(ids)}{more} -o {q(SQUEUE_FORMAT)}"
+        if guarded:  # the ids the guards' records name (their retries, the next guards)
+            status_cmd = (
+                f"lz_more=$(cat {retries}/*.json 2>/dev/null | grep -o "
+                "'\"\\(job_id\\|guard\\)\": \"[0-9_]*\"' | grep -o '[0-9][0-9_]*' | "
+                "sort -u | paste -sd, -)\n" + status_cmd
+            )
         # when every element already has its result file (the first truth), the status
         # command (sacct: ~0.1 s) has nothing to add: the run's last poll skips it
         total = sum(aj.size if aj.pack == 1 else aj.slurm_size for aj in handle.array_jobs)
@@ -761,6 +801,11 @@ class SlurmBackend(BackendBase):
             # counted after the listing: a record is written before its task's result
             f"echo LZ-DYN=$(ls -1 -f {dyn} 2>/dev/null | grep -c '[.]json$')"
         )
+        if guarded:  # the guards' records, a line each
+            script += (
+                f"\nfor f in {q(INSIDE.retries_dir)}/*.json; do [ -f \"$f\" ] && "
+                f"printf '%s %s\\n' {RETRY_MARK} \"$(cat \"$f\")\"; done"
+            )
         if ask_squeue and not held:
             script += (
                 f"\necho {_PENDING_MARK}; squeue -h -r -t PD -j {q(ids)} "
@@ -804,6 +849,9 @@ class SlurmBackend(BackendBase):
         env = re.search(r"^LZ-ENV (\d+) (.*)$", rest.split("LZ-FILES", 1)[0], re.MULTILINE)
         watch.note = environment_note(env.group(2), int(env.group(1))) if env else ""
         files = rest.split("LZ-FILES", 1)[-1]
+        if RETRY_MARK in files:
+            watch.retries = parse_retry_records(files)
+            files = "\n".join(ln for ln in files.splitlines() if not ln.startswith(RETRY_MARK))
         files, _, cross_text = files.partition(_CROSS_MARK)
         files, _, pending_text = files.partition(_PENDING_MARK)
         results, errors, cancelled = listing(files)
@@ -879,7 +927,12 @@ class SlurmBackend(BackendBase):
         failures: dict[tuple[str, int], ElementFailure] = {}
         for aj in handle.array_jobs:
             job_id = handle.job_ids[aj.id]
-            if aj.pack > 1 and type(aj.keys) is ElementKeys and not (errors or cancelled):
+            if (
+                aj.pack > 1
+                and type(aj.keys) is ElementKeys
+                and not (errors or cancelled)
+                and not aj.resources.guarded  # on-cluster retries: element by element
+            ):
                 # a packed compact map, nothing failed: a state per Slurm element, not
                 # per element (its keys are not derived: pack files name the whole pack)
                 states[aj.id] = self._pack_states(
@@ -887,6 +940,10 @@ class SlurmBackend(BackendBase):
                 )
                 continue
             row_states = []
+            guard = handle.job_ids.get(f"{aj.id}{GUARD_KEY}") if aj.resources.guarded else None
+            records = watch.retries.get(aj.id, [])
+            guard_now: str | None = None
+            gave_up: Mapping[str, Any] | None = None
             for i, key in enumerate(aj.keys):
                 final = watch.final.get((aj.id, i))
                 if final is not None:
@@ -900,31 +957,78 @@ class SlurmBackend(BackendBase):
                 ):  # a pack file: every element of the pack has run; a result if no error
                     state, failure = DONE, None
                 else:
-                    row = rows.get((job_id, i // aj.pack))  # its Slurm element
-                    if row is None and aj.slurm_size == 1:
+                    jid, attempt, single = job_id, 1, aj.slurm_size == 1
+                    if guard is not None:  # its latest attempt's job, and who guards it
+                        jid, guard_now, attempt, gave_up, alone = latest_attempt(
+                            records, i // aj.pack, job_id, guard
+                        )
+                        single = single if attempt == 1 else alone
+                    row = rows.get((jid, i // aj.pack))  # its Slurm element
+                    if row is None and single:
                         # sacct first records an array as its bare master id, which
                         # stands for one (unknown) element: usable only for size 1
-                        row = rows.get((job_id, None))
+                        row = rows.get((jid, None))
                     if row is None and not status_known:  # no news: never a grace that ends
                         state, failure = PENDING, None
                     else:
                         state, failure = element_state(
                             row,
                             key in errors,
-                            job_id,
+                            jid,
                             i,
                             aj,
                             watch,
                             now,
-                            cross_checked=f"{job_id}_{i // aj.pack}" in asked,
+                            cross_checked=f"{jid}_{i // aj.pack}" in asked,
                         )
+                    if guard is not None and key not in errors and (
+                        state == FAILED or (gave_up is not None and state != DONE)
+                    ):
+                        state, failure = self._guarded(
+                            failure, rows.get((guard_now, None)) if guard_now else None,
+                            gave_up, attempt, jid,
+                            i // aj.pack,
+                        )  # fmt: skip
                 if state in (DONE, FAILED, CANCELLED):
                     watch.final[(aj.id, i)] = (state, failure)
                 if failure is not None:
                     failures[(aj.id, i)] = failure
                 row_states.append(state)
             states[aj.id] = row_states
-        return Snapshot(states=states, failures=failures, note=watch.note)
+        note = watch.note
+        if watch.retries:
+            more = retries_note(watch.retries, {aj.id: aj.name for aj in handle.array_jobs})
+            note = f"{note}; {more}" if note and more else note or more
+        return Snapshot(states=states, failures=failures, note=note)
+
+    @staticmethod
+    def _guarded(
+        failure: ElementFailure | None,
+        guard_row: Row | None,
+        gave_up: Mapping[str, Any] | None,
+        attempt: int,
+        job_id: str,
+        slurm_index: int,
+    ) -> tuple[str, ElementFailure | None]:
+        """An element of a guarded array job that Slurm says failed, with no error record
+        of its own: still PENDING while its guard may resubmit it (the guard has not ended,
+        or it ended well and its record is not read yet); FAILED once the guard gave up,
+        with the guard's reason."""
+        if gave_up is None and (guard_row is None or guard_row.state not in GUARD_GAVE_UP):
+            return PENDING, None
+        if failure is None:  # Slurm's row not read yet: the guard's record says
+            lost = ((gave_up or {}).get("lost") or {}).get(str(slurm_index)) or {}
+            failure = ElementFailure(
+                state=lost.get("state") or "FAILED", job_id=job_id, node=lost.get("node", "")
+            )
+        why = (gave_up or {}).get("gave_up") or (
+            f"its guard job ended {guard_row.state}" if guard_row is not None else ""
+        )
+        if failure is not None:
+            extra = f"attempt {attempt}; the on-cluster retry gave up: {why}"
+            reason = f"{failure.reason} ({extra})" if failure.reason else extra
+            failure = attrs.evolve(failure, reason=reason)
+        return FAILED, failure
 
     @staticmethod
     def _pack_states(

@@ -40,7 +40,7 @@ from lazyslurm.graph.resources import Resources
 from lazyslurm.planning.cost import ClusterFacts
 from lazyslurm.store import RunLayout, atomic_write, parse_job_ids, read_private, record_calls
 
-__all__ = ["cost_facts", "inner_cluster", "start_subgraph"]
+__all__ = ["cost_facts", "inner_cluster", "repoint_dependents", "start_subgraph"]
 
 # Slurm's client fails now and then while slurmctld is busy or restarting ("Socket timed
 # out on send/recv operation", "Unable to contact slurm controller"): such a command is
@@ -118,9 +118,9 @@ def start_subgraph(sub: Subgraph) -> None:
     try:
         with _cancelled_if_stopped(list(ids.values())), locked(layout):
             records = local_records(layout)  # under the lock: earlier expansions' edges
-            record.added = _repoint_dependents(
-                layout, sub.array_job, [ids[f] for f in record.final], record, records,
-                sub.manifest, timeout_s,
+            record.added = repoint_dependents(
+                layout, sub.array_job, [ids[f] for f in record.final], list(record.final),
+                records, sub.manifest, timeout_s,
             )  # fmt: skip
             rel = _slurm(["scontrol", "release", *ids.values()], layout, timeout_s)
             if rel.returncode != 0:
@@ -226,17 +226,20 @@ def _said(res: subprocess.CompletedProcess[str]) -> str:
     return f"exit {res.returncode}" + (f": {words}" if words else " and no message")
 
 
-def _repoint_dependents(
+def repoint_dependents(
     layout: RunLayout,
     array_job: str,
     final_ids: list[str],
-    record: SubgraphRecord,
+    names: list[str],
     records: list[SubgraphRecord],
     manifest: Mapping[str, Any],
     timeout_s: float = UNREACHABLE_TIMEOUT_S,
 ) -> dict[str, list[str]]:
     """Add ``afterok`` on ``final_ids`` to every pending job depending on ``array_job``
-    (in the run's graph as extended by earlier expansions). Returns what was added.
+    (in the run's graph as extended by earlier expansions). Returns what was added (the
+    ``names`` of what they now wait for, per dependent). Used by dynamic expansion (the
+    subgraph's final array jobs) and by on-cluster retries (the next guard job:
+    :mod:`lazyslurm.backends.slurm.retry`).
     Raises :class:`~lazyslurm.errors.DynamicExpansionError` when Slurm cannot say which
     of them are pending (``squeue`` kept failing) or refuses an update: a dependent left
     as it is would start before the subgraph ends and fail for want of its results."""
@@ -291,5 +294,5 @@ def _repoint_dependents(
                 f"cancelled"
             )
             raise DynamicExpansionError(msg)
-        added[targets[sid]] = list(record.final)
+        added[targets[sid]] = list(names)
     return added

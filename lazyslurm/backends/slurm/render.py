@@ -37,6 +37,8 @@ __all__ = [
     "SUBMIT_FAILED_MARKER",
     "Submission",
     "cancel_script",
+    "guard_flags",
+    "guard_script",
     "job_script",
     "live_runs_script",
     "ranks_script",
@@ -49,6 +51,9 @@ __all__ = [
     "submit_script",
 ]
 
+GUARD = "guard"  # jobids: AJ.guard=ID; job name lz-RUN-AJ-guard
+GUARD_TIME_MIN = 10  # a guard lists outcomes, asks Slurm, resubmits: seconds, but a busy
+GUARD_MEM = "256M"  # controller may make it wait (unreachable_timeout_s)
 CHECKPOINT_LEAD_S = 60  # --signal: SIGUSR1 this long before the time limit (checkpoint hooks)
 
 IDS_MARKER = "LAZYSLURM-IDS"
@@ -84,6 +89,56 @@ def sbatch_flags(
     if r.requeue:  # and SIGUSR1 before the time limit: the checkpoint hooks
         flags += ["--requeue", f"--signal=B:USR1@{CHECKPOINT_LEAD_S}"]
     return flags
+
+
+def guard_flags(job: ArrayJob, *, run_id: str, layout: RunLayout,
+                defaults: Resources | None = None) -> list[str]:  # fmt: skip
+    """sbatch options of the guard job of an array job whose task retries on the cluster
+    (:attr:`Resources.guarded`): one CPU for a few minutes, in the task's partition,
+    account and QOS; its log is ``logs/AJ.guard_JOBID.out``. It waits ``afterany`` for the
+    job it guards (added at submit time) and runs :mod:`lazyslurm.backends.slurm.retry`.
+
+    >>> aj = ArrayJob("aj1", "f", ("k",), Resources(retries=2, partition="p"))
+    >>> guard_flags(aj, run_id="r1", layout=RunLayout("/w/runs/r1"))[:2]
+    ['--job-name=lz-r1-aj1-guard', '--output=/w/runs/r1/logs/aj1.guard_%j.out']
+    """
+    r = job.effective(defaults)
+    log = f"{layout.root.replace('%', '%%')}/logs/{job.id}.{GUARD}_%j.out"
+    flags = [
+        f"--job-name={JOB_NAME_PREFIX}{run_id}-{job.id}-{GUARD}",
+        f"--output={log}",
+        f"--error={log}",
+        "--ntasks=1",
+        "--cpus-per-task=1",
+        f"--mem={GUARD_MEM}",
+        # never more than the task's own limit: within the partition's MaxTime
+        f"--time={min(GUARD_TIME_MIN, r.timeout_min or GUARD_TIME_MIN)}",
+    ]
+    flags += [f"--{name}={value}" for name in ("partition", "account", "qos")
+              if (value := getattr(r, name)) is not None]  # fmt: skip
+    flags += [f"--{name}={value}" for name, value in r.scheduler if name == "clusters"]
+    return flags
+
+
+def guard_script(job: ArrayJob, *, run_id: str, layout: RunLayout, start: Launch) -> str:
+    """The batch script of an array job's guard jobs: the job's setup lines, then
+    ``python -P -m lazyslurm.backends.slurm.retry RUN_DIR ARRAY_JOB WATCHED ATTEMPT``
+    (``sbatch ... -- SCRIPT WATCHED ATTEMPT``: the Slurm job it guards and which attempt
+    that is). When the runner is started by path, its package's directory goes on
+    ``PYTHONPATH``."""
+    q = shlex.quote
+    lines = [
+        "#!/bin/bash",
+        f"# lazyslurm run {run_id}: guard of array job {job.id} ({job.name}): on-cluster retries",
+        *start.setup,
+    ]
+    if start.runner and start.runner.endswith(_RUNNER_BY_PATH):
+        root = start.runner[: -len(_RUNNER_BY_PATH)].rstrip("/") or "/"
+        lines.append(f'export PYTHONPATH={q(root)}"${{PYTHONPATH:+:$PYTHONPATH}}"')
+    words = [*start.launcher, start.python, "-P", "-m", "lazyslurm.backends.slurm.retry",
+             layout.root, job.id]  # fmt: skip
+    lines += ["exec " + " ".join(q(w) for w in words) + ' "$@"', ""]
+    return "\n".join(lines)
 
 
 def resource_flags(r: Resources) -> list[str]:
@@ -194,6 +249,7 @@ def submit_script(
     jobids: str | None = None,
     stderr: str | None = None,
     release: bool = True,
+    guards: Mapping[str, Sequence[str]] | None = None,
 ) -> str:
     """The one script that submits a whole run, all or nothing.
 
@@ -211,8 +267,15 @@ def submit_script(
     the run directory) replace ``layout.jobids``/``layout.submit_err``: a subgraph
     submitted from a compute node (docs/dynamic.md) keeps its own. ``release=False``
     leaves every array job held (a subgraph is released once its dependents wait for it).
+
+    ``guards`` maps the id of an array job that retries on the cluster to its
+    :func:`guard_flags`: right after it, its guard job is submitted (held, ``afterany``
+    on it, script ``layout.guard_script(ID)``), and its dependents wait ``afterok`` for
+    the guard instead of for it (element-wise ``aftercorr`` is given up for it). The
+    guard's id is reported as ``ID.guard=GUARD_ID``.
     """
     q = shlex.quote
+    guards = guards or {}
     ids_file = jobids or layout.jobids
     err_file = stderr or layout.submit_err
 
@@ -235,9 +298,13 @@ def submit_script(
         "  exit 3",
         "}",
     ]
-    last_free = release and (len(jobs) == 1 or bool(jobs[-1].dependencies))
+    last_free = release and not guards and (len(jobs) == 1 or bool(jobs[-1].dependencies))
+
+    def on(kind: str, up: str) -> str:  # a guarded job's dependents wait for its guard
+        return f"afterok:${{{up}_g}}" if up in guards else f"{kind}:${{{up}}}"
+
     for n, job in enumerate(jobs):
-        dep = ",".join(f"{kind}:${{{up}}}" for kind, up in job.dependencies)
+        dep = ",".join(dict.fromkeys(on(kind, up) for kind, up in job.dependencies))
         hold = [] if last_free and n == len(jobs) - 1 else ["--hold"]
         args = " ".join(q(f) for f in ["--parsable", *hold, *flags[job.id]])
         dep_arg = f' "--dependency={dep}"' if dep else ""
@@ -247,11 +314,24 @@ def submit_script(
             f"2>{rel(err_file)}) || fail {q(job.id)}",
             f'{job.id}=${{out%%;*}}; ids+=("${job.id}")',
         ]
-    pairs = " ".join(f"{job.id}=${{{job.id}}}" for job in jobs)
+        if job.id in guards:
+            gargs = " ".join(q(f) for f in ["--parsable", "--hold", *guards[job.id]])
+            out += [
+                "lz_sb=$((lz_sb + 1))",
+                f'out=$(sbatch {gargs} "--dependency=afterany:${{{job.id}}}" -- '
+                f'{rel(layout.guard_script(job.id))} "${{{job.id}}}" 1 2>{rel(err_file)}) '
+                f"|| fail {q(job.id)}",
+                f'{job.id}_g=${{out%%;*}}; ids+=("${job.id}_g")',
+            ]
+    pairs = " ".join(
+        f"{job.id}=${{{job.id}}}"
+        + (f" {job.id}.{GUARD}=${{{job.id}_g}}" if job.id in guards else "")
+        for job in jobs
+    )
     out.append(f"printf '%s\\n' \"{pairs}\" > {rel(ids_file)}")
-    held = len(jobs) - 1 if last_free else len(jobs)
+    held = len(jobs) - 1 if last_free else len(jobs) + len(guards)
     if release and held:
-        which = '"${ids[@]}"' if held == len(jobs) else f'"${{ids[@]:0:{held}}}"'
+        which = '"${ids[@]}"' if not last_free else f'"${{ids[@]:0:{held}}}"'
         out.append(f"lz_sc=1; scontrol release {which} 2>{rel(err_file)} || fail release {pairs}")
     out += [f'echo "{IDS_MARKER} {pairs}"', ""]
     return "\n".join(out)
@@ -355,6 +435,16 @@ def submission(
             launcher=start.launcher,
             runner=None if start.launcher else start.runner,
         ).encode()
+    guards = {
+        aj.id: guard_flags(aj, run_id=run_id, layout=layout, defaults=defaults)
+        for aj in array_jobs
+        if aj.resources.guarded
+    }
+    for aj_id in guards:
+        aj = next(a for a in array_jobs if a.id == aj_id)
+        files[INSIDE.guard_script(aj_id)] = guard_script(
+            aj, run_id=run_id, layout=layout, start=launches[aj_id]
+        ).encode()
     script = submit_script(
         array_jobs,
         run_id=run_id,
@@ -363,6 +453,7 @@ def submission(
         jobids=jobids,
         stderr=stderr,
         release=release,
+        guards=guards,
     )
     rel = INSIDE.subgraph_file(name, "submit.sh") if name else INSIDE.submit_script
     files[rel] = script.encode()

@@ -324,6 +324,9 @@ class Watch:
         # it (every process's), and what this process made since
         self.calls_total: dict[str, int] | None = None
         self.calls_since: dict[str, int] = {}
+        # on-cluster retries: the guards' records (retries/AJ.N.json) by array job, as
+        # the last full poll read them (docs/reliability.md#retries-on-the-cluster)
+        self.retries: dict[str, list[dict[str, Any]]] = {}
 
 
 def listing(text: str) -> tuple[set[str], set[str], set[str]]:
@@ -441,3 +444,80 @@ def element_state(
         node=row.node,
     )
 
+
+
+RETRY_MARK = "LZ-RETRY"  # a poll's line: one guard's record (JSON) follows
+GUARD_KEY = ".guard"  # job ids: AJ.guard=ID (render.GUARD)
+# a guard job that ended in one of these has given up: its array job's lost elements fail
+GUARD_GAVE_UP = frozenset(
+    {"FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL",
+     "DEADLINE"}
+)  # fmt: skip
+
+
+def parse_retry_records(text: str) -> dict[str, list[dict[str, Any]]]:
+    """The guards' records from a poll's ``LZ-RETRY {json}`` lines, by array job and
+    attempt (a line that does not parse is skipped: a record being written)."""
+    import json
+
+    out: dict[str, list[dict[str, Any]]] = {}
+    for line in text.splitlines():
+        if not line.startswith(RETRY_MARK + " "):
+            continue
+        try:
+            rec = json.loads(line[len(RETRY_MARK) + 1 :])
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and "array_job" in rec:
+            out.setdefault(rec["array_job"], []).append(rec)
+    for recs in out.values():
+        recs.sort(key=lambda r: r.get("attempt", 0))
+    return out
+
+
+def latest_attempt(
+    records: Sequence[Mapping[str, Any]], slurm_index: int, job_id: str, guard: str | None
+) -> tuple[str, str | None, int, Mapping[str, Any] | None, bool]:
+    """Where Slurm element ``slurm_index`` of a guarded array job stands: the Slurm job of
+    its latest attempt, the guard watching that job, its attempt number (1: the first),
+    the record of a guard that gave up on it (None if none did), and whether that
+    attempt's job has this one element (sacct may list it by its bare id)."""
+    attempt, gave_up, alone = 1, None, False
+    for rec in records:
+        retried = rec.get("retried") or {}
+        if slurm_index in retried.get("indices", ()):
+            job_id, guard = retried["job_id"], retried.get("guard")
+            attempt = rec.get("attempt", attempt) + 1
+            alone = len(retried["indices"]) == 1
+        elif rec.get("gave_up") and rec.get("watched") == job_id:
+            gave_up = rec
+    return job_id, guard, attempt, gave_up, alone
+
+
+def retries_note(records: Mapping[str, Sequence[Mapping[str, Any]]], names: Mapping[str, str]
+                 ) -> str:  # fmt: skip
+    """One line on the elements guards resubmitted: ``retried on the cluster: train[0]
+    attempt 2 (NODE_FAIL on site2; --exclude=site2)``."""
+    parts = []
+    for aj, recs in sorted(records.items()):
+        for rec in recs:
+            retried = rec.get("retried")
+            if not retried:
+                continue
+            lost = rec.get("lost", {})
+            why = sorted({
+                f"{v.get('state')}" + (f" on {v['node']}" if v.get("node") else "")
+                for v in lost.values()
+            })  # fmt: skip
+            req = retried.get("request", {})
+            exclude = ",".join(req.get("exclude") or ())
+            asked = [f"mem={req['mem_mb']}M" if "mem_mb" in req else "",
+                     f"time={req['time_min']}min" if "time_min" in req else "",
+                     f"--exclude={exclude}" if exclude else ""]  # fmt: skip
+            idx = ",".join(str(i) for i in retried.get("indices", ()))
+            parts.append(
+                f"{names.get(aj, aj)}[{idx}] attempt {rec.get('attempt', 1) + 1} "
+                f"(job {retried.get('job_id')}; {', '.join(why)}"
+                + "".join(f"; {a}" for a in asked if a) + ")"
+            )
+    return ("retried on the cluster: " + "; ".join(parts)) if parts else ""
