@@ -1606,16 +1606,9 @@ def read_header(path: str | os.PathLike[str]) -> dict[str, Any]:
         light = bool(flags & SPEC_CLOUDPICKLE_LIGHT)
         if flags & SPEC_CLOUDPICKLE and not light:
             _need_cloudpickle(path)
-        base = 24 + 8 * (count + 1)
-        first = os.pread(fd, 16, 24)
-        h0, h1 = int.from_bytes(first[:8], "little"), int.from_bytes(first[8:], "little")
-        header = decode_value(_pread_all(fd, h1 - h0, base + h0), light=light, source=path)
+        return _read_header(fd, 24 + 8 * (count + 1), light, path)
     finally:
         os.close(fd)
-    ref = header.pop("func_ref", None)
-    if ref is not None:
-        header["func"] = FunctionRef(*ref)
-    return header
 
 
 def _pread_all(fd: int, size: int, offset: int) -> bytes:
