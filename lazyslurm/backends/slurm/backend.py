@@ -84,6 +84,14 @@ from lazyslurm.backends.slurm.facts import (
     split_starts,
     start_query_script,
 )
+from lazyslurm.backends.slurm.feed import (
+    check_feedable,
+    fed_submission,
+    over_cap,
+    queued_script,
+    read_progress,
+    unsubmitted_states,
+)
 from lazyslurm.backends.slurm.options import (
     PROBE_CACHE_S,
     STATUS_SOURCES,
@@ -344,15 +352,9 @@ class SlurmBackend(BackendBase):
         facts = self.facts
         budget = job_budget(facts.job_limits, share=1)
         queued = sum(aj.slurm_size for aj in array_jobs)
-        if budget is not None and queued > budget:
+        if budget is not None and queued > budget:  # fed in on the cluster, if it can be
             which = ", ".join(f"{k}={v}" for k, v in sorted(facts.job_limits.items()))
-            msg = (
-                f"the run would queue {queued} Slurm jobs (array elements) but the cluster "
-                f"allows {budget} ({which}): pack elements into fewer Slurm jobs with "
-                f"pack=k or pack='auto' (task option or task.map(items, pack=...)); "
-                f"nothing was submitted"
-            )
-            raise ResourceLimitError(msg, option="pack", value=str(queued), limit=str(budget))
+            check_feedable(array_jobs, budget, which)
         if not facts.cluster.partitions:
             return
         for aj in array_jobs:
@@ -386,6 +388,8 @@ class SlurmBackend(BackendBase):
         self.check_limits(array_jobs)
         layout = RunLayout.of(run_id, self.workdir)
         self._watches[run_id] = Watch()
+        fed = self._fed_budget(array_jobs)  # over the submit cap: fed in (feed.py)
+        queued = self._queued_now(run_id) if fed is not None else None
         for attempt in (1, 2):
             # code entries the probe saw may have been removed since (clean --code, the
             # code_cache_gb cap of another session): found gone before anything is
@@ -399,7 +403,16 @@ class SlurmBackend(BackendBase):
                 layout=layout,
                 defaults=self.defaults,
                 launches=prepared.launches,
-            )
+            ) if fed is None else fed_submission(
+                array_jobs,
+                run_id=run_id,
+                layout=layout,
+                defaults=self.defaults,
+                launches=prepared.launches,
+                budget=fed,
+                queued=queued,
+                timeout_s=self.unreachable_timeout_s,
+            )  # fmt: skip
             flags = todo.flags
             staged = {**files, **todo.files}
             for sub in layout.SUBDIRS:
@@ -474,6 +487,7 @@ class SlurmBackend(BackendBase):
         started: a release that timed out after Slurm applied it; they are cancelled before
         the run is submitted again.)"""
         backoff = Backoff(self.unreachable_timeout_s)
+        full = Backoff(float("inf"), cap_s=60)  # the submit cap is full: wait for room
         layout = RunLayout.of(run_id, self.workdir)
         retry = f"{cancel_script(run_id, calls_file=layout.calls)} || exit 75\n{command}"
         while True:
@@ -482,6 +496,15 @@ class SlurmBackend(BackendBase):
                 ids = read_submitted(res.returncode, res.stdout, res.stderr, flags, array_jobs)
             except SubmissionError as exc:
                 said = res.stderr if res.returncode != 75 else f"lz-transient {res.stderr}"
+                if over_cap(said):  # not an error of the run: "not now"
+                    wait = full.next_wait()
+                    log.warning(
+                        "%s: the submit cap is full (%s): the run waits for room; trying "
+                        "again in %.0f s", self.name, said.strip().splitlines()[0], wait or 0,
+                    )  # fmt: skip
+                    time.sleep(wait or 0)
+                    res = self.shell.run(retry)
+                    continue
                 if not transient(said):
                     raise
                 if not self._again(backoff, "submission", exc):
@@ -493,6 +516,49 @@ class SlurmBackend(BackendBase):
                     self._retried(run_id, sweep, "cancel of an earlier try's jobs")
                 return ids
             res = self.shell.run(retry)
+
+    def _fed_budget(self, array_jobs: Sequence[ArrayJob]) -> int | None:
+        """The submit cap a run over it is fed in under (feed.py), None for a run that fits."""
+        budget = job_budget(self.facts.job_limits, share=1)
+        queued = sum(aj.slurm_size for aj in array_jobs)
+        return budget if budget is not None and queued > budget else None
+
+    def _queued_now(self, run_id: str) -> int | None:
+        """How many Slurm jobs this user has queued now (one squeue); None if unknown."""
+        res = self.shell.run(
+            f"{queued_script()}; {count_script(None, {'squeue': 1})}", timeout_s=_QUERY_TIMEOUT_S
+        )
+        self._count(run_id, parse_calls(res.stdout, CALLS_MARK), needed=True)
+        first = res.stdout.strip().splitlines()[:1]
+        return int(first[0]) if res.ok and first and first[0].strip().isdigit() else None
+
+    def _poll_fed(self, handle: RunHandle) -> Snapshot:
+        """A poll of a run fed in under the submit cap (feed.py): the ``jobids`` file as
+        the feeders grew it (the handle keeps the new ids), then the submitted array
+        jobs' poll; the others are PENDING. What stopped the feeding is raised."""
+        inside = RunLayout.of(handle.run_id)
+        try:
+            files = self.shell.read_files(self.workdir, [inside.jobids, inside.feed_error])
+        except BackendError:
+            files = {}  # the poll below says how the cluster is unreachable
+        ids, error = read_progress(files, inside)
+        if error:
+            msg = (
+                f"run {handle.run_id} is over the submit cap and its feeder stopped: {error}\n"
+                f"the jobs already queued go on; cancel them with `lazyslurm cancel "
+                f"{handle.run_id}`"
+            )
+            raise SubmissionError(msg)
+        new = {k: v for k, v in ids.items() if k not in handle.job_ids}
+        if new and isinstance(handle.job_ids, dict):
+            handle.job_ids.update(new)  # the Run's handle: cancel and accounting see them
+        ids = {**handle.job_ids, **new}
+        known = tuple(aj for aj in handle.array_jobs if aj.id in ids)
+        pending = unsubmitted_states(handle.array_jobs, ids)
+        if not known:
+            return Snapshot(states=pending)
+        snap = self.poll(attrs.evolve(handle, array_jobs=known, job_ids=ids))
+        return attrs.evolve(snap, states={**snap.states, **pending})
 
     def _again(self, backoff: Backoff, what: str, exc: BaseException) -> bool:
         """Wait before trying ``what`` again after Slurm's transient error ``exc``; False
@@ -584,6 +650,8 @@ class SlurmBackend(BackendBase):
         """One poll. Polls only read, so a failed one (slurmctld unreachable, SSH connection
         lost) is retried by the next: meanwhile the last known states are reported, marked
         ``unreachable_since``, for up to ``unreachable_timeout_s``; then BackendError."""
+        if any(aj.id not in handle.job_ids for aj in handle.array_jobs):
+            return self._poll_fed(handle)  # over the submit cap: not all submitted yet
         watch = self._watches.setdefault(handle.run_id, Watch())
         started = (time.monotonic(), time.time())
         try:

@@ -1,0 +1,424 @@
+"""Submit caps: a run that needs more queued Slurm jobs than the user may queue
+(``MaxSubmitJobsPerUser`` of a QOS, ``MaxSubmitJobs`` of an association) is fed in,
+tranche by tranche, on the cluster, with the client gone (docs/reliability.md#submit-caps).
+
+- At submission (the client, :func:`fed_submission`): the array jobs that fit now (a
+  prefix, in topological order, counting the user's jobs already queued, and one slot
+  for the feeder) are submitted as usual (held, released together), with a **feeder**: a
+  tiny job (``lz-RUN-feed``) that waits (``afterany``) for the oldest of them. Every job
+  script is rendered now; what is left, in order, with its sbatch flags and its
+  dependencies by array job id, is in ``feed.json`` (:attr:`RunLayout.feed_plan`).
+- On the cluster (:func:`step`, the feeder's job): under the run's lock, count the
+  user's queued jobs (``squeue -r -u``: array elements one by one), submit the next array
+  jobs in order while they fit (keeping one slot for its successor), each with the
+  Slurm ids of its upstreams (read from the run's ``jobids`` file, where each new id is
+  written at once), then submit its successor, which waits for the oldest of the run's
+  jobs still queued (or ``--begin=now+30``, when none is). Never more than the cap is
+  queued by the run, the feeders included.
+- ``QOSMaxSubmitJobPerUserLimit`` / ``AssocMaxSubmitJobLimit`` (:func:`over_cap`) mean
+  *later*: the client waits and tries again at the first submission; a feeder stops
+  and leaves the rest to its successor (whose own submission it retries, with backoff).
+  Any other refusal is written to ``feed.err`` (:attr:`RunLayout.feed_error`): the
+  client's next poll raises it.
+- The client's polls (:func:`read_progress`, :func:`unsubmitted_states`) read the
+  ``jobids`` file as it grows: array jobs not submitted yet are PENDING.
+
+The compute-node side reuses :mod:`~lazyslurm.backends.slurm.node`'s Slurm command
+helper (counted calls, retried while the controller is busy) and the run's lock of
+:mod:`lazyslurm.dynamic` (a subgraph's dependents submitted later wait for it as well).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import re
+import shlex
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from lazyslurm.backends.packaging.base import Launch
+from lazyslurm.backends.slurm.controller import Backoff, transient
+from lazyslurm.backends.slurm.render import (
+    JOB_NAME_PREFIX,
+    Submission,
+    resource_flags,
+    submission,
+    submit_script,
+)
+from lazyslurm.errors import ResourceLimitError
+from lazyslurm.graph.resources import Resources
+from lazyslurm.planning.planner import ArrayJob
+from lazyslurm.store import INSIDE, RunLayout, atomic_write, parse_job_ids, read_private
+
+__all__ = [
+    "CAP_ERRORS",
+    "FEEDER",
+    "RESERVED",
+    "check_feedable",
+    "fed_submission",
+    "feeder_flags",
+    "main",
+    "over_cap",
+    "queued_script",
+    "read_progress",
+    "split",
+    "step",
+    "unsubmitted_states",
+]
+
+FEEDER = "feed"  # the feeder's id among a run's job ids and file names (jobs/feed.sh)
+RESERVED = 2  # slots a tranche leaves: the feeder that runs and the successor it submits
+FEEDER_TIME_MIN = 10  # a feeder's time limit (a step takes seconds)
+FEEDER_MEM_MB = 512
+IDLE_BEGIN_S = 30  # no job of the run queued and no room: the next feeder starts this late
+_QUEUE_FORMAT = "%A|%F|%j"  # job (element) id, array master id, name
+
+# sbatch's reasons for a full per-user (QOS) or per-association submit limit: not an
+# error of the run, only "not now" (measured on the test site, Slurm 22.05)
+CAP_ERRORS = re.compile(
+    r"MaxSubmitJobPerUserLimit|MaxSubmitJobPerAccountLimit|AssocMaxSubmitJobLimit|"
+    r"GrpSubmitJobsLimit|MaxSubmitJobsLimit",
+    re.IGNORECASE,
+)
+
+
+def over_cap(text: str) -> bool:
+    """Whether Slurm refused a submission only because the submit cap is full.
+
+    >>> over_cap("sbatch: error: QOSMaxSubmitJobPerUserLimit\\nsbatch: error: Batch job "
+    ...          "submission failed: Job violates accounting/QOS policy")
+    True
+    >>> over_cap("sbatch: error: Batch job submission failed: Invalid partition name")
+    False
+    """
+    return CAP_ERRORS.search(text) is not None
+
+
+def split(sizes: Sequence[int], free: int) -> int:
+    """How many of ``sizes`` (Slurm jobs of each array job, in submission order) fit in
+    ``free`` queue slots: a prefix (an array job needs its upstreams submitted first).
+
+    >>> split([10, 5, 5, 1], 19), split([10, 5, 5, 1], 20), split([10], 9), split([], 5)
+    (2, 3, 0, 0)
+    """
+    n = used = 0
+    for size in sizes:
+        if used + size > free:
+            break
+        used += size
+        n += 1
+    return n
+
+
+def check_feedable(array_jobs: Sequence[ArrayJob], budget: int, limits: str) -> None:
+    """A run over the cap can be fed in only if each array job fits the cap with the two
+    feeders' slots (:data:`RESERVED`); else :class:`~lazyslurm.errors.ResourceLimitError`
+    naming the fixes, before anything is submitted."""
+    room = budget - RESERVED
+    big = [aj for aj in array_jobs if aj.slurm_size > room]
+    if not big:
+        return
+    aj = big[0]
+    room_text = f"at most {room}" if room > 0 else "none"
+    msg = (
+        f"array job {aj.id} ({aj.name}) would queue {aj.slurm_size} Slurm jobs (array "
+        f"elements) at once, but the cluster lets you queue {budget} ({limits}): a run over "
+        f"that limit is fed in a few array jobs at a time, and each must fit it with 2 "
+        f"slots for the feeder jobs ({room_text}). Cut arrays smaller with "
+        f"Cluster(..., max_array_size={max(room, 1)}), or pack elements into fewer Slurm "
+        f"jobs with pack=k or pack='auto'; nothing was submitted"
+    )
+    raise ResourceLimitError(msg, option="pack", value=str(aj.slurm_size), limit=str(room))
+
+
+def queued_script() -> str:
+    """Shell printing how many Slurm jobs this user has queued (array elements counted one
+    by one, as the submit limits count them)."""
+    return 'squeue -h -r -u "$(id -un)" -o %A | wc -l'
+
+
+def feeder_flags(run_id: str, layout: RunLayout, defaults: Resources | None) -> list[str]:
+    """The sbatch flags of a feeder job: small, requeued if its node fails (a lost feeder
+    would leave the rest of the run unsubmitted), in the cluster's default partition,
+    account and QOS (whose limits it counts against).
+
+    >>> feeder_flags("r1", RunLayout("/w/runs/r1"), None)[:2]
+    ['--job-name=lz-r1-feed', '--output=/w/runs/r1/logs/feed_%j.out']
+    """
+    d = defaults or Resources()
+    r = Resources(
+        timeout_min=FEEDER_TIME_MIN,
+        mem_mb=FEEDER_MEM_MB,
+        cpus_per_task=1,
+        partition=d.partition,
+        account=d.account,
+        qos=d.qos,
+    )
+    logs = layout.subdir("logs").replace("%", "%%")
+    return [
+        f"--job-name={JOB_NAME_PREFIX}{run_id}-{FEEDER}",
+        f"--output={logs}/{FEEDER}_%j.out",
+        f"--error={logs}/{FEEDER}_%j.err",
+        "--requeue",
+        *resource_flags(r),
+    ]
+
+
+def _feeder_script(run_id: str, layout: RunLayout, start: Launch) -> str:
+    """The feeder's job script: the runner's interpreter, setup lines and launcher,
+    running this module's :func:`main` on ``RUN_DIR`` (lazyslurm from the
+    directory the runner is started from, when it is started by path)."""
+    q = shlex.quote
+    lines = ["#!/bin/bash", f"# lazyslurm run {run_id}: feed the rest of the run in", *start.setup]
+    if start.runner and not start.launcher:
+        root = os.path.dirname(os.path.dirname(os.path.dirname(start.runner)))
+        lines.append(f"export PYTHONPATH={q(root)}${{PYTHONPATH:+:$PYTHONPATH}}")
+    # -c, not -m: the package's __init__ imports this module first (runpy would warn)
+    code = f"import sys; from {__name__} import main; sys.exit(main())"
+    words = [*start.launcher, start.python, "-P", "-c", code, layout.root]
+    lines += ["exec " + " ".join(q(w) for w in words), ""]
+    return "\n".join(lines)
+
+
+def fed_submission(
+    array_jobs: Sequence[ArrayJob],
+    *,
+    run_id: str,
+    layout: RunLayout,
+    defaults: Resources | None,
+    launches: Mapping[str, Launch],
+    budget: int,
+    queued: int | None,
+    timeout_s: float,
+) -> Submission:
+    """:func:`~lazyslurm.backends.slurm.render.submission` of a run over the cap: every
+    job script, the first tranche (what fits ``budget`` less the ``queued`` jobs of this
+    user, less the feeder; none when ``queued`` is unknown) and the feeder, all or nothing;
+    the rest in ``feed.json``."""
+    todo = submission(
+        array_jobs, run_id=run_id, layout=layout, defaults=defaults, launches=launches
+    )
+    free = budget - queued - 1 if queued is not None else 0
+    first = list(array_jobs[: split([aj.slurm_size for aj in array_jobs], free)])
+    fflags = feeder_flags(run_id, layout, defaults)
+    after = (("afterany", first[0].id),) if first else ()
+    feeder = ArrayJob(FEEDER, FEEDER, (FEEDER,), dependencies=after)
+    script = submit_script(
+        [*first, feeder],
+        run_id=run_id,
+        layout=layout,
+        flags={**todo.flags, FEEDER: fflags},
+    )
+    plan = {
+        "version": 1,
+        "run_id": run_id,
+        "cap": budget,
+        "unreachable_timeout_s": timeout_s,
+        "jobs": [
+            {
+                "id": aj.id,
+                "size": aj.slurm_size,
+                "deps": [list(d) for d in aj.dependencies],
+                "flags": list(todo.flags[aj.id]),
+            }
+            for aj in array_jobs
+        ],
+        "feeder": fflags,
+    }
+    start = launches[array_jobs[0].id]
+    files = dict(todo.files)
+    files[INSIDE.submit_script] = script.encode()
+    files[INSIDE.job_script(FEEDER)] = _feeder_script(run_id, layout, start).encode()
+    files[INSIDE.feed_plan] = json.dumps(plan).encode()
+    return attrs.evolve(todo, files=files)
+
+
+# --------------------------------------------------------------------------- client: polls
+
+
+def read_progress(files: Mapping[str, bytes], layout: RunLayout) -> tuple[dict[str, str], str]:
+    """From the run's ``jobids`` and ``feed.err`` (as read, relative to the work directory
+    or absolute as in ``layout``): the Slurm id of each array job submitted so far, and
+    why feeding stopped (empty while it goes on)."""
+    ids = parse_job_ids(files.get(layout.jobids, b"").decode(errors="replace"))
+    ids.pop(FEEDER, None)
+    return ids, files.get(layout.feed_error, b"").decode(errors="replace").strip()
+
+
+def unsubmitted_states(array_jobs: Sequence[ArrayJob], ids: Mapping[str, str]) -> dict[
+    str, list[str]
+]:  # fmt: skip
+    """PENDING for every element of an array job the feeder has not submitted yet."""
+    from lazyslurm.backends.base import PENDING
+
+    return {aj.id: [PENDING] * aj.size for aj in array_jobs if aj.id not in ids}
+
+
+# --------------------------------------------------------------------------- the feeder
+
+
+def _user() -> str:
+    return pwd.getpwuid(os.getuid()).pw_name
+
+
+def _write_ids(layout: RunLayout, ids: Mapping[str, str]) -> None:
+    atomic_write(layout.jobids, (" ".join(f"{k}={v}" for k, v in ids.items()) + "\n").encode())
+
+
+def _queue(layout: RunLayout, timeout_s: float) -> list[tuple[str, str, str]] | None:
+    """This user's queued jobs, one row per array element: ``(id, master id, name)``;
+    None when squeue kept failing."""
+    from lazyslurm.backends.slurm.node import _slurm
+
+    res = _slurm(["squeue", "-h", "-r", "-u", _user(), "-o", _QUEUE_FORMAT], layout, timeout_s)
+    if res.returncode != 0:
+        return None
+    rows = []
+    for line in res.stdout.splitlines():
+        parts = line.strip().split("|", 2)
+        if len(parts) == 3:
+            rows.append((parts[0], parts[1], parts[2]))
+    return rows
+
+
+def _sbatch(argv: list[str], layout: RunLayout, timeout_s: float) -> tuple[str | None, str]:
+    """One sbatch (``--parsable``): ``(job id, "")``, or ``(None, Slurm's words)``. Slurm's
+    transient errors are tried again with backoff; a cap refusal is returned at once."""
+    from lazyslurm.backends.slurm.node import _slurm
+
+    backoff = Backoff(timeout_s)
+    while True:
+        res = _slurm(argv, layout, 0)
+        if res.returncode == 0 and res.stdout.strip():
+            return res.stdout.strip().split(";")[0], ""
+        said = res.stderr.strip() or f"exit {res.returncode}"
+        if over_cap(said) or not transient(said) or not backoff.sleep():
+            return None, said
+
+
+def _fail(layout: RunLayout, text: str) -> None:
+    print(f"lazyslurm feed: {text}", file=sys.stderr)
+    atomic_write(layout.feed_error, (text.strip() + "\n").encode())
+
+
+def step(layout: RunLayout, own: str | None = None) -> dict[str, Any]:
+    """One feeder's work (see the module docstring). Returns what it did (for its log):
+    ``submitted`` (array job -> Slurm id), ``queued`` (the user's jobs it counted),
+    ``successor`` (its id, None when nothing is left) and ``left``."""
+    from lazyslurm.dynamic import local_records, locked
+
+    plan = json.loads(read_private(layout.feed_plan))
+    run_id, cap = plan["run_id"], int(plan["cap"])
+    timeout_s = float(plan.get("unreachable_timeout_s") or 300)
+    done: dict[str, Any] = {"submitted": {}, "queued": None, "successor": None, "left": 0}
+    with locked(layout):
+        try:
+            ids = parse_job_ids(read_private(layout.jobids).decode())
+        except OSError:
+            ids = {}
+        todo = [j for j in plan["jobs"] if j["id"] not in ids]
+        if not todo:
+            return done
+        rows = _queue(layout, timeout_s)
+        mine = f"{JOB_NAME_PREFIX}{run_id}-"
+        feeders = f"{mine}{FEEDER}"
+        if rows is not None:
+            done["queued"] = len(rows)
+            # an array job a lost try (or a requeued feeder) submitted: adopted, not resubmitted
+            for j in todo:
+                found = next((m for _, m, n in rows if n.startswith(f"{mine}{j['id']}-")), None)
+                if found is not None:
+                    ids[j["id"]] = found
+            free = cap - len(rows) - 1  # this feeder is among the rows; one for its successor
+        else:
+            free = 0
+        records = local_records(layout)
+        for j in [j for j in todo if j["id"] not in ids]:
+            if j["size"] > free:
+                break
+            ups = [up for _, up in j["deps"]]
+            if any(up not in ids for up in ups):
+                break
+            deps = [f"{kind}:{ids[up]}" for kind, up in j["deps"]]
+            for rec in records:  # a subgraph an upstream returned: wait for it too
+                if rec.parent[0] in ups:
+                    deps += [f"afterok:{rec.job_ids[f]}" for f in rec.final if f in rec.job_ids]
+            dep = [f"--dependency={','.join(dict.fromkeys(deps))}"] if deps else []
+            argv = ["sbatch", "--parsable", *j["flags"], *dep, "--", layout.job_script(j["id"])]
+            job, said = _sbatch(argv, layout, timeout_s)
+            if job is None:
+                if over_cap(said) or transient(said):
+                    break  # not now: the successor tries again
+                _fail(
+                    layout,
+                    f"Slurm refused array job {j['id']} of run {run_id} (submitted by the "
+                    f"feeder, the run being over the submit cap): {said}\noptions: "
+                    f"{' '.join(j['flags'])}",
+                )
+                return done
+            ids[j["id"]] = job
+            done["submitted"][j["id"]] = job
+            _write_ids(layout, ids)
+            free -= j["size"]
+        _write_ids(layout, ids)
+        left = [j for j in plan["jobs"] if j["id"] not in ids]
+        done["left"] = len(left)
+        if not left:
+            return done
+        if rows is not None and any(
+            n == feeders and m != own and a != own for a, m, n in rows
+        ):  # another feeder (of a requeued one's try) is queued already
+            return done
+        ours = {
+            int(m)
+            for _, m, n in rows or ()
+            if n.startswith(mine) and n != feeders and m.isdigit()
+        }
+        ours |= {int(v) for v in done["submitted"].values() if v.isdigit()}
+        when = [f"--dependency=afterany:{min(ours)}"] if ours else [f"--begin=now+{IDLE_BEGIN_S}"]
+        argv = ["sbatch", "--parsable", *plan["feeder"], *when, "--", layout.job_script(FEEDER)]
+        backoff = Backoff(60 * (FEEDER_TIME_MIN - 2), cap_s=60)
+        while True:
+            job, said = _sbatch(argv, layout, timeout_s)
+            if job is not None:
+                done["successor"] = job
+                return done
+            if not (over_cap(said) or transient(said)) or not backoff.sleep():
+                _fail(
+                    layout,
+                    f"the feeder of run {run_id} could not queue its successor, so "
+                    f"{len(left)} array jobs of the run stay unsubmitted: {said}",
+                )
+                return done
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m lazyslurm.backends.slurm.feed RUN_DIR``: one feeder's step."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 1:
+        print("usage: python -m lazyslurm.backends.slurm.feed RUN_DIR", file=sys.stderr)
+        return 2
+    layout = RunLayout(args[0])
+    t0 = time.monotonic()
+    try:
+        done = step(layout, os.environ.get("SLURM_JOB_ID"))
+    except Exception as exc:  # the client must hear of it: its polls read feed.err
+        _fail(layout, f"the feeder failed: {type(exc).__name__}: {exc}")
+        raise
+    print(
+        f"lazyslurm feed: queued {done['queued']}, submitted "
+        f"{' '.join(f'{k}={v}' for k, v in done['submitted'].items()) or 'nothing'}, "
+        f"{done['left']} array jobs left, successor {done['successor']} "
+        f"({time.monotonic() - t0:.2f} s)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
