@@ -1,0 +1,285 @@
+"""Submit caps (issue 22 §2.4, lazyslurm/backends/slurm/feed.py): a run that needs more
+queued Slurm jobs than the user may queue is fed in on the cluster by feeder jobs, with
+the client gone; a full cap at submission means waiting, not failing.
+
+The tranche split and the rendering are checked here without Slurm; the rest on the
+many-node test site (QOS ``capped``: MaxSubmitJobsPerUser=20, MaxJobsPerUser=10)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from lazyslurm import Run, task
+from lazyslurm.backends.packaging.base import Launch
+from lazyslurm.backends.slurm.feed import (
+    FEEDER,
+    check_feedable,
+    fed_submission,
+    over_cap,
+    read_progress,
+    split,
+    unsubmitted_states,
+)
+from lazyslurm.errors import ResourceLimitError
+from lazyslurm.planning.planner import ArrayJob
+from lazyslurm.store import INSIDE, RunLayout
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+# --------------------------------------------------------------------------- no Slurm
+
+
+def _chain(sizes: list[int]) -> list[ArrayJob]:
+    return [
+        ArrayJob(
+            f"aj{n}",
+            "t",
+            tuple(f"k{n}_{i}" for i in range(size)),
+            dependencies=(("afterok", f"aj{n - 1}"),) if n else (),
+        )
+        for n, size in enumerate(sizes)
+    ]
+
+
+def test_the_tranche_is_the_longest_prefix_that_fits():
+    """A tranche is a prefix in submission (topological) order: an array job that does not
+    fit stops it, even when a later, smaller one would fit (its upstreams come first)."""
+    assert split([5, 5, 5, 5], 19) == 3
+    assert split([5, 5, 5, 5], 20) == 4
+    assert split([5, 15, 1], 19) == 1  # the 1 waits for the 15 before it
+    assert split([5], 4) == 0
+    assert split([5, 5], -3) == 0  # the user's other jobs fill the cap
+    assert split([], 10) == 0
+
+
+def test_a_run_over_the_cap_is_rendered_as_a_first_tranche_and_a_feeder(tmp_path):
+    """fed_submission: every job script, a submission script with the first tranche (what
+    fits the cap less the user's queued jobs less the feeder) and the feeder, which waits
+    (afterany) for the first array job; the rest in feed.json, in order, with flags and
+    dependencies by array job id."""
+    ajs = _chain([5, 5, 5, 5, 5])
+    layout = RunLayout.of("r1", tmp_path)
+    start = Launch("/p/python", ("module load x",), (), "/c/lazyslurm/runner/__main__.py")
+    todo = fed_submission(
+        ajs, run_id="r1", layout=layout, defaults=None,
+        launches=dict.fromkeys((aj.id for aj in ajs), start),
+        budget=20, queued=3, timeout_s=60,
+    )  # fmt: skip
+    script = todo.files[INSIDE.submit_script].decode()
+    # 20 - 3 queued - 1 feeder = 16: three array jobs of 5
+    assert [f"jobs/aj{n}.sh" in script for n in range(5)] == [True, True, True, False, False]
+    assert f'"$run_dir/jobs/{FEEDER}.sh"' in script and "--dependency=afterany:${aj0}" in script
+    assert "--job-name=lz-r1-feed" in script and "--requeue" in script
+    plan = json.loads(todo.files[INSIDE.feed_plan])
+    assert plan["cap"] == 20 and [j["id"] for j in plan["jobs"]] == [aj.id for aj in ajs]
+    assert plan["jobs"][4]["deps"] == [["afterok", "aj3"]] and plan["jobs"][4]["size"] == 5
+    assert all(INSIDE.job_script(aj.id) in todo.files for aj in ajs)
+    feeder = todo.files[INSIDE.job_script(FEEDER)].decode()
+    assert "module load x" in feeder and "export PYTHONPATH=/c" in feeder
+    assert "from lazyslurm.backends.slurm.feed import main" in feeder
+    # the user's jobs fill the cap: the feeder alone, at once
+    none = fed_submission(
+        ajs, run_id="r1", layout=layout, defaults=None,
+        launches=dict.fromkeys((aj.id for aj in ajs), start),
+        budget=20, queued=19, timeout_s=60,
+    )  # fmt: skip
+    text = none.files[INSIDE.submit_script].decode()
+    assert "jobs/aj0.sh" not in text and "--dependency" not in text and "jobs/feed.sh" in text
+
+
+def test_an_array_job_larger_than_the_cap_is_refused_with_the_fixes():
+    with pytest.raises(ResourceLimitError) as err:
+        check_feedable(_chain([5, 19]), 20, "MaxSubmitJobs=20")
+    msg = str(err.value)
+    assert "array job aj1" in msg and "MaxSubmitJobs=20" in msg
+    assert "max_array_size=18" in msg and "nothing was submitted" in msg
+    check_feedable(_chain([18, 18, 18]), 20, "MaxSubmitJobs=20")  # each fits: fed in
+
+
+def test_cap_refusals_mean_later_and_progress_is_read_as_it_grows():
+    assert over_cap("sbatch: error: QOSMaxSubmitJobPerUserLimit\nsbatch: error: Batch job")
+    assert over_cap("sbatch: error: AssocMaxSubmitJobLimit")
+    assert not over_cap("sbatch: error: invalid partition specified: nope")
+    layout = RunLayout.of("r1")
+    ids, error = read_progress({layout.jobids: b"aj0=5 feed=6 aj1=9\n"}, layout)
+    assert ids == {"aj0": "5", "aj1": "9"} and error == ""
+    ajs = _chain([2, 3, 1])
+    assert unsubmitted_states(ajs, ids) == {"aj2": ["PENDING"]}
+    _, error = read_progress({layout.feed_error: b"Slurm refused aj2\n"}, layout)
+    assert error == "Slurm refused aj2"
+
+
+# --------------------------------------------------------------------------- the site
+
+
+@task(time=2)
+def square(x: int) -> int:
+    return x * x
+
+
+@task(time=2)
+def total(xs: list[int]) -> int:
+    return sum(xs)
+
+
+@task(time=2)
+def plus_one(x: int) -> int:
+    return x + 1
+
+
+class Sampler:
+    """``squeue -u USER -h -r`` every second while a test runs: the most jobs of the user
+    queued at once (all, and those of QOS ``capped``, which the cap counts)."""
+
+    def __init__(self, site) -> None:
+        self.site = site
+        self.most = self.most_capped = self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        user = os.environ.get("USER") or subprocess.run(
+            ["id", "-un"], capture_output=True, text=True, check=False
+        ).stdout.strip()
+        while not self._stop.is_set():
+            out = self.site.slurm("squeue", "-u", user, "-h", "-r", "-o", "%q", check=False)
+            if out.returncode == 0:
+                qos = out.stdout.split()
+                self.most = max(self.most, len(qos))
+                self.most_capped = max(self.most_capped, qos.count("capped"))
+                self.samples += 1
+            self._stop.wait(1.0)
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+def _submit_and_vanish(site, workdir: Path, expr: str, **options) -> str:
+    """Submit ``expr`` (of this module) from a child process that is SIGKILLed right after
+    submit(): the run goes on with no client. Its run id."""
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        sys.path.insert(0, {str(REPO / "tests")!r})
+        from lazyslurm import Cluster, submit
+        from test_caps import square, total, plus_one
+        c = Cluster("slurm", workdir={str(workdir)!r}, env={site.env()!r}, **{options!r})
+        run = submit({expr}, cluster=c)
+        print(run.id, flush=True)
+        time.sleep(600)
+        """
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    assert child.stdout is not None
+    run_id = child.stdout.readline().strip()
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    child.stdout.close()
+    assert run_id, "the client printed no run id"
+    return run_id
+
+
+def _wait_gone(site, run_id: str, timeout: float) -> None:
+    """Wait until Slurm holds no job of the run (feeders included)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        live = [r for r in site.run_jobs(run_id) if r[1] in ("PENDING", "RUNNING", "COMPLETING")]
+        if not live:
+            return
+        time.sleep(2)
+    raise AssertionError(f"run {run_id} still has jobs after {timeout} s: {live[:5]}")
+
+
+def _feeder_logs(workdir: Path, run_id: str) -> list[str]:
+    logs = RunLayout.of(run_id, workdir).subdir("logs")
+    return sorted(
+        Path(logs, n).read_text() for n in os.listdir(logs) if n.startswith(f"{FEEDER}_")
+        and n.endswith(".out")
+    )
+
+
+@pytest.mark.slurm
+@pytest.mark.site
+def test_200_elements_under_a_cap_of_20_are_fed_in_with_the_client_gone(site, tmp_path):
+    """200 elements with pack=1 (arrays of 5: max_array_size=5) and their sum: 41 array
+    jobs, 201 Slurm jobs, under MaxSubmitJobsPerUser=20. The client is killed right after
+    submit(); feeder jobs submit the rest as slots free. Every result is right, and a
+    sampler (squeue -u USER -h -r, every second) never sees more than the cap."""
+    workdir = tmp_path / "work"
+    with Sampler(site) as sampler:
+        run_id = _submit_and_vanish(
+            site, workdir, "total(square.map(range(200)))", max_array_size=5, poll_max_s=1.0
+        )
+        _wait_gone(site, run_id, timeout=900)
+    with site.cluster(workdir) as c:
+        run = Run.attach(run_id, c)
+        (out,) = run.result()
+        snap = run.poll()
+    assert out == sum(x * x for x in range(200))
+    assert all(s == "DONE" for states in snap.states.values() for s in states)
+    assert len(run.handle.array_jobs) == 41
+    steps = _feeder_logs(workdir, run_id)
+    assert len(steps) >= 2, steps  # fed in by several feeders
+    assert not Path(RunLayout.of(run_id, workdir).feed_error).exists()
+    print(f"\nqueued at most {sampler.most} ({sampler.most_capped} under the cap) in "
+          f"{sampler.samples} samples; {len(steps)} feeders")
+    assert sampler.samples >= 5
+    assert sampler.most_capped <= site.max_submit, sampler.most_capped
+
+
+@pytest.mark.slurm
+@pytest.mark.site
+def test_a_chain_longer_than_the_cap_gets_the_ids_of_earlier_tranches(site, tmp_path):
+    """A chain of 30 tasks (each afterok the one before) under a cap of 20: the later links
+    are submitted by feeders with their upstream's Slurm id substituted; the value comes
+    out right with the client gone."""
+    workdir = tmp_path / "work"
+    expr = "plus_one(" * 30 + "0" + ")" * 30
+    run_id = _submit_and_vanish(site, workdir, expr, poll_max_s=1.0)
+    _wait_gone(site, run_id, timeout=600)
+    with site.cluster(workdir) as c:
+        (out,) = Run.attach(run_id, c).result()
+    assert out == 30
+    assert len(_feeder_logs(workdir, run_id)) >= 1
+
+
+@pytest.mark.slurm
+@pytest.mark.site
+def test_a_full_cap_at_submission_means_waiting_not_failing(site, tmp_path, caplog):
+    """The user's other jobs fill the cap (20 held elements): the run's first submission is
+    refused with QOSMaxSubmitJobPerUserLimit; the client waits and tries again, and once
+    the other jobs are gone the run completes."""
+    filler = site.slurm(
+        "sbatch", "--parsable", "--hold", f"--array=0-{site.max_submit - 1}",
+        "--output=/dev/null", "--job-name=lz-site-filler", "--wrap=true",
+    ).stdout.strip()  # fmt: skip
+    timer = threading.Timer(8, lambda: site.slurm("scancel", filler, check=False))
+    caplog.set_level("WARNING", logger="lazyslurm")
+    try:
+        timer.start()
+        with site.cluster(tmp_path / "work"):
+            out = square.map(range(4)).compute()
+    finally:
+        timer.cancel()
+        site.slurm("scancel", filler, check=False)
+    assert out == [0, 1, 4, 9]
+    assert any("submit cap is full" in r.getMessage() for r in caplog.records)
