@@ -438,6 +438,12 @@ class RunLayout:
         return self._at("feed.json")
 
     @property
+    def feed_stop(self) -> str:
+        """Written (under the run's lock) when the run is cancelled: no feeder submits
+        anything more."""
+        return self._at("feed.stop")
+
+    @property
     def feed_error(self) -> str:
         """Why a feeder job could not submit the rest of the run (Slurm refused it for
         good); read by the client's polls."""

@@ -283,3 +283,35 @@ def test_a_full_cap_at_submission_means_waiting_not_failing(site, tmp_path, capl
         site.slurm("scancel", filler, check=False)
     assert out == [0, 1, 4, 9]
     assert any("submit cap is full" in r.getMessage() for r in caplog.records)
+
+
+@task(time=2)
+def nap(x: int) -> int:
+    time.sleep(1)
+    return x
+
+
+@pytest.mark.slurm
+@pytest.mark.site
+def test_cancelling_a_fed_run_stops_its_feeders(site, tmp_path):
+    """run.cancel() on a run being fed in: the feeders are stopped under the run's lock
+    (feed.stop) before the jobs are cancelled, so nothing of the run is queued afterwards
+    and no array job is submitted any more."""
+    from lazyslurm import submit
+
+    workdir = tmp_path / "work"
+    with site.cluster(workdir, max_array_size=5) as c:
+        run = submit(nap.map(range(100)), cluster=c)
+        deadline = time.monotonic() + 120
+        while not _feeder_logs(workdir, run.id) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert _feeder_logs(workdir, run.id), "no feeder ran"
+        run.cancel()
+    layout = RunLayout.of(run.id, workdir)
+    assert Path(layout.feed_stop).exists()
+    submitted = Path(layout.jobids).read_text()
+    time.sleep(15)  # a feeder that was queued would have run by now
+    live = [r for r in site.run_jobs(run.id) if r[1] in ("PENDING", "RUNNING", "COMPLETING")]
+    assert live == []
+    assert Path(layout.jobids).read_text() == submitted
+    assert submitted.count("=") < 21  # 20 array jobs and the feeder: not all were submitted

@@ -85,11 +85,13 @@ from lazyslurm.backends.slurm.facts import (
     start_query_script,
 )
 from lazyslurm.backends.slurm.feed import (
+    FEEDER,
     check_feedable,
     fed_submission,
     over_cap,
     queued_script,
     read_progress,
+    stop_script,
     unsubmitted_states,
 )
 from lazyslurm.backends.slurm.options import (
@@ -1085,6 +1087,9 @@ class SlurmBackend(BackendBase):
         again while Slurm's controller is busy (:meth:`_cancelled`)."""
         ids = [handle.job_ids[aj.id] for aj in handle.array_jobs if aj.id in handle.job_ids]
         t0 = time.monotonic()
+        if FEEDER in handle.job_ids:  # fed in (feed.py): no feeder submits anything more
+            layout = RunLayout.of(handle.run_id, self.workdir)
+            self._retried(handle.run_id, stop_script(layout), "stop of the feeders")
         self._cancelled(handle.run_id, ids)
         took = time.monotonic() - t0
         log.debug(

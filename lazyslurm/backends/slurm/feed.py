@@ -69,6 +69,7 @@ __all__ = [
     "read_progress",
     "split",
     "step",
+    "stop_script",
     "unsubmitted_states",
 ]
 
@@ -135,6 +136,24 @@ def check_feedable(array_jobs: Sequence[ArrayJob], budget: int, limits: str) -> 
         f"jobs with pack=k or pack='auto'; nothing was submitted"
     )
     raise ResourceLimitError(msg, option="pack", value=str(aj.slurm_size), limit=str(room))
+
+
+def stop_script(layout: RunLayout) -> str:
+    """Shell that stops a fed run's feeders for good (before its jobs are cancelled): the
+    ``feed.stop`` file, written under the run's lock (``flock``, as the feeders take it),
+    so no feeder is halfway through a step when the cancel comes (one waited for, up to
+    120 s).
+
+    >>> "flock -w 120" in stop_script(RunLayout("/w/runs/r1"))
+    True
+    """
+    q = shlex.quote
+    lock, stop = q(f"{layout.dynamic_dir}/.lock"), q(layout.feed_stop)
+    write = f"(umask 077; echo cancelled > {stop})"
+    return (
+        f"if command -v flock >/dev/null 2>&1; then flock -w 120 {lock} sh -c "
+        f"{q(write)} || {write}; else {write}; fi"
+    )
 
 
 def queued_script() -> str:
@@ -318,6 +337,8 @@ def step(layout: RunLayout, own: str | None = None) -> dict[str, Any]:
     timeout_s = float(plan.get("unreachable_timeout_s") or 300)
     done: dict[str, Any] = {"submitted": {}, "queued": None, "successor": None, "left": 0}
     with locked(layout):
+        if os.path.exists(layout.feed_stop):  # the run was cancelled
+            return done
         try:
             ids = parse_job_ids(read_private(layout.jobids).decode())
         except OSError:
