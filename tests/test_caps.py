@@ -315,3 +315,29 @@ def test_cancelling_a_fed_run_stops_its_feeders(site, tmp_path):
     assert live == []
     assert Path(layout.jobids).read_text() == submitted
     assert submitted.count("=") < 21  # 20 array jobs and the feeder: not all were submitted
+
+
+@pytest.mark.slurm
+@pytest.mark.site
+@pytest.mark.ssh
+def test_a_run_over_the_cap_is_fed_in_over_ssh_with_nothing_installed(site, cluster_env):
+    """Over SSH (paramiko, as lsuser, packaging by value: lazyslurm staged under the work
+    directory, the runner started by path), the feeders find lazyslurm where the runner is:
+    60 elements in arrays of 5 under lsuser's cap of 20."""
+    from lazyslurm import Cluster, submit
+
+    e = cluster_env
+    c = Cluster(
+        "ssh", hostname=e["LAZYSLURM_TEST_SSH_HOST"], port=int(e["LAZYSLURM_TEST_SSH_PORT"]),
+        username=e["LAZYSLURM_TEST_SSH_USER"], key_filename=e["LAZYSLURM_TEST_SSH_KEY"],
+        known_hosts=e["LAZYSLURM_TEST_SSH_KNOWN_HOSTS"], env=site.env(), max_array_size=5,
+        poll_max_s=0.5,
+    )  # fmt: skip
+    with c:
+        assert c.backend.facts.job_limits["MaxSubmitJobs"] == site.max_submit
+        run = submit(total(square.map(range(60))), cluster=c)
+        assert FEEDER in run.handle.job_ids
+        (out,) = run.result()
+        calls = run.controller_calls
+    assert out == sum(x * x for x in range(60))
+    assert calls is not None and calls["sbatch"] > 13  # 13 array jobs and the feeders
