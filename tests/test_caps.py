@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from lazyslurm import Run, task
+from lazyslurm import Run, submit, task
 from lazyslurm.backends.packaging.base import Launch
 from lazyslurm.backends.slurm.feed import (
     FEEDER,
@@ -297,7 +297,6 @@ def test_cancelling_a_fed_run_stops_its_feeders(site, tmp_path):
     """run.cancel() on a run being fed in: the feeders are stopped under the run's lock
     (feed.stop) before the jobs are cancelled, so nothing of the run is queued afterwards
     and no array job is submitted any more."""
-    from lazyslurm import submit
 
     workdir = tmp_path / "work"
     with site.cluster(workdir, max_array_size=5) as c:
@@ -324,7 +323,7 @@ def test_a_run_over_the_cap_is_fed_in_over_ssh_with_nothing_installed(site, clus
     """Over SSH (paramiko, as lsuser, packaging by value: lazyslurm staged under the work
     directory, the runner started by path), the feeders find lazyslurm where the runner is:
     60 elements in arrays of 5 under lsuser's cap of 20."""
-    from lazyslurm import Cluster, submit
+    from lazyslurm import Cluster
 
     e = cluster_env
     c = Cluster(
@@ -341,3 +340,25 @@ def test_a_run_over_the_cap_is_fed_in_over_ssh_with_nothing_installed(site, clus
         calls = run.controller_calls
     assert out == sum(x * x for x in range(60))
     assert calls is not None and calls["sbatch"] > 13  # 13 array jobs and the feeders
+
+
+@pytest.mark.slurm
+@pytest.mark.site
+def test_a_cap_the_probe_cannot_see_is_learned_from_sbatchs_refusal(site, tmp_path, caplog):
+    """Where sacctmgr does not tell the user's limits (here a sacctmgr that fails, first on
+    the PATH), the run is submitted whole and sbatch refuses it over the cap: the client
+    learns a bound from what went in before the refusal and feeds the run in under it."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "sacctmgr").write_text("#!/bin/sh\necho 'sacctmgr: access denied' >&2\nexit 1\n")
+    (fake / "sacctmgr").chmod(0o755)
+    caplog.set_level("WARNING", logger="lazyslurm")
+    path = f"{fake}:{os.environ.get('PATH', '/usr/bin:/bin')}"
+    with site.cluster(tmp_path / "work", max_array_size=5, env={"PATH": path}) as c:
+        assert "MaxSubmitJobs" not in c.backend.facts.job_limits
+        run = submit(total(square.map(range(60))), cluster=c)
+        (out,) = run.result()
+    assert out == sum(x * x for x in range(60))
+    said = [r.getMessage() for r in caplog.records]
+    assert any("refused run" in m and "fed in" in m for m in said), said
+    assert FEEDER in run.handle.job_ids and len(_feeder_logs(tmp_path / "work", run.id)) >= 1

@@ -86,6 +86,7 @@ from lazyslurm.backends.slurm.facts import (
 )
 from lazyslurm.backends.slurm.feed import (
     FEEDER,
+    FirstSubmission,
     check_feedable,
     fed_submission,
     over_cap,
@@ -102,6 +103,7 @@ from lazyslurm.backends.slurm.options import (
 )
 from lazyslurm.backends.slurm.probecache import load_probe, save_probe, slurm_lines
 from lazyslurm.backends.slurm.render import (
+    SUBMIT_FAILED_MARKER,
     cancel_script,
     live_runs_script,
     read_submitted,
@@ -399,22 +401,21 @@ class SlurmBackend(BackendBase):
             prepared = self.packager.prepare(
                 self.shell, self.workdir, array_jobs, files, run_dir=layout.root
             )
+            def render(budget: int, queued: int | None, launches=prepared.launches) -> Any:
+                return fed_submission(
+                    array_jobs, run_id=run_id, layout=layout, defaults=self.defaults,
+                    launches=launches, budget=budget, queued=queued,
+                    timeout_s=self.unreachable_timeout_s,
+                )  # fmt: skip
+
+            first = FirstSubmission.of(array_jobs, fed, queued, render)
             todo = submission(
                 array_jobs,
                 run_id=run_id,
                 layout=layout,
                 defaults=self.defaults,
                 launches=prepared.launches,
-            ) if fed is None else fed_submission(
-                array_jobs,
-                run_id=run_id,
-                layout=layout,
-                defaults=self.defaults,
-                launches=prepared.launches,
-                budget=fed,
-                queued=queued,
-                timeout_s=self.unreachable_timeout_s,
-            )  # fmt: skip
+            ) if fed is None else render(fed, queued)  # fmt: skip
             flags = todo.flags
             staged = {**files, **todo.files}
             for sub in layout.SUBDIRS:
@@ -450,7 +451,7 @@ class SlurmBackend(BackendBase):
             success()
         report_gc(self.workdir, res.stdout)
         self.stats["submits"] += 1
-        ids = self._submitted(run_id, res, todo.command, flags, array_jobs)
+        ids = self._submitted(run_id, res, todo.command, flags, array_jobs, first)
         self.stats["sbatch"] += len(array_jobs)
         if log.isEnabledFor(logging.DEBUG):
             took = time.monotonic() - t0
@@ -473,8 +474,11 @@ class SlurmBackend(BackendBase):
         command: str,
         flags: Mapping[str, Sequence[str]],
         array_jobs: Sequence[ArrayJob],
+        first: FirstSubmission | None = None,
     ) -> dict[str, str]:
-        """The job ids the submission printed. When it failed with Slurm's transient
+        """The job ids the submission printed. Refused over the submit cap, the run is
+        fed in under the cap learned (``first``, feed.py), or, when only its feeder was
+        refused, waits for room and tries again. When it failed with Slurm's transient
         errors (a busy controller), it is tried again after backoff with jitter, for up to
         ``unreachable_timeout_s``.
 
@@ -499,6 +503,12 @@ class SlurmBackend(BackendBase):
             except SubmissionError as exc:
                 said = res.stderr if res.returncode != 75 else f"lz-transient {res.stderr}"
                 if over_cap(said):  # not an error of the run: "not now"
+                    cancel = cancel_script(run_id, calls_file=layout.calls)
+                    again = None if first is None else self._refed(run_id, first, cancel, said)
+                    if again is not None:
+                        res, command = again
+                        retry = f"{cancel} || exit 75\n{command}"
+                        continue
                     wait = full.next_wait()
                     log.warning(
                         "%s: the submit cap is full (%s): the run waits for room; trying "
@@ -518,6 +528,32 @@ class SlurmBackend(BackendBase):
                     self._retried(run_id, sweep, "cancel of an earlier try's jobs")
                 return ids
             res = self.shell.run(retry)
+
+    def _refed(
+        self, run_id: str, first: FirstSubmission, cancel: str, said: str
+    ) -> tuple[CommandResult, str] | None:
+        """After a refusal over the submit cap (``said``: the submission's stderr): the run
+        submitted again, fed in under the cap learned (its result and command), or None
+        (wait and try the same again)."""
+        refused = re.search(rf"^{SUBMIT_FAILED_MARKER} (\S+)", said, re.MULTILINE)
+        try:
+            todo = first.shrunk(self._queued_now(run_id), refused and refused.group(1))
+        except ResourceLimitError:
+            self._cancel_run_by_name(run_id)
+            raise
+        if todo is None:
+            return None
+        inside = RunLayout.of(run_id)
+        log.warning(
+            "%s: sbatch refused run %s over the submit cap: it is fed in, at most %d Slurm "
+            "jobs queued at once", self.name, run_id, first.budget,
+        )  # fmt: skip
+        staged = {f"{inside.root}/{k}": v for k, v in todo.files.items()}
+        # what the refused try may have left is cancelled first (by the run's job names)
+        then = f"{cancel} || exit 75\n{todo.command}"
+        res = self.shell.put_files(self.workdir, staged, then=then)
+        assert res is not None
+        return res, todo.command
 
     def _fed_budget(self, array_jobs: Sequence[ArrayJob]) -> int | None:
         """The submit cap a run over it is fed in under (feed.py), None for a run that fits."""

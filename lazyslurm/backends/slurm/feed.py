@@ -37,7 +37,7 @@ import re
 import shlex
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -60,9 +60,11 @@ __all__ = [
     "CAP_ERRORS",
     "FEEDER",
     "RESERVED",
+    "FirstSubmission",
     "check_feedable",
     "fed_submission",
     "feeder_flags",
+    "first_tranche",
     "main",
     "over_cap",
     "queued_script",
@@ -115,6 +117,91 @@ def split(sizes: Sequence[int], free: int) -> int:
         used += size
         n += 1
     return n
+
+
+def first_tranche(array_jobs: Sequence[ArrayJob], budget: int, queued: int | None) -> list[
+    ArrayJob
+]:  # fmt: skip
+    """The array jobs the client submits with the feeder: what fits ``budget`` less the
+    user's ``queued`` jobs less the feeder (none when ``queued`` is unknown).
+
+    >>> ajs = [ArrayJob(f"aj{n}", "t", ("k",) * 5) for n in range(4)]
+    >>> [aj.id for aj in first_tranche(ajs, 20, 3)], first_tranche(ajs, 20, None)
+    (['aj0', 'aj1', 'aj2'], [])
+    """
+    free = budget - queued - 1 if queued is not None else 0
+    return list(array_jobs[: split([aj.slurm_size for aj in array_jobs], free)])
+
+
+@attrs.define
+class FirstSubmission:
+    """The client's first submission of a run, as the submit cap shapes it: the budget it
+    is fed under (None: not fed), what the last try submitted (array job ids and their
+    Slurm jobs, in order), and how to render a try (``render(budget, queued)``).
+
+    The probe may not see the cap (a limit ``sacctmgr`` does not show this user, a group
+    limit): when sbatch refuses a try over the cap, the cap is at most the user's jobs
+    queued now (the try's own are cancelled by then), plus those the try had submitted
+    before the refused one, plus the refused one's, less one. The run is then fed under
+    that bound (:meth:`shrunk`); a try of the feeder alone that is refused means the cap
+    is full with other jobs: the client waits and tries it again.
+    """
+
+    array_jobs: Sequence[ArrayJob]
+    render: Callable[[int, int | None], Submission]
+    budget: int | None
+    tried: list[tuple[str, int]]
+
+    @classmethod
+    def of(
+        cls,
+        array_jobs: Sequence[ArrayJob],
+        budget: int | None,
+        queued: int | None,
+        render: Callable[[int, int | None], Submission],
+    ) -> FirstSubmission:
+        out = cls(array_jobs, render, budget, [])
+        out._tried(queued)
+        return out
+
+    def _tried(self, queued: int | None) -> None:
+        if self.budget is None:
+            self.tried = [(aj.id, aj.slurm_size) for aj in self.array_jobs]
+        else:
+            first = first_tranche(self.array_jobs, self.budget, queued)
+            self.tried = [(aj.id, aj.slurm_size) for aj in first] + [(FEEDER, 1)]
+
+    def shrunk(self, queued: int | None, refused: str | None = None) -> Submission | None:
+        """After sbatch refused array job ``refused`` of the last try over the cap (None:
+        which one is unknown), with ``queued`` jobs of the user in the queue now: the next
+        try, fed under the bound learned (see the class docstring); None to try the same
+        again later (only the feeder was refused, or the queue could not be counted).
+        :class:`~lazyslurm.errors.ResourceLimitError` when an array job can never fit.
+
+        >>> ajs = [ArrayJob(f"aj{n}", "t", ("k",) * 5) for n in range(6)]
+        >>> first = FirstSubmission.of(ajs, None, None, lambda b, q: (b, q))
+        >>> first.shrunk(3, "aj4"), first.tried   # aj0-3 went in, aj4 not: the cap < 28
+        ((27, 3), [('aj0', 5), ('aj1', 5), ('aj2', 5), ('aj3', 5), ('feed', 1)])
+        >>> first.shrunk(3), first.budget         # refused again, which one unknown
+        ((23, 3), 23)
+        >>> first.shrunk(20, "feed"), first.tried  # only the feeder left
+        ((23, 20), [('feed', 1)])
+        >>> first.shrunk(22) is None              # the cap is full: wait
+        True
+        """
+        if queued is None or sum(n for _, n in self.tried) <= 1:
+            return None
+        ids = [i for i, _ in self.tried]
+        upto = ids.index(refused) + 1 if refused in ids else len(ids)
+        bound = queued + sum(n for _, n in self.tried[:upto]) - 1
+        self.budget = bound if self.budget is None else min(self.budget, bound)
+        check_feedable(
+            self.array_jobs,
+            self.budget,
+            f"at most {self.budget}: sbatch refused a job over the cap with {queued} queued",
+        )
+        self._tried(queued)
+        return self.render(self.budget, queued)
 
 
 def check_feedable(array_jobs: Sequence[ArrayJob], budget: int, limits: str) -> None:
@@ -223,8 +310,7 @@ def fed_submission(
     todo = submission(
         array_jobs, run_id=run_id, layout=layout, defaults=defaults, launches=launches
     )
-    free = budget - queued - 1 if queued is not None else 0
-    first = list(array_jobs[: split([aj.slurm_size for aj in array_jobs], free)])
+    first = first_tranche(array_jobs, budget, queued)
     fflags = feeder_flags(run_id, layout, defaults)
     after = (("afterany", first[0].id),) if first else ()
     feeder = ArrayJob(FEEDER, FEEDER, (FEEDER,), dependencies=after)
