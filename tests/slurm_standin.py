@@ -116,6 +116,8 @@ def _rows(job_id: str, job: Mapping[str, Any], fields: Sequence[str], sacct: boo
             "T": _sacct_state(el) if sacct else el["state"],
             "r": el["reason"],
             "x": el["exit"],
+            # the node: this host for an element that started, none while pending
+            "N": "" if el["state"] == "PENDING" else "standin",
         }
         return "|".join(values[f] for f in fields) if sacct else _fmt(fields, values)
 
@@ -264,7 +266,10 @@ def sacct(state: Path, config: Mapping[str, Any], args: list[str]) -> int:
     if not config["accounting"]:
         print("Slurm accounting storage is disabled", file=sys.stderr)
         return 1
-    names = {"JobID": "i", "State": "T", "ExitCode": "x", "JobName": "j", "Reason": "r"}
+    names = {
+        "JobID": "i", "State": "T", "ExitCode": "x", "JobName": "j", "Reason": "r",
+        "NodeList": "N",
+    }
     fields = [names[f] for f in (_option(args, "-o") or "JobID,State,ExitCode").split(",")]
     with _queue(state) as q:
         for job_id, _ in _targets(q["jobs"], [_option(args, "-j") or ""]):
