@@ -362,3 +362,37 @@ def test_a_cap_the_probe_cannot_see_is_learned_from_sbatchs_refusal(site, tmp_pa
     said = [r.getMessage() for r in caplog.records]
     assert any("refused run" in m and "fed in" in m for m in said), said
     assert FEEDER in run.handle.job_ids and len(_feeder_logs(tmp_path / "work", run.id)) >= 1
+
+
+@pytest.mark.slurm
+@pytest.mark.site
+def test_status_of_a_fed_run_finds_the_jobs_the_feeders_submit(
+    site, tmp_path, monkeypatch, capsys
+):
+    """Another process attached to a run being fed in: array jobs not submitted yet are
+    PENDING (not failed, no Slurm id), the jobs the feeders submit are found as the run's
+    jobids file grows, and `lazyslurm status` reads the run to the end."""
+    from lazyslurm.cli import main
+
+    workdir = tmp_path / "work"
+    with site.cluster(workdir, max_array_size=5) as c:
+        run = submit(nap.map(range(60)), cluster=c)
+    with site.cluster(workdir) as c2:
+        attached = Run.attach(run.id, c2)
+        snap = attached.poll()
+        unsent = [aj.id for aj in attached.handle.array_jobs
+                  if aj.id not in attached.handle.job_ids]  # fmt: skip
+        assert unsent, "everything was submitted at once: not fed"
+        assert all(s == "PENDING" for aj in unsent for s in snap.states[aj])
+        assert not any(s == "FAILED" for states in snap.states.values() for s in states)
+        (out,) = attached.result()
+        assert out == list(range(60))
+        assert all(aj.id in attached.handle.job_ids for aj in attached.handle.array_jobs)
+    (tmp_path / "pyproject.toml").write_text(
+        f'[tool.lazyslurm.profiles.site]\nbackend = "slurm"\nworkdir = "{workdir}"\n'
+        f'env = {{ SLURM_CONF = "{site.conf}" }}\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    assert main(["status", run.id, "--cluster", "site"]) == 0
+    text = capsys.readouterr().out
+    assert "DONE, 60/60 done" in text, text
