@@ -77,7 +77,7 @@ __all__ = [
 
 FEEDER = "feed"  # the feeder's id among a run's job ids and file names (jobs/feed.sh)
 RESERVED = 2  # slots a tranche leaves: the feeder that runs and the successor it submits
-FEEDER_TIME_MIN = 10  # a feeder's time limit (a step takes seconds)
+FEEDER_TIME_MIN = 5  # a feeder's time limit (a step takes seconds)
 FEEDER_MEM_MB = 512
 IDLE_BEGIN_S = 30  # no job of the run queued and no room: the next feeder starts this late
 _QUEUE_FORMAT = "%A|%F|%j"  # job (element) id, array master id, name
@@ -246,18 +246,22 @@ def stop_script(layout: RunLayout) -> str:
 def queued_script() -> str:
     """Shell printing how many Slurm jobs this user has queued (array elements counted one
     by one, as the submit limits count them)."""
-    return 'squeue -h -r -u "$(id -un)" -o %A | wc -l'
+    return (
+        'lz_q=$(squeue -h -r -u "$(id -un)" -o %A) && '
+        "{ if [ -z \"$lz_q\" ]; then echo 0; else printf '%s\\n' \"$lz_q\" | wc -l; fi; }"
+    )
 
 
-def feeder_flags(run_id: str, layout: RunLayout, defaults: Resources | None) -> list[str]:
+def feeder_flags(run_id: str, layout: RunLayout, like: Resources | None) -> list[str]:
     """The sbatch flags of a feeder job: small, requeued if its node fails (a lost feeder
-    would leave the rest of the run unsubmitted), in the cluster's default partition,
-    account and QOS (whose limits it counts against).
+    would leave the rest of the run unsubmitted), in the partition, account and QOS of
+    ``like`` (the run's first array job, the cluster's defaults filled in: the QOS whose
+    limits the run counts against).
 
     >>> feeder_flags("r1", RunLayout("/w/runs/r1"), None)[:2]
     ['--job-name=lz-r1-feed', '--output=/w/runs/r1/logs/feed_%j.out']
     """
-    d = defaults or Resources()
+    d = like or Resources()
     r = Resources(
         timeout_min=FEEDER_TIME_MIN,
         mem_mb=FEEDER_MEM_MB,
@@ -311,7 +315,7 @@ def fed_submission(
         array_jobs, run_id=run_id, layout=layout, defaults=defaults, launches=launches
     )
     first = first_tranche(array_jobs, budget, queued)
-    fflags = feeder_flags(run_id, layout, defaults)
+    fflags = feeder_flags(run_id, layout, array_jobs[0].effective(defaults))
     after = (("afterany", first[0].id),) if first else ()
     feeder = ArrayJob(FEEDER, FEEDER, (FEEDER,), dependencies=after)
     script = submit_script(
@@ -490,7 +494,7 @@ def step(layout: RunLayout, own: str | None = None) -> dict[str, Any]:
         ours |= {int(v) for v in done["submitted"].values() if v.isdigit()}
         when = [f"--dependency=afterany:{min(ours)}"] if ours else [f"--begin=now+{IDLE_BEGIN_S}"]
         argv = ["sbatch", "--parsable", *plan["feeder"], *when, "--", layout.job_script(FEEDER)]
-        backoff = Backoff(60 * (FEEDER_TIME_MIN - 2), cap_s=60)
+        backoff = Backoff(60 * (FEEDER_TIME_MIN - 2), cap_s=30)
         while True:
             job, said = _sbatch(argv, layout, timeout_s)
             if job is not None:
