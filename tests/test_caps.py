@@ -396,3 +396,27 @@ def test_status_of_a_fed_run_finds_the_jobs_the_feeders_submit(
     assert main(["status", run.id, "--cluster", "site"]) == 0
     text = capsys.readouterr().out
     assert "DONE, 60/60 done" in text, text
+
+
+@pytest.mark.slurm
+@pytest.mark.site
+def test_a_cap_lowered_mid_run_makes_feeders_wait_not_fail(site, tmp_path):
+    """The run is fed under account ``capped`` (an association limit, MaxSubmitJobs=20),
+    and the site lowers that limit to 12 once the run is going: feeders, counting on 20,
+    are refused with AssocMaxSubmitJobLimit, leave the rest to their successors, and the
+    run still completes right. (Only root's association under account ``capped`` is
+    changed, and restored after.)"""
+    workdir = tmp_path / "work"
+    where = ["where", "user=root", "account=capped"]
+    try:
+        with site.cluster(workdir, max_array_size=5, account="capped", qos="normal") as c:
+            run = submit(total(nap.map(range(80))), cluster=c)
+            site.slurm("sacctmgr", "-i", "modify", "user", *where, "set", "MaxSubmitJobs=12")
+            (out,) = run.result()
+    finally:
+        site.slurm("sacctmgr", "-i", "modify", "user", *where, "set", "MaxSubmitJobs=20",
+                   check=False)  # fmt: skip
+    assert out == sum(range(80))
+    logs = _feeder_logs(workdir, run.id)
+    assert any("AssocMaxSubmitJobLimit" in text for text in logs), logs
+    assert not Path(RunLayout.of(run.id, workdir).feed_error).exists()

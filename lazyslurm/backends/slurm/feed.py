@@ -419,13 +419,16 @@ def _fail(layout: RunLayout, text: str) -> None:
 def step(layout: RunLayout, own: str | None = None) -> dict[str, Any]:
     """One feeder's work (see the module docstring). Returns what it did (for its log):
     ``submitted`` (array job -> Slurm id), ``queued`` (the user's jobs it counted),
-    ``successor`` (its id, None when nothing is left) and ``left``."""
+    ``successor`` (its id, None when nothing is left), ``left`` and ``refused`` (Slurm's
+    words when a submission was refused for now)."""
     from lazyslurm.dynamic import local_records, locked
 
     plan = json.loads(read_private(layout.feed_plan))
     run_id, cap = plan["run_id"], int(plan["cap"])
     timeout_s = float(plan.get("unreachable_timeout_s") or 300)
-    done: dict[str, Any] = {"submitted": {}, "queued": None, "successor": None, "left": 0}
+    done: dict[str, Any] = {
+        "submitted": {}, "queued": None, "successor": None, "left": 0, "refused": "",
+    }  # fmt: skip
     with locked(layout):
         if os.path.exists(layout.feed_stop):  # the run was cancelled
             return done
@@ -450,6 +453,7 @@ def step(layout: RunLayout, own: str | None = None) -> dict[str, Any]:
         else:
             free = 0
         records = local_records(layout)
+        plan_sizes = {j["id"]: j["size"] for j in plan["jobs"]}
         for j in [j for j in todo if j["id"] not in ids]:
             if j["size"] > free:
                 break
@@ -464,7 +468,17 @@ def step(layout: RunLayout, own: str | None = None) -> dict[str, Any]:
             argv = ["sbatch", "--parsable", *j["flags"], *dep, "--", layout.job_script(j["id"])]
             job, said = _sbatch(argv, layout, timeout_s)
             if job is None:
+                if over_cap(said) and rows is not None:
+                    # the cap is at most what was queued, plus what went in, plus this
+                    # one, less one (lowered since submission, or never seen): later
+                    # feeders count on that, not on a refusal each
+                    went = sum(plan_sizes[i] for i in done["submitted"])
+                    bound = len(rows) + went + j["size"] - 1
+                    if bound < cap:
+                        plan["cap"] = cap = bound
+                        atomic_write(layout.feed_plan, json.dumps(plan).encode())
                 if over_cap(said) or transient(said):
+                    done["refused"] = " / ".join(said.split("\n")[:2])
                     break  # not now: the successor tries again
                 _fail(
                     layout,
@@ -527,6 +541,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{' '.join(f'{k}={v}' for k, v in done['submitted'].items()) or 'nothing'}, "
         f"{done['left']} array jobs left, successor {done['successor']} "
         f"({time.monotonic() - t0:.2f} s)"
+        + (f"; refused for now: {done['refused']}" if done["refused"] else "")
     )
     return 0
 
