@@ -688,7 +688,8 @@ class SlurmBackend(BackendBase):
         """One poll. Polls only read, so a failed one (slurmctld unreachable, SSH connection
         lost) is retried by the next: meanwhile the last known states are reported, marked
         ``unreachable_since``, for up to ``unreachable_timeout_s``; then BackendError."""
-        if any(aj.id not in handle.job_ids for aj in handle.array_jobs):
+        ids = handle.job_ids
+        if FEEDER in ids and any(aj.id not in ids for aj in handle.array_jobs):
             return self._poll_fed(handle)  # over the submit cap: not all submitted yet
         watch = self._watches.setdefault(handle.run_id, Watch())
         started = (time.monotonic(), time.time())
