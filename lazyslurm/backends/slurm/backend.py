@@ -86,6 +86,7 @@ from lazyslurm.backends.slurm.facts import (
 )
 from lazyslurm.backends.slurm.feed import (
     FEEDER,
+    FEEDER_TIME_MIN,
     FirstSubmission,
     check_feedable,
     fed_submission,
@@ -406,6 +407,7 @@ class SlurmBackend(BackendBase):
                     array_jobs, run_id=run_id, layout=layout, defaults=self.defaults,
                     launches=launches, budget=budget, queued=queued,
                     timeout_s=self.unreachable_timeout_s,
+                    feeder_time_min=self._feeder_time(array_jobs[0]),
                 )  # fmt: skip
 
             first = FirstSubmission.of(array_jobs, fed, queued, render)
@@ -554,6 +556,13 @@ class SlurmBackend(BackendBase):
         res = self.shell.put_files(self.workdir, staged, then=then)
         assert res is not None
         return res, todo.command
+
+    def _feeder_time(self, first: ArrayJob) -> int:
+        """A feeder's time limit: FEEDER_TIME_MIN, or less where the partition of the run's
+        first array job (the feeders') allows less."""
+        part = self.facts.cluster.partition(first.effective(self.defaults).partition)
+        cap = part.max_time_min if part is not None else None
+        return max(1, min(FEEDER_TIME_MIN, cap)) if cap is not None else FEEDER_TIME_MIN
 
     def _fed_budget(self, array_jobs: Sequence[ArrayJob]) -> int | None:
         """The submit cap a run over it is fed in under (feed.py), None for a run that fits."""

@@ -59,6 +59,7 @@ from lazyslurm.store import INSIDE, RunLayout, atomic_write, parse_job_ids, read
 __all__ = [
     "CAP_ERRORS",
     "FEEDER",
+    "FEEDER_TIME_MIN",
     "RESERVED",
     "FirstSubmission",
     "check_feedable",
@@ -77,10 +78,11 @@ __all__ = [
 
 FEEDER = "feed"  # the feeder's id among a run's job ids and file names (jobs/feed.sh)
 RESERVED = 2  # slots a tranche leaves: the feeder that runs and the successor it submits
-FEEDER_TIME_MIN = 5  # a feeder's time limit (a step takes seconds)
+FEEDER_TIME_MIN = 15  # a feeder's time limit: a step takes seconds, unless Slurm is away
+_MARGIN_S = 90  # a feeder stops waiting for Slurm this long before its time limit
 FEEDER_MEM_MB = 512
 IDLE_BEGIN_S = 30  # no job of the run queued and no room: the next feeder starts this late
-_QUEUE_FORMAT = "%A|%F|%j"  # job (element) id, array master id, name
+_QUEUE_FORMAT = "%A|%F|%t|%j"  # job (element) id, array master id, state, name
 
 # sbatch's reasons for a full per-user (QOS) or per-association submit limit: not an
 # error of the run, only "not now" (measured on the test site, Slurm 22.05)
@@ -252,18 +254,20 @@ def queued_script() -> str:
     )
 
 
-def feeder_flags(run_id: str, layout: RunLayout, like: Resources | None) -> list[str]:
+def feeder_flags(
+    run_id: str, layout: RunLayout, like: Resources | None, time_min: int = FEEDER_TIME_MIN
+) -> list[str]:
     """The sbatch flags of a feeder job: small, requeued if its node fails (a lost feeder
     would leave the rest of the run unsubmitted), in the partition, account and QOS of
     ``like`` (the run's first array job, the cluster's defaults filled in: the QOS whose
-    limits the run counts against).
+    limits the run counts against), with a time limit of ``time_min``.
 
     >>> feeder_flags("r1", RunLayout("/w/runs/r1"), None)[:2]
     ['--job-name=lz-r1-feed', '--output=/w/runs/r1/logs/feed_%j.out']
     """
     d = like or Resources()
     r = Resources(
-        timeout_min=FEEDER_TIME_MIN,
+        timeout_min=time_min,
         mem_mb=FEEDER_MEM_MB,
         cpus_per_task=1,
         partition=d.partition,
@@ -306,16 +310,18 @@ def fed_submission(
     budget: int,
     queued: int | None,
     timeout_s: float,
+    feeder_time_min: int = FEEDER_TIME_MIN,
 ) -> Submission:
     """:func:`~lazyslurm.backends.slurm.render.submission` of a run over the cap: every
     job script, the first tranche (what fits ``budget`` less the ``queued`` jobs of this
     user, less the feeder; none when ``queued`` is unknown) and the feeder, all or nothing;
-    the rest in ``feed.json``."""
+    the rest in ``feed.json``. ``feeder_time_min``: the feeders' time limit (at most the
+    partition's MaxTime: a feeder that can never start would stop the run)."""
     todo = submission(
         array_jobs, run_id=run_id, layout=layout, defaults=defaults, launches=launches
     )
     first = first_tranche(array_jobs, budget, queued)
-    fflags = feeder_flags(run_id, layout, array_jobs[0].effective(defaults))
+    fflags = feeder_flags(run_id, layout, array_jobs[0].effective(defaults), feeder_time_min)
     after = (("afterany", first[0].id),) if first else ()
     feeder = ArrayJob(FEEDER, FEEDER, (FEEDER,), dependencies=after)
     script = submit_script(
@@ -329,6 +335,7 @@ def fed_submission(
         "run_id": run_id,
         "cap": budget,
         "unreachable_timeout_s": timeout_s,
+        "feeder_time_min": feeder_time_min,
         "jobs": [
             {
                 "id": aj.id,
@@ -380,9 +387,9 @@ def _write_ids(layout: RunLayout, ids: Mapping[str, str]) -> None:
     atomic_write(layout.jobids, (" ".join(f"{k}={v}" for k, v in ids.items()) + "\n").encode())
 
 
-def _queue(layout: RunLayout, timeout_s: float) -> list[tuple[str, str, str]] | None:
-    """This user's queued jobs, one row per array element: ``(id, master id, name)``;
-    None when squeue kept failing."""
+def _queue(layout: RunLayout, timeout_s: float) -> list[tuple[str, str, str, str]] | None:
+    """This user's queued jobs, one row per array element: ``(id, master id, state,
+    name)``; None when squeue kept failing."""
     from lazyslurm.backends.slurm.node import _slurm
 
     res = _slurm(["squeue", "-h", "-r", "-u", _user(), "-o", _QUEUE_FORMAT], layout, timeout_s)
@@ -390,18 +397,25 @@ def _queue(layout: RunLayout, timeout_s: float) -> list[tuple[str, str, str]] | 
         return None
     rows = []
     for line in res.stdout.splitlines():
-        parts = line.strip().split("|", 2)
-        if len(parts) == 3:
-            rows.append((parts[0], parts[1], parts[2]))
+        parts = line.strip().split("|", 3)
+        if len(parts) == 4:
+            rows.append((parts[0], parts[1], parts[2], parts[3]))
     return rows
 
 
-def _sbatch(argv: list[str], layout: RunLayout, timeout_s: float) -> tuple[str | None, str]:
+def _sbatch(
+    argv: list[str],
+    layout: RunLayout,
+    timeout_s: float,
+    find: Callable[[], str | None] = lambda: None,
+) -> tuple[str | None, str]:
     """One sbatch (``--parsable``): ``(job id, "")``, or ``(None, Slurm's words)``. Slurm's
-    transient errors are tried again with backoff; a cap refusal is returned at once."""
+    transient errors are tried again with backoff for up to ``timeout_s``, each time after
+    ``find()`` (the job by its name: an sbatch that timed out may have been taken) found
+    nothing; a cap refusal is returned at once."""
     from lazyslurm.backends.slurm.node import _slurm
 
-    backoff = Backoff(timeout_s)
+    backoff = Backoff(max(timeout_s, 0.0))
     while True:
         res = _slurm(argv, layout, 0)
         if res.returncode == 0 and res.stdout.strip():
@@ -409,6 +423,25 @@ def _sbatch(argv: list[str], layout: RunLayout, timeout_s: float) -> tuple[str |
         said = res.stderr.strip() or f"exit {res.returncode}"
         if over_cap(said) or not transient(said) or not backoff.sleep():
             return None, said
+        taken = find()
+        if taken is not None:
+            return taken, ""
+
+
+def _finder(
+    layout: RunLayout, name: str, *, pending: bool = False, but: str | None = None
+) -> Callable[[], str | None]:
+    """A search of the queue for a job whose name starts with ``name`` (only pending ones
+    with ``pending``; never job ``but``): its (master) id, or None."""
+
+    def find() -> str | None:
+        rows = _queue(layout, 0)
+        for a, m, t, n in rows or ():
+            if n.startswith(name) and (t == "PD" or not pending) and but not in (a, m):
+                return m
+        return None
+
+    return find
 
 
 def _fail(layout: RunLayout, text: str) -> None:
@@ -425,7 +458,14 @@ def step(layout: RunLayout, own: str | None = None) -> dict[str, Any]:
 
     plan = json.loads(read_private(layout.feed_plan))
     run_id, cap = plan["run_id"], int(plan["cap"])
+    # Slurm away: waited on for up to unreachable_timeout_s, and never past the time limit
+    limit_s = 60.0 * int(plan.get("feeder_time_min") or FEEDER_TIME_MIN) - _MARGIN_S
+    deadline = time.monotonic() + max(limit_s, 30.0)
     timeout_s = float(plan.get("unreachable_timeout_s") or 300)
+
+    def left_s() -> float:
+        return min(timeout_s, deadline - time.monotonic())
+
     done: dict[str, Any] = {
         "submitted": {}, "queued": None, "successor": None, "left": 0, "refused": "",
     }  # fmt: skip
@@ -439,14 +479,14 @@ def step(layout: RunLayout, own: str | None = None) -> dict[str, Any]:
         todo = [j for j in plan["jobs"] if j["id"] not in ids]
         if not todo:
             return done
-        rows = _queue(layout, timeout_s)
+        rows = _queue(layout, left_s())
         mine = f"{JOB_NAME_PREFIX}{run_id}-"
         feeders = f"{mine}{FEEDER}"
         if rows is not None:
             done["queued"] = len(rows)
             # an array job a lost try (or a requeued feeder) submitted: adopted, not resubmitted
             for j in todo:
-                found = next((m for _, m, n in rows if n.startswith(f"{mine}{j['id']}-")), None)
+                found = next((m for _, m, _, n in rows if n.startswith(f"{mine}{j['id']}-")), None)
                 if found is not None:
                     ids[j["id"]] = found
             free = cap - len(rows) - 1  # this feeder is among the rows; one for its successor
@@ -466,7 +506,7 @@ def step(layout: RunLayout, own: str | None = None) -> dict[str, Any]:
                     deps += [f"afterok:{rec.job_ids[f]}" for f in rec.final if f in rec.job_ids]
             dep = [f"--dependency={','.join(dict.fromkeys(deps))}"] if deps else []
             argv = ["sbatch", "--parsable", *j["flags"], *dep, "--", layout.job_script(j["id"])]
-            job, said = _sbatch(argv, layout, timeout_s)
+            job, said = _sbatch(argv, layout, left_s(), _finder(layout, f"{mine}{j['id']}-"))
             if job is None:
                 if over_cap(said) and rows is not None:
                     # the cap is at most what was queued, plus what went in, plus this
@@ -497,20 +537,21 @@ def step(layout: RunLayout, own: str | None = None) -> dict[str, Any]:
         if not left:
             return done
         if rows is not None and any(
-            n == feeders and m != own and a != own for a, m, n in rows
-        ):  # another feeder (of a requeued one's try) is queued already
+            n == feeders and t == "PD" and own not in (a, m) for a, m, t, n in rows
+        ):  # another feeder (of a requeued one's try) is pending already
             return done
         ours = {
             int(m)
-            for _, m, n in rows or ()
+            for _, m, _, n in rows or ()
             if n.startswith(mine) and n != feeders and m.isdigit()
         }
         ours |= {int(v) for v in done["submitted"].values() if v.isdigit()}
         when = [f"--dependency=afterany:{min(ours)}"] if ours else [f"--begin=now+{IDLE_BEGIN_S}"]
         argv = ["sbatch", "--parsable", *plan["feeder"], *when, "--", layout.job_script(FEEDER)]
-        backoff = Backoff(60 * (FEEDER_TIME_MIN - 2), cap_s=30)
+        backoff = Backoff(max(deadline - time.monotonic(), 0.0), cap_s=30)
+        find = _finder(layout, feeders, pending=True, but=own)
         while True:
-            job, said = _sbatch(argv, layout, timeout_s)
+            job, said = _sbatch(argv, layout, left_s(), find)
             if job is not None:
                 done["successor"] = job
                 return done
