@@ -88,13 +88,15 @@ def _first_line(text: str) -> str:
 
 def _open_cluster(args: argparse.Namespace) -> tuple[Cluster, bool]:
     """The cluster to use, and whether this command owns it (and closes it)."""
-    from lazyslurm.cluster import Cluster, default_cluster
+    from lazyslurm.cluster import Cluster
     from lazyslurm.profiles import PROFILE_ENV
 
     name = args.cluster or os.environ.get(PROFILE_ENV) or None
     if name is not None:
         return Cluster.from_profile(name), True
-    return default_cluster(), False
+    # a command is a session of its own (called in a process, main() sees the
+    # environment of now, not that of the process's first default cluster)
+    return Cluster("local"), True
 
 
 def _attach(args: argparse.Namespace, cluster: Cluster) -> Run:

@@ -9,6 +9,7 @@ Without any, ``compute`` uses a process-wide embedded local cluster, created on 
 
 from __future__ import annotations
 
+import argparse
 import contextvars
 import functools
 import os
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal, Unpack
 
 import lazyslurm.backends.registry as backends
+import lazyslurm.sdk_cluster as sdk
 from lazyslurm.backends.base import Backend, PackLimits
 from lazyslurm.backends.option import CommonOptions, resolve
 from lazyslurm.backends.registry import BackendSpec
@@ -27,9 +29,10 @@ from lazyslurm.graph.resources import Resources
 from lazyslurm.options import ClusterOptions
 from lazyslurm.options import check as check_options
 from lazyslurm.registry import executor
+from lazyslurm.sdk_cluster import SdkClusterOptions
 from lazyslurm.session import Session
 
-__all__ = ["BackendName", "Cluster", "current_cluster", "live_clusters"]
+__all__ = ["BackendName", "Cluster", "ClusterKeywords", "current_cluster", "live_clusters"]
 
 _ACTIVE: contextvars.ContextVar[Cluster | None] = contextvars.ContextVar(
     "lazyslurm_active_cluster", default=None
@@ -45,11 +48,18 @@ _SESSIONS: weakref.WeakSet[Cluster] = weakref.WeakSet()
 BackendName = Literal["local", "sync", "slurm", "ssh"]
 
 
+class ClusterKeywords(ClusterOptions, SdkClusterOptions, total=False):
+    """The keywords of ``Cluster(...)``: lazyslurm's options, and slurm-sdk's spellings
+    of some (``default_partition``, ``default_packaging_registry``, ...), translated by
+    :mod:`lazyslurm.sdk_cluster`."""
+
+
 class Cluster:
     """A place to run graphs: its configuration, a factory of its backend, and the
     :class:`~lazyslurm.session.Session` of what this process already ran there.
 
-    ``backend`` is ``"local"`` (default: a pool of local processes), ``"sync"`` (in the
+    ``backend`` is ``"local"`` (the default: a pool of local processes; ``"ssh"`` when
+    only a ``hostname`` is given, as in slurm-sdk), ``"sync"`` (in the
     calling thread), ``"slurm"`` (sbatch on this host), ``"ssh"`` (sbatch over SSH), the
     name of a registered backend (:mod:`lazyslurm.backends`), its
     :class:`~lazyslurm.backends.BackendSpec`, or a backend object (such as the public
@@ -61,24 +71,35 @@ class Cluster:
     too: results already in the cluster's store are not computed again.
     ``max_core_hours`` refuses, before submitting, any graph whose worst case may exceed it.
     ``backend_type=`` is slurm-sdk's name of ``backend`` (``Cluster(backend_type="ssh",
-    hostname=...)``).
+    hostname=...)``; its ``"local"`` is sbatch on this host, lazyslurm's ``"slurm"``), and
+    slurm-sdk's keywords (``default_partition``, ``default_packaging_registry``,
+    ``job_base_dir``, ...) are translated (:mod:`lazyslurm.sdk_cluster`), or refused
+    when lazyslurm has no such behaviour. So are its ways of building one:
+    :meth:`add_argparse_args` with :meth:`from_args`, and :meth:`from_file`.
     """
 
     def __init__(
         self,
-        backend: BackendName | BackendSpec | Backend = "local",
+        backend: BackendName | BackendSpec | Backend | None = None,
         *,
         backend_type: BackendName | None = None,
-        **options: Unpack[ClusterOptions],
+        **options: Unpack[ClusterKeywords],
     ) -> None:
         if backend_type is not None:
-            if backend != "local" and backend != backend_type:
+            # slurm-sdk's names: "local" there is sbatch on this host (lazyslurm's "slurm")
+            from_type = sdk.backend_of_type(backend_type)
+            if backend is not None and backend != from_type:
                 msg = (
                     f"Cluster({backend!r}, backend_type={backend_type!r}): backend_type is "
                     f"slurm-sdk's name of backend; give one of them"
                 )
                 raise ClusterConfigError(msg)
-            backend = backend_type
+            backend = from_type  # type: ignore[assignment]
+        if any(sdk.is_sdk_keyword(k) for k in options):
+            options = sdk.translate(options)  # type: ignore[assignment]
+        if backend is None:
+            # a hostname names a login node: SSH, as in slurm-sdk (whose default is ssh)
+            backend = "ssh" if options.get("hostname") is not None else "local"
         given: dict[str, Any] = {k: v for k, v in options.items() if v is not None}
         if isinstance(backend, str):
             spec: BackendSpec | None = backends.get(backend)
@@ -181,6 +202,49 @@ class Cluster:
         cluster = cls(**{**profile.options, **overrides})
         cluster.profile = profile.name
         return cluster
+
+    @staticmethod
+    def add_argparse_args(parser: argparse.ArgumentParser, *, backend_flag: bool = True) -> None:
+        """Add slurm-sdk's cluster flags to ``parser`` (``--hostname``, ``--port``,
+        ``--username``, ``--backend``, ``--partition``, ``--packaging*``, ...) and
+        lazyslurm's ``--key-filename`` and ``--known-hosts``; build the cluster with
+        :meth:`from_args`. ``backend_flag=False`` leaves ``--backend`` to the caller."""
+        sdk.add_argparse_args(parser, backend_flag=backend_flag)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, **overrides: Any) -> Cluster:
+        """The cluster of parsed :meth:`add_argparse_args` flags, ``overrides`` (slurm-sdk's
+        keywords or lazyslurm's options, e.g. ``callbacks=[...]``) winning over them.
+
+        ``--hostname`` gives the ``ssh`` backend; ``--backend local`` (slurm-sdk's name)
+        Slurm on this host; with neither, Slurm on this host if ``sbatch`` is on the PATH,
+        else :class:`~lazyslurm.errors.ClusterConfigError` says what to give. Nothing
+        connects until the cluster is used."""
+        backend, options = sdk.options_from_args(args, overrides)
+        return cls(backend, **options)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], **overrides: Any) -> Cluster:
+        """The cluster of slurm-sdk's flat TOML file (``backend``, ``hostname``,
+        ``username``, ``ssh_key_path``, ``job_base_dir``, ``default_packaging``,
+        ``default_account``, ``default_partition``; lazyslurm's options too), ``overrides``
+        winning. For named sets of options in ``pyproject.toml``, see :meth:`from_profile`."""
+        backend, options = sdk.file_options(path, overrides)
+        return cls(backend, **options)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_env(cls, *args: Any, **kwargs: Any) -> Cluster:
+        """slurm-sdk's Slurmfile environments are not read: raises ClusterConfigError
+        saying what to use instead (:meth:`from_profile`, :meth:`from_file`)."""
+        msg = (
+            "Cluster.from_env (slurm-sdk's Slurmfile environments) is not supported: put "
+            "the environment's settings in a profile, [tool.lazyslurm.profiles.NAME] of "
+            "pyproject.toml (backend = \"ssh\", hostname, partition = the [submit] "
+            "partition, packaging, ...), and use Cluster.from_profile(\"NAME\") or "
+            "LAZYSLURM_PROFILE=NAME; or a flat TOML file with Cluster.from_file(PATH). "
+            "See docs/coming-from.md"
+        )
+        raise ClusterConfigError(msg)
 
     def __repr__(self) -> str:
         opts = "".join(

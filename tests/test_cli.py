@@ -619,58 +619,6 @@ def test_usage_on_a_backend_without_accounting_exits_0(project, store, capsys):
     assert code == 0 and data["run"] == store.done and data["sources"] == ["runner"]
 
 
-def test_usage_json(project, store, capsys):
-    """`usage --json`: the Usage record's data (a local run: no jobs, and the note)."""
-    code, out, err = run_cli(capsys, "usage", store.done, "--json", "--cluster", "work")
-    assert code == 0, err
-    data = json.loads(out)
-    assert data["run_id"] == store.done and data["jobs"] == []
-    assert "no accounting" in data["note"]
-
-
-@pytest.mark.slurm
-@pytest.mark.parametrize("accounting", [True, False], ids=["acct", "noacct"])
-def test_usage_on_the_real_cluster(cluster_env, tmp_path, monkeypatch, capsys, accounting):
-    """`usage RUN` on the accounting cluster shows the runner's and sacct's figures; on the
-    cluster without accounting the runner's, and says so; exit 0 either way."""
-    conf = cluster_env[
-        "LAZYSLURM_TEST_SLURM_CONF" if accounting else "LAZYSLURM_TEST_SLURM_CONF_NOACCT"
-    ]
-    (tmp_path / "lazyslurm.toml").write_text(
-        f'[profiles.hpc]\nbackend = "slurm"\nworkdir = "work"\nenv = {{ SLURM_CONF = "{conf}" }}\n'
-    )
-    monkeypatch.chdir(tmp_path)
-    with Cluster.from_profile("hpc") as c:
-        run = submit(total(inc.options(time=1).map(range(3))), cluster=c, progress=False)
-        assert run.result() == (6,)
-    deadline = time.monotonic() + 30
-    while True:  # sacct records array elements within seconds of their end
-        code, out, err = run_cli(capsys, "usage", run.id, "--cluster", "hpc", "--json")
-        data = json.loads(out)
-        if not accounting or "sacct" in data["sources"] or time.monotonic() > deadline:
-            break
-        time.sleep(1)
-    assert code == 0, err
-    if not accounting:
-        assert data["sources"] == ["runner"] and "keeps no accounting" in data["note"]
-    else:
-        assert data["sources"] == ["runner", "sacct"]
-    tasks = {t["task"]: t for t in data["tasks"]}
-    assert tasks["inc"]["elements"] == tasks["inc"]["measured"] == 3
-    assert tasks["inc"]["request"]["time_min"] == 1
-    assert tasks["total"]["core_hours"]["reserved"] is None  # total() has no time limit
-    code, out, err = run_cli(capsys, "usage", run.id, "--cluster", "hpc")
-    lines = out.splitlines()
-    assert lines[0].startswith(f"run {run.id}: 4 of 4 element(s) measured")
-
-
-@pytest.mark.parametrize("where", ["before", "after"])
-def test_cluster_option_before_or_after_the_command(project, store, capsys, where):
-    """`lazyslurm --cluster work runs` and `lazyslurm runs --cluster work` do the same."""
-    argv = ["--cluster", "work", "runs"] if where == "before" else ["runs", "--cluster", "work"]
-    code, out, _ = run_cli(capsys, *argv)
-    assert code == 0 and store.done in out and store.failed in out
-
 
 def test_cluster_after_the_command_wins_over_before(project, store, capsys):
     """Given on both sides, the subcommand's --cluster is the one used."""

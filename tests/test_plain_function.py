@@ -14,7 +14,7 @@ from pathlib import Path
 from lazyslurm import Cluster, compute, task
 from lazyslurm.planning.encode import encode_run
 from lazyslurm.planning.planner import make_plan
-from lazyslurm.store import INSIDE, RunLayout, atomic_write, read_element
+from lazyslurm.store import INSIDE, RunLayout, atomic_write, read_element, read_header
 
 REPO = Path(__file__).resolve().parent.parent
 SCALE = 3
@@ -80,6 +80,10 @@ def test_the_runner_reads_a_plain_function_without_pickle(tmp_path):
     assert res.returncode == 0, res.stderr
     mods = {ln.split("|")[-1].strip() for ln in res.stderr.splitlines() if "import time" in ln}
     assert "_pickle" not in mods and "cloudpickle" not in mods
+    key = task(lite)(1).key
+    assert os.path.exists(paths.result(key)) and not os.listdir(paths.errors_dir)
+    # the header alone (what a Slurm element reads first) carries the function too
+    assert read_header(paths.spec("aj0"))["func"](4.5, power=2) == lite(4.5, power=2)
 
 
 def test_a_plain_function_by_value_on_the_local_backend(tmp_path):

@@ -151,10 +151,7 @@ SPEC = register(
 
 
 if __name__ == "__main__":
-    try:
-        from . import parallelization_patterns as patterns
-    except ImportError:  # run as a file: its folder is on sys.path
-        import parallelization_patterns as patterns  # type: ignore[no-redef]
+    from lazyslurm.examples import parallelization_patterns as patterns
 
     with lazyslurm.Cluster(SPEC, slots=2) as cluster:
         print(patterns.fan_out_fan_in(cluster))

@@ -7,14 +7,18 @@ by Slurm dependencies (the pipeline element-wise, with ``aftercorr``).
 
     python -m lazyslurm.examples.parallelization_patterns --pattern all   # embedded default
     python -m lazyslurm.examples.parallelization_patterns --backend slurm --partition debug
-    python -m lazyslurm.examples.parallelization_patterns --backend ssh --hostname HOST \
-        --username ME
-    python -m lazyslurm.examples.parallelization_patterns --backend slurm \
-        --packaging container --packaging-registry registry:5000/patterns \
-        --packaging-platform linux/amd64 --packaging-tls-verify false
+    python -m lazyslurm.examples.parallelization_patterns --hostname HOST --username ME
+    python -m lazyslurm.examples.parallelization_patterns --hostname HOST --username ME \
+        --partition debug --pattern all --packaging container \
+        --packaging-registry registry:5000/patterns --packaging-platform linux/amd64 \
+        --packaging-tls-verify false
 
-``--packaging`` picks how the code reaches the cluster (see docs/packaging.md): over SSH
-the default ships it by value, so a cluster account with only Python works.
+The cluster flags are slurm-sdk's (``Cluster.add_argparse_args``, built by
+``Cluster.from_args``), so the seed's command line runs as it is: ``--hostname`` means
+SSH. ``--backend`` (local, sync, slurm, ssh) picks a lazyslurm backend by name; without
+it and without ``--hostname`` the code runs in local processes. ``--packaging`` picks how
+the code reaches the cluster (see docs/packaging.md): over SSH the default ships it by
+value, so a cluster account with only Python works.
 """
 
 from __future__ import annotations
@@ -282,76 +286,60 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def add_cluster_arguments(p: argparse.ArgumentParser) -> None:
-    """The flags that say where to run (shared by the examples)."""
-    p.add_argument("--backend", choices=["local", "sync", "slurm", "ssh"], default="local")
-    p.add_argument("--workdir", default=None, help="run directories (default ~/.lazyslurm)")
-    p.add_argument("--hostname", help="SSH host of the cluster's login node (--backend ssh)")
-    p.add_argument("--port", type=int, default=22, help="SSH port (--backend ssh)")
-    p.add_argument("--username", help="SSH user (--backend ssh)")
-    p.add_argument("--key-filename", help="SSH private key (--backend ssh)")
-    p.add_argument("--known-hosts", help="known_hosts file (--backend ssh)")
-    p.add_argument("--python", help="interpreter on the cluster (slurm/ssh)")
-    p.add_argument("--setup", action="append", default=[], metavar="LINE",
-                   help="shell line run before the runner on the cluster (repeatable)")
-    p.add_argument("--partition", help="default Slurm partition (slurm/ssh)")
+    """The flags that say where to run (shared by the examples): slurm-sdk's
+    (``Cluster.add_argparse_args``), and this example's ``--backend`` and extras."""
+    Cluster.add_argparse_args(p, backend_flag=False)
     p.add_argument(
-        "--packaging",
-        choices=["auto", "inherit", "by-value", "wheel", "container"],
+        "--backend",
+        choices=["local", "sync", "slurm", "ssh"],
         default=None,
-        help="how code reaches the cluster (slurm/ssh; default auto: inherit on this host, "
-        "by-value over SSH)",
+        help="lazyslurm's backend (default: ssh with --hostname, else local processes)",
     )
-    p.add_argument("--packaging-registry", default=None,
-                   help="container: image repository to push to, e.g. registry:5000/patterns")
-    p.add_argument("--packaging-platform", default=None,
-                   help="container: build platform, e.g. linux/amd64")
-    p.add_argument("--packaging-tls-verify", default=None, choices=["true", "false"],
-                   help="container: verify TLS when pushing and pulling (default true)")
+    p.add_argument("--workdir", default=None, help="run directories (default ~/.lazyslurm)")
+    p.add_argument("--python", help="interpreter on the cluster (slurm/ssh)")
+    p.add_argument("--setup", action="append", default=None, metavar="LINE",
+                   help="shell line run before the runner on the cluster (repeatable)")
     p.add_argument("--packaging-runtime", default=None, choices=["podman", "pyxis", "apptainer"],
                    help="container: how jobs run the image (default podman)")
     p.add_argument("--packaging-base-image", default=None,
                    help="container: base image of the generated Dockerfile")
-    return p
 
 
-PACKAGING_FLAGS = (
-    "packaging",
-    "packaging_registry",
-    "packaging_platform",
-    "packaging_tls_verify",
-    "packaging_runtime",
-    "packaging_base_image",
-)
+# this example's own flags, given to Cluster.from_args as lazyslurm options
+EXTRA_FLAGS = ("workdir", "python", "setup", "packaging_runtime", "packaging_base_image")
+
+
+def backend_of(args: argparse.Namespace) -> str:
+    """``--backend``, else ``ssh`` when ``--hostname`` is given (as the seed's command
+    line), else the embedded local processes."""
+    return args.backend or ("ssh" if args.hostname else "local")
 
 
 def make_cluster(args: argparse.Namespace) -> Cluster:
-    options: dict[str, Any] = {}
-    if args.backend in ("slurm", "ssh"):
-        for name in ("partition", "python", "setup", *PACKAGING_FLAGS):
-            if getattr(args, name):
-                options[name] = getattr(args, name)
-    if args.backend == "ssh":
-        if not args.hostname:
-            raise SystemExit("--backend ssh needs --hostname")
-        options.update(hostname=args.hostname, port=args.port, username=args.username)
-        if args.key_filename:
-            options["key_filename"] = args.key_filename
-        if args.known_hosts:
-            options["known_hosts"] = args.known_hosts
-    return Cluster(args.backend, workdir=args.workdir, **options)
+    backend = backend_of(args)
+    if backend in ("local", "sync"):  # no cluster: the code runs right here
+        return Cluster(backend, workdir=args.workdir)
+    extra = {n: getattr(args, n) for n in EXTRA_FLAGS if getattr(args, n) is not None}
+    return Cluster.from_args(args, backend=backend, **extra)
+
+
+def unused_flags(args: argparse.Namespace) -> list[str]:
+    """The cluster flags given that an embedded backend does not use."""
+    if backend_of(args) not in ("local", "sync"):
+        return []
+    defaults = vars(make_parser().parse_args([]))
+    return [
+        f"--{name.replace('_', '-')}"
+        for name, value in vars(args).items()
+        if name not in ("backend", "workdir", "pattern", "style") and value != defaults[name]
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
-    unused = []
-    if args.backend in ("local", "sync"):  # no cluster: the code runs right here
-        unused += [
-            f"--{n.replace('_', '-')}"
-            for n in ("hostname", "username", "partition", "python", "setup", *PACKAGING_FLAGS)
-            if getattr(args, n)
-        ]
+    unused = unused_flags(args)
     if unused:
-        print(f"note: {', '.join(unused)} accepted but not used with --backend {args.backend}")
+        print(f"note: {', '.join(unused)} accepted but not used with --backend {backend_of(args)}")
     names = list(PATTERNS) if args.pattern == "all" else [args.pattern]
     for name in names:
         seed_style, graph = PATTERNS[name]

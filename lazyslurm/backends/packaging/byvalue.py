@@ -16,9 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from lazyslurm.backends.packaging.base import Launch, Prepared, pickles
 from lazyslurm.backends.packaging.modules import (
-    check_python,
     content_hash,
-    has_code_by_value,
     installed_files,
     third_party_modules,
     unshippable_error,
@@ -58,8 +56,7 @@ class ByValueBuilder:
     ) -> Prepared:
         t = self.target
         blobs = pickles(array_jobs, files)
-        version = t.interpreter.require(shell, t.setup)
-        check_python(version, python=t.python, code_by_value=has_code_by_value(blobs))
+        t.python_version(shell, blobs)
         missing = t.interpreter.missing(shell, blobs, t.setup)
         runtime, code = t.code.runtime(workdir)
         dirs = [runtime]

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lazyslurm.backends.packaging.base import Launch, Prepared, pickles
-from lazyslurm.backends.packaging.modules import check_python, has_code_by_value, project_modules
+from lazyslurm.backends.packaging.modules import project_modules
 from lazyslurm.backends.packaging.target import Target
 from lazyslurm.errors import ClusterConfigError
 
@@ -82,9 +82,7 @@ class InheritBuilder:
         run_dir: str = "",
     ) -> Prepared:
         t = self.target
-        version = t.interpreter.require(shell, self.setup())
-        code_by_value = has_code_by_value(pickles(array_jobs, files))
-        check_python(version, python=t.python, code_by_value=code_by_value)
+        t.python_version(shell, pickles(array_jobs, files), self.setup())
         self.check()
         runner = t.interpreter.runner  # the cluster's lazyslurm (probed), if any
         if t.local:  # this very lazyslurm, on the shared file system

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from lazyslurm.backends.packaging.base import Prepared
 from lazyslurm.backends.packaging.modules import (
     check_python,
+    has_code_by_value,
     project_modules,
     referenced_modules,
     runtime_files,
@@ -61,6 +62,16 @@ class Target:
         self.interpreter = Interpreter(python, local=local)
         self.code = CodeDir()
         self._own_modules: tuple[int, list[str]] | None = None
+
+    def python_version(
+        self, shell: Shell, blobs: Sequence[bytes], setup: Sequence[str] | None = None
+    ) -> tuple[int, ...]:
+        """The cluster's Python version (probed once, after ``setup``: the target's own
+        lines by default), refused where it cannot run the spec files ``blobs`` (code by
+        value needs this client's minor version)."""
+        version = self.interpreter.require(shell, self.setup if setup is None else setup)
+        check_python(version, python=self.python, code_by_value=has_code_by_value(blobs))
+        return version
 
     def project_modules(self) -> list[types.ModuleType]:
         """The user's own loaded modules (pickled by value): scanned again only when

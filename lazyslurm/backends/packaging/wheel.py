@@ -57,9 +57,7 @@ import attrs
 
 from lazyslurm.backends.packaging.base import Launch, Prepared, pickles
 from lazyslurm.backends.packaging.modules import (
-    check_python,
     content_hash,
-    has_code_by_value,
     project_modules,
 )
 from lazyslurm.backends.packaging.target import Target
@@ -383,9 +381,7 @@ class WheelBuilder:
         run_dir: str = "",
     ) -> Prepared:
         t = self.target
-        version = t.interpreter.require(shell, t.setup)
-        code_by_value = has_code_by_value(pickles(array_jobs, files))
-        check_python(version, python=t.python, code_by_value=code_by_value)
+        version = t.python_version(shell, pickles(array_jobs, files))
         dist = self.distribution(fresh=True)  # an edit since the last run is seen
         key = self.venv_digest(version)
         wheels = f"{workdir}/code/wheels-{key}"

@@ -12,7 +12,10 @@ looking at modification times.
 >>> d = tempfile.mkdtemp()
 >>> w = watch_dirs([d])
 >>> before = w.wait(0.0)
->>> open(os.path.join(d, "x"), "w").close()
+>>> open(os.path.join(d, ".x.tmp"), "w").close()   # written, not yet published: no wake
+>>> w.wait(0.0)
+False
+>>> os.rename(os.path.join(d, ".x.tmp"), os.path.join(d, "x"))   # published by a rename
 >>> before, w.wait(1.0), w.drain(), w.wait(0.0)
 (False, True, True, False)
 """
