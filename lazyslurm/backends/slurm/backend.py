@@ -86,15 +86,12 @@ from lazyslurm.backends.slurm.facts import (
 )
 from lazyslurm.backends.slurm.feed import (
     FEEDER,
-    FEEDER_TIME_MIN,
+    FedRuns,
     FirstSubmission,
     check_feedable,
     fed_submission,
     over_cap,
-    queued_script,
-    read_progress,
     stop_script,
-    unsubmitted_states,
 )
 from lazyslurm.backends.slurm.options import (
     PROBE_CACHE_S,
@@ -104,7 +101,6 @@ from lazyslurm.backends.slurm.options import (
 )
 from lazyslurm.backends.slurm.probecache import load_probe, save_probe, slurm_lines
 from lazyslurm.backends.slurm.render import (
-    SUBMIT_FAILED_MARKER,
     cancel_script,
     live_runs_script,
     read_submitted,
@@ -173,7 +169,7 @@ _HELD = "LZ-STATUS-RC=0 held"  # not asked: max_rpc_per_min left no token for it
 _PROBE_CALLS = {"scontrol": 3, "sacctmgr": 2}
 
 
-class SlurmBackend(BackendBase):
+class SlurmBackend(FedRuns, BackendBase):
     """Runs plans on Slurm through a :class:`~lazyslurm.backends.shell.Shell`."""
 
     def __init__(
@@ -530,82 +526,6 @@ class SlurmBackend(BackendBase):
                     self._retried(run_id, sweep, "cancel of an earlier try's jobs")
                 return ids
             res = self.shell.run(retry)
-
-    def _refed(
-        self, run_id: str, first: FirstSubmission, cancel: str, said: str
-    ) -> tuple[CommandResult, str] | None:
-        """After a refusal over the submit cap (``said``: the submission's stderr): the run
-        submitted again, fed in under the cap learned (its result and command), or None
-        (wait and try the same again)."""
-        refused = re.search(rf"^{SUBMIT_FAILED_MARKER} (\S+)", said, re.MULTILINE)
-        try:
-            todo = first.shrunk(self._queued_now(run_id), refused and refused.group(1))
-        except ResourceLimitError:
-            self._cancel_run_by_name(run_id)
-            raise
-        if todo is None:
-            return None
-        inside = RunLayout.of(run_id)
-        log.warning(
-            "%s: sbatch refused run %s over the submit cap: it is fed in, at most %d Slurm "
-            "jobs queued at once", self.name, run_id, first.budget,
-        )  # fmt: skip
-        staged = {f"{inside.root}/{k}": v for k, v in todo.files.items()}
-        # what the refused try may have left is cancelled first (by the run's job names)
-        then = f"{cancel} || exit 75\n{todo.command}"
-        res = self.shell.put_files(self.workdir, staged, then=then)
-        assert res is not None
-        return res, todo.command
-
-    def _feeder_time(self, first: ArrayJob) -> int:
-        """A feeder's time limit: FEEDER_TIME_MIN, or less where the partition of the run's
-        first array job (the feeders') allows less."""
-        part = self.facts.cluster.partition(first.effective(self.defaults).partition)
-        cap = part.max_time_min if part is not None else None
-        return max(1, min(FEEDER_TIME_MIN, cap)) if cap is not None else FEEDER_TIME_MIN
-
-    def _fed_budget(self, array_jobs: Sequence[ArrayJob]) -> int | None:
-        """The submit cap a run over it is fed in under (feed.py), None for a run that fits."""
-        budget = job_budget(self.facts.job_limits, share=1)
-        queued = sum(aj.slurm_size for aj in array_jobs)
-        return budget if budget is not None and queued > budget else None
-
-    def _queued_now(self, run_id: str) -> int | None:
-        """How many Slurm jobs this user has queued now (one squeue); None if unknown."""
-        res = self.shell.run(
-            f"{queued_script()}; {count_script(None, {'squeue': 1})}", timeout_s=_QUERY_TIMEOUT_S
-        )
-        self._count(run_id, parse_calls(res.stdout, CALLS_MARK), needed=True)
-        first = res.stdout.strip().splitlines()[:1]
-        return int(first[0]) if res.ok and first and first[0].strip().isdigit() else None
-
-    def _poll_fed(self, handle: RunHandle) -> Snapshot:
-        """A poll of a run fed in under the submit cap (feed.py): the ``jobids`` file as
-        the feeders grew it (the handle keeps the new ids), then the submitted array
-        jobs' poll; the others are PENDING. What stopped the feeding is raised."""
-        inside = RunLayout.of(handle.run_id)
-        try:
-            files = self.shell.read_files(self.workdir, [inside.jobids, inside.feed_error])
-        except BackendError:
-            files = {}  # the poll below says how the cluster is unreachable
-        ids, error = read_progress(files, inside)
-        if error:
-            msg = (
-                f"run {handle.run_id} is over the submit cap and its feeder stopped: {error}\n"
-                f"the jobs already queued go on; cancel them with `lazyslurm cancel "
-                f"{handle.run_id}`"
-            )
-            raise SubmissionError(msg)
-        new = {k: v for k, v in ids.items() if k not in handle.job_ids}
-        if new and isinstance(handle.job_ids, dict):
-            handle.job_ids.update(new)  # the Run's handle: cancel and accounting see them
-        ids = {**handle.job_ids, **new}
-        known = tuple(aj for aj in handle.array_jobs if aj.id in ids)
-        pending = unsubmitted_states(handle.array_jobs, ids)
-        if not known:
-            return Snapshot(states=pending)
-        snap = self.poll(attrs.evolve(handle, array_jobs=known, job_ids=ids))
-        return attrs.evolve(snap, states={**snap.states, **pending})
 
     def _again(self, backoff: Backoff, what: str, exc: BaseException) -> bool:
         """Wait before trying ``what`` again after Slurm's transient error ``exc``; False
