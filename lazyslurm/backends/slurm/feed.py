@@ -22,6 +22,10 @@ tranche by tranche, on the cluster, with the client gone (docs/reliability.md#su
   client's next poll raises it.
 - The client's polls (:func:`read_progress`, :func:`unsubmitted_states`) read the
   ``jobids`` file as it grows: array jobs not submitted yet are PENDING.
+- :class:`FedRuns`: the client's side of all this, mixed into
+  :class:`~lazyslurm.backends.slurm.backend.SlurmBackend` (whose submission, poll and
+  cancel call it); :class:`FirstSubmission`: a cap the probe did not see, learned from
+  sbatch's refusal.
 
 The compute-node side reuses :mod:`~lazyslurm.backends.slurm.node`'s Slurm command
 helper (counted calls, retried while the controller is busy) and the run's lock of
