@@ -432,6 +432,24 @@ class RunLayout:
         return self._at("submit.sh")
 
     @property
+    def feed_plan(self) -> str:
+        """A run over the user's submit cap: what is left to submit, in order, and how
+        (written at submission; read by each feeder job, docs/reliability.md#submit-caps)."""
+        return self._at("feed.json")
+
+    @property
+    def feed_stop(self) -> str:
+        """Written (under the run's lock) when the run is cancelled: no feeder submits
+        anything more."""
+        return self._at("feed.stop")
+
+    @property
+    def feed_error(self) -> str:
+        """Why a feeder job could not submit the rest of the run (Slurm refused it for
+        good); read by the client's polls."""
+        return self._at("feed.err")
+
+    @property
     def calls(self) -> str:
         """The Slurm commands made for this run, appended by whoever made them (the
         client's scripts, compute nodes): lines of ``KIND N`` pairs (:func:`record_calls`)."""

@@ -13,6 +13,7 @@ compute-node side, behind the backend protocol.
                     ``max_rpc_per_min`` token bucket, counting a run's Slurm commands
 ``node.py``         the compute-node side: submit a subgraph, re-point dependents, the
                     cluster a ``@workflow`` uses from where it runs
+``feed.py``         a run over the user's submit cap, fed in by feeder jobs on the cluster
 ==================  =========================================================================
 
 Nothing outside this folder speaks Slurm (``tests/test_layers.py`` checks that no other

@@ -84,6 +84,15 @@ from lazyslurm.backends.slurm.facts import (
     split_starts,
     start_query_script,
 )
+from lazyslurm.backends.slurm.feed import (
+    FEEDER,
+    FedRuns,
+    FirstSubmission,
+    check_feedable,
+    fed_submission,
+    over_cap,
+    stop_script,
+)
 from lazyslurm.backends.slurm.options import (
     PROBE_CACHE_S,
     STATUS_SOURCES,
@@ -166,7 +175,7 @@ _HELD = "LZ-STATUS-RC=0 held"  # not asked: max_rpc_per_min left no token for it
 _PROBE_CALLS = {"scontrol": 3, "sacctmgr": 2}
 
 
-class SlurmBackend(BackendBase):
+class SlurmBackend(FedRuns, BackendBase):
     """Runs plans on Slurm through a :class:`~lazyslurm.backends.shell.Shell`."""
 
     def __init__(
@@ -369,15 +378,9 @@ class SlurmBackend(BackendBase):
         budget = job_budget(facts.job_limits, share=1)
         # a guarded array job (on-cluster retries) queues its guard job beside it
         queued = sum(aj.slurm_size + aj.resources.guarded for aj in array_jobs)
-        if budget is not None and queued > budget:
+        if budget is not None and queued > budget:  # fed in on the cluster, if it can be
             which = ", ".join(f"{k}={v}" for k, v in sorted(facts.job_limits.items()))
-            msg = (
-                f"the run would queue {queued} Slurm jobs (array elements) but the cluster "
-                f"allows {budget} ({which}): pack elements into fewer Slurm jobs with "
-                f"pack=k or pack='auto' (task option or task.map(items, pack=...)); "
-                f"nothing was submitted"
-            )
-            raise ResourceLimitError(msg, option="pack", value=str(queued), limit=str(budget))
+            check_feedable(array_jobs, budget, which)
         if not facts.cluster.partitions:
             return
         for aj in array_jobs:
@@ -411,6 +414,8 @@ class SlurmBackend(BackendBase):
         self.check_limits(array_jobs)
         layout = RunLayout.of(run_id, self.workdir)
         self._watches[run_id] = Watch()
+        fed = self._fed_budget(array_jobs)  # over the submit cap: fed in (feed.py)
+        queued = self._queued_now(run_id) if fed is not None else None
         for attempt in (1, 2):
             # code entries the probe saw may have been removed since (clean --code, the
             # code_cache_gb cap of another session): found gone before anything is
@@ -418,13 +423,22 @@ class SlurmBackend(BackendBase):
             prepared = self.packager.prepare(
                 self.shell, self.workdir, array_jobs, files, run_dir=layout.root
             )
+            def render(budget: int, queued: int | None, launches=prepared.launches) -> Any:
+                return fed_submission(
+                    array_jobs, run_id=run_id, layout=layout, defaults=self.defaults,
+                    launches=launches, budget=budget, queued=queued,
+                    timeout_s=self.unreachable_timeout_s,
+                    feeder_time_min=self._feeder_time(array_jobs[0]),
+                )  # fmt: skip
+
+            first = FirstSubmission.of(array_jobs, fed, queued, render)
             todo = submission(
                 array_jobs,
                 run_id=run_id,
                 layout=layout,
                 defaults=self.defaults,
                 launches=prepared.launches,
-            )
+            ) if fed is None else render(fed, queued)  # fmt: skip
             flags = todo.flags
             staged = {**files, **todo.files}
             for sub in layout.SUBDIRS:
@@ -460,7 +474,7 @@ class SlurmBackend(BackendBase):
             success()
         report_gc(self.workdir, res.stdout)
         self.stats["submits"] += 1
-        ids = self._submitted(run_id, res, todo.command, flags, array_jobs)
+        ids = self._submitted(run_id, res, todo.command, flags, array_jobs, first)
         self.stats["sbatch"] += len(array_jobs)
         if log.isEnabledFor(logging.DEBUG):
             took = time.monotonic() - t0
@@ -483,8 +497,11 @@ class SlurmBackend(BackendBase):
         command: str,
         flags: Mapping[str, Sequence[str]],
         array_jobs: Sequence[ArrayJob],
+        first: FirstSubmission | None = None,
     ) -> dict[str, str]:
-        """The job ids the submission printed. When it failed with Slurm's transient
+        """The job ids the submission printed. Refused over the submit cap, the run is
+        fed in under the cap learned (``first``, feed.py), or, when only its feeder was
+        refused, waits for room and tries again. When it failed with Slurm's transient
         errors (a busy controller), it is tried again after backoff with jitter, for up to
         ``unreachable_timeout_s``.
 
@@ -499,6 +516,7 @@ class SlurmBackend(BackendBase):
         started: a release that timed out after Slurm applied it; they are cancelled before
         the run is submitted again.)"""
         backoff = Backoff(self.unreachable_timeout_s)
+        full = Backoff(float("inf"), cap_s=60)  # the submit cap is full: wait for room
         layout = RunLayout.of(run_id, self.workdir)
         retry = f"{cancel_script(run_id, calls_file=layout.calls)} || exit 75\n{command}"
         while True:
@@ -507,6 +525,21 @@ class SlurmBackend(BackendBase):
                 ids = read_submitted(res.returncode, res.stdout, res.stderr, flags, array_jobs)
             except SubmissionError as exc:
                 said = res.stderr if res.returncode != 75 else f"lz-transient {res.stderr}"
+                if over_cap(said):  # not an error of the run: "not now"
+                    cancel = cancel_script(run_id, calls_file=layout.calls)
+                    again = None if first is None else self._refed(run_id, first, cancel, said)
+                    if again is not None:
+                        res, command = again
+                        retry = f"{cancel} || exit 75\n{command}"
+                        continue
+                    wait = full.next_wait()
+                    log.warning(
+                        "%s: the submit cap is full (%s): the run waits for room; trying "
+                        "again in %.0f s", self.name, said.strip().splitlines()[0], wait or 0,
+                    )  # fmt: skip
+                    time.sleep(wait or 0)
+                    res = self.shell.run(retry)
+                    continue
                 if not transient(said):
                     raise
                 if not self._again(backoff, "submission", exc):
@@ -609,6 +642,9 @@ class SlurmBackend(BackendBase):
         """One poll. Polls only read, so a failed one (slurmctld unreachable, SSH connection
         lost) is retried by the next: meanwhile the last known states are reported, marked
         ``unreachable_since``, for up to ``unreachable_timeout_s``; then BackendError."""
+        ids = handle.job_ids
+        if FEEDER in ids and any(aj.id not in ids for aj in handle.array_jobs):
+            return self._poll_fed(handle)  # over the submit cap: not all submitted yet
         watch = self._watches.setdefault(handle.run_id, Watch())
         started = (time.monotonic(), time.time())
         try:
@@ -1121,6 +1157,9 @@ class SlurmBackend(BackendBase):
         again while Slurm's controller is busy (:meth:`_cancelled`)."""
         ids = [handle.job_ids[aj.id] for aj in handle.array_jobs if aj.id in handle.job_ids]
         t0 = time.monotonic()
+        if FEEDER in handle.job_ids:  # fed in (feed.py): no feeder submits anything more
+            layout = RunLayout.of(handle.run_id, self.workdir)
+            self._retried(handle.run_id, stop_script(layout), "stop of the feeders")
         self._cancelled(handle.run_id, ids)
         took = time.monotonic() - t0
         log.debug(
