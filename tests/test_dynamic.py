@@ -522,14 +522,16 @@ def _fake_squeue(tmp_path: Path, failures: int, hang: bool = False) -> str:
 @pytest.mark.slurm
 def test_a_failing_squeue_fails_the_expansion_and_cancels_the_subgraph(env, tmp_path):  # noqa: F811
     """When squeue keeps failing where the task runs, the dependents cannot be made to
-    wait for the subgraph: the task fails with DynamicExpansionError naming squeue (after
-    retries), the subgraph is cancelled before any of it runs, the dependent is
-    cancelled (it used to start at once and fail, blamed for the missing results)."""
-    setup = _fake_squeue(tmp_path, failures=100)
-    with slurm_cluster(env, tmp_path, setup=[setup]) as c:
+    wait for the subgraph: the task fails with DynamicExpansionError naming squeue and
+    Slurm's words (after retrying for unreachable_timeout_s, with backoff), the subgraph is
+    cancelled before any of it runs, the dependent is cancelled (it used to start at once
+    and fail, blamed for the missing results)."""
+    setup = _fake_squeue(tmp_path, failures=1000)
+    with slurm_cluster(env, tmp_path, setup=[setup], unreachable_timeout_s=6) as c:
         node = fan(3)
         run = submit(total(node), cluster=c)
-        with pytest.raises(DynamicExpansionError, match=r"squeue.*failed 4 times") as info:
+        said = r"squeue.*failed \(exit 1: .*Unable to contact slurm controller"
+        with pytest.raises(DynamicExpansionError, match=said) as info:
             run.result()
     assert info.value.key == node.key
     assert total(node).key in {x.key for x in info.value.cancelled}
