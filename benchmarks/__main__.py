@@ -87,8 +87,9 @@ def spread(xs: list[float]) -> str:
 
 
 def cluster(tag: str, accounting: bool = True) -> Cluster:
-    return Cluster("slurm", workdir=sp.OUT / "all" / tag, python=PY,
-                   env={"SLURM_CONF": sp.conf(accounting)})
+    return Cluster(
+        "slurm", workdir=sp.OUT / "all" / tag, python=PY, env={"SLURM_CONF": sp.conf(accounting)}
+    )
 
 
 def quiet() -> None:
@@ -101,8 +102,16 @@ class Report:
     def __init__(self) -> None:
         self.rows: list[list[str]] = []
 
-    def add(self, case: str, what: str, ours: str, peer: str, ratio: float | None,
-            goal: str = "", met: bool | None = None) -> None:
+    def add(
+        self,
+        case: str,
+        what: str,
+        ours: str,
+        peer: str,
+        ratio: float | None,
+        goal: str = "",
+        met: bool | None = None,
+    ) -> None:
         r = "-" if ratio is None else f"{ratio:.2f}x" if ratio >= 0.01 else f"{ratio:.1e}x"
         status = "" if met is None else ("met" if met else "NOT MET")
         self.rows.append([case, what, ours, peer, r, goal, status])
@@ -121,13 +130,18 @@ def case_graph(rep: Report, reps: int, quick: bool) -> None:
     try:
         import dask  # noqa: F401
     except ImportError:
-        rep.add("graph", f"{n:,} calls, per call", f"{ours / n * 1e6:.1f} us", "dask absent",
-                None)
+        rep.add("graph", f"{n:,} calls, per call", f"{ours / n * 1e6:.1f} us", "dask absent", None)
         return
     theirs = min(gb.dask_sweep(cfgs, fan_in=False)[0] for _ in range(reps))
-    rep.add("graph", f"{n:,} calls of train.map, per call", f"{ours / n * 1e6:.1f} us",
-            f"dask.delayed {theirs / n * 1e6:.1f} us", ours / theirs, "<= 1x",
-            ours <= theirs)
+    rep.add(
+        "graph",
+        f"{n:,} calls of train.map, per call",
+        f"{ours / n * 1e6:.1f} us",
+        f"dask.delayed {theirs / n * 1e6:.1f} us",
+        ours / theirs,
+        "<= 1x",
+        ours <= theirs,
+    )
 
 
 SCALE_CHILD = """
@@ -156,10 +170,13 @@ print(t2 - t1, rss, len(plan.array_jobs), sum(a.slurm_size for a in plan.array_j
 def _scale(n: int, how: str, reps: int) -> tuple[float, float, str]:
     runs = []
     for _ in range(reps):
-        out = subprocess.run([sys.executable, "-c", SCALE_CHILD, str(n), how],
-                             capture_output=True, text=True, check=True).stdout.split()
-        runs.append((float(out[0]), float(out[1]), f"{out[2]} array jobs, {out[3]} Slurm "
-                     f"elements"))
+        out = subprocess.run(
+            [sys.executable, "-c", SCALE_CHILD, str(n), how],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        runs.append((float(out[0]), float(out[1]), f"{out[2]} array jobs, {out[3]} Slurm elements"))
     return med([r[0] for r in runs]), max(r[1] for r in runs), runs[0][2]
 
 
@@ -168,13 +185,25 @@ def case_scale(rep: Report, reps: int, quick: bool) -> None:
     the million-element row is the same graph with a Job per element (before issue 27)."""
     secs, mb, shape = _scale(1_000_000, "compact", reps)
     old_s, old_mb, _ = _scale(1_000_000, "one-by-one", 1)
-    rep.add("scale", "1,000,000-element sweep + fan-in, built + planned",
-            f"{secs * 1000:.1f} ms, {mb:.0f} MB ({shape})",
-            f"a Job per element {old_s:.2f} s, {old_mb:.0f} MB", secs / old_s, "", None)
+    rep.add(
+        "scale",
+        "1,000,000-element sweep + fan-in, built + planned",
+        f"{secs * 1000:.1f} ms, {mb:.0f} MB ({shape})",
+        f"a Job per element {old_s:.2f} s, {old_mb:.0f} MB",
+        secs / old_s,
+        "",
+        None,
+    )
     secs, mb, shape = _scale(10_000_000, "compact", reps)
-    rep.add("scale", "10,000,000-element sweep + fan-in, built + planned",
-            f"{secs * 1000:.1f} ms, {mb:.0f} MB ({shape})", "goal 2 s and 500 MB",
-            secs / 2.0, "<= 1x", secs <= 2.0 and mb <= 500)
+    rep.add(
+        "scale",
+        "10,000,000-element sweep + fan-in, built + planned",
+        f"{secs * 1000:.1f} ms, {mb:.0f} MB ({shape})",
+        "goal 2 s and 500 MB",
+        secs / 2.0,
+        "<= 1x",
+        secs <= 2.0 and mb <= 500,
+    )
 
 
 def lazy_array(width: int, tag: str) -> float:
@@ -187,30 +216,38 @@ def lazy_array(width: int, tag: str) -> float:
 
 
 def floor_array(width: int) -> float:
-    return sp.raw_chain(stages=1, width=width, kind="afterok", command=f"{PY} -c pass")[
-        "makespan"]
+    return sp.raw_chain(stages=1, width=width, kind="afterok", command=f"{PY} -c pass")["makespan"]
 
 
-def paired(reps: int, ours: Callable[[int], float], floor: Callable[[], float]
-           ) -> tuple[list[float], list[float]]:
+def paired(
+    reps: int, ours: Callable[[int], float], floor: Callable[[], float]
+) -> tuple[list[float], list[float]]:
     a, b = [], []
     for r in range(reps):
         quiet()
         b.append(floor())
         quiet()
         a.append(ours(r))
-        print(f"#   rep {r + 1}: ours {a[-1]:.2f} s, floor {b[-1]:.2f} s", file=sys.stderr,
-              flush=True)
+        print(
+            f"#   rep {r + 1}: ours {a[-1]:.2f} s, floor {b[-1]:.2f} s", file=sys.stderr, flush=True
+        )
     return a, b
 
 
 def case_overhead(rep: Report, reps: int, quick: bool) -> None:
     stamp = time.strftime("%H%M%S")
-    ours, floor = paired(reps, lambda r: lazy_array(80, f"ovh-{stamp}-{r}"),
-                         lambda: floor_array(80))
-    rep.add("overhead", "80 trivial elements, unpacked, fresh Cluster",
-            f"{spread(ours)} s", f"raw floor {spread(floor)} s", med(ours) / med(floor),
-            "<= 1.15x", med(ours) / med(floor) <= 1.15)
+    ours, floor = paired(
+        reps, lambda r: lazy_array(80, f"ovh-{stamp}-{r}"), lambda: floor_array(80)
+    )
+    rep.add(
+        "overhead",
+        "80 trivial elements, unpacked, fresh Cluster",
+        f"{spread(ours)} s",
+        f"raw floor {spread(floor)} s",
+        med(ours) / med(floor),
+        "<= 1.15x",
+        med(ours) / med(floor) <= 1.15,
+    )
 
 
 def case_pipeline(rep: Report, reps: int, quick: bool) -> None:
@@ -224,19 +261,30 @@ def case_pipeline(rep: Report, reps: int, quick: bool) -> None:
         return time.perf_counter() - t0
 
     mine, floor = paired(reps, ours, lambda: sp.raw_floor(True)["makespan"])
-    rep.add("pipeline", "4 x 20 element-wise pipeline, unpacked", f"{spread(mine)} s",
-            f"raw floor {spread(floor)} s", med(mine) / med(floor), "<= 1.15x",
-            med(mine) / med(floor) <= 1.15)
+    rep.add(
+        "pipeline",
+        "4 x 20 element-wise pipeline, unpacked",
+        f"{spread(mine)} s",
+        f"raw floor {spread(floor)} s",
+        med(mine) / med(floor),
+        "<= 1.15x",
+        med(mine) / med(floor) <= 1.15,
+    )
     if not _has("submitit"):
         return
     best = []
     for r in range(reps):
         quiet()
-        best.append(sp.run_submitit("4x20 pipeline (aftercorr)", f"pipe-{stamp}-{r}")[
-            "makespan"])
-    rep.add("pipeline", "4 x 20 pipeline vs submitit's best (aftercorr)", f"{spread(mine)} s",
-            f"submitit {spread(best)} s", med(mine) / med(best), "<= 0.3x",
-            med(mine) / med(best) <= 0.3)
+        best.append(sp.run_submitit("4x20 pipeline (aftercorr)", f"pipe-{stamp}-{r}")["makespan"])
+    rep.add(
+        "pipeline",
+        "4 x 20 pipeline vs submitit's best (aftercorr)",
+        f"{spread(mine)} s",
+        f"submitit {spread(best)} s",
+        med(mine) / med(best),
+        "<= 0.3x",
+        med(mine) / med(best) <= 0.3,
+    )
 
 
 SEED_CHILD = """
@@ -274,19 +322,32 @@ def case_seed(rep: Report, reps: int, quick: bool) -> None:
     def whole(code: str, r: int) -> float:
         quiet()
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-c", code, str(HERE), "slurm", f"seed-{stamp}-{r}-"],
-                       check=True, capture_output=True, text=True)
+        subprocess.run(
+            [sys.executable, "-c", code, str(HERE), "slurm", f"seed-{stamp}-{r}-"],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         return time.perf_counter() - t0
 
     mine, theirs = [], []
     for r in range(reps):
         theirs.append(whole(SEED_SUBMITIT, r))
         mine.append(whole(SEED_CHILD, r))
-        print(f"#   rep {r + 1}: ours {mine[-1]:.2f} s, submitit {theirs[-1]:.2f} s",
-              file=sys.stderr, flush=True)
-    rep.add("seed", "the seed's three patterns as written, whole process", f"{spread(mine)} s",
-            f"submitit {spread(theirs)} s", med(mine) / med(theirs), "<= 0.3x",
-            med(mine) / med(theirs) <= 0.3)
+        print(
+            f"#   rep {r + 1}: ours {mine[-1]:.2f} s, submitit {theirs[-1]:.2f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+    rep.add(
+        "seed",
+        "the seed's three patterns as written, whole process",
+        f"{spread(mine)} s",
+        f"submitit {spread(theirs)} s",
+        med(mine) / med(theirs),
+        "<= 0.3x",
+        med(mine) / med(theirs) <= 0.3,
+    )
 
 
 def sweep(n: int, tag: str) -> dict[str, float]:
@@ -296,20 +357,31 @@ def sweep(n: int, tag: str) -> dict[str, float]:
         submitted = time.perf_counter() - t0
         (got,) = run.result()
     assert got == n, got
-    return {"submitted": submitted, "finished": time.perf_counter() - t0,
-            "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "jobs": sum(aj.slurm_size for aj in run.array_jobs)}
+    return {
+        "submitted": submitted,
+        "finished": time.perf_counter() - t0,
+        "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "jobs": sum(aj.slurm_size for aj in run.array_jobs),
+    }
 
 
 def case_packed(rep: Report, reps: int, quick: bool) -> None:
     n = 1_000
     stamp = time.strftime("%H%M%S")
-    ours, floor = paired(max(1, reps - 1),
-                         lambda r: sweep(n, f"packed-{stamp}-{r}")["finished"],
-                         lambda: _raw_many(n))
-    rep.add("packed", f"{n:,} no-ops, pack='auto'", f"{spread(ours)} s",
-            f"raw floor {spread(floor)} s", med(ours) / med(floor), "<= 0.3x",
-            med(ours) / med(floor) <= 0.3)
+    ours, floor = paired(
+        max(1, reps - 1),
+        lambda r: sweep(n, f"packed-{stamp}-{r}")["finished"],
+        lambda: _raw_many(n),
+    )
+    rep.add(
+        "packed",
+        f"{n:,} no-ops, pack='auto'",
+        f"{spread(ours)} s",
+        f"raw floor {spread(floor)} s",
+        med(ours) / med(floor),
+        "<= 0.3x",
+        med(ours) / med(floor) <= 0.3,
+    )
 
 
 def _raw_many(n: int) -> float:
@@ -319,12 +391,31 @@ def _raw_many(n: int) -> float:
     for start in range(0, n, 1000):
         size = min(1000, n - start)
         out = subprocess.run(
-            ["sbatch", "--parsable", "-p", "debug", "-o", "/dev/null", "-e", "/dev/null",
-             f"--array=0-{size - 1}", "--wrap", f"{PY} -c pass"],
-            env=env, capture_output=True, text=True, check=True).stdout
+            [
+                "sbatch",
+                "--parsable",
+                "-p",
+                "debug",
+                "-o",
+                "/dev/null",
+                "-e",
+                "/dev/null",
+                f"--array=0-{size - 1}",
+                "--wrap",
+                f"{PY} -c pass",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         ids.append(out.strip().split(";")[0])
-    while subprocess.run(["squeue", "-h", "-t", "PD,R,CG,CF,S", "-j", ",".join(ids), "-o",
-                          "%i"], env=env, capture_output=True, text=True).stdout.strip():
+    while subprocess.run(
+        ["squeue", "-h", "-t", "PD,R,CG,CF,S", "-j", ",".join(ids), "-o", "%i"],
+        env=env,
+        capture_output=True,
+        text=True,
+    ).stdout.strip():
         time.sleep(0.05)
     return time.perf_counter() - t0
 
@@ -344,8 +435,12 @@ def _sweep_fresh(n: int, tag: str) -> dict[str, float]:
     """:func:`sweep` in a fresh process (its RSS is the client's alone)."""
     import json
 
-    out = subprocess.run([sys.executable, "-c", SWEEP_CHILD, str(HERE.parent), str(n), tag],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", SWEEP_CHILD, str(HERE.parent), str(n), tag],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -353,16 +448,31 @@ def case_sweep(rep: Report, n: int) -> None:
     quiet()
     r = _sweep_fresh(n, f"sweep{n}-{time.strftime('%H%M%S')}")
     what = f"{n:,}-element sweep + fan-in, pack='auto' ({r['jobs']} Slurm elements)"
-    ours = (f"submitted {r['submitted']:.2f} s, finished {r['finished']:.1f} s, "
-            f"client {r['rss']:.0f} MB")
+    ours = (
+        f"submitted {r['submitted']:.2f} s, finished {r['finished']:.1f} s, "
+        f"client {r['rss']:.0f} MB"
+    )
     if n == 100_000:
         ratio = r["finished"] / DASK_JOBQUEUE_100K_S
-        rep.add("sweep100k", what, ours, f"dask-jobqueue {DASK_JOBQUEUE_100K_S:.0f} s (lab)",
-                ratio, "<= 0.2x", ratio <= 0.2)
+        rep.add(
+            "sweep100k",
+            what,
+            ours,
+            f"dask-jobqueue {DASK_JOBQUEUE_100K_S:.0f} s (lab)",
+            ratio,
+            "<= 0.2x",
+            ratio <= 0.2,
+        )
     else:
-        rep.add("sweep10m", what, ours,
-                f"HyperQueue's published scale ~{HYPERQUEUE_SCALE:,} tasks",
-                n / HYPERQUEUE_SCALE, "runs to completion", True)
+        rep.add(
+            "sweep10m",
+            what,
+            ours,
+            f"HyperQueue's published scale ~{HYPERQUEUE_SCALE:,} tasks",
+            n / HYPERQUEUE_SCALE,
+            "runs to completion",
+            True,
+        )
 
 
 def _has(module: str) -> bool:
@@ -377,10 +487,12 @@ def _has(module: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks",
-                                 description=__doc__.split("\n\n")[0])
-    ap.add_argument("--cases", default=",".join(DEFAULT),
-                    help=f"comma-separated, of: {', '.join(ALL)} (or 'all')")
+    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
+    ap.add_argument(
+        "--cases",
+        default=",".join(DEFAULT),
+        help=f"comma-separated, of: {', '.join(ALL)} (or 'all')",
+    )
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="one repetition, smaller graphs")
     args = ap.parse_args(argv)
@@ -392,15 +504,19 @@ def main(argv: list[str] | None = None) -> int:
     sp.ENV.update(sp.cluster_env())
     os.environ["SLURM_CONF"] = sp.conf(True)  # submitit and the raw floors call sbatch
     conf = Path(sp.conf(True)).read_text()
-    task_plugin = next((ln.split("=", 1)[1] for ln in conf.splitlines()
-                        if ln.startswith("TaskPlugin=")), "?")
-    limits = " ".join(ln for ln in conf.splitlines()
-                      if ln.startswith(("MaxArraySize=", "MaxJobCount=")))
+    task_plugin = next(
+        (ln.split("=", 1)[1] for ln in conf.splitlines() if ln.startswith("TaskPlugin=")), "?"
+    )
+    limits = " ".join(
+        ln for ln in conf.splitlines() if ln.startswith(("MaxArraySize=", "MaxJobCount="))
+    )
     started = time.time()
     print(f"# python -m benchmarks  {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}")
-    print(f"# host {platform.node()}, {os.cpu_count()} cores, Python "
-          f"{platform.python_version()}; cluster {sp.STATE} ({task_plugin}, {limits}); "
-          f"reps={reps}; load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"# host {platform.node()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}; cluster {sp.STATE} ({task_plugin}, {limits}); "
+        f"reps={reps}; load average {os.getloadavg()[0]:.1f}"
+    )
     rep = Report()
     runs: dict[str, Callable[[], None]] = {
         "graph": lambda: case_graph(rep, reps, args.quick),
@@ -415,10 +531,12 @@ def main(argv: list[str] | None = None) -> int:
     for case in cases:
         runs[case]()
     print()
-    print(sp.table(["case", "what", "lazyslurm", "peer / floor", "ratio", "goal", "status"],
-                   rep.rows))
-    print(f"# total {time.time() - started:.0f} s; load average at the end "
-          f"{os.getloadavg()[0]:.1f}")
+    print(
+        sp.table(["case", "what", "lazyslurm", "peer / floor", "ratio", "goal", "status"], rep.rows)
+    )
+    print(
+        f"# total {time.time() - started:.0f} s; load average at the end {os.getloadavg()[0]:.1f}"
+    )
     return 0
 
 

@@ -107,8 +107,10 @@ def main() -> None:
             secs = statistics.median(r["s"] for r in rows)
             last = rows[-1]
             calls = " ".join(f"{k} {v}" for k, v in sorted(last["calls"].items()))
-            print(f"{chunk:>9} {'capped' if capped else 'no cap':>8} {secs:>8.1f} "
-                  f"{max(r['most'] for r in rows):>11} {last['feeders']:>7}  {calls}")
+            print(
+                f"{chunk:>9} {'capped' if capped else 'no cap':>8} {secs:>8.1f} "
+                f"{max(r['most'] for r in rows):>11} {last['feeders']:>7}  {calls}"
+            )
 
 
 if __name__ == "__main__":

@@ -60,11 +60,17 @@ def one(width: int, tag: str, off: str = "") -> float:
     elif off == "plain function":
         encode.function_data = lambda func, importable: None
     elif off == "unheld last":
+
         def held(jobs, **kw):  # a dependency-free extra array would keep every one held
             text = saved[1](jobs, **kw)
-            return text.replace("--parsable ", "--parsable --hold ", 1).replace(
-                'echo "LAZYSLURM-IDS', 'scontrol release "${ids[@]}"\necho "LAZYSLURM-IDS', 1
-            ) if len(jobs) == 1 else text
+            return (
+                text.replace("--parsable ", "--parsable --hold ", 1).replace(
+                    'echo "LAZYSLURM-IDS', 'scontrol release "${ids[@]}"\necho "LAZYSLURM-IDS', 1
+                )
+                if len(jobs) == 1
+                else text
+            )
+
         render.submit_script = held
     elif off == "inotify":
         slurm_backend.watch_dirs = lambda paths: None
@@ -87,32 +93,41 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     sp.ENV.update(sp.cluster_env())
     os.environ["SLURM_CONF"] = sp.conf(True)
-    print(f"# levers.py {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; cluster "
-          f"{sp.conf(True)}; width {args.width}; reps {args.reps}; load "
-          f"{os.getloadavg()[0]:.1f}")
+    print(
+        f"# levers.py {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; cluster "
+        f"{sp.conf(True)}; width {args.width}; reps {args.reps}; load "
+        f"{os.getloadavg()[0]:.1f}"
+    )
     rows: dict[str, list[float]] = {"raw floor": [], "everything on": []}
     rows.update({f"{lever} off": [] for lever in LEVERS})
     stamp = time.strftime("%H%M%S")
     for rep in range(args.reps):
         sp.wait_quiet(max_s=30)
-        rows["raw floor"].append(sp.raw_chain(stages=1, width=args.width, kind="afterok",
-                                              command=f"{PY} -c pass")["makespan"])
+        rows["raw floor"].append(
+            sp.raw_chain(stages=1, width=args.width, kind="afterok", command=f"{PY} -c pass")[
+                "makespan"
+            ]
+        )
         sp.wait_quiet(max_s=30)
         rows["everything on"].append(one(args.width, f"{stamp}-{rep}-on"))
         for lever in LEVERS:
             sp.wait_quiet(max_s=30)
             rows[f"{lever} off"].append(one(args.width, f"{stamp}-{rep}-{lever}", lever))
-        print(f"# rep {rep + 1}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in rows.items()),
-              flush=True)
+        print(
+            f"# rep {rep + 1}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in rows.items()),
+            flush=True,
+        )
     floor = statistics.median(rows["raw floor"])
     on = rows["everything on"]
     out = []
     for name, ts in rows.items():
-        share = "" if name in ("raw floor", "everything on") else (
-            f"{statistics.median(t - o for t, o in zip(ts, on, strict=True)):+.2f}")
+        share = (
+            ""
+            if name in ("raw floor", "everything on")
+            else (f"{statistics.median(t - o for t, o in zip(ts, on, strict=True)):+.2f}")
+        )
         out.append([name, sp.spread(ts), f"{statistics.median(ts) / floor:.2f}", share])
-    print(sp.table(["row", "makespan s (min-max)", "x raw floor", "lever's share s (paired)"],
-                   out))
+    print(sp.table(["row", "makespan s (min-max)", "x raw floor", "lever's share s (paired)"], out))
     return 0
 
 

@@ -63,8 +63,9 @@ def cpu_s() -> float:
 
 
 def lazyslurm_row(n: int, packed: bool, tag: str) -> dict[str, Any]:
-    cluster = Cluster("slurm", workdir=sp.OUT / "many_small" / tag, python=PY,
-                      env={"SLURM_CONF": sp.conf(False)})
+    cluster = Cluster(
+        "slurm", workdir=sp.OUT / "many_small" / tag, python=PY, env={"SLURM_CONF": sp.conf(False)}
+    )
     c0, t0 = cpu_s(), time.perf_counter()
     with cluster:
         items = noop.map(range(n), pack="auto" if packed else None)
@@ -75,9 +76,15 @@ def lazyslurm_row(n: int, packed: bool, tag: str) -> dict[str, Any]:
         b = cluster.backend
     assert count == n, count
     jobs = sum(aj.slurm_size for aj in run.array_jobs)
-    return {"makespan": makespan, "client_submit": submitted, "client_cpu": cpu_s() - c0,
-            "rss": rss_mb(), "jobs": jobs, "sbatch": b.stats["sbatch"],
-            "polls": b.stats["polls"]}
+    return {
+        "makespan": makespan,
+        "client_submit": submitted,
+        "client_cpu": cpu_s() - c0,
+        "rss": rss_mb(),
+        "jobs": jobs,
+        "sbatch": b.stats["sbatch"],
+        "polls": b.stats["polls"],
+    }
 
 
 def raw_row(n: int) -> dict[str, Any]:
@@ -87,13 +94,33 @@ def raw_row(n: int) -> dict[str, Any]:
     for start in range(0, n, 1001):
         size = min(1001, n - start)
         out = subprocess.run(
-            ["sbatch", "--parsable", "-p", "debug", "-o", "/dev/null", "-e", "/dev/null",
-             f"--array=0-{size - 1}", "--mem=50M", "--wrap", f"{PY} -c pass"],
-            env=env, capture_output=True, text=True, check=True).stdout
+            [
+                "sbatch",
+                "--parsable",
+                "-p",
+                "debug",
+                "-o",
+                "/dev/null",
+                "-e",
+                "/dev/null",
+                f"--array=0-{size - 1}",
+                "--mem=50M",
+                "--wrap",
+                f"{PY} -c pass",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         ids.append(out.strip().split(";")[0])
     joined = ",".join(ids)
-    while subprocess.run(["squeue", "-h", "-t", "PD,R,CG,CF,S", "-j", joined, "-o", "%i"],
-                         env=env, capture_output=True, text=True).stdout.strip():
+    while subprocess.run(
+        ["squeue", "-h", "-t", "PD,R,CG,CF,S", "-j", joined, "-o", "%i"],
+        env=env,
+        capture_output=True,
+        text=True,
+    ).stdout.strip():
         time.sleep(0.1)
     return {"makespan": time.perf_counter() - t0, "jobs": n, "sbatch": len(ids)}
 
@@ -104,11 +131,17 @@ def dask_row(n: int) -> dict[str, Any]:
 
     os.environ["SLURM_CONF"] = sp.conf(False)  # dask-jobqueue calls sbatch itself
     t0 = time.perf_counter()
-    cluster = SLURMCluster(cores=1, processes=1, memory="500MB", walltime="00:10:00",
-                           queue="debug", scheduler_options={"host": "127.0.0.1"},
-                           python=PY,
-                           # the workers' slurm-*.out files, not in the checkout
-                           log_directory=tempfile.mkdtemp(prefix="lz-dask-logs-"))
+    cluster = SLURMCluster(
+        cores=1,
+        processes=1,
+        memory="500MB",
+        walltime="00:10:00",
+        queue="debug",
+        scheduler_options={"host": "127.0.0.1"},
+        python=PY,
+        # the workers' slurm-*.out files, not in the checkout
+        log_directory=tempfile.mkdtemp(prefix="lz-dask-logs-"),
+    )
     cluster.scale(2)
     with Client(cluster) as client:
         futures = client.map(noop_tasks.noop, range(n), pure=False)
@@ -134,18 +167,28 @@ def main(argv: list[str] | None = None) -> int:
     rows = args.rows.split(",")
     sp.ENV.update(sp.cluster_env())
     conf = Path(sp.conf(False)).read_text()
-    limits = {k: v for line in conf.splitlines() if "=" in line
-              for k, v in [line.split("=", 1)] if k in ("MaxArraySize", "MaxJobCount",
-                                                        "TaskPlugin")}
-    print(f"# many_small.py {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; {os.cpu_count()} cores; "
-          f"{limits}; load average {os.getloadavg()}", flush=True)
+    limits = {
+        k: v
+        for line in conf.splitlines()
+        if "=" in line
+        for k, v in [line.split("=", 1)]
+        if k in ("MaxArraySize", "MaxJobCount", "TaskPlugin")
+    }
+    print(
+        f"# many_small.py {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; {os.cpu_count()} cores; "
+        f"{limits}; load average {os.getloadavg()}",
+        flush=True,
+    )
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = []
     for n in sizes:
         for row in rows:
-            label = {"packed": 'lazyslurm pack="auto"', "unpacked": "lazyslurm unpacked",
-                     "raw": "raw floor (sbatch --array, python -c pass)",
-                     "dask": "dask-jobqueue SLURMCluster (2 x 1 core)"}[row]
+            label = {
+                "packed": 'lazyslurm pack="auto"',
+                "unpacked": "lazyslurm unpacked",
+                "raw": "raw floor (sbatch --array, python -c pass)",
+                "dask": "dask-jobqueue SLURMCluster (2 x 1 core)",
+            }[row]
             max_jobs = int(limits.get("MaxJobCount", 10**9))
             if row in ("unpacked", "raw") and n + 1 > max_jobs:
                 out.append((n, label, None))
@@ -163,12 +206,37 @@ def main(argv: list[str] | None = None) -> int:
     table = []
     for n, label, r in out:
         ratio = f"{r['makespan'] / floor[n]:.2f}" if r and n in floor else "-"
-        table.append([n, label, fmt(r, "makespan"), ratio, fmt(r, "client_submit"),
-                      fmt(r, "client_cpu"), fmt(r, "rss", ".0f"), fmt(r, "jobs"),
-                      fmt(r, "sbatch"), fmt(r, "polls")])
-    print(sp.table(["n", "what", "makespan s", "x raw floor", "client to submitted s",
-                    "client CPU s", "client peak RSS MB", "Slurm jobs", "sbatch", "polls"],
-                   table))
+        table.append(
+            [
+                n,
+                label,
+                fmt(r, "makespan"),
+                ratio,
+                fmt(r, "client_submit"),
+                fmt(r, "client_cpu"),
+                fmt(r, "rss", ".0f"),
+                fmt(r, "jobs"),
+                fmt(r, "sbatch"),
+                fmt(r, "polls"),
+            ]
+        )
+    print(
+        sp.table(
+            [
+                "n",
+                "what",
+                "makespan s",
+                "x raw floor",
+                "client to submitted s",
+                "client CPU s",
+                "client peak RSS MB",
+                "Slurm jobs",
+                "sbatch",
+                "polls",
+            ],
+            table,
+        )
+    )
     print(f"# load average at end {os.getloadavg()}")
     return 0
 

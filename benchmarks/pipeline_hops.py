@@ -80,8 +80,7 @@ def lazyslurm_chain(backend: str, n: int, tag: str) -> dict[str, Any]:
 
 
 def raw_chain(n: int, accounting: bool, command: str = "true") -> dict[str, Any]:
-    return sp.raw_chain(stages=n, width=0, kind="afterok", command=command,
-                        accounting=accounting)
+    return sp.raw_chain(stages=n, width=0, kind="afterok", command=command, accounting=accounting)
 
 
 def raw_stamped(n: int, python: bool, tag: str) -> dict[str, Any]:
@@ -118,9 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     sp.ENV.update(sp.cluster_env())
     stamp = time.strftime("%Y%m%d-%H%M%S")
     t_start = time.perf_counter()
-    print(f"# pipeline_hops.py  {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; "
-          f"{os.cpu_count()} cores; python for jobs: {sp.PY} (ssh: /usr/bin/python3); "
-          f"reps={args.reps} (medians); load average {os.getloadavg()}")
+    print(
+        f"# pipeline_hops.py  {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; "
+        f"{os.cpu_count()} cores; python for jobs: {sp.PY} (ssh: /usr/bin/python3); "
+        f"reps={args.reps} (medians); load average {os.getloadavg()}"
+    )
     if "ssh" in backends:
         sp.REMOTE_SITE = sp.install_remote_site()
 
@@ -139,15 +140,20 @@ def main(argv: list[str] | None = None) -> int:
             for label, acct, fn in raws:
                 tag = f"{stamp}-{len(res)}-{n}-r{rep}"
                 res.setdefault((label, acct, n), []).append(
-                    guard(lambda fn=fn, n=n, tag=tag: fn(n, tag), f"{label} acct={acct} N={n}"))
+                    guard(lambda fn=fn, n=n, tag=tag: fn(n, tag), f"{label} acct={acct} N={n}")
+                )
             for b in backends:
                 tag = f"{stamp}-hops-{b}-{n}-r{rep}"
                 res.setdefault((f"lazyslurm ({b})", b != "slurm-noacct", n), []).append(
-                    guard(lambda b=b, n=n, tag=tag: lazyslurm_chain(b, n, tag),
-                          f"lazyslurm {b} N={n}"))
-        print(f"# rep {rep + 1}/{args.reps} done at {time.perf_counter() - t_start:.0f} s "
-              f"(measurements repeated because of other users' jobs: {guard.retries})",
-              flush=True)
+                    guard(
+                        lambda b=b, n=n, tag=tag: lazyslurm_chain(b, n, tag), f"lazyslurm {b} N={n}"
+                    )
+                )
+        print(
+            f"# rep {rep + 1}/{args.reps} done at {time.perf_counter() - t_start:.0f} s "
+            f"(measurements repeated because of other users' jobs: {guard.retries})",
+            flush=True,
+        )
 
     def fmt(rs: list[dict[str, Any]], k: str, f: str = ".3f") -> str:
         return format(med(rs, k), f) if k in rs[0] else "-"
@@ -155,19 +161,45 @@ def main(argv: list[str] | None = None) -> int:
     print("\n## chain of N jobs/tasks, submitted at once (medians)")
     rows = []
     for (label, acct, n), rs in res.items():
-        rows.append([label, "acct" if acct else "noacct", n,
-                     sp.spread([r["makespan"] for r in rs]), f"{med(rs, 'makespan') / n:.3f}",
-                     fmt(rs, "inner_hop"), fmt(rs, "startup"), fmt(rs, "to_first", ".2f"),
-                     fmt(rs, "detect", ".2f"), fmt(rs, "polls", ".0f")])
+        rows.append(
+            [
+                label,
+                "acct" if acct else "noacct",
+                n,
+                sp.spread([r["makespan"] for r in rs]),
+                f"{med(rs, 'makespan') / n:.3f}",
+                fmt(rs, "inner_hop"),
+                fmt(rs, "startup"),
+                fmt(rs, "to_first", ".2f"),
+                fmt(rs, "detect", ".2f"),
+                fmt(rs, "polls", ".0f"),
+            ]
+        )
     rows.sort(key=lambda r: (not str(r[0]).startswith("raw"), r[1], r[0], r[2]))
-    print(sp.table(["chain", "cluster", "N", "makespan s", "s/hop (T/N)", "hop inside jobs s",
-                    "runner start->user code s", "compute()->1st task s",
-                    "last task->result s", "polls"], rows))
+    print(
+        sp.table(
+            [
+                "chain",
+                "cluster",
+                "N",
+                "makespan s",
+                "s/hop (T/N)",
+                "hop inside jobs s",
+                "runner start->user code s",
+                "compute()->1st task s",
+                "last task->result s",
+                "polls",
+            ],
+            rows,
+        )
+    )
 
     n1, n2 = ns[0], ns[-1]
-    print(f"\n## per hop: T/N at N={n2}, the slope (T({n2}) - T({n1})) / {n2 - n1} (noisy: the "
-          "first job's start jitters by ~0.5 s), and the hop seen inside the jobs; ratios to "
-          "the raw chains")
+    print(
+        f"\n## per hop: T/N at N={n2}, the slope (T({n2}) - T({n1})) / {n2 - n1} (noisy: the "
+        "first job's start jitters by ~0.5 s), and the hop seen inside the jobs; ratios to "
+        "the raw chains"
+    )
     true_tn = {a: med(res[("raw: sbatch --wrap true", a, n2)], "makespan") / n2 for a in accts}
     date_in = med(res[("raw: sbatch --wrap 'date >> file'", True, n2)], "inner_hop")
     py_in = med(res[(f"raw: sbatch --wrap '{py} -c <write time>'", True, n2)], "inner_hop")
@@ -178,17 +210,37 @@ def main(argv: list[str] | None = None) -> int:
         tn = med(rs, "makespan") / n2
         slope = (tn * n2 - med(res[(label, acct, n1)], "makespan")) / (n2 - n1)
         inner = med(rs, "inner_hop") if "inner_hop" in rs[0] else None
-        rows.append([
-            label, "acct" if acct else "noacct", f"{tn:.3f}", f"{slope:.3f}",
-            "-" if inner is None else f"{inner:.3f}",
-            f"{tn / true_tn[acct]:.2f}",
-            "-" if inner is None else f"{inner / date_in:.2f}",
-            "-" if inner is None else f"{inner / py_in:.2f}",
-        ])
-    print(sp.table(["chain", "cluster", "s/hop T/N", "s/hop slope", "hop inside s",
-                    "T/N / raw true", "inside / raw date", "inside / raw python"], rows))
-    print(f"\n# total {time.perf_counter() - t_start:.0f} s; load average at end: "
-          f"{os.getloadavg()}; still disturbed after {guard.attempts} tries: {guard.unclean}")
+        rows.append(
+            [
+                label,
+                "acct" if acct else "noacct",
+                f"{tn:.3f}",
+                f"{slope:.3f}",
+                "-" if inner is None else f"{inner:.3f}",
+                f"{tn / true_tn[acct]:.2f}",
+                "-" if inner is None else f"{inner / date_in:.2f}",
+                "-" if inner is None else f"{inner / py_in:.2f}",
+            ]
+        )
+    print(
+        sp.table(
+            [
+                "chain",
+                "cluster",
+                "s/hop T/N",
+                "s/hop slope",
+                "hop inside s",
+                "T/N / raw true",
+                "inside / raw date",
+                "inside / raw python",
+            ],
+            rows,
+        )
+    )
+    print(
+        f"\n# total {time.perf_counter() - t_start:.0f} s; load average at end: "
+        f"{os.getloadavg()}; still disturbed after {guard.attempts} tries: {guard.unclean}"
+    )
     return 0
 
 

@@ -113,8 +113,12 @@ def install_remote_site() -> str:
     from lazyslurm.backends.shell import SSHShell
 
     files: dict[str, bytes] = {}
-    for pkg in (ROOT / "lazyslurm", Path(cloudpickle.__file__).parent,
-                Path(attr.__file__).parent, Path(attrs.__file__).parent):
+    for pkg in (
+        ROOT / "lazyslurm",
+        Path(cloudpickle.__file__).parent,
+        Path(attr.__file__).parent,
+        Path(attrs.__file__).parent,
+    ):
         for path in pkg.rglob("*"):
             if path.is_file() and "__pycache__" not in path.parts:
                 files[f"{pkg.name}/{path.relative_to(pkg)}"] = path.read_bytes()
@@ -132,28 +136,44 @@ REMOTE_SITE = ""
 def make_cluster(backend: str, tag: str) -> Cluster:
     """A fresh session on one backend, with the library's default poll settings."""
     if backend == "ssh":
-        return Cluster("ssh", python="/usr/bin/python3",
-                       setup=[f"export PYTHONPATH={shlex.quote(REMOTE_SITE)}"],
-                       workdir=f"~/.lazyslurm-bench/{tag}", **ssh_options())
+        return Cluster(
+            "ssh",
+            python="/usr/bin/python3",
+            setup=[f"export PYTHONPATH={shlex.quote(REMOTE_SITE)}"],
+            workdir=f"~/.lazyslurm-bench/{tag}",
+            **ssh_options(),
+        )
     accounting = backend == "slurm"
-    return Cluster("slurm", workdir=OUT / "lazyslurm" / backend / tag, python=PY,
-                   env={"SLURM_CONF": conf(accounting)})
+    return Cluster(
+        "slurm",
+        workdir=OUT / "lazyslurm" / backend / tag,
+        python=PY,
+        env={"SLURM_CONF": conf(accounting)},
+    )
 
 
 def live_jobs() -> int:
     """Pending or running jobs on both clusters (anyone's)."""
     n = 0
     for acct in (True, False):
-        out = subprocess.run(["squeue", "-h", "-t", "PD,R,CG,CF", "-o", "%i"],
-                             env=slurm_env(acct), capture_output=True, text=True).stdout
+        out = subprocess.run(
+            ["squeue", "-h", "-t", "PD,R,CG,CF", "-o", "%i"],
+            env=slurm_env(acct),
+            capture_output=True,
+            text=True,
+        ).stdout
         n += len(out.split())
     return n
 
 
 def array_ids(accounting: bool) -> set[int]:
     """Every array/job id the cluster still knows (finished ones stay for MinJobAge)."""
-    out = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%F"], env=slurm_env(accounting),
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        ["squeue", "-h", "-t", "all", "-o", "%F"],
+        env=slurm_env(accounting),
+        capture_output=True,
+        text=True,
+    ).stdout
     return {int(x) for x in out.split() if x.isdigit()}
 
 
@@ -209,10 +229,13 @@ class Guard:
             others = len((array_ids(True) | array_ids(False)) - before) - r["sbatch"]
             cpu = _others_cpu() - cpu0
             clean = others <= 0 and not live_jobs() and cpu < 1.0
-            print(f"#   {label}: {r['makespan']:.2f} s (waited {waited:.0f} s for quiet"
-                  f"{'' if quiet else ', in vain'}; {max(others, 0)} other jobs, "
-                  f"{cpu:.1f} s CPU of others{'' if clean else ': repeated'})",
-                  file=sys.stderr, flush=True)
+            print(
+                f"#   {label}: {r['makespan']:.2f} s (waited {waited:.0f} s for quiet"
+                f"{'' if quiet else ', in vain'}; {max(others, 0)} other jobs, "
+                f"{cpu:.1f} s CPU of others{'' if clean else ': repeated'})",
+                file=sys.stderr,
+                flush=True,
+            )
             if clean:
                 return r
             self.retries += 1
@@ -318,8 +341,12 @@ class Meter:
         self.b = backend
         self.split = {"probe": 0, "submit": 0, "poll": 0, "fetch": 0}
         self.poll_times: list[float] = []
-        for name, kind in (("_probe", "probe"), ("start", "submit"), ("poll", "poll"),
-                           ("read_files", "fetch")):
+        for name, kind in (
+            ("_probe", "probe"),
+            ("start", "submit"),
+            ("poll", "poll"),
+            ("read_files", "fetch"),
+        ):
             setattr(backend, name, self._wrap(getattr(backend, name), kind))
 
     def _wrap(self, fn: Callable[..., Any], kind: str) -> Callable[..., Any]:
@@ -394,8 +421,9 @@ def submitit_executor(folder: Path, **extra: Any) -> Any:
     import submitit
 
     ex = submitit.AutoExecutor(folder=str(folder))
-    ex.update_parameters(slurm_partition="debug", timeout_min=3, mem_gb=0.25,
-                         cpus_per_task=1, **extra)
+    ex.update_parameters(
+        slurm_partition="debug", timeout_min=3, mem_gb=0.25, cpus_per_task=1, **extra
+    )
     return ex
 
 
@@ -411,8 +439,12 @@ def submitit_pattern(pattern: str, folder: Path) -> tuple[Any, int]:
     if pattern == "pipeline":
         raw = ["data_1", "data_2", "data_3"]
         s1 = [j.result() for j in ex.map_array(pp.stage1_preprocess.unwrapped, raw)]
-        s2 = [j.result() for j in ex.map_array(
-            pp.stage2_transform.unwrapped, s1, [f"transform_{i}" for i in range(len(s1))])]
+        s2 = [
+            j.result()
+            for j in ex.map_array(
+                pp.stage2_transform.unwrapped, s1, [f"transform_{i}" for i in range(len(s1))]
+            )
+        ]
         return [j.result() for j in ex.map_array(pp.stage3_finalize.unwrapped, s2)], 3
     if pattern == "parameter sweep":
         configs = pp.sweep_configs()
@@ -429,14 +461,17 @@ def submitit_pattern(pattern: str, folder: Path) -> tuple[Any, int]:
         for fn in SUBMITIT_STAGES[1:]:
             up = jobs[0].job_id.split("_")[0]
             ex.update_parameters(slurm_additional_parameters={"dependency": f"aftercorr:{up}"})
-            jobs = ex.map_array(_from_upstream, [fn] * WIDTH, [str(folder)] * WIDTH,
-                                [up] * WIDTH, range(WIDTH))
+            jobs = ex.map_array(
+                _from_upstream, [fn] * WIDTH, [str(folder)] * WIDTH, [up] * WIDTH, range(WIDTH)
+            )
         return [j.result() for j in jobs], DEPTH
     raise KeyError(pattern)
 
 
-SUBMITIT_CHECKS = {**{k: v[2] for k, v in PATTERNS.items()},
-                   "4x20 pipeline (aftercorr)": lambda r: list(r) == EXPECTED_4X20}
+SUBMITIT_CHECKS = {
+    **{k: v[2] for k, v in PATTERNS.items()},
+    "4x20 pipeline (aftercorr)": lambda r: list(r) == EXPECTED_4X20,
+}
 
 
 def run_submitit(pattern: str, tag: str) -> dict[str, Any]:
@@ -454,7 +489,12 @@ def run_submitit(pattern: str, tag: str) -> dict[str, Any]:
 
 
 def raw_chain(
-    *, stages: int, width: int, kind: str, command: str, accounting: bool = True,
+    *,
+    stages: int,
+    width: int,
+    kind: str,
+    command: str,
+    accounting: bool = True,
     poll_s: float = 0.05,
 ) -> dict[str, Any]:
     """``stages`` sbatch calls (arrays of ``width``, or plain jobs if width is 0) chained by
@@ -463,30 +503,53 @@ def raw_chain(
     t0 = time.perf_counter()
     ids: list[str] = []
     for _ in range(stages):
-        cmd = ["sbatch", "--parsable", "-p", "debug", "-o", "/dev/null", "-e", "/dev/null",
-               "--kill-on-invalid-dep=yes"]
+        cmd = [
+            "sbatch",
+            "--parsable",
+            "-p",
+            "debug",
+            "-o",
+            "/dev/null",
+            "-e",
+            "/dev/null",
+            "--kill-on-invalid-dep=yes",
+        ]
         if width:
             cmd.append(f"--array=0-{width - 1}")
         if ids:
             cmd.append(f"--dependency={kind}:{ids[-1]}")
-        out = subprocess.run([*cmd, "--wrap", command], env=env, capture_output=True,
-                             text=True, check=True).stdout
+        out = subprocess.run(
+            [*cmd, "--wrap", command], env=env, capture_output=True, text=True, check=True
+        ).stdout
         ids.append(out.strip().split(";")[0])
     submitted = time.perf_counter() - t0
     joined = ",".join(ids)
     while True:
-        out = subprocess.run(["squeue", "-h", "-t", "PD,R,CG,CF,S", "-j", joined, "-o", "%i"],
-                             env=env, capture_output=True, text=True).stdout
+        out = subprocess.run(
+            ["squeue", "-h", "-t", "PD,R,CG,CF,S", "-j", joined, "-o", "%i"],
+            env=env,
+            capture_output=True,
+            text=True,
+        ).stdout
         if not out.strip():
             break
         time.sleep(poll_s)
-    return {"makespan": time.perf_counter() - t0, "sbatch": stages, "submit_s": submitted,
-            "ids": ids}
+    return {
+        "makespan": time.perf_counter() - t0,
+        "sbatch": stages,
+        "submit_s": submitted,
+        "ids": ids,
+    }
 
 
 def raw_floor(accounting: bool = True, python: str = PY) -> dict[str, Any]:
-    return raw_chain(stages=DEPTH, width=WIDTH, kind="aftercorr", command=f"{python} -c pass",
-                     accounting=accounting)
+    return raw_chain(
+        stages=DEPTH,
+        width=WIDTH,
+        kind="aftercorr",
+        command=f"{python} -c pass",
+        accounting=accounting,
+    )
 
 
 SYS_PY = "/usr/bin/python3"  # the SSH user's interpreter (Debian's: no pyenv site hooks)
@@ -522,9 +585,20 @@ def overhead_raw(python: str, width: int, tag: str) -> list[float]:
     folder = OUT / "raw-overhead" / tag
     folder.mkdir(parents=True, exist_ok=True)
     code = OVERHEAD_CODE + "print(elapsed)\n"
-    cmd = ["sbatch", "--parsable", "-p", "debug", f"--array=0-{width - 1}",
-           "-o", f"{folder}/%a.out", "-e", f"{folder}/%a.err", "--wait",
-           "--wrap", f"{python} -c {shlex.quote(code)}"]
+    cmd = [
+        "sbatch",
+        "--parsable",
+        "-p",
+        "debug",
+        f"--array=0-{width - 1}",
+        "-o",
+        f"{folder}/%a.out",
+        "-e",
+        f"{folder}/%a.err",
+        "--wait",
+        "--wrap",
+        f"{python} -c {shlex.quote(code)}",
+    ]
     subprocess.run(cmd, env=slurm_env(True), capture_output=True, text=True, check=True)
     return [float((folder / f"{i}.out").read_text().split()[-1]) for i in range(width)]
 
@@ -543,8 +617,9 @@ def spread(xs: list[float]) -> str:
 def table(headers: list[str], rows: list[list[Any]]) -> str:
     cells = [headers, *[[str(c) for c in r] for r in rows]]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |"
-             for r in cells]
+    lines = [
+        "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in cells
+    ]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
     return "\n".join(lines)
 
@@ -552,16 +627,24 @@ def table(headers: list[str], rows: list[list[Any]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     global REMOTE_SITE
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--reps", type=int, default=5,
-                    help="runs of each small pattern (fan-out/fan-in, pipeline, sweep)")
-    ap.add_argument("--reps-long", type=int, default=3,
-                    help="runs of the 4x20 pipelines and the raw floor")
+    ap.add_argument(
+        "--reps",
+        type=int,
+        default=5,
+        help="runs of each small pattern (fan-out/fan-in, pipeline, sweep)",
+    )
+    ap.add_argument(
+        "--reps-long", type=int, default=3, help="runs of the 4x20 pipelines and the raw floor"
+    )
     ap.add_argument("--backends", default="slurm,ssh,slurm-noacct")
     ap.add_argument("--patterns", default=",".join(PATTERNS))
     ap.add_argument("--no-submitit", action="store_true")
     ap.add_argument("--no-overhead", action="store_true")
-    ap.add_argument("--seed-4x20-backends", default="slurm,ssh",
-                    help="backends for the 4x20 pipeline in the seed's stage-by-stage style")
+    ap.add_argument(
+        "--seed-4x20-backends",
+        default="slurm,ssh",
+        help="backends for the 4x20 pipeline in the seed's stage-by-stage style",
+    )
     ap.add_argument("--quick", action="store_true", help="1 rep, slurm only")
     args = ap.parse_args(argv)
     if args.quick:
@@ -574,10 +657,13 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"# seed_patterns.py  {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
     print(f"# host {platform.node()}, {os.cpu_count()} cores, {platform.platform()}")
-    sv = subprocess.run(["sinfo", "--version"], capture_output=True, text=True,
-                        env=slurm_env()).stdout.strip()
-    print(f"# {sv}; python for jobs: {PY} (ssh: /usr/bin/python3); reps={args.reps} "
-          f"(4x20 and floors: {args.reps_long}), medians")
+    sv = subprocess.run(
+        ["sinfo", "--version"], capture_output=True, text=True, env=slurm_env()
+    ).stdout.strip()
+    print(
+        f"# {sv}; python for jobs: {PY} (ssh: /usr/bin/python3); reps={args.reps} "
+        f"(4x20 and floors: {args.reps_long}), medians"
+    )
     print(f"# load average at start: {os.getloadavg()}")
     if "ssh" in backends:
         REMOTE_SITE = install_remote_site()
@@ -586,10 +672,16 @@ def main(argv: list[str] | None = None) -> int:
     sub: dict[str, list[dict[str, Any]]] = {}
     floor: dict[Any, list[dict[str, Any]]] = {True: [], False: [], SYS_PY: []}
 
-    cases = [(b, p, s) for p in patterns for b in backends for s in ("seed", "lazy")
-             if not (p == "4x20 pipeline" and s == "seed" and b not in args.seed_4x20_backends)]
-    sub_patterns = [*patterns, "4x20 pipeline (aftercorr)"] if "4x20 pipeline" in patterns \
-        else patterns
+    cases = [
+        (b, p, s)
+        for p in patterns
+        for b in backends
+        for s in ("seed", "lazy")
+        if not (p == "4x20 pipeline" and s == "seed" and b not in args.seed_4x20_backends)
+    ]
+    sub_patterns = (
+        [*patterns, "4x20 pipeline (aftercorr)"] if "4x20 pipeline" in patterns else patterns
+    )
     guard = Guard()
     reps = max(args.reps, args.reps_long)
     for rep in range(reps):
@@ -601,55 +693,105 @@ def main(argv: list[str] | None = None) -> int:
             floor[SYS_PY].append(guard(lambda: raw_floor(True, SYS_PY), "raw floor sys python"))
         for b, p, s in cases:
             if (p.startswith("4x20") and not long_rep) or (
-                    not p.startswith("4x20") and rep >= args.reps):
+                not p.startswith("4x20") and rep >= args.reps
+            ):
                 continue
             tag = f"{stamp}-r{rep}-{p.replace('/', '-').replace(' ', '-')}-{s}"
             n = len(lz.get((b, p, s), []))
             lz.setdefault((b, p, s), []).append(
-                guard(lambda b=b, p=p, s=s, t=f"{tag}-{n}": run_lazyslurm(b, p, s, t),
-                      f"lazyslurm {p} {s} {b}"))
+                guard(
+                    lambda b=b, p=p, s=s, t=f"{tag}-{n}": run_lazyslurm(b, p, s, t),
+                    f"lazyslurm {p} {s} {b}",
+                )
+            )
         if not args.no_submitit:
             for p in sub_patterns:
                 if (p.startswith("4x20") and not long_rep) or (
-                        not p.startswith("4x20") and rep >= args.reps):
+                    not p.startswith("4x20") and rep >= args.reps
+                ):
                     continue
                 tag = f"{stamp}-r{rep}-{p.replace('/', '-').replace(' ', '-')}"
-                sub.setdefault(p, []).append(guard(lambda p=p, t=tag: run_submitit(p, t),
-                                                   f"submitit {p}"))
-        print(f"# rep {rep + 1}/{reps} done at {time.perf_counter() - t_start:.0f} s"
-              f" (measurements repeated because of other users' jobs so far: {guard.retries})",
-              flush=True)
+                sub.setdefault(p, []).append(
+                    guard(lambda p=p, t=tag: run_submitit(p, t), f"submitit {p}")
+                )
+        print(
+            f"# rep {rep + 1}/{reps} done at {time.perf_counter() - t_start:.0f} s"
+            f" (measurements repeated because of other users' jobs so far: {guard.retries})",
+            flush=True,
+        )
 
     # -- tables
-    print("\n## lazyslurm (makespan: median (min-max); counts of the median run; "
-          "round trips = probe+submit+polls+fetch)")
+    print(
+        "\n## lazyslurm (makespan: median (min-max); counts of the median run; "
+        "round trips = probe+submit+polls+fetch)"
+    )
     rows = []
     for (b, p, s), rs in lz.items():
         ms = [r["makespan"] for r in rs]
         last = sorted(rs, key=lambda r: r["makespan"])[len(rs) // 2]  # the median run
         split = last["rt_split"]
-        rows.append([
-            p, "seed (.wait per stage)" if s == "seed" else "lazy (one compute)", b,
-            spread(ms), last["sbatch"], last["submits"], last["polls"],
-            f"{last['rt']} = {split['probe']}+{split['submit']}+{split['poll']}+{split['fetch']}",
-            f"{last['poll_s'] * 1000:.0f}",
-        ])
-    print(table(["pattern", "style", "backend", "makespan s", "sbatch", "submits", "polls",
-                 "round trips", "ms/poll"], rows))
+        rows.append(
+            [
+                p,
+                "seed (.wait per stage)" if s == "seed" else "lazy (one compute)",
+                b,
+                spread(ms),
+                last["sbatch"],
+                last["submits"],
+                last["polls"],
+                f"{last['rt']} = {split['probe']}+{split['submit']}+{split['poll']}+{split['fetch']}",
+                f"{last['poll_s'] * 1000:.0f}",
+            ]
+        )
+    print(
+        table(
+            [
+                "pattern",
+                "style",
+                "backend",
+                "makespan s",
+                "sbatch",
+                "submits",
+                "polls",
+                "round trips",
+                "ms/poll",
+            ],
+            rows,
+        )
+    )
 
     if sub:
         print("\n## submitit 1.5.x, idiomatic (map_array, wait for results, next stage)")
-        print(table(["pattern", "makespan s", "sbatch"],
-                    [[p, spread([r["makespan"] for r in rs]), rs[0]["sbatch"]]
-                     for p, rs in sub.items()]))
+        print(
+            table(
+                ["pattern", "makespan s", "sbatch"],
+                [
+                    [p, spread([r["makespan"] for r in rs]), rs[0]["sbatch"]]
+                    for p, rs in sub.items()
+                ],
+            )
+        )
 
-    print(f"\n## raw floor: {DEPTH} x sbatch --array=0-{WIDTH - 1} --wrap '<python> -c pass',"
-          " aftercorr, submitted at once")
+    print(
+        f"\n## raw floor: {DEPTH} x sbatch --array=0-{WIDTH - 1} --wrap '<python> -c pass',"
+        " aftercorr, submitted at once"
+    )
     names = {True: f"acct, {PY}", False: f"noacct, {PY}", SYS_PY: f"acct, {SYS_PY} (for ssh)"}
-    print(table(["cluster, python", "makespan s", "sbatch", "submission s"],
-                [[names[a], spread([r["makespan"] for r in rs]), DEPTH,
-                  f"{med([r['submit_s'] for r in rs]):.3f}"]
-                 for a, rs in floor.items() if rs]))
+    print(
+        table(
+            ["cluster, python", "makespan s", "sbatch", "submission s"],
+            [
+                [
+                    names[a],
+                    spread([r["makespan"] for r in rs]),
+                    DEPTH,
+                    f"{med([r['submit_s'] for r in rs]):.3f}",
+                ]
+                for a, rs in floor.items()
+                if rs
+            ],
+        )
+    )
 
     print("\n## ratios (medians)")
     rows = []
@@ -663,8 +805,20 @@ def main(argv: list[str] | None = None) -> int:
         row.append(f"{m / med([r['makespan'] for r in best]):.2f}" if best else "-")
         row.append(f"{m / med([r['makespan'] for r in fl]):.2f}" if p == "4x20 pipeline" else "-")
         rows.append(row)
-    print(table(["pattern", "style", "backend", "lazyslurm s", "/ submitit",
-                 "/ submitit best (aftercorr)", "/ raw floor"], rows))
+    print(
+        table(
+            [
+                "pattern",
+                "style",
+                "backend",
+                "lazyslurm s",
+                "/ submitit",
+                "/ submitit best (aftercorr)",
+                "/ raw floor",
+            ],
+            rows,
+        )
+    )
 
     if not args.no_overhead:
         print("\n## task overhead inside the job: process start -> user code, seconds")
@@ -674,8 +828,12 @@ def main(argv: list[str] | None = None) -> int:
             lzv = overhead_lazyslurm("slurm", width, f"{stamp}-overhead-{width}")
             wait_quiet()
             raw = overhead_raw(PY, width, f"{stamp}-{width}")
-            row = [f"{width} task(s) at once", f"{med(lzv):.3f} (max {max(lzv):.3f})",
-                   f"{med(raw):.3f} (max {max(raw):.3f})", f"{med(lzv) - med(raw):+.3f}"]
+            row = [
+                f"{width} task(s) at once",
+                f"{med(lzv):.3f} (max {max(lzv):.3f})",
+                f"{med(raw):.3f} (max {max(raw):.3f})",
+                f"{med(lzv) - med(raw):+.3f}",
+            ]
             if "ssh" in backends:
                 wait_quiet()
                 sv_ = overhead_lazyslurm("ssh", width, f"{stamp}-overhead-ssh-{width}")
@@ -688,9 +846,11 @@ def main(argv: list[str] | None = None) -> int:
             heads += ["runner (ssh, /usr/bin/python3)", "bare /usr/bin/python3 -c"]
         print(table(heads, rows))
 
-    print(f"\n# total {time.perf_counter() - t_start:.0f} s; load average at end: "
-          f"{os.getloadavg()}; measurements still disturbed after {guard.attempts} tries: "
-          f"{guard.unclean}")
+    print(
+        f"\n# total {time.perf_counter() - t_start:.0f} s; load average at end: "
+        f"{os.getloadavg()}; measurements still disturbed after {guard.attempts} tries: "
+        f"{guard.unclean}"
+    )
     return 0
 
 

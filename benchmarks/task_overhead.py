@@ -130,15 +130,31 @@ def local_table(pairs: int) -> str:
     for name, (ts, cs) in times.items():
         diffs = [t - f for t, f in zip(ts, floor, strict=True)]
         cdiffs = [c - f for c, f in zip(cs, floor_cpu, strict=True)]
-        rows.append([name, f"{med(ts):.1f}", f"{med(diffs):+.1f}", f"{med(ts) / med(floor):.2f}",
-                     f"{med(cs):.1f}", f"{med(cdiffs):+.1f}"])
-    return sp.table(["start (this host, no Slurm)", "wall ms", "wall - floor (pairwise)",
-                     "wall x floor", "CPU ms", "CPU - floor (pairwise)"], rows)
+        rows.append(
+            [
+                name,
+                f"{med(ts):.1f}",
+                f"{med(diffs):+.1f}",
+                f"{med(ts) / med(floor):.2f}",
+                f"{med(cs):.1f}",
+                f"{med(cdiffs):+.1f}",
+            ]
+        )
+    return sp.table(
+        [
+            "start (this host, no Slurm)",
+            "wall ms",
+            "wall - floor (pairwise)",
+            "wall x floor",
+            "CPU ms",
+            "CPU - floor (pairwise)",
+        ],
+        rows,
+    )
 
 
 def importtime_top(argv: list[str], env: dict[str, str], n: int = 12) -> str:
-    out = subprocess.run([PY, "-X", "importtime", *argv], env=env, capture_output=True,
-                         text=True)
+    out = subprocess.run([PY, "-X", "importtime", *argv], env=env, capture_output=True, text=True)
     rows = []
     for line in out.stderr.splitlines():
         parts = line.split("|")
@@ -148,10 +164,13 @@ def importtime_top(argv: list[str], env: dict[str, str], n: int = 12) -> str:
         rows.append((cum_us, self_us, name))
     total = sum(c for c, _, name in rows if not name.startswith("  "))
     rows.sort(reverse=True)
-    lines = [f"    {c:>7} us cumulative {s:>6} us self  {name.strip()}"
-             for c, s, name in rows[:n]]
-    return "\n".join([f"  $ python -X importtime {shlex.join(argv)}  "
-                      f"(all imports: {total / 1000:.1f} ms)", *lines])
+    lines = [f"    {c:>7} us cumulative {s:>6} us self  {name.strip()}" for c, s, name in rows[:n]]
+    return "\n".join(
+        [
+            f"  $ python -X importtime {shlex.join(argv)}  (all imports: {total / 1000:.1f} ms)",
+            *lines,
+        ]
+    )
 
 
 def importtime_section() -> str:
@@ -159,20 +178,21 @@ def importtime_section() -> str:
         paths = element_run(Path(tmp))
         by_value = element_run(Path(tmp2), by_value=True)
         env = {**os.environ, "SLURM_ARRAY_TASK_ID": "0"}
-        return "\n".join([
-            importtime_top([RUNNER, paths.root, "aj0"], env),
-            importtime_top([RUNNER, by_value.root, "aj0"], env),
-            importtime_top(["-c", OLD_IMPORTS], env),
-            importtime_top(["-c", "pass"], env, n=5),
-        ])
+        return "\n".join(
+            [
+                importtime_top([RUNNER, paths.root, "aj0"], env),
+                importtime_top([RUNNER, by_value.root, "aj0"], env),
+                importtime_top(["-c", OLD_IMPORTS], env),
+                importtime_top(["-c", "pass"], env, n=5),
+            ]
+        )
 
 
 # --------------------------------------------------------------------------- on Slurm
 
 
 def raw_array(width: int, command: str, accounting: bool) -> float:
-    r = sp.raw_chain(stages=1, width=width, kind="afterok", command=command,
-                     accounting=accounting)
+    r = sp.raw_chain(stages=1, width=width, kind="afterok", command=command, accounting=accounting)
     return r["makespan"]
 
 
@@ -182,8 +202,12 @@ def lazyslurm_array(
     """``noop.map(range(width))``: a function of the user's (not installed) code, shipped
     by value as such functions are; or (``by_reference``) ``abs``, a builtin, shipped by
     reference, which shows what the rest of lazyslurm costs."""
-    cluster = Cluster("slurm", workdir=sp.OUT / "task_overhead" / tag, python=PY,
-                      env={"SLURM_CONF": sp.conf(accounting)})
+    cluster = Cluster(
+        "slurm",
+        workdir=sp.OUT / "task_overhead" / tag,
+        python=PY,
+        env={"SLURM_CONF": sp.conf(accounting)},
+    )
     if not by_path:
         cluster.backend.runner = None  # job scripts: python -m lazyslurm.runner (as before)
     t0 = time.perf_counter()
@@ -199,17 +223,25 @@ def slurm_table(width: int, reps: int, accounting: bool) -> str:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for rep in range(reps):
         cases: list[tuple[str, Any]] = [
-            ("python -c pass (raw floor)",
-             lambda: raw_array(width, f"{py} -c pass", accounting)),
-            (f"python -c '{OLD_IMPORTS}'",
-             lambda: raw_array(width, f"{py} -c {shlex.quote(OLD_IMPORTS)}", accounting)),
-            (f"lazyslurm noop.map(range({width})), -m lazyslurm.runner (before)",
-             lambda rep=rep: lazyslurm_array(width, accounting, f"{stamp}-m-{rep}", False)),
-            (f"lazyslurm noop.map(range({width})), runner by path (after the diet)",
-             lambda rep=rep: lazyslurm_array(width, accounting, f"{stamp}-p-{rep}", True)),
-            (f"lazyslurm abs.map(range({width})), by path, function by reference",
-             lambda rep=rep: lazyslurm_array(width, accounting, f"{stamp}-r-{rep}", True,
-                                             by_reference=True)),
+            ("python -c pass (raw floor)", lambda: raw_array(width, f"{py} -c pass", accounting)),
+            (
+                f"python -c '{OLD_IMPORTS}'",
+                lambda: raw_array(width, f"{py} -c {shlex.quote(OLD_IMPORTS)}", accounting),
+            ),
+            (
+                f"lazyslurm noop.map(range({width})), -m lazyslurm.runner (before)",
+                lambda rep=rep: lazyslurm_array(width, accounting, f"{stamp}-m-{rep}", False),
+            ),
+            (
+                f"lazyslurm noop.map(range({width})), runner by path (after the diet)",
+                lambda rep=rep: lazyslurm_array(width, accounting, f"{stamp}-p-{rep}", True),
+            ),
+            (
+                f"lazyslurm abs.map(range({width})), by path, function by reference",
+                lambda rep=rep: lazyslurm_array(
+                    width, accounting, f"{stamp}-r-{rep}", True, by_reference=True
+                ),
+            ),
         ]
         for name, fn in cases:
             sp.wait_quiet(max_s=20)  # other users' jobs and tests share the machine
@@ -217,10 +249,12 @@ def slurm_table(width: int, reps: int, accounting: bool) -> str:
             print(f"#   {name}: {rows[name][-1]:.2f} s", file=sys.stderr, flush=True)
         print(f"# rep {rep + 1}/{reps} done", flush=True)
     floor = statistics.median(rows["python -c pass (raw floor)"])
-    out = [[name, sp.spread(ts), f"{statistics.median(ts) / floor:.2f}"]
-           for name, ts in rows.items()]
-    return sp.table([f"what each of {width} elements runs", "makespan s (min-max)",
-                     "x raw floor"], out)
+    out = [
+        [name, sp.spread(ts), f"{statistics.median(ts) / floor:.2f}"] for name, ts in rows.items()
+    ]
+    return sp.table(
+        [f"what each of {width} elements runs", "makespan s (min-max)", "x raw floor"], out
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -233,12 +267,16 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     # installed packages have bytecode; this environment sets PYTHONDONTWRITEBYTECODE=1,
     # which jobs inherit: compile once so that no start pays for compiling
-    subprocess.run([PY, "-m", "compileall", "-q", str(sp.ROOT / "lazyslurm"),
-                    str(sp.ROOT / "benchmarks")], check=True)
+    subprocess.run(
+        [PY, "-m", "compileall", "-q", str(sp.ROOT / "lazyslurm"), str(sp.ROOT / "benchmarks")],
+        check=True,
+    )
     dont_write = os.environ.get("PYTHONDONTWRITEBYTECODE")
-    print(f"# task_overhead.py  {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; "
-          f"{os.cpu_count()} cores; python {PY}; PYTHONDONTWRITEBYTECODE={dont_write}; "
-          f"load average {os.getloadavg()}")
+    print(
+        f"# task_overhead.py  {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; "
+        f"{os.cpu_count()} cores; python {PY}; PYTHONDONTWRITEBYTECODE={dont_write}; "
+        f"load average {os.getloadavg()}"
+    )
     print(f"\n## one start each, {args.pairs} alternating rounds on this host (medians)")
     print(local_table(args.pairs))
     print("\n## -X importtime (largest cumulative first)")
@@ -246,8 +284,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_slurm:
         sp.ENV.update(sp.cluster_env())
         conf = sp.conf(not args.noacct)
-        task_plugin = next((ln.split("=", 1)[1] for ln in Path(conf).read_text().splitlines()
-                            if ln.startswith("TaskPlugin=")), "?")
+        task_plugin = next(
+            (
+                ln.split("=", 1)[1]
+                for ln in Path(conf).read_text().splitlines()
+                if ln.startswith("TaskPlugin=")
+            ),
+            "?",
+        )
         print(f"\n## on Slurm ({conf}, TaskPlugin={task_plugin}), {args.reps} reps side by side")
         print(slurm_table(args.width, args.reps, not args.noacct))
     print(f"\n# load average at end {os.getloadavg()}")

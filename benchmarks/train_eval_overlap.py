@@ -123,9 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     for label, fn in rows:
         results[label] = measure(fn, args.reps, args.epochs, args.eval_seconds)
     train_s = args.epochs * 0.3
-    print(f"## train ({train_s:.1f} s of work) + baseline eval ({args.eval_seconds:.1f} s), "
-          f"then eval ({args.eval_seconds:.1f} s) + compare "
-          f"(slurm backend, median of {args.reps}, min-max)")
+    print(
+        f"## train ({train_s:.1f} s of work) + baseline eval ({args.eval_seconds:.1f} s), "
+        f"then eval ({args.eval_seconds:.1f} s) + compare "
+        f"(slurm backend, median of {args.reps}, min-max)"
+    )
     print("| program | makespan s | ratio to submitit |")
     print("| --- | --- | --- |")
     peer = results[rows[2][0]][0]

@@ -388,7 +388,7 @@ def _clean_script(cutoff: float, *, force: bool, dry_run: bool, live: str) -> st
         'sq=""\n'
         'if [ "$slurm" = 1 ] && [ "$force" = 0 ]; then\n'
         f"  if out=$( {{ {live}\n}} 2>&1); then\n"
-        "    while IFS= read -r r; do live[$r]=1; done <<< \"$out\"\n"
+        '    while IFS= read -r r; do live[$r]=1; done <<< "$out"\n'
         "  else\n"
         "    sq=failed\n"
         "    printf 'LZ-LIVE-FAILED\\t%s\\n' \"$(printf '%s' \"$out\" | tr '\\n\\t' '  ' "
@@ -633,7 +633,7 @@ def _usage_script(runs: Iterable[str] | None, names: Iterable[str] | None, pack_
     pick = (  # bytes, not text (NULs out, for any awk): the usage lines with their file
         "LC_ALL=C tr -d '\\000' | LC_ALL=C awk "
         "'/^==> .* <==$/ { f = substr($0, 5, length($0) - 8); next }\n"
-        f"/^{mark} / {{ print f \"\\t\" $0 }}'"
+        f'/^{mark} / {{ print f "\\t" $0 }}\''
     )
     if runs is not None:
         dirs = " ".join(f"{q('./' + r + '/results')} {q('./' + r + '/errors')}" for r in runs)
@@ -720,9 +720,7 @@ def history(cl: Cluster, tokens: dict[str, str]) -> dict[str, list[Sample]]:
             continue
         peak = u.number("m")
         elapsed = u.number("w")
-        out.setdefault(name, []).append(
-            Sample(u.run, u.key, peak, elapsed, u.fields.get("t", ""))
-        )
+        out.setdefault(name, []).append(Sample(u.run, u.key, peak, elapsed, u.fields.get("t", "")))
     return out
 
 

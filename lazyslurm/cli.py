@@ -422,8 +422,13 @@ def cmd_profiles(args: argparse.Namespace, cluster: Cluster | None) -> int:
         mark = "*" if name == default else ""
         rows.append((f"{name}{mark}", backend, str(path), problem))
         data.append(
-            {"name": name, "backend": backend, "file": str(path), "default": name == default,
-             "error": problem or None}
+            {
+                "name": name,
+                "backend": backend,
+                "file": str(path),
+                "default": name == default,
+                "error": problem or None,
+            }
         )
     if args.json:
         _print_json(data)
@@ -502,8 +507,7 @@ def cmd_clean(args: argparse.Namespace, cluster: Cluster) -> int:
         for run_id, why in sorted(removed.kept.items()):
             print(f"  {run_id}  {why}")
         print(
-            f"  (`{PROG} cancel RUN` stops one; --force removes them without cancelling "
-            "their jobs)"
+            f"  (`{PROG} cancel RUN` stops one; --force removes them without cancelling their jobs)"
         )
     if removed.unchecked:
         print(

@@ -239,8 +239,8 @@ class Cluster:
         msg = (
             "Cluster.from_env (slurm-sdk's Slurmfile environments) is not supported: put "
             "the environment's settings in a profile, [tool.lazyslurm.profiles.NAME] of "
-            "pyproject.toml (backend = \"ssh\", hostname, partition = the [submit] "
-            "partition, packaging, ...), and use Cluster.from_profile(\"NAME\") or "
+            'pyproject.toml (backend = "ssh", hostname, partition = the [submit] '
+            'partition, packaging, ...), and use Cluster.from_profile("NAME") or '
             "LAZYSLURM_PROFILE=NAME; or a flat TOML file with Cluster.from_file(PATH). "
             "See docs/coming-from.md"
         )

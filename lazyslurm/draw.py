@@ -609,8 +609,12 @@ def visualize(
 
     _, roots = lift_outputs(plain)
     plan: Plan | None
-    expanded = run is not None and run.plan is not None and (
-        len(run.array_jobs) != len(run.plan.array_jobs)  # tasks returned subgraphs
+    expanded = (
+        run is not None
+        and run.plan is not None
+        and (
+            len(run.array_jobs) != len(run.plan.array_jobs)  # tasks returned subgraphs
+        )
     )
     if run is not None and (run.plan is None or expanded):  # its records only
         plan, done, node_states = None, {}, _snapshot_states(run)

@@ -509,5 +509,3 @@ def locked(layout: RunLayout) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
-
-

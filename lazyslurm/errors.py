@@ -124,6 +124,8 @@ class CallbackWarning(LazySlurmError, UserWarning):
     """A callback declares hooks lazyslurm cannot honour (named in the message); issued
     when the callback is registered (``Cluster(callbacks=...)``, ``compute(callbacks=...)``).
     """
+
+
 class HiddenLazyValueError(SerializationError):
     """A Job is hidden inside an object lazyslurm cannot look into (it would not be a
     dependency): pass it directly, or in a list, tuple, dict value, set, namedtuple or

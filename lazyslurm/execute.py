@@ -302,7 +302,10 @@ class Run:
             for idx, (key, b, a) in enumerate(zip(aj.keys, before, after, strict=True)):
                 if a != b:
                     log.debug(
-                        "%s: %s -> %s", key, b, a,
+                        "%s: %s -> %s",
+                        key,
+                        b,
+                        a,
                         extra={"run_id": self.id, "array_job": aj.id, "element": idx},
                     )
                     _emit(self._callbacks, "on_state", key, b, a)
@@ -391,7 +394,8 @@ class Run:
                 backend.wait_for_change(self.handle, max(wait_s, 0.0))
         except KeyboardInterrupt:
             log.info(
-                "interrupted: cancelling run %s", self.id,
+                "interrupted: cancelling run %s",
+                self.id,
                 extra={"run_id": self.id, "array_job": None},
             )
             backend.cancel(self.handle)
@@ -480,7 +484,9 @@ class Run:
         session.add_run(self, replace=False)  # an attached run: for job handles
         session.record_placement(self.id, self.array_jobs)
         log.info(
-            "run %s finished: %s%s", self.id, _fmt_counts(snap.counts_total()),
+            "run %s finished: %s%s",
+            self.id,
+            _fmt_counts(snap.counts_total()),
             _fmt_calls(self.controller_calls),
             extra={"run_id": self.id, "array_job": None},
         )
@@ -772,7 +778,10 @@ def submit(
     cl.session.add_run(Run(cl, handle, []))
     cl.session.record_placement(run_id, p.array_jobs)
     log.info(
-        "submitted run %s: %d array jobs, %d tasks", run_id, len(p.array_jobs), p.nodes,
+        "submitted run %s: %d array jobs, %d tasks",
+        run_id,
+        len(p.array_jobs),
+        p.nodes,
         extra={"run_id": run_id, "array_job": None},
     )
     _emit(run._callbacks, "on_submit", run)
@@ -809,13 +818,21 @@ def _log_plan(p: Plan, found: Mapping[str, str], run_id: str) -> None:
     """DEBUG: the plan summary, one line per array job, and the cache hits."""
     extra: dict[str, Any] = {"run_id": run_id, "array_job": None}
     log.debug(
-        "plan of run %s: %d array jobs, %d tasks, %d cache hits", run_id,
-        len(p.array_jobs), p.nodes, len(found), extra=extra,
+        "plan of run %s: %d array jobs, %d tasks, %d cache hits",
+        run_id,
+        len(p.array_jobs),
+        p.nodes,
+        len(found),
+        extra=extra,
     )
     for aj in p.array_jobs:
         deps = ", ".join(f"{kind} {up}" for kind, up in aj.dependencies) or "none"
         log.debug(
-            "plan %s: %s x%d (dependencies: %s)", aj.id, aj.name, aj.size, deps,
+            "plan %s: %s x%d (dependencies: %s)",
+            aj.id,
+            aj.name,
+            aj.size,
+            deps,
             extra={**extra, "array_job": aj.id},
         )
     for key, source in found.items():
@@ -848,37 +865,77 @@ def _progress_callbacks(progress: bool | None) -> list[Any]:
 # their types in the tuple, anything else (plain values, containers) is typed Any.
 @overload
 def compute(
-    a: _Lazy[T1], /, *, cluster: Cluster | BackendName | None = ..., callbacks: Sequence[Any] = ...,
-    fetch: bool = ..., cache: bool | None = ..., progress: bool | None = ...,
+    a: _Lazy[T1],
+    /,
+    *,
+    cluster: Cluster | BackendName | None = ...,
+    callbacks: Sequence[Any] = ...,
+    fetch: bool = ...,
+    cache: bool | None = ...,
+    progress: bool | None = ...,
 ) -> tuple[T1]: ...
 @overload
 def compute(
-    a: _Lazy[T1], b: _Lazy[T2], /, *, cluster: Cluster | BackendName | None = ...,
-    callbacks: Sequence[Any] = ..., fetch: bool = ..., cache: bool | None = ...,
+    a: _Lazy[T1],
+    b: _Lazy[T2],
+    /,
+    *,
+    cluster: Cluster | BackendName | None = ...,
+    callbacks: Sequence[Any] = ...,
+    fetch: bool = ...,
+    cache: bool | None = ...,
     progress: bool | None = ...,
 ) -> tuple[T1, T2]: ...
 @overload
 def compute(
-    a: _Lazy[T1], b: _Lazy[T2], c: _Lazy[T3], /, *, cluster: Cluster | BackendName | None = ...,
-    callbacks: Sequence[Any] = ..., fetch: bool = ..., cache: bool | None = ...,
+    a: _Lazy[T1],
+    b: _Lazy[T2],
+    c: _Lazy[T3],
+    /,
+    *,
+    cluster: Cluster | BackendName | None = ...,
+    callbacks: Sequence[Any] = ...,
+    fetch: bool = ...,
+    cache: bool | None = ...,
     progress: bool | None = ...,
 ) -> tuple[T1, T2, T3]: ...
 @overload
 def compute(
-    a: _Lazy[T1], b: _Lazy[T2], c: _Lazy[T3], d: _Lazy[T4], /, *,
-    cluster: Cluster | BackendName | None = ..., callbacks: Sequence[Any] = ..., fetch: bool = ...,
-    cache: bool | None = ..., progress: bool | None = ...,
+    a: _Lazy[T1],
+    b: _Lazy[T2],
+    c: _Lazy[T3],
+    d: _Lazy[T4],
+    /,
+    *,
+    cluster: Cluster | BackendName | None = ...,
+    callbacks: Sequence[Any] = ...,
+    fetch: bool = ...,
+    cache: bool | None = ...,
+    progress: bool | None = ...,
 ) -> tuple[T1, T2, T3, T4]: ...
 @overload
 def compute(
-    a: _Lazy[T1], b: _Lazy[T2], c: _Lazy[T3], d: _Lazy[T4], e: _Lazy[T5], /, *,
-    cluster: Cluster | BackendName | None = ..., callbacks: Sequence[Any] = ..., fetch: bool = ...,
-    cache: bool | None = ..., progress: bool | None = ...,
+    a: _Lazy[T1],
+    b: _Lazy[T2],
+    c: _Lazy[T3],
+    d: _Lazy[T4],
+    e: _Lazy[T5],
+    /,
+    *,
+    cluster: Cluster | BackendName | None = ...,
+    callbacks: Sequence[Any] = ...,
+    fetch: bool = ...,
+    cache: bool | None = ...,
+    progress: bool | None = ...,
 ) -> tuple[T1, T2, T3, T4, T5]: ...
 @overload
 def compute(
-    *exprs: Any, cluster: Cluster | BackendName | None = ..., callbacks: Sequence[Any] = ...,
-    fetch: bool = ..., cache: bool | None = ..., progress: bool | None = ...,
+    *exprs: Any,
+    cluster: Cluster | BackendName | None = ...,
+    callbacks: Sequence[Any] = ...,
+    fetch: bool = ...,
+    cache: bool | None = ...,
+    progress: bool | None = ...,
 ) -> tuple[Any, ...]: ...
 def compute(
     *exprs: Any,
@@ -933,7 +990,14 @@ _DASK_SCHEDULERS = {
     "multiprocessing": "local",
 }
 _COMPUTE_KEYWORDS = (
-    "cluster", "callbacks", "fetch", "cache", "progress", "max_core_hours", "label", "scheduler",
+    "cluster",
+    "callbacks",
+    "fetch",
+    "cache",
+    "progress",
+    "max_core_hours",
+    "label",
+    "scheduler",
 )
 
 
@@ -946,8 +1010,7 @@ def _check_forwarded(kwargs: Mapping[str, Any]) -> None:
         close = difflib.get_close_matches(name, _COMPUTE_KEYWORDS, n=1, cutoff=0.75)
         if close:
             msg = (
-                f"compute() got an unexpected keyword argument {name!r}; did you mean "
-                f"{close[0]!r}?"
+                f"compute() got an unexpected keyword argument {name!r}; did you mean {close[0]!r}?"
             )
             raise TypeError(msg)
     if kwargs:

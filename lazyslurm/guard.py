@@ -32,16 +32,14 @@ __all__ = ["SLURM_ONLY", "note_created", "note_used", "slurm_only", "warn_implic
 
 # Slurm/SSH clusters made in this context and not used yet: (weak reference, where made).
 # A context variable like the active cluster: each thread and asyncio task has its own.
-_UNUSED: contextvars.ContextVar[tuple[tuple[weakref.ref[Any], str], ...]] = (
-    contextvars.ContextVar("lazyslurm_unused_clusters", default=())
+_UNUSED: contextvars.ContextVar[tuple[tuple[weakref.ref[Any], str], ...]] = contextvars.ContextVar(
+    "lazyslurm_unused_clusters", default=()
 )
 
 
 def _caller_outside_lazyslurm() -> str:
     frame = sys._getframe(1)
-    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith(
-        "lazyslurm."
-    ):
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith("lazyslurm."):
         frame = frame.f_back
     return f"{frame.f_code.co_filename}:{frame.f_lineno}"
 
@@ -62,10 +60,20 @@ def note_used(cluster: Any) -> None:
 def _forgotten() -> list[tuple[Any, str]]:
     return [(c, where) for ref, where in _UNUSED.get() if (c := ref()) is not None]
 
+
 # resources that only a Slurm cluster honours (time, mem and cpus are plain sizing that the
 # seed puts on every task, local runs included, so they do not count)
-SLURM_ONLY = ("partition", "account", "qos", "gpus", "gres", "constraint", "nodes", "ntasks",
-              "extra_sbatch")
+SLURM_ONLY = (
+    "partition",
+    "account",
+    "qos",
+    "gpus",
+    "gres",
+    "constraint",
+    "nodes",
+    "ntasks",
+    "extra_sbatch",
+)
 
 
 def slurm_only(resources: Resources) -> dict[str, Any]:
@@ -88,9 +96,7 @@ def warn_implicit_local(
     """Warn when ``tasks`` (name, resources) asking for Slurm resources run on the implicit
     local default (``implicit``: no cluster given, none active, no profile variable;
     ``embedded``: the cluster runs elements here, without a scheduler)."""
-    if not implicit or not embedded or os.environ.get(
-        "LAZYSLURM_PROFILE"
-    ):
+    if not implicit or not embedded or os.environ.get("LAZYSLURM_PROFILE"):
         return
     forgotten = _forgotten()
     if forgotten:

@@ -235,9 +235,7 @@ def _await(
         cl.backend.wait_for_change(run.handle, wait_s)
 
 
-def get_result(
-    obj: Any, timeout: float | None = None, *, cluster: Cluster | None = None
-) -> Any:
+def get_result(obj: Any, timeout: float | None = None, *, cluster: Cluster | None = None) -> Any:
     """``obj``'s value once its jobs succeeded; the first failure raises with its original
     exception type (as ``compute`` does)."""
     cl = _session(obj, cluster)

@@ -240,7 +240,7 @@ class Preview:
             out += ["", "assumed:", *(f"  {n}" for n in notes)]
         learned = self.learned_lines()
         if learned:
-            out += ["", "learned requests (mem/time \"auto\"):", *(f"  {n}" for n in learned)]
+            out += ["", 'learned requests (mem/time "auto"):', *(f"  {n}" for n in learned)]
         if self.starts:
             out += [
                 "",
@@ -287,9 +287,7 @@ def preview_plan(
     starts = backend.expected_starts(plan.array_jobs) if start and plan.array_jobs else {}
     jobs = plan_costs(plan.array_jobs, defaults=defaults, facts=facts)
     learned = {
-        aj.id: aj.learned.describe(aj.resources)
-        for aj in plan.array_jobs
-        if aj.learned is not None
+        aj.id: aj.learned.describe(aj.resources) for aj in plan.array_jobs if aj.learned is not None
     }
     return Preview(
         jobs,

@@ -37,7 +37,11 @@ class Executor(Protocol):
     def usage_html(self, usage: Any) -> str: ...
     def dashboard(self, run: Any, *, port: int = 0, open_browser: bool = False) -> Any: ...
     def wait(
-        self, obj: Any, timeout: float | None = None, poll_interval: float | None = None, *,
+        self,
+        obj: Any,
+        timeout: float | None = None,
+        poll_interval: float | None = None,
+        *,
         cluster: Any = None,
     ) -> bool: ...
     def get_result(self, obj: Any, timeout: float | None = None, *, cluster: Any = None) -> Any: ...
@@ -48,8 +52,14 @@ class Executor(Protocol):
     def get_output(self, obj: Any, stream: str, *, cluster: Any = None) -> Any: ...
     def get_script(self, obj: Any, *, cluster: Any = None) -> str: ...
     def tail(
-        self, job: Any, n: int = 10, follow: bool = False, poll_interval: float | None = None,
-        stream: str = "out", *, cluster: Any = None,
+        self,
+        job: Any,
+        n: int = 10,
+        follow: bool = False,
+        poll_interval: float | None = None,
+        stream: str = "out",
+        *,
+        cluster: Any = None,
     ) -> Any: ...
 
 

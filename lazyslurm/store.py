@@ -1379,9 +1379,7 @@ def pack_payloads(data: bytes, path: str, run: str | None = None) -> list[bytes]
     ]
 
 
-def pack_index(
-    data: bytes, path: str = "pack", wanted: str = ""
-) -> dict[str, tuple[int, int]]:
+def pack_index(data: bytes, path: str = "pack", wanted: str = "") -> dict[str, tuple[int, int]]:
     """Where each key's record is in a pack file: ``{key: (start, end)}``. Readers of many
     keys of one pack build it once (a fan-in reads every key of every pack). ``wanted``:
     the key read first, named if the pack is damaged."""
@@ -1589,8 +1587,13 @@ def function_data(func: Any, importable: Any) -> tuple | None:
             return None
     module = func.__module__ if isinstance(func.__module__, str) else ""
     return (
-        marshal.dumps(func.__code__), func.__name__, func.__qualname__, module,
-        defaults, kwdefaults, refs,
+        marshal.dumps(func.__code__),
+        func.__name__,
+        func.__qualname__,
+        module,
+        defaults,
+        kwdefaults,
+        refs,
     )
 
 

@@ -558,20 +558,22 @@ def summarize(
         warnings.append(
             f"{task}: memory used under {MEM_UNDER:.0%} of the request: peak "
             f"{mem_text(peak)}{together} of {mem_text(asked)} asked "
-            f"({peak * workers / asked:.0%}); {fix}, or mem=\"auto\""
+            f'({peak * workers / asked:.0%}); {fix}, or mem="auto"'
         )
     if longest is not None and request.time_min and longest > TIME_OVER * request.time_min * 60:
         fix = f'ask time="{suggest["time"]}"' if "time" in suggest else "ask more"
         warnings.append(
             f"{task}: time over {TIME_OVER:.0%} of the limit: the longest element ran "
             f"{duration_text(longest)} of {duration_text(request.time_min * 60)} "
-            f"({longest / (request.time_min * 60):.0%}); {fix}, or time=\"auto\""
+            f'({longest / (request.time_min * 60):.0%}); {fix}, or time="auto"'
         )
     for state, words in (("OUT_OF_MEMORY", "ran out of memory"), ("TIMEOUT", "ran out of time")):
         n = states.get(state, 0)
         if n:
-            asked_text = mem_text(request.mem_mb) if state == "OUT_OF_MEMORY" else (
-                duration_text(request.time_min * 60) if request.time_min else "its limit"
+            asked_text = (
+                mem_text(request.mem_mb)
+                if state == "OUT_OF_MEMORY"
+                else (duration_text(request.time_min * 60) if request.time_min else "its limit")
             )
             warnings.append(
                 f"{task}: {n} element(s) {words} ({state}) at {asked_text}: ask more, or "
@@ -721,4 +723,3 @@ def _handle(cl: Cluster, run_id: str) -> RunHandle:
 
     _, handle, _ = read_run(cl, run_id)
     return extend_handle(handle, read_records(cl.backend, run_id))
-

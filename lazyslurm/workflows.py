@@ -37,6 +37,7 @@ from lazyslurm.store import RunLayout, read_private
 
 __all__ = ["ELEMENT_ENV", "WorkflowContext", "WorkflowTask", "workflow"]
 
+
 @attrs.frozen
 class WorkflowContext:
     """What a workflow receives: ``cluster`` (the same cluster, reached from inside),

@@ -267,7 +267,11 @@ def sacct(state: Path, config: Mapping[str, Any], args: list[str]) -> int:
         print("Slurm accounting storage is disabled", file=sys.stderr)
         return 1
     names = {
-        "JobID": "i", "State": "T", "ExitCode": "x", "JobName": "j", "Reason": "r",
+        "JobID": "i",
+        "State": "T",
+        "ExitCode": "x",
+        "JobName": "j",
+        "Reason": "r",
         "NodeList": "N",
     }
     fields = [names[f] for f in (_option(args, "-o") or "JobID,State,ExitCode").split(",")]

@@ -482,8 +482,7 @@ def test_a_per_user_submit_limit_is_probed_from_accounting(env, tmp_path):
                 pp.stage1_preprocess.map([str(i) for i in range(8)]).compute()
         assert not (tmp_path / "work" / "runs").exists()
     finally:
-        subprocess.run(["sacctmgr", "-i", "delete", "qos", qos], env=run_env,
-                       capture_output=True)
+        subprocess.run(["sacctmgr", "-i", "delete", "qos", qos], env=run_env, capture_output=True)
 
 
 @pytest.mark.slurm
@@ -830,9 +829,6 @@ def test_a_run_directory_deleted_mid_run_is_named(env, tmp_path):
     assert live_jobs_of_run(conf_of(c, env), run.id) == []
 
 
-
-
-
 @task
 def nap_then(x, seconds):
     time.sleep(seconds)
@@ -1001,7 +997,10 @@ def requeue_now(element: str, slurm_env: dict) -> None:
     while time.monotonic() < deadline:
         out = subprocess.run(
             ["squeue", "-h", "-j", element, "-o", "%T|%r"],
-            capture_output=True, text=True, env=slurm_env, check=False,
+            capture_output=True,
+            text=True,
+            env=slurm_env,
+            check=False,
         ).stdout
         if "PENDING|BeginTime" in out:
             # let the killed attempt finish its cleanup (KillWait=2 s): a requeued job
@@ -1009,7 +1008,8 @@ def requeue_now(element: str, slurm_env: dict) -> None:
             time.sleep(4)
             subprocess.run(
                 ["scontrol", "update", f"JobId={element}", "StartTime=now"],
-                check=True, env=slurm_env,
+                check=True,
+                env=slurm_env,
             )
             return
         time.sleep(0.3)
@@ -1292,8 +1292,8 @@ def nap_for(seconds: float) -> float:
 @pytest.mark.parametrize("kind", ["slurm", "ssh"])
 def test_max_rpc_per_min_holds_status_queries_and_the_run_ends_right(env, tmp_path, kind):
     """``max_rpc_per_min=4, rpc_burst=2``: a bucket of 2 tokens, one back every 15 s; the
-    submission (one sbatch: a one-array run is not held) takes one. Polls every 0.5 s go on reading the
-    run's files, but Slurm's status is asked at most as the bucket allows: a 12-s task
+    submission (one sbatch: a one-array run is not held) takes one. Polls every 0.5 s go
+    on reading the run's files, but Slurm's status is asked at most as the bucket allows: a 12-s task
     costs at most ``4 x duration / 60`` queries (uncapped: one every 2 s on this host, one
     per poll over SSH), and its result is still seen when it lands."""
     opts = {"max_rpc_per_min": 4, "rpc_burst": 2}

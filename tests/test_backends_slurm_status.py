@@ -210,9 +210,7 @@ def test_an_elementwise_dependent_loses_only_its_element(cluster):
 # --------------------------------------------------------------------------- _element_state
 
 
-def state_of(
-    row: Row | None, has_error: bool = False, now: float = 0.0, watch=None, **kw
-) -> tuple:
+def state_of(row: Row | None, has_error: bool = False, now: float = 0.0, watch=None, **kw) -> tuple:
     aj = ArrayJob("aj0", "t", ("k",))
     return element_state(row, has_error, "42", 0, aj, watch or Watch(), now, **kw)
 

@@ -26,10 +26,19 @@ def _element(tmp_path: Path) -> RunLayout:
 
 
 def _run(paths: RunLayout, cache: Path, tmp_path: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "SLURM_ARRAY_TASK_ID": "0", "PYTHONDONTWRITEBYTECODE": "1",
-           "XDG_CACHE_HOME": str(cache)}
-    return subprocess.run([sys.executable, str(RUNNER), paths.root, "aj0"], env=env,
-                          capture_output=True, text=True, cwd=tmp_path)
+    env = {
+        **os.environ,
+        "SLURM_ARRAY_TASK_ID": "0",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "XDG_CACHE_HOME": str(cache),
+    }
+    return subprocess.run(
+        [sys.executable, str(RUNNER), paths.root, "aj0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
 
 
 def _folder(cache: Path) -> Path:
@@ -104,12 +113,14 @@ def test_the_client_keeps_the_package_compiled_where_python_would_not(tmp_path):
         "print(type(c.__spec__.loader).__name__, sys.dont_write_bytecode)\n"
     )
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "XDG_CACHE_HOME": str(tmp_path)}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                         text=True, check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
     assert out == ["Loader", "True"]
     assert any(p.name.startswith("core.py.") for p in _folder(tmp_path).iterdir())
     env.pop("PYTHONDONTWRITEBYTECODE")
     env["PYTHONPYCACHEPREFIX"] = str(tmp_path / "pycache")  # not into the checkout
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                         text=True, check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
     assert out == ["SourceFileLoader", "False"]  # Python's own __pycache__ then

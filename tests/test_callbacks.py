@@ -80,8 +80,13 @@ def test_cluster_callbacks_see_a_run_in_slurm_sdk_terms(tmp_path, cluster):
     with Cluster(cluster.backend_name, workdir=tmp_path / "w", callbacks=[rec]):
         assert total(double.map([1, 2, 3])).compute() == 12
     hooks = rec.hooks()
-    assert hooks[:5] == ["workflow_begin", "submitted", "task_submitted", "submitted",
-                         "task_submitted"]
+    assert hooks[:5] == [
+        "workflow_begin",
+        "submitted",
+        "task_submitted",
+        "submitted",
+        "task_submitted",
+    ]
     assert hooks[-1] == "workflow_end" and hooks.count("completed") == 4
     begin = rec.of("workflow_begin")[0]
     assert begin.workflow_job_dir.endswith(f"/runs/{begin.workflow_job_id}")
@@ -192,9 +197,12 @@ def test_callbacks_on_the_real_slurm_carry_slurm_job_ids(cluster_env, tmp_path):
     """On Slurm, submit and completion contexts carry Slurm's job ids (ID and ID_INDEX)."""
     rec = Recorder()
     conf = cluster_env["LAZYSLURM_TEST_SLURM_CONF"]
-    with Cluster(
-        "slurm", workdir=tmp_path, env={"SLURM_CONF": conf}, poll_max_s=0.5, callbacks=[rec]
-    ), pytest.raises(ValueError, match="two"):
+    with (
+        Cluster(
+            "slurm", workdir=tmp_path, env={"SLURM_CONF": conf}, poll_max_s=0.5, callbacks=[rec]
+        ),
+        pytest.raises(ValueError, match="two"),
+    ):
         fails_on_two.map([1, 2]).compute()
     (sub,) = rec.of("submitted")
     assert sub.job_id.isdigit() and sub.backend_type == "slurm"

@@ -164,9 +164,12 @@ class Sampler:
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def _loop(self) -> None:
-        user = os.environ.get("USER") or subprocess.run(
-            ["id", "-un"], capture_output=True, text=True, check=False
-        ).stdout.strip()
+        user = (
+            os.environ.get("USER")
+            or subprocess.run(
+                ["id", "-un"], capture_output=True, text=True, check=False
+            ).stdout.strip()
+        )
         while not self._stop.is_set():
             out = self.site.slurm("squeue", "-u", user, "-h", "-r", "-o", "%q", check=False)
             if out.returncode == 0:
@@ -227,8 +230,9 @@ def _wait_gone(site, run_id: str, timeout: float) -> None:
 def _feeder_logs(workdir: Path, run_id: str) -> list[str]:
     logs = RunLayout.of(run_id, workdir).subdir("logs")
     return sorted(
-        Path(logs, n).read_text() for n in os.listdir(logs) if n.startswith(f"{FEEDER}_")
-        and n.endswith(".out")
+        Path(logs, n).read_text()
+        for n in os.listdir(logs)
+        if n.startswith(f"{FEEDER}_") and n.endswith(".out")
     )
 
 
@@ -255,8 +259,10 @@ def test_200_elements_under_a_cap_of_20_are_fed_in_with_the_client_gone(site, tm
     steps = _feeder_logs(workdir, run_id)
     assert len(steps) >= 2, steps  # fed in by several feeders
     assert not Path(RunLayout.of(run_id, workdir).feed_error).exists()
-    print(f"\nqueued at most {sampler.most} ({sampler.most_capped} under the cap) in "
-          f"{sampler.samples} samples; {len(steps)} feeders")
+    print(
+        f"\nqueued at most {sampler.most} ({sampler.most_capped} under the cap) in "
+        f"{sampler.samples} samples; {len(steps)} feeders"
+    )
     assert sampler.samples >= 5
     assert sampler.most_capped <= site.max_submit, sampler.most_capped
 
@@ -381,9 +387,7 @@ def test_a_cap_the_probe_cannot_see_is_learned_from_sbatchs_refusal(site, tmp_pa
 
 @pytest.mark.slurm
 @pytest.mark.site
-def test_status_of_a_fed_run_finds_the_jobs_the_feeders_submit(
-    site, tmp_path, monkeypatch, capsys
-):
+def test_status_of_a_fed_run_finds_the_jobs_the_feeders_submit(site, tmp_path, monkeypatch, capsys):
     """Another process attached to a run being fed in: array jobs not submitted yet are
     PENDING (not failed, no Slurm id), the jobs the feeders submit are found as the run's
     jobids file grows, and `lazyslurm status` reads the run to the end."""

@@ -364,7 +364,11 @@ def test_ctrl_c_in_watch_stops_watching_not_the_run(cluster_env, tmp_path):
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         proc = subprocess.Popen(
             [sys.executable, "-m", "lazyslurm", "--cluster", "t", "watch", run.id],
-            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         time.sleep(3)
         proc.send_signal(signal.SIGINT)
@@ -617,7 +621,6 @@ def test_usage_on_a_backend_without_accounting_exits_0(project, store, capsys):
     code, out, err = run_cli(capsys, "usage", store.done, "--json", "--cluster", "work")
     data = json.loads(out)
     assert code == 0 and data["run"] == store.done and data["sources"] == ["runner"]
-
 
 
 def test_cluster_after_the_command_wins_over_before(project, store, capsys):

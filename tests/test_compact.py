@@ -189,7 +189,9 @@ def test_the_runner_reads_a_packed_compact_spec(small, tmp_path):
     for j in range(3):
         assert run_slurm_element(str(root), "aj0", j) == 0
     assert sorted(p.name for p in (root / "results").iterdir()) == [
-        "aj0_0.pack", "aj0_1.pack", "aj0_2.pack"
+        "aj0_0.pack",
+        "aj0_1.pack",
+        "aj0_2.pack",
     ]
     assert run_slurm_element(str(root), "aj1", 0) == 0
     fan_in = plan.array_jobs[1].keys[0]
@@ -234,7 +236,8 @@ def test_compact_maps_on_slurm_packed_unpacked_and_a_failure(env, tmp_path, monk
         assert [aj.size for aj in run.array_jobs] == [300, 1]
         wide = square.map(np.arange(130))
         assert compute(total(wide), wide[129], cluster=cl) == (
-            sum(i * i for i in range(130)), 129 * 129,
+            sum(i * i for i in range(130)),
+            129 * 129,
         )
         bad = boom.options(pack=4).map(range(8))
         with pytest.raises(TaskError, match="bad 3"):

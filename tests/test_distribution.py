@@ -68,8 +68,12 @@ def test_readme_first_example_runs_on_the_local_backend(tmp_path, monkeypatch) -
     script = tmp_path / "readme_example.py"
     script.write_text(code.replace(slurm, f'Cluster("local", workdir={str(tmp_path)!r})'))
     out = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300,
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=300,
     )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
@@ -89,7 +93,11 @@ def test_readme_first_example_runs_as_written_on_slurm(cluster_env, tmp_path) ->
         "HOME": str(tmp_path),  # the default ~/.lazyslurm store: this test's own
     }
     out = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, env=env,
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
         timeout=300,
     )
     assert out.returncode == 0, out.stderr
@@ -102,15 +110,29 @@ def test_wheel_installs_and_runs_the_example_outside_the_checkout(tmp_path) -> N
     """A plain pip install of the built wheel runs lazyslurm.examples outside the checkout."""
     py, env, run_dir = _installed_wheel(tmp_path)
     out = subprocess.run(
-        [str(py), "-m", "lazyslurm.examples.parallelization_patterns", "--backend", "sync",
-         "--pattern", "pipeline"],
-        capture_output=True, text=True, cwd=run_dir, env=env, timeout=300,
+        [
+            str(py),
+            "-m",
+            "lazyslurm.examples.parallelization_patterns",
+            "--backend",
+            "sync",
+            "--pattern",
+            "pipeline",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=run_dir,
+        env=env,
+        timeout=300,
     )
     assert out.returncode == 0, out.stderr
     assert "final_transform_2(preprocessed_data_3)" in out.stdout
     where = subprocess.run(
         [str(py), "-c", "import lazyslurm, lazyslurm.examples as e; print(e.__file__)"],
-        capture_output=True, text=True, cwd=run_dir, env=env,
+        capture_output=True,
+        text=True,
+        cwd=run_dir,
+        env=env,
     )
     assert str(py.parent.parent) in where.stdout, where.stdout  # the installed copy
     assert (Path(where.stdout.strip()).parent.parent / "py.typed").is_file()

@@ -137,15 +137,22 @@ def test_distributed_sum_on_the_real_slurm_uses_two_ranks(cluster_env, tmp_path)
     assert [len(r["partials"]) for r in results] == [2, 2, 2]
     assert all(r["world_size"] == 2 for r in results)
     assert all(a != b for a, b in (r["partials"] for r in results))  # each rank its stride
+
+
 def test_packaging_flags_reach_the_cluster():
     """--packaging and its options become the Cluster's packaging options (slurm/ssh)."""
     args = pp.make_parser().parse_args(
         [
-            "--backend", "slurm",
-            "--packaging", "container",
-            "--packaging-registry", "registry:5000/patterns",
-            "--packaging-platform", "linux/amd64",
-            "--packaging-tls-verify", "false",
+            "--backend",
+            "slurm",
+            "--packaging",
+            "container",
+            "--packaging-registry",
+            "registry:5000/patterns",
+            "--packaging-platform",
+            "linux/amd64",
+            "--packaging-tls-verify",
+            "false",
         ]
     )
     cluster = pp.make_cluster(args)
@@ -153,7 +160,9 @@ def test_packaging_flags_reach_the_cluster():
     assert packager.mode_of(None) == "container"
     opts = packager.options
     assert (opts.registry, opts.platform, opts.tls_verify) == (
-        "registry:5000/patterns", "linux/amd64", False
+        "registry:5000/patterns",
+        "linux/amd64",
+        False,
     )
 
 

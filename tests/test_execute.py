@@ -418,8 +418,9 @@ def test_debug_logs_carry_the_run_array_job_and_element(tmp_path, caplog):
 
     with Cluster("sync", workdir=tmp_path, cache=True):
         compute(inc.map([200, 201]))
-    with caplog.at_level(logging.DEBUG, logger="lazyslurm"), Cluster(
-        "sync", workdir=tmp_path, cache=True
+    with (
+        caplog.at_level(logging.DEBUG, logger="lazyslurm"),
+        Cluster("sync", workdir=tmp_path, cache=True),
     ):
         run = submit(inc.map([200, 201, 202]), progress=False)
         run.result()
@@ -436,10 +437,10 @@ def test_debug_logs_carry_the_run_array_job_and_element(tmp_path, caplog):
 
 def test_options_that_do_not_apply_are_refused():
     """Slurm options on an embedded cluster, or max_workers on Slurm, are clear errors."""
-    only = "'partition' only applies to backend \"slurm\" or \"ssh\""
+    only = '\'partition\' only applies to backend "slurm" or "ssh"'
     with pytest.raises(ValueError, match=only):
         Cluster("local", partition="debug")
-    only = "'max_workers' only applies to backend \"local\" or \"sync\""
+    only = '\'max_workers\' only applies to backend "local" or "sync"'
     with pytest.raises(ValueError, match=only):
         Cluster("slurm", max_workers=3)
 

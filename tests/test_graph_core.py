@@ -54,7 +54,11 @@ def run_python(code: str, **env: str) -> str:
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **env}
     out = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True, text=True, env=full_env, check=True, cwd=env.get("CWD"),
+        capture_output=True,
+        text=True,
+        env=full_env,
+        check=True,
+        cwd=env.get("CWD"),
     )
     return out.stdout
 
@@ -152,9 +156,21 @@ def test_key_starts_with_the_task_name() -> None:
 def test_key_changes_with_argument_types_and_structure() -> None:
     """1, 1.0, True and "1" differ; so do [1, 2] vs [[1], 2], set vs frozenset, arg order."""
     keys = [
-        f(1).key, f(1.0).key, f(True).key, f("1").key, f([1, 2]).key, f([[1], 2]).key,
-        f((1, 2)).key, f({1, 2}).key, f(frozenset({1, 2})).key, f(2, 1).key, f(1, 2).key,
-        f(a=1, b=2).key, f(a=2, b=1).key, f({"a": 1}).key, f(a=1).key,
+        f(1).key,
+        f(1.0).key,
+        f(True).key,
+        f("1").key,
+        f([1, 2]).key,
+        f([[1], 2]).key,
+        f((1, 2)).key,
+        f({1, 2}).key,
+        f(frozenset({1, 2})).key,
+        f(2, 1).key,
+        f(1, 2).key,
+        f(a=1, b=2).key,
+        f(a=2, b=1).key,
+        f({"a": 1}).key,
+        f(a=1).key,
     ]
     assert len(set(keys)) == len(keys)
     assert f({3, 1, 2}).key == f({2, 3, 1}).key
@@ -508,6 +524,8 @@ def test_long_string_and_bytes_arguments_are_hashed_into_keys() -> None:
     assert f(big).key == f(bytes(big)).key != f(big + b"1").key
     assert f("a" * 5000).key != f("a" * 5001).key
     assert f("short").key == f("short").key != f("shorT").key
+
+
 def test_gather_all_is_part_of_the_key_other_resources_are_not():
     """gather="all" changes the result's shape, so it changes the key; mem does not."""
 
@@ -556,7 +574,7 @@ def test_a_lazy_slice_bound_is_a_dependency() -> None:
     view = data[:n]
     assert isinstance(view, JobView) and set(f(view).deps) == {data, n}
     assert set(f(data[n]).deps) == {data, n}
-    assert f(data[:n]).key != f(data[:f(1)]).key
+    assert f(data[:n]).key != f(data[: f(1)]).key
     with pytest.raises(LazyValueError, match="slice"):
         f.map([1, 2])[:n]
 

@@ -24,8 +24,13 @@ from lazyslurm.store import RunLayout, atomic_write, encode_outcome
 PKG = Path(lazyslurm.__file__).resolve().parent
 REPO = PKG.parent
 HEAVY = ("paramiko", "networkx", "graphviz", "attrs")
-UPPER = ("lazyslurm.planning", "lazyslurm.backends", "lazyslurm.execute", "lazyslurm.cluster",
-         "lazyslurm.draw")
+UPPER = (
+    "lazyslurm.planning",
+    "lazyslurm.backends",
+    "lazyslurm.execute",
+    "lazyslurm.cluster",
+    "lazyslurm.draw",
+)
 
 
 def loaded_after(code: str, **env: str) -> set[str]:
@@ -131,7 +136,11 @@ def _imports(path: Path, *, top_level: bool = False) -> set[str]:
 @pytest.mark.parametrize(
     "source",
     [
-        "store.py", "errors.py", "context.py", "bytecode.py", "runner/__init__.py",
+        "store.py",
+        "errors.py",
+        "context.py",
+        "bytecode.py",
+        "runner/__init__.py",
         "runner/__main__.py",
     ],
 )
@@ -174,7 +183,11 @@ def test_errors_import_nothing_from_the_package() -> None:
     registry) and the errors module."""
     mods = loaded_after("import lazyslurm.errors")
     expected = [
-        "lazyslurm", *_BYTECODE, "lazyslurm.errors", "lazyslurm.registry", "lazyslurm.version"
+        "lazyslurm",
+        *_BYTECODE,
+        "lazyslurm.errors",
+        "lazyslurm.registry",
+        "lazyslurm.version",
     ]
     assert offenders(mods, ("lazyslurm",)) == expected
     assert not any(n.split(".")[0] == "lazyslurm" for n in _imports(PKG / "errors.py"))

@@ -77,9 +77,7 @@ def test_mypy_strict_accepts_every_option_the_runtime_accepts(tmp_path: Path) ->
         for n, o in all_options().items()
         if {"local", "sync", "slurm", "ssh"} & set(o.backends)
     )
-    opts = ", ".join(
-        f"{n}={_sample(d.annotation)}" for n, d in TASK_OPTIONS.items() if n != "pack"
-    )
+    opts = ", ".join(f"{n}={_sample(d.annotation)}" for n, d in TASK_OPTIONS.items() if n != "pack")
     script = tmp_path / "every_option.py"
     script.write_text(
         "import datetime\nimport pathlib\n"

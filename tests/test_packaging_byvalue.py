@@ -63,7 +63,10 @@ def test_staged_runtime_runs_an_element_with_only_the_stdlib(tmp_path: Path):
     paths = RunLayout.of("r1", tmp_path)
     paths.make_dirs()
     files = encode_run(
-        plan, run_id="r1", outputs=[], by_value=True,
+        plan,
+        run_id="r1",
+        outputs=[],
+        by_value=True,
         modules_by_value=lambda res, func: [sys.modules["examples.parallelization_patterns"]],
     )
     for rel, data in files.items():
@@ -71,7 +74,10 @@ def test_staged_runtime_runs_an_element_with_only_the_stdlib(tmp_path: Path):
     env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(code), "SLURM_ARRAY_TASK_ID": "1"}
     proc = subprocess.run(
         [sys.executable, "-S", "-m", "lazyslurm.runner", str(paths.root), "aj0"],
-        capture_output=True, text=True, env=env, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
     key = plan.array_jobs[0].keys[1]

@@ -81,9 +81,10 @@ def test_packed_time_limit_and_array_in_sbatch():
     assert aj.effective().timeout_min == 30  # 5 elements, 2 at a time: 3 turns of 10 min
     flags = sbatch_flags(aj, run_id="r1", layout=RunLayout("/w/runs/r1"))
     assert "--array=0-1" in flags and "--time=30" in flags
-    assert "packed 5 per Slurm element (2, time 30min each)" in make_plan(
-        list(slow.map(range(10), pack=5))
-    ).describe()[0]
+    assert (
+        "packed 5 per Slurm element (2, time 30min each)"
+        in make_plan(list(slow.map(range(10), pack=5))).describe()[0]
+    )
 
 
 def test_pack_auto_fits_array_size_job_budget_and_max_time():
@@ -260,12 +261,28 @@ def test_the_runner_by_path_imports_only_its_budget(tmp_path):
     env = {**os.environ, "SLURM_ARRAY_TASK_ID": "0"}
     res = subprocess.run(
         [sys.executable, "-X", "importtime", str(runner), paths.root, "aj0"],
-        capture_output=True, text=True, env=env, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
     )
     assert res.returncode == 0, res.stderr
     mods = {ln.split("|")[-1].strip() for ln in res.stderr.splitlines() if "import time" in ln}
-    for banned in ("lazyslurm", "typing", "pathlib", "dataclasses", "logging", "tempfile",
-                   "pickle", "_pickle", "cloudpickle", "json", "re", "struct", "traceback"):
+    for banned in (
+        "lazyslurm",
+        "typing",
+        "pathlib",
+        "dataclasses",
+        "logging",
+        "tempfile",
+        "pickle",
+        "_pickle",
+        "cloudpickle",
+        "json",
+        "re",
+        "struct",
+        "traceback",
+    ):
         assert banned not in mods, f"the runner imported {banned}"
     assert Path(paths.result("k-0")).exists()
 
@@ -378,8 +395,11 @@ def test_a_pack_killed_partway_keeps_its_finished_results_for_the_next_run(env, 
     nothing for them."""
     from lazyslurm.errors import ElementFailedError
 
-    opts = dict(workdir=tmp_path / "work", env={"SLURM_CONF": env["LAZYSLURM_TEST_SLURM_CONF"]},
-                poll_max_s=0.5)
+    opts = dict(
+        workdir=tmp_path / "work",
+        env={"SLURM_CONF": env["LAZYSLURM_TEST_SLURM_CONF"]},
+        poll_max_s=0.5,
+    )
     xs = killed_at_two.map(range(4), pack=4)
     with Cluster("slurm", **opts) as cl, pytest.raises(ElementFailedError):
         compute(xs, cluster=cl)

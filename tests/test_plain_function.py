@@ -74,8 +74,18 @@ def test_the_runner_reads_a_plain_function_without_pickle(tmp_path):
     _, _, paths = _header(lite, tmp_path)
     env = {**os.environ, "SLURM_ARRAY_TASK_ID": "0"}
     res = subprocess.run(
-        [sys.executable, "-X", "importtime", str(REPO / "lazyslurm/runner/__main__.py"),
-         paths.root, "aj0"], capture_output=True, text=True, env=env, cwd=tmp_path,
+        [
+            sys.executable,
+            "-X",
+            "importtime",
+            str(REPO / "lazyslurm/runner/__main__.py"),
+            paths.root,
+            "aj0",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
     )
     assert res.returncode == 0, res.stderr
     mods = {ln.split("|")[-1].strip() for ln in res.stderr.splitlines() if "import time" in ln}

@@ -61,8 +61,13 @@ def test_a_pyproject_profile_builds_the_cluster(project):
     c = Cluster.from_profile("dev")
     assert c.backend_name == "local"
     assert c.workdir == project / "work"
-    assert (c.backend_options["max_workers"], c._max_array_size, c.poll_min_s, c.poll_max_s,
-            c.cache) == (
+    assert (
+        c.backend_options["max_workers"],
+        c._max_array_size,
+        c.poll_min_s,
+        c.poll_max_s,
+        c.cache,
+    ) == (
         3,
         50,
         0.1,

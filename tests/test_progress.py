@@ -412,6 +412,8 @@ def test_off_a_terminal_two_lines_say_the_run_id_and_the_end(tmp_path) -> None:
     )  # fmt: skip
     assert logged.returncode == 0 and "lazyslurm: submitted run" not in logged.stderr
     assert "INFO:lazyslurm:submitted run" in logged.stderr, logged.stderr
+
+
 def test_the_title_says_the_first_run_creates_the_environment():
     """While the first job creates the environment (packaging='wheel'), the bars' title,
     `status`, its text and the notebook's status table say so, with its time."""

@@ -81,8 +81,24 @@ def test_time_forms_agree(minutes: int) -> None:
 
 @pytest.mark.parametrize(
     "value",
-    ["abc", "", "1:2:3:4", "10:60", "01:60:00", "1-01:60:00", "x-01:00:00", "1-", "-5",
-     "1:-5", "00:00", "0-00:00:00", 0, -5, dt.timedelta(0), dt.timedelta(seconds=-1)],
+    [
+        "abc",
+        "",
+        "1:2:3:4",
+        "10:60",
+        "01:60:00",
+        "1-01:60:00",
+        "x-01:00:00",
+        "1-",
+        "-5",
+        "1:-5",
+        "00:00",
+        "0-00:00:00",
+        0,
+        -5,
+        dt.timedelta(0),
+        dt.timedelta(seconds=-1),
+    ],
 )
 def test_bad_time_values_raise_value_error_naming_option_value_and_forms(value: Any) -> None:
     """A bad time raises a ValueError naming the option, the value and the accepted forms."""
@@ -251,10 +267,22 @@ def test_validation_happens_at_decoration_time() -> None:
 def test_good_options_normalise_to_one_form() -> None:
     """All options land in Resources with units in names; spellings of one value are equal."""
     r = Resources.from_options(
-        time="1-00:00:00", mem="2G", cpus_per_task=4, gpus="a100:2", gres="gpu:1",
-        partition="debug", account="acct", qos="normal", nodes=1, ntasks=2,
-        constraint="x86&avx", job_name="my.job", max_concurrent=3,
-        extra_sbatch=["--exclusive"], retries=2, pure=False,
+        time="1-00:00:00",
+        mem="2G",
+        cpus_per_task=4,
+        gpus="a100:2",
+        gres="gpu:1",
+        partition="debug",
+        account="acct",
+        qos="normal",
+        nodes=1,
+        ntasks=2,
+        constraint="x86&avx",
+        job_name="my.job",
+        max_concurrent=3,
+        extra_sbatch=["--exclusive"],
+        retries=2,
+        pure=False,
     )
     assert (r.timeout_min, r.mem_mb, r.cpus_per_task, r.gpus) == (1440, 2048, 4, "a100:2")
     assert (r.partition, r.account, r.qos, r.nodes, r.ntasks) == ("debug", "acct", "normal", 1, 2)
@@ -383,9 +411,16 @@ def test_gather_rank0_is_the_default_spelling() -> None:
 def test_sbatch_long_options_by_python_name() -> None:
     """ntasks_per_node, gpus_per_task, mem_per_cpu, exclusive, mail_type... become sbatch flags."""
     r = Resources.from_options(
-        ntasks_per_node=4, gpus_per_task="a100:1", gpus_per_node=2, mem_per_cpu="2G",
-        exclusive=True, mail_type=["end", "FAIL"], mail_user="me@example.org", nice=-5,
-        time_min="00:30:00", requeue=False,
+        ntasks_per_node=4,
+        gpus_per_task="a100:1",
+        gpus_per_node=2,
+        mem_per_cpu="2G",
+        exclusive=True,
+        mail_type=["end", "FAIL"],
+        mail_user="me@example.org",
+        nice=-5,
+        time_min="00:30:00",
+        requeue=False,
     )
     assert resource_flags(r) == [  # Resources' own fields first, then the others sorted
         "--ntasks-per-node=4",
@@ -399,8 +434,9 @@ def test_sbatch_long_options_by_python_name() -> None:
         "--time-min=30",
     ]
     assert Resources.from_options(**r.as_options()) == r
-    assert r == Resources.from_options(mem_per_cpu=2048, **{
-        k: v for k, v in r.as_options().items() if k != "mem_per_cpu"})
+    assert r == Resources.from_options(
+        mem_per_cpu=2048, **{k: v for k, v in r.as_options().items() if k != "mem_per_cpu"}
+    )
 
 
 def test_sbatch_long_options_are_validated() -> None:

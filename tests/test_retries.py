@@ -183,9 +183,7 @@ def lost_node_graph(where: str):
 
 @pytest.mark.slurm
 @pytest.mark.site
-def test_an_element_lost_with_its_node_runs_again_elsewhere_with_the_client_gone(
-    site, tmp_path
-):
+def test_an_element_lost_with_its_node_runs_again_elsewhere_with_the_client_gone(site, tmp_path):
     """JobRequeue=0 (every job --no-requeue), the submitting process SIGKILLed: element 0's
     node dies under it (NODE_FAIL ~30 s later). The guard resubmits element 0 alone with
     --exclude=<that node>, its dependent waits for the retry, and the run's result is
@@ -412,7 +410,6 @@ def test_a_time_limit_hit_is_retried_with_more_time(cluster_env, tmp_path):
     assert "--time=2" in record["retried"]["flags"]
 
 
-
 def packed_lost_graph(where: str):
     return total(lost_once.map([(x, where) for x in range(4)], pack=2))
 
@@ -444,9 +441,7 @@ def test_a_packed_element_lost_with_its_node_is_resubmitted_whole(site, tmp_path
 
 @pytest.mark.slurm
 @pytest.mark.site
-def test_with_job_requeue_slurm_requeues_and_the_client_waits_instead_of_failing(
-    site, tmp_path
-):
+def test_with_job_requeue_slurm_requeues_and_the_client_waits_instead_of_failing(site, tmp_path):
     """JobRequeue=1 (Slurm's default): Slurm requeues the lost element itself, while sacct
     still lists its first attempt's NODE_FAIL. With retries, the client waits (the guard
     has not run: the array job is not over), Slurm's second attempt finishes it, the

@@ -36,8 +36,12 @@ from lazyslurm.store import (
 
 def test_placeholders_compare_hash_and_pickle_by_value() -> None:
     """Ref, RefList and MapItem are value objects that survive pickling."""
-    items = [Ref("a"), Ref("a", (("item", 0), ("attr", "x"))), RefList(("a", "b")),
-             MapItem(Ref("a", (("item", 1),)))]
+    items = [
+        Ref("a"),
+        Ref("a", (("item", 0), ("attr", "x"))),
+        RefList(("a", "b")),
+        MapItem(Ref("a", (("item", 1),))),
+    ]
     for obj in items:
         copy = pickle.loads(pickle.dumps(obj))
         assert copy == obj and hash(copy) == hash(obj) and type(copy) is type(obj)
@@ -265,7 +269,7 @@ def test_make_dirs_corrects_the_modes_of_our_own_directories(tmp_path: Path) -> 
 # --------------------------------------------------------------------------- light loader
 # Functions pickled by value by cloudpickle load on a compute node without importing it.
 
-_LIGHT_CASES = '''
+_LIGHT_CASES = """
 import os, sys
 G = 3
 
@@ -297,7 +301,7 @@ def make_empty():
 class Box:
     def __init__(self, v):
         self.v = v
-'''
+"""
 
 
 def _light_blobs(tmp_path: Path) -> dict[str, bytes]:
@@ -306,8 +310,12 @@ def _light_blobs(tmp_path: Path) -> dict[str, bytes]:
     mod = types.ModuleType("light_cases")
     exec(compile(_LIGHT_CASES, str(tmp_path / "light_cases.py"), "exec"), mod.__dict__)
     funcs = {
-        "plain": mod.plain, "inner": mod.outer(), "fact": mod.fact, "empty": mod.make_empty(),
-        "lambda": lambda q: q + 1, "box": mod.Box,
+        "plain": mod.plain,
+        "inner": mod.outer(),
+        "fact": mod.fact,
+        "empty": mod.make_empty(),
+        "lambda": lambda q: q + 1,
+        "box": mod.Box,
     }
     return {name: cloudpickle.dumps(f, protocol=5) for name, f in funcs.items()}
 
@@ -328,7 +336,10 @@ def _load_fresh(tmp_path: Path, code: str) -> str:
     (tmp_path / "blobs.pkl").write_bytes(pickle.dumps(_light_blobs(tmp_path)))
     repo = Path(__file__).resolve().parent.parent
     out = subprocess.run(
-        [sys.executable, "-c", _LOAD_BLOBS + code], capture_output=True, text=True, cwd=tmp_path,
+        [sys.executable, "-c", _LOAD_BLOBS + code],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(repo)},
     )
     assert out.returncode == 0, out.stderr
@@ -401,8 +412,12 @@ def test_a_spec_that_needs_cloudpickle_where_it_is_missing_names_the_file(tmp_pa
         f"read_element({str(spec)!r}, 0)\n"
     )
     repo = Path(__file__).resolve().parent.parent
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(repo)})
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+    )
     assert out.returncode != 0
     assert f"{spec} holds code pickled by value (cloudpickle)" in out.stderr
     assert "pip install cloudpickle" in out.stderr

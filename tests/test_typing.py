@@ -24,8 +24,17 @@ BIN = Path(sys.executable).parent
 
 def mypy(path: Path, cache: Path) -> subprocess.CompletedProcess[str]:
     pytest.importorskip("mypy", reason="mypy is in the test extra: pip install -e '.[test]'")
-    cmd = [sys.executable, "-m", "mypy", "--strict", "--warn-unused-ignores",
-           "--no-error-summary", "--cache-dir", str(cache), str(path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mypy",
+        "--strict",
+        "--warn-unused-ignores",
+        "--no-error-summary",
+        "--cache-dir",
+        str(cache),
+        str(path),
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=path.parent, timeout=600)
 
 
@@ -35,8 +44,9 @@ def pyright_command(tmp: Path) -> list[str]:
     reasons = []
     wrapper = BIN / "pyright"
     if wrapper.exists():
-        probe = subprocess.run([str(wrapper), "--version"], capture_output=True, text=True,
-                               timeout=600)
+        probe = subprocess.run(
+            [str(wrapper), "--version"], capture_output=True, text=True, timeout=600
+        )
         if probe.returncode == 0:
             return [str(wrapper)]
         reasons.append(f"the pyright wrapper failed: {probe.stderr.strip()[-300:]}")
@@ -48,8 +58,12 @@ def pyright_command(tmp: Path) -> list[str]:
     prefix = Path(os.environ.get("LAZYSLURM_NPM_PREFIX", tmp.parent / "npm-pyright"))
     local = prefix / "node_modules" / ".bin" / "pyright"
     if not local.exists():
-        inst = subprocess.run([npm, "install", "--prefix", str(prefix), "pyright"],
-                              capture_output=True, text=True, timeout=600)
+        inst = subprocess.run(
+            [npm, "install", "--prefix", str(prefix), "pyright"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         if inst.returncode != 0:
             pytest.skip("; ".join([*reasons, f"npm install pyright failed: {inst.stderr[-300:]}"]))
     return [str(local)]
@@ -57,11 +71,15 @@ def pyright_command(tmp: Path) -> list[str]:
 
 def pyright(path: Path, tmp: Path) -> subprocess.CompletedProcess[str]:
     config = tmp / "pyrightconfig.json"
-    config.write_text(json.dumps({
-        "typeCheckingMode": "strict",
-        "reportUnnecessaryTypeIgnoreComment": "error",
-        "reportUnusedVariable": False,
-    }))
+    config.write_text(
+        json.dumps(
+            {
+                "typeCheckingMode": "strict",
+                "reportUnnecessaryTypeIgnoreComment": "error",
+                "reportUnusedVariable": False,
+            }
+        )
+    )
     cmd = [*pyright_command(tmp), "-p", str(config), "--pythonpath", sys.executable, str(path)]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=path.parent, timeout=600)
 

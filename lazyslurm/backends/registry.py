@@ -39,6 +39,7 @@ __all__ = [
     "specs",
 ]
 
+
 @attrs.frozen
 class BackendSpec:
     """A backend as the registry (:mod:`lazyslurm.backends`) knows it.

@@ -297,12 +297,24 @@ def add_cluster_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--workdir", default=None, help="run directories (default ~/.lazyslurm)")
     p.add_argument("--python", help="interpreter on the cluster (slurm/ssh)")
-    p.add_argument("--setup", action="append", default=None, metavar="LINE",
-                   help="shell line run before the runner on the cluster (repeatable)")
-    p.add_argument("--packaging-runtime", default=None, choices=["podman", "pyxis", "apptainer"],
-                   help="container: how jobs run the image (default podman)")
-    p.add_argument("--packaging-base-image", default=None,
-                   help="container: base image of the generated Dockerfile")
+    p.add_argument(
+        "--setup",
+        action="append",
+        default=None,
+        metavar="LINE",
+        help="shell line run before the runner on the cluster (repeatable)",
+    )
+    p.add_argument(
+        "--packaging-runtime",
+        default=None,
+        choices=["podman", "pyxis", "apptainer"],
+        help="container: how jobs run the image (default podman)",
+    )
+    p.add_argument(
+        "--packaging-base-image",
+        default=None,
+        help="container: base image of the generated Dockerfile",
+    )
 
 
 # this example's own flags, given to Cluster.from_args as lazyslurm options

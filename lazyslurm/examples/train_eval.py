@@ -68,7 +68,7 @@ def run(
     """Start training and the baseline's evaluation, then wait: they overlap."""
     with cluster:
         train_job = train_model(lr=lr, epochs=epochs)
-        baseline_job = evaluate(BASELINE, eval_seconds)   # independent of training
+        baseline_job = evaluate(BASELINE, eval_seconds)  # independent of training
         new_eval_job = evaluate(train_job, eval_seconds)  # after training, by dependency
         decision_job = compare(new_eval_job, baseline_job)
 
@@ -87,7 +87,10 @@ def run(
         print(f"baseline accuracy {baseline['accuracy']}, new {new_eval['accuracy']}: {decision}")
         print(f"baseline evaluated while training ran: {overlap}")
     return {
-        "model": model, "baseline": baseline, "new": new_eval, "decision": decision,
+        "model": model,
+        "baseline": baseline,
+        "new": new_eval,
+        "decision": decision,
         "overlap": overlap,
     }
 

@@ -82,12 +82,36 @@ __all__ = [
 RESERVED_NAMES = frozenset(
     {
         # graph data
-        "key", "task", "args", "kwargs", "deps", "order", "nout", "jobs", "keys", "base",
-        "path", "dependencies", "with_nout",
+        "key",
+        "task",
+        "args",
+        "kwargs",
+        "deps",
+        "order",
+        "nout",
+        "jobs",
+        "keys",
+        "base",
+        "path",
+        "dependencies",
+        "with_nout",
         # computing and the job handle (slurm-sdk's vocabulary)
-        "compute", "visualize", "wait", "get_result", "get_results", "get_status",
-        "is_running", "is_completed", "is_successful", "cancel", "id", "get_script",
-        "get_stdout", "get_stderr", "tail", "logs",
+        "compute",
+        "visualize",
+        "wait",
+        "get_result",
+        "get_results",
+        "get_status",
+        "is_running",
+        "is_completed",
+        "is_successful",
+        "cancel",
+        "id",
+        "get_script",
+        "get_stdout",
+        "get_stderr",
+        "tail",
+        "logs",
         # submitit's spelling of get_result
         "result",
     }
@@ -122,6 +146,7 @@ def safe_repr(obj: Any, limit: int = 60) -> str:
     except Exception as exc:  # a user object whose repr is broken
         text = f"<{type(obj).__qualname__} object (repr failed: {type(exc).__name__})>"
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
 
 R = TypeVar("R")
 P = ParamSpec("P")
@@ -436,8 +461,7 @@ class Task(Generic[P, R]):
             raise OptionTypeError(msg)
         if name is not None and (not isinstance(name, str) or not _LABEL.fullmatch(name)):
             msg = (
-                f"invalid name={name!r}: expected a non-empty string of letters, digits "
-                f"and _ . + -"
+                f"invalid name={name!r}: expected a non-empty string of letters, digits and _ . + -"
             )
             raise OptionTypeError(msg)
         fname = getattr(func, "__name__", None) or type(func).__name__
@@ -467,7 +491,12 @@ class Task(Generic[P, R]):
 
     def __reduce__(self) -> tuple[Any, ...]:
         state = (
-            self._resources, self._pure, self._token, self._label, self._after, self._nout,
+            self._resources,
+            self._pure,
+            self._token,
+            self._label,
+            self._after,
+            self._nout,
             type(self),
         )
         module, qualname = self.__module__, self.__qualname__
@@ -536,8 +565,13 @@ class Task(Generic[P, R]):
         opts = {**self._resources.as_options(), "pure": self._pure, **overrides}
         pure = opts.pop("pure")
         return type(self)(
-            self._func, Resources.from_options(**opts), pure=pure, after=self._after,
-            token=self._token, name=name, nout=self._nout,
+            self._func,
+            Resources.from_options(**opts),
+            pure=pure,
+            after=self._after,
+            token=self._token,
+            name=name,
+            nout=self._nout,
         )
 
     def with_options(self, **overrides: Unpack[TaskOptions]) -> Task[P, R]:
@@ -558,8 +592,13 @@ class Task(Generic[P, R]):
                 msg = f"after() takes Job or JobArray objects, got {type(dep).__name__}"
                 raise TypeError(msg)
         return type(self)(
-            self._func, self._resources, pure=self._pure, after=_unique(jobs), token=self._token,
-            name=self._label, nout=self._nout,
+            self._func,
+            self._resources,
+            pure=self._pure,
+            after=_unique(jobs),
+            token=self._token,
+            name=self._label,
+            nout=self._nout,
         )
 
     def _shape(self) -> Shape | None:
@@ -601,7 +640,10 @@ class Task(Generic[P, R]):
         shape.check(nargs, kwargs, item=item)
 
     def _call(
-        self, *args: Any, nout: int | None = None, dask_key_name: str | None = None,
+        self,
+        *args: Any,
+        nout: int | None = None,
+        dask_key_name: str | None = None,
         **kwargs: Any,
     ) -> Job[R]:
         deps: list[Job] = []
@@ -995,6 +1037,7 @@ if TYPE_CHECKING:
     # expects an R (it is replaced by its result when the task runs), and job.attr /
     # job[i] are lazy views. Their declared methods (compute, get_result...) stay typed.
     _Opaque = Any
+
     # mypy takes a class with an Any base for a subtype of everything, so `bad: Job[str] =
     # job_of_int` would pass: for mypy (which reads MYPY as true) a Job is only a Job, and
     # its plugin (lazyslurm.mypy_plugin) lets a Job[R] stand for an R in task calls.
@@ -1044,7 +1087,10 @@ class _Lazy(Generic[R_co]):
         return executor().compute(self, cluster=cluster, **kwargs)[0]
 
     def wait(
-        self, timeout: float | None = None, poll_interval: float | None = None, *,
+        self,
+        timeout: float | None = None,
+        poll_interval: float | None = None,
+        *,
         cluster: Any = None,
     ) -> bool:
         """Submit what is not submitted yet, wait for this value's job(s) to end: True if
@@ -1176,7 +1222,12 @@ class Job(_Handle[R_co], _OpaqueJob):
             msg = "with_nout() needs the number of items the task returns, got None"
             raise InvalidNoutError(msg)
         return _new_job(
-            self.key, self._task, self._args, self._kwargs, self._deps, self._order,
+            self.key,
+            self._task,
+            self._args,
+            self._kwargs,
+            self._deps,
+            self._order,
             check_nout(nout),
         )
 
@@ -1249,8 +1300,13 @@ class Job(_Handle[R_co], _OpaqueJob):
         return _handles().get_output(self, "err", cluster=cluster)
 
     def tail(
-        self, n: int = 10, follow: bool = False, *, poll_interval: float | None = None,
-        stream: str = "out", cluster: Any = None,
+        self,
+        n: int = 10,
+        follow: bool = False,
+        *,
+        poll_interval: float | None = None,
+        stream: str = "out",
+        cluster: Any = None,
     ) -> Iterable[str]:
         """The last ``n`` lines of its stdout; with ``follow=True`` an iterator that then
         yields new lines as they come while the job runs, and stops when it ends.
@@ -1347,9 +1403,15 @@ def _graph_table(roots: Iterable[Job]) -> tuple[list[tuple[Any, ...]], dict[str,
             elif job.key not in index:
                 index[job.key] = len(rows)
                 rows.append(
-                    (job.key, job._task, job._args, job._kwargs,
-                     tuple(index[d.key] for d in job._deps),
-                     tuple(index[d.key] for d in job._order), job._nout)
+                    (
+                        job.key,
+                        job._task,
+                        job._args,
+                        job._kwargs,
+                        tuple(index[d.key] for d in job._deps),
+                        tuple(index[d.key] for d in job._order),
+                        job._nout,
+                    )
                 )
             continue
         if job.key in index:
@@ -1371,8 +1433,15 @@ def _rebuild_graph(rows: list[tuple[Any, ...]], root: int | list[int]) -> Any:
             continue
         key, task, args, kwargs, deps, order, nout = row
         jobs.append(
-            _new_job(key, task, args, kwargs, tuple(jobs[i] for i in deps),
-                     tuple(jobs[i] for i in order), nout)
+            _new_job(
+                key,
+                task,
+                args,
+                kwargs,
+                tuple(jobs[i] for i in deps),
+                tuple(jobs[i] for i in order),
+                nout,
+            )
         )
     if isinstance(root, int):
         return jobs[root]

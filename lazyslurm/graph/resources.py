@@ -311,8 +311,6 @@ def _gpus_like(option: str, value: object) -> str:
         raise type(exc)(str(exc).replace("gpus=", f"{option}=", 1)) from None
 
 
-
-
 @attrs.frozen
 class Auto:
     """A request learned from the task's past runs (``mem="auto"``, ``time="auto:1:00:00"``,
@@ -446,8 +444,7 @@ class Resources:
         unknown = sorted(set(options) - set(OPTION_NAMES))
         if unknown:
             named = [
-                f"{n} ({h})" if (h := suggest(n, OPTION_NAMES, options[n])) else n
-                for n in unknown
+                f"{n} ({h})" if (h := suggest(n, OPTION_NAMES, options[n])) else n for n in unknown
             ]
             msg = f"unknown task option(s) {', '.join(named)}; known: {', '.join(OPTION_NAMES)}"
             raise OptionTypeError(msg)
@@ -561,7 +558,8 @@ class Resources:
         if defaults is None or defaults == _NONE:
             return self
         merged = {
-            f.name: getattr(self, f.name) if getattr(self, f.name) is not None
+            f.name: getattr(self, f.name)
+            if getattr(self, f.name) is not None
             else getattr(defaults, f.name)
             for f in attrs.fields(Resources)
             if f.default is None
@@ -699,9 +697,7 @@ class TaskDefaults(TypedDict, total=False):
     ]
     mem: Annotated[str | int, Opt("memory", parse=_mem, field="mem_mb", flag=True)]
     cpus_per_task: Annotated[int, Opt("CPUs per task", parse=_positive, flag=True)]
-    gpus: Annotated[
-        int | str, Opt('GPUs: a count or "TYPE:COUNT"', parse=_gpu_count, flag=True)
-    ]
+    gpus: Annotated[int | str, Opt('GPUs: a count or "TYPE:COUNT"', parse=_gpu_count, flag=True)]
     gres: Annotated[str, Opt("generic resources", parse=_free_text, flag=True)]
     partition: Annotated[str, Opt("partition", parse=_name, flag=True)]
     account: Annotated[str, Opt("account", parse=_name, flag=True)]
@@ -710,9 +706,7 @@ class TaskDefaults(TypedDict, total=False):
     ntasks: Annotated[int, Opt("tasks (ranks) in all", parse=_positive, flag=True)]
     ntasks_per_node: Annotated[int, Opt("tasks (ranks) per node", parse=_positive, flag=True)]
     gpus_per_node: Annotated[int | str, Opt("GPUs per node", parse=_gpu_count, flag=True)]
-    gpus_per_task: Annotated[
-        int | str, Opt("GPUs per task (rank)", parse=_gpu_count, flag=True)
-    ]
+    gpus_per_task: Annotated[int | str, Opt("GPUs per task (rank)", parse=_gpu_count, flag=True)]
     constraint: Annotated[str, Opt("node constraint", parse=_free_text, flag=True)]
     extra_sbatch: Annotated[Sequence[str], Opt("raw sbatch flags", parse=_extra_sbatch)]
     ntasks_per_core: Annotated[int, Opt("tasks per core", parse=_count, scheduler=True)]
@@ -775,9 +769,7 @@ class TaskOptions(TaskDefaults, total=False):
     pack: Annotated[int | Literal["auto"], Opt("elements per Slurm element", parse=_pack)]
     on_oom: Annotated[float, Opt("memory x this per retry after OUT_OF_MEMORY", parse=_factor)]
     on_timeout: Annotated[float, Opt("time x this per retry after TIMEOUT", parse=_factor)]
-    max_mem: Annotated[
-        str | int, Opt("on_oom's cap on memory", parse=_max_mem, field="max_mem_mb")
-    ]
+    max_mem: Annotated[str | int, Opt("on_oom's cap on memory", parse=_max_mem, field="max_mem_mb")]
     pure: Annotated[bool, Opt("same inputs, same result (cacheable)", parse=_bool, field="")]
     name: Annotated[str, Opt("the task's name (default: the function's)", field="")]
 

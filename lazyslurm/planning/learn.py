@@ -70,9 +70,7 @@ def learn(samples: Iterable[Sample], token: str = "", runs: int = HISTORY_RUNS) 
     if times:
         elapsed = percentile(times)
         minutes = max(1, math.ceil(elapsed * TIME_MARGIN / 60))
-    older = sum(
-        1 for r in newest if token and any(s.token and s.token != token for s in by_run[r])
-    )
+    older = sum(1 for r in newest if token and any(s.token and s.token != token for s in by_run[r]))
     return Learned(
         mem_mb=mem,
         timeout_min=minutes,

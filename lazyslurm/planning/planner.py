@@ -47,6 +47,8 @@ def subgraph_prefix(array_job: str, index: int) -> str:
     """The id prefix of the array jobs of a subgraph that element ``index`` of
     ``array_job`` returned (dynamic expansion): ``aj1`` element 0 gives ``aj1_0_``."""
     return f"{array_job}_{index}_"
+
+
 _key = attrgetter("key")
 
 
@@ -171,8 +173,7 @@ class ArrayJob:
         deps = ", ".join(f"{k}:{u}" for k, u in self.dependencies)
         packed = f" pack={self.pack}" if self.pack > 1 else ""
         return (
-            f"ArrayJob({self.id} {self.name}[{self.size}]{packed} stage={self.stage} "
-            f"deps=[{deps}])"
+            f"ArrayJob({self.id} {self.name}[{self.size}]{packed} stage={self.stage} deps=[{deps}])"
         )
 
 

@@ -552,9 +552,7 @@ def _start_meter() -> tuple[float, Any, bool]:
     return time.time(), os.times(), _reset_peak()
 
 
-def _stop_meter(
-    meter: tuple[float, Any, bool], key: str, header: dict[str, Any], env: Any
-) -> str:
+def _stop_meter(meter: tuple[float, Any, bool], key: str, header: dict[str, Any], env: Any) -> str:
     """After the element: its usage line (:func:`~lazyslurm.store.encode_usage`); "" if
     it could not be measured. ``env``: the Slurm job's environment (None: the local and
     sync backends, whose requests Slurm did not grant: the plan says them)."""

@@ -527,7 +527,10 @@ class SyncBackend(BackendBase):
 
 
 def _make_local(
-    *, workdir: Path | None = None, max_array_size: int | None = None, profile: str | None = None,
+    *,
+    workdir: Path | None = None,
+    max_array_size: int | None = None,
+    profile: str | None = None,
     max_workers: int | None = None,
 ) -> LocalBackend:
     size = {} if max_array_size is None else {"max_array_size": max_array_size}
@@ -535,7 +538,10 @@ def _make_local(
 
 
 def _make_sync(
-    *, workdir: Path | None = None, max_array_size: int | None = None, profile: str | None = None,
+    *,
+    workdir: Path | None = None,
+    max_array_size: int | None = None,
+    profile: str | None = None,
     max_workers: int | None = None,
 ) -> SyncBackend:
     size = {} if max_array_size is None else {"max_array_size": max_array_size}
@@ -544,7 +550,10 @@ def _make_sync(
 
 SPECS = (
     BackendSpec(
-        "local", _make_local, (LocalOptions,), "a pool of local processes (default)",
+        "local",
+        _make_local,
+        (LocalOptions,),
+        "a pool of local processes (default)",
         embedded=True,
     ),
     BackendSpec(

@@ -60,8 +60,5 @@ class SSHOptions(TypedDict, total=False):
     ]
     otp_command: Annotated[
         str,
-        Opt(
-            "command printing the answer to a second-factor prompt (else "
-            "$LAZYSLURM_OTP_COMMAND)"
-        ),
+        Opt("command printing the answer to a second-factor prompt (else $LAZYSLURM_OTP_COMMAND)"),
     ]

@@ -44,7 +44,6 @@ _SFTP_IDLE_TIMEOUT_S = 120.0  # longest wait for one SFTP reply before giving up
 _DEFAULT_CONNECT_TIMEOUT_S = 10.0  # without connect_timeout_s or ConnectTimeout
 
 
-
 class SSHShell(RemoteShell):
     """Runs scripts and moves files on a remote host over one paramiko connection.
 

@@ -333,8 +333,8 @@ class SlurmBackend(FedRuns, BackendBase):
         """The guards' records of a run (on-cluster retries), by array job: one command."""
         where = shlex.quote(RunLayout.of(run_id, self.workdir).retries_dir)
         res = self.shell.run(
-            f"for f in {where}/*.json; do [ -f \"$f\" ] && "
-            f"printf '%s %s\\n' {RETRY_MARK} \"$(cat \"$f\")\"; done; true",
+            f'for f in {where}/*.json; do [ -f "$f" ] && '
+            f'printf \'%s %s\\n\' {RETRY_MARK} "$(cat "$f")"; done; true',
             timeout_s=_QUERY_TIMEOUT_S,
         )
         return parse_retry_records(res.stdout)
@@ -423,6 +423,7 @@ class SlurmBackend(FedRuns, BackendBase):
             prepared = self.packager.prepare(
                 self.shell, self.workdir, array_jobs, files, run_dir=layout.root
             )
+
             def render(budget: int, queued: int | None, launches=prepared.launches) -> Any:
                 return fed_submission(
                     array_jobs, run_id=run_id, layout=layout, defaults=self.defaults,
@@ -839,8 +840,8 @@ class SlurmBackend(FedRuns, BackendBase):
         )
         if guarded:  # the guards' records, a line each
             script += (
-                f"\nfor f in {q(INSIDE.retries_dir)}/*.json; do [ -f \"$f\" ] && "
-                f"printf '%s %s\\n' {RETRY_MARK} \"$(cat \"$f\")\"; done"
+                f'\nfor f in {q(INSIDE.retries_dir)}/*.json; do [ -f "$f" ] && '
+                f'printf \'%s %s\\n\' {RETRY_MARK} "$(cat "$f")"; done'
             )
         if ask_squeue and not held:
             script += (
@@ -1017,8 +1018,10 @@ class SlurmBackend(FedRuns, BackendBase):
                             now,
                             cross_checked=f"{jid}_{i // aj.pack}" in asked,
                         )
-                    if guard is not None and key not in errors and (
-                        state == FAILED or (gave_up is not None and state != DONE)
+                    if (
+                        guard is not None
+                        and key not in errors
+                        and (state == FAILED or (gave_up is not None and state != DONE))
                     ):
                         state, failure = self._guarded(
                             failure, rows.get((guard_now, None)) if guard_now else None,
@@ -1100,7 +1103,13 @@ class SlurmBackend(FedRuns, BackendBase):
                     state, failure = PENDING, None
                 else:
                     state, failure = element_state(
-                        row, False, job_id, first, aj, watch, now,
+                        row,
+                        False,
+                        job_id,
+                        first,
+                        aj,
+                        watch,
+                        now,
                         cross_checked=f"{job_id}_{j}" in asked,
                     )
             if state in (DONE, FAILED, CANCELLED):

@@ -149,8 +149,11 @@ def no_slurm(stdout: str, stderr: str = "", where: str = "") -> NoSlurmError:
             f"no Slurm {host}: `scontrol` is not on the PATH ({missing.group(1)}). "
             f"{fix}, {elsewhere}"
         )
-    elif re.search(r"contact slurm controller|Connection refused|connect failure|timed out",
-                   said, re.IGNORECASE):
+    elif re.search(
+        r"contact slurm controller|Connection refused|connect failure|timed out",
+        said,
+        re.IGNORECASE,
+    ):
         msg = (
             f"Slurm's controller (slurmctld) cannot be reached from {where or 'this machine'} "
             f"(scontrol: {said}): it may be down or restarting; check with `scontrol ping` "
@@ -217,6 +220,7 @@ def parse_cluster_facts(text: str) -> ClusterFacts:
             if m:
                 conf[m.group(1)] = m.group(2)
     return ClusterFacts(parts, _int_or_none(conf.get("DefMemPerCPU")))
+
 
 @attrs.frozen
 class Node:

@@ -280,7 +280,7 @@ def queued_script() -> str:
     by one, as the submit limits count them)."""
     return (
         'lz_q=$(squeue -h -r -u "$(id -un)" -o %A) && '
-        "{ if [ -z \"$lz_q\" ]; then echo 0; else printf '%s\\n' \"$lz_q\" | wc -l; fi; }"
+        '{ if [ -z "$lz_q" ]; then echo 0; else printf \'%s\\n\' "$lz_q" | wc -l; fi; }'
     )
 
 

@@ -11,7 +11,11 @@ from typing import Annotated, Literal, TypedDict
 from lazyslurm.graph.options import Opt
 
 __all__ = [
-    "PROBE_CACHE_S", "STATUS_SOURCES", "UNREACHABLE_TIMEOUT_S", "SlurmOptions", "StatusSource",
+    "PROBE_CACHE_S",
+    "STATUS_SOURCES",
+    "UNREACHABLE_TIMEOUT_S",
+    "SlurmOptions",
+    "StatusSource",
 ]
 
 UNREACHABLE_TIMEOUT_S = 600.0  # default of the unreachable_timeout_s option

@@ -550,4 +550,3 @@ def submission_error(
         "queue. Change the options above (or the task's resources) and submit again"
     )
     return SubmissionError(msg)
-

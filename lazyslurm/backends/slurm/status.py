@@ -89,8 +89,6 @@ def never_clears(reason: str) -> str | None:
     return None
 
 
-
-
 # Slurm states grouped by what they mean for us. Anything else is treated as a terminal
 # failure, so that waiting never loops forever on a state we do not know.
 ACTIVE = {
@@ -445,7 +443,6 @@ def element_state(
     )
 
 
-
 RETRY_MARK = "LZ-RETRY"  # a poll's line: one guard's record (JSON) follows
 GUARD_KEY = ".guard"  # job ids: AJ.guard=ID (render.GUARD)
 # a guard job that ended in one of these has given up: its array job's lost elements fail
@@ -518,6 +515,7 @@ def retries_note(records: Mapping[str, Sequence[Mapping[str, Any]]], names: Mapp
             parts.append(
                 f"{names.get(aj, aj)}[{idx}] attempt {rec.get('attempt', 1) + 1} "
                 f"(job {retried.get('job_id')}; {', '.join(why)}"
-                + "".join(f"; {a}" for a in asked if a) + ")"
+                + "".join(f"; {a}" for a in asked if a)
+                + ")"
             )
     return ("retried on the cluster: " + "; ".join(parts)) if parts else ""
