@@ -1294,8 +1294,8 @@ def test_max_rpc_per_min_holds_status_queries_and_the_run_ends_right(env, tmp_pa
     """``max_rpc_per_min=4, rpc_burst=2``: a bucket of 2 tokens, one back every 15 s; the
     submission (one sbatch: a one-array run is not held) takes one. Polls every 0.5 s go
     on reading the run's files, but Slurm's status is asked at most as the bucket allows:
-    a 12-s task costs at most ``4 x duration / 60`` queries (uncapped: one every 2 s on this host, one
-    per poll over SSH), and its result is still seen when it lands."""
+    a 12-s task costs at most ``4 x duration / 60`` queries (uncapped: one every 2 s on
+    this host, one per poll over SSH), and its result is still seen when it lands."""
     opts = {"max_rpc_per_min": 4, "rpc_burst": 2}
     c = slurm_cluster(env, tmp_path, **opts) if kind == "slurm" else ssh_cluster(env, **opts)
     t0 = time.monotonic()
