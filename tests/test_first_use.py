@@ -82,8 +82,8 @@ def test_compute_refuses_a_cluster_of_the_wrong_type() -> None:
 # --------------------------------------------------------------------------- no Slurm here
 
 
-def _probe(workdir: Path, **env: str) -> str:
-    cluster = Cluster("slurm", workdir=workdir, env=env)
+def _probe(workdir: Path, timeout_s: float = 600, **env: str) -> str:
+    cluster = Cluster("slurm", workdir=workdir, env=env, unreachable_timeout_s=timeout_s)
     with pytest.raises(NoSlurmError) as info:
         cluster.max_array_size()
     return str(info.value)
@@ -116,11 +116,12 @@ def test_slurm_not_configured_says_so_and_what_to_use_instead(tmp_path) -> None:
 
 @pytest.mark.slurm
 def test_an_unreachable_controller_says_so_and_what_to_do(cluster_env, tmp_path) -> None:
-    """slurm.conf read, slurmctld out of reach: says so (not "cannot read the config")."""
+    """slurm.conf read, slurmctld out of reach: says so (not "cannot read the config"),
+    once ``unreachable_timeout_s`` of retries (a busy controller is waited for) is over."""
     real = Path(cluster_env["LAZYSLURM_TEST_SLURM_CONF"]).read_text()
     conf = tmp_path / "slurm.conf"  # the test cluster's, with nothing at the port
     conf.write_text(re.sub(r"(?m)^SlurmctldPort=.*$", "SlurmctldPort=9", real))
-    msg = _probe(tmp_path / "w", SLURM_CONF=str(conf))
+    msg = _probe(tmp_path / "w", timeout_s=3, SLURM_CONF=str(conf))
     assert msg.startswith("Slurm's controller (slurmctld) cannot be reached"), msg
     assert "scontrol ping" in msg and 'Cluster("local")' in msg
 
