@@ -1140,6 +1140,7 @@ def test_an_element_slurm_never_heard_of_ends_after_a_grace(monkeypatch):
 
     handle = RunHandle("r", (ArrayJob("aj0", "f", ("k0",)),), {"aj0": "77"})
     backend = slurm.SlurmBackend.__new__(slurm.SlurmBackend)
+    backend.site_requeues = False  # a site with JobRequeue=0 (no probe here)
     watch = slurm_status.Watch()
     clock = iter([0.0, 61.0, 62.0])
     monkeypatch.setattr(slurm.time, "monotonic", lambda: next(clock))
@@ -1267,6 +1268,7 @@ def test_preempted_or_node_fail_with_requeue_waits_for_the_next_attempt(monkeypa
     plain = ArrayJob("aj1", "g", ("k1",))
     handle = RunHandle("r", (requeue, plain), {"aj0": "77", "aj1": "78"})
     backend = slurm.SlurmBackend.__new__(slurm.SlurmBackend)
+    backend.site_requeues = False  # a site with JobRequeue=0 (no probe here)
     watch = slurm_status.Watch()
     clock = iter([0.0, 10.0, 20.0, 400.0])
     monkeypatch.setattr(slurm.time, "monotonic", lambda: next(clock))
@@ -1280,6 +1282,41 @@ def test_preempted_or_node_fail_with_requeue_waits_for_the_next_attempt(monkeypa
     late = backend._snapshot(handle, stuck, set(), set(), watch)  # never requeued again
     assert late.states["aj0"] == [FAILED]
     assert "attempt 3" in late.failures[("aj0", 0)].reason
+
+
+def test_a_site_that_requeues_by_default_is_followed_without_requeue_true(monkeypatch):
+    """JobRequeue=1 (Slurm's default) requeues a job lost with its node even when the task
+    did not ask requeue=True: such a NODE_FAIL row is waited on (the element is PENDING);
+    a task that asked no_requeue, or a site with JobRequeue=0, fails at once."""
+    from lazyslurm.backends.base import ArrayJob, RunHandle
+    from lazyslurm.backends.slurm import backend as slurm
+    from lazyslurm.backends.slurm import status as slurm_status
+    from lazyslurm.graph.resources import Resources
+
+    plain = ArrayJob("aj0", "f", ("k0",))
+    never = ArrayJob("aj1", "g", ("k1",), Resources.from_options(no_requeue=True))
+    handle = RunHandle("r", (plain, never), {"aj0": "77", "aj1": "78"})
+    backend = slurm.SlurmBackend.__new__(slurm.SlurmBackend)
+    backend.site_requeues = True  # JobRequeue=1, no SBATCH_NO_REQUEUE
+    clock = iter([0.0, 10.0])
+    monkeypatch.setattr(slurm.time, "monotonic", lambda: next(clock))
+    rows = {("77", 0): slurm_status.Row("NODE_FAIL"), ("78", 0): slurm_status.Row("NODE_FAIL")}
+    snap = backend._snapshot(handle, rows, set(), set(), slurm_status.Watch())
+    assert snap.states == {"aj0": [PENDING], "aj1": [FAILED]}
+    backend.site_requeues = False
+    snap = backend._snapshot(handle, rows, set(), set(), slurm_status.Watch())
+    assert snap.states == {"aj0": [FAILED], "aj1": [FAILED]}
+
+
+def test_the_probe_reads_jobrequeue():
+    """JobRequeue = 0 in scontrol show config: the site does not requeue; absent (an older
+    cached probe) or 1: it does, as Slurm's default."""
+    from lazyslurm.backends.slurm.facts import read_probe
+
+    base = "MaxArraySize = 1001\nMaxJobCount = 10000\nAccountingStorageType = x/none\n"
+    assert read_probe(base).job_requeue
+    assert read_probe(base + "JobRequeue = 1\n").job_requeue
+    assert not read_probe(base + "JobRequeue = 0\n").job_requeue
 
 
 @task(time=2)

@@ -287,6 +287,7 @@ def test_the_other_source_is_asked_before_unknown():
     aj = ArrayJob("aj0", "t", tuple(f"k{i}" for i in range(6)), pack=2)
     handle = RunHandle("r", (aj,), {"aj0": "9"})
     backend = slurm_backend.SlurmBackend.__new__(slurm_backend.SlurmBackend)
+    backend.site_requeues = False  # a site with JobRequeue=0 (no probe here)
     watch = Watch()
     grace = status.UNLISTED_GRACE_S
     rows = parse_status(text, squeue=False)

@@ -22,6 +22,7 @@ queries out.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -279,6 +280,17 @@ class SlurmBackend(FedRuns, BackendBase):
 
     def _probe(self) -> None:
         self.facts  # noqa: B018 - probed on first use
+
+    @functools.cached_property
+    def site_requeues(self) -> bool:
+        """Whether Slurm queues again a batch job lost with its node or preempted, unasked:
+        the cluster's ``JobRequeue`` (1 by default) and no ``SBATCH_NO_REQUEUE`` in the
+        environment jobs are submitted from (this host's, and the cluster's ``env=``)."""
+        if not self.facts.job_requeue:
+            return False
+        env = dict(os.environ) if isinstance(self.shell, LocalShell) else {}
+        env.update(getattr(self.shell, "env", None) or {})  # the shells' own variables
+        return not env.get("SBATCH_NO_REQUEUE")
 
     def cluster_facts(self) -> ClusterFacts:
         """Partitions (defaults, MaxTime, DefMemPerCPU): what worst cases need."""
@@ -962,6 +974,7 @@ class SlurmBackend(FedRuns, BackendBase):
         now = time.monotonic()
         states: dict[str, list[str]] = {}
         failures: dict[tuple[str, int], ElementFailure] = {}
+        watch.site_requeues = self.site_requeues
         for aj in handle.array_jobs:
             job_id = handle.job_ids[aj.id]
             if (

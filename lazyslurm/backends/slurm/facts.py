@@ -46,7 +46,9 @@ __all__ = [
     "start_query_script",
 ]
 
-_CONFIG_KEYS = ("MaxArraySize", "MaxJobCount", "AccountingStorageType", "DefMemPerCPU")
+_CONFIG_KEYS = (
+    "MaxArraySize", "MaxJobCount", "AccountingStorageType", "DefMemPerCPU", "JobRequeue",
+)  # fmt: skip
 CONFIG_KEYS = (*_CONFIG_KEYS, "SLURM_CONF")  # the lines of `scontrol show config` probed
 # the part of the probe the worst-case arithmetic needs (partitions and DefMemPerCPU): also
 # run alone, where a task that returns a subgraph checks the run's budget
@@ -92,6 +94,9 @@ class Facts:
     nodes: tuple[Node, ...] = ()
     job_limits: Mapping[str, int] = attrs.field(factory=dict)  # MaxJobCount, MaxSubmitJobs
     home: str | None = None
+    # JobRequeue=1 (Slurm's default): a batch job a node failure or a preemption stopped
+    # is queued again by Slurm, unless it was submitted --no-requeue
+    job_requeue: bool = True
 
 
 def read_probe(stdout: str, stderr: str = "", *, where: str = "") -> Facts:
@@ -111,6 +116,7 @@ def read_probe(stdout: str, stderr: str = "", *, where: str = "") -> Facts:
         nodes=tuple(parse_nodes(stdout)),
         job_limits=job_limits(config, stdout),
         home=home.group(1) if home else None,
+        job_requeue=config.get("JobRequeue", "1") != "0",
     )
 
 

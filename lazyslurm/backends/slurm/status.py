@@ -305,6 +305,9 @@ class Watch:
         # False where none can be had, None until the first poll
         self.notify: Any = None
         self.partial: Snapshot | None = None  # from the listing of a poll whose status failed
+        # the cluster requeues a batch job lost with its node or preempted (JobRequeue=1
+        # and jobs not submitted --no-requeue): the backend sets it from its probe
+        self.site_requeues = False
         # requeue=True: requeues seen per element, and since when it sits requeued
         self.requeues: dict[tuple[str, int], int] = {}
         self.requeued_since: dict[tuple[str, int], float] = {}
@@ -357,6 +360,15 @@ def classify(listed: Mapping[str, Sequence[str]]) -> tuple[set[str], set[str], s
     return results, errors, cancelled
 
 
+def requeued_by_slurm(aj: ArrayJob, watch: Watch) -> bool:
+    """Whether Slurm queues ``aj``'s elements again after a node failure or a preemption:
+    ``requeue=True`` asks it; else the cluster's JobRequeue=1 does it unless the task asked
+    ``no_requeue`` (such a NODE_FAIL or PREEMPTED row is waited on, not a failure)."""
+    if aj.resources.requeue:
+        return True
+    return watch.site_requeues and not any(k == "no_requeue" for k, _ in aj.resources.scheduler)
+
+
 def element_state(
     row: Row | None,
     has_error: bool,
@@ -395,7 +407,7 @@ def element_state(
     slurm_state = row.state
     if slurm_state == "CANCELLED" and NEVER_SATISFIED not in row.reason:
         row = attrs.evolve(row, reason="")  # squeue's last pending reason (Dependency): noise
-    if aj.resources.requeue and slurm_state in REQUEUE_STATES:
+    if slurm_state in REQUEUE_STATES and requeued_by_slurm(aj, watch):
         if element not in watch.requeued_since:  # a new requeue (attempt) of this element
             watch.requeued_since[element] = now
             watch.requeues[element] = watch.requeues.get(element, 0) + 1
