@@ -62,7 +62,7 @@ def test_an_explicit_local_cluster_does_not_warn(tmp_path) -> None:
 def test_a_forgotten_with_cluster_is_named_where_it_was_made(tmp_path) -> None:
     """The seed's mistake: Cluster("slurm") made, never entered; plain tasks still warn."""
     cluster = Cluster("slurm", partition="debug", workdir=tmp_path)
-    line = _line()
+    line = _line() - 1  # the line above, where the cluster was made
     with pytest.warns(ImplicitLocalWarning) as record:
         assert compute(sized.map([5, 6])) == ([10, 12],)
     msg = str(record[0].message)
