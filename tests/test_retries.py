@@ -92,6 +92,7 @@ def test_the_client_follows_the_guards_records_to_each_elements_latest_attempt()
     aj = ArrayJob("aj0", "f", ("k0", "k1"), Resources(retries=1))
     handle = RunHandle("r", (aj,), {"aj0": "10", "aj0.guard": "11"})
     backend = slurm.SlurmBackend.__new__(slurm.SlurmBackend)
+    backend.site_requeues = False  # a site with JobRequeue=0 (no probe here)
     watch = st.Watch()
     watch.retries = recs
     rows = {("10", 0): st.Row("NODE_FAIL", node="n1"), ("10", 1): st.Row("NODE_FAIL"),
