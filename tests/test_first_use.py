@@ -121,7 +121,7 @@ def test_an_unreachable_controller_says_so_and_what_to_do(cluster_env, tmp_path)
     real = Path(cluster_env["LAZYSLURM_TEST_SLURM_CONF"]).read_text()
     conf = tmp_path / "slurm.conf"  # the test cluster's, with nothing at the port
     conf.write_text(re.sub(r"(?m)^SlurmctldPort=.*$", "SlurmctldPort=9", real))
-    msg = _probe(tmp_path / "w", timeout_s=3, SLURM_CONF=str(conf))
+    msg = _probe(tmp_path / "w", timeout_s=1, SLURM_CONF=str(conf))
     assert msg.startswith("Slurm's controller (slurmctld) cannot be reached"), msg
     assert "scontrol ping" in msg and 'Cluster("local")' in msg
 

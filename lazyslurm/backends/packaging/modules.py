@@ -187,24 +187,31 @@ def is_extension(name: str) -> bool:
 
 
 def referenced_modules(blobs: Iterable[bytes], names: Iterable[str]) -> set[str]:
-    """Which of the top-level module ``names`` the pickles ``blobs`` name (a module name
-    is a short string in a pickle: SHORT_BINUNICODE, length-prefixed).
+    """Which of the top-level module ``names`` the spec files ``blobs`` name. A module name
+    is a short length-prefixed string: in a pickle SHORT_BINUNICODE (``\\x8c``), in marshal
+    data (a function shipped as plain data, :func:`lazyslurm.store.function_data`) a short
+    ASCII string (``z``/``Z``, with or without marshal's reference flag).
 
-    >>> import pickle, fractions
+    >>> import marshal, pickle, fractions
     >>> sorted(referenced_modules([pickle.dumps(fractions.Fraction(1, 3))],
     ...                           ["fractions", "json"]))
     ['fractions']
+    >>> sorted(referenced_modules([marshal.dumps({"refs": ("module", "json.decoder")})],
+    ...                           ["fractions", "json"]))
+    ['json']
     """
     names = sorted(set(names), key=len, reverse=True)
     if not names:
         return set()
     alt = b"|".join(re.escape(n.encode()) for n in names)
-    pat = re.compile(rb"\x8c(.)((?:" + alt + rb")(?:\.[A-Za-z0-9_]+)*)", re.DOTALL)
+    start = re.compile(rb"[\x8czZ\xfa\xda](.)(?=" + alt + rb")", re.DOTALL)
+    whole = re.compile(rb"(?:" + alt + rb")(?:\.[A-Za-z0-9_]+)*")
     found: set[str] = set()
     for blob in blobs:
-        for m in pat.finditer(blob):
-            if m.group(1)[0] == len(m.group(2)):
-                found.add(m.group(2).split(b".")[0].decode())
+        for m in start.finditer(blob):
+            text = blob[m.end() : m.end() + m.group(1)[0]]  # exactly the string's length
+            if whole.fullmatch(text):
+                found.add(text.split(b".")[0].decode())
     return found
 
 

@@ -322,7 +322,7 @@ class SlurmBackend(FedRuns, BackendBase):
         """What sacct recorded of each element of the run (one round trip)."""
         if not self.facts.accounting:
             return Accounting(
-                note="this cluster has no accounting (AccountingStorageType=none): sacct "
+                note="this cluster keeps no accounting (AccountingStorageType=none): sacct "
                 "cannot say what the run used"
             )
         masters = {

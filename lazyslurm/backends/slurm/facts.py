@@ -71,11 +71,14 @@ def probe_script(more: str = "") -> str:
             '} > "$lz_acct" 2>/dev/null & lz_acct_pid=$!',
             # no Slurm here: say which way (no scontrol, not configured, controller down)
             'if ! command -v scontrol >/dev/null 2>&1; then echo "LZ-NOSCONTROL=$PATH"; '
-            'else lz_conf=$(scontrol show config 2>&1); printf "%s\\n" "$lz_conf" | '
-            "grep -E '^(" + "|".join(CONFIG_KEYS) + ") ' || "
-            'printf "%s\\n" "$lz_conf" | head -n 6 | sed "s/^/LZ-SCONTROL /"; fi',
+            'else lz_conf=$(scontrol show config 2>&1); if printf "%s\\n" "$lz_conf" | '
+            "grep -E '^(" + "|".join(CONFIG_KEYS) + ") '; then lz_ok=1; else "
+            'printf "%s\\n" "$lz_conf" | head -n 6 | sed "s/^/LZ-SCONTROL /"; fi; fi',
+            # the controller answered: partitions and nodes (else each would wait as long)
+            'if [ -n "${lz_ok:-}" ]; then',
             "scontrol show partition -o 2>/dev/null | sed 's/^/LZ-PART /'",
             "scontrol show node -o 2>/dev/null | sed 's/^/LZ-NODE /'",
+            "fi",
             "echo LZ-HOME=$HOME",
             more,
             'wait "$lz_acct_pid" 2>/dev/null; sed \'s/^/LZ-MAXSUBMIT=/\' "$lz_acct" 2>/dev/null;'
